@@ -1,0 +1,162 @@
+/* kvlite public API: load a Llama-family GGUF model, run it on the CPU over a
+ * paged, codec-encoded KV cache, tokenize, sample. The only header tools,
+ * bindings and the server include.
+ *
+ * Conventions: opaque handles with kvl_X_create/kvl_X_free pairs (free accepts
+ * NULL); functions return kvl_status; the handle that failed (or the model for
+ * load errors) keeps a human-readable message readable with kvl_*_error(). */
+#ifndef KVLITE_H
+#define KVLITE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum kvl_status {
+    KVL_OK = 0,
+    KVL_ERR_IO,          /* file missing / unreadable */
+    KVL_ERR_FORMAT,      /* malformed, truncated or hostile input bytes */
+    KVL_ERR_UNSUPPORTED, /* valid input that kvlite cannot handle (arch, tensor type) */
+    KVL_ERR_ARG,         /* invalid argument from the caller */
+    KVL_ERR_NOMEM,       /* allocation failed or KV budget exhausted */
+    KVL_ERR_CTX_FULL,    /* sequence would exceed its context length */
+    KVL_ERR_INTERNAL
+} kvl_status;
+
+/* Short static name of a status code ("ok", "io", "format", ...). */
+const char *kvl_status_str(kvl_status s);
+
+typedef int32_t kvl_token;
+
+typedef struct kvl_model kvl_model;     /* weights + tokenizer, immutable after load */
+typedef struct kvl_ctx kvl_ctx;         /* engine: thread pool, KV pool, scratch */
+typedef struct kvl_seq kvl_seq;         /* one sequence: its KV page tables + position */
+typedef struct kvl_sampler kvl_sampler; /* sampling state (rng, penalties history) */
+
+/* ---- model ---------------------------------------------------------------- */
+
+/* Load a GGUF model (mmap). On failure *out is NULL, returns a status and, if
+ * err/err_len are given, writes a one-line message into err. */
+kvl_status kvl_model_load(const char *path, kvl_model **out, char *err, size_t err_len);
+void kvl_model_free(kvl_model *m);
+
+typedef struct kvl_model_info {
+    const char *arch;  /* "llama" or "qwen2" */
+    const char *name;  /* general.name or "" */
+    int n_layer, n_embd, n_head, n_head_kv, head_dim, n_ff, n_vocab, n_ctx_train;
+    float rope_theta, norm_eps;
+    kvl_token bos, eos, eot; /* -1 when absent; eot = end-of-turn (e.g. <|im_end|>) */
+    size_t weight_bytes;     /* bytes of tensor data */
+} kvl_model_info;
+void kvl_model_get_info(const kvl_model *m, kvl_model_info *info);
+
+/* True if t ends generation (eos or end-of-turn). */
+int kvl_model_is_eog(const kvl_model *m, kvl_token t);
+
+/* ---- tokenizer ------------------------------------------------------------ */
+
+/* Tokenize UTF-8 text. Special-token strings (e.g. "<|im_start|>") are parsed
+ * as special tokens when parse_special != 0. add_bos follows the model's
+ * tokenizer.ggml.add_bos_token when add_bos < 0. Writes up to cap ids to out and
+ * returns the total count (which may exceed cap: call again with more room), or
+ * a negative kvl_status on error. Invalid UTF-8 bytes are tokenized as their
+ * byte tokens (byte-level BPE) or byte-fallback tokens (SentencePiece). */
+int64_t kvl_tokenize(const kvl_model *m, const char *text, size_t len, int add_bos,
+                     int parse_special, kvl_token *out, int64_t cap);
+
+/* Bytes of token t (raw bytes, may be a partial UTF-8 sequence); special tokens
+ * render as their text only if render_special. Returns length written (<= cap)
+ * or the needed length if it exceeds cap; negative on invalid token. */
+int kvl_token_to_piece(const kvl_model *m, kvl_token t, int render_special, char *buf, int cap);
+
+typedef struct kvl_chat_msg {
+    const char *role;    /* "system", "user", "assistant" */
+    const char *content;
+} kvl_chat_msg;
+
+/* Render messages with the model's chat template (ChatML or Llama-3, chosen from
+ * tokenizer.chat_template). add_assistant appends the assistant turn header.
+ * Returns the length (may exceed cap; text is NUL-terminated when it fits) or
+ * negative status. */
+int64_t kvl_chat_apply(const kvl_model *m, const kvl_chat_msg *msgs, int n_msgs, int add_assistant,
+                       char *out, size_t cap);
+
+/* ---- context and KV options -------------------------------------------------- */
+
+typedef struct kvl_ctx_params {
+    int n_ctx;             /* max tokens per sequence; 0 = model's training context */
+    int n_threads;         /* 0 = all online cores */
+    const char *kv_codec;  /* "f32", "f16", "int8"; NULL = "f16" */
+    size_t kv_budget_bytes;/* KV pool byte budget; 0 = enough for n_ctx * n_seq_max tokens */
+    int n_seq_max;         /* sequences sized into the default budget; 0 = 1 */
+    int page_tokens;       /* tokens per KV page; 0 = 32 */
+    const char *kv_policy; /* "full" (default) */
+    int n_batch;           /* max tokens per forward call; 0 = 512 */
+} kvl_ctx_params;
+
+/* Fill defaults. */
+void kvl_ctx_params_default(kvl_ctx_params *p);
+
+kvl_status kvl_ctx_create(const kvl_model *m, const kvl_ctx_params *p, kvl_ctx **out, char *err,
+                          size_t err_len);
+void kvl_ctx_free(kvl_ctx *c);
+/* Message of the last failure on this context ("" if none). */
+const char *kvl_ctx_error(const kvl_ctx *c);
+
+/* ---- sequences ---------------------------------------------------------------- */
+
+kvl_status kvl_seq_create(kvl_ctx *c, kvl_seq **out);
+void kvl_seq_free(kvl_seq *s);
+/* New sequence sharing s's cached prefix (page tables copied, pages shared). */
+kvl_status kvl_seq_fork(const kvl_seq *s, kvl_seq **out);
+/* Number of tokens processed so far (next position). */
+int kvl_seq_pos(const kvl_seq *s);
+
+/* Run the model over tokens (appended at the sequence's current position),
+ * caching their K/V. If logits != NULL it receives the logits of the last token
+ * [n_vocab]; if all_logits != NULL it receives [n][n_vocab] (every position).
+ * Tokens beyond n_batch are processed in chunks. Fails with KVL_ERR_CTX_FULL if
+ * pos + n > n_ctx (nothing is cached then). */
+kvl_status kvl_prefill(kvl_seq *s, const kvl_token *tokens, int n, float *logits, float *all_logits);
+/* One token: same as kvl_prefill with n = 1. */
+kvl_status kvl_decode(kvl_seq *s, kvl_token t, float *logits);
+
+typedef struct kvl_kv_stats {
+    size_t bytes_used;      /* pool bytes held by this sequence's pages (shared pages counted) */
+    size_t bytes_peak;      /* peak of bytes_used */
+    size_t pool_used;       /* bytes in use in the whole pool */
+    size_t pool_budget;     /* pool byte budget */
+    int64_t tokens_cached;  /* sum over (layer, kv-head) of cached tokens / (n_layer*n_head_kv) */
+    double bytes_per_token; /* codec bytes per cached token (K+V, all layers and heads) */
+    int n_pages;            /* pages referenced by this sequence */
+    const char *codec;
+} kvl_kv_stats;
+void kvl_seq_kv_stats(const kvl_seq *s, kvl_kv_stats *st);
+
+/* ---- sampling ------------------------------------------------------------------- */
+
+typedef struct kvl_sampler_params {
+    float temperature;   /* <= 0: greedy */
+    int top_k;           /* 0 = off */
+    float top_p;         /* 1 = off */
+    float min_p;         /* 0 = off */
+    float repeat_penalty;/* 1 = off */
+    int repeat_last_n;   /* tokens of history the penalty looks at */
+    uint64_t seed;
+} kvl_sampler_params;
+
+void kvl_sampler_params_default(kvl_sampler_params *p);
+kvl_status kvl_sampler_create(const kvl_sampler_params *p, int n_vocab, kvl_sampler **out);
+void kvl_sampler_free(kvl_sampler *s);
+/* Sample a token from logits [n_vocab] (logits are modified in place). */
+kvl_token kvl_sampler_sample(kvl_sampler *s, float *logits);
+/* Record a token in the history used by the repetition penalty. */
+void kvl_sampler_accept(kvl_sampler *s, kvl_token t);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,83 @@
+/* The paged KV cache: a byte-budgeted pool of fixed-size pages, per-sequence
+ * page tables per (layer, kv-head) with reference-counted shared pages, codecs
+ * that encode K/V rows into page bytes, and attention computed over the pages
+ * with an online softmax calling the codec's fused score / value-accumulate
+ * functions on the encoded bytes. Policies (eviction) hook in through the
+ * attention statistics and keep/drop decisions (see kv/policy.h). */
+#ifndef KVL_KV_KV_H
+#define KVL_KV_KV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/err.h"
+
+typedef struct kvl_codec kvl_codec;       /* kv/codec.h */
+typedef struct kvl_kv_pool kvl_kv_pool;
+typedef struct kvl_kv_table kvl_kv_table; /* one sequence's page tables */
+
+/* Codec by name ("f32", "f16", "int8") or NULL. */
+const kvl_codec *kvl_codec_find(const char *name);
+const char *kvl_codec_name(const kvl_codec *c);
+/* Comma-separated list of codec names (for error messages / --help). */
+const char *kvl_codec_list(void);
+
+typedef struct kvl_kv_config {
+    int n_layer, n_head_kv, head_dim;
+    int page_tokens;         /* tokens per page (e.g. 32) */
+    size_t budget_bytes;     /* hard cap on bytes of all pages in the pool */
+    const kvl_codec *codec;  /* used for K and V */
+    const char *policy;      /* "full" (NULL = "full") */
+} kvl_kv_config;
+
+kvl_status kvl_kv_pool_create(const kvl_kv_config *cfg, kvl_kv_pool **out, kvl_err *err);
+/* All tables must be freed first. */
+void kvl_kv_pool_free(kvl_kv_pool *p);
+size_t kvl_kv_pool_used(const kvl_kv_pool *p);   /* bytes of pages currently allocated */
+size_t kvl_kv_pool_budget(const kvl_kv_pool *p);
+size_t kvl_kv_page_bytes(const kvl_kv_pool *p);  /* bytes of one page (K and V of page_tokens) */
+/* Encoded bytes per cached token across all layers and heads (K+V). */
+double kvl_kv_bytes_per_token(const kvl_kv_pool *p);
+
+kvl_status kvl_kv_table_create(kvl_kv_pool *p, kvl_kv_table **out, kvl_err *err);
+void kvl_kv_table_free(kvl_kv_table *t);
+/* New table sharing all of t's pages (refcounts incremented; copy-on-write on
+ * the partially filled last page when either side appends). */
+kvl_status kvl_kv_table_fork(const kvl_kv_table *t, kvl_kv_table **out, kvl_err *err);
+/* Tokens cached for (layer, head). */
+int kvl_kv_table_len(const kvl_kv_table *t, int layer, int head);
+/* Bytes of pages referenced by this table (shared pages counted in full), and peak. */
+size_t kvl_kv_table_bytes(const kvl_kv_table *t);
+size_t kvl_kv_table_peak_bytes(const kvl_kv_table *t);
+int kvl_kv_table_n_pages(const kvl_kv_table *t);
+
+/* Append n_tok tokens' K and V to every head of `layer`.
+ * k, v: [n_tok][n_head_kv][head_dim]; pos: [n_tok] original positions.
+ * Fails with KVL_ERR_NOMEM (and appends nothing) if the budget would be
+ * exceeded. Not thread-safe with other calls on the same table. */
+kvl_status kvl_kv_append(kvl_kv_table *t, int layer, int n_tok, const int32_t *pos,
+                         const float *k, const float *v, kvl_err *err);
+/* Bytes the pool would need to allocate to append n_tok more tokens to every
+ * (layer, head) of t (for checking the budget before a forward pass). */
+size_t kvl_kv_append_need(const kvl_kv_table *t, int n_tok);
+
+/* Per-thread scratch bytes kvl_kv_attend needs. */
+size_t kvl_kv_attend_scratch_bytes(const kvl_kv_pool *p);
+
+/* Causal attention for n_tok queries of one layer over the cached pages.
+ * q: [n_tok][n_head][head_dim] (RoPE applied); qpos: [n_tok];
+ * out: [n_tok][n_head][head_dim]. Query head h uses kv-head h / (n_head/n_head_kv).
+ * Query t attends to cached tokens whose position <= qpos[t]. scale multiplies
+ * q.k. Work units (token, head) are split across threads ith/nth; scratch is
+ * this thread's buffer of kvl_kv_attend_scratch_bytes bytes. Attention
+ * statistics for the policy are accumulated per thread in scratch and merged by
+ * kvl_kv_policy_step. Safe to call concurrently from the nth threads. */
+void kvl_kv_attend(const kvl_kv_table *t, int layer, int n_tok, const float *q, const int32_t *qpos,
+                   int n_head, float scale, float *out, void *scratch, int ith, int nth);
+
+/* Called by the engine after each forward call (single-threaded): lets the
+ * policy consume attention statistics and evict (compacting pages, returning
+ * memory to the pool). "full" does nothing. */
+kvl_status kvl_kv_policy_step(kvl_kv_table *t, kvl_err *err);
+
+#endif
