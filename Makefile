@@ -30,7 +30,7 @@ TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 LIB      := $(BUILD)/libkvlite.a
 CLI      := $(BUILD)/kvlite
 
-.PHONY: all test test-unit san demo model deps clean refdump
+.PHONY: all test test-unit san san-unit demo model deps clean refdump
 all: $(LIB) $(CLI) $(TEST_BIN)
 
 $(BUILD)/%_avx2.o: %_avx2.c
@@ -71,6 +71,10 @@ test-unit: all
 
 san:
 	$(MAKE) SAN=1 test
+
+# Sanitizer tier on the tests that need no model (quick).
+san-unit:
+	$(MAKE) SAN=1 test-unit
 
 demo: deps all model
 	$(CLI) run -m "$(MODEL)" --chat --temp 0 -n 96 --kv int8 --stats \

@@ -63,4 +63,41 @@ const kvl_cpu_kernels *kvl_cpu_kernels_get(int simd);
 void kvl_cpu_matmul(const kvl_cpu_kernels *k, kvl_type wt, const void *W, int64_t rows, int64_t cols,
                     const void *xq, int n_tok, float *y, int ith, int nth);
 
+/* ---- Block layouts (ggml/GGUF; fp16 fields are IEEE half bit patterns). ---- */
+#define KVL_QK 32   /* elements per block of the 32-element formats */
+#define KVL_QK_K 256 /* elements per super-block of the K formats */
+typedef struct { uint16_t d; int8_t qs[32]; } kvl_block_q8_0;                   /* x = d*q */
+typedef struct { uint16_t d; uint8_t qs[16]; } kvl_block_q4_0;                  /* x = d*(q-8) */
+typedef struct { uint16_t d, m; uint8_t qs[16]; } kvl_block_q4_1;               /* x = d*q + m */
+typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; } kvl_block_q5_0;   /* x = d*(q-16) */
+typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; } kvl_block_q5_1; /* x = d*q + m */
+/* Activation block for the 32-element weight formats: s is the exact integer
+ * sum of qs (kvlite's own layout; same size as ggml's Q8_1, which stores d*s
+ * as fp16 instead). x = d*q. */
+typedef struct { uint16_t d; int16_t s; int8_t qs[32]; } kvl_block_q8_1;
+/* 8 sub-blocks of 32: x = d*sc[j]*q - dmin*m[j], 6-bit sc/m packed in scales. */
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } kvl_block_q4_k;
+/* 16 sub-blocks of 16: x = d*scales[j]*(q-32), q = 4 low bits (ql) | 2 high (qh). */
+typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } kvl_block_q6_k;
+/* Activation super-block for K formats: x = d*q; bsums[g] = sum of qs[16g..16g+15]. */
+typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; } kvl_block_q8_k;
+
+/* Q4_K packed 6-bit scale/min of sub-block j (0..7). */
+static inline void kvl_q4k_scale_min(int j, const uint8_t *q, int *sc, int *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+/* ---- Internal: SIMD table and tiled matmul (quant_avx2.c, x86 only). ---- */
+extern const kvl_cpu_kernels kvl_cpu_kernels_avx2;
+/* Computes y[t*ldy + r] for rows r0 <= r < r1 and all n_tok tokens with the
+ * AVX2 micro-kernels; returns 0 (doing nothing) if wt has no tiled kernel. */
+int kvl_cpu_matmul_rows_avx2(kvl_type wt, const void *W, int64_t cols, int64_t r0, int64_t r1,
+                             const void *xq, int n_tok, float *y, int64_t ldy);
+
 #endif

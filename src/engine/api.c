@@ -1,0 +1,302 @@
+/* The public C API (include/kvlite.h): model, tokenizer and chat-template
+ * wrappers, contexts (thread pool + KV pool + scratch), sequences,
+ * prefill/decode and KV statistics. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/engine.h"
+#include "kv/kv.h"
+
+static void copy_err(const kvl_err *e, char *buf, size_t len) {
+    if (buf && len) snprintf(buf, len, "%s", e->msg);
+}
+
+/* ---- model ---- */
+
+kvl_status kvl_model_load(const char *path, kvl_model **out, char *err, size_t err_len) {
+    kvl_err e;
+    kvl_err_clear(&e);
+    if (!out) return KVL_ERR_ARG;
+    *out = NULL;
+    if (!path) {
+        kvl_err_set(&e, KVL_ERR_ARG, "model: no path given");
+        copy_err(&e, err, err_len);
+        return KVL_ERR_ARG;
+    }
+    kvl_status st = kvl_model_open(path, out, &e);
+    if (st) copy_err(&e, err, err_len);
+    return st;
+}
+
+void kvl_model_get_info(const kvl_model *m, kvl_model_info *info) {
+    memset(info, 0, sizeof *info);
+    info->arch = m->arch;
+    info->name = m->name;
+    info->n_layer = m->n_layer;
+    info->n_embd = m->n_embd;
+    info->n_head = m->n_head;
+    info->n_head_kv = m->n_head_kv;
+    info->head_dim = m->head_dim;
+    info->n_ff = m->n_ff;
+    info->n_vocab = m->n_vocab;
+    info->n_ctx_train = m->n_ctx_train;
+    info->rope_theta = m->rope_theta;
+    info->norm_eps = m->norm_eps;
+    info->bos = kvl_tok_bos(m->tok);
+    info->eos = kvl_tok_eos(m->tok);
+    info->eot = kvl_tok_eot(m->tok);
+    info->weight_bytes = kvl_gguf_data_bytes(m->gguf);
+}
+
+int kvl_model_is_eog(const kvl_model *m, kvl_token t) { return kvl_tok_is_eog(m->tok, t); }
+
+int64_t kvl_tokenize(const kvl_model *m, const char *text, size_t len, int add_bos, int parse_special,
+                     kvl_token *out, int64_t cap) {
+    return kvl_tok_encode(m->tok, text, len, add_bos, parse_special, out, cap);
+}
+
+int kvl_token_to_piece(const kvl_model *m, kvl_token t, int render_special, char *buf, int cap) {
+    return kvl_tok_piece(m->tok, t, render_special, buf, cap);
+}
+
+int64_t kvl_chat_apply(const kvl_model *m, const kvl_chat_msg *msgs, int n_msgs, int add_assistant, char *out,
+                       size_t cap) {
+    return kvl_tok_chat_apply(m->tok, msgs, n_msgs, add_assistant, out, cap);
+}
+
+/* ---- context ---- */
+
+void kvl_ctx_params_default(kvl_ctx_params *p) {
+    memset(p, 0, sizeof *p);
+    p->kv_codec = "f16";
+    p->page_tokens = 32;
+    p->n_seq_max = 1;
+    p->kv_policy = "full";
+    p->n_batch = 512;
+}
+
+const char *kvl_ctx_error(const kvl_ctx *c) { return c ? c->err.msg : ""; }
+
+void kvl_ctx_free(kvl_ctx *c) {
+    if (!c) return;
+    kvl_threadpool_free(c->tp);
+    kvl_kv_pool_free(c->pool);
+    free(c->x);
+    free(c->xb);
+    free(c->delta);
+    free(c->q);
+    free(c->kb);
+    free(c->vb);
+    free(c->hb);
+    free(c->hb2);
+    free(c->cs);
+    free(c->logits);
+    free(c->pos);
+    for (int i = 0; i < KVL_XQ_SLOTS; i++) free(c->xq[i]);
+    if (c->attn_scratch)
+        for (int i = 0; i < c->nth; i++) free(c->attn_scratch[i]);
+    free(c->attn_scratch);
+    free(c);
+}
+
+static void *xalloc(size_t n, int *fail) {
+    void *p = calloc(1, n ? n : 1);
+    if (!p) *fail = 1;
+    return p;
+}
+
+kvl_status kvl_ctx_create(const kvl_model *m, const kvl_ctx_params *pin, kvl_ctx **out, char *errbuf,
+                          size_t err_len) {
+    kvl_err e;
+    kvl_err_clear(&e);
+    if (!out || !m) return KVL_ERR_ARG;
+    *out = NULL;
+    kvl_ctx_params p;
+    if (pin) p = *pin;
+    else kvl_ctx_params_default(&p);
+    if (!p.kv_codec) p.kv_codec = "f16";
+    if (!p.kv_policy) p.kv_policy = "full";
+    if (p.n_ctx <= 0) p.n_ctx = m->n_ctx_train;
+    if (p.n_seq_max <= 0) p.n_seq_max = 1;
+    if (p.page_tokens <= 0) p.page_tokens = 32;
+    if (p.n_batch <= 0) p.n_batch = 512;
+    if (p.n_threads <= 0) p.n_threads = kvl_n_cores();
+    kvl_status st = KVL_OK;
+    if (p.n_ctx > (1 << 24) || p.page_tokens > 4096 || p.n_batch > 65536 || p.n_threads > 1024) {
+        st = kvl_err_set(&e, KVL_ERR_ARG, "ctx: parameter out of range (n_ctx %d, page_tokens %d, n_batch %d, threads %d)",
+                         p.n_ctx, p.page_tokens, p.n_batch, p.n_threads);
+        copy_err(&e, errbuf, err_len);
+        return st;
+    }
+    const kvl_codec *codec = kvl_codec_find(p.kv_codec);
+    if (!codec) {
+        kvl_err_set(&e, KVL_ERR_ARG, "unknown KV codec '%s' (available: %s)", p.kv_codec, kvl_codec_list());
+        copy_err(&e, errbuf, err_len);
+        return KVL_ERR_ARG;
+    }
+    if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
+
+    kvl_ctx *c = calloc(1, sizeof *c);
+    if (!c) return KVL_ERR_NOMEM;
+    c->m = m;
+    snprintf(c->codec_name, sizeof c->codec_name, "%s", kvl_codec_name(codec));
+    c->k = kvl_cpu_kernels_get(getenv("KVL_NO_SIMD") == NULL);
+
+    /* KV pool: the default budget holds n_ctx tokens for n_seq_max sequences. */
+    kvl_kv_config kc = {.n_layer = m->n_layer, .n_head_kv = m->n_head_kv, .head_dim = m->head_dim,
+                        .page_tokens = p.page_tokens, .budget_bytes = p.kv_budget_bytes, .codec = codec,
+                        .policy = p.kv_policy};
+    if (!kc.budget_bytes) {
+        kvl_kv_pool *probe = NULL;
+        kc.budget_bytes = (size_t)1 << 40;
+        if ((st = kvl_kv_pool_create(&kc, &probe, &e))) goto fail;
+        size_t pages = (size_t)(p.n_ctx + p.page_tokens - 1) / (size_t)p.page_tokens;
+        kc.budget_bytes = pages * (size_t)m->n_layer * (size_t)m->n_head_kv * kvl_kv_page_bytes(probe) *
+                          (size_t)p.n_seq_max;
+        kvl_kv_pool_free(probe);
+    }
+    if ((st = kvl_kv_pool_create(&kc, &c->pool, &e))) goto fail;
+    p.kv_budget_bytes = kc.budget_bytes;
+    p.kv_codec = c->codec_name;
+    p.kv_policy = NULL; /* not kept: the caller's string may not outlive the ctx */
+    c->p = p;
+
+    c->tp = kvl_threadpool_create(p.n_threads);
+    if (!c->tp) {
+        st = kvl_err_set(&e, KVL_ERR_NOMEM, "ctx: cannot create thread pool");
+        goto fail;
+    }
+    c->nth = kvl_threadpool_n(c->tp);
+    const size_t nb = (size_t)p.n_batch, E = (size_t)m->n_embd, hd = (size_t)m->head_dim;
+    const size_t H = (size_t)m->n_head * hd, KV = (size_t)m->n_head_kv * hd, F = (size_t)m->n_ff;
+    const size_t wide = H > E ? H : E;
+    int fail = 0;
+    c->x = xalloc(sizeof(float) * nb * E, &fail);
+    c->xb = xalloc(sizeof(float) * nb * wide, &fail);
+    c->delta = xalloc(sizeof(float) * nb * E, &fail);
+    c->q = xalloc(sizeof(float) * nb * H, &fail);
+    c->kb = xalloc(sizeof(float) * nb * KV, &fail);
+    c->vb = xalloc(sizeof(float) * nb * KV, &fail);
+    c->hb = xalloc(sizeof(float) * nb * F, &fail);
+    c->hb2 = xalloc(sizeof(float) * nb * F, &fail);
+    c->cs = xalloc(sizeof(float) * nb * hd, &fail);
+    c->logits = xalloc(sizeof(float) * (size_t)m->n_vocab, &fail);
+    c->pos = xalloc(sizeof(int32_t) * nb, &fail);
+    /* f32 rows are the widest activation format */
+    size_t maxcols = F > wide ? F : wide;
+    c->xq_cap = nb * maxcols * sizeof(float);
+    for (int i = 0; i < KVL_XQ_SLOTS; i++) c->xq[i] = xalloc(c->xq_cap, &fail);
+    c->attn_scratch = xalloc(sizeof(void *) * (size_t)c->nth, &fail);
+    if (!fail)
+        for (int i = 0; i < c->nth; i++) c->attn_scratch[i] = xalloc(kvl_kv_attend_scratch_bytes(c->pool), &fail);
+    if (fail) {
+        st = kvl_err_set(&e, KVL_ERR_NOMEM, "ctx: out of memory for scratch buffers");
+        goto fail;
+    }
+    *out = c;
+    return KVL_OK;
+fail:
+    copy_err(&e, errbuf, err_len);
+    kvl_ctx_free(c);
+    return st;
+}
+
+/* ---- sequences ---- */
+
+kvl_status kvl_seq_create(kvl_ctx *c, kvl_seq **out) {
+    if (!c || !out) return KVL_ERR_ARG;
+    *out = NULL;
+    kvl_seq *s = calloc(1, sizeof *s);
+    if (!s) return kvl_err_set(&c->err, KVL_ERR_NOMEM, "seq: out of memory");
+    s->c = c;
+    kvl_status st = kvl_kv_table_create(c->pool, &s->t, &c->err);
+    if (st) {
+        free(s);
+        return st;
+    }
+    *out = s;
+    return KVL_OK;
+}
+
+void kvl_seq_free(kvl_seq *s) {
+    if (!s) return;
+    kvl_kv_table_free(s->t);
+    free(s);
+}
+
+kvl_status kvl_seq_fork(const kvl_seq *s, kvl_seq **out) {
+    if (!s || !out) return KVL_ERR_ARG;
+    *out = NULL;
+    kvl_seq *n = calloc(1, sizeof *n);
+    if (!n) return kvl_err_set(&s->c->err, KVL_ERR_NOMEM, "seq: out of memory");
+    n->c = s->c;
+    n->pos = s->pos;
+    kvl_status st = kvl_kv_table_fork(s->t, &n->t, &s->c->err);
+    if (st) {
+        free(n);
+        return st;
+    }
+    *out = n;
+    return KVL_OK;
+}
+
+int kvl_seq_pos(const kvl_seq *s) { return s->pos; }
+
+kvl_status kvl_prefill(kvl_seq *s, const kvl_token *tokens, int n, float *logits, float *all_logits) {
+    if (!s) return KVL_ERR_ARG;
+    kvl_ctx *c = s->c;
+    const kvl_model *m = c->m;
+    kvl_err_clear(&c->err);
+    if (n <= 0 || !tokens) return kvl_err_set(&c->err, KVL_ERR_ARG, "prefill: no tokens");
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= m->n_vocab)
+            return kvl_err_set(&c->err, KVL_ERR_ARG, "prefill: token id %d at index %d out of range [0, %d)",
+                               tokens[i], i, m->n_vocab);
+    if ((int64_t)s->pos + n > c->p.n_ctx)
+        return kvl_err_set(&c->err, KVL_ERR_CTX_FULL,
+                           "prefill: %d tokens at position %d exceed the context length %d", n, s->pos, c->p.n_ctx);
+    size_t need = kvl_kv_append_need(s->t, n);
+    size_t used = kvl_kv_pool_used(c->pool), budget = kvl_kv_pool_budget(c->pool);
+    if (need > budget - (used < budget ? used : budget))
+        return kvl_err_set(&c->err, KVL_ERR_NOMEM,
+                           "prefill: KV budget exhausted (%zu bytes needed, %zu of %zu in use)", need, used, budget);
+    for (int off = 0; off < n; off += c->p.n_batch) {
+        const int nc = n - off < c->p.n_batch ? n - off : c->p.n_batch;
+        const int last = off + nc == n;
+        float *out = NULL;
+        int n_out = 0;
+        if (all_logits) {
+            out = all_logits + (size_t)off * (size_t)m->n_vocab;
+            n_out = nc;
+        } else if (logits && last) {
+            out = logits;
+            n_out = 1;
+        }
+        kvl_status st = kvl_engine_forward(s, tokens + off, nc, out, n_out);
+        if (st) return st;
+        s->pos += nc;
+    }
+    if (all_logits && logits)
+        memcpy(logits, all_logits + (size_t)(n - 1) * (size_t)m->n_vocab, sizeof(float) * (size_t)m->n_vocab);
+    return KVL_OK;
+}
+
+kvl_status kvl_decode(kvl_seq *s, kvl_token t, float *logits) { return kvl_prefill(s, &t, 1, logits, NULL); }
+
+void kvl_seq_kv_stats(const kvl_seq *s, kvl_kv_stats *st) {
+    memset(st, 0, sizeof *st);
+    const kvl_ctx *c = s->c;
+    const kvl_model *m = c->m;
+    st->bytes_used = kvl_kv_table_bytes(s->t);
+    st->bytes_peak = kvl_kv_table_peak_bytes(s->t);
+    st->pool_used = kvl_kv_pool_used(c->pool);
+    st->pool_budget = kvl_kv_pool_budget(c->pool);
+    int64_t sum = 0;
+    for (int l = 0; l < m->n_layer; l++)
+        for (int h = 0; h < m->n_head_kv; h++) sum += kvl_kv_table_len(s->t, l, h);
+    st->tokens_cached = sum / ((int64_t)m->n_layer * m->n_head_kv);
+    st->bytes_per_token = kvl_kv_bytes_per_token(c->pool);
+    st->n_pages = kvl_kv_table_n_pages(s->t);
+    st->codec = c->codec_name;
+}

@@ -1,0 +1,54 @@
+/* Engine internals: the context (thread pool, KV pool, per-batch scratch)
+ * and sequences, plus the batched forward pass over the paged KV cache. */
+#ifndef KVL_ENGINE_ENGINE_H
+#define KVL_ENGINE_ENGINE_H
+
+#include "kvlite.h"
+#include "cpu/quant.h"
+#include "kv/kv.h"
+#include "model/model.h"
+#include "util/err.h"
+#include "util/threadpool.h"
+
+#define KVL_XQ_SLOTS 3 /* distinct activation formats one input may need */
+
+struct kvl_ctx {
+    const kvl_model *m;
+    kvl_ctx_params p;
+    char codec_name[32];
+    kvl_threadpool *tp;
+    int nth;
+    const kvl_cpu_kernels *k;
+    kvl_kv_pool *pool;
+    /* scratch, sized for p.n_batch tokens */
+    float *x;     /* [nb][n_embd] residual stream */
+    float *xb;    /* [nb][max(n_embd, n_head*hd)] normed input / attention output */
+    float *delta; /* [nb][n_embd] block output before the residual add */
+    float *q;     /* [nb][n_head*hd] */
+    float *kb;    /* [nb][n_kv*hd] */
+    float *vb;    /* [nb][n_kv*hd] */
+    float *hb;    /* [nb][n_ff] */
+    float *hb2;   /* [nb][n_ff] */
+    float *cs;    /* [nb][hd/2][2] rope cos/sin */
+    float *logits;/* [n_vocab] last-token logits */
+    int32_t *pos; /* [nb] */
+    void *xq[KVL_XQ_SLOTS];   /* quantized activations, [nb][row bytes] each */
+    kvl_type xq_type[KVL_XQ_SLOTS];
+    size_t xq_stride[KVL_XQ_SLOTS];
+    size_t xq_cap;            /* bytes of each xq slot */
+    void **attn_scratch;      /* [nth] */
+    kvl_err err;
+};
+
+struct kvl_seq {
+    kvl_ctx *c;
+    kvl_kv_table *t;
+    int pos;
+};
+
+/* Run n (<= n_batch) tokens at positions s->pos.. through the model, caching K/V.
+ * logits_out: [n_out][n_vocab] for the last n_out tokens of the chunk (n_out
+ * 0, 1 or n). */
+kvl_status kvl_engine_forward(kvl_seq *s, const kvl_token *tokens, int n, float *logits_out, int n_out);
+
+#endif

@@ -1,0 +1,98 @@
+/* Shared pieces of the kvlite CLI: parsed options, error exits, small helpers
+ * (numbers, UTF-8 checks, file reading, timing, JSON output, progress bar) and
+ * the command entry points. Tools see the engine only through kvlite.h. */
+#ifndef KVL_TOOLS_CLI_H
+#define KVL_TOOLS_CLI_H
+
+#include "kvlite.h"
+
+#include <stdio.h>
+
+/* Exit codes. */
+enum { CLI_EXIT_OK = 0, CLI_EXIT_RUNTIME = 1, CLI_EXIT_USAGE = 2 };
+
+/* Every flag of every command lands here; each command reads what it needs. */
+typedef struct cli_opts {
+    const char *cmd;       /* "run", "chat", "tokenize", "bench", "eval" */
+    const char *subcmd;    /* eval: "ppl" or "kld" */
+    const char *model;
+    const char *prompt;    /* -p */
+    const char *file;      /* -f */
+    const char *system;    /* --system (chat templates) */
+    int n_predict;         /* -n; -1 = until end-of-generation or context full */
+    int n_ctx;             /* --ctx; 0 = command default */
+    int n_threads;         /* 0 = all cores */
+    const char *kv;        /* --kv codec name */
+    int kv_set;            /* --kv given explicitly */
+    size_t kv_budget;      /* --kv-budget; 0 = engine default */
+    kvl_sampler_params sp;
+    int chat, stats, json, no_special;
+    int bench_prompt, bench_gen, reps;
+    int max_windows;       /* 0 = all */
+} cli_opts;
+
+/* Print "kvlite: MSG" (newlines folded into spaces) on stderr and exit(code). */
+void cli_die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+/* Print "kvlite: MSG" on stderr without exiting. */
+void cli_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Parse helpers: return 0 on success, -1 on malformed / out-of-range input. */
+int cli_parse_int(const char *s, long lo, long hi, int *out);
+int cli_parse_float(const char *s, double lo, double hi, float *out);
+int cli_parse_u64(const char *s, uint64_t *out);
+/* Byte sizes with optional K/M/G/T suffix (powers of 1024), optional "B"/"iB". */
+int cli_parse_size(const char *s, size_t *out);
+
+/* Offset of the first byte that breaks strict UTF-8 (overlongs, surrogates,
+ * > U+10FFFF and NUL are rejected), or -1 if buf is valid. */
+long cli_utf8_invalid_at(const char *buf, size_t len);
+
+/* Read a whole file into a NUL-terminated malloc'd buffer; dies on error. */
+char *cli_read_file(const char *path, size_t *len);
+
+/* Monotonic clock in seconds. */
+double cli_now(void);
+/* Peak resident set size in bytes (getrusage). */
+size_t cli_peak_rss(void);
+
+/* Load the model (dies with a one-line message on failure). */
+kvl_model *cli_load_model(const char *path);
+/* Create a context for m from the options (codec overridable, n_ctx given). */
+kvl_ctx *cli_create_ctx(const kvl_model *m, const cli_opts *o, const char *codec, int n_ctx);
+/* Tokenize into a malloc'd array; dies on error. */
+kvl_token *cli_tokenize(const kvl_model *m, const char *text, size_t len, int add_bos,
+                        int parse_special, int64_t *n_out);
+
+/* ---- JSON writer (one object on stdout) ---------------------------------------- */
+typedef struct cli_json {
+    FILE *f;
+    int n;       /* members written in the current object */
+} cli_json;
+void cli_json_begin(cli_json *j, FILE *f);
+void cli_json_str(cli_json *j, const char *key, const char *val);
+void cli_json_int(cli_json *j, const char *key, long long val);
+void cli_json_num(cli_json *j, const char *key, double val);
+void cli_json_num_array(cli_json *j, const char *key, const double *v, int n);
+void cli_json_end(cli_json *j);
+/* Write s as a JSON string literal (quotes included). */
+void cli_json_escape(FILE *f, const char *s);
+
+/* ---- progress bar (stderr, only when stderr is a terminal) --------------------- */
+typedef struct cli_progress {
+    int enabled;
+    long total;
+    const char *label;
+    double t0;
+} cli_progress;
+void cli_progress_begin(cli_progress *p, const char *label, long total);
+void cli_progress_update(cli_progress *p, long done);
+void cli_progress_end(cli_progress *p);
+
+/* ---- commands ------------------------------------------------------------------ */
+int cmd_run(const cli_opts *o);
+int cmd_chat(const cli_opts *o);
+int cmd_tokenize(const cli_opts *o);
+int cmd_bench(const cli_opts *o);
+int cmd_eval(const cli_opts *o);
+
+#endif
