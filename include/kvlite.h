@@ -63,7 +63,9 @@ int kvl_model_is_eog(const kvl_model *m, kvl_token t);
  * tokenizer.ggml.add_bos_token when add_bos < 0. Writes up to cap ids to out and
  * returns the total count (which may exceed cap: call again with more room), or
  * a negative kvl_status on error. Invalid UTF-8 bytes are tokenized as their
- * byte tokens (byte-level BPE) or byte-fallback tokens (SentencePiece). */
+ * byte tokens (byte-level BPE) or byte-fallback tokens (SentencePiece); bytes
+ * the vocabulary has no token for (e.g. 0xC0, 0xF5-0xFF in SmolLM2) are
+ * dropped, as the Hugging Face tokenizer does. */
 int64_t kvl_tokenize(const kvl_model *m, const char *text, size_t len, int add_bos,
                      int parse_special, kvl_token *out, int64_t cap);
 

@@ -4,7 +4,7 @@
 # exists) enables the tests that need the default model; they skip otherwise.
 set -u
 BUILD="${BUILD:-build}"
-export KVLITE="$BUILD/kvlite"
+export KVLITE_BIN="$BUILD/kvlite"
 total_p=0; total_f=0; bad=0
 
 run_one() { # name, command...

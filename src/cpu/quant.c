@@ -8,6 +8,9 @@
 
 #include <math.h>
 #include <string.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include "util/fp16.h"
 
@@ -498,9 +501,10 @@ static const kvl_cpu_kernels kernels_ref = {
 
 const kvl_cpu_kernels *kvl_cpu_kernels_get(int simd) {
 #if defined(__x86_64__) || defined(__i386__)
-    if (simd && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
-        return &kvl_cpu_kernels_avx2;
+    /* F16C via CPUID leaf 1 (clang's __builtin_cpu_supports lacks "f16c"). */
+    unsigned a, b, c, d;
+    const int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+    if (simd && f16c && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &kvl_cpu_kernels_avx2;
 #endif
     return &kernels_ref;
 }

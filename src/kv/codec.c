@@ -153,9 +153,9 @@ const char *kvl_codec_name(const kvl_codec *c) { return c ? c->name : "(none)"; 
 
 const char *kvl_codec_list(void) { return "f32,f16,int8"; }
 
-kvl_codec_kernels kvl_codec_kernels_get(const kvl_codec *c, int scalar_only) {
+kvl_codec_kernels kvl_codec_kernels_get(const kvl_codec *c, int D, int scalar_only) {
     kvl_codec_kernels k = c->ref;
-    if (!scalar_only) {
+    if (!scalar_only && D % 8 == 0) {
         kvl_codec_kernels s;
         if (kvl_codec_avx2_kernels(c->name, &s)) k = s;
     }

@@ -17,7 +17,12 @@
  * seal) when eviction compacts pages.
  *
  * Kernels (qk, av) come in a scalar reference and SIMD versions chosen at run
- * time by kvl_codec_kernels_get(); K and V may use different codecs. */
+ * time by kvl_codec_kernels_get(); K and V may use different codecs.
+ *
+ * Batch invariance (the engine relies on it: prefill in one batch, in chunks,
+ * or token by token must give bit-identical results): qk's score for row i
+ * must not depend on n or on where i falls in a SIMD block, and av with
+ * p[i] == 0 must leave acc unchanged. */
 #ifndef KVL_KV_CODEC_H
 #define KVL_KV_CODEC_H
 
@@ -56,9 +61,9 @@ struct kvl_codec {
     kvl_codec_kernels ref; /* scalar reference kernels */
 };
 
-/* Kernels for c: the best SIMD version this CPU supports (scalar if none or if
- * scalar_only != 0). */
-kvl_codec_kernels kvl_codec_kernels_get(const kvl_codec *c, int scalar_only);
+/* Kernels for c at head_dim D: the best SIMD version this CPU supports (the
+ * scalar reference if none, if D % 8 != 0, or if scalar_only != 0). */
+kvl_codec_kernels kvl_codec_kernels_get(const kvl_codec *c, int D, int scalar_only);
 /* Exact encoded bytes per token for one head of D values (seg_bytes / P). */
 double kvl_codec_bytes_per_token(const kvl_codec *c, int D, int P);
 

@@ -28,6 +28,10 @@ typedef struct kvl_kv_config {
     size_t budget_bytes;     /* hard cap on bytes of all pages in the pool */
     const kvl_codec *codec;  /* used for K and V */
     const char *policy;      /* "full" (NULL = "full") */
+    /* Optional fields (zero = default); appended so positional initialisers keep working. */
+    const kvl_codec *codec_v;/* codec for V (NULL = codec) */
+    int n_head;              /* query heads, for per-query-head attention statistics (0 = n_head_kv) */
+    int scalar_only;         /* 1: scalar reference kernels (tests, benchmarks) */
 } kvl_kv_config;
 
 kvl_status kvl_kv_pool_create(const kvl_kv_config *cfg, kvl_kv_pool **out, kvl_err *err);
@@ -79,5 +83,45 @@ void kvl_kv_attend(const kvl_kv_table *t, int layer, int n_tok, const float *q, 
  * policy consume attention statistics and evict (compacting pages, returning
  * memory to the pool). "full" does nothing. */
 kvl_status kvl_kv_policy_step(kvl_kv_table *t, kvl_err *err);
+
+/* ---- inspection, statistics and eviction (used by policies and tests) ----------- */
+
+const kvl_kv_config *kvl_kv_pool_config(const kvl_kv_pool *p);
+kvl_kv_pool *kvl_kv_table_pool(const kvl_kv_table *t);
+/* Pages currently allocated from the pool (pool_used / page_bytes). */
+int64_t kvl_kv_pool_pages_used(const kvl_kv_pool *p);
+/* Name of the kernel set attention uses ("scalar" or "avx2"). */
+const char *kvl_kv_pool_isa(const kvl_kv_pool *p);
+
+/* Copy the original positions of (layer, head)'s cached tokens into out [cap];
+ * returns the number of tokens (may exceed cap). */
+int kvl_kv_table_positions(const kvl_kv_table *t, int layer, int head, int32_t *out, int cap);
+/* Decode cached token i of (layer, head): k, v: [head_dim] (tests, debugging). */
+kvl_status kvl_kv_table_decode(const kvl_kv_table *t, int layer, int head, int i, float *k, float *v);
+
+/* Remove the cached tokens idx [n_idx] (indices into the (layer, head) list,
+ * strictly increasing) and compact the list so all its pages but the last are
+ * full; pages no longer referenced return to the pool. Shared pages are never
+ * written (the compacted tail goes to fresh pages); exclusively owned pages of
+ * per-token codecs are compacted in place. Statistics of the affected query
+ * heads are compacted alongside. Fails atomically with KVL_ERR_NOMEM if the
+ * fresh pages do not fit the budget. */
+kvl_status kvl_kv_drop(kvl_kv_table *t, int layer, int head, const int *idx, int n_idx, kvl_err *err);
+
+/* Attention statistics (flags). KVL_KV_STAT_MASS: per (layer, query head) and
+ * cached token, the attention probability summed over all queries since the
+ * last reset. */
+enum { KVL_KV_STAT_MASS = 1u };
+/* Turn statistics on for t (policies do this when a table is created; the
+ * "full" policy leaves them off so attention pays nothing). Needs
+ * cfg.n_head. While on, kvl_kv_attend splits work between threads by query
+ * head so each statistics array has one writer, and calls of kvl_kv_attend on
+ * the same table must not overlap in time. */
+kvl_status kvl_kv_table_stats_enable(kvl_kv_table *t, unsigned flags, kvl_err *err);
+unsigned kvl_kv_table_stats_flags(const kvl_kv_table *t);
+/* Probability mass per cached token of (layer, query head qh): [len of its
+ * kv-head] floats, or NULL when statistics are off. */
+const float *kvl_kv_table_stat_mass(const kvl_kv_table *t, int layer, int qh);
+void kvl_kv_table_stats_reset(kvl_kv_table *t);
 
 #endif

@@ -68,6 +68,10 @@ struct kvl_gguf {
     size_t data_bytes;
 };
 
+/* Record an error in err and evaluate to 0 (the "failed" result of the
+ * int-returning validation helpers). */
+#define FAIL(...) (kvl_err_set(__VA_ARGS__), 0)
+
 /* ---- little-endian decoding ------------------------------------------------ */
 
 static uint16_t ld_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
@@ -268,8 +272,8 @@ static int parse_value(cursor *c, gguf_kv *kv, uint32_t type) {
         uint64_t n;
         if (!rd_u32(c, "array element type", &et) || !rd_u64(c, "array count", &n)) return 0;
         if (et == KVL_GGUF_ARRAY) {
-            return kvl_err_set(c->err, KVL_ERR_UNSUPPORTED, "gguf: %s: nested arrays are not supported",
-                               c->what) == KVL_OK;
+            return FAIL(c->err, KVL_ERR_UNSUPPORTED, "gguf: %s: nested arrays are not supported",
+                        c->what);
         }
         size_t esz = et == KVL_GGUF_STRING ? 8 : scalar_size(et);
         if (esz == 0) {
@@ -423,10 +427,10 @@ static int place_tensors(kvl_gguf *g, kvl_err *err) {
         uint64_t off = g->tinfo[i].data_off;
         uint64_t avail = g->data_off <= g->size ? (uint64_t)(g->size - g->data_off) : 0;
         if (g->data_off > g->size || off > avail || t->nbytes > avail - off) {
-            return kvl_err_set(err, KVL_ERR_FORMAT,
-                               "gguf: tensor '%s' data [offset %llu, %zu bytes] extends past end of file "
-                               "(size %zu, data section at %zu)",
-                               t->name, (unsigned long long)off, t->nbytes, g->size, g->data_off) == KVL_OK;
+            return FAIL(err, KVL_ERR_FORMAT,
+                        "gguf: tensor '%s' data [offset %llu, %zu bytes] extends past end of file "
+                        "(size %zu, data section at %zu)",
+                        t->name, (unsigned long long)off, t->nbytes, g->size, g->data_off);
         }
         t->data = g->base + g->data_off + (size_t)off;
         total = total + t->nbytes < total ? UINT64_MAX : total + t->nbytes;
@@ -441,7 +445,7 @@ static int build_names(kvl_gguf *g, kvl_err *err) {
     for (int64_t i = 0; i < g->n_kv; i++) total += (size_t)g->kv[i].key_len + 1;
     for (int64_t i = 0; i < g->n_tensors; i++) total += (size_t)g->tinfo[i].name_len + 1;
     g->names = malloc(total);
-    if (!g->names) return kvl_err_set(err, KVL_ERR_NOMEM, "gguf: out of memory for %zu name bytes", total) == KVL_OK;
+    if (!g->names) return FAIL(err, KVL_ERR_NOMEM, "gguf: out of memory for %zu name bytes", total);
     char *p = g->names;
     for (int64_t i = 0; i < g->n_kv; i++) {
         memcpy(p, g->base + g->kv[i].key_off, g->kv[i].key_len);
@@ -460,22 +464,21 @@ static int build_names(kvl_gguf *g, kvl_err *err) {
 
 static int build_indexes(kvl_gguf *g, kvl_err *err) {
     if (!index_init(&g->kv_index, g->n_kv) || !index_init(&g->tensor_index, g->n_tensors))
-        return kvl_err_set(err, KVL_ERR_NOMEM, "gguf: out of memory for indexes") == KVL_OK;
+        return FAIL(err, KVL_ERR_NOMEM, "gguf: out of memory for indexes");
     for (int64_t i = 0; i < g->n_kv; i++) {
         size_t s;
         INDEX_PROBE(&g->kv_index, g->kv[i].name, g->kv[i].key_len, KV_NAME, s);
         if (g->kv_index.slot[s])
-            return kvl_err_set(err, KVL_ERR_FORMAT, "gguf: duplicate key '%s' (entries %u and %lld)",
-                               g->kv[i].name, (unsigned)(g->kv_index.slot[s] - 1), (long long)i) == KVL_OK;
+            return FAIL(err, KVL_ERR_FORMAT, "gguf: duplicate key '%s' (entries %u and %lld)",
+                        g->kv[i].name, (unsigned)(g->kv_index.slot[s] - 1), (long long)i);
         g->kv_index.slot[s] = (uint32_t)i + 1;
     }
     for (int64_t i = 0; i < g->n_tensors; i++) {
         size_t s;
         INDEX_PROBE(&g->tensor_index, g->tensors[i].name, g->tinfo[i].name_len, TENSOR_NAME, s);
         if (g->tensor_index.slot[s])
-            return kvl_err_set(err, KVL_ERR_FORMAT, "gguf: duplicate tensor name '%s' (tensors %u and %lld)",
-                               g->tensors[i].name, (unsigned)(g->tensor_index.slot[s] - 1), (long long)i) ==
-                       KVL_OK;
+            return FAIL(err, KVL_ERR_FORMAT, "gguf: duplicate tensor name '%s' (tensors %u and %lld)",
+                        g->tensors[i].name, (unsigned)(g->tensor_index.slot[s] - 1), (long long)i);
         g->tensor_index.slot[s] = (uint32_t)i + 1;
     }
     return 1;
@@ -488,12 +491,11 @@ static int read_alignment(kvl_gguf *g, kvl_err *err) {
         const gguf_kv *kv = &g->kv[i];
         if (kv->key_len != 17 || memcmp(g->base + kv->key_off, "general.alignment", 17) != 0) continue;
         if (kv->type != KVL_GGUF_UINT32)
-            return kvl_err_set(err, KVL_ERR_FORMAT, "gguf: general.alignment has type %s (must be uint32)",
-                               vtype_name(kv->type)) == KVL_OK;
+            return FAIL(err, KVL_ERR_FORMAT, "gguf: general.alignment has type %s (must be uint32)",
+                        vtype_name(kv->type));
         uint32_t a = ld_u32(g->base + kv->val_off);
         if (a == 0 || (a & (a - 1)) != 0)
-            return kvl_err_set(err, KVL_ERR_FORMAT, "gguf: general.alignment = %u is not a power of two", a) ==
-                   KVL_OK;
+            return FAIL(err, KVL_ERR_FORMAT, "gguf: general.alignment = %u is not a power of two", a);
         g->alignment = a;
     }
     return 1;
@@ -503,18 +505,16 @@ static kvl_status parse(kvl_gguf *g, kvl_err *err) {
     cursor c = {.p = g->base, .size = g->size, .pos = 0, .err = err};
     uint64_t n_tensors, n_kv;
     c.what[0] = 0;
-    if (g->size < 4 || memcmp(g->base, "GGUF", 4) != 0) {
-        if (g->size >= 4 && memcmp(g->base, "FUGG", 4) == 0)
-            return kvl_err_set(err, KVL_ERR_UNSUPPORTED, "gguf: big-endian GGUF files are not supported");
+    if (g->size < 4 || memcmp(g->base, "GGUF", 4) != 0)
         return kvl_err_set(err, KVL_ERR_FORMAT, "gguf: bad magic (not a GGUF file)");
-    }
     c.pos = 4;
     if (!rd_u32(&c, "header version", &g->version)) return err ? err->status : KVL_ERR_FORMAT;
     if (g->version == 1)
         return kvl_err_set(err, KVL_ERR_UNSUPPORTED,
                            "gguf: unsupported GGUF version 1 (only v2 and v3; re-convert the model)");
     if (g->version != 2 && g->version != 3) {
-        if ((g->version & 0xffff) == 0)
+        /* A byte-swapped small version number means a big-endian file. */
+        if (g->version != 0 && (g->version & 0xffff) == 0)
             return kvl_err_set(err, KVL_ERR_UNSUPPORTED,
                                "gguf: unsupported GGUF version %u (big-endian file?)", g->version);
         return kvl_err_set(err, KVL_ERR_UNSUPPORTED, "gguf: unsupported GGUF version %u (only v2 and v3)",

@@ -24,7 +24,13 @@ kvl_token kvl_tok_eot(const kvl_tok *t); /* end of turn (<|im_end|>, <|eot_id|>)
 int kvl_tok_is_eog(const kvl_tok *t, kvl_token id);
 int kvl_tok_add_bos_default(const kvl_tok *t);
 
-/* Same contract as kvl_tokenize in kvlite.h. */
+/* Same contract as kvl_tokenize in kvlite.h. Special-token matching is
+ * leftmost-longest on the raw bytes (as HF tokenizers): control tokens
+ * (token_type 3) only when parse_special, user-defined tokens (type 4) always
+ * (as HF and llama.cpp treat non-special added tokens). Byte-level BPE: a
+ * byte whose byte-level character is missing from the vocab is dropped (as
+ * HF does; SmolLM2 lacks 21 such bytes), every other byte round-trips through
+ * kvl_tok_piece, invalid UTF-8 included. Thread-safe (const tokenizer). */
 int64_t kvl_tok_encode(const kvl_tok *t, const char *text, size_t len, int add_bos, int parse_special,
                        kvl_token *out, int64_t cap);
 /* Same contract as kvl_token_to_piece. */

@@ -3,6 +3,7 @@
 #include "util/threadpool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -43,8 +44,12 @@ static void *worker_main(void *p) {
         int spins = 0;
         while ((g = atomic_load_explicit(&tp->gen, memory_order_acquire)) == seen &&
                !atomic_load(&tp->stop)) {
-            if (++spins < 20000) {
+            if (++spins < 4000) {
                 KVL_PAUSE();
+                continue;
+            }
+            if (spins < 4200) { /* give the core away if the machine is oversubscribed */
+                sched_yield();
                 continue;
             }
             pthread_mutex_lock(&tp->mu);
@@ -127,5 +132,9 @@ void kvl_threadpool_run(kvl_threadpool *tp, kvl_task_fn fn, void *arg) {
         pthread_mutex_unlock(&tp->mu);
     }
     fn(arg, 0, tp->n);
-    while (atomic_load_explicit(&tp->pending, memory_order_acquire) > 0) KVL_PAUSE();
+    int spins = 0;
+    while (atomic_load_explicit(&tp->pending, memory_order_acquire) > 0) {
+        if (++spins < 2000) KVL_PAUSE();
+        else sched_yield(); /* a worker is descheduled: don't burn its core */
+    }
 }

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# CLI contract tests for build/kvlite: usage errors are one line on stderr with
+# nothing on stdout and a non-zero exit; bad inputs (missing/non-GGUF model,
+# unknown --kv, prompt longer than --ctx, invalid UTF-8) fail cleanly; `run`
+# prints only generated text; `tokenize` matches the HF tokenizer; --json
+# output of bench / eval parses; `chat` answers two piped turns reusing the
+# KV cache. Model-dependent cases need KVL_MODEL and are skipped without it.
+# Ends with "N passed, N failed"; exits non-zero on any failure.
+set -u
+BIN="${KVLITE_BIN:-${BUILD:-build}/kvlite}"
+MODEL="${KVL_MODEL:-}"
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/kvl_cli.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+pass=0
+fail=0
+
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+
+# run_cli ARGS...: runs the CLI, leaves exit code in $rc, output in $TMP/out, $TMP/err.
+run_cli() {
+    timeout 600 "$BIN" "$@" >"$TMP/out" 2>"$TMP/err" </dev/null
+    rc=$?
+}
+
+# expect_error CODE|any NAME ARGS...: non-zero exit (CODE if given), nothing on
+# stdout, exactly one stderr line starting with "kvlite: ".
+expect_error() {
+    local want=$1 name=$2
+    shift 2
+    run_cli "$@"
+    local lines
+    lines=$(wc -l <"$TMP/err")
+    if [ "$rc" -eq 0 ] || { [ "$want" != any ] && [ "$rc" -ne "$want" ]; }; then
+        bad "$name: exit $rc (want ${want/any/non-zero})"; return 1
+    fi
+    if [ "$rc" -ge 128 ] || [ "$rc" -eq 124 ]; then bad "$name: crashed or hung (exit $rc)"; return 1; fi
+    if [ -s "$TMP/out" ]; then bad "$name: wrote to stdout: $(head -c 200 "$TMP/out")"; return 1; fi
+    if [ "$lines" -ne 1 ] || ! grep -q '^kvlite: ' "$TMP/err"; then
+        bad "$name: want one 'kvlite: ...' line on stderr, got $lines: $(head -c 300 "$TMP/err")"; return 1
+    fi
+    ok
+    return 0
+}
+
+# expect_err_match REGEX NAME: the last expect_error's message matches REGEX.
+expect_err_match() {
+    if grep -Eqi "$1" "$TMP/err"; then ok; else bad "$2: message '$(cat "$TMP/err")' does not match /$1/"; fi
+}
+
+json_ok() { python3 -c 'import json,sys; json.load(sys.stdin)' <"$TMP/out" 2>/dev/null; }
+
+if [ ! -x "$BIN" ]; then
+    echo "test_cli: $BIN not found (build it first)" >&2
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+
+# ---- usage errors (no model needed) ---------------------------------------------------
+expect_error 2 "no command"
+expect_error 2 "unknown command" frobnicate
+expect_error 2 "run without -m" run -p hi
+expect_error 2 "run without prompt" run -m x.gguf
+expect_error 2 "unknown flag" run -m x.gguf -p hi --bogus
+expect_error 2 "missing flag value" run -m x.gguf -p
+expect_error 2 "missing value at end" run -m x.gguf -p hi --temp
+expect_error 2 "non-numeric -n" run -m x.gguf -p hi -n abc
+expect_error 2 "non-numeric --temp" run -m x.gguf -p hi --temp warm
+expect_error 2 "trailing garbage --ctx" run -m x.gguf -p hi --ctx 12x
+expect_error 2 "negative threads" bench -m x.gguf --threads -3
+expect_error 2 "bad kv-budget" run -m x.gguf -p hi --kv-budget 12Q
+expect_error 2 "flag of another command" tokenize -m x.gguf -p hi --temp 0
+expect_error 2 "eval without kind" eval -m x.gguf -f x.txt
+expect_error 2 "eval kld without --kv" eval kld -m x.gguf -f x.txt
+expect_error 2 "both -p and -f" run -m x.gguf -p hi -f x.txt
+
+run_cli --help
+if [ "$rc" -eq 0 ] && grep -q usage "$TMP/out"; then ok; else bad "--help: exit $rc"; fi
+for c in run chat tokenize bench "eval ppl"; do
+    # shellcheck disable=SC2086
+    run_cli $c --help
+    if [ "$rc" -eq 0 ] && grep -q "usage: kvlite ${c%% *}" "$TMP/out"; then ok; else bad "$c --help: exit $rc"; fi
+done
+
+# ---- bad inputs that fail before or at model load ------------------------------------------
+expect_error 1 "missing model file" run -m "$TMP/nope.gguf" -p hi && expect_err_match "nope.gguf" "missing model file"
+printf 'this is not a gguf file at all' >"$TMP/notgguf.gguf"
+expect_error 1 "non-GGUF model" run -m "$TMP/notgguf.gguf" -p hi
+expect_error 1 "missing prompt file" run -m "${MODEL:-x.gguf}" -f "$TMP/nope.txt"
+printf '\xff\xfe' >"$TMP/bad_utf8.txt"
+expect_error 1 "invalid UTF-8 prompt" run -m "${MODEL:-x.gguf}" -f "$TMP/bad_utf8.txt" &&
+    expect_err_match "not valid UTF-8 \(byte 0\)" "invalid UTF-8 prompt"
+printf 'ok \xc3\x28 here' >"$TMP/bad_utf8b.txt"
+expect_error 1 "invalid UTF-8 mid-prompt" run -m "${MODEL:-x.gguf}" -f "$TMP/bad_utf8b.txt" &&
+    expect_err_match "byte 3" "invalid UTF-8 mid-prompt"
+
+# ---- model-dependent cases ------------------------------------------------------------------
+if [ -z "$MODEL" ] || [ ! -f "$MODEL" ]; then
+    echo "test_cli: KVL_MODEL not set or missing; skipping model-dependent cases" >&2
+else
+    expect_error any "unknown --kv" run -m "$MODEL" -p hi --kv bogus8 -n 1 &&
+        expect_err_match "f16" "unknown --kv lists codecs"
+
+    long=$(for _ in $(seq 1 40); do printf 'The quick brown fox jumps over the lazy dog. '; done)
+    expect_error 1 "prompt longer than --ctx" run -m "$MODEL" -p "$long" --ctx 32 -n 1 &&
+        expect_err_match "context" "prompt longer than --ctx"
+
+    run_cli tokenize -m "$MODEL" -p "Hello world"
+    if [ "$rc" -eq 0 ] && [ "$(cat "$TMP/out")" = "19556 905" ]; then ok; else
+        bad "tokenize 'Hello world': exit $rc, got '$(cat "$TMP/out")' want '19556 905'"; fi
+
+    run_cli run -m "$MODEL" -p "The capital of France is" --temp 0 -n 8
+    if [ "$rc" -eq 0 ] && [ -s "$TMP/out" ] && [ ! -s "$TMP/err" ]; then ok; else
+        bad "run --temp 0 -n 8: exit $rc, stdout $(wc -c <"$TMP/out") bytes, stderr: $(head -c 300 "$TMP/err")"; fi
+    first=$(cat "$TMP/out")
+    run_cli run -m "$MODEL" -p "The capital of France is" --temp 0 -n 8 --stats
+    if [ "$rc" -eq 0 ] && [ "$(cat "$TMP/out")" = "$first" ]; then ok; else bad "greedy run is not reproducible"; fi
+    if grep -q "prompt tokens" "$TMP/err" && grep -q "decode" "$TMP/err" && grep -q "bytes/token" "$TMP/err"; then
+        ok; else bad "--stats output incomplete: $(head -c 300 "$TMP/err")"; fi
+
+    run_cli bench -m "$MODEL" --prompt 16 --gen 4 --reps 1 --json
+    if [ "$rc" -eq 0 ] && json_ok; then ok; else bad "bench --json: exit $rc, output '$(head -c 300 "$TMP/out")'"; fi
+
+    for _ in $(seq 1 12); do
+        echo "The sun rose slowly over the quiet village. Farmers walked to their fields, children ran to school,"
+        echo "and the baker opened his shop, filling the street with the smell of fresh bread."
+    done >"$TMP/text.txt"
+    run_cli eval ppl -m "$MODEL" -f "$TMP/text.txt" --ctx 64 --max-windows 2 --json
+    if [ "$rc" -eq 0 ] && json_ok &&
+        python3 -c 'import json,sys,math; d=json.load(sys.stdin); assert d["windows"]==2 and d["tokens_scored"]==126 and 1<d["ppl"]<1e4' <"$TMP/out"; then
+        ok; else bad "eval ppl --json: exit $rc, output '$(head -c 300 "$TMP/out")' $(head -c 300 "$TMP/err")"; fi
+
+    run_cli eval kld -m "$MODEL" -f "$TMP/text.txt" --ctx 64 --max-windows 1 --kv f16 --json
+    if [ "$rc" -eq 0 ] && json_ok &&
+        python3 -c 'import json,sys; d=json.load(sys.stdin); assert 0<=d["kld_mean"]<0.1 and d["top1_agree_pct"]>80' <"$TMP/out"; then
+        ok; else bad "eval kld --json: exit $rc, output '$(head -c 300 "$TMP/out")' $(head -c 300 "$TMP/err")"; fi
+
+    # chat: two turns, then /stats must show the second turn reused the cache;
+    # after /reset the first question gets the same (greedy) answer again.
+    printf 'Hi!\nWhat is 2+2?\n/stats\n/reset\nHi!\n' |
+        timeout 600 "$BIN" chat -m "$MODEL" --temp 0 -n 12 >"$TMP/out" 2>"$TMP/err"
+    rc=$?
+    n_ans=$(grep -c . "$TMP/out")
+    if [ "$rc" -eq 0 ] && [ "$n_ans" -ge 3 ]; then ok; else
+        bad "chat: exit $rc, $n_ans answer lines: $(head -c 300 "$TMP/out") $(head -c 300 "$TMP/err")"; fi
+    reused=$(sed -nE 's/^last turn: *([0-9]+) tokens reused.*/\1/p' "$TMP/err" | head -1)
+    if [ -n "$reused" ] && [ "$reused" -gt 10 ]; then ok; else bad "chat: second turn did not reuse the KV cache ($(cat "$TMP/err"))"; fi
+    a1=$(sed -n 1p "$TMP/out")
+    a3=$(grep . "$TMP/out" | tail -1)
+    if [ -n "$a1" ] && [ "$a1" = "$a3" ]; then ok; else bad "chat: answer after /reset differs: '$a1' vs '$a3'"; fi
+fi
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

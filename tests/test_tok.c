@@ -1,0 +1,851 @@
+/* Tokenizer tests.
+ *  - handmade GGUFs (written here byte by byte): SentencePiece BPE with byte
+ *    fallback (expected ids worked out by hand), byte-level BPE with the
+ *    gpt2 / smollm / llama-bpe / qwen2 pre-tokenizers, Llama-3 chat template;
+ *  - invalid UTF-8 round trips, output-capacity contract, argument errors;
+ *  - with the default model (env KVL_MODEL, default
+ *    /root/.cache/kvlite/SmolLM2-135M-Instruct.Q4_1.gguf; skipped if absent):
+ *    id-for-id agreement with the Hugging Face tokenizer dump in
+ *    tests/data/tok_ref.txt (texts + whole files of the shared data, whose
+ *    directory comes from env KVL_DATA_DIR, default ../shared/data), ChatML
+ *    rendering against tests/data/tok_chat.txt, and tokenization speed. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "model/gguf.h"
+#include "model/tok.h"
+#include "test.h"
+
+/* ---- mini GGUF v3 writer ------------------------------------------------------ */
+
+typedef struct gw {
+    uint8_t *p;
+    size_t n, cap;
+    uint64_t n_kv;
+} gw;
+
+static void gw_bytes(gw *w, const void *d, size_t n) {
+    if (w->n + n > w->cap) {
+        w->cap = (w->n + n) * 2 + 256;
+        w->p = realloc(w->p, w->cap);
+        if (!w->p) abort();
+    }
+    memcpy(w->p + w->n, d, n);
+    w->n += n;
+}
+static void gw_u32(gw *w, uint32_t v) {
+    uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+    gw_bytes(w, b, 4);
+}
+static void gw_u64(gw *w, uint64_t v) {
+    gw_u32(w, (uint32_t)v);
+    gw_u32(w, (uint32_t)(v >> 32));
+}
+static void gw_str(gw *w, const char *s) {
+    gw_u64(w, strlen(s));
+    gw_bytes(w, s, strlen(s));
+}
+static void gw_key(gw *w, const char *k, uint32_t type) {
+    gw_str(w, k);
+    gw_u32(w, type);
+    w->n_kv++;
+}
+static void kv_str(gw *w, const char *k, const char *v) { gw_key(w, k, 8); gw_str(w, v); }
+static void kv_u32(gw *w, const char *k, uint32_t v) { gw_key(w, k, 4); gw_u32(w, v); }
+static void kv_bool(gw *w, const char *k, int v) {
+    gw_key(w, k, 7);
+    uint8_t b = (uint8_t)(v != 0);
+    gw_bytes(w, &b, 1);
+}
+static void kv_arr_str(gw *w, const char *k, char **v, size_t n) {
+    gw_key(w, k, 9);
+    gw_u32(w, 8);
+    gw_u64(w, n);
+    for (size_t i = 0; i < n; i++) gw_str(w, v[i]);
+}
+static void kv_arr_i32(gw *w, const char *k, const int32_t *v, size_t n) {
+    gw_key(w, k, 9);
+    gw_u32(w, 5);
+    gw_u64(w, n);
+    for (size_t i = 0; i < n; i++) gw_u32(w, (uint32_t)v[i]);
+}
+static void kv_arr_f32(gw *w, const char *k, const float *v, size_t n) {
+    gw_key(w, k, 9);
+    gw_u32(w, 6);
+    gw_u64(w, n);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], 4);
+        gw_u32(w, u);
+    }
+}
+/* Header + body as one malloc'd buffer (caller frees). */
+static uint8_t *gw_finish(gw *body, size_t *size) {
+    gw h = {0};
+    gw_bytes(&h, "GGUF", 4);
+    gw_u32(&h, 3);
+    gw_u64(&h, 0);
+    gw_u64(&h, body->n_kv);
+    gw_bytes(&h, body->p, body->n);
+    free(body->p);
+    *size = h.n;
+    return h.p;
+}
+
+/* A tokenizer over a handmade GGUF; keeps the buffer and reader alive. */
+typedef struct mini {
+    uint8_t *buf;
+    kvl_gguf *g;
+    kvl_tok *t;
+} mini;
+
+static int mini_open(mini *m, gw *body) {
+    size_t n;
+    kvl_err err = {0};
+    m->buf = gw_finish(body, &n);
+    m->g = NULL;
+    m->t = NULL;
+    if (kvl_gguf_open_mem(m->buf, n, &m->g, &err) != KVL_OK) {
+        fprintf(stderr, "gguf_open_mem: %s\n", err.msg);
+        return 0;
+    }
+    if (kvl_tok_create(m->g, &m->t, &err) != KVL_OK) {
+        fprintf(stderr, "tok_create: %s\n", err.msg);
+        return 0;
+    }
+    return 1;
+}
+static void mini_close(mini *m) {
+    kvl_tok_free(m->t);
+    kvl_gguf_free(m->g);
+    free(m->buf);
+}
+
+/* ---- helpers ---------------------------------------------------------------------- */
+
+static int enc(const kvl_tok *t, const char *s, size_t n, int add_bos, int special, kvl_token *out,
+               int cap) {
+    int64_t r = kvl_tok_encode(t, s, n, add_bos, special, out, cap);
+    return r > cap ? -100 : (int)r;
+}
+
+static int ids_eq(const kvl_token *a, int na, const int *b, int nb) {
+    if (na != nb) return 0;
+    for (int i = 0; i < na; i++)
+        if (a[i] != b[i]) return 0;
+    return 1;
+}
+
+static void print_ids(const char *what, const kvl_token *a, int n) {
+    fprintf(stderr, "  %s (%d):", what, n);
+    for (int i = 0; i < n && i < 64; i++) fprintf(stderr, " %d", a[i]);
+    fprintf(stderr, "\n");
+}
+
+#define EXPECT_IDS(t, text, add_bos, special, ...)                                          \
+    do {                                                                                    \
+        const int exp_[] = {__VA_ARGS__};                                                   \
+        kvl_token got_[256];                                                                \
+        int ng_ = enc(t, text, strlen(text), add_bos, special, got_, 256);                  \
+        int ok_ = ids_eq(got_, ng_, exp_, (int)(sizeof exp_ / sizeof exp_[0]));             \
+        CHECK_MSG(ok_, "tokenize \"%s\"", text);                                            \
+        if (!ok_) print_ids("got", got_, ng_);                                              \
+    } while (0)
+
+/* Concatenated pieces of ids into buf (NUL-terminated); returns length. */
+static size_t detok(const kvl_tok *t, const kvl_token *ids, int64_t n, int render_special, char *buf,
+                    size_t cap) {
+    size_t k = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int l = kvl_tok_piece(t, ids[i], render_special, buf + k, (int)(cap - k - 1));
+        if (l < 0 || (size_t)l >= cap - k) return (size_t)-1;
+        k += (size_t)l;
+    }
+    buf[k] = 0;
+    return k;
+}
+
+static const char *gpt2_char(int b, char *u) {
+    /* test-side GPT-2 bytes_to_unicode */
+    int cp;
+    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255)) cp = b;
+    else {
+        int extra = 0;
+        for (int c = 0; c < b; c++)
+            if (!((c >= 33 && c <= 126) || (c >= 161 && c <= 172) || (c >= 174 && c <= 255))) extra++;
+        cp = 256 + extra;
+    }
+    if (cp < 0x80) { u[0] = (char)cp; u[1] = 0; }
+    else { u[0] = (char)(0xC0 | (cp >> 6)); u[1] = (char)(0x80 | (cp & 0x3F)); u[2] = 0; }
+    return u;
+}
+
+/* ---- SentencePiece BPE (handmade) ---------------------------------------------- */
+
+static void build_spm(gw *w, int add_space_prefix) {
+    char *tok[300];
+    float sc[300];
+    int32_t ty[300];
+    int n = 0;
+#define T(s, score, type) (tok[n] = strdup(s), sc[n] = (score), ty[n] = (type), n++)
+    T("<unk>", 0, 2);
+    T("<s>", 0, 3);
+    T("</s>", 0, 3);
+    for (int b = 0; b < 256; b++) {
+        char s[8];
+        snprintf(s, sizeof s, "<0x%02X>", b);
+        T(s, 0, 6);
+    }
+    /* 259.. */
+    T("\xE2\x96\x81", -10, 1);       /* 259 ▁ */
+    T("h", -20, 1);                  /* 260 */
+    T("e", -20, 1);                  /* 261 */
+    T("l", -20, 1);                  /* 262 */
+    T("o", -20, 1);                  /* 263 */
+    T("w", -20, 1);                  /* 264 */
+    T("r", -20, 1);                  /* 265 */
+    T("d", -20, 1);                  /* 266 */
+    T("ll", -5, 1);                  /* 267 */
+    T("he", -6, 1);                  /* 268 */
+    T("hell", -4, 1);                /* 269 */
+    T("hello", -3, 1);               /* 270 */
+    T("\xE2\x96\x81hello", -2, 1);   /* 271 ▁hello */
+    T("wo", -7, 1);                  /* 272 */
+    T("or", -6.5f, 1);               /* 273 */
+    T("rl", -8, 1);                  /* 274 */
+    T("ld", -9, 1);                  /* 275 */
+    T("a", -20, 1);                  /* 276 */
+    T("aa", -1, 1);                  /* 277 */
+    T("<ctl>", 0, 3);                /* 278 control: never produced from text by merging */
+    T("<", -20, 1);                  /* 279 */
+    T("c", -20, 1);                  /* 280 */
+    T("<c", -1, 1);                  /* 281 */
+    T("\xE2\x96\x81\xE2\x96\x81", -1.5f, 1); /* 282 ▁▁ */
+#undef T
+    kv_str(w, "tokenizer.ggml.model", "llama");
+    kv_arr_str(w, "tokenizer.ggml.tokens", tok, (size_t)n);
+    kv_arr_f32(w, "tokenizer.ggml.scores", sc, (size_t)n);
+    kv_arr_i32(w, "tokenizer.ggml.token_type", ty, (size_t)n);
+    kv_u32(w, "tokenizer.ggml.bos_token_id", 1);
+    kv_u32(w, "tokenizer.ggml.eos_token_id", 2);
+    kv_u32(w, "tokenizer.ggml.unknown_token_id", 0);
+    if (add_space_prefix >= 0) kv_bool(w, "tokenizer.ggml.add_space_prefix", add_space_prefix);
+    for (int i = 0; i < n; i++) free(tok[i]);
+}
+
+#define B(x) (3 + (x)) /* SPM byte-fallback id */
+
+static void test_spm(void) {
+    gw w = {0};
+    build_spm(&w, -1);
+    mini m;
+    if (!mini_open(&m, &w)) { CHECK(0); mini_close(&m); return; }
+    const kvl_tok *t = m.t;
+    CHECK(kvl_tok_n_vocab(t) == 283);
+    CHECK(kvl_tok_bos(t) == 1 && kvl_tok_eos(t) == 2 && kvl_tok_eot(t) == -1);
+    CHECK(kvl_tok_add_bos_default(t) == 1);
+    CHECK(kvl_tok_is_eog(t, 2) && !kvl_tok_is_eog(t, 1) && !kvl_tok_is_eog(t, -1));
+
+    /* "▁hello▁world": ll(-5) he(-6) hell(-4) hello(-3) ▁hello(-2); or(-6.5)
+     * beats wo(-7); then ld(-9); "▁w", "orld" are not pieces. */
+    EXPECT_IDS(t, "hello world", 0, 0, 271, 259, 264, 273, 275);
+    EXPECT_IDS(t, "hello world", -1, 0, 1, 271, 259, 264, 273, 275);
+    EXPECT_IDS(t, "hello world", 1, 0, 1, 271, 259, 264, 273, 275);
+    /* equal scores: leftmost pair first */
+    EXPECT_IDS(t, "aaa", 0, 0, 259, 277, 276);
+    EXPECT_IDS(t, "aaaa", 0, 0, 259, 277, 277);
+    /* byte fallback: é = C3 A9, 😀 = F0 9F 98 80 */
+    EXPECT_IDS(t, "h\xC3\xA9", 0, 0, 259, 260, B(0xC3), B(0xA9));
+    EXPECT_IDS(t, "\xF0\x9F\x98\x80!", 0, 0, 259, B(0xF0), B(0x9F), B(0x98), B(0x80), B('!'));
+    /* invalid UTF-8: each bad byte is its own symbol -> its byte token */
+    EXPECT_IDS(t, "a\xFF\xC3", 0, 0, 259, 276, B(0xFF), B(0xC3));
+    /* spaces: "▁▁" piece */
+    EXPECT_IDS(t, " a", 0, 0, 282, 276);
+    {
+        kvl_token o[4];
+        CHECK(kvl_tok_encode(t, "", 0, 0, 0, o, 4) == 0);
+        CHECK(kvl_tok_encode(t, "", 0, 1, 0, o, 4) == 1 && o[0] == 1);
+    }
+    /* special tokens: parsed only with parse_special; space prefix after them */
+    EXPECT_IDS(t, "<s>hello", 0, 1, 1, 271);
+    EXPECT_IDS(t, "<s>hello", 0, 0, 259, 279, B('s'), B('>'), 270);
+    /* control token text is never assembled by merges */
+    EXPECT_IDS(t, "<ctl>", 0, 0, 259, 281, B('t'), 262, B('>'));
+    EXPECT_IDS(t, "<ctl>", 0, 1, 278);
+    EXPECT_IDS(t, "a<ctl></s>", 0, 1, 259, 276, 278, 2);
+
+    /* pieces */
+    char buf[64];
+    int l = kvl_tok_piece(t, 271, 0, buf, sizeof buf);
+    CHECK(l == 6 && memcmp(buf, " hello", 6) == 0);
+    l = kvl_tok_piece(t, B(0xC3), 0, buf, sizeof buf);
+    CHECK(l == 1 && (uint8_t)buf[0] == 0xC3);
+    CHECK(kvl_tok_piece(t, 1, 0, buf, sizeof buf) == 0);
+    l = kvl_tok_piece(t, 1, 1, buf, sizeof buf);
+    CHECK(l == 3 && memcmp(buf, "<s>", 3) == 0);
+    CHECK(kvl_tok_piece(t, 271, 0, buf, 2) == 6); /* needed length when cap is short */
+    CHECK(kvl_tok_piece(t, 283, 0, buf, sizeof buf) < 0);
+    CHECK(kvl_tok_piece(t, -1, 0, buf, sizeof buf) < 0);
+
+    /* round trip (with the leading space the prefix adds) */
+    const char *rt[] = {"hello world", "h\xC3\xA9 \xF0\x9F\x98\x80 x\xFF\x80y", "  aa  a ", "z"};
+    for (size_t i = 0; i < sizeof rt / sizeof rt[0]; i++) {
+        kvl_token ids[128];
+        int n = enc(t, rt[i], strlen(rt[i]), 0, 0, ids, 128);
+        char s[256];
+        size_t k = detok(t, ids, n, 0, s, sizeof s);
+        CHECK_MSG(n > 0 && k == strlen(rt[i]) + 1 && s[0] == ' ' && memcmp(s + 1, rt[i], k - 1) == 0,
+                  "spm round trip %zu", i);
+    }
+    mini_close(&m);
+
+    /* add_space_prefix = false */
+    gw w2 = {0};
+    build_spm(&w2, 0);
+    if (!mini_open(&m, &w2)) { CHECK(0); mini_close(&m); return; }
+    EXPECT_IDS(m.t, "hello world", 0, 0, 270, 259, 264, 273, 275);
+    mini_close(&m);
+}
+
+/* ---- byte-level BPE (handmade) --------------------------------------------------- */
+
+static const char LLAMA3_TMPL_FALLBACK[] =
+    "{{ bos_token }}<|start_header_id|>{{ message['role'] }}<|end_header_id|>";
+
+static void build_bpe(gw *w, const char *pre, const char *tmpl) {
+    char *tok[300];
+    int32_t ty[300];
+    int n = 0;
+    for (int b = 0; b < 256; b++) {
+        char u[4];
+        tok[n] = strdup(gpt2_char(b, u));
+        ty[n++] = 1;
+    }
+#define T(s, type) (tok[n] = strdup(s), ty[n] = (type), n++)
+    T("Hello", 1);                   /* 256 */
+    T("\xC4\xA0world", 1);           /* 257 Ġworld */
+    T("123", 1);                     /* 258 */
+    T("\xC4\xA0w", 1);               /* 259 Ġw */
+    T("or", 1);                      /* 260 */
+    T("\xC4\xA0wor", 1);             /* 261 Ġwor */
+    T("12", 1);                      /* 262 */
+    T("'M", 1);                      /* 263 */
+    T("<|begin_of_text|>", 3);       /* 264 */
+    T("<|end_of_text|>", 3);         /* 265 */
+    T("<|eot_id|>", 3);              /* 266 */
+    T("<|start_header_id|>", 3);     /* 267 */
+    T("<|end_header_id|>", 3);       /* 268 */
+    T("<tool>", 4);                  /* 269 user-defined */
+    T("<|eot", 3);                   /* 270: prefix of 266, longest match must win */
+#undef T
+    char *merges[] = {"\xC4\xA0 w", "o r", "\xC4\xA0w or", "1 2", "' M", "x y" /* unknown: skipped */};
+    kv_str(w, "tokenizer.ggml.model", "gpt2");
+    if (pre) kv_str(w, "tokenizer.ggml.pre", pre);
+    kv_arr_str(w, "tokenizer.ggml.tokens", tok, (size_t)n);
+    kv_arr_i32(w, "tokenizer.ggml.token_type", ty, (size_t)n);
+    kv_arr_str(w, "tokenizer.ggml.merges", merges, sizeof merges / sizeof merges[0]);
+    kv_u32(w, "tokenizer.ggml.bos_token_id", 264);
+    kv_u32(w, "tokenizer.ggml.eos_token_id", 265);
+    kv_bool(w, "tokenizer.ggml.add_bos_token", 1);
+    if (tmpl) kv_str(w, "tokenizer.chat_template", tmpl);
+    for (int i = 0; i < n; i++) free(tok[i]);
+}
+
+static void test_bpe_pre(void) {
+    static const struct {
+        const char *pre;
+    } cases[] = {{"llama-bpe"}, {"qwen2"}, {"gpt2"}, {"smollm"}, {NULL}, {"no-such-pre"}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        gw w = {0};
+        build_bpe(&w, cases[c].pre, NULL);
+        mini m;
+        if (!mini_open(&m, &w)) { CHECK(0); mini_close(&m); continue; }
+        const kvl_tok *t = m.t;
+        const char *pre = cases[c].pre ? cases[c].pre : "gpt2";
+        CHECK(kvl_tok_eot(t) == 266 && kvl_tok_is_eog(t, 266) && kvl_tok_is_eog(t, 265));
+        CHECK(kvl_tok_add_bos_default(t) == 1);
+        if (!strcmp(pre, "llama-bpe")) {
+            /* "Hello" " world" " " "123" "45"; whole pre-tokens in the vocab
+             * are emitted as is (ignore_merges) */
+            EXPECT_IDS(t, "Hello world 12345", 0, 0, 256, 257, 32, 258, 52, 53);
+            EXPECT_IDS(t, "I'M", 0, 0, 73, 263);
+            EXPECT_IDS(t, " worn", 0, 0, 261, 110);
+            EXPECT_IDS(t, "Hello", -1, 0, 264, 256);
+        } else if (!strcmp(pre, "qwen2")) {
+            EXPECT_IDS(t, "Hello world 12345", 0, 0, 72, 101, 108, 108, 111, 261, 108, 100, 32, 49, 50, 51,
+                       52, 53);
+            EXPECT_IDS(t, "I'M", 0, 0, 73, 263);
+        } else if (!strcmp(pre, "smollm")) {
+            EXPECT_IDS(t, "Hello world 12345", 0, 0, 72, 101, 108, 108, 111, 261, 108, 100, 32, 49, 50, 51,
+                       52, 53);
+            EXPECT_IDS(t, "I'M", 0, 0, 73, 39, 77);
+        } else { /* gpt2 regex: " 12345" is one pre-token, "1 2" merges */
+            EXPECT_IDS(t, "Hello world 12345", 0, 0, 72, 101, 108, 108, 111, 261, 108, 100, 32, 262, 51, 52,
+                       53);
+            EXPECT_IDS(t, "I'M", 0, 0, 73, 39, 77);
+        }
+        /* user-defined tokens always match; control tokens only with
+         * parse_special; leftmost-longest between "<|eot" and "<|eot_id|>" */
+        EXPECT_IDS(t, "<tool>x<|eot_id|>", 0, 1, 269, 120, 266);
+        EXPECT_IDS(t, "<|eot_id|<|eot", 0, 1, 270, 95, 105, 100, 124, 270);
+        {
+            const char *s = "<tool>x<|eot_id|>";
+            kvl_token ids[64];
+            int n = enc(t, s, strlen(s), 0, 0, ids, 64);
+            int ok = n == 2 + 10 && ids[0] == 269 && ids[1] == 'x';
+            for (int i = 0; ok && i < 10; i++) ok = ids[2 + i] == (uint8_t)"<|eot_id|>"[i];
+            CHECK_MSG(ok, "parse_special=0 keeps control text as bytes (%s)", pre);
+        }
+        char buf[64];
+        int l = kvl_tok_piece(t, 261, 0, buf, sizeof buf);
+        CHECK(l == 4 && memcmp(buf, " wor", 4) == 0);
+        CHECK(kvl_tok_piece(t, 264, 0, buf, sizeof buf) == 0);
+        l = kvl_tok_piece(t, 264, 1, buf, sizeof buf);
+        CHECK(l == 17 && memcmp(buf, "<|begin_of_text|>", 17) == 0);
+        l = kvl_tok_piece(t, 269, 0, buf, sizeof buf);
+        CHECK(l == 6 && memcmp(buf, "<tool>", 6) == 0);
+        l = kvl_tok_piece(t, 0xC4 - 0, 0, buf, sizeof buf); /* byte token of 0xC4 */
+        CHECK(l == 1 && (uint8_t)buf[0] == 0xC4);
+        mini_close(&m);
+    }
+}
+
+/* ---- invalid UTF-8, capacity, arguments (any byte-level tokenizer) ------------- */
+
+static uint64_t rng_next(uint64_t *s) {
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return *s >> 33;
+}
+
+/* Bytes the tokenizer can represent (a byte-level BPE vocab may lack some;
+ * those are dropped when tokenizing, as HF does). */
+static void representable(const kvl_tok *t, int rep[256]) {
+    for (int b = 0; b < 256; b++) {
+        char c = (char)b, p[8];
+        kvl_token id;
+        rep[b] = kvl_tok_encode(t, &c, 1, 0, 0, &id, 1) == 1 && kvl_tok_piece(t, id, 0, p, 8) == 1 &&
+                 (uint8_t)p[0] == b;
+    }
+}
+
+/* Copy of s without the unrepresentable bytes. */
+static size_t strip_unrep(const int rep[256], const char *s, size_t n, char *out) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (rep[(uint8_t)s[i]]) out[k++] = s[i];
+    return k;
+}
+
+static void test_bytes_roundtrip(const kvl_tok *t, const char *name) {
+    int rep[256], n_unrep = 0;
+    representable(t, rep);
+    for (int b = 0; b < 256; b++) n_unrep += !rep[b];
+    printf("%s: %d of 256 bytes have no byte-level token (dropped)\n", name, n_unrep);
+    uint64_t seed = 42;
+    static const char *frag[] = {"hello", " ", "\n", "\xC3\xA9", "\xF0\x9F\x98\x80", "\xE4\xBD\xA0", "123",
+                                 "'s", "<|im_end|>", "\t\t", "\xE2\x80", "\xC3", "\xFF", "\x80"};
+    char text[600], back[4096], want[600];
+    kvl_token ids[1200];
+    int ok_all = 1;
+    for (int iter = 0; iter < 300; iter++) {
+        size_t n = 0;
+        int parts = (int)(rng_next(&seed) % 40);
+        for (int p = 0; p < parts && n < 500; p++) {
+            if (rng_next(&seed) % 3 == 0) {
+                text[n++] = (char)(rng_next(&seed) & 0xFF);
+            } else {
+                const char *f = frag[rng_next(&seed) % (sizeof frag / sizeof frag[0])];
+                memcpy(text + n, f, strlen(f));
+                n += strlen(f);
+            }
+        }
+        for (int special = 0; special < 2; special++) {
+            int64_t k = kvl_tok_encode(t, text, n, 0, special, ids, 1200);
+            if (k < 0 || k > 1200) { ok_all = 0; continue; }
+            size_t bl = detok(t, ids, k, special, back, sizeof back);
+            size_t wl = strip_unrep(rep, text, n, want);
+            if (bl != wl || memcmp(back, want, wl) != 0) ok_all = 0;
+        }
+    }
+    CHECK_MSG(ok_all, "random bytes round trip (%s)", name);
+
+    /* an invalid byte is exactly its byte token, between independently
+     * tokenized valid runs */
+    kvl_token a[32], b[32], c[32], d[8];
+    int na = enc(t, "abc", 3, 0, 0, a, 32), nb = enc(t, "\x80", 1, 0, 0, b, 32);
+    int nc = enc(t, "def", 3, 0, 0, c, 32), nd = enc(t, "abc\x80" "def", 7, 0, 0, d, 8);
+    CHECK(nb == 1 && nd == na + nb + nc);
+    if (nd == na + nb + nc && nd <= 8) {
+        CHECK(ids_eq(d, na, a, na) && d[na] == b[0] && ids_eq(d + na + 1, nc, c, nc));
+    }
+    char pb[8];
+    CHECK(nb == 1 && kvl_tok_piece(t, b[0], 0, pb, 8) == 1 && (uint8_t)pb[0] == 0x80);
+
+    /* capacity contract: total count returned, only cap written */
+    const char *s = "The quick brown fox jumps over the lazy dog.";
+    kvl_token full[64], part[64];
+    int64_t nf = kvl_tok_encode(t, s, strlen(s), 0, 0, full, 64);
+    for (int i = 0; i < 64; i++) part[i] = -7;
+    int64_t np = kvl_tok_encode(t, s, strlen(s), 0, 0, part, 3);
+    CHECK(nf > 3 && np == nf && ids_eq(part, 3, full, 3) && part[3] == -7);
+    CHECK(kvl_tok_encode(t, s, strlen(s), 0, 0, NULL, 0) == nf);
+    CHECK(kvl_tok_encode(t, NULL, 5, 0, 0, full, 64) < 0);
+    CHECK(kvl_tok_encode(t, s, 3, 0, 0, NULL, 5) < 0);
+    CHECK(kvl_tok_encode(NULL, s, 3, 0, 0, full, 64) < 0);
+    CHECK(kvl_tok_encode(t, NULL, 0, 0, 0, full, 64) == 0);
+}
+
+/* ---- reference data files ------------------------------------------------------- */
+
+static char *read_file(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 1 << 16, k = 0;
+    char *p = malloc(cap + 1);
+    size_t r;
+    while (p && (r = fread(p + k, 1, cap - k, f)) > 0) {
+        k += r;
+        if (k == cap) {
+            cap *= 2;
+            char *q = realloc(p, cap + 1);
+            if (!q) { free(p); p = NULL; }
+            p = q;
+        }
+    }
+    fclose(f);
+    if (p) p[k] = 0;
+    *n = k;
+    return p;
+}
+
+/* Decode the \xHH escapes of the dump format in place; returns length. */
+static size_t unesc(char *s) {
+    size_t k = 0;
+    for (size_t i = 0; s[i]; i++) {
+        if (s[i] == '\\' && s[i + 1] == 'x' && s[i + 2] && s[i + 3]) {
+            char h[3] = {s[i + 2], s[i + 3], 0};
+            s[k++] = (char)strtol(h, NULL, 16);
+            i += 3;
+        } else {
+            s[k++] = s[i];
+        }
+    }
+    s[k] = 0;
+    return k;
+}
+
+static int parse_ids(char *s, kvl_token *out, int cap) {
+    int n = 0;
+    char *e;
+    while (*s) {
+        long v = strtol(s, &e, 10);
+        if (e == s) break;
+        if (n < cap) out[n] = (kvl_token)v;
+        n++;
+        s = e;
+    }
+    return n;
+}
+
+static uint64_t fnv_ids(const kvl_token *ids, int64_t n) {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (int64_t i = 0; i < n; i++)
+        for (int k = 0; k < 4; k++) {
+            h ^= ((uint32_t)ids[i] >> (8 * k)) & 0xFF;
+            h *= 0x100000001b3ULL;
+        }
+    return h;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+#define MAXIDS 8192
+
+static void test_ref(const kvl_tok *t) {
+    size_t n;
+    char *data = read_file("tests/data/tok_ref.txt", &n);
+    CHECK_MSG(data != NULL, "tests/data/tok_ref.txt missing (run tests from the repo root)");
+    if (!data) return;
+    const char *ddir = getenv("KVL_DATA_DIR");
+    if (!ddir || !*ddir) ddir = "../shared/data";
+    kvl_token *exp = malloc(MAXIDS * sizeof *exp), *got = malloc(MAXIDS * sizeof *got);
+    char *back = malloc(1 << 16);
+    char *text = NULL, *name = NULL, *want = malloc(1 << 16);
+    int rep[256];
+    representable(t, rep);
+    size_t tlen = 0;
+    int n_texts = 0, n_mis = 0, n_rt_bad = 0, n_files = 0, n_file_mis = 0, n_files_skipped = 0;
+    int64_t n_tok = 0, n_file_tok = 0;
+    double shakes_s = -1;
+    for (char *line = data, *nl; line && *line; line = nl ? nl + 1 : NULL) {
+        nl = strchr(line, '\n');
+        if (nl) *nl = 0;
+        if (line[0] == 'T' && line[1] == ' ') {
+            name = line + 2;
+            char *sp = strchr(name, ' ');
+            if (sp) { *sp = 0; text = sp + 1; }
+            else text = name + strlen(name);
+            tlen = unesc(text);
+            n_texts++;
+        } else if ((line[0] == 'S' || line[0] == 'N') && line[1] == ' ' && text) {
+            int special = line[0] == 'S';
+            int ne;
+            if (!special && strcmp(line + 2, "=") == 0) ne = -1;
+            else ne = parse_ids(line + 2, exp, MAXIDS);
+            int64_t ng = kvl_tok_encode(t, text, tlen, 0, special, got, MAXIDS);
+            if (ne == -1) { /* same as parse_special=1: re-encode for comparison */
+                ne = (int)kvl_tok_encode(t, text, tlen, 0, 1, exp, MAXIDS);
+            }
+            n_tok += ne;
+            if (ng != ne || !ids_eq(got, (int)ng, (const int *)exp, ne)) {
+                n_mis++;
+                fprintf(stderr, "mismatch [%s] parse_special=%d\n", name, special);
+                print_ids("want", exp, ne);
+                print_ids("got ", got, (int)ng);
+            }
+            if (tlen >= 2048 && ng > 8) { /* partial output on a long text (word cache path) */
+                int64_t half = ng / 2;
+                kvl_token *part = malloc((size_t)half * sizeof *part);
+                int64_t np = kvl_tok_encode(t, text, tlen, 0, special, part, half);
+                CHECK_MSG(np == ng && ids_eq(part, (int)half, got, (int)half), "partial [%s]", name);
+                free(part);
+            }
+            size_t bl = detok(t, got, ng, special, back, 1 << 16);
+            size_t wl = strip_unrep(rep, text, tlen, want);
+            if (bl != wl || memcmp(back, want, wl) != 0) {
+                n_rt_bad++;
+                fprintf(stderr, "round trip failed [%s] parse_special=%d\n", name, special);
+            }
+        } else if (line[0] == 'F' && line[1] == ' ') {
+            char rel[512];
+            unsigned long long fbytes, ftok, fhash;
+            if (sscanf(line + 2, "%511s %llu %llu %llx", rel, &fbytes, &ftok, &fhash) != 4) continue;
+            char path[1024];
+            snprintf(path, sizeof path, "%s/%s", ddir, rel);
+            size_t fn;
+            char *fd = read_file(path, &fn);
+            if (!fd || fn != fbytes) {
+                n_files_skipped++;
+                free(fd);
+                continue;
+            }
+            int64_t cnt = kvl_tok_encode(t, fd, fn, 0, 1, NULL, 0);
+            kvl_token *ids = malloc((size_t)(cnt > 0 ? cnt : 1) * sizeof *ids);
+            double t0 = now_s();
+            int64_t c2 = kvl_tok_encode(t, fd, fn, 0, 1, ids, cnt);
+            double dt = now_s() - t0;
+            if (strstr(rel, "tinyshakespeare")) shakes_s = dt;
+            n_files++;
+            n_file_tok += c2;
+            if (c2 != (int64_t)ftok || fnv_ids(ids, c2) != fhash) {
+                n_file_mis++;
+                fprintf(stderr, "whole-file mismatch %s: %lld tokens (want %llu)\n", rel, (long long)c2, ftok);
+            }
+            /* whole-file round trip */
+            char *bk = malloc(fn + 64);
+            size_t bl = detok(t, ids, c2, 1, bk, fn + 64);
+            if (bl != fn || memcmp(bk, fd, fn) != 0) {
+                n_rt_bad++;
+                fprintf(stderr, "whole-file round trip failed: %s\n", rel);
+            }
+            free(bk);
+            free(ids);
+            free(fd);
+        }
+    }
+    printf("tok_ref: %d texts, %lld reference ids compared (both parse modes): %d mismatches, %d round-trip "
+           "failures\n",
+           n_texts, (long long)n_tok, n_mis, n_rt_bad);
+    if (n_files_skipped) printf("tok_ref: %d whole files skipped (data dir %s not found/differs)\n",
+                                n_files_skipped, ddir);
+    printf("tok_ref: %d whole files, %lld tokens: %d mismatches\n", n_files, (long long)n_file_tok, n_file_mis);
+    if (shakes_s >= 0) {
+        printf("tok_ref: tinyshakespeare (1.1 MB) tokenized in %.3f s\n", shakes_s);
+        CHECK(shakes_s < 20.0);
+    }
+    CHECK(n_texts >= 200);
+    CHECK(n_mis == 0);
+    CHECK(n_rt_bad == 0);
+    CHECK(n_file_mis == 0);
+    free(exp);
+    free(got);
+    free(back);
+    free(want);
+    free(data);
+}
+
+/* tok_chat.txt: smollm entries against the model, llama3 entries against a
+ * handmade GGUF carrying the Llama-3 template. */
+static void test_chat(const kvl_tok *model_tok) {
+    size_t n;
+    char *data = read_file("tests/data/tok_chat.txt", &n);
+    CHECK_MSG(data != NULL, "tests/data/tok_chat.txt missing");
+    if (!data) return;
+    mini l3 = {0};
+    int have_l3 = 0;
+    kvl_chat_msg msgs[16];
+    int n_msgs = 0, want_msgs = 0, add = 0, fmt_l3 = 0, cases = 0, bad = 0;
+    char *expected = NULL;
+    size_t elen = 0;
+    char out[4096];
+    kvl_token ids[1024], exp_ids[1024];
+    for (char *line = data, *nl; line && *line; line = nl ? nl + 1 : NULL) {
+        nl = strchr(line, '\n');
+        if (nl) *nl = 0;
+        if (line[0] == 'L' && line[1] == ' ') {
+            char *tmpl = line + 2;
+            unesc(tmpl);
+            gw w = {0};
+            build_bpe(&w, "llama-bpe", tmpl[0] ? tmpl : LLAMA3_TMPL_FALLBACK);
+            have_l3 = mini_open(&l3, &w);
+            CHECK(have_l3);
+        } else if (line[0] == 'C' && line[1] == ' ') {
+            char nm[64], f[16];
+            if (sscanf(line + 2, "%63s %15s %d %d", nm, f, &add, &want_msgs) != 4) continue;
+            fmt_l3 = strcmp(f, "llama3") == 0;
+            n_msgs = 0;
+            expected = NULL;
+        } else if (line[0] == 'M' && line[1] == ' ' && n_msgs < 16) {
+            char *role = line + 2, *sp = strchr(role, ' ');
+            char *content = "";
+            if (sp) { *sp = 0; content = sp + 1; }
+            unesc(content);
+            msgs[n_msgs].role = role;
+            msgs[n_msgs].content = content;
+            n_msgs++;
+        } else if (line[0] == 'E' && line[1] == ' ') {
+            expected = line + 2;
+            elen = unesc(expected);
+            const kvl_tok *t = fmt_l3 ? (have_l3 ? l3.t : NULL) : model_tok;
+            if (!t || n_msgs != want_msgs) continue;
+            int64_t r = kvl_tok_chat_apply(t, msgs, n_msgs, add, out, sizeof out);
+            cases++;
+            if (r != (int64_t)elen || memcmp(out, expected, elen) != 0 || out[elen] != 0) {
+                bad++;
+                fprintf(stderr, "chat mismatch (%s, add=%d):\n  want: %s\n  got:  %.*s\n",
+                        fmt_l3 ? "llama3" : "chatml", add, expected, (int)(r > 0 ? r : 0), out);
+            }
+            /* short buffer: same length returned, nothing past cap written */
+            char small[8];
+            memset(small, 'Z', sizeof small);
+            CHECK(kvl_tok_chat_apply(t, msgs, n_msgs, add, small, 4) == r && small[4] == 'Z');
+        } else if (line[0] == 'I' && line[1] == ' ' && expected && !fmt_l3 && model_tok) {
+            int ne = parse_ids(line + 2, exp_ids, 1024);
+            int64_t ng = kvl_tok_encode(model_tok, expected, elen, 0, 1, ids, 1024);
+            CHECK_MSG(ng == ne && ids_eq(ids, (int)ng, (const int *)exp_ids, ne), "chat ids");
+        }
+    }
+    printf("tok_chat: %d chat renderings compared, %d mismatches\n", cases, bad);
+    CHECK(bad == 0);
+    CHECK(cases >= (model_tok ? 20 : 10));
+    if (have_l3) {
+        /* no messages: just the header, no bos */
+        int64_t r = kvl_tok_chat_apply(l3.t, NULL, 0, 1, out, sizeof out);
+        const char *hdr = "<|start_header_id|>assistant<|end_header_id|>\n\n";
+        CHECK(r == (int64_t)strlen(hdr) && strcmp(out, hdr) == 0);
+    }
+    mini_close(&l3);
+    free(data);
+}
+
+/* ChatML without a default system message in the template / no template. */
+static void test_chat_plain(void) {
+    gw w = {0};
+    build_bpe(&w, "gpt2", "{% for m in messages %}<|im_start|>{{m.role}}\n{{m.content}}<|im_end|>\n{% endfor %}");
+    mini m;
+    if (!mini_open(&m, &w)) { CHECK(0); mini_close(&m); return; }
+    kvl_chat_msg msg[1] = {{"user", "hi"}};
+    char out[256];
+    int64_t r = kvl_tok_chat_apply(m.t, msg, 1, 1, out, sizeof out);
+    const char *want = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n";
+    CHECK(r == (int64_t)strlen(want) && strcmp(out, want) == 0);
+    CHECK(kvl_tok_chat_apply(m.t, msg, -1, 1, out, sizeof out) < 0);
+    kvl_chat_msg bad[1] = {{NULL, "x"}};
+    CHECK(kvl_tok_chat_apply(m.t, bad, 1, 1, out, sizeof out) < 0);
+    mini_close(&m);
+
+    /* Qwen-style template: concatenated system literal is not a default, the
+     * constant one is */
+    gw w2 = {0};
+    build_bpe(&w2, "qwen2",
+              "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + "
+              "'<|im_end|>\\n' }}{%- else %}{{- '<|im_start|>system\\nYou are Qwen, a \\'helpful\\' "
+              "assistant.<|im_end|>\\n' }}{%- endif %}");
+    if (!mini_open(&m, &w2)) { CHECK(0); mini_close(&m); return; }
+    r = kvl_tok_chat_apply(m.t, msg, 1, 0, out, sizeof out);
+    want = "<|im_start|>system\nYou are Qwen, a 'helpful' assistant.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n";
+    CHECK_MSG(r == (int64_t)strlen(want) && strcmp(out, want) == 0, "qwen default system: %s", out);
+    mini_close(&m);
+}
+
+/* Errors from bad metadata. */
+static void test_create_errors(void) {
+    kvl_err err = {0};
+    kvl_tok *t = (kvl_tok *)1;
+    CHECK(kvl_tok_create(NULL, &t, &err) == KVL_ERR_ARG && t == NULL);
+    kvl_tok_free(NULL);
+    gw w = {0};
+    kv_str(&w, "tokenizer.ggml.model", "bert");
+    char *toks[] = {"a"};
+    kv_arr_str(&w, "tokenizer.ggml.tokens", toks, 1);
+    mini m;
+    CHECK(!mini_open(&m, &w) && m.t == NULL);
+    mini_close(&m);
+    gw w2 = {0};
+    kv_str(&w2, "tokenizer.ggml.model", "gpt2");
+    CHECK(!mini_open(&m, &w2) && m.t == NULL);
+    mini_close(&m);
+    gw w3 = {0};
+    kv_str(&w3, "tokenizer.ggml.model", "gpt2");
+    kv_arr_str(&w3, "tokenizer.ggml.tokens", toks, 1);
+    int32_t tt[2] = {1, 1};
+    kv_arr_i32(&w3, "tokenizer.ggml.token_type", tt, 2);
+    CHECK(!mini_open(&m, &w3) && m.t == NULL);
+    mini_close(&m);
+}
+
+int main(void) {
+    test_spm();
+    test_bpe_pre();
+    test_chat_plain();
+    test_create_errors();
+    {
+        gw w = {0};
+        build_bpe(&w, "llama-bpe", NULL);
+        mini m;
+        if (mini_open(&m, &w)) test_bytes_roundtrip(m.t, "handmade");
+        else CHECK(0);
+        mini_close(&m);
+    }
+
+    const char *mp = getenv("KVL_MODEL");
+    if (!mp || !*mp) mp = "/root/.cache/kvlite/SmolLM2-135M-Instruct.Q4_1.gguf";
+    kvl_gguf *g = NULL;
+    kvl_tok *t = NULL;
+    kvl_err err = {0};
+    FILE *f = fopen(mp, "rb");
+    if (f) fclose(f);
+    if (f && kvl_gguf_open(mp, &g, &err) == KVL_OK && kvl_tok_create(g, &t, &err) == KVL_OK) {
+        CHECK(kvl_tok_n_vocab(t) == 49152);
+        CHECK(kvl_tok_bos(t) == 1 && kvl_tok_eos(t) == 2 && kvl_tok_eot(t) == 2);
+        CHECK(kvl_tok_add_bos_default(t) == 0);
+        CHECK(kvl_tok_is_eog(t, 2) && !kvl_tok_is_eog(t, 0) && !kvl_tok_is_eog(t, 1));
+        test_bytes_roundtrip(t, "model");
+        test_ref(t);
+        test_chat(t);
+    } else {
+        if (f) CHECK_MSG(0, "model %s: %s", mp, err.msg);
+        else printf("skipping model-dependent tokenizer checks: %s not found\n", mp);
+        test_chat(NULL);
+    }
+    kvl_tok_free(t);
+    kvl_gguf_free(g);
+    KVL_TEST_END();
+}

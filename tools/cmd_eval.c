@@ -1,0 +1,163 @@
+/* `kvlite eval ppl|kld`: perplexity over non-overlapping windows of --ctx
+ * tokens (each window a fresh sequence, token i+1 predicted from the logits at
+ * i, NLL accumulated in double), and the KL divergence of a KV codec against
+ * f32 KV on the same windows (two contexts, log-softmax in double). Windows are
+ * prefilled in chunks so the all-logits buffer stays at chunk * n_vocab. */
+#include "cli.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { EVAL_CHUNK = 256 };
+
+/* log(sum(exp(l))) in double; *amax receives the argmax (lowest index on ties). */
+static double logsumexp(const float *l, int n, int *amax) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (l[i] > l[best]) best = i;
+    double mx = l[best], s = 0;
+    for (int i = 0; i < n; i++) s += exp((double)l[i] - mx);
+    if (amax) *amax = best;
+    return mx + log(s);
+}
+
+/* KL(P || Q) with P = softmax(a), Q = softmax(b), given their log-normalisers. */
+static double kl_div(const float *a, double lse_a, const float *b, double lse_b, int n) {
+    double kl = 0;
+    for (int i = 0; i < n; i++) {
+        double la = (double)a[i] - lse_a;
+        double p = exp(la);
+        if (p > 0) kl += p * (la - ((double)b[i] - lse_b));
+    }
+    return kl > 0 ? kl : 0; /* rounding can give tiny negatives */
+}
+
+static kvl_seq *new_seq(kvl_ctx *c) {
+    kvl_seq *s = NULL;
+    kvl_status st = kvl_seq_create(c, &s);
+    if (st != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "cannot create sequence: %s", kvl_ctx_error(c));
+    return s;
+}
+
+static void prefill_or_die(kvl_ctx *c, kvl_seq *s, const kvl_token *t, int n, float *all) {
+    kvl_status st = kvl_prefill(s, t, n, NULL, all);
+    if (st != KVL_OK)
+        cli_die(CLI_EXIT_RUNTIME, "prefill failed: %s", kvl_ctx_error(c)[0] ? kvl_ctx_error(c) : kvl_status_str(st));
+}
+
+int cmd_eval(const cli_opts *o) {
+    const int kld = !strcmp(o->subcmd, "kld");
+    size_t len = 0;
+    char *text = cli_read_file(o->file, &len);
+    kvl_model *m = cli_load_model(o->model);
+    kvl_model_info info;
+    kvl_model_get_info(m, &info);
+    const int nv = info.n_vocab;
+    const int n_ctx = o->n_ctx > 0 ? o->n_ctx : 512;
+    if (n_ctx < 2) cli_die(CLI_EXIT_USAGE, "eval: --ctx must be at least 2");
+
+    int64_t n_tok = 0;
+    kvl_token *toks = cli_tokenize(m, text, len, 0, 0, &n_tok);
+    int64_t n_win = n_tok / n_ctx;
+    if (n_win == 0)
+        cli_die(CLI_EXIT_RUNTIME, "'%s' has %lld tokens, fewer than one window of %d (lower --ctx)", o->file,
+                (long long)n_tok, n_ctx);
+    if (o->max_windows > 0 && n_win > o->max_windows) n_win = o->max_windows;
+
+    /* ppl: one context with the chosen codec; kld: reference f32 + the codec. */
+    kvl_ctx *ca = cli_create_ctx(m, o, kld ? "f32" : o->kv, n_ctx);
+    kvl_ctx *cb = kld ? cli_create_ctx(m, o, o->kv, n_ctx) : NULL;
+    const int chunk = n_ctx < EVAL_CHUNK ? n_ctx : EVAL_CHUNK;
+    float *la = malloc((size_t)chunk * (size_t)nv * sizeof *la);
+    float *lb = kld ? malloc((size_t)chunk * (size_t)nv * sizeof *lb) : NULL;
+    if (!la || (kld && !lb)) cli_die(CLI_EXIT_RUNTIME, "out of memory for %d x %d logits", chunk, nv);
+
+    double nll_a = 0, nll_b = 0, kl_sum = 0, kl_max = 0;
+    int64_t scored = 0, agree = 0;
+    double t0 = cli_now();
+    cli_progress prog;
+    cli_progress_begin(&prog, kld ? "eval kld" : "eval ppl", (long)n_win);
+    for (int64_t w = 0; w < n_win; w++) {
+        const kvl_token *win = toks + w * n_ctx;
+        kvl_seq *sa = new_seq(ca), *sb = kld ? new_seq(cb) : NULL;
+        for (int off = 0; off < n_ctx; off += chunk) {
+            int nc = n_ctx - off < chunk ? n_ctx - off : chunk;
+            prefill_or_die(ca, sa, win + off, nc, la);
+            if (kld) prefill_or_die(cb, sb, win + off, nc, lb);
+            for (int j = 0; j < nc; j++) {
+                int pos = off + j;
+                if (pos + 1 >= n_ctx) break;
+                kvl_token target = win[pos + 1];
+                const float *ra = la + (size_t)j * nv;
+                int top_a, top_b;
+                double lse_a = logsumexp(ra, nv, &top_a);
+                nll_a += lse_a - (double)ra[target];
+                if (kld) {
+                    const float *rb = lb + (size_t)j * nv;
+                    double lse_b = logsumexp(rb, nv, &top_b);
+                    nll_b += lse_b - (double)rb[target];
+                    double kl = kl_div(ra, lse_a, rb, lse_b, nv);
+                    kl_sum += kl;
+                    if (kl > kl_max) kl_max = kl;
+                    agree += top_a == top_b;
+                }
+                scored++;
+            }
+        }
+        kvl_seq_free(sa);
+        kvl_seq_free(sb);
+        cli_progress_update(&prog, (long)(w + 1));
+    }
+    cli_progress_end(&prog);
+    double secs = cli_now() - t0;
+    double ppl_a = exp(nll_a / (double)scored), ppl_b = kld ? exp(nll_b / (double)scored) : 0;
+    double kl_mean = kld ? kl_sum / (double)scored : 0, agree_pct = kld ? 100.0 * (double)agree / (double)scored : 0;
+
+    if (o->json) {
+        cli_json j;
+        cli_json_begin(&j, stdout);
+        cli_json_str(&j, "eval", kld ? "kld" : "ppl");
+        cli_json_str(&j, "model", info.name && info.name[0] ? info.name : o->model);
+        cli_json_str(&j, "file", o->file);
+        cli_json_int(&j, "ctx", n_ctx);
+        cli_json_str(&j, "kv_codec", o->kv);
+        cli_json_int(&j, "windows", (long long)n_win);
+        cli_json_int(&j, "tokens_scored", (long long)scored);
+        if (kld) {
+            cli_json_num(&j, "kld_mean", kl_mean);
+            cli_json_num(&j, "kld_max", kl_max);
+            cli_json_num(&j, "top1_agree_pct", agree_pct);
+            cli_json_num(&j, "ppl_f32", ppl_a);
+            cli_json_num(&j, "ppl_codec", ppl_b);
+        } else {
+            cli_json_num(&j, "ppl", ppl_a);
+            cli_json_num(&j, "nll_mean", nll_a / (double)scored);
+        }
+        cli_json_num(&j, "seconds", secs);
+        cli_json_end(&j);
+    } else if (kld) {
+        printf("mean KLD:      %.6f  (max %.6f)\n", kl_mean, kl_max);
+        printf("top-1 agree:   %.2f %%\n", agree_pct);
+        printf("ppl f32:       %.4f\n", ppl_a);
+        char label[64];
+        snprintf(label, sizeof label, "ppl %s:", o->kv);
+        printf("%-14s %.4f\n", label, ppl_b);
+        printf("windows:       %lld of %d tokens, %lld tokens scored, %.1f s\n", (long long)n_win, n_ctx,
+               (long long)scored, secs);
+    } else {
+        printf("ppl:           %.4f\n", ppl_a);
+        printf("windows:       %lld of %d tokens, %lld tokens scored, kv %s, %.1f s\n", (long long)n_win, n_ctx,
+               (long long)scored, o->kv, secs);
+    }
+    fflush(stdout);
+
+    free(la);
+    free(lb);
+    free(toks);
+    free(text);
+    kvl_ctx_free(ca);
+    kvl_ctx_free(cb);
+    kvl_model_free(m);
+    return CLI_EXIT_OK;
+}

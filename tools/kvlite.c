@@ -1,0 +1,299 @@
+/* kvlite CLI entry point: parses "kvlite CMD [flags]" from one flag table
+ * (each flag says which commands accept it), validates numbers strictly and
+ * dispatches to run / chat / tokenize / bench / eval. Usage errors are one line
+ * on stderr and exit 2; runtime errors exit 1. */
+#include "cli.h"
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+    C_RUN = 1 << 0,
+    C_CHAT = 1 << 1,
+    C_TOK = 1 << 2,
+    C_BENCH = 1 << 3,
+    C_PPL = 1 << 4,
+    C_KLD = 1 << 5,
+    C_GEN = C_RUN | C_CHAT,
+    C_EVAL = C_PPL | C_KLD,
+    C_ENGINE = C_RUN | C_CHAT | C_BENCH | C_EVAL, /* commands that create a context */
+};
+
+typedef enum { F_STR, F_INT, F_FLOAT, F_U64, F_SIZE, F_BOOL } flag_kind;
+
+typedef struct flag_spec {
+    const char *name;  /* "--temp" */
+    const char *alias; /* "-t" or NULL */
+    flag_kind kind;
+    size_t off;        /* offset in cli_opts */
+    unsigned cmds;
+    double lo, hi;     /* numeric range */
+} flag_spec;
+
+#define OFF(m) offsetof(cli_opts, m)
+
+static const flag_spec FLAGS[] = {
+    {"--model", "-m", F_STR, OFF(model), C_GEN | C_TOK | C_BENCH | C_EVAL, 0, 0},
+    {"--prompt", "-p", F_STR, OFF(prompt), C_RUN | C_TOK, 0, 0},
+    {"--file", "-f", F_STR, OFF(file), C_RUN | C_TOK | C_EVAL, 0, 0},
+    {"--system", NULL, F_STR, OFF(system), C_GEN, 0, 0},
+    {"--n-predict", "-n", F_INT, OFF(n_predict), C_GEN, -1, INT_MAX},
+    {"--ctx", "-c", F_INT, OFF(n_ctx), C_ENGINE, 0, 1 << 24},
+    {"--threads", "-t", F_INT, OFF(n_threads), C_ENGINE, 0, 4096},
+    {"--kv", NULL, F_STR, OFF(kv), C_ENGINE, 0, 0},
+    {"--kv-budget", NULL, F_SIZE, OFF(kv_budget), C_ENGINE, 0, 0},
+    {"--temp", NULL, F_FLOAT, OFF(sp.temperature), C_GEN, 0, 1000},
+    {"--seed", "-s", F_U64, OFF(sp.seed), C_GEN, 0, 0},
+    {"--top-k", NULL, F_INT, OFF(sp.top_k), C_GEN, 0, INT_MAX},
+    {"--top-p", NULL, F_FLOAT, OFF(sp.top_p), C_GEN, 0, 1},
+    {"--min-p", NULL, F_FLOAT, OFF(sp.min_p), C_GEN, 0, 1},
+    {"--repeat-penalty", NULL, F_FLOAT, OFF(sp.repeat_penalty), C_GEN, 1e-3, 1000},
+    {"--repeat-last-n", NULL, F_INT, OFF(sp.repeat_last_n), C_GEN, 0, 1 << 20},
+    {"--chat", NULL, F_BOOL, OFF(chat), C_RUN, 0, 0},
+    {"--stats", NULL, F_BOOL, OFF(stats), C_RUN, 0, 0},
+    {"--no-special", NULL, F_BOOL, OFF(no_special), C_RUN | C_TOK, 0, 0},
+    {"--json", NULL, F_BOOL, OFF(json), C_BENCH | C_EVAL, 0, 0},
+    {"--prompt-tokens", NULL, F_INT, OFF(bench_prompt), C_BENCH, 1, 1 << 24},
+    {"--gen", NULL, F_INT, OFF(bench_gen), C_BENCH, 0, 1 << 24},
+    {"--reps", NULL, F_INT, OFF(reps), C_BENCH, 1, 10000},
+    {"--max-windows", NULL, F_INT, OFF(max_windows), C_EVAL, 0, INT_MAX},
+};
+
+static const char USAGE_MAIN[] =
+    "usage: kvlite COMMAND [flags]\n"
+    "\n"
+    "commands:\n"
+    "  run       generate text from a prompt\n"
+    "  chat      interactive multi-turn chat (reads stdin), KV cache kept across turns\n"
+    "  tokenize  print the token ids of a text\n"
+    "  bench     prefill / decode speed, KV bytes per token, peak RSS\n"
+    "  eval ppl  perplexity of a text file\n"
+    "  eval kld  KL divergence of a KV codec against f32 KV\n"
+    "\n"
+    "run 'kvlite COMMAND --help' for the flags of a command.\n";
+
+static const char USAGE_COMMON[] =
+    "  -t, --threads N       worker threads (0 = all cores, default)\n"
+    "  -c, --ctx N           context length in tokens\n"
+    "      --kv CODEC        KV cache codec: f32, f16 (default), int8, ...\n"
+    "      --kv-budget BYTES KV pool budget, e.g. 64M, 1G (default: sized for --ctx)\n";
+
+static const char USAGE_SAMPLING[] =
+    "      --temp T          temperature (default 0.8; 0 = greedy)\n"
+    "  -s, --seed S          sampler seed (default 42)\n"
+    "      --top-k K         top-k (default 40; 0 = off)\n"
+    "      --top-p P         nucleus sampling (default 0.95; 1 = off)\n"
+    "      --min-p P         min-p (default 0.05; 0 = off)\n"
+    "      --repeat-penalty R repetition penalty (default 1.0 = off)\n"
+    "      --repeat-last-n N tokens of history the penalty looks at (default 64)\n";
+
+static unsigned cmd_mask(const char *cmd, const char *sub);
+
+static void print_usage(FILE *f, const char *cmd, const char *sub) {
+    if (!cmd || !cmd_mask(cmd, sub)) {
+        fputs(USAGE_MAIN, f);
+        return;
+    }
+    if (!strcmp(cmd, "run")) {
+        fputs("usage: kvlite run -m MODEL (-p PROMPT | -f FILE) [flags]\n\n"
+              "Generates text; only the generated text goes to stdout.\n\n"
+              "  -m, --model PATH      GGUF model\n"
+              "  -p, --prompt TEXT     prompt text\n"
+              "  -f, --file PATH       read the prompt from a file\n"
+              "  -n, --n-predict N     tokens to generate (default 256; -1 = until end or context full)\n"
+              "      --chat            wrap the prompt in the model's chat template\n"
+              "      --system TEXT     system message (with --chat)\n"
+              "      --no-special      do not parse special-token text in the prompt\n"
+              "      --stats           print token counts, speeds and KV usage to stderr\n",
+              f);
+        fputs(USAGE_SAMPLING, f);
+        fputs(USAGE_COMMON, f);
+    } else if (!strcmp(cmd, "chat")) {
+        fputs("usage: kvlite chat -m MODEL [flags]\n\n"
+              "Reads one user message per line from stdin and streams each answer to stdout.\n"
+              "The KV cache is kept between turns; only new tokens are processed.\n"
+              "Commands: /reset clears the conversation, /stats shows KV usage, EOF exits.\n\n"
+              "  -m, --model PATH      GGUF model\n"
+              "  -n, --n-predict N     max tokens per answer (default -1 = until end of turn)\n"
+              "      --system TEXT     system message\n",
+              f);
+        fputs(USAGE_SAMPLING, f);
+        fputs(USAGE_COMMON, f);
+    } else if (!strcmp(cmd, "tokenize")) {
+        fputs("usage: kvlite tokenize -m MODEL (-p TEXT | -f FILE) [--no-special]\n\n"
+              "Prints the token ids on one line, space-separated.\n\n"
+              "  -m, --model PATH      GGUF model\n"
+              "  -p, --prompt TEXT     text\n"
+              "  -f, --file PATH       read the text from a file\n"
+              "      --no-special      treat special-token text as plain text\n",
+              f);
+    } else if (!strcmp(cmd, "bench")) {
+        fputs("usage: kvlite bench -m MODEL [flags]\n\n"
+              "  -m, --model PATH      GGUF model\n"
+              "      --prompt N        prompt tokens for the prefill measurement (default 512)\n"
+              "      --gen N           tokens decoded after the prompt (default 64)\n"
+              "      --reps R          repetitions; the median is reported (default 3)\n"
+              "      --json            one JSON object on stdout\n",
+              f);
+        fputs(USAGE_COMMON, f);
+    } else if (!strcmp(cmd, "eval")) {
+        if (!sub || !strcmp(sub, "ppl"))
+            fputs("usage: kvlite eval ppl -m MODEL -f TEXT [--ctx N] [--kv CODEC] [--max-windows W] [--json]\n"
+                  "  perplexity over non-overlapping windows of --ctx tokens (default 512)\n",
+                  f);
+        if (!sub || !strcmp(sub, "kld"))
+            fputs("usage: kvlite eval kld -m MODEL -f TEXT --kv CODEC [--ctx N] [--max-windows W] [--json]\n"
+                  "  mean KL(P_f32 || P_codec), top-1 agreement and both perplexities\n",
+                  f);
+        fputs("\n  -m, --model PATH      GGUF model\n"
+              "  -f, --file PATH       text file\n"
+              "      --max-windows W   evaluate at most W windows (default all)\n"
+              "      --json            one JSON object on stdout\n",
+              f);
+        fputs(USAGE_COMMON, f);
+    }
+}
+
+static unsigned cmd_mask(const char *cmd, const char *sub) {
+    if (!strcmp(cmd, "run")) return C_RUN;
+    if (!strcmp(cmd, "chat")) return C_CHAT;
+    if (!strcmp(cmd, "tokenize")) return C_TOK;
+    if (!strcmp(cmd, "bench")) return C_BENCH;
+    if (!strcmp(cmd, "eval")) return sub && !strcmp(sub, "kld") ? C_KLD : C_PPL;
+    return 0;
+}
+
+static const flag_spec *find_flag(const char *name, size_t len) {
+    for (size_t i = 0; i < sizeof FLAGS / sizeof FLAGS[0]; i++) {
+        const flag_spec *f = &FLAGS[i];
+        if ((strlen(f->name) == len && !strncmp(f->name, name, len)) ||
+            (f->alias && strlen(f->alias) == len && !strncmp(f->alias, name, len)))
+            return f;
+    }
+    return NULL;
+}
+
+static void set_flag(cli_opts *o, const flag_spec *f, const char *name, const char *val) {
+    void *dst = (char *)o + f->off;
+    switch (f->kind) {
+    case F_STR:
+        *(const char **)dst = val;
+        break;
+    case F_BOOL:
+        *(int *)dst = 1;
+        break;
+    case F_INT:
+        if (cli_parse_int(val, (long)f->lo, (long)f->hi, (int *)dst))
+            cli_die(CLI_EXIT_USAGE, "%s: expected an integer in [%.0f, %.0f], got '%s'", name, f->lo, f->hi, val);
+        break;
+    case F_FLOAT:
+        if (cli_parse_float(val, f->lo, f->hi, (float *)dst))
+            cli_die(CLI_EXIT_USAGE, "%s: expected a number in [%g, %g], got '%s'", name, f->lo, f->hi, val);
+        break;
+    case F_U64:
+        if (cli_parse_u64(val, (uint64_t *)dst))
+            cli_die(CLI_EXIT_USAGE, "%s: expected a non-negative integer, got '%s'", name, val);
+        break;
+    case F_SIZE:
+        if (cli_parse_size(val, (size_t *)dst))
+            cli_die(CLI_EXIT_USAGE, "%s: expected a byte size such as 65536, 64M or 1G, got '%s'", name, val);
+        break;
+    }
+}
+
+static void parse_flags(cli_opts *o, unsigned mask, const char *cmdname, int argc, char **argv) {
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) continue; /* handled by the caller */
+        if (a[0] != '-' || a[1] == 0)
+            cli_die(CLI_EXIT_USAGE, "%s: unexpected argument '%s' (see kvlite %s --help)", cmdname, a, cmdname);
+        const char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
+        size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
+        const flag_spec *f = find_flag(a, nlen);
+        /* "bench --prompt N" is the number of prompt tokens */
+        if (mask == C_BENCH && nlen == 8 && !strncmp(a, "--prompt", 8)) f = find_flag("--prompt-tokens", 15);
+        if (!f || !(f->cmds & mask))
+            cli_die(CLI_EXIT_USAGE, "%s: unknown flag '%.*s' (see kvlite %s --help)", cmdname, (int)nlen, a, cmdname);
+        char name[64];
+        snprintf(name, sizeof name, "%.*s", (int)nlen, a);
+        const char *val = NULL;
+        if (f->kind == F_BOOL) {
+            if (eq) cli_die(CLI_EXIT_USAGE, "%s takes no value", name);
+        } else if (eq) {
+            val = eq + 1;
+        } else {
+            if (i + 1 >= argc) cli_die(CLI_EXIT_USAGE, "%s: missing value for %s", cmdname, name);
+            val = argv[++i];
+        }
+        if (f->off == OFF(kv)) o->kv_set = 1;
+        set_flag(o, f, name, val);
+    }
+}
+
+static int wants_help(int argc, char **argv) {
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return 1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) cli_die(CLI_EXIT_USAGE, "missing command: run, chat, tokenize, bench or eval (see kvlite --help)");
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        print_usage(stdout, argc > 2 && strcmp(argv[2], "-h") && strcmp(argv[2], "--help") ? argv[2] : NULL, NULL);
+        return 0;
+    }
+    const char *sub = NULL;
+    int first = 2;
+    if (!cmd_mask(cmd, NULL)) cli_die(CLI_EXIT_USAGE, "unknown command '%s' (see kvlite --help)", cmd);
+    if (!strcmp(cmd, "eval")) {
+        if (argc > 2 && (!strcmp(argv[2], "ppl") || !strcmp(argv[2], "kld"))) {
+            sub = argv[2];
+            first = 3;
+        } else if (wants_help(argc - 2, argv + 2)) {
+            print_usage(stdout, cmd, NULL);
+            return 0;
+        } else if (argc > 2 && argv[2][0] != '-') {
+            cli_die(CLI_EXIT_USAGE, "eval: unknown evaluation '%s' (ppl or kld)", argv[2]);
+        } else {
+            cli_die(CLI_EXIT_USAGE, "eval: missing evaluation: ppl or kld (see kvlite eval --help)");
+        }
+    }
+    if (wants_help(argc - first, argv + first)) {
+        print_usage(stdout, cmd, sub);
+        return 0;
+    }
+
+    cli_opts o;
+    memset(&o, 0, sizeof o);
+    o.cmd = cmd;
+    o.subcmd = sub;
+    kvl_sampler_params_default(&o.sp);
+    o.n_predict = strcmp(cmd, "chat") ? 256 : -1;
+    o.bench_prompt = 512;
+    o.bench_gen = 64;
+    o.reps = 3;
+    char cmdname[32];
+    snprintf(cmdname, sizeof cmdname, "%s%s%s", cmd, sub ? " " : "", sub ? sub : "");
+    parse_flags(&o, cmd_mask(cmd, sub), cmdname, argc - first, argv + first);
+    if (o.kv_set && (!o.kv || !o.kv[0])) cli_die(CLI_EXIT_USAGE, "--kv: empty codec name");
+    if (!o.kv) o.kv = "f16";
+
+    if (!o.model) cli_die(CLI_EXIT_USAGE, "%s: missing -m MODEL (see kvlite %s --help)", cmdname, cmd);
+    if (!strcmp(cmd, "run") || !strcmp(cmd, "tokenize")) {
+        if (o.prompt && o.file) cli_die(CLI_EXIT_USAGE, "%s: give either -p or -f, not both", cmd);
+        if (!o.prompt && !o.file) cli_die(CLI_EXIT_USAGE, "%s: missing -p PROMPT or -f FILE", cmd);
+    }
+    if (!strcmp(cmd, "run") && o.system && !o.chat) cli_die(CLI_EXIT_USAGE, "run: --system needs --chat");
+
+    if (!strcmp(cmd, "run")) return cmd_run(&o);
+    if (!strcmp(cmd, "chat")) return cmd_chat(&o);
+    if (!strcmp(cmd, "tokenize")) return cmd_tokenize(&o);
+    if (!strcmp(cmd, "bench")) return cmd_bench(&o);
+    if (!o.file) cli_die(CLI_EXIT_USAGE, "%s: missing -f TEXT", cmdname);
+    if (!strcmp(sub, "kld") && !o.kv_set) cli_die(CLI_EXIT_USAGE, "eval kld: missing --kv CODEC to compare with f32");
+    return cmd_eval(&o);
+}
