@@ -97,6 +97,9 @@ typedef struct kvl_ctx_params {
     int page_tokens;       /* tokens per KV page; 0 = 32 */
     const char *kv_policy; /* "full" (default) */
     int n_batch;           /* max tokens per forward call; 0 = 512 */
+    int exact_matmul;      /* 1 = keep activations f32 and dequantize weight blocks on the
+                              fly (double accumulation): matches a float reference to ~1e-4,
+                              many times slower; for verification */
 } kvl_ctx_params;
 
 /* Fill defaults. */

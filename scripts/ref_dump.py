@@ -12,6 +12,10 @@ Not run in CI (CI has no torch): it writes committed files that the C test reads
 
   ref_dump.py            -> tests/data/ref_logits.txt   (prompts, top-32 logits, greedy runs)
   ref_dump.py --ppl      -> tests/data/ref_ppl.json     (wikitext-2 test perplexity, ctx 1024)
+  ref_dump.py --q8-emul  prints how far int8 activation quantization alone (every
+                         nn.Linear input rounded to int8 blocks of 32 with an fp16
+                         scale, as kvlite's matmuls do) moves the logits of the
+                         short prompts: the error level test_reference.c allows
 
 Env: the private venv with torch, transformers, gguf, accelerate
 (e.g. /root/.cache/kvlite/refvenv/bin/python scripts/ref_dump.py).
@@ -216,14 +220,51 @@ def ppl(args):
     print(f"ppl {res['ppl']:.4f} over {n_win} windows ({scored} tokens); wrote {path}")
 
 
+def q8_blocks(x):
+    """Round x to int8 blocks of 32 with an fp16 scale d = amax/127 (round half away)."""
+    b = x.reshape(-1, 32).double()
+    amax = b.abs().amax(1, keepdim=True)
+    d = (amax / 127).float().half().double()
+    y = b * torch.where(amax > 0, 127 / amax, torch.zeros_like(amax))
+    return (torch.sign(y) * torch.floor(y.abs() + 0.5) * d).reshape(x.shape).float()
+
+
+@torch.no_grad()
+def q8_emul(args):
+    tok, model = load()
+    prompts, _ = build_prompts(tok)
+    lin = torch.nn.Linear.forward
+    for name, ids, short in prompts:
+        if not short:
+            continue
+        x = torch.tensor([ids])
+        torch.nn.Linear.forward = lin
+        ref = model(x).logits[0].double()
+        torch.nn.Linear.forward = lambda self, v: torch.nn.functional.linear(q8_blocks(v), self.weight, self.bias)
+        em = model(x).logits[0].double()
+        torch.nn.Linear.forward = lin
+        d = (em - ref).abs()
+        lr, le = torch.log_softmax(ref, -1), torch.log_softmax(em, -1)
+        kl = (lr.exp() * (lr - le)).sum(-1)
+        t2 = ref.topk(2, -1)
+        g = em.gather(1, t2.indices)
+        dm = ((g[:, 0] - g[:, 1]) - (t2.values[:, 0] - t2.values[:, 1])).abs()
+        flips = [round(float(t2.values[i, 0] - t2.values[i, 1]), 3)
+                 for i in range(len(ids)) if int(em[i].argmax()) != int(t2.indices[i, 0])]
+        print(f"{name}: logit err mean {d.mean():.4f} max {d.max():.4f}; KL mean {kl.mean():.5f} "
+              f"max {kl.max():.5f}; top1-top2 margin shift max {dm.max():.3f}; "
+              f"argmax flips {len(flips)}/{len(ids)} at ref margins {flips}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ppl", action="store_true", help="wikitext-2 perplexity instead of the logit dump")
+    ap.add_argument("--q8-emul", action="store_true", help="report the int8-activation emulation error")
     ap.add_argument("--ctx", type=int, default=1024)
     ap.add_argument("--windows", type=int, default=40, help="windows to score (<= 0: all)")
     args = ap.parse_args()
     os.makedirs(OUT_DIR, exist_ok=True)
-    (ppl if args.ppl else dump)(args)
+    (ppl if args.ppl else q8_emul if args.q8_emul else dump)(args)
 
 
 if __name__ == "__main__":

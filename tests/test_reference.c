@@ -9,11 +9,15 @@
  * positions: (1) top-1 id equals the reference's unless the reference's own
  * top1-top2 margin is a near-tie; (2) our logits at the reference's top-32 ids
  * are close to the reference logits; (3) log-softmax of those ids (our full-row
- * logsumexp vs the stored one) agrees. Then 64 greedy kvl_decode steps from the
- * two short prompts must reproduce the reference ids exactly (a divergence is
- * tolerated only if the reference's margin at the first diverging step is a
- * near-tie), and the same with the f16 codec is reported, not asserted.
- * Measured errors are printed for docs/RESULTS.md. */
+ * logsumexp vs the stored one) agrees, per position and as a top-32 KL; plus
+ * per-prompt means and the mean next-token NLL. Then 64 greedy kvl_decode
+ * steps from the two short prompts must reproduce the reference ids exactly (a
+ * divergence is tolerated only if the reference's margin at the first
+ * diverging step is a near-tie); the decode goes on feeding the reference's
+ * ids, so every one of the 64 steps is compared and any later flip must be a
+ * near-tie too. The same greedy run with the f16 codec is reported, not
+ * asserted. Measured errors are printed for docs/RESULTS.md
+ * (KVL_REF_VERBOSE=1: per position). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,24 +35,29 @@
  * a KL(ref||emul) of 0.006 mean / 0.04 max per position, moves the ref's
  * top1-top2 margin by up to 0.68 and flips the argmax at ref margins of 0.04,
  * 0.08 and 0.43. kvlite against the reference measures the same: 0.32 mean /
- * 2.8 max, KL 0.006 / 0.05, margin shifts up to 0.74. So the tolerances sit at
+ * 2.8 max, KL 0.006 / 0.05, margin shifts up to 0.74 (kvlite vs the
+ * emulation differs as much again: the rounding is chaotic, so only the error
+ * level, not the exact values, can be matched). So the tolerances sit at
  * about 1.5-2x the errors int8 activations alone produce; a real bug (wrong
  * RoPE, off-by-one position, bad dequant, KV corruption) gives errors of many
  * logits and top-1 flips at large margins, far outside them.
  *
- * Per position, over the reference's top-32 ids:
- *   REL_TOL      max|ours - ref| / max|ref|      (measured max 0.07)
+ * Per position, over the reference's top-32 ids (measured = max over the 88
+ * sampled positions of the 4 prompts):
+ *   REL_TOL      max|ours - ref| / max(max|ref|, 10)  (measured 0.087: 2.34
+ *                logits at a top logit of 27, after <|im_end|> in the chat)
  *   LOGPROB_TOL  max|log p_ours - log p_ref| nats, each side with its own
- *                full-row logsumexp               (measured max 1.38)
+ *                full-row logsumexp                   (measured 1.57)
  *   PKL_TOL      sum p_ref (log p_ref - log p_ours), a KL restricted to the
- *                top-32 (most of the mass)        (measured max 0.05)
- * Per prompt, means over the sampled positions:
- *   MEAN_ABS_TOL mean of the per-position max abs logit error (measured 0.27-0.68)
- *   MEAN_PKL_TOL mean top-32 KL                    (measured 0.002-0.012)
- *   NLL_TOL      |mean NLL of the prompt's next tokens, ours - ref| (measured <= 0.027)
+ *                top-32 (most of the mass)             (measured 0.072)
+ * Per prompt, means over its sampled positions:
+ *   MEAN_ABS_TOL mean of the per-position max abs logit error (measured 0.25-0.66)
+ *   MEAN_PKL_TOL mean top-32 KL                        (measured 0.0004-0.014)
+ *   NLL_TOL      |mean NLL of the prompt's next tokens, ours - ref| (measured <= 0.045)
  * TIE_MARGIN: a reference top1-top2 margin below this (logits) is a near-tie
  *   where a different argmax is arithmetic, not a bug: the emulation above
- *   flips the argmax at a 0.43 margin, from int8 activations alone. */
+ *   flips the argmax at a 0.43 margin from int8 activations alone (kvlite's
+ *   own flips so far: margins 0.06-0.17). */
 #define REL_TOL 0.15
 #define LOGPROB_TOL 2.5
 #define PKL_TOL 0.15
@@ -249,7 +258,7 @@ static void check_row(const ref_prompt *p, const ref_pos *r, const float *row, i
         pkl += exp(lp_ref) * (lp_ref - lp_ours);
         amax = fmax(amax, fabs(r->logits[j]));
     }
-    double rel = err / (amax > 1 ? amax : 1);
+    double rel = err / (amax > 10 ? amax : 10);
     CHECK_MSG(rel <= REL_TOL, "%s pos %d: logit err %.4f, rel %.4f", p->name, r->pos, err, rel);
     CHECK_MSG(lperr <= LOGPROB_TOL, "%s pos %d: logprob err %.4f", p->name, r->pos, lperr);
     CHECK_MSG(pkl <= PKL_TOL, "%s pos %d: top-%d KL %.4f", p->name, r->pos, r->k, pkl);
@@ -392,6 +401,59 @@ int main(void) {
                 free_prompts(ps, np);
                 KVL_TEST_END();
             }
+    }
+
+    /* 0. exact matmuls (f32 activations, no int8 rounding): the forward pass
+     * itself must match the float32 reference to round-off, on the short
+     * prompts, and greedy decoding must reproduce the reference ids exactly. */
+    {
+        kvl_ctx_params ep;
+        kvl_ctx_params_default(&ep);
+        ep.kv_codec = "f32";
+        ep.n_ctx = 256;
+        ep.exact_matmul = 1;
+        kvl_ctx *ec = NULL;
+        CHECK(kvl_ctx_create(m, &ep, &ec, err, sizeof err) == KVL_OK);
+        for (int i = 0; ec && i < np; i++) {
+            const ref_prompt *p = &ps[i];
+            if (p->n > 64) continue;
+            float *all = malloc(sizeof(float) * (size_t)n_vocab * (size_t)p->n);
+            kvl_seq *s = NULL;
+            kvl_seq_create(ec, &s);
+            CHECK(s && kvl_prefill(s, p->tokens, p->n, NULL, all) == KVL_OK);
+            double emax = 0;
+            int top1 = 0;
+            for (int j = 0; j < p->n_pos; j++) {
+                const ref_pos *r = &p->pos[j];
+                const float *row = all + (size_t)r->pos * (size_t)n_vocab;
+                for (int k = 0; k < r->k; k++) emax = fmax(emax, fabs(row[r->ids[k]] - r->logits[k]));
+                top1 += argmax(row, n_vocab) == r->ids[0];
+            }
+            /* transformers and kvlite differ only in float32 summation order
+             * (measured max 1e-4 on logits of magnitude ~30) */
+            CHECK_MSG(emax < 2e-3, "exact %s: logit err %g", p->name, emax);
+            CHECK_MSG(top1 == p->n_pos, "exact %s: top1 %d/%d", p->name, top1, p->n_pos);
+            /* greedy decode, exact identity */
+            float *lg = malloc(sizeof(float) * (size_t)n_vocab);
+            memcpy(lg, all + (size_t)(p->n - 1) * (size_t)n_vocab, sizeof(float) * (size_t)n_vocab);
+            int same = 0;
+            double derr = 0;
+            for (int t = 0; t < p->n_steps; t++) {
+                int id = argmax(lg, n_vocab);
+                derr = fmax(derr, fabs(lg[id] - p->steps[t].top1));
+                if (id != p->steps[t].id) break;
+                same++;
+                if (kvl_decode(s, id, lg) != KVL_OK) break;
+            }
+            printf("measured: exact matmul %-9s prefill logit err max %.2e, top1 %d/%d, greedy %d/%d identical "
+                   "(top1 logit err max %.2e)\n",
+                   p->name, emax, top1, p->n_pos, same, p->n_steps, derr);
+            CHECK_MSG(same == p->n_steps, "exact greedy %s: %d/%d identical", p->name, same, p->n_steps);
+            kvl_seq_free(s);
+            free(lg);
+            free(all);
+        }
+        kvl_ctx_free(ec);
     }
 
     /* 1. prefill logits vs reference, f32 KV */

@@ -499,6 +499,42 @@ static const kvl_cpu_kernels kernels_ref = {
     .dequant_row = kvl_dequant_row_ref,
 };
 
+static kvl_type vec_type_exact(kvl_type wt) {
+    (void)wt;
+    return KVL_TYPE_F32;
+}
+
+/* dot(w_row [n] of wt, x [n] f32): dequantize one block at a time. */
+static float vec_dot_exact(kvl_type wt, int64_t n, const void *w, const void *xv) {
+    const float *x = xv;
+    const int64_t be = kvl_type_block_elems(wt);
+    const size_t bb = kvl_type_block_bytes(wt);
+    float tmp[256];
+    double sum = 0;
+    const int64_t step = be == 1 ? 256 : be;
+    for (int64_t i = 0; i < n; i += step) {
+        const int64_t m = n - i < step ? n - i : step;
+        kvl_dequant_row_ref(wt, (const uint8_t *)w + (size_t)(i / be) * bb, tmp, m);
+        for (int64_t j = 0; j < m; j++) sum += (double)tmp[j] * x[i + j];
+    }
+    return (float)sum;
+}
+
+static void quant_vec_exact(kvl_type vt, const float *x, void *dst, int64_t n) {
+    (void)vt;
+    memcpy(dst, x, sizeof(float) * (size_t)n);
+}
+
+static const kvl_cpu_kernels kernels_exact = {
+    .name = "exact",
+    .vec_type = vec_type_exact,
+    .quant_vec = quant_vec_exact,
+    .vec_dot = vec_dot_exact,
+    .dequant_row = kvl_dequant_row_ref,
+};
+
+const kvl_cpu_kernels *kvl_cpu_kernels_exact(void) { return &kernels_exact; }
+
 const kvl_cpu_kernels *kvl_cpu_kernels_get(int simd) {
 #if defined(__x86_64__) || defined(__i386__)
     /* F16C via CPUID leaf 1 (clang's __builtin_cpu_supports lacks "f16c"). */

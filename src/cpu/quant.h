@@ -51,6 +51,11 @@ typedef struct kvl_cpu_kernels {
 
 /* simd = 0 forces the scalar table; otherwise the best the CPU supports. */
 const kvl_cpu_kernels *kvl_cpu_kernels_get(int simd);
+/* The verification table: activations stay f32 and every weight block is
+ * dequantized on the fly and dotted in double precision (no activation
+ * quantization). Slow; used to check the forward pass against a float
+ * reference to ~1e-4. */
+const kvl_cpu_kernels *kvl_cpu_kernels_exact(void);
 
 /* Matrix multiply on quantized weights, one thread's share.
  * W: [rows][cols] of type wt (row-major, ggml layout: each output row is one

@@ -141,7 +141,7 @@ kvl_status kvl_ctx_create(const kvl_model *m, const kvl_ctx_params *pin, kvl_ctx
     if (!c) return KVL_ERR_NOMEM;
     c->m = m;
     snprintf(c->codec_name, sizeof c->codec_name, "%s", kvl_codec_name(codec));
-    c->k = kvl_cpu_kernels_get(getenv("KVL_NO_SIMD") == NULL);
+    c->k = p.exact_matmul ? kvl_cpu_kernels_exact() : kvl_cpu_kernels_get(getenv("KVL_NO_SIMD") == NULL);
 
     /* KV pool: the default budget holds n_ctx tokens for n_seq_max sequences. */
     kvl_kv_config kc = {.n_layer = m->n_layer, .n_head_kv = m->n_head_kv, .head_dim = m->head_dim,
