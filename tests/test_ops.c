@@ -16,12 +16,15 @@ static float frand(unsigned *s) {
 }
 
 typedef struct {
-    atomic_int hits[8];
+    atomic_int hits[16];
     atomic_int calls;
+    atomic_int bad_tid;
+    int n_threads;
 } pool_arg;
 
-static void pool_fn(void *a, int ith, int nth) {
+static void pool_fn(void *a, int ith, int nth, int tid) {
     pool_arg *p = a;
+    if (tid < 0 || tid >= p->n_threads) atomic_fetch_add(&p->bad_tid, 1);
     atomic_fetch_add(&p->hits[ith], 1);
     atomic_fetch_add(&p->calls, nth);
 }
@@ -86,11 +89,21 @@ int main(void) {
         CHECK(tp && kvl_threadpool_n(tp) == n);
         pool_arg pa;
         memset(&pa, 0, sizeof pa);
-        for (int j = 0; j < 2000; j++) kvl_threadpool_run(tp, pool_fn, &pa);
+        pa.n_threads = n;
+        for (int j = 0; j < 2000; j++) kvl_threadpool_run(tp, pool_fn, &pa, 0);
         int ok = 1;
         for (int i = 0; i < n; i++) ok &= atomic_load(&pa.hits[i]) == 2000;
         CHECK(ok);
         CHECK(atomic_load(&pa.calls) == 2000 * n * n);
+        /* more chunks than threads: every chunk exactly once per job */
+        memset(&pa, 0, sizeof pa);
+        pa.n_threads = n;
+        for (int j = 0; j < 3000; j++) kvl_threadpool_run(tp, pool_fn, &pa, 13);
+        ok = 1;
+        for (int i = 0; i < 13; i++) ok &= atomic_load(&pa.hits[i]) == 3000;
+        CHECK(ok);
+        CHECK(atomic_load(&pa.calls) == 3000 * 13 * 13);
+        CHECK(atomic_load(&pa.bad_tid) == 0);
         kvl_threadpool_free(tp);
     }
     long lo, hi, tot = 0;

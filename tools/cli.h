@@ -29,6 +29,10 @@ typedef struct cli_opts {
     int chat, stats, json, no_special;
     int bench_prompt, bench_gen, reps;
     int max_windows;       /* 0 = all */
+    /* eval needle|passkey|multikey (cmd_retrieval.c); 0 / NULL = task default */
+    const char *ret_lengths, *ret_depths; /* comma-separated lists */
+    int ret_seeds, ret_keys, ret_no_share;
+    const char *ret_haystack, *ret_needle, *ret_question, *ret_answer, *ret_plot;
 } cli_opts;
 
 /* Print "kvlite: MSG" (newlines folded into spaces) on stderr and exit(code). */
@@ -94,5 +98,7 @@ int cmd_chat(const cli_opts *o);
 int cmd_tokenize(const cli_opts *o);
 int cmd_bench(const cli_opts *o);
 int cmd_eval(const cli_opts *o);
+/* eval needle | passkey | multikey (o->subcmd). */
+int cmd_retrieval(const cli_opts *o);
 
 #endif

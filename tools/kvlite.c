@@ -1,6 +1,7 @@
 /* kvlite CLI entry point: parses "kvlite CMD [flags]" from one flag table
  * (each flag says which commands accept it), validates numbers strictly and
- * dispatches to run / chat / tokenize / bench / eval. Usage errors are one line
+ * dispatches to run / chat / tokenize / bench / eval (ppl, kld, and the
+ * retrieval tasks needle, passkey, multikey). Usage errors are one line
  * on stderr and exit 2; runtime errors exit 1. */
 #include "cli.h"
 
@@ -16,9 +17,13 @@ enum {
     C_BENCH = 1 << 3,
     C_PPL = 1 << 4,
     C_KLD = 1 << 5,
+    C_NEEDLE = 1 << 6,
+    C_PASSKEY = 1 << 7,
+    C_MULTIKEY = 1 << 8,
     C_GEN = C_RUN | C_CHAT,
     C_EVAL = C_PPL | C_KLD,
-    C_ENGINE = C_RUN | C_CHAT | C_BENCH | C_EVAL, /* commands that create a context */
+    C_RET = C_NEEDLE | C_PASSKEY | C_MULTIKEY, /* eval needle|passkey|multikey (cmd_retrieval.c) */
+    C_ENGINE = C_RUN | C_CHAT | C_BENCH | C_EVAL | C_RET, /* commands that create a context */
 };
 
 typedef enum { F_STR, F_INT, F_FLOAT, F_U64, F_SIZE, F_BOOL } flag_kind;
@@ -35,7 +40,7 @@ typedef struct flag_spec {
 #define OFF(m) offsetof(cli_opts, m)
 
 static const flag_spec FLAGS[] = {
-    {"--model", "-m", F_STR, OFF(model), C_GEN | C_TOK | C_BENCH | C_EVAL, 0, 0},
+    {"--model", "-m", F_STR, OFF(model), C_GEN | C_TOK | C_BENCH | C_EVAL | C_RET, 0, 0},
     {"--prompt", "-p", F_STR, OFF(prompt), C_RUN | C_TOK, 0, 0},
     {"--file", "-f", F_STR, OFF(file), C_RUN | C_TOK | C_EVAL, 0, 0},
     {"--system", NULL, F_STR, OFF(system), C_GEN, 0, 0},
@@ -54,11 +59,21 @@ static const flag_spec FLAGS[] = {
     {"--chat", NULL, F_BOOL, OFF(chat), C_RUN, 0, 0},
     {"--stats", NULL, F_BOOL, OFF(stats), C_RUN, 0, 0},
     {"--no-special", NULL, F_BOOL, OFF(no_special), C_RUN | C_TOK, 0, 0},
-    {"--json", NULL, F_BOOL, OFF(json), C_BENCH | C_EVAL, 0, 0},
+    {"--json", NULL, F_BOOL, OFF(json), C_BENCH | C_EVAL | C_RET, 0, 0},
     {"--prompt-tokens", NULL, F_INT, OFF(bench_prompt), C_BENCH, 1, 1 << 24},
     {"--gen", NULL, F_INT, OFF(bench_gen), C_BENCH, 0, 1 << 24},
     {"--reps", NULL, F_INT, OFF(reps), C_BENCH, 1, 10000},
     {"--max-windows", NULL, F_INT, OFF(max_windows), C_EVAL, 0, INT_MAX},
+    {"--lengths", NULL, F_STR, OFF(ret_lengths), C_RET, 0, 0},
+    {"--depths", NULL, F_STR, OFF(ret_depths), C_RET, 0, 0},
+    {"--seeds", NULL, F_INT, OFF(ret_seeds), C_RET, 1, 100000},
+    {"--haystack", NULL, F_STR, OFF(ret_haystack), C_NEEDLE | C_MULTIKEY, 0, 0},
+    {"--needle", NULL, F_STR, OFF(ret_needle), C_NEEDLE, 0, 0},
+    {"--question", NULL, F_STR, OFF(ret_question), C_NEEDLE, 0, 0},
+    {"--answer", NULL, F_STR, OFF(ret_answer), C_NEEDLE, 0, 0},
+    {"--keys", NULL, F_INT, OFF(ret_keys), C_MULTIKEY, 1, 64},
+    {"--plot", NULL, F_STR, OFF(ret_plot), C_RET, 0, 0},
+    {"--no-share", NULL, F_BOOL, OFF(ret_no_share), C_RET, 0, 0},
 };
 
 static const char USAGE_MAIN[] =
@@ -71,6 +86,7 @@ static const char USAGE_MAIN[] =
     "  bench     prefill / decode speed, KV bytes per token, peak RSS\n"
     "  eval ppl  perplexity of a text file\n"
     "  eval kld  KL divergence of a KV codec against f32 KV\n"
+    "  eval needle|passkey|multikey  long-context retrieval accuracy with KV bytes used\n"
     "\n"
     "run 'kvlite COMMAND --help' for the flags of a command.\n";
 
@@ -138,6 +154,32 @@ static void print_usage(FILE *f, const char *cmd, const char *sub) {
               "      --json            one JSON object on stdout\n",
               f);
         fputs(USAGE_COMMON, f);
+    } else if (!strcmp(cmd, "eval") && sub && cmd_mask(cmd, sub) & C_RET) {
+        fprintf(f,
+                "usage: kvlite eval %s -m MODEL [flags]\n\n"
+                "Retrieval accuracy over a grid of prompt lengths x needle depths x seeds; greedy\n"
+                "answers scored by exact match; each score is reported with the KV bytes used.\n"
+                "Table on stderr; --json writes one object on stdout.\n\n"
+                "  -m, --model PATH      GGUF model\n"
+                "      --lengths L,...   total prompt lengths in tokens (default 1024,2048,4096,7680)\n"
+                "      --depths D,...    needle depths in %% of the haystack tokens (default 0,10,...,100)\n"
+                "      --seeds N         prompts per (length, depth) cell (default 3)\n",
+                sub);
+        if (!strcmp(sub, "needle") || !strcmp(sub, "multikey"))
+            fputs("      --haystack DIR    essays (*.txt) to cut sentences from (default ../shared/data/pg_essays)\n", f);
+        if (!strcmp(sub, "needle"))
+            fputs("      --needle TEXT     custom fact (with --question and --answer; default: a made-up fact per seed)\n"
+                  "      --question TEXT   question asked after the haystack\n"
+                  "      --answer TEXT     value the answer must contain\n",
+                  f);
+        if (!strcmp(sub, "multikey"))
+            fputs("      --keys K          key -> value facts in the haystack (default 4)\n", f);
+        fputs("      --plot FILE.png   write a depth x length accuracy heat map\n"
+              "      --no-share        prefill every prompt from scratch (default: share prompt\n"
+              "                        prefixes between depths via kvl_seq_fork unless --kv-budget is set)\n"
+              "      --json            one JSON object on stdout\n",
+              f);
+        fputs(USAGE_COMMON, f);
     } else if (!strcmp(cmd, "eval")) {
         if (!sub || !strcmp(sub, "ppl"))
             fputs("usage: kvlite eval ppl -m MODEL -f TEXT [--ctx N] [--kv CODEC] [--max-windows W] [--json]\n"
@@ -146,6 +188,10 @@ static void print_usage(FILE *f, const char *cmd, const char *sub) {
         if (!sub || !strcmp(sub, "kld"))
             fputs("usage: kvlite eval kld -m MODEL -f TEXT --kv CODEC [--ctx N] [--max-windows W] [--json]\n"
                   "  mean KL(P_f32 || P_codec), top-1 agreement and both perplexities\n",
+                  f);
+        if (!sub)
+            fputs("usage: kvlite eval needle|passkey|multikey -m MODEL [--lengths L,..] [--depths D,..] [--seeds N]\n"
+                  "  long-context retrieval accuracy with the KV bytes used (kvlite eval needle --help)\n",
                   f);
         fputs("\n  -m, --model PATH      GGUF model\n"
               "  -f, --file PATH       text file\n"
@@ -161,7 +207,12 @@ static unsigned cmd_mask(const char *cmd, const char *sub) {
     if (!strcmp(cmd, "chat")) return C_CHAT;
     if (!strcmp(cmd, "tokenize")) return C_TOK;
     if (!strcmp(cmd, "bench")) return C_BENCH;
-    if (!strcmp(cmd, "eval")) return sub && !strcmp(sub, "kld") ? C_KLD : C_PPL;
+    if (!strcmp(cmd, "eval")) {
+        if (sub && !strcmp(sub, "needle")) return C_NEEDLE;
+        if (sub && !strcmp(sub, "passkey")) return C_PASSKEY;
+        if (sub && !strcmp(sub, "multikey")) return C_MULTIKEY;
+        return sub && !strcmp(sub, "kld") ? C_KLD : C_PPL;
+    }
     return 0;
 }
 
@@ -250,16 +301,18 @@ int main(int argc, char **argv) {
     int first = 2;
     if (!cmd_mask(cmd, NULL)) cli_die(CLI_EXIT_USAGE, "unknown command '%s' (see kvlite --help)", cmd);
     if (!strcmp(cmd, "eval")) {
-        if (argc > 2 && (!strcmp(argv[2], "ppl") || !strcmp(argv[2], "kld"))) {
+        if (argc > 2 && (!strcmp(argv[2], "ppl") || !strcmp(argv[2], "kld") || !strcmp(argv[2], "needle") ||
+                         !strcmp(argv[2], "passkey") || !strcmp(argv[2], "multikey"))) {
             sub = argv[2];
             first = 3;
         } else if (wants_help(argc - 2, argv + 2)) {
             print_usage(stdout, cmd, NULL);
             return 0;
         } else if (argc > 2 && argv[2][0] != '-') {
-            cli_die(CLI_EXIT_USAGE, "eval: unknown evaluation '%s' (ppl or kld)", argv[2]);
+            cli_die(CLI_EXIT_USAGE, "eval: unknown evaluation '%s' (ppl, kld, needle, passkey or multikey)", argv[2]);
         } else {
-            cli_die(CLI_EXIT_USAGE, "eval: missing evaluation: ppl or kld (see kvlite eval --help)");
+            cli_die(CLI_EXIT_USAGE,
+                    "eval: missing evaluation: ppl, kld, needle, passkey or multikey (see kvlite eval --help)");
         }
     }
     if (wants_help(argc - first, argv + first)) {
@@ -293,6 +346,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "chat")) return cmd_chat(&o);
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(&o);
     if (!strcmp(cmd, "bench")) return cmd_bench(&o);
+    if (cmd_mask(cmd, sub) & C_RET) return cmd_retrieval(&o);
     if (!o.file) cli_die(CLI_EXIT_USAGE, "%s: missing -f TEXT", cmdname);
     if (!strcmp(sub, "kld") && !o.kv_set) cli_die(CLI_EXIT_USAGE, "eval kld: missing --kv CODEC to compare with f32");
     return cmd_eval(&o);

@@ -492,7 +492,11 @@ int kvl_cpu_matmul_rows_avx2(kvl_type wt, const void *W /* [rows][cols] */, int6
     case KVL_TYPE_Q4_1: mk = mk_q4_1; break;
     case KVL_TYPE_Q5_0: mk = mk_q5_0; break;
     case KVL_TYPE_Q5_1: mk = mk_q5_1; break;
-    case KVL_TYPE_Q8_0: mk = mk_q8_0_t; break;
+    case KVL_TYPE_Q8_0:
+        /* for a few tokens the plain vec_dot streams faster (measured 2.7x at n_tok 1) */
+        if (n_tok < 4) return 0;
+        mk = mk_q8_0_t;
+        break;
     default: return 0;
     }
     const kvl_type vt = vec_type_avx2(wt);

@@ -25,7 +25,8 @@ typedef struct {
     int slot[KVL_XQ_SLOTS];
 } tok_job;
 
-static void tok_job_run(void *arg, int ith, int nth) {
+static void tok_job_run(void *arg, int ith, int nth, int tid) {
+    (void)tid;
     tok_job *j = arg;
     kvl_ctx *c = j->c;
     const int E = c->m->n_embd;
@@ -68,6 +69,10 @@ static void pick_slots(kvl_ctx *c, const kvl_weight *const *w, int nw, int cols,
 
 /* ---- matmul job: up to 3 weights on quantized inputs ---- */
 
+/* Matmuls are split into more chunks than threads so a descheduled thread
+ * holds back at most a small piece (row slices stay multiples of 4 rows). */
+static int mm_chunks(const kvl_ctx *c) { return c->nth > 1 ? 4 * c->nth : 1; }
+
 typedef struct {
     kvl_ctx *c;
     int n_tok;
@@ -77,7 +82,8 @@ typedef struct {
     float *y[3]; /* [n_tok][rows] */
 } mm_job;
 
-static void mm_job_run(void *arg, int ith, int nth) {
+static void mm_job_run(void *arg, int ith, int nth, int tid) {
+    (void)tid;
     mm_job *j = arg;
     for (int i = 0; i < j->nw; i++) {
         const kvl_weight *w = j->w[i];
@@ -92,12 +98,12 @@ static void project(kvl_ctx *c, int n, const float *add, const float *norm_w, fl
     tok_job tj = {.c = c, .n_tok = n, .add = add, .norm_w = norm_w, .src = src, .dst = dst, .cols = cols};
     mm_job mj = {.c = c, .n_tok = n, .nw = nw};
     pick_slots(c, w, nw, cols, &tj, mj.slot);
-    kvl_threadpool_run(c->tp, tok_job_run, &tj);
+    kvl_threadpool_run(c->tp, tok_job_run, &tj, 0);
     for (int i = 0; i < nw; i++) {
         mj.w[i] = w[i];
         mj.y[i] = y[i];
     }
-    kvl_threadpool_run(c->tp, mm_job_run, &mj);
+    kvl_threadpool_run(c->tp, mm_job_run, &mj, mm_chunks(c));
 }
 
 /* ---- biases + RoPE on q and k ---- */
@@ -108,7 +114,8 @@ typedef struct {
     int n_tok;
 } rope_job;
 
-static void rope_job_run(void *arg, int ith, int nth) {
+static void rope_job_run(void *arg, int ith, int nth, int tid) {
+    (void)tid;
     rope_job *j = arg;
     kvl_ctx *c = j->c;
     const kvl_model *m = c->m;
@@ -135,10 +142,10 @@ typedef struct {
     float scale;
 } attn_job;
 
-static void attn_job_run(void *arg, int ith, int nth) {
+static void attn_job_run(void *arg, int ith, int nth, int tid) {
     attn_job *j = arg;
     kvl_ctx *c = j->c;
-    kvl_kv_attend(j->t, j->layer, j->n_tok, c->q, c->pos, c->m->n_head, j->scale, c->xb, c->attn_scratch[ith], ith,
+    kvl_kv_attend(j->t, j->layer, j->n_tok, c->q, c->pos, c->m->n_head, j->scale, c->xb, c->attn_scratch[tid], ith,
                   nth);
 }
 
@@ -166,11 +173,11 @@ kvl_status kvl_engine_forward(kvl_seq *s, const kvl_token *tokens, int n, float 
             project(c, n, l > 0 ? c->delta : NULL, L->attn_norm, c->x, c->xb, E, w, y, 3);
         }
         rope_job rj = {.c = c, .L = L, .n_tok = n};
-        kvl_threadpool_run(c->tp, rope_job_run, &rj);
+        kvl_threadpool_run(c->tp, rope_job_run, &rj, 0);
         kvl_status st = kvl_kv_append(s->t, l, n, c->pos, c->kb, c->vb, &c->err);
         if (st) return st;
         attn_job aj = {.c = c, .t = s->t, .layer = l, .n_tok = n, .scale = scale};
-        kvl_threadpool_run(c->tp, attn_job_run, &aj);
+        kvl_threadpool_run(c->tp, attn_job_run, &aj, 0);
         /* delta = Wo att */
         {
             const kvl_weight *w[1] = {&L->wo};
@@ -189,8 +196,8 @@ kvl_status kvl_engine_forward(kvl_seq *s, const kvl_token *tokens, int n, float 
             mm_job mj = {.c = c, .n_tok = n, .nw = 1, .w = {&L->w_down}, .y = {c->delta}};
             const kvl_weight *w[1] = {&L->w_down};
             pick_slots(c, w, 1, F, &tj, mj.slot);
-            kvl_threadpool_run(c->tp, tok_job_run, &tj);
-            kvl_threadpool_run(c->tp, mm_job_run, &mj);
+            kvl_threadpool_run(c->tp, tok_job_run, &tj, 0);
+            kvl_threadpool_run(c->tp, mm_job_run, &mj, mm_chunks(c));
         }
     }
     kvl_status st = kvl_kv_policy_step(s->t, &c->err);
@@ -198,7 +205,7 @@ kvl_status kvl_engine_forward(kvl_seq *s, const kvl_token *tokens, int n, float 
     /* final residual add for all rows; norm + logits for the requested rows */
     {
         tok_job tj = {.c = c, .n_tok = n, .add = c->delta, .src = c->x, .cols = E};
-        kvl_threadpool_run(c->tp, tok_job_run, &tj);
+        kvl_threadpool_run(c->tp, tok_job_run, &tj, 0);
     }
     if (n_out > 0) {
         const int first = n - n_out;
@@ -207,8 +214,8 @@ kvl_status kvl_engine_forward(kvl_seq *s, const kvl_token *tokens, int n, float 
         mm_job mj = {.c = c, .n_tok = n_out, .nw = 1, .w = {&m->output}, .y = {logits_out}};
         const kvl_weight *w[1] = {&m->output};
         pick_slots(c, w, 1, E, &tj, mj.slot);
-        kvl_threadpool_run(c->tp, tok_job_run, &tj);
-        kvl_threadpool_run(c->tp, mm_job_run, &mj);
+        kvl_threadpool_run(c->tp, tok_job_run, &tj, 0);
+        kvl_threadpool_run(c->tp, mm_job_run, &mj, mm_chunks(c));
     }
     return KVL_OK;
 }
