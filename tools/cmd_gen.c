@@ -270,6 +270,7 @@ int cmd_run(const cli_opts *o) {
     }
 
     if (o->stats) {
+        if (!isatty(1)) fputc('\n', stderr); /* the answer on stdout ends without a newline */
         fprintf(stderr, "prompt tokens:    %lld\n", (long long)n_prompt);
         fprintf(stderr, "generated tokens: %lld\n", (long long)n_gen);
         fprintf(stderr, "prefill:          %.2f tok/s (%lld tokens in %.1f ms)\n", rate((double)n_prompt, t_prefill),

@@ -44,7 +44,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-enum { RET_MAX_NEW = 24, RET_MAX_LIST = 256 };
+enum { RET_MAX_NEW = 32, RET_MAX_LIST = 256 };
 
 static const int DEFAULT_LENGTHS[] = {1024, 2048, 4096, 7680};
 static const int DEFAULT_SEEDS = 3;
@@ -101,8 +101,9 @@ static const char *find_haystack(const cli_opts *o, char *buf, size_t n) {
             char *sl = strrchr(exe, '/');
             if (sl) *sl = 0;
         }
-        snprintf(buf, n, "%s/../shared/data/pg_essays", exe);
-        if (is_dir(buf)) return buf;
+        char cand[4200];
+        snprintf(cand, sizeof cand, "%s/../shared/data/pg_essays", exe);
+        if (is_dir(cand) && realpath(cand, buf) && strlen(buf) < n) return buf;
     }
     if (is_dir("../shared/data/pg_essays")) return "../shared/data/pg_essays";
     if (is_dir("/work/shared/data/pg_essays")) return "/work/shared/data/pg_essays";

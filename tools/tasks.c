@@ -377,9 +377,9 @@ struct task_hay {
     int n, cap;
 };
 
-static const char *const PLACE_A[] = {"Quill", "Brack", "Thorn", "Marl", "Fenn", "Dunm", "Ashw", "Crow",
+static const char *const PLACE_A[] = {"Quill", "Brack", "Thorn", "Marl", "Fenn", "Dun", "Ash", "Crow",
                                       "Wint", "Hollin", "Stav", "Bram", "Kest", "Lorn", "Pell", "Varr",
-                                      "Ossel", "Glim", "Harrow", "Tamb", "Yarl", "Zell", "Norr", "Elst"};
+                                      "Ossel", "Glim", "Harrow", "Tamb", "Yarl", "Zell", "Norr", "Elm"};
 static const char *const PLACE_B[] = {"brook", "ford", "haven", "mere", "wick", "stead", "moor", "vale",
                                       "crest", "field", "holm", "gate", "shire", "hollow", "reach", "bury"};
 static const char *const ADJ[] = {"amber", "brave", "calm", "dusty", "eager", "fancy", "gentle", "hollow",
@@ -393,20 +393,24 @@ static const char *const NOUN[] = {"anchor", "badger", "candle", "dragon", "engi
                                    "glacier", "hammer", "ladder", "mirror"};
 
 typedef struct needle_tpl {
-    const char *fact, *question;
-    int numeric;
+    const char *fact, *question; /* %s: place, then value (fact) / place (question) */
 } needle_tpl;
 
-/* Default needles; the seed picks one, an invented place and the value. */
+/* Default needles; the seed picks one, an invented place and a 5-7 digit value.
+ * Invented-word values ("The password ... is dufetit.") were tried and left
+ * out of the defaults: SmolLM2-135M copies them unreliably even in 512-token
+ * prompts with the full cache (5/12 right, numbers 12/12), which would hide
+ * the losses the harness is meant to show. Word answers remain available
+ * through a custom needle (--needle/--question/--answer). */
 static const needle_tpl NEEDLES[] = {
     {"The secret number of the city of %s is %s.",
-     "What is the secret number of the city of %s? Answer with the number only.", 1},
-    {"The password to the old tower of %s is %s.",
-     "What is the password to the old tower of %s? Answer with the password only.", 0},
+     "What is the secret number of the city of %s? Answer with the number only."},
     {"The access code for the observatory in %s is %s.",
-     "What is the access code for the observatory in %s? Answer with the number only.", 1},
-    {"The magic word that opens the gate of %s is %s.",
-     "What is the magic word that opens the gate of %s? Answer with the word only.", 0},
+     "What is the access code for the observatory in %s? Answer with the number only."},
+    {"The lucky number of the lighthouse keeper of %s is %s.",
+     "What is the lucky number of the lighthouse keeper of %s? Answer with the number only."},
+    {"The combination of the old bank vault in %s is %s.",
+     "What is the combination of the old bank vault in %s? Answer with the number only."},
 };
 
 static const char PASSKEY_PREFIX[] =
@@ -432,18 +436,6 @@ static void gen_number(uint64_t *r, int digits, char *out) {
     out[0] = (char)('1' + task_rng_below(r, 9));
     for (int i = 1; i < digits; i++) out[i] = (char)('0' + task_rng_below(r, 10));
     out[digits] = 0;
-}
-
-/* A pronounceable invented word, consonant-vowel syllables: "velomir". */
-static void gen_word(uint64_t *r, char *out) {
-    static const char C[] = "bdfgklmnprstvz", V[] = "aeiou";
-    int syl = 3, n = 0;
-    for (int i = 0; i < syl; i++) {
-        out[n++] = C[task_rng_below(r, sizeof C - 1)];
-        out[n++] = V[task_rng_below(r, sizeof V - 1)];
-    }
-    out[n++] = C[task_rng_below(r, sizeof C - 1)];
-    out[n] = 0;
 }
 
 /* ---- tokenization helpers ------------------------------------------------------------------- */
@@ -650,13 +642,12 @@ static int make_facts(task_hay *h, const task_config *cfg, uint64_t seed, char *
         for (int tries = 0;; tries++) {
             snprintf(f->key, sizeof f->key, "%s%s", PLACE_A[task_rng_below(&r, COUNT(PLACE_A))],
                      PLACE_B[task_rng_below(&r, COUNT(PLACE_B))]);
-            if (t->numeric) gen_number(&r, 5 + (int)task_rng_below(&r, 3), f->value);
-            else gen_word(&r, f->value);
+            gen_number(&r, 5 + (int)task_rng_below(&r, 3), f->value);
             if ((!in_corpus(cp, f->key) && !in_corpus(cp, f->value)) || tries > 100) break;
         }
         snprintf(f->sentence, sizeof f->sentence, t->fact, f->key, f->value);
         snprintf(h->question, sizeof h->question, t->question, f->key);
-        h->numeric = t->numeric;
+        h->numeric = 1;
         h->n_facts = 1;
         return 0;
     }

@@ -146,7 +146,7 @@ kvl_status kvl_ctx_create(const kvl_model *m, const kvl_ctx_params *pin, kvl_ctx
     /* KV pool: the default budget holds n_ctx tokens for n_seq_max sequences. */
     kvl_kv_config kc = {.n_layer = m->n_layer, .n_head_kv = m->n_head_kv, .head_dim = m->head_dim,
                         .page_tokens = p.page_tokens, .budget_bytes = p.kv_budget_bytes, .codec = codec,
-                        .policy = p.kv_policy};
+                        .policy = p.kv_policy, .n_head = m->n_head};
     if (!kc.budget_bytes) {
         kvl_kv_pool *probe = NULL;
         kc.budget_bytes = (size_t)1 << 40;
