@@ -645,7 +645,10 @@ static int make_facts(task_hay *h, const task_config *cfg, uint64_t seed, char *
             gen_number(&r, 5 + (int)task_rng_below(&r, 3), f->value);
             if ((!in_corpus(cp, f->key) && !in_corpus(cp, f->value)) || tries > 100) break;
         }
-        snprintf(f->sentence, sizeof f->sentence, t->fact, f->key, f->value);
+        char key[sizeof f->key], val[sizeof f->value];
+        memcpy(key, f->key, sizeof key);
+        memcpy(val, f->value, sizeof val);
+        snprintf(f->sentence, sizeof f->sentence, t->fact, key, val);
         snprintf(h->question, sizeof h->question, t->question, f->key);
         h->numeric = 1;
         h->n_facts = 1;
@@ -675,7 +678,10 @@ static int make_facts(task_hay *h, const task_config *cfg, uint64_t seed, char *
             if (!dup && ((!in_corpus(cp, x->key) && !in_corpus(cp, x->value)) || tries > 100)) break;
             if (tries > 1000) return fail(err, err_len, "cannot draw %d distinct keys", nk);
         }
-        snprintf(x->sentence, sizeof x->sentence, "The special magic number for %s is %s.", x->key, x->value);
+        char key[sizeof x->key], val[sizeof x->value]; /* copies: the format must not read the destination struct */
+        memcpy(key, x->key, sizeof key);
+        memcpy(val, x->value, sizeof val);
+        snprintf(x->sentence, sizeof x->sentence, "The special magic number for %s is %s.", key, val);
     }
     snprintf(h->question, sizeof h->question,
              "What is the special magic number for %s mentioned in the text? Answer with the number only.",
@@ -902,7 +908,10 @@ int task_score(const char *answer, const char *expected) {
                     if (nd + 1 < sizeof num) num[nd++] = a[j + (size_t)k];
                 j += 4;
             }
-            if (j + 1 < an && a[j] == '.' && is_digit((unsigned char)a[j + 1])) ok = 0; /* decimal */
+            if (j + 1 < an && a[j] == '.' && is_digit((unsigned char)a[j + 1])) { /* decimal: not an integer */
+                ok = 0;
+                for (j++; j < an && is_digit((unsigned char)a[j]);) j++;
+            }
             num[nd] = 0;
             if (ok && nd == en && !memcmp(num, e, en)) return 1;
             i = j;

@@ -199,23 +199,20 @@ KVL_INLINE __m256i dot_u8(__m256i u, __m256i s) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
 
+/* Same arithmetic as the tiled mk_q8_0 (per block: the two 128-bit halves
+ * summed as integers, converted, scaled by d_w*d_x into two float lanes; the
+ * lanes added at the end), so a row's result does not depend on whether it
+ * was computed here or in the micro-kernel: batch invariance. */
 static float dot_q8_0(int64_t nb, const kvl_block_q8_0 *w, const kvl_block_q8_0 *x) {
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 2 <= nb; i += 2) {
-        const __m256i p0 = dot_i8(_mm256_loadu_si256((const __m256i *)w[i].qs),
-                                  _mm256_loadu_si256((const __m256i *)x[i].qs));
-        const __m256i p1 = dot_i8(_mm256_loadu_si256((const __m256i *)w[i + 1].qs),
-                                  _mm256_loadu_si256((const __m256i *)x[i + 1].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(h2f(w[i].d) * h2f(x[i].d)), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(h2f(w[i + 1].d) * h2f(x[i + 1].d)), acc1);
+    __m128 acc = _mm_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const __m256i p = dot_i8(_mm256_loadu_si256((const __m256i *)w[i].qs),
+                                 _mm256_loadu_si256((const __m256i *)x[i].qs));
+        __m128i s = _mm_hadd_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+        s = _mm_hadd_epi32(s, s); /* [lo, hi, lo, hi] */
+        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(s), _mm_set1_ps(h2f(w[i].d) * h2f(x[i].d)), acc);
     }
-    for (; i < nb; i++) {
-        const __m256i p0 = dot_i8(_mm256_loadu_si256((const __m256i *)w[i].qs),
-                                  _mm256_loadu_si256((const __m256i *)x[i].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(h2f(w[i].d) * h2f(x[i].d)), acc0);
-    }
-    return hsum_ps(_mm256_add_ps(acc0, acc1));
+    return _mm_cvtss_f32(acc) + _mm_cvtss_f32(_mm_shuffle_ps(acc, acc, 1));
 }
 
 /* Q4_0/Q4_1/Q5_0/Q5_1 x Q8_1: block sum = dx*(d*dot(q, qx) + m*sum(qx)). */

@@ -1,0 +1,811 @@
+#!/usr/bin/env python3
+"""kvlite vs llama.cpp (llama-cpp-python) side by side on this machine.
+
+Run through bench/run.sh (which creates the bench venv, builds kvlite and
+fetches the model). Phases:
+  speed     prefill / decode tokens/s at several contexts, every run in its own
+            process (peak RSS = the child's ru_maxrss from wait4), kvlite and
+            llama.cpp runs alternating, median over --reps runs per config
+  quality   perplexity at ctx 1024 over the first --ppl-windows windows of
+            wikitext-2 test, KLD + top-1 agreement of each quantized KV type
+            against its own engine's full-precision cache
+  baseline  kvlite f16 perplexity at ctx 1024/4096/8192 on wikitext-2 and
+            tinyshakespeare (limited windows)
+Results: bench/results/peer-YYYYMMDD-HHMM[-quick].json and bench/results/latest.json;
+schema in bench/README.md. Only the stdlib here; llama_cpp and numpy are
+imported by the llama.cpp child processes.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCHEMA = 1
+DEFAULT_MODEL = os.path.expanduser("~/.cache/kvlite/SmolLM2-135M-Instruct.Q4_1.gguf")
+REF_PPL = os.path.join(ROOT, "tests", "data", "ref_ppl.json")
+
+# llama.cpp KV cache types: ggml type id and bytes per element.
+LLAMA_KV = {"f32": (0, 4.0), "f16": (1, 2.0), "q8_0": (8, 34 / 32), "q4_0": (2, 18 / 32)}
+
+# Speed configs, in the order they run inside one repetition (kvlite and
+# llama.cpp alternate). label -> (engine, kv, flash_attn)
+SPEED_CONFIGS = [
+    ("kvlite f16", "kvlite", "f16", None),
+    ("llama.cpp f16 FA", "llama.cpp", "f16", True),
+    ("kvlite int8", "kvlite", "int8", None),
+    ("llama.cpp q8_0 FA", "llama.cpp", "q8_0", True),
+    ("kvlite f32", "kvlite", "f32", None),
+    ("llama.cpp q4_0 FA", "llama.cpp", "q4_0", True),
+    ("llama.cpp f16 noFA", "llama.cpp", "f16", False),
+]
+
+
+def log(msg):
+    sys.stderr.write("[bench %s] %s\n" % (time.strftime("%H:%M:%S"), msg))
+    sys.stderr.flush()
+
+
+def now_iso():
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------------------
+# machine / environment
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    fl = line.split(":", 1)[1].split()
+                    return [x for x in ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vnni", "avx_vnni")
+                            if x in fl]
+    except OSError:
+        pass
+    return []
+
+
+def mem_total_bytes():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def os_release():
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return platform.platform()
+
+
+def git_commit():
+    """Commit of the work tree, read from .git files (no git command)."""
+    try:
+        gd = os.path.join(ROOT, ".git")
+        with open(os.path.join(gd, "HEAD")) as f:
+            head = f.read().strip()
+        if not head.startswith("ref:"):
+            return head
+        ref = head.split(None, 1)[1]
+        p = os.path.join(gd, ref)
+        if os.path.exists(p):
+            with open(p) as f:
+                return f.read().strip()
+        with open(os.path.join(gd, "packed-refs")) as f:
+            for line in f:
+                if line.strip().endswith(ref):
+                    return line.split()[0]
+    except OSError:
+        pass
+    return None
+
+
+def machine_info():
+    return {
+        "cpu_model": cpu_model(),
+        "cores": os.cpu_count(),
+        "cpu_flags": cpu_flags(),
+        "mem_bytes": mem_total_bytes(),
+        "os": os_release(),
+        "kernel": platform.release(),
+        "hostname": platform.node(),
+    }
+
+
+# ---------------------------------------------------------------------------
+# CPU contention: other processes' CPU use while one of our children runs
+
+
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_stat():
+    """(busy_seconds, total_seconds) summed over all CPUs, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    busy = sum(v[:8]) - idle  # user nice system idle iowait irq softirq steal
+    return busy / HZ, (busy + idle) / HZ
+
+
+def busy_frac(seconds):
+    b0, t0 = cpu_stat()
+    time.sleep(seconds)
+    b1, t1 = cpu_stat()
+    return (b1 - b0) / max(t1 - t0, 1e-9)
+
+
+def wait_quiet(threshold, max_wait):
+    """Wait (up to max_wait s) until the machine's CPU use over 2 s is below threshold.
+    Returns the seconds waited."""
+    if max_wait <= 0:
+        return 0.0
+    t0 = time.time()
+    frac = busy_frac(2.0)
+    announced = False
+    while frac > threshold and time.time() - t0 < max_wait:
+        if not announced:
+            log("machine busy (%.0f%% CPU by other processes); waiting up to %ds" % (100 * frac, max_wait))
+            announced = True
+        frac = busy_frac(2.0)
+    return time.time() - t0
+
+
+def run_child(cmd, env=None, nice=0, timeout=None):
+    """Run cmd in its own process; return dict(rc, stdout, stderr, wall_s, maxrss_bytes,
+    cpu_s, contention) where contention = fraction of the machine's CPU time used by
+    other processes during the run."""
+    out = tempfile.TemporaryFile()
+    err = tempfile.TemporaryFile()
+    b0, tt0 = cpu_stat()
+    t0 = time.perf_counter()
+    pre = (lambda: os.nice(nice)) if nice else None
+    p = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, preexec_fn=pre)
+    deadline = time.time() + timeout if timeout else None
+    while True:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid == p.pid:
+            break
+        if deadline and time.time() > deadline:
+            p.kill()
+            pid, status, ru = os.wait4(p.pid, 0)
+            break
+        time.sleep(0.02)
+    wall = time.perf_counter() - t0
+    b1, tt1 = cpu_stat()
+    p.returncode = os.waitstatus_to_exitcode(status)
+    out.seek(0)
+    err.seek(0)
+    so = out.read().decode("utf-8", "replace")
+    se = err.read().decode("utf-8", "replace")
+    cpu = ru.ru_utime + ru.ru_stime
+    ncpu = os.cpu_count() or 1
+    others = max(0.0, (b1 - b0) - cpu)
+    return {
+        "rc": p.returncode,
+        "stdout": so,
+        "stderr": se,
+        "wall_s": wall,
+        "maxrss_bytes": ru.ru_maxrss * 1024,
+        "cpu_s": cpu,
+        "contention": min(1.0, others / max(ncpu * wall, 1e-9)),
+    }
+
+
+def last_json(text):
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            return json.loads(line)
+    raise ValueError("no JSON object in output: %r" % text[-500:])
+
+
+# ---------------------------------------------------------------------------
+# tokens
+
+
+def bench_paragraph():
+    """The paragraph `kvlite bench` repeats (BENCH_TEXT in tools/cmd_bench.c)."""
+    with open(os.path.join(ROOT, "tools", "cmd_bench.c")) as f:
+        src = f.read()
+    m = re.search(r'BENCH_TEXT\[\]\s*=\s*((?:\s*"(?:[^"\\]|\\.)*")+)\s*;', src)
+    if not m:
+        raise RuntimeError("cannot find BENCH_TEXT in tools/cmd_bench.c")
+    parts = re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(1))
+    return "".join(parts).encode("latin-1").decode("unicode_escape").encode("latin-1").decode("utf-8")
+
+
+def kvlite_tokenize(kv, model, text=None, path=None):
+    cmd = [kv, "tokenize", "-m", model]
+    cmd += ["-f", path] if path else ["-p", text]
+    r = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return [int(x) for x in r.stdout.split()]
+
+
+def llama_tokcheck(py, model, texts):
+    """Tokenize texts {name: path} with llama.cpp's tokenizer (vocab only) in a child."""
+    with tempfile.TemporaryDirectory() as td:
+        spec = os.path.join(td, "spec.json")
+        with open(spec, "w") as f:
+            json.dump({"model": model, "texts": texts, "outdir": td}, f)
+        r = run_child([py, os.path.abspath(__file__), "--child", "llama-tok", spec])
+        if r["rc"] != 0:
+            raise RuntimeError("llama tokenizer child failed: " + r["stderr"][-2000:])
+        res = last_json(r["stdout"])
+        for name in texts:
+            with open(os.path.join(td, name + ".ids")) as f:
+                res["ids"][name] = json.load(f)
+        return res
+
+
+def compare_ids(a, b):
+    n = min(len(a), len(b))
+    first = next((i for i in range(n) if a[i] != b[i]), None)
+    if first is None and len(a) != len(b):
+        first = n
+    return {"kvlite_tokens": len(a), "llama_tokens": len(b), "identical": a == b, "first_difference": first}
+
+
+# ---------------------------------------------------------------------------
+# llama.cpp children (run as: bench.py --child NAME SPEC.json)
+
+
+def _vmrss():
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def child_llama_tok(spec):
+    import llama_cpp
+
+    llm = llama_cpp.Llama(spec["model"], vocab_only=True, verbose=False)
+    md = dict(llm.metadata)
+    res = {"ids": {}, "bos": llm.token_bos(), "n_vocab": llm.n_vocab(), "version": llama_cpp.__version__,
+           "system_info": llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
+           "metadata": {k: v for k, v in md.items() if not k.startswith("tokenizer.")}}
+    for name, path in spec["texts"].items():
+        with open(path, "rb") as f:
+            data = f.read()
+        ids = llm.tokenize(data, add_bos=False, special=False)
+        with open(os.path.join(spec["outdir"], name + ".ids"), "w") as f:
+            json.dump(ids, f)
+    print(json.dumps(res))
+
+
+def _llama(spec, kv, fa, n_ctx, logits_all=False):
+    import llama_cpp
+
+    t = LLAMA_KV[kv][0]
+    return llama_cpp.Llama(spec["model"], n_ctx=n_ctx, n_threads=spec["threads"], n_threads_batch=spec["threads"],
+                           n_batch=spec.get("n_batch", 512), flash_attn=fa, type_k=t, type_v=t,
+                           logits_all=logits_all, verbose=False)
+
+
+def child_llama_speed(spec):
+    import numpy as np
+    import llama_cpp
+
+    rss0 = _vmrss()
+    with open(spec["tokens"]) as f:
+        prompt = json.load(f)[: spec["prompt"]]
+    t0 = time.perf_counter()
+    llm = _llama(spec, spec["kv"], spec["flash_attn"], spec["n_ctx"])
+    t1 = time.perf_counter()
+    rss1 = _vmrss()
+    nv = llm.n_vocab()
+    llm.eval(prompt)
+    t2 = time.perf_counter()
+    gen = []
+    for _ in range(spec["gen"]):
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(nv,))
+        tok = int(logits.argmax())
+        gen.append(tok)
+        llm.eval([tok])
+    t3 = time.perf_counter()
+    print(json.dumps({
+        "prefill_tok_s": len(prompt) / (t2 - t1),
+        "decode_tok_s": spec["gen"] / (t3 - t2) if spec["gen"] else 0.0,
+        "load_s": t1 - t0,
+        "n_ctx_actual": llm.n_ctx(),
+        "rss_after_import_bytes": rss0,
+        "rss_after_load_bytes": rss1,
+        "gen_ids_head": gen[:8],
+    }))
+
+
+def child_llama_quality(spec):
+    """ppl of every KV type, KLD / top-1 agreement of each against spec['ref'],
+    windows of spec['ctx'] tokens (scoring positions 0..ctx-2 -> targets 1..ctx-1)."""
+    import numpy as np
+
+    with open(spec["tokens"]) as f:
+        toks = json.load(f)
+    ctx, W, ref = spec["ctx"], spec["windows"], spec["ref"]
+    kvs = [ref] + [k for k in spec["kvs"] if k != ref]
+    models = {k: _llama(spec, k, True, ctx, logits_all=True) for k in kvs}
+    nll = {k: [] for k in kvs}
+    kl_sum = {k: 0.0 for k in kvs}
+    kl_max = {k: 0.0 for k in kvs}
+    agree = {k: 0 for k in kvs}
+    scored = 0
+    secs = {k: 0.0 for k in kvs}
+    chunk = 128
+
+    def logsoftmax(x):
+        x = x.astype(np.float64)
+        m = x.max(axis=1, keepdims=True)
+        x -= m
+        x -= np.log(np.exp(x).sum(axis=1, keepdims=True))
+        return x
+
+    for w in range(W):
+        win = toks[w * ctx:(w + 1) * ctx]
+        if len(win) < ctx:
+            break
+        tgt = np.asarray(win[1:], dtype=np.int64)
+        for k in kvs:
+            t0 = time.perf_counter()
+            models[k].reset()
+            models[k].eval(win)
+            secs[k] += time.perf_counter() - t0
+        wn = {k: 0.0 for k in kvs}
+        for r0 in range(0, ctx - 1, chunk):
+            r1 = min(ctx - 1, r0 + chunk)
+            rows = np.arange(r1 - r0)
+            lr = logsoftmax(models[ref].scores[r0:r1])
+            top_r = lr.argmax(axis=1)
+            wn[ref] += float(-lr[rows, tgt[r0:r1]].sum())
+            pr = np.exp(lr)
+            for k in kvs[1:]:
+                lq = logsoftmax(models[k].scores[r0:r1])
+                wn[k] += float(-lq[rows, tgt[r0:r1]].sum())
+                kl = np.maximum((pr * (lr - lq)).sum(axis=1), 0.0)
+                kl_sum[k] += float(kl.sum())
+                kl_max[k] = max(kl_max[k], float(kl.max()))
+                agree[k] += int((lq.argmax(axis=1) == top_r).sum())
+        for k in kvs:
+            nll[k].append(wn[k])
+        scored += ctx - 1
+        sys.stderr.write("llama quality: window %d/%d\n" % (w + 1, W))
+        sys.stderr.flush()
+    out = {"windows": len(nll[ref]), "tokens_scored": scored, "ref": ref, "kv": {}}
+    for k in kvs:
+        tot = sum(nll[k])
+        e = {"ppl": float(np.exp(tot / scored)), "nll_mean": tot / scored, "window_nll_sum": nll[k],
+             "seconds": secs[k]}
+        if k != ref:
+            e.update({"kld_mean": kl_sum[k] / scored, "kld_max": kl_max[k], "top1_agree_pct": 100.0 * agree[k] / scored})
+        out["kv"][k] = e
+    print(json.dumps(out))
+
+
+CHILDREN = {"llama-tok": child_llama_tok, "llama-speed": child_llama_speed, "llama-quality": child_llama_quality}
+
+
+# ---------------------------------------------------------------------------
+# driver
+
+
+class Bench:
+    def __init__(self, a):
+        self.a = a
+        self.kvlite = os.path.join(ROOT, a.build, "kvlite")
+        self.py = sys.executable
+        self.tmp = tempfile.mkdtemp(prefix="kvl-bench-")
+        self.res = None
+        self.path = None
+
+    # -- results file ---------------------------------------------------------
+    def save(self, complete=False):
+        self.res["complete"] = complete
+        self.res["updated"] = now_iso()
+        self.res["duration_s"] = round(time.time() - self.t_start, 1)
+        os.makedirs(self.a.results_dir, exist_ok=True)
+        for p in (self.path, os.path.join(self.a.results_dir, "latest.json")):
+            tmp = p + ".part"
+            with open(tmp, "w") as f:
+                json.dump(self.res, f, indent=1)
+                f.write("\n")
+            os.replace(tmp, p)
+
+    def start(self):
+        a = self.a
+        self.t_start = time.time()
+        stamp = time.strftime("%Y%m%d-%H%M")
+        name = "peer-%s%s.json" % (stamp, "-quick" if a.quick else "")
+        self.path = os.path.join(a.results_dir, name)
+        self.res = {
+            "kind": "peer",
+            "schema": SCHEMA,
+            "quick": bool(a.quick),
+            "started": now_iso(),
+            "command": os.environ.get("KVL_BENCH_CMD") or " ".join(shlex.quote(x) for x in sys.argv),
+            "args": {k: v for k, v in vars(a).items() if k != "child"},
+            "machine": machine_info(),
+            "versions": {"python": platform.python_version(), "kvlite_commit": git_commit()},
+            "model": {"path": a.model, "file": os.path.basename(a.model), "bytes": os.path.getsize(a.model)},
+            "threads": a.threads,
+            "notes": [],
+        }
+
+    # -- setup: tokens, model shape -------------------------------------------
+    def setup(self):
+        a = self.a
+        para = bench_paragraph()
+        para_path = os.path.join(self.tmp, "para.txt")
+        with open(para_path, "w") as f:
+            f.write(para)
+        texts = {"para": para_path}
+        if "quality" in a.phases:
+            texts["wikitext"] = self.wikitext
+        log("tokenizing with kvlite and llama.cpp (vocab only)")
+        kv_para = kvlite_tokenize(self.kvlite, a.model, path=para_path)
+        lt = llama_tokcheck(self.py, a.model, texts)
+        md = lt["metadata"]
+        n_layer = int(md["llama.block_count"])
+        n_head = int(md["llama.attention.head_count"])
+        n_head_kv = int(md.get("llama.attention.head_count_kv", n_head))
+        n_embd = int(md["llama.embedding_length"])
+        head_dim = int(md.get("llama.attention.key_length", n_embd // n_head))
+        self.shape = {"n_layer": n_layer, "n_head": n_head, "n_head_kv": n_head_kv, "head_dim": head_dim,
+                      "n_embd": n_embd, "n_vocab": lt["n_vocab"], "n_ctx_train": int(md.get("llama.context_length", 0)),
+                      "name": md.get("general.name", "")}
+        self.res["model"].update(self.shape)
+        self.res["versions"].update({"llama_cpp_python": lt["version"], "llama_cpp_system_info": lt["system_info"]})
+        try:
+            import importlib.metadata as im
+            self.res["versions"]["numpy"] = im.version("numpy")
+        except Exception:
+            pass
+        tc = {"bench_paragraph": compare_ids(kv_para, lt["ids"]["para"])}
+        # The speed prompt: BOS then the paragraph repeated, as `kvlite bench` builds it.
+        bos = lt["bos"]
+        plen = max(self.prompt_len(c) for c in a.contexts) if a.contexts else 0
+        prompt = ([bos] if bos is not None and bos >= 0 else [])
+        while len(prompt) < plen:
+            prompt.extend(kv_para)
+        self.prompt_path = os.path.join(self.tmp, "prompt.json")
+        with open(self.prompt_path, "w") as f:
+            json.dump(prompt[:plen], f)
+        if "quality" in a.phases:
+            kv_wiki = kvlite_tokenize(self.kvlite, a.model, path=self.wikitext)
+            tc["wikitext_test"] = compare_ids(kv_wiki, lt["ids"]["wikitext"])
+            try:
+                with open(REF_PPL) as f:
+                    ref = json.load(f)
+                tc["wikitext_test"]["transformers_tokens"] = ref.get("tokens_in_file")
+            except OSError:
+                pass
+            self.wiki_ids_path = os.path.join(self.tmp, "wiki.json")
+            with open(self.wiki_ids_path, "w") as f:
+                json.dump(kv_wiki, f)
+        self.res["tokenizer_check"] = tc
+        for k, v in tc.items():
+            log("tokenizer check %s: %s" % (k, v))
+            if not v["identical"]:
+                self.res["notes"].append("tokenizers differ on %s (first difference at token %s); "
+                                         "llama.cpp is fed kvlite's token ids" % (k, v["first_difference"]))
+
+    def llama_bpt(self, kv):
+        s = self.shape
+        return s["n_layer"] * s["n_head_kv"] * s["head_dim"] * 2 * LLAMA_KV[kv][1]
+
+    def prompt_len(self, c):
+        lim = self.a.max_ctx
+        return c if c + self.a.gen <= lim else lim - self.a.gen
+
+    # -- speed ----------------------------------------------------------------
+    def speed_run(self, cfg, c):
+        a = self.a
+        label, engine, kv, fa = cfg
+        P = self.prompt_len(c)
+        n_ctx = P + a.gen
+        if engine == "kvlite":
+            cmd = [self.kvlite, "bench", "-m", a.model, "--prompt", str(P), "--gen", str(a.gen), "--ctx", str(n_ctx),
+                   "--kv", kv, "--reps", "1", "--threads", str(a.threads), "--json"]
+        else:
+            spec = os.path.join(self.tmp, "speed.json")
+            with open(spec, "w") as f:
+                json.dump({"model": a.model, "tokens": self.prompt_path, "prompt": P, "gen": a.gen, "n_ctx": n_ctx,
+                           "kv": kv, "flash_attn": fa, "threads": a.threads, "n_batch": 512}, f)
+            cmd = [self.py, os.path.abspath(__file__), "--child", "llama-speed", spec]
+        r = run_child(cmd, nice=a.nice, timeout=a.run_timeout)
+        if r["rc"] != 0:
+            raise RuntimeError("%s ctx %d failed (rc %d): %s" % (label, c, r["rc"], r["stderr"][-2000:]))
+        j = last_json(r["stdout"])
+        run = {"prefill_tok_s": j["prefill_tok_s"], "decode_tok_s": j["decode_tok_s"],
+               "peak_rss_bytes": r["maxrss_bytes"], "wall_s": round(r["wall_s"], 3), "cpu_s": round(r["cpu_s"], 3),
+               "contention": round(r["contention"], 4)}
+        if engine == "kvlite":
+            run.update({"kv_bytes_per_token": j.get("kv_bytes_per_token"), "kv_bytes_peak": j.get("kv_bytes_peak")})
+        else:
+            run.update({"rss_after_import_bytes": j.get("rss_after_import_bytes"), "load_s": round(j["load_s"], 3),
+                        "n_ctx_actual": j.get("n_ctx_actual")})
+        return run
+
+    def phase_speed(self):
+        a = self.a
+        cfgs = [c for c in SPEED_CONFIGS if c[0] in a.speed_configs]
+        entries = {}
+        for c in a.contexts:
+            for cfg in cfgs:
+                label, engine, kv, fa = cfg
+                P = self.prompt_len(c)
+                e = {"label": label, "engine": engine, "kv": kv, "flash_attn": fa, "ctx": c, "prompt_tokens": P,
+                     "gen_tokens": a.gen, "n_ctx": P + a.gen, "threads": a.threads, "n_batch": 512, "runs": [],
+                     "discarded_runs": []}
+                if engine == "llama.cpp":
+                    e["kv_bytes_per_token"] = self.llama_bpt(kv)
+                entries[(c, label)] = e
+        self.res["speed"] = list(entries.values())
+        total = len(a.contexts) * len(cfgs) * a.reps
+        self.wait_left = a.wait_budget
+        done = 0
+        t0 = time.time()
+        for c in a.contexts:
+            for rep in range(a.reps):
+                for cfg in cfgs:
+                    e = entries[(c, cfg[0])]
+                    retries = a.retries
+                    while True:
+                        if self.wait_left > 0:
+                            self.wait_left -= wait_quiet(a.quiet_threshold, min(a.max_wait, self.wait_left))
+                        run = self.speed_run(cfg, c)
+                        if run["contention"] > a.quiet_threshold and retries > 0 and self.wait_left > 0:
+                            retries -= 1
+                            e["discarded_runs"].append(run)
+                            log("  %s ctx %d: %.0f%% CPU contention, rerunning" % (cfg[0], c, 100 * run["contention"]))
+                            continue
+                        break
+                    e["runs"].append(run)
+                    done += 1
+                    el = time.time() - t0
+                    log("speed ctx %5d rep %d/%d %-20s prefill %8.1f tok/s  decode %6.1f tok/s  rss %5.0f MiB  "
+                        "contention %3.0f%%  [%d/%d, %.0f s elapsed]" % (
+                            c, rep + 1, a.reps, cfg[0], run["prefill_tok_s"], run["decode_tok_s"],
+                            run["peak_rss_bytes"] / 2**20, 100 * run["contention"], done, total, el))
+                self.summarize_speed()
+                self.save()
+
+    def summarize_speed(self):
+        for e in self.res["speed"]:
+            runs = e["runs"]
+            if not runs:
+                continue
+            for k in ("prefill_tok_s", "decode_tok_s"):
+                vals = [r[k] for r in runs]
+                e[k] = statistics.median(vals)
+                e[k + "_min"] = min(vals)
+                e[k + "_max"] = max(vals)
+            e["reps"] = len(runs)
+            e["peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in runs)
+            e["contention_median"] = statistics.median(r["contention"] for r in runs)
+            e["contention_max"] = max(r["contention"] for r in runs)
+            if e["engine"] == "kvlite":
+                e["kv_bytes_per_token"] = runs[-1].get("kv_bytes_per_token")
+                e["kv_bytes_peak"] = runs[-1].get("kv_bytes_peak")
+            else:
+                e["rss_after_import_bytes"] = statistics.median(r["rss_after_import_bytes"] or 0 for r in runs)
+                e["kv_bytes_peak"] = e["kv_bytes_per_token"] * e["n_ctx"]
+
+    # -- quality --------------------------------------------------------------
+    def phase_quality(self):
+        a = self.a
+        ctx, W = a.ppl_ctx, a.ppl_windows
+        q = []
+        self.res["quality"] = q
+        try:
+            with open(REF_PPL) as f:
+                ref = json.load(f)
+            wn = ref["window_nll_sum"]
+            if ref["ctx"] == ctx and W <= len(wn):
+                n = W * (ctx - 1)
+                self.res["reference"] = {"engine": "transformers", "ppl": __import__("math").exp(sum(wn[:W]) / n),
+                                         "windows": W, "tokens_scored": n, "ctx": ctx, "dataset": ref["dataset"],
+                                         "ppl_40_windows": ref["ppl"], "versions": ref.get("versions"),
+                                         "settings": ref.get("settings"), "method": ref.get("method")}
+        except (OSError, KeyError, ValueError):
+            pass
+        ds = "wikitext-2/test.txt"
+        # kvlite: `eval kld --kv X` runs f32 (reference) and X on the same windows.
+        for kv in a.kvlite_codecs:
+            if kv == "f32":
+                continue
+            log("quality: kvlite eval kld --kv %s, ctx %d, %d windows" % (kv, ctx, W))
+            cmd = [self.kvlite, "eval", "kld", "-m", a.model, "-f", self.wikitext, "--ctx", str(ctx), "--kv", kv,
+                   "--max-windows", str(W), "--threads", str(a.threads), "--json"]
+            r = run_child(cmd)
+            if r["rc"] != 0:
+                raise RuntimeError("kvlite eval kld failed: " + r["stderr"][-2000:])
+            j = last_json(r["stdout"])
+            if not any(x["engine"] == "kvlite" and x["kv"] == "f32" for x in q):
+                q.append({"engine": "kvlite", "kv": "f32", "flash_attn": None, "ref_kv": None, "dataset": ds,
+                          "ctx": ctx, "windows": j["windows"], "tokens_scored": j["tokens_scored"],
+                          "ppl": j["ppl_f32"], "kv_bytes_per_token": self.kvlite_bpt("f32")})
+            q.append({"engine": "kvlite", "kv": kv, "flash_attn": None, "ref_kv": "f32", "dataset": ds, "ctx": ctx,
+                      "windows": j["windows"], "tokens_scored": j["tokens_scored"], "ppl": j["ppl_codec"],
+                      "ppl_ref": j["ppl_f32"], "kld_mean": j["kld_mean"], "kld_max": j["kld_max"],
+                      "top1_agree_pct": j["top1_agree_pct"], "seconds": j["seconds"],
+                      "kv_bytes_per_token": self.kvlite_bpt(kv), "peak_rss_bytes": r["maxrss_bytes"]})
+            log("  ppl f32 %.4f  %s %.4f  KLD %.3g  top1 %.2f%%  (%.0f s)" % (
+                j["ppl_f32"], kv, j["ppl_codec"], j["kld_mean"], j["top1_agree_pct"], r["wall_s"]))
+            self.save()
+        log("quality: llama.cpp %s (flash attention), ctx %d, %d windows" % ("/".join(a.llama_kvs), ctx, W))
+        spec = os.path.join(self.tmp, "quality.json")
+        with open(spec, "w") as f:
+            json.dump({"model": a.model, "tokens": self.wiki_ids_path, "ctx": ctx, "windows": W, "ref": "f16",
+                       "kvs": a.llama_kvs, "threads": a.threads, "n_batch": 512}, f)
+        r = run_child([self.py, os.path.abspath(__file__), "--child", "llama-quality", spec])
+        if r["rc"] != 0:
+            raise RuntimeError("llama quality child failed: " + r["stderr"][-2000:])
+        j = last_json(r["stdout"])
+        for kv, e in j["kv"].items():
+            x = {"engine": "llama.cpp", "kv": kv, "flash_attn": True, "ref_kv": None if kv == j["ref"] else j["ref"],
+                 "dataset": ds, "ctx": ctx, "windows": j["windows"], "tokens_scored": j["tokens_scored"],
+                 "ppl": e["ppl"], "window_nll_sum": [round(v, 4) for v in e["window_nll_sum"]],
+                 "seconds": e["seconds"], "kv_bytes_per_token": self.llama_bpt(kv)}
+            if "kld_mean" in e:
+                x.update({"ppl_ref": j["kv"][j["ref"]]["ppl"], "kld_mean": e["kld_mean"], "kld_max": e["kld_max"],
+                          "top1_agree_pct": e["top1_agree_pct"]})
+            q.append(x)
+            log("  llama.cpp %-5s ppl %.4f%s" % (kv, e["ppl"], "  KLD %.3g  top1 %.2f%%" % (
+                e["kld_mean"], e["top1_agree_pct"]) if "kld_mean" in e else ""))
+        self.save()
+
+    def kvlite_bpt(self, kv):
+        # kvlite reports bytes/token in `bench --json`; take it from the speed
+        # phase when present, else ask a tiny bench run.
+        for e in self.res.get("speed", []):
+            if e["engine"] == "kvlite" and e["kv"] == kv and e.get("kv_bytes_per_token"):
+                return e["kv_bytes_per_token"]
+        cache = self.__dict__.setdefault("_bpt", {})
+        if kv not in cache:
+            r = run_child([self.kvlite, "bench", "-m", self.a.model, "--prompt", "8", "--gen", "1", "--reps", "1",
+                           "--kv", kv, "--threads", str(self.a.threads), "--json"])
+            cache[kv] = last_json(r["stdout"]).get("kv_bytes_per_token") if r["rc"] == 0 else None
+        return cache[kv]
+
+    # -- baselines ------------------------------------------------------------
+    def phase_baseline(self):
+        a = self.a
+        b = []
+        self.res["baseline_ppl"] = b
+        for name, path in (("wikitext-2/test.txt", self.wikitext), ("tinyshakespeare/input.txt", self.shakespeare)):
+            for ctx in a.baseline_ctx:
+                W = max(1, a.baseline_tokens // ctx)
+                log("baseline: kvlite eval ppl --kv f16 %s ctx %d, %d windows" % (name, ctx, W))
+                cmd = [self.kvlite, "eval", "ppl", "-m", a.model, "-f", path, "--ctx", str(ctx), "--kv", "f16",
+                       "--max-windows", str(W), "--threads", str(a.threads), "--json"]
+                r = run_child(cmd)
+                if r["rc"] != 0:
+                    raise RuntimeError("kvlite eval ppl failed: " + r["stderr"][-2000:])
+                j = last_json(r["stdout"])
+                b.append({"engine": "kvlite", "kv": "f16", "dataset": name, "ctx": ctx, "windows": j["windows"],
+                          "tokens_scored": j["tokens_scored"], "ppl": j["ppl"], "nll_mean": j["nll_mean"],
+                          "seconds": j["seconds"], "peak_rss_bytes": r["maxrss_bytes"]})
+                log("  ppl %.4f (%d tokens, %.0f s)" % (j["ppl"], j["tokens_scored"], j["seconds"]))
+                self.save()
+
+    def run(self):
+        a = self.a
+        self.wikitext = os.path.join(a.data_dir, "wikitext-2", "test.txt")
+        self.shakespeare = os.path.join(a.data_dir, "tinyshakespeare", "input.txt")
+        for p in ([self.wikitext] if {"quality", "baseline"} & set(a.phases) else []) + \
+                 ([self.shakespeare] if "baseline" in a.phases else []):
+            if not os.path.exists(p):
+                sys.exit("bench: missing data file %s (set --data-dir or KVL_DATA_DIR)" % p)
+        self.start()
+        log("results -> %s" % self.path)
+        self.setup()
+        self.save()
+        if "speed" in a.phases and a.contexts:
+            self.phase_speed()
+        if "quality" in a.phases:
+            self.phase_quality()
+        if "baseline" in a.phases:
+            self.phase_baseline()
+        self.res["finished"] = now_iso()
+        self.save(complete=True)
+        log("done in %.1f min -> %s" % ((time.time() - self.t_start) / 60, self.path))
+
+
+def default_data_dir():
+    for d in (os.environ.get("KVL_DATA_DIR"), "/work/shared/data", os.path.join(ROOT, "shared", "data"),
+              os.path.join(os.path.dirname(ROOT), "shared", "data")):
+        if d and os.path.isdir(d):
+            return d
+    return "/work/shared/data"
+
+
+def main():
+    if len(sys.argv) >= 4 and sys.argv[1] == "--child":
+        with open(sys.argv[3]) as f:
+            spec = json.load(f)
+        CHILDREN[sys.argv[2]](spec)
+        return
+    ap = argparse.ArgumentParser(description="kvlite vs llama.cpp benchmark (see bench/README.md)")
+    ap.add_argument("--quick", action="store_true", help="development mode: ctx 128/1024, 2 reps, 2 ppl windows")
+    ap.add_argument("--model", default=os.environ.get("KVL_MODEL") or DEFAULT_MODEL)
+    ap.add_argument("--data-dir", default=default_data_dir())
+    ap.add_argument("--build", default="build", help="kvlite build dir (relative to the repo)")
+    ap.add_argument("--results-dir", default=os.path.join(ROOT, "bench", "results"))
+    ap.add_argument("--phases", default="speed,quality,baseline")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--contexts", default=None, help="speed contexts, default 128,1024,4096,8192")
+    ap.add_argument("--reps", type=int, default=None, help="runs per speed config (median), default 5")
+    ap.add_argument("--gen", type=int, default=64, help="decoded tokens per speed run")
+    ap.add_argument("--max-ctx", type=int, default=8192,
+                    help="largest n_ctx; prompts shrink so prompt + gen fits (ctx 8192 -> 8128 + 64)")
+    ap.add_argument("--speed-configs", default=",".join(c[0] for c in SPEED_CONFIGS))
+    ap.add_argument("--ppl-ctx", type=int, default=1024)
+    ap.add_argument("--ppl-windows", type=int, default=None, help="quality windows, default 40")
+    ap.add_argument("--kvlite-codecs", default="f32,f16,int8")
+    ap.add_argument("--llama-kvs", default="f16,q8_0,q4_0")
+    ap.add_argument("--baseline-ctx", default=None, help="default 1024,4096,8192")
+    ap.add_argument("--baseline-tokens", type=int, default=None,
+                    help="tokens per baseline run (windows = tokens // ctx, at least 1), default 16384")
+    ap.add_argument("--quiet-threshold", type=float, default=0.10,
+                    help="CPU share of other processes above which a speed run counts as disturbed")
+    ap.add_argument("--max-wait", type=float, default=30,
+                    help="seconds to wait for a quiet machine before each speed run (0 = don't wait)")
+    ap.add_argument("--wait-budget", type=float, default=900,
+                    help="total seconds the speed phase may spend waiting for quiet; reruns stop when spent")
+    ap.add_argument("--retries", type=int, default=1, help="reruns of a disturbed speed run")
+    ap.add_argument("--nice", type=int, default=0, help="nice increment for speed children")
+    ap.add_argument("--run-timeout", type=float, default=1800)
+    a = ap.parse_args()
+    q = a.quick
+    a.contexts = [int(x) for x in (a.contexts or ("128,1024" if q else "128,1024,4096,8192")).split(",") if x]
+    a.reps = a.reps or (2 if q else 5)
+    a.ppl_windows = a.ppl_windows or (2 if q else 40)
+    a.baseline_ctx = [int(x) for x in (a.baseline_ctx or ("1024" if q else "1024,4096,8192")).split(",") if x]
+    a.baseline_tokens = a.baseline_tokens or (1024 if q else 16384)
+    a.phases = [p for p in a.phases.split(",") if p]
+    a.speed_configs = [s.strip() for s in a.speed_configs.split(",") if s.strip()]
+    a.kvlite_codecs = [s for s in a.kvlite_codecs.split(",") if s]
+    a.llama_kvs = [s for s in a.llama_kvs.split(",") if s]
+    if q and a.max_wait == 30:
+        a.max_wait = 0
+    if not os.path.exists(a.model):
+        sys.exit("bench: model not found: %s (run `make model`)" % a.model)
+    Bench(a).run()
+
+
+if __name__ == "__main__":
+    main()
