@@ -147,6 +147,39 @@ static void test_simd_vs_ref(const kvl_codec *c, int D, int P) {
     free(seg), free(x), free(q), free(s1), free(s2), free(pr), free(a1), free(a2);
 }
 
+/* Multi-query kernels: per query bit-identical to the single-query kernel,
+ * for m = 1..12 and any n. */
+static void test_multi(const kvl_codec *c, kvl_codec_kernels kn, int D, int P) {
+    enum { MM = 12 };
+    uint8_t *seg = malloc(c->seg_bytes(D, P));
+    float *x = malloc(sizeof(float) * D), *q = malloc(sizeof(float) * MM * D);
+    float *s1 = malloc(sizeof(float) * P), *sm = malloc(sizeof(float) * MM * P), *pr = malloc(sizeof(float) * MM * P);
+    float *a1 = malloc(sizeof(float) * D), *am = malloc(sizeof(float) * MM * D);
+    for (int i = 0; i < P; i++) {
+        rand_row(x, D);
+        c->encode(seg, D, P, i, x);
+    }
+    if (c->seal) c->seal(seg, D, P);
+    for (int i = 0; i < MM * D; i++) q[i] = frand(1);
+    for (int i = 0; i < MM * P; i++) pr[i] = (float)urand();
+    int bad = 0;
+    for (int m = 1; m <= MM; m++)
+        for (int n = 1; n <= P; n += (n < 10 ? 1 : 5)) {
+            for (int i = 0; i < MM * D; i++) am[i] = (float)(i % 7) * 0.125f;
+            kvl_codec_qk_multi(&kn, seg, D, P, n, q, m, sm);
+            kvl_codec_av_multi(&kn, seg, D, P, n, pr, m, am);
+            for (int g = 0; g < m; g++) {
+                kn.qk(seg, D, P, n, q + g * D, s1);
+                if (memcmp(s1, sm + g * P, sizeof(float) * n)) bad++;
+                for (int j = 0; j < D; j++) a1[j] = (float)((g * D + j) % 7) * 0.125f;
+                kn.av(seg, D, P, n, pr + g * P, a1);
+                if (memcmp(a1, am + g * D, sizeof(float) * D)) bad++;
+            }
+        }
+    CHECK_MSG(bad == 0, "%s/%s D=%d P=%d: multi-query vs single %d mismatches", c->name, kn.isa, D, P, bad);
+    free(seg), free(x), free(q), free(s1), free(sm), free(pr), free(a1), free(am);
+}
+
 static void test_expsum(void) {
     kvl_kv_expsum_fn fx = kvl_kv_expsum_avx2();
     if (!fx) {
@@ -187,6 +220,10 @@ int main(void) {
             }
             test_fused(codec, kvl_codec_kernels_get(codec, D, 0), D, 1, 1);
             test_fused(codec, kvl_codec_kernels_get(codec, D, 0), D, 7, 7);
+            test_multi(codec, kvl_codec_kernels_get(codec, D, 1), D, 32);
+            test_multi(codec, kvl_codec_kernels_get(codec, D, 0), D, 32);
+            test_multi(codec, kvl_codec_kernels_get(codec, D, 0), D, 7);
+            test_multi(codec, kvl_codec_kernels_get(codec, D, 0), D, 100);
             test_simd_vs_ref(codec, D, 32);
             test_simd_vs_ref(codec, D, 7);
         }

@@ -583,7 +583,7 @@ static void ts_av(const uint8_t *seg, int d, int P, int n, const float *pr, floa
     kvl_codec_find("f32")->ref.av(seg, d, P, n, pr, acc);
 }
 static const kvl_codec codec_sealed = {"test-sealed", ts_seg_bytes, ts_encode, ts_seal, ts_decode, NULL,
-                                       {"scalar", ts_qk, ts_av}};
+                                       {"scalar", ts_qk, ts_av, NULL, NULL}};
 
 static void test_seal_codec(int P) {
     kvl_kv_config cfg = {L, HKV, D, P, (size_t)16 << 20, &codec_sealed, "full", NULL, NH, 0};

@@ -131,14 +131,117 @@ static void i8_av_ref(const uint8_t *seg, int D, int P, int n, const float *p, f
     }
 }
 
+/* ---- multi-query scalar references ---------------------------------------------------
+ * Row-outer: each row is converted to floats once (into r[], exact) and then
+ * used by every query, with the per-query arithmetic of the single-query
+ * reference (s += q*x in j order; acc += w*x in i order). D > RMAX: loop. */
+
+#define RMAX 512
+
+static void f32_qk_multi_ref(const uint8_t *seg, int D, int P, int n, const float *q, int m, float *scores) {
+    const float *k = (const float *)seg;
+    for (int i = 0; i < n; i++, k += D)
+        for (int g = 0; g < m; g++) {
+            const float *qg = q + (size_t)g * D;
+            float s = 0;
+            for (int j = 0; j < D; j++) s += qg[j] * k[j];
+            scores[(size_t)g * P + i] = s;
+        }
+}
+
+static void f32_av_multi_ref(const uint8_t *seg, int D, int P, int n, const float *p, int m, float *acc) {
+    const float *v = (const float *)seg;
+    for (int i = 0; i < n; i++, v += D)
+        for (int g = 0; g < m; g++) {
+            const float pi = p[(size_t)g * P + i];
+            float *a = acc + (size_t)g * D;
+            for (int j = 0; j < D; j++) a[j] += pi * v[j];
+        }
+}
+
+static void f16_qk_multi_ref(const uint8_t *seg, int D, int P, int n, const float *q, int m, float *scores) {
+    if (D > RMAX) {
+        for (int g = 0; g < m; g++) f16_qk_ref(seg, D, P, n, q + (size_t)g * D, scores + (size_t)g * P);
+        return;
+    }
+    float r[RMAX];
+    for (int i = 0; i < n; i++) {
+        f16_decode(seg, D, P, i, r);
+        f32_qk_multi_ref((const uint8_t *)r, D, P, 1, q, m, scores + i);
+    }
+}
+
+static void f16_av_multi_ref(const uint8_t *seg, int D, int P, int n, const float *p, int m, float *acc) {
+    if (D > RMAX) {
+        for (int g = 0; g < m; g++) f16_av_ref(seg, D, P, n, p + (size_t)g * P, acc + (size_t)g * D);
+        return;
+    }
+    float r[RMAX];
+    for (int i = 0; i < n; i++) {
+        f16_decode(seg, D, P, i, r);
+        f32_av_multi_ref((const uint8_t *)r, D, P, 1, p + i, m, acc);
+    }
+}
+
+static void i8_qk_multi_ref(const uint8_t *seg, int D, int P, int n, const float *q, int m, float *scores) {
+    if (D > RMAX) {
+        for (int g = 0; g < m; g++) i8_qk_ref(seg, D, P, n, q + (size_t)g * D, scores + (size_t)g * P);
+        return;
+    }
+    const float *sc = (const float *)seg;
+    const int8_t *k = (const int8_t *)(seg + (size_t)P * 4);
+    float r[RMAX];
+    for (int i = 0; i < n; i++, k += D) {
+        for (int j = 0; j < D; j++) r[j] = (float)k[j];
+        for (int g = 0; g < m; g++) {
+            const float *qg = q + (size_t)g * D;
+            float s = 0;
+            for (int j = 0; j < D; j++) s += qg[j] * r[j];
+            scores[(size_t)g * P + i] = sc[i] * s;
+        }
+    }
+}
+
+static void i8_av_multi_ref(const uint8_t *seg, int D, int P, int n, const float *p, int m, float *acc) {
+    if (D > RMAX) {
+        for (int g = 0; g < m; g++) i8_av_ref(seg, D, P, n, p + (size_t)g * P, acc + (size_t)g * D);
+        return;
+    }
+    const float *sc = (const float *)seg;
+    const int8_t *v = (const int8_t *)(seg + (size_t)P * 4);
+    float r[RMAX];
+    for (int i = 0; i < n; i++, v += D) {
+        for (int j = 0; j < D; j++) r[j] = (float)v[j];
+        for (int g = 0; g < m; g++) {
+            const float w = p[(size_t)g * P + i] * sc[i];
+            float *a = acc + (size_t)g * D;
+            for (int j = 0; j < D; j++) a[j] += w * r[j];
+        }
+    }
+}
+
+void kvl_codec_qk_multi(const kvl_codec_kernels *k, const uint8_t *seg, int D, int P, int n, const float *q,
+                        int m, float *scores) {
+    if (k->qk_multi) k->qk_multi(seg, D, P, n, q, m, scores);
+    else
+        for (int g = 0; g < m; g++) k->qk(seg, D, P, n, q + (size_t)g * D, scores + (size_t)g * P);
+}
+
+void kvl_codec_av_multi(const kvl_codec_kernels *k, const uint8_t *seg, int D, int P, int n, const float *p,
+                        int m, float *acc) {
+    if (k->av_multi) k->av_multi(seg, D, P, n, p, m, acc);
+    else
+        for (int g = 0; g < m; g++) k->av(seg, D, P, n, p + (size_t)g * P, acc + (size_t)g * D);
+}
+
 /* ---- registry ---------------------------------------------------------------------- */
 
 static const kvl_codec codec_f32 = {"f32", f32_seg_bytes, f32_encode, NULL, f32_decode, f32_copy_row,
-                                    {"scalar", f32_qk_ref, f32_av_ref}};
+                                    {"scalar", f32_qk_ref, f32_av_ref, f32_qk_multi_ref, f32_av_multi_ref}};
 static const kvl_codec codec_f16 = {"f16", f16_seg_bytes, f16_encode, NULL, f16_decode, f16_copy_row,
-                                    {"scalar", f16_qk_ref, f16_av_ref}};
+                                    {"scalar", f16_qk_ref, f16_av_ref, f16_qk_multi_ref, f16_av_multi_ref}};
 static const kvl_codec codec_i8 = {"int8", i8_seg_bytes, i8_encode, NULL, i8_decode, i8_copy_row,
-                                   {"scalar", i8_qk_ref, i8_av_ref}};
+                                   {"scalar", i8_qk_ref, i8_av_ref, i8_qk_multi_ref, i8_av_multi_ref}};
 
 static const kvl_codec *const codecs[] = {&codec_f32, &codec_f16, &codec_i8};
 

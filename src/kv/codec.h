@@ -38,10 +38,24 @@ typedef void (*kvl_codec_qk_fn)(const uint8_t *seg, int D, int P, int n, const f
 typedef void (*kvl_codec_av_fn)(const uint8_t *seg, int D, int P, int n, const float *p,
                                 float *acc);
 
+/* Multi-query forms (several queries reading the same segment, so each row is
+ * loaded / converted once for all of them). For every query g < m the result
+ * must be bit-identical to qk / av called for that query alone (same
+ * per-query accumulation order and instructions), whatever m is.
+ * qk_multi: q [m][D] (query g at q + g*D), scores [m][P] (scores + g*P, n used).
+ * av_multi: p [m][P] (p + g*P, n used), acc [m][D] (acc + g*D). */
+typedef void (*kvl_codec_qk_multi_fn)(const uint8_t *seg, int D, int P, int n, const float *q, int m,
+                                      float *scores);
+typedef void (*kvl_codec_av_multi_fn)(const uint8_t *seg, int D, int P, int n, const float *p, int m,
+                                      float *acc);
+
 typedef struct kvl_codec_kernels {
     const char *isa; /* "scalar", "avx2" */
     kvl_codec_qk_fn qk;
     kvl_codec_av_fn av;
+    /* Optional (NULL: callers loop over qk / av, see kvl_codec_qk_multi). */
+    kvl_codec_qk_multi_fn qk_multi;
+    kvl_codec_av_multi_fn av_multi;
 } kvl_codec_kernels;
 
 struct kvl_codec {
@@ -64,6 +78,11 @@ struct kvl_codec {
 /* Kernels for c at head_dim D: the best SIMD version this CPU supports (the
  * scalar reference if none, if D % 8 != 0, or if scalar_only != 0). */
 kvl_codec_kernels kvl_codec_kernels_get(const kvl_codec *c, int D, int scalar_only);
+/* qk_multi / av_multi of k, or the loop over k.qk / k.av when k has none. */
+void kvl_codec_qk_multi(const kvl_codec_kernels *k, const uint8_t *seg, int D, int P, int n, const float *q,
+                        int m, float *scores);
+void kvl_codec_av_multi(const kvl_codec_kernels *k, const uint8_t *seg, int D, int P, int n, const float *p,
+                        int m, float *acc);
 /* Exact encoded bytes per token for one head of D values (seg_bytes / P). */
 double kvl_codec_bytes_per_token(const kvl_codec *c, int D, int P);
 

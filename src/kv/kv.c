@@ -637,79 +637,116 @@ kvl_status kvl_kv_policy_step(kvl_kv_table *t, kvl_err *err) {
 
 /* ---- attention ----------------------------------------------------------------------------- */
 
-/* Query heads sharing a kv-head are processed together (up to GMAX at a time):
- * each page is loaded once and, while it sits in L1/L2, scored and
- * accumulated for every query head of the group. Each query's arithmetic is
- * the same whatever the grouping, so results do not depend on the thread
- * split. */
-#define GMAX 8
+/* Queries sharing a kv-head are processed together, up to QMAX at a time: the
+ * G query heads of a group and, in prefill, several query tokens (T tokens x
+ * G heads). Each page is read once per block, its K and V rows converted once
+ * by the codec's multi-query kernels for all the block's queries. Every query
+ * keeps its own running max, sum, accumulator and causal limit, and its
+ * arithmetic is exactly that of processing it alone (the multi-query kernels
+ * are bit-identical per query, and a page with no visible row for a query is
+ * skipped for that query), so results do not depend on the blocking, the
+ * batch split or the thread split. */
+#define QMAX 12
+
+static size_t qbuf_bytes(const kvl_kv_pool *p) { return align64((size_t)QMAX * p->D * 4); }
 
 size_t kvl_kv_attend_scratch_bytes(const kvl_kv_pool *p) {
-    return 2 * GMAX * align64((size_t)p->D * 4) + align64((size_t)p->P * 4);
+    return 2 * qbuf_bytes(p) + align64((size_t)QMAX * p->P * 4);
 }
 
-/* G (<= GMAX) query heads of one token reading one kv-head list L.
- * q: [G][D] (unscaled); out: [G][D]; st: G statistics arrays [2*cap] or NULL;
- * scr: scratch (qs [GMAX][Dp], acc [GMAX][Dp], s [P]). */
-static void attend_group(const kvl_kv_pool *p, const kvlist *L, int G, const float *q, int32_t qp, float scale,
-                         float *out, uint8_t *scr, float *const *st, int cap) {
-    const int D = p->D, P = p->P;
-    const size_t Dp = align64((size_t)D * 4) / 4;
-    float *qs = (float *)scr, *acc = qs + GMAX * Dp, *s = acc + GMAX * Dp;
-    float m[GMAX], l[GMAX];
-    for (int g = 0; g < G; g++) {
-        for (int j = 0; j < D; j++) {
-            qs[g * Dp + j] = q[g * D + j] * scale;
-            acc[g * Dp + j] = 0;
+/* T tokens x G heads (T*G <= QMAX) of one kv-head list L. Query (t, g) is at
+ * q + t*tstride + g*D (unscaled), its output at out + t*tstride + g*D, its
+ * position qp[t]. st: G statistics arrays [2*cap] or NULL (only with T == 1).
+ * scr: scratch (qs [QMAX][D], acc [QMAX][D], s [QMAX][P]); query t*G+g. */
+static void attend_block(const kvl_kv_pool *p, const kvlist *L, int T, int G, const float *q, size_t tstride,
+                         const int32_t *qp, float scale, float *out, uint8_t *scr, float *const *st, int cap) {
+    const int D = p->D, P = p->P, Q = T * G;
+    float *qs = (float *)scr, *acc = (float *)(scr + qbuf_bytes(p)), *s = (float *)(scr + 2 * qbuf_bytes(p));
+    float m[QMAX], l[QMAX];
+    int nv[QMAX];
+    for (int t = 0; t < T; t++)
+        for (int g = 0; g < G; g++) {
+            const int qi = t * G + g;
+            const float *qq = q + t * tstride + (size_t)g * D;
+            for (int j = 0; j < D; j++) {
+                qs[(size_t)qi * D + j] = qq[j] * scale;
+                acc[(size_t)qi * D + j] = 0;
+            }
+            m[qi] = -INFINITY;
+            l[qi] = 0;
         }
-        m[g] = -INFINITY;
-        l[g] = 0;
-    }
     for (int pg = 0; pg < L->n_pages; pg++) {
         const uint8_t *mem = L->pages[pg].mem;
         const int n = L->len - pg * P < P ? L->len - pg * P : P;
         const int32_t *pos = (const int32_t *)mem;
-        int nvalid = 0;
-        for (int i = 0; i < n; i++) nvalid += pos[i] <= qp;
-        if (nvalid == 0) { /* page entirely after the query (causal): skip */
+        int any = 0;
+        for (int t = 0; t < T; t++) {
+            int c = 0;
+            for (int i = 0; i < n; i++) c += pos[i] <= qp[t];
+            nv[t] = c;
+            any |= c;
+        }
+        if (!any) { /* page entirely after every query (causal): skip */
             if (st)
                 for (int g = 0; g < G; g++)
                     for (int i = 0; i < n; i++) st[g][cap + pg * P + i] = -INFINITY;
             continue;
         }
-        for (int g = 0; g < G; g++) {
-            float *a = acc + g * Dp;
-            p->kk.qk(mem + p->koff, D, P, n, qs + g * Dp, s);
-            if (nvalid < n)
-                for (int i = 0; i < n; i++)
-                    if (pos[i] > qp) s[i] = -INFINITY;
-            if (st) memcpy(st[g] + cap + pg * P, s, (size_t)n * sizeof(float));
-            float mp = s[0];
-            for (int i = 1; i < n; i++) mp = s[i] > mp ? s[i] : mp;
-            if (mp > m[g]) { /* new running max: rescale what was accumulated */
-                if (m[g] != -INFINITY) {
-                    const float c = expf(m[g] - mp);
-                    l[g] *= c;
-                    for (int j = 0; j < D; j++) a[j] *= c;
-                }
-                m[g] = mp;
+        /* chunks of queries [q0, q1) that see part of the page: the runs of
+         * such tokens (decode, T == 1: one query at a time, which keeps each
+         * query's softmax next to its products; the inline-converting
+         * single-query kernels are as fast there) */
+        for (int q0 = 0; q0 < Q;) {
+            if (!nv[q0 / G]) {
+                q0 += G;
+                continue;
             }
-            l[g] += p->expsum(s, n, m[g]);
-            p->kvk.av(mem + p->voff, D, P, n, s, a);
+            int q1 = q0 + 1;
+            if (T > 1) {
+                int t1 = q0 / G + 1;
+                while (t1 < T && nv[t1]) t1++;
+                q1 = t1 * G;
+            }
+            kvl_codec_qk_multi(&p->kk, mem + p->koff, D, P, n, qs + (size_t)q0 * D, q1 - q0, s + (size_t)q0 * P);
+            for (int qi = q0; qi < q1; qi++) {
+                const int t = qi / G, g = qi % G;
+                float *a = acc + (size_t)qi * D, *sq = s + (size_t)qi * P;
+                if (nv[t] < n)
+                    for (int i = 0; i < n; i++)
+                        if (pos[i] > qp[t]) sq[i] = -INFINITY;
+                if (st) memcpy(st[g] + cap + pg * P, sq, (size_t)n * sizeof(float));
+                float mp = sq[0];
+                for (int i = 1; i < n; i++) mp = sq[i] > mp ? sq[i] : mp;
+                if (mp > m[qi]) { /* new running max: rescale what was accumulated */
+                    if (m[qi] != -INFINITY) {
+                        const float c = expf(m[qi] - mp);
+                        l[qi] *= c;
+                        for (int j = 0; j < D; j++) a[j] *= c;
+                    }
+                    m[qi] = mp;
+                }
+                l[qi] += p->expsum(sq, n, m[qi]);
+            }
+            kvl_codec_av_multi(&p->kvk, mem + p->voff, D, P, n, s + (size_t)q0 * P, q1 - q0, acc + (size_t)q0 * D);
+            q0 = q1;
         }
     }
-    for (int g = 0; g < G; g++) {
-        const float inv = l[g] > 0 ? 1.0f / l[g] : 0.0f;
-        for (int j = 0; j < D; j++) out[g * D + j] = acc[g * Dp + j] * inv;
-        if (st && l[g] > 0) /* exact probabilities with the final max and sum */
-            for (int i = 0; i < L->len; i++) st[g][i] += expf(st[g][cap + i] - m[g]) * inv;
-    }
+    for (int t = 0; t < T; t++)
+        for (int g = 0; g < G; g++) {
+            const int qi = t * G + g;
+            const float inv = l[qi] > 0 ? 1.0f / l[qi] : 0.0f;
+            float *o = out + t * tstride + (size_t)g * D;
+            for (int j = 0; j < D; j++) o[j] = acc[(size_t)qi * D + j] * inv;
+            if (st && l[qi] > 0) /* exact probabilities with the final max and sum */
+                for (int i = 0; i < L->len; i++) st[g][i] += expf(st[g][cap + i] - m[qi]) * inv;
+        }
 }
 
 void kvl_kv_attend(const kvl_kv_table *t, int layer, int n_tok, const float *q, const int32_t *qpos,
                    int n_head, float scale, float *out, void *scratch, int ith, int nth) {
     const kvl_kv_pool *p = t->pool;
     const int D = p->D, Hkv = p->cfg.n_head_kv, group = n_head / Hkv;
+    const size_t tstride = (size_t)n_head * D;
     const int stats = t->stat_flags != 0 && n_head == t->n_head;
     long lo, hi;
     if (stats) { /* each thread owns whole query heads: one writer per statistics array */
@@ -719,26 +756,33 @@ void kvl_kv_attend(const kvl_kv_table *t, int layer, int n_tok, const float *q, 
                 const int kvh = (int)h / group;
                 int G = (int)((kvh + 1) * (long)group - h);
                 if (G > hi - h) G = (int)(hi - h);
-                if (G > GMAX) G = GMAX;
-                float *st[GMAX];
+                if (G > QMAX) G = QMAX;
+                float *st[QMAX];
                 for (int g = 0; g < G; g++) st[g] = t->stat[layer * t->n_head + h + g];
                 const size_t off = ((size_t)ti * n_head + h) * D;
-                attend_group(p, list_at(t, layer, kvh), G, q + off, qpos[ti], scale, out + off, scratch, st,
-                             t->stat_cap[layer]);
+                attend_block(p, list_at(t, layer, kvh), 1, G, q + off, tstride, qpos + ti, scale, out + off,
+                             scratch, st, t->stat_cap[layer]);
                 h += G;
             }
         return;
     }
     if ((long)n_tok * Hkv >= nth) {
-        /* enough (token, kv-head) units to occupy every thread: whole groups */
-        const int per = (group + GMAX - 1) / GMAX; /* sub-units per group */
-        kvl_split((long)n_tok * Hkv * per, ith, nth, &lo, &hi);
+        /* enough (token, kv-head) units to occupy every thread: units of
+         * (block of TB tokens, kv-head, sub-group of GS heads) */
+        const int GS = group < QMAX ? group : QMAX;
+        const int per = (group + GS - 1) / GS; /* sub-groups per group */
+        int TB = QMAX / GS;
+        while (TB > 1 && (long)((n_tok + TB - 1) / TB) * Hkv * per < 2L * nth) TB--;
+        const long nb = (n_tok + TB - 1) / TB;
+        kvl_split(nb * Hkv * per, ith, nth, &lo, &hi);
         for (long u = lo; u < hi; u++) {
-            const int ti = (int)(u / ((long)Hkv * per)), r = (int)(u % ((long)Hkv * per));
-            const int kvh = r / per, h = kvh * group + (r % per) * GMAX;
-            const int G = group - (r % per) * GMAX < GMAX ? group - (r % per) * GMAX : GMAX;
-            const size_t off = ((size_t)ti * n_head + h) * D;
-            attend_group(p, list_at(t, layer, kvh), G, q + off, qpos[ti], scale, out + off, scratch, NULL, 0);
+            const int b = (int)(u / ((long)Hkv * per)), r = (int)(u % ((long)Hkv * per));
+            const int kvh = r / per, h = kvh * group + (r % per) * GS;
+            const int G = group - (r % per) * GS < GS ? group - (r % per) * GS : GS;
+            const int t0 = b * TB, T = n_tok - t0 < TB ? n_tok - t0 : TB;
+            const size_t off = ((size_t)t0 * n_head + h) * D;
+            attend_block(p, list_at(t, layer, kvh), T, G, q + off, tstride, qpos + t0, scale, out + off, scratch,
+                         NULL, 0);
         }
         return;
     }
@@ -747,6 +791,7 @@ void kvl_kv_attend(const kvl_kv_table *t, int layer, int n_tok, const float *q, 
     for (long u = lo; u < hi; u++) {
         const int ti = (int)(u / n_head), h = (int)(u % n_head);
         const size_t off = ((size_t)ti * n_head + h) * D;
-        attend_group(p, list_at(t, layer, h / group), 1, q + off, qpos[ti], scale, out + off, scratch, NULL, 0);
+        attend_block(p, list_at(t, layer, h / group), 1, 1, q + off, tstride, qpos + ti, scale, out + off, scratch,
+                     NULL, 0);
     }
 }
