@@ -181,7 +181,54 @@ def wait_quiet(threshold, max_wait):
     return time.time() - t0
 
 
-def run_child(cmd, env=None, nice=0, timeout=None):
+def _preexec(nice, autogroup_nice):
+    """Child setup: nice increment; with autogroup_nice, a new session (hence its own
+    scheduler autogroup) whose nice is set to autogroup_nice."""
+    if not nice and autogroup_nice is None:
+        return None
+
+    def f():
+        if autogroup_nice is not None:
+            try:
+                os.setsid()
+                with open("/proc/self/autogroup", "w") as fh:
+                    fh.write(str(autogroup_nice))
+            except OSError:
+                pass
+        if nice:
+            os.nice(nice)
+    return f
+
+
+def autogroup_boost_works(autogroup_nice):
+    """True if a child started with _preexec(0, autogroup_nice) really runs in an
+    autogroup of that nice (needs sched_autogroup_enabled and, for < 0, root)."""
+    try:
+        with open("/proc/sys/kernel/sched_autogroup_enabled") as f:
+            if f.read().strip() != "1":
+                return False
+        r = subprocess.run(["cat", "/proc/self/autogroup"], capture_output=True, text=True,
+                           preexec_fn=_preexec(0, autogroup_nice))
+        return r.stdout.split()[-1:] == [str(autogroup_nice)]
+    except (OSError, IndexError):
+        return False
+
+
+def _sample_sched(pid, acc):
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return
+    for t in tids:
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, t)) as f:
+                v = f.read().split()
+            acc[t] = (int(v[0]), int(v[1]))
+        except (OSError, ValueError, IndexError):
+            pass
+
+
+def run_child(cmd, env=None, nice=0, timeout=None, autogroup_nice=None):
     """Run cmd in its own process; return dict(rc, stdout, stderr, wall_s, maxrss_bytes,
     cpu_s, contention) where contention = fraction of the machine's CPU time used by
     other processes during the run."""
@@ -189,18 +236,25 @@ def run_child(cmd, env=None, nice=0, timeout=None):
     err = tempfile.TemporaryFile()
     b0, tt0 = cpu_stat()
     t0 = time.perf_counter()
-    pre = (lambda: os.nice(nice)) if nice else None
+    pre = _preexec(nice, autogroup_nice)
     p = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, preexec_fn=pre)
     deadline = time.time() + timeout if timeout else None
-    while True:
-        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
-        if pid == p.pid:
-            break
-        if deadline and time.time() > deadline:
-            p.kill()
-            pid, status, ru = os.wait4(p.pid, 0)
-            break
-        time.sleep(0.02)
+    sched = {}  # tid -> (run_ns, runqueue_wait_ns) from /proc/PID/task/TID/schedstat
+    try:
+        while True:
+            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+            if pid == p.pid:
+                break
+            if deadline and time.time() > deadline:
+                p.kill()
+                pid, status, ru = os.wait4(p.pid, 0)
+                break
+            _sample_sched(p.pid, sched)
+            time.sleep(0.1)
+    except BaseException:  # e.g. Ctrl-C: the child is in its own session and would not see it
+        p.kill()
+        os.wait4(p.pid, 0)
+        raise
     wall = time.perf_counter() - t0
     b1, tt1 = cpu_stat()
     p.returncode = os.waitstatus_to_exitcode(status)
@@ -211,7 +265,9 @@ def run_child(cmd, env=None, nice=0, timeout=None):
     cpu = ru.ru_utime + ru.ru_stime
     ncpu = os.cpu_count() or 1
     others = max(0.0, (b1 - b0) - cpu)
+    runq_wait = sum(w for _, w in sched.values()) / 1e9
     return {
+        "runq_wait_s": runq_wait,
         "rc": p.returncode,
         "stdout": so,
         "stderr": se,
@@ -358,7 +414,8 @@ def child_llama_quality(spec):
         toks = json.load(f)
     ctx, W, ref = spec["ctx"], spec["windows"], spec["ref"]
     kvs = [ref] + [k for k in spec["kvs"] if k != ref]
-    models = {k: _llama(spec, k, True, ctx, logits_all=True) for k in kvs}
+    # "f16" = KV type f16 with flash attention; "f16-noFA" = without.
+    models = {k: _llama(spec, k.split("-")[0], not k.endswith("-noFA"), ctx, logits_all=True) for k in kvs}
     nll = {k: [] for k in kvs}
     kl_sum = {k: 0.0 for k in kvs}
     kl_max = {k: 0.0 for k in kvs}
@@ -526,6 +583,9 @@ class Bench:
         s = self.shape
         return s["n_layer"] * s["n_head_kv"] * s["head_dim"] * 2 * LLAMA_KV[kv][1]
 
+    def reps_for(self, c):
+        return self.a.reps_long if c >= self.a.long_ctx else self.a.reps
+
     def prompt_len(self, c):
         lim = self.a.max_ctx
         return c if c + self.a.gen <= lim else lim - self.a.gen
@@ -545,13 +605,15 @@ class Bench:
                 json.dump({"model": a.model, "tokens": self.prompt_path, "prompt": P, "gen": a.gen, "n_ctx": n_ctx,
                            "kv": kv, "flash_attn": fa, "threads": a.threads, "n_batch": 512}, f)
             cmd = [self.py, os.path.abspath(__file__), "--child", "llama-speed", spec]
-        r = run_child(cmd, nice=a.nice, timeout=a.run_timeout)
+        r = run_child(cmd, nice=a.nice, timeout=a.run_timeout, autogroup_nice=self.pb("speed"))
         if r["rc"] != 0:
             raise RuntimeError("%s ctx %d failed (rc %d): %s" % (label, c, r["rc"], r["stderr"][-2000:]))
         j = last_json(r["stdout"])
         run = {"prefill_tok_s": j["prefill_tok_s"], "decode_tok_s": j["decode_tok_s"],
                "peak_rss_bytes": r["maxrss_bytes"], "wall_s": round(r["wall_s"], 3), "cpu_s": round(r["cpu_s"], 3),
-               "contention": round(r["contention"], 4)}
+               "contention": round(r["contention"], 4),
+               # time our threads sat runnable but not running, per thread (2) and second of the run
+               "runq_wait_frac": round(r["runq_wait_s"] / (a.threads * max(r["wall_s"], 1e-9)), 4)}
         if engine == "kvlite":
             run.update({"kv_bytes_per_token": j.get("kv_bytes_per_token"), "kv_bytes_peak": j.get("kv_bytes_peak")})
         else:
@@ -574,12 +636,14 @@ class Bench:
                     e["kv_bytes_per_token"] = self.llama_bpt(kv)
                 entries[(c, label)] = e
         self.res["speed"] = list(entries.values())
-        total = len(a.contexts) * len(cfgs) * a.reps
+        total = sum(self.reps_for(c) for c in a.contexts) * len(cfgs)
         self.wait_left = a.wait_budget
+
         done = 0
         t0 = time.time()
         for c in a.contexts:
-            for rep in range(a.reps):
+            reps = self.reps_for(c)
+            for rep in range(reps):
                 for cfg in cfgs:
                     e = entries[(c, cfg[0])]
                     retries = a.retries
@@ -587,20 +651,23 @@ class Bench:
                         if self.wait_left > 0:
                             self.wait_left -= wait_quiet(a.quiet_threshold, min(a.max_wait, self.wait_left))
                         run = self.speed_run(cfg, c)
-                        if run["contention"] > a.quiet_threshold and retries > 0 and self.wait_left > 0:
+                        if run["runq_wait_frac"] > a.quiet_threshold and retries > 0 and self.wait_left > 0:
                             retries -= 1
                             e["discarded_runs"].append(run)
-                            log("  %s ctx %d: %.0f%% CPU contention, rerunning" % (cfg[0], c, 100 * run["contention"]))
+                            log("  %s ctx %d: threads waited for a CPU %.0f%% of the time, rerunning" % (
+                                cfg[0], c, 100 * run["runq_wait_frac"]))
                             continue
                         break
                     e["runs"].append(run)
                     done += 1
                     el = time.time() - t0
                     log("speed ctx %5d rep %d/%d %-20s prefill %8.1f tok/s  decode %6.1f tok/s  rss %5.0f MiB  "
-                        "contention %3.0f%%  [%d/%d, %.0f s elapsed]" % (
-                            c, rep + 1, a.reps, cfg[0], run["prefill_tok_s"], run["decode_tok_s"],
-                            run["peak_rss_bytes"] / 2**20, 100 * run["contention"], done, total, el))
+                        "others %3.0f%% runq-wait %3.0f%%  [%d/%d, %.0f s elapsed]" % (
+                            c, rep + 1, reps, cfg[0], run["prefill_tok_s"], run["decode_tok_s"],
+                            run["peak_rss_bytes"] / 2**20, 100 * run["contention"], 100 * run["runq_wait_frac"],
+                            done, total, el))
                 self.summarize_speed()
+                self.res["speed_wait_s"] = round(a.wait_budget - self.wait_left, 1)
                 self.save()
 
     def summarize_speed(self):
@@ -617,6 +684,8 @@ class Bench:
             e["peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in runs)
             e["contention_median"] = statistics.median(r["contention"] for r in runs)
             e["contention_max"] = max(r["contention"] for r in runs)
+            e["runq_wait_median"] = statistics.median(r.get("runq_wait_frac", 0) for r in runs)
+            e["runq_wait_max"] = max(r.get("runq_wait_frac", 0) for r in runs)
             if e["engine"] == "kvlite":
                 e["kv_bytes_per_token"] = runs[-1].get("kv_bytes_per_token")
                 e["kv_bytes_peak"] = runs[-1].get("kv_bytes_peak")
@@ -625,6 +694,10 @@ class Bench:
                 e["kv_bytes_peak"] = e["kv_bytes_per_token"] * e["n_ctx"]
 
     # -- quality --------------------------------------------------------------
+    def pb(self, phase):
+        """Autogroup nice for this phase's children (None = normal priority)."""
+        return self.boost if phase in self.a.boost_phases else None
+
     def phase_quality(self):
         a = self.a
         ctx, W = a.ppl_ctx, a.ppl_windows
@@ -650,15 +723,15 @@ class Bench:
             log("quality: kvlite eval kld --kv %s, ctx %d, %d windows" % (kv, ctx, W))
             cmd = [self.kvlite, "eval", "kld", "-m", a.model, "-f", self.wikitext, "--ctx", str(ctx), "--kv", kv,
                    "--max-windows", str(W), "--threads", str(a.threads), "--json"]
-            r = run_child(cmd)
+            r = run_child(cmd, autogroup_nice=self.pb("quality"))
             if r["rc"] != 0:
                 raise RuntimeError("kvlite eval kld failed: " + r["stderr"][-2000:])
             j = last_json(r["stdout"])
             if not any(x["engine"] == "kvlite" and x["kv"] == "f32" for x in q):
-                q.append({"engine": "kvlite", "kv": "f32", "flash_attn": None, "ref_kv": None, "dataset": ds,
+                q.append({"engine": "kvlite", "kv": "f32", "label": "kvlite f32", "flash_attn": None, "ref_kv": None, "dataset": ds,
                           "ctx": ctx, "windows": j["windows"], "tokens_scored": j["tokens_scored"],
                           "ppl": j["ppl_f32"], "kv_bytes_per_token": self.kvlite_bpt("f32")})
-            q.append({"engine": "kvlite", "kv": kv, "flash_attn": None, "ref_kv": "f32", "dataset": ds, "ctx": ctx,
+            q.append({"engine": "kvlite", "kv": kv, "label": "kvlite " + kv, "flash_attn": None, "ref_kv": "f32", "dataset": ds, "ctx": ctx,
                       "windows": j["windows"], "tokens_scored": j["tokens_scored"], "ppl": j["ppl_codec"],
                       "ppl_ref": j["ppl_f32"], "kld_mean": j["kld_mean"], "kld_max": j["kld_max"],
                       "top1_agree_pct": j["top1_agree_pct"], "seconds": j["seconds"],
@@ -669,22 +742,24 @@ class Bench:
         log("quality: llama.cpp %s (flash attention), ctx %d, %d windows" % ("/".join(a.llama_kvs), ctx, W))
         spec = os.path.join(self.tmp, "quality.json")
         with open(spec, "w") as f:
-            json.dump({"model": a.model, "tokens": self.wiki_ids_path, "ctx": ctx, "windows": W, "ref": "f16",
+            json.dump({"model": a.model, "tokens": self.wiki_ids_path, "ctx": ctx, "windows": W, "ref": a.llama_kvs[0],
                        "kvs": a.llama_kvs, "threads": a.threads, "n_batch": 512}, f)
-        r = run_child([self.py, os.path.abspath(__file__), "--child", "llama-quality", spec])
+        r = run_child([self.py, os.path.abspath(__file__), "--child", "llama-quality", spec],
+                      autogroup_nice=self.pb("quality"))
         if r["rc"] != 0:
             raise RuntimeError("llama quality child failed: " + r["stderr"][-2000:])
         j = last_json(r["stdout"])
-        for kv, e in j["kv"].items():
-            x = {"engine": "llama.cpp", "kv": kv, "flash_attn": True, "ref_kv": None if kv == j["ref"] else j["ref"],
-                 "dataset": ds, "ctx": ctx, "windows": j["windows"], "tokens_scored": j["tokens_scored"],
+        for key, e in j["kv"].items():
+            kv = key.split("-")[0]
+            x = {"engine": "llama.cpp", "kv": kv, "label": "llama.cpp " + key, "flash_attn": not key.endswith("-noFA"),
+                 "ref_kv": None if key == j["ref"] else j["ref"] + " FA", "dataset": ds, "ctx": ctx, "windows": j["windows"], "tokens_scored": j["tokens_scored"],
                  "ppl": e["ppl"], "window_nll_sum": [round(v, 4) for v in e["window_nll_sum"]],
                  "seconds": e["seconds"], "kv_bytes_per_token": self.llama_bpt(kv)}
             if "kld_mean" in e:
                 x.update({"ppl_ref": j["kv"][j["ref"]]["ppl"], "kld_mean": e["kld_mean"], "kld_max": e["kld_max"],
                           "top1_agree_pct": e["top1_agree_pct"]})
             q.append(x)
-            log("  llama.cpp %-5s ppl %.4f%s" % (kv, e["ppl"], "  KLD %.3g  top1 %.2f%%" % (
+            log("  llama.cpp %-8s ppl %.4f%s" % (key, e["ppl"], "  KLD %.3g  top1 %.2f%%" % (
                 e["kld_mean"], e["top1_agree_pct"]) if "kld_mean" in e else ""))
         self.save()
 
@@ -712,7 +787,7 @@ class Bench:
                 log("baseline: kvlite eval ppl --kv f16 %s ctx %d, %d windows" % (name, ctx, W))
                 cmd = [self.kvlite, "eval", "ppl", "-m", a.model, "-f", path, "--ctx", str(ctx), "--kv", "f16",
                        "--max-windows", str(W), "--threads", str(a.threads), "--json"]
-                r = run_child(cmd)
+                r = run_child(cmd, autogroup_nice=self.pb("baseline"))
                 if r["rc"] != 0:
                     raise RuntimeError("kvlite eval ppl failed: " + r["stderr"][-2000:])
                 j = last_json(r["stdout"])
@@ -732,6 +807,29 @@ class Bench:
                 sys.exit("bench: missing data file %s (set --data-dir or KVL_DATA_DIR)" % p)
         self.start()
         log("results -> %s" % self.path)
+        # Use a private copy of the binary: others may rebuild build/kvlite during a long run.
+        import hashlib
+        import shutil
+        src = self.kvlite
+        if not os.path.exists(src):
+            sys.exit("bench: %s not found (run make)" % src)
+        self.kvlite = os.path.join(self.tmp, "kvlite")
+        shutil.copy2(src, self.kvlite)
+        with open(self.kvlite, "rb") as f:
+            self.res["versions"]["kvlite_binary_sha256"] = hashlib.sha256(f.read()).hexdigest()
+        self.res["versions"]["kvlite_binary_mtime"] = datetime.datetime.fromtimestamp(
+            os.path.getmtime(src)).astimezone().isoformat(timespec="seconds")
+        self.boost = None
+        if a.priority_boost:
+            if autogroup_boost_works(a.priority_boost):
+                self.boost = a.priority_boost
+                log("measured processes get their own scheduler autogroup at nice %d (%s)" % (
+                    self.boost, ",".join(a.boost_phases)))
+            else:
+                log("cannot raise the measured processes' autogroup priority (not root or autogroup off); "
+                    "running as is")
+        self.res["speed_priority_boost"] = self.boost if "speed" in a.boost_phases else None
+        self.res["priority_boost"] = {"autogroup_nice": self.boost, "phases": a.boost_phases}
         self.setup()
         self.save()
         if "speed" in a.phases and a.contexts:
@@ -742,6 +840,8 @@ class Bench:
             self.phase_baseline()
         self.res["finished"] = now_iso()
         self.save(complete=True)
+        import shutil
+        shutil.rmtree(self.tmp, ignore_errors=True)
         log("done in %.1f min -> %s" % ((time.time() - self.t_start) / 60, self.path))
 
 
@@ -769,6 +869,10 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--contexts", default=None, help="speed contexts, default 128,1024,4096,8192")
     ap.add_argument("--reps", type=int, default=None, help="runs per speed config (median), default 5")
+    ap.add_argument("--reps-long", type=int, default=None,
+                    help="runs per speed config at contexts >= --long-ctx, default 3 (one 8192 run of llama.cpp "
+                         "with a quantized KV cache and flash attention prefills for 3-7 minutes)")
+    ap.add_argument("--long-ctx", type=int, default=4096)
     ap.add_argument("--gen", type=int, default=64, help="decoded tokens per speed run")
     ap.add_argument("--max-ctx", type=int, default=8192,
                     help="largest n_ctx; prompts shrink so prompt + gen fits (ctx 8192 -> 8128 + 64)")
@@ -776,13 +880,23 @@ def main():
     ap.add_argument("--ppl-ctx", type=int, default=1024)
     ap.add_argument("--ppl-windows", type=int, default=None, help="quality windows, default 40")
     ap.add_argument("--kvlite-codecs", default="f32,f16,int8")
-    ap.add_argument("--llama-kvs", default="f16,q8_0,q4_0")
+    ap.add_argument("--llama-kvs", default="f16,q8_0,q4_0,f16-noFA",
+                    help="llama.cpp KV types for the quality phase (flash attention on; TYPE-noFA = off); "
+                         "the first is the KLD reference")
     ap.add_argument("--baseline-ctx", default=None, help="default 1024,4096,8192")
     ap.add_argument("--baseline-tokens", type=int, default=None,
                     help="tokens per baseline run (windows = tokens // ctx, at least 1), default 16384")
     ap.add_argument("--quiet-threshold", type=float, default=0.10,
-                    help="CPU share of other processes above which a speed run counts as disturbed")
-    ap.add_argument("--max-wait", type=float, default=30,
+                    help="share of a speed run's thread time spent runnable but waiting for a CPU "
+                         "(/proc/PID/task/*/schedstat) above which the run counts as disturbed and is rerun")
+    ap.add_argument("--priority-boost", type=int, default=-20,
+                    help="run each speed child in its own session (scheduler autogroup) with this autogroup nice, "
+                         "so background jobs (even niced ones in other autogroups) barely disturb the timing; "
+                         "0 = off. Needs root and kernel.sched_autogroup_enabled=1")
+    ap.add_argument("--boost-phases", default="speed,quality,baseline",
+                    help="phases whose processes get --priority-boost (llama.cpp's spinning barriers slow it "
+                         "down many times on a shared machine, in the quality phase too)")
+    ap.add_argument("--max-wait", type=float, default=0,
                     help="seconds to wait for a quiet machine before each speed run (0 = don't wait)")
     ap.add_argument("--wait-budget", type=float, default=900,
                     help="total seconds the speed phase may spend waiting for quiet; reruns stop when spent")
@@ -793,15 +907,17 @@ def main():
     q = a.quick
     a.contexts = [int(x) for x in (a.contexts or ("128,1024" if q else "128,1024,4096,8192")).split(",") if x]
     a.reps = a.reps or (2 if q else 5)
+    a.reps_long = a.reps_long or min(a.reps, 2 if q else 3)
     a.ppl_windows = a.ppl_windows or (2 if q else 40)
     a.baseline_ctx = [int(x) for x in (a.baseline_ctx or ("1024" if q else "1024,4096,8192")).split(",") if x]
     a.baseline_tokens = a.baseline_tokens or (1024 if q else 16384)
     a.phases = [p for p in a.phases.split(",") if p]
+    a.boost_phases = [p for p in a.boost_phases.split(",") if p]
     a.speed_configs = [s.strip() for s in a.speed_configs.split(",") if s.strip()]
     a.kvlite_codecs = [s for s in a.kvlite_codecs.split(",") if s]
     a.llama_kvs = [s for s in a.llama_kvs.split(",") if s]
-    if q and a.max_wait == 30:
-        a.max_wait = 0
+    if q:  # development runs: don't rerun disturbed runs
+        a.retries = 0 if a.retries == 1 else a.retries
     if not os.path.exists(a.model):
         sys.exit("bench: model not found: %s (run `make model`)" % a.model)
     Bench(a).run()

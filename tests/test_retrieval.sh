@@ -52,6 +52,9 @@ expect_usage "--keys on needle" eval needle -m x.gguf --keys 3
 expect_usage "--needle on passkey" eval passkey -m x.gguf --needle hi
 expect_usage "--needle without --answer" eval needle -m x.gguf --needle "The x is 5." --question "What is x?"
 expect_usage "unknown eval" eval haystack -m x.gguf
+run_cli eval passkey -m x.gguf --plot "$TMP/no/such/dir/p.png"
+if [ "$rc" -eq 1 ] && grep -q "cannot write plot" "$TMP/err" && [ ! -s "$TMP/out" ]; then ok; else
+    bad "unwritable --plot must fail before the run: exit $rc: $(head -c 300 "$TMP/err")"; fi
 for t in needle passkey multikey; do
     run_cli eval $t --help
     if [ "$rc" -eq 0 ] && grep -q "usage: kvlite eval $t" "$TMP/out" && grep -q -- "--lengths" "$TMP/out"; then ok; else

@@ -38,6 +38,7 @@
 #include "png.h"
 #include "tasks.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,8 +47,13 @@
 
 enum { RET_MAX_NEW = 32, RET_MAX_LIST = 256 };
 
-static const int DEFAULT_LENGTHS[] = {1024, 2048, 4096, 7680};
-static const int DEFAULT_SEEDS = 3;
+/* Default grid, sized to where SmolLM2-135M with the full f16 cache still
+ * retrieves, so that losses from KV compression show: at 7680 tokens the full
+ * cache already misses needles in the first half of the prompt (needle, seed 0:
+ * 5/11 depths), at 4096 it gets 9/11, at 1024-2048 everything. Longer lengths
+ * stay one flag away (--lengths ...,7680). */
+static const int DEFAULT_LENGTHS[] = {1024, 2048, 3072, 4096};
+static const int DEFAULT_SEEDS = 2;
 
 typedef struct cell {
     int length, tokens, depth, seed, needle_pos;
@@ -105,8 +111,9 @@ static const char *find_haystack(const cli_opts *o, char *buf, size_t n) {
         snprintf(cand, sizeof cand, "%s/../shared/data/pg_essays", exe);
         if (is_dir(cand) && realpath(cand, buf) && strlen(buf) < n) return buf;
     }
-    if (is_dir("../shared/data/pg_essays")) return "../shared/data/pg_essays";
-    if (is_dir("/work/shared/data/pg_essays")) return "/work/shared/data/pg_essays";
+    const char *rel[] = {"../shared/data/pg_essays", "/work/shared/data/pg_essays"};
+    for (int i = 0; i < 2; i++)
+        if (is_dir(rel[i])) return realpath(rel[i], buf) && strlen(buf) < n ? buf : rel[i];
     cli_die(CLI_EXIT_RUNTIME, "haystack essays not found (tried ../shared/data/pg_essays and "
                               "/work/shared/data/pg_essays); give --haystack DIR");
 }
@@ -232,7 +239,11 @@ int cmd_retrieval(const cli_opts *o) {
         cli_die(CLI_EXIT_USAGE, "eval needle: --needle, --question and --answer go together");
     if (kind == TASK_NEEDLE && o->ret_needle && (!o->ret_needle[0] || !o->ret_question[0] || !o->ret_answer[0]))
         cli_die(CLI_EXIT_USAGE, "eval needle: --needle, --question and --answer must not be empty");
-    if (o->ret_plot && !o->ret_plot[0]) cli_die(CLI_EXIT_USAGE, "--plot: empty file name");
+    if (o->ret_plot) { /* fail now, not after a long run */
+        FILE *pf = o->ret_plot[0] ? fopen(o->ret_plot, "wb") : NULL;
+        if (!pf) cli_die(CLI_EXIT_RUNTIME, "cannot write plot '%s': %s", o->ret_plot, o->ret_plot[0] ? strerror(errno) : "empty name");
+        fclose(pf);
+    }
 
     kvl_model *m = cli_load_model(o->model);
     kvl_model_info info;
@@ -346,6 +357,7 @@ int cmd_retrieval(const cli_opts *o) {
     double secs = cli_now() - t0;
 
     /* ---- aggregate ---- */
+    int rc = CLI_EXIT_OK;
     int total_ok = 0;
     size_t peak = 0, end = 0;
     for (int i = 0; i < n_cells; i++) {
@@ -399,25 +411,6 @@ int cmd_retrieval(const cli_opts *o) {
         fprintf(stderr, "\nwrong-key answers: %d", dis);
     }
     fprintf(stderr, "\nscore %.4f (%d/%d), %.1f s\n", score, total_ok, n_cells, secs);
-
-    /* ---- plot ---- */
-    if (o->ret_plot) {
-        char xt[RET_MAX_LIST][16], yt[RET_MAX_LIST][16], title[160];
-        const char *xp[RET_MAX_LIST], *yp[RET_MAX_LIST];
-        for (int li = 0; li < nl; li++) {
-            snprintf(xt[li], sizeof xt[li], "%d", lengths[li]);
-            xp[li] = xt[li];
-        }
-        for (int di = 0; di < nd; di++) {
-            snprintf(yt[di], sizeof yt[di], "%d%%", depths[di]);
-            yp[di] = yt[di];
-        }
-        snprintf(title, sizeof title, "%s  kv %s  score %.1f%%  (%d seed%s)", task_kind_name(kind), codec, 100 * score,
-                 ns, ns == 1 ? "" : "s");
-        png_heatmap hm = {.title = title, .xlabel = "prompt length (tokens)", .ylabel = "needle depth",
-                          .nx = nl, .ny = nd, .xticks = xp, .yticks = yp, .val = acc};
-        if (png_heatmap_write(o->ret_plot, &hm)) cli_die(CLI_EXIT_RUNTIME, "cannot write plot '%s'", o->ret_plot);
-    }
 
     /* ---- JSON (stdout) ---- */
     if (o->json) {
@@ -487,6 +480,28 @@ int cmd_retrieval(const cli_opts *o) {
         fflush(f);
     }
 
+    /* ---- plot ---- */
+    if (o->ret_plot) {
+        char xt[RET_MAX_LIST][16], yt[RET_MAX_LIST][16], title[160];
+        const char *xp[RET_MAX_LIST], *yp[RET_MAX_LIST];
+        for (int li = 0; li < nl; li++) {
+            snprintf(xt[li], sizeof xt[li], "%d", lengths[li]);
+            xp[li] = xt[li];
+        }
+        for (int di = 0; di < nd; di++) {
+            snprintf(yt[di], sizeof yt[di], "%d%%", depths[di]);
+            yp[di] = yt[di];
+        }
+        snprintf(title, sizeof title, "%s  kv %s  score %.1f%%  (%d seed%s)", task_kind_name(kind), codec, 100 * score,
+                 ns, ns == 1 ? "" : "s");
+        png_heatmap hm = {.title = title, .xlabel = "prompt length (tokens)", .ylabel = "needle depth",
+                          .nx = nl, .ny = nd, .xticks = xp, .yticks = yp, .val = acc};
+        if (png_heatmap_write(o->ret_plot, &hm)) {
+            cli_warn("cannot write plot '%s': %s", o->ret_plot, strerror(errno));
+            rc = CLI_EXIT_RUNTIME;
+        }
+    }
+
     free(acc);
     free(cells);
     free(prompts);
@@ -495,5 +510,5 @@ int cmd_retrieval(const cli_opts *o) {
     free(r.logits);
     task_corpus_free(&corpus);
     kvl_model_free(m);
-    return CLI_EXIT_OK;
+    return rc;
 }

@@ -161,9 +161,9 @@ static void print_usage(FILE *f, const char *cmd, const char *sub) {
                 "answers scored by exact match; each score is reported with the KV bytes used.\n"
                 "Table on stderr; --json writes one object on stdout.\n\n"
                 "  -m, --model PATH      GGUF model\n"
-                "      --lengths L,...   total prompt lengths in tokens (default 1024,2048,4096,7680)\n"
+                "      --lengths L,...   total prompt lengths in tokens (default 1024,2048,3072,4096)\n"
                 "      --depths D,...    needle depths in %% of the haystack tokens (default 0,10,...,100)\n"
-                "      --seeds N         prompts per (length, depth) cell (default 3)\n",
+                "      --seeds N         prompts per (length, depth) cell (default 2)\n",
                 sub);
         if (!strcmp(sub, "needle") || !strcmp(sub, "multikey"))
             fputs("      --haystack DIR    essays (*.txt) to cut sentences from (default ../shared/data/pg_essays)\n", f);
