@@ -501,8 +501,33 @@ class Bench:
                 f.write("\n")
             os.replace(tmp, p)
 
+    def resume(self):
+        """Continue an unfinished run: its file, settings and finished measurements."""
+        a = self.a
+        path = a.resume
+        if path == "latest":
+            path = os.path.join(a.results_dir, "latest.json")
+        with open(path) as f:
+            res = json.load(f)
+        if res.get("kind") != "peer" or (res.get("complete") and "phases" not in a.explicit):
+            sys.exit("bench: %s is not an unfinished peer run (to add phases to a finished one, name them with "
+                     "--phases)" % path)
+        res["complete"] = False
+        keep = {"resume", "results_dir"} | set(a.explicit)  # flags given now override the file's
+        for k, v in res["args"].items():
+            if k not in keep and k != "explicit":
+                setattr(a, k, v)
+        res["args"] = {k: v for k, v in vars(a).items() if k != "explicit"}
+        self.res = res
+        self.path = os.path.join(a.results_dir, res.get("file") or os.path.basename(path))
+        self.t_start = time.time() - (res.get("duration_s") or 0)
+        res.setdefault("resumed", []).append("%s (phases %s)" % (now_iso(), ",".join(a.phases)))
+        log("resuming %s" % self.path)
+
     def start(self):
         a = self.a
+        if a.resume:
+            return self.resume()
         self.t_start = time.time()
         stamp = time.strftime("%Y%m%d-%H%M")
         name = "peer-%s%s.json" % (stamp, "-quick" if a.quick else "")
@@ -510,10 +535,11 @@ class Bench:
         self.res = {
             "kind": "peer",
             "schema": SCHEMA,
+            "file": name,
             "quick": bool(a.quick),
             "started": now_iso(),
             "command": os.environ.get("KVL_BENCH_CMD") or " ".join(shlex.quote(x) for x in sys.argv),
-            "args": {k: v for k, v in vars(a).items() if k != "child"},
+            "args": {k: v for k, v in vars(a).items() if k not in ("child", "explicit")},
             "machine": machine_info(),
             "versions": {"python": platform.python_version(), "kvlite_commit": git_commit()},
             "model": {"path": a.model, "file": os.path.basename(a.model), "bytes": os.path.getsize(a.model)},
@@ -575,7 +601,7 @@ class Bench:
         self.res["tokenizer_check"] = tc
         for k, v in tc.items():
             log("tokenizer check %s: %s" % (k, v))
-            if not v["identical"]:
+            if not v["identical"] and not any(n.startswith("tokenizers differ on %s " % k) for n in self.res["notes"]):
                 self.res["notes"].append("tokenizers differ on %s (first difference at token %s); "
                                          "llama.cpp is fed kvlite's token ids" % (k, v["first_difference"]))
 
@@ -585,6 +611,13 @@ class Bench:
 
     def reps_for(self, c):
         return self.a.reps_long if c >= self.a.long_ctx else self.a.reps
+
+    def cfgs_for(self, c):
+        """Speed configs measured at context c (the long contexts run only --long-configs)."""
+        names = self.a.speed_configs
+        if c >= self.a.long_ctx and getattr(self.a, "long_configs", None) is not None:
+            names = [n for n in names if n in self.a.long_configs]
+        return [x for x in SPEED_CONFIGS if x[0] in names]
 
     def prompt_len(self, c):
         lim = self.a.max_ctx
@@ -623,10 +656,9 @@ class Bench:
 
     def phase_speed(self):
         a = self.a
-        cfgs = [c for c in SPEED_CONFIGS if c[0] in a.speed_configs]
         entries = {}
         for c in a.contexts:
-            for cfg in cfgs:
+            for cfg in self.cfgs_for(c):
                 label, engine, kv, fa = cfg
                 P = self.prompt_len(c)
                 e = {"label": label, "engine": engine, "kv": kv, "flash_attn": fa, "ctx": c, "prompt_tokens": P,
@@ -635,8 +667,11 @@ class Bench:
                 if engine == "llama.cpp":
                     e["kv_bytes_per_token"] = self.llama_bpt(kv)
                 entries[(c, label)] = e
+        for old in self.res.get("speed", []):  # --resume: keep finished runs
+            if (old["ctx"], old["label"]) in entries:
+                entries[(old["ctx"], old["label"])] = old
         self.res["speed"] = list(entries.values())
-        total = sum(self.reps_for(c) for c in a.contexts) * len(cfgs)
+        total = sum(self.reps_for(c) * len(self.cfgs_for(c)) for c in a.contexts)
         self.wait_left = a.wait_budget
 
         done = 0
@@ -644,8 +679,11 @@ class Bench:
         for c in a.contexts:
             reps = self.reps_for(c)
             for rep in range(reps):
-                for cfg in cfgs:
+                for cfg in self.cfgs_for(c):
                     e = entries[(c, cfg[0])]
+                    if len(e["runs"]) > rep:  # done before --resume
+                        done += 1
+                        continue
                     retries = a.retries
                     while True:
                         if self.wait_left > 0:
@@ -659,6 +697,9 @@ class Bench:
                             continue
                         break
                     e["runs"].append(run)
+                    self.summarize_speed()
+                    self.res["speed_wait_s"] = round(a.wait_budget - self.wait_left, 1)
+                    self.save()
                     done += 1
                     el = time.time() - t0
                     log("speed ctx %5d rep %d/%d %-20s prefill %8.1f tok/s  decode %6.1f tok/s  rss %5.0f MiB  "
@@ -666,9 +707,6 @@ class Bench:
                             c, rep + 1, reps, cfg[0], run["prefill_tok_s"], run["decode_tok_s"],
                             run["peak_rss_bytes"] / 2**20, 100 * run["contention"], 100 * run["runq_wait_frac"],
                             done, total, el))
-                self.summarize_speed()
-                self.res["speed_wait_s"] = round(a.wait_budget - self.wait_left, 1)
-                self.save()
 
     def summarize_speed(self):
         for e in self.res["speed"]:
@@ -701,8 +739,7 @@ class Bench:
     def phase_quality(self):
         a = self.a
         ctx, W = a.ppl_ctx, a.ppl_windows
-        q = []
-        self.res["quality"] = q
+        q = self.res.setdefault("quality", [])  # --resume: rows already measured stay
         try:
             with open(REF_PPL) as f:
                 ref = json.load(f)
@@ -718,7 +755,7 @@ class Bench:
         ds = "wikitext-2/test.txt"
         # kvlite: `eval kld --kv X` runs f32 (reference) and X on the same windows.
         for kv in a.kvlite_codecs:
-            if kv == "f32":
+            if kv == "f32" or any(x.get("label") == "kvlite " + kv for x in q):
                 continue
             log("quality: kvlite eval kld --kv %s, ctx %d, %d windows" % (kv, ctx, W))
             cmd = [self.kvlite, "eval", "kld", "-m", a.model, "-f", self.wikitext, "--ctx", str(ctx), "--kv", kv,
@@ -739,6 +776,8 @@ class Bench:
             log("  ppl f32 %.4f  %s %.4f  KLD %.3g  top1 %.2f%%  (%.0f s)" % (
                 j["ppl_f32"], kv, j["ppl_codec"], j["kld_mean"], j["top1_agree_pct"], r["wall_s"]))
             self.save()
+        if any(x["engine"] == "llama.cpp" for x in q):
+            return
         log("quality: llama.cpp %s (flash attention), ctx %d, %d windows" % ("/".join(a.llama_kvs), ctx, W))
         spec = os.path.join(self.tmp, "quality.json")
         with open(spec, "w") as f:
@@ -779,10 +818,11 @@ class Bench:
     # -- baselines ------------------------------------------------------------
     def phase_baseline(self):
         a = self.a
-        b = []
-        self.res["baseline_ppl"] = b
+        b = self.res.setdefault("baseline_ppl", [])  # --resume: rows already measured stay
         for name, path in (("wikitext-2/test.txt", self.wikitext), ("tinyshakespeare/input.txt", self.shakespeare)):
             for ctx in a.baseline_ctx:
+                if any(x["dataset"] == name and x["ctx"] == ctx for x in b):
+                    continue
                 W = max(1, a.baseline_tokens // ctx)
                 log("baseline: kvlite eval ppl --kv f16 %s ctx %d, %d windows" % (name, ctx, W))
                 cmd = [self.kvlite, "eval", "ppl", "-m", a.model, "-f", path, "--ctx", str(ctx), "--kv", "f16",
@@ -796,6 +836,46 @@ class Bench:
                           "seconds": j["seconds"], "peak_rss_bytes": r["maxrss_bytes"]})
                 log("  ppl %.4f (%d tokens, %.0f s)" % (j["ppl"], j["tokens_scored"], j["seconds"]))
                 self.save()
+
+    # -- retrieval baselines ---------------------------------------------------
+    def phase_retrieval(self):
+        """kvlite eval needle|passkey|multikey with the full f16 cache on the default grid (or --retrieval-lengths /
+        --retrieval-seeds): bench/results/baseline_retrieval_<task>.json + docs/img/retrieval_<task>.png."""
+        a = self.a
+        rr = self.res.setdefault("retrieval", [])  # --resume: tasks already measured stay
+        for task in a.retrieval_tasks:
+            if any(x["task"] == task for x in rr):
+                continue
+            out = os.path.join(a.results_dir, "baseline_retrieval_%s.json" % task)
+            png = os.path.join(ROOT, "docs", "img", "retrieval_%s.png" % task)
+            os.makedirs(os.path.dirname(png), exist_ok=True)
+            cmd = [self.kvlite, "eval", task, "-m", a.model, "--kv", "f16", "--threads", str(a.threads), "--json",
+                   "--plot", png]
+            if task != "passkey":
+                cmd += ["--haystack", os.path.join(a.data_dir, "pg_essays")]
+            if a.retrieval_lengths:
+                cmd += ["--lengths", a.retrieval_lengths]
+            if a.retrieval_seeds:
+                cmd += ["--seeds", str(a.retrieval_seeds)]
+            log("retrieval: kvlite eval %s --kv f16 (%s)" % (task, " ".join(cmd[cmd.index("--json"):])))
+            r = run_child(cmd, autogroup_nice=self.pb("retrieval"))
+            if r["rc"] != 0:
+                raise RuntimeError("kvlite eval %s failed: %s" % (task, r["stderr"][-2000:]))
+            j = last_json(r["stdout"])
+            shown = ["kvlite" if x == self.kvlite else os.path.relpath(x, ROOT) if x.startswith(ROOT + os.sep) else x
+                     for x in cmd]
+            j.update({"kind": "retrieval", "date": now_iso(), "command": " ".join(shlex.quote(x) for x in shown),
+                      "machine": self.res.get("machine"), "kvlite_commit": self.res["versions"].get("kvlite_commit"),
+                      "plot": os.path.relpath(png, ROOT), "peak_rss_bytes": r["maxrss_bytes"]})
+            tmp = out + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(j, f, indent=1)
+                f.write("\n")
+            os.replace(tmp, out)
+            rr.append({"task": task, "file": os.path.relpath(out, ROOT), "score": j["score"],
+                       "by_length": j["by_length"], "seconds": j["seconds"]})
+            log("  %s score %.1f%% %s (%.0f s)" % (task, 100 * j["score"], j["by_length"], j["seconds"]))
+            self.save()
 
     def run(self):
         a = self.a
@@ -816,7 +896,12 @@ class Bench:
         self.kvlite = os.path.join(self.tmp, "kvlite")
         shutil.copy2(src, self.kvlite)
         with open(self.kvlite, "rb") as f:
-            self.res["versions"]["kvlite_binary_sha256"] = hashlib.sha256(f.read()).hexdigest()
+            sha = hashlib.sha256(f.read()).hexdigest()
+        old_sha = self.res["versions"].get("kvlite_binary_sha256")
+        if old_sha and old_sha != sha:  # --resume with a rebuilt binary: say so
+            self.res["notes"].append("resumed %s with another kvlite binary (sha256 %s..., commit %s) for phases %s" % (
+                now_iso(), sha[:12], git_commit(), ",".join(a.phases)))
+        self.res["versions"]["kvlite_binary_sha256"] = sha
         self.res["versions"]["kvlite_binary_mtime"] = datetime.datetime.fromtimestamp(
             os.path.getmtime(src)).astimezone().isoformat(timespec="seconds")
         self.boost = None
@@ -838,6 +923,8 @@ class Bench:
             self.phase_quality()
         if "baseline" in a.phases:
             self.phase_baseline()
+        if "retrieval" in a.phases:
+            self.phase_retrieval()
         self.res["finished"] = now_iso()
         self.save(complete=True)
         import shutil
@@ -860,12 +947,15 @@ def main():
         CHILDREN[sys.argv[2]](spec)
         return
     ap = argparse.ArgumentParser(description="kvlite vs llama.cpp benchmark (see bench/README.md)")
+    ap.add_argument("--resume", nargs="?", const="latest", default=None, metavar="FILE",
+                    help="continue an interrupted run (default: bench/results/latest.json) with its own settings, "
+                         "skipping what it already measured")
     ap.add_argument("--quick", action="store_true", help="development mode: ctx 128/1024, 2 reps, 2 ppl windows")
     ap.add_argument("--model", default=os.environ.get("KVL_MODEL") or DEFAULT_MODEL)
     ap.add_argument("--data-dir", default=default_data_dir())
     ap.add_argument("--build", default="build", help="kvlite build dir (relative to the repo)")
     ap.add_argument("--results-dir", default=os.path.join(ROOT, "bench", "results"))
-    ap.add_argument("--phases", default="speed,quality,baseline")
+    ap.add_argument("--phases", default="speed,quality,baseline,retrieval")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--contexts", default=None, help="speed contexts, default 128,1024,4096,8192")
     ap.add_argument("--reps", type=int, default=None, help="runs per speed config (median), default 5")
@@ -877,6 +967,9 @@ def main():
     ap.add_argument("--max-ctx", type=int, default=8192,
                     help="largest n_ctx; prompts shrink so prompt + gen fits (ctx 8192 -> 8128 + 64)")
     ap.add_argument("--speed-configs", default=",".join(c[0] for c in SPEED_CONFIGS))
+    ap.add_argument("--long-configs", default="kvlite f16,llama.cpp f16 FA,kvlite int8,llama.cpp q8_0 FA",
+                    help="the speed configs also measured at contexts >= --long-ctx (llama.cpp's q4_0 and "
+                         "non-flash runs take minutes each at 8K on 2 cores); 'all' for every config")
     ap.add_argument("--ppl-ctx", type=int, default=1024)
     ap.add_argument("--ppl-windows", type=int, default=None, help="quality windows, default 40")
     ap.add_argument("--kvlite-codecs", default="f32,f16,int8")
@@ -886,6 +979,10 @@ def main():
     ap.add_argument("--baseline-ctx", default=None, help="default 1024,4096,8192")
     ap.add_argument("--baseline-tokens", type=int, default=None,
                     help="tokens per baseline run (windows = tokens // ctx, at least 1), default 16384")
+    ap.add_argument("--retrieval-tasks", default="needle,passkey,multikey")
+    ap.add_argument("--retrieval-lengths", default=None,
+                    help="prompt lengths for the retrieval baselines (default: kvlite's default grid)")
+    ap.add_argument("--retrieval-seeds", type=int, default=None, help="default: kvlite's default")
     ap.add_argument("--quiet-threshold", type=float, default=0.10,
                     help="share of a speed run's thread time spent runnable but waiting for a CPU "
                          "(/proc/PID/task/*/schedstat) above which the run counts as disturbed and is rerun")
@@ -893,7 +990,7 @@ def main():
                     help="run each speed child in its own session (scheduler autogroup) with this autogroup nice, "
                          "so background jobs (even niced ones in other autogroups) barely disturb the timing; "
                          "0 = off. Needs root and kernel.sched_autogroup_enabled=1")
-    ap.add_argument("--boost-phases", default="speed,quality,baseline",
+    ap.add_argument("--boost-phases", default="speed,quality,baseline,retrieval",
                     help="phases whose processes get --priority-boost (llama.cpp's spinning barriers slow it "
                          "down many times on a shared machine, in the quality phase too)")
     ap.add_argument("--max-wait", type=float, default=0,
@@ -904,18 +1001,23 @@ def main():
     ap.add_argument("--nice", type=int, default=0, help="nice increment for speed children")
     ap.add_argument("--run-timeout", type=float, default=1800)
     a = ap.parse_args()
+    a.explicit = sorted(k for k, v in vars(a).items() if v != ap.get_default(k) and k != "resume")
     q = a.quick
     a.contexts = [int(x) for x in (a.contexts or ("128,1024" if q else "128,1024,4096,8192")).split(",") if x]
     a.reps = a.reps or (2 if q else 5)
-    a.reps_long = a.reps_long or min(a.reps, 2 if q else 3)
+    a.reps_long = a.reps_long or min(a.reps, 2 if q else 5)
     a.ppl_windows = a.ppl_windows or (2 if q else 40)
     a.baseline_ctx = [int(x) for x in (a.baseline_ctx or ("1024" if q else "1024,4096,8192")).split(",") if x]
     a.baseline_tokens = a.baseline_tokens or (1024 if q else 16384)
     a.phases = [p for p in a.phases.split(",") if p]
     a.boost_phases = [p for p in a.boost_phases.split(",") if p]
     a.speed_configs = [s.strip() for s in a.speed_configs.split(",") if s.strip()]
+    a.long_configs = None if a.long_configs == "all" else [s.strip() for s in a.long_configs.split(",") if s.strip()]
     a.kvlite_codecs = [s for s in a.kvlite_codecs.split(",") if s]
     a.llama_kvs = [s for s in a.llama_kvs.split(",") if s]
+    a.retrieval_tasks = [s for s in a.retrieval_tasks.split(",") if s]
+    if q and not a.retrieval_lengths:  # development runs: one short length, one seed
+        a.retrieval_lengths, a.retrieval_seeds = "512", a.retrieval_seeds or 1
     if q:  # development runs: don't rerun disturbed runs
         a.retries = 0 if a.retries == 1 else a.retries
     if not os.path.exists(a.model):

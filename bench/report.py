@@ -76,7 +76,7 @@ def pick_peer(peers, explicit=None):
             if p["_file"] == os.path.basename(explicit):
                 return p
         sys.exit("report: %s not found among peer results" % explicit)
-    good = [p for p in peers if p.get("complete") and not p.get("quick")]
+    good = [p for p in peers if p.get("complete") and not p.get("quick") and p.get("speed")]
     pool = good or peers
     return max(pool, key=lambda p: (p.get("started", ""), p["_file"])) if pool else None
 
@@ -522,19 +522,49 @@ def build_md(peer, points, retr, made, imgrel, peer_file):
     A("## Retrieval")
     A("")
     if retr:
+        A("`kvlite eval needle|passkey|multikey` (greedy answers, exact match; grid of prompt lengths × needle depths "
+          "0..100%% × seeds; question through the chat template). Baselines use the full f16 cache: the 100%% that "
+          "compressed caches are compared to.")
+        A("")
         rows = []
         for r in sorted(retr, key=lambda r: (r.get("task", ""), -(r.get("bytes_per_token") or 0))):
             bl = r.get("by_length") or {}
             bls = ", ".join("%s: %.0f%%" % (k, 100 * v) for k, v in sorted(bl.items(), key=lambda kv: int(kv[0])))
             rows.append([r.get("task", "?"), r.get("kv", "?"), f_num(r.get("bytes_per_token"), 0),
                          "%.1f%%" % (100 * r["score"]) if r.get("score") is not None else "–",
-                         bls or "–", "%.1f" % (r["kv_bytes_peak"] / 2**20) if r.get("kv_bytes_peak") else "–",
+                         "%s/%s" % (r.get("correct", "?"), r.get("cells_total", "?")),
+                         bls or "–", "%s × %s" % (len(r.get("depths") or []) or "?", r.get("seeds", "?")),
+                         "%.1f" % (r["kv_bytes_peak"] / 2**20) if r.get("kv_bytes_peak") else "–",
+                         "%.0f" % r["seconds"] if r.get("seconds") is not None else "–",
                          "`%s`" % r["_file"]])
-        A(table(["task", "KV", "bytes/token", "score", "score by prompt length (tokens)", "KV MiB peak", "file"], rows,
-                ["l", "l", "r", "r", "l", "r", "l"]))
+        A(table(["task", "KV", "bytes/token", "score", "cells", "score by prompt length (tokens)",
+                 "depths × seeds", "KV MiB peak", "seconds", "file"], rows,
+                ["l", "l", "r", "r", "r", "l", "r", "r", "r", "l"]))
+        A("")
+        cmds = [(r.get("task"), r.get("command"), r.get("date")) for r in retr if r.get("command")]
+        if cmds:
+            A("Commands: " + "; ".join("`%s` (%s)" % (c, d) for _, c, d in sorted(cmds)) + ".")
+            A("")
+        for r in sorted(retr, key=lambda r: r.get("task", "")):
+            plot = r.get("plot")
+            if plot and os.path.exists(os.path.join(ROOT, plot)):
+                rel = os.path.relpath(os.path.join(ROOT, plot), os.path.join(ROOT, "docs"))
+                A("![%s heat map, %s KV (depth × length)](%s)" % (r.get("task"), r.get("kv"), rel))
+                A("")
     else:
         A("No retrieval results yet (`bench/results/baseline_retrieval_*.json`).")
-    A("")
+        A("")
+
+    extra = sorted(glob.glob(os.path.join(ROOT, "bench", "results", "*.md")))
+    if extra:
+        A("## Recorded outside bench/run.sh")
+        A("")
+        A("Kept verbatim from `bench/results/*.md`: measurements made by tests or one-off commands named in each.")
+        A("")
+        for p in extra:
+            with open(p) as f:
+                A(f.read().rstrip("\n"))
+            A("")
 
     A("## Notes")
     A("")
