@@ -125,7 +125,12 @@ def table(header, rows, align=None):
 
 
 def plots(peer, points, retr, imgdir):
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        print("report: matplotlib not installed, no plots (bench/run.sh installs it in the bench venv)",
+              file=sys.stderr)
+        return {}
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -307,7 +312,7 @@ def speed_index(peer):
     return {(e["ctx"], e["label"]): e for e in peer.get("speed", []) if e.get("runs")}
 
 
-def build_md(peer, points, retr, made, imgrel, peer_file):
+def build_md(peer, points, retr, made, imgrel, peer_file, results_dir=None):
     """peer_file: path of the reported results file, relative to the repo when inside it."""
     L = []
     A = L.append
@@ -444,6 +449,7 @@ def build_md(peer, points, retr, made, imgrel, peer_file):
 
     q = peer.get("quality", [])
     ref = peer.get("reference")
+    kpts = [p for p in points if p.get("kld_mean") is not None]
     if q:
         ctx, W = q[0]["ctx"], q[0]["windows"]
         A("## Quality")
@@ -465,6 +471,10 @@ def build_md(peer, points, retr, made, imgrel, peer_file):
         A("The GGUF weights are Q4_1, so both engines differ from the fp32 transformers model by weight "
           "quantization; the KV cache adds its own error on top.")
         A("")
+    if q or kpts:
+        if not q:
+            A("## Quality")
+            A("")
         A("### KL divergence vs each engine's own full-precision cache")
         A("")
         A("Mean over all scored positions of KL(P_ref || P_kv) of the next-token distributions, and how often the "
@@ -555,7 +565,7 @@ def build_md(peer, points, retr, made, imgrel, peer_file):
         A("No retrieval results yet (`bench/results/baseline_retrieval_*.json`).")
         A("")
 
-    extra = sorted(glob.glob(os.path.join(ROOT, "bench", "results", "*.md")))
+    extra = sorted(glob.glob(os.path.join(results_dir or os.path.join(ROOT, "bench", "results"), "*.md")))
     if extra:
         A("## Recorded outside bench/run.sh")
         A("")
@@ -645,7 +655,7 @@ def main():
     pf = os.path.join(os.path.abspath(a.results_dir), peer["_file"])
     if pf.startswith(ROOT + os.sep):
         pf = os.path.relpath(pf, ROOT)
-    md = build_md(peer, points, retr, made, imgrel, pf)
+    md = build_md(peer, points, retr, made, imgrel, pf, a.results_dir)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
         f.write(md)

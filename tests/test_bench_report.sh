@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# bench/report.py on a synthetic results folder (no llama.cpp, no model, no
+# matplotlib needed): it must pick the newest complete non-quick peer run that
+# has speed results (not a newer quick run, not a newer speed-less one), put
+# the medians of its runs, the llama.cpp/kvlite ratios, the retrieval rows
+# (score, cells, per-length scores), kv-point rows and bench/results/*.md text
+# into the Markdown, and fail cleanly on an empty folder.
+# Ends with "N passed, N failed"; exits non-zero on any failure.
+set -u
+cd "$(dirname "$0")/.."
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/kvl_rep.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+if ! command -v python3 >/dev/null; then
+    echo "skip: python3 not installed"
+    echo "0 passed, 0 failed"
+    exit 0
+fi
+python3 - "$TMP" <<'PY'
+import json, os, subprocess, sys
+tmp = sys.argv[1]
+res = os.path.join(tmp, "results")
+os.makedirs(res)
+passed = failed = 0
+
+
+def check(cond, what):
+    global passed, failed
+    if cond:
+        passed += 1
+    else:
+        failed += 1
+        print("FAIL:", what)
+
+
+def speed(label, engine, kv, ctx, pre, dec):
+    runs = [{"prefill_tok_s": p, "decode_tok_s": d, "peak_rss_bytes": 100 << 20, "wall_s": 1.0, "cpu_s": 2.0,
+             "contention": 0.01, "runq_wait_frac": 0.01} for p, d in zip(pre, dec)]
+    s = sorted(pre), sorted(dec)
+    return {"label": label, "engine": engine, "kv": kv, "flash_attn": True if engine == "llama.cpp" else None,
+            "ctx": ctx, "prompt_tokens": ctx, "gen_tokens": 64, "n_ctx": ctx + 64, "threads": 2, "n_batch": 512,
+            "runs": runs, "discarded_runs": [], "reps": len(runs),
+            "prefill_tok_s": s[0][len(pre) // 2], "prefill_tok_s_min": s[0][0], "prefill_tok_s_max": s[0][-1],
+            "decode_tok_s": s[1][len(dec) // 2], "decode_tok_s_min": s[1][0], "decode_tok_s_max": s[1][-1],
+            "peak_rss_bytes": 100 << 20, "kv_bytes_per_token": 23040, "kv_bytes_peak": 23040 * ctx,
+            "contention_median": 0.01, "contention_max": 0.01, "runq_wait_median": 0.01, "runq_wait_max": 0.01}
+
+
+machine = {"cpu_model": "Test CPU", "cores": 2, "cpu_flags": ["avx2"], "mem_bytes": 8 << 30, "os": "Debian",
+           "kernel": "6.1", "hostname": "t"}
+model = {"path": "/m.gguf", "file": "m.gguf", "bytes": 1, "name": "M", "n_layer": 30, "n_head": 9, "n_head_kv": 3,
+         "head_dim": 64, "n_embd": 576, "n_vocab": 49152, "n_ctx_train": 8192}
+
+
+def peer(started, complete=True, quick=False, with_speed=True, pre=(300.0, 310.0, 290.0)):
+    p = {"kind": "peer", "schema": 1, "quick": quick, "complete": complete, "started": started,
+         "finished": started, "duration_s": 60.0, "command": "bench/run.sh", "args": {"reps": 3},
+         "machine": machine, "versions": {"kvlite_commit": "abc"}, "model": model, "threads": 2, "notes": []}
+    if with_speed:
+        p["speed"] = [speed("kvlite f16", "kvlite", "f16", 1024, list(pre), [80.0, 82.0, 79.0]),
+                      speed("llama.cpp f16 FA", "llama.cpp", "f16", 1024, [150.0, 100.0, 151.0], [90.0, 88.0, 91.0])]
+    return p
+
+
+def write(name, obj):
+    with open(os.path.join(res, name), "w") as f:
+        json.dump(obj, f)
+
+
+write("peer-20261101-1000.json", peer("2026-11-01T10:00:00+00:00", pre=(300.0, 312.5, 290.0)))
+write("peer-20261102-1000-quick.json", peer("2026-11-02T10:00:00+00:00", quick=True, pre=(999.0, 999.0, 999.0)))
+write("peer-20261103-1000.json", peer("2026-11-03T10:00:00+00:00", with_speed=False))
+write("peer-20261104-1000.json", peer("2026-11-04T10:00:00+00:00", complete=False, pre=(777.0, 777.0, 777.0)))
+write("latest.json", peer("2026-11-05T10:00:00+00:00", pre=(555.0, 555.0, 555.0)))
+write("baseline_retrieval_needle.json", {
+    "kind": "retrieval", "task": "needle", "kv": "f16", "bytes_per_token": 23040, "kv_bytes_peak": 50 << 20,
+    "score": 0.875, "correct": 7, "cells_total": 8, "depths": [0, 100], "seeds": 2, "seconds": 12.0,
+    "by_length": {"2048": 0.75, "1024": 1.0}, "command": "kvlite eval needle --kv f16", "date": "2026-11-01"})
+write("point.json", {"kind": "kv-point", "label": "test point", "points": [
+    {"label": "kvlite int4-test", "engine": "kvlite", "kv": "int4", "ref_kv": "f32", "bytes_per_token": 6000,
+     "kld_mean": 0.0123, "kld_max": 1.5, "top1_agree_pct": 91.25, "ppl": 22.5, "ppl_ref": 21.3}]})
+with open(os.path.join(res, "extra.md"), "w") as f:
+    f.write("### Hand-made section\n\nmeasured 42.5 things\n")
+with open(os.path.join(res, "broken.json"), "w") as f:
+    f.write("{not json")
+
+out = os.path.join(tmp, "R.md")
+env = dict(os.environ, MPLBACKEND="Agg")
+r = subprocess.run([sys.executable, "bench/report.py", "--results-dir", res, "--out", out, "--img-dir",
+                    os.path.join(tmp, "img")], capture_output=True, text=True, env=env)
+check(r.returncode == 0, "report exit %d: %s" % (r.returncode, r.stderr[-500:]))
+md = open(out).read() if os.path.exists(out) else ""
+check("peer-20261101-1000.json" in md, "reports the complete non-quick peer run with speed results")
+check("999.0" not in md and "777.0" not in md and "555.0" not in md, "quick, unfinished runs and latest.json ignored")
+check("300.0" in md, "median prefill of kvlite f16 (300.0 of 290/300/312.5)")
+check("150.0" in md, "median prefill of llama.cpp (150.0 of 100/150/151)")
+check("2.00×" in md or "2.00x" in md, "prefill ratio kvlite/llama.cpp 300/150 = 2.00")
+check("0.89×" in md or "0.89x" in md, "decode ratio 80/90 = 0.89 (where llama.cpp is faster)")
+check("Where llama.cpp is faster" in md, "notes name where llama.cpp is faster")
+check("Test CPU" in md, "machine in the setup table")
+check("87.5%" in md and "7/8" in md, "retrieval score and cells")
+check("1024: 100%, 2048: 75%" in md, "retrieval per-length scores sorted by length")
+check("`kvlite eval needle --kv f16`" in md, "retrieval command quoted")
+check("kvlite int4-test" in md or "int4-test" in md, "kv-point row in the quality table")
+check("measured 42.5 things" in md and "### Hand-made section" in md, "bench/results/*.md copied verbatim")
+check("broken.json" in r.stderr, "unreadable JSON named on stderr")
+
+empty = os.path.join(tmp, "empty")
+os.makedirs(empty)
+r = subprocess.run([sys.executable, "bench/report.py", "--results-dir", empty, "--out", os.path.join(tmp, "E.md"),
+                    "--img-dir", os.path.join(tmp, "img2")], capture_output=True, text=True, env=env)
+check(r.returncode != 0 and "no peer results" in r.stderr, "empty folder: clear error, exit %d" % r.returncode)
+check(not os.path.exists(os.path.join(tmp, "E.md")), "empty folder: no output written")
+print("%d passed, %d failed" % (passed, failed))
+sys.exit(1 if failed else 0)
+PY
