@@ -145,6 +145,27 @@ int main(void) {
     CHECK(e13 == 0);
     CHECK(argmax(a, V) == argmax(d, V));
 
+    /* 1b. past one attention chunk (512 tokens): decode on 2 threads splits
+     * each kv-head's pages over the threads (flash-decoding) and must still
+     * equal the batched prefill of the same tokens bit for bit */
+    {
+        enum { NL = 1100, NT = 4 };
+        kvl_token *lt = malloc(sizeof(kvl_token) * NL);
+        for (int i = 0; i < NL; i++) lt[i] = toks[1 + i % (n - 1)];
+        kvl_ctx *cl = mkctx(m, "f16", 1200, 512, 2, 0);
+        kvl_seq *sl, *fl;
+        CHECK(cl && kvl_seq_create(cl, &sl) == KVL_OK);
+        CHECK(kvl_prefill(sl, lt, NL - NT, NULL, NULL) == KVL_OK);
+        CHECK(kvl_seq_fork(sl, &fl) == KVL_OK);
+        CHECK(kvl_prefill(sl, lt + NL - NT, NT, b, NULL) == KVL_OK);
+        for (int i = NL - NT; i < NL; i++) CHECK(kvl_decode(fl, lt[i], d) == KVL_OK);
+        CHECK_MSG(max_diff(b, d, V) == 0, "1100 tokens: batch vs split decode %g", max_diff(b, d, V));
+        kvl_seq_free(fl);
+        kvl_seq_free(sl);
+        kvl_ctx_free(cl);
+        free(lt);
+    }
+
     /* 2. KV accounting */
     kvl_kv_stats ks;
     kvl_seq_kv_stats(s1, &ks);

@@ -94,8 +94,10 @@ static void ref_attend(const refkv *r, int layer, int n_tok, const float *q, con
 
 /* ---- helpers -------------------------------------------------------------------------- */
 
+static int g_chunk; /* attention chunk tokens of new pools (0 = default) */
+
 static kvl_kv_pool *mkpool(const char *codec, int P, size_t budget, int scalar_only) {
-    kvl_kv_config cfg = {L, HKV, D, P, budget, kvl_codec_find(codec), "full", NULL, NH, scalar_only};
+    kvl_kv_config cfg = {L, HKV, D, P, budget, kvl_codec_find(codec), "full", NULL, NH, scalar_only, g_chunk};
     kvl_kv_pool *p = NULL;
     kvl_err err;
     kvl_status s = kvl_kv_pool_create(&cfg, &p, &err);
@@ -312,7 +314,7 @@ static void test_batch_invariance(const char *codec, int P, int scalar_only) {
 
 /* int8 keys with f16 values. */
 static void test_mixed_codecs(void) {
-    kvl_kv_config cfg = {L, HKV, D, 16, (size_t)8 << 20, kvl_codec_find("int8"), NULL, kvl_codec_find("f16"), NH, 0};
+    kvl_kv_config cfg = {L, HKV, D, 16, (size_t)8 << 20, kvl_codec_find("int8"), NULL, kvl_codec_find("f16"), NH, 0, 0};
     kvl_kv_pool *p;
     kvl_kv_table *t;
     kvl_err err;
@@ -586,7 +588,7 @@ static const kvl_codec codec_sealed = {"test-sealed", ts_seg_bytes, ts_encode, t
                                        {"scalar", ts_qk, ts_av, NULL, NULL}};
 
 static void test_seal_codec(int P) {
-    kvl_kv_config cfg = {L, HKV, D, P, (size_t)16 << 20, &codec_sealed, "full", NULL, NH, 0};
+    kvl_kv_config cfg = {L, HKV, D, P, (size_t)16 << 20, &codec_sealed, "full", NULL, NH, 0, 0};
     kvl_kv_pool *p;
     kvl_kv_table *t, *c;
     kvl_err err;
@@ -618,7 +620,7 @@ static void test_seal_codec(int P) {
 }
 
 static void test_config_errors(void) {
-    kvl_kv_config cfg = {L, HKV, D, 32, 1 << 20, kvl_codec_find("f16"), "nope", NULL, 0, 0};
+    kvl_kv_config cfg = {L, HKV, D, 32, 1 << 20, kvl_codec_find("f16"), "nope", NULL, 0, 0, 0};
     kvl_kv_pool *p = (kvl_kv_pool *)1;
     kvl_err err;
     CHECK(kvl_kv_pool_create(&cfg, &p, &err) == KVL_ERR_ARG && p == NULL);
@@ -630,6 +632,75 @@ static void test_config_errors(void) {
     cfg.codec = NULL;
     CHECK(kvl_kv_pool_create(&cfg, &p, &err) == KVL_ERR_ARG);
     kvl_kv_pool_free(NULL);
+}
+
+/* Split (flash-decoding) attention: for lists of several chunks, every
+ * thread count, unit order and merge split gives exactly kvl_kv_attend's
+ * result, which matches the dense reference; kv-heads of different lengths
+ * (after a drop) and queries that see nothing work; no split without a large
+ * enough partial buffer, or with many tokens. */
+static void test_split(const char *codec, int P) {
+    g_chunk = 3 * P > 20 ? 3 * P : 20; /* several chunks on short lists */
+    kvl_kv_pool *p = mkpool(codec, P, (size_t)64 << 20, 0);
+    g_chunk = 0;
+    kvl_kv_table *t;
+    kvl_err err;
+    CHECK(kvl_kv_table_create(p, &t, &err) == KVL_OK);
+    memset(&R, 0, sizeof R);
+    CHECK(add_tokens(t, &R, 0, 150, 0, 1) == KVL_OK);
+    CHECK(add_tokens(t, &R, 1, 97, 0, 2) == KVL_OK);
+    int idx[70];
+    for (int i = 0; i < 70; i++) idx[i] = 10 + i; /* head 1 of layer 0 becomes 80 tokens long */
+    CHECK(kvl_kv_drop(t, 0, 1, idx, 70, &err) == KVL_OK);
+    ref_drop(&R, 0, 1, idx, 70);
+    const size_t pb = kvl_kv_attn_part_bytes(p, NH, 256);
+    float *part = malloc(pb);
+    void *scratch = malloc(kvl_kv_attend_scratch_bytes(p));
+    static float q[8 * NH * D], o[8 * NH * D], os[8 * NH * D], oref[8 * NH * D];
+    const int32_t qa[1] = {149}, qb[2] = {148, 149}, qc[3] = {40, 120, 149}, qd[1] = {-5}, qe[4] = {3, 50, 100, 200};
+    const struct { int layer, n; const int32_t *qp; } cases[] = {
+        {0, 1, qa}, {0, 2, qb}, {0, 3, qc}, {0, 1, qd}, {1, 4, qe}, {1, 1, qe + 3}};
+    for (int c = 0; c < 6; c++) {
+        const int n = cases[c].n, sz = n * NH * D, layer = cases[c].layer;
+        rand_q(q, n);
+        ref_attend(&R, layer, n, q, cases[c].qp, 1.0f / sqrtf(D), oref, NULL);
+        attend(t, layer, n, q, cases[c].qp, o, 1);
+        CHECK_MSG(max_diff(o, oref, sz) <= codec_tol(codec), "%s P=%d split case %d: unsplit err %g", codec, P, c,
+                  max_diff(o, oref, sz));
+        const int nths[] = {1, 2, 3, 4, 8, 16};
+        for (int k = 0; k < 6; k++) {
+            kvl_kv_attn a;
+            memset(os, 0xff, sizeof(float) * sz);
+            const long nu = kvl_kv_attn_init(&a, t, layer, n, q, cases[c].qp, NH, 1.0f / sqrtf(D), os, part, pb,
+                                             nths[k]);
+            /* splits exactly when (token, kv-head) units leave threads idle */
+            CHECK_MSG(a.split == ((long)n * HKV < 2L * nths[k]), "%s P=%d case %d nth %d: split %d", codec, P, c,
+                      nths[k], a.split);
+            for (long u = nu - 1; u >= 0; u--) kvl_kv_attn_run(&a, scratch, u, u + 1); /* any order */
+            for (int i = 0; i < 3; i++) kvl_kv_attn_merge(&a, i, 3);
+            CHECK_MSG(memcmp(os, o, sizeof(float) * sz) == 0, "%s P=%d case %d nth %d: split differs by %g", codec,
+                      P, c, nths[k], max_diff(os, o, sz));
+        }
+        kvl_kv_attn a; /* too small a buffer, or none: no split, same result */
+        kvl_kv_attn_init(&a, t, layer, n, q, cases[c].qp, NH, 1.0f / sqrtf(D), os, part, 8, 16);
+        CHECK(!a.split);
+        kvl_kv_attn_init(&a, t, layer, n, q, cases[c].qp, NH, 1.0f / sqrtf(D), os, NULL, 0, 16);
+        CHECK(!a.split);
+        memset(os, 0xff, sizeof(float) * sz);
+        for (long u = 0; u < a.n_units; u++) kvl_kv_attn_run(&a, scratch, u, u + 1);
+        kvl_kv_attn_merge(&a, 0, 1);
+        CHECK(memcmp(os, o, sizeof(float) * sz) == 0);
+    }
+    { /* many tokens: no split */
+        kvl_kv_attn a;
+        int32_t qp[8];
+        for (int i = 0; i < 8; i++) qp[i] = 142 + i;
+        kvl_kv_attn_init(&a, t, 0, 8, q, qp, NH, 1.0f, os, part, pb, 2);
+        CHECK(!a.split);
+    }
+    free(part), free(scratch);
+    kvl_kv_table_free(t);
+    kvl_kv_pool_free(p);
 }
 
 int main(void) {
@@ -644,11 +715,21 @@ int main(void) {
             test_drop(codecs[c], pages[k]);
             test_batch_invariance(codecs[c], pages[k], 0);
             test_batch_invariance(codecs[c], pages[k], 1);
+            test_split(codecs[c], pages[k]);
+            g_chunk = 2 * pages[k] > 9 ? 2 * pages[k] : 9; /* the same with lists of several chunks */
+            test_attention(codecs[c], pages[k]);
+            test_batch_invariance(codecs[c], pages[k], 0);
+            test_fork_cow(codecs[c], pages[k], 17);
+            test_drop(codecs[c], pages[k]);
+            g_chunk = 0;
         }
     test_mixed_codecs();
     test_budget();
     for (int k = 0; k < 3; k++) {
         test_stats(pages[k]);
+        g_chunk = 2 * pages[k] > 9 ? 2 * pages[k] : 9;
+        test_stats(pages[k]);
+        g_chunk = 0;
         test_seal_codec(pages[k]);
     }
     test_config_errors();

@@ -97,6 +97,7 @@ void kvl_ctx_free(kvl_ctx *c) {
     if (c->attn_scratch)
         for (int i = 0; i < c->nth; i++) free(c->attn_scratch[i]);
     free(c->attn_scratch);
+    free(c->attn_part);
     free(c);
 }
 
@@ -187,6 +188,8 @@ kvl_status kvl_ctx_create(const kvl_model *m, const kvl_ctx_params *pin, kvl_ctx
     size_t maxcols = F > wide ? F : wide;
     c->xq_cap = nb * maxcols * sizeof(float);
     for (int i = 0; i < KVL_XQ_SLOTS; i++) c->xq[i] = xalloc(c->xq_cap, &fail);
+    c->attn_part_bytes = kvl_kv_attn_part_bytes(c->pool, m->n_head, c->p.n_ctx);
+    c->attn_part = xalloc(c->attn_part_bytes, &fail);
     c->attn_scratch = xalloc(sizeof(void *) * (size_t)c->nth, &fail);
     if (!fail)
         for (int i = 0; i < c->nth; i++) c->attn_scratch[i] = xalloc(kvl_kv_attend_scratch_bytes(c->pool), &fail);

@@ -37,6 +37,8 @@ struct kvl_ctx {
     size_t xq_stride[KVL_XQ_SLOTS];
     size_t xq_cap;            /* bytes of each xq slot */
     void **attn_scratch;      /* [nth] */
+    float *attn_part;         /* split-attention partials, attn_part_bytes */
+    size_t attn_part_bytes;
     kvl_err err;
 };
 

@@ -137,16 +137,20 @@ static void rope_job_run(void *arg, int ith, int nth, int tid) {
 
 typedef struct {
     kvl_ctx *c;
-    const kvl_kv_table *t;
-    int layer, n_tok;
-    float scale;
+    kvl_kv_attn a;
 } attn_job;
 
+/* one unit of kvl_kv_attn per chunk (dynamic scheduling) */
 static void attn_job_run(void *arg, int ith, int nth, int tid) {
+    (void)nth;
     attn_job *j = arg;
-    kvl_ctx *c = j->c;
-    kvl_kv_attend(j->t, j->layer, j->n_tok, c->q, c->pos, c->m->n_head, j->scale, c->xb, c->attn_scratch[tid], ith,
-                  nth);
+    kvl_kv_attn_run(&j->a, j->c->attn_scratch[tid], ith, ith + 1);
+}
+
+static void attn_merge_run(void *arg, int ith, int nth, int tid) {
+    (void)tid;
+    attn_job *j = arg;
+    kvl_kv_attn_merge(&j->a, ith, nth);
 }
 
 kvl_status kvl_engine_forward(kvl_seq *s, const kvl_token *tokens, int n, float *logits_out, int n_out) {
@@ -176,8 +180,11 @@ kvl_status kvl_engine_forward(kvl_seq *s, const kvl_token *tokens, int n, float 
         kvl_threadpool_run(c->tp, rope_job_run, &rj, 0);
         kvl_status st = kvl_kv_append(s->t, l, n, c->pos, c->kb, c->vb, &c->err);
         if (st) return st;
-        attn_job aj = {.c = c, .t = s->t, .layer = l, .n_tok = n, .scale = scale};
-        kvl_threadpool_run(c->tp, attn_job_run, &aj, 0);
+        attn_job aj = {.c = c};
+        const long units = kvl_kv_attn_init(&aj.a, s->t, l, n, c->q, c->pos, m->n_head, scale, c->xb, c->attn_part,
+                                            c->attn_part_bytes, c->nth);
+        kvl_threadpool_run(c->tp, attn_job_run, &aj, (int)units);
+        if (aj.a.split) kvl_threadpool_run(c->tp, attn_merge_run, &aj, 0);
         /* delta = Wo att */
         {
             const kvl_weight *w[1] = {&L->wo};

@@ -2,8 +2,10 @@
  * free list, per-page reference counts), page tables per (layer, kv-head)
  * with copy-on-write sharing, append, eviction compaction (kvl_kv_drop),
  * attention statistics, and the attention loop itself: for each (query token,
- * query head) unit one pass over the kv-head's pages with an online softmax,
- * scores and value accumulation computed by the codec on the encoded bytes.
+ * query head) unit one pass over the kv-head's pages with an online softmax
+ * per chunk of pages, chunks folded in order (decode may spread the chunks
+ * over threads and fold afterwards), scores and value accumulation computed
+ * by the codec on the encoded bytes.
  *
  * Page layout (page_bytes, a multiple of 64):
  *   [int32 pos[P]] pad64 [K segment: codec_k seg_bytes(D,P)] pad64 [V segment] pad64
@@ -25,6 +27,7 @@
 #include "util/threadpool.h"
 
 #define NO_PAGE UINT32_MAX
+#define CHUNK_TOKENS 512 /* default attention chunk (see kvl_kv_attn) */
 
 static size_t align64(size_t x) { return (x + 63) & ~(size_t)63; }
 
@@ -45,6 +48,7 @@ struct kvl_kv_pool {
     kvl_codec_kernels kk, kvk;
     kvl_kv_expsum_fn expsum;
     int D, P;
+    int attn_cp; /* pages per attention chunk */
     size_t kseg, vseg, koff, voff, page_bytes;
     int64_t max_pages;
     int chunk_shift;
@@ -102,6 +106,10 @@ kvl_status kvl_kv_pool_create(const kvl_kv_config *cfg, kvl_kv_pool **out, kvl_e
     p->P = cfg->page_tokens;
     p->kk = kvl_codec_kernels_get(p->ck, p->D, cfg->scalar_only);
     p->kvk = kvl_codec_kernels_get(p->cv, p->D, cfg->scalar_only);
+    {
+        const int ct = cfg->attn_chunk_tokens > 0 ? cfg->attn_chunk_tokens : CHUNK_TOKENS;
+        p->attn_cp = ct > p->P ? ct / p->P : 1;
+    }
     p->expsum = cfg->scalar_only ? NULL : kvl_kv_expsum_avx2();
     if (!p->expsum) p->expsum = kvl_kv_expsum_ref;
     p->kseg = p->ck->seg_bytes(p->D, p->P);
@@ -640,42 +648,50 @@ kvl_status kvl_kv_policy_step(kvl_kv_table *t, kvl_err *err) {
 /* Queries sharing a kv-head are processed together, up to QMAX at a time: the
  * G query heads of a group and, in prefill, several query tokens (T tokens x
  * G heads). Each page is read once per block, its K and V rows converted once
- * by the codec's multi-query kernels for all the block's queries. Every query
- * keeps its own running max, sum, accumulator and causal limit, and its
- * arithmetic is exactly that of processing it alone (the multi-query kernels
- * are bit-identical per query, and a page with no visible row for a query is
+ * by the codec's multi-query kernels for all the block's queries.
+ *
+ * A list is cut into chunks of attn_chunk_tokens (whole pages, fixed by
+ * page index). Each chunk gets its own online softmax (running max m, sum l,
+ * unnormalized accumulator), and the chunks' partial results are folded in
+ * chunk order (fold()). A unit either runs its chunks one after another and
+ * folds as it goes (attend_seq), or — decode on few kv-heads, where (token,
+ * kv-head) units cannot keep the threads busy — the chunks become separate
+ * work units writing partials that kvl_kv_attn_merge folds afterwards
+ * (flash-decoding). Both do the same arithmetic in the same order, and every
+ * query's arithmetic is that of processing it alone (the multi-query kernels
+ * are bit-identical per query; a page with no visible row for a query is
  * skipped for that query), so results do not depend on the blocking, the
- * batch split or the thread split. */
+ * batch split, the thread count or the split decision. */
 #define QMAX 12
+#define SPLIT_MAX_TOK 4 /* split only calls of at most this many query tokens */
+
+static int chunk_pages(const kvl_kv_pool *p) { return p->attn_cp; }
+static int n_chunks_of(const kvl_kv_pool *p, const kvlist *L) {
+    const int cp = chunk_pages(p);
+    return (L->n_pages + cp - 1) / cp;
+}
 
 static size_t qbuf_bytes(const kvl_kv_pool *p) { return align64((size_t)QMAX * p->D * 4); }
 
 size_t kvl_kv_attend_scratch_bytes(const kvl_kv_pool *p) {
-    return 2 * qbuf_bytes(p) + align64((size_t)QMAX * p->P * 4);
+    return 3 * qbuf_bytes(p) + align64((size_t)QMAX * p->P * 4);
 }
 
-/* T tokens x G heads (T*G <= QMAX) of one kv-head list L. Query (t, g) is at
- * q + t*tstride + g*D (unscaled), its output at out + t*tstride + g*D, its
- * position qp[t]. st: G statistics arrays [2*cap] or NULL (only with T == 1).
- * scr: scratch (qs [QMAX][D], acc [QMAX][D], s [QMAX][P]); query t*G+g. */
-static void attend_block(const kvl_kv_pool *p, const kvlist *L, int T, int G, const float *q, size_t tstride,
-                         const int32_t *qp, float scale, float *out, uint8_t *scr, float *const *st, int cap) {
+/* One chunk: pages [pg0, pg1) of L for Q = T*G queries (token t = qi / G).
+ * qs: [Q][D] scaled queries; qp: [T] positions; s: scratch [QMAX][P].
+ * Out: m[Q], l[Q] (m = -inf, l = 0 when the query sees no row of the chunk)
+ * and acc [Q][D] = sum_i exp(s_i - m) v_i. st: G statistics arrays (T == 1)
+ * receiving the raw scores at cap + row, or NULL. */
+static void attend_part(const kvl_kv_pool *p, const kvlist *L, int pg0, int pg1, int T, int G, const float *qs,
+                        const int32_t *qp, float *acc, float *s, float *m, float *l, float *const *st, int cap) {
     const int D = p->D, P = p->P, Q = T * G;
-    float *qs = (float *)scr, *acc = (float *)(scr + qbuf_bytes(p)), *s = (float *)(scr + 2 * qbuf_bytes(p));
-    float m[QMAX], l[QMAX];
     int nv[QMAX];
-    for (int t = 0; t < T; t++)
-        for (int g = 0; g < G; g++) {
-            const int qi = t * G + g;
-            const float *qq = q + t * tstride + (size_t)g * D;
-            for (int j = 0; j < D; j++) {
-                qs[(size_t)qi * D + j] = qq[j] * scale;
-                acc[(size_t)qi * D + j] = 0;
-            }
-            m[qi] = -INFINITY;
-            l[qi] = 0;
-        }
-    for (int pg = 0; pg < L->n_pages; pg++) {
+    memset(acc, 0, sizeof(float) * (size_t)Q * D);
+    for (int qi = 0; qi < Q; qi++) {
+        m[qi] = -INFINITY;
+        l[qi] = 0;
+    }
+    for (int pg = pg0; pg < pg1; pg++) {
         const uint8_t *mem = L->pages[pg].mem;
         const int n = L->len - pg * P < P ? L->len - pg * P : P;
         const int32_t *pos = (const int32_t *)mem;
@@ -731,15 +747,90 @@ static void attend_block(const kvl_kv_pool *p, const kvlist *L, int T, int G, co
             q0 = q1;
         }
     }
+}
+
+/* Fold one chunk's partial (m, l, acc [D]) into the running (M, S, A [D]).
+ * The first non-empty chunk is copied, so a one-chunk list gives exactly the
+ * single-pass result. */
+static void fold(float *M, float *S, float *A, float m, float l, const float *acc, int D) {
+    if (m == -INFINITY) return; /* the query saw nothing in this chunk */
+    if (*M == -INFINITY) {
+        *M = m;
+        *S = l;
+        memcpy(A, acc, sizeof(float) * (size_t)D);
+        return;
+    }
+    if (m > *M) {
+        const float c = expf(*M - m);
+        *S *= c;
+        for (int j = 0; j < D; j++) A[j] *= c;
+        *M = m;
+    }
+    const float c = expf(m - *M);
+    *S += l * c;
+    for (int j = 0; j < D; j++) A[j] += acc[j] * c;
+}
+
+/* o [D] = A / S; zeros when the query saw nothing (S == 0, A unset). */
+static void finish(float *o, const float *A, float S, int D) {
+    if (!(S > 0)) {
+        memset(o, 0, sizeof(float) * (size_t)D);
+        return;
+    }
+    const float inv = 1.0f / S;
+    for (int j = 0; j < D; j++) o[j] = A[j] * inv;
+}
+
+static void scale_queries(const kvl_kv_pool *p, int T, int G, const float *q, size_t tstride, float scale,
+                          float *qs) {
+    const int D = p->D;
+    for (int t = 0; t < T; t++)
+        for (int g = 0; g < G; g++) {
+            const float *qq = q + t * tstride + (size_t)g * D;
+            float *d = qs + (size_t)(t * G + g) * D;
+            for (int j = 0; j < D; j++) d[j] = qq[j] * scale;
+        }
+}
+
+/* T tokens x G heads (T*G <= QMAX) of one kv-head list L, all chunks in
+ * order. Query (t, g) is at q + t*tstride + g*D (unscaled), its output at
+ * out + t*tstride + g*D, its position qp[t]. st: G statistics arrays [2*cap]
+ * or NULL (only with T == 1). scr: kvl_kv_attend_scratch_bytes. */
+static void attend_seq(const kvl_kv_pool *p, const kvlist *L, int T, int G, const float *q, size_t tstride,
+                       const int32_t *qp, float scale, float *out, uint8_t *scr, float *const *st, int cap) {
+    const int D = p->D, Q = T * G, cp = chunk_pages(p);
+    const size_t qb = qbuf_bytes(p);
+    float *qs = (float *)scr, *acc = (float *)(scr + qb), *A = (float *)(scr + 2 * qb), *s = (float *)(scr + 3 * qb);
+    float m[QMAX], l[QMAX], M[QMAX], S[QMAX];
+    scale_queries(p, T, G, q, tstride, scale, qs);
+    for (int qi = 0; qi < Q; qi++) {
+        M[qi] = -INFINITY;
+        S[qi] = 0;
+    }
+    for (int pg0 = 0; pg0 < L->n_pages; pg0 += cp) {
+        const int pg1 = pg0 + cp < L->n_pages ? pg0 + cp : L->n_pages;
+        attend_part(p, L, pg0, pg1, T, G, qs, qp, acc, s, m, l, st, cap);
+        for (int qi = 0; qi < Q; qi++)
+            fold(&M[qi], &S[qi], A + (size_t)qi * D, m[qi], l[qi], acc + (size_t)qi * D, D);
+    }
     for (int t = 0; t < T; t++)
         for (int g = 0; g < G; g++) {
             const int qi = t * G + g;
-            const float inv = l[qi] > 0 ? 1.0f / l[qi] : 0.0f;
-            float *o = out + t * tstride + (size_t)g * D;
-            for (int j = 0; j < D; j++) o[j] = acc[(size_t)qi * D + j] * inv;
-            if (st && l[qi] > 0) /* exact probabilities with the final max and sum */
-                for (int i = 0; i < L->len; i++) st[g][i] += expf(st[g][cap + i] - m[qi]) * inv;
+            finish(out + t * tstride + (size_t)g * D, A + (size_t)qi * D, S[qi], D);
+            if (st && S[qi] > 0) { /* exact probabilities with the final max and sum */
+                const float inv = 1.0f / S[qi];
+                for (int i = 0; i < L->len; i++) st[g][i] += expf(st[g][cap + i] - M[qi]) * inv;
+            }
         }
+}
+
+/* Units of the unsplit path: (block of TB tokens, kv-head, sub-group of GS heads). */
+static void unsplit_shape(int n_tok, int Hkv, int group, int nth, int *GS, int *per, int *TB) {
+    *GS = group < QMAX ? group : QMAX;
+    *per = (group + *GS - 1) / *GS;
+    int tb = QMAX / *GS;
+    while (tb > 1 && (long)((n_tok + tb - 1) / tb) * Hkv * *per < 2L * nth) tb--;
+    *TB = tb;
 }
 
 void kvl_kv_attend(const kvl_kv_table *t, int layer, int n_tok, const float *q, const int32_t *qpos,
@@ -760,19 +851,16 @@ void kvl_kv_attend(const kvl_kv_table *t, int layer, int n_tok, const float *q, 
                 float *st[QMAX];
                 for (int g = 0; g < G; g++) st[g] = t->stat[layer * t->n_head + h + g];
                 const size_t off = ((size_t)ti * n_head + h) * D;
-                attend_block(p, list_at(t, layer, kvh), 1, G, q + off, tstride, qpos + ti, scale, out + off,
-                             scratch, st, t->stat_cap[layer]);
+                attend_seq(p, list_at(t, layer, kvh), 1, G, q + off, tstride, qpos + ti, scale, out + off, scratch,
+                           st, t->stat_cap[layer]);
                 h += G;
             }
         return;
     }
     if ((long)n_tok * Hkv >= nth) {
-        /* enough (token, kv-head) units to occupy every thread: units of
-         * (block of TB tokens, kv-head, sub-group of GS heads) */
-        const int GS = group < QMAX ? group : QMAX;
-        const int per = (group + GS - 1) / GS; /* sub-groups per group */
-        int TB = QMAX / GS;
-        while (TB > 1 && (long)((n_tok + TB - 1) / TB) * Hkv * per < 2L * nth) TB--;
+        /* enough (token, kv-head) units to occupy every thread */
+        int GS, per, TB;
+        unsplit_shape(n_tok, Hkv, group, nth, &GS, &per, &TB);
         const long nb = (n_tok + TB - 1) / TB;
         kvl_split(nb * Hkv * per, ith, nth, &lo, &hi);
         for (long u = lo; u < hi; u++) {
@@ -781,17 +869,110 @@ void kvl_kv_attend(const kvl_kv_table *t, int layer, int n_tok, const float *q, 
             const int G = group - (r % per) * GS < GS ? group - (r % per) * GS : GS;
             const int t0 = b * TB, T = n_tok - t0 < TB ? n_tok - t0 : TB;
             const size_t off = ((size_t)t0 * n_head + h) * D;
-            attend_block(p, list_at(t, layer, kvh), T, G, q + off, tstride, qpos + t0, scale, out + off, scratch,
-                         NULL, 0);
+            attend_seq(p, list_at(t, layer, kvh), T, G, q + off, tstride, qpos + t0, scale, out + off, scratch,
+                       NULL, 0);
         }
         return;
     }
-    /* few units (decode on many threads): one query head per unit */
+    /* few units (decode on many threads, no partial buffer): one query head per unit */
     kvl_split((long)n_tok * n_head, ith, nth, &lo, &hi);
     for (long u = lo; u < hi; u++) {
         const int ti = (int)(u / n_head), h = (int)(u % n_head);
         const size_t off = ((size_t)ti * n_head + h) * D;
-        attend_block(p, list_at(t, layer, h / group), 1, 1, q + off, tstride, qpos + ti, scale, out + off, scratch,
-                     NULL, 0);
+        attend_seq(p, list_at(t, layer, h / group), 1, 1, q + off, tstride, qpos + ti, scale, out + off, scratch,
+                   NULL, 0);
+    }
+}
+
+/* ---- split (flash-decoding) attention -------------------------------------------- */
+
+size_t kvl_kv_attn_part_bytes(const kvl_kv_pool *p, int n_head, int max_tokens) {
+    const int P = p->P, cp = chunk_pages(p);
+    const long pages = ((long)max_tokens + P - 1) / P, nc = (pages + cp - 1) / cp;
+    return sizeof(float) * (size_t)SPLIT_MAX_TOK * (size_t)n_head * (size_t)(nc > 0 ? nc : 1) * (size_t)(p->D + 2);
+}
+
+long kvl_kv_attn_init(kvl_kv_attn *a, const kvl_kv_table *t, int layer, int n_tok, const float *q,
+                      const int32_t *qpos, int n_head, float scale, float *out, float *part, size_t part_bytes,
+                      int n_threads) {
+    const kvl_kv_pool *p = t->pool;
+    const int Hkv = p->cfg.n_head_kv, group = n_head / Hkv;
+    *a = (kvl_kv_attn){.t = t, .layer = layer, .n_tok = n_tok, .q = q, .qpos = qpos, .n_head = n_head,
+                       .scale = scale, .out = out, .part = part};
+    int nc = 0;
+    for (int h = 0; h < Hkv; h++) {
+        const int c = n_chunks_of(p, list_at(t, layer, h));
+        nc = c > nc ? c : nc;
+    }
+    int GS, per, TB;
+    unsplit_shape(n_tok, Hkv, group, n_threads, &GS, &per, &TB);
+    const long units = (long)((n_tok + TB - 1) / TB) * Hkv * per;
+    const int stats = t->stat_flags != 0 && n_head == t->n_head;
+    if (!stats && part && n_tok <= SPLIT_MAX_TOK && nc > 1 && units < 2L * n_threads &&
+        sizeof(float) * (size_t)n_tok * n_head * nc * (p->D + 2) <= part_bytes) {
+        a->split = 1;
+        a->n_chunk = nc;
+        a->gs = GS;
+        a->per = per;
+        /* units (token, kv-head, sub-group, chunk); one head per unit if even
+         * that leaves threads idle */
+        if ((long)n_tok * Hkv * per * nc < n_threads) a->gs = 1, a->per = group;
+        a->n_units = (long)n_tok * Hkv * a->per * nc;
+    } else {
+        a->n_units = n_threads;
+    }
+    return a->n_units;
+}
+
+void kvl_kv_attn_run(const kvl_kv_attn *a, void *scratch, long u0, long u1) {
+    const kvl_kv_table *t = a->t;
+    const kvl_kv_pool *p = t->pool;
+    if (!a->split) {
+        for (long u = u0; u < u1; u++)
+            kvl_kv_attend(t, a->layer, a->n_tok, a->q, a->qpos, a->n_head, a->scale, a->out, scratch, (int)u,
+                          (int)a->n_units);
+        return;
+    }
+    const int D = p->D, Hkv = p->cfg.n_head_kv, group = a->n_head / Hkv, cp = chunk_pages(p);
+    const size_t tstride = (size_t)a->n_head * D, qb = qbuf_bytes(p), rec = (size_t)D + 2;
+    uint8_t *scr = scratch;
+    float *qs = (float *)scr, *acc = (float *)(scr + qb), *s = (float *)(scr + 3 * qb);
+    float m[QMAX], l[QMAX];
+    for (long u = u0; u < u1; u++) {
+        const int c = (int)(u % a->n_chunk);
+        long r = u / a->n_chunk;
+        const int sub = (int)(r % a->per);
+        r /= a->per;
+        const int kvh = (int)(r % Hkv), ti = (int)(r / Hkv);
+        const int h = kvh * group + sub * a->gs;
+        const int G = group - sub * a->gs < a->gs ? group - sub * a->gs : a->gs;
+        const kvlist *L = list_at(t, a->layer, kvh);
+        const int pg0 = c * cp, pg1 = pg0 + cp < L->n_pages ? pg0 + cp : L->n_pages;
+        if (pg0 < L->n_pages) {
+            scale_queries(p, 1, G, a->q + ((size_t)ti * a->n_head + h) * D, tstride, a->scale, qs);
+            attend_part(p, L, pg0, pg1, 1, G, qs, a->qpos + ti, acc, s, m, l, NULL, 0);
+        } else { /* this kv-head's list is shorter than the longest */
+            for (int g = 0; g < G; g++) m[g] = -INFINITY, l[g] = 0;
+        }
+        for (int g = 0; g < G; g++) {
+            float *rp = a->part + (((size_t)ti * a->n_head + h + g) * a->n_chunk + c) * rec;
+            rp[0] = m[g];
+            rp[1] = l[g];
+            if (m[g] != -INFINITY) memcpy(rp + 2, acc + (size_t)g * D, sizeof(float) * (size_t)D);
+        }
+    }
+}
+
+void kvl_kv_attn_merge(const kvl_kv_attn *a, int ith, int nth) {
+    if (!a->split) return;
+    const int D = a->t->pool->D;
+    const size_t rec = (size_t)D + 2;
+    long lo, hi;
+    kvl_split((long)a->n_tok * a->n_head, ith, nth, &lo, &hi);
+    for (long u = lo; u < hi; u++) { /* (token, query head): fold its chunks in order */
+        float *o = a->out + (size_t)u * D, M = -INFINITY, S = 0;
+        const float *rp = a->part + (size_t)u * a->n_chunk * rec;
+        for (int c = 0; c < a->n_chunk; c++, rp += rec) fold(&M, &S, o, rp[0], rp[1], rp + 2, D);
+        finish(o, o, S, D);
     }
 }

@@ -32,6 +32,7 @@ typedef struct kvl_kv_config {
     const kvl_codec *codec_v;/* codec for V (NULL = codec) */
     int n_head;              /* query heads, for per-query-head attention statistics (0 = n_head_kv) */
     int scalar_only;         /* 1: scalar reference kernels (tests, benchmarks) */
+    int attn_chunk_tokens;   /* attention chunk (whole pages; 0 = 512 tokens): see kvl_kv_attn */
 } kvl_kv_config;
 
 kvl_status kvl_kv_pool_create(const kvl_kv_config *cfg, kvl_kv_pool **out, kvl_err *err);
@@ -78,6 +79,36 @@ size_t kvl_kv_attend_scratch_bytes(const kvl_kv_pool *p);
  * kvl_kv_policy_step. Safe to call concurrently from the nth threads. */
 void kvl_kv_attend(const kvl_kv_table *t, int layer, int n_tok, const float *q, const int32_t *qpos,
                    int n_head, float scale, float *out, void *scratch, int ith, int nth);
+
+/* Split ("flash-decoding") attention for calls of few query tokens, where
+ * (token, kv-head) units cannot keep the threads busy: the cached list is
+ * cut into fixed chunks of pages that are separate work units writing
+ * partial softmax results into part, then folded in chunk order. Results are
+ * bit-identical to kvl_kv_attend's. Usage:
+ *   long n = kvl_kv_attn_init(&a, t, layer, n_tok, q, qpos, n_head, scale, out, part, part_bytes, n_threads);
+ *   kvl_kv_attn_run(&a, scratch, u0, u1) for disjoint [u0, u1) covering [0, n), concurrently;
+ *   then kvl_kv_attn_merge(&a, ith, nth) for ith in [0, nth), concurrently.
+ * Without a split (a.split == 0: statistics on, many tokens or units, a
+ * short list, part too small or NULL) the units are kvl_kv_attend's ith/n
+ * shares and the merge does nothing. Tensor arguments as for kvl_kv_attend. */
+typedef struct kvl_kv_attn {
+    const kvl_kv_table *t;
+    int layer, n_tok, n_head;
+    const float *q;       /* [n_tok][n_head][head_dim] */
+    const int32_t *qpos;  /* [n_tok] */
+    float scale;
+    float *out;           /* [n_tok][n_head][head_dim] */
+    float *part;          /* [n_tok][n_head][n_chunk][2 + head_dim]: m, l, acc */
+    int split, n_chunk, gs, per;
+    long n_units;
+} kvl_kv_attn;
+/* Bytes of a partial buffer for lists of up to max_tokens cached tokens. */
+size_t kvl_kv_attn_part_bytes(const kvl_kv_pool *p, int n_head, int max_tokens);
+long kvl_kv_attn_init(kvl_kv_attn *a, const kvl_kv_table *t, int layer, int n_tok, const float *q,
+                      const int32_t *qpos, int n_head, float scale, float *out, float *part, size_t part_bytes,
+                      int n_threads);
+void kvl_kv_attn_run(const kvl_kv_attn *a, void *scratch, long u0, long u1);
+void kvl_kv_attn_merge(const kvl_kv_attn *a, int ith, int nth);
 
 /* Called by the engine after each forward call (single-threaded): lets the
  * policy consume attention statistics and evict (compacting pages, returning
