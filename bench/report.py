@@ -363,6 +363,7 @@ def build_md(peer, points, retr, made, imgrel, peer_file, results_dir=None):
         ctxs = sorted({c for c, _ in sp})
         labels = [l for l in ORDER if any(l == lab for _, lab in sp)]
         e0 = next(iter(sp.values()))
+        e_max = next(e for (c, _), e in sp.items() if c == max(ctxs))
         A("## Speed")
         A("")
         A("Each run is a fresh process: a prompt of *ctx* tokens (BOS + the `kvlite bench` paragraph repeated; at "
@@ -370,9 +371,17 @@ def build_md(peer, points, retr, made, imgrel, peer_file, results_dir=None):
           "(batches of 512), then %d tokens are decoded greedily one at a time. Runs alternate between kvlite and "
           "llama.cpp; each cell is the median of %s. FA = llama.cpp flash attention. Ratios are "
           "kvlite / llama.cpp (**bold** where kvlite is slower)." % (
-              max(ctxs), sp[(max(ctxs), labels[0])]["prompt_tokens"], sp[(max(ctxs), labels[0])]["n_ctx"],
+              max(ctxs), e_max["prompt_tokens"], e_max["n_ctx"],
               e0["gen_tokens"], reps_text(sp)))
         A("")
+        skipped = sorted({c for c in ctxs for l in labels if (c, l) not in sp})
+        if skipped:
+            lc = peer.get("args", {}).get("long_configs")
+            A("A dash: not measured at that context (%s)." % (
+                "at contexts >= %s only %s run (`--long-configs`), since one llama.cpp run with a q4_0 cache or "
+                "without flash attention takes minutes there" % (peer["args"].get("long_ctx"), ", ".join(lc))
+                if lc else "not in this run's configurations"))
+            A("")
         allw = sorted(r.get("runq_wait_frac", r["contention"]) for e in sp.values() for r in e["runs"])
         thr = peer.get("args", {}).get("quiet_threshold", 0.1)
         if allw and allw[len(allw) // 2] > thr:
