@@ -861,7 +861,7 @@ class Bench:
             r = run_child(cmd, autogroup_nice=self.pb("retrieval"))
             if r["rc"] != 0:
                 raise RuntimeError("kvlite eval %s failed: %s" % (task, r["stderr"][-2000:]))
-            j = last_json(r["stdout"])
+            j = json.loads(r["stdout"])  # one (multi-line) object
             shown = ["kvlite" if x == self.kvlite else os.path.relpath(x, ROOT) if x.startswith(ROOT + os.sep) else x
                      for x in cmd]
             j.update({"kind": "retrieval", "date": now_iso(), "command": " ".join(shlex.quote(x) for x in shown),

@@ -542,8 +542,8 @@ def build_md(peer, points, retr, made, imgrel, peer_file, results_dir=None):
     A("")
     if retr:
         A("`kvlite eval needle|passkey|multikey` (greedy answers, exact match; grid of prompt lengths × needle depths "
-          "0..100%% × seeds; question through the chat template). Baselines use the full f16 cache: the 100%% that "
-          "compressed caches are compared to.")
+          "0..100% × seeds; question through the chat template). Baselines use the full f16 cache: the 100% that "
+          "compressed caches are compared to. *wrong key*: multikey answers that hold another key's value.")
         A("")
         rows = []
         for r in sorted(retr, key=lambda r: (r.get("task", ""), -(r.get("bytes_per_token") or 0))):
@@ -552,13 +552,15 @@ def build_md(peer, points, retr, made, imgrel, peer_file, results_dir=None):
             rows.append([r.get("task", "?"), r.get("kv", "?"), f_num(r.get("bytes_per_token"), 0),
                          "%.1f%%" % (100 * r["score"]) if r.get("score") is not None else "–",
                          "%s/%s" % (r.get("correct", "?"), r.get("cells_total", "?")),
+                         str(sum(1 for c in r.get("cells", []) if c.get("distractor"))) if r.get("task") == "multikey"
+                         else "–",
                          bls or "–", "%s × %s" % (len(r.get("depths") or []) or "?", r.get("seeds", "?")),
                          "%.1f" % (r["kv_bytes_peak"] / 2**20) if r.get("kv_bytes_peak") else "–",
                          "%.0f" % r["seconds"] if r.get("seconds") is not None else "–",
                          "`%s`" % r["_file"]])
-        A(table(["task", "KV", "bytes/token", "score", "cells", "score by prompt length (tokens)",
+        A(table(["task", "KV", "bytes/token", "score", "cells", "wrong key", "score by prompt length (tokens)",
                  "depths × seeds", "KV MiB peak", "seconds", "file"], rows,
-                ["l", "l", "r", "r", "r", "l", "r", "r", "r", "l"]))
+                ["l", "l", "r", "r", "r", "r", "l", "r", "r", "r", "l"]))
         A("")
         cmds = [(r.get("task"), r.get("command"), r.get("date")) for r in retr if r.get("command")]
         if cmds:
