@@ -846,8 +846,12 @@ class Bench:
         for task in a.retrieval_tasks:
             if any(x["task"] == task for x in rr):
                 continue
-            out = os.path.join(a.results_dir, "baseline_retrieval_%s.json" % task)
-            png = os.path.join(ROOT, "docs", "img", "retrieval_%s.png" % task)
+            if a.quick:  # development runs must not overwrite the recorded baselines and heat maps
+                out = os.path.join(a.results_dir, "quick_retrieval_%s.json" % task)
+                png = os.path.join(a.results_dir, "quick_retrieval_%s.png" % task)
+            else:
+                out = os.path.join(a.results_dir, "baseline_retrieval_%s.json" % task)
+                png = os.path.join(ROOT, "docs", "img", "retrieval_%s.png" % task)
             os.makedirs(os.path.dirname(png), exist_ok=True)
             cmd = [self.kvlite, "eval", task, "-m", a.model, "--kv", "f16", "--threads", str(a.threads), "--json",
                    "--plot", png]
@@ -864,7 +868,7 @@ class Bench:
             j = json.loads(r["stdout"])  # one (multi-line) object
             shown = ["kvlite" if x == self.kvlite else os.path.relpath(x, ROOT) if x.startswith(ROOT + os.sep) else x
                      for x in cmd]
-            j.update({"kind": "retrieval", "date": now_iso(), "command": " ".join(shlex.quote(x) for x in shown),
+            j.update({"kind": "retrieval", "quick": bool(a.quick), "date": now_iso(), "command": " ".join(shlex.quote(x) for x in shown),
                       "machine": self.res.get("machine"), "kvlite_commit": self.res["versions"].get("kvlite_commit"),
                       "plot": os.path.relpath(png, ROOT), "peak_rss_bytes": r["maxrss_bytes"]})
             tmp = out + ".tmp"

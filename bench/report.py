@@ -65,8 +65,8 @@ def load_results(d):
                     pt.setdefault("_file", name)
                     pt.setdefault("source", o.get("label") or name)
                     points.append(pt)
-            elif "task" in o or name.startswith("baseline_retrieval_"):
-                retr.append(o)
+            elif ("task" in o or name.startswith("baseline_retrieval_")) and not o.get("quick"):
+                retr.append(o)  # --quick retrieval results are development runs, not reported
     return peers, points, retr
 
 

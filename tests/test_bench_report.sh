@@ -75,6 +75,9 @@ write("baseline_retrieval_needle.json", {
     "kind": "retrieval", "task": "needle", "kv": "f16", "bytes_per_token": 23040, "kv_bytes_peak": 50 << 20,
     "score": 0.875, "correct": 7, "cells_total": 8, "depths": [0, 100], "seeds": 2, "seconds": 12.0,
     "by_length": {"2048": 0.75, "1024": 1.0}, "command": "kvlite eval needle --kv f16", "date": "2026-11-01"})
+write("quick_retrieval_needle.json", {
+    "kind": "retrieval", "quick": True, "task": "needle", "kv": "f16", "bytes_per_token": 23040, "score": 0.123,
+    "correct": 1, "cells_total": 8, "by_length": {"512": 0.123}})
 write("point.json", {"kind": "kv-point", "label": "test point", "points": [
     {"label": "kvlite int4-test", "engine": "kvlite", "kv": "int4", "ref_kv": "f32", "bytes_per_token": 6000,
      "kld_mean": 0.0123, "kld_max": 1.5, "top1_agree_pct": 91.25, "ppl": 22.5, "ppl_ref": 21.3}]})
@@ -98,6 +101,7 @@ check("0.89×" in md or "0.89x" in md, "decode ratio 80/90 = 0.89 (where llama.c
 check("Where llama.cpp is faster" in md, "notes name where llama.cpp is faster")
 check("Test CPU" in md, "machine in the setup table")
 check("87.5%" in md and "7/8" in md, "retrieval score and cells")
+check("12.3%" not in md and "quick_retrieval" not in md, "quick retrieval results not reported")
 check("1024: 100%, 2048: 75%" in md, "retrieval per-length scores sorted by length")
 check("`kvlite eval needle --kv f16`" in md, "retrieval command quoted")
 check("kvlite int4-test" in md or "int4-test" in md, "kv-point row in the quality table")
