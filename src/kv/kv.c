@@ -665,9 +665,8 @@ kvl_status kvl_kv_policy_step(kvl_kv_table *t, kvl_err *err) {
 #define QMAX 12
 #define SPLIT_MAX_TOK 4 /* split only calls of at most this many query tokens */
 
-static int chunk_pages(const kvl_kv_pool *p) { return p->attn_cp; }
 static int n_chunks_of(const kvl_kv_pool *p, const kvlist *L) {
-    const int cp = chunk_pages(p);
+    const int cp = p->attn_cp;
     return (L->n_pages + cp - 1) / cp;
 }
 
@@ -798,7 +797,7 @@ static void scale_queries(const kvl_kv_pool *p, int T, int G, const float *q, si
  * or NULL (only with T == 1). scr: kvl_kv_attend_scratch_bytes. */
 static void attend_seq(const kvl_kv_pool *p, const kvlist *L, int T, int G, const float *q, size_t tstride,
                        const int32_t *qp, float scale, float *out, uint8_t *scr, float *const *st, int cap) {
-    const int D = p->D, Q = T * G, cp = chunk_pages(p);
+    const int D = p->D, Q = T * G, cp = p->attn_cp;
     const size_t qb = qbuf_bytes(p);
     float *qs = (float *)scr, *acc = (float *)(scr + qb), *A = (float *)(scr + 2 * qb), *s = (float *)(scr + 3 * qb);
     float m[QMAX], l[QMAX], M[QMAX], S[QMAX];
@@ -887,7 +886,7 @@ void kvl_kv_attend(const kvl_kv_table *t, int layer, int n_tok, const float *q, 
 /* ---- split (flash-decoding) attention -------------------------------------------- */
 
 size_t kvl_kv_attn_part_bytes(const kvl_kv_pool *p, int n_head, int max_tokens) {
-    const int P = p->P, cp = chunk_pages(p);
+    const int P = p->P, cp = p->attn_cp;
     const long pages = ((long)max_tokens + P - 1) / P, nc = (pages + cp - 1) / cp;
     return sizeof(float) * (size_t)SPLIT_MAX_TOK * (size_t)n_head * (size_t)(nc > 0 ? nc : 1) * (size_t)(p->D + 2);
 }
@@ -933,7 +932,7 @@ void kvl_kv_attn_run(const kvl_kv_attn *a, void *scratch, long u0, long u1) {
                           (int)a->n_units);
         return;
     }
-    const int D = p->D, Hkv = p->cfg.n_head_kv, group = a->n_head / Hkv, cp = chunk_pages(p);
+    const int D = p->D, Hkv = p->cfg.n_head_kv, group = a->n_head / Hkv, cp = p->attn_cp;
     const size_t tstride = (size_t)a->n_head * D, qb = qbuf_bytes(p), rec = (size_t)D + 2;
     uint8_t *scr = scratch;
     float *qs = (float *)scr, *acc = (float *)(scr + qb), *s = (float *)(scr + 3 * qb);
