@@ -1,4 +1,4 @@
-/* The paged KV cache: a byte-budgeted pool of fixed-size pages, per-sequence
+/* The paged KV cache (pool.c, table.c, drop.c, stats.c, attn.c): a byte-budgeted pool of fixed-size pages, per-sequence
  * page tables per (layer, kv-head) with reference-counted shared pages, codecs
  * that encode K/V rows into page bytes, and attention computed over the pages
  * with an online softmax calling the codec's fused score / value-accumulate

@@ -1,0 +1,104 @@
+/* Eviction compaction: kvl_kv_drop removes cached tokens from a (layer,
+ * kv-head) list and compacts it so all pages but the last stay full; pages
+ * no longer referenced return to the pool. */
+#include "kv/kv_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Move token (src page, si) to (dst page, di): position, K row, V row. */
+static void move_token(kvl_kv_pool *p, uint8_t *dst, int di, const uint8_t *src, int si, float *tmp) {
+    const int D = p->D, P = p->P;
+    memmove(dst + (size_t)di * 4, src + (size_t)si * 4, 4);
+    if (p->ck->copy_row && !p->ck->seal) p->ck->copy_row(dst + p->koff, di, src + p->koff, si, D, P);
+    else {
+        p->ck->decode(src + p->koff, D, P, si, tmp);
+        p->ck->encode(dst + p->koff, D, P, di, tmp);
+    }
+    if (p->cv->copy_row && !p->cv->seal) p->cv->copy_row(dst + p->voff, di, src + p->voff, si, D, P);
+    else {
+        p->cv->decode(src + p->voff, D, P, si, tmp);
+        p->cv->encode(dst + p->voff, D, P, di, tmp);
+    }
+}
+
+kvl_status kvl_kv_drop(kvl_kv_table *t, int layer, int head, const int *idx, int n_idx, kvl_err *err) {
+    kvl_kv_pool *p = t->pool;
+    const int P = p->P;
+    if (layer < 0 || layer >= p->cfg.n_layer || head < 0 || head >= p->cfg.n_head_kv || n_idx < 0)
+        return kvl_err_set(err, KVL_ERR_ARG, "kv drop: bad layer/head/count");
+    kvlist *L = kvi_list(t, layer, head);
+    for (int i = 0; i < n_idx; i++)
+        if (idx[i] < 0 || idx[i] >= L->len || (i && idx[i] <= idx[i - 1]))
+            return kvl_err_set(err, KVL_ERR_ARG, "kv drop: indices must be increasing and < %d", L->len);
+    if (n_idx == 0) return KVL_OK;
+
+    const int fa = idx[0] / P;                  /* first affected page */
+    const int newlen = L->len - n_idx;
+    const int nw = kvi_ceil_div(newlen - fa * P, P); /* pages written from fa on */
+    const int n_old = L->n_pages - fa;
+    const int inplace = !p->ck->seal && !p->cv->seal && p->ck->copy_row && p->cv->copy_row;
+    pref *old = malloc((size_t)n_old * sizeof *old);
+    pref *wp = malloc(((size_t)nw + 1) * sizeof *wp);
+    float *tmp = malloc((size_t)p->D * sizeof(float));
+    if (!old || !wp || !tmp) {
+        free(old), free(wp), free(tmp);
+        return kvl_err_set(err, KVL_ERR_NOMEM, "kv drop: out of memory");
+    }
+    memcpy(old, L->pages + fa, (size_t)n_old * sizeof *old);
+
+    pthread_mutex_lock(&p->mu);
+    int64_t fresh = 0;
+    for (int k = 0; k < nw; k++) fresh += !(inplace && *kvi_page_ref(p, old[k].id) == 1);
+    kvl_status s = kvi_pool_reserve(p, fresh, err);
+    if (s != KVL_OK) {
+        pthread_mutex_unlock(&p->mu);
+        free(old), free(wp), free(tmp);
+        return s;
+    }
+    for (int k = 0; k < nw; k++) wp[k] = (inplace && *kvi_page_ref(p, old[k].id) == 1) ? old[k] : kvi_page_take(p);
+
+    int w = fa * P, d = 0;
+    for (int g = fa * P; g < L->len; g++) {
+        if (d < n_idx && idx[d] == g) {
+            d++;
+            continue;
+        }
+        const uint8_t *src = old[g / P - fa].mem;
+        uint8_t *dst = wp[w / P - fa].mem;
+        if (src != dst || g != w) move_token(p, dst, w % P, src, g % P, tmp);
+        w++;
+        if (w % P == 0 && (p->ck->seal || p->cv->seal)) { /* seal codecs never compact in place */
+            if (p->ck->seal) p->ck->seal(dst + p->koff, p->D, P);
+            if (p->cv->seal) p->cv->seal(dst + p->voff, p->D, P);
+        }
+    }
+    /* release old pages not reused in place */
+    for (int k = 0; k < n_old; k++) {
+        int reused = 0;
+        if (k < nw && wp[k].mem == old[k].mem) reused = 1;
+        if (!reused) kvi_page_unref(p, old[k]);
+    }
+    pthread_mutex_unlock(&p->mu);
+    memcpy(L->pages + fa, wp, (size_t)nw * sizeof *wp);
+    t->n_pages += (int64_t)nw - n_old;
+    L->n_pages = fa + nw;
+    /* compact the statistics of the query heads reading this kv-head */
+    if (t->stat_flags) {
+        for (int gq = 0; gq < t->group; gq++) {
+            float *m = t->stat[layer * t->n_head + head * t->group + gq];
+            int ww = idx[0], dd = 0;
+            for (int g = idx[0]; g < L->len; g++) {
+                if (dd < n_idx && idx[dd] == g) {
+                    dd++;
+                    continue;
+                }
+                m[ww++] = m[g];
+            }
+        }
+    }
+    L->len = newlen;
+    free(old), free(wp), free(tmp);
+    return KVL_OK;
+}

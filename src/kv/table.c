@@ -1,0 +1,241 @@
+/* Per-sequence page tables: one list of page references per (layer,
+ * kv-head), fork by copying the lists (pages shared, reference-counted,
+ * copy-on-write of the partially filled last page), append of K/V rows
+ * through the codec, and read-back of positions and rows. */
+#include "kv/kv_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void kvi_table_note_bytes(kvl_kv_table *t) {
+    size_t b = (size_t)t->n_pages * t->pool->page_bytes;
+    if (b > t->peak) t->peak = b;
+}
+
+void kvl_kv_table_free(kvl_kv_table *t) {
+    if (!t) return;
+    kvl_kv_pool *p = t->pool;
+    if (t->pstate && p->policy->destroy) p->policy->destroy(t->pstate);
+    if (t->lists) {
+        pthread_mutex_lock(&p->mu);
+        for (int i = 0; i < kvi_n_lists(p); i++)
+            for (int j = 0; j < t->lists[i].n_pages; j++) kvi_page_unref(p, t->lists[i].pages[j]);
+        pthread_mutex_unlock(&p->mu);
+        for (int i = 0; i < kvi_n_lists(p); i++) free(t->lists[i].pages);
+    }
+    free(t->lists);
+    kvi_stats_free(t);
+    free(t);
+}
+
+static kvl_kv_table *table_alloc(kvl_kv_pool *p) {
+    kvl_kv_table *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    t->pool = p;
+    t->n_head = p->cfg.n_head > 0 ? p->cfg.n_head : p->cfg.n_head_kv;
+    t->group = t->n_head / p->cfg.n_head_kv;
+    t->lists = calloc((size_t)kvi_n_lists(p), sizeof *t->lists);
+    if (!t->lists) {
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+kvl_status kvl_kv_table_create(kvl_kv_pool *p, kvl_kv_table **out, kvl_err *err) {
+    *out = NULL;
+    kvl_kv_table *t = table_alloc(p);
+    if (!t) return kvl_err_set(err, KVL_ERR_NOMEM, "kv table: out of memory");
+    if (p->policy->create) {
+        kvl_status s = p->policy->create(t, &t->pstate, err);
+        if (s != KVL_OK) {
+            kvl_kv_table_free(t);
+            return s;
+        }
+    }
+    *out = t;
+    return KVL_OK;
+}
+
+kvl_status kvl_kv_table_fork(const kvl_kv_table *t, kvl_kv_table **out, kvl_err *err) {
+    *out = NULL;
+    kvl_kv_pool *p = t->pool;
+    kvl_kv_table *c = table_alloc(p);
+    if (!c) return kvl_err_set(err, KVL_ERR_NOMEM, "kv fork: out of memory");
+    for (int i = 0; i < kvi_n_lists(p); i++) {
+        const kvlist *s = &t->lists[i];
+        kvlist *d = &c->lists[i];
+        if (s->n_pages) {
+            d->pages = malloc((size_t)s->n_pages * sizeof *d->pages);
+            if (!d->pages) {
+                kvl_kv_table_free(c);
+                return kvl_err_set(err, KVL_ERR_NOMEM, "kv fork: out of memory");
+            }
+            memcpy(d->pages, s->pages, (size_t)s->n_pages * sizeof *d->pages);
+        }
+        d->cap_pages = s->n_pages;
+        d->len = s->len;
+    }
+    /* take references only once every array exists (free() then drops them) */
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < kvi_n_lists(p); i++) {
+        c->lists[i].n_pages = c->lists[i].cap_pages;
+        for (int j = 0; j < c->lists[i].n_pages; j++) (*kvi_page_ref(p, c->lists[i].pages[j].id))++;
+    }
+    pthread_mutex_unlock(&p->mu);
+    c->n_pages = t->n_pages;
+    kvi_table_note_bytes(c);
+    if (t->stat_flags) {
+        kvl_status s = kvl_kv_table_stats_enable(c, t->stat_flags, err);
+        if (s != KVL_OK) {
+            kvl_kv_table_free(c);
+            return s;
+        }
+        for (int l = 0; l < p->cfg.n_layer; l++) {
+            int len = 0;
+            for (int h = 0; h < p->cfg.n_head_kv; h++)
+                if (kvi_list(t, l, h)->len > len) len = kvi_list(t, l, h)->len;
+            for (int qh = 0; qh < t->n_head; qh++) {
+                float *a = realloc(c->stat[l * t->n_head + qh], 2 * (size_t)t->stat_cap[l] * sizeof(float));
+                if (!a) {
+                    kvl_kv_table_free(c);
+                    return kvl_err_set(err, KVL_ERR_NOMEM, "kv fork: out of memory");
+                }
+                c->stat[l * t->n_head + qh] = a;
+                memcpy(a, t->stat[l * t->n_head + qh], (size_t)len * sizeof(float));
+            }
+            c->stat_cap[l] = t->stat_cap[l];
+        }
+    }
+    kvl_status s = KVL_OK;
+    if (p->policy->fork) s = p->policy->fork(t->pstate, c, &c->pstate, err);
+    else if (p->policy->create) s = p->policy->create(c, &c->pstate, err);
+    if (s != KVL_OK) {
+        kvl_kv_table_free(c);
+        return s;
+    }
+    *out = c;
+    return KVL_OK;
+}
+
+int kvl_kv_table_len(const kvl_kv_table *t, int layer, int head) { return kvi_list(t, layer, head)->len; }
+size_t kvl_kv_table_bytes(const kvl_kv_table *t) { return (size_t)t->n_pages * t->pool->page_bytes; }
+size_t kvl_kv_table_peak_bytes(const kvl_kv_table *t) { return t->peak; }
+int kvl_kv_table_n_pages(const kvl_kv_table *t) { return (int)t->n_pages; }
+kvl_kv_pool *kvl_kv_table_pool(const kvl_kv_table *t) { return t->pool; }
+
+/* Pages (list) needs to take n more tokens, copy-on-write included. Locked. */
+static int list_need(kvl_kv_pool *p, const kvlist *L, int n) {
+    const int r = L->len % p->P;
+    int need = 0, room = 0;
+    if (r) {
+        room = p->P - r;
+        if (*kvi_page_ref(p, L->pages[L->n_pages - 1].id) > 1) need++;
+    }
+    if (n > room) need += kvi_ceil_div(n - room, p->P);
+    return need;
+}
+
+static kvl_status list_reserve(kvlist *L, int n_pages) {
+    if (n_pages <= L->cap_pages) return KVL_OK;
+    int cap = L->cap_pages ? L->cap_pages : 4;
+    while (cap < n_pages) cap *= 2;
+    pref *a = realloc(L->pages, (size_t)cap * sizeof *a);
+    if (!a) return KVL_ERR_NOMEM;
+    L->pages = a;
+    L->cap_pages = cap;
+    return KVL_OK;
+}
+
+size_t kvl_kv_append_need(const kvl_kv_table *t, int n_tok) {
+    kvl_kv_pool *p = t->pool;
+    int64_t need = 0;
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < kvi_n_lists(p); i++) need += list_need(p, &t->lists[i], n_tok);
+    pthread_mutex_unlock(&p->mu);
+    return (size_t)need * p->page_bytes;
+}
+
+kvl_status kvl_kv_append(kvl_kv_table *t, int layer, int n_tok, const int32_t *pos, const float *k,
+                         const float *v, kvl_err *err) {
+    kvl_kv_pool *p = t->pool;
+    const int Hkv = p->cfg.n_head_kv, D = p->D, P = p->P;
+    if (layer < 0 || layer >= p->cfg.n_layer || n_tok < 0)
+        return kvl_err_set(err, KVL_ERR_ARG, "kv append: bad layer %d or n_tok %d", layer, n_tok);
+    if (n_tok == 0) return KVL_OK;
+    int maxlen = 0;
+    for (int h = 0; h < Hkv; h++) {
+        kvlist *L = kvi_list(t, layer, h);
+        if (L->len > INT32_MAX - n_tok) return kvl_err_set(err, KVL_ERR_ARG, "kv append: too many tokens");
+        if (list_reserve(L, kvi_ceil_div(L->len + n_tok, P)) != KVL_OK)
+            return kvl_err_set(err, KVL_ERR_NOMEM, "kv append: out of memory");
+        if (L->len + n_tok > maxlen) maxlen = L->len + n_tok;
+    }
+    if (kvi_stats_reserve(t, layer, maxlen) != KVL_OK)
+        return kvl_err_set(err, KVL_ERR_NOMEM, "kv append: out of memory");
+
+    pthread_mutex_lock(&p->mu);
+    int64_t need = 0;
+    for (int h = 0; h < Hkv; h++) need += list_need(p, kvi_list(t, layer, h), n_tok);
+    kvl_status s = kvi_pool_reserve(p, need, err);
+    if (s != KVL_OK) {
+        pthread_mutex_unlock(&p->mu);
+        return s;
+    }
+    for (int h = 0; h < Hkv; h++) {
+        kvlist *L = kvi_list(t, layer, h);
+        if (L->len % P && *kvi_page_ref(p, L->pages[L->n_pages - 1].id) > 1) { /* copy-on-write */
+            pref old = L->pages[L->n_pages - 1], nw = kvi_page_take(p);
+            memcpy(nw.mem, old.mem, p->page_bytes);
+            kvi_page_unref(p, old);
+            L->pages[L->n_pages - 1] = nw;
+        }
+        for (int j = 0; j < n_tok; j++) {
+            const int r = L->len % P;
+            if (r == 0) {
+                L->pages[L->n_pages++] = kvi_page_take(p);
+                t->n_pages++;
+            }
+            uint8_t *mem = L->pages[L->n_pages - 1].mem;
+            memcpy(mem + (size_t)r * 4, &pos[j], 4);
+            p->ck->encode(mem + p->koff, D, P, r, k + ((size_t)j * Hkv + h) * D);
+            p->cv->encode(mem + p->voff, D, P, r, v + ((size_t)j * Hkv + h) * D);
+            L->len++;
+            if (r == P - 1) {
+                if (p->ck->seal) p->ck->seal(mem + p->koff, D, P);
+                if (p->cv->seal) p->cv->seal(mem + p->voff, D, P);
+            }
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (t->stat_flags) {
+        for (int h = 0; h < Hkv; h++) {
+            const int len = kvi_list(t, layer, h)->len;
+            for (int g = 0; g < t->group; g++) {
+                float *m = t->stat[layer * t->n_head + h * t->group + g];
+                memset(m + len - n_tok, 0, (size_t)n_tok * sizeof(float));
+            }
+        }
+    }
+    kvi_table_note_bytes(t);
+    return KVL_OK;
+}
+
+int kvl_kv_table_positions(const kvl_kv_table *t, int layer, int head, int32_t *out, int cap) {
+    const kvlist *L = kvi_list(t, layer, head);
+    const int P = t->pool->P;
+    for (int i = 0; i < L->len && i < cap; i++) memcpy(&out[i], L->pages[i / P].mem + (size_t)(i % P) * 4, 4);
+    return L->len;
+}
+
+kvl_status kvl_kv_table_decode(const kvl_kv_table *t, int layer, int head, int i, float *k, float *v) {
+    const kvl_kv_pool *p = t->pool;
+    if (layer < 0 || layer >= p->cfg.n_layer || head < 0 || head >= p->cfg.n_head_kv) return KVL_ERR_ARG;
+    const kvlist *L = kvi_list(t, layer, head);
+    if (i < 0 || i >= L->len) return KVL_ERR_ARG;
+    const uint8_t *mem = L->pages[i / p->P].mem;
+    if (k) p->ck->decode(mem + p->koff, p->D, p->P, i % p->P, k);
+    if (v) p->cv->decode(mem + p->voff, p->D, p->P, i % p->P, v);
+    return KVL_OK;
+}
