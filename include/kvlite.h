@@ -100,6 +100,8 @@ typedef struct kvl_ctx_params {
     int exact_matmul;      /* 1 = keep activations f32 and dequantize weight blocks on the
                               fly (double accumulation): matches a float reference to ~1e-4,
                               many times slower; for verification */
+    int no_simd;           /* 1 = scalar reference kernels for matmuls and KV attention
+                              (testing; the CLI sets it from the KVL_NO_SIMD environment variable) */
 } kvl_ctx_params;
 
 /* Fill defaults. */
@@ -107,6 +109,9 @@ void kvl_ctx_params_default(kvl_ctx_params *p);
 
 kvl_status kvl_ctx_create(const kvl_model *m, const kvl_ctx_params *p, kvl_ctx **out, char *err,
                           size_t err_len);
+/* Free the context. Sequences still alive keep its KV pool: they may only be
+ * freed (every other call on them fails with KVL_ERR_ARG), and the last
+ * kvl_seq_free releases the context. The model must outlive the context. */
 void kvl_ctx_free(kvl_ctx *c);
 /* Message of the last failure on this context ("" if none). */
 const char *kvl_ctx_error(const kvl_ctx *c);
@@ -123,8 +128,11 @@ int kvl_seq_pos(const kvl_seq *s);
 /* Run the model over tokens (appended at the sequence's current position),
  * caching their K/V. If logits != NULL it receives the logits of the last token
  * [n_vocab]; if all_logits != NULL it receives [n][n_vocab] (every position).
- * Tokens beyond n_batch are processed in chunks. Fails with KVL_ERR_CTX_FULL if
- * pos + n > n_ctx (nothing is cached then). */
+ * Tokens beyond n_batch are processed in chunks. All or nothing: on any
+ * failure (KVL_ERR_CTX_FULL if pos + n > n_ctx, KVL_ERR_NOMEM when the KV
+ * budget or memory runs out in any layer or chunk, ...) the sequence is
+ * left exactly as before the call: nothing cached, position unchanged,
+ * pages taken by the call returned to the pool. */
 kvl_status kvl_prefill(kvl_seq *s, const kvl_token *tokens, int n, float *logits, float *all_logits);
 /* One token: same as kvl_prefill with n = 1. */
 kvl_status kvl_decode(kvl_seq *s, kvl_token t, float *logits);

@@ -196,6 +196,7 @@ kvl_ctx *cli_create_ctx(const kvl_model *m, const cli_opts *o, const char *codec
     p.n_threads = o->n_threads;
     p.kv_codec = codec;
     p.kv_budget_bytes = o->kv_budget;
+    p.no_simd = getenv("KVL_NO_SIMD") != NULL; /* testing switch: scalar reference kernels */
     char err[512] = "";
     kvl_ctx *c = NULL;
     kvl_status s = kvl_ctx_create(m, &p, &c, err, sizeof err);

@@ -1,6 +1,7 @@
 /* The public C API (include/kvlite.h): model, tokenizer and chat-template
  * wrappers, contexts (thread pool + KV pool + scratch), sequences,
  * prefill/decode and KV statistics. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,8 +79,7 @@ void kvl_ctx_params_default(kvl_ctx_params *p) {
 
 const char *kvl_ctx_error(const kvl_ctx *c) { return c ? c->err.msg : ""; }
 
-void kvl_ctx_free(kvl_ctx *c) {
-    if (!c) return;
+static void ctx_destroy(kvl_ctx *c) {
     kvl_threadpool_free(c->tp);
     kvl_kv_pool_free(c->pool);
     free(c->x);
@@ -99,6 +99,17 @@ void kvl_ctx_free(kvl_ctx *c) {
     free(c->attn_scratch);
     free(c->attn_part);
     free(c);
+}
+
+void kvl_ctx_free(kvl_ctx *c) {
+    if (!c || c->freed) return;
+    if (c->n_seq > 0) { /* sequences still use the pool: the last kvl_seq_free releases it */
+        c->freed = 1;
+        kvl_threadpool_free(c->tp);
+        c->tp = NULL;
+        return;
+    }
+    ctx_destroy(c);
 }
 
 static void *xalloc(size_t n, int *fail) {
@@ -139,23 +150,37 @@ kvl_status kvl_ctx_create(const kvl_model *m, const kvl_ctx_params *pin, kvl_ctx
     if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
 
     kvl_ctx *c = calloc(1, sizeof *c);
-    if (!c) return KVL_ERR_NOMEM;
+    if (!c) {
+        kvl_err_set(&e, KVL_ERR_NOMEM, "ctx: out of memory");
+        copy_err(&e, errbuf, err_len);
+        return KVL_ERR_NOMEM;
+    }
     c->m = m;
     snprintf(c->codec_name, sizeof c->codec_name, "%s", kvl_codec_name(codec));
-    c->k = p.exact_matmul ? kvl_cpu_kernels_exact() : kvl_cpu_kernels_get(getenv("KVL_NO_SIMD") == NULL);
+    c->k = p.exact_matmul ? kvl_cpu_kernels_exact() : kvl_cpu_kernels_get(!p.no_simd);
 
     /* KV pool: the default budget holds n_ctx tokens for n_seq_max sequences. */
     kvl_kv_config kc = {.n_layer = m->n_layer, .n_head_kv = m->n_head_kv, .head_dim = m->head_dim,
                         .page_tokens = p.page_tokens, .budget_bytes = p.kv_budget_bytes, .codec = codec,
-                        .policy = p.kv_policy, .n_head = m->n_head};
+                        .policy = p.kv_policy, .n_head = m->n_head, .scalar_only = p.no_simd != 0};
     if (!kc.budget_bytes) {
         kvl_kv_pool *probe = NULL;
         kc.budget_bytes = (size_t)1 << 40;
         if ((st = kvl_kv_pool_create(&kc, &probe, &e))) goto fail;
-        size_t pages = (size_t)(p.n_ctx + p.page_tokens - 1) / (size_t)p.page_tokens;
-        kc.budget_bytes = pages * (size_t)m->n_layer * (size_t)m->n_head_kv * kvl_kv_page_bytes(probe) *
-                          (size_t)p.n_seq_max;
+        const size_t f[5] = {(size_t)(p.n_ctx + p.page_tokens - 1) / (size_t)p.page_tokens, (size_t)m->n_layer,
+                             (size_t)m->n_head_kv, kvl_kv_page_bytes(probe), (size_t)p.n_seq_max};
         kvl_kv_pool_free(probe);
+        size_t b = 1;
+        for (int i = 0; i < 5; i++) {
+            if (f[i] && b > SIZE_MAX / f[i]) {
+                st = kvl_err_set(&e, KVL_ERR_ARG,
+                                 "ctx: default KV budget overflows (n_ctx %d x n_seq_max %d); set kv_budget_bytes",
+                                 p.n_ctx, p.n_seq_max);
+                goto fail;
+            }
+            b *= f[i];
+        }
+        kc.budget_bytes = b;
     }
     if ((st = kvl_kv_pool_create(&kc, &c->pool, &e))) goto fail;
     p.kv_budget_bytes = kc.budget_bytes;
@@ -210,6 +235,7 @@ fail:
 kvl_status kvl_seq_create(kvl_ctx *c, kvl_seq **out) {
     if (!c || !out) return KVL_ERR_ARG;
     *out = NULL;
+    if (c->freed) return KVL_ERR_ARG;
     kvl_seq *s = calloc(1, sizeof *s);
     if (!s) return kvl_err_set(&c->err, KVL_ERR_NOMEM, "seq: out of memory");
     s->c = c;
@@ -218,19 +244,23 @@ kvl_status kvl_seq_create(kvl_ctx *c, kvl_seq **out) {
         free(s);
         return st;
     }
+    c->n_seq++;
     *out = s;
     return KVL_OK;
 }
 
 void kvl_seq_free(kvl_seq *s) {
     if (!s) return;
+    kvl_ctx *c = s->c;
     kvl_kv_table_free(s->t);
     free(s);
+    if (--c->n_seq == 0 && c->freed) ctx_destroy(c);
 }
 
 kvl_status kvl_seq_fork(const kvl_seq *s, kvl_seq **out) {
     if (!s || !out) return KVL_ERR_ARG;
     *out = NULL;
+    if (s->c->freed) return KVL_ERR_ARG;
     kvl_seq *n = calloc(1, sizeof *n);
     if (!n) return kvl_err_set(&s->c->err, KVL_ERR_NOMEM, "seq: out of memory");
     n->c = s->c;
@@ -240,6 +270,7 @@ kvl_status kvl_seq_fork(const kvl_seq *s, kvl_seq **out) {
         free(n);
         return st;
     }
+    s->c->n_seq++;
     *out = n;
     return KVL_OK;
 }
@@ -250,6 +281,7 @@ kvl_status kvl_prefill(kvl_seq *s, const kvl_token *tokens, int n, float *logits
     if (!s) return KVL_ERR_ARG;
     kvl_ctx *c = s->c;
     const kvl_model *m = c->m;
+    if (c->freed) return KVL_ERR_ARG; /* the context was freed: only kvl_seq_free is valid */
     kvl_err_clear(&c->err);
     if (n <= 0 || !tokens) return kvl_err_set(&c->err, KVL_ERR_ARG, "prefill: no tokens");
     for (int i = 0; i < n; i++)
@@ -264,6 +296,9 @@ kvl_status kvl_prefill(kvl_seq *s, const kvl_token *tokens, int n, float *logits
     if (need > budget - (used < budget ? used : budget))
         return kvl_err_set(&c->err, KVL_ERR_NOMEM,
                            "prefill: KV budget exhausted (%zu bytes needed, %zu of %zu in use)", need, used, budget);
+    kvl_status st = kvl_kv_txn_begin(s->t, &c->err);
+    if (st) return st;
+    int pos = s->pos;
     for (int off = 0; off < n; off += c->p.n_batch) {
         const int nc = n - off < c->p.n_batch ? n - off : c->p.n_batch;
         const int last = off + nc == n;
@@ -276,10 +311,15 @@ kvl_status kvl_prefill(kvl_seq *s, const kvl_token *tokens, int n, float *logits
             out = logits;
             n_out = 1;
         }
-        kvl_status st = kvl_engine_forward(s, tokens + off, nc, out, n_out);
-        if (st) return st;
-        s->pos += nc;
+        st = kvl_engine_forward(s, pos, tokens + off, nc, out, n_out);
+        if (st) { /* all or nothing: the sequence is as before the call */
+            kvl_kv_txn_rollback(s->t);
+            return st;
+        }
+        pos += nc;
     }
+    kvl_kv_txn_commit(s->t);
+    s->pos = pos;
     if (all_logits && logits)
         memcpy(logits, all_logits + (size_t)(n - 1) * (size_t)m->n_vocab, sizeof(float) * (size_t)m->n_vocab);
     return KVL_OK;

@@ -39,6 +39,9 @@ struct kvl_ctx {
     void **attn_scratch;      /* [nth] */
     float *attn_part;         /* split-attention partials, attn_part_bytes */
     size_t attn_part_bytes;
+    int n_seq;    /* live sequences (created or forked, not yet freed) */
+    int freed;    /* kvl_ctx_free was called while sequences were alive: the
+                     last kvl_seq_free releases the context */
     kvl_err err;
 };
 
@@ -48,9 +51,9 @@ struct kvl_seq {
     int pos;
 };
 
-/* Run n (<= n_batch) tokens at positions s->pos.. through the model, caching K/V.
- * logits_out: [n_out][n_vocab] for the last n_out tokens of the chunk (n_out
- * 0, 1 or n). */
-kvl_status kvl_engine_forward(kvl_seq *s, const kvl_token *tokens, int n, float *logits_out, int n_out);
+/* Run n (<= n_batch) tokens at positions pos0.. through the model, caching
+ * K/V (the caller owns the KV transaction and s->pos). logits_out:
+ * [n_out][n_vocab] for the last n_out tokens of the chunk (n_out 0, 1 or n). */
+kvl_status kvl_engine_forward(kvl_seq *s, int pos0, const kvl_token *tokens, int n, float *logits_out, int n_out);
 
 #endif

@@ -153,7 +153,7 @@ static void attn_merge_run(void *arg, int ith, int nth, int tid) {
     kvl_kv_attn_merge(&j->a, ith, nth);
 }
 
-kvl_status kvl_engine_forward(kvl_seq *s, const kvl_token *tokens, int n, float *logits_out, int n_out) {
+kvl_status kvl_engine_forward(kvl_seq *s, int pos0, const kvl_token *tokens, int n, float *logits_out, int n_out) {
     kvl_ctx *c = s->c;
     const kvl_model *m = c->m;
     const int E = m->n_embd, hd = m->head_dim, H = m->n_head * hd, F = m->n_ff;
@@ -163,7 +163,7 @@ kvl_status kvl_engine_forward(kvl_seq *s, const kvl_token *tokens, int n, float 
     for (int t = 0; t < n; t++) {
         const char *row = (const char *)m->tok_embd.data + (size_t)tokens[t] * kvl_type_row_bytes(m->tok_embd.type, E);
         c->k->dequant_row(m->tok_embd.type, row, c->x + (size_t)t * E, E);
-        c->pos[t] = s->pos + t;
+        c->pos[t] = pos0 + t;
         kvl_cpu_rope_cs(c->cs + (size_t)t * hd, hd, c->pos[t], m->rope_freq);
     }
 

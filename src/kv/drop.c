@@ -23,6 +23,26 @@ static void move_token(kvl_kv_pool *p, uint8_t *dst, int di, const uint8_t *src,
     }
 }
 
+/* Grow the table's drop scratch to n page references (amortized: the
+ * buffers only grow, so steady-state eviction allocates nothing). */
+static kvl_status drop_scratch(kvl_kv_table *t, int n, kvl_err *err) {
+    if (!t->drop_tmp) {
+        t->drop_tmp = malloc((size_t)t->pool->D * sizeof(float));
+        if (!t->drop_tmp) return kvl_err_set(err, KVL_ERR_NOMEM, "kv drop: out of memory for scratch");
+    }
+    if (n <= t->drop_cap) return KVL_OK;
+    int cap = t->drop_cap ? t->drop_cap : 16;
+    while (cap < n) cap *= 2;
+    pref *a = realloc(t->drop_old, (size_t)cap * sizeof *a);
+    if (!a) return kvl_err_set(err, KVL_ERR_NOMEM, "kv drop: out of memory for scratch");
+    t->drop_old = a;
+    pref *b = realloc(t->drop_wp, (size_t)cap * sizeof *b);
+    if (!b) return kvl_err_set(err, KVL_ERR_NOMEM, "kv drop: out of memory for scratch");
+    t->drop_wp = b;
+    t->drop_cap = cap;
+    return KVL_OK;
+}
+
 kvl_status kvl_kv_drop(kvl_kv_table *t, int layer, int head, const int *idx, int n_idx, kvl_err *err) {
     kvl_kv_pool *p = t->pool;
     const int P = p->P;
@@ -39,22 +59,20 @@ kvl_status kvl_kv_drop(kvl_kv_table *t, int layer, int head, const int *idx, int
     const int nw = kvi_ceil_div(newlen - fa * P, P); /* pages written from fa on */
     const int n_old = L->n_pages - fa;
     const int inplace = !p->ck->seal && !p->cv->seal && p->ck->copy_row && p->cv->copy_row;
-    pref *old = malloc((size_t)n_old * sizeof *old);
-    pref *wp = malloc(((size_t)nw + 1) * sizeof *wp);
-    float *tmp = malloc((size_t)p->D * sizeof(float));
-    if (!old || !wp || !tmp) {
-        free(old), free(wp), free(tmp);
-        return kvl_err_set(err, KVL_ERR_NOMEM, "kv drop: out of memory");
-    }
+    kvl_status s = drop_scratch(t, n_old > nw + 1 ? n_old : nw + 1, err);
+    if (s == KVL_OK) s = kvi_txn_save_list(t, layer * p->cfg.n_head_kv + head, err);
+    if (s == KVL_OK) s = kvi_txn_save_stats(t, layer, err);
+    if (s != KVL_OK) return s;
+    pref *old = t->drop_old, *wp = t->drop_wp;
+    float *tmp = t->drop_tmp;
     memcpy(old, L->pages + fa, (size_t)n_old * sizeof *old);
 
     pthread_mutex_lock(&p->mu);
     int64_t fresh = 0;
     for (int k = 0; k < nw; k++) fresh += !(inplace && *kvi_page_ref(p, old[k].id) == 1);
-    kvl_status s = kvi_pool_reserve(p, fresh, err);
+    s = kvi_pool_reserve(p, fresh, err);
     if (s != KVL_OK) {
         pthread_mutex_unlock(&p->mu);
-        free(old), free(wp), free(tmp);
         return s;
     }
     for (int k = 0; k < nw; k++) wp[k] = (inplace && *kvi_page_ref(p, old[k].id) == 1) ? old[k] : kvi_page_take(p);
@@ -99,6 +117,5 @@ kvl_status kvl_kv_drop(kvl_kv_table *t, int layer, int head, const int *idx, int
         }
     }
     L->len = newlen;
-    free(old), free(wp), free(tmp);
     return KVL_OK;
 }

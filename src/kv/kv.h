@@ -1,5 +1,5 @@
-/* The paged KV cache (pool.c, table.c, drop.c, stats.c, attn.c): a byte-budgeted pool of fixed-size pages, per-sequence
- * page tables per (layer, kv-head) with reference-counted shared pages, codecs
+/* The paged KV cache (pool.c, table.c, txn.c, drop.c, stats.c, attn.c): a
+ * byte-budgeted pool of fixed-size pages, per-sequence page tables per (layer, kv-head) with reference-counted shared pages, codecs
  * that encode K/V rows into page bytes, and attention computed over the pages
  * with an online softmax calling the codec's fused score / value-accumulate
  * functions on the encoded bytes. Policies (eviction) hook in through the
@@ -65,6 +65,28 @@ kvl_status kvl_kv_append(kvl_kv_table *t, int layer, int n_tok, const int32_t *p
 /* Bytes the pool would need to allocate to append n_tok more tokens to every
  * (layer, head) of t (for checking the budget before a forward pass). */
 size_t kvl_kv_append_need(const kvl_kv_table *t, int n_tok);
+
+/* Transactions make a forward call all-or-nothing. After begin, appends,
+ * drops and the attention statistics of layers appended to or dropped from
+ * can be undone: rollback returns every (layer, head) list to its length
+ * and pages at begin, every page taken since goes back to the pool (pool
+ * bytes equal those at begin when no other table changed) and statistics
+ * are restored; commit keeps the changes. Begin fails with KVL_ERR_ARG if
+ * a transaction is open; commit and rollback never fail (no-ops when none
+ * is open). Drops inside a transaction compact into fresh pages (the old
+ * ones are kept for rollback until commit), so they need that headroom.
+ * Freeing a table rolls an open transaction back. Policy state is not
+ * covered (policies with state must not change it in a failed call). */
+kvl_status kvl_kv_txn_begin(kvl_kv_table *t, kvl_err *err);
+void kvl_kv_txn_commit(kvl_kv_table *t);
+void kvl_kv_txn_rollback(kvl_kv_table *t);
+int kvl_kv_txn_open(const kvl_kv_table *t);
+
+/* Testing (fault injection): the reserve that would hand out the n-th page
+ * from now (1-based) fails with KVL_ERR_NOMEM, once; n <= 0 disarms. */
+void kvl_kv_pool_fail_page(kvl_kv_pool *p, int64_t n);
+/* Pages handed out by the pool since its creation (fresh, copied on write, compaction). */
+int64_t kvl_kv_pool_pages_taken(const kvl_kv_pool *p);
 
 /* Per-thread scratch bytes kvl_kv_attend needs. */
 size_t kvl_kv_attend_scratch_bytes(const kvl_kv_pool *p);

@@ -53,8 +53,20 @@ struct kvl_kv_pool {
     int64_t n_carved, n_free, n_used;
     uint32_t free_head;
     const kvl_policy_ops *policy;
+    int64_t n_taken;   /* pages handed out since creation (fault injection counts these) */
+    int64_t fail_at;   /* testing: fail the reserve that would hand out page n_taken == fail_at (0 = off) */
     pthread_mutex_t mu;
 };
+
+/* Undo record of one list for an open transaction (txn.c). */
+typedef struct kvundo {
+    int len, n_pages; /* list state at begin */
+    pref orig_last;   /* the partial last page at begin (mem NULL: none) */
+    pref cow;         /* orig_last after an append copied it on write; the undo holds its reference */
+    pref pin;         /* seal codecs: extra reference on orig_last, so appends copy it instead of sealing it */
+    pref *saved;      /* page array before the first drop in the transaction (references held) */
+    int n_saved, cap_saved, saved_len, has_saved;
+} kvundo;
 
 struct kvl_kv_table {
     kvl_kv_pool *pool;
@@ -66,6 +78,16 @@ struct kvl_kv_table {
     int n_head, group;
     float **stat;  /* [n_layer][n_head] -> [2*cap]: mass [cap], then per-unit scores [cap] */
     int *stat_cap; /* [n_layer] */
+    /* transactions (txn.c) */
+    int txn;                 /* a transaction is open */
+    kvundo *undo;            /* [n_layer][n_head_kv] */
+    float **stat_save;       /* [n_layer] -> [n_head][stat_save_len]: mass at the layer's first change */
+    int *stat_save_len;      /* [n_layer]: tokens saved per query head, -1 = not saved */
+    int *stat_save_cap;      /* [n_layer]: floats allocated */
+    /* drop scratch (drop.c), grown as needed */
+    pref *drop_old, *drop_wp;
+    int drop_cap;
+    float *drop_tmp;         /* [head_dim] */
 };
 
 static inline uint8_t *kvi_page_mem(const kvl_kv_pool *p, uint32_t id) {
@@ -86,6 +108,20 @@ kvl_status kvi_pool_reserve(kvl_kv_pool *p, int64_t need, kvl_err *err);
 pref kvi_page_take(kvl_kv_pool *p);
 /* Drop one reference; the page returns to the free list at zero. Pool mutex held. */
 void kvi_page_unref(kvl_kv_pool *p, pref r);
+
+/* Inside a transaction: save list i's page array (taking references) before
+ * its first drop, so rollback can restore it. No-op outside one or when
+ * saved already. Fails with KVL_ERR_NOMEM (nothing changed). */
+kvl_status kvi_txn_save_list(kvl_kv_table *t, int i, kvl_err *err);
+/* Inside a transaction: save the attention mass of `layer` before its first
+ * change (append, drop). No-op outside one, when statistics are off or saved. */
+kvl_status kvi_txn_save_stats(kvl_kv_table *t, int layer, kvl_err *err);
+/* An append copied list i's partial last page `old` on write: keep its
+ * reference in the undo record when it is the page the transaction began
+ * with (returns 1), else the caller drops the reference (returns 0). Locked. */
+int kvi_txn_keep_cow(kvl_kv_table *t, int i, pref old);
+/* Free the transaction buffers (table free). */
+void kvi_txn_free(kvl_kv_table *t);
 
 /* Record the table's current bytes in its peak. */
 void kvi_table_note_bytes(kvl_kv_table *t);

@@ -94,6 +94,11 @@ double kvl_kv_bytes_per_token(const kvl_kv_pool *p) {
 /* Make sure `need` pages can be taken from the free list (growing the pool
  * within the budget). Locked. */
 kvl_status kvi_pool_reserve(kvl_kv_pool *p, int64_t need, kvl_err *err) {
+    if (p->fail_at > 0 && need > 0 && p->n_taken + need >= p->fail_at) {
+        p->fail_at = 0;
+        return kvl_err_set(err, KVL_ERR_NOMEM, "KV pool: injected failure at page allocation %lld",
+                           (long long)(p->n_taken + 1));
+    }
     if (need <= p->n_free) return KVL_OK;
     if (need > p->n_free + (p->max_pages - p->n_carved))
         return kvl_err_set(err, KVL_ERR_NOMEM,
@@ -142,6 +147,7 @@ pref kvi_page_take(kvl_kv_pool *p) {
     *kvi_page_ref(p, r.id) = 1;
     p->n_free--;
     p->n_used++;
+    p->n_taken++;
     return r;
 }
 
@@ -154,4 +160,18 @@ void kvi_page_unref(kvl_kv_pool *p, pref r) {
         p->n_free++;
         p->n_used--;
     }
+}
+
+void kvl_kv_pool_fail_page(kvl_kv_pool *p, int64_t n) {
+    pthread_mutex_lock(&p->mu);
+    p->fail_at = n > 0 ? p->n_taken + n : 0;
+    pthread_mutex_unlock(&p->mu);
+}
+
+int64_t kvl_kv_pool_pages_taken(const kvl_kv_pool *p) {
+    kvl_kv_pool *m = (kvl_kv_pool *)p;
+    pthread_mutex_lock(&m->mu);
+    int64_t n = p->n_taken;
+    pthread_mutex_unlock(&m->mu);
+    return n;
 }

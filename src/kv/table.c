@@ -16,6 +16,7 @@ void kvi_table_note_bytes(kvl_kv_table *t) {
 void kvl_kv_table_free(kvl_kv_table *t) {
     if (!t) return;
     kvl_kv_pool *p = t->pool;
+    if (t->txn) kvl_kv_txn_rollback(t);
     if (t->pstate && p->policy->destroy) p->policy->destroy(t->pstate);
     if (t->lists) {
         pthread_mutex_lock(&p->mu);
@@ -26,6 +27,10 @@ void kvl_kv_table_free(kvl_kv_table *t) {
     }
     free(t->lists);
     kvi_stats_free(t);
+    kvi_txn_free(t);
+    free(t->drop_old);
+    free(t->drop_wp);
+    free(t->drop_tmp);
     free(t);
 }
 
@@ -169,16 +174,18 @@ kvl_status kvl_kv_append(kvl_kv_table *t, int layer, int n_tok, const int32_t *p
         kvlist *L = kvi_list(t, layer, h);
         if (L->len > INT32_MAX - n_tok) return kvl_err_set(err, KVL_ERR_ARG, "kv append: too many tokens");
         if (list_reserve(L, kvi_ceil_div(L->len + n_tok, P)) != KVL_OK)
-            return kvl_err_set(err, KVL_ERR_NOMEM, "kv append: out of memory");
+            return kvl_err_set(err, KVL_ERR_NOMEM, "kv append: out of memory for a page list");
         if (L->len + n_tok > maxlen) maxlen = L->len + n_tok;
     }
     if (kvi_stats_reserve(t, layer, maxlen) != KVL_OK)
-        return kvl_err_set(err, KVL_ERR_NOMEM, "kv append: out of memory");
+        return kvl_err_set(err, KVL_ERR_NOMEM, "kv append: out of memory for attention statistics");
+    kvl_status s = kvi_txn_save_stats(t, layer, err);
+    if (s != KVL_OK) return s;
 
     pthread_mutex_lock(&p->mu);
     int64_t need = 0;
     for (int h = 0; h < Hkv; h++) need += list_need(p, kvi_list(t, layer, h), n_tok);
-    kvl_status s = kvi_pool_reserve(p, need, err);
+    s = kvi_pool_reserve(p, need, err);
     if (s != KVL_OK) {
         pthread_mutex_unlock(&p->mu);
         return s;
@@ -188,7 +195,7 @@ kvl_status kvl_kv_append(kvl_kv_table *t, int layer, int n_tok, const int32_t *p
         if (L->len % P && *kvi_page_ref(p, L->pages[L->n_pages - 1].id) > 1) { /* copy-on-write */
             pref old = L->pages[L->n_pages - 1], nw = kvi_page_take(p);
             memcpy(nw.mem, old.mem, p->page_bytes);
-            kvi_page_unref(p, old);
+            if (!kvi_txn_keep_cow(t, layer * Hkv + h, old)) kvi_page_unref(p, old);
             L->pages[L->n_pages - 1] = nw;
         }
         for (int j = 0; j < n_tok; j++) {
