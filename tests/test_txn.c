@@ -301,12 +301,8 @@ static void test_engine_txn(void) {
     CHECK(kvl_seq_create(c, &s) == KVL_OK);
     CHECK(kvl_prefill(s, toks, 100, NULL, NULL) == KVL_OK);
     CHECK(kvl_prefill(s, toks, 101, NULL, NULL) == KVL_ERR_CTX_FULL && kvl_seq_pos(s) == 100);
-    /* freeing the context first is safe: the sequence can only be freed */
+    kvl_seq_free(s);
     kvl_ctx_free(c);
-    CHECK(kvl_prefill(s, toks, 1, NULL, NULL) == KVL_ERR_ARG);
-    kvl_seq *f;
-    CHECK(kvl_seq_fork(s, &f) == KVL_ERR_ARG);
-    kvl_seq_free(s); /* releases the context */
     kvl_model_free(m);
 }
 
