@@ -105,7 +105,7 @@ kvl_status kvi_txn_save_stats(kvl_kv_table *t, int layer, kvl_err *err) {
         t->stat_save[layer] = a;
         t->stat_save_cap[layer] = (int)cap;
     }
-    for (int qh = 0; qh < t->n_head; qh++)
+    for (int qh = 0; qh < t->n_head && len > 0; qh++)
         memcpy(t->stat_save[layer] + (size_t)qh * len, t->stat[layer * t->n_head + qh], (size_t)len * sizeof(float));
     t->stat_save_len[layer] = len;
     return KVL_OK;
@@ -150,7 +150,7 @@ static void txn_end(kvl_kv_table *t, int rollback) {
         t->n_pages = n;
         for (int l = 0; l < p->cfg.n_layer; l++) {
             const int len = t->stat_save_len[l];
-            if (len < 0 || !t->stat_flags) continue;
+            if (len <= 0 || !t->stat_flags) continue;
             for (int qh = 0; qh < t->n_head; qh++)
                 memcpy(t->stat[l * t->n_head + qh], t->stat_save[l] + (size_t)qh * len, (size_t)len * sizeof(float));
         }
