@@ -196,6 +196,7 @@ kvl_ctx *cli_create_ctx(const kvl_model *m, const cli_opts *o, const char *codec
     p.n_threads = o->n_threads;
     p.kv_codec = codec;
     p.kv_budget_bytes = o->kv_budget;
+    p.exact_matmul = o->exact;
     char err[512] = "";
     kvl_ctx *c = NULL;
     kvl_status s = kvl_ctx_create(m, &p, &c, err, sizeof err);
@@ -276,6 +277,11 @@ static void json_double(FILE *f, double v) {
 void cli_json_num(cli_json *j, const char *key, double val) {
     json_key(j, key);
     json_double(j->f, val);
+}
+
+void cli_json_bool(cli_json *j, const char *key, int val) {
+    json_key(j, key);
+    fputs(val ? "true" : "false", j->f);
 }
 
 void cli_json_num_array(cli_json *j, const char *key, const double *v, int n) {
