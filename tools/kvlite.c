@@ -98,7 +98,7 @@ static const char USAGE_COMMON[] =
     "      --kv CODEC        KV cache codec: f32, f16 (default), int8, ...\n"
     "      --kv-budget BYTES KV pool budget, e.g. 64M, 1G (default: sized for --ctx)\n"
     "      --exact           exact matmuls: f32 activations, weights dequantized on the fly\n"
-    "                        (matches a float32 reference, e.g. transformers; several times slower)\n";
+    "                        (matches a float32 reference such as transformers; 10-30x slower)\n";
 
 static const char USAGE_SAMPLING[] =
     "      --temp T          temperature (default 0.8; 0 = greedy)\n"
@@ -193,7 +193,7 @@ static void print_usage(FILE *f, const char *cmd, const char *sub) {
         if (!sub || !strcmp(sub, "kld"))
             fputs("usage: kvlite eval kld -m MODEL -f TEXT --kv CODEC [--ctx N] [--max-windows W] [--exact] [--json]\n"
                   "  mean KL(P_f32 || P_codec), top-1 agreement and both perplexities; with --exact both\n"
-                  "  passes use exact matmuls, removing the ~3e-3 KLD floor of 8-bit activations\n",
+                  "  passes use exact matmuls, removing the ~3e-3 KLD floor 8-bit activations add\n",
                   f);
         if (!sub)
             fputs("usage: kvlite eval needle|passkey|multikey -m MODEL [--lengths L,..] [--depths D,..] [--seeds N]\n"
