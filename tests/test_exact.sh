@@ -13,7 +13,7 @@
 # the reference is printed as a note, not asserted: it diverges on 6 of the 6
 # prompts, so this test fails if --exact is ignored.
 # KVL_EXACT_KV=f16 checks another KV codec instead of f32 (reported in the
-# session notes: f16 also matches all 6). Needs KVL_MODEL; skipped without it.
+# measured: f16 also matches all 6). Needs KVL_MODEL; skipped without it.
 # Ends with "N passed, N failed"; exits non-zero on any failure.
 set -u
 BIN="${KVLITE_BIN:-${BUILD:-build}/kvlite}"
