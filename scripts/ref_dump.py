@@ -17,7 +17,7 @@ Not run in CI (CI has no torch): it writes committed files that the C test reads
                          scale, as kvlite's matmuls do) moves the logits of the
                          short prompts: the error level test_reference.c allows
 
-Env: the private venv with torch, transformers, gguf, accelerate
+Env: the private venv with torch, transformers, gguf, accelerate (bash scripts/ref_venv.sh)
 (e.g. /root/.cache/kvlite/refvenv/bin/python scripts/ref_dump.py).
 
 Format of ref_logits.txt: whitespace-separated words, '#' starts a comment line.

@@ -25,6 +25,8 @@ typedef struct cli_opts {
     const char *kv;        /* --kv codec name */
     int kv_set;            /* --kv given explicitly */
     size_t kv_budget;      /* --kv-budget; 0 = engine default */
+    int exact;             /* --exact: kvl_ctx_params.exact_matmul (f32 activations) */
+    int ids;               /* run --ids: prompt and generated token ids on stderr */
     kvl_sampler_params sp;
     int chat, stats, json, no_special;
     int bench_prompt, bench_gen, reps;
@@ -77,6 +79,7 @@ void cli_json_str(cli_json *j, const char *key, const char *val);
 void cli_json_int(cli_json *j, const char *key, long long val);
 void cli_json_num(cli_json *j, const char *key, double val);
 void cli_json_num_array(cli_json *j, const char *key, const double *v, int n);
+void cli_json_bool(cli_json *j, const char *key, int val);
 void cli_json_end(cli_json *j);
 /* Write s as a JSON string literal (quotes included). */
 void cli_json_escape(FILE *f, const char *s);

@@ -197,6 +197,7 @@ kvl_ctx *cli_create_ctx(const kvl_model *m, const cli_opts *o, const char *codec
     p.kv_codec = codec;
     p.kv_budget_bytes = o->kv_budget;
     p.no_simd = getenv("KVL_NO_SIMD") != NULL; /* testing switch: scalar reference kernels */
+    p.exact_matmul = o->exact;
     char err[512] = "";
     kvl_ctx *c = NULL;
     kvl_status s = kvl_ctx_create(m, &p, &c, err, sizeof err);
@@ -277,6 +278,11 @@ static void json_double(FILE *f, double v) {
 void cli_json_num(cli_json *j, const char *key, double val) {
     json_key(j, key);
     json_double(j->f, val);
+}
+
+void cli_json_bool(cli_json *j, const char *key, int val) {
+    json_key(j, key);
+    fputs(val ? "true" : "false", j->f);
 }
 
 void cli_json_num_array(cli_json *j, const char *key, const double *v, int n) {

@@ -96,6 +96,7 @@ int cmd_bench(const cli_opts *o) {
         cli_json_int(&j, "weight_bytes", (long long)info.weight_bytes);
         cli_json_int(&j, "threads", threads);
         cli_json_str(&j, "kv_codec", st.codec ? st.codec : o->kv);
+        cli_json_bool(&j, "exact", o->exact);
         cli_json_int(&j, "ctx", n_ctx);
         cli_json_int(&j, "prompt_tokens", np);
         cli_json_int(&j, "gen_tokens", ng);
@@ -112,8 +113,8 @@ int cmd_bench(const cli_opts *o) {
     } else {
         printf("model:       %s (%s, %.1f MiB weights)\n", info.name && info.name[0] ? info.name : o->model,
                info.arch ? info.arch : "?", (double)info.weight_bytes / (1024.0 * 1024.0));
-        printf("setup:       %d threads, kv %s, ctx %d, %d reps (median)\n", threads, st.codec ? st.codec : o->kv,
-               n_ctx, reps);
+        printf("setup:       %d threads, kv %s, ctx %d, %d reps (median)%s\n", threads, st.codec ? st.codec : o->kv,
+               n_ctx, reps, o->exact ? ", exact matmul" : "");
         printf("prefill:     %8.2f tok/s  (%d tokens)\n", pf_med, np);
         printf("decode:      %8.2f tok/s  (%d tokens)\n", dc_med, ng);
         printf("KV:          %.1f bytes/token, %zu bytes used, %zu peak\n", st.bytes_per_token, st.bytes_used,

@@ -122,6 +122,7 @@ int cmd_eval(const cli_opts *o) {
         cli_json_str(&j, "file", o->file);
         cli_json_int(&j, "ctx", n_ctx);
         cli_json_str(&j, "kv_codec", o->kv);
+        cli_json_bool(&j, "exact", o->exact);
         cli_json_int(&j, "windows", (long long)n_win);
         cli_json_int(&j, "tokens_scored", (long long)scored);
         if (kld) {
@@ -143,12 +144,12 @@ int cmd_eval(const cli_opts *o) {
         char label[64];
         snprintf(label, sizeof label, "ppl %s:", o->kv);
         printf("%-14s %.4f\n", label, ppl_b);
-        printf("windows:       %lld of %d tokens, %lld tokens scored, %.1f s\n", (long long)n_win, n_ctx,
-               (long long)scored, secs);
+        printf("windows:       %lld of %d tokens, %lld tokens scored, %.1f s%s\n", (long long)n_win, n_ctx,
+               (long long)scored, secs, o->exact ? ", exact matmul (both passes)" : "");
     } else {
         printf("ppl:           %.4f\n", ppl_a);
-        printf("windows:       %lld of %d tokens, %lld tokens scored, kv %s, %.1f s\n", (long long)n_win, n_ctx,
-               (long long)scored, o->kv, secs);
+        printf("windows:       %lld of %d tokens, %lld tokens scored, kv %s, %.1f s%s\n", (long long)n_win, n_ctx,
+               (long long)scored, o->kv, secs, o->exact ? ", exact matmul" : "");
     }
     fflush(stdout);
 

@@ -111,6 +111,7 @@ typedef struct gen_state {
     double t_decode;
     int64_t n_decoded;
     int64_t turn_reused, turn_prefilled; /* chat: tokens reused / prefilled by the last turn */
+    tokvec emitted; /* run: every token gen_generate emitted (for --ids) */
 } gen_state;
 
 static void gen_init(gen_state *g, const kvl_model *m, kvl_ctx *ctx, const cli_opts *o, int n_ctx) {
@@ -136,6 +137,7 @@ static void gen_free(gen_state *g) {
     free(g->logits);
     free(g->piece);
     free(g->cached.v);
+    free(g->emitted.v);
 }
 
 /* Start over with an empty sequence. */
@@ -183,6 +185,7 @@ static gen_end gen_generate(gen_state *g, int max_new, strbuf *text, int64_t *n_
         kvl_sampler_accept(g->smp, t);
         if (kvl_model_is_eog(g->m, t)) return GEN_EOG;
         gen_emit(g, t, text);
+        tokvec_push(&g->emitted, &t, 1);
         (*n_gen)++;
         if (max_new >= 0 && *n_gen >= max_new) return GEN_LIMIT;
         if (kvl_seq_pos(g->seq) >= g->n_ctx) return GEN_CTX_FULL;
@@ -210,6 +213,19 @@ static void print_kv_stats(const kvl_seq *seq) {
 }
 
 static double rate(double n, double secs) { return secs > 0 ? n / secs : 0.0; }
+
+static void print_matmul(const cli_opts *o) {
+    fprintf(stderr, "matmul:           %s\n",
+            o->exact ? "exact (--exact: f32 activations, weights dequantized on the fly)"
+                     : "default (8-bit activation blocks, as llama.cpp)");
+}
+
+/* --ids: "LABEL: id id ..." on one stderr line. */
+static void print_ids(const char *label, const kvl_token *t, int64_t n) {
+    fprintf(stderr, "%s:", label);
+    for (int64_t i = 0; i < n; i++) fprintf(stderr, " %d", (int)t[i]);
+    fputc('\n', stderr);
+}
 
 /* ---- run ------------------------------------------------------------------------------ */
 
@@ -278,6 +294,12 @@ int cmd_run(const cli_opts *o) {
         fprintf(stderr, "decode:           %.2f tok/s (%lld tokens in %.1f ms)\n",
                 rate((double)g.n_decoded, g.t_decode), (long long)g.n_decoded, g.t_decode * 1e3);
         print_kv_stats(g.seq);
+        print_matmul(o);
+    }
+    if (o->ids) {
+        if (!o->stats && !isatty(1)) fputc('\n', stderr);
+        print_ids("prompt ids", toks, n_prompt);
+        print_ids("generated ids", g.emitted.v, g.emitted.n);
     }
 
     gen_free(&g);
@@ -359,6 +381,7 @@ int cmd_chat(const cli_opts *o) {
             fprintf(stderr, "last turn:        %lld tokens reused from the cache, %lld prefilled\n",
                     (long long)g.turn_reused, (long long)g.turn_prefilled);
             print_kv_stats(g.seq);
+            print_matmul(o);
             continue;
         }
         long bad = cli_utf8_invalid_at(line, len);

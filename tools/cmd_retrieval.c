@@ -15,6 +15,7 @@
  *   {"task": "needle"|"passkey"|"multikey",
  *    "model": general.name or the path, "model_path": path,
  *    "kv": codec name, "kv_budget": --kv-budget bytes (0 = default),
+ *    "exact": bool (--exact: exact matmuls, f32 activations),
  *    "bytes_per_token": codec bytes per cached token (K+V, all layers/heads),
  *    "kv_bytes_peak": max over cells of the sequence's peak KV bytes,
  *    "kv_bytes_end": max over cells of the sequence's KV bytes after decoding,
@@ -376,8 +377,9 @@ int cmd_retrieval(const cli_opts *o) {
         }
 
     /* ---- human table (stderr) ---- */
-    fprintf(stderr, "eval %s: kv %s (%.0f bytes/token)%s, %d seed%s%s\n", task_kind_name(kind), codec, bpt,
-            o->kv_budget ? ", kv budget set" : "", ns, ns == 1 ? "" : "s", r.share ? ", prefix sharing" : "");
+    fprintf(stderr, "eval %s: kv %s (%.0f bytes/token)%s, %d seed%s%s%s\n", task_kind_name(kind), codec, bpt,
+            o->kv_budget ? ", kv budget set" : "", ns, ns == 1 ? "" : "s", r.share ? ", prefix sharing" : "",
+            o->exact ? ", exact matmul" : "");
     fprintf(stderr, "%-9s", "depth");
     for (int li = 0; li < nl; li++) fprintf(stderr, " %8d", lengths[li]);
     fprintf(stderr, "\n");
@@ -423,8 +425,8 @@ int cmd_retrieval(const cli_opts *o) {
         cli_json_escape(f, o->model);
         fputs(", \"kv\": ", f);
         cli_json_escape(f, codec);
-        fprintf(f, ", \"kv_budget\": %zu, \"bytes_per_token\": %.17g, \"kv_bytes_peak\": %zu, \"kv_bytes_end\": %zu",
-                o->kv_budget, bpt, peak, end);
+        fprintf(f, ", \"kv_budget\": %zu, \"exact\": %s, \"bytes_per_token\": %.17g, \"kv_bytes_peak\": %zu, \"kv_bytes_end\": %zu",
+                o->kv_budget, o->exact ? "true" : "false", bpt, peak, end);
         fputs(", \"lengths\": [", f);
         for (int li = 0; li < nl; li++) fprintf(f, "%s%d", li ? ", " : "", lengths[li]);
         fputs("], \"depths\": [", f);
@@ -492,8 +494,8 @@ int cmd_retrieval(const cli_opts *o) {
             snprintf(yt[di], sizeof yt[di], "%d%%", depths[di]);
             yp[di] = yt[di];
         }
-        snprintf(title, sizeof title, "%s  kv %s  score %.1f%%  (%d seed%s)", task_kind_name(kind), codec, 100 * score,
-                 ns, ns == 1 ? "" : "s");
+        snprintf(title, sizeof title, "%s  kv %s%s  score %.1f%%  (%d seed%s)", task_kind_name(kind), codec,
+                 o->exact ? " exact" : "", 100 * score, ns, ns == 1 ? "" : "s");
         png_heatmap hm = {.title = title, .xlabel = "prompt length (tokens)", .ylabel = "needle depth",
                           .nx = nl, .ny = nd, .xticks = xp, .yticks = yp, .val = acc};
         if (png_heatmap_write(o->ret_plot, &hm)) {
