@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/hash.h"
+
 enum { TT_UNDEFINED = 0, TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER = 4, TT_UNUSED = 5,
        TT_BYTE = 6 };
 enum { KIND_BPE = 1, KIND_SPM = 2 };
@@ -68,12 +70,6 @@ struct kvl_tok {
 
 /* ---- small helpers ---------------------------------------------------------- */
 
-static uint32_t hash_bytes(const char *s, size_t n) {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 16777619u;
-    return h;
-}
-
 static uint32_t hash_u64(uint64_t x) {
     x ^= x >> 33;
     x *= 0xff51afd7ed558ccdULL;
@@ -91,7 +87,7 @@ static uint32_t pow2_at_least(uint64_t n) {
 
 /* Id of the token whose text is s[0..n), or -1. */
 static int32_t vocab_find(const kvl_tok *t, const char *s, size_t n) {
-    uint32_t i = hash_bytes(s, n) & t->vh_mask;
+    uint32_t i = (uint32_t)kvl_hash_fnv1a(s, n) & t->vh_mask;
     for (;;) {
         int32_t e = t->vh[i];
         if (!e) return -1;
@@ -299,7 +295,7 @@ kvl_status kvl_tok_create(const kvl_gguf *g, kvl_tok **out, kvl_err *err) {
         e->score = (float)sc;
         /* first occurrence wins for duplicate strings */
         if (vocab_find(t, e->s, l) < 0) {
-            uint32_t h = hash_bytes(e->s, l) & t->vh_mask;
+            uint32_t h = (uint32_t)kvl_hash_fnv1a(e->s, l) & t->vh_mask;
             while (t->vh[h]) h = (h + 1) & t->vh_mask;
             t->vh[h] = (int32_t)i + 1;
         }
@@ -550,7 +546,7 @@ static void bpe_word_uncached(enc_state *s, const uint8_t *w, size_t n);
 static void bpe_word(enc_state *s, const uint8_t *w, size_t n) {
     if (n == 0) return;
     if (!s->wc || n > WC_MAX_WORD) { bpe_word_uncached(s, w, n); return; }
-    uint32_t h = hash_bytes((const char *)w, n) & s->wc_mask;
+    uint32_t h = (uint32_t)kvl_hash_fnv1a(w, n) & s->wc_mask;
     for (;;) {
         struct wc_slot *e = &s->wc[h];
         if (!e->p) break;
