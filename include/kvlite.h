@@ -74,6 +74,13 @@ int64_t kvl_tokenize(const kvl_model *m, const char *text, size_t len, int add_b
  * or the needed length if it exceeds cap; negative on invalid token. */
 int kvl_token_to_piece(const kvl_model *m, kvl_token t, int render_special, char *buf, int cap);
 
+/* Offset of the first byte of text[0..len) that does not start a valid UTF-8
+ * sequence (bad lead byte, truncated, overlong, surrogate, above U+10FFFF), or
+ * -1 if all of it is valid (NUL bytes are valid; text may be NULL if len is 0).
+ * The tokenizer's notion of valid: valid runs are pre-tokenized as text,
+ * other bytes become byte tokens. */
+int64_t kvl_utf8_invalid_at(const char *text, size_t len);
+
 typedef struct kvl_chat_msg {
     const char *role;    /* "system", "user", "assistant" */
     const char *content;

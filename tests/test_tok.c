@@ -498,6 +498,64 @@ static void test_bytes_roundtrip(const kvl_tok *t, const char *name) {
     CHECK(kvl_tok_encode(t, NULL, 0, 0, 0, full, 64) == 0);
 }
 
+/* ---- UTF-8 validator (kvl_utf8_invalid_at) --------------------------------------- */
+
+/* Reference: decode by the bit patterns, then reject overlongs, surrogates and
+ * code points above U+10FFFF. Returns the sequence length or 0. */
+static size_t ref_utf8_len(const uint8_t *s, size_t n) {
+    size_t l = s[0] < 0x80 ? 1 : (s[0] & 0xE0) == 0xC0 ? 2 : (s[0] & 0xF0) == 0xE0 ? 3 : (s[0] & 0xF8) == 0xF0 ? 4 : 0;
+    if (!l || l > n) return 0;
+    uint32_t cp = l == 1 ? s[0] : (uint32_t)(s[0] & (0x7F >> l));
+    for (size_t k = 1; k < l; k++) {
+        if ((s[k] & 0xC0) != 0x80) return 0;
+        cp = (cp << 6) | (s[k] & 0x3F);
+    }
+    static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min_cp[l] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+    return l;
+}
+
+static void test_utf8_valid(void) {
+    static const struct { const char *s; size_t n; int64_t want; } cases[] = {
+        {"", 0, -1}, {"abc", 3, -1}, {"a\0b", 3, -1}, {"h\xC3\xA9", 3, -1}, {"\xF0\x9F\x98\x80", 4, -1},
+        {"\xC0\x80", 2, 0},         /* overlong NUL */
+        {"x\xE0\x9F\xBF", 4, 1},     /* overlong 3-byte */
+        {"\xED\xA0\x80", 3, 0},      /* surrogate */
+        {"ab\xF4\x90\x80\x80", 6, 2}, /* above U+10FFFF */
+        {"ok\xC3", 3, 2},            /* truncated */
+        {"ok \xC3\x28 x", 7, 3},     /* bad continuation */
+        {"\x80", 1, 0}, {"\xFF", 1, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        CHECK_MSG(kvl_utf8_invalid_at(cases[i].s, cases[i].n) == cases[i].want, "utf8 case %zu", i);
+    CHECK(kvl_utf8_invalid_at(NULL, 0) == -1);
+    /* every 1..3-byte string and the 4-byte ones from lead bytes F0..F4 with a
+     * sample of continuations agree with the reference decoder */
+    int bad = 0;
+    uint8_t b[5] = {0};
+    for (uint32_t v = 0; v < (1u << 24); v++) {
+        b[0] = (uint8_t)(v >> 16), b[1] = (uint8_t)(v >> 8), b[2] = (uint8_t)v;
+        for (size_t n = 1; n <= 3; n++) {
+            if (n < 3 && (v & ((1u << (8 * (3 - n))) - 1))) continue; /* count each shorter string once */
+            int64_t want = -1;
+            for (size_t i = 0; i < n;) {
+                size_t l = ref_utf8_len(b + i, n - i);
+                if (!l) { want = (int64_t)i; break; }
+                i += l;
+            }
+            bad += kvl_utf8_invalid_at((const char *)b, n) != want;
+        }
+    }
+    for (uint32_t lead = 0xF0; lead <= 0xF7; lead++)
+        for (uint32_t c1 = 0x80; c1 < 0xC0; c1++)
+            for (uint32_t c23 = 0; c23 < 16; c23++) {
+                uint8_t q[4] = {(uint8_t)lead, (uint8_t)c1, (uint8_t)(0x80 | c23), (uint8_t)(0xBF - c23)};
+                int64_t want = ref_utf8_len(q, 4) == 4 ? -1 : 0;
+                bad += kvl_utf8_invalid_at((const char *)q, 4) != want;
+            }
+    CHECK_MSG(bad == 0, "%d strings disagree with the reference UTF-8 decoder", bad);
+}
+
 /* ---- reference data files ------------------------------------------------------- */
 
 static char *read_file(const char *path, size_t *n) {
@@ -802,6 +860,7 @@ int main(void) {
     test_bpe_pre();
     test_chat_plain();
     test_create_errors();
+    test_utf8_valid();
     {
         gw w = {0};
         build_bpe(&w, "llama-bpe", NULL);

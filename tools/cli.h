@@ -47,8 +47,8 @@ int cli_parse_u64(const char *s, uint64_t *out);
 /* Byte sizes with optional K/M/G/T suffix (powers of 1024), optional "B"/"iB". */
 int cli_parse_size(const char *s, size_t *out);
 
-/* Offset of the first byte that breaks strict UTF-8 (overlongs, surrogates,
- * > U+10FFFF and NUL are rejected), or -1 if buf is valid. */
+/* Offset of the first byte that breaks strict UTF-8 (kvl_utf8_invalid_at) or
+ * is NUL (C strings cannot carry it), or -1 if buf is valid. */
 long cli_utf8_invalid_at(const char *buf, size_t len);
 
 /* Read a whole file into a NUL-terminated malloc'd buffer; dies on error. */

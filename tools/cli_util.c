@@ -99,33 +99,10 @@ int cli_parse_size(const char *s, size_t *out) {
 /* ---- UTF-8 -------------------------------------------------------------------- */
 
 long cli_utf8_invalid_at(const char *buf, size_t len) {
-    const unsigned char *s = (const unsigned char *)buf;
-    size_t i = 0;
-    while (i < len) {
-        unsigned c = s[i];
-        if (c == 0) return (long)i;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        int n;
-        unsigned cp;
-        if (c >= 0xC2 && c <= 0xDF) n = 1, cp = c & 0x1F;
-        else if (c >= 0xE0 && c <= 0xEF) n = 2, cp = c & 0x0F;
-        else if (c >= 0xF0 && c <= 0xF4) n = 3, cp = c & 0x07;
-        else return (long)i;
-        if (i + (size_t)n >= len) return (long)i; /* truncated sequence */
-        for (int k = 1; k <= n; k++) {
-            unsigned cc = s[i + (size_t)k];
-            if ((cc & 0xC0) != 0x80) return (long)i;
-            cp = (cp << 6) | (cc & 0x3F);
-        }
-        if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10FFFF ||
-            (cp >= 0xD800 && cp <= 0xDFFF))
-            return (long)i;
-        i += (size_t)n + 1;
-    }
-    return -1;
+    const char *nul = memchr(buf, 0, len);
+    int64_t bad = kvl_utf8_invalid_at(buf, nul ? (size_t)(nul - buf) : len);
+    if (bad >= 0) return (long)bad;
+    return nul ? (long)(nul - buf) : -1;
 }
 
 /* ---- files, time, memory --------------------------------------------------------- */

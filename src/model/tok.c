@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "util/hash.h"
+#include "util/utf8.h"
 
 enum { TT_UNDEFINED = 0, TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER = 4, TT_UNUSED = 5,
        TT_BYTE = 6 };
@@ -95,53 +96,6 @@ static int32_t vocab_find(const kvl_tok *t, const char *s, size_t n) {
         if (te->len == n && memcmp(te->s, s, n) == 0) return e - 1;
         i = (i + 1) & t->vh_mask;
     }
-}
-
-/* Length of the valid UTF-8 sequence starting at s (n bytes left), 0 if the
- * byte at s does not start one (bad lead, truncated, overlong, surrogate,
- * beyond U+10FFFF). */
-static size_t utf8_valid_len(const uint8_t *s, size_t n) {
-    uint8_t c = s[0];
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) return (n >= 2 && (s[1] & 0xC0) == 0x80) ? 2 : 0;
-    if (c >= 0xE0 && c <= 0xEF) {
-        if (n < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80) return 0;
-        if (c == 0xE0 && s[1] < 0xA0) return 0;
-        if (c == 0xED && s[1] > 0x9F) return 0;
-        return 3;
-    }
-    if (c >= 0xF0 && c <= 0xF4) {
-        if (n < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80) return 0;
-        if (c == 0xF0 && s[1] < 0x90) return 0;
-        if (c == 0xF4 && s[1] > 0x8F) return 0;
-        return 4;
-    }
-    return 0;
-}
-
-/* Decode one valid UTF-8 sequence of length l. */
-static uint32_t utf8_cp(const uint8_t *s, size_t l) {
-    switch (l) {
-    case 1: return s[0];
-    case 2: return ((uint32_t)(s[0] & 0x1F) << 6) | (s[1] & 0x3F);
-    case 3: return ((uint32_t)(s[0] & 0x0F) << 12) | ((uint32_t)(s[1] & 0x3F) << 6) | (s[2] & 0x3F);
-    default:
-        return ((uint32_t)(s[0] & 0x07) << 18) | ((uint32_t)(s[1] & 0x3F) << 12) |
-               ((uint32_t)(s[2] & 0x3F) << 6) | (s[3] & 0x3F);
-    }
-}
-
-static int utf8_put(uint32_t cp, char *o) {
-    if (cp < 0x80) { o[0] = (char)cp; return 1; }
-    if (cp < 0x800) { o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | (cp >> 12)); o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | (cp >> 18)); o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); o[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
 }
 
 /* ---- pre-tokenizer regexes -------------------------------------------------- */
@@ -328,8 +282,7 @@ kvl_status kvl_tok_create(const kvl_gguf *g, kvl_tok **out, kvl_err *err) {
             t->byte2cp[c] = cp;
             t->cp2byte[cp] = (int16_t)c;
             char u[4];
-            int l = utf8_put(cp, u);
-            t->byte_tok[c] = vocab_find(t, u, (size_t)l);
+            t->byte_tok[c] = vocab_find(t, u, kvl_utf8_encode(cp, u));
         }
         const char *pre = "";
         size_t pn = 0;
@@ -580,7 +533,7 @@ static void bpe_word_uncached(enc_state *s, const uint8_t *w, size_t n) {
     if (t->ignore_merges) {
         if (!grow_buf(s, n * 2)) return;
         size_t bl = 0;
-        for (size_t i = 0; i < n; i++) bl += (size_t)utf8_put(t->byte2cp[w[i]], s->buf + bl);
+        for (size_t i = 0; i < n; i++) bl += kvl_utf8_encode(t->byte2cp[w[i]], s->buf + bl);
         int32_t id = vocab_find(t, s->buf, bl);
         if (id >= 0) { emit(s, id); return; }
     }
@@ -665,7 +618,7 @@ static void bpe_raw(enc_state *s, const uint8_t *p, size_t n) {
     while (i < n && !s->oom) {
         size_t st = i;
         size_t l;
-        while (i < n && (l = utf8_valid_len(p + i, n - i)) > 0) i += l;
+        while (i < n && (l = kvl_utf8_len(p + i, n - i)) > 0) i += l;
         if (i > st) bpe_split(s, 0, p + st, i - st);
         if (i < n) { /* invalid byte (dropped if it has no byte-level token, see bpe_word) */
             if (s->t->byte_tok[p[i]] >= 0) emit(s, s->t->byte_tok[p[i]]);
@@ -704,7 +657,7 @@ static void spm_raw(enc_state *s, const uint8_t *p, size_t n, bool prefix) {
     if (!grow_syms(s, bl)) return;
     size_t ns = 0;
     for (size_t i = 0; i < bl;) {
-        size_t l = utf8_valid_len((const uint8_t *)s->buf + i, bl - i);
+        size_t l = kvl_utf8_len((const uint8_t *)s->buf + i, bl - i);
         if (!l) l = 1;
         s->off[ns] = (int32_t)i;
         s->len[ns] = (int32_t)l;
@@ -846,9 +799,9 @@ int kvl_tok_piece(const kvl_tok *t, kvl_token id, int render_special, char *buf,
         return n;
     }
     for (size_t i = 0; i < L;) {
-        size_t l = utf8_valid_len(s + i, L - i);
+        size_t l = kvl_utf8_len(s + i, L - i);
         if (!l) { n = put_bytes(buf, cap, n, (const char *)s + i, 1); i++; continue; }
-        uint32_t cp = utf8_cp(s + i, l);
+        uint32_t cp = kvl_utf8_decode(s + i, l);
         if (cp < 324 && t->cp2byte[cp] >= 0) {
             char ch = (char)t->cp2byte[cp];
             n = put_bytes(buf, cap, n, &ch, 1);
@@ -959,15 +912,15 @@ static void trim(const char **s, size_t *n) {
     const uint8_t *p = (const uint8_t *)*s;
     size_t a = 0, b = *n;
     while (a < b) {
-        size_t l = utf8_valid_len(p + a, b - a);
-        if (!l || !py_space(utf8_cp(p + a, l))) break;
+        size_t l = kvl_utf8_len(p + a, b - a);
+        if (!l || !py_space(kvl_utf8_decode(p + a, l))) break;
         a += l;
     }
     while (b > a) {
         size_t st = b - 1;
         while (st > a && (p[st] & 0xC0) == 0x80 && b - st < 4) st--;
-        size_t l = utf8_valid_len(p + st, b - st);
-        if (l != b - st || !py_space(utf8_cp(p + st, l))) break;
+        size_t l = kvl_utf8_len(p + st, b - st);
+        if (l != b - st || !py_space(kvl_utf8_decode(p + st, l))) break;
         b = st;
     }
     *s += a;
