@@ -63,6 +63,9 @@ size_t cli_peak_rss(void);
 kvl_model *cli_load_model(const char *path);
 /* Create a context for m from the options (codec overridable, n_ctx given). */
 kvl_ctx *cli_create_ctx(const kvl_model *m, const cli_opts *o, const char *codec, int n_ctx);
+/* Message for a failed call on context c: its error text, or the status name
+ * when the context recorded none (c may be NULL). */
+const char *cli_ctx_msg(const kvl_ctx *c, kvl_status s);
 /* Tokenize into a malloc'd array; dies on error. */
 kvl_token *cli_tokenize(const kvl_model *m, const char *text, size_t len, int add_bos,
                         int parse_special, int64_t *n_out);

@@ -184,6 +184,11 @@ kvl_ctx *cli_create_ctx(const kvl_model *m, const cli_opts *o, const char *codec
     return c;
 }
 
+const char *cli_ctx_msg(const kvl_ctx *c, kvl_status s) {
+    const char *e = c ? kvl_ctx_error(c) : NULL;
+    return e && e[0] ? e : kvl_status_str(s);
+}
+
 kvl_token *cli_tokenize(const kvl_model *m, const char *text, size_t len, int add_bos,
                         int parse_special, int64_t *n_out) {
     int64_t cap = (int64_t)len + 16;

@@ -93,11 +93,6 @@ static kvl_token *tokenize_rendered(const kvl_model *m, const kvl_model_info *in
     return t;
 }
 
-static const char *ctx_msg(const kvl_ctx *c, kvl_status s) {
-    const char *e = c ? kvl_ctx_error(c) : NULL;
-    return e && e[0] ? e : kvl_status_str(s);
-}
-
 typedef struct gen_state {
     const kvl_model *m;
     kvl_ctx *ctx;
@@ -127,7 +122,7 @@ static void gen_init(gen_state *g, const kvl_model *m, kvl_ctx *ctx, const cli_o
     kvl_status s = kvl_sampler_create(&o->sp, info.n_vocab, &g->smp);
     if (s != KVL_OK) cli_die(CLI_EXIT_USAGE, "invalid sampling parameters: %s", kvl_status_str(s));
     s = kvl_seq_create(ctx, &g->seq);
-    if (s != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "cannot create sequence: %s", ctx_msg(ctx, s));
+    if (s != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "cannot create sequence: %s", cli_ctx_msg(ctx, s));
 }
 
 static void gen_free(gen_state *g) {
@@ -143,7 +138,7 @@ static void gen_reset_seq(gen_state *g) {
     kvl_seq_free(g->seq);
     g->seq = NULL;
     kvl_status s = kvl_seq_create(g->ctx, &g->seq);
-    if (s != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "cannot create sequence: %s", ctx_msg(g->ctx, s));
+    if (s != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "cannot create sequence: %s", cli_ctx_msg(g->ctx, s));
     g->cached.n = 0;
 }
 
@@ -254,7 +249,7 @@ int cmd_run(const cli_opts *o) {
     double t0 = cli_now();
     kvl_status s = gen_prefill(&g, toks, n_prompt);
     double t_prefill = cli_now() - t0;
-    if (s != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "prefill failed: %s", ctx_msg(ctx, s));
+    if (s != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "prefill failed: %s", cli_ctx_msg(ctx, s));
 
     int64_t n_gen = 0;
     kvl_status gerr = KVL_OK;
@@ -263,7 +258,7 @@ int cmd_run(const cli_opts *o) {
     fflush(stdout);
     int rc = CLI_EXIT_OK;
     if (end == GEN_ERROR) {
-        cli_warn("decode failed: %s", ctx_msg(ctx, gerr));
+        cli_warn("decode failed: %s", cli_ctx_msg(ctx, gerr));
         rc = CLI_EXIT_RUNTIME;
     } else if (end == GEN_CTX_FULL && o->stats) {
         fprintf(stderr, "(stopped: context of %d tokens is full)\n", n_ctx);
@@ -393,7 +388,7 @@ int cmd_chat(const cli_opts *o) {
         kvl_status s = gen_prefill(&g, toks + k, n_tok - k);
         free(toks);
         if (s != KVL_OK) {
-            cli_warn("prefill failed: %s", ctx_msg(ctx, s));
+            cli_warn("prefill failed: %s", cli_ctx_msg(ctx, s));
             rc = CLI_EXIT_RUNTIME;
             break;
         }
@@ -406,7 +401,7 @@ int cmd_chat(const cli_opts *o) {
         fputc('\n', stdout);
         fflush(stdout);
         if (end == GEN_ERROR) {
-            cli_warn("decode failed: %s", ctx_msg(ctx, gerr));
+            cli_warn("decode failed: %s", cli_ctx_msg(ctx, gerr));
             rc = CLI_EXIT_RUNTIME;
             break;
         }
