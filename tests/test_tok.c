@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/chat.h"
 #include "model/gguf.h"
 #include "model/tok.h"
 #include "test.h"
@@ -769,7 +770,7 @@ static void test_chat(const kvl_tok *model_tok) {
             elen = unesc(expected);
             const kvl_tok *t = fmt_l3 ? (have_l3 ? l3.t : NULL) : model_tok;
             if (!t || n_msgs != want_msgs) continue;
-            int64_t r = kvl_tok_chat_apply(t, msgs, n_msgs, add, out, sizeof out);
+            int64_t r = kvl_chat_render(t, msgs, n_msgs, add, out, sizeof out);
             cases++;
             if (r != (int64_t)elen || memcmp(out, expected, elen) != 0 || out[elen] != 0) {
                 bad++;
@@ -779,7 +780,7 @@ static void test_chat(const kvl_tok *model_tok) {
             /* short buffer: same length returned, nothing past cap written */
             char small[8];
             memset(small, 'Z', sizeof small);
-            CHECK(kvl_tok_chat_apply(t, msgs, n_msgs, add, small, 4) == r && small[4] == 'Z');
+            CHECK(kvl_chat_render(t, msgs, n_msgs, add, small, 4) == r && small[4] == 'Z');
         } else if (line[0] == 'I' && line[1] == ' ' && expected && !fmt_l3 && model_tok) {
             int ne = parse_ids(line + 2, exp_ids, 1024);
             int64_t ng = kvl_tok_encode(model_tok, expected, elen, 0, 1, ids, 1024);
@@ -791,7 +792,7 @@ static void test_chat(const kvl_tok *model_tok) {
     CHECK(cases >= (model_tok ? 20 : 10));
     if (have_l3) {
         /* no messages: just the header, no bos */
-        int64_t r = kvl_tok_chat_apply(l3.t, NULL, 0, 1, out, sizeof out);
+        int64_t r = kvl_chat_render(l3.t, NULL, 0, 1, out, sizeof out);
         const char *hdr = "<|start_header_id|>assistant<|end_header_id|>\n\n";
         CHECK(r == (int64_t)strlen(hdr) && strcmp(out, hdr) == 0);
     }
@@ -807,12 +808,12 @@ static void test_chat_plain(void) {
     if (!mini_open(&m, &w)) { CHECK(0); mini_close(&m); return; }
     kvl_chat_msg msg[1] = {{"user", "hi"}};
     char out[256];
-    int64_t r = kvl_tok_chat_apply(m.t, msg, 1, 1, out, sizeof out);
+    int64_t r = kvl_chat_render(m.t, msg, 1, 1, out, sizeof out);
     const char *want = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n";
     CHECK(r == (int64_t)strlen(want) && strcmp(out, want) == 0);
-    CHECK(kvl_tok_chat_apply(m.t, msg, -1, 1, out, sizeof out) < 0);
+    CHECK(kvl_chat_render(m.t, msg, -1, 1, out, sizeof out) < 0);
     kvl_chat_msg bad[1] = {{NULL, "x"}};
-    CHECK(kvl_tok_chat_apply(m.t, bad, 1, 1, out, sizeof out) < 0);
+    CHECK(kvl_chat_render(m.t, bad, 1, 1, out, sizeof out) < 0);
     mini_close(&m);
 
     /* Qwen-style template: concatenated system literal is not a default, the
@@ -823,7 +824,7 @@ static void test_chat_plain(void) {
               "'<|im_end|>\\n' }}{%- else %}{{- '<|im_start|>system\\nYou are Qwen, a \\'helpful\\' "
               "assistant.<|im_end|>\\n' }}{%- endif %}");
     if (!mini_open(&m, &w2)) { CHECK(0); mini_close(&m); return; }
-    r = kvl_tok_chat_apply(m.t, msg, 1, 0, out, sizeof out);
+    r = kvl_chat_render(m.t, msg, 1, 0, out, sizeof out);
     want = "<|im_start|>system\nYou are Qwen, a 'helpful' assistant.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n";
     CHECK_MSG(r == (int64_t)strlen(want) && strcmp(out, want) == 0, "qwen default system: %s", out);
     mini_close(&m);

@@ -10,10 +10,11 @@
  *    U+2581, an optional space prefix is added, characters are merged by the
  *    highest score of the concatenated piece present in the vocab, characters
  *    not in the vocab become byte-fallback tokens "<0xAB>".
- * Also: token pieces (detokenization) and chat templates (ChatML, Llama-3).
+ * Also: token pieces (detokenization). The chat template (chat.c) is created
+ * with the tokenizer and owned by it.
  *
- * The tokenizer is immutable after creation; encode/piece/chat only read it
- * and allocate their own scratch, so concurrent calls are safe. */
+ * The tokenizer is immutable after creation; encode/piece only read it and
+ * allocate their own scratch, so concurrent calls are safe. */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "model/tok.h"
 
@@ -23,13 +24,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/chat.h"
 #include "util/hash.h"
 #include "util/utf8.h"
 
 enum { TT_UNDEFINED = 0, TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER = 4, TT_UNUSED = 5,
        TT_BYTE = 6 };
 enum { KIND_BPE = 1, KIND_SPM = 2 };
-enum { CHAT_CHATML = 0, CHAT_LLAMA3 = 1 };
 
 #define MAX_RE 3
 
@@ -65,8 +66,7 @@ struct kvl_tok {
     kvl_token bos, eos, eot, unk;
     int add_bos;
     bool add_space_prefix;
-    int chat_fmt;
-    char *chat_sys;          /* ChatML default system message, or NULL */
+    kvl_chat *chat;          /* chat template (chat.c) */
 };
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -160,7 +160,7 @@ void kvl_tok_free(kvl_tok *t) {
     free(t->mh);
     free(t->spec);
     for (int i = 0; i < t->n_re; i++) pcre2_code_free(t->re[i]);
-    free(t->chat_sys);
+    kvl_chat_free(t->chat);
     free(t);
 }
 
@@ -190,8 +190,6 @@ static void sort_spec(const kvl_tok *t, int32_t *a, int32_t *tmp, int n) {
     while (j < n) tmp[k++] = a[j++];
     memcpy(a, tmp, (size_t)n * sizeof *a);
 }
-
-static kvl_status setup_chat(kvl_tok *t, const kvl_gguf *g);
 
 kvl_status kvl_tok_create(const kvl_gguf *g, kvl_tok **out, kvl_err *err) {
     if (!out) return kvl_err_set(err, KVL_ERR_ARG, "kvl_tok_create: out is NULL");
@@ -355,10 +353,7 @@ kvl_status kvl_tok_create(const kvl_gguf *g, kvl_tok **out, kvl_err *err) {
         while (k < ns && (uint8_t)t->v[t->spec[k]].s[0] < c) k++;
         t->spec_start[c] = k;
     }
-    if ((st = setup_chat(t, g))) {
-        kvl_err_set(err, st, "tokenizer: out of memory");
-        goto fail;
-    }
+    if ((st = kvl_chat_create(g, &t->chat, err))) goto fail;
     *out = t;
     return KVL_OK;
 fail:
@@ -371,6 +366,12 @@ kvl_token kvl_tok_bos(const kvl_tok *t) { return t ? t->bos : -1; }
 kvl_token kvl_tok_eos(const kvl_tok *t) { return t ? t->eos : -1; }
 kvl_token kvl_tok_eot(const kvl_tok *t) { return t ? t->eot : -1; }
 int kvl_tok_add_bos_default(const kvl_tok *t) { return t ? t->add_bos : 0; }
+const kvl_chat *kvl_tok_chat(const kvl_tok *t) { return t ? t->chat : NULL; }
+const char *kvl_tok_text(const kvl_tok *t, kvl_token id, size_t *len) {
+    if (!t || id < 0 || id >= t->n_vocab) return NULL;
+    *len = t->v[id].len;
+    return t->v[id].s;
+}
 int kvl_tok_is_eog(const kvl_tok *t, kvl_token id) {
     return t && id >= 0 && (id == t->eos || id == t->eot);
 }
@@ -811,159 +812,4 @@ int kvl_tok_piece(const kvl_tok *t, kvl_token id, int render_special, char *buf,
         i += l;
     }
     return n;
-}
-
-/* ---- chat templates --------------------------------------------------------- */
-
-static const char *mem_find(const char *h, size_t hn, const char *needle) {
-    size_t nn = strlen(needle);
-    if (nn > hn) return NULL;
-    for (size_t i = 0; i + nn <= hn; i++)
-        if (h[i] == needle[0] && memcmp(h + i, needle, nn) == 0) return h + i;
-    return NULL;
-}
-
-/* Default ChatML system message written as a constant inside the template,
- * e.g. '<|im_start|>system\nYou are ...<|im_end|>\n' (SmolLM2, Qwen2.5). The
- * text must lie inside one string literal: it may not contain the literal's
- * quote character (which rules out concatenations such as
- * '<|im_start|>system\n' + messages[0]['content'] + ...). Jinja escapes
- * (\n, \t, \', \", \\) are decoded. Returns a malloc'd string or NULL. */
-static char *chatml_default_system(const char *tp, size_t tn, bool *oom) {
-    static const char tag[] = "<|im_start|>system";
-    const char *p = tp, *end = tp + tn;
-    while ((p = mem_find(p, (size_t)(end - p), tag)) != NULL) {
-        const char *q = p + strlen(tag);
-        p = q;
-        size_t nl;
-        if (q < end && *q == '\n') nl = 1;
-        else if (end - q >= 2 && q[0] == '\\' && q[1] == 'n') nl = 2;
-        else continue;
-        /* the quote that opened this literal: nearest quote before the tag */
-        const char *b = p - strlen(tag);
-        char quote = 0;
-        while (b > tp) {
-            b--;
-            if (*b == '\'' || *b == '"') { quote = *b; break; }
-        }
-        if (!quote) continue;
-        const char *c = q + nl;
-        const char *e = mem_find(c, (size_t)(end - c), "<|im_end|>");
-        if (!e || e <= c) continue;
-        bool ok = true;
-        for (const char *x = c; x < e; x++) {
-            if (*x == '\\' && x + 1 < e) { x++; continue; }
-            if (*x == quote) { ok = false; break; }
-        }
-        if (!ok) continue;
-        char *r = malloc((size_t)(e - c) + 1);
-        if (!r) { *oom = true; return NULL; }
-        size_t k = 0;
-        for (const char *x = c; x < e; x++) {
-            if (*x == '\\' && x + 1 < e) {
-                x++;
-                r[k++] = *x == 'n' ? '\n' : *x == 't' ? '\t' : *x == 'r' ? '\r' : *x;
-            } else {
-                r[k++] = *x;
-            }
-        }
-        r[k] = 0;
-        return r;
-    }
-    return NULL;
-}
-
-static kvl_status setup_chat(kvl_tok *t, const kvl_gguf *g) {
-    const char *tp = NULL;
-    size_t tn = 0;
-    t->chat_fmt = CHAT_CHATML;
-    if (!kvl_gguf_get_str(g, "tokenizer.chat_template", &tp, &tn)) return KVL_OK;
-    if (mem_find(tp, tn, "<|im_start|>")) {
-        bool oom = false;
-        t->chat_sys = chatml_default_system(tp, tn, &oom);
-        if (oom) return KVL_ERR_NOMEM;
-    } else if (mem_find(tp, tn, "<|start_header_id|>")) {
-        t->chat_fmt = CHAT_LLAMA3;
-    }
-    return KVL_OK;
-}
-
-typedef struct out_buf {
-    char *p;
-    size_t cap, n;
-} out_buf;
-
-static void ob_put(out_buf *o, const char *s, size_t l) {
-    for (size_t i = 0; i < l; i++)
-        if (o->n + i < o->cap) o->p[o->n + i] = s[i];
-    o->n += l;
-}
-static void ob_str(out_buf *o, const char *s) { ob_put(o, s, strlen(s)); }
-
-/* Python str.isspace() for a code point (what Jinja's |trim strips). */
-static bool py_space(uint32_t c) {
-    return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 ||
-           c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
-           c == 0x205F || c == 0x3000;
-}
-
-/* Jinja |trim: strip leading/trailing whitespace (on valid UTF-8 characters). */
-static void trim(const char **s, size_t *n) {
-    const uint8_t *p = (const uint8_t *)*s;
-    size_t a = 0, b = *n;
-    while (a < b) {
-        size_t l = kvl_utf8_len(p + a, b - a);
-        if (!l || !py_space(kvl_utf8_decode(p + a, l))) break;
-        a += l;
-    }
-    while (b > a) {
-        size_t st = b - 1;
-        while (st > a && (p[st] & 0xC0) == 0x80 && b - st < 4) st--;
-        size_t l = kvl_utf8_len(p + st, b - st);
-        if (l != b - st || !py_space(kvl_utf8_decode(p + st, l))) break;
-        b = st;
-    }
-    *s += a;
-    *n = b - a;
-}
-
-int64_t kvl_tok_chat_apply(const kvl_tok *t, const kvl_chat_msg *msgs, int n_msgs, int add_assistant,
-                           char *out, size_t cap) {
-    if (!t || n_msgs < 0 || (n_msgs > 0 && !msgs) || (!out && cap > 0)) return -(int64_t)KVL_ERR_ARG;
-    for (int i = 0; i < n_msgs; i++)
-        if (!msgs[i].role) return -(int64_t)KVL_ERR_ARG;
-    out_buf o = {out, cap, 0};
-    if (t->chat_fmt == CHAT_LLAMA3) {
-        for (int i = 0; i < n_msgs; i++) {
-            if (i == 0) {
-                if (t->bos >= 0) ob_put(&o, t->v[t->bos].s, t->v[t->bos].len);
-                else ob_str(&o, "<|begin_of_text|>");
-            }
-            const char *c = msgs[i].content ? msgs[i].content : "";
-            size_t cl = strlen(c);
-            trim(&c, &cl);
-            ob_str(&o, "<|start_header_id|>");
-            ob_str(&o, msgs[i].role);
-            ob_str(&o, "<|end_header_id|>\n\n");
-            ob_put(&o, c, cl);
-            ob_str(&o, "<|eot_id|>");
-        }
-        if (add_assistant) ob_str(&o, "<|start_header_id|>assistant<|end_header_id|>\n\n");
-    } else {
-        for (int i = 0; i < n_msgs; i++) {
-            if (i == 0 && t->chat_sys && strcmp(msgs[0].role, "system") != 0) {
-                ob_str(&o, "<|im_start|>system\n");
-                ob_str(&o, t->chat_sys);
-                ob_str(&o, "<|im_end|>\n");
-            }
-            ob_str(&o, "<|im_start|>");
-            ob_str(&o, msgs[i].role);
-            ob_str(&o, "\n");
-            ob_str(&o, msgs[i].content ? msgs[i].content : "");
-            ob_str(&o, "<|im_end|>\n");
-        }
-        if (add_assistant) ob_str(&o, "<|im_start|>assistant\n");
-    }
-    if (o.n < cap) out[o.n] = 0;
-    return (int64_t)o.n;
 }

@@ -1,7 +1,8 @@
 /* Tokenizer built from GGUF metadata: byte-level BPE (GPT-2 style; the
  * pre-tokenizer regex chosen from tokenizer.ggml.pre, run with PCRE2) and the
  * SentencePiece-style BPE of Llama-2 models (tokenizer.ggml.model == "llama",
- * with byte fallback); special tokens; chat templates (ChatML, Llama-3). */
+ * with byte fallback); special tokens. The tokenizer owns the model's chat
+ * template (model/chat.h). */
 #ifndef KVL_MODEL_TOK_H
 #define KVL_MODEL_TOK_H
 
@@ -12,6 +13,7 @@
 #include "model/gguf.h"
 
 typedef struct kvl_tok kvl_tok;
+typedef struct kvl_chat kvl_chat; /* model/chat.h */
 
 /* Build from the GGUF's tokenizer.* metadata (g must outlive the tokenizer). */
 kvl_status kvl_tok_create(const kvl_gguf *g, kvl_tok **out, kvl_err *err);
@@ -23,6 +25,11 @@ kvl_token kvl_tok_eos(const kvl_tok *t);
 kvl_token kvl_tok_eot(const kvl_tok *t); /* end of turn (<|im_end|>, <|eot_id|>) or -1 */
 int kvl_tok_is_eog(const kvl_tok *t, kvl_token id);
 int kvl_tok_add_bos_default(const kvl_tok *t);
+/* The chat template created with t (never NULL for a created tokenizer). */
+const kvl_chat *kvl_tok_chat(const kvl_tok *t);
+/* Raw vocabulary text of token id (not NUL-terminated, length in *len), or
+ * NULL for an id outside the vocabulary. */
+const char *kvl_tok_text(const kvl_tok *t, kvl_token id, size_t *len);
 
 /* Same contract as kvl_tokenize in kvlite.h. Special-token matching is
  * leftmost-longest on the raw bytes (as HF tokenizers): control tokens
@@ -35,8 +42,5 @@ int64_t kvl_tok_encode(const kvl_tok *t, const char *text, size_t len, int add_b
                        kvl_token *out, int64_t cap);
 /* Same contract as kvl_token_to_piece. */
 int kvl_tok_piece(const kvl_tok *t, kvl_token id, int render_special, char *buf, int cap);
-/* Same contract as kvl_chat_apply. */
-int64_t kvl_tok_chat_apply(const kvl_tok *t, const kvl_chat_msg *msgs, int n_msgs, int add_assistant,
-                           char *out, size_t cap);
 
 #endif
