@@ -66,6 +66,11 @@ int64_t kvl_chat_apply(const kvl_model *m, const kvl_chat_msg *msgs, int n_msgs,
     return kvl_chat_render(m->tok, msgs, n_msgs, add_assistant, out, cap);
 }
 
+int64_t kvl_chat_tokenize(const kvl_model *m, const kvl_chat_msg *msgs, int n_msgs, int add_assistant,
+                          kvl_token *out, int64_t cap) {
+    return kvl_chat_encode(m ? m->tok : NULL, msgs, n_msgs, add_assistant, out, cap, NULL);
+}
+
 /* ---- context ---- */
 
 void kvl_ctx_params_default(kvl_ctx_params *p) {

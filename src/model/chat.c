@@ -112,17 +112,33 @@ kvl_status kvl_chat_create(const kvl_gguf *g, kvl_chat **out, kvl_err *err) {
     return KVL_OK;
 }
 
+/* Output of a rendering: bytes (written while they fit in cap, counted
+ * always) and, when sp is set, the spans of template markup, i.e. everything
+ * but message roles and contents (adjacent markup pieces share one span). */
 typedef struct out_buf {
     char *p;
     size_t cap, n;
+    kvl_tok_span *sp; /* room for 2 * n_msgs + 4 spans, or NULL */
+    int n_sp;
 } out_buf;
 
 static void ob_put(out_buf *o, const char *s, size_t l) {
-    for (size_t i = 0; i < l; i++)
-        if (o->n + i < o->cap) o->p[o->n + i] = s[i];
+    if (o->n < o->cap) memcpy(o->p + o->n, s, o->cap - o->n < l ? o->cap - o->n : l);
     o->n += l;
 }
-static void ob_str(out_buf *o, const char *s) { ob_put(o, s, strlen(s)); }
+
+/* Template text: may produce control tokens. */
+static void ob_markup(out_buf *o, const char *s, size_t l) {
+    if (o->sp && l) {
+        if (o->n_sp && o->sp[o->n_sp - 1].off + o->sp[o->n_sp - 1].len == o->n) o->sp[o->n_sp - 1].len += l;
+        else o->sp[o->n_sp++] = (kvl_tok_span){o->n, l};
+    }
+    ob_put(o, s, l);
+}
+static void ob_mstr(out_buf *o, const char *s) { ob_markup(o, s, strlen(s)); }
+
+/* Caller text (roles, contents): never control tokens. */
+static void ob_text(out_buf *o, const char *s, size_t l) { ob_put(o, s, l); }
 
 /* Python str.isspace() for a code point (what Jinja's |trim strips). */
 static bool py_space(uint32_t c) {
@@ -151,46 +167,83 @@ static void trim(const char **s, size_t *n) {
     *n = b - a;
 }
 
-int64_t kvl_chat_render(const kvl_tok *t, const kvl_chat_msg *msgs, int n_msgs, int add_assistant, char *out,
-                        size_t cap) {
-    const kvl_chat *c = kvl_tok_chat(t);
-    if (!c || n_msgs < 0 || (n_msgs > 0 && !msgs) || (!out && cap > 0)) return -(int64_t)KVL_ERR_ARG;
+static kvl_status check_msgs(const kvl_chat *c, const kvl_chat_msg *msgs, int n_msgs) {
+    if (!c || n_msgs < 0 || (n_msgs > 0 && !msgs)) return KVL_ERR_ARG;
     for (int i = 0; i < n_msgs; i++)
-        if (!msgs[i].role) return -(int64_t)KVL_ERR_ARG;
-    out_buf o = {out, cap, 0};
+        if (!msgs[i].role) return KVL_ERR_ARG;
+    return KVL_OK;
+}
+
+static void render(const kvl_chat *c, const kvl_tok *t, const kvl_chat_msg *msgs, int n_msgs, int add_assistant,
+                   out_buf *o) {
     if (c->fmt == CHAT_LLAMA3) {
         for (int i = 0; i < n_msgs; i++) {
             if (i == 0) {
                 size_t bl = 0;
                 const char *bos = kvl_tok_text(t, kvl_tok_bos(t), &bl);
-                if (bos) ob_put(&o, bos, bl);
-                else ob_str(&o, "<|begin_of_text|>");
+                if (bos) ob_markup(o, bos, bl);
+                else ob_mstr(o, "<|begin_of_text|>");
             }
-            const char *c = msgs[i].content ? msgs[i].content : "";
-            size_t cl = strlen(c);
-            trim(&c, &cl);
-            ob_str(&o, "<|start_header_id|>");
-            ob_str(&o, msgs[i].role);
-            ob_str(&o, "<|end_header_id|>\n\n");
-            ob_put(&o, c, cl);
-            ob_str(&o, "<|eot_id|>");
+            const char *txt = msgs[i].content ? msgs[i].content : "";
+            size_t tl = strlen(txt);
+            trim(&txt, &tl);
+            ob_mstr(o, "<|start_header_id|>");
+            ob_text(o, msgs[i].role, strlen(msgs[i].role));
+            ob_mstr(o, "<|end_header_id|>\n\n");
+            ob_text(o, txt, tl);
+            ob_mstr(o, "<|eot_id|>");
         }
-        if (add_assistant) ob_str(&o, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+        if (add_assistant) ob_mstr(o, "<|start_header_id|>assistant<|end_header_id|>\n\n");
     } else {
         for (int i = 0; i < n_msgs; i++) {
             if (i == 0 && c->sys && strcmp(msgs[0].role, "system") != 0) {
-                ob_str(&o, "<|im_start|>system\n");
-                ob_str(&o, c->sys);
-                ob_str(&o, "<|im_end|>\n");
+                ob_mstr(o, "<|im_start|>system\n");
+                ob_mstr(o, c->sys);
+                ob_mstr(o, "<|im_end|>\n");
             }
-            ob_str(&o, "<|im_start|>");
-            ob_str(&o, msgs[i].role);
-            ob_str(&o, "\n");
-            ob_str(&o, msgs[i].content ? msgs[i].content : "");
-            ob_str(&o, "<|im_end|>\n");
+            const char *txt = msgs[i].content ? msgs[i].content : "";
+            ob_mstr(o, "<|im_start|>");
+            ob_text(o, msgs[i].role, strlen(msgs[i].role));
+            ob_mstr(o, "\n");
+            ob_text(o, txt, strlen(txt));
+            ob_mstr(o, "<|im_end|>\n");
         }
-        if (add_assistant) ob_str(&o, "<|im_start|>assistant\n");
+        if (add_assistant) ob_mstr(o, "<|im_start|>assistant\n");
     }
+}
+
+int64_t kvl_chat_render(const kvl_tok *t, const kvl_chat_msg *msgs, int n_msgs, int add_assistant, char *out,
+                        size_t cap) {
+    const kvl_chat *c = kvl_tok_chat(t);
+    if (check_msgs(c, msgs, n_msgs) || (!out && cap > 0)) return -(int64_t)KVL_ERR_ARG;
+    out_buf o = {.p = out, .cap = cap};
+    render(c, t, msgs, n_msgs, add_assistant, &o);
     if (o.n < cap) out[o.n] = 0;
     return (int64_t)o.n;
+}
+
+int64_t kvl_chat_encode(const kvl_tok *t, const kvl_chat_msg *msgs, int n_msgs, int add_assistant, kvl_token *out,
+                        int64_t cap, kvl_err *err) {
+    const kvl_chat *c = kvl_tok_chat(t);
+    if (check_msgs(c, msgs, n_msgs) || cap < 0 || (!out && cap > 0))
+        return -(int64_t)kvl_err_set(err, KVL_ERR_ARG, "chat: invalid arguments (a message without role?)");
+    out_buf o = {0};
+    render(c, t, msgs, n_msgs, add_assistant, &o); /* length only */
+    size_t len = o.n;
+    if (len > KVL_TOKENIZE_MAX_BYTES)
+        return -(int64_t)kvl_err_set(err, KVL_ERR_ARG, "chat: rendered conversation of %zu bytes exceeds the limit of %zu bytes",
+                                     len, (size_t)KVL_TOKENIZE_MAX_BYTES);
+    size_t n_sp = 2 * (size_t)n_msgs + 4;
+    o = (out_buf){.p = malloc(len + 1), .cap = len + 1, .sp = malloc(n_sp * sizeof *o.sp)};
+    if (!o.p || !o.sp) {
+        free(o.p);
+        free(o.sp);
+        return -(int64_t)kvl_err_set(err, KVL_ERR_NOMEM, "chat: out of memory rendering %zu bytes", len);
+    }
+    render(c, t, msgs, n_msgs, add_assistant, &o);
+    kvl_tok_enc_opts eo = {.add_bos = -1, .bos_once = 1, .markup = o.sp, .n_markup = o.n_sp};
+    int64_t r = kvl_tok_encode_ex(t, o.p, o.n, &eo, out, cap, err);
+    free(o.p);
+    free(o.sp);
+    return r;
 }

@@ -20,5 +20,11 @@ void kvl_chat_free(kvl_chat *c);
 /* Same contract as kvl_chat_apply in kvlite.h, with the template of t. */
 int64_t kvl_chat_render(const kvl_tok *t, const kvl_chat_msg *msgs, int n_msgs, int add_assistant, char *out,
                         size_t cap);
+/* Same contract as kvl_chat_tokenize in kvlite.h: the rendering tokenized
+ * with control tokens matched only in the template's own markup (roles and
+ * contents are text), BOS added once. err (may be NULL) gets a message on
+ * failure. */
+int64_t kvl_chat_encode(const kvl_tok *t, const kvl_chat_msg *msgs, int n_msgs, int add_assistant, kvl_token *out,
+                        int64_t cap, kvl_err *err);
 
 #endif

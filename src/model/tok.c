@@ -33,6 +33,9 @@ enum { TT_UNDEFINED = 0, TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER 
 enum { KIND_BPE = 1, KIND_SPM = 2 };
 
 #define MAX_RE 3
+/* Longest vocabulary entry accepted (real vocabularies stay under 1 KiB); keeps
+ * piece lengths and symbol offsets far inside int range. */
+#define TOK_MAX_TOKEN_BYTES (1u << 20)
 
 typedef struct tok_entry {
     const char *s; /* into the GGUF map, not NUL-terminated */
@@ -231,8 +234,13 @@ kvl_status kvl_tok_create(const kvl_gguf *g, kvl_tok **out, kvl_err *err) {
     for (uint64_t i = 0; i < nv; i++) {
         tok_entry *e = &t->v[i];
         size_t l;
-        if (!kvl_gguf_arr_str(g, "tokenizer.ggml.tokens", i, &e->s, &l) || l > UINT32_MAX) {
+        if (!kvl_gguf_arr_str(g, "tokenizer.ggml.tokens", i, &e->s, &l)) {
             st = kvl_err_set(err, KVL_ERR_FORMAT, "tokenizer: bad token %llu", (unsigned long long)i);
+            goto fail;
+        }
+        if (l > TOK_MAX_TOKEN_BYTES) {
+            st = kvl_err_set(err, KVL_ERR_FORMAT, "tokenizer: token %llu is %zu bytes long (limit %u)",
+                             (unsigned long long)i, l, TOK_MAX_TOKEN_BYTES);
             goto fail;
         }
         e->len = (uint32_t)l;
@@ -389,8 +397,10 @@ typedef struct enc_state {
     const kvl_tok *t;
     kvl_token *out;
     int64_t cap, n;
-    bool oom;
-    /* scratch, grown on demand */
+    kvl_status st; /* first failure (message in err) */
+    kvl_err *err;
+    /* scratch, grown on demand; symbol indices and byte offsets are int32:
+     * a pre-token has at most len symbols, an SPM fragment 3 * len + 3 bytes */
     int32_t *id, *prev, *next, *off, *len;
     size_t sym_cap;
     heap_ent *heap;
@@ -408,6 +418,14 @@ typedef struct enc_state {
 
 #define WC_MAX_WORD 64
 
+_Static_assert(3 * (uint64_t)KVL_TOKENIZE_MAX_BYTES + 3 <= INT32_MAX, "symbol offsets must fit int32");
+
+/* Record the first failure of this call (later ones are consequences). */
+static void enc_nomem(enc_state *s, const char *what, size_t bytes) {
+    if (s->st) return;
+    s->st = kvl_err_set(s->err, KVL_ERR_NOMEM, "tokenizer: out of memory allocating %s (%zu bytes)", what, bytes);
+}
+
 static inline void emit(enc_state *s, kvl_token tk) {
     if (s->n < s->cap) s->out[s->n] = tk;
     s->n++;
@@ -419,7 +437,7 @@ static bool grow_syms(enc_state *s, size_t n) {
     int32_t **arrs[5] = {&s->id, &s->prev, &s->next, &s->off, &s->len};
     for (int i = 0; i < 5; i++) {
         int32_t *p = realloc(*arrs[i], c * sizeof(int32_t));
-        if (!p) { s->oom = true; return false; }
+        if (!p) { enc_nomem(s, "symbol arrays", c * sizeof(int32_t)); return false; }
         *arrs[i] = p;
     }
     s->sym_cap = c;
@@ -430,7 +448,7 @@ static bool grow_buf(enc_state *s, size_t n) {
     if (n <= s->buf_cap) return true;
     size_t c = n < 256 ? 256 : n * 2;
     char *p = realloc(s->buf, c);
-    if (!p) { s->oom = true; return false; }
+    if (!p) { enc_nomem(s, "a scratch buffer", c); return false; }
     s->buf = p;
     s->buf_cap = c;
     return true;
@@ -444,7 +462,7 @@ static void heap_push(enc_state *s, heap_ent e) {
     if (s->heap_n == s->heap_cap) {
         size_t c = s->heap_cap ? s->heap_cap * 2 : 64;
         heap_ent *p = realloc(s->heap, c * sizeof *p);
-        if (!p) { s->oom = true; return; }
+        if (!p) { enc_nomem(s, "the merge queue", c * sizeof *p); return; }
         s->heap = p;
         s->heap_cap = c;
     }
@@ -515,7 +533,7 @@ static void bpe_word(enc_state *s, const uint8_t *w, size_t n) {
     int64_t cnt = s->n - before;
     /* insert only while the table is at most half full and ids are known
      * (ids past the output capacity are not stored anywhere) */
-    if (s->wc_used * 2 >= s->wc_mask || s->n > s->cap || s->oom) return;
+    if (s->wc_used * 2 >= s->wc_mask || s->n > s->cap || s->st) return;
     if (s->wc_ids_n + (size_t)cnt > s->wc_ids_cap) {
         size_t c = (s->wc_ids_n + (size_t)cnt) * 2 + 1024;
         int32_t *p = realloc(s->wc_ids, c * sizeof *p);
@@ -579,7 +597,7 @@ static void bpe_split(enc_state *s, int lv, const uint8_t *p, size_t n) {
     if (n == 0) return;
     if (lv == t->n_re) { bpe_word(s, p, n); return; }
     size_t pos = 0;
-    while (pos < n && !s->oom) {
+    while (pos < n && !s->st) {
         int rc = pcre2_match(t->re[lv], (PCRE2_SPTR)p, n, pos, PCRE2_NO_UTF_CHECK, s->md, NULL);
         if (rc == PCRE2_ERROR_NOMATCH) break;
         if (rc < 0) {
@@ -587,7 +605,14 @@ static void bpe_split(enc_state *s, int lv, const uint8_t *p, size_t n) {
             rc = pcre2_match(t->re[lv], (PCRE2_SPTR)p, n, pos, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, s->md,
                              NULL);
             if (rc == PCRE2_ERROR_NOMATCH) break;
-            if (rc < 0) { s->oom = true; return; }
+            if (rc < 0) {
+                PCRE2_UCHAR msg[160];
+                pcre2_get_error_message(rc, msg, sizeof msg);
+                kvl_status st = rc == PCRE2_ERROR_NOMEMORY || rc == PCRE2_ERROR_HEAPLIMIT ? KVL_ERR_NOMEM
+                                                                                            : KVL_ERR_INTERNAL;
+                if (!s->st) s->st = kvl_err_set(s->err, st, "tokenizer: pre-tokenizer regex failed: %s", (char *)msg);
+                return;
+            }
         }
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(s->md);
         size_t ms = ov[0], me = ov[1];
@@ -616,7 +641,7 @@ static void bpe_split(enc_state *s, int lv, const uint8_t *p, size_t n) {
  * with.) */
 static void bpe_raw(enc_state *s, const uint8_t *p, size_t n) {
     size_t i = 0;
-    while (i < n && !s->oom) {
+    while (i < n && !s->st) {
         size_t st = i;
         size_t l;
         while (i < n && (l = kvl_utf8_len(p + i, n - i)) > 0) i += l;
@@ -670,7 +695,7 @@ static void spm_raw(enc_state *s, const uint8_t *p, size_t n, bool prefix) {
     s->next[ns - 1] = -1;
     s->heap_n = 0;
     for (size_t i = 0; i + 1 < ns; i++) spm_try_pair(s, (int32_t)i, (int32_t)i + 1);
-    while (s->heap_n && !s->oom) {
+    while (s->heap_n && !s->st) {
         heap_ent e = heap_pop(s);
         int32_t l = e.l, r = e.r;
         if (s->len[l] != e.a || s->len[r] != e.b || s->next[l] != r) continue;
@@ -694,7 +719,8 @@ static void spm_raw(enc_state *s, const uint8_t *p, size_t n, bool prefix) {
 
 /* ---- encode ---------------------------------------------------------------- */
 
-/* Leftmost-longest special token at text[i] (or -1). */
+/* Leftmost-longest special token at p[i] that ends by p[n] (or -1); control
+ * tokens only if parse_special. */
 static int32_t spec_at(const kvl_tok *t, const uint8_t *p, size_t n, size_t i, bool parse_special) {
     uint8_t c = p[i];
     for (int k = t->spec_start[c]; k < t->spec_start[c + 1]; k++) {
@@ -706,28 +732,60 @@ static int32_t spec_at(const kvl_tok *t, const uint8_t *p, size_t n, size_t i, b
     return -1;
 }
 
-int64_t kvl_tok_encode(const kvl_tok *t, const char *text, size_t len, int add_bos, int parse_special,
-                       kvl_token *out, int64_t cap) {
-    if (!t || (!text && len) || cap < 0 || (!out && cap > 0)) return -(int64_t)KVL_ERR_ARG;
-    enc_state s = {.t = t, .out = out, .cap = cap};
+/* Where the scan position i stands: the end of its region (a markup span, or
+ * the text between spans) and whether control tokens may match there. *k is
+ * the first span not wholly before i (i only grows, so it only advances). */
+static size_t region_at(const kvl_tok_enc_opts *o, size_t len, size_t i, int *k, bool *markup) {
+    while (*k < o->n_markup && o->markup[*k].off + o->markup[*k].len <= i) (*k)++;
+    if (*k < o->n_markup && o->markup[*k].off <= i) {
+        *markup = true;
+        return o->markup[*k].off + o->markup[*k].len;
+    }
+    *markup = false;
+    return *k < o->n_markup ? o->markup[*k].off : len;
+}
+
+int64_t kvl_tok_encode_ex(const kvl_tok *t, const char *text, size_t len, const kvl_tok_enc_opts *o,
+                          kvl_token *out, int64_t cap, kvl_err *err) {
+    if (!t || !o || (!text && len) || cap < 0 || (!out && cap > 0) || o->n_markup < 0 ||
+        (o->n_markup > 0 && !o->markup))
+        return -(int64_t)kvl_err_set(err, KVL_ERR_ARG, "tokenizer: invalid arguments");
+    if (len > KVL_TOKENIZE_MAX_BYTES)
+        return -(int64_t)kvl_err_set(err, KVL_ERR_ARG, "tokenizer: input of %zu bytes exceeds the limit of %zu bytes",
+                                     len, (size_t)KVL_TOKENIZE_MAX_BYTES);
+    size_t end = 0;
+    for (int k = 0; k < o->n_markup; k++) {
+        const kvl_tok_span *sp = &o->markup[k];
+        if (sp->off < end || sp->off > len || sp->len > len - sp->off)
+            return -(int64_t)kvl_err_set(err, KVL_ERR_ARG,
+                                         "tokenizer: markup span %d is out of order or outside the text", k);
+        end = sp->off + sp->len;
+    }
+    enc_state s = {.t = t, .out = out, .cap = cap, .err = err};
     if (t->kind == KIND_BPE) {
         s.md = pcre2_match_data_create(4, NULL);
-        if (!s.md) return -(int64_t)KVL_ERR_NOMEM;
+        if (!s.md) return -(int64_t)kvl_err_set(err, KVL_ERR_NOMEM, "tokenizer: out of memory allocating regex match data");
         if (len >= 1024 && cap >= 64) {
             uint32_t wc = 256;
             while (wc < len / 4 && wc < (1u << 17)) wc <<= 1;
-            s.wc = calloc(wc, sizeof *s.wc);
+            s.wc = calloc(wc, sizeof *s.wc); /* optional: no cache if this fails */
             s.wc_mask = wc - 1;
         }
     }
-    if (add_bos < 0) add_bos = t->add_bos;
-    if (add_bos && t->bos >= 0) emit(&s, t->bos);
+    int add_bos = o->add_bos < 0 ? t->add_bos : o->add_bos;
+    bool added_bos = add_bos && t->bos >= 0;
+    if (added_bos) emit(&s, t->bos);
     const uint8_t *p = (const uint8_t *)text;
     bool prev_special = true; /* SPM: space prefix at the start and after specials */
     size_t start = 0;
-    for (size_t i = 0; i <= len && !s.oom;) {
+    int k = 0;
+    for (size_t i = 0; i <= len && !s.st;) {
         int32_t sp = -1;
-        if (i < len && t->n_spec) sp = spec_at(t, p, len, i, parse_special != 0);
+        if (i < len && t->n_spec) {
+            bool markup;
+            size_t end = region_at(o, len, i, &k, &markup);
+            sp = spec_at(t, p, end, i, markup);
+        }
         if (sp < 0 && i < len) { i++; continue; }
         if (i > start) {
             if (t->kind == KIND_BPE) bpe_raw(&s, p + start, i - start);
@@ -735,7 +793,7 @@ int64_t kvl_tok_encode(const kvl_tok *t, const char *text, size_t len, int add_b
             prev_special = false;
         }
         if (sp < 0) break; /* i == len */
-        emit(&s, sp);
+        if (!(o->bos_once && added_bos && i == 0 && sp == t->bos)) emit(&s, sp);
         prev_special = true;
         i += t->v[sp].len;
         start = i;
@@ -746,8 +804,15 @@ int64_t kvl_tok_encode(const kvl_tok *t, const char *text, size_t len, int add_b
     if (s.md) pcre2_match_data_free(s.md);
     free(s.wc);
     free(s.wc_ids);
-    if (s.oom) return -(int64_t)KVL_ERR_NOMEM;
+    if (s.st) return -(int64_t)s.st;
     return s.n;
+}
+
+int64_t kvl_tok_encode(const kvl_tok *t, const char *text, size_t len, int add_bos, int parse_special,
+                       kvl_token *out, int64_t cap) {
+    kvl_tok_span all = {0, len};
+    kvl_tok_enc_opts o = {.add_bos = add_bos, .markup = &all, .n_markup = parse_special != 0};
+    return kvl_tok_encode_ex(t, text, len, &o, out, cap, NULL);
 }
 
 /* ---- pieces ------------------------------------------------------------------ */
