@@ -69,6 +69,11 @@ const char *cli_ctx_msg(const kvl_ctx *c, kvl_status s);
 /* Tokenize into a malloc'd array; dies on error. */
 kvl_token *cli_tokenize(const kvl_model *m, const char *text, size_t len, int add_bos,
                         int parse_special, int64_t *n_out);
+/* Tokens of the conversation in the model's chat template (kvl_chat_tokenize:
+ * message text never becomes control tokens) into a malloc'd array; dies on
+ * error. */
+kvl_token *cli_chat_tokenize(const kvl_model *m, const kvl_chat_msg *msgs, int n_msgs, int add_assistant,
+                             int64_t *n_out);
 
 /* ---- JSON writer (one object on stdout) ---------------------------------------- */
 typedef struct cli_json {

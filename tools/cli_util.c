@@ -191,6 +191,9 @@ const char *cli_ctx_msg(const kvl_ctx *c, kvl_status s) {
 
 kvl_token *cli_tokenize(const kvl_model *m, const char *text, size_t len, int add_bos,
                         int parse_special, int64_t *n_out) {
+    if (len > KVL_TOKENIZE_MAX_BYTES)
+        cli_die(CLI_EXIT_RUNTIME, "text is %zu bytes; the tokenizer takes at most %zu bytes (256 MiB)", len,
+                (size_t)KVL_TOKENIZE_MAX_BYTES);
     int64_t cap = (int64_t)len + 16;
     kvl_token *t = malloc((size_t)cap * sizeof *t);
     if (!t) cli_die(CLI_EXIT_RUNTIME, "out of memory tokenizing %zu bytes", len);
@@ -203,6 +206,24 @@ kvl_token *cli_tokenize(const kvl_model *m, const char *text, size_t len, int ad
         n = kvl_tokenize(m, text, len, add_bos, parse_special, t, cap);
     }
     if (n < 0) cli_die(CLI_EXIT_RUNTIME, "tokenization failed: %s", kvl_status_str((kvl_status)-n));
+    *n_out = n;
+    return t;
+}
+
+kvl_token *cli_chat_tokenize(const kvl_model *m, const kvl_chat_msg *msgs, int n_msgs, int add_assistant,
+                             int64_t *n_out) {
+    /* tokens <= rendered bytes + BOS, so one call with that room suffices */
+    int64_t len = kvl_chat_apply(m, msgs, n_msgs, add_assistant, NULL, 0);
+    if (len < 0) cli_die(CLI_EXIT_RUNTIME, "chat template failed: %s", kvl_status_str((kvl_status)-len));
+    if ((uint64_t)len > KVL_TOKENIZE_MAX_BYTES)
+        cli_die(CLI_EXIT_RUNTIME, "conversation is %lld bytes; the tokenizer takes at most %zu bytes (256 MiB)",
+                (long long)len, (size_t)KVL_TOKENIZE_MAX_BYTES);
+    int64_t cap = len + 1;
+    kvl_token *t = malloc((size_t)cap * sizeof *t);
+    if (!t) cli_die(CLI_EXIT_RUNTIME, "out of memory tokenizing a %lld-byte conversation", (long long)len);
+    int64_t n = kvl_chat_tokenize(m, msgs, n_msgs, add_assistant, t, cap);
+    if (n < 0) cli_die(CLI_EXIT_RUNTIME, "chat tokenization failed: %s", kvl_status_str((kvl_status)-n));
+    if (n > cap) cli_die(CLI_EXIT_RUNTIME, "chat tokenization returned %lld tokens for %lld bytes", (long long)n, (long long)len);
     *n_out = n;
     return t;
 }
