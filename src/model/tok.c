@@ -125,6 +125,8 @@ static kvl_status compile_re(kvl_tok *t, const char *pat, kvl_err *err) {
     pcre2_code *c = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &ec,
                                   &eo, NULL);
     if (!c) {
+        if (ec == PCRE2_ERROR_HEAP_FAILED)
+            return kvl_err_set(err, KVL_ERR_NOMEM, "tokenizer: out of memory compiling the pre-tokenizer regex");
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(ec, msg, sizeof msg);
         return kvl_err_set(err, KVL_ERR_INTERNAL, "tokenizer regex: %s at %zu", (char *)msg, (size_t)eo);
