@@ -104,7 +104,7 @@ int64_t kvl_chat_apply(const kvl_model *m, const kvl_chat_msg *msgs, int n_msgs,
  * always tokenized as text, so a message containing "<|im_end|>" cannot end
  * its turn or open another. BOS follows tokenizer.ggml.add_bos_token and is
  * present once (not repeated when the template starts with it, as Llama-3
- * does). For contents without control-token text the ids equal
+ * does). For roles and contents without control-token text the ids equal
  * kvl_tokenize(kvl_chat_apply(...), add_bos = -1, parse_special = 1) with a
  * doubled leading BOS dropped. Same count/cap convention as kvl_tokenize:
  * returns the total count (may exceed cap) or a negative kvl_status

@@ -7,6 +7,9 @@
  *    constant, inserted when the conversation does not start with one;
  *  - Llama-3 (BOS, "<|start_header_id|>role<|end_header_id|>\n\n", content
  *    trimmed as Jinja's |trim does, "<|eot_id|>").
+ * The renderer tells template markup from caller text (roles, contents);
+ * kvl_chat_encode tokenizes the rendering with control tokens matched only
+ * in the markup, so caller text can never open or close a turn.
  * Immutable after creation; rendering only reads it. */
 #include "model/chat.h"
 
@@ -231,8 +234,9 @@ int64_t kvl_chat_encode(const kvl_tok *t, const kvl_chat_msg *msgs, int n_msgs, 
     render(c, t, msgs, n_msgs, add_assistant, &o); /* length only */
     size_t len = o.n;
     if (len > KVL_TOKENIZE_MAX_BYTES)
-        return -(int64_t)kvl_err_set(err, KVL_ERR_ARG, "chat: rendered conversation of %zu bytes exceeds the limit of %zu bytes",
-                                     len, (size_t)KVL_TOKENIZE_MAX_BYTES);
+        return -(int64_t)kvl_err_set(err, KVL_ERR_ARG,
+                                     "chat: rendered conversation of %zu bytes exceeds the limit of %zu bytes", len,
+                                     (size_t)KVL_TOKENIZE_MAX_BYTES);
     size_t n_sp = 2 * (size_t)n_msgs + 4;
     o = (out_buf){.p = malloc(len + 1), .cap = len + 1, .sp = malloc(n_sp * sizeof *o.sp)};
     if (!o.p || !o.sp) {
