@@ -223,7 +223,8 @@ kvl_token *cli_chat_tokenize(const kvl_model *m, const kvl_chat_msg *msgs, int n
     if (!t) cli_die(CLI_EXIT_RUNTIME, "out of memory tokenizing a %lld-byte conversation", (long long)len);
     int64_t n = kvl_chat_tokenize(m, msgs, n_msgs, add_assistant, t, cap);
     if (n < 0) cli_die(CLI_EXIT_RUNTIME, "chat tokenization failed: %s", kvl_status_str((kvl_status)-n));
-    if (n > cap) cli_die(CLI_EXIT_RUNTIME, "chat tokenization returned %lld tokens for %lld bytes", (long long)n, (long long)len);
+    if (n > cap) /* cannot happen: each token covers at least one byte */
+        cli_die(CLI_EXIT_RUNTIME, "chat tokenization returned %lld tokens for %lld bytes", (long long)n, (long long)len);
     *n_out = n;
     return t;
 }
