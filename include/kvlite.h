@@ -58,6 +58,10 @@ int kvl_model_is_eog(const kvl_model *m, kvl_token t);
 
 /* ---- tokenizer ------------------------------------------------------------ */
 
+/* Longest text (bytes) one tokenizer call accepts: 256 MiB. Internal offsets
+ * are 32-bit; split longer texts (e.g. at paragraph breaks). */
+#define KVL_TOKENIZE_MAX_BYTES ((size_t)1 << 28)
+
 /* Tokenize UTF-8 text. Special-token strings (e.g. "<|im_start|>") are parsed
  * as special tokens when parse_special != 0. add_bos follows the model's
  * tokenizer.ggml.add_bos_token when add_bos < 0. Writes up to cap ids to out and
@@ -65,7 +69,8 @@ int kvl_model_is_eog(const kvl_model *m, kvl_token t);
  * a negative kvl_status on error. Invalid UTF-8 bytes are tokenized as their
  * byte tokens (byte-level BPE) or byte-fallback tokens (SentencePiece); bytes
  * the vocabulary has no token for (e.g. 0xC0, 0xF5-0xFF in SmolLM2) are
- * dropped, as the Hugging Face tokenizer does. */
+ * dropped, as the Hugging Face tokenizer does. Texts longer than
+ * KVL_TOKENIZE_MAX_BYTES return -KVL_ERR_ARG (checked before text is read). */
 int64_t kvl_tokenize(const kvl_model *m, const char *text, size_t len, int add_bos,
                      int parse_special, kvl_token *out, int64_t cap);
 
@@ -73,6 +78,13 @@ int64_t kvl_tokenize(const kvl_model *m, const char *text, size_t len, int add_b
  * render as their text only if render_special. Returns length written (<= cap)
  * or the needed length if it exceeds cap; negative on invalid token. */
 int kvl_token_to_piece(const kvl_model *m, kvl_token t, int render_special, char *buf, int cap);
+
+/* Offset of the first byte of text[0..len) that does not start a valid UTF-8
+ * sequence (bad lead byte, truncated, overlong, surrogate, above U+10FFFF), or
+ * -1 if all of it is valid (NUL bytes are valid; text may be NULL if len is 0).
+ * The tokenizer's notion of valid: valid runs are pre-tokenized as text,
+ * other bytes become byte tokens. */
+int64_t kvl_utf8_invalid_at(const char *text, size_t len);
 
 typedef struct kvl_chat_msg {
     const char *role;    /* "system", "user", "assistant" */
@@ -85,6 +97,20 @@ typedef struct kvl_chat_msg {
  * negative status. */
 int64_t kvl_chat_apply(const kvl_model *m, const kvl_chat_msg *msgs, int n_msgs, int add_assistant,
                        char *out, size_t cap);
+
+/* Tokens of the conversation rendered with the model's chat template (as
+ * kvl_chat_apply), the one safe way to tokenize a chat: only the template's
+ * own markup can produce control tokens; roles and message contents are
+ * always tokenized as text, so a message containing "<|im_end|>" cannot end
+ * its turn or open another. BOS follows tokenizer.ggml.add_bos_token and is
+ * present once (not repeated when the template starts with it, as Llama-3
+ * does). For roles and contents without control-token text the ids equal
+ * kvl_tokenize(kvl_chat_apply(...), add_bos = -1, parse_special = 1) with a
+ * doubled leading BOS dropped. Same count/cap convention as kvl_tokenize:
+ * returns the total count (may exceed cap) or a negative kvl_status
+ * (KVL_ERR_ARG also when the rendering exceeds KVL_TOKENIZE_MAX_BYTES). */
+int64_t kvl_chat_tokenize(const kvl_model *m, const kvl_chat_msg *msgs, int n_msgs, int add_assistant,
+                          kvl_token *out, int64_t cap);
 
 /* ---- context and KV options -------------------------------------------------- */
 

@@ -49,8 +49,8 @@ int cli_parse_u64(const char *s, uint64_t *out);
 /* Byte sizes with optional K/M/G/T suffix (powers of 1024), optional "B"/"iB". */
 int cli_parse_size(const char *s, size_t *out);
 
-/* Offset of the first byte that breaks strict UTF-8 (overlongs, surrogates,
- * > U+10FFFF and NUL are rejected), or -1 if buf is valid. */
+/* Offset of the first byte that breaks strict UTF-8 (kvl_utf8_invalid_at) or
+ * is NUL (C strings cannot carry it), or -1 if buf is valid. */
 long cli_utf8_invalid_at(const char *buf, size_t len);
 
 /* Read a whole file into a NUL-terminated malloc'd buffer; dies on error. */
@@ -65,9 +65,17 @@ size_t cli_peak_rss(void);
 kvl_model *cli_load_model(const char *path);
 /* Create a context for m from the options (codec overridable, n_ctx given). */
 kvl_ctx *cli_create_ctx(const kvl_model *m, const cli_opts *o, const char *codec, int n_ctx);
+/* Message for a failed call on context c: its error text, or the status name
+ * when the context recorded none (c may be NULL). */
+const char *cli_ctx_msg(const kvl_ctx *c, kvl_status s);
 /* Tokenize into a malloc'd array; dies on error. */
 kvl_token *cli_tokenize(const kvl_model *m, const char *text, size_t len, int add_bos,
                         int parse_special, int64_t *n_out);
+/* Tokens of the conversation in the model's chat template (kvl_chat_tokenize:
+ * message text never becomes control tokens) into a malloc'd array; dies on
+ * error. */
+kvl_token *cli_chat_tokenize(const kvl_model *m, const kvl_chat_msg *msgs, int n_msgs, int add_assistant,
+                             int64_t *n_out);
 
 /* ---- JSON writer (one object on stdout) ---------------------------------------- */
 typedef struct cli_json {

@@ -99,33 +99,10 @@ int cli_parse_size(const char *s, size_t *out) {
 /* ---- UTF-8 -------------------------------------------------------------------- */
 
 long cli_utf8_invalid_at(const char *buf, size_t len) {
-    const unsigned char *s = (const unsigned char *)buf;
-    size_t i = 0;
-    while (i < len) {
-        unsigned c = s[i];
-        if (c == 0) return (long)i;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        int n;
-        unsigned cp;
-        if (c >= 0xC2 && c <= 0xDF) n = 1, cp = c & 0x1F;
-        else if (c >= 0xE0 && c <= 0xEF) n = 2, cp = c & 0x0F;
-        else if (c >= 0xF0 && c <= 0xF4) n = 3, cp = c & 0x07;
-        else return (long)i;
-        if (i + (size_t)n >= len) return (long)i; /* truncated sequence */
-        for (int k = 1; k <= n; k++) {
-            unsigned cc = s[i + (size_t)k];
-            if ((cc & 0xC0) != 0x80) return (long)i;
-            cp = (cp << 6) | (cc & 0x3F);
-        }
-        if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10FFFF ||
-            (cp >= 0xD800 && cp <= 0xDFFF))
-            return (long)i;
-        i += (size_t)n + 1;
-    }
-    return -1;
+    const char *nul = memchr(buf, 0, len);
+    int64_t bad = kvl_utf8_invalid_at(buf, nul ? (size_t)(nul - buf) : len);
+    if (bad >= 0) return (long)bad;
+    return nul ? (long)(nul - buf) : -1;
 }
 
 /* ---- files, time, memory --------------------------------------------------------- */
@@ -209,8 +186,16 @@ kvl_ctx *cli_create_ctx(const kvl_model *m, const cli_opts *o, const char *codec
     return c;
 }
 
+const char *cli_ctx_msg(const kvl_ctx *c, kvl_status s) {
+    const char *e = c ? kvl_ctx_error(c) : NULL;
+    return e && e[0] ? e : kvl_status_str(s);
+}
+
 kvl_token *cli_tokenize(const kvl_model *m, const char *text, size_t len, int add_bos,
                         int parse_special, int64_t *n_out) {
+    if (len > KVL_TOKENIZE_MAX_BYTES)
+        cli_die(CLI_EXIT_RUNTIME, "text is %zu bytes; the tokenizer takes at most %zu bytes (256 MiB)", len,
+                (size_t)KVL_TOKENIZE_MAX_BYTES);
     int64_t cap = (int64_t)len + 16;
     kvl_token *t = malloc((size_t)cap * sizeof *t);
     if (!t) cli_die(CLI_EXIT_RUNTIME, "out of memory tokenizing %zu bytes", len);
@@ -223,6 +208,25 @@ kvl_token *cli_tokenize(const kvl_model *m, const char *text, size_t len, int ad
         n = kvl_tokenize(m, text, len, add_bos, parse_special, t, cap);
     }
     if (n < 0) cli_die(CLI_EXIT_RUNTIME, "tokenization failed: %s", kvl_status_str((kvl_status)-n));
+    *n_out = n;
+    return t;
+}
+
+kvl_token *cli_chat_tokenize(const kvl_model *m, const kvl_chat_msg *msgs, int n_msgs, int add_assistant,
+                             int64_t *n_out) {
+    /* tokens <= rendered bytes + BOS, so one call with that room suffices */
+    int64_t len = kvl_chat_apply(m, msgs, n_msgs, add_assistant, NULL, 0);
+    if (len < 0) cli_die(CLI_EXIT_RUNTIME, "chat template failed: %s", kvl_status_str((kvl_status)-len));
+    if ((uint64_t)len > KVL_TOKENIZE_MAX_BYTES)
+        cli_die(CLI_EXIT_RUNTIME, "conversation is %lld bytes; the tokenizer takes at most %zu bytes (256 MiB)",
+                (long long)len, (size_t)KVL_TOKENIZE_MAX_BYTES);
+    int64_t cap = len + 1;
+    kvl_token *t = malloc((size_t)cap * sizeof *t);
+    if (!t) cli_die(CLI_EXIT_RUNTIME, "out of memory tokenizing a %lld-byte conversation", (long long)len);
+    int64_t n = kvl_chat_tokenize(m, msgs, n_msgs, add_assistant, t, cap);
+    if (n < 0) cli_die(CLI_EXIT_RUNTIME, "chat tokenization failed: %s", kvl_status_str((kvl_status)-n));
+    if (n > cap) /* cannot happen: each token covers at least one byte */
+        cli_die(CLI_EXIT_RUNTIME, "chat tokenization returned %lld tokens for %lld bytes", (long long)n, (long long)len);
     *n_out = n;
     return t;
 }

@@ -66,14 +66,14 @@ int cmd_bench(const cli_opts *o) {
     for (int r = 0; r < reps; r++) {
         kvl_seq *seq = NULL;
         kvl_status s = kvl_seq_create(ctx, &seq);
-        if (s != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "cannot create sequence: %s", kvl_ctx_error(ctx));
+        if (s != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "cannot create sequence: %s", cli_ctx_msg(ctx, s));
         double t0 = cli_now();
         s = kvl_prefill(seq, prompt, np, logits, NULL);
         double t1 = cli_now();
-        if (s != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "prefill failed: %s", kvl_ctx_error(ctx)[0] ? kvl_ctx_error(ctx) : kvl_status_str(s));
+        if (s != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "prefill failed: %s", cli_ctx_msg(ctx, s));
         for (int i = 0; i < ng; i++) {
             s = kvl_decode(seq, argmax_tok(logits, info.n_vocab), logits);
-            if (s != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "decode failed: %s", kvl_ctx_error(ctx)[0] ? kvl_ctx_error(ctx) : kvl_status_str(s));
+            if (s != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "decode failed: %s", cli_ctx_msg(ctx, s));
         }
         double t2 = cli_now();
         pf[r] = t1 > t0 ? np / (t1 - t0) : 0;

@@ -36,14 +36,14 @@ static double kl_div(const float *a, double lse_a, const float *b, double lse_b,
 static kvl_seq *new_seq(kvl_ctx *c) {
     kvl_seq *s = NULL;
     kvl_status st = kvl_seq_create(c, &s);
-    if (st != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "cannot create sequence: %s", kvl_ctx_error(c));
+    if (st != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "cannot create sequence: %s", cli_ctx_msg(c, st));
     return s;
 }
 
 static void prefill_or_die(kvl_ctx *c, kvl_seq *s, const kvl_token *t, int n, float *all) {
     kvl_status st = kvl_prefill(s, t, n, NULL, all);
     if (st != KVL_OK)
-        cli_die(CLI_EXIT_RUNTIME, "prefill failed: %s", kvl_ctx_error(c)[0] ? kvl_ctx_error(c) : kvl_status_str(st));
+        cli_die(CLI_EXIT_RUNTIME, "prefill failed: %s", cli_ctx_msg(c, st));
 }
 
 int cmd_eval(const cli_opts *o) {

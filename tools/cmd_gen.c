@@ -1,7 +1,8 @@
 /* Text commands of the CLI: `run` (one prompt, streamed answer), `chat`
- * (multi-turn over stdin, KV cache kept between turns: each turn renders the
- * whole conversation with the chat template and prefills only the tokens
- * beyond the cached prefix) and `tokenize`. */
+ * (multi-turn over stdin, KV cache kept between turns: each turn tokenizes
+ * the whole conversation with the chat template and prefills only the tokens
+ * beyond the cached prefix) and `tokenize`. Chats are tokenized with
+ * kvl_chat_tokenize only, so message text never becomes control tokens. */
 #include "cli.h"
 
 #include <stdlib.h>
@@ -61,41 +62,13 @@ static void check_utf8(const char *text, size_t len, const char *what) {
     if (bad >= 0) cli_die(CLI_EXIT_RUNTIME, "%s is not valid UTF-8 (byte %ld)", what, bad);
 }
 
-/* Render msgs with the model's chat template into a malloc'd string. */
-static char *render_chat(const kvl_model *m, const kvl_chat_msg *msgs, int n, int add_assistant, size_t *len) {
-    size_t cap = 4096;
-    for (int i = 0; i < n; i++) cap += strlen(msgs[i].content) + 64;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        char *buf = malloc(cap);
-        if (!buf) cli_die(CLI_EXIT_RUNTIME, "out of memory");
-        int64_t r = kvl_chat_apply(m, msgs, n, add_assistant, buf, cap);
-        if (r < 0) cli_die(CLI_EXIT_RUNTIME, "chat template failed: %s", kvl_status_str((kvl_status)-r));
-        if ((size_t)r < cap) {
-            buf[r] = 0;
-            *len = (size_t)r;
-            return buf;
-        }
-        free(buf);
-        cap = (size_t)r + 1;
-    }
-    cli_die(CLI_EXIT_RUNTIME, "chat template output keeps growing");
-}
-
-/* Tokenize template output (special tokens parsed); drop a doubled BOS when the
- * template already starts with one and the model also adds it. */
-static kvl_token *tokenize_rendered(const kvl_model *m, const kvl_model_info *info, const char *text, size_t len,
-                                    int64_t *n) {
-    kvl_token *t = cli_tokenize(m, text, len, -1, 1, n);
-    if (*n >= 2 && info->bos >= 0 && t[0] == info->bos && t[1] == info->bos) {
-        memmove(t, t + 1, (size_t)(*n - 1) * sizeof *t);
-        (*n)--;
-    }
-    return t;
-}
-
-static const char *ctx_msg(const kvl_ctx *c, kvl_status s) {
-    const char *e = c ? kvl_ctx_error(c) : NULL;
-    return e && e[0] ? e : kvl_status_str(s);
+/* Messages of a one-shot chat prompt (run --chat, tokenize --chat): the
+ * optional --system message and text as the user message. */
+static int prompt_msgs(const cli_opts *o, const char *text, kvl_chat_msg msgs[2]) {
+    int n = 0;
+    if (o->system) msgs[n++] = (kvl_chat_msg){"system", o->system};
+    msgs[n++] = (kvl_chat_msg){"user", text};
+    return n;
 }
 
 typedef struct gen_state {
@@ -128,7 +101,7 @@ static void gen_init(gen_state *g, const kvl_model *m, kvl_ctx *ctx, const cli_o
     kvl_status s = kvl_sampler_create(&o->sp, info.n_vocab, &g->smp);
     if (s != KVL_OK) cli_die(CLI_EXIT_USAGE, "invalid sampling parameters: %s", kvl_status_str(s));
     s = kvl_seq_create(ctx, &g->seq);
-    if (s != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "cannot create sequence: %s", ctx_msg(ctx, s));
+    if (s != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "cannot create sequence: %s", cli_ctx_msg(ctx, s));
 }
 
 static void gen_free(gen_state *g) {
@@ -145,7 +118,7 @@ static void gen_reset_seq(gen_state *g) {
     kvl_seq_free(g->seq);
     g->seq = NULL;
     kvl_status s = kvl_seq_create(g->ctx, &g->seq);
-    if (s != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "cannot create sequence: %s", ctx_msg(g->ctx, s));
+    if (s != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "cannot create sequence: %s", cli_ctx_msg(g->ctx, s));
     g->cached.n = 0;
 }
 
@@ -246,13 +219,7 @@ int cmd_run(const cli_opts *o) {
     kvl_token *toks;
     if (o->chat) {
         kvl_chat_msg msgs[2];
-        int n_msgs = 0;
-        if (o->system) msgs[n_msgs++] = (kvl_chat_msg){"system", o->system};
-        msgs[n_msgs++] = (kvl_chat_msg){"user", text};
-        size_t rlen;
-        char *rendered = render_chat(m, msgs, n_msgs, 1, &rlen);
-        toks = tokenize_rendered(m, &info, rendered, rlen, &n_prompt);
-        free(rendered);
+        toks = cli_chat_tokenize(m, msgs, prompt_msgs(o, text, msgs), 1, &n_prompt);
     } else {
         toks = cli_tokenize(m, text, len, -1, !o->no_special, &n_prompt);
     }
@@ -270,7 +237,7 @@ int cmd_run(const cli_opts *o) {
     double t0 = cli_now();
     kvl_status s = gen_prefill(&g, toks, n_prompt);
     double t_prefill = cli_now() - t0;
-    if (s != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "prefill failed: %s", ctx_msg(ctx, s));
+    if (s != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "prefill failed: %s", cli_ctx_msg(ctx, s));
 
     int64_t n_gen = 0;
     kvl_status gerr = KVL_OK;
@@ -279,7 +246,7 @@ int cmd_run(const cli_opts *o) {
     fflush(stdout);
     int rc = CLI_EXIT_OK;
     if (end == GEN_ERROR) {
-        cli_warn("decode failed: %s", ctx_msg(ctx, gerr));
+        cli_warn("decode failed: %s", cli_ctx_msg(ctx, gerr));
         rc = CLI_EXIT_RUNTIME;
     } else if (end == GEN_CTX_FULL && o->stats) {
         fprintf(stderr, "(stopped: context of %d tokens is full)\n", n_ctx);
@@ -391,11 +358,8 @@ int cmd_chat(const cli_opts *o) {
         }
 
         conv_push(&cv, "user", line, len);
-        size_t rlen;
-        char *rendered = render_chat(m, cv.msgs, cv.n, 1, &rlen);
         int64_t n_tok = 0;
-        kvl_token *toks = tokenize_rendered(m, &info, rendered, rlen, &n_tok);
-        free(rendered);
+        kvl_token *toks = cli_chat_tokenize(m, cv.msgs, cv.n, 1, &n_tok);
         if (n_tok >= n_ctx) {
             cli_warn("conversation is %lld tokens, longer than the context of %d tokens; message dropped (try /reset or raise --ctx)",
                      (long long)n_tok, n_ctx);
@@ -416,7 +380,7 @@ int cmd_chat(const cli_opts *o) {
         kvl_status s = gen_prefill(&g, toks + k, n_tok - k);
         free(toks);
         if (s != KVL_OK) {
-            cli_warn("prefill failed: %s", ctx_msg(ctx, s));
+            cli_warn("prefill failed: %s", cli_ctx_msg(ctx, s));
             rc = CLI_EXIT_RUNTIME;
             break;
         }
@@ -429,7 +393,7 @@ int cmd_chat(const cli_opts *o) {
         fputc('\n', stdout);
         fflush(stdout);
         if (end == GEN_ERROR) {
-            cli_warn("decode failed: %s", ctx_msg(ctx, gerr));
+            cli_warn("decode failed: %s", cli_ctx_msg(ctx, gerr));
             rc = CLI_EXIT_RUNTIME;
             break;
         }
@@ -457,7 +421,14 @@ int cmd_tokenize(const cli_opts *o) {
     else len = strlen(text);
     kvl_model *m = cli_load_model(o->model);
     int64_t n = 0;
-    kvl_token *t = cli_tokenize(m, text, len, -1, !o->no_special, &n);
+    kvl_token *t;
+    if (o->chat) {
+        if (memchr(text, 0, len)) cli_die(CLI_EXIT_RUNTIME, "text contains a NUL byte, which a chat message cannot carry");
+        kvl_chat_msg msgs[2];
+        t = cli_chat_tokenize(m, msgs, prompt_msgs(o, text, msgs), 1, &n);
+    } else {
+        t = cli_tokenize(m, text, len, -1, !o->no_special, &n);
+    }
     for (int64_t i = 0; i < n; i++) printf(i ? " %d" : "%d", (int)t[i]);
     putchar('\n');
     fflush(stdout);

@@ -133,8 +133,7 @@ static int lcp(const task_prompt *a, const task_prompt *b) {
 }
 
 static void die_seq(kvl_ctx *c, kvl_status st, const char *what) {
-    const char *e = kvl_ctx_error(c);
-    cli_die(CLI_EXIT_RUNTIME, "%s failed: %s", what, e && e[0] ? e : kvl_status_str(st));
+    cli_die(CLI_EXIT_RUNTIME, "%s failed: %s", what, cli_ctx_msg(c, st));
 }
 
 /* Replace bytes that break UTF-8 (partial pieces) with '?', so JSON stays valid. */

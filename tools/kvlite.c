@@ -43,7 +43,7 @@ static const flag_spec FLAGS[] = {
     {"--model", "-m", F_STR, OFF(model), C_GEN | C_TOK | C_BENCH | C_EVAL | C_RET, 0, 0},
     {"--prompt", "-p", F_STR, OFF(prompt), C_RUN | C_TOK, 0, 0},
     {"--file", "-f", F_STR, OFF(file), C_RUN | C_TOK | C_EVAL, 0, 0},
-    {"--system", NULL, F_STR, OFF(system), C_GEN, 0, 0},
+    {"--system", NULL, F_STR, OFF(system), C_GEN | C_TOK, 0, 0},
     {"--n-predict", "-n", F_INT, OFF(n_predict), C_GEN, -1, INT_MAX},
     {"--ctx", "-c", F_INT, OFF(n_ctx), C_ENGINE, 0, 1 << 24},
     {"--threads", "-t", F_INT, OFF(n_threads), C_ENGINE, 0, 4096},
@@ -57,7 +57,7 @@ static const flag_spec FLAGS[] = {
     {"--min-p", NULL, F_FLOAT, OFF(sp.min_p), C_GEN, 0, 1},
     {"--repeat-penalty", NULL, F_FLOAT, OFF(sp.repeat_penalty), C_GEN, 1e-3, 1000},
     {"--repeat-last-n", NULL, F_INT, OFF(sp.repeat_last_n), C_GEN, 0, 1 << 20},
-    {"--chat", NULL, F_BOOL, OFF(chat), C_RUN, 0, 0},
+    {"--chat", NULL, F_BOOL, OFF(chat), C_RUN | C_TOK, 0, 0},
     {"--stats", NULL, F_BOOL, OFF(stats), C_RUN, 0, 0},
     {"--ids", NULL, F_BOOL, OFF(ids), C_RUN, 0, 0},
     {"--no-special", NULL, F_BOOL, OFF(no_special), C_RUN | C_TOK, 0, 0},
@@ -143,12 +143,16 @@ static void print_usage(FILE *f, const char *cmd, const char *sub) {
         fputs(USAGE_SAMPLING, f);
         fputs(USAGE_COMMON, f);
     } else if (!strcmp(cmd, "tokenize")) {
-        fputs("usage: kvlite tokenize -m MODEL (-p TEXT | -f FILE) [--no-special]\n\n"
+        fputs("usage: kvlite tokenize -m MODEL (-p TEXT | -f FILE) [--no-special | --chat [--system TEXT]]\n\n"
               "Prints the token ids on one line, space-separated.\n\n"
               "  -m, --model PATH      GGUF model\n"
-              "  -p, --prompt TEXT     text\n"
+              "  -p, --prompt TEXT     text (taken literally: no escapes, as in run)\n"
               "  -f, --file PATH       read the text from a file\n"
-              "      --no-special      treat special-token text as plain text\n",
+              "      --no-special      treat special-token text as plain text\n"
+              "      --chat            the ids run --chat would prefill: the text as the user\n"
+              "                        message in the chat template, assistant header appended\n"
+              "                        (message text never becomes special tokens)\n"
+              "      --system TEXT     system message (with --chat)\n",
               f);
     } else if (!strcmp(cmd, "bench")) {
         fputs("usage: kvlite bench -m MODEL [flags]\n\n"
@@ -346,7 +350,8 @@ int main(int argc, char **argv) {
         if (o.prompt && o.file) cli_die(CLI_EXIT_USAGE, "%s: give either -p or -f, not both", cmd);
         if (!o.prompt && !o.file) cli_die(CLI_EXIT_USAGE, "%s: missing -p PROMPT or -f FILE", cmd);
     }
-    if (!strcmp(cmd, "run") && o.system && !o.chat) cli_die(CLI_EXIT_USAGE, "run: --system needs --chat");
+    if ((!strcmp(cmd, "run") || !strcmp(cmd, "tokenize")) && o.system && !o.chat)
+        cli_die(CLI_EXIT_USAGE, "%s: --system needs --chat", cmd);
 
     if (!strcmp(cmd, "run")) return cmd_run(&o);
     if (!strcmp(cmd, "chat")) return cmd_chat(&o);

@@ -2,14 +2,17 @@
  * "units" (filler sentences and multikey distractor facts), each tokenized once
  * with its leading space so lengths and depths can be computed in tokens; a
  * prompt places the asked fact at the unit boundary nearest to the requested
- * token depth, renders the chat template around "haystack\n\nquestion" and
- * tokenizes the whole text, so what the model sees is exactly what a user of
- * the chat template would send. Positions reported (needle, haystack start)
- * come from tokenizing prefixes of the same rendered text. */
+ * token depth and tokenizes "haystack\n\nquestion" as the user message with
+ * kvl_chat_tokenize, so what the model sees is exactly what a chat user would
+ * send. Positions reported (needle, haystack start) come from tokenizing
+ * prefixes of the rendered text with special tokens parsed, which is only
+ * valid because the prompt is checked to contain no control-token text of its
+ * own (then both tokenizations agree token for token). */
 #include "tasks.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -440,33 +443,17 @@ static void gen_number(uint64_t *r, int digits, char *out) {
 
 /* ---- tokenization helpers ------------------------------------------------------------------- */
 
-/* Tokenize template text like the CLI does (model BOS policy, special tokens
- * parsed, a doubled BOS dropped). out may be NULL to count. Returns the count
- * or -1. */
-static int tok_rendered(const kvl_model *m, const char *s, size_t n, kvl_token **out) {
-    int64_t cnt = kvl_tokenize(m, s, n, -1, 1, NULL, 0);
-    if (cnt < 0) return -1;
-    kvl_token *t = malloc(((size_t)cnt + 1) * sizeof *t);
-    if (!t) return -1;
-    int64_t got = kvl_tokenize(m, s, n, -1, 1, t, cnt);
-    if (got != cnt) {
-        free(t);
-        return -1;
-    }
-    kvl_model_info info;
-    kvl_model_get_info(m, &info);
-    if (cnt >= 2 && info.bos >= 0 && t[0] == info.bos && t[1] == info.bos) {
-        memmove(t, t + 1, (size_t)(cnt - 1) * sizeof *t);
-        cnt--;
-    }
-    if (out) *out = t;
-    else free(t);
-    return (int)cnt;
+/* Tokens of rendered[0..n) with special tokens parsed, no BOS (prefix
+ * counts inside a rendered prompt, see task_hay_prompt), or -1. */
+static int count_rendered(const kvl_model *m, const char *s, size_t n) {
+    int64_t c = kvl_tokenize(m, s, n, 0, 1, NULL, 0);
+    return c < 0 || c > INT_MAX ? -1 : (int)c;
 }
 
+/* Tokens of message text (text, as kvl_chat_tokenize treats it), or -1. */
 static int count_plain(const kvl_model *m, const char *s) {
-    int64_t c = kvl_tokenize(m, s, strlen(s), 0, 1, NULL, 0);
-    return c < 0 ? -1 : (int)c;
+    int64_t c = kvl_tokenize(m, s, strlen(s), 0, 0, NULL, 0);
+    return c < 0 || c > INT_MAX ? -1 : (int)c;
 }
 
 /* Tokens of " " + s (units are joined with one space). */
@@ -594,20 +581,42 @@ int task_hay_prompt(const task_hay *h, int depth_pct, task_prompt *out, char *er
     const char *at = NULL;
     for (size_t i = 0; i + c.n <= (size_t)rl && !at; i++)
         if (!memcmp(r + i, c.s, c.n)) at = r + i;
-    free(c.s);
     if (!at) {
+        free(c.s);
         free(r);
         return fail(err, err_len, "chat template altered the user message (cannot locate the haystack)");
     }
     size_t base = (size_t)(at - r);
     out->text = r;
     out->text_len = (size_t)rl;
-    out->n_tokens = tok_rendered(h->m, r, (size_t)rl, &out->tokens);
-    int hs = tok_rendered(h->m, r, base + hay_off, NULL);
-    int np = tok_rendered(h->m, r, base + needle_off, NULL);
-    int ne = tok_rendered(h->m, r, base + needle_end, NULL);
-    int he = tok_rendered(h->m, r, base + hay_end, NULL);
-    if (out->n_tokens < 0 || hs < 0 || np < 0 || ne < 0 || he < 0) {
+    /* what the model gets; tokens <= rendered bytes + BOS */
+    out->tokens = malloc(((size_t)rl + 1) * sizeof *out->tokens);
+    kvl_token *plain = malloc(((size_t)rl + 1) * sizeof *plain);
+    int64_t nt = out->tokens ? kvl_chat_tokenize(h->m, &msg, 1, 1, out->tokens, rl + 1) : -1;
+    free(c.s);
+    int64_t npl = plain ? kvl_tokenize(h->m, r, (size_t)rl, 0, 1, plain, rl + 1) : -1;
+    if (nt < 0 || nt > rl + 1 || nt > INT_MAX || npl < 0) {
+        free(plain);
+        task_prompt_free(out);
+        return fail(err, err_len, "tokenization failed");
+    }
+    /* prefix counts of the rendered text index into the chat tokens (shifted
+     * by the BOS the model adds) only if the two tokenizations agree, i.e.
+     * the prompt has no control-token text of its own */
+    int64_t bos = nt - npl;
+    int same = bos >= 0 && bos <= 1 && !memcmp(out->tokens + bos, plain, (size_t)npl * sizeof *plain);
+    free(plain);
+    if (!same) {
+        task_prompt_free(out);
+        return fail(err, err_len, "the prompt contains special-token text (such as <|im_end|>); it is tokenized as "
+                                  "text, so token positions cannot be located");
+    }
+    out->n_tokens = (int)nt;
+    int hs = count_rendered(h->m, r, base + hay_off) + (int)bos;
+    int np = count_rendered(h->m, r, base + needle_off) + (int)bos;
+    int ne = count_rendered(h->m, r, base + needle_end) + (int)bos;
+    int he = count_rendered(h->m, r, base + hay_end) + (int)bos;
+    if (hs < (int)bos || np < (int)bos || ne < (int)bos || he < (int)bos) {
         task_prompt_free(out);
         return fail(err, err_len, "tokenization failed");
     }

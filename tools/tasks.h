@@ -86,7 +86,7 @@ const char *task_hay_question(const task_hay *h);
 typedef struct task_prompt {
     char *text;          /* the rendered chat prompt (NUL-terminated) */
     size_t text_len;
-    kvl_token *tokens;   /* tokenization of text (special tokens parsed) */
+    kvl_token *tokens;   /* kvl_chat_tokenize of the message (what the model is given) */
     int n_tokens;
     int needle_pos;      /* index in tokens of the asked needle's first token */
     int hay_start;       /* index of the first haystack token (after the template header) */

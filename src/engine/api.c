@@ -8,6 +8,7 @@
 
 #include "engine/engine.h"
 #include "kv/kv.h"
+#include "model/chat.h"
 
 static void copy_err(const kvl_err *e, char *buf, size_t len) {
     if (buf && len) snprintf(buf, len, "%s", e->msg);
@@ -63,7 +64,12 @@ int kvl_token_to_piece(const kvl_model *m, kvl_token t, int render_special, char
 
 int64_t kvl_chat_apply(const kvl_model *m, const kvl_chat_msg *msgs, int n_msgs, int add_assistant, char *out,
                        size_t cap) {
-    return kvl_tok_chat_apply(m->tok, msgs, n_msgs, add_assistant, out, cap);
+    return kvl_chat_render(m->tok, msgs, n_msgs, add_assistant, out, cap);
+}
+
+int64_t kvl_chat_tokenize(const kvl_model *m, const kvl_chat_msg *msgs, int n_msgs, int add_assistant,
+                          kvl_token *out, int64_t cap) {
+    return kvl_chat_encode(m ? m->tok : NULL, msgs, n_msgs, add_assistant, out, cap, NULL);
 }
 
 /* ---- context ---- */

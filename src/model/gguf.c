@@ -19,6 +19,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/hash.h"
+
 #define GGUF_DEFAULT_ALIGNMENT 32u
 #define GGUF_MAX_DIMS 4
 #define GGUF_MAX_KEY_LEN 65535u  /* spec: keys are at most 2^16-1 bytes */
@@ -149,12 +151,6 @@ static int int_to_i64(int neg, uint64_t mag, int64_t *out) {
 
 /* ---- hash index ------------------------------------------------------------- */
 
-static uint64_t hash_bytes(const char *s, size_t n) {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
-    return h;
-}
-
 static int index_init(gguf_index *ix, int64_t n) {
     size_t cap = 16;
     while (cap < (size_t)n * 2) cap <<= 1;
@@ -167,7 +163,7 @@ static int index_init(gguf_index *ix, int64_t n) {
  * names(i) gives the NUL-terminated name of entry i. */
 #define INDEX_PROBE(ix, name, len, name_of_entry, result)                                   \
     do {                                                                                    \
-        size_t h_ = (size_t)hash_bytes((name), (len)) & (ix)->mask;                         \
+        size_t h_ = (size_t)kvl_hash_fnv1a((name), (len)) & (ix)->mask;                     \
         for (;;) {                                                                          \
             uint32_t e_ = (ix)->slot[h_];                                                   \
             if (!e_) break;                                                                 \

@@ -10,10 +10,11 @@
  *    U+2581, an optional space prefix is added, characters are merged by the
  *    highest score of the concatenated piece present in the vocab, characters
  *    not in the vocab become byte-fallback tokens "<0xAB>".
- * Also: token pieces (detokenization) and chat templates (ChatML, Llama-3).
+ * Also: token pieces (detokenization). The chat template (chat.c) is created
+ * with the tokenizer and owned by it.
  *
- * The tokenizer is immutable after creation; encode/piece/chat only read it
- * and allocate their own scratch, so concurrent calls are safe. */
+ * The tokenizer is immutable after creation; encode/piece only read it and
+ * allocate their own scratch, so concurrent calls are safe. */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "model/tok.h"
 
@@ -23,12 +24,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/chat.h"
+#include "util/hash.h"
+#include "util/utf8.h"
+
 enum { TT_UNDEFINED = 0, TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER = 4, TT_UNUSED = 5,
        TT_BYTE = 6 };
 enum { KIND_BPE = 1, KIND_SPM = 2 };
-enum { CHAT_CHATML = 0, CHAT_LLAMA3 = 1 };
 
 #define MAX_RE 3
+/* Longest vocabulary entry accepted (real vocabularies stay under 1 KiB); keeps
+ * piece lengths and symbol offsets far inside int range. */
+#define TOK_MAX_TOKEN_BYTES (1u << 20)
 
 typedef struct tok_entry {
     const char *s; /* into the GGUF map, not NUL-terminated */
@@ -62,17 +69,10 @@ struct kvl_tok {
     kvl_token bos, eos, eot, unk;
     int add_bos;
     bool add_space_prefix;
-    int chat_fmt;
-    char *chat_sys;          /* ChatML default system message, or NULL */
+    kvl_chat *chat;          /* chat template (chat.c) */
 };
 
 /* ---- small helpers ---------------------------------------------------------- */
-
-static uint32_t hash_bytes(const char *s, size_t n) {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 16777619u;
-    return h;
-}
 
 static uint32_t hash_u64(uint64_t x) {
     x ^= x >> 33;
@@ -91,7 +91,7 @@ static uint32_t pow2_at_least(uint64_t n) {
 
 /* Id of the token whose text is s[0..n), or -1. */
 static int32_t vocab_find(const kvl_tok *t, const char *s, size_t n) {
-    uint32_t i = hash_bytes(s, n) & t->vh_mask;
+    uint32_t i = (uint32_t)kvl_hash_fnv1a(s, n) & t->vh_mask;
     for (;;) {
         int32_t e = t->vh[i];
         if (!e) return -1;
@@ -99,53 +99,6 @@ static int32_t vocab_find(const kvl_tok *t, const char *s, size_t n) {
         if (te->len == n && memcmp(te->s, s, n) == 0) return e - 1;
         i = (i + 1) & t->vh_mask;
     }
-}
-
-/* Length of the valid UTF-8 sequence starting at s (n bytes left), 0 if the
- * byte at s does not start one (bad lead, truncated, overlong, surrogate,
- * beyond U+10FFFF). */
-static size_t utf8_valid_len(const uint8_t *s, size_t n) {
-    uint8_t c = s[0];
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) return (n >= 2 && (s[1] & 0xC0) == 0x80) ? 2 : 0;
-    if (c >= 0xE0 && c <= 0xEF) {
-        if (n < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80) return 0;
-        if (c == 0xE0 && s[1] < 0xA0) return 0;
-        if (c == 0xED && s[1] > 0x9F) return 0;
-        return 3;
-    }
-    if (c >= 0xF0 && c <= 0xF4) {
-        if (n < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80) return 0;
-        if (c == 0xF0 && s[1] < 0x90) return 0;
-        if (c == 0xF4 && s[1] > 0x8F) return 0;
-        return 4;
-    }
-    return 0;
-}
-
-/* Decode one valid UTF-8 sequence of length l. */
-static uint32_t utf8_cp(const uint8_t *s, size_t l) {
-    switch (l) {
-    case 1: return s[0];
-    case 2: return ((uint32_t)(s[0] & 0x1F) << 6) | (s[1] & 0x3F);
-    case 3: return ((uint32_t)(s[0] & 0x0F) << 12) | ((uint32_t)(s[1] & 0x3F) << 6) | (s[2] & 0x3F);
-    default:
-        return ((uint32_t)(s[0] & 0x07) << 18) | ((uint32_t)(s[1] & 0x3F) << 12) |
-               ((uint32_t)(s[2] & 0x3F) << 6) | (s[3] & 0x3F);
-    }
-}
-
-static int utf8_put(uint32_t cp, char *o) {
-    if (cp < 0x80) { o[0] = (char)cp; return 1; }
-    if (cp < 0x800) { o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | (cp >> 12)); o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | (cp >> 18)); o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); o[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
 }
 
 /* ---- pre-tokenizer regexes -------------------------------------------------- */
@@ -172,6 +125,8 @@ static kvl_status compile_re(kvl_tok *t, const char *pat, kvl_err *err) {
     pcre2_code *c = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &ec,
                                   &eo, NULL);
     if (!c) {
+        if (ec == PCRE2_ERROR_HEAP_FAILED)
+            return kvl_err_set(err, KVL_ERR_NOMEM, "tokenizer: out of memory compiling the pre-tokenizer regex");
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(ec, msg, sizeof msg);
         return kvl_err_set(err, KVL_ERR_INTERNAL, "tokenizer regex: %s at %zu", (char *)msg, (size_t)eo);
@@ -210,7 +165,7 @@ void kvl_tok_free(kvl_tok *t) {
     free(t->mh);
     free(t->spec);
     for (int i = 0; i < t->n_re; i++) pcre2_code_free(t->re[i]);
-    free(t->chat_sys);
+    kvl_chat_free(t->chat);
     free(t);
 }
 
@@ -240,8 +195,6 @@ static void sort_spec(const kvl_tok *t, int32_t *a, int32_t *tmp, int n) {
     while (j < n) tmp[k++] = a[j++];
     memcpy(a, tmp, (size_t)n * sizeof *a);
 }
-
-static kvl_status setup_chat(kvl_tok *t, const kvl_gguf *g);
 
 kvl_status kvl_tok_create(const kvl_gguf *g, kvl_tok **out, kvl_err *err) {
     if (!out) return kvl_err_set(err, KVL_ERR_ARG, "kvl_tok_create: out is NULL");
@@ -283,8 +236,13 @@ kvl_status kvl_tok_create(const kvl_gguf *g, kvl_tok **out, kvl_err *err) {
     for (uint64_t i = 0; i < nv; i++) {
         tok_entry *e = &t->v[i];
         size_t l;
-        if (!kvl_gguf_arr_str(g, "tokenizer.ggml.tokens", i, &e->s, &l) || l > UINT32_MAX) {
+        if (!kvl_gguf_arr_str(g, "tokenizer.ggml.tokens", i, &e->s, &l)) {
             st = kvl_err_set(err, KVL_ERR_FORMAT, "tokenizer: bad token %llu", (unsigned long long)i);
+            goto fail;
+        }
+        if (l > TOK_MAX_TOKEN_BYTES) {
+            st = kvl_err_set(err, KVL_ERR_FORMAT, "tokenizer: token %llu is %zu bytes long (limit %u)",
+                             (unsigned long long)i, l, TOK_MAX_TOKEN_BYTES);
             goto fail;
         }
         e->len = (uint32_t)l;
@@ -299,7 +257,7 @@ kvl_status kvl_tok_create(const kvl_gguf *g, kvl_tok **out, kvl_err *err) {
         e->score = (float)sc;
         /* first occurrence wins for duplicate strings */
         if (vocab_find(t, e->s, l) < 0) {
-            uint32_t h = hash_bytes(e->s, l) & t->vh_mask;
+            uint32_t h = (uint32_t)kvl_hash_fnv1a(e->s, l) & t->vh_mask;
             while (t->vh[h]) h = (h + 1) & t->vh_mask;
             t->vh[h] = (int32_t)i + 1;
         }
@@ -332,8 +290,7 @@ kvl_status kvl_tok_create(const kvl_gguf *g, kvl_tok **out, kvl_err *err) {
             t->byte2cp[c] = cp;
             t->cp2byte[cp] = (int16_t)c;
             char u[4];
-            int l = utf8_put(cp, u);
-            t->byte_tok[c] = vocab_find(t, u, (size_t)l);
+            t->byte_tok[c] = vocab_find(t, u, kvl_utf8_encode(cp, u));
         }
         const char *pre = "";
         size_t pn = 0;
@@ -406,10 +363,7 @@ kvl_status kvl_tok_create(const kvl_gguf *g, kvl_tok **out, kvl_err *err) {
         while (k < ns && (uint8_t)t->v[t->spec[k]].s[0] < c) k++;
         t->spec_start[c] = k;
     }
-    if ((st = setup_chat(t, g))) {
-        kvl_err_set(err, st, "tokenizer: out of memory");
-        goto fail;
-    }
+    if ((st = kvl_chat_create(g, &t->chat, err))) goto fail;
     *out = t;
     return KVL_OK;
 fail:
@@ -422,6 +376,12 @@ kvl_token kvl_tok_bos(const kvl_tok *t) { return t ? t->bos : -1; }
 kvl_token kvl_tok_eos(const kvl_tok *t) { return t ? t->eos : -1; }
 kvl_token kvl_tok_eot(const kvl_tok *t) { return t ? t->eot : -1; }
 int kvl_tok_add_bos_default(const kvl_tok *t) { return t ? t->add_bos : 0; }
+const kvl_chat *kvl_tok_chat(const kvl_tok *t) { return t ? t->chat : NULL; }
+const char *kvl_tok_text(const kvl_tok *t, kvl_token id, size_t *len) {
+    if (!t || id < 0 || id >= t->n_vocab) return NULL;
+    *len = t->v[id].len;
+    return t->v[id].s;
+}
 int kvl_tok_is_eog(const kvl_tok *t, kvl_token id) {
     return t && id >= 0 && (id == t->eos || id == t->eot);
 }
@@ -439,8 +399,10 @@ typedef struct enc_state {
     const kvl_tok *t;
     kvl_token *out;
     int64_t cap, n;
-    bool oom;
-    /* scratch, grown on demand */
+    kvl_status st; /* first failure (message in err) */
+    kvl_err *err;
+    /* scratch, grown on demand; symbol indices and byte offsets are int32:
+     * a pre-token has at most len symbols, an SPM fragment 3 * len + 3 bytes */
     int32_t *id, *prev, *next, *off, *len;
     size_t sym_cap;
     heap_ent *heap;
@@ -458,6 +420,14 @@ typedef struct enc_state {
 
 #define WC_MAX_WORD 64
 
+_Static_assert(3 * (uint64_t)KVL_TOKENIZE_MAX_BYTES + 3 <= INT32_MAX, "symbol offsets must fit int32");
+
+/* Record the first failure of this call (later ones are consequences). */
+static void enc_nomem(enc_state *s, const char *what, size_t bytes) {
+    if (s->st) return;
+    s->st = kvl_err_set(s->err, KVL_ERR_NOMEM, "tokenizer: out of memory allocating %s (%zu bytes)", what, bytes);
+}
+
 static inline void emit(enc_state *s, kvl_token tk) {
     if (s->n < s->cap) s->out[s->n] = tk;
     s->n++;
@@ -469,7 +439,7 @@ static bool grow_syms(enc_state *s, size_t n) {
     int32_t **arrs[5] = {&s->id, &s->prev, &s->next, &s->off, &s->len};
     for (int i = 0; i < 5; i++) {
         int32_t *p = realloc(*arrs[i], c * sizeof(int32_t));
-        if (!p) { s->oom = true; return false; }
+        if (!p) { enc_nomem(s, "symbol arrays", c * sizeof(int32_t)); return false; }
         *arrs[i] = p;
     }
     s->sym_cap = c;
@@ -480,7 +450,7 @@ static bool grow_buf(enc_state *s, size_t n) {
     if (n <= s->buf_cap) return true;
     size_t c = n < 256 ? 256 : n * 2;
     char *p = realloc(s->buf, c);
-    if (!p) { s->oom = true; return false; }
+    if (!p) { enc_nomem(s, "a scratch buffer", c); return false; }
     s->buf = p;
     s->buf_cap = c;
     return true;
@@ -494,7 +464,7 @@ static void heap_push(enc_state *s, heap_ent e) {
     if (s->heap_n == s->heap_cap) {
         size_t c = s->heap_cap ? s->heap_cap * 2 : 64;
         heap_ent *p = realloc(s->heap, c * sizeof *p);
-        if (!p) { s->oom = true; return; }
+        if (!p) { enc_nomem(s, "the merge queue", c * sizeof *p); return; }
         s->heap = p;
         s->heap_cap = c;
     }
@@ -550,7 +520,7 @@ static void bpe_word_uncached(enc_state *s, const uint8_t *w, size_t n);
 static void bpe_word(enc_state *s, const uint8_t *w, size_t n) {
     if (n == 0) return;
     if (!s->wc || n > WC_MAX_WORD) { bpe_word_uncached(s, w, n); return; }
-    uint32_t h = hash_bytes((const char *)w, n) & s->wc_mask;
+    uint32_t h = (uint32_t)kvl_hash_fnv1a(w, n) & s->wc_mask;
     for (;;) {
         struct wc_slot *e = &s->wc[h];
         if (!e->p) break;
@@ -565,7 +535,7 @@ static void bpe_word(enc_state *s, const uint8_t *w, size_t n) {
     int64_t cnt = s->n - before;
     /* insert only while the table is at most half full and ids are known
      * (ids past the output capacity are not stored anywhere) */
-    if (s->wc_used * 2 >= s->wc_mask || s->n > s->cap || s->oom) return;
+    if (s->wc_used * 2 >= s->wc_mask || s->n > s->cap || s->st) return;
     if (s->wc_ids_n + (size_t)cnt > s->wc_ids_cap) {
         size_t c = (s->wc_ids_n + (size_t)cnt) * 2 + 1024;
         int32_t *p = realloc(s->wc_ids, c * sizeof *p);
@@ -584,7 +554,7 @@ static void bpe_word_uncached(enc_state *s, const uint8_t *w, size_t n) {
     if (t->ignore_merges) {
         if (!grow_buf(s, n * 2)) return;
         size_t bl = 0;
-        for (size_t i = 0; i < n; i++) bl += (size_t)utf8_put(t->byte2cp[w[i]], s->buf + bl);
+        for (size_t i = 0; i < n; i++) bl += kvl_utf8_encode(t->byte2cp[w[i]], s->buf + bl);
         int32_t id = vocab_find(t, s->buf, bl);
         if (id >= 0) { emit(s, id); return; }
     }
@@ -629,7 +599,7 @@ static void bpe_split(enc_state *s, int lv, const uint8_t *p, size_t n) {
     if (n == 0) return;
     if (lv == t->n_re) { bpe_word(s, p, n); return; }
     size_t pos = 0;
-    while (pos < n && !s->oom) {
+    while (pos < n && !s->st) {
         int rc = pcre2_match(t->re[lv], (PCRE2_SPTR)p, n, pos, PCRE2_NO_UTF_CHECK, s->md, NULL);
         if (rc == PCRE2_ERROR_NOMATCH) break;
         if (rc < 0) {
@@ -637,7 +607,14 @@ static void bpe_split(enc_state *s, int lv, const uint8_t *p, size_t n) {
             rc = pcre2_match(t->re[lv], (PCRE2_SPTR)p, n, pos, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, s->md,
                              NULL);
             if (rc == PCRE2_ERROR_NOMATCH) break;
-            if (rc < 0) { s->oom = true; return; }
+            if (rc < 0) {
+                PCRE2_UCHAR msg[160];
+                pcre2_get_error_message(rc, msg, sizeof msg);
+                kvl_status st = rc == PCRE2_ERROR_NOMEMORY || rc == PCRE2_ERROR_HEAPLIMIT ? KVL_ERR_NOMEM
+                                                                                            : KVL_ERR_INTERNAL;
+                if (!s->st) s->st = kvl_err_set(s->err, st, "tokenizer: pre-tokenizer regex failed: %s", (char *)msg);
+                return;
+            }
         }
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(s->md);
         size_t ms = ov[0], me = ov[1];
@@ -666,10 +643,10 @@ static void bpe_split(enc_state *s, int lv, const uint8_t *p, size_t n) {
  * with.) */
 static void bpe_raw(enc_state *s, const uint8_t *p, size_t n) {
     size_t i = 0;
-    while (i < n && !s->oom) {
+    while (i < n && !s->st) {
         size_t st = i;
         size_t l;
-        while (i < n && (l = utf8_valid_len(p + i, n - i)) > 0) i += l;
+        while (i < n && (l = kvl_utf8_len(p + i, n - i)) > 0) i += l;
         if (i > st) bpe_split(s, 0, p + st, i - st);
         if (i < n) { /* invalid byte (dropped if it has no byte-level token, see bpe_word) */
             if (s->t->byte_tok[p[i]] >= 0) emit(s, s->t->byte_tok[p[i]]);
@@ -708,7 +685,7 @@ static void spm_raw(enc_state *s, const uint8_t *p, size_t n, bool prefix) {
     if (!grow_syms(s, bl)) return;
     size_t ns = 0;
     for (size_t i = 0; i < bl;) {
-        size_t l = utf8_valid_len((const uint8_t *)s->buf + i, bl - i);
+        size_t l = kvl_utf8_len((const uint8_t *)s->buf + i, bl - i);
         if (!l) l = 1;
         s->off[ns] = (int32_t)i;
         s->len[ns] = (int32_t)l;
@@ -720,7 +697,7 @@ static void spm_raw(enc_state *s, const uint8_t *p, size_t n, bool prefix) {
     s->next[ns - 1] = -1;
     s->heap_n = 0;
     for (size_t i = 0; i + 1 < ns; i++) spm_try_pair(s, (int32_t)i, (int32_t)i + 1);
-    while (s->heap_n && !s->oom) {
+    while (s->heap_n && !s->st) {
         heap_ent e = heap_pop(s);
         int32_t l = e.l, r = e.r;
         if (s->len[l] != e.a || s->len[r] != e.b || s->next[l] != r) continue;
@@ -744,7 +721,8 @@ static void spm_raw(enc_state *s, const uint8_t *p, size_t n, bool prefix) {
 
 /* ---- encode ---------------------------------------------------------------- */
 
-/* Leftmost-longest special token at text[i] (or -1). */
+/* Leftmost-longest special token at p[i] that ends by p[n] (or -1); control
+ * tokens only if parse_special. */
 static int32_t spec_at(const kvl_tok *t, const uint8_t *p, size_t n, size_t i, bool parse_special) {
     uint8_t c = p[i];
     for (int k = t->spec_start[c]; k < t->spec_start[c + 1]; k++) {
@@ -756,28 +734,60 @@ static int32_t spec_at(const kvl_tok *t, const uint8_t *p, size_t n, size_t i, b
     return -1;
 }
 
-int64_t kvl_tok_encode(const kvl_tok *t, const char *text, size_t len, int add_bos, int parse_special,
-                       kvl_token *out, int64_t cap) {
-    if (!t || (!text && len) || cap < 0 || (!out && cap > 0)) return -(int64_t)KVL_ERR_ARG;
-    enc_state s = {.t = t, .out = out, .cap = cap};
+/* Where the scan position i stands: the end of its region (a markup span, or
+ * the text between spans) and whether control tokens may match there. *k is
+ * the first span not wholly before i (i only grows, so it only advances). */
+static size_t region_at(const kvl_tok_enc_opts *o, size_t len, size_t i, int *k, bool *markup) {
+    while (*k < o->n_markup && o->markup[*k].off + o->markup[*k].len <= i) (*k)++;
+    if (*k < o->n_markup && o->markup[*k].off <= i) {
+        *markup = true;
+        return o->markup[*k].off + o->markup[*k].len;
+    }
+    *markup = false;
+    return *k < o->n_markup ? o->markup[*k].off : len;
+}
+
+int64_t kvl_tok_encode_ex(const kvl_tok *t, const char *text, size_t len, const kvl_tok_enc_opts *o,
+                          kvl_token *out, int64_t cap, kvl_err *err) {
+    if (!t || !o || (!text && len) || cap < 0 || (!out && cap > 0) || o->n_markup < 0 ||
+        (o->n_markup > 0 && !o->markup))
+        return -(int64_t)kvl_err_set(err, KVL_ERR_ARG, "tokenizer: invalid arguments");
+    if (len > KVL_TOKENIZE_MAX_BYTES)
+        return -(int64_t)kvl_err_set(err, KVL_ERR_ARG, "tokenizer: input of %zu bytes exceeds the limit of %zu bytes",
+                                     len, (size_t)KVL_TOKENIZE_MAX_BYTES);
+    size_t end = 0;
+    for (int k = 0; k < o->n_markup; k++) {
+        const kvl_tok_span *sp = &o->markup[k];
+        if (sp->off < end || sp->off > len || sp->len > len - sp->off)
+            return -(int64_t)kvl_err_set(err, KVL_ERR_ARG,
+                                         "tokenizer: markup span %d is out of order or outside the text", k);
+        end = sp->off + sp->len;
+    }
+    enc_state s = {.t = t, .out = out, .cap = cap, .err = err};
     if (t->kind == KIND_BPE) {
         s.md = pcre2_match_data_create(4, NULL);
-        if (!s.md) return -(int64_t)KVL_ERR_NOMEM;
+        if (!s.md) return -(int64_t)kvl_err_set(err, KVL_ERR_NOMEM, "tokenizer: out of memory allocating regex match data");
         if (len >= 1024 && cap >= 64) {
             uint32_t wc = 256;
             while (wc < len / 4 && wc < (1u << 17)) wc <<= 1;
-            s.wc = calloc(wc, sizeof *s.wc);
+            s.wc = calloc(wc, sizeof *s.wc); /* optional: no cache if this fails */
             s.wc_mask = wc - 1;
         }
     }
-    if (add_bos < 0) add_bos = t->add_bos;
-    if (add_bos && t->bos >= 0) emit(&s, t->bos);
+    int add_bos = o->add_bos < 0 ? t->add_bos : o->add_bos;
+    bool added_bos = add_bos && t->bos >= 0;
+    if (added_bos) emit(&s, t->bos);
     const uint8_t *p = (const uint8_t *)text;
     bool prev_special = true; /* SPM: space prefix at the start and after specials */
     size_t start = 0;
-    for (size_t i = 0; i <= len && !s.oom;) {
+    int k = 0;
+    for (size_t i = 0; i <= len && !s.st;) {
         int32_t sp = -1;
-        if (i < len && t->n_spec) sp = spec_at(t, p, len, i, parse_special != 0);
+        if (i < len && t->n_spec) {
+            bool markup;
+            size_t end = region_at(o, len, i, &k, &markup);
+            sp = spec_at(t, p, end, i, markup);
+        }
         if (sp < 0 && i < len) { i++; continue; }
         if (i > start) {
             if (t->kind == KIND_BPE) bpe_raw(&s, p + start, i - start);
@@ -785,7 +795,7 @@ int64_t kvl_tok_encode(const kvl_tok *t, const char *text, size_t len, int add_b
             prev_special = false;
         }
         if (sp < 0) break; /* i == len */
-        emit(&s, sp);
+        if (!(o->bos_once && added_bos && i == 0 && sp == t->bos)) emit(&s, sp);
         prev_special = true;
         i += t->v[sp].len;
         start = i;
@@ -796,8 +806,15 @@ int64_t kvl_tok_encode(const kvl_tok *t, const char *text, size_t len, int add_b
     if (s.md) pcre2_match_data_free(s.md);
     free(s.wc);
     free(s.wc_ids);
-    if (s.oom) return -(int64_t)KVL_ERR_NOMEM;
+    if (s.st) return -(int64_t)s.st;
     return s.n;
+}
+
+int64_t kvl_tok_encode(const kvl_tok *t, const char *text, size_t len, int add_bos, int parse_special,
+                       kvl_token *out, int64_t cap) {
+    kvl_tok_span all = {0, len};
+    kvl_tok_enc_opts o = {.add_bos = add_bos, .markup = &all, .n_markup = parse_special != 0};
+    return kvl_tok_encode_ex(t, text, len, &o, out, cap, NULL);
 }
 
 /* ---- pieces ------------------------------------------------------------------ */
@@ -850,9 +867,9 @@ int kvl_tok_piece(const kvl_tok *t, kvl_token id, int render_special, char *buf,
         return n;
     }
     for (size_t i = 0; i < L;) {
-        size_t l = utf8_valid_len(s + i, L - i);
+        size_t l = kvl_utf8_len(s + i, L - i);
         if (!l) { n = put_bytes(buf, cap, n, (const char *)s + i, 1); i++; continue; }
-        uint32_t cp = utf8_cp(s + i, l);
+        uint32_t cp = kvl_utf8_decode(s + i, l);
         if (cp < 324 && t->cp2byte[cp] >= 0) {
             char ch = (char)t->cp2byte[cp];
             n = put_bytes(buf, cap, n, &ch, 1);
@@ -862,159 +879,4 @@ int kvl_tok_piece(const kvl_tok *t, kvl_token id, int render_special, char *buf,
         i += l;
     }
     return n;
-}
-
-/* ---- chat templates --------------------------------------------------------- */
-
-static const char *mem_find(const char *h, size_t hn, const char *needle) {
-    size_t nn = strlen(needle);
-    if (nn > hn) return NULL;
-    for (size_t i = 0; i + nn <= hn; i++)
-        if (h[i] == needle[0] && memcmp(h + i, needle, nn) == 0) return h + i;
-    return NULL;
-}
-
-/* Default ChatML system message written as a constant inside the template,
- * e.g. '<|im_start|>system\nYou are ...<|im_end|>\n' (SmolLM2, Qwen2.5). The
- * text must lie inside one string literal: it may not contain the literal's
- * quote character (which rules out concatenations such as
- * '<|im_start|>system\n' + messages[0]['content'] + ...). Jinja escapes
- * (\n, \t, \', \", \\) are decoded. Returns a malloc'd string or NULL. */
-static char *chatml_default_system(const char *tp, size_t tn, bool *oom) {
-    static const char tag[] = "<|im_start|>system";
-    const char *p = tp, *end = tp + tn;
-    while ((p = mem_find(p, (size_t)(end - p), tag)) != NULL) {
-        const char *q = p + strlen(tag);
-        p = q;
-        size_t nl;
-        if (q < end && *q == '\n') nl = 1;
-        else if (end - q >= 2 && q[0] == '\\' && q[1] == 'n') nl = 2;
-        else continue;
-        /* the quote that opened this literal: nearest quote before the tag */
-        const char *b = p - strlen(tag);
-        char quote = 0;
-        while (b > tp) {
-            b--;
-            if (*b == '\'' || *b == '"') { quote = *b; break; }
-        }
-        if (!quote) continue;
-        const char *c = q + nl;
-        const char *e = mem_find(c, (size_t)(end - c), "<|im_end|>");
-        if (!e || e <= c) continue;
-        bool ok = true;
-        for (const char *x = c; x < e; x++) {
-            if (*x == '\\' && x + 1 < e) { x++; continue; }
-            if (*x == quote) { ok = false; break; }
-        }
-        if (!ok) continue;
-        char *r = malloc((size_t)(e - c) + 1);
-        if (!r) { *oom = true; return NULL; }
-        size_t k = 0;
-        for (const char *x = c; x < e; x++) {
-            if (*x == '\\' && x + 1 < e) {
-                x++;
-                r[k++] = *x == 'n' ? '\n' : *x == 't' ? '\t' : *x == 'r' ? '\r' : *x;
-            } else {
-                r[k++] = *x;
-            }
-        }
-        r[k] = 0;
-        return r;
-    }
-    return NULL;
-}
-
-static kvl_status setup_chat(kvl_tok *t, const kvl_gguf *g) {
-    const char *tp = NULL;
-    size_t tn = 0;
-    t->chat_fmt = CHAT_CHATML;
-    if (!kvl_gguf_get_str(g, "tokenizer.chat_template", &tp, &tn)) return KVL_OK;
-    if (mem_find(tp, tn, "<|im_start|>")) {
-        bool oom = false;
-        t->chat_sys = chatml_default_system(tp, tn, &oom);
-        if (oom) return KVL_ERR_NOMEM;
-    } else if (mem_find(tp, tn, "<|start_header_id|>")) {
-        t->chat_fmt = CHAT_LLAMA3;
-    }
-    return KVL_OK;
-}
-
-typedef struct out_buf {
-    char *p;
-    size_t cap, n;
-} out_buf;
-
-static void ob_put(out_buf *o, const char *s, size_t l) {
-    for (size_t i = 0; i < l; i++)
-        if (o->n + i < o->cap) o->p[o->n + i] = s[i];
-    o->n += l;
-}
-static void ob_str(out_buf *o, const char *s) { ob_put(o, s, strlen(s)); }
-
-/* Python str.isspace() for a code point (what Jinja's |trim strips). */
-static bool py_space(uint32_t c) {
-    return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 ||
-           c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
-           c == 0x205F || c == 0x3000;
-}
-
-/* Jinja |trim: strip leading/trailing whitespace (on valid UTF-8 characters). */
-static void trim(const char **s, size_t *n) {
-    const uint8_t *p = (const uint8_t *)*s;
-    size_t a = 0, b = *n;
-    while (a < b) {
-        size_t l = utf8_valid_len(p + a, b - a);
-        if (!l || !py_space(utf8_cp(p + a, l))) break;
-        a += l;
-    }
-    while (b > a) {
-        size_t st = b - 1;
-        while (st > a && (p[st] & 0xC0) == 0x80 && b - st < 4) st--;
-        size_t l = utf8_valid_len(p + st, b - st);
-        if (l != b - st || !py_space(utf8_cp(p + st, l))) break;
-        b = st;
-    }
-    *s += a;
-    *n = b - a;
-}
-
-int64_t kvl_tok_chat_apply(const kvl_tok *t, const kvl_chat_msg *msgs, int n_msgs, int add_assistant,
-                           char *out, size_t cap) {
-    if (!t || n_msgs < 0 || (n_msgs > 0 && !msgs) || (!out && cap > 0)) return -(int64_t)KVL_ERR_ARG;
-    for (int i = 0; i < n_msgs; i++)
-        if (!msgs[i].role) return -(int64_t)KVL_ERR_ARG;
-    out_buf o = {out, cap, 0};
-    if (t->chat_fmt == CHAT_LLAMA3) {
-        for (int i = 0; i < n_msgs; i++) {
-            if (i == 0) {
-                if (t->bos >= 0) ob_put(&o, t->v[t->bos].s, t->v[t->bos].len);
-                else ob_str(&o, "<|begin_of_text|>");
-            }
-            const char *c = msgs[i].content ? msgs[i].content : "";
-            size_t cl = strlen(c);
-            trim(&c, &cl);
-            ob_str(&o, "<|start_header_id|>");
-            ob_str(&o, msgs[i].role);
-            ob_str(&o, "<|end_header_id|>\n\n");
-            ob_put(&o, c, cl);
-            ob_str(&o, "<|eot_id|>");
-        }
-        if (add_assistant) ob_str(&o, "<|start_header_id|>assistant<|end_header_id|>\n\n");
-    } else {
-        for (int i = 0; i < n_msgs; i++) {
-            if (i == 0 && t->chat_sys && strcmp(msgs[0].role, "system") != 0) {
-                ob_str(&o, "<|im_start|>system\n");
-                ob_str(&o, t->chat_sys);
-                ob_str(&o, "<|im_end|>\n");
-            }
-            ob_str(&o, "<|im_start|>");
-            ob_str(&o, msgs[i].role);
-            ob_str(&o, "\n");
-            ob_str(&o, msgs[i].content ? msgs[i].content : "");
-            ob_str(&o, "<|im_end|>\n");
-        }
-        if (add_assistant) ob_str(&o, "<|im_start|>assistant\n");
-    }
-    if (o.n < cap) out[o.n] = 0;
-    return (int64_t)o.n;
 }
