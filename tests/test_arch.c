@@ -549,6 +549,29 @@ static void check_corrupt(void) {
         kvl_model_free(m);
         unlink(path);
     }
+    /* c. llama.block_count -> 2^24 (the largest accepted value): rejected
+     * from the tensor count before any per-layer storage is sized by it */
+    memcpy(b, orig, n);
+    tn = "llama.block_count";
+    off = find_tensor_name(b, n, tn);
+    CHECK(off > 0);
+    if (off > 0) {
+        size_t p = (size_t)off + strlen(tn);
+        uint32_t type, v = 1u << 24;
+        memcpy(&type, b + p, 4);
+        CHECK_MSG(type == 4, "block_count type %u (expected uint32)", type);
+        memcpy(b + p + 4, &v, 4);
+        snprintf(path, sizeof path, "%s/blocks.gguf", dir);
+        CHECK(write_all(path, b, n));
+        kvl_model *m = NULL;
+        err[0] = 0;
+        kvl_status st = kvl_model_load(path, &m, err, sizeof err);
+        printf("note: block_count 2^24 -> %s: %s\n", kvl_status_str(st), err);
+        CHECK_MSG(st == KVL_ERR_FORMAT && !m, "huge block_count: status %s", kvl_status_str(st));
+        CHECK_MSG(strstr(err, "block_count") != NULL, "huge block_count: message '%s'", err);
+        kvl_model_free(m);
+        unlink(path);
+    }
     rmdir(dir);
     free(b);
     free(orig);

@@ -185,6 +185,14 @@ kvl_status kvl_model_open(const char *path, kvl_model **out, kvl_err *err) {
     m->n_vocab = kvl_tok_n_vocab(m->tok);
 
     const int E = m->n_embd, H = m->n_head * m->head_dim, KV = m->n_head_kv * m->head_dim;
+    /* hostile hparams must not size allocations: every layer has at least 9
+     * tensors, and the embedding (whose bytes lie inside the file) fixes E */
+    if (kvl_gguf_n_tensors(m->gguf) < 9 * (int64_t)m->n_layer + 2) {
+        st = kvl_err_set(err, KVL_ERR_FORMAT, "model: block_count %d needs at least %lld tensors, the file has %lld",
+                         m->n_layer, 9 * (long long)m->n_layer + 2, (long long)kvl_gguf_n_tensors(m->gguf));
+        goto fail;
+    }
+    if ((st = load_mat(m, "token_embd.weight", m->n_vocab, E, &m->tok_embd, err))) goto fail;
     m->owned_cap = (size_t)m->n_layer * (2 * E + H + 2 * KV) + E;
     m->owned = malloc(sizeof(float) * m->owned_cap);
     m->layers = calloc((size_t)m->n_layer, sizeof *m->layers);
@@ -192,7 +200,6 @@ kvl_status kvl_model_open(const char *path, kvl_model **out, kvl_err *err) {
         st = kvl_err_set(err, KVL_ERR_NOMEM, "model: out of memory");
         goto fail;
     }
-    if ((st = load_mat(m, "token_embd.weight", m->n_vocab, E, &m->tok_embd, err))) goto fail;
     if (kvl_gguf_find_tensor(m->gguf, "output.weight")) {
         if ((st = load_mat(m, "output.weight", m->n_vocab, E, &m->output, err))) goto fail;
     } else {
