@@ -96,14 +96,9 @@ static void load_errors(const char *model_path) {
 }
 
 int main(void) {
-    const char *path = getenv("KVL_MODEL");
-    if (path && !*path) path = NULL;
-    if (path && access(path, R_OK) != 0) path = NULL;
+    const char *path = kvl_test_model("engine checks on the real model");
     load_errors(path);
-    if (!path) {
-        printf("skipped: no model (set KVL_MODEL)\n");
-        KVL_TEST_END();
-    }
+    if (!path) KVL_TEST_END();
     kvl_model *m = NULL;
     char err[512];
     kvl_status st = kvl_model_load(path, &m, err, sizeof err);

@@ -849,7 +849,7 @@ static void test_real_model(void) {
         path = buf;
     }
     if (access(path, R_OK) != 0) {
-        printf("skipping real-model checks: %s not found\n", path);
+        SKIP("real-model checks: %s not found", path);
         return;
     }
     kvl_gguf *g = NULL;
