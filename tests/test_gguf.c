@@ -448,7 +448,7 @@ static uint8_t *aligned_copy(const wbuf *b) {
 }
 
 static void test_valid(void) {
-    const uint32_t aligns[] = {0, 32, 1, 8, 64, 256, 4096};
+    const uint32_t aligns[] = {0, 32, 8, 16, 64, 256, 4096};
     for (uint32_t version = 2; version <= 3; version++) {
         for (size_t a = 0; a < sizeof aligns / sizeof aligns[0]; a++) {
             wbuf b = {0};
@@ -681,14 +681,24 @@ static void test_built_bad(void) {
     EXPECT_FAIL(b.p, b.n, KVL_ERR_FORMAT, "duplicate key 'a'");
     free(b.p);
 
-    /* Alignment: not a power of two, zero, wrong type. */
-    const uint32_t bad_align[] = {0, 3, 48, 0xffffffffu};
+    /* Alignment: zero, not a power of two, not a multiple of 8 (1, 2, 4 would
+     * misalign typed tensor data), wrong type. */
+    const uint32_t bad_align[] = {0, 1, 2, 4, 3, 12, 24, 48, 0xffffffffu};
     for (size_t i = 0; i < sizeof bad_align / sizeof bad_align[0]; i++) {
         b = (wbuf){0};
         header(&b, 3, 0, 1);
         put_key(&b, "general.alignment", KVL_GGUF_UINT32);
         put_u32(&b, bad_align[i]);
-        EXPECT_FAIL(b.p, b.n, KVL_ERR_FORMAT, "power of two");
+        EXPECT_FAIL(b.p, b.n, KVL_ERR_FORMAT, "general.alignment");
+        EXPECT_FAIL(b.p, b.n, KVL_ERR_FORMAT, "power of two and a multiple of 8");
+        free(b.p);
+    }
+    /* A whole file with tensors at alignment 1 (f32 data at odd offsets). */
+    {
+        layout L1;
+        b = (wbuf){0};
+        build_ref(&b, 3, 1, &L1);
+        EXPECT_FAIL(b.p, b.n, KVL_ERR_FORMAT, "general.alignment = 1 is invalid");
         free(b.p);
     }
     b = (wbuf){0};
