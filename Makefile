@@ -1,7 +1,8 @@
 # kvlite build. `make` builds the library, the CLI and the tests;
 # `make test` runs the test suite; `make demo` runs a chat answer on the
 # default model; `make san` runs the tests under ASan+UBSan; `make fuzz`
-# builds the libFuzzer targets, `make fuzz-run` runs them.
+# builds the libFuzzer targets, `make fuzz-run` runs them; `make tsan` runs
+# the threaded tests under ThreadSanitizer.
 CC      ?= cc
 BUILD   ?= build
 OPT     ?= -O2
@@ -32,6 +33,14 @@ CFLAGS  += -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -
 build-fuzz/src/kv/codec_avx2.o: SIMD_FLAGS :=
 endif
 
+# ThreadSanitizer build (set by `make tsan`).
+ifeq ($(TSAN),1)
+BUILD   := build-tsan
+OPT     := -O1
+CFLAGS  += -fsanitize=thread -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=thread
+endif
+
 MODEL_DIR ?= $(HOME)/.cache/kvlite
 MODEL     ?= $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 
@@ -49,8 +58,12 @@ TOOLS_LIB := $(BUILD)/libkvltools.a
 FUZZ_SRC := $(wildcard tests/fuzz_*.c)
 FUZZ_BIN := $(patsubst tests/%.c,$(BUILD)/%,$(FUZZ_SRC))
 FUZZ_SECONDS ?= 60
+# the tests run under ThreadSanitizer: the thread pool, attention on
+# concurrent threads, the engine on the tiny models (threads, split decode).
+# Add test_engine for the real model too (~15 min under TSan on 2 cores).
+TSAN_TESTS ?= test_threadpool test_ops test_kv test_threads test_arch
 
-.PHONY: all test test-unit san san-unit demo model deps clean refdump fuzz fuzz-build fuzz-run
+.PHONY: all test test-unit san san-unit demo model deps clean refdump fuzz fuzz-build fuzz-run tsan tsan-build
 all: $(LIB) $(CLI) $(TEST_BIN)
 
 $(BUILD)/%_avx2.o: %_avx2.c
@@ -114,11 +127,18 @@ fuzz-build: $(FUZZ_BIN)
 fuzz-run: fuzz
 	bash tests/fuzz/run.sh build-fuzz $(FUZZ_SECONDS)
 
+# ThreadSanitizer tier (build-tsan/) on TSAN_TESTS.
+tsan:
+	$(MAKE) TSAN=1 tsan-build
+	KVL_MODEL="$(MODEL)" BUILD=build-tsan KVL_TESTS="$(TSAN_TESTS)" \
+	    TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 $(TSAN_OPTIONS)" bash tests/run.sh
+tsan-build: $(patsubst %,$(BUILD)/tests/%,$(TSAN_TESTS))
+
 demo: deps all model
 	$(CLI) run -m "$(MODEL)" --chat --temp 0 -n 96 --kv int8 --stats \
 	    -p "In two sentences, why does a KV cache speed up LLM inference?"
 
 clean:
-	rm -rf build build-san build-fuzz
+	rm -rf build build-san build-fuzz build-tsan
 
 -include $(LIB_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(TEST_BIN:=.d) $(FUZZ_BIN:=.d)

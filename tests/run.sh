@@ -4,7 +4,8 @@
 # set and the file exists) enables the tests that need the default model;
 # they skip otherwise. A skip is a line starting with "skip:" (tests/test.h
 # SKIP(); the shell tests echo it); under CI=true any skip fails the run, so
-# CI cannot go green with parts of the suite silently not run.
+# CI cannot go green with parts of the suite silently not run. KVL_TESTS
+# (space-separated names such as "test_kv test_cli") runs only those.
 set -u
 BUILD="${BUILD:-build}"
 export KVLITE_BIN="$BUILD/kvlite"
@@ -32,14 +33,25 @@ run_one() { # name, command...
     total_p=$((total_p + p)); total_f=$((total_f + f)); total_s=$((total_s + s))
 }
 
+found=" "
+selected() { # name: in KVL_TESTS (or KVL_TESTS unset)
+    [ -z "${KVL_TESTS:-}" ] && return 0
+    case " $KVL_TESTS " in *" $1 "*) found="$found$1 "; return 0;; esac
+    return 1
+}
 for t in "$BUILD"/tests/test_*; do
     case "$t" in *.d) continue;; esac
     [ -x "$t" ] || continue
+    selected "$(basename "$t")" || continue
     run_one "$t" "$t"
 done
 for t in tests/test_*.sh; do
     [ -f "$t" ] || continue
+    selected "$(basename "$t" .sh)" || continue
     run_one "$t" bash "$t"
+done
+for n in ${KVL_TESTS:-}; do
+    case "$found" in *" $n "*) ;; *) echo "FAIL $n: no such test (KVL_TESTS)"; bad=1;; esac
 done
 echo "tests: $total_p passed, $total_f failed, $total_s skipped"
 if [ "${CI:-}" = true ] && [ "$total_s" -gt 0 ]; then
