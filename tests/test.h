@@ -78,5 +78,4 @@ static inline const char *kvl_test_model(const char *what) {
     return NULL;
 }
 
-
 #endif
