@@ -1,6 +1,8 @@
 # kvlite build. `make` builds the library, the CLI and the tests;
 # `make test` runs the test suite; `make demo` runs a chat answer on the
-# default model; `make san` runs the tests under ASan+UBSan.
+# default model; `make san` runs the tests under ASan+UBSan; `make fuzz`
+# builds the libFuzzer targets, `make fuzz-run` runs them; `make tsan` runs
+# the threaded tests under ThreadSanitizer.
 CC      ?= cc
 BUILD   ?= build
 OPT     ?= -O2
@@ -18,6 +20,27 @@ CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 LDFLAGS += -fsanitize=address,undefined
 endif
 
+# Fuzzing build (set by `make fuzz`): clang, libFuzzer coverage on the whole
+# library, ASan + UBSan.
+FUZZ_CC ?= clang
+ifeq ($(FUZZ),1)
+BUILD   := build-fuzz
+CC      := $(FUZZ_CC)
+OPT     := -O1
+CFLAGS  += -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+# clang 14 rejects __builtin_cpu_supports("f16c") in codec_avx2.c; without
+# -mavx2 it builds its scalar stub (the fuzz targets need no SIMD KV kernels)
+build-fuzz/src/kv/codec_avx2.o: SIMD_FLAGS :=
+endif
+
+# ThreadSanitizer build (set by `make tsan`).
+ifeq ($(TSAN),1)
+BUILD   := build-tsan
+OPT     := -O1
+CFLAGS  += -fsanitize=thread -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=thread
+endif
+
 MODEL_DIR ?= $(HOME)/.cache/kvlite
 MODEL     ?= $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 
@@ -29,8 +52,18 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 LIB      := $(BUILD)/libkvlite.a
 CLI      := $(BUILD)/kvlite
+# tools/ without main(), for fuzz targets that need CLI helpers
+TOOLS_LIB := $(BUILD)/libkvltools.a
+# every tests/fuzz_*.c is a libFuzzer target build-fuzz/fuzz_*
+FUZZ_SRC := $(wildcard tests/fuzz_*.c)
+FUZZ_BIN := $(patsubst tests/%.c,$(BUILD)/%,$(FUZZ_SRC))
+FUZZ_SECONDS ?= 60
+# the tests run under ThreadSanitizer: the thread pool, attention on
+# concurrent threads, the engine on the tiny models (threads, split decode).
+# Add test_engine for the real model too (~15 min under TSan on 2 cores).
+TSAN_TESTS ?= test_threadpool test_ops test_kv test_threads test_arch
 
-.PHONY: all test test-unit san san-unit demo model deps clean refdump
+.PHONY: all test test-unit san san-unit demo model deps clean refdump fuzz fuzz-build fuzz-run tsan tsan-build
 all: $(LIB) $(CLI) $(TEST_BIN)
 
 $(BUILD)/%_avx2.o: %_avx2.c
@@ -53,6 +86,15 @@ $(BUILD)/tests/%: tests/%.c $(LIB) tests/test.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -MMD -MP -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
 
+$(TOOLS_LIB): $(filter-out $(BUILD)/tools/kvlite.o,$(TOOL_OBJ))
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/fuzz_%: tests/fuzz_%.c $(LIB) $(TOOLS_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer -Itests -Itools -MMD -MP -o $@ $< $(TOOLS_LIB) $(LIB) $(LDFLAGS) $(LDLIBS)
+
 # Install build dependencies (Debian 12, as root).
 deps:
 	bash scripts/install_deps.sh
@@ -65,9 +107,9 @@ $(MODEL):
 test: all model
 	KVL_MODEL="$(MODEL)" BUILD="$(BUILD)" bash tests/run.sh
 
-# Unit tests only (no model needed).
+# Unit tests only (no model needed; the model parts skip, so CI= allows skips).
 test-unit: all
-	KVL_MODEL= BUILD="$(BUILD)" bash tests/run.sh
+	CI= KVL_MODEL= BUILD="$(BUILD)" bash tests/run.sh
 
 san:
 	$(MAKE) SAN=1 test
@@ -76,11 +118,30 @@ san:
 san-unit:
 	$(MAKE) SAN=1 test-unit
 
+# Fuzzing: every tests/fuzz_*.c -> build-fuzz/ (clang libFuzzer + ASan/UBSan).
+fuzz:
+	@command -v $(FUZZ_CC) >/dev/null || { echo "make fuzz: $(FUZZ_CC) not found (scripts/install_deps.sh installs clang)" >&2; exit 1; }
+	$(MAKE) FUZZ=1 fuzz-build
+fuzz-build: $(FUZZ_BIN)
+# Run each target FUZZ_SECONDS from a scratch copy of tests/fuzz/corpus/<target>/.
+fuzz-run: fuzz
+	bash tests/fuzz/run.sh build-fuzz $(FUZZ_SECONDS)
+
+# ThreadSanitizer tier (build-tsan/) on TSAN_TESTS. Run without address space
+# randomization where setarch allows it: the TSan runtimes of gcc 12 / clang 14
+# abort ("unexpected memory mapping") on kernels with vm.mmap_rnd_bits > 28.
+NO_ASLR := $(shell setarch -R true >/dev/null 2>&1 && echo setarch -R)
+tsan:
+	$(MAKE) TSAN=1 tsan-build
+	KVL_MODEL="$(MODEL)" BUILD=build-tsan KVL_TESTS="$(TSAN_TESTS)" \
+	    TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 $(TSAN_OPTIONS)" $(NO_ASLR) bash tests/run.sh
+tsan-build: $(patsubst %,$(BUILD)/tests/%,$(TSAN_TESTS))
+
 demo: deps all model
 	$(CLI) run -m "$(MODEL)" --chat --temp 0 -n 96 --kv int8 --stats \
 	    -p "In two sentences, why does a KV cache speed up LLM inference?"
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz build-tsan
 
--include $(LIB_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(TEST_BIN:=.d)
+-include $(LIB_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(TEST_BIN:=.d) $(FUZZ_BIN:=.d)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Install what kvlite needs to build and test on Debian 12 (run as root).
-# Only installs packages that are missing.
+# Install what kvlite needs to build and test on Debian 12 (run as root):
+# the compiler, PCRE2, python3 + pip (model fetch, test scripts), clang with
+# libFuzzer (make fuzz) and the TSan runtime (make tsan). Only installs
+# packages that are missing.
 set -euo pipefail
 need=()
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
@@ -9,6 +11,21 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 pkg-config --exists libpcre2-8 2>/dev/null || need+=(libpcre2-dev)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+# make fuzz: clang with libFuzzer and the ASan/UBSan runtimes (Debian 12:
+# clang 14, runtimes in libclang-rt-14-dev). make tsan: the compiler's TSan
+# runtime (gcc 12: libtsan2). Probed by linking a trivial program.
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; return (int)(n & 0); }\n' >"$tmp/f.c"
+printf 'int main(void) { return 0; }\n' >"$tmp/m.c"
+if ! command -v clang >/dev/null 2>&1; then
+    need+=(clang libclang-rt-14-dev)
+elif ! clang -fsanitize=fuzzer,address,undefined -o "$tmp/f" "$tmp/f.c" >/dev/null 2>&1; then
+    need+=("libclang-rt-$(clang -dumpversion | cut -d. -f1)-dev")
+fi
+if command -v cc >/dev/null 2>&1 && ! cc -fsanitize=thread -o "$tmp/m" "$tmp/m.c" >/dev/null 2>&1; then
+    need+=(libtsan2)
+fi
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "install_deps: missing ${need[*]}; run as root or install them" >&2

@@ -96,7 +96,7 @@ expect_error 1 "invalid UTF-8 mid-prompt" run -m "${MODEL:-x.gguf}" -f "$TMP/bad
 
 # ---- model-dependent cases ------------------------------------------------------------------
 if [ -z "$MODEL" ] || [ ! -f "$MODEL" ]; then
-    echo "test_cli: KVL_MODEL not set or missing; skipping model-dependent cases" >&2
+    echo "skip: test_cli model-dependent cases: KVL_MODEL not set or missing"
 else
     expect_error any "unknown --kv" run -m "$MODEL" -p hi --kv bogus8 -n 1 &&
         expect_err_match "f16" "unknown --kv lists codecs"

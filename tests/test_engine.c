@@ -96,14 +96,9 @@ static void load_errors(const char *model_path) {
 }
 
 int main(void) {
-    const char *path = getenv("KVL_MODEL");
-    if (path && !*path) path = NULL;
-    if (path && access(path, R_OK) != 0) path = NULL;
+    const char *path = kvl_test_model("engine checks on the real model");
     load_errors(path);
-    if (!path) {
-        printf("skipped: no model (set KVL_MODEL)\n");
-        KVL_TEST_END();
-    }
+    if (!path) KVL_TEST_END();
     kvl_model *m = NULL;
     char err[512];
     kvl_status st = kvl_model_load(path, &m, err, sizeof err);
@@ -214,27 +209,52 @@ int main(void) {
     CHECK(kvl_seq_pos(q) == 16);
     kvl_seq_free(q);
     kvl_ctx_free(cs);
-    /* budget: room for 2 pages per (layer, head) only */
-    kvl_ctx *cb = mkctx(m, "int8", 1024, 512, 2, 0);
-    kvl_seq_create(cb, &q);
-    CHECK(kvl_prefill(q, toks, 1, NULL, NULL) == KVL_OK);
-    kvl_seq_kv_stats(q, &ks);
-    size_t page = ks.bytes_used / (30 * 3);
-    kvl_seq_free(q);
-    kvl_ctx_free(cb);
-    cb = mkctx(m, "int8", 1024, 512, 2, page * 30 * 3 * 2);
-    kvl_seq_create(cb, &q);
-    CHECK(kvl_prefill(q, toks, 64, NULL, NULL) == KVL_OK || n < 64);
+    /* budget: exactly 2 pages per (layer, head) = 64 tokens. The exact byte
+     * count must be enough for 64 tokens; one byte or one page less must fail
+     * with KVL_ERR_NOMEM, a message, and the sequence untouched. */
     kvl_token many[100];
     for (int i = 0; i < 100; i++) many[i] = toks[i % n];
+    kvl_ctx *cb = mkctx(m, "int8", 1024, 512, 2, 0);
+    CHECK(cb && kvl_seq_create(cb, &q) == KVL_OK);
+    CHECK(kvl_prefill(q, many, 1, NULL, NULL) == KVL_OK);
+    kvl_seq_kv_stats(q, &ks);
+    CHECK(ks.n_pages == 30 * 3 && ks.bytes_used % ks.n_pages == 0);
+    const size_t page = ks.bytes_used / (size_t)(ks.n_pages > 0 ? ks.n_pages : 1);
+    const size_t exact = page * 30 * 3 * 2;
+    kvl_seq_free(q);
+    kvl_ctx_free(cb);
+    cb = mkctx(m, "int8", 1024, 512, 2, exact);
+    CHECK(cb && kvl_seq_create(cb, &q) == KVL_OK);
+    st = kvl_prefill(q, many, 64, NULL, NULL);
+    CHECK_MSG(st == KVL_OK, "exact budget %zu bytes: st=%d %s", exact, st, kvl_ctx_error(cb));
+    kvl_seq_kv_stats(q, &ks);
+    CHECK_MSG(ks.pool_used == exact && ks.pool_budget == exact, "pool used %zu budget %zu, want %zu",
+              ks.pool_used, ks.pool_budget, exact);
+    st = kvl_decode(q, many[64], NULL); /* token 65 needs a third page everywhere */
+    CHECK_MSG(st == KVL_ERR_NOMEM && strlen(kvl_ctx_error(cb)) > 0, "65th token: st=%d", st);
+    CHECK(kvl_seq_pos(q) == 64);
     kvl_seq *q2;
-    kvl_seq_create(cb, &q2);
+    CHECK(kvl_seq_create(cb, &q2) == KVL_OK);
     st = kvl_prefill(q2, many, 100, NULL, NULL);
     CHECK_MSG(st == KVL_ERR_NOMEM, "st=%d %s", st, kvl_ctx_error(cb));
     CHECK(kvl_seq_pos(q2) == 0);
     kvl_seq_free(q2);
     kvl_seq_free(q);
     kvl_ctx_free(cb);
+    const size_t short_by[2] = {1, page};
+    for (int i = 0; i < 2; i++) {
+        cb = mkctx(m, "int8", 1024, 512, 2, exact - short_by[i]);
+        CHECK(cb && kvl_seq_create(cb, &q) == KVL_OK);
+        st = kvl_prefill(q, many, 64, NULL, NULL);
+        CHECK_MSG(st == KVL_ERR_NOMEM && strlen(kvl_ctx_error(cb)) > 0,
+                  "budget %zu bytes short: st=%d %s", short_by[i], st, kvl_ctx_error(cb));
+        CHECK(kvl_seq_pos(q) == 0);
+        kvl_seq_kv_stats(q, &ks);
+        CHECK_MSG(ks.pool_used == 0, "failed prefill left %zu bytes in the pool", ks.pool_used);
+        CHECK(kvl_prefill(q, many, 32, NULL, NULL) == KVL_OK); /* one page per (layer, head) still fits */
+        kvl_seq_free(q);
+        kvl_ctx_free(cb);
+    }
     /* unknown codec */
     kvl_ctx_params pp;
     kvl_ctx_params_default(&pp);

@@ -5,15 +5,19 @@
  * huge counts and lengths, bad tensor infos, duplicates, bad alignment) and
  * seeded random corruption must fail cleanly (run under ASan: exact-size heap
  * copies make any out-of-bounds read visible). If the real model is present
- * (KVL_MODEL or ~/.cache/kvlite/...), its basic structure is checked too. */
+ * (KVL_MODEL or ~/.cache/kvlite/...), its basic structure is checked too; the
+ * committed fuzz seeds (tests/fuzz/corpus/fuzz_gguf) behave as named. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "kvlite.h"
 #include "model/gguf.h"
+#include "model/tok.h"
 #include "test.h"
 
 /* ---- byte buffer writer ------------------------------------------------------ */
@@ -448,7 +452,7 @@ static uint8_t *aligned_copy(const wbuf *b) {
 }
 
 static void test_valid(void) {
-    const uint32_t aligns[] = {0, 32, 1, 8, 64, 256, 4096};
+    const uint32_t aligns[] = {0, 32, 8, 16, 64, 256, 4096};
     for (uint32_t version = 2; version <= 3; version++) {
         for (size_t a = 0; a < sizeof aligns / sizeof aligns[0]; a++) {
             wbuf b = {0};
@@ -681,14 +685,24 @@ static void test_built_bad(void) {
     EXPECT_FAIL(b.p, b.n, KVL_ERR_FORMAT, "duplicate key 'a'");
     free(b.p);
 
-    /* Alignment: not a power of two, zero, wrong type. */
-    const uint32_t bad_align[] = {0, 3, 48, 0xffffffffu};
+    /* Alignment: zero, not a power of two, not a multiple of 8 (1, 2, 4 would
+     * misalign typed tensor data), wrong type. */
+    const uint32_t bad_align[] = {0, 1, 2, 4, 3, 12, 24, 48, 0xffffffffu};
     for (size_t i = 0; i < sizeof bad_align / sizeof bad_align[0]; i++) {
         b = (wbuf){0};
         header(&b, 3, 0, 1);
         put_key(&b, "general.alignment", KVL_GGUF_UINT32);
         put_u32(&b, bad_align[i]);
-        EXPECT_FAIL(b.p, b.n, KVL_ERR_FORMAT, "power of two");
+        EXPECT_FAIL(b.p, b.n, KVL_ERR_FORMAT, "general.alignment");
+        EXPECT_FAIL(b.p, b.n, KVL_ERR_FORMAT, "power of two and a multiple of 8");
+        free(b.p);
+    }
+    /* A whole file with tensors at alignment 1 (f32 data at odd offsets). */
+    {
+        layout L1;
+        b = (wbuf){0};
+        build_ref(&b, 3, 1, &L1);
+        EXPECT_FAIL(b.p, b.n, KVL_ERR_FORMAT, "general.alignment = 1 is invalid");
         free(b.p);
     }
     b = (wbuf){0};
@@ -849,7 +863,7 @@ static void test_real_model(void) {
         path = buf;
     }
     if (access(path, R_OK) != 0) {
-        printf("skipping real-model checks: %s not found\n", path);
+        SKIP("real-model checks: %s not found", path);
         return;
     }
     kvl_gguf *g = NULL;
@@ -882,6 +896,55 @@ static void test_real_model(void) {
     kvl_gguf_free(g);
 }
 
+/* ---- the committed fuzz seeds (tests/fuzz/corpus/fuzz_gguf) ------------------------- */
+
+/* Each seed does what its name says (scripts/make_fuzz_seeds.py): bad-* and
+ * trunc-* are rejected with a message, the rest open; tok-* and model-* build
+ * a tokenizer; model-* load as models. Keeps the corpus from rotting when the
+ * reader changes. */
+static void test_fuzz_seeds(void) {
+    const char *dir = "tests/fuzz/corpus/fuzz_gguf";
+    DIR *d = opendir(dir);
+    CHECK_MSG(d != NULL, "cannot open %s (run from the repo root)", dir);
+    if (!d) return;
+    int n = 0, models = 0, toks = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] == '.') continue;
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        FILE *f = fopen(path, "rb");
+        if (!f) continue;
+        uint8_t *buf = malloc(1 << 20);
+        size_t len = buf ? fread(buf, 1, 1 << 20, f) : 0;
+        fclose(f);
+        n++;
+        const int bad = !strncmp(e->d_name, "bad-", 4) || !strncmp(e->d_name, "trunc-", 6);
+        const int tok = !strncmp(e->d_name, "tok-", 4), model = !strncmp(e->d_name, "model-", 6);
+        kvl_gguf *g = NULL;
+        kvl_err err;
+        kvl_status st = kvl_gguf_open_mem(buf, len, &g, &err);
+        if (bad) CHECK_MSG(st != KVL_OK && err.msg[0], "seed %s: opened", e->d_name);
+        else CHECK_MSG(st == KVL_OK, "seed %s: %s", e->d_name, err.msg);
+        if (st == KVL_OK && (tok || model)) {
+            kvl_tok *t = NULL;
+            CHECK_MSG(kvl_tok_create(g, &t, &err) == KVL_OK, "seed %s: tokenizer: %s", e->d_name, err.msg);
+            toks += t != NULL;
+            kvl_tok_free(t);
+        }
+        kvl_gguf_free(g);
+        if (model) {
+            kvl_model *m = NULL;
+            char msg[256] = "";
+            CHECK_MSG(kvl_model_load(path, &m, msg, sizeof msg) == KVL_OK, "seed %s: model: %s", e->d_name, msg);
+            models += m != NULL;
+            kvl_model_free(m);
+        }
+        free(buf);
+    }
+    closedir(d);
+    CHECK_MSG(n >= 20 && toks >= 5 && models >= 2, "fuzz seeds: %d files, %d tokenizers, %d models", n, toks, models);
+}
+
 int main(void) {
     test_valid();
     test_file();
@@ -890,5 +953,6 @@ int main(void) {
     test_built_bad();
     test_random_corruption();
     test_real_model();
+    test_fuzz_seeds();
     KVL_TEST_END();
 }

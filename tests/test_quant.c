@@ -383,7 +383,7 @@ static void test_model_rows(void) {
     FILE *fp = fopen(path, "r");
     if (!fp) fp = fopen("tests/data/dequant_ref.txt", "r");
     if (!fp) {
-        printf("skip: %s not found\n", path);
+        SKIP("dequantization reference: %s not found", path);
         return;
     }
     const kvl_cpu_kernels *simd = kvl_cpu_kernels_get(1);

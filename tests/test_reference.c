@@ -364,13 +364,8 @@ static int greedy_run(kvl_ctx *c, const ref_prompt *p, int n_vocab, int *n_tie, 
 }
 
 int main(void) {
-    const char *mp = getenv("KVL_MODEL");
-    FILE *probe = mp && *mp ? fopen(mp, "rb") : NULL;
-    if (!probe) {
-        printf("skipped: no model\n");
-        KVL_TEST_END();
-    }
-    fclose(probe);
+    const char *mp = kvl_test_model("reference logits of the real model");
+    if (!mp) KVL_TEST_END();
 
     verbose = getenv("KVL_REF_VERBOSE") && *getenv("KVL_REF_VERBOSE") && *getenv("KVL_REF_VERBOSE") != '0';
     const char *dp = getenv("KVL_REF_DATA");

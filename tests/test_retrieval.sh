@@ -62,7 +62,7 @@ for t in needle passkey multikey; do
 done
 
 if [ -z "$MODEL" ] || [ ! -f "$MODEL" ]; then
-    echo "skipped: KVL_MODEL not set or missing; retrieval runs need the model"
+    echo "skip: retrieval runs need the model: KVL_MODEL not set or missing"
     echo "$pass passed, $fail failed"
     [ "$fail" -eq 0 ]
     exit

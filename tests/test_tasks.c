@@ -391,7 +391,7 @@ static void test_model(const char *path) {
 
     const char *dir = find_essays();
     if (!dir) {
-        printf("skipped: pg_essays not found (set KVL_HAYSTACK); needle and multikey generator checks\n");
+        SKIP("needle and multikey generator checks: pg_essays not found (set KVL_HAYSTACK)");
         kvl_model_free(m);
         return;
     }
@@ -431,7 +431,7 @@ int main(void) {
     test_score();
     const char *mp = getenv("KVL_MODEL");
     struct stat st;
-    if (!mp || !*mp || stat(mp, &st) != 0) printf("skipped: KVL_MODEL not set or missing; generator checks need the tokenizer\n");
+    if (!mp || !*mp || stat(mp, &st) != 0) SKIP("generator checks need the tokenizer: KVL_MODEL not set or missing");
     else test_model(mp);
     KVL_TEST_END();
 }

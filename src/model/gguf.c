@@ -480,7 +480,9 @@ static int build_indexes(kvl_gguf *g, kvl_err *err) {
     return 1;
 }
 
-/* general.alignment: u32, non-zero power of two. */
+/* general.alignment: u32, a power of two and a multiple of 8 (the spec requires
+ * a multiple of 8, llama.cpp a power of two; smaller values would leave typed
+ * tensor data such as f32 rows misaligned). */
 static int read_alignment(kvl_gguf *g, kvl_err *err) {
     g->alignment = GGUF_DEFAULT_ALIGNMENT;
     for (int64_t i = 0; i < g->n_kv; i++) {
@@ -490,8 +492,9 @@ static int read_alignment(kvl_gguf *g, kvl_err *err) {
             return FAIL(err, KVL_ERR_FORMAT, "gguf: general.alignment has type %s (must be uint32)",
                         vtype_name(kv->type));
         uint32_t a = ld_u32(g->base + kv->val_off);
-        if (a == 0 || (a & (a - 1)) != 0)
-            return FAIL(err, KVL_ERR_FORMAT, "gguf: general.alignment = %u is not a power of two", a);
+        if (a < 8 || (a & (a - 1)) != 0)
+            return FAIL(err, KVL_ERR_FORMAT,
+                        "gguf: general.alignment = %u is invalid (must be a power of two and a multiple of 8)", a);
         g->alignment = a;
     }
     return 1;
