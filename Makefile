@@ -28,9 +28,6 @@ BUILD   := build-fuzz
 CC      := $(FUZZ_CC)
 OPT     := -O1
 CFLAGS  += -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-# clang 14 rejects __builtin_cpu_supports("f16c") in codec_avx2.c; without
-# -mavx2 it builds its scalar stub (the fuzz targets need no SIMD KV kernels)
-build-fuzz/src/kv/codec_avx2.o: SIMD_FLAGS :=
 endif
 
 # ThreadSanitizer build (set by `make tsan`).

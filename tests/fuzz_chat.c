@@ -17,7 +17,7 @@
  *     -fsanitize=fuzzer,address,undefined -Iinclude -Isrc -Itests tests/fuzz_chat.c \
  *     src/model/tok.c src/model/chat.c src/model/gguf.c src/cpu/types.c src/util/err.c \
  *     src/util/utf8.c -o fuzz_chat -lpcre2-8 -lm
- * Seeds: tests/fuzz/corpus/chat/. */
+ * Seeds: tests/fuzz/corpus/fuzz_chat/. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "kvlite.h"
+#include "model/chat.h"
 #include "model/gguf.h"
 #include "model/tok.h"
 
@@ -112,28 +113,14 @@ static void touch_tokenizer(const kvl_gguf *g) {
            (unsigned)kvl_tok_add_bos_default(t) + (unsigned)kvl_tok_is_eog(t, 0);
     const kvl_chat_msg msgs[3] = {{"system", "Be brief."}, {"user", "Hi <|im_end|>"}, {"assistant", "Hello."}};
     char out[1024];
-    int64_t n = kvl_tok_chat_apply(t, msgs, 3, 1, out, sizeof out);
+    int64_t n = kvl_chat_render(t, msgs, 3, 1, out, sizeof out);
     /* NUL-terminated when it fits (token texts in the template may hold NULs) */
     if (n >= 0 && (size_t)n < sizeof out && out[n] != 0) abort();
-    acc += (unsigned)kvl_tok_chat_apply(t, msgs, 2, 0, out, 4); /* too small */
+    acc += (unsigned)kvl_chat_render(t, msgs, 2, 0, out, 4); /* too small */
+    kvl_token cids[256];
+    acc += (unsigned)kvl_chat_encode(t, msgs, 3, 1, cids, 256, NULL);
     kvl_tok_free(t);
     sink += acc;
-}
-
-/* Known issue (reported, src/model/model.c): kvl_model_open allocates
- * n_layer * (2 E + H + 2 KV) floats and n_layer layer structs from the hparams
- * before checking that any layer tensor exists, so a 20 KB file claiming 2^24
- * blocks makes it malloc gigabytes (libFuzzer reports out-of-memory). Until the
- * loader checks block_count against the tensor count, skip such files here:
- * each block needs at least 9 tensors. */
-static int layers_plausible(const kvl_gguf *g) {
-    const char *a;
-    size_t n;
-    char key[96];
-    uint32_t L;
-    if (!kvl_gguf_get_str(g, "general.architecture", &a, &n) || n > 32) return 1;
-    snprintf(key, sizeof key, "%.*s.block_count", (int)n, a);
-    return !kvl_gguf_get_u32(g, key, &L) || (int64_t)L * 9 <= kvl_gguf_n_tensors(g);
 }
 
 /* kvl_model_load takes a path: hand it the bytes through a memfd. */
@@ -168,7 +155,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     touch_reader(g);
     touch_tokenizer(g);
-    const int load = kvl_gguf_find_key(g, "general.architecture") >= 0 && layers_plausible(g);
+    const int load = kvl_gguf_find_key(g, "general.architecture") >= 0;
     kvl_gguf_free(g);
     if (load) touch_model(data, size);
     return 0;

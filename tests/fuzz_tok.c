@@ -13,7 +13,7 @@
  *     -fsanitize=fuzzer,address,undefined -Iinclude -Isrc -Itests tests/fuzz_tok.c \
  *     src/model/tok.c src/model/chat.c src/model/gguf.c src/cpu/types.c src/util/err.c \
  *     src/util/utf8.c -o fuzz_tok -lpcre2-8 -lm
- * Seeds: tests/fuzz/corpus/tok/. */
+ * Seeds: tests/fuzz/corpus/fuzz_tok/. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
