@@ -56,9 +56,10 @@ FUZZ_SRC := $(wildcard tests/fuzz_*.c)
 FUZZ_BIN := $(patsubst tests/%.c,$(BUILD)/%,$(FUZZ_SRC))
 FUZZ_SECONDS ?= 60
 # the tests run under ThreadSanitizer: the thread pool, attention on
-# concurrent threads, the engine on the tiny models (threads, split decode).
+# concurrent threads, the engine on the tiny models (threads, split decode,
+# transactions and fault injection, context lifetime).
 # Add test_engine for the real model too (~15 min under TSan on 2 cores).
-TSAN_TESTS ?= test_threadpool test_ops test_kv test_threads test_arch
+TSAN_TESTS ?= test_threadpool test_ops test_kv test_threads test_arch test_txn test_ctx
 
 .PHONY: all test test-unit san san-unit demo model deps clean refdump fuzz fuzz-build fuzz-run tsan tsan-build
 all: $(LIB) $(CLI) $(TEST_BIN)
