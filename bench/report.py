@@ -56,6 +56,11 @@ def short(e):
     return "%s %s %s" % (build_of(e), e["kv"], "FA" if e.get("flash_attn") else "noFA")
 
 
+def disp(e):
+    """Column / legend name: 'llama.cpp wheel f16 FA', 'llama.cpp native f16 noFA', 'kvlite int8'."""
+    return "llama.cpp " + short(e) if is_llama(e) else e["label"]
+
+
 def peers_at(sp, c, kv=None):
     """llama.cpp entries measured at context c (with KV type kv, or any)."""
     return [e for (cc, _), e in sorted(sp.items(), key=lambda x: ORDER.index(x[0][1]) if x[0][1] in ORDER else 99)
@@ -203,7 +208,7 @@ def plots(peer, points, retr, imgdir, qsrc=None):
             lo = [e[metric] - e.get(metric + "_min", e[metric]) for e in es]
             hi = [e.get(metric + "_max", e[metric]) - e[metric] for e in es]
             c, ls, mk = STYLE.get(lab, (None, "-", "o"))
-            ax.errorbar(xs, ys, yerr=[lo, hi], label=lab, color=c, linestyle=ls, marker=mk, capsize=3,
+            ax.errorbar(xs, ys, yerr=[lo, hi], label=disp(es[0]), color=c, linestyle=ls, marker=mk, capsize=3,
                         markerfacecolor="white" if lab.startswith("llama") else c)
         ax.set_xscale("log", base=2)
         ctxs = sorted({e["ctx"] for e in speed})
@@ -412,7 +417,8 @@ def build_md(peer, points, retr, made, imgrel, peer_file, results_dir=None, qsrc
     ll = sorted({e["label"] for e in peer.get("speed", []) if e.get("runs")},
                 key=lambda l: ORDER.index(l) if l in ORDER else 99)
     if ll:
-        A("| measured in this run | %s |" % ", ".join(ll))
+        A("| measured in this run | %s |" % ", ".join(
+            disp(next(e for e in peer["speed"] if e["label"] == l)) for l in ll))
     A("")
     tc = dict(qsrc.get("tokenizer_check", {}))
     tc.update(peer.get("tokenizer_check", {}))
@@ -431,6 +437,7 @@ def build_md(peer, points, retr, made, imgrel, peer_file, results_dir=None, qsrc
     if sp:
         ctxs = sorted({c for c, _ in sp})
         labels = [l for l in ORDER if any(l == lab for _, lab in sp)]
+        heads = [disp(next(e for (_, lab), e in sp.items() if lab == l)) for l in labels]
         e0 = next(iter(sp.values()))
         e_max = next(e for (c, _), e in sp.items() if c == max(ctxs))
         A("## Speed")
@@ -474,7 +481,7 @@ def build_md(peer, points, retr, made, imgrel, peer_file, results_dir=None, qsrc
                     r.append("%s [%s–%s]" % (f_num(e[metric]), f_num(e[metric + "_min"], 0), f_num(e[metric + "_max"], 0))
                              if e else "–")
                 rows.append(r)
-            A(table(["ctx"] + labels, rows))
+            A(table(["ctx"] + heads, rows))
             A("")
         if made.get("decode_tok_s") or made.get("prefill_tok_s"):
             for k in ("decode_tok_s", "prefill_tok_s"):
@@ -493,7 +500,7 @@ def build_md(peer, points, retr, made, imgrel, peer_file, results_dir=None, qsrc
         imp = [f_mib(sp[(ctxs[0], l)].get("rss_after_import_bytes")) if l.startswith("llama") and (ctxs[0], l) in sp
                else "–" for l in labels]
         rows.append(["import"] + imp)
-        A(table(["ctx"] + labels, rows))
+        A(table(["ctx"] + heads, rows))
         A("")
         A("### KV cache bytes per token")
         A("")
@@ -671,7 +678,7 @@ def builds_md(peer, sp, A):
           v.get("llama_cpp_python"), (commit.group(1)[:10] if commit else (lb or {}).get("build_commit") or "?"),
           (lb or {}).get("build_number", "?")))
     A("")
-    A("- **wheel** (`llama.cpp …` without *native*): llama-cpp-python compiled by pip on this machine (llama.cpp's "
+    A("- **wheel** (`llama.cpp wheel …`; its results-file labels have no *wheel*): llama-cpp-python compiled by pip on this machine (llama.cpp's "
       "CMake default `GGML_NATIVE=ON` applies there too), driven from Python: prefill = one `Llama.eval(prompt)` "
       "call, decode = %d `eval([token])` calls with a numpy arg-max over the logits in between." % (
           next(iter(sp.values()))["gen_tokens"]))
