@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""kvlite vs llama.cpp (llama-cpp-python) side by side on this machine.
+"""kvlite vs llama.cpp side by side on this machine: llama.cpp as the pinned
+llama-cpp-python wheel (driven from Python) and as a native llama-bench of the
+same source (bench/build_llama_native.sh), f16 cache with and without flash
+attention, q8_0 / q4_0 with it.
 
 Run through bench/run.sh (which creates the bench venv, builds kvlite and
 fetches the model). Phases:
@@ -37,16 +40,26 @@ REF_PPL = os.path.join(ROOT, "tests", "data", "ref_ppl.json")
 LLAMA_KV = {"f32": (0, 4.0), "f16": (1, 2.0), "q8_0": (8, 34 / 32), "q4_0": (2, 18 / 32)}
 
 # Speed configs, in the order they run inside one repetition (kvlite and
-# llama.cpp alternate). label -> (engine, kv, flash_attn)
+# llama.cpp alternate). (label, engine, kv, flash_attn, build): build "wheel" is
+# the pinned llama-cpp-python (driven from Python, as before), "native" is
+# llama-bench from bench/build_llama_native.sh (the same llama.cpp source,
+# cmake -DGGML_NATIVE=ON). llama.cpp's quantized V cache needs flash attention,
+# so q8_0 / q4_0 run with FA only.
 SPEED_CONFIGS = [
-    ("kvlite f16", "kvlite", "f16", None),
-    ("llama.cpp f16 FA", "llama.cpp", "f16", True),
-    ("kvlite int8", "kvlite", "int8", None),
-    ("llama.cpp q8_0 FA", "llama.cpp", "q8_0", True),
-    ("kvlite f32", "kvlite", "f32", None),
-    ("llama.cpp q4_0 FA", "llama.cpp", "q4_0", True),
-    ("llama.cpp f16 noFA", "llama.cpp", "f16", False),
+    ("kvlite f16", "kvlite", "f16", None, None),
+    ("llama.cpp f16 FA", "llama.cpp", "f16", True, "wheel"),
+    ("llama.cpp native f16 noFA", "llama.cpp", "f16", False, "native"),
+    ("kvlite int8", "kvlite", "int8", None, None),
+    ("llama.cpp q8_0 FA", "llama.cpp", "q8_0", True, "wheel"),
+    ("llama.cpp native f16 FA", "llama.cpp", "f16", True, "native"),
+    ("kvlite f32", "kvlite", "f32", None, None),
+    ("llama.cpp f16 noFA", "llama.cpp", "f16", False, "wheel"),
+    ("llama.cpp native q8_0 FA", "llama.cpp", "q8_0", True, "native"),
+    ("llama.cpp q4_0 FA", "llama.cpp", "q4_0", True, "wheel"),
 ]
+LONG_CONFIGS = ["kvlite f16", "llama.cpp f16 FA", "llama.cpp f16 noFA", "llama.cpp native f16 FA",
+                "llama.cpp native f16 noFA", "kvlite int8", "llama.cpp q8_0 FA", "llama.cpp native q8_0 FA"]
+DEFAULT_LLAMA_BENCH = os.path.expanduser("~/.cache/kvlite/llama-native-0.3.16/bin/llama-bench")
 
 
 def log(msg):
@@ -112,16 +125,24 @@ def git_commit():
     """Commit of the work tree, read from .git files (no git command)."""
     try:
         gd = os.path.join(ROOT, ".git")
+        if os.path.isfile(gd):  # a worktree: .git says "gitdir: PATH"
+            with open(gd) as f:
+                gd = os.path.join(ROOT, f.read().split(":", 1)[1].strip())
+        common = gd
+        if os.path.exists(os.path.join(gd, "commondir")):  # branch refs live in the main repository
+            with open(os.path.join(gd, "commondir")) as f:
+                common = os.path.join(gd, f.read().strip())
         with open(os.path.join(gd, "HEAD")) as f:
             head = f.read().strip()
         if not head.startswith("ref:"):
             return head
         ref = head.split(None, 1)[1]
-        p = os.path.join(gd, ref)
-        if os.path.exists(p):
-            with open(p) as f:
-                return f.read().strip()
-        with open(os.path.join(gd, "packed-refs")) as f:
+        for d in (gd, common):
+            p = os.path.join(d, ref)
+            if os.path.exists(p):
+                with open(p) as f:
+                    return f.read().strip()
+        with open(os.path.join(common, "packed-refs")) as f:
             for line in f:
                 if line.strip().endswith(ref):
                     return line.split()[0]
@@ -610,6 +631,9 @@ class Bench:
         return s["n_layer"] * s["n_head_kv"] * s["head_dim"] * 2 * LLAMA_KV[kv][1]
 
     def reps_for(self, c):
+        at = getattr(self.a, "reps_at", None) or {}
+        if str(c) in at:
+            return at[str(c)]
         return self.a.reps_long if c >= self.a.long_ctx else self.a.reps
 
     def cfgs_for(self, c):
@@ -626,12 +650,14 @@ class Bench:
     # -- speed ----------------------------------------------------------------
     def speed_run(self, cfg, c):
         a = self.a
-        label, engine, kv, fa = cfg
+        label, engine, kv, fa, build = cfg
         P = self.prompt_len(c)
         n_ctx = P + a.gen
         if engine == "kvlite":
             cmd = [self.kvlite, "bench", "-m", a.model, "--prompt", str(P), "--gen", str(a.gen), "--ctx", str(n_ctx),
                    "--kv", kv, "--reps", "1", "--threads", str(a.threads), "--json"]
+        elif build == "native":
+            cmd = self.llama_bench_cmd(kv, fa, P)
         else:
             spec = os.path.join(self.tmp, "speed.json")
             with open(spec, "w") as f:
@@ -641,7 +667,7 @@ class Bench:
         r = run_child(cmd, nice=a.nice, timeout=a.run_timeout, autogroup_nice=self.pb("speed"))
         if r["rc"] != 0:
             raise RuntimeError("%s ctx %d failed (rc %d): %s" % (label, c, r["rc"], r["stderr"][-2000:]))
-        j = last_json(r["stdout"])
+        j = self.parse_llama_bench(r, P) if build == "native" else last_json(r["stdout"])
         run = {"prefill_tok_s": j["prefill_tok_s"], "decode_tok_s": j["decode_tok_s"],
                "peak_rss_bytes": r["maxrss_bytes"], "wall_s": round(r["wall_s"], 3), "cpu_s": round(r["cpu_s"], 3),
                "contention": round(r["contention"], 4),
@@ -649,19 +675,60 @@ class Bench:
                "runq_wait_frac": round(r["runq_wait_s"] / (a.threads * max(r["wall_s"], 1e-9)), 4)}
         if engine == "kvlite":
             run.update({"kv_bytes_per_token": j.get("kv_bytes_per_token"), "kv_bytes_peak": j.get("kv_bytes_peak")})
+        elif build == "native":
+            run.update({"prefill_ms": j["prefill_ms"], "decode_ns": j["decode_ns"]})
         else:
             run.update({"rss_after_import_bytes": j.get("rss_after_import_bytes"), "load_s": round(j["load_s"], 3),
                         "n_ctx_actual": j.get("n_ctx_actual")})
         return run
+
+    def llama_bench_cmd(self, kv, fa, P):
+        """One llama-bench test: tg<gen> at depth P (n_ctx = P + gen, batches of 512, --threads), one
+        repetition, no warm-up (every run is a fresh process, like the other engines). Its untimed depth run
+        prefills P tokens from an empty cache; llama.cpp's own perf counters (printed with -v) time that
+        prefill, llama-bench times the decode."""
+        a = self.a
+        return [self.llama_bench, "-m", a.model, "-t", str(a.threads), "-b", "512", "-ub", "512",
+                "-p", "0", "-n", str(a.gen), "-d", str(P), "-fa", "1" if fa else "0", "-ctk", kv, "-ctv", kv,
+                "-r", "1", "--no-warmup", "-o", "json", "-v"]
+
+    def parse_llama_bench(self, r, P):
+        """decode tok/s from llama-bench's JSON (avg_ts of its tg test at depth P); prefill tok/s from
+        llama_perf_context_print's 'prompt eval time = X ms / N tokens' (N must be P: only the depth run
+        evaluates more than one token at a time)."""
+        a = self.a
+        tests = json.loads(r["stdout"][r["stdout"].index("["):])
+        t = tests[-1]
+        if t.get("n_depth") != P or t.get("n_gen") != a.gen or t.get("n_prompt") != 0:
+            raise RuntimeError("llama-bench ran another test: %s" % {k: t.get(k) for k in ("n_prompt", "n_gen", "n_depth")})
+        m = re.findall(r"prompt eval time =\s*([0-9.]+) ms /\s*(\d+) tokens", r["stderr"])
+        if not m or int(m[-1][1]) != P:
+            raise RuntimeError("llama-bench: no prompt eval time for %d tokens in its log: %s" % (P, m))
+        pre_ms = float(m[-1][0])
+        dec_ns = t["samples_ns"][0]
+        if "llama_bench" not in self.res["versions"]:
+            info = {k: t.get(k) for k in ("build_commit", "build_number", "cpu_info", "backends", "model_type")}
+            info["path"] = self.llama_bench
+            stamp = os.path.join(os.path.dirname(os.path.dirname(self.llama_bench)), "STAMP")
+            if os.path.exists(stamp):
+                with open(stamp) as f:
+                    info["stamp"] = f.read().strip()
+            sysinfo = re.search(r"system_info: (.*)", r["stderr"])
+            if sysinfo:
+                info["system_info"] = sysinfo.group(1).strip()
+            self.res["versions"]["llama_bench"] = info
+        return {"prefill_tok_s": P / (pre_ms / 1e3), "decode_tok_s": a.gen / (dec_ns / 1e9),
+                "prefill_ms": round(pre_ms, 2), "decode_ns": dec_ns}
 
     def phase_speed(self):
         a = self.a
         entries = {}
         for c in a.contexts:
             for cfg in self.cfgs_for(c):
-                label, engine, kv, fa = cfg
+                label, engine, kv, fa, build = cfg
                 P = self.prompt_len(c)
-                e = {"label": label, "engine": engine, "kv": kv, "flash_attn": fa, "ctx": c, "prompt_tokens": P,
+                e = {"label": label, "engine": engine, "build": build, "kv": kv, "flash_attn": fa, "ctx": c,
+                     "prompt_tokens": P,
                      "gen_tokens": a.gen, "n_ctx": P + a.gen, "threads": a.threads, "n_batch": 512, "runs": [],
                      "discarded_runs": []}
                 if engine == "llama.cpp":
@@ -702,7 +769,7 @@ class Bench:
                     self.save()
                     done += 1
                     el = time.time() - t0
-                    log("speed ctx %5d rep %d/%d %-20s prefill %8.1f tok/s  decode %6.1f tok/s  rss %5.0f MiB  "
+                    log("speed ctx %5d rep %d/%d %-26s prefill %8.1f tok/s  decode %6.1f tok/s  rss %5.0f MiB  "
                         "others %3.0f%% runq-wait %3.0f%%  [%d/%d, %.0f s elapsed]" % (
                             c, rep + 1, reps, cfg[0], run["prefill_tok_s"], run["decode_tok_s"],
                             run["peak_rss_bytes"] / 2**20, 100 * run["contention"], 100 * run["runq_wait_frac"],
@@ -728,7 +795,8 @@ class Bench:
                 e["kv_bytes_per_token"] = runs[-1].get("kv_bytes_per_token")
                 e["kv_bytes_peak"] = runs[-1].get("kv_bytes_peak")
             else:
-                e["rss_after_import_bytes"] = statistics.median(r["rss_after_import_bytes"] or 0 for r in runs)
+                if e.get("build") != "native":  # llama-bench is no Python process
+                    e["rss_after_import_bytes"] = statistics.median(r["rss_after_import_bytes"] or 0 for r in runs)
                 e["kv_bytes_peak"] = e["kv_bytes_per_token"] * e["n_ctx"]
 
     # -- quality --------------------------------------------------------------
@@ -906,6 +974,16 @@ class Bench:
             self.res["notes"].append("resumed %s with another kvlite binary (sha256 %s..., commit %s) for phases %s" % (
                 now_iso(), sha[:12], git_commit(), ",".join(a.phases)))
         self.res["versions"]["kvlite_binary_sha256"] = sha
+        self.llama_bench = a.llama_bench or None
+        native = [c[0] for c in SPEED_CONFIGS if c[4] == "native" and c[0] in a.speed_configs]
+        if native and "speed" in a.phases:
+            if not self.llama_bench:
+                a.speed_configs = [x for x in a.speed_configs if x not in native]
+                self.res["args"]["speed_configs"] = a.speed_configs
+                self.res["notes"].append("native llama.cpp (llama-bench) not measured: --llama-bench ''")
+            elif not os.access(self.llama_bench, os.X_OK):
+                sys.exit("bench: %s not found: run bench/build_llama_native.sh (or pass --llama-bench '' to "
+                         "leave out %s)" % (self.llama_bench, ", ".join(native)))
         self.res["versions"]["kvlite_binary_mtime"] = datetime.datetime.fromtimestamp(
             os.path.getmtime(src)).astimezone().isoformat(timespec="seconds")
         self.boost = None
@@ -966,14 +1044,20 @@ def main():
     ap.add_argument("--reps-long", type=int, default=None,
                     help="runs per speed config at contexts >= --long-ctx, default 3 (one 8192 run of llama.cpp "
                          "with a quantized KV cache and flash attention prefills for 3-7 minutes)")
+    ap.add_argument("--reps-at", default=None, metavar="CTX:N,...",
+                    help="runs per speed config at these contexts, overriding --reps / --reps-long (e.g. 8192:2)")
     ap.add_argument("--long-ctx", type=int, default=4096)
     ap.add_argument("--gen", type=int, default=64, help="decoded tokens per speed run")
     ap.add_argument("--max-ctx", type=int, default=8192,
                     help="largest n_ctx; prompts shrink so prompt + gen fits (ctx 8192 -> 8128 + 64)")
     ap.add_argument("--speed-configs", default=",".join(c[0] for c in SPEED_CONFIGS))
-    ap.add_argument("--long-configs", default="kvlite f16,llama.cpp f16 FA,kvlite int8,llama.cpp q8_0 FA",
-                    help="the speed configs also measured at contexts >= --long-ctx (llama.cpp's q4_0 and "
-                         "non-flash runs take minutes each at 8K on 2 cores); 'all' for every config")
+    ap.add_argument("--long-configs", default=",".join(LONG_CONFIGS),
+                    help="the speed configs also measured at contexts >= --long-ctx (default: kvlite f16/int8 and "
+                         "every llama.cpp f16 and q8_0 config, wheel and native; kvlite f32 and llama.cpp q4_0 "
+                         "are left out there); 'all' for every config")
+    ap.add_argument("--llama-bench", default=os.environ.get("KVL_LLAMA_BENCH") or DEFAULT_LLAMA_BENCH,
+                    help="native llama-bench binary (bench/build_llama_native.sh builds it) for the 'llama.cpp "
+                         "native' speed configs; '' leaves those configs out")
     ap.add_argument("--ppl-ctx", type=int, default=1024)
     ap.add_argument("--ppl-windows", type=int, default=None, help="quality windows, default 40")
     ap.add_argument("--kvlite-codecs", default="f32,f16,int8")
@@ -1016,6 +1100,11 @@ def main():
     a.phases = [p for p in a.phases.split(",") if p]
     a.boost_phases = [p for p in a.boost_phases.split(",") if p]
     a.speed_configs = [s.strip() for s in a.speed_configs.split(",") if s.strip()]
+    a.reps_at = {k.strip(): int(v) for k, v in (x.split(":") for x in (a.reps_at or "").split(",") if x.strip())}
+    known = {c[0] for c in SPEED_CONFIGS}
+    bad = [x for x in a.speed_configs if x not in known]
+    if bad:
+        sys.exit("bench: unknown speed configs %s (known: %s)" % (bad, ", ".join(sorted(known))))
     a.long_configs = None if a.long_configs == "all" else [s.strip() for s in a.long_configs.split(",") if s.strip()]
     a.kvlite_codecs = [s for s in a.kvlite_codecs.split(",") if s]
     a.llama_kvs = [s for s in a.llama_kvs.split(",") if s]

@@ -16,18 +16,16 @@ import glob
 import json
 import math
 import os
+import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-PAIRS = [  # (kvlite label, llama.cpp label): side-by-side rows
-    ("kvlite f16", "llama.cpp f16 FA"),
-    ("kvlite f16", "llama.cpp f16 noFA"),
-    ("kvlite int8", "llama.cpp q8_0 FA"),
-    ("kvlite int8", "llama.cpp q4_0 FA"),
-]
-ORDER = ["kvlite f32", "kvlite f16", "kvlite int8", "llama.cpp f16 noFA", "llama.cpp f16 FA", "llama.cpp q8_0 FA",
-         "llama.cpp q4_0 FA"]
+# kvlite config -> the llama.cpp KV type it is compared with (same bytes per element or close).
+PEER_KV = [("kvlite f16", "f16"), ("kvlite int8", "q8_0")]
+ORDER = ["kvlite f32", "kvlite f16", "kvlite int8",
+         "llama.cpp f16 FA", "llama.cpp f16 noFA", "llama.cpp native f16 FA", "llama.cpp native f16 noFA",
+         "llama.cpp q8_0 FA", "llama.cpp native q8_0 FA", "llama.cpp q4_0 FA"]
 STYLE = {  # label -> (color, linestyle, marker)
     "kvlite f32": ("#1f77b4", "-", "o"),
     "kvlite f16": ("#2ca02c", "-", "o"),
@@ -36,7 +34,43 @@ STYLE = {  # label -> (color, linestyle, marker)
     "llama.cpp f16 FA": ("#2ca02c", "--", "s"),
     "llama.cpp q8_0 FA": ("#d62728", "--", "s"),
     "llama.cpp q4_0 FA": ("#9467bd", "--", "s"),
+    "llama.cpp native f16 noFA": ("#000000", ":", "^"),
+    "llama.cpp native f16 FA": ("#17becf", ":", "^"),
+    "llama.cpp native q8_0 FA": ("#ff7f0e", ":", "^"),
 }
+
+
+def is_llama(e):
+    return e.get("engine") == "llama.cpp"
+
+
+def build_of(e):
+    """'wheel' (llama-cpp-python, driven from Python) or 'native' (llama-bench); older files: wheel."""
+    return e.get("build") or ("native" if " native " in e.get("label", "") else "wheel")
+
+
+def short(e):
+    """'wheel f16 noFA', 'native q8_0 FA'; kvlite entries: 'kvlite f16'."""
+    if not is_llama(e):
+        return e["label"]
+    return "%s %s %s" % (build_of(e), e["kv"], "FA" if e.get("flash_attn") else "noFA")
+
+
+def disp(e):
+    """Column / legend name: 'llama.cpp wheel f16 FA', 'llama.cpp native f16 noFA', 'kvlite int8'."""
+    return "llama.cpp " + short(e) if is_llama(e) else e["label"]
+
+
+def peers_at(sp, c, kv=None):
+    """llama.cpp entries measured at context c (with KV type kv, or any)."""
+    return [e for (cc, _), e in sorted(sp.items(), key=lambda x: ORDER.index(x[0][1]) if x[0][1] in ORDER else 99)
+            if cc == c and is_llama(e) and (kv is None or e["kv"] == kv)]
+
+
+def best_of(es, metric):
+    """The entry with the highest median of metric (None if es is empty)."""
+    es = [e for e in es if e.get(metric)]
+    return max(es, key=lambda e: e[metric]) if es else None
 
 
 def load_results(d):
@@ -68,6 +102,28 @@ def load_results(d):
             elif ("task" in o or name.startswith("baseline_retrieval_")) and not o.get("quick"):
                 retr.append(o)  # --quick retrieval results are development runs, not reported
     return peers, points, retr
+
+
+def pick_source(peers, peer, key):
+    """peer itself if it holds `key` results (quality, baseline_ppl), else the newest complete non-quick peer run
+    that does: quality does not depend on flash attention or on the build, so a speed-only run reuses them."""
+    if peer.get(key):
+        return peer
+    good = [p for p in peers if p.get("complete") and not p.get("quick") and p.get(key)]
+    return max(good, key=lambda p: (p.get("started", ""), p["_file"])) if good else peer
+
+
+def reused_md(src, peer, what, A):
+    if src is not peer:
+        m0, m1 = src.get("machine", {}), peer.get("machine", {})
+        other = "" if m0.get("cpu_model") == m1.get("cpu_model") else " on another machine (%s, %s cores)" % (
+            m0.get("cpu_model"), m0.get("cores"))
+        A("> Reused: these %s numbers come from the earlier run `bench/results/%s` (%s%s, command `%s`, kvlite "
+          "commit `%s`), not from the speed run above: perplexity and KLD do not depend on the llama.cpp build "
+          "or the CPU beyond floating-point rounding, and the f16-noFA row measures what flash attention "
+          "changes." % (what, src["_file"], (src.get("started") or "?")[:10], other, src.get("command"),
+                         (src.get("versions", {}).get("kvlite_commit") or "?")[:10]))
+        A("")
 
 
 def pick_peer(peers, explicit=None):
@@ -124,7 +180,7 @@ def table(header, rows, align=None):
 # plots
 
 
-def plots(peer, points, retr, imgdir):
+def plots(peer, points, retr, imgdir, qsrc=None):
     try:
         import matplotlib
     except ImportError:
@@ -152,7 +208,7 @@ def plots(peer, points, retr, imgdir):
             lo = [e[metric] - e.get(metric + "_min", e[metric]) for e in es]
             hi = [e.get(metric + "_max", e[metric]) - e[metric] for e in es]
             c, ls, mk = STYLE.get(lab, (None, "-", "o"))
-            ax.errorbar(xs, ys, yerr=[lo, hi], label=lab, color=c, linestyle=ls, marker=mk, capsize=3,
+            ax.errorbar(xs, ys, yerr=[lo, hi], label=disp(es[0]), color=c, linestyle=ls, marker=mk, capsize=3,
                         markerfacecolor="white" if lab.startswith("llama") else c)
         ax.set_xscale("log", base=2)
         ctxs = sorted({e["ctx"] for e in speed})
@@ -170,7 +226,8 @@ def plots(peer, points, retr, imgdir):
         made[metric] = fname
 
     # Pareto: quality vs KV bytes/token.
-    pts = quality_points(peer, points)
+    qsrc = qsrc or peer
+    pts = quality_points(qsrc, points)
     rpts = [r for r in retr if r.get("bytes_per_token") and r.get("score") is not None]
     if pts or rpts:
         n = 2 + (1 if rpts else 0)
@@ -214,7 +271,7 @@ def plots(peer, points, retr, imgdir):
             ax.scatter([p["bytes_per_token"]], [p["ppl"]], marker=mk, color=c, s=50)
             ax.annotate(p["name"], (p["bytes_per_token"], p["ppl"]), fontsize=7, textcoords="offset points",
                         xytext=_off(p))
-        ref = peer.get("reference") if peer else None
+        ref = qsrc.get("reference") if qsrc else None
         if ref:
             ax.axhline(ref["ppl"], color="k", linestyle=":", linewidth=1)
             ax.annotate("transformers fp32 %.3f" % ref["ppl"], (0.02, ref["ppl"]), xycoords=("axes fraction", "data"),
@@ -242,7 +299,7 @@ def plots(peer, points, retr, imgdir):
         if any(p.get("engine") not in ("kvlite", "llama.cpp") for p in pts):
             handles.append(Line2D([], [], marker="^", color="#2ca02c", linestyle="", label="other"))
         axes[0].legend(handles=handles, fontsize=8, loc="upper right")
-        fig.suptitle("Quality vs KV bytes per token (%s)" % (peer["model"]["file"] if peer else ""), fontsize=10)
+        fig.suptitle("Quality vs KV bytes per token (%s)" % (qsrc["model"]["file"] if qsrc else ""), fontsize=10)
         fig.tight_layout()
         fig.savefig(os.path.join(imgdir, "pareto.png"), dpi=110)
         plt.close(fig)
@@ -302,7 +359,8 @@ def reps_text(sp):
     for (c, _), e in sp.items():
         by.setdefault(e.get("reps", len(e["runs"])), set()).add(c)
     if len(by) == 1:
-        return "%d runs" % next(iter(by))
+        n = next(iter(by))
+        return "%d run%s" % (n, "" if n == 1 else "s")
     parts = ["%d at ctx %s" % (n, "/".join(str(c) for c in sorted(cs))) for n, cs in
              sorted(by.items(), key=lambda kv: min(kv[1]))]
     return "its runs: " + ", ".join(parts)
@@ -312,14 +370,19 @@ def speed_index(peer):
     return {(e["ctx"], e["label"]): e for e in peer.get("speed", []) if e.get("runs")}
 
 
-def build_md(peer, points, retr, made, imgrel, peer_file, results_dir=None):
-    """peer_file: path of the reported results file, relative to the repo when inside it."""
+def build_md(peer, points, retr, made, imgrel, peer_file, results_dir=None, qsrc=None, bsrc=None):
+    """peer_file: path of the reported results file, relative to the repo when inside it. qsrc / bsrc: the peer
+    runs whose quality / baseline results are shown (default: peer)."""
+    qsrc = qsrc or peer
+    bsrc = bsrc or peer
     L = []
     A = L.append
     A("# kvlite results")
     A("")
     A("Generated by `bench/report.py` from `%s`; do not edit by hand — rerun `bench/run.sh` "
-      "(or `bench/report.py` to re-render). Numbers are from one machine and one run; see the notes at the end." % peer_file)
+      "(or `bench/report.py` to re-render). Numbers are from one machine and one run%s; see the notes at the end." % (
+          peer_file, "" if qsrc is peer and bsrc is peer else
+          " (quality and baseline perplexity reused from an earlier run where marked)"))
     A("")
     m = peer["machine"]
     v = peer.get("versions", {})
@@ -343,10 +406,22 @@ def build_md(peer, points, retr, made, imgrel, peer_file, results_dir=None):
           "at nice %d, so background jobs on the machine yield to it |" % (
               ", ".join(pbo.get("phases", [])), pbo["autogroup_nice"]))
     A("| kvlite | commit `%s` |" % (v.get("kvlite_commit") or "?"))
-    A("| llama.cpp | llama-cpp-python %s (built from source by pip; %s) |" % (
+    A("| llama.cpp (wheel) | llama-cpp-python %s (built from source by pip; %s) |" % (
         v.get("llama_cpp_python"), (v.get("llama_cpp_system_info") or "").replace("|", "/")))
+    lb = v.get("llama_bench")
+    if lb:
+        A("| llama.cpp (native) | `llama-bench` build %s (commit `%s`) from `bench/build_llama_native.sh`: the same "
+          "vendored source, cmake `-DGGML_NATIVE=ON`; %s |" % (
+              lb.get("build_number"), lb.get("build_commit"),
+              (lb.get("system_info") or lb.get("cpu_info") or "").replace("|", "/")))
+    ll = sorted({e["label"] for e in peer.get("speed", []) if e.get("runs")},
+                key=lambda l: ORDER.index(l) if l in ORDER else 99)
+    if ll:
+        A("| measured in this run | %s |" % ", ".join(
+            disp(next(e for e in peer["speed"] if e["label"] == l)) for l in ll))
     A("")
-    tc = peer.get("tokenizer_check", {})
+    tc = dict(qsrc.get("tokenizer_check", {}))
+    tc.update(peer.get("tokenizer_check", {}))
     if tc:
         bits = []
         for k, c in tc.items():
@@ -362,6 +437,7 @@ def build_md(peer, points, retr, made, imgrel, peer_file, results_dir=None):
     if sp:
         ctxs = sorted({c for c, _ in sp})
         labels = [l for l in ORDER if any(l == lab for _, lab in sp)]
+        heads = [disp(next(e for (_, lab), e in sp.items() if lab == l)) for l in labels]
         e0 = next(iter(sp.values()))
         e_max = next(e for (c, _), e in sp.items() if c == max(ctxs))
         A("## Speed")
@@ -374,12 +450,15 @@ def build_md(peer, points, retr, made, imgrel, peer_file, results_dir=None):
               max(ctxs), e_max["prompt_tokens"], e_max["n_ctx"],
               e0["gen_tokens"], reps_text(sp)))
         A("")
+        builds_md(peer, sp, A)
         skipped = sorted({c for c in ctxs for l in labels if (c, l) not in sp})
         if skipped:
             lc = peer.get("args", {}).get("long_configs")
+            left = [l for l in labels if any((c, l) not in sp for c in ctxs)]
             A("A dash: not measured at that context (%s)." % (
-                "at contexts >= %s only %s run (`--long-configs`), since one llama.cpp run with a q4_0 cache or "
-                "without flash attention takes minutes there" % (peer["args"].get("long_ctx"), ", ".join(lc))
+                "at contexts >= %s only `--long-configs` run; %s %s left out there, since one such run takes "
+                "minutes at long contexts" % (peer["args"].get("long_ctx"), ", ".join(left),
+                                               "is" if len(left) == 1 else "are")
                 if lc else "not in this run's configurations"))
             A("")
         allw = sorted(r.get("runq_wait_frac", r["contention"]) for e in sp.values() for r in e["runs"])
@@ -390,20 +469,7 @@ def build_md(peer, points, retr, made, imgrel, peer_file, results_dir=None):
               "barriers lose far more than kvlite, so these ratios overstate kvlite's advantage; rerun "
               "`bench/run.sh` on a quieter machine before quoting them." % (100 * allw[len(allw) // 2]))
             A("")
-        A("### kvlite vs llama.cpp")
-        A("")
-        rows = []
-        for c in ctxs:
-            for kl, ll in PAIRS:
-                a, b = sp.get((c, kl)), sp.get((c, ll))
-                if not a or not b:
-                    continue
-                rows.append([c, "%s vs %s" % (kl, ll), f_num(a["prefill_tok_s"]), f_num(b["prefill_tok_s"]),
-                             f_ratio(a["prefill_tok_s"], b["prefill_tok_s"]), f_num(a["decode_tok_s"]),
-                             f_num(b["decode_tok_s"]), f_ratio(a["decode_tok_s"], b["decode_tok_s"])])
-        A(table(["ctx", "configs", "prefill kvlite", "prefill llama.cpp", "ratio", "decode kvlite", "decode llama.cpp",
-                 "ratio"], rows, ["r", "l", "r", "r", "r", "r", "r", "r"]))
-        A("")
+        headline_md(sp, ctxs, A)
         for metric, name in (("prefill_tok_s", "Prefill tokens/s"), ("decode_tok_s", "Decode tokens/s")):
             A("### %s (median, [min–max])" % name)
             A("")
@@ -415,7 +481,7 @@ def build_md(peer, points, retr, made, imgrel, peer_file, results_dir=None):
                     r.append("%s [%s–%s]" % (f_num(e[metric]), f_num(e[metric + "_min"], 0), f_num(e[metric + "_max"], 0))
                              if e else "–")
                 rows.append(r)
-            A(table(["ctx"] + labels, rows))
+            A(table(["ctx"] + heads, rows))
             A("")
         if made.get("decode_tok_s") or made.get("prefill_tok_s"):
             for k in ("decode_tok_s", "prefill_tok_s"):
@@ -424,8 +490,9 @@ def build_md(peer, points, retr, made, imgrel, peer_file, results_dir=None):
             A("")
         A("### Peak resident memory (MiB, max over runs)")
         A("")
-        A("ru_maxrss of each run's process. llama.cpp runs inside Python: its numbers include the interpreter, "
-          "numpy and llama_cpp (the *import* row is the RSS after `import llama_cpp`, before the model loads).")
+        A("ru_maxrss of each run's process. The llama.cpp wheel runs inside Python: its numbers include the "
+          "interpreter, numpy and llama_cpp (the *import* row is the RSS after `import llama_cpp`, before the model "
+          "loads); native llama-bench is a plain C++ process.")
         A("")
         rows = []
         for c in ctxs:
@@ -433,7 +500,7 @@ def build_md(peer, points, retr, made, imgrel, peer_file, results_dir=None):
         imp = [f_mib(sp[(ctxs[0], l)].get("rss_after_import_bytes")) if l.startswith("llama") and (ctxs[0], l) in sp
                else "–" for l in labels]
         rows.append(["import"] + imp)
-        A(table(["ctx"] + labels, rows))
+        A(table(["ctx"] + heads, rows))
         A("")
         A("### KV cache bytes per token")
         A("")
@@ -456,13 +523,14 @@ def build_md(peer, points, retr, made, imgrel, peer_file, results_dir=None):
                 ["l", "l", "r", "r", "r"]))
         A("")
 
-    q = peer.get("quality", [])
-    ref = peer.get("reference")
+    q = qsrc.get("quality", [])
+    ref = qsrc.get("reference")
     kpts = [p for p in points if p.get("kld_mean") is not None]
     if q:
         ctx, W = q[0]["ctx"], q[0]["windows"]
         A("## Quality")
         A("")
+        reused_md(qsrc, peer, "perplexity and KLD", A)
         A("wikitext-2 `test.txt`, tokenized without BOS, non-overlapping windows of %d tokens "
           "(`tokens[w*%d:(w+1)*%d]`), first %d windows, each scored on positions 1..%d (%d tokens); "
           "the same method and windows as the transformers reference in `tests/data/ref_ppl.json`. "
@@ -524,10 +592,11 @@ def build_md(peer, points, retr, made, imgrel, peer_file, results_dir=None):
               "`kv-point` (see `bench/README.md`).")
             A("")
 
-    b = peer.get("baseline_ppl", [])
+    b = bsrc.get("baseline_ppl", [])
     if b:
         A("## Baseline perplexity (kvlite, f16 KV cache)")
         A("")
+        reused_md(bsrc, peer, "baseline perplexity", A)
         A("Full f16 cache, non-overlapping windows from the start of each file (tokenized without BOS), each window "
           "a fresh sequence scored on positions 1..ctx-1. Later KV techniques compare against these on the same "
           "windows (`kvlite eval ppl --ctx C --max-windows W`).")
@@ -589,32 +658,143 @@ def build_md(peer, points, retr, made, imgrel, peer_file, results_dir=None):
 
     A("## Notes")
     A("")
-    for n in notes(peer):
+    for n in notes(peer, qsrc):
         A("- " + n)
     A("")
     return "\n".join(L)
 
 
-def notes(peer):
+def builds_md(peer, sp, A):
+    """What the llama.cpp builds are and how each is timed."""
+    v = peer.get("versions", {})
+    lb = v.get("llama_bench")
+    builds = {build_of(e) for e in sp.values() if is_llama(e)}
+    if "native" not in builds:
+        return
+    stamp = (lb or {}).get("stamp") or ""
+    commit = re.search(r"llama.cpp commit: (\w+)", stamp)
+    A("llama.cpp runs as two builds of the same source, the `vendor/llama.cpp` of the pinned llama-cpp-python %s "
+      "sdist (llama.cpp commit `%s`, build %s):" % (
+          v.get("llama_cpp_python"), (commit.group(1)[:10] if commit else (lb or {}).get("build_commit") or "?"),
+          (lb or {}).get("build_number", "?")))
+    A("")
+    A("- **wheel** (`llama.cpp wheel …`; its results-file labels have no *wheel*): llama-cpp-python compiled by pip on this machine (llama.cpp's "
+      "CMake default `GGML_NATIVE=ON` applies there too), driven from Python: prefill = one `Llama.eval(prompt)` "
+      "call, decode = %d `eval([token])` calls with a numpy arg-max over the logits in between." % (
+          next(iter(sp.values()))["gen_tokens"]))
+    A("- **native** (`llama.cpp native …`): `llama-bench` built by `bench/build_llama_native.sh` "
+      "(cmake `-DGGML_NATIVE=ON`, Release; %s), one process per run: `llama-bench -m MODEL -t %s -b 512 -ub 512 "
+      "-p 0 -n %d -d P -fa 0|1 -ctk T -ctv T -r 1 --no-warmup -o json -v`. Decode = its `tg%d @ dP` result; "
+      "prefill = llama.cpp's own perf counter (`llama_perf_context_print`, *prompt eval time … / P tokens*) for "
+      "that test's untimed depth run, which prefills the P-token context from an empty cache in batches of 512 — "
+      "the same work as the other engines' prefill (its token ids are random; speed does not depend on them)." % (
+          (lb or {}).get("system_info", "").replace("|", "/") or (lb or {}).get("cpu_info") or "?",
+          peer.get("threads"), next(iter(sp.values()))["gen_tokens"], next(iter(sp.values()))["gen_tokens"]))
+    A("- llama.cpp's quantized V cache needs flash attention (`V cache quantization requires flash_attn`), so its "
+      "q8_0 and q4_0 configurations run with FA only; only the f16 cache can be measured both ways.")
+    A("")
+
+
+def headline_md(sp, ctxs, A):
+    """kvlite vs llama.cpp's best configuration per context and metric, then the f16 FA on/off table."""
+    A("### kvlite vs llama.cpp's best configuration")
+    A("")
+    A("For each context and each metric separately, kvlite is compared with the fastest llama.cpp configuration "
+      "measured there with the same cache precision (f16: wheel and native, flash attention on and off; kvlite int8 "
+      "vs llama.cpp q8_0, 8.5 bits, FA only), and in the *best vs best* row kvlite's faster cache vs llama.cpp's "
+      "fastest configuration of any cache type. Picking the best per metric favours llama.cpp: no single llama.cpp "
+      "configuration need reach both its best prefill and its best decode.")
+    A("")
+    rows = []
+    for c in ctxs:
+        pairs = [(kl, sp.get((c, kl)), peers_at(sp, c, kv), "%s vs llama.cpp %s" % (kl, kv)) for kl, kv in PEER_KV]
+        ks = [sp[(c, kl)] for kl, _ in PEER_KV if (c, kl) in sp]
+        pairs.append(("best", ks, peers_at(sp, c), "best vs best (any cache)"))
+        for kl, a, bs, name in pairs:
+            if not a or not bs:
+                continue
+            r = [c, name]
+            for m in ("prefill_tok_s", "decode_tok_s"):
+                ea = best_of(a, m) if isinstance(a, list) else a
+                eb = best_of(bs, m)
+                who = "" if not isinstance(a, list) else " (%s)" % short(ea)
+                r += ["%s%s" % (f_num(ea[m]), who), "%s (%s)" % (f_num(eb[m]), short(eb)), f_ratio(ea[m], eb[m])]
+            rows.append(r)
+    A(table(["ctx", "comparison", "prefill kvlite", "prefill llama.cpp best", "ratio", "decode kvlite",
+             "decode llama.cpp best", "ratio"], rows, ["r", "l", "r", "r", "r", "r", "r", "r"]))
+    A("")
+    # f16 cache: every llama.cpp configuration, FA on and off, wheel and native.
+    f16 = [l for l in ORDER if any(l == lab for (_, lab), e in sp.items() if is_llama(e) and e["kv"] == "f16")]
+    if not f16:
+        return
+    A("### llama.cpp f16 cache: flash attention on and off, wheel and native")
+    A("")
+    A("Medians (tok/s) of every llama.cpp configuration with an f16 cache, the best of them, and kvlite f16 against "
+      "that best and against wheel f16 FA alone (the configuration earlier versions of this page compared with).")
+    A("")
+    for m, name in (("prefill_tok_s", "prefill"), ("decode_tok_s", "decode")):
+        rows = []
+        for c in ctxs:
+            es = [sp.get((c, l)) for l in f16]
+            k = sp.get((c, "kvlite f16"))
+            b = best_of([e for e in es if e], m)
+            fa = sp.get((c, "llama.cpp f16 FA"))
+            rows.append([c] + ["**%s**" % f_num(e[m]) if e is b else f_num(e[m]) if e else "–" for e in es] +
+                        ["%s (%s)" % (f_num(b[m]), short(b)) if b else "–", f_num(k[m]) if k else "–",
+                         f_ratio(k[m], b[m]) if k and b else "–", f_ratio(k[m], fa[m]) if k and fa else "–"])
+        A("%s, tok/s (**bold**: llama.cpp's best at that context):" % name.capitalize())
+        A("")
+        A(table(["ctx"] + [short(next(e for (_, lab), e in sp.items() if lab == l)) for l in f16] +
+                ["llama.cpp best", "kvlite f16", "kvlite / best", "kvlite / wheel FA"], rows))
+        A("")
+    shrink = lead_changes(sp, ctxs)
+    if shrink:
+        A("Against the best llama.cpp configuration instead of wheel f16 FA: " + "; ".join(shrink) + ".")
+        A("")
+
+
+def lead_changes(sp, ctxs):
+    """Plain sentences: where comparing with llama.cpp's best f16 config shrinks kvlite f16's lead."""
+    out = []
+    for c in ctxs:
+        k = sp.get((c, "kvlite f16"))
+        fa = sp.get((c, "llama.cpp f16 FA"))
+        if not k or not fa:
+            continue
+        for m, name in (("prefill_tok_s", "prefill"), ("decode_tok_s", "decode")):
+            b = best_of(peers_at(sp, c, "f16"), m)
+            if b is None or b is fa or not b[m]:
+                continue
+            r0, r1 = k[m] / fa[m], k[m] / b[m]
+            verdict = "llama.cpp is faster" if r1 < 1 else "the lead shrinks"
+            out.append("ctx %d %s %.2f× → %.2f× (%s; llama.cpp %s %.1f tok/s vs wheel f16 FA %.1f)" % (
+                c, name, r0, r1, verdict, short(b), b[m], fa[m]))
+    return out
+
+
+def notes(peer, qsrc=None):
+    qsrc = qsrc or peer
     out = []
     sp = speed_index(peer)
     slow, fast = [], []
-    # kvlite f16 against llama.cpp's faster f16 config (FA or not) per metric; int8 against q8_0.
-    for kl, lls in (("kvlite f16", ("llama.cpp f16 FA", "llama.cpp f16 noFA")), ("kvlite int8", ("llama.cpp q8_0 FA",))):
+    # kvlite f16 against llama.cpp's fastest f16 config (wheel/native, FA or not) per metric; int8 against q8_0.
+    for kl, kv in PEER_KV:
         for c in sorted({c for c, _ in sp}):
             a = sp.get((c, kl))
-            bs = [sp[(c, l)] for l in lls if (c, l) in sp]
+            bs = peers_at(sp, c, kv)
             if not a or not bs:
                 continue
             for m, name in (("prefill_tok_s", "prefill"), ("decode_tok_s", "decode")):
-                b = max(bs, key=lambda e: e[m])
+                b = best_of(bs, m)
                 r = a[m] / b[m] if b[m] else 0
-                (slow if r < 1 else fast).append((r, "%s %s at ctx %d: %.2f× %s (%.1f vs %.1f tok/s)" % (
-                    kl, name, c, r, b["label"], a[m], b[m])))
+                (slow if r < 1 else fast).append((r, "%s %s at ctx %d: %.2f× llama.cpp %s (%.1f vs %.1f tok/s)" % (
+                    kl, name, c, r, short(b), a[m], b[m])))
     if slow:
-        out.append("Where llama.cpp is faster (kvlite f16 vs the faster of llama.cpp f16 with and without flash attention; int8 vs q8_0): " + "; ".join(s for _, s in sorted(slow)) + ".")
+        out.append("Where llama.cpp is faster (kvlite f16 vs llama.cpp's fastest f16 configuration, wheel or native, "
+                   "with or without flash attention; int8 vs the fastest q8_0): " +
+                   "; ".join(s for _, s in sorted(slow)) + ".")
     if fast:
-        out.append("Where kvlite is faster: " + "; ".join(s for _, s in sorted(fast, reverse=True)) + ".")
+        out.append("Where kvlite is faster (same comparison): " + "; ".join(s for _, s in sorted(fast, reverse=True)) + ".")
     thr = peer.get("args", {}).get("quiet_threshold", 0.1)
     runs = [r for e in sp.values() for r in e["runs"]]
     if runs:
@@ -634,8 +814,8 @@ def notes(peer):
                        "most when a core is taken away): " % (100 * thr) +
                        ", ".join("%s ctx %d (%.0f%%)" % (e["label"], e["ctx"], 100 * e["runq_wait_median"])
                                  for e in sorted(bad, key=lambda e: (e["ctx"], e["label"]))) + ".")
-    q = peer.get("quality", [])
-    ref = peer.get("reference")
+    q = qsrc.get("quality", [])
+    ref = qsrc.get("reference")
     if q and ref:
         for x in q:
             if x.get("ref_kv") is None:
@@ -661,12 +841,13 @@ def main():
     peer = pick_peer(peers, a.peer)
     if not peer:
         sys.exit("report: no peer results in %s (run bench/run.sh)" % a.results_dir)
-    made = plots(peer, points, retr, a.img_dir)
+    qsrc, bsrc = pick_source(peers, peer, "quality"), pick_source(peers, peer, "baseline_ppl")
+    made = plots(peer, points, retr, a.img_dir, qsrc)
     imgrel = os.path.relpath(a.img_dir, os.path.dirname(os.path.abspath(a.out)))
     pf = os.path.join(os.path.abspath(a.results_dir), peer["_file"])
     if pf.startswith(ROOT + os.sep):
         pf = os.path.relpath(pf, ROOT)
-    md = build_md(peer, points, retr, made, imgrel, pf, a.results_dir)
+    md = build_md(peer, points, retr, made, imgrel, pf, a.results_dir, qsrc, bsrc)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
         f.write(md)

@@ -5,7 +5,9 @@
 #   bench/run.sh --help     all options of bench/bench.py
 # Creates/reuses the bench venv (~/.cache/kvlite/llamavenv, override with
 # KVL_BENCH_VENV) with llama-cpp-python==0.3.16 (compiled from source by pip:
-# ~30 min on 2 cores, once) + matplotlib, builds kvlite, fetches the model,
+# ~30 min on 2 cores, once) + matplotlib, a native llama-bench of the same
+# llama.cpp source (bench/build_llama_native.sh, ~30 min once; skip with
+# KVL_BENCH_NO_NATIVE=1), builds kvlite, fetches the model,
 # runs bench/bench.py, then regenerates docs/RESULTS.md and docs/img/*.png
 # with bench/report.py (skip with KVL_BENCH_NO_REPORT=1).
 set -euo pipefail
@@ -47,6 +49,25 @@ fi
 have_pkg numpy '*' || "$VENV/bin/python" -m pip install --quiet numpy
 have_pkg matplotlib '*' || "$VENV/bin/python" -m pip install --quiet matplotlib
 
+# 1b. native llama.cpp: llama-bench built with -DGGML_NATIVE=ON from the llama.cpp
+# vendored in the same pinned sdist (cached under ~/.cache/kvlite/llama-native-*;
+# ~30 min on 2 cores the first time). Only when the speed phase runs;
+# KVL_BENCH_NO_NATIVE=1 leaves the native configs out.
+want_speed=1
+prev=
+for a in "$@"; do
+    if [ "$prev" = "--phases" ]; then case ",$a," in *,speed,*) want_speed=1 ;; *) want_speed=0 ;; esac; fi
+    case "$a" in --phases=*) case ",${a#--phases=}," in *,speed,*) want_speed=1 ;; *) want_speed=0 ;; esac ;; esac
+    prev=$a
+done
+NATIVE_ARGS=()
+if [ "${KVL_BENCH_NO_NATIVE:-0}" = 1 ]; then
+    NATIVE_ARGS=(--llama-bench "")
+elif [ "$want_speed" = 1 ]; then
+    LLAMA_BENCH=$(PYTHON="$VENV/bin/python" bench/build_llama_native.sh "$LLAMA_CPP_VERSION")
+    NATIVE_ARGS=(--llama-bench "$LLAMA_BENCH")
+fi
+
 # 2. kvlite (incremental: the bench always measures the current sources) and the model.
 command -v cc >/dev/null && command -v make >/dev/null || bash scripts/install_deps.sh
 BUILD="${BUILD:-build}"
@@ -55,7 +76,7 @@ make model >&2
 
 # 3. measure, then report.
 export KVL_BENCH_CMD="bench/run.sh${*:+ $*}"
-"$VENV/bin/python" bench/bench.py --build "$BUILD" "$@"
+"$VENV/bin/python" bench/bench.py --build "$BUILD" "${NATIVE_ARGS[@]}" "$@"
 if [ "${KVL_BENCH_NO_REPORT:-0}" != 1 ]; then
     "$VENV/bin/python" bench/report.py
 fi
