@@ -113,16 +113,16 @@ def pick_source(peers, peer, key):
     return max(good, key=lambda p: (p.get("started", ""), p["_file"])) if good else peer
 
 
-def reused_md(src, peer, what, A):
+def reused_md(src, peer, what, A, why=None):
     if src is not peer:
         m0, m1 = src.get("machine", {}), peer.get("machine", {})
         other = "" if m0.get("cpu_model") == m1.get("cpu_model") else " on another machine (%s, %s cores)" % (
             m0.get("cpu_model"), m0.get("cores"))
         A("> Reused: these %s numbers come from the earlier run `bench/results/%s` (%s%s, command `%s`, kvlite "
-          "commit `%s`), not from the speed run above: perplexity and KLD do not depend on the llama.cpp build "
-          "or the CPU beyond floating-point rounding, and the f16-noFA row measures what flash attention "
-          "changes." % (what, src["_file"], (src.get("started") or "?")[:10], other, src.get("command"),
-                         (src.get("versions", {}).get("kvlite_commit") or "?")[:10]))
+          "commit `%s`), not from the speed run above: %s." % (
+              what, src["_file"], (src.get("started") or "?")[:10], other, src.get("command"),
+              (src.get("versions", {}).get("kvlite_commit") or "?")[:10],
+              why or "they do not depend on the CPU beyond floating-point rounding"))
         A("")
 
 
@@ -530,7 +530,9 @@ def build_md(peer, points, retr, made, imgrel, peer_file, results_dir=None, qsrc
         ctx, W = q[0]["ctx"], q[0]["windows"]
         A("## Quality")
         A("")
-        reused_md(qsrc, peer, "perplexity and KLD", A)
+        reused_md(qsrc, peer, "perplexity and KLD", A,
+                  "perplexity and KLD do not depend on the llama.cpp build or the CPU beyond floating-point "
+                  "rounding, and the f16-noFA row measures what flash attention changes")
         A("wikitext-2 `test.txt`, tokenized without BOS, non-overlapping windows of %d tokens "
           "(`tokens[w*%d:(w+1)*%d]`), first %d windows, each scored on positions 1..%d (%d tokens); "
           "the same method and windows as the transformers reference in `tests/data/ref_ppl.json`. "
@@ -706,6 +708,7 @@ def headline_md(sp, ctxs, A):
       "configuration need reach both its best prefill and its best decode.")
     A("")
     rows = []
+    marks = {}
     for c in ctxs:
         pairs = [(kl, sp.get((c, kl)), peers_at(sp, c, kv), "%s vs llama.cpp %s" % (kl, kv)) for kl, kv in PEER_KV]
         ks = [sp[(c, kl)] for kl, _ in PEER_KV if (c, kl) in sp]
@@ -718,11 +721,24 @@ def headline_md(sp, ctxs, A):
                 ea = best_of(a, m) if isinstance(a, list) else a
                 eb = best_of(bs, m)
                 who = "" if not isinstance(a, list) else " (%s)" % short(ea)
-                r += ["%s%s" % (f_num(ea[m]), who), "%s (%s)" % (f_num(eb[m]), short(eb)), f_ratio(ea[m], eb[m])]
+                mark = ""
+                if overlap(ea, eb, m):
+                    mark, marks["†"] = " †", True
+                elif min(ea.get("reps", 0), eb.get("reps", 0)) < 2:
+                    mark, marks["¹"] = " ¹", True
+                r += ["%s%s" % (f_num(ea[m]), who), "%s (%s)" % (f_num(eb[m]), short(eb)),
+                      f_ratio(ea[m], eb[m]) + mark]
             rows.append(r)
     A(table(["ctx", "comparison", "prefill kvlite", "prefill llama.cpp best", "ratio", "decode kvlite",
              "decode llama.cpp best", "ratio"], rows, ["r", "l", "r", "r", "r", "r", "r", "r"]))
     A("")
+    if marks.get("†"):
+        A("† the min–max ranges of the two configurations' runs overlap: this run does not resolve the difference "
+          "(see the spread in the full tables below).")
+        A("")
+    if marks.get("¹"):
+        A("¹ one run per configuration at this context: no spread to judge the difference by.")
+        A("")
     # f16 cache: every llama.cpp configuration, FA on and off, wheel and native.
     f16 = [l for l in ORDER if any(l == lab for (_, lab), e in sp.items() if is_llama(e) and e["kv"] == "f16")]
     if not f16:
@@ -751,6 +767,13 @@ def headline_md(sp, ctxs, A):
     if shrink:
         A("Against the best llama.cpp configuration instead of wheel f16 FA: " + "; ".join(shrink) + ".")
         A("")
+
+
+def overlap(a, b, m):
+    """True if both entries have >= 2 runs and their [min, max] ranges of metric m overlap."""
+    if min(a.get("reps", 0), b.get("reps", 0)) < 2:
+        return False
+    return a.get(m + "_min", a[m]) <= b.get(m + "_max", b[m]) and b.get(m + "_min", b[m]) <= a.get(m + "_max", a[m])
 
 
 def lead_changes(sp, ctxs):
@@ -795,6 +818,12 @@ def notes(peer, qsrc=None):
                    "; ".join(s for _, s in sorted(slow)) + ".")
     if fast:
         out.append("Where kvlite is faster (same comparison): " + "; ".join(s for _, s in sorted(fast, reverse=True)) + ".")
+    spr = sorted((e[m + "_max"] - e[m + "_min"]) / e[m] for e in sp.values() if e.get("reps", 0) >= 2
+                 for m in ("prefill_tok_s", "decode_tok_s") if e.get(m))
+    if spr:
+        out.append("Run-to-run spread: (max − min) / median of a configuration's runs is a median %.0f%% (largest "
+                   "%.0f%%) over the configurations and metrics with 2 or more runs; ratios closer to 1 than that are "
+                   "not resolved by this run." % (100 * spr[len(spr) // 2], 100 * spr[-1]))
     thr = peer.get("args", {}).get("quiet_threshold", 0.1)
     runs = [r for e in sp.values() for r in e["runs"]]
     if runs:

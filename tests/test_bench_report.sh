@@ -173,6 +173,8 @@ check("llama.cpp native" in md2 and "`llama-bench`" in md2 and "4227c9be42" in m
 check("Reused" in md2 and "peer-20261122-1000.json" in md2 and "21.4303" in md2,
       "quality reused from the older complete run, named")
 check("peer-20261201-1000.json" in md2.splitlines()[2], "speed from the newest run")
+check("1.74× ¹" in md2 and "¹ one run per configuration" in md2, "single-run comparisons marked")
+check(" †" not in md, "separated ranges are not marked as overlapping")
 
 empty = os.path.join(tmp, "empty")
 os.makedirs(empty)
