@@ -20,6 +20,7 @@
 #include "model/gguf.h"
 #include "model/tok.h"
 #include "test.h"
+#include "tok_fixture.h"
 
 /* A tokenizer over a handmade GGUF; keeps the buffer and reader alive. */
 typedef struct mini {
@@ -94,20 +95,8 @@ static size_t detok(const kvl_tok *t, const kvl_token *ids, int64_t n, int rende
     return k;
 }
 
-static const char *gpt2_char(int b, char *u) {
-    /* test-side GPT-2 bytes_to_unicode */
-    int cp;
-    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255)) cp = b;
-    else {
-        int extra = 0;
-        for (int c = 0; c < b; c++)
-            if (!((c >= 33 && c <= 126) || (c >= 161 && c <= 172) || (c >= 174 && c <= 255))) extra++;
-        cp = 256 + extra;
-    }
-    if (cp < 0x80) { u[0] = (char)cp; u[1] = 0; }
-    else { u[0] = (char)(0xC0 | (cp >> 6)); u[1] = (char)(0x80 | (cp & 0x3F)); u[2] = 0; }
-    return u;
-}
+/* test-side GPT-2 bytes_to_unicode (tests/tok_fixture.h) */
+static const char *gpt2_char(int b, char *u) { return fx_gpt2_char(b, u); }
 
 /* ---- SentencePiece BPE (handmade) ---------------------------------------------- */
 
