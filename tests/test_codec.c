@@ -8,6 +8,7 @@
 
 #include "kv/codec.h"
 #include "kv/kv.h"
+#include "codec_util.h"
 #include "test.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
@@ -41,11 +42,8 @@ static void test_registry(void) {
 static void test_roundtrip(const kvl_codec *c, int D, int P) {
     uint8_t *seg = malloc(c->seg_bytes(D, P));
     float *x = malloc(sizeof(float) * D * P), *y = malloc(sizeof(float) * D);
-    for (int i = 0; i < P; i++) {
-        rand_row(x + i * D, D);
-        c->encode(seg, D, P, i, x + i * D);
-    }
-    if (c->seal) c->seal(seg, D, P);
+    for (int i = 0; i < P; i++) rand_row(x + i * D, D);
+    CHECK(codec_fill(c, NULL, seg, D, P, P, x) == 0);
     int bad = 0;
     for (int i = 0; i < P; i++) {
         c->decode(seg, D, P, i, y);
@@ -65,7 +63,7 @@ static void test_roundtrip(const kvl_codec *c, int D, int P) {
     CHECK_MSG(bad == 0, "%s round trip D=%d P=%d: %d elements out of bound", c->name, D, P, bad);
     /* a zero row stays zero (int8: scale 0, no division by zero) */
     memset(x, 0, sizeof(float) * D);
-    c->encode(seg, D, P, 0, x);
+    c->encode(NULL, seg, D, P, 0, x);
     c->decode(seg, D, P, 0, y);
     float s = 0;
     for (int j = 0; j < D; j++) s += fabsf(y[j]);
@@ -80,11 +78,10 @@ static void test_fused(const kvl_codec *c, kvl_codec_kernels kn, int D, int P, i
     float *dec = malloc(sizeof(float) * D * P), *sc = malloc(sizeof(float) * P), *pr = malloc(sizeof(float) * P);
     float *acc = malloc(sizeof(float) * D);
     double *acc_ref = malloc(sizeof(double) * D);
-    for (int i = 0; i < n; i++) {
-        rand_row(x, D);
-        c->encode(seg, D, P, i, x);
-    }
-    if (n == P && c->seal) c->seal(seg, D, P);
+    float *rows = malloc(sizeof(float) * D * P);
+    for (int i = 0; i < n; i++) rand_row(rows + i * D, D);
+    CHECK(codec_fill(c, NULL, seg, D, P, n, rows) == 0);
+    free(rows);
     for (int i = 0; i < n; i++) c->decode(seg, D, P, i, dec + i * D);
     for (int j = 0; j < D; j++) q[j] = frand(1);
     kn.qk(seg, D, P, n, q, sc);
@@ -125,11 +122,13 @@ static void test_simd_vs_ref(const kvl_codec *c, int D, int P) {
     float *x = malloc(sizeof(float) * D), *q = malloc(sizeof(float) * D);
     float *s1 = malloc(sizeof(float) * P), *s2 = malloc(sizeof(float) * P), *pr = malloc(sizeof(float) * P);
     float *a1 = calloc(D, sizeof(float)), *a2 = calloc(D, sizeof(float));
+    float *rows = malloc(sizeof(float) * D * P);
     for (int i = 0; i < P; i++) {
-        rand_row(x, D);
-        c->encode(seg, D, P, i, x);
+        rand_row(rows + i * D, D);
         pr[i] = (float)urand();
     }
+    CHECK(codec_fill(c, NULL, seg, D, P, P, rows) == 0);
+    free(rows);
     for (int j = 0; j < D; j++) q[j] = frand(1);
     int bad = 0;
     for (int n = 1; n <= P; n += (n < 10 ? 1 : 7)) {
@@ -155,11 +154,10 @@ static void test_multi(const kvl_codec *c, kvl_codec_kernels kn, int D, int P) {
     float *x = malloc(sizeof(float) * D), *q = malloc(sizeof(float) * MM * D);
     float *s1 = malloc(sizeof(float) * P), *sm = malloc(sizeof(float) * MM * P), *pr = malloc(sizeof(float) * MM * P);
     float *a1 = malloc(sizeof(float) * D), *am = malloc(sizeof(float) * MM * D);
-    for (int i = 0; i < P; i++) {
-        rand_row(x, D);
-        c->encode(seg, D, P, i, x);
-    }
-    if (c->seal) c->seal(seg, D, P);
+    float *rows = malloc(sizeof(float) * D * P);
+    for (int i = 0; i < P; i++) rand_row(rows + i * D, D);
+    CHECK(codec_fill(c, NULL, seg, D, P, P, rows) == 0);
+    free(rows);
     for (int i = 0; i < MM * D; i++) q[i] = frand(1);
     for (int i = 0; i < MM * P; i++) pr[i] = (float)urand();
     int bad = 0;

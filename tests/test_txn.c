@@ -68,12 +68,11 @@ static int same(const snap *a, const snap *b) { return memcmp(a, b, sizeof *a) =
 static int seal_violations;
 static size_t ts_seg_bytes(int d, int P) { return (size_t)P * d * 4 + 4; }
 static uint32_t *ts_flag(const uint8_t *seg, int d, int P) { return (uint32_t *)(seg + (size_t)P * d * 4); }
-static void ts_encode(uint8_t *seg, int d, int P, int i, const float *x) {
-    if (*ts_flag(seg, d, P) == SEALED && i > 0) seal_violations++;
-    if (i == 0) *ts_flag(seg, d, P) = 0;
-    memcpy(seg + (size_t)i * d * 4, x, (size_t)d * 4);
+static void ts_seal(const void *st, uint8_t *seg, const uint8_t *open, int d, int P) {
+    if (*ts_flag(seg, d, P) == SEALED) seal_violations++; /* a fresh page must not look sealed */
+    memcpy(seg, open, (size_t)P * d * 4);
+    *ts_flag(seg, d, P) = SEALED;
 }
-static void ts_seal(uint8_t *seg, int d, int P) { *ts_flag(seg, d, P) = SEALED; }
 static void ts_decode(const uint8_t *seg, int d, int P, int i, float *x) {
     memcpy(x, seg + (size_t)i * d * 4, (size_t)d * 4);
 }
@@ -83,8 +82,10 @@ static void ts_qk(const uint8_t *seg, int d, int P, int n, const float *q, float
 static void ts_av(const uint8_t *seg, int d, int P, int n, const float *pr, float *acc) {
     kvl_codec_find("f32")->ref.av(seg, d, P, n, pr, acc);
 }
-static const kvl_codec codec_sealed = {"test-sealed", ts_seg_bytes, ts_encode, ts_seal, ts_decode, NULL,
-                                       {"scalar", ts_qk, ts_av, NULL, NULL}};
+extern const kvl_codec kvl_codec_f32;
+/* rows open in f32, sealed into f32 rows + a flag */
+static const kvl_codec codec_sealed = {.name = "test-sealed", .seg_bytes = ts_seg_bytes, .open = &kvl_codec_f32,
+                                       .seal = ts_seal, .decode = ts_decode, .ref = {"scalar", ts_qk, ts_av, NULL, NULL}};
 
 static void attend_all(kvl_kv_table *t, int n, int32_t qpos0, unsigned seed) {
     float q[8 * NH * HD], o[8 * NH * HD];

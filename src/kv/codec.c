@@ -12,7 +12,7 @@
 
 static size_t f32_seg_bytes(int D, int P) { return (size_t)P * (size_t)D * 4; }
 
-static void f32_encode(uint8_t *seg, int D, int P, int i, const float *x) {
+static void f32_encode(const void *st, uint8_t *seg, int D, int P, int i, const float *x) {
     memcpy(seg + (size_t)i * D * 4, x, (size_t)D * 4);
 }
 
@@ -45,7 +45,7 @@ static void f32_av_ref(const uint8_t *seg, int D, int P, int n, const float *p, 
 
 static size_t f16_seg_bytes(int D, int P) { return (size_t)P * (size_t)D * 2; }
 
-static void f16_encode(uint8_t *seg, int D, int P, int i, const float *x) {
+static void f16_encode(const void *st, uint8_t *seg, int D, int P, int i, const float *x) {
     uint16_t *r = (uint16_t *)(seg + (size_t)i * D * 2);
     for (int j = 0; j < D; j++) r[j] = kvl_fp32_to_fp16(x[j]);
 }
@@ -85,7 +85,7 @@ static int8_t *i8_row(uint8_t *seg, int D, int P, int i) {
     return (int8_t *)(seg + (size_t)P * 4 + (size_t)i * D);
 }
 
-static void i8_encode(uint8_t *seg, int D, int P, int i, const float *x) {
+static void i8_encode(const void *st, uint8_t *seg, int D, int P, int i, const float *x) {
     float amax = 0;
     for (int j = 0; j < D; j++) amax = fmaxf(amax, fabsf(x[j]));
     const float scale = amax / 127.0f;
@@ -236,31 +236,55 @@ void kvl_codec_av_multi(const kvl_codec_kernels *k, const uint8_t *seg, int D, i
 
 /* ---- registry ---------------------------------------------------------------------- */
 
-static const kvl_codec codec_f32 = {"f32", f32_seg_bytes, f32_encode, NULL, f32_decode, f32_copy_row,
-                                    {"scalar", f32_qk_ref, f32_av_ref, f32_qk_multi_ref, f32_av_multi_ref}};
-static const kvl_codec codec_f16 = {"f16", f16_seg_bytes, f16_encode, NULL, f16_decode, f16_copy_row,
-                                    {"scalar", f16_qk_ref, f16_av_ref, f16_qk_multi_ref, f16_av_multi_ref}};
-static const kvl_codec codec_i8 = {"int8", i8_seg_bytes, i8_encode, NULL, i8_decode, i8_copy_row,
-                                   {"scalar", i8_qk_ref, i8_av_ref, i8_qk_multi_ref, i8_av_multi_ref}};
+static int f32_simd(int D, kvl_codec_kernels *out) { return kvl_codec_avx2_kernels("f32", out); }
+static int f16_simd(int D, kvl_codec_kernels *out) { return kvl_codec_avx2_kernels("f16", out); }
+static int i8_simd(int D, kvl_codec_kernels *out) { return kvl_codec_avx2_kernels("int8", out); }
 
-static const kvl_codec *const codecs[] = {&codec_f32, &codec_f16, &codec_i8};
+const kvl_codec kvl_codec_f32 = {
+    .name = "f32", .desc = "IEEE float rows (reference)", .seg_bytes = f32_seg_bytes, .encode = f32_encode,
+    .decode = f32_decode, .copy_row = f32_copy_row,
+    .ref = {"scalar", f32_qk_ref, f32_av_ref, f32_qk_multi_ref, f32_av_multi_ref}, .simd = f32_simd};
+const kvl_codec kvl_codec_f16 = {
+    .name = "f16", .desc = "IEEE half rows", .seg_bytes = f16_seg_bytes, .encode = f16_encode,
+    .decode = f16_decode, .copy_row = f16_copy_row,
+    .ref = {"scalar", f16_qk_ref, f16_av_ref, f16_qk_multi_ref, f16_av_multi_ref}, .simd = f16_simd};
+static const kvl_codec codec_i8 = {
+    .name = "int8", .desc = "per token: f32 scale, symmetric int8 (amax/127)", .seg_bytes = i8_seg_bytes,
+    .encode = i8_encode, .decode = i8_decode, .copy_row = i8_copy_row,
+    .ref = {"scalar", i8_qk_ref, i8_av_ref, i8_qk_multi_ref, i8_av_multi_ref}, .simd = i8_simd};
+
+/* Codec types defined in their own files (codec_<name>.c). */
+#define KVL_CODEC_EXTERN(x) extern const kvl_codec x;
+KVL_CODEC_EXTERN(kvl_codec_int4)
+KVL_CODEC_EXTERN(kvl_codec_fp8)
+KVL_CODEC_EXTERN(kvl_codec_kivi2)
+KVL_CODEC_EXTERN(kvl_codec_kivi2_v)
+KVL_CODEC_EXTERN(kvl_codec_kivi4)
+KVL_CODEC_EXTERN(kvl_codec_kivi4_v)
+
+static const kvl_codec *const codecs[] = {&kvl_codec_f32, &kvl_codec_f16, &codec_i8, NULL};
+
+const kvl_codec *const *kvl_codec_all(void) { return codecs; }
 
 const kvl_codec *kvl_codec_find(const char *name) {
     if (!name) return NULL;
-    for (size_t i = 0; i < sizeof codecs / sizeof codecs[0]; i++)
-        if (strcmp(codecs[i]->name, name) == 0) return codecs[i];
+    for (const kvl_codec *const *c = codecs; *c; c++)
+        if (strcmp((*c)->name, name) == 0) return *c;
     return NULL;
 }
 
 const char *kvl_codec_name(const kvl_codec *c) { return c ? c->name : "(none)"; }
 
-const char *kvl_codec_list(void) { return "f32,f16,int8"; }
+const char *kvl_codec_list(void) {
+    static const char list[] = "f32, f16, int8";
+    return list;
+}
 
 kvl_codec_kernels kvl_codec_kernels_get(const kvl_codec *c, int D, int scalar_only) {
     kvl_codec_kernels k = c->ref;
-    if (!scalar_only && D % 8 == 0) {
+    if (!scalar_only && D % 8 == 0 && c->simd) {
         kvl_codec_kernels s;
-        if (kvl_codec_avx2_kernels(c->name, &s)) k = s;
+        if (c->simd(D, &s)) k = s;
     }
     return k;
 }

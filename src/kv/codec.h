@@ -6,15 +6,22 @@
  * plus any per-page metadata (scales, zero points, outlier lists, a "sealed"
  * flag). seg_bytes(D, P) is its exact size, so bytes per token = seg_bytes / P.
  *
- * Life of a segment: rows are encoded in order (encode(seg, i, x) with rows
- * 0..i-1 already written); when the page fills the pool calls seal(seg)
- * (page-level quantization such as KIVI's per-channel key groups closes here,
- * while the open page can keep rows in a higher-precision residual area).
- * qk / av / decode work on n <= P rows of an open or sealed segment. A page
- * is copied byte-for-byte on copy-on-write, so a segment must not contain
- * pointers. Per-token codecs (f32, f16, int8) have seal == NULL and move rows
- * with copy_row; codecs with seal != NULL are re-encoded (decode + encode +
- * seal) when eviction compacts pages.
+ * Two kinds of codec:
+ *  - per-token (f32, f16, int8, int4, fp8, oaken): encode writes row i of a
+ *    segment from that row alone, as soon as the token is appended; the
+ *    queries of the same forward call already see the encoded row.
+ *  - sealing (kivi*, squat): rows are first written in the codec's `open`
+ *    format (f16), in "open" pages. A full page leaves the residual window
+ *    (the last r tokens of its list, r a multiple of P, default P) and is
+ *    sealed at the END of the forward call that filled it (kvl_kv_seal):
+ *    its open segment is repacked by seal() into a smaller "sealed" page of
+ *    the pool's sealed size class, and the open page returns to the pool.
+ *    So the queries of the call that appended a row see it at full
+ *    precision (as KIVI's prefill does); later calls see the quantized row.
+ *    Results depend on where forward calls begin and end (n_batch), and
+ *    are deterministic and independent of the thread count.
+ * Page-level metadata (scales, zero points, outlier lists) lives inside the
+ * segment; a segment contains no pointers (pages are copied byte for byte).
  *
  * Kernels (qk, av) come in a scalar reference and SIMD versions chosen at run
  * time by kvl_codec_kernels_get(); K and V may use different codecs.
@@ -58,21 +65,49 @@ typedef struct kvl_codec_kernels {
     kvl_codec_av_multi_fn av_multi;
 } kvl_codec_kernels;
 
+/* Per-(layer, kv-head) state of a codec instance, passed to encode / seal
+ * (NULL for codecs without state). Its layout belongs to the codec; the
+ * instance (codec_spec.c) allocates state_bytes(D) per (layer, kv-head) and
+ * fills it through state_init. Kernels (qk, av, decode) never see state:
+ * everything they need is in the segment bytes. */
+typedef struct kvl_codec_params kvl_codec_params; /* parsed spec parameters (kv/codec_spec.h) */
+
 struct kvl_codec {
     const char *name;
-    /* Exact bytes of a segment of P rows of D values (data + metadata). */
+    const char *desc; /* one line for `kvlite codecs` (format, scales) */
+    /* Exact bytes of a (sealed) segment of P rows of D values (data + metadata). */
     size_t (*seg_bytes)(int D, int P);
-    /* Encode x [D] as row i (< P) of an open segment. */
-    void (*encode)(uint8_t *seg, int D, int P, int i, const float *x);
-    /* Called once when all P rows are written (NULL: nothing to do). */
-    void (*seal)(uint8_t *seg, int D, int P);
+    /* Per-token codecs: encode x [D] as row i (< P) of a segment. Row i is
+     * independent of the other rows (batch invariance). NULL for sealing
+     * codecs, whose rows are written in `open` format until the page seals. */
+    void (*encode)(const void *st, uint8_t *seg, int D, int P, int i, const float *x);
+    /* Sealing codecs (seal != NULL): the format of rows in an open page
+     * (e.g. f16), a per-token codec; seal repacks the P rows of a full open
+     * segment `open` (open->seg_bytes(D, P) bytes) into dst (seg_bytes(D, P)
+     * bytes). Deterministic: the same open bytes always give the same dst. */
+    const kvl_codec *open;
+    void (*seal)(const void *st, uint8_t *dst, const uint8_t *open_seg, int D, int P);
     /* Decode row i into x [D] (tests, debugging, re-encoding). */
     void (*decode)(const uint8_t *seg, int D, int P, int i, float *x);
-    /* Copy row si of src to row di of dst (both open or both per-token
-     * codecs); NULL: the pool re-encodes through decode/encode. src and dst may
-     * be the same segment with si != di. */
+    /* Copy row si of src to row di of dst (per-token codecs); NULL: the pool
+     * re-encodes through decode/encode. src and dst may be the same segment
+     * with si != di. */
     void (*copy_row)(uint8_t *dst, int di, const uint8_t *src, int si, int D, int P);
     kvl_codec_kernels ref; /* scalar reference kernels */
+    /* SIMD kernels for head_dim D: fill *out and return 1 when this build
+     * and CPU support them (NULL: none). */
+    int (*simd)(int D, kvl_codec_kernels *out);
+    /* The codec used for V when this one is named for V (KIVI: keys per
+     * channel, values per token); NULL = this codec. */
+    const kvl_codec *as_v;
+    /* Stateful codecs: bytes of one (layer, kv-head)'s state (NULL or 0: none)
+     * and its initialisation from the spec parameters (is_v: V side). */
+    size_t (*state_bytes)(int D);
+    kvl_status (*state_init)(const kvl_codec_params *prm, int layer, int head, int is_v, int D, void *st,
+                             kvl_err *err);
+    /* Spec parameters this codec accepts, comma-separated (e.g. "r"), or NULL. */
+    const char *params;
+    int hidden; /* 1: not listed by kvlite codecs (the V half of a K/V pair) */
 };
 
 /* Kernels for c at head_dim D: the best SIMD version this CPU supports (the
@@ -86,9 +121,14 @@ void kvl_codec_av_multi(const kvl_codec_kernels *k, const uint8_t *seg, int D, i
 /* Exact encoded bytes per token for one head of D values (seg_bytes / P). */
 double kvl_codec_bytes_per_token(const kvl_codec *c, int D, int P);
 
-/* AVX2 kernels (codec_avx2.c). Fill *out for codec `name` and return 1 when
- * the build and the CPU support them, else 0. */
+/* AVX2 kernels of the built-in f32/f16/int8 codecs (codec_avx2.c). Fill *out
+ * for codec `name` and return 1 when the build and the CPU support them. */
 int kvl_codec_avx2_kernels(const char *name, kvl_codec_kernels *out);
+/* 1 when the CPU has AVX2, FMA and F16C (and the build compiled them). */
+int kvl_cpu_has_avx2(void);
+
+/* Registry: every codec type, NULL-terminated (kvlite codecs lists them). */
+const kvl_codec *const *kvl_codec_all(void);
 
 /* Softmax helper used by attention, scalar and AVX2:
  * s[i] = exp(s[i] - m) for i < n (s[i] = -inf gives 0); returns the sum. */

@@ -298,6 +298,7 @@ static float expsum_avx2(float *s, int n, float m) {
 }
 
 kvl_kv_expsum_fn kvl_kv_expsum_avx2(void) { return cpu_ok() ? expsum_avx2 : NULL; }
+int kvl_cpu_has_avx2(void) { return cpu_ok(); }
 
 #else /* no AVX2 in this build */
 
@@ -306,5 +307,6 @@ int kvl_codec_avx2_kernels(const char *name, kvl_codec_kernels *out) {
     return 0;
 }
 kvl_kv_expsum_fn kvl_kv_expsum_avx2(void) { return NULL; }
+int kvl_cpu_has_avx2(void) { return 0; }
 
 #endif

@@ -14,12 +14,12 @@ static void move_token(kvl_kv_pool *p, uint8_t *dst, int di, const uint8_t *src,
     if (p->ck->copy_row && !p->ck->seal) p->ck->copy_row(dst + p->koff, di, src + p->koff, si, D, P);
     else {
         p->ck->decode(src + p->koff, D, P, si, tmp);
-        p->ck->encode(dst + p->koff, D, P, di, tmp);
+        p->ck->encode(NULL, dst + p->koff, D, P, di, tmp);
     }
     if (p->cv->copy_row && !p->cv->seal) p->cv->copy_row(dst + p->voff, di, src + p->voff, si, D, P);
     else {
         p->cv->decode(src + p->voff, D, P, si, tmp);
-        p->cv->encode(dst + p->voff, D, P, di, tmp);
+        p->cv->encode(NULL, dst + p->voff, D, P, di, tmp);
     }
 }
 
@@ -88,8 +88,8 @@ kvl_status kvl_kv_drop(kvl_kv_table *t, int layer, int head, const int *idx, int
         if (src != dst || g != w) move_token(p, dst, w % P, src, g % P, tmp);
         w++;
         if (w % P == 0 && (p->ck->seal || p->cv->seal)) { /* seal codecs never compact in place */
-            if (p->ck->seal) p->ck->seal(dst + p->koff, p->D, P);
-            if (p->cv->seal) p->cv->seal(dst + p->voff, p->D, P);
+            (void)0; /* seal: being reworked */
+            (void)0;
         }
     }
     /* release old pages not reused in place */

@@ -206,12 +206,12 @@ kvl_status kvl_kv_append(kvl_kv_table *t, int layer, int n_tok, const int32_t *p
             }
             uint8_t *mem = L->pages[L->n_pages - 1].mem;
             memcpy(mem + (size_t)r * 4, &pos[j], 4);
-            p->ck->encode(mem + p->koff, D, P, r, k + ((size_t)j * Hkv + h) * D);
-            p->cv->encode(mem + p->voff, D, P, r, v + ((size_t)j * Hkv + h) * D);
+            p->ck->encode(NULL, mem + p->koff, D, P, r, k + ((size_t)j * Hkv + h) * D);
+            p->cv->encode(NULL, mem + p->voff, D, P, r, v + ((size_t)j * Hkv + h) * D);
             L->len++;
             if (r == P - 1) {
-                if (p->ck->seal) p->ck->seal(mem + p->koff, D, P);
-                if (p->cv->seal) p->cv->seal(mem + p->voff, D, P);
+                (void)0; /* seal: being reworked */
+                (void)0;
             }
         }
     }
