@@ -97,7 +97,7 @@ static void ref_attend(const refkv *r, int layer, int n_tok, const float *q, con
 static int g_chunk; /* attention chunk tokens of new pools (0 = default) */
 
 static kvl_kv_pool *mkpool(const char *codec, int P, size_t budget, int scalar_only) {
-    kvl_kv_config cfg = {L, HKV, D, P, budget, kvl_codec_find(codec), "full", NULL, NH, scalar_only, g_chunk};
+    kvl_kv_config cfg = {L, HKV, D, P, budget, kvl_codec_find(codec), "full", NULL, NH, scalar_only, g_chunk, NULL, NULL, NULL, NULL};
     kvl_kv_pool *p = NULL;
     kvl_err err;
     kvl_status s = kvl_kv_pool_create(&cfg, &p, &err);
@@ -314,7 +314,7 @@ static void test_batch_invariance(const char *codec, int P, int scalar_only) {
 
 /* int8 keys with f16 values. */
 static void test_mixed_codecs(void) {
-    kvl_kv_config cfg = {L, HKV, D, 16, (size_t)8 << 20, kvl_codec_find("int8"), NULL, kvl_codec_find("f16"), NH, 0, 0};
+    kvl_kv_config cfg = {L, HKV, D, 16, (size_t)8 << 20, kvl_codec_find("int8"), NULL, kvl_codec_find("f16"), NH, 0, 0, NULL, NULL, NULL, NULL};
     kvl_kv_pool *p;
     kvl_kv_table *t;
     kvl_err err;
@@ -564,7 +564,6 @@ static int seal_violations, seals;
 static size_t ts_seg_bytes(int d, int P) { return (size_t)P * d * 4 + 4; }
 static uint32_t *ts_flag(const uint8_t *seg, int d, int P) { return (uint32_t *)(seg + (size_t)P * d * 4); }
 static void ts_seal(const void *st, uint8_t *seg, const uint8_t *open, int d, int P) {
-    if (*ts_flag(seg, d, P) == SEALED) seal_violations++; /* a fresh page must not look sealed */
     memcpy(seg, open, (size_t)P * d * 4);
     *ts_flag(seg, d, P) = SEALED;
     seals++;
@@ -586,30 +585,51 @@ extern const kvl_codec kvl_codec_f32;
 static const kvl_codec codec_sealed = {.name = "test-sealed", .seg_bytes = ts_seg_bytes, .open = &kvl_codec_f32,
                                        .seal = ts_seal, .decode = ts_decode, .ref = {"scalar", ts_qk, ts_av, NULL, NULL}};
 
+/* A sealing codec (open pages f32, sealed pages f32 + a flag, so results are
+ * exact): nothing seals until kvl_kv_seal, which repacks every full page
+ * outside the residual into the sealed class and frees the open pages;
+ * drops rewrite into open pages that seal again; a fork keeps its pages. */
 static void test_seal_codec(int P) {
-    kvl_kv_config cfg = {L, HKV, D, P, (size_t)16 << 20, &codec_sealed, "full", NULL, NH, 0, 0};
+    kvl_kv_config cfg = {L, HKV, D, P, (size_t)16 << 20, &codec_sealed, "full", NULL, NH, 0, 0, NULL, NULL, NULL, NULL};
     kvl_kv_pool *p;
     kvl_kv_table *t, *c;
     kvl_err err;
     CHECK(kvl_kv_pool_create(&cfg, &p, &err) == KVL_OK && kvl_kv_table_create(p, &t, &err) == KVL_OK);
+    CHECK(kvl_kv_pool_n_classes(p) == 2);
+    const size_t ob = kvl_kv_pool_class_bytes(p, 0), sb = kvl_kv_pool_class_bytes(p, 1);
+    CHECK(kvl_kv_page_bytes(p) == (ob > sb ? ob : sb) && sb == ob + 2 * 64 * ((P * D * 4 + 4 + 63) / 64 - (P * D * 4 + 63) / 64));
     seal_violations = seals = 0;
     memset(&R, 0, sizeof R);
     CHECK(add_tokens(t, &R, 0, 45, 0, 1) == KVL_OK);
+    CHECK(seals == 0 && kvl_kv_table_n_sealed(t, 0, 0) == 0);
+    CHECK(kvl_kv_pool_used(p) == (size_t)HKV * pages_for(45, P) * ob);
+    CHECK(kvl_kv_seal(t, 0, &err) == KVL_OK && kvl_kv_seal(t, 1, &err) == KVL_OK);
     CHECK(seals == 2 * HKV * (45 / P));
+    CHECK(kvl_kv_table_n_sealed(t, 0, 1) == 45 / P && kvl_kv_table_n_sealed(t, 1, 1) == 0);
+    const size_t u_sealed = (size_t)HKV * ((45 / P) * sb + (pages_for(45, P) - 45 / P) * ob);
+    CHECK(kvl_kv_pool_used(p) == u_sealed && kvl_kv_table_bytes(t) == u_sealed);
+    CHECK(kvl_kv_table_layer_bytes(t, 0) == u_sealed && kvl_kv_table_layer_bytes(t, 1) == 0);
+    CHECK(kvl_kv_seal(t, 0, &err) == KVL_OK && seals == 2 * HKV * (45 / P)); /* idempotent */
     CHECK(kvl_kv_table_fork(t, &c, &err) == KVL_OK);
     const int idx[] = {1, 2, 30};
     const size_t u0 = kvl_kv_pool_used(p);
-    CHECK(kvl_kv_drop(t, 0, 2, idx, 3, &err) == KVL_OK); /* shared pages: rewritten to fresh pages */
+    CHECK(kvl_kv_drop(t, 0, 2, idx, 3, &err) == KVL_OK); /* shared pages: rewritten to fresh open pages */
     ref_drop(&R, 0, 2, idx, 3);
-    CHECK(kvl_kv_pool_used(p) == u0 + (size_t)pages_for(42 - (1 / P) * P, P) * kvl_kv_page_bytes(p));
+    CHECK(kvl_kv_table_n_sealed(t, 0, 2) == 1 / P);
+    CHECK(kvl_kv_pool_used(p) == u0 + (size_t)pages_for(42 - (1 / P) * P, P) * ob);
+    CHECK(kvl_kv_table_n_sealed(c, 0, 2) == 45 / P); /* the fork is untouched */
     kvl_kv_table_free(c);
-    CHECK(kvl_kv_drop(t, 0, 0, idx, 3, &err) == KVL_OK); /* exclusive pages: still re-encoded */
+    CHECK(kvl_kv_drop(t, 0, 0, idx, 3, &err) == KVL_OK); /* exclusive pages: also re-encoded into open pages */
     ref_drop(&R, 0, 0, idx, 3);
     CHECK(add_tokens(t, &R, 0, 4, 100, 1) == KVL_OK);
     float q[3 * NH * D], o[3 * NH * D], oref[3 * NH * D];
     const int32_t qp[3] = {20, 44, 103};
     rand_q(q, 3);
     ref_attend(&R, 0, 3, q, qp, 1.0f / sqrtf(D), oref, NULL);
+    attend(t, 0, 3, q, qp, o, 2); /* open and sealed pages mixed */
+    CHECK(max_diff(o, oref, 3 * NH * D) <= 2e-5);
+    CHECK(kvl_kv_seal(t, 0, &err) == KVL_OK);
+    CHECK(kvl_kv_table_n_sealed(t, 0, 0) == 46 / P && kvl_kv_table_n_sealed(t, 0, 2) == 46 / P);
     attend(t, 0, 3, q, qp, o, 2);
     CHECK(max_diff(o, oref, 3 * NH * D) <= 2e-5);
     CHECK_MSG(seal_violations == 0, "P=%d: %d seal violations", P, seal_violations);
@@ -619,7 +639,7 @@ static void test_seal_codec(int P) {
 }
 
 static void test_config_errors(void) {
-    kvl_kv_config cfg = {L, HKV, D, 32, 1 << 20, kvl_codec_find("f16"), "nope", NULL, 0, 0, 0};
+    kvl_kv_config cfg = {L, HKV, D, 32, 1 << 20, kvl_codec_find("f16"), "nope", NULL, 0, 0, 0, NULL, NULL, NULL, NULL};
     kvl_kv_pool *p = (kvl_kv_pool *)1;
     kvl_err err;
     CHECK(kvl_kv_pool_create(&cfg, &p, &err) == KVL_ERR_ARG && p == NULL);

@@ -147,12 +147,6 @@ kvl_status kvl_ctx_create(const kvl_model *m, const kvl_ctx_params *pin, kvl_ctx
         copy_err(&e, errbuf, err_len);
         return st;
     }
-    const kvl_codec *codec = kvl_codec_find(p.kv_codec);
-    if (!codec) {
-        kvl_err_set(&e, KVL_ERR_ARG, "unknown KV codec '%s' (available: %s)", p.kv_codec, kvl_codec_list());
-        copy_err(&e, errbuf, err_len);
-        return KVL_ERR_ARG;
-    }
     if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
 
     kvl_ctx *c = calloc(1, sizeof *c);
@@ -162,13 +156,14 @@ kvl_status kvl_ctx_create(const kvl_model *m, const kvl_ctx_params *pin, kvl_ctx
         return KVL_ERR_NOMEM;
     }
     c->m = m;
-    snprintf(c->codec_name, sizeof c->codec_name, "%s", kvl_codec_name(codec));
     c->k = p.exact_matmul ? kvl_cpu_kernels_exact() : kvl_cpu_kernels_get(!p.no_simd);
 
     /* KV pool: the default budget holds n_ctx tokens for n_seq_max sequences. */
     kvl_kv_config kc = {.n_layer = m->n_layer, .n_head_kv = m->n_head_kv, .head_dim = m->head_dim,
-                        .page_tokens = p.page_tokens, .budget_bytes = p.kv_budget_bytes, .codec = codec,
-                        .policy = p.kv_policy, .n_head = m->n_head, .scalar_only = p.no_simd != 0};
+                        .page_tokens = p.page_tokens, .budget_bytes = p.kv_budget_bytes,
+                        .policy = p.kv_policy, .n_head = m->n_head, .scalar_only = p.no_simd != 0,
+                        .k_spec = p.kv_codec, .v_spec = p.kv_codec_v, .layer_spec = p.kv_layers,
+                        .model_path = m->path};
     if (!kc.budget_bytes) {
         kvl_kv_pool *probe = NULL;
         kc.budget_bytes = (size_t)1 << 40;
@@ -190,7 +185,13 @@ kvl_status kvl_ctx_create(const kvl_model *m, const kvl_ctx_params *pin, kvl_ctx
     }
     if ((st = kvl_kv_pool_create(&kc, &c->pool, &e))) goto fail;
     p.kv_budget_bytes = kc.budget_bytes;
-    p.kv_codec = c->codec_name;
+    snprintf(c->codec_k, sizeof c->codec_k, "%s", kvl_kv_pool_spec(c->pool, 0));
+    snprintf(c->codec_v, sizeof c->codec_v, "%s", kvl_kv_pool_spec(c->pool, 1));
+    snprintf(c->codec_name, sizeof c->codec_name, "%s%s%s%s", c->codec_k, strcmp(c->codec_k, c->codec_v) ? " / " : "",
+             strcmp(c->codec_k, c->codec_v) ? c->codec_v : "", p.kv_layers && p.kv_layers[0] ? " (+layers)" : "");
+    p.kv_codec = c->codec_k;
+    p.kv_codec_v = c->codec_v;
+    p.kv_layers = NULL; /* not kept, as kv_policy */
     p.kv_policy = NULL; /* not kept: the caller's string may not outlive the ctx */
     c->p = p;
 
@@ -348,4 +349,8 @@ void kvl_seq_kv_stats(const kvl_seq *s, kvl_kv_stats *st) {
     st->bytes_per_token = kvl_kv_bytes_per_token(c->pool);
     st->n_pages = kvl_kv_table_n_pages(s->t);
     st->codec = c->codec_name;
+    st->codec_bytes = kvl_kv_table_codec_bytes(s->t);
+    const double vals = (double)sum * 2.0 * m->head_dim;
+    st->bits_per_value = vals > 0 ? 8.0 * (double)st->codec_bytes / vals : 0;
+    st->pool_held = kvl_kv_pool_held(c->pool);
 }

@@ -15,7 +15,8 @@
 struct kvl_ctx {
     const kvl_model *m;
     kvl_ctx_params p;
-    char codec_name[32];
+    char codec_name[340];    /* "K spec" or "K spec / V spec", plus " (+layers)" */
+    char codec_k[160], codec_v[160];
     kvl_threadpool *tp;
     int nth;
     const kvl_cpu_kernels *k;

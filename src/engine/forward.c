@@ -185,6 +185,8 @@ kvl_status kvl_engine_forward(kvl_seq *s, int pos0, const kvl_token *tokens, int
                                             c->attn_part_bytes, c->nth);
         kvl_threadpool_run(c->tp, attn_job_run, &aj, (int)units);
         if (aj.a.split) kvl_threadpool_run(c->tp, attn_merge_run, &aj, 0);
+        /* rows of sealing codecs quantize after the call's attention (kv/codec.h) */
+        if ((st = kvl_kv_seal(s->t, l, &c->err))) return st;
         /* delta = Wo att */
         {
             const kvl_weight *w[1] = {&L->wo};

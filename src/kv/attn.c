@@ -59,6 +59,7 @@ static void attend_part(const kvl_kv_pool *p, const kvlist *L, int pg0, int pg1,
     }
     for (int pg = pg0; pg < pg1; pg++) {
         const uint8_t *mem = L->pages[pg].mem;
+        const kvi_class *pc = kvi_cls(p, L->pages[pg].id); /* open or sealed: its own kernels */
         const int n = L->len - pg * P < P ? L->len - pg * P : P;
         const int32_t *pos = (const int32_t *)mem;
         int any = 0;
@@ -89,7 +90,7 @@ static void attend_part(const kvl_kv_pool *p, const kvlist *L, int pg0, int pg1,
                 while (t1 < T && nv[t1]) t1++;
                 q1 = t1 * G;
             }
-            kvl_codec_qk_multi(&p->kk, mem + p->koff, D, P, n, qs + (size_t)q0 * D, q1 - q0, s + (size_t)q0 * P);
+            kvl_codec_qk_multi(&pc->kk, mem + pc->koff, D, P, n, qs + (size_t)q0 * D, q1 - q0, s + (size_t)q0 * P);
             for (int qi = q0; qi < q1; qi++) {
                 const int t = qi / G, g = qi % G;
                 float *a = acc + (size_t)qi * D, *sq = s + (size_t)qi * P;
@@ -109,7 +110,7 @@ static void attend_part(const kvl_kv_pool *p, const kvlist *L, int pg0, int pg1,
                 }
                 l[qi] += p->expsum(sq, n, m[qi]);
             }
-            kvl_codec_av_multi(&p->kvk, mem + p->voff, D, P, n, s + (size_t)q0 * P, q1 - q0, acc + (size_t)q0 * D);
+            kvl_codec_av_multi(&pc->kvk, mem + pc->voff, D, P, n, s + (size_t)q0 * P, q1 - q0, acc + (size_t)q0 * D);
             q0 = q1;
         }
     }
@@ -147,14 +148,16 @@ static void finish(float *o, const float *A, float S, int D) {
     for (int j = 0; j < D; j++) o[j] = A[j] * inv;
 }
 
-static void scale_queries(const kvl_kv_pool *p, int T, int G, const float *q, size_t tstride, float scale,
-                          float *qs) {
+/* qs [T*G][D] = scale * q (rotated like the keys for +rot K codecs). */
+static void scale_queries(const kvl_kv_pool *p, const kvi_layer *ly, int T, int G, const float *q, size_t tstride,
+                          float scale, float *qs) {
     const int D = p->D;
     for (int t = 0; t < T; t++)
         for (int g = 0; g < G; g++) {
             const float *qq = q + t * tstride + (size_t)g * D;
             float *d = qs + (size_t)(t * G + g) * D;
             for (int j = 0; j < D; j++) d[j] = qq[j] * scale;
+            if (ly->rot_k) kvi_rot(p, d);
         }
 }
 
@@ -162,13 +165,13 @@ static void scale_queries(const kvl_kv_pool *p, int T, int G, const float *q, si
  * order. Query (t, g) is at q + t*tstride + g*D (unscaled), its output at
  * out + t*tstride + g*D, its position qp[t]. st: G statistics arrays [2*cap]
  * or NULL (only with T == 1). scr: kvl_kv_attend_scratch_bytes. */
-static void attend_seq(const kvl_kv_pool *p, const kvlist *L, int T, int G, const float *q, size_t tstride,
+static void attend_seq(const kvl_kv_pool *p, const kvi_layer *ly, const kvlist *L, int T, int G, const float *q, size_t tstride,
                        const int32_t *qp, float scale, float *out, uint8_t *scr, float *const *st, int cap) {
     const int D = p->D, Q = T * G, cp = p->attn_cp;
     const size_t qb = qbuf_bytes(p);
     float *qs = (float *)scr, *acc = (float *)(scr + qb), *A = (float *)(scr + 2 * qb), *s = (float *)(scr + 3 * qb);
     float m[QMAX], l[QMAX], M[QMAX], S[QMAX];
-    scale_queries(p, T, G, q, tstride, scale, qs);
+    scale_queries(p, ly, T, G, q, tstride, scale, qs);
     for (int qi = 0; qi < Q; qi++) {
         M[qi] = -INFINITY;
         S[qi] = 0;
@@ -183,6 +186,7 @@ static void attend_seq(const kvl_kv_pool *p, const kvlist *L, int T, int G, cons
         for (int g = 0; g < G; g++) {
             const int qi = t * G + g;
             finish(out + t * tstride + (size_t)g * D, A + (size_t)qi * D, S[qi], D);
+            if (ly->rot_v && S[qi] > 0) kvi_unrot(p, out + t * tstride + (size_t)g * D);
             if (st && S[qi] > 0) { /* exact probabilities with the final max and sum */
                 const float inv = 1.0f / S[qi];
                 for (int i = 0; i < L->len; i++) st[g][i] += expf(st[g][cap + i] - M[qi]) * inv;
@@ -217,7 +221,7 @@ void kvl_kv_attend(const kvl_kv_table *t, int layer, int n_tok, const float *q, 
                 float *st[QMAX];
                 for (int g = 0; g < G; g++) st[g] = t->stat[layer * t->n_head + h + g];
                 const size_t off = ((size_t)ti * n_head + h) * D;
-                attend_seq(p, kvi_list(t, layer, kvh), 1, G, q + off, tstride, qpos + ti, scale, out + off, scratch,
+                attend_seq(p, &p->layers[layer], kvi_list(t, layer, kvh), 1, G, q + off, tstride, qpos + ti, scale, out + off, scratch,
                            st, t->stat_cap[layer]);
                 h += G;
             }
@@ -235,7 +239,7 @@ void kvl_kv_attend(const kvl_kv_table *t, int layer, int n_tok, const float *q, 
             const int G = group - (r % per) * GS < GS ? group - (r % per) * GS : GS;
             const int t0 = b * TB, T = n_tok - t0 < TB ? n_tok - t0 : TB;
             const size_t off = ((size_t)t0 * n_head + h) * D;
-            attend_seq(p, kvi_list(t, layer, kvh), T, G, q + off, tstride, qpos + t0, scale, out + off, scratch,
+            attend_seq(p, &p->layers[layer], kvi_list(t, layer, kvh), T, G, q + off, tstride, qpos + t0, scale, out + off, scratch,
                        NULL, 0);
         }
         return;
@@ -245,7 +249,7 @@ void kvl_kv_attend(const kvl_kv_table *t, int layer, int n_tok, const float *q, 
     for (long u = lo; u < hi; u++) {
         const int ti = (int)(u / n_head), h = (int)(u % n_head);
         const size_t off = ((size_t)ti * n_head + h) * D;
-        attend_seq(p, kvi_list(t, layer, h / group), 1, 1, q + off, tstride, qpos + ti, scale, out + off, scratch,
+        attend_seq(p, &p->layers[layer], kvi_list(t, layer, h / group), 1, 1, q + off, tstride, qpos + ti, scale, out + off, scratch,
                    NULL, 0);
     }
 }
@@ -315,7 +319,8 @@ void kvl_kv_attn_run(const kvl_kv_attn *a, void *scratch, long u0, long u1) {
         const kvlist *L = kvi_list(t, a->layer, kvh);
         const int pg0 = c * cp, pg1 = pg0 + cp < L->n_pages ? pg0 + cp : L->n_pages;
         if (pg0 < L->n_pages) {
-            scale_queries(p, 1, G, a->q + ((size_t)ti * a->n_head + h) * D, tstride, a->scale, qs);
+            scale_queries(p, &p->layers[a->layer], 1, G, a->q + ((size_t)ti * a->n_head + h) * D, tstride, a->scale,
+                          qs);
             attend_part(p, L, pg0, pg1, 1, G, qs, a->qpos + ti, acc, s, m, l, NULL, 0);
         } else { /* this kv-head's list is shorter than the longest */
             for (int g = 0; g < G; g++) m[g] = -INFINITY, l[g] = 0;
@@ -340,5 +345,6 @@ void kvl_kv_attn_merge(const kvl_kv_attn *a, int ith, int nth) {
         const float *rp = a->part + (size_t)u * a->n_chunk * rec;
         for (int c = 0; c < a->n_chunk; c++, rp += rec) fold(&M, &S, o, rp[0], rp[1], rp + 2, D);
         finish(o, o, S, D);
+        if (a->t->pool->layers[a->layer].rot_v && S > 0) kvi_unrot(a->t->pool, o);
     }
 }

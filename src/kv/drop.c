@@ -1,25 +1,33 @@
 /* Eviction compaction: kvl_kv_drop removes cached tokens from a (layer,
  * kv-head) list and compacts it so all pages but the last stay full; pages
- * no longer referenced return to the pool. */
+ * no longer referenced return to the pool. With a sealing codec the
+ * rewritten pages are open (rows decoded from sealed pages are re-encoded
+ * in the open format) and are sealed again by the next kvl_kv_seal. */
 #include "kv/kv_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Move token (src page, si) to (dst page, di): position, K row, V row. */
-static void move_token(kvl_kv_pool *p, uint8_t *dst, int di, const uint8_t *src, int si, float *tmp) {
+/* Move token (src page, si) to (dst page, di) of layer ly, kv-head h:
+ * position, K row, V row (copy_row within one per-token class, else
+ * decode from src's format and encode in dst's; rotated rows stay rotated). */
+static void move_token(const kvl_kv_pool *p, const kvi_layer *ly, int h, pref dst, int di, pref src, int si,
+                       float *tmp) {
     const int D = p->D, P = p->P;
-    memmove(dst + (size_t)di * 4, src + (size_t)si * 4, 4);
-    if (p->ck->copy_row && !p->ck->seal) p->ck->copy_row(dst + p->koff, di, src + p->koff, si, D, P);
+    const kvi_class *sc = kvi_cls(p, src.id), *dc = kvi_cls(p, dst.id);
+    memmove(dst.mem + (size_t)di * 4, src.mem + (size_t)si * 4, 4);
+    const uint8_t *kst = dc->fk == ly->ck && ly->kst ? ly->kst + (size_t)h * ly->kst_bytes : NULL;
+    const uint8_t *vst = dc->fv == ly->cv && ly->vst ? ly->vst + (size_t)h * ly->vst_bytes : NULL;
+    if (sc == dc && sc->fk->copy_row) sc->fk->copy_row(dst.mem + dc->koff, di, src.mem + sc->koff, si, D, P);
     else {
-        p->ck->decode(src + p->koff, D, P, si, tmp);
-        p->ck->encode(NULL, dst + p->koff, D, P, di, tmp);
+        sc->fk->decode(src.mem + sc->koff, D, P, si, tmp);
+        dc->fk->encode(kst, dst.mem + dc->koff, D, P, di, tmp);
     }
-    if (p->cv->copy_row && !p->cv->seal) p->cv->copy_row(dst + p->voff, di, src + p->voff, si, D, P);
+    if (sc == dc && sc->fv->copy_row) sc->fv->copy_row(dst.mem + dc->voff, di, src.mem + sc->voff, si, D, P);
     else {
-        p->cv->decode(src + p->voff, D, P, si, tmp);
-        p->cv->encode(NULL, dst + p->voff, D, P, di, tmp);
+        sc->fv->decode(src.mem + sc->voff, D, P, si, tmp);
+        dc->fv->encode(vst, dst.mem + dc->voff, D, P, di, tmp);
     }
 }
 
@@ -58,7 +66,9 @@ kvl_status kvl_kv_drop(kvl_kv_table *t, int layer, int head, const int *idx, int
     const int newlen = L->len - n_idx;
     const int nw = kvi_ceil_div(newlen - fa * P, P); /* pages written from fa on */
     const int n_old = L->n_pages - fa;
-    const int inplace = !p->ck->seal && !p->cv->seal && p->ck->copy_row && p->cv->copy_row;
+    const kvi_layer *ly = &p->layers[layer];
+    const int cls = ly->open_cls;
+    const int inplace = !ly->seals && p->cls[cls].fk->copy_row && p->cls[cls].fv->copy_row;
     kvl_status s = drop_scratch(t, n_old > nw + 1 ? n_old : nw + 1, err);
     if (s == KVL_OK) s = kvi_txn_save_list(t, layer * p->cfg.n_head_kv + head, err);
     if (s == KVL_OK) s = kvi_txn_save_stats(t, layer, err);
@@ -70,12 +80,12 @@ kvl_status kvl_kv_drop(kvl_kv_table *t, int layer, int head, const int *idx, int
     pthread_mutex_lock(&p->mu);
     int64_t fresh = 0;
     for (int k = 0; k < nw; k++) fresh += !(inplace && *kvi_page_ref(p, old[k].id) == 1);
-    s = kvi_pool_reserve(p, fresh, err);
+    s = kvi_pool_reserve(p, cls, fresh, err);
     if (s != KVL_OK) {
         pthread_mutex_unlock(&p->mu);
         return s;
     }
-    for (int k = 0; k < nw; k++) wp[k] = (inplace && *kvi_page_ref(p, old[k].id) == 1) ? old[k] : kvi_page_take(p);
+    for (int k = 0; k < nw; k++) wp[k] = (inplace && *kvi_page_ref(p, old[k].id) == 1) ? old[k] : kvi_page_take(p, cls);
 
     int w = fa * P, d = 0;
     for (int g = fa * P; g < L->len; g++) {
@@ -83,25 +93,21 @@ kvl_status kvl_kv_drop(kvl_kv_table *t, int layer, int head, const int *idx, int
             d++;
             continue;
         }
-        const uint8_t *src = old[g / P - fa].mem;
-        uint8_t *dst = wp[w / P - fa].mem;
-        if (src != dst || g != w) move_token(p, dst, w % P, src, g % P, tmp);
+        const pref src = old[g / P - fa], dst = wp[w / P - fa];
+        if (src.mem != dst.mem || g != w) move_token(p, ly, head, dst, w % P, src, g % P, tmp);
         w++;
-        if (w % P == 0 && (p->ck->seal || p->cv->seal)) { /* seal codecs never compact in place */
-            (void)0; /* seal: being reworked */
-            (void)0;
-        }
     }
     /* release old pages not reused in place */
     for (int k = 0; k < n_old; k++) {
-        int reused = 0;
-        if (k < nw && wp[k].mem == old[k].mem) reused = 1;
-        if (!reused) kvi_page_unref(p, old[k]);
+        t->bytes -= kvi_pref_bytes(p, old[k]);
+        if (!(k < nw && wp[k].mem == old[k].mem)) kvi_page_unref(p, old[k]);
     }
+    for (int k = 0; k < nw; k++) t->bytes += kvi_pref_bytes(p, wp[k]);
     pthread_mutex_unlock(&p->mu);
     memcpy(L->pages + fa, wp, (size_t)nw * sizeof *wp);
     t->n_pages += (int64_t)nw - n_old;
     L->n_pages = fa + nw;
+    if (L->n_sealed > fa) L->n_sealed = fa;
     /* compact the statistics of the query heads reading this kv-head */
     if (t->stat_flags) {
         for (int gq = 0; gq < t->group; gq++) {

@@ -33,6 +33,11 @@ typedef struct kvl_kv_config {
     int n_head;              /* query heads, for per-query-head attention statistics (0 = n_head_kv) */
     int scalar_only;         /* 1: scalar reference kernels (tests, benchmarks) */
     int attn_chunk_tokens;   /* attention chunk (whole pages; 0 = 512 tokens): see kvl_kv_attn */
+    /* Codec specs (kv/codec_spec.h: "int4", "kivi2:r=64", "int8+rot", ...);
+     * when set they replace codec / codec_v. v_spec NULL: the K spec's V
+     * side (or codec_v). layer_spec: per-layer overrides ("0,1,-2,-1=int8").
+     * model_path: where codec files kept next to the model are looked for. */
+    const char *k_spec, *v_spec, *layer_spec, *model_path;
 } kvl_kv_config;
 
 kvl_status kvl_kv_pool_create(const kvl_kv_config *cfg, kvl_kv_pool **out, kvl_err *err);
@@ -40,9 +45,20 @@ kvl_status kvl_kv_pool_create(const kvl_kv_config *cfg, kvl_kv_pool **out, kvl_e
 void kvl_kv_pool_free(kvl_kv_pool *p);
 size_t kvl_kv_pool_used(const kvl_kv_pool *p);   /* bytes of pages currently allocated */
 size_t kvl_kv_pool_budget(const kvl_kv_pool *p);
-size_t kvl_kv_page_bytes(const kvl_kv_pool *p);  /* bytes of one page (K and V of page_tokens) */
-/* Encoded bytes per cached token across all layers and heads (K+V). */
+/* Bytes of the largest page (K and V of page_tokens) over the pool's size classes. */
+size_t kvl_kv_page_bytes(const kvl_kv_pool *p);
+/* Bytes the pool holds from the allocator (pages in use and free, all classes). */
+size_t kvl_kv_pool_held(const kvl_kv_pool *p);
+/* Encoded bytes per cached token across all layers and heads (K+V) of full
+ * pages (sealed pages for sealing codecs): the codec's format size, without
+ * the positions and padding of a page or the open residual. */
 double kvl_kv_bytes_per_token(const kvl_kv_pool *p);
+/* Codecs of layer l (K: is_v = 0), and the canonical spec text of that side. */
+const kvl_codec *kvl_kv_pool_codec(const kvl_kv_pool *p, int layer, int is_v);
+const char *kvl_kv_pool_spec(const kvl_kv_pool *p, int is_v);
+/* Number of page size classes, and bytes of one page of class c. */
+int kvl_kv_pool_n_classes(const kvl_kv_pool *p);
+size_t kvl_kv_pool_class_bytes(const kvl_kv_pool *p, int c);
 
 kvl_status kvl_kv_table_create(kvl_kv_pool *p, kvl_kv_table **out, kvl_err *err);
 void kvl_kv_table_free(kvl_kv_table *t);
@@ -55,6 +71,14 @@ int kvl_kv_table_len(const kvl_kv_table *t, int layer, int head);
 size_t kvl_kv_table_bytes(const kvl_kv_table *t);
 size_t kvl_kv_table_peak_bytes(const kvl_kv_table *t);
 int kvl_kv_table_n_pages(const kvl_kv_table *t);
+/* Bytes of t's pages in one layer (all its kv-heads). */
+size_t kvl_kv_table_layer_bytes(const kvl_kv_table *t, int layer);
+/* Encoded K/V bytes of t's cached tokens as stored now: each page counts
+ * its codec segments (sealed or open residual format), not positions or
+ * padding. Divide by cached tokens for the bytes/token at this context. */
+size_t kvl_kv_table_codec_bytes(const kvl_kv_table *t);
+/* Pages of (layer, head) that are sealed (a prefix of the list). */
+int kvl_kv_table_n_sealed(const kvl_kv_table *t, int layer, int head);
 
 /* Append n_tok tokens' K and V to every head of `layer`.
  * k, v: [n_tok][n_head_kv][head_dim]; pos: [n_tok] original positions.
@@ -63,8 +87,18 @@ int kvl_kv_table_n_pages(const kvl_kv_table *t);
 kvl_status kvl_kv_append(kvl_kv_table *t, int layer, int n_tok, const int32_t *pos,
                          const float *k, const float *v, kvl_err *err);
 /* Bytes the pool would need to allocate to append n_tok more tokens to every
- * (layer, head) of t (for checking the budget before a forward pass). */
+ * (layer, head) of t (for checking the budget before a forward pass; open
+ * pages for sealing codecs, so an upper bound). */
 size_t kvl_kv_append_need(const kvl_kv_table *t, int n_tok);
+
+/* Seal layer's full open pages that have left the residual window (sealing
+ * codecs; a no-op otherwise): each is repacked into a page of the sealed
+ * class and its open page returns to the pool. The engine calls it after
+ * each forward call's attention of the layer, so the queries of that call saw
+ * the rows at full precision (see kv/codec.h). Inside a transaction it is
+ * undone by rollback. Fails with KVL_ERR_NOMEM (nothing sealed in that list)
+ * only when a shared open page cannot be copied within the budget. */
+kvl_status kvl_kv_seal(kvl_kv_table *t, int layer, kvl_err *err);
 
 /* Transactions make a forward call all-or-nothing. After begin, appends,
  * drops and the attention statistics of layers appended to or dropped from

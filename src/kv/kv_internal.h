@@ -1,11 +1,21 @@
 /* Internals shared by the KV cache's files (pool.c, table.c, drop.c,
- * stats.c, attn.c): the pool and table structures, page addressing and the
- * locked page-allocation primitives. Not part of the kv.h interface.
+ * stats.c, attn.c, txn.c, seal.c): the pool and table structures, page
+ * addressing and the locked page-allocation primitives. Not part of the
+ * kv.h interface.
  *
- * Page layout (page_bytes, a multiple of 64):
- *   [int32 pos[P]] pad64 [K segment: codec_k seg_bytes(D,P)] pad64 [V segment] pad64
+ * Page size classes: a pool has one class per distinct (K row format, V row
+ * format) pair its layers use: per-token codecs give one class per layer
+ * configuration; a sealing codec (KIVI, SQuat) adds an "open" class (rows in
+ * its open format, f16) and a smaller "sealed" class. A page id carries its
+ * class in the top 4 bits (KVI_CLS_SHIFT), so the attention loop picks the
+ * kernels of each page from its id. Each class has its own chunks and free
+ * list; the byte budget caps the bytes of pages in use over all classes.
+ *
+ * Page layout (page_bytes of its class, a multiple of 64):
+ *   [int32 pos[P]] pad64 [K segment: seg_bytes(D,P) of the K format] pad64 [V segment] pad64
  * Invariant: every page of a list is full except possibly the last, so page
- * i of a list holds min(P, len - i*P) tokens.
+ * i of a list holds min(P, len - i*P) tokens. Sealed pages form a prefix of
+ * each list (n_sealed pages); all others are open.
  *
  * Threading: pool mutations (alloc/free/refcounts) take the pool mutex, so
  * different tables may be changed from different threads; one table is
@@ -34,24 +44,52 @@ typedef struct kvlist {
     pref *pages;
     int n_pages, cap_pages;
     int len;
+    int n_sealed; /* leading pages that are sealed */
 } kvlist;
 
-struct kvl_kv_pool {
-    kvl_kv_config cfg;
-    const kvl_codec *ck, *cv;
-    kvl_codec_kernels kk, kvk;
-    kvl_kv_expsum_fn expsum;
-    int D, P;
-    int attn_cp; /* pages per attention chunk */
+#define KVI_CLS_SHIFT 28
+#define KVI_MAX_CLASSES 15 /* class 15 would make NO_PAGE a valid id */
+#define KVI_IDX_MASK ((1u << KVI_CLS_SHIFT) - 1)
+
+/* One page size class: its row formats, kernels, layout and allocator. */
+typedef struct kvi_class {
+    const kvl_codec *fk, *fv;   /* row formats of the K and V segments */
+    int sealed;                 /* pages of this class hold sealed segments */
+    kvl_codec_kernels kk, kvk;  /* attention kernels for fk / fv */
     size_t kseg, vseg, koff, voff, page_bytes;
-    int64_t max_pages;
     int chunk_shift;
     uint32_t chunk_mask;
     uint8_t **chunks;
     uint32_t **refs;
     int n_chunks, cap_chunks;
     int64_t n_carved, n_free, n_used;
-    uint32_t free_head;
+    uint32_t free_head;         /* full page id (class bits included) or NO_PAGE */
+} kvi_class;
+
+/* Per-layer codec configuration (codec instances with their state). */
+typedef struct kvi_layer {
+    const kvl_codec *ck, *cv;   /* codecs of K and V */
+    int open_cls, seal_cls;     /* page classes (equal when neither side seals) */
+    int seals;                  /* ck or cv is a sealing codec */
+    int res_pages;              /* full pages kept open besides the last (residual r/P - 1) */
+    int rot_k, rot_v;           /* Hadamard rotation of K (and Q) / of V (output un-rotated) */
+    uint8_t *kst, *vst;         /* codec state: [n_head_kv][kst_bytes] / [n_head_kv][vst_bytes], or NULL */
+    size_t kst_bytes, vst_bytes;
+} kvi_layer;
+
+struct kvl_kv_pool {
+    kvl_kv_config cfg;
+    const kvl_codec *ck, *cv;   /* layer 0's codecs (kvl_kv_pool_codec) */
+    kvl_kv_expsum_fn expsum;
+    int D, P;
+    int attn_cp; /* pages per attention chunk */
+    kvi_class cls[KVI_MAX_CLASSES];
+    int n_cls;
+    kvi_layer *layers;          /* [n_layer] */
+    float *rot_sign;            /* [D] random signs of the rotation (NULL: no layer rotates) */
+    size_t used_bytes, held_bytes;
+    size_t max_page_bytes;
+    char spec_k[160], spec_v[160]; /* canonical codec specs (layer 0) */
     const kvl_policy_ops *policy;
     int64_t n_taken;   /* pages handed out since creation (fault injection counts these) */
     int64_t fail_at;   /* testing: fail the reserve that would hand out page n_taken == fail_at (0 = off) */
@@ -60,10 +98,9 @@ struct kvl_kv_pool {
 
 /* Undo record of one list for an open transaction (txn.c). */
 typedef struct kvundo {
-    int len, n_pages; /* list state at begin */
+    int len, n_pages, n_sealed; /* list state at begin */
     pref orig_last;   /* the partial last page at begin (mem NULL: none) */
     pref cow;         /* orig_last after an append copied it on write; the undo holds its reference */
-    pref pin;         /* seal codecs: extra reference on orig_last, so appends copy it instead of sealing it */
     pref *saved;      /* page array before the first drop in the transaction (references held) */
     int n_saved, cap_saved, saved_len, has_saved;
 } kvundo;
@@ -72,6 +109,7 @@ struct kvl_kv_table {
     kvl_kv_pool *pool;
     kvlist *lists; /* [n_layer][n_head_kv] */
     int64_t n_pages;
+    size_t bytes;  /* bytes of the pages referenced (shared pages counted in full) */
     size_t peak;
     void *pstate;
     unsigned stat_flags;
@@ -88,24 +126,33 @@ struct kvl_kv_table {
     pref *drop_old, *drop_wp;
     int drop_cap;
     float *drop_tmp;         /* [head_dim] */
+    float *rot_tmp;          /* [2][head_dim]: rotated K and V rows of append */
+    uint8_t *seal_tmp;       /* one open page: the copy a seal reads from */
 };
 
+static inline const kvi_class *kvi_cls(const kvl_kv_pool *p, uint32_t id) { return &p->cls[id >> KVI_CLS_SHIFT]; }
 static inline uint8_t *kvi_page_mem(const kvl_kv_pool *p, uint32_t id) {
-    return p->chunks[id >> p->chunk_shift] + (size_t)(id & p->chunk_mask) * p->page_bytes;
+    const kvi_class *c = kvi_cls(p, id);
+    const uint32_t i = id & KVI_IDX_MASK;
+    return c->chunks[i >> c->chunk_shift] + (size_t)(i & c->chunk_mask) * c->page_bytes;
 }
 static inline uint32_t *kvi_page_ref(kvl_kv_pool *p, uint32_t id) {
-    return &p->refs[id >> p->chunk_shift][id & p->chunk_mask];
+    const kvi_class *c = kvi_cls(p, id);
+    const uint32_t i = id & KVI_IDX_MASK;
+    return &c->refs[i >> c->chunk_shift][i & c->chunk_mask];
 }
+static inline size_t kvi_pref_bytes(const kvl_kv_pool *p, pref r) { return kvi_cls(p, r.id)->page_bytes; }
 static inline kvlist *kvi_list(const kvl_kv_table *t, int layer, int head) {
     return &t->lists[(size_t)layer * t->pool->cfg.n_head_kv + head];
 }
 static inline int kvi_n_lists(const kvl_kv_pool *p) { return p->cfg.n_layer * p->cfg.n_head_kv; }
 
-/* Make sure `need` pages can be taken from the free list (growing the pool
- * within the budget). Pool mutex held. */
-kvl_status kvi_pool_reserve(kvl_kv_pool *p, int64_t need, kvl_err *err);
-/* Take a reserved page (refcount 1). Pool mutex held. */
-pref kvi_page_take(kvl_kv_pool *p);
+/* Make sure `need` pages of class cls can be taken from its free list
+ * (growing the pool within the budget: bytes in use + need pages <= budget).
+ * Pool mutex held. */
+kvl_status kvi_pool_reserve(kvl_kv_pool *p, int cls, int64_t need, kvl_err *err);
+/* Take a reserved page of class cls (refcount 1). Pool mutex held. */
+pref kvi_page_take(kvl_kv_pool *p, int cls);
 /* Drop one reference; the page returns to the free list at zero. Pool mutex held. */
 void kvi_page_unref(kvl_kv_pool *p, pref r);
 
@@ -120,6 +167,11 @@ kvl_status kvi_txn_save_stats(kvl_kv_table *t, int layer, kvl_err *err);
  * reference in the undo record when it is the page the transaction began
  * with (returns 1), else the caller drops the reference (returns 0). Locked. */
 int kvi_txn_keep_cow(kvl_kv_table *t, int i, pref old);
+/* Hadamard rotation with random signs (rot.c), D a power of two:
+ * rot: x <- H diag(sign) x / sqrt(D); unrot: its inverse. x: [D]. */
+void kvi_rot(const kvl_kv_pool *p, float *x);
+void kvi_unrot(const kvl_kv_pool *p, float *x);
+
 /* Free the transaction buffers (table free). */
 void kvi_txn_free(kvl_kv_table *t);
 

@@ -76,5 +76,8 @@ void kvl_kv_table_stats_reset(kvl_kv_table *t) {
 
 kvl_status kvl_kv_policy_step(kvl_kv_table *t, kvl_err *err) {
     const kvl_policy_ops *ops = t->pool->policy;
-    return ops->step ? ops->step(t->pstate, t, err) : KVL_OK;
+    kvl_status s = ops->step ? ops->step(t->pstate, t, err) : KVL_OK;
+    /* pages rewritten by evictions are open: seal what left the residual */
+    for (int l = 0; l < t->pool->cfg.n_layer && s == KVL_OK; l++) s = kvl_kv_seal(t, l, err);
+    return s;
 }

@@ -1,7 +1,8 @@
 /* Per-sequence page tables: one list of page references per (layer,
  * kv-head), fork by copying the lists (pages shared, reference-counted,
  * copy-on-write of the partially filled last page), append of K/V rows
- * through the codec, and read-back of positions and rows. */
+ * through the layer's codecs (rotated first for +rot codecs, open format
+ * for sealing codecs), and read-back of positions and rows. */
 #include "kv/kv_internal.h"
 
 #include <math.h>
@@ -9,8 +10,7 @@
 #include <string.h>
 
 void kvi_table_note_bytes(kvl_kv_table *t) {
-    size_t b = (size_t)t->n_pages * t->pool->page_bytes;
-    if (b > t->peak) t->peak = b;
+    if (t->bytes > t->peak) t->peak = t->bytes;
 }
 
 void kvl_kv_table_free(kvl_kv_table *t) {
@@ -31,6 +31,8 @@ void kvl_kv_table_free(kvl_kv_table *t) {
     free(t->drop_old);
     free(t->drop_wp);
     free(t->drop_tmp);
+    free(t->rot_tmp);
+    free(t->seal_tmp);
     free(t);
 }
 
@@ -90,6 +92,8 @@ kvl_status kvl_kv_table_fork(const kvl_kv_table *t, kvl_kv_table **out, kvl_err 
     }
     pthread_mutex_unlock(&p->mu);
     c->n_pages = t->n_pages;
+    c->bytes = t->bytes;
+    for (int i = 0; i < kvi_n_lists(p); i++) c->lists[i].n_sealed = t->lists[i].n_sealed;
     kvi_table_note_bytes(c);
     if (t->stat_flags) {
         kvl_status s = kvl_kv_table_stats_enable(c, t->stat_flags, err);
@@ -125,7 +129,37 @@ kvl_status kvl_kv_table_fork(const kvl_kv_table *t, kvl_kv_table **out, kvl_err 
 }
 
 int kvl_kv_table_len(const kvl_kv_table *t, int layer, int head) { return kvi_list(t, layer, head)->len; }
-size_t kvl_kv_table_bytes(const kvl_kv_table *t) { return (size_t)t->n_pages * t->pool->page_bytes; }
+size_t kvl_kv_table_bytes(const kvl_kv_table *t) { return t->bytes; }
+
+size_t kvl_kv_table_layer_bytes(const kvl_kv_table *t, int layer) {
+    const kvl_kv_pool *p = t->pool;
+    if (layer < 0 || layer >= p->cfg.n_layer) return 0;
+    size_t b = 0;
+    for (int h = 0; h < p->cfg.n_head_kv; h++) {
+        const kvlist *L = kvi_list(t, layer, h);
+        for (int j = 0; j < L->n_pages; j++) b += kvi_pref_bytes(p, L->pages[j]);
+    }
+    return b;
+}
+
+size_t kvl_kv_table_codec_bytes(const kvl_kv_table *t) {
+    const kvl_kv_pool *p = t->pool;
+    size_t b = 0;
+    for (int i = 0; i < kvi_n_lists(p); i++) {
+        const kvlist *L = &t->lists[i];
+        for (int j = 0; j < L->n_pages; j++) {
+            const kvi_class *c = kvi_cls(p, L->pages[j].id);
+            b += c->kseg + c->vseg;
+        }
+    }
+    return b;
+}
+
+int kvl_kv_table_n_sealed(const kvl_kv_table *t, int layer, int head) {
+    const kvl_kv_pool *p = t->pool;
+    if (layer < 0 || layer >= p->cfg.n_layer || head < 0 || head >= p->cfg.n_head_kv) return 0;
+    return kvi_list(t, layer, head)->n_sealed;
+}
 size_t kvl_kv_table_peak_bytes(const kvl_kv_table *t) { return t->peak; }
 int kvl_kv_table_n_pages(const kvl_kv_table *t) { return (int)t->n_pages; }
 kvl_kv_pool *kvl_kv_table_pool(const kvl_kv_table *t) { return t->pool; }
@@ -155,11 +189,14 @@ static kvl_status list_reserve(kvlist *L, int n_pages) {
 
 size_t kvl_kv_append_need(const kvl_kv_table *t, int n_tok) {
     kvl_kv_pool *p = t->pool;
-    int64_t need = 0;
+    size_t need = 0;
     pthread_mutex_lock(&p->mu);
-    for (int i = 0; i < kvi_n_lists(p); i++) need += list_need(p, &t->lists[i], n_tok);
+    for (int i = 0; i < kvi_n_lists(p); i++) {
+        const size_t pb = p->cls[p->layers[i / p->cfg.n_head_kv].open_cls].page_bytes;
+        need += (size_t)list_need(p, &t->lists[i], n_tok) * pb;
+    }
     pthread_mutex_unlock(&p->mu);
-    return (size_t)need * p->page_bytes;
+    return need;
 }
 
 kvl_status kvl_kv_append(kvl_kv_table *t, int layer, int n_tok, const int32_t *pos, const float *k,
@@ -169,6 +206,16 @@ kvl_status kvl_kv_append(kvl_kv_table *t, int layer, int n_tok, const int32_t *p
     if (layer < 0 || layer >= p->cfg.n_layer || n_tok < 0)
         return kvl_err_set(err, KVL_ERR_ARG, "kv append: bad layer %d or n_tok %d", layer, n_tok);
     if (n_tok == 0) return KVL_OK;
+    const kvi_layer *ly = &p->layers[layer];
+    const int cls = ly->open_cls;
+    const kvi_class *oc = &p->cls[cls];
+    /* row formats of open pages: a sealing codec's open format, else the codec */
+    const kvl_codec *fk = oc->fk, *fv = oc->fv;
+    const uint8_t *kst = fk == ly->ck ? ly->kst : NULL, *vst = fv == ly->cv ? ly->vst : NULL;
+    if ((ly->rot_k || ly->rot_v) && !t->rot_tmp) {
+        t->rot_tmp = malloc(2 * (size_t)D * sizeof(float));
+        if (!t->rot_tmp) return kvl_err_set(err, KVL_ERR_NOMEM, "kv append: out of memory");
+    }
     int maxlen = 0;
     for (int h = 0; h < Hkv; h++) {
         kvlist *L = kvi_list(t, layer, h);
@@ -185,7 +232,7 @@ kvl_status kvl_kv_append(kvl_kv_table *t, int layer, int n_tok, const int32_t *p
     pthread_mutex_lock(&p->mu);
     int64_t need = 0;
     for (int h = 0; h < Hkv; h++) need += list_need(p, kvi_list(t, layer, h), n_tok);
-    s = kvi_pool_reserve(p, need, err);
+    s = kvi_pool_reserve(p, cls, need, err);
     if (s != KVL_OK) {
         pthread_mutex_unlock(&p->mu);
         return s;
@@ -193,26 +240,36 @@ kvl_status kvl_kv_append(kvl_kv_table *t, int layer, int n_tok, const int32_t *p
     for (int h = 0; h < Hkv; h++) {
         kvlist *L = kvi_list(t, layer, h);
         if (L->len % P && *kvi_page_ref(p, L->pages[L->n_pages - 1].id) > 1) { /* copy-on-write */
-            pref old = L->pages[L->n_pages - 1], nw = kvi_page_take(p);
-            memcpy(nw.mem, old.mem, p->page_bytes);
+            pref old = L->pages[L->n_pages - 1], nw = kvi_page_take(p, cls);
+            memcpy(nw.mem, old.mem, oc->page_bytes);
             if (!kvi_txn_keep_cow(t, layer * Hkv + h, old)) kvi_page_unref(p, old);
             L->pages[L->n_pages - 1] = nw;
         }
+        const uint8_t *ks = kst ? kst + (size_t)h * ly->kst_bytes : NULL;
+        const uint8_t *vs = vst ? vst + (size_t)h * ly->vst_bytes : NULL;
         for (int j = 0; j < n_tok; j++) {
             const int r = L->len % P;
             if (r == 0) {
-                L->pages[L->n_pages++] = kvi_page_take(p);
+                L->pages[L->n_pages++] = kvi_page_take(p, cls);
                 t->n_pages++;
+                t->bytes += oc->page_bytes;
             }
             uint8_t *mem = L->pages[L->n_pages - 1].mem;
             memcpy(mem + (size_t)r * 4, &pos[j], 4);
-            p->ck->encode(NULL, mem + p->koff, D, P, r, k + ((size_t)j * Hkv + h) * D);
-            p->cv->encode(NULL, mem + p->voff, D, P, r, v + ((size_t)j * Hkv + h) * D);
-            L->len++;
-            if (r == P - 1) {
-                (void)0; /* seal: being reworked */
-                (void)0;
+            const float *kr = k + ((size_t)j * Hkv + h) * D, *vr = v + ((size_t)j * Hkv + h) * D;
+            if (ly->rot_k) {
+                memcpy(t->rot_tmp, kr, (size_t)D * sizeof(float));
+                kvi_rot(p, t->rot_tmp);
+                kr = t->rot_tmp;
             }
+            if (ly->rot_v) {
+                memcpy(t->rot_tmp + D, vr, (size_t)D * sizeof(float));
+                kvi_rot(p, t->rot_tmp + D);
+                vr = t->rot_tmp + D;
+            }
+            fk->encode(ks, mem + oc->koff, D, P, r, kr);
+            fv->encode(vs, mem + oc->voff, D, P, r, vr);
+            L->len++;
         }
     }
     pthread_mutex_unlock(&p->mu);
@@ -241,8 +298,16 @@ kvl_status kvl_kv_table_decode(const kvl_kv_table *t, int layer, int head, int i
     if (layer < 0 || layer >= p->cfg.n_layer || head < 0 || head >= p->cfg.n_head_kv) return KVL_ERR_ARG;
     const kvlist *L = kvi_list(t, layer, head);
     if (i < 0 || i >= L->len) return KVL_ERR_ARG;
-    const uint8_t *mem = L->pages[i / p->P].mem;
-    if (k) p->ck->decode(mem + p->koff, p->D, p->P, i % p->P, k);
-    if (v) p->cv->decode(mem + p->voff, p->D, p->P, i % p->P, v);
+    const pref pg = L->pages[i / p->P];
+    const kvi_class *c = kvi_cls(p, pg.id);
+    const kvi_layer *ly = &p->layers[layer];
+    if (k) {
+        c->fk->decode(pg.mem + c->koff, p->D, p->P, i % p->P, k);
+        if (ly->rot_k) kvi_unrot(p, k);
+    }
+    if (v) {
+        c->fv->decode(pg.mem + c->voff, p->D, p->P, i % p->P, v);
+        if (ly->rot_v) kvi_unrot(p, v);
+    }
     return KVL_OK;
 }

@@ -8,9 +8,10 @@
  *  - appends are undone by truncation: rows past the old length of a
  *    per-token codec's page are never read. A partial last page that was
  *    shared (fork) is copied on write; the undo keeps the original's
- *    reference and puts it back. Codecs with seal() rewrite a page when it
- *    fills, so for them begin pins the partial last page (one extra
- *    reference), which makes the first append copy it.
+ *    reference and puts it back. Sealing (kvl_kv_seal) never rewrites a
+ *    page: it replaces open pages by new sealed ones; before it replaces a
+ *    page the transaction began with, the list's page array is saved as
+ *    for a drop.
  *  - drops are undone by restoring the list's page array saved (with
  *    references) before the first drop; the extra references make the drop
  *    compact into fresh pages instead of in place, so eviction inside a
@@ -37,23 +38,16 @@ kvl_status kvl_kv_txn_begin(kvl_kv_table *t, kvl_err *err) {
             return kvl_err_set(err, KVL_ERR_NOMEM, "kv txn: out of memory for undo records");
         }
     }
-    const int pin = p->ck->seal || p->cv->seal;
-    pthread_mutex_lock(&p->mu);
     for (int i = 0; i < nl; i++) {
         const kvlist *L = &t->lists[i];
         kvundo *u = &t->undo[i];
         u->len = L->len;
         u->n_pages = L->n_pages;
         u->orig_last = L->len % p->P ? L->pages[L->n_pages - 1] : no_page;
+        u->n_sealed = L->n_sealed;
         u->cow = no_page;
-        u->pin = no_page;
         u->has_saved = 0;
-        if (pin && u->orig_last.mem) {
-            (*kvi_page_ref(p, u->orig_last.id))++;
-            u->pin = u->orig_last;
-        }
     }
-    pthread_mutex_unlock(&p->mu);
     for (int l = 0; l < p->cfg.n_layer; l++) t->stat_save_len[l] = -1;
     t->txn = 1;
     return KVL_OK;
@@ -130,6 +124,7 @@ static void txn_end(kvl_kv_table *t, int rollback) {
             for (int j = u->n_pages; j < L->n_pages; j++) kvi_page_unref(p, L->pages[j]);
             L->n_pages = u->n_pages;
             L->len = u->len;
+            L->n_sealed = u->n_sealed;
             if (u->cow.mem) { /* the copy goes, the original comes back */
                 kvi_page_unref(p, L->pages[u->n_pages - 1]);
                 L->pages[u->n_pages - 1] = u->cow;
@@ -139,15 +134,19 @@ static void txn_end(kvl_kv_table *t, int rollback) {
                 for (int j = 0; j < u->n_saved; j++) kvi_page_unref(p, u->saved[j]);
             if (u->cow.mem) kvi_page_unref(p, u->cow);
         }
-        if (u->pin.mem) kvi_page_unref(p, u->pin);
-        u->cow = u->pin = no_page;
+        u->cow = no_page;
         u->has_saved = 0;
     }
     pthread_mutex_unlock(&p->mu);
     if (rollback) {
         int64_t n = 0;
-        for (int i = 0; i < nl; i++) n += t->lists[i].n_pages;
+        size_t b = 0;
+        for (int i = 0; i < nl; i++) {
+            n += t->lists[i].n_pages;
+            for (int j = 0; j < t->lists[i].n_pages; j++) b += kvi_pref_bytes(p, t->lists[i].pages[j]);
+        }
         t->n_pages = n;
+        t->bytes = b;
         for (int l = 0; l < p->cfg.n_layer; l++) {
             const int len = t->stat_save_len[l];
             if (len <= 0 || !t->stat_flags) continue;

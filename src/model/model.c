@@ -79,6 +79,7 @@ static void model_free(kvl_model *m) {
     free(m->layers);
     free(m->owned);
     free(m->rope_freq);
+    free(m->path);
     free(m);
 }
 
@@ -180,6 +181,10 @@ kvl_status kvl_model_open(const char *path, kvl_model **out, kvl_err *err) {
     if (!m) return kvl_err_set(err, KVL_ERR_NOMEM, "model: out of memory");
     kvl_status st = kvl_gguf_open(path, &m->gguf, err);
     if (st) goto fail;
+    if (!(m->path = strdup(path))) {
+        st = kvl_err_set(err, KVL_ERR_NOMEM, "model: out of memory");
+        goto fail;
+    }
     if ((st = load_hparams(m, err))) goto fail;
     if ((st = kvl_tok_create(m->gguf, &m->tok, err))) goto fail;
     m->n_vocab = kvl_tok_n_vocab(m->tok);

@@ -28,6 +28,7 @@ enum { KVL_ROPE_NORM = 0, KVL_ROPE_NEOX = 1 };
 
 struct kvl_model {
     kvl_gguf *gguf;
+    char *path;                /* the GGUF file's path as opened */
     kvl_tok *tok;
     char arch[16];
     char name[128];
