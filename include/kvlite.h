@@ -117,7 +117,8 @@ int64_t kvl_chat_tokenize(const kvl_model *m, const kvl_chat_msg *msgs, int n_ms
 typedef struct kvl_ctx_params {
     int n_ctx;             /* max tokens per sequence; 0 = model's training context */
     int n_threads;         /* 0 = all online cores */
-    const char *kv_codec;  /* "f32", "f16", "int8"; NULL = "f16" */
+    const char *kv_codec;  /* KV codec spec for K and V ("f16", "int8", "int4", "kivi2:r=64",
+                              "int4+rot", ...: `kvlite codecs`); NULL = "f16" */
     size_t kv_budget_bytes;/* KV pool byte budget; 0 = enough for n_ctx * n_seq_max tokens */
     int n_seq_max;         /* sequences sized into the default budget; 0 = 1 */
     int page_tokens;       /* tokens per KV page; 0 = 32 */
@@ -128,6 +129,9 @@ typedef struct kvl_ctx_params {
                               many times slower; for verification */
     int no_simd;           /* 1 = scalar reference kernels for matmuls and KV attention
                               (testing; the CLI sets it from the KVL_NO_SIMD environment variable) */
+    const char *kv_codec_v;/* V codec spec when it differs from kv_codec's V side; NULL = same */
+    const char *kv_layers; /* per-layer codec overrides, e.g. "0,1,-2,-1=int8" or "k0-3=int8;v29=f16"
+                              (layers from 0, negative from the end); NULL = none */
 } kvl_ctx_params;
 
 /* Fill defaults. */
@@ -141,6 +145,18 @@ kvl_status kvl_ctx_create(const kvl_model *m, const kvl_ctx_params *p, kvl_ctx *
 void kvl_ctx_free(kvl_ctx *c);
 /* Message of the last failure on this context ("" if none). */
 const char *kvl_ctx_error(const kvl_ctx *c);
+
+/* ---- KV codecs ------------------------------------------------------------------ */
+
+typedef struct kvl_codec_info {
+    const char *name;      /* spec name ("int4", "kivi2"); specs add "+rot" and ":key=value,..." */
+    const char *desc;      /* format in one line */
+    const char *params;    /* keys it takes besides +rot, comma-separated ("r" for sealing codecs), or "" */
+    int sealing;           /* 1: rows stay f16 in an open residual page and quantize when the page seals */
+    double bits_k, bits_v; /* exact bits per value of a full (sealed) page at the given head_dim/page size */
+} kvl_codec_info;
+/* Codec i (0-based) at head_dim and page_tokens; returns 1, or 0 past the last. */
+int kvl_codec_info_get(int i, int head_dim, int page_tokens, kvl_codec_info *out);
 
 /* ---- sequences ---------------------------------------------------------------- */
 
@@ -169,9 +185,14 @@ typedef struct kvl_kv_stats {
     size_t pool_used;       /* bytes in use in the whole pool */
     size_t pool_budget;     /* pool byte budget */
     int64_t tokens_cached;  /* sum over (layer, kv-head) of cached tokens / (n_layer*n_head_kv) */
-    double bytes_per_token; /* codec bytes per cached token (K+V, all layers and heads) */
+    double bytes_per_token; /* codec bytes per cached token of full pages (K+V, all layers and heads) */
     int n_pages;            /* pages referenced by this sequence */
-    const char *codec;
+    const char *codec;      /* codec spec(s) in use */
+    size_t codec_bytes;     /* encoded K/V bytes of this sequence's pages as stored now (sealed and open
+                               residual pages; no positions or padding) */
+    double bits_per_value;  /* 8 * codec_bytes / (cached tokens * n_layer * n_head_kv * 2 * head_dim) */
+    size_t pool_held;       /* bytes the pool holds from the allocator (pages in use + free) */
+    int sealing;            /* 1: some layer uses a sealing codec (results depend on forward-call boundaries) */
 } kvl_kv_stats;
 void kvl_seq_kv_stats(const kvl_seq *s, kvl_kv_stats *st);
 

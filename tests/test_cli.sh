@@ -69,6 +69,13 @@ expect_error 2 "non-numeric --temp" run -m x.gguf -p hi --temp warm
 expect_error 2 "trailing garbage --ctx" run -m x.gguf -p hi --ctx 12x
 expect_error 2 "negative threads" bench -m x.gguf --threads -3
 expect_error 2 "bad kv-budget" run -m x.gguf -p hi --kv-budget 12Q
+expect_error 2 "empty --kv-k" run -m x.gguf -p hi --kv-k ""
+run_cli codecs
+if [ "$rc" -eq 0 ] && grep -Eq '^int8 +8\.500 +8\.500' "$TMP/out" && grep -q '^f16 ' "$TMP/out"; then ok; else
+    bad "codecs: exit $rc, $(head -c 300 "$TMP/out")"; fi
+run_cli codecs --json --head-dim 128 --page 16
+if [ "$rc" -eq 0 ] && json_ok && grep -q '"head_dim": 128' "$TMP/out"; then ok; else bad "codecs --json: exit $rc"; fi
+expect_error 2 "codecs bad head dim" codecs --head-dim 0
 expect_error 2 "flag of another command" tokenize -m x.gguf -p hi --temp 0
 expect_error 2 "eval without kind" eval -m x.gguf -f x.txt
 expect_error 2 "eval kld without --kv" eval kld -m x.gguf -f x.txt
@@ -100,6 +107,17 @@ if [ -z "$MODEL" ] || [ ! -f "$MODEL" ]; then
 else
     expect_error any "unknown --kv" run -m "$MODEL" -p hi --kv bogus8 -n 1 &&
         expect_err_match "f16" "unknown --kv lists codecs"
+    expect_error 2 "unknown codec parameter" run -m "$MODEL" -p hi --kv int8:zz=1 -n 1 &&
+        expect_err_match "zz" "unknown codec parameter named"
+    expect_error 2 "bad codec suffix" run -m "$MODEL" -p hi --kv f16+rotx -n 1
+    expect_error 2 "unknown --kv-k" run -m "$MODEL" -p hi --kv-k nope -n 1 && expect_err_match "nope" "--kv-k named"
+    expect_error 2 "unknown --kv-v" run -m "$MODEL" -p hi --kv-v nope -n 1
+    expect_error 2 "layer out of range" run -m "$MODEL" -p hi --kv-layers 30=int8 -n 1 &&
+        expect_err_match "30 layers" "--kv-layers names the layer count"
+    expect_error 2 "layer group without spec" run -m "$MODEL" -p hi --kv-layers 3 -n 1
+    run_cli run -m "$MODEL" -p "The capital of France is" -n 4 --temp 0 --stats --kv-k int8 --kv-layers "0,-1=f16"
+    if [ "$rc" -eq 0 ] && grep -q "int8 / f16 (+layers)" "$TMP/err"; then ok; else
+        bad "run --kv-k int8 --kv-layers: exit $rc, $(tail -c 300 "$TMP/err")"; fi
 
     long=$(for _ in $(seq 1 40); do printf 'The quick brown fox jumps over the lazy dog. '; done)
     expect_error 1 "prompt longer than --ctx" run -m "$MODEL" -p "$long" --ctx 32 -n 1 &&

@@ -24,6 +24,10 @@ typedef struct cli_opts {
     int n_threads;         /* 0 = all cores */
     const char *kv;        /* --kv codec name */
     int kv_set;            /* --kv given explicitly */
+    const char *kv_k, *kv_v; /* --kv-k / --kv-v: one side's codec spec (NULL = --kv) */
+    const char *kv_layers; /* --kv-layers: per-layer codec overrides */
+    int eval_chunk;        /* eval --chunk: tokens per prefill call (0 = default) */
+    int head_dim, page_tokens; /* codecs --head-dim / --page */
     size_t kv_budget;      /* --kv-budget; 0 = engine default */
     int exact;             /* --exact: kvl_ctx_params.exact_matmul (f32 activations) */
     int ids;               /* run --ids: prompt and generated token ids on stderr */
@@ -63,7 +67,9 @@ size_t cli_peak_rss(void);
 
 /* Load the model (dies with a one-line message on failure). */
 kvl_model *cli_load_model(const char *path);
-/* Create a context for m from the options (codec overridable, n_ctx given). */
+/* Create a context for m from the options and n_ctx: codec NULL takes the
+ * user's KV configuration (--kv, --kv-k, --kv-v, --kv-layers), a codec name
+ * exactly that codec for K and V (the f32 reference of eval kld). */
 kvl_ctx *cli_create_ctx(const kvl_model *m, const cli_opts *o, const char *codec, int n_ctx);
 /* Message for a failed call on context c: its error text, or the status name
  * when the context recorded none (c may be NULL). */
@@ -109,6 +115,7 @@ int cmd_chat(const cli_opts *o);
 int cmd_tokenize(const cli_opts *o);
 int cmd_bench(const cli_opts *o);
 int cmd_eval(const cli_opts *o);
+int cmd_codecs(const cli_opts *o);
 /* eval needle | passkey | multikey (o->subcmd). */
 int cmd_retrieval(const cli_opts *o);
 

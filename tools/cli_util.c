@@ -171,7 +171,13 @@ kvl_ctx *cli_create_ctx(const kvl_model *m, const cli_opts *o, const char *codec
     kvl_ctx_params_default(&p);
     p.n_ctx = n_ctx;
     p.n_threads = o->n_threads;
-    p.kv_codec = codec;
+    if (codec) p.kv_codec = codec; /* exactly this codec (e.g. the f32 reference of eval kld) */
+    else {                         /* the user's KV configuration */
+        p.kv_codec = o->kv_k ? o->kv_k : o->kv;
+        p.kv_codec_v = o->kv_v ? o->kv_v : o->kv_k ? o->kv : NULL;
+        p.kv_layers = o->kv_layers;
+        codec = o->kv;
+    }
     p.kv_budget_bytes = o->kv_budget;
     p.no_simd = getenv("KVL_NO_SIMD") != NULL; /* testing switch: scalar reference kernels */
     p.exact_matmul = o->exact;

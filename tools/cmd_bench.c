@@ -58,7 +58,7 @@ int cmd_bench(const cli_opts *o) {
     if (info.bos >= 0) prompt[start++] = info.bos;
     for (int i = start; i < np; i++) prompt[i] = para[(i - start) % n_para];
 
-    kvl_ctx *ctx = cli_create_ctx(m, o, o->kv, n_ctx);
+    kvl_ctx *ctx = cli_create_ctx(m, o, NULL, n_ctx);
     kvl_kv_stats st;
     memset(&st, 0, sizeof st);
     cli_progress prog;

@@ -66,9 +66,23 @@ int cmd_eval(const cli_opts *o) {
     if (o->max_windows > 0 && n_win > o->max_windows) n_win = o->max_windows;
 
     /* ppl: one context with the chosen codec; kld: reference f32 + the codec. */
-    kvl_ctx *ca = cli_create_ctx(m, o, kld ? "f32" : o->kv, n_ctx);
-    kvl_ctx *cb = kld ? cli_create_ctx(m, o, o->kv, n_ctx) : NULL;
-    const int chunk = n_ctx < EVAL_CHUNK ? n_ctx : EVAL_CHUNK;
+    kvl_ctx *ca = cli_create_ctx(m, o, kld ? "f32" : NULL, n_ctx);
+    kvl_ctx *cb = kld ? cli_create_ctx(m, o, NULL, n_ctx) : NULL;
+    /* Tokens per prefill call. Per-token codecs give the same logits for any
+     * chunking; sealing codecs (KIVI) keep a call's own rows at full
+     * precision, so their default is one page per call, which is what decode
+     * sees (at most a page of full-precision residual). */
+    kvl_kv_stats ks0;
+    {
+        kvl_seq *s0 = new_seq(kld ? cb : ca);
+        kvl_seq_kv_stats(s0, &ks0);
+        kvl_seq_free(s0);
+    }
+    int chunk = o->eval_chunk > 0 ? o->eval_chunk : ks0.sealing ? 32 : EVAL_CHUNK;
+    if (chunk > n_ctx) chunk = n_ctx;
+    char codec[340];
+    snprintf(codec, sizeof codec, "%s", ks0.codec ? ks0.codec : o->kv);
+    double bpt = 0, bpv = 0; /* measured at the end of the last window */
     float *la = malloc((size_t)chunk * (size_t)nv * sizeof *la);
     float *lb = kld ? malloc((size_t)chunk * (size_t)nv * sizeof *lb) : NULL;
     if (!la || (kld && !lb)) cli_die(CLI_EXIT_RUNTIME, "out of memory for %d x %d logits", chunk, nv);
@@ -105,6 +119,12 @@ int cmd_eval(const cli_opts *o) {
                 scored++;
             }
         }
+        {
+            kvl_kv_stats ks;
+            kvl_seq_kv_stats(kld ? sb : sa, &ks);
+            bpt = ks.tokens_cached > 0 ? (double)ks.codec_bytes / (double)ks.tokens_cached : 0;
+            bpv = ks.bits_per_value;
+        }
         kvl_seq_free(sa);
         kvl_seq_free(sb);
         cli_progress_update(&prog, (long)(w + 1));
@@ -121,8 +141,11 @@ int cmd_eval(const cli_opts *o) {
         cli_json_str(&j, "model", info.name && info.name[0] ? info.name : o->model);
         cli_json_str(&j, "file", o->file);
         cli_json_int(&j, "ctx", n_ctx);
-        cli_json_str(&j, "kv_codec", o->kv);
+        cli_json_str(&j, "kv_codec", codec);
         cli_json_bool(&j, "exact", o->exact);
+        cli_json_int(&j, "chunk", chunk);
+        cli_json_num(&j, "bytes_per_token", bpt);
+        cli_json_num(&j, "bits_per_value", bpv);
         cli_json_int(&j, "windows", (long long)n_win);
         cli_json_int(&j, "tokens_scored", (long long)scored);
         if (kld) {
@@ -142,14 +165,16 @@ int cmd_eval(const cli_opts *o) {
         printf("top-1 agree:   %.2f %%\n", agree_pct);
         printf("ppl f32:       %.4f\n", ppl_a);
         char label[64];
-        snprintf(label, sizeof label, "ppl %s:", o->kv);
+        snprintf(label, sizeof label, "ppl %.56s:", codec);
         printf("%-14s %.4f\n", label, ppl_b);
-        printf("windows:       %lld of %d tokens, %lld tokens scored, %.1f s%s\n", (long long)n_win, n_ctx,
-               (long long)scored, secs, o->exact ? ", exact matmul (both passes)" : "");
+        printf("kv:            %s, %.1f bytes/token, %.3f bits/value at ctx %d\n", codec, bpt, bpv, n_ctx);
+        printf("windows:       %lld of %d tokens, %lld tokens scored, chunk %d, %.1f s%s\n", (long long)n_win, n_ctx,
+               (long long)scored, chunk, secs, o->exact ? ", exact matmul (both passes)" : "");
     } else {
         printf("ppl:           %.4f\n", ppl_a);
-        printf("windows:       %lld of %d tokens, %lld tokens scored, kv %s, %.1f s%s\n", (long long)n_win, n_ctx,
-               (long long)scored, o->kv, secs, o->exact ? ", exact matmul" : "");
+        printf("kv:            %s, %.1f bytes/token, %.3f bits/value at ctx %d\n", codec, bpt, bpv, n_ctx);
+        printf("windows:       %lld of %d tokens, %lld tokens scored, chunk %d, %.1f s%s\n", (long long)n_win, n_ctx,
+               (long long)scored, chunk, secs, o->exact ? ", exact matmul" : "");
     }
     fflush(stdout);
 

@@ -228,7 +228,7 @@ int cmd_run(const cli_opts *o) {
         cli_die(CLI_EXIT_RUNTIME, "prompt is %lld tokens, longer than the context of %d tokens (raise --ctx)",
                 (long long)n_prompt, n_ctx);
 
-    kvl_ctx *ctx = cli_create_ctx(m, o, o->kv, n_ctx);
+    kvl_ctx *ctx = cli_create_ctx(m, o, NULL, n_ctx);
     gen_state g;
     gen_init(&g, m, ctx, o, n_ctx);
     int64_t h0 = n_prompt > o->sp.repeat_last_n ? n_prompt - o->sp.repeat_last_n : 0;
@@ -310,7 +310,7 @@ int cmd_chat(const cli_opts *o) {
     kvl_model_info info;
     kvl_model_get_info(m, &info);
     int n_ctx = gen_n_ctx(o, &info);
-    kvl_ctx *ctx = cli_create_ctx(m, o, o->kv, n_ctx);
+    kvl_ctx *ctx = cli_create_ctx(m, o, NULL, n_ctx);
     gen_state g;
     gen_init(&g, m, ctx, o, n_ctx);
 

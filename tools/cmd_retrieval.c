@@ -285,7 +285,7 @@ int cmd_retrieval(const cli_opts *o) {
         /* room for a prompt 2% over target, the answer, and one partly shared page per list */
         int n_ctx = L + L / 50 + 2 + RET_MAX_NEW + 128;
         if (o->n_ctx > 0) n_ctx = o->n_ctx;
-        r.ctx = cli_create_ctx(m, o, o->kv, n_ctx);
+        r.ctx = cli_create_ctx(m, o, NULL, n_ctx);
         for (int si = 0; si < ns; si++) {
             task_hay *h;
             if (task_hay_build(m, &cfg, (uint64_t)si, L, &h, err, sizeof err))

@@ -20,6 +20,7 @@ enum {
     C_NEEDLE = 1 << 6,
     C_PASSKEY = 1 << 7,
     C_MULTIKEY = 1 << 8,
+    C_CODECS = 1 << 9,
     C_GEN = C_RUN | C_CHAT,
     C_EVAL = C_PPL | C_KLD,
     C_RET = C_NEEDLE | C_PASSKEY | C_MULTIKEY, /* eval needle|passkey|multikey (cmd_retrieval.c) */
@@ -48,7 +49,13 @@ static const flag_spec FLAGS[] = {
     {"--ctx", "-c", F_INT, OFF(n_ctx), C_ENGINE, 0, 1 << 24},
     {"--threads", "-t", F_INT, OFF(n_threads), C_ENGINE, 0, 4096},
     {"--kv", NULL, F_STR, OFF(kv), C_ENGINE, 0, 0},
+    {"--kv-k", NULL, F_STR, OFF(kv_k), C_ENGINE, 0, 0},
+    {"--kv-v", NULL, F_STR, OFF(kv_v), C_ENGINE, 0, 0},
+    {"--kv-layers", NULL, F_STR, OFF(kv_layers), C_ENGINE, 0, 0},
     {"--kv-budget", NULL, F_SIZE, OFF(kv_budget), C_ENGINE, 0, 0},
+    {"--chunk", NULL, F_INT, OFF(eval_chunk), C_EVAL, 1, 1 << 16},
+    {"--head-dim", NULL, F_INT, OFF(head_dim), C_CODECS, 1, 4096},
+    {"--page", NULL, F_INT, OFF(page_tokens), C_CODECS, 1, 4096},
     {"--exact", NULL, F_BOOL, OFF(exact), C_ENGINE, 0, 0},
     {"--temp", NULL, F_FLOAT, OFF(sp.temperature), C_GEN, 0, 1000},
     {"--seed", "-s", F_U64, OFF(sp.seed), C_GEN, 0, 0},
@@ -61,7 +68,7 @@ static const flag_spec FLAGS[] = {
     {"--stats", NULL, F_BOOL, OFF(stats), C_RUN, 0, 0},
     {"--ids", NULL, F_BOOL, OFF(ids), C_RUN, 0, 0},
     {"--no-special", NULL, F_BOOL, OFF(no_special), C_RUN | C_TOK, 0, 0},
-    {"--json", NULL, F_BOOL, OFF(json), C_BENCH | C_EVAL | C_RET, 0, 0},
+    {"--json", NULL, F_BOOL, OFF(json), C_BENCH | C_EVAL | C_RET | C_CODECS, 0, 0},
     {"--prompt-tokens", NULL, F_INT, OFF(bench_prompt), C_BENCH, 1, 1 << 24},
     {"--gen", NULL, F_INT, OFF(bench_gen), C_BENCH, 0, 1 << 24},
     {"--reps", NULL, F_INT, OFF(reps), C_BENCH, 1, 10000},
@@ -89,13 +96,19 @@ static const char USAGE_MAIN[] =
     "  eval ppl  perplexity of a text file\n"
     "  eval kld  KL divergence of a KV codec against f32 KV\n"
     "  eval needle|passkey|multikey  long-context retrieval accuracy with KV bytes used\n"
+    "  codecs    list the KV codecs with their exact bits per value\n"
     "\n"
     "run 'kvlite COMMAND --help' for the flags of a command.\n";
 
 static const char USAGE_COMMON[] =
     "  -t, --threads N       worker threads (0 = all cores, default)\n"
     "  -c, --ctx N           context length in tokens\n"
-    "      --kv CODEC        KV cache codec: f32, f16 (default), int8, ...\n"
+    "      --kv SPEC         KV cache codec for K and V (default f16): kvlite codecs lists them;\n"
+    "                        SPEC = NAME[+rot][:key=value,...], e.g. int4, int4+rot, kivi2:r=64\n"
+    "      --kv-k SPEC       codec for K only (default --kv)\n"
+    "      --kv-v SPEC       codec for V only (default --kv)\n"
+    "      --kv-layers L=SPEC[;...]  per-layer overrides, e.g. 0,1,-2,-1=int8 (negative: from the\n"
+    "                        end) or k0-3=int8;v29=f16 (one side)\n"
     "      --kv-budget BYTES KV pool budget, e.g. 64M, 1G (default: sized for --ctx)\n"
     "      --exact           exact matmuls: f32 activations, weights dequantized on the fly\n"
     "                        (matches a float32 reference such as transformers; 10-30x slower)\n";
@@ -213,6 +226,7 @@ static void print_usage(FILE *f, const char *cmd, const char *sub) {
 }
 
 static unsigned cmd_mask(const char *cmd, const char *sub) {
+    if (!strcmp(cmd, "codecs")) return C_CODECS;
     if (!strcmp(cmd, "run")) return C_RUN;
     if (!strcmp(cmd, "chat")) return C_CHAT;
     if (!strcmp(cmd, "tokenize")) return C_TOK;
@@ -301,7 +315,8 @@ static int wants_help(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) cli_die(CLI_EXIT_USAGE, "missing command: run, chat, tokenize, bench or eval (see kvlite --help)");
+    if (argc < 2)
+        cli_die(CLI_EXIT_USAGE, "missing command: run, chat, tokenize, bench, eval or codecs (see kvlite --help)");
     const char *cmd = argv[1];
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         print_usage(stdout, argc > 2 && strcmp(argv[2], "-h") && strcmp(argv[2], "--help") ? argv[2] : NULL, NULL);
@@ -343,7 +358,9 @@ int main(int argc, char **argv) {
     snprintf(cmdname, sizeof cmdname, "%s%s%s", cmd, sub ? " " : "", sub ? sub : "");
     parse_flags(&o, cmd_mask(cmd, sub), cmdname, argc - first, argv + first);
     if (o.kv_set && (!o.kv || !o.kv[0])) cli_die(CLI_EXIT_USAGE, "--kv: empty codec name");
+    if ((o.kv_k && !o.kv_k[0]) || (o.kv_v && !o.kv_v[0])) cli_die(CLI_EXIT_USAGE, "--kv-k/--kv-v: empty codec spec");
     if (!o.kv) o.kv = "f16";
+    if (!strcmp(cmd, "codecs")) return cmd_codecs(&o);
 
     if (!o.model) cli_die(CLI_EXIT_USAGE, "%s: missing -m MODEL (see kvlite %s --help)", cmdname, cmd);
     if (!strcmp(cmd, "run") || !strcmp(cmd, "tokenize")) {
@@ -359,6 +376,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "bench")) return cmd_bench(&o);
     if (cmd_mask(cmd, sub) & C_RET) return cmd_retrieval(&o);
     if (!o.file) cli_die(CLI_EXIT_USAGE, "%s: missing -f TEXT", cmdname);
-    if (!strcmp(sub, "kld") && !o.kv_set) cli_die(CLI_EXIT_USAGE, "eval kld: missing --kv CODEC to compare with f32");
+    if (!strcmp(sub, "kld") && !o.kv_set && !o.kv_k && !o.kv_v && !o.kv_layers)
+        cli_die(CLI_EXIT_USAGE, "eval kld: missing --kv CODEC to compare with f32");
     return cmd_eval(&o);
 }

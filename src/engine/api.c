@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "engine/engine.h"
+#include "kv/codec.h"
 #include "kv/kv.h"
 #include "model/chat.h"
 
@@ -353,4 +354,7 @@ void kvl_seq_kv_stats(const kvl_seq *s, kvl_kv_stats *st) {
     const double vals = (double)sum * 2.0 * m->head_dim;
     st->bits_per_value = vals > 0 ? 8.0 * (double)st->codec_bytes / vals : 0;
     st->pool_held = kvl_kv_pool_held(c->pool);
+    st->sealing = 0;
+    for (int l = 0; l < m->n_layer; l++)
+        st->sealing |= kvl_kv_pool_codec(c->pool, l, 0)->seal != NULL || kvl_kv_pool_codec(c->pool, l, 1)->seal != NULL;
 }

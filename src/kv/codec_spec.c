@@ -2,6 +2,8 @@
  * the strings users write into checked codec choices and parameters. */
 #include "kv/codec_spec.h"
 
+#include "kvlite.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -210,4 +212,21 @@ kvl_status kvl_codec_layers_apply(const char *layers, int n_layer, kvl_codec_spe
 
 double kvl_codec_bits_per_value(const kvl_codec *c, int D, int P) {
     return 8.0 * (double)c->seg_bytes(D, P) / ((double)D * P);
+}
+
+int kvl_codec_info_get(int i, int head_dim, int page_tokens, kvl_codec_info *out) {
+    int k = 0;
+    for (const kvl_codec *const *c = kvl_codec_all(); *c; c++) {
+        if ((*c)->hidden) continue;
+        if (k++ != i) continue;
+        const kvl_codec *v = (*c)->as_v ? (*c)->as_v : *c;
+        out->name = (*c)->name;
+        out->desc = (*c)->desc ? (*c)->desc : "";
+        out->sealing = (*c)->seal != NULL;
+        out->params = (*c)->params ? (*c)->params : out->sealing ? "r" : "";
+        out->bits_k = kvl_codec_bits_per_value(*c, head_dim, page_tokens);
+        out->bits_v = kvl_codec_bits_per_value(v, head_dim, page_tokens);
+        return 1;
+    }
+    return 0;
 }
