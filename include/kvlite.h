@@ -196,6 +196,23 @@ typedef struct kvl_kv_stats {
 } kvl_kv_stats;
 void kvl_seq_kv_stats(const kvl_seq *s, kvl_kv_stats *st);
 
+/* ---- diagnostics ------------------------------------------------------------------ */
+
+/* Where a KV codec loses quality, per layer (kvlite eval kv-error). */
+typedef struct kvl_kv_error_layer {
+    double k_rel, v_rel; /* sum ||x_hat - x||^2 / sum ||x||^2 over the cached K (V) rows, all kv-heads */
+    double attn_rel;     /* mean over queries and heads of ||o_hat - o|| / ||o|| (attention output) */
+    double k_bits, v_bits; /* bits per value of this layer's K (V) as stored at n tokens */
+} kvl_kv_error_layer;
+/* Prefill tokens [n] with an f32 KV cache, re-encode every layer's K/V rows
+ * with the codecs of p (kv_codec, kv_codec_v, kv_layers; sealed as a
+ * sequence of n tokens would be after decode) and compare rows and the
+ * attention output of the last n_query tokens' queries over both caches.
+ * out: [n_layer]. p's other fields (threads, exact_matmul) apply to the
+ * f32 pass. */
+kvl_status kvl_kv_error(const kvl_model *m, const kvl_ctx_params *p, const kvl_token *tokens, int n, int n_query,
+                        kvl_kv_error_layer *out, char *err, size_t err_len);
+
 /* ---- sampling ------------------------------------------------------------------- */
 
 typedef struct kvl_sampler_params {

@@ -143,6 +143,14 @@ else
         echo "The sun rose slowly over the quiet village. Farmers walked to their fields, children ran to school,"
         echo "and the baker opened his shop, filling the street with the smell of fresh bread."
     done >"$TMP/text.txt"
+    for kv in f32 int8; do
+        run_cli eval kv-error -m "$MODEL" -f "$TMP/text.txt" --ctx 64 --kv $kv --json
+        if [ "$rc" -eq 0 ] && head -1 "$TMP/out" | python3 -c '
+import json, sys
+d = json.loads(sys.stdin.readline()); kv = sys.argv[1]
+ok = d["kv_codec"] == kv and (d["attn_rel_mean"] == 0 and d["k_rel_mean"] == 0 if kv == "f32" else 0 < d["attn_rel_mean"] < 0.1)
+sys.exit(0 if ok else 1)' $kv; then ok; else bad "eval kv-error --kv $kv: exit $rc, $(head -c 300 "$TMP/out") $(head -c 300 "$TMP/err")"; fi
+    done
     run_cli eval ppl -m "$MODEL" -f "$TMP/text.txt" --ctx 64 --max-windows 2 --json
     if [ "$rc" -eq 0 ] && json_ok &&
         python3 -c 'import json,sys,math; d=json.load(sys.stdin); assert d["windows"]==2 and d["tokens_scored"]==126 and 1<d["ppl"]<1e4' <"$TMP/out"; then

@@ -116,6 +116,7 @@ int cmd_tokenize(const cli_opts *o);
 int cmd_bench(const cli_opts *o);
 int cmd_eval(const cli_opts *o);
 int cmd_codecs(const cli_opts *o);
+int cmd_kverr(const cli_opts *o);
 /* eval needle | passkey | multikey (o->subcmd). */
 int cmd_retrieval(const cli_opts *o);
 

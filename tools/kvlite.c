@@ -21,8 +21,9 @@ enum {
     C_PASSKEY = 1 << 7,
     C_MULTIKEY = 1 << 8,
     C_CODECS = 1 << 9,
+    C_KVERR = 1 << 10,
     C_GEN = C_RUN | C_CHAT,
-    C_EVAL = C_PPL | C_KLD,
+    C_EVAL = C_PPL | C_KLD | C_KVERR,
     C_RET = C_NEEDLE | C_PASSKEY | C_MULTIKEY, /* eval needle|passkey|multikey (cmd_retrieval.c) */
     C_ENGINE = C_RUN | C_CHAT | C_BENCH | C_EVAL | C_RET, /* commands that create a context */
 };
@@ -95,6 +96,7 @@ static const char USAGE_MAIN[] =
     "  bench     prefill / decode speed, KV bytes per token, peak RSS\n"
     "  eval ppl  perplexity of a text file\n"
     "  eval kld  KL divergence of a KV codec against f32 KV\n"
+    "  eval kv-error  per-layer K/V and attention-output error of a KV codec against f32\n"
     "  eval needle|passkey|multikey  long-context retrieval accuracy with KV bytes used\n"
     "  codecs    list the KV codecs with their exact bits per value\n"
     "\n"
@@ -212,6 +214,11 @@ static void print_usage(FILE *f, const char *cmd, const char *sub) {
                   "  mean KL(P_f32 || P_codec), top-1 agreement and both perplexities; with --exact both\n"
                   "  passes use exact matmuls, removing the ~3e-3 KLD floor 8-bit activations add\n",
                   f);
+        if (!sub || !strcmp(sub, "kv-error"))
+            fputs("usage: kvlite eval kv-error -m MODEL -f TEXT --kv CODEC [--ctx N] [--json]\n"
+                  "  per-layer K/V reconstruction error and attention-output error of the codec against f32\n"
+                  "  KV on the first --ctx tokens (default 1024), queries of the last 64 tokens\n",
+                  f);
         if (!sub)
             fputs("usage: kvlite eval needle|passkey|multikey -m MODEL [--lengths L,..] [--depths D,..] [--seeds N]\n"
                   "  long-context retrieval accuracy with the KV bytes used (kvlite eval needle --help)\n",
@@ -219,6 +226,7 @@ static void print_usage(FILE *f, const char *cmd, const char *sub) {
         fputs("\n  -m, --model PATH      GGUF model\n"
               "  -f, --file PATH       text file\n"
               "      --max-windows W   evaluate at most W windows (default all)\n"
+              "      --chunk N         tokens per prefill call (default 256; 32 with a sealing codec, as decode)\n"
               "      --json            one JSON object on stdout\n",
               f);
         fputs(USAGE_COMMON, f);
@@ -235,6 +243,7 @@ static unsigned cmd_mask(const char *cmd, const char *sub) {
         if (sub && !strcmp(sub, "needle")) return C_NEEDLE;
         if (sub && !strcmp(sub, "passkey")) return C_PASSKEY;
         if (sub && !strcmp(sub, "multikey")) return C_MULTIKEY;
+        if (sub && !strcmp(sub, "kv-error")) return C_KVERR;
         return sub && !strcmp(sub, "kld") ? C_KLD : C_PPL;
     }
     return 0;
@@ -327,17 +336,18 @@ int main(int argc, char **argv) {
     if (!cmd_mask(cmd, NULL)) cli_die(CLI_EXIT_USAGE, "unknown command '%s' (see kvlite --help)", cmd);
     if (!strcmp(cmd, "eval")) {
         if (argc > 2 && (!strcmp(argv[2], "ppl") || !strcmp(argv[2], "kld") || !strcmp(argv[2], "needle") ||
-                         !strcmp(argv[2], "passkey") || !strcmp(argv[2], "multikey"))) {
+                         !strcmp(argv[2], "passkey") || !strcmp(argv[2], "multikey") ||
+                         !strcmp(argv[2], "kv-error"))) {
             sub = argv[2];
             first = 3;
         } else if (wants_help(argc - 2, argv + 2)) {
             print_usage(stdout, cmd, NULL);
             return 0;
         } else if (argc > 2 && argv[2][0] != '-') {
-            cli_die(CLI_EXIT_USAGE, "eval: unknown evaluation '%s' (ppl, kld, needle, passkey or multikey)", argv[2]);
+            cli_die(CLI_EXIT_USAGE, "eval: unknown evaluation '%s' (ppl, kld, kv-error, needle, passkey or multikey)", argv[2]);
         } else {
             cli_die(CLI_EXIT_USAGE,
-                    "eval: missing evaluation: ppl, kld, needle, passkey or multikey (see kvlite eval --help)");
+                    "eval: missing evaluation: ppl, kld, kv-error, needle, passkey or multikey (see kvlite eval --help)");
         }
     }
     if (wants_help(argc - first, argv + first)) {
@@ -376,6 +386,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "bench")) return cmd_bench(&o);
     if (cmd_mask(cmd, sub) & C_RET) return cmd_retrieval(&o);
     if (!o.file) cli_die(CLI_EXIT_USAGE, "%s: missing -f TEXT", cmdname);
+    if (!strcmp(sub, "kv-error")) return cmd_kverr(&o);
     if (!strcmp(sub, "kld") && !o.kv_set && !o.kv_k && !o.kv_v && !o.kv_layers)
         cli_die(CLI_EXIT_USAGE, "eval kld: missing --kv CODEC to compare with f32");
     return cmd_eval(&o);

@@ -44,6 +44,10 @@ struct kvl_ctx {
     int freed;    /* kvl_ctx_free was called while sequences were alive: the
                      last kvl_seq_free releases the context */
     kvl_err err;
+    /* Diagnostics (kverr.c): called after RoPE with the layer's queries
+     * q [n_tok][n_head][head_dim] at positions pos [n_tok]; NULL normally. */
+    void (*q_hook)(void *user, int layer, int n_tok, const int32_t *pos, const float *q);
+    void *q_hook_user;
 };
 
 struct kvl_seq {

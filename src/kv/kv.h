@@ -77,6 +77,8 @@ size_t kvl_kv_table_layer_bytes(const kvl_kv_table *t, int layer);
  * its codec segments (sealed or open residual format), not positions or
  * padding. Divide by cached tokens for the bytes/token at this context. */
 size_t kvl_kv_table_codec_bytes(const kvl_kv_table *t);
+/* The same for one layer, K and V segments separately. */
+void kvl_kv_table_layer_codec_bytes(const kvl_kv_table *t, int layer, size_t *k, size_t *v);
 /* Pages of (layer, head) that are sealed (a prefix of the list). */
 int kvl_kv_table_n_sealed(const kvl_kv_table *t, int layer, int head);
 

@@ -155,6 +155,20 @@ size_t kvl_kv_table_codec_bytes(const kvl_kv_table *t) {
     return b;
 }
 
+void kvl_kv_table_layer_codec_bytes(const kvl_kv_table *t, int layer, size_t *k, size_t *v) {
+    const kvl_kv_pool *p = t->pool;
+    *k = *v = 0;
+    if (layer < 0 || layer >= p->cfg.n_layer) return;
+    for (int h = 0; h < p->cfg.n_head_kv; h++) {
+        const kvlist *L = kvi_list(t, layer, h);
+        for (int j = 0; j < L->n_pages; j++) {
+            const kvi_class *c = kvi_cls(p, L->pages[j].id);
+            *k += c->kseg;
+            *v += c->vseg;
+        }
+    }
+}
+
 int kvl_kv_table_n_sealed(const kvl_kv_table *t, int layer, int head) {
     const kvl_kv_pool *p = t->pool;
     if (layer < 0 || layer >= p->cfg.n_layer || head < 0 || head >= p->cfg.n_head_kv) return 0;
