@@ -3,11 +3,13 @@
  * default KV budget product is overflow-checked; freeing the context while
  * sequences are alive is safe (they may only be freed, the last one
  * releases the context). */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine/engine.h"
+#include "kv/codec.h"
 #include "kv/kv.h"
 #include "test.h"
 
@@ -108,9 +110,49 @@ static void test_free_order(kvl_model *m) {
     kvl_seq_free(f); /* the context goes here (ASan checks the rest) */
 }
 
+/* --kv-k/--kv-v and per-layer overrides reach the pages: per-layer codecs,
+ * page bytes per layer and bits per value in the stats. */
+static void test_mixed_codecs(kvl_model *m) {
+    kvl_ctx_params p;
+    kvl_ctx_params_default(&p);
+    p.n_ctx = 64;
+    p.n_threads = 1;
+    p.kv_codec = "f16";
+    p.kv_codec_v = "int8";
+    p.kv_layers = "k-1=f32";
+    kvl_ctx *c;
+    char err[256] = "";
+    CHECK_MSG(kvl_ctx_create(m, &p, &c, err, sizeof err) == KVL_OK, "%s", err);
+    const int NL = m->n_layer, D = m->head_dim, H = m->n_head_kv;
+    for (int l = 0; l < NL; l++) {
+        CHECK(!strcmp(kvl_kv_pool_codec(c->pool, l, 0)->name, l == NL - 1 ? "f32" : "f16"));
+        CHECK(!strcmp(kvl_kv_pool_codec(c->pool, l, 1)->name, "int8"));
+    }
+    kvl_seq *s;
+    kvl_token toks[40];
+    for (int i = 0; i < 40; i++) toks[i] = (kvl_token)(5 + 3 * i);
+    CHECK(kvl_seq_create(c, &s) == KVL_OK && kvl_prefill(s, toks, 40, NULL, NULL) == KVL_OK);
+    const int pages = 2; /* 40 tokens in 32-token pages */
+    for (int l = 0; l < NL; l++) {
+        const size_t kseg = (size_t)32 * D * (l == NL - 1 ? 4 : 2), vseg = (size_t)32 * (D + 4);
+        const size_t page = 128 + (kseg + 63) / 64 * 64 + (vseg + 63) / 64 * 64;
+        CHECK_MSG(kvl_kv_table_layer_bytes(s->t, l) == (size_t)H * pages * page, "layer %d: %zu bytes", l,
+                  kvl_kv_table_layer_bytes(s->t, l));
+    }
+    kvl_kv_stats st;
+    kvl_seq_kv_stats(s, &st);
+    const double kbits = (16.0 * (NL - 1) + 32.0) / NL, vbits = 8.0 * (D + 4) / D;
+    CHECK_MSG(fabs(st.bits_per_value - 64.0 / 40.0 * (kbits + vbits) / 2) < 1e-9, "bits/value %g",
+              st.bits_per_value); /* 64 rows stored per 40 tokens: two full pages' segments */
+    CHECK(strstr(st.codec, "f16 / int8 (+layers)") != NULL && !st.sealing);
+    kvl_seq_free(s);
+    kvl_ctx_free(c);
+}
+
 int main(void) {
     kvl_model *m = load_tiny();
     if (m) {
+        test_mixed_codecs(m);
         test_no_simd(m);
         test_free_order(m);
         kvl_model_free(m);
