@@ -122,7 +122,76 @@ static void case_codec(const char *spec, int P, int scalar) {
     kvl_kv_pool_free(p);
 }
 
+/* ---- per-sequence codec state (SQuat's kind): a test codec that counts the
+ * queries it observes and stamps the count into each page it seals ---- */
+typedef struct {
+    int param, queries;
+    float q00; /* first query's first value */
+} sq_state;
+static size_t sq_pool_bytes(int d) { return sizeof(int); }
+static size_t sq_seq_bytes(int d) { return sizeof(sq_state); }
+static kvl_status sq_init(const kvl_codec_params *prm, int layer, int head, int is_v, int d, void *st, kvl_err *err) {
+    *(int *)st = 100 * layer + 10 * head + is_v;
+    return KVL_OK;
+}
+static void sq_observe(void *st, const float *q, int n, int G, int d, size_t stride) {
+    sq_state *s = st;
+    if (!s->queries) s->q00 = q[0];
+    s->queries += n * G;
+}
+static size_t sq_seg_bytes(int d, int P) { return (size_t)P * d * 4 + 2 * sizeof(int); }
+static void sq_seal(const void *st, uint8_t *seg, const uint8_t *open, int d, int P) {
+    const sq_state *s = st;
+    memcpy(seg, open, (size_t)P * d * 4);
+    memcpy(seg + (size_t)P * d * 4, &s->param, sizeof(int));
+    memcpy(seg + (size_t)P * d * 4 + sizeof(int), &s->queries, sizeof(int));
+}
+/* row 0 shows the stamp in its last two values (this codec exists for the test) */
+static void sq_decode(const uint8_t *seg, int d, int P, int i, float *x) {
+    memcpy(x, seg + (size_t)i * d * 4, (size_t)d * 4);
+    if (i == 0) {
+        int a[2];
+        memcpy(a, seg + (size_t)P * d * 4, sizeof a);
+        x[d - 2] = (float)a[0];
+        x[d - 1] = (float)a[1];
+    }
+}
+extern const kvl_codec kvl_codec_f32;
+static const kvl_codec codec_sq = {.name = "test-seqstate", .seg_bytes = sq_seg_bytes, .open = &kvl_codec_f32,
+                                   .seal = sq_seal, .decode = sq_decode, .state_bytes = sq_pool_bytes,
+                                   .state_init = sq_init, .seq_state_bytes = sq_seq_bytes, .observe = sq_observe};
+
+static void test_seq_state(void) {
+    kvl_kv_config cfg = {.n_layer = NL, .n_head_kv = NKV, .head_dim = D, .page_tokens = 8,
+                         .budget_bytes = (size_t)16 << 20, .n_head = NH, .codec = &kvl_codec_f32, .codec_v = &codec_sq};
+    kvl_kv_pool *p;
+    kvl_kv_table *t, *f;
+    kvl_err err;
+    CHECK(kvl_kv_pool_create(&cfg, &p, &err) == KVL_OK && kvl_kv_table_create(p, &t, &err) == KVL_OK);
+    float q[5 * NH * D];
+    for (int i = 0; i < 5 * NH * D; i++) q[i] = (float)i;
+    kvl_kv_observe(t, 1, 5, q, NH);
+    add(t, 0, 9); /* layer 1 seals page 0 with 5 tokens x 3 heads observed */
+    CHECK(kvl_kv_table_fork(t, &f, &err) == KVL_OK);
+    kvl_kv_observe(f, 1, 2, q, NH);
+    add(f, 9, 8);
+    add(t, 9, 8);
+    /* layer 1, kv-head 2: page 0 sealed before the fork (15 queries seen),
+     * page 1 sealed by each table with its own count (the fork saw 6 more) */
+    float k[D], v[D];
+    const float param = 100 * 1 + 10 * 2 + 1;
+    CHECK(kvl_kv_table_decode(t, 1, 2, 0, k, v) == KVL_OK && v[D - 2] == param && v[D - 1] == 15);
+    CHECK(kvl_kv_table_decode(f, 1, 2, 0, k, v) == KVL_OK && v[D - 1] == 15);
+    CHECK(kvl_kv_table_decode(t, 1, 2, 8, k, v) == KVL_OK && v[D - 2] == param && v[D - 1] == 15);
+    CHECK(kvl_kv_table_decode(f, 1, 2, 8, k, v) == KVL_OK && v[D - 2] == param && v[D - 1] == 21);
+    CHECK(kvl_kv_table_decode(t, 0, 1, 8, k, v) == KVL_OK && v[D - 2] == 11 && v[D - 1] == 0); /* layer 0 saw none */
+    kvl_kv_table_free(f);
+    kvl_kv_table_free(t);
+    kvl_kv_pool_free(p);
+}
+
 int main(void) {
+    test_seq_state();
     kvl_codec_info ci;
     int n = 0;
     for (int i = 0; kvl_codec_info_get(i, D, 32, &ci); i++) {

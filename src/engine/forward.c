@@ -179,6 +179,7 @@ kvl_status kvl_engine_forward(kvl_seq *s, int pos0, const kvl_token *tokens, int
         rope_job rj = {.c = c, .L = L, .n_tok = n};
         kvl_threadpool_run(c->tp, rope_job_run, &rj, 0);
         if (c->q_hook) c->q_hook(c->q_hook_user, l, n, c->pos, c->q);
+        kvl_kv_observe(s->t, l, n, c->q, m->n_head);
         kvl_status st = kvl_kv_append(s->t, l, n, c->pos, c->kb, c->vb, &c->err);
         if (st) return st;
         attn_job aj = {.c = c};

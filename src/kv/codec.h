@@ -105,6 +105,16 @@ struct kvl_codec {
     size_t (*state_bytes)(int D);
     kvl_status (*state_init)(const kvl_codec_params *prm, int layer, int head, int is_v, int D, void *st,
                              kvl_err *err);
+    /* Per-sequence state (SQuat: a query subspace from the prompt's own
+     * queries): bytes per (layer, kv-head) of each table, >= state_bytes;
+     * at table creation its first state_bytes bytes are a copy of the
+     * pool-level state (the parameters), the rest zero; copied on fork.
+     * When present it is the st that seal and observe receive. observe gets
+     * the queries of each forward call before that call's seal: query
+     * (token t, head g of this kv-head's group of G) at q + t*stride + g*D,
+     * RoPE applied, unscaled; t < n. Not undone by a rolled-back call. */
+    size_t (*seq_state_bytes)(int D);
+    void (*observe)(void *st, const float *q, int n, int G, int D, size_t stride);
     /* Spec parameters this codec accepts, comma-separated (e.g. "r"), or NULL. */
     const char *params;
     int hidden; /* 1: not listed by kvlite codecs (the V half of a K/V pair) */

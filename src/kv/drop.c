@@ -12,13 +12,14 @@
 /* Move token (src page, si) to (dst page, di) of layer ly, kv-head h:
  * position, K row, V row (copy_row within one per-token class, else
  * decode from src's format and encode in dst's; rotated rows stay rotated). */
-static void move_token(const kvl_kv_pool *p, const kvi_layer *ly, int h, pref dst, int di, pref src, int si,
-                       float *tmp) {
+static void move_token(const kvl_kv_table *t, const kvi_layer *ly, int layer, int h, pref dst, int di, pref src,
+                       int si, float *tmp) {
+    const kvl_kv_pool *p = t->pool;
     const int D = p->D, P = p->P;
     const kvi_class *sc = kvi_cls(p, src.id), *dc = kvi_cls(p, dst.id);
     memmove(dst.mem + (size_t)di * 4, src.mem + (size_t)si * 4, 4);
-    const uint8_t *kst = dc->fk == ly->ck && ly->kst ? ly->kst + (size_t)h * ly->kst_bytes : NULL;
-    const uint8_t *vst = dc->fv == ly->cv && ly->vst ? ly->vst + (size_t)h * ly->vst_bytes : NULL;
+    const void *kst = dc->fk == ly->ck ? kvi_codec_st(t, layer, h, 0) : NULL;
+    const void *vst = dc->fv == ly->cv ? kvi_codec_st(t, layer, h, 1) : NULL;
     if (sc == dc && sc->fk->copy_row) sc->fk->copy_row(dst.mem + dc->koff, di, src.mem + sc->koff, si, D, P);
     else {
         sc->fk->decode(src.mem + sc->koff, D, P, si, tmp);
@@ -94,7 +95,7 @@ kvl_status kvl_kv_drop(kvl_kv_table *t, int layer, int head, const int *idx, int
             continue;
         }
         const pref src = old[g / P - fa], dst = wp[w / P - fa];
-        if (src.mem != dst.mem || g != w) move_token(p, ly, head, dst, w % P, src, g % P, tmp);
+        if (src.mem != dst.mem || g != w) move_token(t, ly, layer, head, dst, w % P, src, g % P, tmp);
         w++;
     }
     /* release old pages not reused in place */

@@ -93,6 +93,11 @@ kvl_status kvl_kv_append(kvl_kv_table *t, int layer, int n_tok, const int32_t *p
  * pages for sealing codecs, so an upper bound). */
 size_t kvl_kv_append_need(const kvl_kv_table *t, int n_tok);
 
+/* Show the layer's queries of a forward call to codecs that learn from them
+ * (SQuat's query subspace), before the call's kvl_kv_seal. q: [n_tok][n_head][head_dim]
+ * with RoPE applied. A no-op when no codec of the layer observes. */
+void kvl_kv_observe(kvl_kv_table *t, int layer, int n_tok, const float *q, int n_head);
+
 /* Seal layer's full open pages that have left the residual window (sealing
  * codecs; a no-op otherwise): each is repacked into a page of the sealed
  * class and its open page returns to the pool. The engine calls it after

@@ -75,6 +75,7 @@ typedef struct kvi_layer {
     int rot_k, rot_v;           /* Hadamard rotation of K (and Q) / of V (output un-rotated) */
     uint8_t *kst, *vst;         /* codec state: [n_head_kv][kst_bytes] / [n_head_kv][vst_bytes], or NULL */
     size_t kst_bytes, vst_bytes;
+    size_t kseq_bytes, vseq_bytes; /* per-sequence state bytes per kv-head (0: none) */
 } kvi_layer;
 
 struct kvl_kv_pool {
@@ -89,6 +90,7 @@ struct kvl_kv_pool {
     float *rot_sign;            /* [D] random signs of the rotation (NULL: no layer rotates) */
     size_t used_bytes, held_bytes;
     size_t max_page_bytes;
+    int has_seq_state;          /* some layer's codec keeps per-sequence state */
     char spec_k[160], spec_v[160]; /* canonical codec specs (layer 0) */
     const kvl_policy_ops *policy;
     int64_t n_taken;   /* pages handed out since creation (fault injection counts these) */
@@ -127,6 +129,7 @@ struct kvl_kv_table {
     int drop_cap;
     float *drop_tmp;         /* [head_dim] */
     float *rot_tmp;          /* [2][head_dim]: rotated K and V rows of append */
+    uint8_t **cst;           /* [n_layer][2] -> [n_head_kv][seq state bytes] per-sequence codec state, or NULL */
     uint8_t *seal_tmp;       /* one open page: the copy a seal reads from */
 };
 
@@ -174,6 +177,15 @@ void kvi_unrot(const kvl_kv_pool *p, float *x);
 
 /* Free the transaction buffers (table free). */
 void kvi_txn_free(kvl_kv_table *t);
+
+/* Codec state of (layer, kv-head, side) for encode/seal: the table's
+ * per-sequence state when the codec has one, else the pool's (or NULL). */
+static inline const void *kvi_codec_st(const kvl_kv_table *t, int layer, int head, int is_v) {
+    const kvi_layer *ly = &t->pool->layers[layer];
+    if (t->cst && t->cst[layer * 2 + is_v]) return t->cst[layer * 2 + is_v] + (size_t)head * (is_v ? ly->vseq_bytes : ly->kseq_bytes);
+    const uint8_t *s = is_v ? ly->vst : ly->kst;
+    return s ? s + (size_t)head * (is_v ? ly->vst_bytes : ly->kst_bytes) : NULL;
+}
 
 /* Record the table's current bytes in its peak. */
 void kvi_table_note_bytes(kvl_kv_table *t);

@@ -138,6 +138,13 @@ static kvl_status setup_layers(kvl_kv_pool *p, kvl_err *err) {
         }
         if ((st = side_state(p, l, 0, &ks[l], &L->kst, &L->kst_bytes, err))) goto out;
         if ((st = side_state(p, l, 1, &vs[l], &L->vst, &L->vst_bytes, err))) goto out;
+        L->kseq_bytes = L->ck->seq_state_bytes ? L->ck->seq_state_bytes(D) : 0;
+        L->vseq_bytes = L->cv->seq_state_bytes ? L->cv->seq_state_bytes(D) : 0;
+        if ((L->kseq_bytes && L->kseq_bytes < L->kst_bytes) || (L->vseq_bytes && L->vseq_bytes < L->vst_bytes)) {
+            st = kvl_err_set(err, KVL_ERR_INTERNAL, "KV codec state: sequence state smaller than pool state");
+            goto out;
+        }
+        p->has_seq_state |= L->kseq_bytes || L->vseq_bytes;
     }
     if (any_rot) {
         p->rot_sign = malloc((size_t)D * sizeof(float));

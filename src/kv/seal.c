@@ -26,8 +26,7 @@ kvl_status kvl_kv_seal(kvl_kv_table *t, int layer, kvl_err *err) {
             t->seal_tmp = aligned_alloc(64, oc->page_bytes > sc->page_bytes ? oc->page_bytes : sc->page_bytes);
             if (!t->seal_tmp) return kvl_err_set(err, KVL_ERR_NOMEM, "kv seal: out of memory");
         }
-        const uint8_t *kst = ly->kst ? ly->kst + (size_t)h * ly->kst_bytes : NULL;
-        const uint8_t *vst = ly->vst ? ly->vst + (size_t)h * ly->vst_bytes : NULL;
+        const void *kst = kvi_codec_st(t, layer, h, 0), *vst = kvi_codec_st(t, layer, h, 1);
         for (int pg = L->n_sealed; pg < upto; pg++) {
             const pref o = L->pages[pg];
             int freed = 0;

@@ -13,6 +13,8 @@ void kvi_table_note_bytes(kvl_kv_table *t) {
     if (t->bytes > t->peak) t->peak = t->bytes;
 }
 
+static void cst_free(kvl_kv_table *t);
+
 void kvl_kv_table_free(kvl_kv_table *t) {
     if (!t) return;
     kvl_kv_pool *p = t->pool;
@@ -33,17 +35,50 @@ void kvl_kv_table_free(kvl_kv_table *t) {
     free(t->drop_tmp);
     free(t->rot_tmp);
     free(t->seal_tmp);
+    cst_free(t);
     free(t);
 }
 
-static kvl_kv_table *table_alloc(kvl_kv_pool *p) {
+static void cst_free(kvl_kv_table *t) {
+    if (!t->cst) return;
+    for (int i = 0; i < 2 * t->pool->cfg.n_layer; i++) free(t->cst[i]);
+    free(t->cst);
+    t->cst = NULL;
+}
+
+/* Per-sequence codec state: the pool's state copied in front, the rest zero
+ * (or a copy of src's when forking). */
+static int cst_init(kvl_kv_table *t, const kvl_kv_table *src) {
+    const kvl_kv_pool *p = t->pool;
+    if (!p->has_seq_state) return 0;
+    t->cst = calloc((size_t)2 * p->cfg.n_layer, sizeof *t->cst);
+    if (!t->cst) return -1;
+    for (int l = 0; l < p->cfg.n_layer; l++)
+        for (int side = 0; side < 2; side++) {
+            const kvi_layer *ly = &p->layers[l];
+            const size_t sb = side ? ly->vseq_bytes : ly->kseq_bytes, pb = side ? ly->vst_bytes : ly->kst_bytes;
+            const uint8_t *ps = side ? ly->vst : ly->kst;
+            if (!sb) continue;
+            uint8_t *a = calloc((size_t)p->cfg.n_head_kv, sb);
+            if (!a) return -1;
+            t->cst[l * 2 + side] = a;
+            if (src) memcpy(a, src->cst[l * 2 + side], (size_t)p->cfg.n_head_kv * sb);
+            else if (ps)
+                for (int h = 0; h < p->cfg.n_head_kv; h++) memcpy(a + (size_t)h * sb, ps + (size_t)h * pb, pb);
+        }
+    return 0;
+}
+
+static kvl_kv_table *table_alloc(kvl_kv_pool *p, const kvl_kv_table *src) {
     kvl_kv_table *t = calloc(1, sizeof *t);
     if (!t) return NULL;
     t->pool = p;
     t->n_head = p->cfg.n_head > 0 ? p->cfg.n_head : p->cfg.n_head_kv;
     t->group = t->n_head / p->cfg.n_head_kv;
     t->lists = calloc((size_t)kvi_n_lists(p), sizeof *t->lists);
-    if (!t->lists) {
+    if (!t->lists || cst_init(t, src)) {
+        cst_free(t);
+        free(t->lists);
         free(t);
         return NULL;
     }
@@ -52,7 +87,7 @@ static kvl_kv_table *table_alloc(kvl_kv_pool *p) {
 
 kvl_status kvl_kv_table_create(kvl_kv_pool *p, kvl_kv_table **out, kvl_err *err) {
     *out = NULL;
-    kvl_kv_table *t = table_alloc(p);
+    kvl_kv_table *t = table_alloc(p, NULL);
     if (!t) return kvl_err_set(err, KVL_ERR_NOMEM, "kv table: out of memory");
     if (p->policy->create) {
         kvl_status s = p->policy->create(t, &t->pstate, err);
@@ -68,7 +103,7 @@ kvl_status kvl_kv_table_create(kvl_kv_pool *p, kvl_kv_table **out, kvl_err *err)
 kvl_status kvl_kv_table_fork(const kvl_kv_table *t, kvl_kv_table **out, kvl_err *err) {
     *out = NULL;
     kvl_kv_pool *p = t->pool;
-    kvl_kv_table *c = table_alloc(p);
+    kvl_kv_table *c = table_alloc(p, t);
     if (!c) return kvl_err_set(err, KVL_ERR_NOMEM, "kv fork: out of memory");
     for (int i = 0; i < kvi_n_lists(p); i++) {
         const kvlist *s = &t->lists[i];
@@ -155,6 +190,20 @@ size_t kvl_kv_table_codec_bytes(const kvl_kv_table *t) {
     return b;
 }
 
+void kvl_kv_observe(kvl_kv_table *t, int layer, int n_tok, const float *q, int n_head) {
+    const kvl_kv_pool *p = t->pool;
+    if (!t->cst || layer < 0 || layer >= p->cfg.n_layer) return;
+    const kvi_layer *ly = &p->layers[layer];
+    const int Hkv = p->cfg.n_head_kv, G = n_head / Hkv, D = p->D;
+    for (int side = 0; side < 2; side++) {
+        const kvl_codec *c = side ? ly->cv : ly->ck;
+        if (!c->observe || !t->cst[layer * 2 + side]) continue;
+        for (int h = 0; h < Hkv; h++)
+            c->observe((void *)kvi_codec_st(t, layer, h, side), q + (size_t)h * G * D, n_tok, G, D,
+                       (size_t)n_head * D);
+    }
+}
+
 void kvl_kv_table_layer_codec_bytes(const kvl_kv_table *t, int layer, size_t *k, size_t *v) {
     const kvl_kv_pool *p = t->pool;
     *k = *v = 0;
@@ -225,7 +274,7 @@ kvl_status kvl_kv_append(kvl_kv_table *t, int layer, int n_tok, const int32_t *p
     const kvi_class *oc = &p->cls[cls];
     /* row formats of open pages: a sealing codec's open format, else the codec */
     const kvl_codec *fk = oc->fk, *fv = oc->fv;
-    const uint8_t *kst = fk == ly->ck ? ly->kst : NULL, *vst = fv == ly->cv ? ly->vst : NULL;
+    const int kenc = fk == ly->ck, venc = fv == ly->cv; /* the codec itself encodes (per-token) */
     if ((ly->rot_k || ly->rot_v) && !t->rot_tmp) {
         t->rot_tmp = malloc(2 * (size_t)D * sizeof(float));
         if (!t->rot_tmp) return kvl_err_set(err, KVL_ERR_NOMEM, "kv append: out of memory");
@@ -259,8 +308,7 @@ kvl_status kvl_kv_append(kvl_kv_table *t, int layer, int n_tok, const int32_t *p
             if (!kvi_txn_keep_cow(t, layer * Hkv + h, old)) kvi_page_unref(p, old);
             L->pages[L->n_pages - 1] = nw;
         }
-        const uint8_t *ks = kst ? kst + (size_t)h * ly->kst_bytes : NULL;
-        const uint8_t *vs = vst ? vst + (size_t)h * ly->vst_bytes : NULL;
+        const void *ks = kenc ? kvi_codec_st(t, layer, h, 0) : NULL, *vs = venc ? kvi_codec_st(t, layer, h, 1) : NULL;
         for (int j = 0; j < n_tok; j++) {
             const int r = L->len % P;
             if (r == 0) {
