@@ -49,11 +49,6 @@ static uint16_t f16_up(double x) {
     return h;
 }
 
-static inline uint32_t rd32(const uint8_t *p) {
-    uint32_t w;
-    memcpy(&w, p, 4);
-    return w;
-}
 static inline uint16_t rd16(const uint8_t *p) {
     uint16_t w;
     memcpy(&w, p, 2);
@@ -82,21 +77,23 @@ static inline uint32_t code_of(uint16_t h, uint16_t s16, uint16_t z16, int bits)
     return (uint32_t)q;
 }
 
+/* OR v into the 16-bit word at w. */
 static inline void or_word(uint8_t *w, uint32_t v) {
-    v |= rd32(w);
-    memcpy(w, &v, 4);
+    const uint16_t r = (uint16_t)(rd16(w) | v);
+    memcpy(w, &r, 2);
 }
 
 /* ---- K: per channel ------------------------------------------------------------------- */
 
-/* Byte offset of the word holding K code (token i, channel j); field j % F. */
+/* K code (token i, channel j): byte offset of its 16-bit word and its bit
+ * shift (kv/codec_kivi.h: chunk (i/8, j/F), slot 2 (i%8) + (j%F)%2, field (j%F)/2). */
 static inline size_t k_word(int bits, int D, int i, int j) {
     const int F = kivi_fields(bits), njc = kivi_cdiv(D, F);
-    return (((size_t)(i / 8) * njc + j / F) * 8 + (size_t)(i % 8)) * 4;
+    return ((size_t)(i / 8) * njc + j / F) * 32 + (size_t)(2 * (i % 8) + (j % F) % 2) * 2;
 }
+static inline int k_shift(int bits, int j) { return bits * ((j % kivi_fields(bits)) / 2); }
 static inline int k_code(const uint8_t *seg, int bits, int D, int i, int j) {
-    const int F = kivi_fields(bits);
-    return (int)((rd32(seg + k_word(bits, D, i, j)) >> (bits * (j % F))) & ((1u << bits) - 1));
+    return (rd16(seg + k_word(bits, D, i, j)) >> k_shift(bits, j)) & ((1 << bits) - 1);
 }
 
 static void k_seal(int bits, uint8_t *dst, const uint8_t *open_seg, int D, int P) {
@@ -104,14 +101,13 @@ static void k_seal(int bits, uint8_t *dst, const uint8_t *open_seg, int D, int P
     memset(dst, 0, cb);
     const uint16_t *x = (const uint16_t *)open_seg; /* [P][D] */
     uint8_t *s = dst + cb, *z = s + (size_t)D * 2;
-    const int F = kivi_fields(bits);
     for (int j = 0; j < D; j++) {
         uint16_t sh, zh;
         group_params(x + j, (size_t)D, P, bits, &sh, &zh);
         memcpy(s + (size_t)j * 2, &sh, 2);
         memcpy(z + (size_t)j * 2, &zh, 2);
         for (int i = 0; i < P; i++)
-            or_word(dst + k_word(bits, D, i, j), code_of(x[(size_t)i * D + j], sh, zh, bits) << (bits * (j % F)));
+            or_word(dst + k_word(bits, D, i, j), code_of(x[(size_t)i * D + j], sh, zh, bits) << k_shift(bits, j));
     }
 }
 
@@ -134,20 +130,21 @@ static void k_qk(int bits, const uint8_t *seg, int D, int P, int n, const float 
 
 /* ---- V: per token, groups of KIVI_VG channels ----------------------------------------- */
 
+/* V code (token i, channel j): chunk (j/8, i/F), slot 2 (j%8) + (i%F)%2, field (i%F)/2. */
 static inline size_t v_word(int bits, int P, int i, int j) {
     const int F = kivi_fields(bits), ntc = kivi_cdiv(P, F);
-    return (((size_t)(j / 8) * ntc + i / F) * 8 + (size_t)(j % 8)) * 4;
+    return ((size_t)(j / 8) * ntc + i / F) * 32 + (size_t)(2 * (j % 8) + (i % F) % 2) * 2;
 }
+static inline int v_shift(int bits, int i) { return bits * ((i % kivi_fields(bits)) / 2); }
 static inline int v_code(const uint8_t *seg, int bits, int P, int i, int j) {
-    const int F = kivi_fields(bits);
-    return (int)((rd32(seg + v_word(bits, P, i, j)) >> (bits * (i % F))) & ((1u << bits) - 1));
+    return (rd16(seg + v_word(bits, P, i, j)) >> v_shift(bits, i)) & ((1 << bits) - 1);
 }
 
 static void v_seal(int bits, uint8_t *dst, const uint8_t *open_seg, int D, int P) {
     const size_t cb = kivi_v_code_bytes(bits, D, P);
     memset(dst, 0, cb);
     const uint16_t *x = (const uint16_t *)open_seg; /* [P][D] */
-    const int NG = kivi_cdiv(D, KIVI_VG), F = kivi_fields(bits);
+    const int NG = kivi_cdiv(D, KIVI_VG);
     uint8_t *s = dst + cb, *z = s + (size_t)NG * P * 2;
     for (int i = 0; i < P; i++)
         for (int g = 0; g < NG; g++) {
@@ -158,7 +155,7 @@ static void v_seal(int bits, uint8_t *dst, const uint8_t *open_seg, int D, int P
             memcpy(s + ((size_t)g * P + i) * 2, &sh, 2);
             memcpy(z + ((size_t)g * P + i) * 2, &zh, 2);
             for (int k = 0; k < cnt; k++)
-                or_word(dst + v_word(bits, P, i, j0 + k), code_of(xr[k], sh, zh, bits) << (bits * (i % F)));
+                or_word(dst + v_word(bits, P, i, j0 + k), code_of(xr[k], sh, zh, bits) << v_shift(bits, i));
         }
 }
 

@@ -6,18 +6,21 @@
  * asymmetric b-bit, x ~= s * c + z with c in [0, 2^b - 1], s and z stored as
  * IEEE halves (the reference stores them in the model dtype, fp16).
  *
- * Codes are packed into 32-bit words, F = 32 / b codes per word ("fields",
- * field f at bits [b*f, b*f + b)), and words into 32-byte chunks of 8 words
- * ("lanes"), so that one 256-bit load gives 8 lanes of one SIMD vector:
+ * Codes are packed into 32-byte chunks of 16 little 16-bit "slots"; a slot
+ * holds F/2 codes ("fields", field f at bits [b*f, b*f + b)), F = 32 / b, so a
+ * chunk holds 8 x F codes. Slots 2k and 2k+1 form 32-bit lane k, the lane the
+ * AVX2 kernels accumulate in (vpmaddwd multiplies the two slots of a lane by a
+ * pair of int16 factors and adds them):
  *
  *  K segment: codes [NTB][NJC] chunks, NTB = ceil(P/8) token blocks, NJC =
- *     ceil(D/F) channel chunks; in chunk (tb, jc) lane l is token 8*tb + l and
- *     field f is channel F*jc + f. Then s[D] f16, z[D] f16 (per channel).
+ *     ceil(D/F) channel chunks; in chunk (tb, jc), lane k is token 8*tb + k,
+ *     slot 2k + e field f is channel F*jc + 2f + e. Then s[D] f16, z[D] f16
+ *     (per channel).
  *  V segment: codes [NB][NTC] chunks, NB = ceil(D/8) channel blocks, NTC =
- *     ceil(P/F) token chunks; in chunk (kb, tc) lane l is channel 8*kb + l and
- *     field f is token F*tc + f. Then s[NG][P] f16, z[NG][P] f16 (NG =
- *     ceil(D/KIVI_VG) groups of channels, group-major so that 8 tokens' scales
- *     are one load).
+ *     ceil(P/F) token chunks; in chunk (kb, tc), lane k is channel 8*kb + k,
+ *     slot 2k + e field f is token F*tc + 2f + e. Then s[NG][P] f16, z[NG][P]
+ *     f16 (NG = ceil(D/KIVI_VG) groups of channels, group-major so that 8
+ *     tokens' scales are one load).
  * Padding (tokens >= P, channels >= D) holds code 0. */
 #ifndef KVL_KV_CODEC_KIVI_H
 #define KVL_KV_CODEC_KIVI_H
