@@ -61,7 +61,7 @@ FUZZ_SECONDS ?= 60
 # Add test_engine for the real model too (~15 min under TSan on 2 cores).
 TSAN_TESTS ?= test_threadpool test_ops test_kv test_threads test_arch test_txn test_ctx
 
-.PHONY: all test test-unit san san-unit demo model deps clean refdump fuzz fuzz-build fuzz-run tsan tsan-build
+.PHONY: all test test-unit san san-unit demo model deps clean refdump fuzz fuzz-build fuzz-run tsan tsan-build bench-kivi
 all: $(LIB) $(CLI) $(TEST_BIN)
 
 $(BUILD)/%_avx2.o: %_avx2.c
@@ -92,6 +92,13 @@ $(TOOLS_LIB): $(filter-out $(BUILD)/tools/kvlite.o,$(TOOL_OBJ))
 $(BUILD)/fuzz_%: tests/fuzz_%.c $(LIB) $(TOOLS_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -fsanitize=fuzzer -Itests -Itools -MMD -MP -o $@ $< $(TOOLS_LIB) $(LIB) $(LDFLAGS) $(LDLIBS)
+
+# KV attention kernel micro-benchmark (f16 vs kivi2 vs kivi4, bench/bench_kivi.c).
+$(BUILD)/bench_kivi: bench/bench_kivi.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
+bench-kivi: $(BUILD)/bench_kivi
+	$(BUILD)/bench_kivi $(BENCH_ARGS)
 
 # Install build dependencies (Debian 12, as root).
 deps:

@@ -262,7 +262,7 @@ KVL_CODEC_EXTERN(kvl_codec_kivi2_v)
 KVL_CODEC_EXTERN(kvl_codec_kivi4)
 KVL_CODEC_EXTERN(kvl_codec_kivi4_v)
 
-static const kvl_codec *const codecs[] = {&kvl_codec_f32, &kvl_codec_f16, &codec_i8, NULL};
+static const kvl_codec *const codecs[] = {&kvl_codec_f32, &kvl_codec_f16, &codec_i8, &kvl_codec_kivi2, &kvl_codec_kivi2_v, &kvl_codec_kivi4, &kvl_codec_kivi4_v, NULL};
 
 const kvl_codec *const *kvl_codec_all(void) { return codecs; }
 

@@ -1,0 +1,366 @@
+/* AVX2 kernels of the KIVI codecs (layouts: kv/codec_kivi.h), fused on the
+ * codes with integer multiply-adds:
+ *   qk (K, 32-bit lanes = 8 tokens): score_i = sc * sum_j Q_j c_ij + sum_j q_j z_j,
+ *      Q_j = round(q_j s_j / sc), sc = max_j |q_j s_j| / 32767, per page and query;
+ *   av (V, 32-bit lanes = 8 channels): acc_j += sc_g * sum_i W_i c_ij + sum_i p_i z_ig,
+ *      W_i = round(p_i s_ig / sc_g), sc_g = max_i |p_i s_ig| / 32767, per page,
+ *      query and channel group g.
+ * The factors (q_j s_j, p_i s_ig) are quantized to int16 per page, like
+ * llama.cpp quantizes activations to 8 bits for its quantized-KV dot products
+ * but twice as many bits; the codes are exact small integers, so each
+ * vpmaddwd does 16 exact multiply-adds and the int32 sums are exact (no
+ * overflow: 32767 * 15 * 512 < 2^31). Error against the exact fused sum:
+ *   qk: |d score_i| <= sc/2 * sum_j c_ij (+ f32 rounding of the final fma),
+ *   av: |d acc_j|   <= sc_g/2 * sum_i c_ij (+ f32 rounding),
+ * i.e. at most 2^-16 * maxq * D (resp. * n) times the largest factor, far
+ * below the quantization error of the codes themselves. Pages whose largest
+ * factor is below 2^-96 contribute only their z terms (factor 0).
+ * Integer sums are order-free, so the multi-query forms are bit-identical per
+ * query to the single-query ones whatever the tiling; K scores of row i do
+ * not depend on n (whole 8-token blocks are computed); V rows i >= n enter
+ * with weight 0, exactly as rows with p[i] == 0 do (the per-page scale is
+ * taken over the same values).
+ * Compiled with -mavx2 -mfma -mf16c; used only when kvl_cpu_has_avx2(). */
+#include "kv/codec_kivi.h"
+
+#include <string.h>
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+
+#define AI static inline __attribute__((always_inline))
+
+extern const kvl_codec kvl_codec_kivi2, kvl_codec_kivi2_v, kvl_codec_kivi4, kvl_codec_kivi4_v;
+
+#define TINY 0x1p-96f /* largest factor below this: the page's factors are 0 */
+#define QG_MAX 4      /* queries per tile */
+
+static inline float hsum1(__m256 a) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+static inline float hmax1(__m256 a) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+static inline __m256 ld_h8(const uint8_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+static inline __m256 vabs(__m256 x) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x); }
+
+/* f [cnt] (cnt % 8 == 0) -> int16 round(f * inv) (|f * inv| <= 32767). */
+static inline void to_i16(const float *f, int cnt, float inv, int16_t *o) {
+    const __m256 iv = _mm256_set1_ps(inv);
+    for (int i = 0; i < cnt; i += 8) {
+        const __m256i x = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(f + i), iv));
+        _mm_storeu_si128((__m128i *)(o + i), _mm_packs_epi32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1)));
+    }
+}
+
+/* Field f of each 16-bit slot of w, as int16 (m: the field mask in every slot). */
+AI __m256i unpack(__m256i w, __m256i m, const int B, const int f) {
+    if (f == 16 / B - 1) return _mm256_srli_epi16(w, 16 - B);
+    if (f == 0) return _mm256_and_si256(w, m);
+    return _mm256_and_si256(_mm256_srli_epi16(w, B * f), m);
+}
+
+static inline __m256i pair(const int16_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* ---- K ------------------------------------------------------------------------------- */
+
+#define QS_MAX (KIVI_DMAX + 16)
+
+/* s, z [D] of the page as floats. */
+static inline void k_params(const uint8_t *seg, int B, int D, int P, float *sf, float *zf) {
+    const uint8_t *s = seg + kivi_k_code_bytes(B, D, P), *z = s + (size_t)D * 2;
+    for (int j = 0; j < D; j += 8) {
+        _mm256_storeu_ps(sf + j, ld_h8(s + 2 * j));
+        _mm256_storeu_ps(zf + j, ld_h8(z + 2 * j));
+    }
+}
+
+/* One query: Q [njc*F] int16 (0 for j >= D), *sc; returns sum_j q_j z_j (8 lanes
+ * in j order, then hsum). q, sf, zf: [D]. */
+AI float k_prep(const float *sf, const float *zf, const int B, int D, const float *q, int16_t *Q, float *sc) {
+    const int nj = kivi_cdiv(D, 32 / B) * (32 / B);
+    float qs[KIVI_DMAX];
+    __m256 b = _mm256_setzero_ps(), mx = _mm256_setzero_ps();
+    for (int j = 0; j < D; j += 8) {
+        const __m256 qv = _mm256_loadu_ps(q + j), t = _mm256_mul_ps(qv, _mm256_loadu_ps(sf + j));
+        b = _mm256_fmadd_ps(qv, _mm256_loadu_ps(zf + j), b);
+        mx = _mm256_max_ps(mx, vabs(t));
+        _mm256_storeu_ps(qs + j, t);
+    }
+    const float am = hmax1(mx);
+    if (am >= TINY) {
+        to_i16(qs, D, 32767.0f / am, Q);
+        *sc = am / 32767.0f;
+    } else {
+        memset(Q, 0, sizeof(int16_t) * (size_t)D);
+        *sc = 0;
+    }
+    for (int j = D; j < nj; j++) Q[j] = 0;
+    return hsum1(b);
+}
+
+/* QG queries x TB token blocks of 8: out[g][t*8 + l] = score of token 8t + l.
+ * codes: chunk (first block, 0); Q: [QG][QS_MAX]. */
+AI void k_tile(const uint8_t *codes, int njc, const int B, const int QG, const int TB, const int16_t *Q,
+               const float *sc, const float *bias, float *out) {
+    const int F = 32 / B;
+    const __m256i m = _mm256_set1_epi16((short)((1 << B) - 1));
+    __m256i a[QG_MAX][2]; /* [QG][TB], fixed sizes (no VLA) so that it lives in registers */
+#pragma GCC unroll 4
+    for (int g = 0; g < QG; g++)
+#pragma GCC unroll 2
+        for (int t = 0; t < TB; t++) a[g][t] = _mm256_setzero_si256();
+    for (int jc = 0; jc < njc; jc++) {
+        __m256i w[2];
+#pragma GCC unroll 2
+        for (int t = 0; t < TB; t++) w[t] = _mm256_loadu_si256((const __m256i *)(codes + ((size_t)t * njc + jc) * 32));
+        const int16_t *qj = Q + (size_t)jc * F;
+#pragma GCC unroll 8
+        for (int f = 0; f < F / 2; f++) {
+            __m256i x[2];
+#pragma GCC unroll 2
+            for (int t = 0; t < TB; t++) x[t] = unpack(w[t], m, B, f);
+#pragma GCC unroll 4
+            for (int g = 0; g < QG; g++) {
+                const __m256i pr = pair(qj + (size_t)g * QS_MAX + 2 * f);
+#pragma GCC unroll 2
+                for (int t = 0; t < TB; t++) a[g][t] = _mm256_add_epi32(a[g][t], _mm256_madd_epi16(x[t], pr));
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int g = 0; g < QG; g++)
+#pragma GCC unroll 2
+        for (int t = 0; t < TB; t++)
+            _mm256_storeu_ps(out + ((size_t)g * TB + t) * 8,
+                             _mm256_fmadd_ps(_mm256_cvtepi32_ps(a[g][t]), _mm256_set1_ps(sc[g]), _mm256_set1_ps(bias[g])));
+}
+
+AI void k_qk_multi(const uint8_t *seg, const int B, int D, int P, int n, const float *q, int m, float *scores) {
+    const kvl_codec *c = B == 2 ? &kvl_codec_kivi2 : &kvl_codec_kivi4;
+    if (P > KIVI_PMAX || D > KIVI_DMAX || D % 8) {
+        for (int g = 0; g < m; g++) c->ref.qk(seg, D, P, n, q + (size_t)g * D, scores + (size_t)g * P);
+        return;
+    }
+    const int njc = kivi_cdiv(D, 32 / B), ntb = kivi_cdiv(n, 8);
+    const size_t blk = (size_t)njc * 32; /* bytes of one token block's codes */
+    int16_t Q[QG_MAX][QS_MAX];
+    float sc[QG_MAX] = {0}, bias[QG_MAX] = {0}, out[QG_MAX * 16], sf[KIVI_DMAX], zf[KIVI_DMAX];
+    k_params(seg, B, D, P, sf, zf);
+    for (int g0 = 0; g0 < m; g0 += QG_MAX) {
+        const int QG = m - g0 < QG_MAX ? m - g0 : QG_MAX;
+        for (int g = 0; g < QG; g++) bias[g] = k_prep(sf, zf, B, D, q + (size_t)(g0 + g) * D, Q[g], &sc[g]);
+        for (int tb = 0; tb < ntb;) {
+            const uint8_t *codes = seg + (size_t)tb * blk;
+            const int TB = 1;
+            if (TB == 2) {
+                if (QG == 1) k_tile(codes, njc, B, 1, 2, Q[0], sc, bias, out);
+                else if (QG == 2) k_tile(codes, njc, B, 2, 2, Q[0], sc, bias, out);
+                else if (QG == 3) k_tile(codes, njc, B, 3, 2, Q[0], sc, bias, out);
+                else k_tile(codes, njc, B, 4, 2, Q[0], sc, bias, out);
+            } else {
+                if (QG == 1) k_tile(codes, njc, B, 1, 1, Q[0], sc, bias, out);
+                else if (QG == 2) k_tile(codes, njc, B, 2, 1, Q[0], sc, bias, out);
+                else if (QG == 3) k_tile(codes, njc, B, 3, 1, Q[0], sc, bias, out);
+                else k_tile(codes, njc, B, 4, 1, Q[0], sc, bias, out);
+            }
+            const int i0 = tb * 8, cnt = n - i0 < TB * 8 ? n - i0 : TB * 8;
+            for (int g = 0; g < QG; g++)
+                memcpy(scores + (size_t)(g0 + g) * P + i0, out + (size_t)g * TB * 8, sizeof(float) * cnt);
+            tb += TB;
+        }
+    }
+}
+
+/* ---- V ------------------------------------------------------------------------------- */
+
+#define WV_MAX (KIVI_PMAX + 32)
+
+/* s, z of group G for tokens [0, n8) as floats, rows i >= n as 0. */
+static inline void v_params(const uint8_t *seg, int B, int D, int P, int n, int G, float *sf, float *zf) {
+    const int NG = kivi_cdiv(D, KIVI_VG);
+    const uint8_t *s = seg + kivi_v_code_bytes(B, D, P) + (size_t)G * P * 2, *z = s + (size_t)NG * P * 2;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm256_storeu_ps(sf + i, ld_h8(s + 2 * i));
+        _mm256_storeu_ps(zf + i, ld_h8(z + 2 * i));
+    }
+    if (i < n) {
+        uint16_t st[8] = {0}, zt[8] = {0};
+        memcpy(st, s + 2 * i, (size_t)(n - i) * 2);
+        memcpy(zt, z + 2 * i, (size_t)(n - i) * 2);
+        _mm256_storeu_ps(sf + i, ld_h8((const uint8_t *)st));
+        _mm256_storeu_ps(zf + i, ld_h8((const uint8_t *)zt));
+    }
+}
+
+/* One query, one group: W [ntn*F] int16 (0 for i >= n), *sc; returns
+ * sum_i p_i z_i over 8-token blocks, rows i >= n as zeros (so that they equal
+ * rows with p[i] == 0). p: [n]; sf, zf: [n8] from v_params. */
+AI float v_prep(const float *sf, const float *zf, const int B, int n, const float *p, int16_t *W, float *sc) {
+    const int F = 32 / B, ni = kivi_cdiv(n, F) * F, n8 = kivi_cdiv(n, 8) * 8;
+    float wf[WV_MAX];
+    __m256 b = _mm256_setzero_ps(), mx = _mm256_setzero_ps();
+    for (int i = 0; i < n8; i += 8) {
+        __m256 pv;
+        if (i + 8 <= n) pv = _mm256_loadu_ps(p + i);
+        else {
+            float pt[8] = {0};
+            memcpy(pt, p + i, sizeof(float) * (size_t)(n - i));
+            pv = _mm256_loadu_ps(pt);
+        }
+        const __m256 t = _mm256_mul_ps(pv, _mm256_loadu_ps(sf + i));
+        b = _mm256_fmadd_ps(pv, _mm256_loadu_ps(zf + i), b);
+        mx = _mm256_max_ps(mx, vabs(t));
+        _mm256_storeu_ps(wf + i, t);
+    }
+    const float am = hmax1(mx);
+    if (am >= TINY) {
+        to_i16(wf, n8, 32767.0f / am, W);
+        *sc = am / 32767.0f;
+    } else {
+        memset(W, 0, sizeof(int16_t) * (size_t)n8);
+        *sc = 0;
+    }
+    for (int i = n8; i < ni; i++) W[i] = 0;
+    return hsum1(b);
+}
+
+/* QG queries x CB channel blocks of 8 over token chunks [0, ntn). codes: chunk
+ * (first block, 0), blocks ntc chunks apart; W: [QG][WV_MAX]; acc: query 0's
+ * first column of the tile, queries D apart. */
+AI void v_tile(const uint8_t *codes, int ntc, int ntn, const int B, const int QG, const int CB, const int16_t *W,
+               const float *sc, const float *bias, float *acc, int D) {
+    const int F = 32 / B;
+    const __m256i m = _mm256_set1_epi16((short)((1 << B) - 1));
+    __m256i a[QG_MAX][2]; /* [QG][CB] */
+#pragma GCC unroll 4
+    for (int g = 0; g < QG; g++)
+#pragma GCC unroll 2
+        for (int c = 0; c < CB; c++) a[g][c] = _mm256_setzero_si256();
+    for (int tc = 0; tc < ntn; tc++) {
+        __m256i w[2];
+#pragma GCC unroll 2
+        for (int c = 0; c < CB; c++) w[c] = _mm256_loadu_si256((const __m256i *)(codes + ((size_t)c * ntc + tc) * 32));
+        const int16_t *wt = W + (size_t)tc * F;
+#pragma GCC unroll 8
+        for (int f = 0; f < F / 2; f++) {
+            __m256i x[2];
+#pragma GCC unroll 2
+            for (int c = 0; c < CB; c++) x[c] = unpack(w[c], m, B, f);
+#pragma GCC unroll 4
+            for (int g = 0; g < QG; g++) {
+                const __m256i pr = pair(wt + (size_t)g * WV_MAX + 2 * f);
+#pragma GCC unroll 2
+                for (int c = 0; c < CB; c++) a[g][c] = _mm256_add_epi32(a[g][c], _mm256_madd_epi16(x[c], pr));
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int g = 0; g < QG; g++)
+#pragma GCC unroll 2
+        for (int c = 0; c < CB; c++) {
+            float *o = acc + (size_t)g * D + c * 8;
+            const __m256 t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a[g][c]), _mm256_set1_ps(sc[g]), _mm256_set1_ps(bias[g]));
+            _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), t));
+        }
+}
+
+AI void v_av_multi(const uint8_t *seg, const int B, int D, int P, int n, const float *p, int m, float *acc) {
+    const kvl_codec *cd = B == 2 ? &kvl_codec_kivi2_v : &kvl_codec_kivi4_v;
+    if (P > KIVI_PMAX || D > KIVI_DMAX || D % 8) {
+        for (int g = 0; g < m; g++) cd->ref.av(seg, D, P, n, p + (size_t)g * P, acc + (size_t)g * D);
+        return;
+    }
+    if (n <= 0) return;
+    const int F = 32 / B, NB = D / 8, NG = kivi_cdiv(D, KIVI_VG), ntc = kivi_cdiv(P, F), ntn = kivi_cdiv(n, F);
+    int16_t W[QG_MAX][WV_MAX];
+    float sc[QG_MAX] = {0}, bias[QG_MAX] = {0}, sf[KIVI_PMAX + 8], zf[KIVI_PMAX + 8];
+    for (int G = 0; G < NG; G++) {
+        v_params(seg, B, D, P, n, G, sf, zf);
+        for (int g0 = 0; g0 < m; g0 += QG_MAX) {
+            const int QG = m - g0 < QG_MAX ? m - g0 : QG_MAX;
+            for (int g = 0; g < QG; g++) bias[g] = v_prep(sf, zf, B, n, p + (size_t)(g0 + g) * P, W[g], &sc[g]);
+            const int kb1 = (G + 1) * (KIVI_VG / 8) < NB ? (G + 1) * (KIVI_VG / 8) : NB;
+            for (int kb = G * (KIVI_VG / 8); kb < kb1;) {
+                const uint8_t *codes = seg + (size_t)kb * ntc * 32;
+                float *a = acc + (size_t)g0 * D + (size_t)kb * 8;
+                const int CB = 1;
+                if (CB == 2) {
+                    if (QG == 1) v_tile(codes, ntc, ntn, B, 1, 2, W[0], sc, bias, a, D);
+                    else if (QG == 2) v_tile(codes, ntc, ntn, B, 2, 2, W[0], sc, bias, a, D);
+                    else if (QG == 3) v_tile(codes, ntc, ntn, B, 3, 2, W[0], sc, bias, a, D);
+                    else v_tile(codes, ntc, ntn, B, 4, 2, W[0], sc, bias, a, D);
+                } else {
+                    if (QG == 1) v_tile(codes, ntc, ntn, B, 1, 1, W[0], sc, bias, a, D);
+                    else if (QG == 2) v_tile(codes, ntc, ntn, B, 2, 1, W[0], sc, bias, a, D);
+                    else if (QG == 3) v_tile(codes, ntc, ntn, B, 3, 1, W[0], sc, bias, a, D);
+                    else v_tile(codes, ntc, ntn, B, 4, 1, W[0], sc, bias, a, D);
+                }
+                kb += CB;
+            }
+        }
+    }
+}
+
+/* ---- tables ------------------------------------------------------------------------------ */
+
+static void k2_qk_multi(const uint8_t *seg, int D, int P, int n, const float *q, int m, float *sc) {
+    k_qk_multi(seg, 2, D, P, n, q, m, sc);
+}
+static void k4_qk_multi(const uint8_t *seg, int D, int P, int n, const float *q, int m, float *sc) {
+    k_qk_multi(seg, 4, D, P, n, q, m, sc);
+}
+static void k2_qk(const uint8_t *seg, int D, int P, int n, const float *q, float *sc) {
+    k_qk_multi(seg, 2, D, P, n, q, 1, sc);
+}
+static void k4_qk(const uint8_t *seg, int D, int P, int n, const float *q, float *sc) {
+    k_qk_multi(seg, 4, D, P, n, q, 1, sc);
+}
+static void v2_av_multi(const uint8_t *seg, int D, int P, int n, const float *p, int m, float *acc) {
+    v_av_multi(seg, 2, D, P, n, p, m, acc);
+}
+static void v4_av_multi(const uint8_t *seg, int D, int P, int n, const float *p, int m, float *acc) {
+    v_av_multi(seg, 4, D, P, n, p, m, acc);
+}
+static void v2_av(const uint8_t *seg, int D, int P, int n, const float *p, float *acc) {
+    v_av_multi(seg, 2, D, P, n, p, 1, acc);
+}
+static void v4_av(const uint8_t *seg, int D, int P, int n, const float *p, float *acc) {
+    v_av_multi(seg, 4, D, P, n, p, 1, acc);
+}
+
+int kvl_kivi_avx2_kernels(int bits, int is_v, int D, kvl_codec_kernels *out) {
+    if (!kvl_cpu_has_avx2() || D % 8 != 0 || D > KIVI_DMAX || (bits != 2 && bits != 4)) return 0;
+    const kvl_codec *c = is_v ? (bits == 2 ? &kvl_codec_kivi2_v : &kvl_codec_kivi4_v)
+                              : (bits == 2 ? &kvl_codec_kivi2 : &kvl_codec_kivi4);
+    *out = c->ref;
+    out->isa = "avx2";
+    if (is_v) {
+        out->av = bits == 2 ? v2_av : v4_av;
+        out->av_multi = bits == 2 ? v2_av_multi : v4_av_multi;
+    } else {
+        out->qk = bits == 2 ? k2_qk : k4_qk;
+        out->qk_multi = bits == 2 ? k2_qk_multi : k4_qk_multi;
+    }
+    return 1;
+}
+
+#else /* no AVX2 in this build */
+
+int kvl_kivi_avx2_kernels(int bits, int is_v, int D, kvl_codec_kernels *out) {
+    (void)bits, (void)is_v, (void)D, (void)out;
+    return 0;
+}
+
+#endif
