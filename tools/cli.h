@@ -111,5 +111,6 @@ int cmd_bench(const cli_opts *o);
 int cmd_eval(const cli_opts *o);
 /* eval needle | passkey | multikey (o->subcmd). */
 int cmd_retrieval(const cli_opts *o);
+int cmd_calibrate(int argc, char **argv); /* kvlite calibrate (parses its own flags) */
 
 #endif
