@@ -1,4 +1,4 @@
-/* Tests of the quantized per-token KV codecs int4, int4g64, fp8 and oaken:
+/* Tests of the quantized per-token KV codecs int4, int4g64, int4z, fp8, oaken:
  * exact segment bytes, round-trip error within the bound each format
  * guarantees (stated at each check), fused qk/av against decode-then-compute
  * in double, AVX2 against the scalar reference, multi-query bit-identity,
@@ -64,6 +64,9 @@ static void test_sizes(void) {
     CHECK(i4g->seg_bytes(64, 32) == 32 * (4 + 32));
     CHECK(kvl_codec_bits_per_value(i4g, 64, 32) == 4.5);
     CHECK(i4g->seg_bytes(128, 7) == 7 * (2 * 4 + 64));
+    const kvl_codec *i4z = kvl_codec_find("int4z"); /* ceil(D/32) x (e5m3 scale, int8 zero) + ceil(D/2) */
+    CHECK(i4z && i4z->seg_bytes(64, 32) == 32 * (2 * 2 + 32) && kvl_codec_bits_per_value(i4z, 64, 32) == 4.5);
+    CHECK(i4z && i4z->seg_bytes(128, 16) == 16 * (4 * 2 + 64) && i4z->seg_bytes(36, 7) == 7 * (2 * 2 + 18));
     /* fp8: f32 scale + D bytes per row */
     CHECK(f8->seg_bytes(64, 32) == 32 * 68);
     CHECK(kvl_codec_bits_per_value(f8, 64, 32) == 8.5);
@@ -79,6 +82,15 @@ static void test_sizes(void) {
 }
 
 /* ---- round trips -------------------------------------------------------------- */
+
+/* int4z: scale <= max((mx - mn) / 14, max|x| / 112) rounded up to e5m3
+ * (<= 2^-3 relative, or the smallest step 2^-17), error <= scale / 2. */
+static double i4z_tol(const float *x, int c0, int gs) {
+    double mn = INFINITY, mx = -INFINITY;
+    for (int k = 0; k < gs; k++) mn = fmin(mn, x[c0 + k]), mx = fmax(mx, x[c0 + k]);
+    const double s = fmax((mx - mn) / 14, fmax(fabs(mn), fabs(mx)) / 112) * 1.125 + ldexp(1, -17);
+    return s / 2 * (1 + 1e-5) + 4e-7 * (fabs(mn) + fabs(mx));
+}
 
 /* int4: per group, with mn/mx its extremes: stored min m16 >= mn - ulp16(mn),
  * scale s16 <= (mx - m16) / 15 rounded up to a half (<= 2^-10 relative, or a
@@ -96,7 +108,7 @@ static void test_roundtrip(const kvl_codec *c, int D, int P) {
     float *x = malloc(sizeof(float) * D * P), *y = malloc(sizeof(float) * D);
     for (int i = 0; i < P; i++) rand_row(x + i * D, D);
     CHECK(codec_fill(c, st, seg, D, P, P, x) == 0);
-    const int G = !strcmp(c->name, "int4") ? 32 : 64;
+    const int G = strcmp(c->name, "int4g64") ? 32 : 64;
     int bad = 0;
     double worst = 0;
     for (int i = 0; i < P; i++) {
@@ -112,7 +124,7 @@ static void test_roundtrip(const kvl_codec *c, int D, int P) {
                 tol = kvl_oaken_row_bound(seg, D, P, i, xi, j);
             else {
                 const int c0 = j / G * G, gs = D - c0 < G ? D - c0 : G;
-                tol = i4_tol(xi, c0, gs);
+                tol = strcmp(c->name, "int4z") ? i4_tol(xi, c0, gs) : i4z_tol(xi, c0, gs);
             }
             worst = fmax(worst, e / (tol > 0 ? tol : 1));
             if (e > tol && bad++ < 3)
@@ -205,7 +217,7 @@ static void test_simd_and_invariance(const kvl_codec *c, int D, int P) {
     kvl_codec_kernels ref = kvl_codec_kernels_get(c, D, 1), simd = kvl_codec_kernels_get(c, D, 0);
     const int have_simd = strcmp(simd.isa, "scalar") != 0;
     /* where AVX2 kernels must exist: int4 D % 32, int4g64 D % 64, fp8 D % 8, oaken D % 32 and D <= 128 */
-    const int want = !strcmp(c->name, "int4") ? D % 32 == 0 : !strcmp(c->name, "int4g64") ? D % 64 == 0
+    const int want = !strcmp(c->name, "int4") || !strcmp(c->name, "int4z") ? D % 32 == 0 : !strcmp(c->name, "int4g64") ? D % 64 == 0
                    : !strcmp(c->name, "fp8") ? D % 8 == 0 : D % 32 == 0 && D <= 128;
     if (!have_simd && want && kvl_cpu_has_avx2())
         CHECK_MSG(0, "%s D=%d: expected AVX2 kernels", c->name, D);
@@ -514,6 +526,7 @@ int main(void) {
     test_fp8_encoder();
     test_codec("int4");
     test_codec("int4g64");
+    test_codec("int4z");
     test_codec("fp8");
     test_codec("oaken");
     test_oaken();

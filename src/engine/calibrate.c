@@ -19,6 +19,24 @@ static int cmp_float(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* Relative reconstruction error sum (x - x')^2 / sum x^2 of codec c on the
+ * rows vals [n / D][D] (one scratch page at a time; st: codec state or NULL). */
+static double codec_rel_err(const kvl_codec *c, const void *st, const float *vals, size_t n, int D, uint8_t *seg,
+                            float *y) {
+    enum { PP = 32 };
+    double e = 0, t = 0;
+    for (size_t r = 0; r < n; r += (size_t)D) {
+        const int i = (int)((r / (size_t)D) % PP);
+        c->encode(st, seg, D, PP, i, vals + r);
+        c->decode(seg, D, PP, i, y);
+        for (int j = 0; j < D; j++) {
+            const double d = (double)vals[r + j] - y[j];
+            e += d * d, t += (double)vals[r + j] * vals[r + j];
+        }
+    }
+    return t > 0 ? e / t : 0;
+}
+
 static kvl_status fail(char *err, size_t n, kvl_status s, const char *fmt, ...) {
     if (err && n) {
         va_list ap;
@@ -120,6 +138,11 @@ kvl_status kvl_calibrate_oaken(const kvl_model *m, const char *text, size_t len,
                 fprintf(p.log, "layer  side     lo_out      lo_in      hi_in     hi_out   outer%%  middle%%  inner%%  "
                                ">C=%d%%  outer>C%%\n", kvl_oaken_capacity(D));
             const int C = kvl_oaken_capacity(D);
+            static const char *const cnames[] = {"int8", "fp8", "int4", "int4g64", "int4z", "oaken"};
+            enum { NC = 6 };
+            double cerr_sum[NC][2] = {{0}}, cerr_max[NC][2] = {{0}};
+            uint8_t *cseg = malloc(kvl_codec_find("f32")->seg_bytes(D, 32) * 2);
+            uint8_t cst[64];
             double tot[2][3] = {{0}}, tover[2] = {0}, toverout[2] = {0}, trows[2] = {0};
             for (int l = 0; l < L; l++)
                 for (int v = 0; v < 2; v++) {
@@ -137,6 +160,15 @@ kvl_status kvl_calibrate_oaken(const kvl_model *m, const char *text, size_t len,
                         over += sp > C, over_out += so > C;
                     }
                     for (int g = 0; g < 3; g++) tot[v][g] += (double)cnt[g];
+                    for (int ci = 0; ci < NC && cseg; ci++) {
+                        const kvl_codec *cc = kvl_codec_find(cnames[ci]);
+                        if (!cc || !cc->encode) continue;
+                        const void *stp = NULL;
+                        if (cc->state_bytes && cc->state_bytes(D) <= sizeof cst && kvl_oaken_state_set(cst, t) == 0) stp = cst;
+                        const double re = codec_rel_err(cc, stp, vals, n, D, cseg, row);
+                        cerr_sum[ci][v] += re / L;
+                        if (re > cerr_max[ci][v]) cerr_max[ci][v] = re;
+                    }
                     tover[v] += (double)over, toverout[v] += (double)over_out, trows[v] += (double)(n / (size_t)D);
                     if (p.log)
                         fprintf(p.log, "%5d  %s   %9.4f  %9.4f  %9.4f  %9.4f   %5.2f   %6.2f   %5.2f  %5.1f   %5.1f\n", l,
@@ -151,6 +183,13 @@ kvl_status kvl_calibrate_oaken(const kvl_model *m, const char *text, size_t len,
                             "outer alone > C: %.2f%%\n", v ? "V" : "K", 100 * tot[v][0] / n, 100 * tot[v][1] / n,
                             100 * tot[v][2] / n, 100 * tover[v] / trows[v], 100 * toverout[v] / trows[v]);
                 }
+            if (p.log && cseg) {
+                fprintf(p.log, "relative reconstruction error sum(x-x')^2/sum(x^2), held-out window (mean / worst layer):\n");
+                for (int ci = 0; ci < NC; ci++)
+                    fprintf(p.log, "  %-8s K %.3e / %.3e   V %.3e / %.3e\n", cnames[ci], cerr_sum[ci][0], cerr_max[ci][0],
+                            cerr_sum[ci][1], cerr_max[ci][1]);
+            }
+            free(cseg);
         }
         kvl_seq_free(s);
     }

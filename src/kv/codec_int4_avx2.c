@@ -1,4 +1,4 @@
-/* AVX2 kernels of the int4 / int4g64 codecs (layout in codec_int4.c), fused
+/* AVX2 kernels of the int4 / int4g64 / int4z codecs (layout in codec_int4.c), fused
  * on the codes: the minimum is never added per value. Per block of 8 rows the
  * codes are unpacked once (16 code bytes -> 16 consecutive channels from the
  * low nibbles, the 16 channels h further from the high nibbles) and scaled,
@@ -32,15 +32,22 @@ static inline void put16(__m128i c, __m256 s, float *out) {
     _mm256_storeu_ps(out + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(c, 8))), s));
 }
 
-static inline void unpack(const uint8_t *seg, int D, int G, int i0, int nr, blk *b) {
-    const int ng = D / G, h = G / 2;
-    const size_t rb = (size_t)ng * 4 + (size_t)D / 2;
+static inline void unpack(const uint8_t *seg, int D, int G, int Z, int i0, int nr, blk *b) {
+    const int ng = D / G, h = G / 2, pb = Z ? 2 : 4;
+    const size_t rb = (size_t)ng * pb + (size_t)D / 2;
     const __m128i lo = _mm_set1_epi8(15);
     for (int k = 0; k < nr; k++) {
-        const uint8_t *row = seg + (size_t)(i0 + k) * rb, *codes = row + (size_t)ng * 4;
+        const uint8_t *row = seg + (size_t)(i0 + k) * rb, *codes = row + (size_t)ng * pb;
         float sm[2 * GMAX + 2];
-        for (int g = 0; g < ng; g += 2) /* 8 bytes = (scale, min) of groups g, g+1; F16C is exact */
-            _mm_storeu_ps(sm + 2 * g, _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(row + g * 4))));
+        if (Z) { /* e5m3 scale, int8 zero: the scalar decode's float values */
+            for (int g = 0; g < ng; g++) {
+                uint16_t hh = (uint16_t)(row[2 * g] << 7);
+                const float s = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(hh)));
+                sm[2 * g] = s, sm[2 * g + 1] = -(float)(int8_t)row[2 * g + 1] * s;
+            }
+        } else
+            for (int g = 0; g < ng; g += 2) /* 8 bytes = (scale, min) of groups g, g+1; F16C is exact */
+                _mm_storeu_ps(sm + 2 * g, _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(row + g * 4))));
         for (int g = 0; g < ng; g++) b->s[g * 8 + k] = sm[2 * g], b->m[g * 8 + k] = sm[2 * g + 1];
         float *x = b->c + (size_t)k * D;
         for (int g = 0; g < ng; g++) {
@@ -65,12 +72,12 @@ static inline float hsum1(__m256 a) {
     return _mm_cvtss_f32(s);
 }
 
-static inline void qk_multi(const uint8_t *seg, int D, int G, int P, int n, const float *q, int m, float *scores) {
+static inline void qk_multi(const uint8_t *seg, int D, int G, int Z, int P, int n, const float *q, int m, float *scores) {
     const int ng = D / G;
     blk b;
     for (int i0 = 0; i0 < n; i0 += 8) {
         const int nr = n - i0 < 8 ? n - i0 : 8;
-        unpack(seg, D, G, i0, nr, &b);
+        unpack(seg, D, G, Z, i0, nr, &b);
         for (int qi = 0; qi < m; qi++) {
             const float *qg = q + (size_t)qi * D;
             __m256 a[8];
@@ -98,12 +105,12 @@ static inline void qk_multi(const uint8_t *seg, int D, int G, int P, int n, cons
     }
 }
 
-static inline void av_multi(const uint8_t *seg, int D, int G, int P, int n, const float *p, int m, float *acc) {
+static inline void av_multi(const uint8_t *seg, int D, int G, int Z, int P, int n, const float *p, int m, float *acc) {
     const int ng = D / G;
     blk b;
     for (int i0 = 0; i0 < n; i0 += 8) {
         const int nr = n - i0 < 8 ? n - i0 : 8;
-        unpack(seg, D, G, i0, nr, &b);
+        unpack(seg, D, G, Z, i0, nr, &b);
         for (int qi = 0; qi < m; qi++) {
             const float *pg = p + (size_t)qi * P + i0;
             float *ag = acc + (size_t)qi * D;
@@ -121,26 +128,35 @@ static inline void av_multi(const uint8_t *seg, int D, int G, int P, int n, cons
     }
 }
 
-static void i4_qk_multi(const uint8_t *seg, int D, int P, int n, const float *q, int m, float *s) { qk_multi(seg, D, 32, P, n, q, m, s); }
-static void i4_av_multi(const uint8_t *seg, int D, int P, int n, const float *p, int m, float *a) { av_multi(seg, D, 32, P, n, p, m, a); }
-static void i4_qk(const uint8_t *seg, int D, int P, int n, const float *q, float *s) { qk_multi(seg, D, 32, P, n, q, 1, s); }
-static void i4_av(const uint8_t *seg, int D, int P, int n, const float *p, float *a) { av_multi(seg, D, 32, P, n, p, 1, a); }
-static void i4g64_qk_multi(const uint8_t *seg, int D, int P, int n, const float *q, int m, float *s) { qk_multi(seg, D, 64, P, n, q, m, s); }
-static void i4g64_av_multi(const uint8_t *seg, int D, int P, int n, const float *p, int m, float *a) { av_multi(seg, D, 64, P, n, p, m, a); }
-static void i4g64_qk(const uint8_t *seg, int D, int P, int n, const float *q, float *s) { qk_multi(seg, D, 64, P, n, q, 1, s); }
-static void i4g64_av(const uint8_t *seg, int D, int P, int n, const float *p, float *a) { av_multi(seg, D, 64, P, n, p, 1, a); }
+#define WRAP(PFX, G, Z)                                                                                        \
+    static void PFX##_qk_multi(const uint8_t *seg, int D, int P, int n, const float *q, int m, float *s) {     \
+        qk_multi(seg, D, G, Z, P, n, q, m, s);                                                                 \
+    }                                                                                                          \
+    static void PFX##_av_multi(const uint8_t *seg, int D, int P, int n, const float *p, int m, float *a) {     \
+        av_multi(seg, D, G, Z, P, n, p, m, a);                                                                 \
+    }                                                                                                          \
+    static void PFX##_qk(const uint8_t *seg, int D, int P, int n, const float *q, float *s) {                  \
+        qk_multi(seg, D, G, Z, P, n, q, 1, s);                                                                 \
+    }                                                                                                          \
+    static void PFX##_av(const uint8_t *seg, int D, int P, int n, const float *p, float *a) {                  \
+        av_multi(seg, D, G, Z, P, n, p, 1, a);                                                                 \
+    }
+WRAP(i4, 32, 0)
+WRAP(i4g64, 64, 0)
+WRAP(i4z, 32, 1)
 
-int kvl_codec_int4_avx2(int D, int G, kvl_codec_kernels *out) {
+int kvl_codec_int4_avx2(int D, int G, int z, kvl_codec_kernels *out) {
     if (!kvl_cpu_has_avx2() || D % G != 0 || D > KVL_Q_AVX2_DMAX) return 0;
-    if (G == 32) *out = (kvl_codec_kernels){"avx2", i4_qk, i4_av, i4_qk_multi, i4_av_multi};
-    else if (G == 64) *out = (kvl_codec_kernels){"avx2", i4g64_qk, i4g64_av, i4g64_qk_multi, i4g64_av_multi};
+    if (G == 32 && !z) *out = (kvl_codec_kernels){"avx2", i4_qk, i4_av, i4_qk_multi, i4_av_multi};
+    else if (G == 64 && !z) *out = (kvl_codec_kernels){"avx2", i4g64_qk, i4g64_av, i4g64_qk_multi, i4g64_av_multi};
+    else if (G == 32 && z) *out = (kvl_codec_kernels){"avx2", i4z_qk, i4z_av, i4z_qk_multi, i4z_av_multi};
     else return 0;
     return 1;
 }
 
 #else
-int kvl_codec_int4_avx2(int D, int G, kvl_codec_kernels *out) {
-    (void)D, (void)G, (void)out;
+int kvl_codec_int4_avx2(int D, int G, int z, kvl_codec_kernels *out) {
+    (void)D, (void)G, (void)z, (void)out;
     return 0;
 }
 #endif
