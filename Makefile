@@ -61,7 +61,12 @@ FUZZ_SECONDS ?= 60
 # Add test_engine for the real model too (~15 min under TSan on 2 cores).
 TSAN_TESTS ?= test_threadpool test_ops test_kv test_threads test_arch test_txn test_ctx
 
-.PHONY: all test test-unit san san-unit demo model deps clean refdump fuzz fuzz-build fuzz-run tsan tsan-build bench-kivi
+# Codec kernel micro-benchmark (bench/bench_codec.c): `make bench && build/bench_codec`.
+bench: $(BUILD)/bench_codec
+$(BUILD)/bench_codec: bench/bench_codec.c $(LIB)
+	$(CC) $(CFLAGS) $(SIMD_FLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
+
+.PHONY: bench all test test-unit san san-unit demo model deps clean refdump fuzz fuzz-build fuzz-run tsan tsan-build bench-kivi
 all: $(LIB) $(CLI) $(TEST_BIN)
 
 $(BUILD)/%_avx2.o: %_avx2.c

@@ -111,10 +111,15 @@ static void case_codec(const char *spec, int P, int scalar) {
     const int32_t qp[3] = {17, 70, 1000};
     for (int i = 0; i < 3 * NH * D; i++) q[i] = frand() * 2;
     static char scratch[1 << 20];
+    /* float kernels: rounding only. KIVI's AVX2 kernels round the per-page
+     * factors (q_j * scale_j, p_i * scale_i) to int16 to use vpmaddwd on the
+     * codes (codec_kivi_avx2.c): relative error <= 2^-15 per factor, which
+     * over 64 channels and the softmax stays below 1e-3 of the output. */
+    const double tol = !scalar && !strncmp(spec, "kivi", 4) ? 1e-3 : 2e-5;
     for (int l = 0; l < NL; l++) {
         kvl_kv_attend(t, l, 3, q, qp, NH, 0.125f, o, scratch, 0, 1);
         const double e = check_attention(t, l, 3, q, qp, o);
-        CHECK_MSG(e < 2e-5, "%s P=%d %s layer %d: fused attention differs from decode-then-attend by %.3g", spec, P,
+        CHECK_MSG(e < tol, "%s P=%d %s layer %d: fused attention differs from decode-then-attend by %.3g", spec, P,
                   scalar ? "scalar" : "simd", l, e);
     }
     kvl_kv_table_free(t);

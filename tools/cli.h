@@ -119,5 +119,6 @@ int cmd_codecs(const cli_opts *o);
 int cmd_kverr(const cli_opts *o);
 /* eval needle | passkey | multikey (o->subcmd). */
 int cmd_retrieval(const cli_opts *o);
+int cmd_calibrate(int argc, char **argv); /* kvlite calibrate (parses its own flags) */
 
 #endif

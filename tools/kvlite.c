@@ -327,6 +327,7 @@ int main(int argc, char **argv) {
     if (argc < 2)
         cli_die(CLI_EXIT_USAGE, "missing command: run, chat, tokenize, bench, eval or codecs (see kvlite --help)");
     const char *cmd = argv[1];
+    if (!strcmp(cmd, "calibrate")) return cmd_calibrate(argc - 2, argv + 2); /* own flags: tools/cmd_calibrate.c */
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         print_usage(stdout, argc > 2 && strcmp(argv[2], "-h") && strcmp(argv[2], "--help") ? argv[2] : NULL, NULL);
         return 0;
