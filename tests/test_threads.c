@@ -35,20 +35,24 @@ static void tokens(kvl_token *t, int n, int V, unsigned seed) {
     }
 }
 
-/* Prefill NL-NT tokens, fork; the parent prefills the last NT in one batch,
- * the fork decodes them one by one. Returns 0 on any API error. */
-static int batch_vs_decode(const kvl_model *m, const char *codec, int threads, const kvl_token *t, float *batch,
-                           float *dec) {
+/* Prefill n_pre tokens, fork; the parent prefills the next n_tail in one
+ * batch, the fork decodes them one by one. Returns 0 on any API error. */
+static int batch_vs_decode_n(const kvl_model *m, const char *codec, int threads, const kvl_token *t, int n_pre,
+                             int n_tail, float *batch, float *dec) {
     kvl_ctx *c = mkctx(m, codec, NL + 16, threads);
     kvl_seq *s = NULL, *f = NULL;
-    int ok = c && kvl_seq_create(c, &s) == KVL_OK && kvl_prefill(s, t, NL - NT, NULL, NULL) == KVL_OK &&
-             kvl_seq_fork(s, &f) == KVL_OK && kvl_prefill(s, t + NL - NT, NT, batch, NULL) == KVL_OK;
-    for (int i = NL - NT; ok && i < NL; i++) ok = kvl_decode(f, t[i], dec) == KVL_OK;
+    int ok = c && kvl_seq_create(c, &s) == KVL_OK && kvl_prefill(s, t, n_pre, NULL, NULL) == KVL_OK &&
+             kvl_seq_fork(s, &f) == KVL_OK && kvl_prefill(s, t + n_pre, n_tail, batch, NULL) == KVL_OK;
+    for (int i = n_pre; ok && i < n_pre + n_tail; i++) ok = kvl_decode(f, t[i], dec) == KVL_OK;
     if (!ok && c) fprintf(stderr, "%s %d threads: %s\n", codec, threads, kvl_ctx_error(c));
     kvl_seq_free(f);
     kvl_seq_free(s);
     kvl_ctx_free(c);
     return ok;
+}
+static int batch_vs_decode(const kvl_model *m, const char *codec, int threads, const kvl_token *t, float *batch,
+                           float *dec) {
+    return batch_vs_decode_n(m, codec, threads, t, NL - NT, NT, batch, dec);
 }
 
 static int diff(const float *a, const float *b, int n) { return memcmp(a, b, sizeof(float) * (size_t)n) != 0; }
@@ -132,10 +136,45 @@ static void test_model(const char *file, const char *codec) {
     kvl_model_free(m);
 }
 
+/* Sealing codecs (kv/codec.h): rows quantize when their page seals at the
+ * end of a forward call, so one batch and token-by-token decode legitimately
+ * differ once a page fills between two decode calls (the tail 600..611
+ * crosses the page boundary at 608); each of the two must still be
+ * deterministic and the same on 1, 2 and 3 threads. */
+static void test_sealing(const char *file, const char *codec) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", model_dir, file);
+    kvl_model *m = NULL;
+    char err[256] = "";
+    CHECK_MSG(kvl_model_load(path, &m, err, sizeof err) == KVL_OK, "%s: %s", path, err);
+    if (!m) return;
+    kvl_model_info mi;
+    kvl_model_get_info(m, &mi);
+    const int V = mi.n_vocab;
+    kvl_token *t = malloc(sizeof(kvl_token) * NL);
+    tokens(t, NL, V, 11);
+    float ref_b[MAXV], ref_d[MAXV], b[MAXV], d[MAXV];
+    CHECK_MSG(batch_vs_decode_n(m, codec, 1, t, 600, 12, ref_b, ref_d), "%s %s 1 thread", file, codec);
+    CHECK_MSG(diff(ref_b, ref_d, V), "%s %s: batch and decode should differ (rows seal between decode calls)", file,
+              codec);
+    for (int th = 2; th <= 3; th++) {
+        CHECK_MSG(batch_vs_decode_n(m, codec, th, t, 600, 12, b, d), "%s %s %d threads", file, codec, th);
+        CHECK_MSG(!diff(b, ref_b, V) && !diff(d, ref_d, V), "%s %s: %d threads differ from 1", file, codec, th);
+    }
+    CHECK_MSG(batch_vs_decode_n(m, codec, 2, t, 600, 12, b, d) && !diff(b, ref_b, V) && !diff(d, ref_d, V),
+              "%s %s: a second run differs", file, codec);
+    free(t);
+    kvl_model_free(m);
+}
+
 int main(void) {
     const char *d = getenv("KVL_TINY_DIR");
     if (d && *d) snprintf(model_dir, sizeof model_dir, "%s", d);
     test_model("llama_k.gguf", "f16");  /* GQA 4/1: one kv-head, so decode splits */
     test_model("qwen2_q8.gguf", "int8"); /* biases, NeoX RoPE, int8 KV */
+    test_model("llama_k.gguf", "int4z+rot"); /* per-token quantized + rotation: still batch-invariant */
+    test_model("qwen2_q8.gguf", "fp8");
+    test_sealing("llama_k.gguf", "kivi2");
+    test_sealing("qwen2_q8.gguf", "kivi4+rot");
     KVL_TEST_END();
 }
