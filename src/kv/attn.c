@@ -85,7 +85,8 @@ static void attend_part(const kvl_kv_pool *p, const kvlist *L, int pg0, int pg1,
                 continue;
             }
             int q1 = q0 + 1;
-            if (T > 1) {
+            if (T == 1 && pc->multi_decode) q1 = G; /* unpack each quantized row once for the group */
+            else if (T > 1) {
                 int t1 = q0 / G + 1;
                 while (t1 < T && nv[t1]) t1++;
                 q1 = t1 * G;

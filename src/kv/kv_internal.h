@@ -55,6 +55,8 @@ typedef struct kvlist {
 typedef struct kvi_class {
     const kvl_codec *fk, *fv;   /* row formats of the K and V segments */
     int sealed;                 /* pages of this class hold sealed segments */
+    int multi_decode;           /* decode (one query token) runs the G heads of a group through one
+                                   multi-query call (quantized rows cost more to unpack than to read) */
     kvl_codec_kernels kk, kvk;  /* attention kernels for fk / fv */
     size_t kseg, vseg, koff, voff, page_bytes;
     int chunk_shift;

@@ -23,6 +23,11 @@ static int class_of(kvl_kv_pool *p, const kvl_codec *fk, const kvl_codec *fv, in
     c->fk = fk;
     c->fv = fv;
     c->sealed = sealed;
+    {
+        const int fk_float = !strcmp(fk->name, "f16") || !strcmp(fk->name, "f32");
+        const int fv_float = !strcmp(fv->name, "f16") || !strcmp(fv->name, "f32");
+        c->multi_decode = !(fk_float && fv_float);
+    }
     c->kk = kvl_codec_kernels_get(fk, p->D, p->cfg.scalar_only);
     c->kvk = kvl_codec_kernels_get(fv, p->D, p->cfg.scalar_only);
     c->kseg = fk->seg_bytes(p->D, p->P);
