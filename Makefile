@@ -148,8 +148,7 @@ tsan:
 tsan-build: $(patsubst %,$(BUILD)/tests/%,$(TSAN_TESTS))
 
 demo: deps all model
-	$(CLI) run -m "$(MODEL)" --chat --temp 0 -n 96 --kv int8 --stats \
-	    -p "In two sentences, why does a KV cache speed up LLM inference?"
+	CLI=$(CLI) MODEL="$(MODEL)" bash scripts/demo.sh
 
 clean:
 	rm -rf build build-san build-fuzz build-tsan

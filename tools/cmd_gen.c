@@ -179,8 +179,12 @@ static void print_kv_stats(const kvl_seq *seq) {
     kvl_kv_stats st;
     memset(&st, 0, sizeof st);
     kvl_seq_kv_stats(seq, &st);
-    fprintf(stderr, "KV cache:         %zu bytes used, %zu peak, %.1f bytes/token, codec %s\n", st.bytes_used,
-            st.bytes_peak, st.bytes_per_token, st.codec ? st.codec : "?");
+    fprintf(stderr, "KV cache:         %zu bytes used, %zu peak, codec %s\n", st.bytes_used, st.bytes_peak,
+            st.codec ? st.codec : "?");
+    fprintf(stderr, "KV per token:     %.1f bytes stored now (%.2f bits/value, open residual pages included), "
+                    "%.1f bytes in full pages\n",
+            st.tokens_cached > 0 ? (double)st.codec_bytes / (double)st.tokens_cached : 0.0, st.bits_per_value,
+            st.bytes_per_token);
     fprintf(stderr, "KV tokens/pages:  %lld tokens cached, %d pages, pool %zu / %zu bytes\n",
             (long long)st.tokens_cached, st.n_pages, st.pool_used, st.pool_budget);
 }
