@@ -23,7 +23,7 @@ enum { D = 64, P = 32, NTOK = 8192, NPAGE = NTOK / P, G = 3 };
 
 static double now(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts); /* CPU time: the machine is shared */
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 

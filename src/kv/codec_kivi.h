@@ -6,19 +6,21 @@
  * asymmetric b-bit, x ~= s * c + z with c in [0, 2^b - 1], s and z stored as
  * IEEE halves (the reference stores them in the model dtype, fp16).
  *
- * Codes are packed into 32-byte chunks of 16 little 16-bit "slots"; a slot
- * holds F/2 codes ("fields", field f at bits [b*f, b*f + b)), F = 32 / b, so a
- * chunk holds 8 x F codes. Slots 2k and 2k+1 form 32-bit lane k, the lane the
- * AVX2 kernels accumulate in (vpmaddwd multiplies the two slots of a lane by a
- * pair of int16 factors and adds them):
+ * Codes are packed into 32-byte chunks of 8 little-endian 32-bit lanes; a
+ * lane is split into "slots" of SW bits (SW = 8 for 2-bit codes, 16 for
+ * 4-bit; spl = 32 / SW slots per lane), a slot holds SW / b codes ("fields",
+ * field f at bits [b*f, b*f + b)), so a chunk holds 8 x F codes, F = 32 / b.
+ * The slot width is the multiplicand width of the AVX2 kernels: vpmaddubsw
+ * (u8 codes x s8 factors, 2-bit) or vpmaddwd (int16 x int16, 4-bit)
+ * multiply the slots of a lane and add the products within the lane:
  *
  *  K segment: codes [NTB][NJC] chunks, NTB = ceil(P/8) token blocks, NJC =
  *     ceil(D/F) channel chunks; in chunk (tb, jc), lane k is token 8*tb + k,
- *     slot 2k + e field f is channel F*jc + 2f + e. Then s[D] f16, z[D] f16
- *     (per channel).
+ *     and field f of its slot e is channel F*jc + spl*f + e. Then s[D] f16,
+ *     z[D] f16 (per channel).
  *  V segment: codes [NB][NTC] chunks, NB = ceil(D/8) channel blocks, NTC =
  *     ceil(P/F) token chunks; in chunk (kb, tc), lane k is channel 8*kb + k,
- *     slot 2k + e field f is token F*tc + 2f + e. Then s[NG][P] f16, z[NG][P]
+ *     and field f of its slot e is token F*tc + spl*f + e. Then s[NG][P] f16, z[NG][P]
  *     f16 (NG = ceil(D/KIVI_VG) groups of channels, group-major so that 8
  *     tokens' scales are one load).
  * Padding (tokens >= P, channels >= D) holds code 0. */
@@ -32,6 +34,7 @@
 #define KIVI_VG 32 /* channels per V group (KIVI's default group size) */
 
 static inline int kivi_fields(int bits) { return 32 / bits; }
+static inline int kivi_slot_bits(int bits) { return bits == 2 ? 8 : 16; }
 static inline int kivi_cdiv(int a, int b) { return (a + b - 1) / b; }
 
 /* K: bytes of the code chunks; offset of s[D] is that, z[D] follows. */

@@ -66,11 +66,9 @@ AI __m256i unpack(__m256i w, __m256i m, const int B, const int f) {
     return _mm256_and_si256(_mm256_srli_epi16(w, B * f), m);
 }
 
-static inline __m256i pair(const int16_t *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return _mm256_set1_epi32(v);
-}
+/* The 4 bytes at p in every 32-bit lane (a broadcast load; p need not be aligned). */
+static inline __m256i bcast4(const void *p) { return _mm256_castps_si256(_mm256_broadcast_ss((const float *)p)); }
+static inline __m256i pair(const int16_t *p) { return bcast4(p); }
 
 /* ---- K ------------------------------------------------------------------------------- */
 
@@ -162,7 +160,7 @@ AI void k_qk_multi(const uint8_t *seg, const int B, int D, int P, int n, const f
         for (int g = 0; g < QG; g++) bias[g] = k_prep(sf, zf, B, D, q + (size_t)(g0 + g) * D, Q[g], &sc[g]);
         for (int tb = 0; tb < ntb;) {
             const uint8_t *codes = seg + (size_t)tb * blk;
-            const int TB = 1;
+            const int TB = tb + 2 <= ntb ? 2 : 1;
             if (TB == 2) {
                 if (QG == 1) k_tile(codes, njc, B, 1, 2, Q[0], sc, bias, out);
                 else if (QG == 2) k_tile(codes, njc, B, 2, 2, Q[0], sc, bias, out);
@@ -295,7 +293,7 @@ AI void v_av_multi(const uint8_t *seg, const int B, int D, int P, int n, const f
             for (int kb = G * (KIVI_VG / 8); kb < kb1;) {
                 const uint8_t *codes = seg + (size_t)kb * ntc * 32;
                 float *a = acc + (size_t)g0 * D + (size_t)kb * 8;
-                const int CB = 1;
+                const int CB = kb + 2 <= kb1 ? 2 : 1;
                 if (CB == 2) {
                     if (QG == 1) v_tile(codes, ntc, ntn, B, 1, 2, W[0], sc, bias, a, D);
                     else if (QG == 2) v_tile(codes, ntc, ntn, B, 2, 2, W[0], sc, bias, a, D);
@@ -313,28 +311,216 @@ AI void v_av_multi(const uint8_t *seg, const int B, int D, int P, int n, const f
     }
 }
 
+/* ---- 2-bit: int8 factors per 16-channel / 16-token chunk (vpmaddubsw) ------------------
+ * kivi2 slots are bytes (kv/codec_kivi.h): field f of byte slot e of lane k.
+ * The factors are quantized to int8 per chunk of the layout (K: the 16
+ * channels of a chunk, per query and page; V: the 16 tokens of a chunk, per
+ * query, page and channel group), with scale sc = max |factor| / 127:
+ * vpmaddubsw multiplies 32 u8 codes by s8 factors and adds pairs into int16
+ * (|sum| <= 4 * 2 * 3 * 127, no saturation), one vpmaddwd by 1 sums the
+ * lane, and the chunk's int32 sum enters a float accumulator with its scale
+ * (fma, chunks in order). Error: |d| <= sum over chunks of sc/2 * sum c. */
+
+/* 16 floats -> 16 int8 round(f * inv) (|f * inv| <= 127). */
+static inline __m128i to_i8_16(__m256 a, __m256 b, float inv) {
+    const __m256 iv = _mm256_set1_ps(inv);
+    const __m256i x = _mm256_cvtps_epi32(_mm256_mul_ps(a, iv)), y = _mm256_cvtps_epi32(_mm256_mul_ps(b, iv));
+    const __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi32(x, y), 0xD8);
+    return _mm_packs_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+}
+
+/* Chunks c < nc of 16 factors f[16c .. 16c+16) -> int8 at o + 16c and scale
+ * sc[c] = max |f| / 127 (0, with zero codes, when max < TINY). */
+static inline void chunks_i8(const float *f, int nc, int8_t *o, float *sc) {
+    for (int c = 0; c < nc; c++) {
+        const __m256 t0 = _mm256_loadu_ps(f + 16 * c), t1 = _mm256_loadu_ps(f + 16 * c + 8);
+        const float am = hmax1(_mm256_max_ps(vabs(t0), vabs(t1)));
+        if (am >= TINY) {
+            _mm_storeu_si128((__m128i *)(o + 16 * c), to_i8_16(t0, t1, 127.0f / am));
+            sc[c] = am * (1.0f / 127.0f);
+        } else {
+            memset(o + 16 * c, 0, 16);
+            sc[c] = 0;
+        }
+    }
+}
+
+/* Four byte-slot fields of w as u8 codes. */
+static inline void unpack8(__m256i w, __m256i m3, __m256i x[4]) {
+    x[0] = _mm256_and_si256(w, m3);
+    x[1] = _mm256_and_si256(_mm256_srli_epi16(w, 2), m3);
+    x[2] = _mm256_and_si256(_mm256_srli_epi16(w, 4), m3);
+    x[3] = _mm256_and_si256(_mm256_srli_epi16(w, 6), m3);
+}
+
+/* int32 per lane of sum_f codes_f . factors_f (4 fields, 4 s8 factors each at fq). */
+static inline __m256i dot8(const __m256i x[4], const int8_t *fq, __m256i ones) {
+    __m256i s = _mm256_maddubs_epi16(x[0], bcast4(fq));
+    s = _mm256_add_epi16(s, _mm256_maddubs_epi16(x[1], bcast4(fq + 4)));
+    s = _mm256_add_epi16(s, _mm256_maddubs_epi16(x[2], bcast4(fq + 8)));
+    s = _mm256_add_epi16(s, _mm256_maddubs_epi16(x[3], bcast4(fq + 12)));
+    return _mm256_madd_epi16(s, ones);
+}
+
+#define NJC_MAX (KIVI_DMAX / 16)
+#define NTC_MAX (KIVI_PMAX / 16 + 1)
+
+/* One query: Q8 [njc*16] (0 for j >= D), chunk scales qsc [njc]; returns
+ * sum_j q_j z_j. */
+AI float k8_prep(const float *sf, const float *zf, int D, const float *q, int8_t *Q8, float *qsc) {
+    const int njc = kivi_cdiv(D, 16);
+    float qs[KIVI_DMAX + 16];
+    __m256 b = _mm256_setzero_ps();
+    for (int j = 0; j < D; j += 8) {
+        const __m256 qv = _mm256_loadu_ps(q + j);
+        b = _mm256_fmadd_ps(qv, _mm256_loadu_ps(zf + j), b);
+        _mm256_storeu_ps(qs + j, _mm256_mul_ps(qv, _mm256_loadu_ps(sf + j)));
+    }
+    if (D % 16) _mm256_storeu_ps(qs + D, _mm256_setzero_ps());
+    chunks_i8(qs, njc, Q8, qsc);
+    return hsum1(b);
+}
+
+/* QG queries, one token block: out[g][l] = score of token l of the block. */
+AI void k8_tile(const uint8_t *codes, int njc, const int QG, const int8_t *Q8, const float *qsc, const float *bias,
+                float *out) {
+    const __m256i m3 = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+    __m256 a[QG_MAX];
+#pragma GCC unroll 4
+    for (int g = 0; g < QG; g++) a[g] = _mm256_set1_ps(bias[g]);
+    for (int jc = 0; jc < njc; jc++) {
+        __m256i x[4];
+        unpack8(_mm256_loadu_si256((const __m256i *)(codes + (size_t)jc * 32)), m3, x);
+#pragma GCC unroll 4
+        for (int g = 0; g < QG; g++)
+            a[g] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot8(x, Q8 + (size_t)g * QS_MAX + 16 * jc, ones)),
+                                   _mm256_set1_ps(qsc[g * NJC_MAX + jc]), a[g]);
+    }
+#pragma GCC unroll 4
+    for (int g = 0; g < QG; g++) _mm256_storeu_ps(out + (size_t)g * 8, a[g]);
+}
+
+static void k8_qk_multi(const uint8_t *seg, int D, int P, int n, const float *q, int m, float *scores) {
+    if (P > KIVI_PMAX || D > KIVI_DMAX || D % 8) {
+        for (int g = 0; g < m; g++) kvl_codec_kivi2.ref.qk(seg, D, P, n, q + (size_t)g * D, scores + (size_t)g * P);
+        return;
+    }
+    const int njc = kivi_cdiv(D, 16), ntb = kivi_cdiv(n, 8);
+    const size_t blk = (size_t)njc * 32;
+    int8_t Q8[QG_MAX][QS_MAX];
+    float qsc[QG_MAX * NJC_MAX], bias[QG_MAX] = {0}, out[QG_MAX * 8], sf[KIVI_DMAX], zf[KIVI_DMAX];
+    k_params(seg, 2, D, P, sf, zf);
+    for (int g0 = 0; g0 < m; g0 += QG_MAX) {
+        const int QG = m - g0 < QG_MAX ? m - g0 : QG_MAX;
+        for (int g = 0; g < QG; g++) bias[g] = k8_prep(sf, zf, D, q + (size_t)(g0 + g) * D, Q8[g], qsc + g * NJC_MAX);
+        for (int tb = 0; tb < ntb; tb++) {
+            const uint8_t *codes = seg + (size_t)tb * blk;
+            const int i0 = tb * 8, cnt = n - i0 < 8 ? n - i0 : 8;
+            float *o = cnt == 8 && QG == 1 ? scores + (size_t)g0 * P + i0 : out;
+            if (QG == 1) k8_tile(codes, njc, 1, Q8[0], qsc, bias, o);
+            else if (QG == 2) k8_tile(codes, njc, 2, Q8[0], qsc, bias, o);
+            else if (QG == 3) k8_tile(codes, njc, 3, Q8[0], qsc, bias, o);
+            else k8_tile(codes, njc, 4, Q8[0], qsc, bias, o);
+            if (o == out)
+                for (int g = 0; g < QG; g++) memcpy(scores + (size_t)(g0 + g) * P + i0, out + (size_t)g * 8, sizeof(float) * cnt);
+        }
+    }
+}
+
+/* One query, one group: W8 [ntn*16] (0 for i >= n), chunk scales wsc [ntn];
+ * returns sum_i p_i z_i (rows i >= n as zeros). sf, zf: [n8] from v_params. */
+AI float v8_prep(const float *sf, const float *zf, int n, const float *p, int8_t *W8, float *wsc) {
+    const int ntn = kivi_cdiv(n, 16), n8 = kivi_cdiv(n, 8) * 8;
+    float wf[WV_MAX];
+    __m256 b = _mm256_setzero_ps();
+    for (int i = 0; i < n8; i += 8) {
+        __m256 pv;
+        if (i + 8 <= n) pv = _mm256_loadu_ps(p + i);
+        else {
+            float pt[8] = {0};
+            memcpy(pt, p + i, sizeof(float) * (size_t)(n - i));
+            pv = _mm256_loadu_ps(pt);
+        }
+        b = _mm256_fmadd_ps(pv, _mm256_loadu_ps(zf + i), b);
+        _mm256_storeu_ps(wf + i, _mm256_mul_ps(pv, _mm256_loadu_ps(sf + i)));
+    }
+    if (n8 % 16) _mm256_storeu_ps(wf + n8, _mm256_setzero_ps());
+    chunks_i8(wf, ntn, W8, wsc);
+    return hsum1(b);
+}
+
+/* QG queries, one channel block: acc[g][0..8) += sum over token chunks. */
+AI void v8_tile(const uint8_t *codes, int ntn, const int QG, const int8_t *W8, const float *wsc, const float *bias,
+                float *acc, int D) {
+    const __m256i m3 = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+    __m256 a[QG_MAX];
+#pragma GCC unroll 4
+    for (int g = 0; g < QG; g++) a[g] = _mm256_setzero_ps();
+    for (int tc = 0; tc < ntn; tc++) {
+        __m256i x[4];
+        unpack8(_mm256_loadu_si256((const __m256i *)(codes + (size_t)tc * 32)), m3, x);
+#pragma GCC unroll 4
+        for (int g = 0; g < QG; g++)
+            a[g] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot8(x, W8 + (size_t)g * WV_MAX + 16 * tc, ones)),
+                                   _mm256_set1_ps(wsc[g * NTC_MAX + tc]), a[g]);
+    }
+#pragma GCC unroll 4
+    for (int g = 0; g < QG; g++) {
+        float *o = acc + (size_t)g * D;
+        _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), _mm256_add_ps(a[g], _mm256_set1_ps(bias[g]))));
+    }
+}
+
+static void v8_av_multi(const uint8_t *seg, int D, int P, int n, const float *p, int m, float *acc) {
+    if (P > KIVI_PMAX || D > KIVI_DMAX || D % 8) {
+        for (int g = 0; g < m; g++) kvl_codec_kivi2_v.ref.av(seg, D, P, n, p + (size_t)g * P, acc + (size_t)g * D);
+        return;
+    }
+    if (n <= 0) return;
+    const int NB = D / 8, NG = kivi_cdiv(D, KIVI_VG), ntc = kivi_cdiv(P, 16), ntn = kivi_cdiv(n, 16);
+    int8_t W8[QG_MAX][WV_MAX];
+    float wsc[QG_MAX * NTC_MAX], bias[QG_MAX] = {0}, sf[KIVI_PMAX + 8], zf[KIVI_PMAX + 8];
+    for (int G = 0; G < NG; G++) {
+        v_params(seg, 2, D, P, n, G, sf, zf);
+        for (int g0 = 0; g0 < m; g0 += QG_MAX) {
+            const int QG = m - g0 < QG_MAX ? m - g0 : QG_MAX;
+            for (int g = 0; g < QG; g++)
+                bias[g] = v8_prep(sf, zf, n, p + (size_t)(g0 + g) * P, W8[g], wsc + g * NTC_MAX);
+            const int kb1 = (G + 1) * (KIVI_VG / 8) < NB ? (G + 1) * (KIVI_VG / 8) : NB;
+            for (int kb = G * (KIVI_VG / 8); kb < kb1; kb++) {
+                const uint8_t *codes = seg + (size_t)kb * ntc * 32;
+                float *a = acc + (size_t)g0 * D + (size_t)kb * 8;
+                if (QG == 1) v8_tile(codes, ntn, 1, W8[0], wsc, bias, a, D);
+                else if (QG == 2) v8_tile(codes, ntn, 2, W8[0], wsc, bias, a, D);
+                else if (QG == 3) v8_tile(codes, ntn, 3, W8[0], wsc, bias, a, D);
+                else v8_tile(codes, ntn, 4, W8[0], wsc, bias, a, D);
+            }
+        }
+    }
+}
+
 /* ---- tables ------------------------------------------------------------------------------ */
 
 static void k2_qk_multi(const uint8_t *seg, int D, int P, int n, const float *q, int m, float *sc) {
-    k_qk_multi(seg, 2, D, P, n, q, m, sc);
+    k8_qk_multi(seg, D, P, n, q, m, sc);
 }
 static void k4_qk_multi(const uint8_t *seg, int D, int P, int n, const float *q, int m, float *sc) {
     k_qk_multi(seg, 4, D, P, n, q, m, sc);
 }
 static void k2_qk(const uint8_t *seg, int D, int P, int n, const float *q, float *sc) {
-    k_qk_multi(seg, 2, D, P, n, q, 1, sc);
+    k8_qk_multi(seg, D, P, n, q, 1, sc);
 }
 static void k4_qk(const uint8_t *seg, int D, int P, int n, const float *q, float *sc) {
     k_qk_multi(seg, 4, D, P, n, q, 1, sc);
 }
 static void v2_av_multi(const uint8_t *seg, int D, int P, int n, const float *p, int m, float *acc) {
-    v_av_multi(seg, 2, D, P, n, p, m, acc);
+    v8_av_multi(seg, D, P, n, p, m, acc);
 }
 static void v4_av_multi(const uint8_t *seg, int D, int P, int n, const float *p, int m, float *acc) {
     v_av_multi(seg, 4, D, P, n, p, m, acc);
 }
 static void v2_av(const uint8_t *seg, int D, int P, int n, const float *p, float *acc) {
-    v_av_multi(seg, 2, D, P, n, p, 1, acc);
+    v8_av_multi(seg, D, P, n, p, 1, acc);
 }
 static void v4_av(const uint8_t *seg, int D, int P, int n, const float *p, float *acc) {
     v_av_multi(seg, 4, D, P, n, p, 1, acc);
