@@ -9,7 +9,7 @@
  *         30 layers x 3 kv-heads at ctx 8K) read in turn, so the data comes
  *         from DRAM as in real decode.
  * Each point: 3 repeats of >= `seconds` each, median.
- * Usage: bench_kivi [seconds-per-repeat (0.2)] [lists for cold (90)]
+ * Usage: bench_kivi [seconds-per-repeat (0.2)] [lists for cold (90)] [P (32)]
  * Build: make bench-kivi (runs it) or make build/bench_kivi. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +19,8 @@
 #include "kv/codec.h"
 #include "kv/kv.h"
 
-enum { D = 64, P = 32, NTOK = 8192, NPAGE = NTOK / P, G = 3 };
+enum { D = 64, NTOK = 8192, G = 3, PMAX = 256 };
+static int P = 32, NPAGE = NTOK / 32; /* page tokens (argv[3]) */
 
 static double now(void) {
     struct timespec ts;
@@ -65,9 +66,9 @@ static int cmp(const void *a, const void *b) {
 
 /* ns per token per kv-head, median of 3 repeats over `lists` lists. */
 static double run(const setup *s, int lists, double secs, float *sink) {
-    float q[G * D], p[G * P], sc[G * P], acc[G * D] = {0};
+    float q[G * D], p[G * PMAX], sc[G * PMAX], acc[G * D] = {0};
     for (int i = 0; i < G * D; i++) q[i] = frand();
-    for (int i = 0; i < G * P; i++) p[i] = (frand() + 1) / (2 * NTOK);
+    for (int i = 0; i < G * PMAX; i++) p[i] = (frand() + 1) / (2 * NTOK);
     double t[3];
     attend_list(s, s->mem, q, p, sc, acc); /* warm-up */
     for (int r = 0; r < 3; r++) {
@@ -88,9 +89,11 @@ static double run(const setup *s, int lists, double secs, float *sink) {
 int main(int argc, char **argv) {
     const double secs = argc > 1 ? atof(argv[1]) : 0.2;
     const int lists = argc > 2 ? atoi(argv[2]) : 90;
+    if (argc > 3) P = atoi(argv[3]), NPAGE = NTOK / P;
+    if (P < 8 || P > PMAX || NTOK % P) return 1;
     const char *names[] = {"f16", "kivi2", "kivi4"};
-    float *x = malloc(sizeof(float) * P * D), sink = 0;
-    uint8_t *open = malloc((size_t)P * D * 2);
+    float *x = malloc(sizeof(float) * PMAX * D), sink = 0;
+    uint8_t *open = malloc((size_t)PMAX * D * 2);
     double hot[3], cold[3];
     printf("bench_kivi: D=%d P=%d ctx %d, %d queries per kv-head, qk_multi + av_multi, ns/token (median of 3)\n", D, P,
            NTOK, G);

@@ -331,7 +331,7 @@ static inline __m128i to_i8_16(__m256 a, __m256 b, float inv) {
 
 /* Chunks c < nc of 16 factors f[16c .. 16c+16) -> int8 at o + 16c and scale
  * sc[c] = max |f| / 127 (0, with zero codes, when max < TINY). */
-static inline void chunks_i8(const float *f, int nc, int8_t *o, float *sc) {
+AI void chunks_i8(const float *f, int nc, int8_t *o, float *sc) {
     for (int c = 0; c < nc; c++) {
         const __m256 t0 = _mm256_loadu_ps(f + 16 * c), t1 = _mm256_loadu_ps(f + 16 * c + 8);
         const float am = hmax1(_mm256_max_ps(vabs(t0), vabs(t1)));
@@ -367,14 +367,14 @@ static inline __m256i dot8(const __m256i x[4], const int8_t *fq, __m256i ones) {
 
 /* One query: Q8 [njc*16] (0 for j >= D), chunk scales qsc [njc]; returns
  * sum_j q_j z_j. */
-AI float k8_prep(const float *sf, const float *zf, int D, const float *q, int8_t *Q8, float *qsc) {
+AI float k8_prep(const uint8_t *sh, const uint8_t *zh, int D, const float *q, int8_t *Q8, float *qsc) {
     const int njc = kivi_cdiv(D, 16);
     float qs[KIVI_DMAX + 16];
     __m256 b = _mm256_setzero_ps();
     for (int j = 0; j < D; j += 8) {
         const __m256 qv = _mm256_loadu_ps(q + j);
-        b = _mm256_fmadd_ps(qv, _mm256_loadu_ps(zf + j), b);
-        _mm256_storeu_ps(qs + j, _mm256_mul_ps(qv, _mm256_loadu_ps(sf + j)));
+        b = _mm256_fmadd_ps(qv, ld_h8(zh + 2 * j), b);
+        _mm256_storeu_ps(qs + j, _mm256_mul_ps(qv, ld_h8(sh + 2 * j)));
     }
     if (D % 16) _mm256_storeu_ps(qs + D, _mm256_setzero_ps());
     chunks_i8(qs, njc, Q8, qsc);
@@ -400,7 +400,7 @@ AI void k8_tile(const uint8_t *codes, int njc, const int QG, const int8_t *Q8, c
     for (int g = 0; g < QG; g++) _mm256_storeu_ps(out + (size_t)g * 8, a[g]);
 }
 
-static void k8_qk_multi(const uint8_t *seg, int D, int P, int n, const float *q, int m, float *scores) {
+AI void k8_qk_impl(const uint8_t *seg, const int D, int P, int n, const float *q, int m, float *scores) {
     if (P > KIVI_PMAX || D > KIVI_DMAX || D % 8) {
         for (int g = 0; g < m; g++) kvl_codec_kivi2.ref.qk(seg, D, P, n, q + (size_t)g * D, scores + (size_t)g * P);
         return;
@@ -408,11 +408,11 @@ static void k8_qk_multi(const uint8_t *seg, int D, int P, int n, const float *q,
     const int njc = kivi_cdiv(D, 16), ntb = kivi_cdiv(n, 8);
     const size_t blk = (size_t)njc * 32;
     int8_t Q8[QG_MAX][QS_MAX];
-    float qsc[QG_MAX * NJC_MAX], bias[QG_MAX] = {0}, out[QG_MAX * 8], sf[KIVI_DMAX], zf[KIVI_DMAX];
-    k_params(seg, 2, D, P, sf, zf);
+    float qsc[QG_MAX * NJC_MAX], bias[QG_MAX] = {0}, out[QG_MAX * 8];
+    const uint8_t *sh = seg + kivi_k_code_bytes(2, D, P), *zh = sh + (size_t)D * 2;
     for (int g0 = 0; g0 < m; g0 += QG_MAX) {
         const int QG = m - g0 < QG_MAX ? m - g0 : QG_MAX;
-        for (int g = 0; g < QG; g++) bias[g] = k8_prep(sf, zf, D, q + (size_t)(g0 + g) * D, Q8[g], qsc + g * NJC_MAX);
+        for (int g = 0; g < QG; g++) if (!getenv("NOPREP") || g0 == 0) bias[g] = k8_prep(sh, zh, D, q + (size_t)(g0 + g) * D, Q8[g], qsc + g * NJC_MAX);
         for (int tb = 0; tb < ntb; tb++) {
             const uint8_t *codes = seg + (size_t)tb * blk;
             const int i0 = tb * 8, cnt = n - i0 < 8 ? n - i0 : 8;
@@ -471,7 +471,7 @@ AI void v8_tile(const uint8_t *codes, int ntn, const int QG, const int8_t *W8, c
     }
 }
 
-static void v8_av_multi(const uint8_t *seg, int D, int P, int n, const float *p, int m, float *acc) {
+AI void v8_av_impl(const uint8_t *seg, const int D, int P, int n, const float *p, int m, float *acc) {
     if (P > KIVI_PMAX || D > KIVI_DMAX || D % 8) {
         for (int g = 0; g < m; g++) kvl_codec_kivi2_v.ref.av(seg, D, P, n, p + (size_t)g * P, acc + (size_t)g * D);
         return;
@@ -497,6 +497,17 @@ static void v8_av_multi(const uint8_t *seg, int D, int P, int n, const float *p,
             }
         }
     }
+}
+
+/* D = 64 (the default model) gets its own instance with the loops over
+ * channels unrolled at compile time. */
+static void k8_qk_multi(const uint8_t *seg, int D, int P, int n, const float *q, int m, float *scores) {
+    if (D == 64) k8_qk_impl(seg, 64, P, n, q, m, scores);
+    else k8_qk_impl(seg, D, P, n, q, m, scores);
+}
+static void v8_av_multi(const uint8_t *seg, int D, int P, int n, const float *p, int m, float *acc) {
+    if (D == 64) v8_av_impl(seg, 64, P, n, p, m, acc);
+    else v8_av_impl(seg, D, P, n, p, m, acc);
 }
 
 /* ---- tables ------------------------------------------------------------------------------ */
