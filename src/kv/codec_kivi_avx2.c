@@ -412,7 +412,7 @@ AI void k8_qk_impl(const uint8_t *seg, const int D, int P, int n, const float *q
     const uint8_t *sh = seg + kivi_k_code_bytes(2, D, P), *zh = sh + (size_t)D * 2;
     for (int g0 = 0; g0 < m; g0 += QG_MAX) {
         const int QG = m - g0 < QG_MAX ? m - g0 : QG_MAX;
-        for (int g = 0; g < QG; g++) if (!getenv("NOPREP") || g0 == 0) bias[g] = k8_prep(sh, zh, D, q + (size_t)(g0 + g) * D, Q8[g], qsc + g * NJC_MAX);
+        for (int g = 0; g < QG; g++) bias[g] = k8_prep(sh, zh, D, q + (size_t)(g0 + g) * D, Q8[g], qsc + g * NJC_MAX);
         for (int tb = 0; tb < ntb; tb++) {
             const uint8_t *codes = seg + (size_t)tb * blk;
             const int i0 = tb * 8, cnt = n - i0 < 8 ? n - i0 : 8;
