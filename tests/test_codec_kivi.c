@@ -12,7 +12,7 @@
  * of the open row).
  * Fused kernels: the scalar ones are float sums (checked against double to
  * 1e-5 of the magnitudes summed); the AVX2 ones quantize the factors q_j s_j /
- * p_i s_ig to int16 (kivi4) or int8 per chunk (kivi2) and get the extra bound
+ * p_i s_ig to int16 (kivi4) or int8 (kivi2) per page and get the extra bound
  * of simd_qk_bound / simd_av_bound. */
 #include <math.h>
 #include <stdint.h>
@@ -71,26 +71,15 @@ static void group_range(const kvl_codec *c, const float *x16, int D, int P, int 
     }
 }
 
-/* Error bound of the AVX2 kernels' integer factors (codec_kivi_avx2.c):
- * kivi4 quantizes the factors (q_j s_j for qk, p_i s_ig for av) to int16 per
- * page: |d| <= sc/2 * maxq * (terms), sc = max |factor| / 32767; kivi2 to
- * int8 per 16-channel (qk) / 16-token (av) chunk: |d| <= sum over chunks of
- * sc_chunk/2 * 3 * 16, sc_chunk = max |factor in chunk| / 127. 0 for the
- * scalar kernels (float sums). Scales are read from the segment (layouts:
- * kv/codec_kivi.h). */
+/* Error bound of the AVX2 kernels' integer factors (codec_kivi_avx2.c): the
+ * factors (q_j s_j for qk, p_i s_ig for av) are quantized per page (and
+ * group) to int16 (kivi4) or int8 (kivi2): |d| <= sc/2 * maxq * (terms),
+ * sc = max |factor| / 32767 or / 127. 0 for the scalar kernels (float sums).
+ * Scales are read from the segment (layouts: kv/codec_kivi.h). */
 static double factor_bound(int bits, const double *f, int cnt) {
-    const int maxq = (1 << bits) - 1;
-    double b = 0, am = 0;
-    if (bits == 4) {
-        for (int k = 0; k < cnt; k++) am = fmax(am, fabs(f[k]));
-        return am / 32767 / 2 * maxq * cnt * 1.001;
-    }
-    for (int k0 = 0; k0 < cnt; k0 += 16) {
-        am = 0;
-        for (int k = k0; k < cnt && k < k0 + 16; k++) am = fmax(am, fabs(f[k]));
-        b += am / 127 / 2 * maxq * 16 * 1.001;
-    }
-    return b;
+    double am = 0;
+    for (int k = 0; k < cnt; k++) am = fmax(am, fabs(f[k]));
+    return am / (bits == 4 ? 32767 : 127) / 2 * ((1 << bits) - 1) * cnt * 1.001;
 }
 static double simd_qk_bound(const kvl_codec *c, const kvl_codec_kernels *kn, const uint8_t *seg, int D, int P,
                             const float *q) {

@@ -5,11 +5,12 @@
  *   av (V, 32-bit lanes = 8 channels): acc_j += sc_g * sum_i W_i c_ij + sum_i p_i z_ig,
  *      W_i = round(p_i s_ig / sc_g), sc_g = max_i |p_i s_ig| / 32767, per page,
  *      query and channel group g.
- * The factors (q_j s_j, p_i s_ig) are quantized to int16 per page, like
- * llama.cpp quantizes activations to 8 bits for its quantized-KV dot products
- * but twice as many bits; the codes are exact small integers, so each
- * vpmaddwd does 16 exact multiply-adds and the int32 sums are exact (no
- * overflow: 32767 * 15 * 512 < 2^31). Error against the exact fused sum:
+ * kivi4: the factors (q_j s_j, p_i s_ig) are quantized to int16 per page
+ * (llama.cpp quantizes activations to 8 bits for its quantized-KV dot
+ * products); the codes are exact small integers, so each vpmaddwd does 16
+ * exact multiply-adds and the int32 sums are exact (no overflow: 32767 * 15 *
+ * 512 < 2^31). kivi2: int8 factors and vpmaddubsw, see the 2-bit section
+ * below. Error of kivi4 against the exact fused sum:
  *   qk: |d score_i| <= sc/2 * sum_j c_ij (+ f32 rounding of the final fma),
  *   av: |d acc_j|   <= sc_g/2 * sum_i c_ij (+ f32 rounding),
  * i.e. at most 2^-16 * maxq * D (resp. * n) times the largest factor, far
@@ -110,7 +111,7 @@ AI float k_prep(const float *sf, const float *zf, const int B, int D, const floa
 /* QG queries x TB token blocks of 8: out[g][t*8 + l] = score of token 8t + l.
  * codes: chunk (first block, 0); Q: [QG][QS_MAX]. */
 AI void k_tile(const uint8_t *codes, int njc, const int B, const int QG, const int TB, const int16_t *Q,
-               const float *sc, const float *bias, float *out) {
+               const float *sc, const float *bias, float *out, int os) {
     const int F = 32 / B;
     const __m256i m = _mm256_set1_epi16((short)((1 << B) - 1));
     __m256i a[QG_MAX][2]; /* [QG][TB], fixed sizes (no VLA) so that it lives in registers */
@@ -140,7 +141,7 @@ AI void k_tile(const uint8_t *codes, int njc, const int B, const int QG, const i
     for (int g = 0; g < QG; g++)
 #pragma GCC unroll 2
         for (int t = 0; t < TB; t++)
-            _mm256_storeu_ps(out + ((size_t)g * TB + t) * 8,
+            _mm256_storeu_ps(out + (size_t)g * os + t * 8,
                              _mm256_fmadd_ps(_mm256_cvtepi32_ps(a[g][t]), _mm256_set1_ps(sc[g]), _mm256_set1_ps(bias[g])));
 }
 
@@ -160,21 +161,24 @@ AI void k_qk_multi(const uint8_t *seg, const int B, int D, int P, int n, const f
         for (int g = 0; g < QG; g++) bias[g] = k_prep(sf, zf, B, D, q + (size_t)(g0 + g) * D, Q[g], &sc[g]);
         for (int tb = 0; tb < ntb;) {
             const uint8_t *codes = seg + (size_t)tb * blk;
-            const int TB = tb + 2 <= ntb ? 2 : 1;
+            const int TB = tb + 2 <= ntb ? 2 : 1, i0 = tb * 8, cnt = n - i0 < TB * 8 ? n - i0 : TB * 8;
+            const int full = cnt == TB * 8;
+            float *o = full ? scores + (size_t)g0 * P + i0 : out;
+            const int os = full ? P : 16;
             if (TB == 2) {
-                if (QG == 1) k_tile(codes, njc, B, 1, 2, Q[0], sc, bias, out);
-                else if (QG == 2) k_tile(codes, njc, B, 2, 2, Q[0], sc, bias, out);
-                else if (QG == 3) k_tile(codes, njc, B, 3, 2, Q[0], sc, bias, out);
-                else k_tile(codes, njc, B, 4, 2, Q[0], sc, bias, out);
+                if (QG == 1) k_tile(codes, njc, B, 1, 2, Q[0], sc, bias, o, os);
+                else if (QG == 2) k_tile(codes, njc, B, 2, 2, Q[0], sc, bias, o, os);
+                else if (QG == 3) k_tile(codes, njc, B, 3, 2, Q[0], sc, bias, o, os);
+                else k_tile(codes, njc, B, 4, 2, Q[0], sc, bias, o, os);
             } else {
-                if (QG == 1) k_tile(codes, njc, B, 1, 1, Q[0], sc, bias, out);
-                else if (QG == 2) k_tile(codes, njc, B, 2, 1, Q[0], sc, bias, out);
-                else if (QG == 3) k_tile(codes, njc, B, 3, 1, Q[0], sc, bias, out);
-                else k_tile(codes, njc, B, 4, 1, Q[0], sc, bias, out);
+                if (QG == 1) k_tile(codes, njc, B, 1, 1, Q[0], sc, bias, o, os);
+                else if (QG == 2) k_tile(codes, njc, B, 2, 1, Q[0], sc, bias, o, os);
+                else if (QG == 3) k_tile(codes, njc, B, 3, 1, Q[0], sc, bias, o, os);
+                else k_tile(codes, njc, B, 4, 1, Q[0], sc, bias, o, os);
             }
-            const int i0 = tb * 8, cnt = n - i0 < TB * 8 ? n - i0 : TB * 8;
-            for (int g = 0; g < QG; g++)
-                memcpy(scores + (size_t)(g0 + g) * P + i0, out + (size_t)g * TB * 8, sizeof(float) * cnt);
+            if (!full)
+                for (int g = 0; g < QG; g++)
+                    for (int k = 0; k < cnt; k++) scores[(size_t)(g0 + g) * P + i0 + k] = out[g * 16 + k];
             tb += TB;
         }
     }
@@ -311,15 +315,17 @@ AI void v_av_multi(const uint8_t *seg, const int B, int D, int P, int n, const f
     }
 }
 
-/* ---- 2-bit: int8 factors per 16-channel / 16-token chunk (vpmaddubsw) ------------------
+/* ---- 2-bit: int8 factors (vpmaddubsw) ------------------------------------------------------
  * kivi2 slots are bytes (kv/codec_kivi.h): field f of byte slot e of lane k.
- * The factors are quantized to int8 per chunk of the layout (K: the 16
- * channels of a chunk, per query and page; V: the 16 tokens of a chunk, per
- * query, page and channel group), with scale sc = max |factor| / 127:
- * vpmaddubsw multiplies 32 u8 codes by s8 factors and adds pairs into int16
- * (|sum| <= 4 * 2 * 3 * 127, no saturation), one vpmaddwd by 1 sums the
- * lane, and the chunk's int32 sum enters a float accumulator with its scale
- * (fma, chunks in order). Error: |d| <= sum over chunks of sc/2 * sum c. */
+ * The factors are quantized to int8 with one scale sc = max |factor| / 127
+ * per page and query (K: q_j s_j over the D channels; V: p_i s_ig over the n
+ * tokens, per channel group g): vpmaddubsw multiplies 32 u8 codes by s8
+ * factors and adds pairs into int16 (|sum| <= 4 * 2 * 3 * 127 per chunk, no
+ * saturation), one vpmaddwd by 1 sums the lane into int32, the int32 sums
+ * add up exactly over the chunks, and one fma applies sc (and the z term).
+ * Error: |d| <= sc/2 * sum c <= sc/2 * 3 * D (K) or * 3 * n (V); with 2-bit
+ * codes this stays about an order of magnitude below the codes' own
+ * quantization noise (std ~ |factor| / sqrt(12) per term vs sc/sqrt(12)). */
 
 /* 16 floats -> 16 int8 round(f * inv) (|f * inv| <= 127). */
 static inline __m128i to_i8_16(__m256 a, __m256 b, float inv) {
@@ -329,20 +335,20 @@ static inline __m128i to_i8_16(__m256 a, __m256 b, float inv) {
     return _mm_packs_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
 }
 
-/* Chunks c < nc of 16 factors f[16c .. 16c+16) -> int8 at o + 16c and scale
- * sc[c] = max |f| / 127 (0, with zero codes, when max < TINY). */
-AI void chunks_i8(const float *f, int nc, int8_t *o, float *sc) {
-    for (int c = 0; c < nc; c++) {
-        const __m256 t0 = _mm256_loadu_ps(f + 16 * c), t1 = _mm256_loadu_ps(f + 16 * c + 8);
-        const float am = hmax1(_mm256_max_ps(vabs(t0), vabs(t1)));
-        if (am >= TINY) {
-            _mm_storeu_si128((__m128i *)(o + 16 * c), to_i8_16(t0, t1, 127.0f / am));
-            sc[c] = am * (1.0f / 127.0f);
-        } else {
-            memset(o + 16 * c, 0, 16);
-            sc[c] = 0;
-        }
+/* Factors f [16 nc] -> int8 at o with one scale, returned: max |f| / 127 (0,
+ * with zero codes, when max < TINY). */
+AI float factors_i8(const float *f, int nc, int8_t *o) {
+    __m256 mx = _mm256_setzero_ps();
+    for (int c = 0; c < 2 * nc; c++) mx = _mm256_max_ps(mx, vabs(_mm256_loadu_ps(f + 8 * c)));
+    const float am = hmax1(mx);
+    if (!(am >= TINY)) {
+        memset(o, 0, (size_t)nc * 16);
+        return 0;
     }
+    const float inv = 127.0f / am;
+    for (int c = 0; c < nc; c++)
+        _mm_storeu_si128((__m128i *)(o + 16 * c), to_i8_16(_mm256_loadu_ps(f + 16 * c), _mm256_loadu_ps(f + 16 * c + 8), inv));
+    return am * (1.0f / 127.0f);
 }
 
 /* Four byte-slot fields of w as u8 codes. */
@@ -362,8 +368,6 @@ static inline __m256i dot8(const __m256i x[4], const int8_t *fq, __m256i ones) {
     return _mm256_madd_epi16(s, ones);
 }
 
-#define NJC_MAX (KIVI_DMAX / 16)
-#define NTC_MAX (KIVI_PMAX / 16 + 1)
 
 /* One query: Q8 [njc*16] (0 for j >= D), chunk scales qsc [njc]; returns
  * sum_j q_j z_j. */
@@ -377,27 +381,27 @@ AI float k8_prep(const uint8_t *sh, const uint8_t *zh, int D, const float *q, in
         _mm256_storeu_ps(qs + j, _mm256_mul_ps(qv, ld_h8(sh + 2 * j)));
     }
     if (D % 16) _mm256_storeu_ps(qs + D, _mm256_setzero_ps());
-    chunks_i8(qs, njc, Q8, qsc);
+    *qsc = factors_i8(qs, njc, Q8);
     return hsum1(b);
 }
 
-/* QG queries, one token block: out[g][l] = score of token l of the block. */
+/* QG queries, one token block: out[g*os + l] = score of token l of the block. */
 AI void k8_tile(const uint8_t *codes, int njc, const int QG, const int8_t *Q8, const float *qsc, const float *bias,
-                float *out) {
+                float *out, int os) {
     const __m256i m3 = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
-    __m256 a[QG_MAX];
+    __m256i a[QG_MAX];
 #pragma GCC unroll 4
-    for (int g = 0; g < QG; g++) a[g] = _mm256_set1_ps(bias[g]);
+    for (int g = 0; g < QG; g++) a[g] = _mm256_setzero_si256();
     for (int jc = 0; jc < njc; jc++) {
         __m256i x[4];
         unpack8(_mm256_loadu_si256((const __m256i *)(codes + (size_t)jc * 32)), m3, x);
 #pragma GCC unroll 4
-        for (int g = 0; g < QG; g++)
-            a[g] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot8(x, Q8 + (size_t)g * QS_MAX + 16 * jc, ones)),
-                                   _mm256_set1_ps(qsc[g * NJC_MAX + jc]), a[g]);
+        for (int g = 0; g < QG; g++) a[g] = _mm256_add_epi32(a[g], dot8(x, Q8 + (size_t)g * QS_MAX + 16 * jc, ones));
     }
 #pragma GCC unroll 4
-    for (int g = 0; g < QG; g++) _mm256_storeu_ps(out + (size_t)g * 8, a[g]);
+    for (int g = 0; g < QG; g++)
+        _mm256_storeu_ps(out + (size_t)g * os,
+                         _mm256_fmadd_ps(_mm256_cvtepi32_ps(a[g]), _mm256_set1_ps(qsc[g]), _mm256_set1_ps(bias[g])));
 }
 
 AI void k8_qk_impl(const uint8_t *seg, const int D, int P, int n, const float *q, int m, float *scores) {
@@ -408,21 +412,24 @@ AI void k8_qk_impl(const uint8_t *seg, const int D, int P, int n, const float *q
     const int njc = kivi_cdiv(D, 16), ntb = kivi_cdiv(n, 8);
     const size_t blk = (size_t)njc * 32;
     int8_t Q8[QG_MAX][QS_MAX];
-    float qsc[QG_MAX * NJC_MAX], bias[QG_MAX] = {0}, out[QG_MAX * 8];
+    float qsc[QG_MAX], bias[QG_MAX] = {0}, out[QG_MAX * 8];
     const uint8_t *sh = seg + kivi_k_code_bytes(2, D, P), *zh = sh + (size_t)D * 2;
     for (int g0 = 0; g0 < m; g0 += QG_MAX) {
         const int QG = m - g0 < QG_MAX ? m - g0 : QG_MAX;
-        for (int g = 0; g < QG; g++) bias[g] = k8_prep(sh, zh, D, q + (size_t)(g0 + g) * D, Q8[g], qsc + g * NJC_MAX);
+        for (int g = 0; g < QG; g++) bias[g] = k8_prep(sh, zh, D, q + (size_t)(g0 + g) * D, Q8[g], &qsc[g]);
         for (int tb = 0; tb < ntb; tb++) {
             const uint8_t *codes = seg + (size_t)tb * blk;
             const int i0 = tb * 8, cnt = n - i0 < 8 ? n - i0 : 8;
-            float *o = cnt == 8 && QG == 1 ? scores + (size_t)g0 * P + i0 : out;
-            if (QG == 1) k8_tile(codes, njc, 1, Q8[0], qsc, bias, o);
-            else if (QG == 2) k8_tile(codes, njc, 2, Q8[0], qsc, bias, o);
-            else if (QG == 3) k8_tile(codes, njc, 3, Q8[0], qsc, bias, o);
-            else k8_tile(codes, njc, 4, Q8[0], qsc, bias, o);
-            if (o == out)
-                for (int g = 0; g < QG; g++) memcpy(scores + (size_t)(g0 + g) * P + i0, out + (size_t)g * 8, sizeof(float) * cnt);
+            const int full = cnt == 8;
+            float *o = full ? scores + (size_t)g0 * P + i0 : out;
+            const int os = full ? P : 8;
+            if (QG == 1) k8_tile(codes, njc, 1, Q8[0], qsc, bias, o, os);
+            else if (QG == 2) k8_tile(codes, njc, 2, Q8[0], qsc, bias, o, os);
+            else if (QG == 3) k8_tile(codes, njc, 3, Q8[0], qsc, bias, o, os);
+            else k8_tile(codes, njc, 4, Q8[0], qsc, bias, o, os);
+            if (!full)
+                for (int g = 0; g < QG; g++)
+                    for (int k = 0; k < cnt; k++) scores[(size_t)(g0 + g) * P + i0 + k] = out[g * 8 + k];
         }
     }
 }
@@ -445,7 +452,7 @@ AI float v8_prep(const float *sf, const float *zf, int n, const float *p, int8_t
         _mm256_storeu_ps(wf + i, _mm256_mul_ps(pv, _mm256_loadu_ps(sf + i)));
     }
     if (n8 % 16) _mm256_storeu_ps(wf + n8, _mm256_setzero_ps());
-    chunks_i8(wf, ntn, W8, wsc);
+    *wsc = factors_i8(wf, ntn, W8);
     return hsum1(b);
 }
 
@@ -453,21 +460,20 @@ AI float v8_prep(const float *sf, const float *zf, int n, const float *p, int8_t
 AI void v8_tile(const uint8_t *codes, int ntn, const int QG, const int8_t *W8, const float *wsc, const float *bias,
                 float *acc, int D) {
     const __m256i m3 = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
-    __m256 a[QG_MAX];
+    __m256i a[QG_MAX];
 #pragma GCC unroll 4
-    for (int g = 0; g < QG; g++) a[g] = _mm256_setzero_ps();
+    for (int g = 0; g < QG; g++) a[g] = _mm256_setzero_si256();
     for (int tc = 0; tc < ntn; tc++) {
         __m256i x[4];
         unpack8(_mm256_loadu_si256((const __m256i *)(codes + (size_t)tc * 32)), m3, x);
 #pragma GCC unroll 4
-        for (int g = 0; g < QG; g++)
-            a[g] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot8(x, W8 + (size_t)g * WV_MAX + 16 * tc, ones)),
-                                   _mm256_set1_ps(wsc[g * NTC_MAX + tc]), a[g]);
+        for (int g = 0; g < QG; g++) a[g] = _mm256_add_epi32(a[g], dot8(x, W8 + (size_t)g * WV_MAX + 16 * tc, ones));
     }
 #pragma GCC unroll 4
     for (int g = 0; g < QG; g++) {
         float *o = acc + (size_t)g * D;
-        _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), _mm256_add_ps(a[g], _mm256_set1_ps(bias[g]))));
+        const __m256 t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a[g]), _mm256_set1_ps(wsc[g]), _mm256_set1_ps(bias[g]));
+        _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), t));
     }
 }
 
@@ -479,13 +485,13 @@ AI void v8_av_impl(const uint8_t *seg, const int D, int P, int n, const float *p
     if (n <= 0) return;
     const int NB = D / 8, NG = kivi_cdiv(D, KIVI_VG), ntc = kivi_cdiv(P, 16), ntn = kivi_cdiv(n, 16);
     int8_t W8[QG_MAX][WV_MAX];
-    float wsc[QG_MAX * NTC_MAX], bias[QG_MAX] = {0}, sf[KIVI_PMAX + 8], zf[KIVI_PMAX + 8];
+    float wsc[QG_MAX], bias[QG_MAX] = {0}, sf[KIVI_PMAX + 8], zf[KIVI_PMAX + 8];
     for (int G = 0; G < NG; G++) {
         v_params(seg, 2, D, P, n, G, sf, zf);
         for (int g0 = 0; g0 < m; g0 += QG_MAX) {
             const int QG = m - g0 < QG_MAX ? m - g0 : QG_MAX;
             for (int g = 0; g < QG; g++)
-                bias[g] = v8_prep(sf, zf, n, p + (size_t)(g0 + g) * P, W8[g], wsc + g * NTC_MAX);
+                bias[g] = v8_prep(sf, zf, n, p + (size_t)(g0 + g) * P, W8[g], &wsc[g]);
             const int kb1 = (G + 1) * (KIVI_VG / 8) < NB ? (G + 1) * (KIVI_VG / 8) : NB;
             for (int kb = G * (KIVI_VG / 8); kb < kb1; kb++) {
                 const uint8_t *codes = seg + (size_t)kb * ntc * 32;
