@@ -117,6 +117,18 @@ static void k_seal(int bits, uint8_t *dst, const uint8_t *open_seg, int D, int P
     }
 }
 
+void kvl_kivi_k_put_channel(int bits, uint8_t *seg, int D, int P, int j, const uint8_t *c, uint16_t s16,
+                            uint16_t z16) {
+    uint8_t *s = seg + kivi_k_code_bytes(bits, D, P), *z = s + (size_t)D * 2;
+    memcpy(s + (size_t)j * 2, &s16, 2);
+    memcpy(z + (size_t)j * 2, &z16, 2);
+    for (int i = 0; i < P; i++) {
+        int b;
+        const size_t o = k_byte(bits, D, i, j, &b);
+        seg[o] = (uint8_t)((seg[o] & ~(((1 << bits) - 1) << b)) | (c[i] << b));
+    }
+}
+
 static void k_decode(int bits, const uint8_t *seg, int D, int P, int i, float *x) {
     const uint8_t *s = seg + kivi_k_code_bytes(bits, D, P), *z = s + (size_t)D * 2;
     for (int j = 0; j < D; j++) x[j] = ldh(s + 2 * j) * (float)k_code(seg, bits, D, i, j) + ldh(z + 2 * j);

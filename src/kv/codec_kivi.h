@@ -28,6 +28,7 @@
 #define KVL_KV_CODEC_KIVI_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "kv/codec.h"
 
@@ -51,6 +52,12 @@ static inline size_t kivi_v_code_bytes(int bits, int D, int P) {
 static inline size_t kivi_v_seg_bytes(int bits, int D, int P) {
     return kivi_v_code_bytes(bits, D, P) + (size_t)kivi_cdiv(D, KIVI_VG) * (size_t)P * 4;
 }
+
+/* Write channel j of a K segment (layout above): codes c [P] (< 2^bits) and
+ * the f16 bits of its scale and zero (x ~= s * c + z). For seals built
+ * elsewhere (SQuat, codec_squat.c). */
+void kvl_kivi_k_put_channel(int bits, uint8_t *seg, int D, int P, int j, const uint8_t *c, uint16_t s16,
+                            uint16_t z16);
 
 /* AVX2 kernels (codec_kivi_avx2.c): fill *out for the K (is_v = 0) or V codec
  * of `bits` (2 or 4) at head_dim D and return 1 when the build and CPU support
