@@ -373,8 +373,33 @@ static inline __m256i dot8(const __m256i x[4], const int8_t *fq, __m256i ones) {
  * sum_j q_j z_j. */
 AI float k8_prep(const uint8_t *sh, const uint8_t *zh, int D, const float *q, int8_t *Q8, float *qsc) {
     const int njc = kivi_cdiv(D, 16);
-    float qs[KIVI_DMAX + 16];
     __m256 b = _mm256_setzero_ps();
+    if (D <= 64) { /* factors kept in registers */
+        __m256 tv[8], mx = _mm256_setzero_ps();
+#pragma GCC unroll 8
+        for (int v = 0; v < 8; v++) {
+            if (v < D / 8) {
+                const __m256 qv = _mm256_loadu_ps(q + 8 * v);
+                b = _mm256_fmadd_ps(qv, ld_h8(zh + 16 * v), b);
+                tv[v] = _mm256_mul_ps(qv, ld_h8(sh + 16 * v));
+                mx = _mm256_max_ps(mx, vabs(tv[v]));
+            } else
+                tv[v] = _mm256_setzero_ps();
+        }
+        const float am = hmax1(mx);
+        if (!(am >= TINY)) {
+            memset(Q8, 0, (size_t)njc * 16);
+            *qsc = 0;
+        } else {
+            const float inv = 127.0f / am;
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++)
+                if (c < njc) _mm_storeu_si128((__m128i *)(Q8 + 16 * c), to_i8_16(tv[2 * c], tv[2 * c + 1], inv));
+            *qsc = am * (1.0f / 127.0f);
+        }
+        return hsum1(b);
+    }
+    float qs[KIVI_DMAX + 16];
     for (int j = 0; j < D; j += 8) {
         const __m256 qv = _mm256_loadu_ps(q + j);
         b = _mm256_fmadd_ps(qv, ld_h8(zh + 2 * j), b);
@@ -436,20 +461,44 @@ AI void k8_qk_impl(const uint8_t *seg, const int D, int P, int n, const float *q
 
 /* One query, one group: W8 [ntn*16] (0 for i >= n), chunk scales wsc [ntn];
  * returns sum_i p_i z_i (rows i >= n as zeros). sf, zf: [n8] from v_params. */
-AI float v8_prep(const float *sf, const float *zf, int n, const float *p, int8_t *W8, float *wsc) {
+AI float v8_prep(const uint8_t *sh, const uint8_t *zh, int n, const float *p, int8_t *W8, float *wsc) {
     const int ntn = kivi_cdiv(n, 16), n8 = kivi_cdiv(n, 8) * 8;
-    float wf[WV_MAX];
     __m256 b = _mm256_setzero_ps();
-    for (int i = 0; i < n8; i += 8) {
-        __m256 pv;
-        if (i + 8 <= n) pv = _mm256_loadu_ps(p + i);
-        else {
-            float pt[8] = {0};
-            memcpy(pt, p + i, sizeof(float) * (size_t)(n - i));
-            pv = _mm256_loadu_ps(pt);
+    if (n == 32) { /* the default page, weights kept in registers */
+        __m256 tv[4], mx = _mm256_setzero_ps();
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) {
+            const __m256 pv = _mm256_loadu_ps(p + 8 * v);
+            b = _mm256_fmadd_ps(pv, ld_h8(zh + 16 * v), b);
+            tv[v] = _mm256_mul_ps(pv, ld_h8(sh + 16 * v));
+            mx = _mm256_max_ps(mx, vabs(tv[v]));
         }
-        b = _mm256_fmadd_ps(pv, _mm256_loadu_ps(zf + i), b);
-        _mm256_storeu_ps(wf + i, _mm256_mul_ps(pv, _mm256_loadu_ps(sf + i)));
+        const float am = hmax1(mx);
+        if (!(am >= TINY)) {
+            memset(W8, 0, 32);
+            *wsc = 0;
+        } else {
+            const float inv = 127.0f / am;
+            _mm_storeu_si128((__m128i *)W8, to_i8_16(tv[0], tv[1], inv));
+            _mm_storeu_si128((__m128i *)(W8 + 16), to_i8_16(tv[2], tv[3], inv));
+            *wsc = am * (1.0f / 127.0f);
+        }
+        return hsum1(b);
+    }
+    float wf[WV_MAX];
+    for (int i = 0; i < n8; i += 8) {
+        __m256 pv, sv, zv;
+        if (i + 8 <= n) pv = _mm256_loadu_ps(p + i), sv = ld_h8(sh + 2 * i), zv = ld_h8(zh + 2 * i);
+        else { /* tail: rows >= n as zeros (p, s and z) */
+            float pt[8] = {0};
+            uint16_t st[8] = {0}, zt[8] = {0};
+            memcpy(pt, p + i, sizeof(float) * (size_t)(n - i));
+            memcpy(st, sh + 2 * i, (size_t)(n - i) * 2);
+            memcpy(zt, zh + 2 * i, (size_t)(n - i) * 2);
+            pv = _mm256_loadu_ps(pt), sv = ld_h8((const uint8_t *)st), zv = ld_h8((const uint8_t *)zt);
+        }
+        b = _mm256_fmadd_ps(pv, zv, b);
+        _mm256_storeu_ps(wf + i, _mm256_mul_ps(pv, sv));
     }
     if (n8 % 16) _mm256_storeu_ps(wf + n8, _mm256_setzero_ps());
     *wsc = factors_i8(wf, ntn, W8);
@@ -485,13 +534,13 @@ AI void v8_av_impl(const uint8_t *seg, const int D, int P, int n, const float *p
     if (n <= 0) return;
     const int NB = D / 8, NG = kivi_cdiv(D, KIVI_VG), ntc = kivi_cdiv(P, 16), ntn = kivi_cdiv(n, 16);
     int8_t W8[QG_MAX][WV_MAX];
-    float wsc[QG_MAX], bias[QG_MAX] = {0}, sf[KIVI_PMAX + 8], zf[KIVI_PMAX + 8];
+    float wsc[QG_MAX], bias[QG_MAX] = {0};
     for (int G = 0; G < NG; G++) {
-        v_params(seg, 2, D, P, n, G, sf, zf);
+        const uint8_t *sh = seg + kivi_v_code_bytes(2, D, P) + (size_t)G * P * 2, *zh = sh + (size_t)NG * P * 2;
         for (int g0 = 0; g0 < m; g0 += QG_MAX) {
             const int QG = m - g0 < QG_MAX ? m - g0 : QG_MAX;
             for (int g = 0; g < QG; g++)
-                bias[g] = v8_prep(sf, zf, n, p + (size_t)(g0 + g) * P, W8[g], &wsc[g]);
+                bias[g] = v8_prep(sh, zh, n, p + (size_t)(g0 + g) * P, W8[g], &wsc[g]);
             const int kb1 = (G + 1) * (KIVI_VG / 8) < NB ? (G + 1) * (KIVI_VG / 8) : NB;
             for (int kb = G * (KIVI_VG / 8); kb < kb1; kb++) {
                 const uint8_t *codes = seg + (size_t)kb * ntc * 32;
@@ -512,7 +561,8 @@ static void k8_qk_multi(const uint8_t *seg, int D, int P, int n, const float *q,
     else k8_qk_impl(seg, D, P, n, q, m, scores);
 }
 static void v8_av_multi(const uint8_t *seg, int D, int P, int n, const float *p, int m, float *acc) {
-    if (D == 64) v8_av_impl(seg, 64, P, n, p, m, acc);
+    if (D == 64 && n == 32) v8_av_impl(seg, 64, P, 32, p, m, acc);
+    else if (D == 64) v8_av_impl(seg, 64, P, n, p, m, acc);
     else v8_av_impl(seg, D, P, n, p, m, acc);
 }
 
