@@ -75,24 +75,15 @@ static inline __m256i pair(const int16_t *p) { return bcast4(p); }
 
 #define QS_MAX (KIVI_DMAX + 16)
 
-/* s, z [D] of the page as floats. */
-static inline void k_params(const uint8_t *seg, int B, int D, int P, float *sf, float *zf) {
-    const uint8_t *s = seg + kivi_k_code_bytes(B, D, P), *z = s + (size_t)D * 2;
-    for (int j = 0; j < D; j += 8) {
-        _mm256_storeu_ps(sf + j, ld_h8(s + 2 * j));
-        _mm256_storeu_ps(zf + j, ld_h8(z + 2 * j));
-    }
-}
-
 /* One query: Q [njc*F] int16 (0 for j >= D), *sc; returns sum_j q_j z_j (8 lanes
- * in j order, then hsum). q, sf, zf: [D]. */
-AI float k_prep(const float *sf, const float *zf, const int B, int D, const float *q, int16_t *Q, float *sc) {
+ * in j order, then hsum). q: [D]; sh, zh: the page's f16 s[D], z[D]. */
+AI float k_prep(const uint8_t *sh, const uint8_t *zh, const int B, int D, const float *q, int16_t *Q, float *sc) {
     const int nj = kivi_cdiv(D, 32 / B) * (32 / B);
     float qs[KIVI_DMAX];
     __m256 b = _mm256_setzero_ps(), mx = _mm256_setzero_ps();
     for (int j = 0; j < D; j += 8) {
-        const __m256 qv = _mm256_loadu_ps(q + j), t = _mm256_mul_ps(qv, _mm256_loadu_ps(sf + j));
-        b = _mm256_fmadd_ps(qv, _mm256_loadu_ps(zf + j), b);
+        const __m256 qv = _mm256_loadu_ps(q + j), t = _mm256_mul_ps(qv, ld_h8(sh + 2 * j));
+        b = _mm256_fmadd_ps(qv, ld_h8(zh + 2 * j), b);
         mx = _mm256_max_ps(mx, vabs(t));
         _mm256_storeu_ps(qs + j, t);
     }
@@ -154,11 +145,11 @@ AI void k_qk_multi(const uint8_t *seg, const int B, int D, int P, int n, const f
     const int njc = kivi_cdiv(D, 32 / B), ntb = kivi_cdiv(n, 8);
     const size_t blk = (size_t)njc * 32; /* bytes of one token block's codes */
     int16_t Q[QG_MAX][QS_MAX];
-    float sc[QG_MAX] = {0}, bias[QG_MAX] = {0}, out[QG_MAX * 16], sf[KIVI_DMAX], zf[KIVI_DMAX];
-    k_params(seg, B, D, P, sf, zf);
+    float sc[QG_MAX] = {0}, bias[QG_MAX] = {0}, out[QG_MAX * 16];
+    const uint8_t *sh = seg + kivi_k_code_bytes(B, D, P), *zh = sh + (size_t)D * 2;
     for (int g0 = 0; g0 < m; g0 += QG_MAX) {
         const int QG = m - g0 < QG_MAX ? m - g0 : QG_MAX;
-        for (int g = 0; g < QG; g++) bias[g] = k_prep(sf, zf, B, D, q + (size_t)(g0 + g) * D, Q[g], &sc[g]);
+        for (int g = 0; g < QG; g++) bias[g] = k_prep(sh, zh, B, D, q + (size_t)(g0 + g) * D, Q[g], &sc[g]);
         for (int tb = 0; tb < ntb;) {
             const uint8_t *codes = seg + (size_t)tb * blk;
             const int TB = tb + 2 <= ntb ? 2 : 1, i0 = tb * 8, cnt = n - i0 < TB * 8 ? n - i0 : TB * 8;
@@ -188,41 +179,26 @@ AI void k_qk_multi(const uint8_t *seg, const int B, int D, int P, int n, const f
 
 #define WV_MAX (KIVI_PMAX + 32)
 
-/* s, z of group G for tokens [0, n8) as floats, rows i >= n as 0. */
-static inline void v_params(const uint8_t *seg, int B, int D, int P, int n, int G, float *sf, float *zf) {
-    const int NG = kivi_cdiv(D, KIVI_VG);
-    const uint8_t *s = seg + kivi_v_code_bytes(B, D, P) + (size_t)G * P * 2, *z = s + (size_t)NG * P * 2;
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        _mm256_storeu_ps(sf + i, ld_h8(s + 2 * i));
-        _mm256_storeu_ps(zf + i, ld_h8(z + 2 * i));
-    }
-    if (i < n) {
-        uint16_t st[8] = {0}, zt[8] = {0};
-        memcpy(st, s + 2 * i, (size_t)(n - i) * 2);
-        memcpy(zt, z + 2 * i, (size_t)(n - i) * 2);
-        _mm256_storeu_ps(sf + i, ld_h8((const uint8_t *)st));
-        _mm256_storeu_ps(zf + i, ld_h8((const uint8_t *)zt));
-    }
-}
-
 /* One query, one group: W [ntn*F] int16 (0 for i >= n), *sc; returns
  * sum_i p_i z_i over 8-token blocks, rows i >= n as zeros (so that they equal
- * rows with p[i] == 0). p: [n]; sf, zf: [n8] from v_params. */
-AI float v_prep(const float *sf, const float *zf, const int B, int n, const float *p, int16_t *W, float *sc) {
+ * rows with p[i] == 0). p: [n]; sh, zh: the group's f16 s[P], z[P]. */
+AI float v_prep(const uint8_t *sh, const uint8_t *zh, const int B, int n, const float *p, int16_t *W, float *sc) {
     const int F = 32 / B, ni = kivi_cdiv(n, F) * F, n8 = kivi_cdiv(n, 8) * 8;
     float wf[WV_MAX];
     __m256 b = _mm256_setzero_ps(), mx = _mm256_setzero_ps();
     for (int i = 0; i < n8; i += 8) {
-        __m256 pv;
-        if (i + 8 <= n) pv = _mm256_loadu_ps(p + i);
-        else {
+        __m256 pv, sv, zv;
+        if (i + 8 <= n) pv = _mm256_loadu_ps(p + i), sv = ld_h8(sh + 2 * i), zv = ld_h8(zh + 2 * i);
+        else { /* tail: rows >= n as zeros (p, s and z) */
             float pt[8] = {0};
+            uint16_t st[8] = {0}, zt[8] = {0};
             memcpy(pt, p + i, sizeof(float) * (size_t)(n - i));
-            pv = _mm256_loadu_ps(pt);
+            memcpy(st, sh + 2 * i, (size_t)(n - i) * 2);
+            memcpy(zt, zh + 2 * i, (size_t)(n - i) * 2);
+            pv = _mm256_loadu_ps(pt), sv = ld_h8((const uint8_t *)st), zv = ld_h8((const uint8_t *)zt);
         }
-        const __m256 t = _mm256_mul_ps(pv, _mm256_loadu_ps(sf + i));
-        b = _mm256_fmadd_ps(pv, _mm256_loadu_ps(zf + i), b);
+        const __m256 t = _mm256_mul_ps(pv, sv);
+        b = _mm256_fmadd_ps(pv, zv, b);
         mx = _mm256_max_ps(mx, vabs(t));
         _mm256_storeu_ps(wf + i, t);
     }
@@ -287,12 +263,12 @@ AI void v_av_multi(const uint8_t *seg, const int B, int D, int P, int n, const f
     if (n <= 0) return;
     const int F = 32 / B, NB = D / 8, NG = kivi_cdiv(D, KIVI_VG), ntc = kivi_cdiv(P, F), ntn = kivi_cdiv(n, F);
     int16_t W[QG_MAX][WV_MAX];
-    float sc[QG_MAX] = {0}, bias[QG_MAX] = {0}, sf[KIVI_PMAX + 8], zf[KIVI_PMAX + 8];
+    float sc[QG_MAX] = {0}, bias[QG_MAX] = {0};
     for (int G = 0; G < NG; G++) {
-        v_params(seg, B, D, P, n, G, sf, zf);
+        const uint8_t *sh = seg + kivi_v_code_bytes(B, D, P) + (size_t)G * P * 2, *zh = sh + (size_t)NG * P * 2;
         for (int g0 = 0; g0 < m; g0 += QG_MAX) {
             const int QG = m - g0 < QG_MAX ? m - g0 : QG_MAX;
-            for (int g = 0; g < QG; g++) bias[g] = v_prep(sf, zf, B, n, p + (size_t)(g0 + g) * P, W[g], &sc[g]);
+            for (int g = 0; g < QG; g++) bias[g] = v_prep(sh, zh, B, n, p + (size_t)(g0 + g) * P, W[g], &sc[g]);
             const int kb1 = (G + 1) * (KIVI_VG / 8) < NB ? (G + 1) * (KIVI_VG / 8) : NB;
             for (int kb = G * (KIVI_VG / 8); kb < kb1;) {
                 const uint8_t *codes = seg + (size_t)kb * ntc * 32;
@@ -460,7 +436,7 @@ AI void k8_qk_impl(const uint8_t *seg, const int D, int P, int n, const float *q
 }
 
 /* One query, one group: W8 [ntn*16] (0 for i >= n), chunk scales wsc [ntn];
- * returns sum_i p_i z_i (rows i >= n as zeros). sf, zf: [n8] from v_params. */
+ * returns sum_i p_i z_i (rows i >= n as zeros). sh, zh: the group's f16 s[P], z[P]. */
 AI float v8_prep(const uint8_t *sh, const uint8_t *zh, int n, const float *p, int8_t *W8, float *wsc) {
     const int ntn = kivi_cdiv(n, 16), n8 = kivi_cdiv(n, 8) * 8;
     __m256 b = _mm256_setzero_ps();
