@@ -12,7 +12,7 @@
  * of the open row).
  * Fused kernels: the scalar ones are float sums (checked against double to
  * 1e-5 of the magnitudes summed); the AVX2 ones quantize the factors q_j s_j /
- * p_i s_ig to int16 (kivi4) or int8 (kivi2) per page and get the extra bound
+ * p_i s_ig to int8 per page and get the extra bound
  * of simd_qk_bound / simd_av_bound. */
 #include <math.h>
 #include <stdint.h>
@@ -73,13 +73,13 @@ static void group_range(const kvl_codec *c, const float *x16, int D, int P, int 
 
 /* Error bound of the AVX2 kernels' integer factors (codec_kivi_avx2.c): the
  * factors (q_j s_j for qk, p_i s_ig for av) are quantized per page (and
- * group) to int16 (kivi4) or int8 (kivi2): |d| <= sc/2 * maxq * (terms),
- * sc = max |factor| / 32767 or / 127. 0 for the scalar kernels (float sums).
+ * group) to int8: |d| <= sc/2 * maxq * (terms), sc = max |factor| / 127.
+ * 0 for the scalar kernels (float sums).
  * Scales are read from the segment (layouts: kv/codec_kivi.h). */
 static double factor_bound(int bits, const double *f, int cnt) {
     double am = 0;
     for (int k = 0; k < cnt; k++) am = fmax(am, fabs(f[k]));
-    return am / (bits == 4 ? 32767 : 127) / 2 * ((1 << bits) - 1) * cnt * 1.001;
+    return am / 127 / 2 * ((1 << bits) - 1) * cnt * 1.001;
 }
 static double simd_qk_bound(const kvl_codec *c, const kvl_codec_kernels *kn, const uint8_t *seg, int D, int P,
                             const float *q) {

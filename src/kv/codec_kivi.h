@@ -7,12 +7,10 @@
  * IEEE halves (the reference stores them in the model dtype, fp16).
  *
  * Codes are packed into 32-byte chunks of 8 little-endian 32-bit lanes; a
- * lane is split into "slots" of SW bits (SW = 8 for 2-bit codes, 16 for
- * 4-bit; spl = 32 / SW slots per lane), a slot holds SW / b codes ("fields",
+ * lane is 4 byte "slots" (spl = 4), a slot holds 8 / b codes ("fields",
  * field f at bits [b*f, b*f + b)), so a chunk holds 8 x F codes, F = 32 / b.
- * The slot width is the multiplicand width of the AVX2 kernels: vpmaddubsw
- * (u8 codes x s8 factors, 2-bit) or vpmaddwd (int16 x int16, 4-bit)
- * multiply the slots of a lane and add the products within the lane:
+ * Byte slots are the u8 operand of the AVX2 kernels' vpmaddubsw, which
+ * multiplies the 4 slots of a lane by 4 s8 factors and adds them in pairs:
  *
  *  K segment: codes [NTB][NJC] chunks, NTB = ceil(P/8) token blocks, NJC =
  *     ceil(D/F) channel chunks; in chunk (tb, jc), lane k is token 8*tb + k,
@@ -35,7 +33,7 @@
 #define KIVI_VG 32 /* channels per V group (KIVI's default group size) */
 
 static inline int kivi_fields(int bits) { return 32 / bits; }
-static inline int kivi_slot_bits(int bits) { return bits == 2 ? 8 : 16; }
+static inline int kivi_slot_bits(int bits) { (void)bits; return 8; } /* bits of a slot */
 static inline int kivi_cdiv(int a, int b) { return (a + b - 1) / b; }
 
 /* K: bytes of the code chunks; offset of s[D] is that, z[D] follows. */
