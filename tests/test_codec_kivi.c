@@ -11,9 +11,9 @@
  * 32-channel group); against the f32 input add |x| 2^-11 + 2^-25 (f16 rounding
  * of the open row).
  * Fused kernels: the scalar ones are float sums (checked against double to
- * 1e-5 of the magnitudes summed); the AVX2 ones quantize the per-page factors
- * q_j s_j / p_i s_ig to int16 and get the extra bound of simd_qk_bound /
- * simd_av_bound. */
+ * 1e-5 of the magnitudes summed); the AVX2 ones quantize the factors q_j s_j /
+ * p_i s_ig to int8 per page and get the extra bound
+ * of simd_qk_bound / simd_av_bound. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -71,34 +71,39 @@ static void group_range(const kvl_codec *c, const float *x16, int D, int P, int 
     }
 }
 
-/* Error bound of the AVX2 kernels' int16 factors (codec_kivi_avx2.c): qk
- * |d score| <= sc/2 * maxq * D with sc = max_j |q_j s_j| / 32767; av
- * |d acc_j| <= sc_g/2 * maxq * n with sc_g = max_i |p_i s_ig| / 32767 over the
- * group of channel j. 0 for scalar kernels (exact float semantics). The
- * scales are read from the segment (layouts: kv/codec_kivi.h). */
+/* Error bound of the AVX2 kernels' integer factors (codec_kivi_avx2.c): the
+ * factors (q_j s_j for qk, p_i s_ig for av) are quantized per page (and
+ * group) to int8: |d| <= sc/2 * maxq * (terms), sc = max |factor| / 127.
+ * 0 for the scalar kernels (float sums).
+ * Scales are read from the segment (layouts: kv/codec_kivi.h). */
+static double factor_bound(int bits, const double *f, int cnt) {
+    double am = 0;
+    for (int k = 0; k < cnt; k++) am = fmax(am, fabs(f[k]));
+    return am / 127 / 2 * ((1 << bits) - 1) * cnt * 1.001;
+}
 static double simd_qk_bound(const kvl_codec *c, const kvl_codec_kernels *kn, const uint8_t *seg, int D, int P,
                             const float *q) {
     if (!strcmp(kn->isa, "scalar") || is_v(c)) return 0;
     const uint8_t *s = seg + kivi_k_code_bytes(bits_of(c), D, P);
-    double am = 0;
+    double f[1024];
     for (int j = 0; j < D; j++) {
         uint16_t h;
         memcpy(&h, s + 2 * j, 2);
-        am = fmax(am, fabs((double)q[j] * kvl_fp16_to_fp32(h)));
+        f[j] = (double)q[j] * kvl_fp16_to_fp32(h);
     }
-    return am / 32767 / 2 * ((1 << bits_of(c)) - 1) * D * 1.001;
+    return factor_bound(bits_of(c), f, D);
 }
 static double simd_av_bound(const kvl_codec *c, const kvl_codec_kernels *kn, const uint8_t *seg, int D, int P, int n,
                             const float *p, int j) {
     if (!strcmp(kn->isa, "scalar") || !is_v(c)) return 0;
     const uint8_t *s = seg + kivi_v_code_bytes(bits_of(c), D, P) + (size_t)(j / KIVI_VG) * P * 2;
-    double am = 0;
+    double f[1024];
     for (int i = 0; i < n; i++) {
         uint16_t h;
         memcpy(&h, s + 2 * i, 2);
-        am = fmax(am, fabs((double)p[i] * kvl_fp16_to_fp32(h)));
+        f[i] = (double)p[i] * kvl_fp16_to_fp32(h);
     }
-    return am / 32767 / 2 * ((1 << bits_of(c)) - 1) * n * 1.001;
+    return factor_bound(bits_of(c), f, n);
 }
 
 static void test_sizes(void) {

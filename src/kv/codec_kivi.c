@@ -77,23 +77,26 @@ static inline uint32_t code_of(uint16_t h, uint16_t s16, uint16_t z16, int bits)
     return (uint32_t)q;
 }
 
-/* OR v into the 16-bit word at w. */
-static inline void or_word(uint8_t *w, uint32_t v) {
-    const uint16_t r = (uint16_t)(rd16(w) | v);
-    memcpy(w, &r, 2);
-}
-
 /* ---- K: per channel ------------------------------------------------------------------- */
 
-/* K code (token i, channel j): byte offset of its 16-bit word and its bit
- * shift (kv/codec_kivi.h: chunk (i/8, j/F), slot 2 (i%8) + (j%F)%2, field (j%F)/2). */
-static inline size_t k_word(int bits, int D, int i, int j) {
-    const int F = kivi_fields(bits), njc = kivi_cdiv(D, F);
-    return ((size_t)(i / 8) * njc + j / F) * 32 + (size_t)(2 * (i % 8) + (j % F) % 2) * 2;
+/* Byte offset within a chunk and bit shift of field f of slot e of lane k
+ * (kv/codec_kivi.h; a field never straddles a byte since bits divides 8). */
+static inline size_t slot_byte(int bits, int k, int e, int f) {
+    return (size_t)k * 4 + (size_t)e * (kivi_slot_bits(bits) / 8) + (size_t)(bits * f) / 8;
 }
-static inline int k_shift(int bits, int j) { return bits * ((j % kivi_fields(bits)) / 2); }
+
+/* K code (token i, channel j): chunk (i/8, j/F), lane i%8, slot (j%F) % spl,
+ * field (j%F) / spl (spl = slots per lane). *sh: bit shift within the byte. */
+static inline size_t k_byte(int bits, int D, int i, int j, int *sh) {
+    const int F = kivi_fields(bits), njc = kivi_cdiv(D, F), spl = 32 / kivi_slot_bits(bits);
+    const int jj = j % F, f = jj / spl;
+    *sh = (bits * f) % 8;
+    return ((size_t)(i / 8) * njc + j / F) * 32 + slot_byte(bits, i % 8, jj % spl, f);
+}
 static inline int k_code(const uint8_t *seg, int bits, int D, int i, int j) {
-    return (rd16(seg + k_word(bits, D, i, j)) >> k_shift(bits, j)) & ((1 << bits) - 1);
+    int sh;
+    const size_t o = k_byte(bits, D, i, j, &sh);
+    return (seg[o] >> sh) & ((1 << bits) - 1);
 }
 
 static void k_seal(int bits, uint8_t *dst, const uint8_t *open_seg, int D, int P) {
@@ -106,8 +109,23 @@ static void k_seal(int bits, uint8_t *dst, const uint8_t *open_seg, int D, int P
         group_params(x + j, (size_t)D, P, bits, &sh, &zh);
         memcpy(s + (size_t)j * 2, &sh, 2);
         memcpy(z + (size_t)j * 2, &zh, 2);
-        for (int i = 0; i < P; i++)
-            or_word(dst + k_word(bits, D, i, j), code_of(x[(size_t)i * D + j], sh, zh, bits) << k_shift(bits, j));
+        for (int i = 0; i < P; i++) {
+            int b;
+            const size_t o = k_byte(bits, D, i, j, &b);
+            dst[o] |= (uint8_t)(code_of(x[(size_t)i * D + j], sh, zh, bits) << b);
+        }
+    }
+}
+
+void kvl_kivi_k_put_channel(int bits, uint8_t *seg, int D, int P, int j, const uint8_t *c, uint16_t s16,
+                            uint16_t z16) {
+    uint8_t *s = seg + kivi_k_code_bytes(bits, D, P), *z = s + (size_t)D * 2;
+    memcpy(s + (size_t)j * 2, &s16, 2);
+    memcpy(z + (size_t)j * 2, &z16, 2);
+    for (int i = 0; i < P; i++) {
+        int b;
+        const size_t o = k_byte(bits, D, i, j, &b);
+        seg[o] = (uint8_t)((seg[o] & ~(((1 << bits) - 1) << b)) | (c[i] << b));
     }
 }
 
@@ -130,14 +148,18 @@ static void k_qk(int bits, const uint8_t *seg, int D, int P, int n, const float 
 
 /* ---- V: per token, groups of KIVI_VG channels ----------------------------------------- */
 
-/* V code (token i, channel j): chunk (j/8, i/F), slot 2 (j%8) + (i%F)%2, field (i%F)/2. */
-static inline size_t v_word(int bits, int P, int i, int j) {
-    const int F = kivi_fields(bits), ntc = kivi_cdiv(P, F);
-    return ((size_t)(j / 8) * ntc + i / F) * 32 + (size_t)(2 * (j % 8) + (i % F) % 2) * 2;
+/* V code (token i, channel j): chunk (j/8, i/F), lane j%8, slot (i%F) % spl,
+ * field (i%F) / spl. */
+static inline size_t v_byte(int bits, int P, int i, int j, int *sh) {
+    const int F = kivi_fields(bits), ntc = kivi_cdiv(P, F), spl = 32 / kivi_slot_bits(bits);
+    const int ii = i % F, f = ii / spl;
+    *sh = (bits * f) % 8;
+    return ((size_t)(j / 8) * ntc + i / F) * 32 + slot_byte(bits, j % 8, ii % spl, f);
 }
-static inline int v_shift(int bits, int i) { return bits * ((i % kivi_fields(bits)) / 2); }
 static inline int v_code(const uint8_t *seg, int bits, int P, int i, int j) {
-    return (rd16(seg + v_word(bits, P, i, j)) >> v_shift(bits, i)) & ((1 << bits) - 1);
+    int sh;
+    const size_t o = v_byte(bits, P, i, j, &sh);
+    return (seg[o] >> sh) & ((1 << bits) - 1);
 }
 
 static void v_seal(int bits, uint8_t *dst, const uint8_t *open_seg, int D, int P) {
@@ -154,8 +176,11 @@ static void v_seal(int bits, uint8_t *dst, const uint8_t *open_seg, int D, int P
             group_params(xr, 1, cnt, bits, &sh, &zh);
             memcpy(s + ((size_t)g * P + i) * 2, &sh, 2);
             memcpy(z + ((size_t)g * P + i) * 2, &zh, 2);
-            for (int k = 0; k < cnt; k++)
-                or_word(dst + v_word(bits, P, i, j0 + k), code_of(xr[k], sh, zh, bits) << v_shift(bits, i));
+            for (int k = 0; k < cnt; k++) {
+                int b;
+                const size_t o = v_byte(bits, P, i, j0 + k, &b);
+                dst[o] |= (uint8_t)(code_of(xr[k], sh, zh, bits) << b);
+            }
         }
 }
 
