@@ -72,8 +72,22 @@ static inline float hsum1(__m256 a) {
     return _mm_cvtss_f32(s);
 }
 
-static inline __attribute__((always_inline)) void qk_multi(const uint8_t *seg, int D, int G, int Z, int P, int n, const float *q, int m, float *scores) {
+/* sum(q over group g), a fixed tree (the same value whenever computed). */
+static inline float qsum_group(const float *q, int j0, int G) {
+    __m256 s = _mm256_setzero_ps();
+    for (int j = j0; j < j0 + G; j += 8) s = _mm256_add_ps(s, _mm256_loadu_ps(q + j));
+    return hsum1(s);
+}
+
+#define QS_MAXQ 16 /* queries whose group sums are computed once per call */
+
+static inline __attribute__((always_inline)) void qk_multi(const uint8_t *seg, int D, int G, int Z, int P, int n,
+                                                           const float *q, int m, float *scores) {
     const int ng = D / G;
+    float qs_all[QS_MAXQ * GMAX];
+    if (m <= QS_MAXQ)
+        for (int qi = 0; qi < m; qi++)
+            for (int g = 0; g < ng; g++) qs_all[qi * GMAX + g] = qsum_group(q + (size_t)qi * D, g * G, G);
     blk b;
     for (int i0 = 0; i0 < n; i0 += 8) {
         const int nr = n - i0 < 8 ? n - i0 : 8;
@@ -85,27 +99,24 @@ static inline __attribute__((always_inline)) void qk_multi(const uint8_t *seg, i
             /* eight row accumulators as scalars (an array here ends up in
              * memory, zeroed by rep stos every block) */
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-            float qs[GMAX];
-            for (int g = 0; g < ng; g++) {
-                __m256 s = _mm256_setzero_ps();
-                for (int j = g * G; j < (g + 1) * G; j += 8) {
-                    const __m256 qv = _mm256_loadu_ps(qg + j);
-                    const float *c = b.c + j;
-                    s = _mm256_add_ps(s, qv);
-                    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(c), qv, a0);
-                    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(c + D), qv, a1);
-                    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 2 * D), qv, a2);
-                    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 3 * D), qv, a3);
-                    a4 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 4 * D), qv, a4);
-                    a5 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 5 * D), qv, a5);
-                    a6 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 6 * D), qv, a6);
-                    a7 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 7 * D), qv, a7);
-                }
-                qs[g] = hsum1(s);
+            for (int j = 0; j < D; j += 8) {
+                const __m256 qv = _mm256_loadu_ps(qg + j);
+                const float *c = b.c + j;
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(c), qv, a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(c + D), qv, a1);
+                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 2 * D), qv, a2);
+                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 3 * D), qv, a3);
+                a4 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 4 * D), qv, a4);
+                a5 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 5 * D), qv, a5);
+                a6 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 6 * D), qv, a6);
+                a7 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 7 * D), qv, a7);
             }
             const __m256 a[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
             __m256 res = kvl_q_hsum8(a);
-            for (int g = 0; g < ng; g++) res = _mm256_fmadd_ps(mv[g], _mm256_set1_ps(qs[g]), res);
+            for (int g = 0; g < ng; g++) {
+                const float qsg = m <= QS_MAXQ ? qs_all[qi * GMAX + g] : qsum_group(qg, g * G, G);
+                res = _mm256_fmadd_ps(mv[g], _mm256_set1_ps(qsg), res);
+            }
             if (nr == 8) _mm256_storeu_ps(scores + (size_t)qi * P + i0, res);
             else {
                 float out[8];
