@@ -54,14 +54,17 @@ static void oak_dec(const uint8_t *seg, int D, int P, int i0, int nr, float *buf
         int n_out = sc[3] >> 4, n_in = sc[3] & 15;
         if (n_out > C) n_out = C;
         if (n_in > C - n_out) n_in = C - n_out;
+        /* branch-free (the side bit and the group are data): the scalar
+         * decode's values, lo_out - c*so written as lo_out + c*(-so) (exact) */
+        const float obase[2] = {t.lo_out, t.hi_out}, oscale[2] = {-so, so};
         for (int e = 0; e < n_out + n_in; e++) {
             int j = ent[e] & 0x7f;
             const int ex = ent[e] >> 7;
-            if (j >= D) j = D - 1;
+            j = j < D ? j : D - 1;
             const int kk = j & 31;
-            const int c = (codes[j / 32 * 16 + (kk & 15)] >> (kk < 16 ? 0 : 4)) & 15;
-            if (e < n_out) x[j] = ex ? t.hi_out + (float)c * so : t.lo_out - (float)c * so;
-            else x[j] = t.lo_in + ((float)(c | ex << 4) + 0.5f) * step_in;
+            const int c = (codes[j / 32 * 16 + (kk & 15)] >> ((kk >> 4) << 2)) & 15;
+            const float v[2] = {t.lo_in + ((float)(c | ex << 4) + 0.5f) * step_in, obase[ex] + (float)c * oscale[ex]};
+            x[j] = v[e < n_out];
         }
     }
 }
