@@ -38,20 +38,24 @@ static inline __attribute__((always_inline)) void unpack(const uint8_t *seg, int
     const __m128i lo = _mm_set1_epi8(15);
     for (int k = 0; k < nr; k++) {
         const uint8_t *row = seg + (size_t)(i0 + k) * rb, *codes = row + (size_t)ng * pb;
-        float sm[2 * GMAX + 2];
-        if (Z) { /* e5m3 scale, int8 zero: the scalar decode's float values */
-            for (int g = 0; g < ng; g++) {
-                uint16_t hh = (uint16_t)(row[2 * g] << 7);
-                const float s = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(hh)));
-                sm[2 * g] = s, sm[2 * g + 1] = -(float)(int8_t)row[2 * g + 1] * s;
-            }
-        } else
+        float sv8[GMAX], mv8[GMAX]; /* group scales and minima, the scalar decode's floats */
+        if (Z) { /* 16 bytes = (e5m3 scale, int8 zero) of up to 8 groups (the rest: code bytes, unused) */
+            const __m128i v = _mm_loadu_si128((const __m128i *)row);
+            const __m256 sc = _mm256_cvtph_ps(_mm_slli_epi16(_mm_and_si128(v, _mm_set1_epi16(0xff)), 7));
+            const __m256 zf = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm_srai_epi16(v, 8)));
+            /* -(float)z * s, as the scalar decode (negation exact) */
+            _mm256_storeu_ps(sv8, sc);
+            _mm256_storeu_ps(mv8, _mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), zf), sc));
+        } else {
+            float sm[2 * GMAX + 2];
             for (int g = 0; g < ng; g += 2) /* 8 bytes = (scale, min) of groups g, g+1; F16C is exact */
                 _mm_storeu_ps(sm + 2 * g, _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(row + g * 4))));
-        for (int g = 0; g < ng; g++) b->s[g * 8 + k] = sm[2 * g], b->m[g * 8 + k] = sm[2 * g + 1];
+            for (int g = 0; g < ng; g++) sv8[g] = sm[2 * g], mv8[g] = sm[2 * g + 1];
+        }
+        for (int g = 0; g < ng; g++) b->s[g * 8 + k] = sv8[g], b->m[g * 8 + k] = mv8[g];
         float *x = b->c + (size_t)k * D;
         for (int g = 0; g < ng; g++) {
-            const __m256 sv = _mm256_set1_ps(sm[2 * g]);
+            const __m256 sv = _mm256_set1_ps(sv8[g]);
             for (int o = 0; o < h; o += 16) {
                 const __m128i v = _mm_loadu_si128((const __m128i *)(codes + g * h + o));
                 put16(_mm_and_si128(v, lo), sv, x + g * G + o);
