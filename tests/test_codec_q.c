@@ -76,6 +76,7 @@ static void test_sizes(void) {
         /* header 16 + per row: D/2 codes, 3 bytes scales, 1 count byte, C entries (C = ceil(3D/32)) */
         CHECK(oa->seg_bytes(64, 32) == 16 + 32 * (32 + 3 + 1 + 6));
         CHECK(oa->seg_bytes(128, 16) == 16 + 16 * (64 + 3 + 1 + 12));
+        CHECK(oa->seg_bytes(256, 7) == 16 + 7 * (128 + 3 + 2 + 24 * 2)); /* wide: 2 count bytes, u16 entries */
         CHECK(oa->state_bytes && oa->state_init && oa->state_bytes(64) > 0);
     }
     CHECK(strstr(kvl_codec_list(), "int4") && strstr(kvl_codec_list(), "fp8") && strstr(kvl_codec_list(), "oaken"));
@@ -316,9 +317,9 @@ static void test_codec(const char *name) {
     const kvl_codec *c = kvl_codec_find(name);
     CHECK_MSG(c != NULL, "codec %s registered", name);
     if (!c) return;
-    const int dims[] = {64, 128, 40, 36};
+    const int dims[] = {64, 128, 40, 36, 256}; /* 256: oaken's wide layout (u16 entries) */
     const int pages[] = {7, 16, 32};
-    for (int d = 0; d < 4; d++)
+    for (int d = 0; d < 5; d++)
         for (int pp = 0; pp < 3; pp++) {
             const int D = dims[d], P = pages[pp];
             test_roundtrip(c, D, P);

@@ -136,7 +136,7 @@ kvl_status kvl_calibrate_oaken(const kvl_model *m, const char *text, size_t len,
             }
             if (p.log)
                 fprintf(p.log, "layer  side     lo_out      lo_in      hi_in     hi_out   outer%%  middle%%  inner%%  "
-                               ">C=%d%%  outer>C%%\n", kvl_oaken_capacity(D));
+                               "tokens over C=%d: any%%  outer%%\n", kvl_oaken_capacity(D));
             const int C = kvl_oaken_capacity(D);
             static const char *const cnames[] = {"int8", "fp8", "int4", "int4g64", "int4z", "oaken"};
             enum { NC = 6 };

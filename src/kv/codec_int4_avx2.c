@@ -32,26 +32,30 @@ static inline void put16(__m128i c, __m256 s, float *out) {
     _mm256_storeu_ps(out + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(c, 8))), s));
 }
 
-static inline void unpack(const uint8_t *seg, int D, int G, int Z, int i0, int nr, blk *b) {
+static inline __attribute__((always_inline)) void unpack(const uint8_t *seg, int D, int G, int Z, int i0, int nr, blk *b) {
     const int ng = D / G, h = G / 2, pb = Z ? 2 : 4;
     const size_t rb = (size_t)ng * pb + (size_t)D / 2;
     const __m128i lo = _mm_set1_epi8(15);
     for (int k = 0; k < nr; k++) {
         const uint8_t *row = seg + (size_t)(i0 + k) * rb, *codes = row + (size_t)ng * pb;
-        float sm[2 * GMAX + 2];
-        if (Z) { /* e5m3 scale, int8 zero: the scalar decode's float values */
-            for (int g = 0; g < ng; g++) {
-                uint16_t hh = (uint16_t)(row[2 * g] << 7);
-                const float s = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(hh)));
-                sm[2 * g] = s, sm[2 * g + 1] = -(float)(int8_t)row[2 * g + 1] * s;
-            }
-        } else
+        float sv8[GMAX], mv8[GMAX]; /* group scales and minima, the scalar decode's floats */
+        if (Z) { /* 16 bytes = (e5m3 scale, int8 zero) of up to 8 groups (the rest: code bytes, unused) */
+            const __m128i v = _mm_loadu_si128((const __m128i *)row);
+            const __m256 sc = _mm256_cvtph_ps(_mm_slli_epi16(_mm_and_si128(v, _mm_set1_epi16(0xff)), 7));
+            const __m256 zf = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm_srai_epi16(v, 8)));
+            /* -(float)z * s, as the scalar decode (negation exact) */
+            _mm256_storeu_ps(sv8, sc);
+            _mm256_storeu_ps(mv8, _mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), zf), sc));
+        } else {
+            float sm[2 * GMAX + 2];
             for (int g = 0; g < ng; g += 2) /* 8 bytes = (scale, min) of groups g, g+1; F16C is exact */
                 _mm_storeu_ps(sm + 2 * g, _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(row + g * 4))));
-        for (int g = 0; g < ng; g++) b->s[g * 8 + k] = sm[2 * g], b->m[g * 8 + k] = sm[2 * g + 1];
+            for (int g = 0; g < ng; g++) sv8[g] = sm[2 * g], mv8[g] = sm[2 * g + 1];
+        }
+        for (int g = 0; g < ng; g++) b->s[g * 8 + k] = sv8[g], b->m[g * 8 + k] = mv8[g];
         float *x = b->c + (size_t)k * D;
         for (int g = 0; g < ng; g++) {
-            const __m256 sv = _mm256_set1_ps(sm[2 * g]);
+            const __m256 sv = _mm256_set1_ps(sv8[g]);
             for (int o = 0; o < h; o += 16) {
                 const __m128i v = _mm_loadu_si128((const __m128i *)(codes + g * h + o));
                 put16(_mm_and_si128(v, lo), sv, x + g * G + o);
@@ -72,29 +76,51 @@ static inline float hsum1(__m256 a) {
     return _mm_cvtss_f32(s);
 }
 
-static inline void qk_multi(const uint8_t *seg, int D, int G, int Z, int P, int n, const float *q, int m, float *scores) {
+/* sum(q over group g), a fixed tree (the same value whenever computed). */
+static inline float qsum_group(const float *q, int j0, int G) {
+    __m256 s = _mm256_setzero_ps();
+    for (int j = j0; j < j0 + G; j += 8) s = _mm256_add_ps(s, _mm256_loadu_ps(q + j));
+    return hsum1(s);
+}
+
+#define QS_MAXQ 16 /* queries whose group sums are computed once per call */
+
+static inline __attribute__((always_inline)) void qk_multi(const uint8_t *seg, int D, int G, int Z, int P, int n,
+                                                           const float *q, int m, float *scores) {
     const int ng = D / G;
+    float qs_all[QS_MAXQ * GMAX];
+    if (m <= QS_MAXQ)
+        for (int qi = 0; qi < m; qi++)
+            for (int g = 0; g < ng; g++) qs_all[qi * GMAX + g] = qsum_group(q + (size_t)qi * D, g * G, G);
     blk b;
     for (int i0 = 0; i0 < n; i0 += 8) {
         const int nr = n - i0 < 8 ? n - i0 : 8;
         unpack(seg, D, G, Z, i0, nr, &b);
+        __m256 mv[GMAX]; /* loaded once per block (scalar stores -> vector load) */
+        for (int g = 0; g < ng; g++) mv[g] = _mm256_loadu_ps(b.m + g * 8);
         for (int qi = 0; qi < m; qi++) {
             const float *qg = q + (size_t)qi * D;
-            __m256 a[8];
-            float qs[GMAX];
-            for (int k = 0; k < 8; k++) a[k] = _mm256_setzero_ps();
-            for (int g = 0; g < ng; g++) {
-                __m256 s = _mm256_setzero_ps();
-                for (int j = g * G; j < (g + 1) * G; j += 8) {
-                    const __m256 qv = _mm256_loadu_ps(qg + j);
-                    s = _mm256_add_ps(s, qv);
-#pragma GCC unroll 8
-                    for (int k = 0; k < 8; k++) a[k] = _mm256_fmadd_ps(_mm256_loadu_ps(b.c + k * D + j), qv, a[k]);
-                }
-                qs[g] = hsum1(s);
+            /* eight row accumulators as scalars (an array here ends up in
+             * memory, zeroed by rep stos every block) */
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+            for (int j = 0; j < D; j += 8) {
+                const __m256 qv = _mm256_loadu_ps(qg + j);
+                const float *c = b.c + j;
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(c), qv, a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(c + D), qv, a1);
+                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 2 * D), qv, a2);
+                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 3 * D), qv, a3);
+                a4 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 4 * D), qv, a4);
+                a5 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 5 * D), qv, a5);
+                a6 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 6 * D), qv, a6);
+                a7 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 7 * D), qv, a7);
             }
+            const __m256 a[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
             __m256 res = kvl_q_hsum8(a);
-            for (int g = 0; g < ng; g++) res = _mm256_fmadd_ps(_mm256_loadu_ps(b.m + g * 8), _mm256_set1_ps(qs[g]), res);
+            for (int g = 0; g < ng; g++) {
+                const float qsg = m <= QS_MAXQ ? qs_all[qi * GMAX + g] : qsum_group(qg, g * G, G);
+                res = _mm256_fmadd_ps(mv[g], _mm256_set1_ps(qsg), res);
+            }
             if (nr == 8) _mm256_storeu_ps(scores + (size_t)qi * P + i0, res);
             else {
                 float out[8];
@@ -105,22 +131,24 @@ static inline void qk_multi(const uint8_t *seg, int D, int G, int Z, int P, int 
     }
 }
 
-static inline void av_multi(const uint8_t *seg, int D, int G, int Z, int P, int n, const float *p, int m, float *acc) {
+static inline __attribute__((always_inline)) void av_multi(const uint8_t *seg, int D, int G, int Z, int P, int n, const float *p, int m, float *acc) {
     const int ng = D / G;
     blk b;
     for (int i0 = 0; i0 < n; i0 += 8) {
         const int nr = n - i0 < 8 ? n - i0 : 8;
         unpack(seg, D, G, Z, i0, nr, &b);
+        __m256 mv[GMAX];
+        for (int g = 0; g < ng; g++) mv[g] = _mm256_loadu_ps(b.m + g * 8);
+        const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
         for (int qi = 0; qi < m; qi++) {
             const float *pg = p + (size_t)qi * P + i0;
             float *ag = acc + (size_t)qi * D;
             kvl_q_av_block(b.c, D, nr, pg, ag);
-            float pz[8] = {0};
-            memcpy(pz, pg, sizeof(float) * (size_t)nr); /* rows >= nr weigh 0 */
-            const __m256 pv = _mm256_loadu_ps(pz);
+            /* rows >= nr weigh 0 (masked load: never read past p) */
+            const __m256 pv = nr == 8 ? _mm256_loadu_ps(pg) : _mm256_maskload_ps(pg, lanes);
             for (int g = 0; g < ng; g++) {
                 /* sum_k p_k min_k over the block: a fixed 8-lane tree */
-                const __m256 bv = _mm256_set1_ps(hsum1(_mm256_mul_ps(pv, _mm256_loadu_ps(b.m + g * 8))));
+                const __m256 bv = _mm256_set1_ps(hsum1(_mm256_mul_ps(pv, mv[g])));
                 for (int j = g * G; j < (g + 1) * G; j += 8)
                     _mm256_storeu_ps(ag + j, _mm256_add_ps(_mm256_loadu_ps(ag + j), bv));
             }

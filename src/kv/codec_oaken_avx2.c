@@ -1,6 +1,7 @@
 /* AVX2 kernels of the oaken codec (layout in codec_oaken.c): per row, the 16
- * dense middle levels are computed with the scalar decode's arithmetic into
- * two registers, the codes are unpacked 16 bytes at a time (as int4) and
+ * dense middle levels are computed with the scalar decode's arithmetic
+ * (vectorised, same roundings; e5m3 scales through F16C) into two registers,
+ * the codes are unpacked 16 bytes at a time (as int4) and
  * looked up with two vpermps and a blend on the side bit; the row's few
  * sparse entries (outer / inner, at most ceil(3D/32)) are then written over
  * their slots by the scalar decode's formulas, so the block buffer holds the
@@ -18,7 +19,6 @@
 #define HDR 16
 
 static inline size_t row_bytes(int D) { return (size_t)D / 2 + 3 + 1 + (size_t)kvl_oaken_capacity(D); }
-static inline float e5m3(uint8_t b) { return kvl_fp16_to_fp32((uint16_t)(b << 7)); }
 
 /* 16 codes (bytes 0..15) -> lut[code] at out. */
 static inline void look16(__m128i c, __m256 t0, __m256 t1, float *out) {
@@ -36,10 +36,15 @@ static void oak_dec(const uint8_t *seg, int D, int P, int i0, int nr, float *buf
     const float step_in = (t.hi_in - t.lo_in) * 0.03125f;
     for (int k = 0; k < nr; k++) {
         const uint8_t *codes = seg + HDR + (size_t)(i0 + k) * row_bytes(D), *sc = codes + D / 2, *ent = sc + 4;
-        const float sp = e5m3(sc[0]), sn = e5m3(sc[1]), so = e5m3(sc[2]);
-        float lut[16];
-        for (int c = 0; c < 8; c++) lut[c] = t.lo_in - (float)c * sn, lut[8 + c] = t.hi_in + (float)c * sp;
-        const __m256 t0 = _mm256_loadu_ps(lut), t1 = _mm256_loadu_ps(lut + 8);
+        /* the three e5m3 scales through F16C (exact), then the 16 middle
+         * levels with the scalar decode's multiply-then-add / -subtract */
+        const __m128 sv = _mm_cvtph_ps(_mm_setr_epi16((short)(sc[0] << 7), (short)(sc[1] << 7), (short)(sc[2] << 7), 0, 0, 0, 0, 0));
+        float s3[4];
+        _mm_storeu_ps(s3, sv);
+        const float so = s3[2];
+        const __m256 iota = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7);
+        const __m256 t0 = _mm256_sub_ps(_mm256_set1_ps(t.lo_in), _mm256_mul_ps(iota, _mm256_set1_ps(s3[1])));
+        const __m256 t1 = _mm256_add_ps(_mm256_set1_ps(t.hi_in), _mm256_mul_ps(iota, _mm256_set1_ps(s3[0])));
         float *x = buf + (size_t)k * D;
         for (int b = 0; b < D; b += 32) {
             const __m128i v = _mm_loadu_si128((const __m128i *)(codes + b / 2));
@@ -49,14 +54,17 @@ static void oak_dec(const uint8_t *seg, int D, int P, int i0, int nr, float *buf
         int n_out = sc[3] >> 4, n_in = sc[3] & 15;
         if (n_out > C) n_out = C;
         if (n_in > C - n_out) n_in = C - n_out;
+        /* branch-free (the side bit and the group are data): the scalar
+         * decode's values, lo_out - c*so written as lo_out + c*(-so) (exact) */
+        const float obase[2] = {t.lo_out, t.hi_out}, oscale[2] = {-so, so};
         for (int e = 0; e < n_out + n_in; e++) {
             int j = ent[e] & 0x7f;
             const int ex = ent[e] >> 7;
-            if (j >= D) j = D - 1;
+            j = j < D ? j : D - 1;
             const int kk = j & 31;
-            const int c = (codes[j / 32 * 16 + (kk & 15)] >> (kk < 16 ? 0 : 4)) & 15;
-            if (e < n_out) x[j] = ex ? t.hi_out + (float)c * so : t.lo_out - (float)c * so;
-            else x[j] = t.lo_in + ((float)(c | ex << 4) + 0.5f) * step_in;
+            const int c = (codes[j / 32 * 16 + (kk & 15)] >> ((kk >> 4) << 2)) & 15;
+            const float v[2] = {t.lo_in + ((float)(c | ex << 4) + 0.5f) * step_in, obase[ex] + (float)c * oscale[ex]};
+            x[j] = v[e < n_out];
         }
     }
 }

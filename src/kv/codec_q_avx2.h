@@ -29,17 +29,27 @@ static inline __m256 kvl_q_hsum8(const __m256 a[8]) {
 
 /* scores[k] = dot(q, buf_k) for k < nr.  buf: [nr][D] (D % 8 == 0); q: [D]. */
 static inline void kvl_q_qk_block(const float *buf, int D, int nr, const float *q, float *scores) {
-    __m256 a[8];
-    for (int k = 0; k < 8; k++) a[k] = _mm256_setzero_ps();
+    /* eight accumulators as scalars: an array would live in memory */
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
     if (nr == 8) {
         for (int j = 0; j < D; j += 8) {
             const __m256 qv = _mm256_loadu_ps(q + j);
-#pragma GCC unroll 8
-            for (int k = 0; k < 8; k++) a[k] = _mm256_fmadd_ps(_mm256_loadu_ps(buf + k * D + j), qv, a[k]);
+            const float *c = buf + j;
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(c), qv, a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(c + D), qv, a1);
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 2 * D), qv, a2);
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 3 * D), qv, a3);
+            a4 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 4 * D), qv, a4);
+            a5 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 5 * D), qv, a5);
+            a6 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 6 * D), qv, a6);
+            a7 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 7 * D), qv, a7);
         }
+        const __m256 a[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
         _mm256_storeu_ps(scores, kvl_q_hsum8(a));
         return;
     }
+    /* tail rows: the same per-row FMA sequence */
+    __m256 a[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
     for (int k = 0; k < nr; k++)
         for (int j = 0; j < D; j += 8)
             a[k] = _mm256_fmadd_ps(_mm256_loadu_ps(buf + k * D + j), _mm256_loadu_ps(q + j), a[k]);
