@@ -133,7 +133,7 @@ else
     first=$(cat "$TMP/out")
     run_cli run -m "$MODEL" -p "The capital of France is" --temp 0 -n 8 --stats
     if [ "$rc" -eq 0 ] && [ "$(cat "$TMP/out")" = "$first" ]; then ok; else bad "greedy run is not reproducible"; fi
-    if grep -q "prompt tokens" "$TMP/err" && grep -q "decode" "$TMP/err" && grep -q "bytes/token" "$TMP/err"; then
+    if grep -q "prompt tokens" "$TMP/err" && grep -q "decode" "$TMP/err" && grep -q "bits/value" "$TMP/err"; then
         ok; else bad "--stats output incomplete: $(head -c 300 "$TMP/err")"; fi
 
     run_cli bench -m "$MODEL" --prompt 16 --gen 4 --reps 1 --json
