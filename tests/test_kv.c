@@ -638,6 +638,33 @@ static void test_seal_codec(int P) {
     kvl_kv_pool_free(p);
 }
 
+/* A full budget: an exclusive open page still seals (from a copy, its bytes
+ * freed first); a shared one stays open, without an error, until there is
+ * room. */
+static void test_seal_tight_budget(void) {
+    const int P = 8;
+    kvl_kv_config cfg = {L, HKV, D, P, 0, &codec_sealed, "full", NULL, NH, 0, 0, NULL, NULL, NULL, NULL};
+    kvl_kv_pool *p;
+    kvl_err err;
+    CHECK(kvl_kv_pool_create(&cfg, &p, &err) == KVL_OK);
+    const size_t ob = kvl_kv_pool_class_bytes(p, 0), sb = kvl_kv_pool_class_bytes(p, 1);
+    kvl_kv_pool_free(p);
+    /* two open pages per head of layer 0, plus what sealing one page per head adds */
+    cfg.budget_bytes = (size_t)HKV * (2 * ob + (sb > ob ? sb - ob : 0));
+    kvl_kv_table *t, *f;
+    CHECK(kvl_kv_pool_create(&cfg, &p, &err) == KVL_OK && kvl_kv_table_create(p, &t, &err) == KVL_OK);
+    memset(&R, 0, sizeof R);
+    CHECK(add_tokens(t, &R, 0, 12, 0, 1) == KVL_OK); /* 1 full + 1 partial open page per head: budget full */
+    CHECK(kvl_kv_pool_used(p) == (size_t)HKV * 2 * ob);
+    CHECK(kvl_kv_table_fork(t, &f, &err) == KVL_OK);
+    CHECK(kvl_kv_seal(t, 0, &err) == KVL_OK && kvl_kv_table_n_sealed(t, 0, 0) == 0); /* shared: stays open */
+    kvl_kv_table_free(f);
+    CHECK(kvl_kv_seal(t, 0, &err) == KVL_OK && kvl_kv_table_n_sealed(t, 0, 0) == 1); /* exclusive now */
+    CHECK(kvl_kv_pool_used(p) <= cfg.budget_bytes);
+    kvl_kv_table_free(t);
+    kvl_kv_pool_free(p);
+}
+
 static void test_config_errors(void) {
     kvl_kv_config cfg = {L, HKV, D, 32, 1 << 20, kvl_codec_find("f16"), "nope", NULL, 0, 0, 0, NULL, NULL, NULL, NULL};
     kvl_kv_pool *p = (kvl_kv_pool *)1;
@@ -751,6 +778,7 @@ int main(void) {
         g_chunk = 0;
         test_seal_codec(pages[k]);
     }
+    test_seal_tight_budget();
     test_config_errors();
     KVL_TEST_END();
 }

@@ -22,6 +22,7 @@
  * orthogonality) where the reference weights by the singular values.
  * Values: kivi2v (KIVI per token), as the paper does. */
 #include "kv/codec_squat.h"
+#include "kv/codec_spec.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -119,26 +120,14 @@ static int invert(double *M, int r, double *out) {
     return 0;
 }
 
-kvl_status kvl_squat_state_build(const float *Q, int n, int D, int r, float lambda, kvl_squat_state *st,
-                                 kvl_err *err) {
-    if (D < SQUAT_G || D > SQUAT_DMAX || D % SQUAT_G)
-        return kvl_err_set(err, KVL_ERR_UNSUPPORTED, "squat: head_dim %d unsupported (multiple of %d, <= %d)", D, SQUAT_G,
-                           SQUAT_DMAX);
-    if (r < 0 || r > SQUAT_RMAX || r > D || n < 1 || !(lambda > 0) || !Q)
-        return kvl_err_set(err, KVL_ERR_ARG, "squat: bad subspace arguments (r %d, n %d, lambda %g)", r, n,
-                           (double)lambda);
-    double *A = malloc(sizeof(double) * (size_t)D * D), *V = malloc(sizeof(double) * (size_t)D * D);
+/* The state from A = Q^T Q [D][D] (destroyed); arguments checked by the callers. */
+static kvl_status build_from_gram(double *A, int D, int r, float lambda, kvl_squat_state *st, kvl_err *err) {
+    double *V = malloc(sizeof(double) * (size_t)D * D);
     double *w = malloc(sizeof(double) * (size_t)D);
-    if (!A || !V || !w) {
-        free(A), free(V), free(w);
+    if (!V || !w) {
+        free(V), free(w);
         return kvl_err_set(err, KVL_ERR_NOMEM, "squat: out of memory building the state");
     }
-    for (int i = 0; i < D; i++) /* A = Q^T Q */
-        for (int j = i; j < D; j++) {
-            double s = 0;
-            for (int k = 0; k < n; k++) s += (double)Q[(size_t)k * D + i] * Q[(size_t)k * D + j];
-            A[i * D + j] = A[j * D + i] = s;
-        }
     kvl_squat_jacobi(A, D, w, V);
     memset(st, 0, sizeof *st);
     st->D = D, st->r = r, st->lambda = lambda;
@@ -176,7 +165,28 @@ kvl_status kvl_squat_state_build(const float *Q, int n, int D, int r, float lamb
         for (int a = 0; a < r; a++)
             for (int b = 0; b < r; b++) st->C[t][a][b] = (float)Mi[a * r + b];
     }
-    free(A), free(V), free(w);
+    free(V), free(w);
+    return rc;
+}
+
+kvl_status kvl_squat_state_build(const float *Q, int n, int D, int r, float lambda, kvl_squat_state *st,
+                                 kvl_err *err) {
+    if (D < SQUAT_G || D > SQUAT_DMAX || D % SQUAT_G)
+        return kvl_err_set(err, KVL_ERR_UNSUPPORTED, "squat: head_dim %d unsupported (multiple of %d, <= %d)", D, SQUAT_G,
+                           SQUAT_DMAX);
+    if (r < 0 || r > SQUAT_RMAX || r > D || n < 1 || !(lambda > 0) || !Q)
+        return kvl_err_set(err, KVL_ERR_ARG, "squat: bad subspace arguments (r %d, n %d, lambda %g)", r, n,
+                           (double)lambda);
+    double *A = malloc(sizeof(double) * (size_t)D * D);
+    if (!A) return kvl_err_set(err, KVL_ERR_NOMEM, "squat: out of memory building the state");
+    for (int i = 0; i < D; i++) /* A = Q^T Q */
+        for (int j = i; j < D; j++) {
+            double s = 0;
+            for (int k = 0; k < n; k++) s += (double)Q[(size_t)k * D + i] * Q[(size_t)k * D + j];
+            A[i * D + j] = A[j * D + i] = s;
+        }
+    kvl_status rc = build_from_gram(A, D, r, lambda, st, err);
+    free(A);
     return rc;
 }
 
@@ -276,14 +286,60 @@ static void sq_qk_multi(const uint8_t *seg, int D, int P, int n, const float *q,
     kvl_codec_kivi2.ref.qk_multi(seg, D, P, n, q, m, s);
 }
 static int sq_simd(int D, kvl_codec_kernels *out) { return kvl_kivi_avx2_kernels(2, 0, D, out); }
-static size_t sq_state_bytes(int D) { return sizeof(kvl_squat_state); }
-/* Until the subspace is built (kvl_squat_state_build): rank 0, plain kivi2 seals. */
+/* Pool state: the parameters (rank, lambda) and a rank-0 state (plain kivi2
+ * seals). Per-sequence state: the same, then the Gram matrix of the queries
+ * observed; the subspace is built at the end of the first forward call that
+ * shows queries (the prompt, or its first n_batch tokens) and then frozen. */
+typedef struct sq_pool {
+    kvl_squat_state s;
+    int rank;
+} sq_pool;
+typedef struct sq_seq {
+    kvl_squat_state s; /* first, so seal reads it as a kvl_squat_state */
+    int rank;
+    int built;
+    double n;
+    double gram[]; /* [D][D] */
+} sq_seq;
+static size_t sq_state_bytes(int D) { return sizeof(sq_pool); }
+static size_t sq_seq_bytes(int D) { return sizeof(sq_seq) + sizeof(double) * (size_t)D * (size_t)D; }
 static kvl_status sq_state_init(const kvl_codec_params *prm, int layer, int head, int is_v, int D, void *st,
                                 kvl_err *err) {
-    kvl_squat_state *s = st;
+    sq_pool *s = st;
     memset(s, 0, sizeof *s);
-    s->D = D, s->r = 0, s->lambda = SQUAT_LAMBDA;
+    if (D < SQUAT_G || D > SQUAT_DMAX || D % SQUAT_G)
+        return kvl_err_set(err, KVL_ERR_UNSUPPORTED, "squat: head_dim %d unsupported (multiple of %d, <= %d)", D, SQUAT_G,
+                           SQUAT_DMAX);
+    double lambda;
+    const kvl_codec_params none = {0};
+    if (!prm) prm = &none;
+    kvl_status rc = kvl_codec_param_int(prm, "rank", 4, 0, SQUAT_RMAX < D ? SQUAT_RMAX : D, &s->rank, err);
+    if (rc == KVL_OK) rc = kvl_codec_param_float(prm, "lambda", SQUAT_LAMBDA, 1e-9, 1e3, &lambda, err);
+    if (rc) return rc;
+    s->s.D = D, s->s.r = 0, s->s.lambda = (float)lambda;
     return KVL_OK;
+}
+/* Accumulate the group's queries into the Gram matrix; build the subspace
+ * once at the end of the first call (a failure leaves rank 0: kivi2 seals). */
+static void sq_observe(void *st, const float *q, int n, int G, int D, size_t stride) {
+    sq_seq *s = st;
+    if (s->built || D != s->s.D || n <= 0) return;
+    for (int t = 0; t < n; t++)
+        for (int g = 0; g < G; g++) {
+            const float *x = q + (size_t)t * stride + (size_t)g * D;
+            for (int i = 0; i < D; i++)
+                for (int j = i; j < D; j++) s->gram[i * D + j] += (double)x[i] * x[j];
+        }
+    s->n += (double)n * G;
+    for (int i = 0; i < D; i++)
+        for (int j = 0; j < i; j++) s->gram[i * D + j] = s->gram[j * D + i];
+    kvl_err err;
+    const float lambda = s->s.lambda;
+    if (build_from_gram(s->gram, D, s->rank, lambda, &s->s, &err) != KVL_OK) {
+        memset(&s->s, 0, sizeof s->s);
+        s->s.D = D, s->s.r = 0, s->s.lambda = lambda;
+    }
+    s->built = 1;
 }
 
 const kvl_codec kvl_codec_squat = {
@@ -292,4 +348,5 @@ const kvl_codec kvl_codec_squat = {
             "blocks with the error pushed out of the prefill queries' subspace; V kivi2v; 3.00 bits/value at D=64, P=32",
     .seg_bytes = sq_seg_bytes, .open = &kvl_codec_f16, .seal = sq_seal, .decode = sq_decode,
     .ref = {"scalar", sq_qk, sq_av, sq_qk_multi, NULL}, .simd = sq_simd, .as_v = &kvl_codec_kivi2_v,
-    .state_bytes = sq_state_bytes, .state_init = sq_state_init};
+    .state_bytes = sq_state_bytes, .state_init = sq_state_init, .seq_state_bytes = sq_seq_bytes,
+    .observe = sq_observe, .params = "rank,lambda"};

@@ -4,8 +4,11 @@
  * sealing K codec `squat` (codec_squat.c) whose seal chooses 2-bit codes
  * block by block along channels, shifting the not-yet-quantized channels so
  * that the key error stays (nearly) orthogonal to that subspace.
- * Not registered in the codec list and not wired into the engine yet: the
- * state is built by kvl_squat_state_build from a matrix of queries. */
+ * The engine shows the codec each forward call's queries (kvl_kv_observe):
+ * the per-sequence state accumulates their Gram matrix and builds the
+ * subspace (rank `rank`, default 4; `lambda`, default 1e-3) at the end of
+ * the first call, then freezes it; seals before that are plain kivi2 seals.
+ * kvl_squat_state_build does the same from a matrix of queries (tests). */
 #ifndef KVL_KV_CODEC_SQUAT_H
 #define KVL_KV_CODEC_SQUAT_H
 

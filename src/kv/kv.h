@@ -103,8 +103,11 @@ void kvl_kv_observe(kvl_kv_table *t, int layer, int n_tok, const float *q, int n
  * class and its open page returns to the pool. The engine calls it after
  * each forward call's attention of the layer, so the queries of that call saw
  * the rows at full precision (see kv/codec.h). Inside a transaction it is
- * undone by rollback. Fails with KVL_ERR_NOMEM (nothing sealed in that list)
- * only when a shared open page cannot be copied within the budget. */
+ * undone by rollback. Memory never exceeds the budget: an exclusively owned
+ * open page is sealed from a copy after its bytes are freed; a shared one
+ * (fork, or held by an open transaction) that has no room for its sealed
+ * copy stays open (valid, full precision, larger) until a later call's seal
+ * finds room. Fails only when the allocator does (KVL_ERR_NOMEM). */
 kvl_status kvl_kv_seal(kvl_kv_table *t, int layer, kvl_err *err);
 
 /* Transactions make a forward call all-or-nothing. After begin, appends,

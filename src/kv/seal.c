@@ -33,7 +33,14 @@ kvl_status kvl_kv_seal(kvl_kv_table *t, int layer, kvl_err *err) {
             pthread_mutex_lock(&p->mu);
             /* over budget with the sealed page on top of the open one: seal
              * from a copy, so the open page's bytes are free first */
-            if (*kvi_page_ref(p, o.id) == 1 && p->used_bytes + sc->page_bytes > p->cfg.budget_bytes) {
+            if (p->used_bytes + sc->page_bytes > p->cfg.budget_bytes) {
+                if (*kvi_page_ref(p, o.id) > 1) {
+                    /* shared (a fork, or saved by an open transaction): no
+                     * room for a second copy; the page stays open (valid,
+                     * full precision) until a later seal finds room */
+                    pthread_mutex_unlock(&p->mu);
+                    break;
+                }
                 memcpy(t->seal_tmp, o.mem, oc->page_bytes);
                 kvi_page_unref(p, o);
                 freed = 1;
