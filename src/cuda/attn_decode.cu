@@ -1,0 +1,410 @@
+/* Paged decode attention on the device (one query token per sequence, a
+ * batch of sequences), reading kvlite's page layout with dequantization fused.
+ * Reference: kvl_kv_attend / kvl_kv_attn_* in src/kv/attn.c (same function;
+ * the order of floating-point sums differs, see tests/cuda/test_cuda.c).
+ *
+ * Work split (flash-decoding): list (sequence b, kv-head h) is cut into
+ * splits of chunk_pages pages; block (split, h, b) computes for the G query
+ * heads of h, over its rows, the scores (pass 1: each K row loaded once for
+ * all G heads), the split's softmax (max m, sum l) in shared memory, and the
+ * unnormalized value sums (pass 2: each V row loaded once for all G heads).
+ * With one split it writes the normalized output; otherwise it writes a
+ * partial record (m, l, acc[D]) per query head and split, and merge_kernel
+ * folds the records of each (b, query head).
+ *
+ * Thread mapping: a thread owns 8 consecutive values (a chunk) of a row, D/8
+ * threads a row (TPR), a warp 256/D rows per load; each thread keeps UNROLL
+ * rows' loads in flight before using them. Dot products are reduced over the
+ * TPR threads of a row with a transposing butterfly: for G heads the first
+ * log2(G) exchange steps each send half of the remaining head values, so a
+ * row costs log2(TPR) + G - 1 shuffles instead of G log2(TPR). */
+#include <math.h>
+#include <stdlib.h>
+
+#include "cuda/codec_traits.cuh"
+#include "cuda/cuda_util.cuh"
+#include "cuda/page_space.cuh"
+
+#define NWARPS 4
+#define NTHREADS (NWARPS * 32)
+#define UNROLL 4
+#define MAX_G 8
+
+template <int G> struct pow2_ceil { static constexpr int v = G <= 1 ? 1 : G <= 2 ? 2 : G <= 4 ? 4 : 8; };
+
+/* v[GP]: this thread's partial dot products for heads 0..GP-1 (zero for
+ * pad heads). Returns the full sum over the TPR threads of the row for head
+ * *head (every thread gets one head; threads with lane % (TPR/GP) == 0 hold
+ * distinct heads). */
+template <int GP, int TPR>
+static __device__ __forceinline__ float reduce_heads(float (&v)[GP], int lane, int *head) {
+    static_assert(GP <= TPR, "more heads than threads per row");
+    int h = 0;
+    int w = GP;
+#pragma unroll
+    for (int mask = TPR / 2; mask >= 1; mask >>= 1) {
+        if (w > 1) {
+            const int half = w / 2;
+            const bool up = (lane & mask) != 0;
+#pragma unroll
+            for (int i = 0; i < half; i++) {
+                const float send = up ? v[i] : v[i + half];
+                const float keep = up ? v[i + half] : v[i];
+                v[i] = keep + __shfl_xor_sync(0xffffffffu, send, mask);
+            }
+            if (up) h += half;
+            w = half;
+        } else {
+            v[0] += __shfl_xor_sync(0xffffffffu, v[0], mask);
+        }
+    }
+    *head = h;
+    return v[0];
+}
+
+/* Block (split, h, b). Shared memory (dynamic): uint32 page ids
+ * [pid_slots], then float s[G][chunk_tokens] (scores, then probabilities;
+ * reused as red[NWARPS][G][D] for the final reduction).
+ * part: [B][n_head][n_split][2 + D] (m, l, acc) when n_split > 1, else unused.
+ * out: [B][n_head][D], written only when n_split == 1. */
+template <class KC, class VC, int D, int G>
+__global__ void __launch_bounds__(NTHREADS)
+    decode_split_kernel(kvl_cuda_page_space space, int koff, int voff, int P, int logP,
+                        const uint32_t *__restrict__ page_ids, const int32_t *__restrict__ list_off,
+                        const int32_t *__restrict__ list_len, const int32_t *__restrict__ qpos,
+                        const float *__restrict__ q, float scale, int n_head_kv, int chunk_pages, int n_split,
+                        int pid_slots, float *__restrict__ out, float *__restrict__ part) {
+    constexpr int TPR = D / 8, RPW = 32 / TPR, RPI = NWARPS * RPW, GP = pow2_ceil<G>::v;
+    extern __shared__ float smem[];
+    __shared__ float sm_m[MAX_G], sm_l[MAX_G];
+    const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int n_head = n_head_kv * G, li = b * n_head_kv + h;
+    const int chunk_tok = chunk_pages << logP, tok0 = split * chunk_tok;
+    const int len = list_len[li];
+    const int ntok = min(len - tok0, chunk_tok);
+    const size_t rec = 2 + D;
+
+    if (ntok <= 0) { /* this list ends before the split: nothing seen */
+        for (int idx = tid; idx < G * D; idx += NTHREADS) {
+            const int g = idx / D, d = idx % D;
+            const size_t qh = (size_t)b * n_head + h * G + g;
+            if (n_split == 1) out[qh * D + d] = 0.0f;
+            else if (d < 2) part[(qh * n_split + split) * rec + d] = d == 0 ? -INFINITY : 0.0f;
+        }
+        return;
+    }
+    uint32_t *pids = reinterpret_cast<uint32_t *>(smem);
+    float *s = smem + pid_slots;
+    const int npages = (ntok + P - 1) >> logP;
+    const uint32_t *lp = page_ids + list_off[li] + (size_t)split * chunk_pages;
+    for (int i = tid; i < npages; i += NTHREADS) pids[i] = lp[i];
+
+    const int c = lane % TPR, rsub = warp * RPW + lane / TPR;
+    float qf[G][8];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        const float4 *qv = reinterpret_cast<const float4 *>(q + ((size_t)b * n_head + h * G + g) * D + c * 8);
+        const float4 a = __ldg(qv), bb = __ldg(qv + 1);
+        qf[g][0] = a.x * scale, qf[g][1] = a.y * scale, qf[g][2] = a.z * scale, qf[g][3] = a.w * scale;
+        qf[g][4] = bb.x * scale, qf[g][5] = bb.y * scale, qf[g][6] = bb.z * scale, qf[g][7] = bb.w * scale;
+    }
+    const int qp = qpos[b];
+    __syncthreads();
+
+    /* pass 1: scores s[g][j] = row_scale * dot(q_g, x_j), -inf where pos > qpos */
+    for (int j0 = 0; j0 < ntok; j0 += RPI * UNROLL) {
+        typename KC::Raw raw[UNROLL];
+        int pos[UNROLL];
+        float rs[UNROLL];
+#pragma unroll
+        for (int u = 0; u < UNROLL; u++) {
+            const int j = j0 + u * RPI + rsub;
+            raw[u] = KC::zero();
+            pos[u] = 0;
+            rs[u] = 1.0f;
+            if (j < ntok) {
+                const uint8_t *pg = kvl_cuda_page_addr(space, pids[j >> logP]);
+                const int r = j & (P - 1);
+                raw[u] = KC::load(pg + koff, P, D, r, c);
+                pos[u] = __ldg(reinterpret_cast<const int32_t *>(pg) + r);
+                if (KC::kRowScale) rs[u] = KC::row_scale(pg + koff, P, r);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < UNROLL; u++) {
+            float x[8];
+            KC::to_float(raw[u], x);
+            float d[GP];
+#pragma unroll
+            for (int g = 0; g < GP; g++) {
+                float a = 0.0f;
+                if (g < G) {
+#pragma unroll
+                    for (int e = 0; e < 8; e++) a = fmaf(qf[g < G ? g : 0][e], x[e], a);
+                }
+                d[g] = a;
+            }
+            int hd;
+            const float dot = reduce_heads<GP, TPR>(d, lane, &hd);
+            const int j = j0 + u * RPI + rsub;
+            if (j < ntok && hd < G && (lane % (TPR / GP)) == 0)
+                s[hd * chunk_tok + j] = pos[u] <= qp ? (KC::kRowScale ? rs[u] * dot : dot) : -INFINITY;
+        }
+    }
+    __syncthreads();
+
+    /* softmax of the split, per head: one warp per head */
+    for (int g = warp; g < G; g += NWARPS) {
+        float *sg = s + g * chunk_tok;
+        float m = -INFINITY;
+        for (int j = lane; j < ntok; j += 32) m = fmaxf(m, sg[j]);
+#pragma unroll
+        for (int o = 16; o >= 1; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+        float l = 0.0f;
+        for (int j = lane; j < ntok; j += 32) {
+            const float p = m == -INFINITY ? 0.0f : __expf(sg[j] - m);
+            sg[j] = p;
+            l += p;
+        }
+#pragma unroll
+        for (int o = 16; o >= 1; o >>= 1) l += __shfl_xor_sync(0xffffffffu, l, o);
+        if (lane == 0) sm_m[g] = m, sm_l[g] = l;
+    }
+    __syncthreads();
+
+    /* pass 2: acc[g][e] += p_g,j * row_scale_j * v_j[8c + e] */
+    float acc[G][8];
+#pragma unroll
+    for (int g = 0; g < G; g++)
+#pragma unroll
+        for (int e = 0; e < 8; e++) acc[g][e] = 0.0f;
+    for (int j0 = 0; j0 < ntok; j0 += RPI * UNROLL) {
+        typename VC::Raw raw[UNROLL];
+        float rs[UNROLL];
+#pragma unroll
+        for (int u = 0; u < UNROLL; u++) {
+            const int j = j0 + u * RPI + rsub;
+            raw[u] = VC::zero();
+            rs[u] = 1.0f;
+            if (j < ntok) {
+                const uint8_t *pg = kvl_cuda_page_addr(space, pids[j >> logP]);
+                const int r = j & (P - 1);
+                raw[u] = VC::load(pg + voff, P, D, r, c);
+                if (VC::kRowScale) rs[u] = VC::row_scale(pg + voff, P, r);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < UNROLL; u++) {
+            const int j = j0 + u * RPI + rsub;
+            if (j < ntok) {
+                float x[8];
+                VC::to_float(raw[u], x);
+#pragma unroll
+                for (int g = 0; g < G; g++) {
+                    const float w = VC::kRowScale ? s[g * chunk_tok + j] * rs[u] : s[g * chunk_tok + j];
+#pragma unroll
+                    for (int e = 0; e < 8; e++) acc[g][e] = fmaf(w, x[e], acc[g][e]);
+                }
+            }
+        }
+    }
+    /* reduce over the rows of a warp (lanes with the same chunk), then over warps */
+#pragma unroll
+    for (int o = TPR; o < 32; o <<= 1)
+#pragma unroll
+        for (int g = 0; g < G; g++)
+#pragma unroll
+            for (int e = 0; e < 8; e++) acc[g][e] += __shfl_xor_sync(0xffffffffu, acc[g][e], o);
+    __syncthreads(); /* s no longer read: reuse as red */
+    float *red = s;
+    if (lane < TPR)
+#pragma unroll
+        for (int g = 0; g < G; g++)
+#pragma unroll
+            for (int e = 0; e < 8; e++) red[(warp * G + g) * D + c * 8 + e] = acc[g][e];
+    __syncthreads();
+    for (int idx = tid; idx < G * D; idx += NTHREADS) {
+        float v = 0.0f;
+#pragma unroll
+        for (int w = 0; w < NWARPS; w++) v += red[w * G * D + idx];
+        const int g = idx / D, d = idx % D;
+        const size_t qh = (size_t)b * n_head + h * G + g;
+        const float l = sm_l[g];
+        if (n_split == 1) {
+            out[qh * D + d] = l > 0.0f ? v / l : 0.0f;
+        } else {
+            float *rp = part + (qh * n_split + split) * rec;
+            rp[2 + d] = v;
+            if (d == 0) rp[0] = sm_m[g], rp[1] = l;
+        }
+    }
+}
+
+/* Block per (b, query head), D threads: fold the n_split partial records. */
+__global__ void merge_kernel(const float *__restrict__ part, int n_split, int D, float *__restrict__ out) {
+    const size_t rec = 2 + (size_t)D;
+    const float *rp = part + (size_t)blockIdx.x * n_split * rec;
+    const int d = threadIdx.x;
+    float M = -INFINITY;
+    for (int i = 0; i < n_split; i++) M = fmaxf(M, rp[i * rec]);
+    float S = 0.0f, A = 0.0f;
+    if (M != -INFINITY)
+        for (int i = 0; i < n_split; i++) {
+            const float m = rp[i * rec];
+            if (m == -INFINITY) continue;
+            const float c = __expf(m - M);
+            S = fmaf(rp[i * rec + 1], c, S);
+            A = fmaf(rp[i * rec + 2 + d], c, A);
+        }
+    out[(size_t)blockIdx.x * D + d] = S > 0.0f ? A / S : 0.0f;
+}
+
+/* ---- host side -------------------------------------------------------------------------- */
+
+typedef void (*split_fn)(kvl_cuda_page_space, int, int, int, int, const uint32_t *, const int32_t *,
+                         const int32_t *, const int32_t *, const float *, float, int, int, int, int, float *,
+                         float *);
+
+template <class KC, class VC, int D> static split_fn pick_g(int G) {
+    switch (G) {
+    case 1: return decode_split_kernel<KC, VC, D, 1>;
+    case 2: return decode_split_kernel<KC, VC, D, 2>;
+    case 3: return decode_split_kernel<KC, VC, D, 3>;
+    case 4: return decode_split_kernel<KC, VC, D, 4>;
+    case 5: return decode_split_kernel<KC, VC, D, 5>;
+    case 6: return decode_split_kernel<KC, VC, D, 6>;
+    case 7: return decode_split_kernel<KC, VC, D, 7>;
+    case 8: return decode_split_kernel<KC, VC, D, 8>;
+    }
+    return NULL;
+}
+
+template <class C> static split_fn pick_d(int D, int G) {
+    return D == 64 ? pick_g<C, C, 64>(G) : D == 128 ? pick_g<C, C, 128>(G) : NULL;
+}
+
+struct kvl_cuda_attn {
+    const kvl_cuda_pool *pool;
+    int n_head, n_head_kv, G, max_seq, max_len;
+    kvl_cuda_attn_tuning tun;
+    split_fn fn;
+    size_t smem_max;
+    float *part;        /* device */
+    size_t part_floats; /* capacity */
+};
+
+static size_t smem_bytes(const kvl_cuda_attn *a, int chunk_pages, int *pid_slots) {
+    const int D = a->pool->D, slots = (chunk_pages + 3) & ~3;
+    const size_t sc = (size_t)a->G * ((size_t)chunk_pages << a->pool->logP), red = (size_t)NWARPS * a->G * D;
+    if (pid_slots) *pid_slots = slots;
+    return sizeof(float) * ((size_t)slots + (sc > red ? sc : red));
+}
+
+extern "C" void kvl_cuda_attn_plan(const kvl_cuda_attn *a, int n_seq, int max_len, int *chunk_pages,
+                                   int *n_split) {
+    const int P = a->pool->P;
+    const int max_pages = (max_len + P - 1) / P;
+    const long lists = (long)n_seq * a->n_head_kv;
+    const long want = lists > 0 ? (a->tun.target_blocks + lists - 1) / lists : 1;
+    int cp = max_pages > 0 ? (int)((max_pages + want - 1) / want) : 1;
+    const int cp_min = (a->tun.min_chunk_tokens + P - 1) / P, cp_max = a->tun.max_chunk_tokens / P;
+    if (cp < cp_min) cp = cp_min;
+    if (cp > cp_max) cp = cp_max;
+    if (max_pages > 0 && cp > max_pages) cp = max_pages;
+    if (cp < 1) cp = 1;
+    *chunk_pages = cp;
+    *n_split = max_pages > 0 ? (max_pages + cp - 1) / cp : 1;
+}
+
+extern "C" kvl_status kvl_cuda_attn_create(const kvl_cuda_pool *p, int n_head, int n_head_kv, int max_seq,
+                                           int max_len, const kvl_cuda_attn_tuning *tuning, kvl_cuda_attn **out,
+                                           kvl_err *err) {
+    *out = NULL;
+    if (!p || n_head_kv <= 0 || n_head <= 0 || n_head % n_head_kv || max_seq <= 0 || max_len < 0)
+        return kvl_err_set(err, KVL_ERR_ARG, "cuda attn: invalid shape (n_head %d, n_head_kv %d, max_seq %d)", n_head,
+                           n_head_kv, max_seq);
+    const int G = n_head / n_head_kv;
+    if (G > MAX_G)
+        return kvl_err_set(err, KVL_ERR_UNSUPPORTED, "cuda attn: %d query heads per kv-head (kernels: 1..%d)", G,
+                           MAX_G);
+    kvl_cuda_attn *a = (kvl_cuda_attn *)calloc(1, sizeof *a);
+    if (!a) return kvl_err_set(err, KVL_ERR_NOMEM, "cuda attn: out of memory");
+    a->pool = p;
+    a->n_head = n_head, a->n_head_kv = n_head_kv, a->G = G, a->max_seq = max_seq, a->max_len = max_len;
+    if (tuning) a->tun = *tuning;
+    if (a->tun.min_chunk_tokens <= 0) a->tun.min_chunk_tokens = 64;
+    if (a->tun.max_chunk_tokens <= 0) a->tun.max_chunk_tokens = 1024;
+    if (a->tun.max_chunk_tokens < p->P) a->tun.max_chunk_tokens = p->P;
+    if (a->tun.min_chunk_tokens > a->tun.max_chunk_tokens) a->tun.min_chunk_tokens = a->tun.max_chunk_tokens;
+    a->fn = p->ck == KVL_CUDA_CODEC_F16 ? pick_d<kvl_cuda_f16>(p->D, G) : pick_d<kvl_cuda_int8>(p->D, G);
+    a->smem_max = smem_bytes(a, a->tun.max_chunk_tokens / p->P, NULL);
+    kvl_status s = KVL_OK;
+    cudaError_t e = cudaFuncSetAttribute(a->fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)a->smem_max);
+    if (e == cudaSuccess && a->tun.target_blocks <= 0) {
+        int per_sm = 0;
+        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, a->fn, NTHREADS, a->smem_max);
+        a->tun.target_blocks = (per_sm > 0 ? per_sm : 1) * p->n_sm;
+    }
+    if (e != cudaSuccess) {
+        s = kvl_cuda_status(e, "cuda attn: kernel attributes", err);
+        free(a);
+        return s;
+    }
+    /* partial capacity: the largest n_seq * n_split over every call the
+     * workspace allows (n_split <= max(want, pages / cp_max), <= pages / cp_min) */
+    const int P = p->P, pages = (max_len + P - 1) / P;
+    const int cp_min = (a->tun.min_chunk_tokens + P - 1) / P, cp_max = a->tun.max_chunk_tokens / P;
+    size_t cap = 0;
+    for (int ns = 1; ns <= max_seq; ns++) {
+        const long lists = (long)ns * n_head_kv, want = (a->tun.target_blocks + lists - 1) / lists;
+        long ns_split = (pages + cp_max - 1) / cp_max;
+        if (want > ns_split) ns_split = want;
+        const long by_min = (pages + cp_min - 1) / cp_min;
+        if (ns_split > by_min) ns_split = by_min;
+        if (ns_split > 1 && (size_t)ns * ns_split > cap) cap = (size_t)ns * ns_split;
+    }
+    a->part_floats = cap * n_head * (2 + (size_t)p->D);
+    if (a->part_floats) {
+        e = cudaMalloc(&a->part, a->part_floats * sizeof(float));
+        if (e != cudaSuccess) {
+            s = kvl_cuda_status(e, "cuda attn: partial buffer", err);
+            free(a);
+            return s;
+        }
+    }
+    *out = a;
+    return KVL_OK;
+}
+
+extern "C" void kvl_cuda_attn_free(kvl_cuda_attn *a) {
+    if (!a) return;
+    cudaFree(a->part);
+    free(a);
+}
+
+extern "C" kvl_status kvl_cuda_attn_run(kvl_cuda_attn *a, const kvl_cuda_attn_args *x, void *stream,
+                                        kvl_err *err) {
+    if (x->n_seq <= 0 || x->n_seq > a->max_seq || x->max_len < 0 || x->max_len > a->max_len)
+        return kvl_err_set(err, KVL_ERR_ARG, "cuda attn: n_seq %d / max_len %d outside the workspace (%d, %d)",
+                           x->n_seq, x->max_len, a->max_seq, a->max_len);
+    const kvl_cuda_pool *p = a->pool;
+    int cp, ns, slots;
+    kvl_cuda_attn_plan(a, x->n_seq, x->max_len, &cp, &ns);
+    const size_t need = ns > 1 ? (size_t)x->n_seq * ns * a->n_head * (2 + (size_t)p->D) : 0;
+    if (need > a->part_floats)
+        return kvl_err_set(err, KVL_ERR_INTERNAL, "cuda attn: plan needs %zu partial floats, have %zu", need,
+                           a->part_floats);
+    const size_t smem = smem_bytes(a, cp, &slots);
+    cudaStream_t st = (cudaStream_t)stream;
+    const dim3 grid((unsigned)ns, (unsigned)a->n_head_kv, (unsigned)x->n_seq);
+    a->fn<<<grid, NTHREADS, smem, st>>>(p->space, (int)p->koff, (int)p->voff, p->P, p->logP, x->page_ids, x->list_off,
+                                        x->list_len, x->qpos, x->q, x->scale, a->n_head_kv, cp, ns, slots, x->out,
+                                        a->part);
+    KVL_CUDA_TRY(cudaGetLastError(), "cuda attn: split kernel launch");
+    if (ns > 1) {
+        merge_kernel<<<(unsigned)(x->n_seq * a->n_head), (unsigned)p->D, 0, st>>>(a->part, ns, p->D, x->out);
+        KVL_CUDA_TRY(cudaGetLastError(), "cuda attn: merge kernel launch");
+    }
+    return KVL_OK;
+}
