@@ -224,8 +224,8 @@ int main(int argc, char **argv) {
     FILE *jf = json ? fopen(json, "w") : NULL;
     if (jf) fprintf(jf, "{\"device\": \"%s\", \"copy_gbs\": %.1f, \"P\": %d, \"rows\": [\n", name, cbw, P);
     int first = 1;
-    printf("\n| codec | P | batch | context | KV MB | median us | min us | GB/s | %% of copy | splits x pages | replicas |\n");
-    printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    printf("\n| codec | P | batch | context | KV MB | median us | min us | split kernel alone us | GB/s | %% of copy | splits x pages | replicas |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (const char *codec : codecs) {
         long need = 0;
         for (int B : batches)
@@ -242,14 +242,17 @@ int main(int argc, char **argv) {
         for (int B : batches)
             for (int ctx : ctxs) {
                 const result r = run_shape(p, P, B, ctx, NULL, reps);
+                kvl_cuda_attn_tuning so = {0, 0, 0, 1};
+                const result r1 = run_shape(p, P, B, ctx, &so, reps);
                 const double kvb = (double)B * HKV * ctx * bytes_per_token(codec);
                 const double gbs = kvb / (r.med_us * 1e-6) / 1e9;
-                printf("| %s | %d | %d | %d | %.1f | %.1f | %.1f | %.0f | %.0f%% | %d x %d | %d |\n", codec, P, B, ctx,
-                       kvb / 1e6, r.med_us, r.min_us, gbs, 100 * gbs / cbw, r.n_split, r.chunk_pages, r.replicas);
+                printf("| %s | %d | %d | %d | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f%% | %d x %d | %d |\n", codec, P, B,
+                       ctx, kvb / 1e6, r.med_us, r.min_us, r1.med_us, gbs, 100 * gbs / cbw, r.n_split, r.chunk_pages,
+                       r.replicas);
                 fflush(stdout);
                 if (jf)
-                    fprintf(jf, "%s{\"codec\": \"%s\", \"P\": %d, \"batch\": %d, \"ctx\": %d, \"kv_bytes\": %.0f, \"median_us\": %.2f, \"min_us\": %.2f, \"gbs\": %.1f, \"n_split\": %d, \"chunk_pages\": %d}",
-                            first ? "" : ",\n", codec, P, B, ctx, kvb, r.med_us, r.min_us, gbs, r.n_split, r.chunk_pages);
+                    fprintf(jf, "%s{\"codec\": \"%s\", \"P\": %d, \"batch\": %d, \"ctx\": %d, \"kv_bytes\": %.0f, \"median_us\": %.2f, \"min_us\": %.2f, \"split_only_us\": %.2f, \"gbs\": %.1f, \"n_split\": %d, \"chunk_pages\": %d}",
+                            first ? "" : ",\n", codec, P, B, ctx, kvb, r.med_us, r.min_us, r1.med_us, gbs, r.n_split, r.chunk_pages);
                 first = 0;
             }
         if (sweep && !strcmp(codec, "f16")) {
@@ -262,7 +265,7 @@ int main(int argc, char **argv) {
                     if ((long)B * HKV * ((ctx + P - 1) / P) > pc.n_pages) continue;
                     for (int mi = 0; mi < 4; mi++)
                         for (int ti = 0; ti < 3; ti++) {
-                            kvl_cuda_attn_tuning tu = {n_sm * 7 * tmul[ti] / 2, mins[mi], 1024};
+                            kvl_cuda_attn_tuning tu = {n_sm * 5 * tmul[ti] / 2, mins[mi], 0, 0};
                             const result r = run_shape(p, P, B, ctx, &tu, reps);
                             const double kvb = (double)B * HKV * ctx * bytes_per_token(codec);
                             printf("| %d | %d | %d | %d | %.1f | %.0f | %d x %d |\n", B, ctx, mins[mi], tu.target_blocks,

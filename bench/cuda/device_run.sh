@@ -30,5 +30,11 @@ if has sdpa; then
     echo "=== sdpa"
     PYTHONUNBUFFERED=1 python3 bench/cuda/sdpa.py --json "$OUT/sdpa.json" 2>&1 | tee "$OUT/sdpa.log" || rc=1
 fi
+if has ncu; then # hardware counters of the split and merge kernels at batch 1, 32K (f16)
+    echo "=== ncu"
+    timeout 120 ncu --clock-control none --section SpeedOfLight --section Occupancy --section LaunchStats \
+        -k regex:'decode_split|merge' --launch-skip 10 --launch-count 2 \
+        build-cuda/cuda/bench_attn --codecs f16 --ctx 32768 --batch 1 --reps 3 2>&1 | tee "$OUT/ncu.log" | tail -80
+fi
 nvidia-smi --query-gpu=clocks.sm,clocks.mem,temperature.gpu --format=csv 2>&1 | tee -a "$OUT/env.log"
 exit $rc

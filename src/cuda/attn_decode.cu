@@ -62,11 +62,95 @@ static __device__ __forceinline__ float reduce_heads(float (&v)[GP], int lane, i
     return v[0];
 }
 
-/* Block (split, h, b). Shared memory (dynamic): uint32 page ids
- * [pid_slots], then float s[G][chunk_tokens] (scores, then probabilities;
+/* Where a thread's rows live: the split's page ids (shared memory), the
+ * segment offsets, and this thread's row slot and chunk. */
+struct row_ctx {
+    const uint8_t *const *pages; /* shared: byte addresses of the split's pages */
+    int off, P, logP, ntok, rsub, c;
+};
+
+/* The rows of one tile: row j = j0 + u * RPI + rsub for u < U. Rows at or
+ * past ntok load nothing (raw zero, pos past any query). */
+template <class C, int U> struct tile {
+    typename C::Raw raw[U];
+    int pos[U];
+    float rs[U];
+};
+
+template <class C, int D, int U, int RPI, bool POS>
+static __device__ __forceinline__ void load_tile(tile<C, U> &t, const row_ctx &x, int j0) {
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        const int j = j0 + u * RPI + x.rsub;
+        t.raw[u] = C::zero();
+        t.pos[u] = 0x7fffffff;
+        t.rs[u] = 1.0f;
+        if (j < x.ntok) {
+            const uint8_t *pg = x.pages[j >> x.logP];
+            const int r = j & (x.P - 1);
+            t.raw[u] = C::load(pg + x.off, x.P, D, r, x.c);
+            if (POS) t.pos[u] = __ldg(reinterpret_cast<const int32_t *>(pg) + r);
+            if (C::kRowScale) t.rs[u] = C::row_scale(pg + x.off, x.P, r);
+        }
+    }
+}
+
+/* Scores of a K tile for the G heads into s[g][j] (-inf where pos > qp). */
+template <class C, int D, int G, int U, int RPI>
+static __device__ __forceinline__ void score_tile(const tile<C, U> &t, const float (&qf)[G][8], float *s,
+                                                  int chunk_tok, int j0, int rsub, int lane, int ntok, int qp) {
+    constexpr int TPR = D / 8, GP = pow2_ceil<G>::v;
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        float x[8];
+        C::to_float(t.raw[u], x);
+        float d[GP];
+#pragma unroll
+        for (int g = 0; g < GP; g++) {
+            float a = 0.0f;
+            if (g < G) {
+#pragma unroll
+                for (int e = 0; e < 8; e++) a = fmaf(qf[g < G ? g : 0][e], x[e], a);
+            }
+            d[g] = a;
+        }
+        int hd;
+        const float dot = reduce_heads<GP, TPR>(d, lane, &hd);
+        const int j = j0 + u * RPI + rsub;
+        if (j < ntok && hd < G && (lane % (TPR / GP)) == 0)
+            s[hd * chunk_tok + j] = t.pos[u] <= qp ? (C::kRowScale ? t.rs[u] * dot : dot) : -INFINITY;
+    }
+}
+
+/* acc[g][e] += p[g][j] * row_scale_j * v_j[8c + e] over a V tile. */
+template <class C, int G, int U, int RPI>
+static __device__ __forceinline__ void accumulate_tile(const tile<C, U> &t, float (&acc)[G][8], const float *s,
+                                                       int chunk_tok, int j0, int rsub, int ntok) {
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        const int j = j0 + u * RPI + rsub;
+        if (j < ntok) {
+            float x[8];
+            C::to_float(t.raw[u], x);
+#pragma unroll
+            for (int g = 0; g < G; g++) {
+                const float w = C::kRowScale ? s[g * chunk_tok + j] * t.rs[u] : s[g * chunk_tok + j];
+#pragma unroll
+                for (int e = 0; e < 8; e++) acc[g][e] = fmaf(w, x[e], acc[g][e]);
+            }
+        }
+    }
+}
+
+/* Block (split, h, b). Shared memory (dynamic): page addresses
+ * [pid_slots / 2], then float s[G][chunk_tokens] (scores, then probabilities;
  * reused as red[NWARPS][G][D] for the final reduction).
  * part: [B][n_head][n_split][2 + D] (m, l, acc) when n_split > 1, else unused.
- * out: [B][n_head][D], written only when n_split == 1. */
+ * out: [B][n_head][D], written only when n_split == 1.
+ * Both passes are software-pipelined: two tiles of U rows per thread
+ * alternate, the next tile's loads issued before the current one is used
+ * (2U loads of 16 or 8 bytes in flight per thread), and the first V tile is
+ * loaded before the softmax. */
 template <class KC, class VC, int D, int G>
 __global__ void __launch_bounds__(NTHREADS)
     decode_split_kernel(kvl_cuda_page_space space, int koff, int voff, int P, int logP,
@@ -74,7 +158,10 @@ __global__ void __launch_bounds__(NTHREADS)
                         const int32_t *__restrict__ list_len, const int32_t *__restrict__ qpos,
                         const float *__restrict__ q, float scale, int n_head_kv, int chunk_pages, int n_split,
                         int pid_slots, float *__restrict__ out, float *__restrict__ part) {
-    constexpr int TPR = D / 8, RPW = 32 / TPR, RPI = NWARPS * RPW, GP = pow2_ceil<G>::v;
+    constexpr int TPR = D / 8, RPW = 32 / TPR, RPI = NWARPS * RPW;
+    /* more than 4 heads: at most 4 rows per tile (registers) */
+    constexpr int UK = G > 4 && KC::kUnroll > 4 ? 4 : KC::kUnroll, UV = G > 4 && VC::kUnroll > 4 ? 4 : VC::kUnroll;
+    constexpr int SK = RPI * UK, SV = RPI * UV;
     extern __shared__ float smem[];
     __shared__ float sm_m[MAX_G], sm_l[MAX_G];
     const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
@@ -89,16 +176,22 @@ __global__ void __launch_bounds__(NTHREADS)
         for (int idx = tid; idx < G * D; idx += NTHREADS) {
             const int g = idx / D, d = idx % D;
             const size_t qh = (size_t)b * n_head + h * G + g;
-            if (n_split == 1) out[qh * D + d] = 0.0f;
-            else if (d < 2) part[(qh * n_split + split) * rec + d] = d == 0 ? -INFINITY : 0.0f;
+            if (n_split == 1) {
+                out[qh * D + d] = 0.0f;
+            } else {
+                float *rp = part + (qh * n_split + split) * rec;
+                rp[2 + d] = 0.0f; /* read (times a zero weight) by the merge */
+                if (d == 0) rp[0] = -INFINITY, rp[1] = 0.0f;
+            }
         }
         return;
     }
-    uint32_t *pids = reinterpret_cast<uint32_t *>(smem);
+    /* page id -> address once per page (kvl_cuda_page_addr), not per row */
+    const uint8_t **pages = reinterpret_cast<const uint8_t **>(smem);
     float *s = smem + pid_slots;
     const int npages = (ntok + P - 1) >> logP;
     const uint32_t *lp = page_ids + list_off[li] + (size_t)split * chunk_pages;
-    for (int i = tid; i < npages; i += NTHREADS) pids[i] = lp[i];
+    for (int i = tid; i < npages; i += NTHREADS) pages[i] = kvl_cuda_page_addr(space, lp[i]);
 
     const int c = lane % TPR, rsub = warp * RPW + lane / TPR;
     float qf[G][8];
@@ -111,47 +204,22 @@ __global__ void __launch_bounds__(NTHREADS)
     }
     const int qp = qpos[b];
     __syncthreads();
+    const row_ctx xk = {pages, koff, P, logP, ntok, rsub, c};
+    const row_ctx xv = {pages, voff, P, logP, ntok, rsub, c};
 
     /* pass 1: scores s[g][j] = row_scale * dot(q_g, x_j), -inf where pos > qpos */
-    for (int j0 = 0; j0 < ntok; j0 += RPI * UNROLL) {
-        typename KC::Raw raw[UNROLL];
-        int pos[UNROLL];
-        float rs[UNROLL];
-#pragma unroll
-        for (int u = 0; u < UNROLL; u++) {
-            const int j = j0 + u * RPI + rsub;
-            raw[u] = KC::zero();
-            pos[u] = 0;
-            rs[u] = 1.0f;
-            if (j < ntok) {
-                const uint8_t *pg = kvl_cuda_page_addr(space, pids[j >> logP]);
-                const int r = j & (P - 1);
-                raw[u] = KC::load(pg + koff, P, D, r, c);
-                pos[u] = __ldg(reinterpret_cast<const int32_t *>(pg) + r);
-                if (KC::kRowScale) rs[u] = KC::row_scale(pg + koff, P, r);
-            }
-        }
-#pragma unroll
-        for (int u = 0; u < UNROLL; u++) {
-            float x[8];
-            KC::to_float(raw[u], x);
-            float d[GP];
-#pragma unroll
-            for (int g = 0; g < GP; g++) {
-                float a = 0.0f;
-                if (g < G) {
-#pragma unroll
-                    for (int e = 0; e < 8; e++) a = fmaf(qf[g < G ? g : 0][e], x[e], a);
-                }
-                d[g] = a;
-            }
-            int hd;
-            const float dot = reduce_heads<GP, TPR>(d, lane, &hd);
-            const int j = j0 + u * RPI + rsub;
-            if (j < ntok && hd < G && (lane % (TPR / GP)) == 0)
-                s[hd * chunk_tok + j] = pos[u] <= qp ? (KC::kRowScale ? rs[u] * dot : dot) : -INFINITY;
+    {
+        tile<KC, UK> ta, tb;
+        load_tile<KC, D, UK, RPI, true>(ta, xk, 0);
+        for (int j0 = 0; j0 < ntok; j0 += 2 * SK) {
+            load_tile<KC, D, UK, RPI, true>(tb, xk, j0 + SK);
+            score_tile<KC, D, G, UK, RPI>(ta, qf, s, chunk_tok, j0, rsub, lane, ntok, qp);
+            load_tile<KC, D, UK, RPI, true>(ta, xk, j0 + 2 * SK);
+            score_tile<KC, D, G, UK, RPI>(tb, qf, s, chunk_tok, j0 + SK, rsub, lane, ntok, qp);
         }
     }
+    tile<VC, UV> va, vb;
+    load_tile<VC, D, UV, RPI, false>(va, xv, 0); /* in flight during the softmax */
     __syncthreads();
 
     /* softmax of the split, per head: one warp per head */
@@ -179,35 +247,11 @@ __global__ void __launch_bounds__(NTHREADS)
     for (int g = 0; g < G; g++)
 #pragma unroll
         for (int e = 0; e < 8; e++) acc[g][e] = 0.0f;
-    for (int j0 = 0; j0 < ntok; j0 += RPI * UNROLL) {
-        typename VC::Raw raw[UNROLL];
-        float rs[UNROLL];
-#pragma unroll
-        for (int u = 0; u < UNROLL; u++) {
-            const int j = j0 + u * RPI + rsub;
-            raw[u] = VC::zero();
-            rs[u] = 1.0f;
-            if (j < ntok) {
-                const uint8_t *pg = kvl_cuda_page_addr(space, pids[j >> logP]);
-                const int r = j & (P - 1);
-                raw[u] = VC::load(pg + voff, P, D, r, c);
-                if (VC::kRowScale) rs[u] = VC::row_scale(pg + voff, P, r);
-            }
-        }
-#pragma unroll
-        for (int u = 0; u < UNROLL; u++) {
-            const int j = j0 + u * RPI + rsub;
-            if (j < ntok) {
-                float x[8];
-                VC::to_float(raw[u], x);
-#pragma unroll
-                for (int g = 0; g < G; g++) {
-                    const float w = VC::kRowScale ? s[g * chunk_tok + j] * rs[u] : s[g * chunk_tok + j];
-#pragma unroll
-                    for (int e = 0; e < 8; e++) acc[g][e] = fmaf(w, x[e], acc[g][e]);
-                }
-            }
-        }
+    for (int j0 = 0; j0 < ntok; j0 += 2 * SV) {
+        load_tile<VC, D, UV, RPI, false>(vb, xv, j0 + SV);
+        accumulate_tile<VC, G, UV, RPI>(va, acc, s, chunk_tok, j0, rsub, ntok);
+        load_tile<VC, D, UV, RPI, false>(va, xv, j0 + 2 * SV);
+        accumulate_tile<VC, G, UV, RPI>(vb, acc, s, chunk_tok, j0 + SV, rsub, ntok);
     }
     /* reduce over the rows of a warp (lanes with the same chunk), then over warps */
 #pragma unroll
@@ -241,23 +285,59 @@ __global__ void __launch_bounds__(NTHREADS)
     }
 }
 
-/* Block per (b, query head), D threads: fold the n_split partial records. */
-__global__ void merge_kernel(const float *__restrict__ part, int n_split, int D, float *__restrict__ out) {
+#define MERGE_THREADS 256
+
+static __device__ __forceinline__ float block_reduce(float v, bool is_max, float *sh) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+#pragma unroll
+    for (int o = 16; o >= 1; o >>= 1) {
+        const float w = __shfl_xor_sync(0xffffffffu, v, o);
+        v = is_max ? fmaxf(v, w) : v + w;
+    }
+    __syncthreads();
+    if (lane == 0) sh[warp] = v;
+    __syncthreads();
+    v = sh[0];
+    for (int i = 1; i < nw; i++) v = is_max ? fmaxf(v, sh[i]) : v + sh[i];
+    return v;
+}
+
+/* Block per (b, query head), MERGE_THREADS threads: fold the n_split partial
+ * records (m_i, l_i, acc_i): M = max m_i, w_i = exp(m_i - M),
+ * out = sum w_i acc_i / sum w_i l_i. The records are read in parallel:
+ * weights by all threads, then MERGE_THREADS / D groups of D threads each sum
+ * a strided subset of the splits. Shared memory: w [n_split], red [groups][D]. */
+__global__ void __launch_bounds__(MERGE_THREADS)
+    merge_kernel(const float *__restrict__ part, int n_split, int D, float *__restrict__ out) {
+    extern __shared__ float msh[];
+    __shared__ float sh[MERGE_THREADS / 32];
     const size_t rec = 2 + (size_t)D;
     const float *rp = part + (size_t)blockIdx.x * n_split * rec;
-    const int d = threadIdx.x;
-    float M = -INFINITY;
-    for (int i = 0; i < n_split; i++) M = fmaxf(M, rp[i * rec]);
-    float S = 0.0f, A = 0.0f;
-    if (M != -INFINITY)
-        for (int i = 0; i < n_split; i++) {
-            const float m = rp[i * rec];
-            if (m == -INFINITY) continue;
-            const float c = __expf(m - M);
-            S = fmaf(rp[i * rec + 1], c, S);
-            A = fmaf(rp[i * rec + 2 + d], c, A);
-        }
-    out[(size_t)blockIdx.x * D + d] = S > 0.0f ? A / S : 0.0f;
+    const int tid = threadIdx.x, groups = MERGE_THREADS / D, grp = tid / D, d = tid % D;
+    float *w = msh, *red = msh + n_split;
+    float m = -INFINITY;
+    for (int i = tid; i < n_split; i += MERGE_THREADS) m = fmaxf(m, rp[i * rec]);
+    const float M = block_reduce(m, true, sh);
+    float l = 0.0f;
+    for (int i = tid; i < n_split; i += MERGE_THREADS) {
+        const float mi = rp[i * rec];
+        const float wi = mi == -INFINITY ? 0.0f : __expf(mi - M);
+        w[i] = wi;
+        l = fmaf(wi, rp[i * rec + 1], l);
+    }
+    const float S = block_reduce(l, false, sh); /* its barriers also publish w[] */
+    float a = 0.0f;
+#pragma unroll 4
+    for (int i = grp; i < n_split; i += groups) {
+        a = fmaf(w[i], rp[i * rec + 2 + d], a); /* an empty split: weight 0, acc 0 */
+    }
+    red[grp * D + d] = a;
+    __syncthreads();
+    if (tid < D) {
+        float A = 0.0f;
+        for (int g = 0; g < groups; g++) A += red[g * D + tid];
+        out[(size_t)blockIdx.x * D + tid] = S > 0.0f ? A / S : 0.0f;
+    }
 }
 
 /* ---- host side -------------------------------------------------------------------------- */
@@ -295,7 +375,7 @@ struct kvl_cuda_attn {
 };
 
 static size_t smem_bytes(const kvl_cuda_attn *a, int chunk_pages, int *pid_slots) {
-    const int D = a->pool->D, slots = (chunk_pages + 3) & ~3;
+    const int D = a->pool->D, slots = 2 * ((chunk_pages + 1) & ~1); /* 8-byte addresses, in floats */
     const size_t sc = (size_t)a->G * ((size_t)chunk_pages << a->pool->logP), red = (size_t)NWARPS * a->G * D;
     if (pid_slots) *pid_slots = slots;
     return sizeof(float) * ((size_t)slots + (sc > red ? sc : red));
@@ -306,7 +386,8 @@ extern "C" void kvl_cuda_attn_plan(const kvl_cuda_attn *a, int n_seq, int max_le
     const int P = a->pool->P;
     const int max_pages = (max_len + P - 1) / P;
     const long lists = (long)n_seq * a->n_head_kv;
-    const long want = lists > 0 ? (a->tun.target_blocks + lists - 1) / lists : 1;
+    /* floor: the grid stays within one wave of resident blocks */
+    const long want = lists > 0 && a->tun.target_blocks >= lists ? a->tun.target_blocks / lists : 1;
     int cp = max_pages > 0 ? (int)((max_pages + want - 1) / want) : 1;
     const int cp_min = (a->tun.min_chunk_tokens + P - 1) / P, cp_max = a->tun.max_chunk_tokens / P;
     if (cp < cp_min) cp = cp_min;
@@ -334,7 +415,7 @@ extern "C" kvl_status kvl_cuda_attn_create(const kvl_cuda_pool *p, int n_head, i
     a->n_head = n_head, a->n_head_kv = n_head_kv, a->G = G, a->max_seq = max_seq, a->max_len = max_len;
     if (tuning) a->tun = *tuning;
     if (a->tun.min_chunk_tokens <= 0) a->tun.min_chunk_tokens = 64;
-    if (a->tun.max_chunk_tokens <= 0) a->tun.max_chunk_tokens = 1024;
+    if (a->tun.max_chunk_tokens <= 0) a->tun.max_chunk_tokens = 2048;
     if (a->tun.max_chunk_tokens < p->P) a->tun.max_chunk_tokens = p->P;
     if (a->tun.min_chunk_tokens > a->tun.max_chunk_tokens) a->tun.min_chunk_tokens = a->tun.max_chunk_tokens;
     a->fn = p->ck == KVL_CUDA_CODEC_F16 ? pick_d<kvl_cuda_f16>(p->D, G) : pick_d<kvl_cuda_int8>(p->D, G);
@@ -357,7 +438,7 @@ extern "C" kvl_status kvl_cuda_attn_create(const kvl_cuda_pool *p, int n_head, i
     const int cp_min = (a->tun.min_chunk_tokens + P - 1) / P, cp_max = a->tun.max_chunk_tokens / P;
     size_t cap = 0;
     for (int ns = 1; ns <= max_seq; ns++) {
-        const long lists = (long)ns * n_head_kv, want = (a->tun.target_blocks + lists - 1) / lists;
+        const long lists = (long)ns * n_head_kv, want = a->tun.target_blocks >= lists ? a->tun.target_blocks / lists : 1;
         long ns_split = (pages + cp_max - 1) / cp_max;
         if (want > ns_split) ns_split = want;
         const long by_min = (pages + cp_min - 1) / cp_min;
@@ -395,6 +476,8 @@ extern "C" kvl_status kvl_cuda_attn_run(kvl_cuda_attn *a, const kvl_cuda_attn_ar
     if (need > a->part_floats)
         return kvl_err_set(err, KVL_ERR_INTERNAL, "cuda attn: plan needs %zu partial floats, have %zu", need,
                            a->part_floats);
+    if (ns > 1 && (size_t)ns * sizeof(float) > 40960)
+        return kvl_err_set(err, KVL_ERR_UNSUPPORTED, "cuda attn: %d splits exceed the merge kernel's shared memory", ns);
     const size_t smem = smem_bytes(a, cp, &slots);
     cudaStream_t st = (cudaStream_t)stream;
     const dim3 grid((unsigned)ns, (unsigned)a->n_head_kv, (unsigned)x->n_seq);
@@ -402,8 +485,9 @@ extern "C" kvl_status kvl_cuda_attn_run(kvl_cuda_attn *a, const kvl_cuda_attn_ar
                                         x->list_len, x->qpos, x->q, x->scale, a->n_head_kv, cp, ns, slots, x->out,
                                         a->part);
     KVL_CUDA_TRY(cudaGetLastError(), "cuda attn: split kernel launch");
-    if (ns > 1) {
-        merge_kernel<<<(unsigned)(x->n_seq * a->n_head), (unsigned)p->D, 0, st>>>(a->part, ns, p->D, x->out);
+    if (ns > 1 && !a->tun.skip_merge) {
+        const size_t msmem = sizeof(float) * ((size_t)ns + (MERGE_THREADS / p->D) * (size_t)p->D);
+        merge_kernel<<<(unsigned)(x->n_seq * a->n_head), MERGE_THREADS, msmem, st>>>(a->part, ns, p->D, x->out);
         KVL_CUDA_TRY(cudaGetLastError(), "cuda attn: merge kernel launch");
     }
     return KVL_OK;

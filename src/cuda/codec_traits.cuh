@@ -4,6 +4,7 @@
  * A thread owns a chunk of 8 consecutive values (chunk c: elements 8c..8c+7)
  * of a row, so D/8 threads read one row and a warp reads 256/D rows per load
  * instruction, coalesced. A trait provides
+ *   kUnroll                 rows per tile per thread (loads in flight)
  *   Raw                     the register image of one chunk (loaded first,
  *                           several rows in flight, converted later)
  *   load(seg, P, D, r, c)   Raw of row r, chunk c (seg: the segment's first byte)
@@ -26,6 +27,7 @@
 struct kvl_cuda_f16 {
     typedef uint4 Raw; /* 8 halves, one 16-byte load */
     static constexpr bool kRowScale = false;
+    static constexpr int kUnroll = 4; /* rows per tile per thread: 2 tiles x 4 x 16 B in flight */
     static __device__ __forceinline__ Raw load(const uint8_t *seg, int P, int D, int r, int c) {
         return __ldg(reinterpret_cast<const uint4 *>(seg + ((size_t)r * D + (size_t)c * 8) * 2));
     }
@@ -48,6 +50,7 @@ struct kvl_cuda_f16 {
 struct kvl_cuda_int8 {
     typedef uint2 Raw; /* 8 codes, one 8-byte load */
     static constexpr bool kRowScale = true;
+    static constexpr int kUnroll = 8; /* as many bytes in flight as f16 */
     static __device__ __forceinline__ Raw load(const uint8_t *seg, int P, int D, int r, int c) {
         return __ldg(reinterpret_cast<const uint2 *>(seg + (size_t)P * 4 + (size_t)r * D + (size_t)c * 8));
     }
@@ -56,10 +59,14 @@ struct kvl_cuda_int8 {
         return __ldg(reinterpret_cast<const float *>(seg) + r);
     }
     static __device__ __forceinline__ void to_float(const Raw &raw, float x[8]) {
+        /* exact, without I2F (quarter rate): code q + 128 = u in [1, 255] becomes
+         * the float 2^23 + u by placing u under the exponent bits 0x4B, then
+         * 2^23 + 128 is subtracted (both steps exact) */
+        const uint32_t a = raw.x ^ 0x80808080u, b = raw.y ^ 0x80808080u;
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            x[i] = (float)(int8_t)(raw.x >> (8 * i));
-            x[4 + i] = (float)(int8_t)(raw.y >> (8 * i));
+            x[i] = __uint_as_float(__byte_perm(a, 0x4B000000u, 0x7540u | i)) - 8388736.0f;
+            x[4 + i] = __uint_as_float(__byte_perm(b, 0x4B000000u, 0x7540u | i)) - 8388736.0f;
         }
     }
 };

@@ -24,7 +24,7 @@ typedef struct kvl_cuda_page_space {
     unsigned long long page_bytes[KVL_CUDA_N_CLASSES];
 } kvl_cuda_page_space;
 
-__host__ __device__ static __forceinline__ const uint8_t *kvl_cuda_page_addr(const kvl_cuda_page_space &s,
+__host__ __device__ static __forceinline__ const uint8_t *kvl_cuda_page_addr(const kvl_cuda_page_space s,
                                                                              uint32_t id) {
     const uint32_t c = id >> KVL_CUDA_CLASS_SHIFT;
     /* select with constant indices: a run-time index into the by-value

@@ -255,7 +255,7 @@ static void run_case(const tcase *c, int sensitivity) {
         return;
     }
     float *got = malloc(sizeof(float) * (size_t)c->B * c->Hq * c->D);
-    const kvl_cuda_attn_tuning plans[3] = {{0, 0, 0}, {0, c->P, c->P}, {0, 4096, 4096}};
+    const kvl_cuda_attn_tuning plans[3] = {{0, 0, 0, 0}, {0, c->P, c->P, 0}, {0, 4096, 4096, 0}};
     const char *pname[3] = {"default", "1 page/split", "1 split/list"};
     for (int pi = 0; pi < 3; pi++) {
         int ns = 0;
