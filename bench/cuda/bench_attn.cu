@@ -242,7 +242,7 @@ int main(int argc, char **argv) {
         for (int B : batches)
             for (int ctx : ctxs) {
                 const result r = run_shape(p, P, B, ctx, NULL, reps);
-                kvl_cuda_attn_tuning so = {0, 0, 0, 1};
+                kvl_cuda_attn_tuning so = {0, 0, 0, 1, 0};
                 const result r1 = run_shape(p, P, B, ctx, &so, reps);
                 const double kvb = (double)B * HKV * ctx * bytes_per_token(codec);
                 const double gbs = kvb / (r.med_us * 1e-6) / 1e9;
@@ -255,20 +255,21 @@ int main(int argc, char **argv) {
                             first ? "" : ",\n", codec, P, B, ctx, kvb, r.med_us, r.min_us, r1.med_us, gbs, r.n_split, r.chunk_pages);
                 first = 0;
             }
-        if (sweep && !strcmp(codec, "f16")) {
-            /* plan knobs: chunk bounds and the target grid size */
-            printf("\nsweep (f16, P=%d): | batch | context | min_chunk | target_blocks | median us | GB/s | splits x pages |\n", P);
-            const int mins[4] = {32, 64, 128, 256};
-            const int tmul[3] = {1, 2, 4};
-            for (int B : {1, 16})
+        if (sweep) {
+            /* kernel variants (rows per tile, min resident blocks: attn_decode.cu) and the target grid */
+            printf("\nsweep (%s, P=%d): | batch | context | variant | target_blocks | median us | GB/s | splits x pages |\n",
+                   codec, P);
+            for (int B : batches)
                 for (int ctx : ctxs) {
                     if ((long)B * HKV * ((ctx + P - 1) / P) > pc.n_pages) continue;
-                    for (int mi = 0; mi < 4; mi++)
-                        for (int ti = 0; ti < 3; ti++) {
-                            kvl_cuda_attn_tuning tu = {n_sm * 5 * tmul[ti] / 2, mins[mi], 0, 0};
+                    for (int v = 0; v <= 4; v++)
+                        for (int tm = 0; tm < 2; tm++) {
+                            if (tm && B > 1) continue;
+                            kvl_cuda_attn_tuning tu = {0, 0, 0, 0, v};
+                            if (tm) tu.target_blocks = 2 * n_sm * 5; /* default: one wave of the variant */
                             const result r = run_shape(p, P, B, ctx, &tu, reps);
                             const double kvb = (double)B * HKV * ctx * bytes_per_token(codec);
-                            printf("| %d | %d | %d | %d | %.1f | %.0f | %d x %d |\n", B, ctx, mins[mi], tu.target_blocks,
+                            printf("| %d | %d | %d | %s | %.1f | %.0f | %d x %d |\n", B, ctx, v, tm ? "1320" : "default",
                                    r.med_us, kvb / (r.med_us * 1e-6) / 1e9, r.n_split, r.chunk_pages);
                             fflush(stdout);
                         }

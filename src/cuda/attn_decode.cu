@@ -151,17 +151,15 @@ static __device__ __forceinline__ void accumulate_tile(const tile<C, U> &t, floa
  * alternate, the next tile's loads issued before the current one is used
  * (2U loads of 16 or 8 bytes in flight per thread), and the first V tile is
  * loaded before the softmax. */
-template <class KC, class VC, int D, int G>
-__global__ void __launch_bounds__(NTHREADS)
+template <class KC, class VC, int D, int G, int U, int MINB>
+__global__ void __launch_bounds__(NTHREADS, MINB)
     decode_split_kernel(kvl_cuda_page_space space, int koff, int voff, int P, int logP,
                         const uint32_t *__restrict__ page_ids, const int32_t *__restrict__ list_off,
                         const int32_t *__restrict__ list_len, const int32_t *__restrict__ qpos,
                         const float *__restrict__ q, float scale, int n_head_kv, int chunk_pages, int n_split,
                         int pid_slots, float *__restrict__ out, float *__restrict__ part) {
     constexpr int TPR = D / 8, RPW = 32 / TPR, RPI = NWARPS * RPW;
-    /* more than 4 heads: at most 4 rows per tile (registers) */
-    constexpr int UK = G > 4 && KC::kUnroll > 4 ? 4 : KC::kUnroll, UV = G > 4 && VC::kUnroll > 4 ? 4 : VC::kUnroll;
-    constexpr int SK = RPI * UK, SV = RPI * UV;
+    constexpr int UK = U, UV = U, SK = RPI * UK, SV = RPI * UV;
     extern __shared__ float smem[];
     __shared__ float sm_m[MAX_G], sm_l[MAX_G];
     const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
@@ -286,38 +284,34 @@ __global__ void __launch_bounds__(NTHREADS)
 }
 
 #define MERGE_THREADS 256
+#define MERGE_WARPS (MERGE_THREADS / 32)
 
-static __device__ __forceinline__ float block_reduce(float v, bool is_max, float *sh) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-#pragma unroll
-    for (int o = 16; o >= 1; o >>= 1) {
-        const float w = __shfl_xor_sync(0xffffffffu, v, o);
-        v = is_max ? fmaxf(v, w) : v + w;
-    }
-    __syncthreads();
-    if (lane == 0) sh[warp] = v;
-    __syncthreads();
-    v = sh[0];
-    for (int i = 1; i < nw; i++) v = is_max ? fmaxf(v, sh[i]) : v + sh[i];
-    return v;
-}
-
-/* Block per (b, query head), MERGE_THREADS threads: fold the n_split partial
- * records (m_i, l_i, acc_i): M = max m_i, w_i = exp(m_i - M),
- * out = sum w_i acc_i / sum w_i l_i. The records are read in parallel:
- * weights by all threads, then MERGE_THREADS / D groups of D threads each sum
- * a strided subset of the splits. Shared memory: w [n_split], red [groups][D]. */
+/* Block (b * n_head + query head, 32 dims), MERGE_THREADS threads: fold the
+ * n_split partial records (m_i, l_i, acc_i) of the query head for 32 of its
+ * dims: M = max m_i, w_i = exp(m_i - M), out = sum w_i acc_i / sum w_i l_i.
+ * Weights by all threads; then warp w sums the splits i = w mod MERGE_WARPS,
+ * lane = dim (128-byte loads per split), and warp 0 adds the warps' sums.
+ * Launched as a programmatic dependent of the split kernel: it may start
+ * while the split kernel's last blocks run and waits for their results at
+ * griddepcontrol.wait. Shared memory: w [n_split]. */
 __global__ void __launch_bounds__(MERGE_THREADS)
     merge_kernel(const float *__restrict__ part, int n_split, int D, float *__restrict__ out) {
-    extern __shared__ float msh[];
-    __shared__ float sh[MERGE_THREADS / 32];
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+    extern __shared__ float w[];
+    __shared__ float sh[MERGE_WARPS], red[MERGE_WARPS][32];
     const size_t rec = 2 + (size_t)D;
     const float *rp = part + (size_t)blockIdx.x * n_split * rec;
-    const int tid = threadIdx.x, groups = MERGE_THREADS / D, grp = tid / D, d = tid % D;
-    float *w = msh, *red = msh + n_split;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, d = blockIdx.y * 32 + lane;
     float m = -INFINITY;
     for (int i = tid; i < n_split; i += MERGE_THREADS) m = fmaxf(m, rp[i * rec]);
-    const float M = block_reduce(m, true, sh);
+#pragma unroll
+    for (int o = 16; o >= 1; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    if (lane == 0) sh[warp] = m;
+    __syncthreads();
+    float M = sh[0];
+    for (int i = 1; i < MERGE_WARPS; i++) M = fmaxf(M, sh[i]);
     float l = 0.0f;
     for (int i = tid; i < n_split; i += MERGE_THREADS) {
         const float mi = rp[i * rec];
@@ -325,18 +319,21 @@ __global__ void __launch_bounds__(MERGE_THREADS)
         w[i] = wi;
         l = fmaf(wi, rp[i * rec + 1], l);
     }
-    const float S = block_reduce(l, false, sh); /* its barriers also publish w[] */
+#pragma unroll
+    for (int o = 16; o >= 1; o >>= 1) l += __shfl_xor_sync(0xffffffffu, l, o);
+    __syncthreads(); /* all of sh read above; w complete */
+    if (lane == 0) sh[warp] = l;
     float a = 0.0f;
+    if (d < D) {
 #pragma unroll 4
-    for (int i = grp; i < n_split; i += groups) {
-        a = fmaf(w[i], rp[i * rec + 2 + d], a); /* an empty split: weight 0, acc 0 */
+        for (int i = warp; i < n_split; i += MERGE_WARPS) a = fmaf(w[i], rp[i * rec + 2 + d], a);
     }
-    red[grp * D + d] = a;
+    red[warp][lane] = a;
     __syncthreads();
-    if (tid < D) {
-        float A = 0.0f;
-        for (int g = 0; g < groups; g++) A += red[g * D + tid];
-        out[(size_t)blockIdx.x * D + tid] = S > 0.0f ? A / S : 0.0f;
+    if (warp == 0 && d < D) {
+        float S = 0.0f, A = 0.0f;
+        for (int i = 0; i < MERGE_WARPS; i++) S += sh[i], A += red[i][lane];
+        out[(size_t)blockIdx.x * D + d] = S > 0.0f ? A / S : 0.0f;
     }
 }
 
@@ -346,21 +343,42 @@ typedef void (*split_fn)(kvl_cuda_page_space, int, int, int, int, const uint32_t
                          const int32_t *, const int32_t *, const float *, float, int, int, int, int, float *,
                          float *);
 
+/* Rows per tile per thread: the codec's default, at most 4 with more than 4
+ * heads (registers). Minimum resident blocks: 5 up to 4 heads (caps the
+ * registers at 96 per thread; without the cap ptxas took 104 for f16 and
+ * 122 for int8 at D 128, G 4, one block per SM less, and the large shapes ran
+ * 3-8% slower on the H200), no cap above (it would spill). */
+template <class C, int G> struct default_unroll { static constexpr int v = G > 4 && C::kUnroll > 4 ? 4 : C::kUnroll; };
+template <int G> struct default_minb { static constexpr int v = G <= 4 ? 5 : 1; };
+
 template <class KC, class VC, int D> static split_fn pick_g(int G) {
     switch (G) {
-    case 1: return decode_split_kernel<KC, VC, D, 1>;
-    case 2: return decode_split_kernel<KC, VC, D, 2>;
-    case 3: return decode_split_kernel<KC, VC, D, 3>;
-    case 4: return decode_split_kernel<KC, VC, D, 4>;
-    case 5: return decode_split_kernel<KC, VC, D, 5>;
-    case 6: return decode_split_kernel<KC, VC, D, 6>;
-    case 7: return decode_split_kernel<KC, VC, D, 7>;
-    case 8: return decode_split_kernel<KC, VC, D, 8>;
+    case 1: return decode_split_kernel<KC, VC, D, 1, default_unroll<KC, 1>::v, default_minb<1>::v>;
+    case 2: return decode_split_kernel<KC, VC, D, 2, default_unroll<KC, 2>::v, default_minb<2>::v>;
+    case 3: return decode_split_kernel<KC, VC, D, 3, default_unroll<KC, 3>::v, default_minb<3>::v>;
+    case 4: return decode_split_kernel<KC, VC, D, 4, default_unroll<KC, 4>::v, default_minb<4>::v>;
+    case 5: return decode_split_kernel<KC, VC, D, 5, default_unroll<KC, 5>::v, default_minb<5>::v>;
+    case 6: return decode_split_kernel<KC, VC, D, 6, default_unroll<KC, 6>::v, default_minb<6>::v>;
+    case 7: return decode_split_kernel<KC, VC, D, 7, default_unroll<KC, 7>::v, default_minb<7>::v>;
+    case 8: return decode_split_kernel<KC, VC, D, 8, default_unroll<KC, 8>::v, default_minb<8>::v>;
     }
     return NULL;
 }
 
-template <class C> static split_fn pick_d(int D, int G) {
+/* Variants for tuning (tuning.variant 1..4), compiled for the Llama-3-8B
+ * shape (D 128, G 4) only: (rows per tile, minimum resident blocks). */
+template <class C> static split_fn pick_variant(int v) {
+    switch (v) {
+    case 1: return decode_split_kernel<C, C, 128, 4, 2, 1>;
+    case 2: return decode_split_kernel<C, C, 128, 4, 8, 1>;
+    case 3: return decode_split_kernel<C, C, 128, 4, 4, 1>;
+    case 4: return decode_split_kernel<C, C, 128, 4, 2, 6>;
+    }
+    return NULL;
+}
+
+template <class C> static split_fn pick(int D, int G, int variant) {
+    if (variant) return D == 128 && G == 4 ? pick_variant<C>(variant) : NULL;
     return D == 64 ? pick_g<C, C, 64>(G) : D == 128 ? pick_g<C, C, 128>(G) : NULL;
 }
 
@@ -418,7 +436,13 @@ extern "C" kvl_status kvl_cuda_attn_create(const kvl_cuda_pool *p, int n_head, i
     if (a->tun.max_chunk_tokens <= 0) a->tun.max_chunk_tokens = 2048;
     if (a->tun.max_chunk_tokens < p->P) a->tun.max_chunk_tokens = p->P;
     if (a->tun.min_chunk_tokens > a->tun.max_chunk_tokens) a->tun.min_chunk_tokens = a->tun.max_chunk_tokens;
-    a->fn = p->ck == KVL_CUDA_CODEC_F16 ? pick_d<kvl_cuda_f16>(p->D, G) : pick_d<kvl_cuda_int8>(p->D, G);
+    a->fn = p->ck == KVL_CUDA_CODEC_F16 ? pick<kvl_cuda_f16>(p->D, G, a->tun.variant)
+                                        : pick<kvl_cuda_int8>(p->D, G, a->tun.variant);
+    if (!a->fn) {
+        free(a);
+        return kvl_err_set(err, KVL_ERR_UNSUPPORTED, "cuda attn: no kernel variant %d for D %d, G %d",
+                           tuning ? tuning->variant : 0, p->D, G);
+    }
     a->smem_max = smem_bytes(a, a->tun.max_chunk_tokens / p->P, NULL);
     kvl_status s = KVL_OK;
     cudaError_t e = cudaFuncSetAttribute(a->fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)a->smem_max);
@@ -486,9 +510,20 @@ extern "C" kvl_status kvl_cuda_attn_run(kvl_cuda_attn *a, const kvl_cuda_attn_ar
                                         a->part);
     KVL_CUDA_TRY(cudaGetLastError(), "cuda attn: split kernel launch");
     if (ns > 1 && !a->tun.skip_merge) {
-        const size_t msmem = sizeof(float) * ((size_t)ns + (MERGE_THREADS / p->D) * (size_t)p->D);
-        merge_kernel<<<(unsigned)(x->n_seq * a->n_head), MERGE_THREADS, msmem, st>>>(a->part, ns, p->D, x->out);
-        KVL_CUDA_TRY(cudaGetLastError(), "cuda attn: merge kernel launch");
+        /* programmatic dependent launch: the merge grid is scheduled as the
+         * split kernel's blocks exit and waits for its results in-kernel */
+        cudaLaunchConfig_t lc = {};
+        cudaLaunchAttribute at[1];
+        at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[0].val.programmaticStreamSerializationAllowed = 1;
+        lc.gridDim = dim3((unsigned)(x->n_seq * a->n_head), (unsigned)((p->D + 31) / 32));
+        lc.blockDim = dim3(MERGE_THREADS);
+        lc.dynamicSmemBytes = sizeof(float) * (size_t)ns;
+        lc.stream = st;
+        lc.attrs = at;
+        lc.numAttrs = 1;
+        KVL_CUDA_TRY(cudaLaunchKernelEx(&lc, merge_kernel, (const float *)a->part, ns, p->D, x->out),
+                     "cuda attn: merge kernel launch");
     }
     return KVL_OK;
 }

@@ -75,14 +75,15 @@ kvl_status kvl_cuda_pool_fill_random(kvl_cuda_pool *p, uint32_t id, int64_t n, u
 
 /* Planning knobs (zero = default). The list of each (sequence, kv-head) is cut
  * into splits of chunk_pages pages: one thread block per (split, kv-head,
- * sequence); with more than one split a merge kernel folds the partial
- * softmax results. chunk_pages is the smallest number of pages such that
+ * sequence); with more than one split the last block of a list to finish
+ * folds the partial softmax results of the list (one launch per call). chunk_pages is the smallest number of pages such that
  * the grid stays within target_blocks, within [min_chunk_tokens, max_chunk_tokens]. */
 typedef struct kvl_cuda_attn_tuning {
     int target_blocks;    /* default: resident blocks per SM x SMs (one full wave) */
     int min_chunk_tokens; /* default 64 */
     int max_chunk_tokens; /* default 2048 (upper bound also on scratch shared memory) */
-    int skip_merge;       /* benchmarks only: launch the split kernel alone (wrong output when split) */
+    int skip_merge;       /* benchmarks only: no merge (output wrong when split) */
+    int variant;          /* benchmarks / tests: 0 = default kernel; 1..4 = alternates (D 128, G 4 only) */
 } kvl_cuda_attn_tuning;
 
 typedef struct kvl_cuda_attn kvl_cuda_attn;

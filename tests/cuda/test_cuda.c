@@ -255,9 +255,17 @@ static void run_case(const tcase *c, int sensitivity) {
         return;
     }
     float *got = malloc(sizeof(float) * (size_t)c->B * c->Hq * c->D);
-    const kvl_cuda_attn_tuning plans[3] = {{0, 0, 0, 0}, {0, c->P, c->P, 0}, {0, 4096, 4096, 0}};
-    const char *pname[3] = {"default", "1 page/split", "1 split/list"};
-    for (int pi = 0; pi < 3; pi++) {
+    /* plans: default; one page per split (many splits, the merge); one split
+     * per list (the direct path); then the kernel variants of the Llama-3-8B
+     * shape (D 128, G 4) with the default plan and with one page per split */
+    const kvl_cuda_attn_tuning plans[] = {{0, 0, 0, 0, 0},    {0, c->P, c->P, 0, 0}, {0, 4096, 4096, 0, 0},
+                                          {0, 0, 0, 0, 1},    {0, 0, 0, 0, 2},       {0, 0, 0, 0, 3},
+                                          {0, 0, 0, 0, 4},    {0, c->P, c->P, 0, 1}, {0, c->P, c->P, 0, 2},
+                                          {0, c->P, c->P, 0, 3}, {0, c->P, c->P, 0, 4}};
+    const char *pname[] = {"default", "1 page/split", "1 split/list", "variant 1", "variant 2", "variant 3",
+                           "variant 4", "v1 1 page/split", "v2 1 page/split", "v3 1 page/split", "v4 1 page/split"};
+    const int n_plans = c->D == 128 && c->Hq == 4 * c->Hkv ? 11 : 3;
+    for (int pi = 0; pi < n_plans; pi++) {
         int ns = 0;
         s = run_dev(c, &d, &plans[pi], got, &ns, &err);
         CHECK_MSG(s == KVL_OK, "%s P=%d D=%d G=%d plan %s: %s", c->codec, c->P, c->D, c->Hq / c->Hkv, pname[pi],
@@ -270,7 +278,7 @@ static void run_case(const tcase *c, int sensitivity) {
                   pname[pi], nf);
         CHECK_MSG(rel <= TOL_REL && elem <= 1.0, "%s P=%d D=%d G=%d B=%d plan %s (%d splits): rel L2 %.3g, elem %.3g x tol",
                   c->codec, c->P, c->D, c->Hq / c->Hkv, c->B, pname[pi], ns, rel, elem);
-        printf("note: %-4s P=%-2d D=%-3d G=%d B=%d max_len=%-4d plan %-12s splits %-3d rel L2 %.2e\n", c->codec, c->P,
+        printf("note: %-4s P=%-2d D=%-3d G=%d B=%d max_len=%-4d plan %-15s splits %-3d rel L2 %.2e\n", c->codec, c->P,
                c->D, c->Hq / c->Hkv, c->B, d.max_len, pname[pi], ns, rel);
         n_cases++;
     }
