@@ -94,14 +94,17 @@ $(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
 
-# tests/cuda/test_cuda.c: C, linked without PCRE (it needs only src/kv and src/cuda)
-$(BUILD)/cuda/test_cuda: tests/cuda/test_cuda.c $(LIB) tests/test.h
+# tests/cuda/test_cuda.c and bench/cuda/bench_attn.cu need only src/kv,
+# src/util and src/cuda: linked from those objects, so they build where PCRE2
+# (the tokenizer's) is missing, as on the GPU machine
+CUDA_KV_OBJ := $(filter $(BUILD)/src/kv/% $(BUILD)/src/util/% $(BUILD)/src/cuda/%,$(LIB_OBJ))
+$(BUILD)/cuda/test_cuda: tests/cuda/test_cuda.c $(CUDA_KV_OBJ) tests/test.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests -MMD -MP -o $@ $< $(LIB) $(LDFLAGS) $(CUDA_LIBS)
+	$(CC) $(CFLAGS) -Itests -MMD -MP -o $@ $< $(CUDA_KV_OBJ) $(LDFLAGS) $(CUDA_LIBS)
 
-$(BUILD)/cuda/bench_attn: bench/cuda/bench_attn.cu $(LIB)
+$(BUILD)/cuda/bench_attn: bench/cuda/bench_attn.cu $(CUDA_KV_OBJ)
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) -MMD -MP -o $@ $< $(LIB) -ldl -lrt -lpthread -lm
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -o $@ $< $(CUDA_KV_OBJ) -ldl -lrt -lpthread -lm
 
 ifeq ($(CUDA),1)
 cuda-build: all

@@ -412,8 +412,27 @@ extern "C" void kvl_cuda_attn_plan(const kvl_cuda_attn *a, int n_seq, int max_le
     if (cp > cp_max) cp = cp_max;
     if (max_pages > 0 && cp > max_pages) cp = max_pages;
     if (cp < 1) cp = 1;
+    int ns = max_pages > 0 ? (max_pages + cp - 1) / cp : 1;
+    const long slots = a->tun.target_blocks > 0 ? a->tun.target_blocks : 1;
+    if (lists * ns > slots) {
+        /* more than one wave: the grid's last wave runs part-empty (3.1 waves
+         * take as long as 4). Up to 4x more splits, take the fewest whose
+         * waves are >= 90% full, else the fullest. */
+        double best = 0;
+        int best_ns = ns;
+        for (int t = ns; t <= 4 * ns && t <= max_pages; t++) {
+            const int tcp = (max_pages + t - 1) / t, tns = (max_pages + tcp - 1) / tcp;
+            if (tcp < cp_min || tns != t) continue;
+            const long blocks = lists * tns, waves = (blocks + slots - 1) / slots;
+            const double eff = (double)blocks / (double)(waves * slots);
+            if (eff > best + 1e-9) best = eff, best_ns = tns;
+            if (eff >= 0.9) break;
+        }
+        ns = best_ns;
+        cp = (max_pages + ns - 1) / ns;
+    }
     *chunk_pages = cp;
-    *n_split = max_pages > 0 ? (max_pages + cp - 1) / cp : 1;
+    *n_split = ns;
 }
 
 extern "C" kvl_status kvl_cuda_attn_create(const kvl_cuda_pool *p, int n_head, int n_head_kv, int max_seq,
@@ -457,13 +476,13 @@ extern "C" kvl_status kvl_cuda_attn_create(const kvl_cuda_pool *p, int n_head, i
         return s;
     }
     /* partial capacity: the largest n_seq * n_split over every call the
-     * workspace allows (n_split <= max(want, pages / cp_max), <= pages / cp_min) */
+     * workspace allows (n_split <= max(want, 4 pages / cp_max), <= pages / cp_min) */
     const int P = p->P, pages = (max_len + P - 1) / P;
     const int cp_min = (a->tun.min_chunk_tokens + P - 1) / P, cp_max = a->tun.max_chunk_tokens / P;
     size_t cap = 0;
     for (int ns = 1; ns <= max_seq; ns++) {
         const long lists = (long)ns * n_head_kv, want = a->tun.target_blocks >= lists ? a->tun.target_blocks / lists : 1;
-        long ns_split = (pages + cp_max - 1) / cp_max;
+        long ns_split = 4L * ((pages + cp_max - 1) / cp_max); /* x4: the wave fit of the plan */
         if (want > ns_split) ns_split = want;
         const long by_min = (pages + cp_min - 1) / cp_min;
         if (ns_split > by_min) ns_split = by_min;

@@ -6,8 +6,9 @@
  * head: f16 and int8, page sizes 16/32/64, head_dim 64 and 128, GQA groups
  * 1/3/4/8, batches of sequences of unequal lengths (not multiples of P, one
  * list empty), causal masks by position (queries before the end of the
- * cache, gaps in positions), and three plans (default, one page per split,
- * one split per list) so both the direct and the merge path run.
+ * cache, gaps in positions), four plans (default, one page per split, one
+ * split per list, a grid of several waves so the plan's wave fit runs) so
+ * both the direct and the merge path run, and the kernel variants.
  *
  * Tolerance: both sides dequantize the same bytes exactly (f16 -> f32 and
  * int8 code -> f32 are exact; the int8 row scale is applied as in the
@@ -259,12 +260,13 @@ static void run_case(const tcase *c, int sensitivity) {
      * per list (the direct path); then the kernel variants of the Llama-3-8B
      * shape (D 128, G 4) with the default plan and with one page per split */
     const kvl_cuda_attn_tuning plans[] = {{0, 0, 0, 0, 0},    {0, c->P, c->P, 0, 0}, {0, 4096, 4096, 0, 0},
+                                          {7, 0, 0, 0, 0},
                                           {0, 0, 0, 0, 1},    {0, 0, 0, 0, 2},       {0, 0, 0, 0, 3},
                                           {0, 0, 0, 0, 4},    {0, c->P, c->P, 0, 1}, {0, c->P, c->P, 0, 2},
                                           {0, c->P, c->P, 0, 3}, {0, c->P, c->P, 0, 4}};
-    const char *pname[] = {"default", "1 page/split", "1 split/list", "variant 1", "variant 2", "variant 3",
+    const char *pname[] = {"default", "1 page/split", "1 split/list", "7-block waves", "variant 1", "variant 2", "variant 3",
                            "variant 4", "v1 1 page/split", "v2 1 page/split", "v3 1 page/split", "v4 1 page/split"};
-    const int n_plans = c->D == 128 && c->Hq == 4 * c->Hkv ? 11 : 3;
+    const int n_plans = c->D == 128 && c->Hq == 4 * c->Hkv ? 12 : 4;
     for (int pi = 0; pi < n_plans; pi++) {
         int ns = 0;
         s = run_dev(c, &d, &plans[pi], got, &ns, &err);
