@@ -10,14 +10,19 @@
  * unnormalized value sums (pass 2: each V row loaded once for all G heads).
  * With one split it writes the normalized output; otherwise it writes a
  * partial record (m, l, acc[D]) per query head and split, and merge_kernel
- * folds the records of each (b, query head).
+ * (blocks of one query head x 32 dims, a programmatic dependent launch)
+ * folds the records. kvl_cuda_attn_plan sizes the splits: one wave of
+ * resident blocks when that is enough, else whole waves.
  *
  * Thread mapping: a thread owns 8 consecutive values (a chunk) of a row, D/8
- * threads a row (TPR), a warp 256/D rows per load; each thread keeps UNROLL
- * rows' loads in flight before using them. Dot products are reduced over the
- * TPR threads of a row with a transposing butterfly: for G heads the first
- * log2(G) exchange steps each send half of the remaining head values, so a
- * row costs log2(TPR) + G - 1 shuffles instead of G log2(TPR). */
+ * threads a row (TPR), a warp 256/D rows per load; rows come in tiles of U
+ * rows per thread, two tiles alternating so one tile's loads are in flight
+ * while the other is used. Dot products are reduced over the TPR threads of
+ * a row with a transposing butterfly: for G heads the first log2(G) exchange
+ * steps each send half of the remaining head values, so a row costs
+ * G - 1 + log2(TPR / G) shuffles instead of G log2(TPR) (5 instead of 16 for
+ * G 4, D 128). Page ids become addresses once per page per block
+ * (kvl_cuda_page_addr), not per row. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -27,7 +32,6 @@
 
 #define NWARPS 4
 #define NTHREADS (NWARPS * 32)
-#define UNROLL 4
 #define MAX_G 8
 
 template <int G> struct pow2_ceil { static constexpr int v = G <= 1 ? 1 : G <= 2 ? 2 : G <= 4 ? 4 : 8; };
@@ -345,9 +349,9 @@ typedef void (*split_fn)(kvl_cuda_page_space, int, int, int, int, const uint32_t
 
 /* Rows per tile per thread: the codec's default, at most 4 with more than 4
  * heads (registers). Minimum resident blocks: 5 up to 4 heads (caps the
- * registers at 96 per thread; without the cap ptxas took 104 for f16 and
- * 122 for int8 at D 128, G 4, one block per SM less, and the large shapes ran
- * 3-8% slower on the H200), no cap above (it would spill). */
+ * registers at 96 per thread; without the cap ptxas took 104-108 for f16
+ * and 122 for int8 at D 128, G 4, one block per SM less, and the large shapes
+ * ran 0-9% slower on the H200, 2026-12-02), no cap above (it would spill). */
 template <class C, int G> struct default_unroll { static constexpr int v = G > 4 && C::kUnroll > 4 ? 4 : C::kUnroll; };
 template <int G> struct default_minb { static constexpr int v = G <= 4 ? 5 : 1; };
 

@@ -75,9 +75,11 @@ kvl_status kvl_cuda_pool_fill_random(kvl_cuda_pool *p, uint32_t id, int64_t n, u
 
 /* Planning knobs (zero = default). The list of each (sequence, kv-head) is cut
  * into splits of chunk_pages pages: one thread block per (split, kv-head,
- * sequence); with more than one split the last block of a list to finish
- * folds the partial softmax results of the list (one launch per call). chunk_pages is the smallest number of pages such that
- * the grid stays within target_blocks, within [min_chunk_tokens, max_chunk_tokens]. */
+ * sequence); with more than one split a merge kernel folds the partial
+ * softmax results. chunk_pages is the smallest number of pages that keeps
+ * the grid within target_blocks (one wave), within [min_chunk_tokens,
+ * max_chunk_tokens]; when even that grid is larger, the number of splits
+ * is raised (at most 4x) until its waves are >= 90% full. */
 typedef struct kvl_cuda_attn_tuning {
     int target_blocks;    /* default: resident blocks per SM x SMs (one full wave) */
     int min_chunk_tokens; /* default 64 */
