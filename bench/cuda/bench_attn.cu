@@ -12,7 +12,7 @@
  * host launch cost; the median of the timed calls is reported (min too).
  *
  * Usage: bench_attn [--codecs f16,int8] [--ctx 4096,32768,131072]
- *                   [--batch 1,16,64] [--P 32] [--reps 50] [--sweep] [--json FILE]
+ *                   [--batch 1,16,64] [--P 32] [--reps 50] [--sweep [--variants 0,1,..]] [--json FILE]
  * Shape: Llama-3-8B attention, 32 query / 8 KV heads, head_dim 128. */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -195,6 +195,7 @@ int main(int argc, char **argv) {
     std::vector<int> ctxs = {4096, 32768, 131072}, batches = {1, 16, 64};
     std::vector<const char *> codecs = {"f16", "int8"};
     int P = 32, reps = 50, sweep = 0;
+    std::vector<int> variants = {0, 1, 2, 3, 4};
     const char *json = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--ctx") && i + 1 < argc) ctxs = parse_list(argv[++i]);
@@ -202,6 +203,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--P") && i + 1 < argc) P = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--sweep")) sweep = 1;
+        else if (!strcmp(argv[i], "--variants") && i + 1 < argc) variants = parse_list(argv[++i]);
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
         else if (!strcmp(argv[i], "--codecs") && i + 1 < argc) {
             codecs.clear();
@@ -262,7 +264,7 @@ int main(int argc, char **argv) {
             for (int B : batches)
                 for (int ctx : ctxs) {
                     if ((long)B * HKV * ((ctx + P - 1) / P) > pc.n_pages) continue;
-                    for (int v = 0; v <= 4; v++)
+                    for (int v : variants)
                         for (int tm = 0; tm < 2; tm++) {
                             if (tm && B > 1) continue;
                             kvl_cuda_attn_tuning tu = {0, 0, 0, 0, v};

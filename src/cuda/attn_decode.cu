@@ -81,7 +81,7 @@ template <class C, int U> struct tile {
     float rs[U];
 };
 
-template <class C, int D, int U, int RPI, bool POS>
+template <class C, int D, int U, int RPI, bool POS, int H>
 static __device__ __forceinline__ void load_tile(tile<C, U> &t, const row_ctx &x, int j0) {
 #pragma unroll
     for (int u = 0; u < U; u++) {
@@ -92,7 +92,7 @@ static __device__ __forceinline__ void load_tile(tile<C, U> &t, const row_ctx &x
         if (j < x.ntok) {
             const uint8_t *pg = x.pages[j >> x.logP];
             const int r = j & (x.P - 1);
-            t.raw[u] = C::load(pg + x.off, x.P, D, r, x.c);
+            t.raw[u] = C::template load<H>(pg + x.off, x.P, D, r, x.c);
             if (POS) t.pos[u] = __ldg(reinterpret_cast<const int32_t *>(pg) + r);
             if (C::kRowScale) t.rs[u] = C::row_scale(pg + x.off, x.P, r);
         }
@@ -155,7 +155,7 @@ static __device__ __forceinline__ void accumulate_tile(const tile<C, U> &t, floa
  * alternate, the next tile's loads issued before the current one is used
  * (2U loads of 16 or 8 bytes in flight per thread), and the first V tile is
  * loaded before the softmax. */
-template <class KC, class VC, int D, int G, int U, int MINB>
+template <class KC, class VC, int D, int G, int U, int MINB, int HINT>
 __global__ void __launch_bounds__(NTHREADS, MINB)
     decode_split_kernel(kvl_cuda_page_space space, int koff, int voff, int P, int logP,
                         const uint32_t *__restrict__ page_ids, const int32_t *__restrict__ list_off,
@@ -212,16 +212,16 @@ __global__ void __launch_bounds__(NTHREADS, MINB)
     /* pass 1: scores s[g][j] = row_scale * dot(q_g, x_j), -inf where pos > qpos */
     {
         tile<KC, UK> ta, tb;
-        load_tile<KC, D, UK, RPI, true>(ta, xk, 0);
+        load_tile<KC, D, UK, RPI, true, HINT>(ta, xk, 0);
         for (int j0 = 0; j0 < ntok; j0 += 2 * SK) {
-            load_tile<KC, D, UK, RPI, true>(tb, xk, j0 + SK);
+            load_tile<KC, D, UK, RPI, true, HINT>(tb, xk, j0 + SK);
             score_tile<KC, D, G, UK, RPI>(ta, qf, s, chunk_tok, j0, rsub, lane, ntok, qp);
-            load_tile<KC, D, UK, RPI, true>(ta, xk, j0 + 2 * SK);
+            load_tile<KC, D, UK, RPI, true, HINT>(ta, xk, j0 + 2 * SK);
             score_tile<KC, D, G, UK, RPI>(tb, qf, s, chunk_tok, j0 + SK, rsub, lane, ntok, qp);
         }
     }
     tile<VC, UV> va, vb;
-    load_tile<VC, D, UV, RPI, false>(va, xv, 0); /* in flight during the softmax */
+    load_tile<VC, D, UV, RPI, false, HINT>(va, xv, 0); /* in flight during the softmax */
     __syncthreads();
 
     /* softmax of the split, per head: one warp per head */
@@ -250,9 +250,9 @@ __global__ void __launch_bounds__(NTHREADS, MINB)
 #pragma unroll
         for (int e = 0; e < 8; e++) acc[g][e] = 0.0f;
     for (int j0 = 0; j0 < ntok; j0 += 2 * SV) {
-        load_tile<VC, D, UV, RPI, false>(vb, xv, j0 + SV);
+        load_tile<VC, D, UV, RPI, false, HINT>(vb, xv, j0 + SV);
         accumulate_tile<VC, G, UV, RPI>(va, acc, s, chunk_tok, j0, rsub, ntok);
-        load_tile<VC, D, UV, RPI, false>(va, xv, j0 + 2 * SV);
+        load_tile<VC, D, UV, RPI, false, HINT>(va, xv, j0 + 2 * SV);
         accumulate_tile<VC, G, UV, RPI>(vb, acc, s, chunk_tok, j0 + SV, rsub, ntok);
     }
     /* reduce over the rows of a warp (lanes with the same chunk), then over warps */
@@ -357,26 +357,28 @@ template <int G> struct default_minb { static constexpr int v = G <= 4 ? 5 : 1; 
 
 template <class KC, class VC, int D> static split_fn pick_g(int G) {
     switch (G) {
-    case 1: return decode_split_kernel<KC, VC, D, 1, default_unroll<KC, 1>::v, default_minb<1>::v>;
-    case 2: return decode_split_kernel<KC, VC, D, 2, default_unroll<KC, 2>::v, default_minb<2>::v>;
-    case 3: return decode_split_kernel<KC, VC, D, 3, default_unroll<KC, 3>::v, default_minb<3>::v>;
-    case 4: return decode_split_kernel<KC, VC, D, 4, default_unroll<KC, 4>::v, default_minb<4>::v>;
-    case 5: return decode_split_kernel<KC, VC, D, 5, default_unroll<KC, 5>::v, default_minb<5>::v>;
-    case 6: return decode_split_kernel<KC, VC, D, 6, default_unroll<KC, 6>::v, default_minb<6>::v>;
-    case 7: return decode_split_kernel<KC, VC, D, 7, default_unroll<KC, 7>::v, default_minb<7>::v>;
-    case 8: return decode_split_kernel<KC, VC, D, 8, default_unroll<KC, 8>::v, default_minb<8>::v>;
+    case 1: return decode_split_kernel<KC, VC, D, 1, default_unroll<KC, 1>::v, default_minb<1>::v, 0>;
+    case 2: return decode_split_kernel<KC, VC, D, 2, default_unroll<KC, 2>::v, default_minb<2>::v, 0>;
+    case 3: return decode_split_kernel<KC, VC, D, 3, default_unroll<KC, 3>::v, default_minb<3>::v, 0>;
+    case 4: return decode_split_kernel<KC, VC, D, 4, default_unroll<KC, 4>::v, default_minb<4>::v, 0>;
+    case 5: return decode_split_kernel<KC, VC, D, 5, default_unroll<KC, 5>::v, default_minb<5>::v, 0>;
+    case 6: return decode_split_kernel<KC, VC, D, 6, default_unroll<KC, 6>::v, default_minb<6>::v, 0>;
+    case 7: return decode_split_kernel<KC, VC, D, 7, default_unroll<KC, 7>::v, default_minb<7>::v, 0>;
+    case 8: return decode_split_kernel<KC, VC, D, 8, default_unroll<KC, 8>::v, default_minb<8>::v, 0>;
     }
     return NULL;
 }
 
-/* Variants for tuning (tuning.variant 1..4), compiled for the Llama-3-8B
- * shape (D 128, G 4) only: (rows per tile, minimum resident blocks). */
+/* Variants for tuning (tuning.variant 1..6), compiled for the Llama-3-8B
+ * shape (D 128, G 4) only: (rows per tile, minimum resident blocks, load hints). */
 template <class C> static split_fn pick_variant(int v) {
     switch (v) {
-    case 1: return decode_split_kernel<C, C, 128, 4, 2, 1>;
-    case 2: return decode_split_kernel<C, C, 128, 4, 8, 1>;
-    case 3: return decode_split_kernel<C, C, 128, 4, 4, 1>;
-    case 4: return decode_split_kernel<C, C, 128, 4, 2, 6>;
+    case 1: return decode_split_kernel<C, C, 128, 4, 2, 1, 0>;
+    case 2: return decode_split_kernel<C, C, 128, 4, 8, 1, 0>;
+    case 3: return decode_split_kernel<C, C, 128, 4, 4, 1, 0>;
+    case 4: return decode_split_kernel<C, C, 128, 4, 2, 6, 0>;
+    case 5: return decode_split_kernel<C, C, 128, 4, 4, 5, 1>; /* default + L2::256B prefetch */
+    case 6: return decode_split_kernel<C, C, 128, 4, 4, 5, 2>; /* default + L1::no_allocate */
     }
     return NULL;
 }

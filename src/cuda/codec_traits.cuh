@@ -7,7 +7,8 @@
  *   kUnroll                 rows per tile per thread (loads in flight)
  *   Raw                     the register image of one chunk (loaded first,
  *                           several rows in flight, converted later)
- *   load(seg, P, D, r, c)   Raw of row r, chunk c (seg: the segment's first byte)
+ *   load<H>(seg, P, D, r, c) Raw of row r, chunk c (seg: the segment's first
+ *                           byte; H: load cache hints, kvl_cuda_ld16)
  *   row_scale(seg, P, r)    per-row factor applied to the dot product / the
  *                           probability (1 for codecs without one)
  *   to_float(raw, x[8])     exact conversion of the codes to floats
@@ -23,13 +24,37 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+/* Loads of codes. H (a kernel variant): 0 = ld.global.nc (__ldg); 1 = also
+ * L1::no_allocate and an L2 prefetch of the 256-byte block; 2 =
+ * L1::no_allocate only. */
+template <int H> static __device__ __forceinline__ uint4 kvl_cuda_ld16(const void *p) {
+    if (H == 0) return __ldg(reinterpret_cast<const uint4 *>(p));
+    uint4 v;
+    if (H == 1)
+        asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+            : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    else
+        asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+            : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    return v;
+}
+template <int H> static __device__ __forceinline__ uint2 kvl_cuda_ld8(const void *p) {
+    if (H == 0) return __ldg(reinterpret_cast<const uint2 *>(p));
+    uint2 v;
+    if (H == 1)
+        asm("ld.global.nc.L1::no_allocate.L2::256B.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
+    else
+        asm("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
+    return v;
+}
+
 /* f16: P rows x D IEEE halves. */
 struct kvl_cuda_f16 {
     typedef uint4 Raw; /* 8 halves, one 16-byte load */
     static constexpr bool kRowScale = false;
     static constexpr int kUnroll = 4; /* rows per tile per thread: 2 tiles x 4 x 16 B in flight */
-    static __device__ __forceinline__ Raw load(const uint8_t *seg, int P, int D, int r, int c) {
-        return __ldg(reinterpret_cast<const uint4 *>(seg + ((size_t)r * D + (size_t)c * 8) * 2));
+    template <int H> static __device__ __forceinline__ Raw load(const uint8_t *seg, int P, int D, int r, int c) {
+        return kvl_cuda_ld16<H>(seg + ((size_t)r * D + (size_t)c * 8) * 2);
     }
     static __device__ __forceinline__ Raw zero() { return make_uint4(0, 0, 0, 0); }
     static __device__ __forceinline__ float row_scale(const uint8_t *seg, int P, int r) { return 1.0f; }
@@ -51,8 +76,8 @@ struct kvl_cuda_int8 {
     typedef uint2 Raw; /* 8 codes, one 8-byte load */
     static constexpr bool kRowScale = true;
     static constexpr int kUnroll = 4; /* 8 rows ran 4-21% slower on the H200 (registers: 160 vs 123) */
-    static __device__ __forceinline__ Raw load(const uint8_t *seg, int P, int D, int r, int c) {
-        return __ldg(reinterpret_cast<const uint2 *>(seg + (size_t)P * 4 + (size_t)r * D + (size_t)c * 8));
+    template <int H> static __device__ __forceinline__ Raw load(const uint8_t *seg, int P, int D, int r, int c) {
+        return kvl_cuda_ld8<H>(seg + (size_t)P * 4 + (size_t)r * D + (size_t)c * 8);
     }
     static __device__ __forceinline__ Raw zero() { return make_uint2(0, 0); }
     static __device__ __forceinline__ float row_scale(const uint8_t *seg, int P, int r) {

@@ -85,7 +85,7 @@ typedef struct kvl_cuda_attn_tuning {
     int min_chunk_tokens; /* default 64 */
     int max_chunk_tokens; /* default 2048 (upper bound also on scratch shared memory) */
     int skip_merge;       /* benchmarks only: no merge (output wrong when split) */
-    int variant;          /* benchmarks / tests: 0 = default kernel; 1..4 = alternates (D 128, G 4 only) */
+    int variant;          /* benchmarks / tests: 0 = default kernel; 1..6 = alternates (D 128, G 4 only) */
 } kvl_cuda_attn_tuning;
 
 typedef struct kvl_cuda_attn kvl_cuda_attn;

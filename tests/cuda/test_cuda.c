@@ -262,11 +262,13 @@ static void run_case(const tcase *c, int sensitivity) {
     const kvl_cuda_attn_tuning plans[] = {{0, 0, 0, 0, 0},    {0, c->P, c->P, 0, 0}, {0, 4096, 4096, 0, 0},
                                           {7, 0, 0, 0, 0},
                                           {0, 0, 0, 0, 1},    {0, 0, 0, 0, 2},       {0, 0, 0, 0, 3},
-                                          {0, 0, 0, 0, 4},    {0, c->P, c->P, 0, 1}, {0, c->P, c->P, 0, 2},
-                                          {0, c->P, c->P, 0, 3}, {0, c->P, c->P, 0, 4}};
+                                          {0, 0, 0, 0, 4},    {0, 0, 0, 0, 5},       {0, 0, 0, 0, 6},
+                                          {0, c->P, c->P, 0, 1}, {0, c->P, c->P, 0, 2}, {0, c->P, c->P, 0, 3},
+                                          {0, c->P, c->P, 0, 4}, {0, c->P, c->P, 0, 5}, {0, c->P, c->P, 0, 6}};
     const char *pname[] = {"default", "1 page/split", "1 split/list", "7-block waves", "variant 1", "variant 2", "variant 3",
-                           "variant 4", "v1 1 page/split", "v2 1 page/split", "v3 1 page/split", "v4 1 page/split"};
-    const int n_plans = c->D == 128 && c->Hq == 4 * c->Hkv ? 12 : 4;
+                           "variant 4", "variant 5", "variant 6", "v1 1 page/split", "v2 1 page/split",
+                           "v3 1 page/split", "v4 1 page/split", "v5 1 page/split", "v6 1 page/split"};
+    const int n_plans = c->D == 128 && c->Hq == 4 * c->Hkv ? 16 : 4;
     for (int pi = 0; pi < n_plans; pi++) {
         int ns = 0;
         s = run_dev(c, &d, &plans[pi], got, &ns, &err);
