@@ -2,7 +2,10 @@
 # `make test` runs the test suite; `make demo` runs a chat answer on the
 # default model; `make san` runs the tests under ASan+UBSan; `make fuzz`
 # builds the libFuzzer targets, `make fuzz-run` runs them; `make tsan` runs
-# the threaded tests under ThreadSanitizer.
+# the threaded tests under ThreadSanitizer. CUDA backend (opt-in, needs nvcc,
+# build-cuda/): `make CUDA=1` builds it in, `make cuda-build` compiles and
+# links it without running anything (CI), `make test-cuda` runs its tests on
+# the GPU.
 CC      ?= cc
 BUILD   ?= build
 OPT     ?= -O2
@@ -38,6 +41,20 @@ CFLAGS  += -fsanitize=thread -fno-omit-frame-pointer
 LDFLAGS += -fsanitize=thread
 endif
 
+# CUDA build (set by `make CUDA=1`, `make cuda-build`, `make test-cuda`): the
+# library gains src/cuda/*.cu, compiled by nvcc for sm_90a (H100/H200) with
+# compute_80 PTX as the fallback; the CUDA runtime is linked statically, so a
+# binary needs only the driver and libc.
+ifeq ($(CUDA),1)
+BUILD   := build-cuda
+endif
+NVCC      ?= $(or $(shell command -v nvcc 2>/dev/null),/usr/local/cuda/bin/nvcc)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_ARCH ?= -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_80,code=compute_80
+NVCCFLAGS ?= -std=c++17 -O3 -g -lineinfo $(CUDA_ARCH) -Xptxas -warn-spills \
+             -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-fno-strict-aliasing -Iinclude -Isrc
+CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lpthread -lstdc++ -lm
+
 MODEL_DIR ?= $(HOME)/.cache/kvlite
 MODEL     ?= $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 
@@ -55,6 +72,14 @@ TOOLS_LIB := $(BUILD)/libkvltools.a
 FUZZ_SRC := $(wildcard tests/fuzz_*.c)
 FUZZ_BIN := $(patsubst tests/%.c,$(BUILD)/%,$(FUZZ_SRC))
 FUZZ_SECONDS ?= 60
+ifeq ($(CUDA),1)
+CU_SRC   := $(wildcard src/cuda/*.cu)
+CU_OBJ   := $(patsubst %.cu,$(BUILD)/%.o,$(CU_SRC))
+LIB_OBJ  += $(CU_OBJ)
+LDLIBS   += $(CUDA_LIBS)
+# the device tests and benchmark (not in tests/, so tests/run.sh leaves them alone)
+CUDA_BIN := $(BUILD)/cuda/test_cuda $(BUILD)/cuda/bench_attn
+endif
 # the tests run under ThreadSanitizer: the thread pool, attention on
 # concurrent threads, the engine on the tiny models (threads, split decode,
 # transactions and fault injection, context lifetime).
@@ -66,8 +91,36 @@ bench: $(BUILD)/bench_codec
 $(BUILD)/bench_codec: bench/bench_codec.c $(LIB)
 	$(CC) $(CFLAGS) $(SIMD_FLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
 
-.PHONY: bench all test test-unit san san-unit demo model deps clean refdump fuzz fuzz-build fuzz-run tsan tsan-build bench-kivi
-all: $(LIB) $(CLI) $(TEST_BIN)
+.PHONY: all test test-unit san san-unit demo model deps clean refdump fuzz fuzz-build fuzz-run tsan tsan-build \
+        cuda-build test-cuda bench-cuda bench bench-kivi
+all: $(LIB) $(CLI) $(TEST_BIN) $(CUDA_BIN)
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
+
+# tests/cuda/test_cuda.c and bench/cuda/bench_attn.cu need only src/kv,
+# src/util and src/cuda: linked from those objects, so they build where PCRE2
+# (the tokenizer's) is missing, as on the GPU machine
+CUDA_KV_OBJ := $(filter $(BUILD)/src/kv/% $(BUILD)/src/util/% $(BUILD)/src/cuda/%,$(LIB_OBJ))
+$(BUILD)/cuda/test_cuda: tests/cuda/test_cuda.c $(CUDA_KV_OBJ) tests/test.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -MMD -MP -o $@ $< $(CUDA_KV_OBJ) $(LDFLAGS) $(CUDA_LIBS)
+
+$(BUILD)/cuda/bench_attn: bench/cuda/bench_attn.cu $(CUDA_KV_OBJ)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -o $@ $< $(CUDA_KV_OBJ) -ldl -lrt -lpthread -lm
+
+ifeq ($(CUDA),1)
+cuda-build: all
+test-cuda: $(BUILD)/cuda/test_cuda
+	$(BUILD)/cuda/test_cuda
+bench-cuda: $(BUILD)/cuda/bench_attn
+	$(BUILD)/cuda/bench_attn
+else
+cuda-build test-cuda bench-cuda:
+	$(MAKE) CUDA=1 $@
+endif
 
 $(BUILD)/%_avx2.o: %_avx2.c
 	@mkdir -p $(dir $@)
@@ -151,6 +204,6 @@ demo: deps all model
 	CLI=$(CLI) MODEL="$(MODEL)" bash scripts/demo.sh
 
 clean:
-	rm -rf build build-san build-fuzz build-tsan
+	rm -rf build build-san build-fuzz build-tsan build-cuda
 
--include $(LIB_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(TEST_BIN:=.d) $(FUZZ_BIN:=.d)
+-include $(LIB_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(TEST_BIN:=.d) $(FUZZ_BIN:=.d) $(CUDA_BIN:=.d)

@@ -1,0 +1,287 @@
+/* Device benchmark of kvlite's paged decode attention (src/cuda/attn_decode.cu):
+ * GB/s = bytes of KV pages the kernels must read (positions, K and V rows
+ * with their scales) / time of one call (split kernel + merge), against the
+ * device-to-device copy bandwidth measured in the same run.
+ *
+ * Method (/work/.library/device/METHOD.md): pages filled with random valid
+ * codes on the device (never zeros); each shape's page set is replicated
+ * until the replicas span >= 1 GiB (>= 16x the 60 MB L2) and successive
+ * calls cycle through the replicas, so no call finds its pages in L2; 5
+ * warm-up calls; then a spin kernel holds the GPU while all timed calls are
+ * queued, so each call's pair of events measures GPU time back to back, not
+ * host launch cost; the median of the timed calls is reported (min too).
+ *
+ * Usage: bench_attn [--codecs f16,int8] [--ctx 4096,32768,131072]
+ *                   [--batch 1,16,64] [--P 32] [--reps 50] [--sweep [--variants 0,1,..]] [--json FILE]
+ * Shape: Llama-3-8B attention, 32 query / 8 KV heads, head_dim 128. */
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "cuda/kvl_cuda.h"
+
+#define CK(x)                                                                                   \
+    do {                                                                                        \
+        cudaError_t e_ = (x);                                                                   \
+        if (e_ != cudaSuccess) {                                                                \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+            exit(1);                                                                            \
+        }                                                                                       \
+    } while (0)
+#define KV(x)                                                               \
+    do {                                                                    \
+        if ((x) != KVL_OK) {                                                \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, err.msg); \
+            exit(1);                                                        \
+        }                                                                   \
+    } while (0)
+
+static const int HQ = 32, HKV = 8, D = 128;
+static const size_t RING_BYTES = (size_t)1 << 30;
+
+__global__ void spin_kernel(long long ns) { /* hold the GPU while the host queues work */
+    long long t0;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+    for (;;) {
+        long long t;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+        if (t - t0 > ns) break;
+    }
+}
+
+static double median(std::vector<float> v) {
+    std::sort(v.begin(), v.end());
+    const size_t n = v.size();
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static std::vector<int> parse_list(const char *s) {
+    std::vector<int> v;
+    while (*s) {
+        v.push_back(atoi(s));
+        const char *c = strchr(s, ',');
+        if (!c) break;
+        s = c + 1;
+    }
+    return v;
+}
+
+/* Device-to-device copy: GB/s counting bytes read + written, median of 20. */
+static double copy_gbs(double *ms_out) {
+    const size_t n = (size_t)1 << 30;
+    void *a, *b;
+    CK(cudaMalloc(&a, n));
+    CK(cudaMalloc(&b, n));
+    CK(cudaMemset(a, 1, n));
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    for (int i = 0; i < 3; i++) CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice));
+    std::vector<float> t;
+    for (int i = 0; i < 20; i++) {
+        CK(cudaEventRecord(e0));
+        CK(cudaMemcpyAsync(i & 1 ? a : b, i & 1 ? b : a, n, cudaMemcpyDeviceToDevice));
+        CK(cudaEventRecord(e1));
+        CK(cudaEventSynchronize(e1));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, e0, e1));
+        t.push_back(ms);
+    }
+    CK(cudaFree(a));
+    CK(cudaFree(b));
+    *ms_out = median(t);
+    return 2.0 * n / (*ms_out * 1e-3) / 1e9;
+}
+
+struct result {
+    double med_us, min_us, gbs, kv_bytes;
+    int chunk_pages, n_split, replicas;
+};
+
+/* Time one shape on pool p (pages [0, n_pages) filled). */
+static result run_shape(kvl_cuda_pool *p, int P, int B, int ctx, const kvl_cuda_attn_tuning *tu, int reps) {
+    kvl_err err = {KVL_OK, {0}};
+    const int ppl = (ctx + P - 1) / P, lists = B * HKV;
+    const long ppr = (long)ppl * lists;
+    const long npool = (long)kvl_cuda_pool_n_pages(p);
+    const size_t page_bytes = kvl_cuda_pool_page_bytes(p);
+    if (ppr > npool) {
+        fprintf(stderr, "shape B=%d ctx=%d needs %ld pages, pool has %ld\n", B, ctx, ppr, npool);
+        exit(1);
+    }
+    long R = (long)((RING_BYTES + ppr * page_bytes - 1) / (ppr * page_bytes));
+    if (R > npool / ppr) R = npool / ppr;
+    if (R < 1) R = 1;
+    std::vector<uint32_t> ids((size_t)(R * ppr));
+    std::vector<int32_t> off((size_t)(R * lists)), len((size_t)lists, ctx), qpos((size_t)B, 1 << 30);
+    for (long r = 0; r < R; r++)
+        for (int l = 0; l < lists; l++) {
+            off[(size_t)(r * lists + l)] = (int32_t)(r * ppr + (long)l * ppl);
+            for (int i = 0; i < ppl; i++) ids[(size_t)(r * ppr + (long)l * ppl + i)] = (uint32_t)(r * ppr + (long)l * ppl + i);
+        }
+    uint32_t *d_ids;
+    int32_t *d_off, *d_len, *d_qpos;
+    float *d_q, *d_out;
+    const size_t qn = (size_t)B * HQ * D;
+    CK(cudaMalloc(&d_ids, ids.size() * 4));
+    CK(cudaMalloc(&d_off, off.size() * 4));
+    CK(cudaMalloc(&d_len, len.size() * 4));
+    CK(cudaMalloc(&d_qpos, qpos.size() * 4));
+    CK(cudaMalloc(&d_q, qn * 4));
+    CK(cudaMalloc(&d_out, qn * 4));
+    CK(cudaMemcpy(d_ids, ids.data(), ids.size() * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(d_off, off.data(), off.size() * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(d_len, len.data(), len.size() * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(d_qpos, qpos.data(), qpos.size() * 4, cudaMemcpyHostToDevice));
+    std::vector<float> hq(qn);
+    for (size_t i = 0; i < qn; i++) hq[i] = (float)((i * 2654435761u) % 2001) / 1000.0f - 1.0f;
+    CK(cudaMemcpy(d_q, hq.data(), qn * 4, cudaMemcpyHostToDevice));
+    kvl_cuda_attn *a;
+    KV(kvl_cuda_attn_create(p, HQ, HKV, B, ctx, tu, &a, &err));
+    result res = {};
+    kvl_cuda_attn_plan(a, B, ctx, &res.chunk_pages, &res.n_split);
+    res.replicas = (int)R;
+    kvl_cuda_attn_args x = {B, ctx, d_ids, d_off, d_len, d_qpos, d_q, d_out, 1.0f / sqrtf((float)D)};
+    for (int i = 0; i < 5; i++) {
+        x.list_off = d_off + (size_t)(i % R) * lists;
+        KV(kvl_cuda_attn_run(a, &x, NULL, &err));
+    }
+    CK(cudaDeviceSynchronize());
+    std::vector<cudaEvent_t> ev((size_t)(2 * reps));
+    for (auto &e : ev) CK(cudaEventCreate(&e));
+    spin_kernel<<<1, 1>>>(20000000LL); /* 20 ms */
+    for (int i = 0; i < reps; i++) {
+        x.list_off = d_off + (size_t)((i + 5) % R) * lists;
+        CK(cudaEventRecord(ev[(size_t)(2 * i)]));
+        KV(kvl_cuda_attn_run(a, &x, NULL, &err));
+        CK(cudaEventRecord(ev[(size_t)(2 * i + 1)]));
+    }
+    CK(cudaDeviceSynchronize());
+    std::vector<float> t;
+    for (int i = 0; i < reps; i++) {
+        float ms;
+        CK(cudaEventElapsedTime(&ms, ev[(size_t)(2 * i)], ev[(size_t)(2 * i + 1)]));
+        t.push_back(ms * 1000.0f);
+    }
+    std::vector<float> out(qn);
+    CK(cudaMemcpy(out.data(), d_out, qn * 4, cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < qn; i++)
+        if (!std::isfinite(out[i])) {
+            fprintf(stderr, "non-finite output at %zu\n", i);
+            exit(1);
+        }
+    for (auto &e : ev) CK(cudaEventDestroy(e));
+    kvl_cuda_attn_free(a);
+    CK(cudaFree(d_ids));
+    CK(cudaFree(d_off));
+    CK(cudaFree(d_len));
+    CK(cudaFree(d_qpos));
+    CK(cudaFree(d_q));
+    CK(cudaFree(d_out));
+    res.med_us = median(t);
+    res.min_us = *std::min_element(t.begin(), t.end());
+    return res;
+}
+
+/* bytes the kernels must read per token of one kv-head: position + K row + V row (+ int8 scales) */
+static double bytes_per_token(const char *codec) { return !strcmp(codec, "f16") ? 4 + 2 * 2.0 * D : 4 + 2 * (D + 4.0); }
+
+int main(int argc, char **argv) {
+    std::vector<int> ctxs = {4096, 32768, 131072}, batches = {1, 16, 64};
+    std::vector<const char *> codecs = {"f16", "int8"};
+    int P = 32, reps = 50, sweep = 0;
+    std::vector<int> variants = {0, 1, 2, 3, 4};
+    const char *json = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--ctx") && i + 1 < argc) ctxs = parse_list(argv[++i]);
+        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batches = parse_list(argv[++i]);
+        else if (!strcmp(argv[i], "--P") && i + 1 < argc) P = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--sweep")) sweep = 1;
+        else if (!strcmp(argv[i], "--variants") && i + 1 < argc) variants = parse_list(argv[++i]);
+        else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
+        else if (!strcmp(argv[i], "--codecs") && i + 1 < argc) {
+            codecs.clear();
+            char *s = strdup(argv[++i]);
+            for (char *t = strtok(s, ","); t; t = strtok(NULL, ",")) codecs.push_back(t);
+        } else {
+            fprintf(stderr, "usage: %s [--codecs f16,int8] [--ctx a,b] [--batch a,b] [--P n] [--reps n] [--sweep] [--json f]\n",
+                    argv[0]);
+            return 2;
+        }
+    }
+    kvl_err err = {KVL_OK, {0}};
+    char name[128];
+    int n_sm;
+    KV(kvl_cuda_device_info(name, sizeof name, &n_sm, &err));
+    double copy_ms;
+    const double cbw = copy_gbs(&copy_ms);
+    printf("device: %s, %d SMs\n", name, n_sm);
+    printf("d2d copy: 1 GiB in %.3f ms = %.0f GB/s (read + written)\n", copy_ms, cbw);
+    FILE *jf = json ? fopen(json, "w") : NULL;
+    if (jf) fprintf(jf, "{\"device\": \"%s\", \"copy_gbs\": %.1f, \"P\": %d, \"rows\": [\n", name, cbw, P);
+    int first = 1;
+    printf("\n| codec | P | batch | context | KV MB | median us | min us | split kernel alone us | GB/s | %% of copy | splits x pages | replicas |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for (const char *codec : codecs) {
+        long need = 0;
+        for (int B : batches)
+            for (int ctx : ctxs) need = std::max(need, (long)B * HKV * ((ctx + P - 1) / P));
+        kvl_cuda_pool_config pc = {codec, NULL, D, P, 0};
+        kvl_cuda_pool *p;
+        pc.n_pages = 1;
+        KV(kvl_cuda_pool_create(&pc, &p, &err));
+        const size_t pb = kvl_cuda_pool_page_bytes(p);
+        kvl_cuda_pool_free(p);
+        pc.n_pages = std::max(need, (long)(RING_BYTES / pb) + 1);
+        KV(kvl_cuda_pool_create(&pc, &p, &err));
+        KV(kvl_cuda_pool_fill_random(p, 0, pc.n_pages, 42, &err));
+        for (int B : batches)
+            for (int ctx : ctxs) {
+                const result r = run_shape(p, P, B, ctx, NULL, reps);
+                kvl_cuda_attn_tuning so = {0, 0, 0, 1, 0};
+                const result r1 = run_shape(p, P, B, ctx, &so, reps);
+                const double kvb = (double)B * HKV * ctx * bytes_per_token(codec);
+                const double gbs = kvb / (r.med_us * 1e-6) / 1e9;
+                printf("| %s | %d | %d | %d | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f%% | %d x %d | %d |\n", codec, P, B,
+                       ctx, kvb / 1e6, r.med_us, r.min_us, r1.med_us, gbs, 100 * gbs / cbw, r.n_split, r.chunk_pages,
+                       r.replicas);
+                fflush(stdout);
+                if (jf)
+                    fprintf(jf, "%s{\"codec\": \"%s\", \"P\": %d, \"batch\": %d, \"ctx\": %d, \"kv_bytes\": %.0f, \"median_us\": %.2f, \"min_us\": %.2f, \"split_only_us\": %.2f, \"gbs\": %.1f, \"n_split\": %d, \"chunk_pages\": %d}",
+                            first ? "" : ",\n", codec, P, B, ctx, kvb, r.med_us, r.min_us, r1.med_us, gbs, r.n_split, r.chunk_pages);
+                first = 0;
+            }
+        if (sweep) {
+            /* kernel variants (rows per tile, min resident blocks: attn_decode.cu) and the target grid */
+            printf("\nsweep (%s, P=%d): | batch | context | variant | target_blocks | median us | GB/s | splits x pages |\n",
+                   codec, P);
+            for (int B : batches)
+                for (int ctx : ctxs) {
+                    if ((long)B * HKV * ((ctx + P - 1) / P) > pc.n_pages) continue;
+                    for (int v : variants)
+                        for (int tm = 0; tm < 2; tm++) {
+                            if (tm && B > 1) continue;
+                            kvl_cuda_attn_tuning tu = {0, 0, 0, 0, v};
+                            if (tm) tu.target_blocks = 2 * n_sm * 5; /* default: one wave of the variant */
+                            const result r = run_shape(p, P, B, ctx, &tu, reps);
+                            const double kvb = (double)B * HKV * ctx * bytes_per_token(codec);
+                            printf("| %d | %d | %d | %s | %.1f | %.0f | %d x %d |\n", B, ctx, v, tm ? "1320" : "default",
+                                   r.med_us, kvb / (r.med_us * 1e-6) / 1e9, r.n_split, r.chunk_pages);
+                            fflush(stdout);
+                        }
+                }
+        }
+        kvl_cuda_pool_free(p);
+    }
+    if (jf) {
+        fprintf(jf, "\n]}\n");
+        fclose(jf);
+    }
+    return 0;
+}

@@ -1,0 +1,131 @@
+/* kvlite's CUDA backend, C-callable API (built only with `make CUDA=1`).
+ *
+ * What is here (first increment of issue 12): device memory helpers, a
+ * device KV page pool holding pages byte-for-byte in kvlite's CPU layout
+ * (kv/kv_internal.h), and paged decode attention over it (split-K over pages,
+ * "flash-decoding", the G query heads of a kv-head sharing each page load,
+ * dequantization fused). Codecs with a kernel: f16, int8. Any other codec is
+ * refused with KVL_ERR_UNSUPPORTED at pool creation, never run on the CPU.
+ *
+ * Conventions: opaque handles with create/free pairs, kvl_status returns with
+ * the message in a caller-owned kvl_err, no global state (each handle keeps
+ * its own device properties), `stream` is a cudaStream_t passed as void *
+ * (NULL = the default stream) so this header needs no CUDA headers. Pointers
+ * documented as "device" live in GPU memory. */
+#ifndef KVL_CUDA_KVL_CUDA_H
+#define KVL_CUDA_KVL_CUDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "util/err.h" /* C linkage, also from the .cu files */
+
+/* ---- device memory helpers --------------------------------------------------------- */
+
+/* Name and multiprocessor count of the current device (name: at least 64 bytes). */
+kvl_status kvl_cuda_device_info(char *name, size_t name_len, int *n_sm, kvl_err *err);
+kvl_status kvl_cuda_alloc(void **dptr, size_t bytes, kvl_err *err);
+void kvl_cuda_free(void *dptr);
+/* Synchronous copies (host <-> device, device -> device). */
+kvl_status kvl_cuda_upload(void *dst_dev, const void *src_host, size_t bytes, kvl_err *err);
+kvl_status kvl_cuda_download(void *dst_host, const void *src_dev, size_t bytes, kvl_err *err);
+/* Fill bytes of device memory with value (cudaMemset). */
+kvl_status kvl_cuda_memset(void *dptr, int value, size_t bytes, kvl_err *err);
+/* Wait for the device; reports any error of earlier asynchronous work. */
+kvl_status kvl_cuda_sync(kvl_err *err);
+
+/* ---- device KV page pool ------------------------------------------------------------ */
+
+/* Page ids: the top KVL_CUDA_CLASS_BITS bits name a page size class, the
+ * rest index pages of that class (see page_space.cuh; today only class 0
+ * exists, the CPU pool's single page size). */
+#define KVL_CUDA_CLASS_BITS 2
+
+typedef struct kvl_cuda_pool kvl_cuda_pool;
+
+typedef struct kvl_cuda_pool_config {
+    const char *codec_k;  /* "f16" or "int8" */
+    const char *codec_v;  /* NULL = codec_k; must equal codec_k for now */
+    int head_dim;         /* D: 64 or 128 */
+    int page_tokens;      /* P: power of two, 16..256 */
+    int64_t n_pages;      /* pages of class 0, allocated at creation (one cudaMalloc) */
+} kvl_cuda_pool_config;
+
+/* Fails with KVL_ERR_UNSUPPORTED for a codec, head_dim or page size with no
+ * kernel, KVL_ERR_NOMEM when the device has no room. */
+kvl_status kvl_cuda_pool_create(const kvl_cuda_pool_config *cfg, kvl_cuda_pool **out, kvl_err *err);
+void kvl_cuda_pool_free(kvl_cuda_pool *p);
+/* Bytes of one page: [int32 pos[P]] pad64 [K segment] pad64 [V segment] pad64,
+ * equal to kvl_kv_page_bytes() of a CPU pool with the same codecs, D and P. */
+size_t kvl_cuda_pool_page_bytes(const kvl_cuda_pool *p);
+int64_t kvl_cuda_pool_n_pages(const kvl_cuda_pool *p);
+/* Copy n pages (n * page_bytes bytes, host) to the device pages id, id+1, ... */
+kvl_status kvl_cuda_pool_upload(kvl_cuda_pool *p, uint32_t id, const void *pages, int64_t n, kvl_err *err);
+/* Testing and benchmarks: fill pages [id, id + n) on the device with valid
+ * random encoded rows (f16 values in [-1, 1]; int8 codes in [-127, 127] with
+ * row scales in [0.5, 1]/127) and positions pos[r] = r0 + r, where r0 is
+ * the page's index (from id) times P. Deterministic in seed. */
+kvl_status kvl_cuda_pool_fill_random(kvl_cuda_pool *p, uint32_t id, int64_t n, uint64_t seed, kvl_err *err);
+
+/* ---- paged decode attention ---------------------------------------------------------- */
+
+/* Planning knobs (zero = default). The list of each (sequence, kv-head) is cut
+ * into splits of chunk_pages pages: one thread block per (split, kv-head,
+ * sequence); with more than one split a merge kernel folds the partial
+ * softmax results. chunk_pages is the smallest number of pages that keeps
+ * the grid within target_blocks (one wave), within [min_chunk_tokens,
+ * max_chunk_tokens]; when even that grid is larger, the number of splits
+ * is raised (at most 4x) until its waves are >= 90% full. */
+typedef struct kvl_cuda_attn_tuning {
+    int target_blocks;    /* default: resident blocks per SM x SMs (one full wave) */
+    int min_chunk_tokens; /* default 64 */
+    int max_chunk_tokens; /* default 2048 (upper bound also on scratch shared memory) */
+    int skip_merge;       /* benchmarks only: no merge (output wrong when split) */
+    int variant;          /* benchmarks / tests: 0 = default kernel; 1..6 = alternates (D 128, G 4 only) */
+} kvl_cuda_attn_tuning;
+
+typedef struct kvl_cuda_attn kvl_cuda_attn;
+
+/* Attention workspace for up to max_seq sequences of lists of up to max_len
+ * tokens, n_head query heads over n_head_kv kv-heads (G = n_head / n_head_kv
+ * in 1..8) of pool p. Allocates the partial-result buffer once, so
+ * kvl_cuda_attn_run allocates nothing. tuning may be NULL. */
+kvl_status kvl_cuda_attn_create(const kvl_cuda_pool *p, int n_head, int n_head_kv, int max_seq, int max_len,
+                                const kvl_cuda_attn_tuning *tuning, kvl_cuda_attn **out, kvl_err *err);
+void kvl_cuda_attn_free(kvl_cuda_attn *a);
+
+/* One decode step of one layer for a batch of B sequences, one query token
+ * each. List (b, h) (h < n_head_kv) holds list_len[b*Hkv + h] tokens in the
+ * pages page_ids[list_off[b*Hkv + h] ...], all full except the last. Query
+ * head qh of sequence b attends with scale * q.k to the cached rows of list
+ * (b, qh / G) whose position <= qpos[b]; a query that sees no row gets zeros
+ * (as kvl_kv_attend). Arguments marked device are device pointers. */
+typedef struct kvl_cuda_attn_args {
+    int n_seq;                /* B <= max_seq */
+    int max_len;              /* host: the longest list_len of this call (<= the workspace's max_len) */
+    const uint32_t *page_ids; /* device: page ids of all lists */
+    const int32_t *list_off;  /* device [B][Hkv]: first entry of each list in page_ids */
+    const int32_t *list_len;  /* device [B][Hkv]: tokens in each list */
+    const int32_t *qpos;      /* device [B]: position of each sequence's query token */
+    const float *q;           /* device [B][n_head][D]: queries (RoPE applied, unscaled) */
+    float *out;               /* device [B][n_head][D] */
+    float scale;              /* multiplies q.k (1/sqrt(D) for Llama) */
+} kvl_cuda_attn_args;
+
+/* Enqueue the kernels on stream (asynchronous; errors of the launch are
+ * reported, errors of the execution by a later sync). */
+kvl_status kvl_cuda_attn_run(kvl_cuda_attn *a, const kvl_cuda_attn_args *args, void *stream, kvl_err *err);
+
+/* The plan kvl_cuda_attn_run uses for n_seq sequences of at most max_len
+ * tokens: pages per split and splits per list (tests, benchmarks). */
+void kvl_cuda_attn_plan(const kvl_cuda_attn *a, int n_seq, int max_len, int *chunk_pages, int *n_split);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

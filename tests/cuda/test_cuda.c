@@ -1,0 +1,358 @@
+/* Device tests of the CUDA backend (make test-cuda; needs a GPU): paged
+ * decode attention against the CPU reference kvl_kv_attend on the very same
+ * page bytes. Pages are built by kvlite's CPU pool and codecs (kvl_kv_append,
+ * kvl_kv_drop for unequal head lengths), uploaded under their CPU page ids,
+ * and the device result is compared with kvl_kv_attend's for every query
+ * head: f16 and int8, page sizes 16/32/64, head_dim 64 and 128, GQA groups
+ * 1/3/4/8, batches of sequences of unequal lengths (not multiples of P, one
+ * list empty), causal masks by position (queries before the end of the
+ * cache, gaps in positions), four plans (default, one page per split, one
+ * split per list, a grid of several waves so the plan's wave fit runs) so
+ * both the direct and the merge path run, and the kernel variants.
+ *
+ * Tolerance: both sides dequantize the same bytes exactly (f16 -> f32 and
+ * int8 code -> f32 are exact; the int8 row scale is applied as in the
+ * reference, to the dot product and to the probability) and accumulate in
+ * fp32, so they differ only by summation order (D-term dots, softmax sums
+ * over up to ~2K rows, the split merge) and by __expf (ex2.approx: about
+ * 2^-22 relative, plus the argument's rounding, |x| 2^-24 for |x| < 30).
+ * That is ~1e-6 relative; the bound is 1e-4 on ||gpu - cpu||_2 / ||cpu||_2
+ * per query head, and 1e-4 * max|cpu| + 1e-6 on every element. A wrong row,
+ * page, scale or mask moves the result by >= 1e-2 here: the test checks
+ * that too, by swapping two device pages and expecting the bound to fail.
+ * Outputs are poisoned with NaN before each run, so an unwritten element
+ * fails. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/kvl_cuda.h"
+#include "kv/codec.h"
+#include "kv/kv.h"
+#include "kv/kv_internal.h"
+#include "test.h"
+
+#define TOL_REL 1e-4
+#define MAXB 8
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static double urand(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (double)(rng >> 11) / 9007199254740992.0;
+}
+static float frand(float a) { return (float)((2 * urand() - 1) * a); }
+
+typedef struct tcase {
+    const char *codec;
+    int P, D, Hq, Hkv, B;
+    int len[MAXB];    /* tokens appended per sequence (before drops) */
+    int qback[MAXB];  /* the query's position is that many positions before the last cached one */
+} tcase;
+
+typedef struct built {
+    kvl_kv_pool *pool;
+    kvl_kv_table *t[MAXB];
+    int32_t qpos[MAXB];
+    float *q, *ref; /* [B][Hq][D] */
+} built;
+
+/* CPU side: pages through kvlite's own pool and codecs, then the reference. */
+static int build(const tcase *c, built *bt) {
+    kvl_err err = {0};
+    memset(bt, 0, sizeof *bt);
+    kvl_kv_config cfg = {.n_layer = 1, .n_head_kv = c->Hkv, .head_dim = c->D, .page_tokens = c->P,
+                         .budget_bytes = (size_t)1 << 32, .codec = kvl_codec_find(c->codec), .n_head = c->Hq,
+                         .scalar_only = 1};
+    if (kvl_kv_pool_create(&cfg, &bt->pool, &err) != KVL_OK) {
+        fprintf(stderr, "pool: %s\n", err.msg);
+        return 0;
+    }
+    const int D = c->D, Hkv = c->Hkv, Hq = c->Hq;
+    bt->q = malloc(sizeof(float) * (size_t)c->B * Hq * D);
+    bt->ref = malloc(sizeof(float) * (size_t)c->B * Hq * D);
+    for (int b = 0; b < c->B; b++) {
+        if (kvl_kv_table_create(bt->pool, &bt->t[b], &err) != KVL_OK) return 0;
+        const int n = c->len[b];
+        int32_t *pos = malloc(sizeof(int32_t) * (size_t)(n + 1));
+        float *k = malloc(sizeof(float) * (size_t)(n + 1) * Hkv * D), *v = malloc(sizeof(float) * (size_t)(n + 1) * Hkv * D);
+        int32_t p = (int32_t)(urand() * 5);
+        for (int i = 0; i < n; i++) {
+            pos[i] = p;
+            p += 1 + (urand() < 0.2 ? (int32_t)(urand() * 3) : 0); /* gaps, as after eviction */
+            for (int h = 0; h < Hkv; h++) {
+                const float amp = (float)(0.2 + 2.8 * urand()); /* rows of unequal norm: a peaky softmax */
+                for (int j = 0; j < D; j++) {
+                    k[((size_t)i * Hkv + h) * D + j] = frand(amp);
+                    v[((size_t)i * Hkv + h) * D + j] = frand(1.0f);
+                }
+            }
+        }
+        if (n > 0 && kvl_kv_append(bt->t[b], 0, n, pos, k, v, &err) != KVL_OK) {
+            fprintf(stderr, "append: %s\n", err.msg);
+            return 0;
+        }
+        /* unequal head lengths: drop a random ~15% from head 1, everything from
+         * head 0 of the second sequence, the first P+1 rows of the last head */
+        for (int h = 0; h < Hkv && n > 0; h++) {
+            int *idx = malloc(sizeof(int) * (size_t)n), m = 0;
+            for (int i = 0; i < n; i++) {
+                int drop = 0;
+                if (h == 1) drop = urand() < 0.15;
+                if (h == 0 && b == 1) drop = 1;
+                if (h == Hkv - 1 && h != 1 && !(h == 0 && b == 1)) drop = i <= c->P;
+                if (drop) idx[m++] = i;
+            }
+            if (m && kvl_kv_drop(bt->t[b], 0, h, idx, m, &err) != KVL_OK) {
+                fprintf(stderr, "drop: %s\n", err.msg);
+                return 0;
+            }
+            free(idx);
+        }
+        bt->qpos[b] = (n > 0 ? pos[n - 1] : 0) - c->qback[b];
+        free(pos);
+        free(k);
+        free(v);
+        for (size_t i = 0; i < (size_t)Hq * D; i++) bt->q[(size_t)b * Hq * D + i] = frand(2.0f);
+        void *scr = malloc(kvl_kv_attend_scratch_bytes(bt->pool));
+        kvl_kv_attend(bt->t[b], 0, 1, bt->q + (size_t)b * Hq * D, &bt->qpos[b], Hq, 1.0f / sqrtf((float)D),
+                      bt->ref + (size_t)b * Hq * D, scr, 0, 1);
+        free(scr);
+    }
+    return 1;
+}
+
+static void unbuild(built *bt, int B) {
+    for (int b = 0; b < B; b++) kvl_kv_table_free(bt->t[b]);
+    kvl_kv_pool_free(bt->pool);
+    free(bt->q);
+    free(bt->ref);
+}
+
+/* Worst per-head relative L2 error and worst element error over the tolerance. */
+static void compare(const tcase *c, const float *got, const float *ref, double *rel, double *elem, int *nonfinite) {
+    const int D = c->D;
+    *rel = 0, *elem = 0, *nonfinite = 0;
+    for (int u = 0; u < c->B * c->Hq; u++) {
+        double e2 = 0, r2 = 0, rmax = 0, emax = 0;
+        for (int j = 0; j < D; j++) {
+            const double g = got[(size_t)u * D + j], r = ref[(size_t)u * D + j];
+            if (!isfinite(g)) (*nonfinite)++;
+            e2 += (g - r) * (g - r);
+            r2 += r * r;
+            rmax = fabs(r) > rmax ? fabs(r) : rmax;
+            emax = fabs(g - r) > emax ? fabs(g - r) : emax;
+        }
+        const double re = r2 > 0 ? sqrt(e2 / r2) : (e2 > 0 ? INFINITY : 0);
+        const double ee = emax / (TOL_REL * rmax + 1e-6);
+        if (re > *rel) *rel = re;
+        if (ee > *elem) *elem = ee;
+    }
+}
+
+typedef struct dev {
+    kvl_cuda_pool *pool;
+    uint32_t *ids;
+    int32_t *off, *len, *qpos;
+    float *q, *out;
+    int max_len, total_pages;
+} dev;
+
+static kvl_status upload(const tcase *c, const built *bt, dev *d, kvl_err *err) {
+    memset(d, 0, sizeof *d);
+    const kvl_kv_pool *cp = bt->pool;
+    const int Hkv = c->Hkv, B = c->B;
+    uint32_t max_id = 0;
+    int total = 0;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < Hkv; h++) {
+            const kvlist *L = kvi_list(bt->t[b], 0, h);
+            total += L->n_pages;
+            for (int i = 0; i < L->n_pages; i++) max_id = L->pages[i].id > max_id ? L->pages[i].id : max_id;
+        }
+    kvl_cuda_pool_config pc = {.codec_k = c->codec, .head_dim = c->D, .page_tokens = c->P, .n_pages = (int64_t)max_id + 1};
+    kvl_status s = kvl_cuda_pool_create(&pc, &d->pool, err);
+    if (s != KVL_OK) return s;
+    if (kvl_cuda_pool_page_bytes(d->pool) != kvl_kv_page_bytes(cp))
+        return kvl_err_set(err, KVL_ERR_INTERNAL, "page bytes differ: device %zu, CPU %zu",
+                           kvl_cuda_pool_page_bytes(d->pool), kvl_kv_page_bytes(cp));
+    uint32_t *ids = malloc(sizeof(uint32_t) * (size_t)(total + 1));
+    int32_t off[MAXB * 16], len[MAXB * 16];
+    int n = 0;
+    d->max_len = 0;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < Hkv; h++) {
+            const kvlist *L = kvi_list(bt->t[b], 0, h);
+            off[b * Hkv + h] = n;
+            len[b * Hkv + h] = L->len;
+            d->max_len = L->len > d->max_len ? L->len : d->max_len;
+            for (int i = 0; i < L->n_pages; i++) {
+                ids[n++] = L->pages[i].id; /* the CPU pool's page ids, unchanged */
+                if ((s = kvl_cuda_pool_upload(d->pool, L->pages[i].id, L->pages[i].mem, 1, err)) != KVL_OK) return s;
+            }
+        }
+    d->total_pages = n;
+    const size_t qb = sizeof(float) * (size_t)B * c->Hq * c->D;
+    if ((s = kvl_cuda_alloc((void **)&d->ids, sizeof(uint32_t) * (size_t)(n + 1), err)) ||
+        (s = kvl_cuda_alloc((void **)&d->off, sizeof(int32_t) * (size_t)B * Hkv, err)) ||
+        (s = kvl_cuda_alloc((void **)&d->len, sizeof(int32_t) * (size_t)B * Hkv, err)) ||
+        (s = kvl_cuda_alloc((void **)&d->qpos, sizeof(int32_t) * (size_t)B, err)) ||
+        (s = kvl_cuda_alloc((void **)&d->q, qb, err)) || (s = kvl_cuda_alloc((void **)&d->out, qb, err)) ||
+        (s = kvl_cuda_upload(d->ids, ids, sizeof(uint32_t) * (size_t)n, err)) ||
+        (s = kvl_cuda_upload(d->off, off, sizeof(int32_t) * (size_t)B * Hkv, err)) ||
+        (s = kvl_cuda_upload(d->len, len, sizeof(int32_t) * (size_t)B * Hkv, err)) ||
+        (s = kvl_cuda_upload(d->qpos, bt->qpos, sizeof(int32_t) * (size_t)B, err)) ||
+        (s = kvl_cuda_upload(d->q, bt->q, qb, err)))
+        return s;
+    free(ids);
+    return KVL_OK;
+}
+
+static void undev(dev *d) {
+    kvl_cuda_pool_free(d->pool);
+    kvl_cuda_free(d->ids);
+    kvl_cuda_free(d->off);
+    kvl_cuda_free(d->len);
+    kvl_cuda_free(d->qpos);
+    kvl_cuda_free(d->q);
+    kvl_cuda_free(d->out);
+}
+
+/* Run the device attention with tuning tu; out downloaded into got. */
+static kvl_status run_dev(const tcase *c, dev *d, const kvl_cuda_attn_tuning *tu, float *got, int *n_split,
+                          kvl_err *err) {
+    kvl_cuda_attn *a = NULL;
+    kvl_status s = kvl_cuda_attn_create(d->pool, c->Hq, c->Hkv, c->B, d->max_len, tu, &a, err);
+    if (s != KVL_OK) return s;
+    int cp;
+    kvl_cuda_attn_plan(a, c->B, d->max_len, &cp, n_split);
+    const size_t qb = sizeof(float) * (size_t)c->B * c->Hq * c->D;
+    kvl_cuda_attn_args x = {.n_seq = c->B, .max_len = d->max_len, .page_ids = d->ids, .list_off = d->off,
+                            .list_len = d->len, .qpos = d->qpos, .q = d->q, .out = d->out,
+                            .scale = 1.0f / sqrtf((float)c->D)};
+    if (!(s = kvl_cuda_memset(d->out, 0xff, qb, err)) && !(s = kvl_cuda_attn_run(a, &x, NULL, err)) &&
+        !(s = kvl_cuda_sync(err)))
+        s = kvl_cuda_download(got, d->out, qb, err);
+    kvl_cuda_attn_free(a);
+    return s;
+}
+
+static int n_cases;
+
+static void run_case(const tcase *c, int sensitivity) {
+    built bt;
+    kvl_err err = {0};
+    if (!build(c, &bt)) {
+        CHECK_MSG(0, "CPU build of %s P=%d D=%d failed", c->codec, c->P, c->D);
+        return;
+    }
+    dev d;
+    kvl_status s = upload(c, &bt, &d, &err);
+    CHECK_MSG(s == KVL_OK, "upload: %s", err.msg);
+    if (s != KVL_OK) {
+        unbuild(&bt, c->B);
+        return;
+    }
+    float *got = malloc(sizeof(float) * (size_t)c->B * c->Hq * c->D);
+    /* plans: default; one page per split (many splits, the merge); one split
+     * per list (the direct path); then the kernel variants of the Llama-3-8B
+     * shape (D 128, G 4) with the default plan and with one page per split */
+    const kvl_cuda_attn_tuning plans[] = {{0, 0, 0, 0, 0},    {0, c->P, c->P, 0, 0}, {0, 4096, 4096, 0, 0},
+                                          {7, 0, 0, 0, 0},
+                                          {0, 0, 0, 0, 1},    {0, 0, 0, 0, 2},       {0, 0, 0, 0, 3},
+                                          {0, 0, 0, 0, 4},    {0, 0, 0, 0, 5},       {0, 0, 0, 0, 6},
+                                          {0, c->P, c->P, 0, 1}, {0, c->P, c->P, 0, 2}, {0, c->P, c->P, 0, 3},
+                                          {0, c->P, c->P, 0, 4}, {0, c->P, c->P, 0, 5}, {0, c->P, c->P, 0, 6}};
+    const char *pname[] = {"default", "1 page/split", "1 split/list", "7-block waves", "variant 1", "variant 2", "variant 3",
+                           "variant 4", "variant 5", "variant 6", "v1 1 page/split", "v2 1 page/split",
+                           "v3 1 page/split", "v4 1 page/split", "v5 1 page/split", "v6 1 page/split"};
+    const int n_plans = c->D == 128 && c->Hq == 4 * c->Hkv ? 16 : 4;
+    for (int pi = 0; pi < n_plans; pi++) {
+        int ns = 0;
+        s = run_dev(c, &d, &plans[pi], got, &ns, &err);
+        CHECK_MSG(s == KVL_OK, "%s P=%d D=%d G=%d plan %s: %s", c->codec, c->P, c->D, c->Hq / c->Hkv, pname[pi],
+                  err.msg);
+        if (s != KVL_OK) continue;
+        double rel, elem;
+        int nf;
+        compare(c, got, bt.ref, &rel, &elem, &nf);
+        CHECK_MSG(nf == 0, "%s P=%d D=%d plan %s: %d outputs not finite (unwritten?)", c->codec, c->P, c->D,
+                  pname[pi], nf);
+        CHECK_MSG(rel <= TOL_REL && elem <= 1.0, "%s P=%d D=%d G=%d B=%d plan %s (%d splits): rel L2 %.3g, elem %.3g x tol",
+                  c->codec, c->P, c->D, c->Hq / c->Hkv, c->B, pname[pi], ns, rel, elem);
+        printf("note: %-4s P=%-2d D=%-3d G=%d B=%d max_len=%-4d plan %-15s splits %-3d rel L2 %.2e\n", c->codec, c->P,
+               c->D, c->Hq / c->Hkv, c->B, d.max_len, pname[pi], ns, rel);
+        n_cases++;
+    }
+    if (sensitivity && d.total_pages >= 2) {
+        /* negative control: put another page's bytes under the first page id
+         * of the longest list; the comparison must now fail */
+        const kvlist *L0 = NULL, *L1 = NULL;
+        for (int b = 0; b < c->B; b++)
+            for (int h = 0; h < c->Hkv; h++) {
+                const kvlist *L = kvi_list(bt.t[b], 0, h);
+                if (L->n_pages && (!L0 || L->len > L0->len)) L0 = L;
+            }
+        for (int b = 0; b < c->B && !L1; b++)
+            for (int h = 0; h < c->Hkv; h++) {
+                const kvlist *L = kvi_list(bt.t[b], 0, h);
+                if (L->n_pages && L != L0) L1 = L;
+            }
+        if (L0 && L1 && kvl_cuda_pool_upload(d.pool, L0->pages[0].id, L1->pages[0].mem, 1, &err) == KVL_OK) {
+            int ns;
+            double rel, elem;
+            int nf;
+            s = run_dev(c, &d, &plans[0], got, &ns, &err);
+            compare(c, got, bt.ref, &rel, &elem, &nf);
+            CHECK_MSG(s == KVL_OK && rel > 100 * TOL_REL, "swapped page not detected: rel L2 %.3g", rel);
+            printf("note: negative control (page swapped): rel L2 %.2e (must exceed %.0e)\n", rel, 100 * TOL_REL);
+        }
+    }
+    free(got);
+    undev(&d);
+    unbuild(&bt, c->B);
+}
+
+int main(void) {
+    char name[128];
+    int n_sm = 0;
+    kvl_err err = {0};
+    if (kvl_cuda_device_info(name, sizeof name, &n_sm, &err) != KVL_OK) {
+        fprintf(stderr, "no CUDA device: %s\n", err.msg);
+        return 1;
+    }
+    printf("note: device %s, %d SMs\n", name, n_sm);
+
+    /* codec x page size x head_dim, Llama-like GQA 4, a batch of 5 */
+    const char *codecs[2] = {"f16", "int8"};
+    const int Ps[3] = {16, 32, 64}, Ds[2] = {64, 128};
+    for (int ci = 0; ci < 2; ci++)
+        for (int pi = 0; pi < 3; pi++)
+            for (int di = 0; di < 2; di++) {
+                tcase c = {.codec = codecs[ci], .P = Ps[pi], .D = Ds[di], .Hq = 8, .Hkv = 2, .B = 5,
+                           .len = {1, 37, 300, 1000, 2100}, .qback = {0, 0, 0, 0, 0}};
+                /* causal masks: the 4th query sits 150 positions before the end
+                 * (whole pages after it), the 3rd 1 position before */
+                c.qback[2] = 1;
+                c.qback[3] = 150;
+                run_case(&c, ci == 0 && pi == 1 && di == 1);
+            }
+    /* other group sizes (SmolLM2-135M: 9 heads over 3 kv-heads, D 64) and a single sequence */
+    const tcase extra[] = {
+        {"f16", 32, 64, 9, 3, 3, {513, 64, 2000}, {0, 0, 7}},
+        {"int8", 32, 64, 9, 3, 3, {513, 64, 2000}, {0, 0, 7}},
+        {"f16", 16, 128, 4, 4, 2, {700, 33}, {0, 0}},
+        {"int8", 64, 128, 16, 2, 2, {129, 1500}, {0, 3}},
+        {"f16", 32, 128, 32, 8, 1, {4097}, {0}},
+    };
+    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) run_case(&extra[i], 0);
+
+    /* codecs without a kernel are refused, not run elsewhere */
+    kvl_cuda_pool *p = NULL;
+    kvl_cuda_pool_config bad = {.codec_k = "f32", .head_dim = 64, .page_tokens = 32, .n_pages = 1};
+    CHECK(kvl_cuda_pool_create(&bad, &p, &err) == KVL_ERR_UNSUPPORTED && p == NULL);
+    printf("note: %d device runs compared with kvl_kv_attend; f32 refused: %s\n", n_cases, err.msg);
+    KVL_TEST_END();
+}
