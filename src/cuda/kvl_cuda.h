@@ -41,9 +41,9 @@ kvl_status kvl_cuda_sync(kvl_err *err);
 /* ---- device KV page pool ------------------------------------------------------------ */
 
 /* Page ids: the top KVL_CUDA_CLASS_BITS bits name a page size class, the
- * rest index pages of that class (see page_space.cuh; today only class 0
- * exists, the CPU pool's single page size). */
-#define KVL_CUDA_CLASS_BITS 2
+ * rest index pages of that class (see page_space.cuh), as in the CPU pool;
+ * the device pool fills class 0 only today (per-token f16 / int8 pages). */
+#define KVL_CUDA_CLASS_BITS 4 /* as the CPU pool: kv_internal.h KVI_CLS_SHIFT 28 */
 
 typedef struct kvl_cuda_pool kvl_cuda_pool;
 
