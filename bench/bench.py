@@ -1209,6 +1209,8 @@ class Bench:
                 if n:
                     log("codecs: best <= 3-bit config for retrieval: %s" % n)
                     self.res["codec_best3"] = n
+                else:
+                    log("codecs: no config of at most 3.0 bits/value for retrieval (best3)")
             if n and n in byl and n not in names:
                 names.append(n)
             elif n and n not in byl:

@@ -453,7 +453,7 @@ def codecs_md(C, peer, made, imgrel, A):
       "(llama.cpp: its f16 cache) at the same context.%s" % (
           ", ".join("ctx %d × %s windows" % (c, wins[c]) for c in C.ctxs) or "no quality rows",
           next((x["chunk"] for x in C.rows if x.get("chunk") and x["chunk"] < 256), 32),
-          (" Speed: `kvlite bench FLAGS --prompt %d --gen %d` and llama.cpp (wheel) at ctx %d, median of %s runs, "
+          (" Speed: `kvlite bench FLAGS --prompt %d --gen %d` and llama.cpp (wheel) at ctx %d, median of %s run(s), "
            "configs alternating in one run; ratios are the config's decode tok/s over kvlite f16's and llama.cpp "
            "q4_0 FA's." % (next(iter(C.speed.values()))["prompt_tokens"], next(iter(C.speed.values()))["gen_tokens"],
                            sctx, "/".join(str(n) for n in sorted({e.get("reps") for e in C.speed.values()})))
@@ -585,8 +585,9 @@ def goals_md(C, A):
                                                     _over(k, kld_max, "ctx %d KLD" % c) if kld_max else "") if s]
             G.append((name, meas, "**missed**: " + "; ".join(why)))
 
-    qual_goal(GOAL_BITS_1, 1.0, 0.01, "≤ 4.5 bits/value: Δppl ≤ 1% vs f16 and KLD ≤ 0.01 at ctx 1K and 4K")
-    qual_goal(GOAL_BITS_2, 5.0, None, "≤ 3.0 bits/value: Δppl ≤ 5% vs f16 (ctx 1K and 4K)")
+    cs = " and ".join("%dK" % (c // 1024) if c % 1024 == 0 else str(c) for c in C.ctxs) or "1K and 4K"
+    qual_goal(GOAL_BITS_1, 1.0, 0.01, "≤ 4.5 bits/value: Δppl ≤ 1%% vs f16 and KLD ≤ 0.01 at ctx %s" % cs)
+    qual_goal(GOAL_BITS_2, 5.0, None, "≤ 3.0 bits/value: Δppl ≤ 5%% vs f16 (ctx %s)" % cs)
     # retrieval at <= 3 bits
     base = {t: C.retr.get(("f16", t)) for t in ("needle", "passkey")}
     cand = []
@@ -659,7 +660,7 @@ def goals_md(C, A):
                     e["decode_tok_s"], f16["decode_tok_s"], d), "met" if d >= 1.3 else "**missed** by %.2f×" % (1.3 - d)))
             G.append(("`%s`: prefill at ctx %d no more than 10%% slower than f16" % (l, sctx),
                       "%.1f vs %.1f tok/s (%.2f×)" % (e["prefill_tok_s"], f16["prefill_tok_s"], p),
-                      "met" if p >= 0.9 else "**missed**: %.0f%% slower" % (100 * (1 - p))))
+                      "met" if p >= 0.9 else "**missed**: %.1f%% slower" % (100 * (1 - p))))
     else:
         G.append(("decode / prefill at ctx 8K vs kvlite f16 and llama.cpp q4_0", "no codec speed results",
                   "**missed** (not measured)"))
