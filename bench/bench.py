@@ -506,7 +506,7 @@ def child_llama_quality(spec):
             wn[ref] += float(-lr[np.arange(r1 - r0), tgt[r0:r1]].sum())
             lrs.append(lr.astype(np.float32) if not keep else lr)
         for k in kvs[1:]:
-            m = models.get(k) or make(k)
+            m = models[k] if k in models else make(k)
             t0 = time.perf_counter()
             m.reset()
             m.eval(win)
@@ -1004,6 +1004,8 @@ class Bench:
             self.codec_quality(cfgs)
         if "exact" in a.codec_steps and a.exact_windows > 0:
             self.codec_exact(cfgs)
+        if "kverror" in a.codec_steps:
+            self.codec_kverror(cfgs)
         if "speed" in a.codec_steps:
             self.codec_speed(cfgs)
         if "retrieval" in a.codec_steps:
@@ -1146,6 +1148,32 @@ class Bench:
             log("codecs: kvlite eval kld --exact %s, ctx %d, %d windows" % (" ".join(flags), ctx, W))
             rows.append(self.codec_row(label, flags, ctx, W, exact=True))
             self.save()
+
+    def codec_kverror(self, cfgs):
+        """`kvlite eval kv-error FLAGS --ctx C` per config (C = the first --codec-ctx, on wikitext-2 test): per-layer
+        K/V reconstruction and attention-output error, so a quality loss can be traced to a layer (seconds each)."""
+        a = self.a
+        ke = self.res.setdefault("codec_kverror", [])
+        ctx = a.codec_ctx[0]
+        for lab, flags in cfgs:
+            if any(x["config"] == lab and "error" not in x for x in ke):
+                continue
+            ke[:] = [x for x in ke if x["config"] != lab]
+            cmd = [self.kvlite, "eval", "kv-error", "-m", a.model, "-f", self.wikitext, "--ctx", str(ctx),
+                   "--threads", str(a.threads), "--json"] + flags
+            r = run_child(cmd, autogroup_nice=self.pb("codecs"))
+            if r["rc"] != 0:
+                err = "kvlite eval kv-error %s failed (rc %d): %s" % (" ".join(flags), r["rc"], r["stderr"].strip()[-500:])
+                log("  " + err)
+                ke.append({"config": lab, "ctx": ctx, "error": err})
+                continue
+            lines = [json.loads(l) for l in r["stdout"].splitlines() if l.strip().startswith("{")]
+            x = dict(lines[0], config=lab, flags=flags)
+            x["layers"] = lines[1]["layers"] if len(lines) > 1 else []
+            ke.append(x)
+            log("  kv-error %-22s K %.2e  V %.2e  attn %.2e  worst layer %s" % (
+                lab, x.get("k_rel_mean", 0), x.get("v_rel_mean", 0), x.get("attn_rel_mean", 0), x.get("worst_layer")))
+        self.save()
 
     def codec_speed(self, cfgs):
         """kvlite bench per config and llama.cpp wheel --codec-speed-llama (FA) at --codec-speed-ctx, alternating,
@@ -1474,7 +1502,7 @@ def main():
                    help="configs of the per-codec retrieval runs; best3 = the lowest-KLD config of at most 3.0 "
                         "bits/value")
     g.add_argument("--codec-retrieval-tasks", default="needle,passkey", help="e.g. needle,passkey,multikey")
-    g.add_argument("--codec-steps", default="quality,exact,speed,retrieval",
+    g.add_argument("--codec-steps", default="quality,exact,kverror,speed,retrieval",
                    help="parts of the codecs phase to run")
     ap.add_argument("--baseline-ctx", default=None, help="default 1024,4096,8192")
     ap.add_argument("--baseline-tokens", type=int, default=None,

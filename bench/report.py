@@ -537,6 +537,21 @@ def codecs_md(C, peer, made, imgrel, A):
         A(table(["config", "ctx", "windows", "KLD vs f32", "Δppl vs f32", "top-1", "KLD / f16's"], erows,
                 ["l", "r", "r", "r", "r", "r", "r"]))
         A("")
+    ke = [x for x in src.get("codec_kverror", []) if "error" not in x]
+    if ke:
+        A("Per-layer error (`kvlite eval kv-error FLAGS --ctx %s`: relative K / V reconstruction error and "
+          "attention-output error against f32 KV, means over layers; the worst layer by attention-output error, "
+          "and the three worst):" % ke[0].get("ctx"))
+        A("")
+        krows = []
+        for x in ke:
+            ls = sorted(x.get("layers", []), key=lambda l: -l.get("attn_rel", 0))[:3]
+            krows.append(["`%s`" % x["config"], f_sci(x.get("k_rel_mean")), f_sci(x.get("v_rel_mean")),
+                          f_sci(x.get("attn_rel_mean")), x.get("worst_layer", "–"),
+                          ", ".join("%d (%s)" % (l["layer"], f_sci(l.get("attn_rel"))) for l in ls) or "–"])
+        A(table(["config", "K rel. error", "V rel. error", "attn-output rel. error", "worst layer",
+                 "worst layers (attn error)"], krows, ["l", "r", "r", "r", "r", "l"]))
+        A("")
     goals_md(C, A)
 
 
