@@ -1560,7 +1560,7 @@ def main():
         sys.exit("bench: unknown llama.cpp KV types %s (known: %s)" % (bad, ", ".join(LLAMA_KV)))
     a.exact_codecs = [s for s in a.exact_codecs.split(",") if s]
     a.exact_windows = 1 if a.exact_windows is None else a.exact_windows
-    a.exact_ctx = a.exact_ctx or a.codec_ctx[0]
+    a.exact_ctx = a.exact_ctx or (128 if q else a.codec_ctx[0])
     a.codec_speed_ctx = a.codec_speed_ctx or (512 if q else 8192)
     a.codec_speed_reps = a.codec_speed_reps or (1 if q else 3)
     a.codec_speed_llama = [s for s in a.codec_speed_llama.split(",") if s]
