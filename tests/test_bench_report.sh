@@ -223,6 +223,7 @@ p3["codec_retrieval"] = [{"task": t, "config": c, "label": "kvlite " + c, "score
                          for t, c, s in (("needle", "f16", 0.9), ("passkey", "f16", 1.0), ("needle", "kivi2", 0.88),
                                          ("passkey", "kivi2", 0.9))]
 p3["codec_best3"] = "kivi2"
+p3["codec_list"] = {"codecs": [{"name": "kivi2", "bits_k": 3.0, "bits_v": 3.0, "sealing": True}]}
 p3["codec_kverror"] = [{"config": "kivi2", "flags": ["--kv", "kivi2"], "ctx": 1024, "k_rel_mean": 0.21, "v_rel_mean": 0.12,
                         "attn_rel_mean": 0.3, "worst_layer": 29,
                         "layers": [{"layer": i, "k_rel": 0.2, "v_rel": 0.1, "attn_rel": 0.01 * i} for i in range(30)]}]
@@ -246,6 +247,7 @@ row = next((l for l in sec.splitlines() if l.startswith("| llama.cpp | q4_0 |"))
 check("| 4.50 |" in row and "1.31e-01" in row and "+15.88%" in row and "80.40%" in row,
       "llama.cpp q4_0 row: Δppl vs its f16 cache: %r" % row)
 check("| llama.cpp | iq4_nl |" in sec and "Failed to create llama_context" in sec, "rejected llama.cpp type named")
+check("sealing codecs prefill 32 tokens per call" in sec, "sealing codecs' prefill chunk said")
 check("no calibration file" in sec, "a failed kvlite codec names its error")
 check("`kivi2/int8@0,-1` = `--kv kivi2 --kv-layers 0,-1=int8`" in sec, "mixed config's flags shown")
 check(any(l.startswith("| `kivi2` | 2.10e-01 |") and "29 (2.90e-01), 28 (2.80e-01), 27 (2.70e-01)" in l
