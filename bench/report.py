@@ -701,6 +701,7 @@ def kv_pareto_plot(C, imgdir, plt, qsrc=None):
     col = {"kvlite": "#1f77b4", "llama.cpp": "#ff7f0e"}
     mk = {"kvlite": "o", "llama.cpp": "s"}
     allb = []
+    stack = {}  # (panel, bits, engine) -> offset of the last label placed there
     for i, c in enumerate(C.ctxs[:2]):
         for x in C.rows:
             if x.get("exact") or x["ctx"] != c or x.get("error") or x.get("kld_mean") is None:
@@ -719,8 +720,11 @@ def kv_pareto_plot(C, imgdir, plt, qsrc=None):
                     facecolors="none", edgecolors=col.get(eng, "#2ca02c"), s=46)
                 ax.scatter([b], [y], marker=mk.get(eng, "^"), **kw)
                 if i == 0:
-                    ax.annotate(name, (b, y), fontsize=7, textcoords="offset points",
-                                xytext=(5, -10) if eng == "kvlite" else (5, 4))
+                    k = (id(ax), round(b, 2), eng)  # kvlite labels stack downwards, llama.cpp upwards
+                    step = -9 if eng == "kvlite" else 9
+                    off = stack[k] + step if k in stack else (-10 if eng == "kvlite" else 4)
+                    stack[k] = off
+                    ax.annotate(name, (b, y), fontsize=7, textcoords="offset points", xytext=(5, off))
     nf = [x for x in (qsrc or {}).get("quality", []) if (x.get("label") or "").endswith("noFA") and x.get("kld_mean")]
     if nf:
         axes[0].axhline(nf[0]["kld_mean"], color="#7f7f7f", linestyle=":", linewidth=1)
