@@ -46,7 +46,7 @@ CODEC_EXTRA = ["int4+rot", "kivi2+rot"]
 CODEC_MIXED = ["kivi2/int8@0,1,-2,-1=--kv kivi2 --kv-layers 0,1,-2,-1=int8"]
 LLAMA_CODEC_KVS = ["q8_0", "q5_0", "q4_1", "q4_0", "iq4_nl"]  # flash attention on; KLD vs llama.cpp's f16 cache
 # Nominal payload bits of a codec family (for the decode-speed goals: "4-bit" / "2-bit" codecs).
-NOMINAL_BITS = {"f32": 32, "f16": 16, "int8": 8, "fp8": 8, "int4": 4, "int4g64": 4, "kivi4": 4, "oaken": 4,
+NOMINAL_BITS = {"f32": 32, "f16": 16, "int8": 8, "fp8": 8, "int4": 4, "int4g64": 4, "int4z": 4, "kivi4": 4, "oaken": 4,
                 "kivi2": 2, "squat": 2}
 
 # Speed configs, in the order they run inside one repetition (kvlite and

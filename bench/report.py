@@ -358,7 +358,7 @@ def quality_points(peer, points):
 # KV codecs (issue 8): bench.py's codecs phase
 
 # Nominal payload bits of a codec family (the decode-speed goals speak of "4-bit" and "2-bit" codecs).
-NOMINAL_BITS = {"f32": 32, "f16": 16, "int8": 8, "fp8": 8, "int4": 4, "int4g64": 4, "kivi4": 4, "oaken": 4,
+NOMINAL_BITS = {"f32": 32, "f16": 16, "int8": 8, "fp8": 8, "int4": 4, "int4g64": 4, "int4z": 4, "kivi4": 4, "oaken": 4,
                 "kivi2": 2, "squat": 2}
 LLAMA_ORDER = ["f16", "q8_0", "q5_0", "q4_1", "q4_0", "iq4_nl"]
 GOAL_BITS_1, GOAL_BITS_2 = 4.5, 3.0
