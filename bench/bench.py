@@ -793,9 +793,10 @@ class Bench:
         self.wait_left = a.wait_budget
         self.measure_speed(entries, [(c, self.reps_for(c), self.cfgs_for(c)) for c in a.contexts], "speed")
 
-    def measure_speed(self, entries, plan, key):
+    def measure_speed(self, entries, plan, key, tolerate=False):
         """Run plan [(ctx, reps, configs)]: within a repetition the configs alternate; entries[(ctx, label)] gets
-        the runs; self.res[key] (the list of those entries) is summarized and saved after every run."""
+        the runs; self.res[key] (the list of those entries) is summarized and saved after every run. With
+        tolerate, a config whose run fails gets the error in its entry and is left out of the later repetitions."""
         a = self.a
         total = sum(reps * len(cfgs) for _, reps, cfgs in plan)
         done = 0
@@ -804,14 +805,22 @@ class Bench:
             for rep in range(reps):
                 for cfg in cfgs:
                     e = entries[(c, cfg[0])]
-                    if len(e["runs"]) > rep:  # done before --resume
+                    if len(e["runs"]) > rep or (tolerate and e.get("error")):  # done before --resume, or failed
                         done += 1
                         continue
                     retries = a.retries
                     while True:
                         if self.wait_left > 0:
                             self.wait_left -= wait_quiet(a.quiet_threshold, min(a.max_wait, self.wait_left))
-                        run = self.speed_run(cfg, c)
+                        try:
+                            run = self.speed_run(cfg, c)
+                        except RuntimeError as err:
+                            if not tolerate:
+                                raise
+                            run = None
+                            e["error"] = str(err).strip()
+                            log("  %s" % e["error"][-500:])
+                            break
                         if run["runq_wait_frac"] > a.quiet_threshold and retries > 0 and self.wait_left > 0:
                             retries -= 1
                             e["discarded_runs"].append(run)
@@ -819,6 +828,10 @@ class Bench:
                                 cfg[0], c, 100 * run["runq_wait_frac"]))
                             continue
                         break
+                    if run is None:
+                        self.save()
+                        done += 1
+                        continue
                     e["runs"].append(run)
                     self.summarize_speed(key)
                     self.res[key + "_wait_s"] = round(a.wait_budget - self.wait_left, 1)
@@ -1208,7 +1221,9 @@ class Bench:
             self.wait_left = a.wait_budget
         log("codecs: speed at ctx %d (prompt %d + %d decoded), %d runs of %d configs" % (
             c, P, a.gen, a.codec_speed_reps, len(order)))
-        self.measure_speed(entries, [(c, a.codec_speed_reps, order)], "codec_speed")
+        for e in entries.values():  # --resume: a failed config is tried again
+            e.pop("error", None)
+        self.measure_speed(entries, [(c, a.codec_speed_reps, order)], "codec_speed", tolerate=True)
         vpt = self.values_per_token()
         for e in self.res["codec_speed"]:
             if e.get("kv_bytes_per_token"):
@@ -1373,7 +1388,7 @@ class Bench:
         # Use a private copy of the binary: others may rebuild build/kvlite during a long run.
         import hashlib
         import shutil
-        src = self.kvlite
+        src = os.path.join(ROOT, a.build, "kvlite")  # after start(): --resume takes the run's --build
         if not os.path.exists(src):
             sys.exit("bench: %s not found (run make)" % src)
         self.kvlite = os.path.join(self.tmp, "kvlite")

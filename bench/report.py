@@ -492,6 +492,10 @@ def codecs_md(C, peer, made, imgrel, A):
                   f_x(e and e["decode_tok_s"], sp_q4 and sp_q4["decode_tok_s"]),
                   f_num(e["prefill_tok_s"]) if e else "–",
                   f_x(e and e["prefill_tok_s"], sp_f16 and sp_f16["prefill_tok_s"])]
+        se = next((e for e in (src.get("codec_speed") or []) if e.get("error") and e["label"] == (
+            "kvlite " + name if eng == "kvlite" else "llama.cpp %s FA" % name)), None)
+        if se:
+            errs.append("speed %s %s: %s" % (eng, name, se["error"].strip().splitlines()[-1][:300]))
         for t in C.tasks:
             x = C.retr.get((name, t)) if eng == "kvlite" else None
             r.append("failed" if x and x.get("error") else "%.1f%%" % (100 * x["score"]) if x else "–")

@@ -218,7 +218,9 @@ p3["codecs"] = rows
 p3["codec_speed"] = [speed("kvlite f16", "kvlite", "f16", 8192, [100.0], [20.0]),
                      speed("kvlite int4", "kvlite", "int4", 8192, [95.0], [26.0]),
                      speed("kvlite kivi2", "kvlite", "kivi2", 8192, [80.0], [30.0]),
-                     speed("llama.cpp q4_0 FA", "llama.cpp", "q4_0", 8192, [50.0], [12.0])]
+                     speed("llama.cpp q4_0 FA", "llama.cpp", "q4_0", 8192, [50.0], [12.0]),
+                     {"label": "kvlite oaken", "engine": "kvlite", "kv": "oaken", "ctx": 8192, "runs": [],
+                      "error": "kvlite oaken ctx 8192 failed (rc 1): kvlite: oaken: calibration file missing"}]
 p3["codec_retrieval"] = [{"task": t, "config": c, "label": "kvlite " + c, "score": s, "by_length": {}}
                          for t, c, s in (("needle", "f16", 0.9), ("passkey", "f16", 1.0), ("needle", "kivi2", 0.88),
                                          ("passkey", "kivi2", 0.9))]
@@ -248,6 +250,7 @@ check("| 4.50 |" in row and "1.31e-01" in row and "+15.88%" in row and "80.40%" 
       "llama.cpp q4_0 row: Δppl vs its f16 cache: %r" % row)
 check("| llama.cpp | iq4_nl |" in sec and "Failed to create llama_context" in sec, "rejected llama.cpp type named")
 check("sealing codecs prefill 32 tokens per call" in sec, "sealing codecs' prefill chunk said")
+check("speed kvlite oaken: kvlite oaken ctx 8192 failed (rc 1)" in sec, "a failed speed config is named")
 check("no calibration file" in sec, "a failed kvlite codec names its error")
 check("`kivi2/int8@0,-1` = `--kv kivi2 --kv-layers 0,-1=int8`" in sec, "mixed config's flags shown")
 check(any(l.startswith("| `kivi2` | 2.10e-01 |") and "29 (2.90e-01), 28 (2.80e-01), 27 (2.70e-01)" in l
