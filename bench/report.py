@@ -705,7 +705,7 @@ def kv_pareto_plot(C, imgdir, plt, qsrc=None):
     col = {"kvlite": "#1f77b4", "llama.cpp": "#ff7f0e"}
     mk = {"kvlite": "o", "llama.cpp": "s"}
     allb = []
-    stack = {}  # (panel, bits, engine) -> offset of the last label placed there
+    stack = {}  # (panel, bits) -> [(y, label offset)] placed there
     for i, c in enumerate(C.ctxs[:2]):
         for x in C.rows:
             if x.get("exact") or x["ctx"] != c or x.get("error") or x.get("kld_mean") is None:
@@ -724,10 +724,17 @@ def kv_pareto_plot(C, imgdir, plt, qsrc=None):
                     facecolors="none", edgecolors=col.get(eng, "#2ca02c"), s=46)
                 ax.scatter([b], [y], marker=mk.get(eng, "^"), **kw)
                 if i == 0:
-                    k = (id(ax), round(b, 2), eng)  # kvlite labels stack downwards, llama.cpp upwards
+                    # a label moves 9 points away (kvlite down, llama.cpp up) from labels already placed at the
+                    # same bits/value whose points lie close in y (log panel: within 1.6x; linear: 1.2 pts)
+                    placed = stack.setdefault((id(ax), round(b, 2)), [])
                     step = -9 if eng == "kvlite" else 9
-                    off = stack[k] + step if k in stack else (-10 if eng == "kvlite" else 4)
-                    stack[k] = off
+                    off = -10 if eng == "kvlite" else 4
+
+                    def near(y0):
+                        return (max(y, y0) / max(min(y, y0), 1e-12) < 1.6) if ax is axes[0] else abs(y - y0) < 1.2
+                    while any(near(y0) and abs(off - o0) < 8 for y0, o0 in placed):
+                        off += step
+                    placed.append((y, off))
                     ax.annotate(name, (b, y), fontsize=7, textcoords="offset points", xytext=(5, off))
     nf = [x for x in (qsrc or {}).get("quality", []) if (x.get("label") or "").endswith("noFA") and x.get("kld_mean")]
     if nf:
