@@ -36,8 +36,18 @@ SCHEMA = 1
 DEFAULT_MODEL = os.path.expanduser("~/.cache/kvlite/SmolLM2-135M-Instruct.Q4_1.gguf")
 REF_PPL = os.path.join(ROOT, "tests", "data", "ref_ppl.json")
 
-# llama.cpp KV cache types: ggml type id and bytes per element.
-LLAMA_KV = {"f32": (0, 4.0), "f16": (1, 2.0), "q8_0": (8, 34 / 32), "q4_0": (2, 18 / 32)}
+# llama.cpp KV cache types: ggml type id and bytes per element (block bytes / 32 values: bits/value = 8x).
+LLAMA_KV = {"f32": (0, 4.0), "f16": (1, 2.0), "q8_0": (8, 34 / 32), "q5_0": (6, 22 / 32), "q4_1": (3, 20 / 32),
+            "q4_0": (2, 18 / 32), "iq4_nl": (20, 18 / 32)}
+
+# codecs phase (bench/README.md): kvlite codec configs are (label, flags); a plain spec S is ("S", ["--kv", S]).
+# Defaults: every codec `kvlite codecs --json` lists except f32, plus these rotated ones and mixed-precision configs.
+CODEC_EXTRA = ["int4+rot", "kivi2+rot"]
+CODEC_MIXED = ["kivi2/int8@0,1,-2,-1=--kv kivi2 --kv-layers 0,1,-2,-1=int8"]
+LLAMA_CODEC_KVS = ["q8_0", "q5_0", "q4_1", "q4_0", "iq4_nl"]  # flash attention on; KLD vs llama.cpp's f16 cache
+# Nominal payload bits of a codec family (for the decode-speed goals: "4-bit" / "2-bit" codecs).
+NOMINAL_BITS = {"f32": 32, "f16": 16, "int8": 8, "fp8": 8, "int4": 4, "int4g64": 4, "int4z": 4, "kivi4": 4, "oaken": 4,
+                "kivi2": 2, "squat": 2}
 
 # Speed configs, in the order they run inside one repetition (kvlite and
 # llama.cpp alternate). (label, engine, kv, flash_attn, build): build "wheel" is
@@ -428,15 +438,41 @@ def child_llama_speed(spec):
 
 def child_llama_quality(spec):
     """ppl of every KV type, KLD / top-1 agreement of each against spec['ref'],
-    windows of spec['ctx'] tokens (scoring positions 0..ctx-2 -> targets 1..ctx-1)."""
+    windows of spec['ctx'] tokens (scoring positions 0..ctx-2 -> targets 1..ctx-1).
+    A KV type whose context cannot be created (llama.cpp rejects the type) is reported under "errors" and
+    left out; the reference must work. With logits_all every context holds n_ctx x n_vocab floats twice
+    (llama.cpp's output buffer and llama-cpp-python's scores: 1.6 GB at ctx 4096 here), so above
+    spec['keep_ctx'] (default 2048) only the reference stays loaded and the others are created per window."""
+    import gc
     import numpy as np
 
     with open(spec["tokens"]) as f:
         toks = json.load(f)
     ctx, W, ref = spec["ctx"], spec["windows"], spec["ref"]
     kvs = [ref] + [k for k in spec["kvs"] if k != ref]
+    keep = ctx <= spec.get("keep_ctx", 2048)
+    errors = {}
+
     # "f16" = KV type f16 with flash attention; "f16-noFA" = without.
-    models = {k: _llama(spec, k.split("-")[0], not k.endswith("-noFA"), ctx, logits_all=True) for k in kvs}
+    def make(k):
+        return _llama(spec, k.split("-")[0], not k.endswith("-noFA"), ctx, logits_all=True)
+
+    models = {}
+    for k in kvs:
+        try:
+            m = make(k)
+        except Exception as e:  # e.g. ValueError: Failed to create llama_context
+            if k == ref:
+                raise
+            errors[k] = "%s: %s" % (type(e).__name__, e)
+            sys.stderr.write("llama quality: KV type %s rejected: %s\n" % (k, errors[k]))
+            continue
+        if keep or k == ref:
+            models[k] = m
+        else:
+            del m
+            gc.collect()
+    kvs = [k for k in kvs if k not in errors]
     nll = {k: [] for k in kvs}
     kl_sum = {k: 0.0 for k in kvs}
     kl_max = {k: 0.0 for k in kvs}
@@ -457,32 +493,44 @@ def child_llama_quality(spec):
         if len(win) < ctx:
             break
         tgt = np.asarray(win[1:], dtype=np.int64)
-        for k in kvs:
-            t0 = time.perf_counter()
-            models[k].reset()
-            models[k].eval(win)
-            secs[k] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        models[ref].reset()
+        models[ref].eval(win)
+        secs[ref] += time.perf_counter() - t0
+        # reference log-probs and arg-max per chunk of rows, kept for the window (float64: 8 x rows x vocab)
+        lrs = []
         wn = {k: 0.0 for k in kvs}
         for r0 in range(0, ctx - 1, chunk):
             r1 = min(ctx - 1, r0 + chunk)
-            rows = np.arange(r1 - r0)
             lr = logsoftmax(models[ref].scores[r0:r1])
-            top_r = lr.argmax(axis=1)
-            wn[ref] += float(-lr[rows, tgt[r0:r1]].sum())
-            pr = np.exp(lr)
-            for k in kvs[1:]:
-                lq = logsoftmax(models[k].scores[r0:r1])
+            wn[ref] += float(-lr[np.arange(r1 - r0), tgt[r0:r1]].sum())
+            lrs.append(lr.astype(np.float32) if not keep else lr)
+        for k in kvs[1:]:
+            m = models[k] if k in models else make(k)
+            t0 = time.perf_counter()
+            m.reset()
+            m.eval(win)
+            secs[k] += time.perf_counter() - t0
+            for i, r0 in enumerate(range(0, ctx - 1, chunk)):
+                r1 = min(ctx - 1, r0 + chunk)
+                rows = np.arange(r1 - r0)
+                lr = lrs[i].astype(np.float64)
+                pr = np.exp(lr)
+                lq = logsoftmax(m.scores[r0:r1])
                 wn[k] += float(-lq[rows, tgt[r0:r1]].sum())
                 kl = np.maximum((pr * (lr - lq)).sum(axis=1), 0.0)
                 kl_sum[k] += float(kl.sum())
                 kl_max[k] = max(kl_max[k], float(kl.max()))
-                agree[k] += int((lq.argmax(axis=1) == top_r).sum())
+                agree[k] += int((lq.argmax(axis=1) == lr.argmax(axis=1)).sum())
+            if k not in models:
+                del m
+                gc.collect()
         for k in kvs:
             nll[k].append(wn[k])
         scored += ctx - 1
-        sys.stderr.write("llama quality: window %d/%d\n" % (w + 1, W))
+        sys.stderr.write("llama quality: ctx %d window %d/%d\n" % (ctx, w + 1, W))
         sys.stderr.flush()
-    out = {"windows": len(nll[ref]), "tokens_scored": scored, "ref": ref, "kv": {}}
+    out = {"windows": len(nll[ref]), "tokens_scored": scored, "ref": ref, "ctx": ctx, "kv": {}, "errors": errors}
     for k in kvs:
         tot = sum(nll[k])
         e = {"ppl": float(np.exp(tot / scored)), "nll_mean": tot / scored, "window_nll_sum": nll[k],
@@ -535,6 +583,8 @@ class Bench:
                      "--phases)" % path)
         res["complete"] = False
         keep = {"resume", "results_dir"} | set(a.explicit)  # flags given now override the file's
+        if "quality_codecs" not in res["args"]:  # before the codecs phase --kvlite-codecs was the quality phase's
+            res["args"]["quality_codecs"] = res["args"].pop("kvlite_codecs", a.quality_codecs)
         for k, v in res["args"].items():
             if k not in keep and k != "explicit":
                 setattr(a, k, v)
@@ -576,7 +626,7 @@ class Bench:
         with open(para_path, "w") as f:
             f.write(para)
         texts = {"para": para_path}
-        if "quality" in a.phases:
+        if {"quality", "codecs"} & set(a.phases):
             texts["wikitext"] = self.wikitext
         log("tokenizing with kvlite and llama.cpp (vocab only)")
         kv_para = kvlite_tokenize(self.kvlite, a.model, path=para_path)
@@ -600,14 +650,15 @@ class Bench:
         tc = {"bench_paragraph": compare_ids(kv_para, lt["ids"]["para"])}
         # The speed prompt: BOS then the paragraph repeated, as `kvlite bench` builds it.
         bos = lt["bos"]
-        plen = max(self.prompt_len(c) for c in a.contexts) if a.contexts else 0
+        plen = max([self.prompt_len(c) for c in a.contexts] +
+                   ([self.prompt_len(a.codec_speed_ctx)] if "codecs" in a.phases else []) + [0])
         prompt = ([bos] if bos is not None and bos >= 0 else [])
         while len(prompt) < plen:
             prompt.extend(kv_para)
         self.prompt_path = os.path.join(self.tmp, "prompt.json")
         with open(self.prompt_path, "w") as f:
             json.dump(prompt[:plen], f)
-        if "quality" in a.phases:
+        if {"quality", "codecs"} & set(a.phases):
             kv_wiki = kvlite_tokenize(self.kvlite, a.model, path=self.wikitext)
             tc["wikitext_test"] = compare_ids(kv_wiki, lt["ids"]["wikitext"])
             try:
@@ -650,12 +701,13 @@ class Bench:
     # -- speed ----------------------------------------------------------------
     def speed_run(self, cfg, c):
         a = self.a
-        label, engine, kv, fa, build = cfg
+        label, engine, kv, fa, build = cfg[:5]
+        flags = cfg[5] if len(cfg) > 5 else ["--kv", kv]  # codecs phase: a config's own flags (--kv-layers, ...)
         P = self.prompt_len(c)
         n_ctx = P + a.gen
         if engine == "kvlite":
             cmd = [self.kvlite, "bench", "-m", a.model, "--prompt", str(P), "--gen", str(a.gen), "--ctx", str(n_ctx),
-                   "--kv", kv, "--reps", "1", "--threads", str(a.threads), "--json"]
+                   "--reps", "1", "--threads", str(a.threads), "--json"] + flags
         elif build == "native":
             cmd = self.llama_bench_cmd(kv, fa, P)
         else:
@@ -738,24 +790,37 @@ class Bench:
             if (old["ctx"], old["label"]) in entries:
                 entries[(old["ctx"], old["label"])] = old
         self.res["speed"] = list(entries.values())
-        total = sum(self.reps_for(c) * len(self.cfgs_for(c)) for c in a.contexts)
         self.wait_left = a.wait_budget
+        self.measure_speed(entries, [(c, self.reps_for(c), self.cfgs_for(c)) for c in a.contexts], "speed")
 
+    def measure_speed(self, entries, plan, key, tolerate=False):
+        """Run plan [(ctx, reps, configs)]: within a repetition the configs alternate; entries[(ctx, label)] gets
+        the runs; self.res[key] (the list of those entries) is summarized and saved after every run. With
+        tolerate, a config whose run fails gets the error in its entry and is left out of the later repetitions."""
+        a = self.a
+        total = sum(reps * len(cfgs) for _, reps, cfgs in plan)
         done = 0
         t0 = time.time()
-        for c in a.contexts:
-            reps = self.reps_for(c)
+        for c, reps, cfgs in plan:
             for rep in range(reps):
-                for cfg in self.cfgs_for(c):
+                for cfg in cfgs:
                     e = entries[(c, cfg[0])]
-                    if len(e["runs"]) > rep:  # done before --resume
+                    if len(e["runs"]) > rep or (tolerate and e.get("error")):  # done before --resume, or failed
                         done += 1
                         continue
                     retries = a.retries
                     while True:
                         if self.wait_left > 0:
                             self.wait_left -= wait_quiet(a.quiet_threshold, min(a.max_wait, self.wait_left))
-                        run = self.speed_run(cfg, c)
+                        try:
+                            run = self.speed_run(cfg, c)
+                        except RuntimeError as err:
+                            if not tolerate:
+                                raise
+                            run = None
+                            e["error"] = str(err).strip()
+                            log("  %s" % e["error"][-500:])
+                            break
                         if run["runq_wait_frac"] > a.quiet_threshold and retries > 0 and self.wait_left > 0:
                             retries -= 1
                             e["discarded_runs"].append(run)
@@ -763,9 +828,13 @@ class Bench:
                                 cfg[0], c, 100 * run["runq_wait_frac"]))
                             continue
                         break
+                    if run is None:
+                        self.save()
+                        done += 1
+                        continue
                     e["runs"].append(run)
-                    self.summarize_speed()
-                    self.res["speed_wait_s"] = round(a.wait_budget - self.wait_left, 1)
+                    self.summarize_speed(key)
+                    self.res[key + "_wait_s"] = round(a.wait_budget - self.wait_left, 1)
                     self.save()
                     done += 1
                     el = time.time() - t0
@@ -775,8 +844,8 @@ class Bench:
                             run["peak_rss_bytes"] / 2**20, 100 * run["contention"], 100 * run["runq_wait_frac"],
                             done, total, el))
 
-    def summarize_speed(self):
-        for e in self.res["speed"]:
+    def summarize_speed(self, key="speed"):
+        for e in self.res[key]:
             runs = e["runs"]
             if not runs:
                 continue
@@ -822,7 +891,7 @@ class Bench:
             pass
         ds = "wikitext-2/test.txt"
         # kvlite: `eval kld --kv X` runs f32 (reference) and X on the same windows.
-        for kv in a.kvlite_codecs:
+        for kv in a.quality_codecs:
             if kv == "f32" or any(x.get("label") == "kvlite " + kv for x in q):
                 continue
             log("quality: kvlite eval kld --kv %s, ctx %d, %d windows" % (kv, ctx, W))
@@ -856,6 +925,9 @@ class Bench:
         if r["rc"] != 0:
             raise RuntimeError("llama quality child failed: " + r["stderr"][-2000:])
         j = last_json(r["stdout"])
+        for key, err in j.get("errors", {}).items():
+            self.res["notes"].append("quality: llama.cpp rejected KV type %s: %s" % (key, err))
+            log("  llama.cpp %-8s rejected: %s" % (key, err))
         for key, e in j["kv"].items():
             kv = key.split("-")[0]
             x = {"engine": "llama.cpp", "kv": kv, "label": "llama.cpp " + key, "flash_attn": not key.endswith("-noFA"),
@@ -882,6 +954,360 @@ class Bench:
                            "--kv", kv, "--threads", str(self.a.threads), "--json"])
             cache[kv] = last_json(r["stdout"]).get("kv_bytes_per_token") if r["rc"] == 0 else None
         return cache[kv]
+
+    # -- KV codecs (issue 8) --------------------------------------------------
+    def codec_configs(self):
+        """The kvlite codec configs [(label, flags)]: --kvlite-codecs specs (auto = every codec `kvlite codecs
+        --json` lists except f32, plus CODEC_EXTRA) and --kvlite-mixed LABEL=FLAGS configs. A config naming a codec
+        the build does not list is skipped with a note (another engineer's codec not merged yet)."""
+        a = self.a
+        r = subprocess.run([self.kvlite, "codecs", "--json"], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError("kvlite codecs --json failed (rc %d): %s" % (r.returncode, r.stderr[-500:]))
+        cl = json.loads(r.stdout)
+        self.res["codec_list"] = cl
+        listed = [c["name"] for c in cl["codecs"]]
+        specs = []
+        for s in a.kvlite_codecs:
+            for x in ([n for n in listed if n != "f32"] + CODEC_EXTRA if s == "auto" else [s]):
+                if x not in specs:
+                    specs.append(x)
+        cfgs = [(s, ["--kv", s]) for s in specs]
+        for m in a.kvlite_mixed:
+            if m == "none":
+                continue
+            if "=" not in m:
+                sys.exit("bench: --kvlite-mixed %r: expected LABEL=FLAGS, e.g. %r" % (m, CODEC_MIXED[0]))
+            lab, fl = m.split("=", 1)
+            cfgs.append((lab.strip(), shlex.split(fl)))
+        out, skipped = [], []
+        for lab, flags in cfgs:
+            bases = []
+            for i, f in enumerate(flags[:-1]):
+                v = flags[i + 1]
+                if f in ("--kv", "--kv-k", "--kv-v"):
+                    bases.append(v)
+                elif f == "--kv-layers":
+                    bases += [x.split("=", 1)[1] for x in v.split(";") if "=" in x]
+            bases = [re.split(r"[+:]", b)[0] for b in bases]
+            miss = [b for b in bases if b not in listed]
+            if miss or not bases:
+                skipped.append("%s (%s)" % (lab, "needs " + ", ".join(miss) if miss else "no --kv flag"))
+            else:
+                out.append((lab, flags))
+        if skipped:
+            note = "codecs: skipped %s: not listed by `kvlite codecs` of this build (%s)" % (
+                "; ".join(skipped), ", ".join(listed))
+            if note not in self.res["notes"]:
+                self.res["notes"].append(note)
+            log(note)
+        bits = {c["name"]: (c["bits_k"] + c["bits_v"]) / 2 for c in cl["codecs"]}
+        self.codec_bits = {lab: bits.get(re.split(r"[+:]", flags[1])[0]) if len(flags) == 2 else None
+                           for lab, flags in out}
+        self.res["codec_configs"] = [{"label": lab, "flags": flags, "bits_listed": self.codec_bits[lab]}
+                                     for lab, flags in out]
+        return out
+
+    def phase_codecs(self):
+        a = self.a
+        cfgs = self.codec_configs()
+        log("codecs: %d kvlite configs (%s); llama.cpp %s; steps %s" % (
+            len(cfgs), ", ".join(l for l, _ in cfgs), ",".join(a.llama_codec_kvs), ",".join(a.codec_steps)))
+        if "quality" in a.codec_steps:
+            self.codec_quality(cfgs)
+        if "exact" in a.codec_steps and a.exact_windows > 0:
+            self.codec_exact(cfgs)
+        if "kverror" in a.codec_steps:
+            self.codec_kverror(cfgs)
+        if "speed" in a.codec_steps:
+            self.codec_speed(cfgs)
+        if "retrieval" in a.codec_steps:
+            self.codec_retrieval(cfgs)
+
+    def kvlite_kld(self, flags, ctx, W, exact=False):
+        """One `kvlite eval kld` run: (json, run_child result); raises with the command's own error line."""
+        a = self.a
+        cmd = [self.kvlite, "eval", "kld", "-m", a.model, "-f", self.wikitext, "--ctx", str(ctx),
+               "--max-windows", str(W), "--threads", str(a.threads), "--json"] + flags + (["--exact"] if exact else [])
+        r = run_child(cmd, autogroup_nice=self.pb("codecs"))
+        if r["rc"] != 0:
+            raise RuntimeError("kvlite eval kld %s failed (rc %d): %s" % (" ".join(flags), r["rc"],
+                                                                         r["stderr"].strip()[-1000:]))
+        return last_json(r["stdout"]), r
+
+    def codec_row(self, label, flags, ctx, W, exact=False):
+        try:
+            j, r = self.kvlite_kld(flags, ctx, W, exact)
+        except RuntimeError as e:
+            log("  %s" % e)
+            return {"engine": "kvlite", "label": "kvlite " + label, "config": label, "flags": flags, "ctx": ctx,
+                    "windows": W, "exact": exact, "error": str(e)}
+        x = {"engine": "kvlite", "label": "kvlite " + label, "config": label, "flags": flags,
+             "kv": j.get("kv_codec", label), "ref_kv": "f32", "dataset": "wikitext-2/test.txt", "ctx": ctx,
+             "windows": j["windows"], "tokens_scored": j["tokens_scored"], "exact": exact, "chunk": j.get("chunk"),
+             "ppl": j["ppl_codec"], "ppl_ref": j["ppl_f32"], "dppl_pct": 100 * (j["ppl_codec"] / j["ppl_f32"] - 1),
+             "kld_mean": j["kld_mean"], "kld_max": j["kld_max"], "top1_agree_pct": j["top1_agree_pct"],
+             "bits_per_value": j.get("bits_per_value"), "bits_listed": self.codec_bits.get(label),
+             "bytes_per_token": j.get("bytes_per_token"), "seconds": j["seconds"], "wall_s": round(r["wall_s"], 1),
+             "peak_rss_bytes": r["maxrss_bytes"]}
+        log("  kvlite %-22s ctx %d%s: %.2f b/v  ppl %.4f (f32 %.4f, %+.2f%%)  KLD %.3g  top1 %.2f%%  (%.0f s)" % (
+            label, ctx, " exact" if exact else "", x["bits_per_value"] or 0, x["ppl"], x["ppl_ref"], x["dppl_pct"],
+            x["kld_mean"], x["top1_agree_pct"], r["wall_s"]))
+        return x
+
+    def codec_quality(self, cfgs):
+        """eval kld per kvlite config and the llama.cpp KV types at each --codec-ctx (windows: --ppl-windows at
+        the first, --ppl4-windows at the second); rows of the quality phase with the same ctx and windows are
+        reused instead of measured again."""
+        a = self.a
+        rows = self.res.setdefault("codecs", [])
+        qrows = self.res.get("quality", [])
+        for ctx, W in zip(a.codec_ctx, [a.ppl_windows, a.ppl4_windows]):
+            def have(lab, errors_too=False):
+                """measured at this ctx (a llama.cpp rejection of a KV type counts: it is deterministic)"""
+                return any(x["label"] == lab and x["ctx"] == ctx and not x.get("exact") and
+                           (errors_too or "error" not in x) for x in rows)
+
+            def reuse(lab, need_kld=True):
+                """a copy of the quality phase's row for lab at this ctx and number of windows, or None"""
+                for x in qrows:
+                    if x.get("label") == lab and x["ctx"] == ctx and x.get("windows") == W and \
+                            (x.get("kld_mean") is not None or not need_kld):
+                        y = {k: v for k, v in x.items() if k != "window_nll_sum"}
+                        y.update({"reused": "quality", "exact": False, "bytes_per_token": x.get("kv_bytes_per_token")})
+                        if x.get("ppl_ref"):
+                            y["dppl_pct"] = 100 * (x["ppl"] / x["ppl_ref"] - 1)
+                        return y
+                return None
+            for label, flags in cfgs:
+                lab = "kvlite " + label
+                if have(lab):
+                    continue
+                rows[:] = [x for x in rows if not (x["label"] == lab and x["ctx"] == ctx and not x.get("exact"))]
+                x = reuse(lab) if flags == ["--kv", label] else None
+                if x:
+                    x.update({"config": label, "flags": flags, "bits_listed": self.codec_bits.get(label),
+                              "bits_per_value": 8 * x["bytes_per_token"] / self.values_per_token()
+                              if x.get("bytes_per_token") else None})
+                    log("  kvlite %s ctx %d: reused from the quality phase" % (label, ctx))
+                else:
+                    log("codecs: kvlite eval kld %s, ctx %d, %d windows" % (" ".join(flags), ctx, W))
+                    x = self.codec_row(label, flags, ctx, W)
+                rows.append(x)
+                self.save()
+            need = [k for k in a.llama_codec_kvs if not have("llama.cpp " + k, errors_too=True)]
+            for k in (["f16"] + list(need)) if a.llama_codec_kvs else []:
+                if have("llama.cpp " + k):
+                    continue
+                x = reuse("llama.cpp " + k, need_kld=(k != "f16"))
+                if x:
+                    x["bits_per_value"] = 8 * LLAMA_KV[k][1]
+                    rows.append(x)
+                    if k in need:
+                        need.remove(k)
+                    log("  llama.cpp %s ctx %d: reused from the quality phase" % (k, ctx))
+            if a.llama_codec_kvs and (need or not have("llama.cpp f16")):
+                self.llama_codec_child(ctx, W, need)
+            self.save()
+
+    def llama_codec_child(self, ctx, W, kvs):
+        a = self.a
+        rows = self.res["codecs"]
+        log("codecs: llama.cpp f16 (reference) %s, flash attention, ctx %d, %d windows" % (" ".join(kvs), ctx, W))
+        spec = os.path.join(self.tmp, "codec_quality.json")
+        with open(spec, "w") as f:
+            json.dump({"model": a.model, "tokens": self.wiki_ids_path, "ctx": ctx, "windows": W, "ref": "f16",
+                       "kvs": kvs, "threads": a.threads, "n_batch": 512}, f)
+        r = run_child([self.py, os.path.abspath(__file__), "--child", "llama-quality", spec],
+                      autogroup_nice=self.pb("codecs"))
+        if r["rc"] != 0:
+            raise RuntimeError("llama quality child failed: " + r["stderr"][-2000:])
+        j = last_json(r["stdout"])
+        for k, err in j.get("errors", {}).items():
+            rows[:] = [x for x in rows if not (x["label"] == "llama.cpp " + k and x["ctx"] == ctx)]
+            rows.append({"engine": "llama.cpp", "label": "llama.cpp " + k, "kv": k, "flash_attn": True, "ctx": ctx,
+                         "windows": W, "exact": False, "bits_per_value": 8 * LLAMA_KV[k][1], "error": err})
+            log("  llama.cpp %-8s ctx %d rejected: %s" % (k, ctx, err))
+        for k, e in j["kv"].items():
+            if k == "f16" and any(x["label"] == "llama.cpp f16" and x["ctx"] == ctx for x in rows):
+                continue
+            x = {"engine": "llama.cpp", "label": "llama.cpp " + k, "kv": k, "flash_attn": True,
+                 "ref_kv": None if k == "f16" else "f16 FA", "dataset": "wikitext-2/test.txt", "ctx": ctx,
+                 "windows": j["windows"], "tokens_scored": j["tokens_scored"], "exact": False, "ppl": e["ppl"],
+                 "seconds": e["seconds"], "bits_per_value": 8 * LLAMA_KV[k][1], "bytes_per_token": self.llama_bpt(k)}
+            if "kld_mean" in e:
+                ppl_ref = j["kv"]["f16"]["ppl"]
+                x.update({"ppl_ref": ppl_ref, "dppl_pct": 100 * (e["ppl"] / ppl_ref - 1), "kld_mean": e["kld_mean"],
+                          "kld_max": e["kld_max"], "top1_agree_pct": e["top1_agree_pct"]})
+            rows.append(x)
+            log("  llama.cpp %-8s ctx %d: ppl %.4f%s" % (k, ctx, e["ppl"], "  KLD %.3g  top1 %.2f%%  %+.2f%%" % (
+                e["kld_mean"], e["top1_agree_pct"], x["dppl_pct"]) if "kld_mean" in e else " (reference)"))
+
+    def values_per_token(self):
+        s = self.shape
+        return s["n_layer"] * s["n_head_kv"] * s["head_dim"] * 2
+
+    def codec_exact(self, cfgs):
+        """eval kld --exact (exact matmuls in both passes: no 8-bit-activation KLD floor) for --exact-codecs at
+        --exact-ctx, --exact-windows windows."""
+        a = self.a
+        rows = self.res.setdefault("codecs", [])
+        ctx, W = a.exact_ctx, a.exact_windows
+        for label, flags in cfgs:
+            if label not in a.exact_codecs or any(x["label"] == "kvlite " + label and x["ctx"] == ctx and
+                                                  x.get("exact") and "error" not in x for x in rows):
+                continue
+            rows[:] = [x for x in rows if not (x["label"] == "kvlite " + label and x["ctx"] == ctx and x.get("exact"))]
+            log("codecs: kvlite eval kld --exact %s, ctx %d, %d windows" % (" ".join(flags), ctx, W))
+            rows.append(self.codec_row(label, flags, ctx, W, exact=True))
+            self.save()
+
+    def codec_kverror(self, cfgs):
+        """`kvlite eval kv-error FLAGS --ctx C` per config (C = the first --codec-ctx, on wikitext-2 test): per-layer
+        K/V reconstruction and attention-output error, so a quality loss can be traced to a layer (seconds each)."""
+        a = self.a
+        ke = self.res.setdefault("codec_kverror", [])
+        ctx = a.codec_ctx[0]
+        for lab, flags in cfgs:
+            if any(x["config"] == lab and "error" not in x for x in ke):
+                continue
+            ke[:] = [x for x in ke if x["config"] != lab]
+            cmd = [self.kvlite, "eval", "kv-error", "-m", a.model, "-f", self.wikitext, "--ctx", str(ctx),
+                   "--threads", str(a.threads), "--json"] + flags
+            r = run_child(cmd, autogroup_nice=self.pb("codecs"))
+            if r["rc"] != 0:
+                err = "kvlite eval kv-error %s failed (rc %d): %s" % (" ".join(flags), r["rc"], r["stderr"].strip()[-500:])
+                log("  " + err)
+                ke.append({"config": lab, "ctx": ctx, "error": err})
+                continue
+            lines = [json.loads(l) for l in r["stdout"].splitlines() if l.strip().startswith("{")]
+            x = dict(lines[0], config=lab, flags=flags)
+            x["layers"] = lines[1]["layers"] if len(lines) > 1 else []
+            ke.append(x)
+            log("  kv-error %-22s K %.2e  V %.2e  attn %.2e  worst layer %s" % (
+                lab, x.get("k_rel_mean", 0), x.get("v_rel_mean", 0), x.get("attn_rel_mean", 0), x.get("worst_layer")))
+        self.save()
+
+    def codec_speed(self, cfgs):
+        """kvlite bench per config and llama.cpp wheel --codec-speed-llama (FA) at --codec-speed-ctx, alternating,
+        --codec-speed-reps runs each (median), with the speed phase's machinery (own process, run-queue check)."""
+        a = self.a
+        c = a.codec_speed_ctx
+        P = self.prompt_len(c)
+        kl = [("kvlite " + lab, "kvlite", lab, None, None, flags) for lab, flags in cfgs]
+        ll = [("llama.cpp %s FA" % k, "llama.cpp", k, True, "wheel") for k in a.codec_speed_llama]
+        order = []
+        step = max(1, len(kl) // max(1, len(ll)))
+        for i, x in enumerate(kl):  # spread the (slow) llama.cpp runs among the kvlite ones
+            order.append(x)
+            if i % step == 0 and ll:
+                order.append(ll.pop(0))
+        order += ll
+        entries = {}
+        for label, engine, kv, fa, build, *rest in order:
+            e = {"label": label, "engine": engine, "build": build, "kv": kv, "flash_attn": fa, "ctx": c,
+                 "prompt_tokens": P, "gen_tokens": a.gen, "n_ctx": P + a.gen, "threads": a.threads, "n_batch": 512,
+                 "runs": [], "discarded_runs": []}
+            if rest:
+                e["flags"] = rest[0]
+            if engine == "llama.cpp":
+                e["kv_bytes_per_token"] = self.llama_bpt(kv)
+            entries[(c, label)] = e
+        for old in self.res.get("codec_speed", []):  # --resume: keep finished runs
+            if (old["ctx"], old["label"]) in entries:
+                entries[(old["ctx"], old["label"])] = old
+        self.res["codec_speed"] = list(entries.values())
+        if not hasattr(self, "wait_left"):
+            self.wait_left = a.wait_budget
+        log("codecs: speed at ctx %d (prompt %d + %d decoded), %d runs of %d configs" % (
+            c, P, a.gen, a.codec_speed_reps, len(order)))
+        for e in entries.values():  # --resume: a failed config is tried again
+            e.pop("error", None)
+        self.measure_speed(entries, [(c, a.codec_speed_reps, order)], "codec_speed", tolerate=True)
+        vpt = self.values_per_token()
+        for e in self.res["codec_speed"]:
+            if e.get("kv_bytes_per_token"):
+                e["bits_per_value"] = 8 * e["kv_bytes_per_token"] / vpt
+        self.save()
+
+    def best3(self, cfgs):
+        """The '≤ 3-bit' config for retrieval: among configs whose format is at most 3.0 bits/value (`kvlite codecs`),
+        the one with the lowest KLD at the first --codec-ctx; without quality rows, the first such config."""
+        a = self.a
+        small = [lab for lab, _ in cfgs if (self.codec_bits.get(lab) or 99) <= 3.0]
+        kl = {x["config"]: x["kld_mean"] for x in self.res.get("codecs", []) if x["engine"] == "kvlite" and
+              x["ctx"] == a.codec_ctx[0] and not x.get("exact") and x.get("kld_mean") is not None}
+        scored = sorted((kl[l], l) for l in small if l in kl)
+        return scored[0][1] if scored else (small[0] if small else None)
+
+    def codec_retrieval(self, cfgs):
+        """kvlite eval needle|passkey|... per --retrieval-codecs config on the retrieval phase's grid; f16 is taken
+        from the retrieval phase of this run when it has that task."""
+        a = self.a
+        byl = dict(cfgs)
+        names = []
+        for n in a.retrieval_codecs:
+            if n == "best3":
+                n = self.best3(cfgs)
+                if n:
+                    log("codecs: best <= 3-bit config for retrieval: %s" % n)
+                    self.res["codec_best3"] = n
+                else:
+                    log("codecs: no config of at most 3.0 bits/value for retrieval (best3)")
+            if n and n in byl and n not in names:
+                names.append(n)
+            elif n and n not in byl:
+                log("codecs: retrieval config %s is not among this run's configs, skipped" % n)
+        rr = self.res.setdefault("codec_retrieval", [])
+        outdir = os.path.join(a.results_dir, "codec_retrieval")
+        for task in a.codec_retrieval_tasks:
+            for lab in names:
+                if any(x["task"] == task and x["config"] == lab and "error" not in x for x in rr):
+                    continue
+                rr[:] = [x for x in rr if not (x["task"] == task and x["config"] == lab)]
+                base = next((x for x in self.res.get("retrieval", []) if x["task"] == task), None)
+                if lab == "f16" and byl[lab] == ["--kv", "f16"] and base:
+                    rr.append(dict(base, config="f16", label="kvlite f16", reused="retrieval",
+                                   bytes_per_token=self.kvlite_bpt("f16")))
+                    log("  %s f16: reused from the retrieval phase (%.1f%%)" % (task, 100 * base["score"]))
+                    self.save()
+                    continue
+                cmd = [self.kvlite, "eval", task, "-m", a.model, "--threads", str(a.threads), "--json"] + byl[lab]
+                if task != "passkey":
+                    cmd += ["--haystack", os.path.join(a.data_dir, "pg_essays")]
+                if a.retrieval_lengths:
+                    cmd += ["--lengths", a.retrieval_lengths]
+                if a.retrieval_seeds:
+                    cmd += ["--seeds", str(a.retrieval_seeds)]
+                log("codecs: kvlite eval %s %s" % (task, " ".join(cmd[cmd.index("--json") + 1:])))
+                r = run_child(cmd, autogroup_nice=self.pb("codecs"))
+                if r["rc"] != 0:
+                    err = "kvlite eval %s %s failed (rc %d): %s" % (task, " ".join(byl[lab]), r["rc"],
+                                                                   r["stderr"].strip()[-1000:])
+                    log("  " + err)
+                    rr.append({"task": task, "config": lab, "label": "kvlite " + lab, "error": err})
+                    self.save()
+                    continue
+                j = json.loads(r["stdout"])
+                x = {"task": task, "config": lab, "label": "kvlite " + lab, "flags": byl[lab], "score": j["score"],
+                     "correct": j.get("correct"), "cells_total": j.get("cells_total"), "by_length": j["by_length"],
+                     "bytes_per_token": j.get("bytes_per_token"), "seconds": j["seconds"],
+                     "peak_rss_bytes": r["maxrss_bytes"]}
+                if j.get("bytes_per_token"):
+                    x["bits_per_value"] = 8 * j["bytes_per_token"] / self.values_per_token()
+                if not a.quick:  # the full answer of every cell, kept beside the peer file
+                    os.makedirs(outdir, exist_ok=True)
+                    out = os.path.join(outdir, "%s_%s.json" % (task, re.sub(r"[^A-Za-z0-9_.+-]+", "_", lab)))
+                    j.update({"kind": "codec-retrieval", "date": now_iso(), "flags": byl[lab],
+                              "kvlite_commit": self.res["versions"].get("kvlite_commit")})
+                    with open(out + ".tmp", "w") as f:
+                        json.dump(j, f, indent=1)
+                        f.write("\n")
+                    os.replace(out + ".tmp", out)
+                    x["file"] = os.path.relpath(out, ROOT)
+                rr.append(x)
+                log("  %s %s: score %.1f%% %s (%.0f s)" % (task, lab, 100 * j["score"], j["by_length"], j["seconds"]))
+                self.save()
 
     # -- baselines ------------------------------------------------------------
     def phase_baseline(self):
@@ -953,7 +1379,7 @@ class Bench:
         a = self.a
         self.wikitext = os.path.join(a.data_dir, "wikitext-2", "test.txt")
         self.shakespeare = os.path.join(a.data_dir, "tinyshakespeare", "input.txt")
-        for p in ([self.wikitext] if {"quality", "baseline"} & set(a.phases) else []) + \
+        for p in ([self.wikitext] if {"quality", "baseline", "codecs"} & set(a.phases) else []) + \
                  ([self.shakespeare] if "baseline" in a.phases else []):
             if not os.path.exists(p):
                 sys.exit("bench: missing data file %s (set --data-dir or KVL_DATA_DIR)" % p)
@@ -962,7 +1388,7 @@ class Bench:
         # Use a private copy of the binary: others may rebuild build/kvlite during a long run.
         import hashlib
         import shutil
-        src = self.kvlite
+        src = os.path.join(ROOT, a.build, "kvlite")  # after start(): --resume takes the run's --build
         if not os.path.exists(src):
             sys.exit("bench: %s not found (run make)" % src)
         self.kvlite = os.path.join(self.tmp, "kvlite")
@@ -1007,6 +1433,8 @@ class Bench:
             self.phase_baseline()
         if "retrieval" in a.phases:
             self.phase_retrieval()
+        if "codecs" in a.phases:
+            self.phase_codecs()
         self.res["finished"] = now_iso()
         self.save(complete=True)
         import shutil
@@ -1037,7 +1465,7 @@ def main():
     ap.add_argument("--data-dir", default=default_data_dir())
     ap.add_argument("--build", default="build", help="kvlite build dir (relative to the repo)")
     ap.add_argument("--results-dir", default=os.path.join(ROOT, "bench", "results"))
-    ap.add_argument("--phases", default="speed,quality,baseline,retrieval")
+    ap.add_argument("--phases", default="speed,quality,baseline,retrieval,codecs")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--contexts", default=None, help="speed contexts, default 128,1024,4096,8192")
     ap.add_argument("--reps", type=int, default=None, help="runs per speed config (median), default 5")
@@ -1060,10 +1488,37 @@ def main():
                          "native' speed configs; '' leaves those configs out")
     ap.add_argument("--ppl-ctx", type=int, default=1024)
     ap.add_argument("--ppl-windows", type=int, default=None, help="quality windows, default 40")
-    ap.add_argument("--kvlite-codecs", default="f32,f16,int8")
-    ap.add_argument("--llama-kvs", default="f16,q8_0,q4_0,f16-noFA",
+    ap.add_argument("--quality-codecs", default="f32,f16,int8",
+                    help="kvlite codecs of the quality phase (the codecs phase measures every codec)")
+    ap.add_argument("--llama-kvs", default="f16,q8_0,q5_0,q4_1,q4_0,iq4_nl,f16-noFA",
                     help="llama.cpp KV types for the quality phase (flash attention on; TYPE-noFA = off); "
                          "the first is the KLD reference")
+    g = ap.add_argument_group("codecs phase (issue 8: every KV codec vs llama.cpp's KV types)")
+    g.add_argument("--kvlite-codecs", default="auto",
+                   help="kvlite KV specs, comma-separated; auto = every codec `kvlite codecs --json` lists except f32, "
+                        "plus %s; names the build does not list are skipped (noted)" % ", ".join(CODEC_EXTRA))
+    g.add_argument("--kvlite-mixed", action="append", default=None, metavar="LABEL=FLAGS",
+                   help="a mixed-precision config: its label and its kvlite flags (repeatable; default %r; "
+                        "'none' for none)" % CODEC_MIXED[0])
+    g.add_argument("--codec-ctx", default=None, help="the two quality contexts, default 1024,4096 (quick: 256,512)")
+    g.add_argument("--ppl4-windows", type=int, default=None,
+                   help="windows at the second --codec-ctx, default 10 (the first uses --ppl-windows)")
+    g.add_argument("--llama-codec-kvs", default=",".join(LLAMA_CODEC_KVS),
+                   help="llama.cpp KV types (flash attention on) measured against its f16 cache at both contexts")
+    g.add_argument("--exact-codecs", default="f16,int8,fp8", help="configs also measured with eval kld --exact")
+    g.add_argument("--exact-windows", type=int, default=None,
+                   help="windows of the --exact runs, default 1 (0 = none; --exact runs ~3 tok/s on 2 cores)")
+    g.add_argument("--exact-ctx", type=int, default=None, help="context of the --exact runs, default the first --codec-ctx")
+    g.add_argument("--codec-speed-ctx", type=int, default=None, help="speed context, default 8192 (quick 512)")
+    g.add_argument("--codec-speed-reps", type=int, default=None, help="runs per speed config, default 3 (quick 1)")
+    g.add_argument("--codec-speed-llama", default="f16,q4_0",
+                   help="llama.cpp KV types (wheel, flash attention on) measured beside the codecs")
+    g.add_argument("--retrieval-codecs", default="f16,int8,int4,kivi4,kivi2,best3",
+                   help="configs of the per-codec retrieval runs; best3 = the lowest-KLD config of at most 3.0 "
+                        "bits/value")
+    g.add_argument("--codec-retrieval-tasks", default="needle,passkey", help="e.g. needle,passkey,multikey")
+    g.add_argument("--codec-steps", default="quality,exact,kverror,speed,retrieval",
+                   help="parts of the codecs phase to run")
     ap.add_argument("--baseline-ctx", default=None, help="default 1024,4096,8192")
     ap.add_argument("--baseline-tokens", type=int, default=None,
                     help="tokens per baseline run (windows = tokens // ctx, at least 1), default 16384")
@@ -1078,7 +1533,7 @@ def main():
                     help="run each speed child in its own session (scheduler autogroup) with this autogroup nice, "
                          "so background jobs (even niced ones in other autogroups) barely disturb the timing; "
                          "0 = off. Needs root and kernel.sched_autogroup_enabled=1")
-    ap.add_argument("--boost-phases", default="speed,quality,baseline,retrieval",
+    ap.add_argument("--boost-phases", default="speed,quality,baseline,retrieval,codecs",
                     help="phases whose processes get --priority-boost (llama.cpp's spinning barriers slow it "
                          "down many times on a shared machine, in the quality phase too)")
     ap.add_argument("--max-wait", type=float, default=0,
@@ -1106,8 +1561,27 @@ def main():
     if bad:
         sys.exit("bench: unknown speed configs %s (known: %s)" % (bad, ", ".join(sorted(known))))
     a.long_configs = None if a.long_configs == "all" else [s.strip() for s in a.long_configs.split(",") if s.strip()]
-    a.kvlite_codecs = [s for s in a.kvlite_codecs.split(",") if s]
+    a.quality_codecs = [s for s in a.quality_codecs.split(",") if s]
     a.llama_kvs = [s for s in a.llama_kvs.split(",") if s]
+    a.kvlite_codecs = [s.strip() for s in a.kvlite_codecs.split(",") if s.strip()]
+    a.kvlite_mixed = a.kvlite_mixed or list(CODEC_MIXED)
+    a.codec_ctx = [int(x) for x in (a.codec_ctx or ("256,512" if q else "1024,4096")).split(",") if x]
+    if len(a.codec_ctx) not in (1, 2):
+        sys.exit("bench: --codec-ctx takes one or two contexts")
+    a.ppl4_windows = a.ppl4_windows or (1 if q else 10)
+    a.llama_codec_kvs = [s for s in a.llama_codec_kvs.split(",") if s]
+    bad = [k for k in a.llama_codec_kvs + [k.split("-")[0] for k in a.llama_kvs] if k not in LLAMA_KV]
+    if bad:
+        sys.exit("bench: unknown llama.cpp KV types %s (known: %s)" % (bad, ", ".join(LLAMA_KV)))
+    a.exact_codecs = [s for s in a.exact_codecs.split(",") if s]
+    a.exact_windows = 1 if a.exact_windows is None else a.exact_windows
+    a.exact_ctx = a.exact_ctx or (128 if q else a.codec_ctx[0])
+    a.codec_speed_ctx = a.codec_speed_ctx or (512 if q else 8192)
+    a.codec_speed_reps = a.codec_speed_reps or (1 if q else 3)
+    a.codec_speed_llama = [s for s in a.codec_speed_llama.split(",") if s]
+    a.retrieval_codecs = [s for s in a.retrieval_codecs.split(",") if s]
+    a.codec_retrieval_tasks = [s for s in a.codec_retrieval_tasks.split(",") if s]
+    a.codec_steps = [s for s in a.codec_steps.split(",") if s]
     a.retrieval_tasks = [s for s in a.retrieval_tasks.split(",") if s]
     if q and not a.retrieval_lengths:  # development runs: one short length, one seed
         a.retrieval_lengths, a.retrieval_seeds = "512", a.retrieval_seeds or 1

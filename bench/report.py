@@ -4,6 +4,8 @@
 Reads every JSON file in the results folder and sorts them by kind:
   kind "peer"      written by bench/bench.py; the newest complete non-quick one
                    is reported (else the newest one; --peer FILE picks one)
+  (a peer run's "codecs" / "codec_speed" / "codec_retrieval" results, from bench.py's codecs phase, make the
+                   KV-codecs section and docs/img/kv_pareto.png)
   kind "kv-point"  extra points for the quality-vs-bytes (Pareto) chart and
                    table, e.g. from later KV techniques (schema in bench/README.md)
   retrieval        files baseline_retrieval_*.json, or any object with a "task"
@@ -172,7 +174,7 @@ def table(header, rows, align=None):
     al = align or (["l"] + ["r"] * (len(header) - 1))
     out.append("|" + "|".join(":--" if a == "l" else "--:" for a in al) + "|")
     for r in rows:
-        out.append("| " + " | ".join(str(c) for c in r) + " |")
+        out.append("| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |")
     return "\n".join(out)
 
 
@@ -180,7 +182,7 @@ def table(header, rows, align=None):
 # plots
 
 
-def plots(peer, points, retr, imgdir, qsrc=None):
+def plots(peer, points, retr, imgdir, qsrc=None, csrc=None):
     try:
         import matplotlib
     except ImportError:
@@ -304,6 +306,9 @@ def plots(peer, points, retr, imgdir, qsrc=None):
         fig.savefig(os.path.join(imgdir, "pareto.png"), dpi=110)
         plt.close(fig)
         made["pareto"] = "pareto.png"
+    C = Codecs(csrc) if csrc and csrc.get("codecs") else None
+    if C and any(x.get("kld_mean") is not None for x in C.rows):
+        made["kv_pareto"] = kv_pareto_plot(C, imgdir, plt, qsrc)
     return made
 
 
@@ -350,6 +355,440 @@ def quality_points(peer, points):
 
 
 # ---------------------------------------------------------------------------
+# KV codecs (issue 8): bench.py's codecs phase
+
+# Nominal payload bits of a codec family (the decode-speed goals speak of "4-bit" and "2-bit" codecs).
+NOMINAL_BITS = {"f32": 32, "f16": 16, "int8": 8, "fp8": 8, "int4": 4, "int4g64": 4, "int4z": 4, "kivi4": 4, "oaken": 4,
+                "kivi2": 2, "squat": 2}
+LLAMA_ORDER = ["f16", "q8_0", "q5_0", "q4_1", "q4_0", "iq4_nl"]
+GOAL_BITS_1, GOAL_BITS_2 = 4.5, 3.0
+
+
+def codec_base(x):
+    """'int4' for a plain spec config ('int4+rot', 'kivi2:r=64'); None for a mixed one (several flags)."""
+    fl = x.get("flags") or []
+    if len(fl) == 2 and fl[0] == "--kv":
+        return re.split(r"[+:]", fl[1])[0]
+    return None
+
+
+class Codecs:
+    """Index of a peer run's codecs-phase results."""
+
+    def __init__(self, src):
+        self.src = src
+        rows = src.get("codecs", []) if src else []
+        self.rows = rows
+        self.q = {(x["label"], x["ctx"]): x for x in rows if not x.get("exact")}
+        self.exact = [x for x in rows if x.get("exact")]
+        self.ctxs = sorted({x["ctx"] for x in rows if not x.get("exact")})
+        self.speed = {e["label"]: e for e in (src or {}).get("codec_speed", []) if e.get("runs")}
+        self.retr = {}
+        for r in (src or {}).get("codec_retrieval", []):
+            self.retr[(r.get("config"), r["task"])] = r
+        self.tasks = [t for t in ("needle", "passkey", "multikey") if any(k[1] == t for k in self.retr)]
+        cfg = [c["label"] for c in (src or {}).get("codec_configs", [])]
+        seen = cfg + [x["config"] for x in rows if x["engine"] == "kvlite" and x.get("config") not in cfg]
+        self.kv_labels = []
+        for c in seen:
+            if c not in self.kv_labels:
+                self.kv_labels.append(c)
+        lk = {x["kv"] for x in rows if x["engine"] == "llama.cpp"}
+        self.llama = [k for k in LLAMA_ORDER if k in lk] + sorted(lk - set(LLAMA_ORDER))
+
+    def get(self, engine, name, ctx):
+        return self.q.get(("%s %s" % (engine, name), ctx))
+
+    def bits(self, engine, name, ctx=None):
+        """bits/value as measured at ctx (residual included), else at any context, else the listed format's"""
+        for c in ([ctx] if ctx else []) + self.ctxs[::-1]:
+            x = self.get(engine, name, c)
+            if x and x.get("bits_per_value"):
+                return x["bits_per_value"]
+        for c in (self.src or {}).get("codec_configs", []):
+            if c["label"] == name:
+                return c.get("bits_listed")
+        return None
+
+    def dppl_f16(self, x):
+        """Δppl in % against kvlite f16 at the same context (kvlite rows; llama.cpp: against its f16 cache)."""
+        if x is None or x.get("ppl") is None:
+            return None
+        if x["engine"] == "llama.cpp":
+            return x.get("dppl_pct")
+        f = self.get("kvlite", "f16", x["ctx"])
+        return 100 * (x["ppl"] / f["ppl"] - 1) if f and f.get("ppl") else None
+
+    def speed_of(self, label):
+        return self.speed.get(label)
+
+
+def f_pct(x, nd=2, sign=True):
+    return "–" if x is None else ("%+.*f%%" % (nd, x) if sign else "%.*f%%" % (nd, x))
+
+
+def f_x(a, b):
+    return "%.2f×" % (a / b) if a and b else "–"
+
+
+def codecs_md(C, peer, made, imgrel, A):
+    src = C.src
+    A("## KV codecs")
+    A("")
+    reused_md(src, peer, "KV-codec", A, "they come from the codecs phase of that run")
+    args = src.get("args", {})
+    c1 = C.ctxs[0] if C.ctxs else None
+    wins = {c: next((x["windows"] for x in C.rows if x["ctx"] == c and not x.get("exact") and x.get("windows")), "?")
+            for c in C.ctxs}
+    sp_f16 = C.speed_of("kvlite f16")
+    sp_q4 = C.speed_of("llama.cpp q4_0 FA")
+    sctx = next(iter(C.speed.values()))["ctx"] if C.speed else None
+    sealing = {c["name"] for c in (src.get("codec_list") or {}).get("codecs", []) if c.get("sealing")}
+    seal_chunk = next((x.get("chunk") for x in C.rows if not x.get("exact") and codec_base(x) in sealing
+                       and x.get("chunk")), None)
+    A("Every kvlite KV codec (`kvlite codecs`, plus rotated and mixed-precision configs) and llama.cpp's quantized "
+      "KV types (flash attention on) on wikitext-2 `test.txt`, %s. kvlite: `kvlite eval kld FLAGS` (KLD, top-1 "
+      "agreement and Δppl against its f32 cache on the same windows%s); llama.cpp: KLD / top-1 against its f16 cache. *bits/value*: codec bytes of "
+      "the cache as stored at that context (scales, zero points, outliers and the f16 residual included) × 8 / "
+      "(n_layer × n_kv_head × head_dim × 2); for llama.cpp the block format's exact size. Δppl: against kvlite f16 "
+      "(llama.cpp: its f16 cache) at the same context.%s" % (
+          ", ".join("ctx %d × %s windows" % (c, wins[c]) for c in C.ctxs) or "no quality rows",
+          "; sealing codecs prefill %s tokens per call, one page, as decode sees them" % seal_chunk if seal_chunk
+          else "",
+          (" Speed: `kvlite bench FLAGS --prompt %d --gen %d` and llama.cpp (wheel) at ctx %d, median of %s run(s), "
+           "configs alternating in one run; ratios are the config's decode tok/s over kvlite f16's and llama.cpp "
+           "q4_0 FA's." % (next(iter(C.speed.values()))["prompt_tokens"], next(iter(C.speed.values()))["gen_tokens"],
+                           sctx, "/".join(str(n) for n in sorted({e.get("reps") for e in C.speed.values()})))
+           ) if C.speed else ""))
+    A("")
+    ks = lambda c: "%dK" % (c // 1024) if c >= 1024 and c % 1024 == 0 else str(c)
+    head = ["engine", "config", "bits/value"]
+    for c in C.ctxs:
+        head += ["KLD %s" % ks(c), "Δppl %s" % ks(c), "top-1 %s" % ks(c)]
+    if C.speed:
+        head += ["decode %s tok/s" % ks(sctx), "× kvlite f16", "× llama q4_0", "prefill %s tok/s" % ks(sctx),
+                 "prefill × f16"]
+    head += C.tasks
+    rows, errs = [], []
+    items = [("kvlite", l) for l in C.kv_labels] + [("llama.cpp", k) for k in C.llama]
+    for eng, name in items:
+        r = [eng, "`%s`" % name if eng == "kvlite" else name + (" (reference)" if name == "f16" else "")]
+        bb = [C.bits(eng, name, c) for c in C.ctxs] or [C.bits(eng, name)]
+        bb = [b for b in bb if b]
+        r.append("–" if not bb else "%.2f" % bb[-1] if max(bb) - min(bb) < 0.005 else
+                 "/".join("%.2f" % b for b in bb))
+        for c in C.ctxs:
+            x = C.get(eng, name, c)
+            if x and x.get("error"):
+                errs.append("%s %s at ctx %d: %s" % (eng, name, c, x["error"].strip().splitlines()[-1][:300]))
+                r += ["failed", "–", "–"]
+                continue
+            r += [f_sci(x.get("kld_mean")) if x else "–", f_pct(C.dppl_f16(x)) if x and
+                  not (eng == "llama.cpp" and name == "f16") else "–",
+                  "%.2f%%" % x["top1_agree_pct"] if x and x.get("top1_agree_pct") is not None else "–"]
+        if C.speed:
+            e = C.speed_of("%s %s" % (eng, name) if eng == "kvlite" else "llama.cpp %s FA" % name)
+            r += [f_num(e["decode_tok_s"]) if e else "–", f_x(e and e["decode_tok_s"], sp_f16 and sp_f16["decode_tok_s"]),
+                  f_x(e and e["decode_tok_s"], sp_q4 and sp_q4["decode_tok_s"]),
+                  f_num(e["prefill_tok_s"]) if e else "–",
+                  f_x(e and e["prefill_tok_s"], sp_f16 and sp_f16["prefill_tok_s"])]
+        se = next((e for e in (src.get("codec_speed") or []) if e.get("error") and e["label"] == (
+            "kvlite " + name if eng == "kvlite" else "llama.cpp %s FA" % name)), None)
+        if se:
+            errs.append("speed %s %s: %s" % (eng, name, se["error"].strip().splitlines()[-1][:300]))
+        for t in C.tasks:
+            x = C.retr.get((name, t)) if eng == "kvlite" else None
+            r.append("failed" if x and x.get("error") else "%.1f%%" % (100 * x["score"]) if x else "–")
+            if x and x.get("error"):
+                errs.append("%s %s: %s" % (t, name, x["error"].strip().splitlines()[-1][:300]))
+        rows.append(r)
+    A(table(head, rows, ["l", "l"] + ["r"] * (len(head) - 2)))
+    A("")
+    flags = [(c["label"], c["flags"]) for c in src.get("codec_configs", []) if c["flags"] != ["--kv", c["label"]]]
+    if flags:
+        A("Configs with their own flags: " + "; ".join("`%s` = `%s`" % (l, " ".join(f)) for l, f in flags) + ".")
+        A("")
+    rq = sorted({x["label"] for x in C.rows if x.get("reused")})
+    if rq:
+        A("Reused from the quality phase of the same run (same context and windows): %s." % ", ".join(rq))
+        A("")
+    if C.retr:
+        base = next((r for r in C.retr.values() if r.get("config") == "f16"), None)
+        A("Retrieval: `kvlite eval needle|passkey|multikey FLAGS` on the retrieval phase's grid (%s); f16 is the "
+          "retrieval phase's own baseline when it ran.%s" % (
+              "prompt lengths %s" % args.get("retrieval_lengths") if args.get("retrieval_lengths") else
+              "kvlite's default grid: lengths 1024–4096 × depths 0–100% × 2 seeds",
+              " The ≤ 3-bit config picked for it (lowest KLD at ctx %s among formats of at most 3.0 bits/value): "
+              "`%s`." % (c1, src["codec_best3"]) if src.get("codec_best3") else ""))
+        A("")
+    if errs:
+        A("Not measured (the command's error): " + "; ".join(errs) + ".")
+        A("")
+    if made.get("kv_pareto"):
+        A("![KLD and Δppl vs bits/value: kvlite codecs and llama.cpp KV types](%s/%s)" % (imgrel, made["kv_pareto"]))
+        A("")
+    if C.exact:
+        A("With `--exact` (exact matmuls in both passes: no 8-bit-activation noise floor):")
+        A("")
+        fx = {x["ctx"]: x for x in C.exact if x.get("config") == "f16" and x.get("kld_mean") is not None}
+        erows = []
+        for x in C.exact:
+            if x.get("error"):
+                erows.append([x["config"], x["ctx"], x.get("windows"), "failed", "–", "–", "–"])
+                continue
+            f = fx.get(x["ctx"])
+            erows.append(["`%s`" % x["config"], x["ctx"], x["windows"], f_sci(x["kld_mean"]), f_pct(x.get("dppl_pct")),
+                          "%.2f%%" % x["top1_agree_pct"],
+                          f_x(x["kld_mean"], f["kld_mean"]) if f and x is not f else "–"])
+        A(table(["config", "ctx", "windows", "KLD vs f32", "Δppl vs f32", "top-1", "KLD / f16's"], erows,
+                ["l", "r", "r", "r", "r", "r", "r"]))
+        A("")
+    ke = [x for x in src.get("codec_kverror", []) if "error" not in x]
+    if ke:
+        A("Per-layer error (`kvlite eval kv-error FLAGS --ctx %s`: relative K / V reconstruction error and "
+          "attention-output error against f32 KV, means over layers; the worst layer by attention-output error, "
+          "and the three worst):" % ke[0].get("ctx"))
+        A("")
+        krows = []
+        for x in ke:
+            ls = sorted(x.get("layers", []), key=lambda l: -l.get("attn_rel", 0))[:3]
+            krows.append(["`%s`" % x["config"], f_sci(x.get("k_rel_mean")), f_sci(x.get("v_rel_mean")),
+                          f_sci(x.get("attn_rel_mean")), x.get("worst_layer", "–"),
+                          ", ".join("%d (%s)" % (l["layer"], f_sci(l.get("attn_rel"))) for l in ls) or "–"])
+        A(table(["config", "K rel. error", "V rel. error", "attn-output rel. error", "worst layer",
+                 "worst layers (attn error)"], krows, ["l", "r", "r", "r", "r", "l"]))
+        A("")
+    goals_md(C, A)
+
+
+def _over(v, bar, what, pct=False):
+    if v is None:
+        return "%s not measured" % what
+    if v <= bar:
+        return ""
+    return "%s %s is %s over the bar" % (what, f_pct(v) if pct else f_sci(v),
+                                          ("%.2f pts" % (v - bar)) if pct else "%.1f×" % (v / bar))
+
+
+def goals_md(C, A):
+    """Issue 8's goals, each with the measured value and met / missed by how much."""
+    G = []  # (goal, measured, verdict)
+    kv = [l for l in C.kv_labels]
+
+    def qual_goal(bits_max, dppl_max, kld_max, name):
+        cand = []
+        for l in kv:
+            vals = []
+            ok = True
+            for c in C.ctxs:
+                x = C.get("kvlite", l, c)
+                if not x or x.get("error") or (C.bits("kvlite", l, c) or 99) > bits_max:
+                    ok = False
+                    break
+                vals.append((c, C.dppl_f16(x), x.get("kld_mean") if kld_max else None))
+            if ok and vals and all(v[1] is not None for v in vals):
+                score = max(max(abs(d) / dppl_max for _, d, _ in vals),
+                            max((k / kld_max for _, _, k in vals), default=0) if kld_max else 0)
+                cand.append((score, l, vals))
+        if not cand:
+            G.append((name, "no kvlite config at ≤ %.1f bits/value measured at %s" % (
+                bits_max, "/".join(str(c) for c in C.ctxs) or "any context"), "**missed** (nothing measured)"))
+            return
+        cand.sort(key=lambda t: t[0])
+        score, l, vals = cand[0]
+        bl = sorted({"%.2f" % C.bits("kvlite", l, c) for c in C.ctxs})
+        meas = "best: `%s` (%s b/v): " % (l, "/".join(bl)) + "; ".join(
+            "ctx %d Δppl %s%s" % (c, f_pct(d), ", KLD %s" % f_sci(k) if kld_max else "") for c, d, k in vals)
+        if score <= 1:
+            G.append((name, meas, "met"))
+        else:
+            why = [s for c, d, k in vals for s in (_over(abs(d), dppl_max, "ctx %d Δppl" % c, pct=True),
+                                                    _over(k, kld_max, "ctx %d KLD" % c) if kld_max else "") if s]
+            G.append((name, meas, "**missed**: " + "; ".join(why)))
+
+    cs = " and ".join("%dK" % (c // 1024) if c % 1024 == 0 else str(c) for c in C.ctxs) or "1K and 4K"
+    qual_goal(GOAL_BITS_1, 1.0, 0.01, "≤ 4.5 bits/value: Δppl ≤ 1%% vs f16 and KLD ≤ 0.01 at ctx %s" % cs)
+    qual_goal(GOAL_BITS_2, 5.0, None, "≤ 3.0 bits/value: Δppl ≤ 5%% vs f16 (ctx %s)" % cs)
+    # retrieval at <= 3 bits
+    base = {t: C.retr.get(("f16", t)) for t in ("needle", "passkey")}
+    cand = []
+    for l in kv:
+        b = C.bits("kvlite", l)
+        rs = {t: C.retr.get((l, t)) for t in ("needle", "passkey")}
+        if l == "f16" or b is None or b > GOAL_BITS_2 or not all(r and r.get("score") is not None for r in rs.values()):
+            continue
+        rel = {t: (rs[t]["score"] / base[t]["score"] if base[t] and base[t].get("score") else None) for t in rs}
+        if None in rel.values():
+            continue
+        cand.append((min(rel.values()), l, rs, rel))
+    name = "≤ 3.0 bits/value: needle and passkey ≥ 95% of f16's"
+    if not cand:
+        G.append((name, "no ≤ 3.0-bit config with needle and passkey results (and an f16 baseline)",
+                  "**missed** (nothing measured)"))
+    else:
+        cand.sort(reverse=True)
+        m, l, rs, rel = cand[0]
+        meas = "best: `%s` (%.2f b/v): " % (l, C.bits("kvlite", l)) + "; ".join(
+            "%s %.1f%% vs f16 %.1f%% (%.0f%%)" % (t, 100 * rs[t]["score"], 100 * base[t]["score"], 100 * rel[t])
+            for t in rs)
+        G.append((name, meas, "met" if m >= 0.95 else "**missed** by %.0f pts (worst task at %.0f%% of f16's)" % (
+            100 * (0.95 - m), 100 * m)))
+    # int8 / fp8 KLD within 10% of f16's
+    for l in ("int8", "fp8"):
+        if l not in C.kv_labels:
+            G.append(("`%s` KLD within 10%% of f16's" % l, "not in this run (`kvlite codecs` of the build did not list "
+                      "it)", "**missed** (not measured)"))
+            continue
+        for exact in (False, True):
+            if exact and not C.exact:
+                G.append(("`%s` KLD within 10%% of f16's with --exact" % l, "no --exact runs (`--exact-windows 0`?)",
+                          "**missed** (not measured)"))
+                continue
+            pool = [x for x in C.rows if bool(x.get("exact")) == exact and "error" not in x]
+            for c in sorted({x["ctx"] for x in pool}):
+                x = next((y for y in pool if y.get("config") == l and y["ctx"] == c), None)
+                f = next((y for y in pool if y.get("config") == "f16" and y["ctx"] == c), None)
+                nm = "`%s` KLD within 10%% of f16's (ctx %d%s)" % (l, c, ", --exact" if exact else "")
+                if not x or not f or x.get("kld_mean") is None or not f.get("kld_mean"):
+                    G.append((nm, "not measured" if not x else "no f16 row to compare", "**missed** (not measured)"))
+                    continue
+                r = x["kld_mean"] / f["kld_mean"]
+                G.append((nm, "%s vs f16 %s (%.2f×)" % (f_sci(x["kld_mean"]), f_sci(f["kld_mean"]), r),
+                          "met" if r <= 1.10 else "**missed** by %.0f%% (%.2f× f16's)" % (100 * (r - 1.10), r)
+                          if r < 3 else "**missed**: %.0f× f16's (%s)" % (
+                              r, "with exact matmuls f16's KLD is almost 0, so any quantization error exceeds the "
+                              "10% margin" if exact else "far above the bar")))
+    # speed
+    f16 = C.speed_of("kvlite f16")
+    q4 = C.speed_of("llama.cpp q4_0 FA")
+    if C.speed:
+        sctx = next(iter(C.speed.values()))["ctx"]
+        for l in kv:
+            e = C.speed_of("kvlite " + l)
+            x = next((y for y in C.rows if y.get("config") == l), None) or {"flags": ["--kv", l]}
+            cfg = next((c for c in C.src.get("codec_configs", []) if c["label"] == l), x)
+            nb = NOMINAL_BITS.get(codec_base(cfg))
+            if not e or not f16 or l == "f16":
+                continue
+            d, p = e["decode_tok_s"] / f16["decode_tok_s"], e["prefill_tok_s"] / f16["prefill_tok_s"]
+            if nb == 4:
+                G.append(("4-bit `%s`: decode at ctx %d ≥ 1.2× kvlite f16" % (l, sctx), "%.1f vs %.1f tok/s (%.2f×)" % (
+                    e["decode_tok_s"], f16["decode_tok_s"], d), "met" if d >= 1.2 else "**missed** (%.3f× < 1.2×)" % d))
+                if q4:
+                    dq = e["decode_tok_s"] / q4["decode_tok_s"]
+                    G.append(("4-bit `%s`: decode at ctx %d ≥ 2× llama.cpp q4_0" % (l, sctx),
+                              "%.1f vs %.1f tok/s (%.2f×)" % (e["decode_tok_s"], q4["decode_tok_s"], dq),
+                              "met" if dq >= 2 else "**missed** (%.3f× < 2×)" % dq))
+            elif nb == 2:
+                G.append(("2-bit `%s`: decode at ctx %d ≥ 1.3× kvlite f16" % (l, sctx), "%.1f vs %.1f tok/s (%.2f×)" % (
+                    e["decode_tok_s"], f16["decode_tok_s"], d), "met" if d >= 1.3 else "**missed** (%.3f× < 1.3×)" % d))
+            G.append(("`%s`: prefill at ctx %d no more than 10%% slower than f16" % (l, sctx),
+                      "%.1f vs %.1f tok/s (%.2f×)" % (e["prefill_tok_s"], f16["prefill_tok_s"], p),
+                      "met" if p >= 0.9 else "**missed**: %.1f%% slower" % (100 * (1 - p))))
+    else:
+        G.append(("decode / prefill at ctx 8K vs kvlite f16 and llama.cpp q4_0", "no codec speed results",
+                  "**missed** (not measured)"))
+    A("### Issue 8 goals")
+    A("")
+    A("Measured values against each goal of issue 8 (bits/value as measured at that context; \"best\" = the "
+      "config closest to the bar). Where a codec misses, `kvlite eval kv-error -m M -f FILE --kv SPEC --json` "
+      "gives its per-layer K/V and attention-output error.")
+    A("")
+    A(table(["goal", "measured", "verdict"], [list(g) for g in G], ["l", "l", "l"]))
+    A("")
+
+
+def kv_pareto_plot(C, imgdir, plt, qsrc=None):
+    """docs/img/kv_pareto.png: KLD (log) and Δppl% against bits/value, kvlite codecs (circles) and llama.cpp KV
+    types (squares); the first context filled, the second hollow; labels on the first."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+    col = {"kvlite": "#1f77b4", "llama.cpp": "#ff7f0e"}
+    mk = {"kvlite": "o", "llama.cpp": "s"}
+    allb = []
+    stack = {}  # (panel, bits) -> [(y, label offset)] placed there
+    for i, c in enumerate(C.ctxs[:2]):
+        for x in C.rows:
+            if x.get("exact") or x["ctx"] != c or x.get("error") or x.get("kld_mean") is None:
+                continue
+            eng = x["engine"]
+            b = x.get("bits_per_value")
+            if not b:
+                continue
+            allb.append(b)
+            name = x.get("config") or x.get("kv")
+            d = C.dppl_f16(x)
+            for ax, y in ((axes[0], x["kld_mean"]), (axes[1], d)):
+                if y is None or (ax is axes[0] and y <= 0):
+                    continue
+                kw = dict(color=col.get(eng, "#2ca02c"), s=46) if i == 0 else dict(
+                    facecolors="none", edgecolors=col.get(eng, "#2ca02c"), s=46)
+                ax.scatter([b], [y], marker=mk.get(eng, "^"), **kw)
+                if i == 0:
+                    # a label moves 9 points away (kvlite down, llama.cpp up) from labels already placed at the
+                    # same bits/value whose points lie close in y (log panel: within 1.6x; linear: 1.2 pts)
+                    placed = stack.setdefault((id(ax), round(b, 2)), [])
+                    step = -9 if eng == "kvlite" else 9
+                    off = -10 if eng == "kvlite" else 4
+
+                    def near(y0):
+                        return (max(y, y0) / max(min(y, y0), 1e-12) < 1.6) if ax is axes[0] else abs(y - y0) < 1.2
+                    while any(near(y0) and abs(off - o0) < 8 for y0, o0 in placed):
+                        off += step
+                    placed.append((y, off))
+                    ax.annotate(name, (b, y), fontsize=7, textcoords="offset points", xytext=(5, off))
+    nf = [x for x in (qsrc or {}).get("quality", []) if (x.get("label") or "").endswith("noFA") and x.get("kld_mean")]
+    if nf:
+        axes[0].axhline(nf[0]["kld_mean"], color="#7f7f7f", linestyle=":", linewidth=1)
+        axes[0].annotate("noise floor (llama.cpp f16 FA on/off)", (0.99, nf[0]["kld_mean"]),
+                         xycoords=("axes fraction", "data"), fontsize=7, color="#555", ha="right",
+                         textcoords="offset points", xytext=(0, 3))
+    axes[0].axhline(0.01, color="#2ca02c", linestyle="--", linewidth=1)
+    axes[0].annotate("goal KLD ≤ 0.01", (0.99, 0.01), xycoords=("axes fraction", "data"), fontsize=7, ha="right",
+                     color="#2ca02c", textcoords="offset points", xytext=(0, 3))
+    for v, t in ((1.0, "goal ≤ 1% (≤ 4.5 b/v)"), (5.0, "goal ≤ 5% (≤ 3.0 b/v)")):
+        axes[1].axhline(v, color="#2ca02c", linestyle="--", linewidth=1)
+        axes[1].annotate(t, (0.99, v), xycoords=("axes fraction", "data"), fontsize=7, ha="right",
+                         color="#2ca02c", textcoords="offset points", xytext=(0, 3))
+    axes[1].axhline(0, color="k", linewidth=0.6)
+    from matplotlib.ticker import FixedLocator, NullLocator
+    ticks = [2, 3, 4, 4.5, 5, 6, 8, 10, 16, 32]
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        if allb:
+            lo, hi = min(allb) / 1.15, max(allb) * 1.25
+            ax.set_xlim(lo, hi)
+            tk = [t for t in ticks if lo <= t <= hi]
+            ax.xaxis.set_major_locator(FixedLocator(tk))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_xticklabels([("%g" % t) for t in tk])
+        for v in (GOAL_BITS_2, GOAL_BITS_1):
+            ax.axvline(v, color="#bbbbbb", linestyle=":", linewidth=1)
+        ax.set_xlabel("bits per value (K and V, as stored)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("mean KLD vs own full-precision cache")
+    axes[0].set_title("KLD vs bits/value (lower-left is better)", fontsize=10)
+    axes[1].set_ylabel("Δ perplexity vs f16 (%)")
+    axes[1].set_title("Δ perplexity vs bits/value", fontsize=10)
+    from matplotlib.lines import Line2D
+    ks = lambda c: "%dK" % (c // 1024) if c >= 1024 and c % 1024 == 0 else str(c)
+    h = [Line2D([], [], marker="o", color=col["kvlite"], linestyle="", label="kvlite codec"),
+         Line2D([], [], marker="s", color=col["llama.cpp"], linestyle="", label="llama.cpp KV type (FA)")]
+    if C.ctxs:
+        h.append(Line2D([], [], marker="o", color="#555", linestyle="", label="ctx %s (filled)" % ks(C.ctxs[0])))
+    if len(C.ctxs) > 1:
+        h.append(Line2D([], [], marker="o", markerfacecolor="none", color="#555", linestyle="",
+                        label="ctx %s (hollow)" % ks(C.ctxs[1])))
+    axes[0].legend(handles=h, fontsize=7, loc="upper right")
+    fig.suptitle("KV codecs: quality vs size (%s, wikitext-2 test)" % ((C.src.get("model") or {}).get("file", "")),
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(os.path.join(imgdir, "kv_pareto.png"), dpi=110)
+    plt.close(fig)
+    return "kv_pareto.png"
+
+
+# ---------------------------------------------------------------------------
 # markdown
 
 
@@ -370,7 +809,7 @@ def speed_index(peer):
     return {(e["ctx"], e["label"]): e for e in peer.get("speed", []) if e.get("runs")}
 
 
-def build_md(peer, points, retr, made, imgrel, peer_file, results_dir=None, qsrc=None, bsrc=None):
+def build_md(peer, points, retr, made, imgrel, peer_file, results_dir=None, qsrc=None, bsrc=None, csrc=None):
     """peer_file: path of the reported results file, relative to the repo when inside it. qsrc / bsrc: the peer
     runs whose quality / baseline results are shown (default: peer)."""
     qsrc = qsrc or peer
@@ -593,6 +1032,10 @@ def build_md(peer, points, retr, made, imgrel, peer_file, results_dir=None, qsrc
             A("Later KV techniques add points to this chart by writing `bench/results/*.json` files of kind "
               "`kv-point` (see `bench/README.md`).")
             A("")
+
+    csrc = csrc or peer
+    if csrc.get("codecs") or csrc.get("codec_speed"):
+        codecs_md(Codecs(csrc), peer, made, imgrel, A)
 
     b = bsrc.get("baseline_ppl", [])
     if b:
@@ -871,12 +1314,13 @@ def main():
     if not peer:
         sys.exit("report: no peer results in %s (run bench/run.sh)" % a.results_dir)
     qsrc, bsrc = pick_source(peers, peer, "quality"), pick_source(peers, peer, "baseline_ppl")
-    made = plots(peer, points, retr, a.img_dir, qsrc)
+    csrc = pick_source(peers, peer, "codecs")
+    made = plots(peer, points, retr, a.img_dir, qsrc, csrc)
     imgrel = os.path.relpath(a.img_dir, os.path.dirname(os.path.abspath(a.out)))
     pf = os.path.join(os.path.abspath(a.results_dir), peer["_file"])
     if pf.startswith(ROOT + os.sep):
         pf = os.path.relpath(pf, ROOT)
-    md = build_md(peer, points, retr, made, imgrel, pf, a.results_dir, qsrc, bsrc)
+    md = build_md(peer, points, retr, made, imgrel, pf, a.results_dir, qsrc, bsrc, csrc)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
         f.write(md)

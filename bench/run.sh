@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # kvlite vs llama.cpp benchmark, one command:
-#   bench/run.sh            full run (speed, quality, baselines; ~1-1.5 h on 2 cores)
+#   bench/run.sh            full run (speed, quality, baselines, retrieval, codecs; ~9-10 h on 2 cores)
 #   bench/run.sh --quick    development run (a few minutes)
 #   bench/run.sh --help     all options of bench/bench.py
 # Creates/reuses the bench venv (~/.cache/kvlite/llamavenv, override with

@@ -12,7 +12,7 @@
 set -u
 cd "$(dirname "$0")/.."
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/kvl_rep.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
+trap '[ -n "${KEEP_TMP:-}" ] || rm -rf "$TMP"' EXIT
 if ! command -v python3 >/dev/null; then
     echo "skip: python3 not installed"
     echo "0 passed, 0 failed"
@@ -175,6 +175,113 @@ check("Reused" in md2 and "peer-20261122-1000.json" in md2 and "21.4303" in md2,
 check("peer-20261201-1000.json" in md2.splitlines()[2], "speed from the newest run")
 check("1.74× ¹" in md2 and "¹ one run per configuration" in md2, "single-run comparisons marked")
 check(" †" not in md, "separated ranges are not marked as overlapping")
+
+# KV-codecs section (bench.py's codecs phase): a run with only codec results; the table, the goals (met / missed
+# by how much), failures named, and (with matplotlib) docs/img/kv_pareto.png.
+res3 = os.path.join(tmp, "results3")
+os.makedirs(res3)
+
+
+def crow(engine, name, ctx, ppl, ppl_ref, kld, bits, top1=95.0, **kw):
+    x = {"engine": engine, "label": "%s %s" % (engine, name), "kv": name, "ctx": ctx, "windows": 40 if ctx == 1024 else 10,
+         "tokens_scored": 1000, "exact": False, "ppl": ppl, "ppl_ref": ppl_ref, "dppl_pct": 100 * (ppl / ppl_ref - 1),
+         "kld_mean": kld, "kld_max": 10 * kld if kld else None, "top1_agree_pct": top1, "bits_per_value": bits}
+    if engine == "kvlite":
+        x.update({"config": name, "flags": kw.pop("flags", ["--kv", name]), "ref_kv": "f32", "chunk": 32})
+    x.update(kw)
+    return x
+
+
+p3 = peer("2026-12-02T10:00:00+00:00", with_speed=False)
+p3["codec_configs"] = [{"label": l, "flags": ["--kv", l], "bits_listed": b} for l, b in
+                       (("f16", 16.0), ("int8", 8.5), ("int4", 5.0), ("kivi2", 3.0), ("oaken", 5.31))]
+p3["codec_configs"].append({"label": "kivi2/int8@0,-1", "flags": ["--kv", "kivi2", "--kv-layers", "0,-1=int8"],
+                            "bits_listed": None})
+rows = []
+for ctx, f32 in ((1024, 20.0), (4096, 18.0)):
+    rows += [crow("kvlite", "f16", ctx, f32 * 1.001, f32, 0.004, 16.0),
+             crow("kvlite", "int8", ctx, f32 * 1.002, f32, 0.0042, 8.5),
+             crow("kvlite", "int4", ctx, f32 * 1.031, f32, 0.0345, 5.0),
+             crow("kvlite", "kivi2", ctx, f32 * 1.041, f32, 0.05, 2.97),
+             crow("kvlite", "kivi2/int8@0,-1", ctx, f32 * 1.021, f32, 0.03, 3.37,
+                  flags=["--kv", "kivi2", "--kv-layers", "0,-1=int8"]),
+             {"engine": "kvlite", "label": "kvlite oaken", "config": "oaken", "flags": ["--kv", "oaken"], "ctx": ctx,
+              "windows": 40, "exact": False, "error": "kvlite eval kld --kv oaken failed (rc 1): kvlite: no calibration file"},
+             crow("llama.cpp", "f16", ctx, f32 * 1.001, f32 * 1.001, None, 16.0, top1=None),
+             crow("llama.cpp", "q4_0", ctx, f32 * 1.16, f32 * 1.001, 0.131, 4.5, top1=80.4),
+             {"engine": "llama.cpp", "label": "llama.cpp iq4_nl", "kv": "iq4_nl", "ctx": ctx, "windows": 40,
+              "exact": False, "bits_per_value": 4.5, "error": "ValueError: Failed to create llama_context"}]
+rows[6].update({"ref_kv": None, "dppl_pct": None})
+rows.append(dict(crow("kvlite", "int8", 1024, 20.1, 20.0, 0.0006, 8.5), exact=True, windows=1))
+rows.append(dict(crow("kvlite", "f16", 1024, 20.05, 20.0, 0.0005, 16.0), exact=True, windows=1))
+p3["codecs"] = rows
+p3["codec_speed"] = [speed("kvlite f16", "kvlite", "f16", 8192, [100.0], [20.0]),
+                     speed("kvlite int4", "kvlite", "int4", 8192, [95.0], [26.0]),
+                     speed("kvlite kivi2", "kvlite", "kivi2", 8192, [80.0], [30.0]),
+                     speed("llama.cpp q4_0 FA", "llama.cpp", "q4_0", 8192, [50.0], [12.0]),
+                     {"label": "kvlite oaken", "engine": "kvlite", "kv": "oaken", "ctx": 8192, "runs": [],
+                      "error": "kvlite oaken ctx 8192 failed (rc 1): kvlite: oaken: calibration file missing"}]
+p3["codec_retrieval"] = [{"task": t, "config": c, "label": "kvlite " + c, "score": s, "by_length": {}}
+                         for t, c, s in (("needle", "f16", 0.9), ("passkey", "f16", 1.0), ("needle", "kivi2", 0.88),
+                                         ("passkey", "kivi2", 0.9))]
+p3["codec_best3"] = "kivi2"
+p3["codec_list"] = {"codecs": [{"name": "kivi2", "bits_k": 3.0, "bits_v": 3.0, "sealing": True}]}
+p3["codec_kverror"] = [{"config": "kivi2", "flags": ["--kv", "kivi2"], "ctx": 1024, "k_rel_mean": 0.21, "v_rel_mean": 0.12,
+                        "attn_rel_mean": 0.3, "worst_layer": 29,
+                        "layers": [{"layer": i, "k_rel": 0.2, "v_rel": 0.1, "attn_rel": 0.01 * i} for i in range(30)]}]
+with open(os.path.join(res3, "peer-20261202-1000.json"), "w") as f:
+    json.dump(p3, f)
+out3 = os.path.join(tmp, "R3.md")
+img3 = os.path.join(tmp, "img4")
+r = subprocess.run([sys.executable, "bench/report.py", "--results-dir", res3, "--out", out3, "--img-dir", img3],
+                   capture_output=True, text=True, env=env)
+check(r.returncode == 0, "report (codecs) exit %d: %s" % (r.returncode, r.stderr[-800:]))
+md3 = open(out3).read() if os.path.exists(out3) else ""
+sec = md3[md3.find("## KV codecs"):]
+check("## KV codecs" in md3, "KV-codecs section present")
+row = next((l for l in sec.splitlines() if l.startswith("| kvlite | `int4` |")), "")
+check("| 5.00 |" in row and "3.45e-02" in row and "+3.00%" in row, "int4 row: bits, KLD, Δppl vs kvlite f16: %r" % row)
+check("26.0" in row and "1.30×" in row and "2.17×" in row and "0.95×" in row,
+      "int4 row: decode 26.0, ×f16 1.30, ×q4_0 2.17, prefill ×f16 0.95: %r" % row)
+row = next((l for l in sec.splitlines() if l.startswith("| kvlite | `kivi2` |")), "")
+check("88.0%" in row and "90.0%" in row and "2.97" in row, "kivi2 row: retrieval scores, measured bits: %r" % row)
+row = next((l for l in sec.splitlines() if l.startswith("| llama.cpp | q4_0 |")), "")
+check("| 4.50 |" in row and "1.31e-01" in row and "+15.88%" in row and "80.40%" in row,
+      "llama.cpp q4_0 row: Δppl vs its f16 cache: %r" % row)
+check("| llama.cpp | iq4_nl |" in sec and "Failed to create llama_context" in sec, "rejected llama.cpp type named")
+check("sealing codecs prefill 32 tokens per call" in sec, "sealing codecs' prefill chunk said")
+check("speed kvlite oaken: kvlite oaken ctx 8192 failed (rc 1)" in sec, "a failed speed config is named")
+check("no calibration file" in sec, "a failed kvlite codec names its error")
+check("`kivi2/int8@0,-1` = `--kv kivi2 --kv-layers 0,-1=int8`" in sec, "mixed config's flags shown")
+check(any(l.startswith("| `kivi2` | 2.10e-01 |") and "29 (2.90e-01), 28 (2.80e-01), 27 (2.70e-01)" in l
+          for l in sec.splitlines()), "kv-error table: means and the three worst layers")
+goals = sec[sec.find("### Issue 8 goals"):]
+check("### Issue 8 goals" in sec, "goals table present")
+g = next((l for l in goals.splitlines() if l.startswith("| ≤ 4.5 bits/value")), "")
+check("`kivi2/int8@0,-1`" in g and "**missed**" in g and "KLD" in g, "4.5-bit goal missed, best named: %r" % g)
+g = next((l for l in goals.splitlines() if l.startswith("| ≤ 3.0 bits/value: Δppl")), "")
+check("`kivi2`" in g and "| met |" in g, "3-bit Δppl goal met by kivi2 (+4.0%%): %r" % g)
+g = next((l for l in goals.splitlines() if l.startswith("| ≤ 3.0 bits/value: needle")), "")
+check("**missed** by 5 pts" in g and "90%" in g, "retrieval goal: passkey 90%% of f16 -> missed by 5 pts: %r" % g)
+g = next((l for l in goals.splitlines() if "`int8` KLD within 10% of f16's (ctx 1024, --exact)" in l), "")
+check("**missed**" in g and "1.20×" in g, "int8 --exact KLD 1.2x f16's: missed: %r" % g)
+g = next((l for l in goals.splitlines() if "`int8` KLD within 10% of f16's (ctx 4096)" in l), "")
+check("| met |" in g and "1.05×" in g, "int8 KLD 1.05x f16's at 4K: met: %r" % g)
+check(any(l.startswith("| `fp8` KLD") and "not in this run" in l for l in goals.splitlines()),
+      "fp8 not in the run: said")
+check("(3.37 b/v)" in goals and "Δppl +2.00% is 1.00 pts over the bar" in goals, "how much a goal is missed by")
+g = next((l for l in goals.splitlines() if l.startswith("| 4-bit `int4`: decode at ctx 8192 ≥ 1.2×")), "")
+check("| met |" in g and "1.30×" in g, "int4 decode 1.3x f16: met: %r" % g)
+g = next((l for l in goals.splitlines() if l.startswith("| 2-bit `kivi2`: decode")), "")
+check("1.50×" in g and "| met |" in g, "kivi2 decode 1.5x f16: met: %r" % g)
+g = next((l for l in goals.splitlines() if l.startswith("| `kivi2`: prefill")), "")
+check("**missed**: 20.0% slower" in g, "kivi2 prefill 0.8x f16: 20%% slower: %r" % g)
+try:
+    import matplotlib  # noqa: F401
+    check(os.path.exists(os.path.join(img3, "kv_pareto.png")) and "kv_pareto.png" in sec, "kv_pareto.png written and linked")
+except ImportError:
+    pass
+check("## Speed" not in md3 and "## Quality" not in md3, "a run without speed/quality phases renders without them")
 
 empty = os.path.join(tmp, "empty")
 os.makedirs(empty)
