@@ -21,12 +21,25 @@
  * +-65504 (NaN to 0) so a sealed page never holds inf or NaN parameters.
  * The seal is scalar only (double math, deterministic, the same in every
  * build); f16 values are finite, so max - min <= 131008 and s never
- * overflows f16. */
+ * overflows f16.
+ *
+ * Compact variants kivi2z / kivi3z / kivi4z (+ V twins kivi2zv / kivi3zv /
+ * kivi4zv; 2.5 / 3.5 / 4.5 bits/value at D=64, P=32): the same groups and
+ * codes, parameters as int4z's (e5m3 scale s, int8 zero point z8, min =
+ * -z8 s; kv/codec_kivi.h). Chosen as int4z chooses them, generalised to
+ * maxq = 2^b - 1: s = the smallest e5m3 >= max((max - min) / maxq,
+ * max|x| / (127 - maxq)) whose z8 = ceil(-min / s) covers [min, max]
+ * (-z8 s <= min, (maxq - z8) s >= max, checked exactly: the products have
+ * <= 12 significant bits). Any s >= (max - min) / (maxq - 1) covers, so
+ *   s <= max((max - min) / (maxq - 1), max|x| / (127 - maxq)) (1 + 2^-3) + 2^-17
+ * and, the decode s (c - z8) being exact in f32, |x - xhat| <= s / 2 for every
+ * open (f16) value; a constant group is exact only when it lies on the grid. */
 #include "kv/codec_kivi.h"
 
 #include <math.h>
 #include <string.h>
 
+#include "kv/codec_q.h"
 #include "util/fp16.h"
 
 extern const kvl_codec kvl_codec_f16;
@@ -49,6 +62,15 @@ static uint16_t f16_up(double x) {
     return h;
 }
 
+/* Smallest e5m3 byte whose scale is >= x (x >= 0; capped at 0xF7 = 61440). */
+static uint8_t e5m3_up(double x) {
+    if (!(x > 0)) return 0;
+    if (x > 57344.0) return 0xF7;
+    uint8_t b = (uint8_t)(f16_up(x) >> 7);
+    while (b < 0xF7 && (double)kivi_e5m3(b) < x) b++;
+    return b;
+}
+
 static inline uint16_t rd16(const uint8_t *p) {
     uint16_t w;
     memcpy(&w, p, 2);
@@ -56,74 +78,122 @@ static inline uint16_t rd16(const uint8_t *p) {
 }
 static inline float ldh(const uint8_t *p) { return kvl_fp16_to_fp32(rd16(p)); }
 
-/* Parameters of the values x[0..cnt) (stride xs halves): f16 bits of s and z. */
-static void group_params(const uint16_t *x, size_t xs, int cnt, int bits, uint16_t *s16, uint16_t *z16) {
-    float mn = open_val(x[0]), mx = mn;
-    for (int i = 1; i < cnt; i++) {
-        const float v = open_val(x[(size_t)i * xs]);
-        mn = v < mn ? v : mn;
-        mx = v > mx ? v : mx;
+/* Decoder parameters (s, min) of group idx of N; prm: the segment's parameter
+ * arrays (s[N] then z[N], f16 or bytes; kv/codec_kivi.h). */
+static inline void par(const uint8_t *prm, int z, size_t N, size_t idx, float *s, float *mn) {
+    if (z) kivi_zparams(prm[idx], prm[N + idx], s, mn);
+    else {
+        *s = ldh(prm + 2 * idx);
+        *mn = ldh(prm + 2 * (N + idx));
     }
-    *s16 = f16_up(((double)mx - (double)mn) / ((1 << bits) - 1));
-    *z16 = kvl_fp32_to_fp16(mn); /* exact: mn is an f16 value */
 }
 
-/* Code of open value h against parameters (s, z) of a group. */
-static inline uint32_t code_of(uint16_t h, uint16_t s16, uint16_t z16, int bits) {
-    const double s = kvl_fp16_to_fp32(s16), z = kvl_fp16_to_fp32(z16);
+/* Choose and store the parameters of the values x[0..cnt) (stride xs halves)
+ * as group idx of N; *s, *mn: the decoder's values (module comment). */
+static void group_params(const uint16_t *x, size_t xs, int cnt, int bits, int z, uint8_t *prm, size_t N,
+                         size_t idx, float *s, float *mn) {
+    float lo = open_val(x[0]), hi = lo;
+    for (int i = 1; i < cnt; i++) {
+        const float v = open_val(x[(size_t)i * xs]);
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+    }
     const int maxq = (1 << bits) - 1;
-    double q = s > 0 ? nearbyint(((double)open_val(h) - z) / s) : 0;
+    if (!z) {
+        const uint16_t s16 = f16_up(((double)hi - (double)lo) / maxq);
+        const uint16_t z16 = kvl_fp32_to_fp16(lo); /* exact: lo is an f16 value */
+        memcpy(prm + 2 * idx, &s16, 2);
+        memcpy(prm + 2 * (N + idx), &z16, 2);
+    } else {
+        const double amax = fmax(fabs((double)lo), fabs((double)hi));
+        uint8_t sb = e5m3_up(fmax(((double)hi - (double)lo) / maxq, amax / (127 - maxq)));
+        float zf = 0;
+        for (;;) { /* at most a few steps: s >= (hi - lo) / (maxq - 1) always covers */
+            const float sv = kivi_e5m3(sb);
+            zf = sv > 0 ? ceilf(-lo / sv) : 0;
+            zf = zf > 127 ? 127 : (zf < -128 ? -128 : zf);
+            const float m = -zf * sv;
+            if ((m <= lo && m + (float)maxq * sv >= hi) || sb >= 0xF7) break;
+            sb++;
+        }
+        prm[idx] = sb;
+        prm[N + idx] = (uint8_t)(int8_t)zf;
+    }
+    par(prm, z, N, idx, s, mn);
+}
+
+/* Code of open value h against a group's decoder parameters (s, mn). */
+static inline uint32_t code_of(uint16_t h, float s, float mn, int bits) {
+    const int maxq = (1 << bits) - 1;
+    double q = s > 0 ? nearbyint(((double)open_val(h) - mn) / s) : 0;
     q = q < 0 ? 0 : (q > maxq ? maxq : q);
     return (uint32_t)q;
 }
 
-/* OR v into the 16-bit word at w. */
-static inline void or_word(uint8_t *w, uint32_t v) {
-    const uint16_t r = (uint16_t)(rd16(w) | v);
-    memcpy(w, &r, 2);
+/* Code in field f of slot t of the chunk at ch (kv/codec_kivi.h). */
+static inline int chunk_get(const uint8_t *ch, int bits, int t, int f) {
+    if (bits == 3) return ((rd16(ch + 2 * t) >> (2 * f)) & 3) | (((ch[32 + t] >> f) & 1) << 2);
+    return (rd16(ch + 2 * t) >> (bits * f)) & ((1 << bits) - 1);
+}
+/* OR code c into field f of slot t (the field holds 0). */
+static inline void chunk_or(uint8_t *ch, int bits, int t, int f, uint32_t c) {
+    const uint16_t w = (uint16_t)(rd16(ch + 2 * t) | ((bits == 3 ? (c & 3) << (2 * f) : c << (bits * f))));
+    memcpy(ch + 2 * t, &w, 2);
+    if (bits == 3) ch[32 + t] |= (uint8_t)((c >> 2) << f);
 }
 
 /* ---- K: per channel ------------------------------------------------------------------- */
 
-/* K code (token i, channel j): byte offset of its 16-bit word and its bit
- * shift (kv/codec_kivi.h: chunk (i/8, j/F), slot 2 (i%8) + (j%F)%2, field (j%F)/2). */
-static inline size_t k_word(int bits, int D, int i, int j) {
+/* K code (token i, channel j): chunk (i/8, j/F), slot 2 (i%8) + (j%F)%2, field (j%F)/2. */
+static inline size_t k_chunk(int bits, int D, int i, int j) {
     const int F = kivi_fields(bits), njc = kivi_cdiv(D, F);
-    return ((size_t)(i / 8) * njc + j / F) * 32 + (size_t)(2 * (i % 8) + (j % F) % 2) * 2;
+    return ((size_t)(i / 8) * njc + j / F) * (size_t)kivi_chunk_bytes(bits);
 }
-static inline int k_shift(int bits, int j) { return bits * ((j % kivi_fields(bits)) / 2); }
+static inline int k_slot(int bits, int i, int j) { return 2 * (i % 8) + (j % kivi_fields(bits)) % 2; }
+static inline int k_field(int bits, int j) { return (j % kivi_fields(bits)) / 2; }
 static inline int k_code(const uint8_t *seg, int bits, int D, int i, int j) {
-    return (rd16(seg + k_word(bits, D, i, j)) >> k_shift(bits, j)) & ((1 << bits) - 1);
+    return chunk_get(seg + k_chunk(bits, D, i, j), bits, k_slot(bits, i, j), k_field(bits, j));
 }
 
-static void k_seal(int bits, uint8_t *dst, const uint8_t *open_seg, int D, int P) {
+static void k_seal(int bits, int z, uint8_t *dst, const uint8_t *open_seg, int D, int P) {
     const size_t cb = kivi_k_code_bytes(bits, D, P);
     memset(dst, 0, cb);
     const uint16_t *x = (const uint16_t *)open_seg; /* [P][D] */
-    uint8_t *s = dst + cb, *z = s + (size_t)D * 2;
+    uint8_t *prm = dst + cb;
     for (int j = 0; j < D; j++) {
-        uint16_t sh, zh;
-        group_params(x + j, (size_t)D, P, bits, &sh, &zh);
-        memcpy(s + (size_t)j * 2, &sh, 2);
-        memcpy(z + (size_t)j * 2, &zh, 2);
+        float s, mn;
+        group_params(x + j, (size_t)D, P, bits, z, prm, (size_t)D, (size_t)j, &s, &mn);
         for (int i = 0; i < P; i++)
-            or_word(dst + k_word(bits, D, i, j), code_of(x[(size_t)i * D + j], sh, zh, bits) << k_shift(bits, j));
+            chunk_or(dst + k_chunk(bits, D, i, j), bits, k_slot(bits, i, j), k_field(bits, j),
+                     code_of(x[(size_t)i * D + j], s, mn, bits));
     }
 }
 
-static void k_decode(int bits, const uint8_t *seg, int D, int P, int i, float *x) {
-    const uint8_t *s = seg + kivi_k_code_bytes(bits, D, P), *z = s + (size_t)D * 2;
-    for (int j = 0; j < D; j++) x[j] = ldh(s + 2 * j) * (float)k_code(seg, bits, D, i, j) + ldh(z + 2 * j);
+static void k_decode(int bits, int z, const uint8_t *seg, int D, int P, int i, float *x) {
+    const uint8_t *prm = seg + kivi_k_code_bytes(bits, D, P);
+    for (int j = 0; j < D; j++) {
+        float s, mn;
+        par(prm, z, (size_t)D, (size_t)j, &s, &mn);
+        x[j] = s * (float)k_code(seg, bits, D, i, j) + mn;
+    }
 }
 
-/* score_i = sum_j q_j z_j + sum_j (q_j s_j) c_ij, j in order. */
-static void k_qk(int bits, const uint8_t *seg, int D, int P, int n, const float *q, float *scores) {
-    const uint8_t *s = seg + kivi_k_code_bytes(bits, D, P), *z = s + (size_t)D * 2;
+/* score_i = sum_j q_j z_j + sum_j (q_j s_j) c_ij, j in order (z_j: the min). */
+static void k_qk(int bits, int z, const uint8_t *seg, int D, int P, int n, const float *q, float *scores) {
+    const uint8_t *prm = seg + kivi_k_code_bytes(bits, D, P);
     float bias = 0;
-    for (int j = 0; j < D; j++) bias += q[j] * ldh(z + 2 * j);
+    for (int j = 0; j < D; j++) {
+        float s, mn;
+        par(prm, z, (size_t)D, (size_t)j, &s, &mn);
+        bias += q[j] * mn;
+    }
     for (int i = 0; i < n; i++) {
         float a = 0;
-        for (int j = 0; j < D; j++) a += (q[j] * ldh(s + 2 * j)) * (float)k_code(seg, bits, D, i, j);
+        for (int j = 0; j < D; j++) {
+            float s, mn;
+            par(prm, z, (size_t)D, (size_t)j, &s, &mn);
+            a += (q[j] * s) * (float)k_code(seg, bits, D, i, j);
+        }
         scores[i] = bias + a;
     }
 }
@@ -131,72 +201,79 @@ static void k_qk(int bits, const uint8_t *seg, int D, int P, int n, const float 
 /* ---- V: per token, groups of KIVI_VG channels ----------------------------------------- */
 
 /* V code (token i, channel j): chunk (j/8, i/F), slot 2 (j%8) + (i%F)%2, field (i%F)/2. */
-static inline size_t v_word(int bits, int P, int i, int j) {
+static inline size_t v_chunk(int bits, int P, int i, int j) {
     const int F = kivi_fields(bits), ntc = kivi_cdiv(P, F);
-    return ((size_t)(j / 8) * ntc + i / F) * 32 + (size_t)(2 * (j % 8) + (i % F) % 2) * 2;
+    return ((size_t)(j / 8) * ntc + i / F) * (size_t)kivi_chunk_bytes(bits);
 }
-static inline int v_shift(int bits, int i) { return bits * ((i % kivi_fields(bits)) / 2); }
+static inline int v_slot(int bits, int i, int j) { return 2 * (j % 8) + (i % kivi_fields(bits)) % 2; }
+static inline int v_field(int bits, int i) { return (i % kivi_fields(bits)) / 2; }
 static inline int v_code(const uint8_t *seg, int bits, int P, int i, int j) {
-    return (rd16(seg + v_word(bits, P, i, j)) >> v_shift(bits, i)) & ((1 << bits) - 1);
+    return chunk_get(seg + v_chunk(bits, P, i, j), bits, v_slot(bits, i, j), v_field(bits, i));
+}
+/* Parameters of (token i, group of channel j). */
+static inline void v_par(const uint8_t *prm, int z, int D, int P, int i, int j, float *s, float *mn) {
+    par(prm, z, (size_t)kivi_cdiv(D, KIVI_VG) * P, (size_t)(j / KIVI_VG) * P + i, s, mn);
 }
 
-static void v_seal(int bits, uint8_t *dst, const uint8_t *open_seg, int D, int P) {
+static void v_seal(int bits, int z, uint8_t *dst, const uint8_t *open_seg, int D, int P) {
     const size_t cb = kivi_v_code_bytes(bits, D, P);
     memset(dst, 0, cb);
     const uint16_t *x = (const uint16_t *)open_seg; /* [P][D] */
     const int NG = kivi_cdiv(D, KIVI_VG);
-    uint8_t *s = dst + cb, *z = s + (size_t)NG * P * 2;
+    uint8_t *prm = dst + cb;
     for (int i = 0; i < P; i++)
         for (int g = 0; g < NG; g++) {
             const int j0 = g * KIVI_VG, cnt = D - j0 < KIVI_VG ? D - j0 : KIVI_VG;
             const uint16_t *xr = x + (size_t)i * D + j0;
-            uint16_t sh, zh;
-            group_params(xr, 1, cnt, bits, &sh, &zh);
-            memcpy(s + ((size_t)g * P + i) * 2, &sh, 2);
-            memcpy(z + ((size_t)g * P + i) * 2, &zh, 2);
+            float s, mn;
+            group_params(xr, 1, cnt, bits, z, prm, (size_t)NG * P, (size_t)g * P + i, &s, &mn);
             for (int k = 0; k < cnt; k++)
-                or_word(dst + v_word(bits, P, i, j0 + k), code_of(xr[k], sh, zh, bits) << v_shift(bits, i));
+                chunk_or(dst + v_chunk(bits, P, i, j0 + k), bits, v_slot(bits, i, j0 + k), v_field(bits, i),
+                         code_of(xr[k], s, mn, bits));
         }
 }
 
-static void v_decode(int bits, const uint8_t *seg, int D, int P, int i, float *x) {
-    const int NG = kivi_cdiv(D, KIVI_VG);
-    const uint8_t *s = seg + kivi_v_code_bytes(bits, D, P), *z = s + (size_t)NG * P * 2;
+static void v_decode(int bits, int z, const uint8_t *seg, int D, int P, int i, float *x) {
+    const uint8_t *prm = seg + kivi_v_code_bytes(bits, D, P);
     for (int j = 0; j < D; j++) {
-        const size_t o = ((size_t)(j / KIVI_VG) * P + i) * 2;
-        x[j] = ldh(s + o) * (float)v_code(seg, bits, P, i, j) + ldh(z + o);
+        float s, mn;
+        v_par(prm, z, D, P, i, j, &s, &mn);
+        x[j] = s * (float)v_code(seg, bits, P, i, j) + mn;
     }
 }
 
 /* acc_j += (p_i s_ig) c_ij + p_i z_ig, i in order. */
-static void v_av(int bits, const uint8_t *seg, int D, int P, int n, const float *p, float *acc) {
-    const int NG = kivi_cdiv(D, KIVI_VG);
-    const uint8_t *s = seg + kivi_v_code_bytes(bits, D, P), *z = s + (size_t)NG * P * 2;
+static void v_av(int bits, int z, const uint8_t *seg, int D, int P, int n, const float *p, float *acc) {
+    const uint8_t *prm = seg + kivi_v_code_bytes(bits, D, P);
     for (int i = 0; i < n; i++)
         for (int j = 0; j < D; j++) {
-            const size_t o = ((size_t)(j / KIVI_VG) * P + i) * 2;
-            const float w = p[i] * ldh(s + o), pz = p[i] * ldh(z + o);
+            float s, mn;
+            v_par(prm, z, D, P, i, j, &s, &mn);
+            const float w = p[i] * s, pz = p[i] * mn;
             acc[j] += w * (float)v_code(seg, bits, P, i, j) + pz;
         }
 }
 
 /* The other direction of each layout (scalar only; the engine uses K codecs
  * for qk and V codecs for av, these keep every table complete). */
-static void k_av(int bits, const uint8_t *seg, int D, int P, int n, const float *p, float *acc) {
-    const uint8_t *s = seg + kivi_k_code_bytes(bits, D, P), *z = s + (size_t)D * 2;
+static void k_av(int bits, int z, const uint8_t *seg, int D, int P, int n, const float *p, float *acc) {
+    const uint8_t *prm = seg + kivi_k_code_bytes(bits, D, P);
     for (int i = 0; i < n; i++)
-        for (int j = 0; j < D; j++)
-            acc[j] += (p[i] * ldh(s + 2 * j)) * (float)k_code(seg, bits, D, i, j) + p[i] * ldh(z + 2 * j);
+        for (int j = 0; j < D; j++) {
+            float s, mn;
+            par(prm, z, (size_t)D, (size_t)j, &s, &mn);
+            acc[j] += (p[i] * s) * (float)k_code(seg, bits, D, i, j) + p[i] * mn;
+        }
 }
-static void v_qk(int bits, const uint8_t *seg, int D, int P, int n, const float *q, float *scores) {
-    const int NG = kivi_cdiv(D, KIVI_VG);
-    const uint8_t *s = seg + kivi_v_code_bytes(bits, D, P), *z = s + (size_t)NG * P * 2;
+static void v_qk(int bits, int z, const uint8_t *seg, int D, int P, int n, const float *q, float *scores) {
+    const uint8_t *prm = seg + kivi_v_code_bytes(bits, D, P);
     for (int i = 0; i < n; i++) {
         float a = 0, b = 0;
         for (int j = 0; j < D; j++) {
-            const size_t o = ((size_t)(j / KIVI_VG) * P + i) * 2;
-            a += (q[j] * ldh(s + o)) * (float)v_code(seg, bits, P, i, j);
-            b += q[j] * ldh(z + o);
+            float s, mn;
+            v_par(prm, z, D, P, i, j, &s, &mn);
+            a += (q[j] * s) * (float)v_code(seg, bits, P, i, j);
+            b += q[j] * mn;
         }
         scores[i] = b + a;
     }
@@ -204,69 +281,95 @@ static void v_qk(int bits, const uint8_t *seg, int D, int P, int n, const float 
 
 /* ---- codec tables ------------------------------------------------------------------------ */
 
-#define KIVI_DEFINE(B)                                                                                      \
-    static size_t k##B##_seg_bytes(int D, int P) { return kivi_k_seg_bytes(B, D, P); }                      \
-    static size_t v##B##_seg_bytes(int D, int P) { return kivi_v_seg_bytes(B, D, P); }                      \
-    static void k##B##_seal(const void *st, uint8_t *dst, const uint8_t *o, int D, int P) {                 \
-        k_seal(B, dst, o, D, P);                                                                            \
+#define KIVI_DEFINE(N, B, Z)                                                                                \
+    static size_t k##N##_seg_bytes(int D, int P) { return kivi_k_seg_bytes_z(B, Z, D, P); }                 \
+    static size_t v##N##_seg_bytes(int D, int P) { return kivi_v_seg_bytes_z(B, Z, D, P); }                 \
+    static void k##N##_seal(const void *st, uint8_t *dst, const uint8_t *o, int D, int P) {                 \
+        (void)st;                                                                                           \
+        k_seal(B, Z, dst, o, D, P);                                                                         \
     }                                                                                                       \
-    static void v##B##_seal(const void *st, uint8_t *dst, const uint8_t *o, int D, int P) {                 \
-        v_seal(B, dst, o, D, P);                                                                            \
+    static void v##N##_seal(const void *st, uint8_t *dst, const uint8_t *o, int D, int P) {                 \
+        (void)st;                                                                                           \
+        v_seal(B, Z, dst, o, D, P);                                                                         \
     }                                                                                                       \
-    static void k##B##_decode(const uint8_t *seg, int D, int P, int i, float *x) { k_decode(B, seg, D, P, i, x); } \
-    static void v##B##_decode(const uint8_t *seg, int D, int P, int i, float *x) { v_decode(B, seg, D, P, i, x); } \
-    static void k##B##_qk(const uint8_t *seg, int D, int P, int n, const float *q, float *sc) {             \
-        k_qk(B, seg, D, P, n, q, sc);                                                                       \
+    static void k##N##_decode(const uint8_t *seg, int D, int P, int i, float *x) { k_decode(B, Z, seg, D, P, i, x); } \
+    static void v##N##_decode(const uint8_t *seg, int D, int P, int i, float *x) { v_decode(B, Z, seg, D, P, i, x); } \
+    static void k##N##_qk(const uint8_t *seg, int D, int P, int n, const float *q, float *sc) {             \
+        k_qk(B, Z, seg, D, P, n, q, sc);                                                                    \
     }                                                                                                       \
-    static void v##B##_av(const uint8_t *seg, int D, int P, int n, const float *p, float *acc) {            \
-        v_av(B, seg, D, P, n, p, acc);                                                                      \
+    static void v##N##_av(const uint8_t *seg, int D, int P, int n, const float *p, float *acc) {            \
+        v_av(B, Z, seg, D, P, n, p, acc);                                                                   \
     }                                                                                                       \
-    static void k##B##_qk_multi(const uint8_t *seg, int D, int P, int n, const float *q, int m, float *sc) { \
-        for (int g = 0; g < m; g++) k_qk(B, seg, D, P, n, q + (size_t)g * D, sc + (size_t)g * P);          \
+    static void k##N##_qk_multi(const uint8_t *seg, int D, int P, int n, const float *q, int m, float *sc) { \
+        for (int g = 0; g < m; g++) k_qk(B, Z, seg, D, P, n, q + (size_t)g * D, sc + (size_t)g * P);       \
     }                                                                                                       \
-    static void v##B##_av_multi(const uint8_t *seg, int D, int P, int n, const float *p, int m, float *acc) { \
-        for (int g = 0; g < m; g++) v_av(B, seg, D, P, n, p + (size_t)g * P, acc + (size_t)g * D);         \
+    static void v##N##_av_multi(const uint8_t *seg, int D, int P, int n, const float *p, int m, float *acc) { \
+        for (int g = 0; g < m; g++) v_av(B, Z, seg, D, P, n, p + (size_t)g * P, acc + (size_t)g * D);      \
     }                                                                                                       \
-    static void k##B##_av(const uint8_t *seg, int D, int P, int n, const float *p, float *acc) {            \
-        k_av(B, seg, D, P, n, p, acc);                                                                      \
+    static void k##N##_av(const uint8_t *seg, int D, int P, int n, const float *p, float *acc) {            \
+        k_av(B, Z, seg, D, P, n, p, acc);                                                                   \
     }                                                                                                       \
-    static void v##B##_qk(const uint8_t *seg, int D, int P, int n, const float *q, float *sc) {             \
-        v_qk(B, seg, D, P, n, q, sc);                                                                       \
+    static void v##N##_qk(const uint8_t *seg, int D, int P, int n, const float *q, float *sc) {             \
+        v_qk(B, Z, seg, D, P, n, q, sc);                                                                    \
     }                                                                                                       \
-    static int k##B##_simd(int D, kvl_codec_kernels *out) { return kvl_kivi_avx2_kernels(B, 0, D, out); }   \
-    static int v##B##_simd(int D, kvl_codec_kernels *out) { return kvl_kivi_avx2_kernels(B, 1, D, out); }
+    static int k##N##_simd(int D, kvl_codec_kernels *out) { return kvl_kivi_avx2_kernels(B, Z, 0, D, out); } \
+    static int v##N##_simd(int D, kvl_codec_kernels *out) { return kvl_kivi_avx2_kernels(B, Z, 1, D, out); }
 
-KIVI_DEFINE(2)
-KIVI_DEFINE(4)
+KIVI_DEFINE(2, 2, 0)
+KIVI_DEFINE(4, 4, 0)
+KIVI_DEFINE(2z, 2, 1)
+KIVI_DEFINE(3z, 3, 1)
+KIVI_DEFINE(4z, 4, 1)
+
+#define KIVI_TABLES(N, VAR, NAME, KDESC, VDESC)                                                             \
+    const kvl_codec VAR##_v = {.name = NAME "v", .desc = VDESC, .seg_bytes = v##N##_seg_bytes,              \
+                               .open = &kvl_codec_f16, .seal = v##N##_seal, .decode = v##N##_decode,        \
+                               .ref = {"scalar", v##N##_qk, v##N##_av, NULL, v##N##_av_multi},              \
+                               .simd = v##N##_simd, .hidden = 1};                                           \
+    const kvl_codec VAR = {.name = NAME, .desc = KDESC, .seg_bytes = k##N##_seg_bytes, .open = &kvl_codec_f16, \
+                           .seal = k##N##_seal, .decode = k##N##_decode,                                    \
+                           .ref = {"scalar", k##N##_qk, k##N##_av, k##N##_qk_multi, NULL},                  \
+                           .simd = k##N##_simd, .as_v = &VAR##_v};
 
 /* Exact sizes at D = 64, P = 32 (bits/value = seg_bytes * 8 / (D * P)):
  *  kivi2:  codes 64*32*2/8 = 512 B + s,z f16 per channel 64*4 = 256 B -> 768 B: 3.00 bits/value
  *  kivi2v: codes 512 B + s,z f16 per (token, 32-channel group) 32*2*4 = 256 B -> 768 B: 3.00
  *  kivi4:  codes 1024 B + 256 B = 1280 B: 5.00;  kivi4v: 1024 B + 256 B: 5.00
+ *  kivi2z / kivi2zv: 512 B + 128 B (2 bytes per group) = 640 B: 2.50
+ *  kivi3z / kivi3zv: 768 B + 128 B = 896 B: 3.50
+ *  kivi4z / kivi4zv: 1024 B + 128 B = 1152 B: 4.50
  * f16 parameters follow the reference (scale and min kept in the model dtype);
  * f32 would add 1 bit/value at this P for no accuracy the f16-exact rounding
  * above does not already give. */
-const kvl_codec kvl_codec_kivi2_v = {
-    .name = "kivi2v",
-    .desc = "KIVI 2-bit V: per token, groups of 32 channels, asymmetric, f16 scale+min per group; "
-            "3.00 bits/value at D=64, P=32",
-    .seg_bytes = v2_seg_bytes, .open = &kvl_codec_f16, .seal = v2_seal, .decode = v2_decode,
-    .ref = {"scalar", v2_qk, v2_av, NULL, v2_av_multi}, .simd = v2_simd, .hidden = 1};
-const kvl_codec kvl_codec_kivi2 = {
-    .name = "kivi2",
-    .desc = "KIVI 2-bit: K per channel over the page (f16 scale+min per channel per page), "
+KIVI_TABLES(2, kvl_codec_kivi2, "kivi2",
+            "KIVI 2-bit: K per channel over the page (f16 scale+min per channel per page), "
             "V per token in 32-channel groups (kivi2v); 3.00 bits/value at D=64, P=32 (K and V)",
-    .seg_bytes = k2_seg_bytes, .open = &kvl_codec_f16, .seal = k2_seal, .decode = k2_decode,
-    .ref = {"scalar", k2_qk, k2_av, k2_qk_multi, NULL}, .simd = k2_simd, .as_v = &kvl_codec_kivi2_v};
-const kvl_codec kvl_codec_kivi4_v = {
-    .name = "kivi4v",
-    .desc = "KIVI 4-bit V: per token, groups of 32 channels, asymmetric, f16 scale+min per group; "
-            "5.00 bits/value at D=64, P=32",
-    .seg_bytes = v4_seg_bytes, .open = &kvl_codec_f16, .seal = v4_seal, .decode = v4_decode,
-    .ref = {"scalar", v4_qk, v4_av, NULL, v4_av_multi}, .simd = v4_simd, .hidden = 1};
-const kvl_codec kvl_codec_kivi4 = {
-    .name = "kivi4",
-    .desc = "KIVI 4-bit: K per channel over the page (f16 scale+min per channel per page), "
+            "KIVI 2-bit V: per token, groups of 32 channels, asymmetric, f16 scale+min per group; "
+            "3.00 bits/value at D=64, P=32")
+KIVI_TABLES(4, kvl_codec_kivi4, "kivi4",
+            "KIVI 4-bit: K per channel over the page (f16 scale+min per channel per page), "
             "V per token in 32-channel groups (kivi4v); 5.00 bits/value at D=64, P=32 (K and V)",
-    .seg_bytes = k4_seg_bytes, .open = &kvl_codec_f16, .seal = k4_seal, .decode = k4_decode,
-    .ref = {"scalar", k4_qk, k4_av, k4_qk_multi, NULL}, .simd = k4_simd, .as_v = &kvl_codec_kivi4_v};
+            "KIVI 4-bit V: per token, groups of 32 channels, asymmetric, f16 scale+min per group; "
+            "5.00 bits/value at D=64, P=32")
+KIVI_TABLES(2z, kvl_codec_kivi2z, "kivi2z",
+            "KIVI 2-bit, compact parameters: K per channel over the page, V per token in 32-channel "
+            "groups (kivi2zv), e5m3 scale + int8 zero point per group; 2.50 bits/value at D=64, P=32",
+            "KIVI 2-bit V, compact: per token, 32-channel groups, e5m3 scale + int8 zero point; "
+            "2.50 bits/value at D=64, P=32")
+KIVI_TABLES(3z, kvl_codec_kivi3z, "kivi3z",
+            "KIVI 3-bit (2+1 bit planes), compact parameters: K per channel over the page, V per token "
+            "in 32-channel groups (kivi3zv), e5m3 scale + int8 zero point; 3.50 bits/value at D=64, P=32",
+            "KIVI 3-bit V, compact: per token, 32-channel groups, e5m3 scale + int8 zero point; "
+            "3.50 bits/value at D=64, P=32")
+KIVI_TABLES(4z, kvl_codec_kivi4z, "kivi4z",
+            "KIVI 4-bit, compact parameters: K per channel over the page, V per token in 32-channel "
+            "groups (kivi4zv), e5m3 scale + int8 zero point per group; 4.50 bits/value at D=64, P=32",
+            "KIVI 4-bit V, compact: per token, 32-channel groups, e5m3 scale + int8 zero point; "
+            "4.50 bits/value at D=64, P=32")
+
+const kvl_codec *kvl_kivi_codec(int bits, int z, int is_v) {
+    const kvl_codec *k = NULL;
+    if (!z) k = bits == 2 ? &kvl_codec_kivi2 : bits == 4 ? &kvl_codec_kivi4 : NULL;
+    else k = bits == 2 ? &kvl_codec_kivi2z : bits == 3 ? &kvl_codec_kivi3z : bits == 4 ? &kvl_codec_kivi4z : NULL;
+    return k && is_v ? k->as_v : k;
+}
