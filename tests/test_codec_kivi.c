@@ -1,4 +1,5 @@
-/* KIVI codec tests (kivi2, kivi4 for K; kivi2v, kivi4v for V): exact segment
+/* KIVI codec tests (kivi2, kivi4, kivi2z, kivi3z, kivi4z for K; their V twins
+ * kivi2v, kivi4v, kivi2zv, kivi3zv, kivi4zv): exact segment
  * bytes, round-trip error bounds derived from the format, constant channels
  * and zero pages, fused qk/av against decode-then-compute in double, scalar vs
  * AVX2, multi-query bit identity, batch invariance (row scores independent of
@@ -10,6 +11,9 @@
  * quantization group (K: one channel over the page's P tokens; V: one token's
  * 32-channel group); against the f32 input add |x| 2^-11 + 2^-25 (f16 rounding
  * of the open row).
+ * Compact variants (e5m3 scale s, int8 zero point; codec_kivi.c): the decode
+ * s (c - z8) is exact, so |x16 - xhat| <= s/2 with the stored s, and
+ *   s <= max((max - min)/(maxq - 1), max|x|/(127 - maxq)) (1 + 2^-3) + 2^-17.
  * Fused kernels: the scalar ones are float sums (checked against double to
  * 1e-5 of the magnitudes summed); the AVX2 ones quantize the per-page factors
  * q_j s_j / p_i s_ig to int16 and get the extra bound of simd_qk_bound /
@@ -53,6 +57,18 @@ static float f16r(float v) { return kvl_fp16_to_fp32(kvl_fp32_to_fp16(v)); }
 
 static int is_v(const kvl_codec *c) { return c->hidden; }
 static int bits_of(const kvl_codec *c) { return c->name[4] - '0'; }
+static int is_z(const kvl_codec *c) { return c->name[5] == 'z'; }
+
+/* Decoder scale of group idx (K: channel; V: g * P + token) read from the
+ * segment's parameter arrays (kv/codec_kivi.h). */
+static double seg_scale(const kvl_codec *c, const uint8_t *seg, int D, int P, size_t idx) {
+    const int b = bits_of(c);
+    const uint8_t *prm = seg + (is_v(c) ? kivi_v_code_bytes(b, D, P) : kivi_k_code_bytes(b, D, P));
+    if (is_z(c)) return kivi_e5m3(prm[idx]);
+    uint16_t h;
+    memcpy(&h, prm + 2 * idx, 2);
+    return kvl_fp16_to_fp32(h);
+}
 
 /* Group of element (i, j): K per channel over the page, V per token in KIVI_VG groups. */
 static void group_range(const kvl_codec *c, const float *x16, int D, int P, int i, int j, double *mn, double *mx) {
@@ -79,25 +95,16 @@ static void group_range(const kvl_codec *c, const float *x16, int D, int P, int 
 static double simd_qk_bound(const kvl_codec *c, const kvl_codec_kernels *kn, const uint8_t *seg, int D, int P,
                             const float *q) {
     if (!strcmp(kn->isa, "scalar") || is_v(c)) return 0;
-    const uint8_t *s = seg + kivi_k_code_bytes(bits_of(c), D, P);
     double am = 0;
-    for (int j = 0; j < D; j++) {
-        uint16_t h;
-        memcpy(&h, s + 2 * j, 2);
-        am = fmax(am, fabs((double)q[j] * kvl_fp16_to_fp32(h)));
-    }
+    for (int j = 0; j < D; j++) am = fmax(am, fabs((double)q[j] * seg_scale(c, seg, D, P, (size_t)j)));
     return am / 32767 / 2 * ((1 << bits_of(c)) - 1) * D * 1.001;
 }
 static double simd_av_bound(const kvl_codec *c, const kvl_codec_kernels *kn, const uint8_t *seg, int D, int P, int n,
                             const float *p, int j) {
     if (!strcmp(kn->isa, "scalar") || !is_v(c)) return 0;
-    const uint8_t *s = seg + kivi_v_code_bytes(bits_of(c), D, P) + (size_t)(j / KIVI_VG) * P * 2;
     double am = 0;
-    for (int i = 0; i < n; i++) {
-        uint16_t h;
-        memcpy(&h, s + 2 * i, 2);
-        am = fmax(am, fabs((double)p[i] * kvl_fp16_to_fp32(h)));
-    }
+    for (int i = 0; i < n; i++)
+        am = fmax(am, fabs((double)p[i] * seg_scale(c, seg, D, P, (size_t)(j / KIVI_VG) * P + i)));
     return am / 32767 / 2 * ((1 << bits_of(c)) - 1) * n * 1.001;
 }
 
@@ -120,6 +127,34 @@ static void test_sizes(void) {
     CHECK(k2->seg_bytes(64, 64) == 8 * 4 * 32 + 256 && v4->seg_bytes(64, 64) == 8 * 8 * 32 + 2 * 64 * 4);
     CHECK(k2->seg_bytes(40, 7) == 1 * 3 * 32 + 160 && v2->seg_bytes(40, 7) == 5 * 1 * 32 + 2 * 7 * 4);
     CHECK(k4->seg_bytes(36, 16) == 2 * 5 * 32 + 144 && v4->seg_bytes(36, 16) == 5 * 2 * 32 + 2 * 16 * 4);
+
+    /* compact variants: 2 parameter bytes per group; 3-bit chunks of 48 bytes */
+    const char *zn[3] = {"kivi2z", "kivi3z", "kivi4z"};
+    const size_t zb[3] = {640, 896, 1152}; /* D = 64, P = 32: 2.50, 3.50, 4.50 bits/value */
+    const double zbits[3] = {2.5, 3.5, 4.5};
+    for (int t = 0; t < 3; t++) {
+        const kvl_codec *k = kvl_codec_find(zn[t]);
+        CHECK_MSG(k && k->as_v, "%s missing", zn[t]);
+        if (!k || !k->as_v) continue;
+        const kvl_codec *v = k->as_v;
+        char vn[16];
+        snprintf(vn, sizeof vn, "%sv", zn[t]);
+        CHECK(!strcmp(v->name, vn) && v->hidden && !k->hidden && kvl_codec_find(vn) == v);
+        CHECK(!k->encode && k->seal && k->open == kvl_codec_find("f16") && !v->encode && v->seal);
+        CHECK(k->seg_bytes(64, 32) == zb[t] && v->seg_bytes(64, 32) == zb[t]);
+        CHECK(k->seg_bytes(64, 32) * 8.0 / (64 * 32) == zbits[t] && v->seg_bytes(64, 32) * 8.0 / (64 * 32) == zbits[t]);
+        CHECK(strstr(kvl_codec_list(), zn[t]) != NULL);
+    }
+    const kvl_codec *k3 = kvl_codec_find("kivi3z"), *k2z = kvl_codec_find("kivi2z"), *k4z = kvl_codec_find("kivi4z");
+    if (k3 && k2z && k4z) {
+        const kvl_codec *v3 = k3->as_v;
+        /* K: ceil(P/8) x ceil(D/16) chunks of 48 B + 2 D; V: ceil(D/8) x ceil(P/16) chunks + 2 NG P */
+        CHECK(k3->seg_bytes(128, 32) == 4 * 8 * 48 + 256 && v3->seg_bytes(128, 32) == 16 * 2 * 48 + 4 * 32 * 2);
+        CHECK(k3->seg_bytes(40, 7) == 1 * 3 * 48 + 80 && v3->seg_bytes(40, 7) == 5 * 1 * 48 + 2 * 7 * 2);
+        CHECK(k3->seg_bytes(64, 64) == 8 * 4 * 48 + 128 && v3->seg_bytes(64, 64) == 8 * 4 * 48 + 2 * 64 * 2);
+        CHECK(k2z->seg_bytes(36, 16) == 2 * 3 * 32 + 72 && k2z->as_v->seg_bytes(36, 16) == 5 * 1 * 32 + 2 * 16 * 2);
+        CHECK(k4z->seg_bytes(128, 64) == 8 * 16 * 32 + 256 && k4z->as_v->seg_bytes(128, 64) == 16 * 8 * 32 + 4 * 64 * 2);
+    }
 }
 
 /* Seal a random page; check every element against the format's bound. */
@@ -134,25 +169,37 @@ static void test_roundtrip(const kvl_codec *c, int D, int P) {
     CHECK(codec_fill(c, NULL, seg, D, P, P, x) == 0);
     CHECK(codec_fill(c, NULL, seg2, D, P, P, x) == 0);
     CHECK_MSG(memcmp(seg, seg2, sb) == 0, "%s D=%d P=%d: seal not deterministic / leaves bytes unset", c->name, D, P);
-    int bad = 0, bad32 = 0, nonfinite = 0, const_bad = 0;
+    int bad = 0, bad32 = 0, nonfinite = 0, const_bad = 0, sbad = 0;
     for (int i = 0; i < P; i++) {
         c->decode(seg, D, P, i, y);
         for (int j = 0; j < D; j++) {
             if (!isfinite(y[j])) nonfinite++;
             double mn, mx;
             group_range(c, x16, D, P, i, j, &mn, &mx);
-            const double s = (mx - mn) / maxq * (1 + ldexp(1, -10)) + ldexp(1, -24);
-            const double tol = s / 2 + ldexp(fabs(mn) + maxq * s, -22);
+            double tol;
+            if (!is_z(c)) {
+                const double s = (mx - mn) / maxq * (1 + ldexp(1, -10)) + ldexp(1, -24);
+                tol = s / 2 + ldexp(fabs(mn) + maxq * s, -22);
+            } else { /* stored scale: exact decode; and the scale's own bound */
+                const size_t idx = is_v(c) ? (size_t)(j / KIVI_VG) * P + i : (size_t)j;
+                const double s = seg_scale(c, seg, D, P, idx);
+                const double sb = fmax((mx - mn) / (maxq - 1), fmax(fabs(mn), fabs(mx)) / (127 - maxq)) * 1.125 +
+                                  ldexp(1, -17);
+                if (s > sb && sbad++ < 3) fprintf(stderr, "%s D=%d P=%d (%d,%d): scale %g > bound %g\n", c->name, D, P, i, j, s, sb);
+                tol = s / 2;
+            }
             const double e = fabs((double)x16[(size_t)i * D + j] - y[j]);
             if (e > tol && bad++ < 3)
                 fprintf(stderr, "%s D=%d P=%d (%d,%d): %g vs %g (tol %g)\n", c->name, D, P, i, j,
                         x16[(size_t)i * D + j], y[j], tol);
             if (fabs((double)x[(size_t)i * D + j] - y[j]) > tol + ldexp(fabs(x[(size_t)i * D + j]), -11) + ldexp(1, -25))
                 bad32++;
-            if (mx == mn && y[j] != x16[(size_t)i * D + j]) const_bad++; /* scale 0: exact */
+            /* f16 scale 0: exact; compact: a constant group is exact when it is 0 */
+            if (mx == mn && (!is_z(c) || mn == 0) && y[j] != x16[(size_t)i * D + j]) const_bad++;
         }
     }
     CHECK_MSG(bad == 0 && bad32 == 0, "%s D=%d P=%d: %d (%d vs f32) elements out of bound", c->name, D, P, bad, bad32);
+    CHECK_MSG(sbad == 0, "%s D=%d P=%d: %d scales above the format's bound", c->name, D, P, sbad);
     CHECK_MSG(nonfinite == 0 && const_bad == 0, "%s D=%d P=%d: %d non-finite, %d constant groups not exact", c->name,
               D, P, nonfinite, const_bad);
     free(seg), free(seg2), free(x), free(x16), free(y);
@@ -343,10 +390,10 @@ static void test_cross(const kvl_codec *c, int D, int P) {
 
 int main(void) {
     test_sizes();
-    const char *names[] = {"kivi2", "kivi4"};
+    const char *names[] = {"kivi2", "kivi4", "kivi2z", "kivi3z", "kivi4z"};
     const int dims[] = {64, 128, 40, 36};
     const int pages[] = {7, 16, 32, 64};
-    for (int cn = 0; cn < 2; cn++) {
+    for (int cn = 0; cn < 5; cn++) {
         const kvl_codec *k = kvl_codec_find(names[cn]);
         if (!k) continue;
         const kvl_codec *cs[2] = {k, k->as_v};
