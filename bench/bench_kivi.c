@@ -1,6 +1,6 @@
 /* Micro-benchmark of the attention kernels on sealed pages: qk_multi + av_multi
  * over an 8K-token list of pages (P = 32, D = 64, 3 queries per kv-head, the
- * default model's GQA group) for f16 vs kivi2 vs kivi4 (K codec kivi*, V codec
+ * default model's GQA group) for f16 vs kivi2 / kivi4 / kivi2z / kivi3z / kivi4z (K codec kivi*, V codec
  * its as_v twin), best kernels of this CPU. Reports ns per token (one kv-head,
  * all 3 queries, qk + av; the softmax is not included, it is the same for every
  * codec) for:
@@ -88,13 +88,14 @@ static double run(const setup *s, int lists, double secs, float *sink) {
 int main(int argc, char **argv) {
     const double secs = argc > 1 ? atof(argv[1]) : 0.2;
     const int lists = argc > 2 ? atoi(argv[2]) : 90;
-    const char *names[] = {"f16", "kivi2", "kivi4"};
+    const char *names[] = {"f16", "kivi2", "kivi4", "kivi2z", "kivi3z", "kivi4z"};
+    enum { NC = sizeof names / sizeof names[0] };
     float *x = malloc(sizeof(float) * P * D), sink = 0;
     uint8_t *open = malloc((size_t)P * D * 2);
-    double hot[3], cold[3];
+    double hot[NC], cold[NC];
     printf("bench_kivi: D=%d P=%d ctx %d, %d queries per kv-head, qk_multi + av_multi, ns/token (median of 3)\n", D, P,
            NTOK, G);
-    for (int c = 0; c < 3; c++) {
+    for (int c = 0; c < NC; c++) {
         setup s;
         s.ck = kvl_codec_find(names[c]);
         s.cv = s.ck->as_v ? s.ck->as_v : s.ck;
@@ -114,7 +115,7 @@ int main(int argc, char **argv) {
         for (int l = 1; l < lists; l++) memcpy(s.mem + (size_t)l * NPAGE * s.page, s.mem, (size_t)NPAGE * s.page);
         hot[c] = run(&s, 1, secs, &sink);
         cold[c] = run(&s, lists, secs, &sink);
-        printf("  %-6s %-6s K %4zu B + V %4zu B per page (%.2f bits/value)  hot %6.2f ns/token  cold %6.2f ns/token"
+        printf("  %-7s %-6s K %4zu B + V %4zu B per page (%.2f bits/value)  hot %6.2f ns/token  cold %6.2f ns/token"
                "  (x%.2f / x%.2f vs f16)\n",
                names[c], s.kk.isa, s.kb, s.vb, (double)(s.kb + s.vb) * 8 / (2.0 * P * D), hot[c], cold[c],
                hot[0] / hot[c], cold[0] / cold[c]);

@@ -12,8 +12,13 @@
  * 32-channel group); against the f32 input add |x| 2^-11 + 2^-25 (f16 rounding
  * of the open row).
  * Compact variants (e5m3 scale s, int8 zero point; codec_kivi.c): the decode
- * s (c - z8) is exact, so |x16 - xhat| <= s/2 with the stored s, and
- *   s <= max((max - min)/(maxq - 1), max|x|/(127 - maxq)) (1 + 2^-3) + 2^-17.
+ * s (c - z8) is exact; the smallest covering scale s_c gives |x16 - xhat| <=
+ * s_c/2 and the seal keeps the least squared error of a few pairs at or
+ * below s_c (clipping allowed), so per group of cnt values
+ *   sum (x16 - xhat)^2 <= cnt (S/2)^2,  S = max((max - min)/(maxq - 1), max|x|/(127 - maxq)) (1 + 2^-3) + 2^-17,
+ * every element within sqrt(cnt) S/2, and the stored s <= S (fit=cover,
+ * the seal without state, also keeps every element within s/2; fit=mse and
+ * auto are checked against the general bound).
  * Fused kernels: the scalar ones are float sums (checked against double to
  * 1e-5 of the magnitudes summed); the AVX2 ones quantize the per-page factors
  * q_j s_j / p_i s_ig to int16 and get the extra bound of simd_qk_bound /
@@ -25,6 +30,7 @@
 
 #include "kv/codec.h"
 #include "kv/codec_kivi.h"
+#include "kv/codec_spec.h"
 #include "kv/kv.h"
 #include "codec_util.h"
 #include "test.h"
@@ -157,8 +163,9 @@ static void test_sizes(void) {
     }
 }
 
-/* Seal a random page; check every element against the format's bound. */
-static void test_roundtrip(const kvl_codec *c, int D, int P) {
+/* Seal a random page; check every element against the format's bound. st:
+ * the codec's instance state (compact codecs: fit=...), or NULL. */
+static void test_roundtrip(const kvl_codec *c, const void *st, int D, int P) {
     const int maxq = (1 << bits_of(c)) - 1;
     const size_t sb = c->seg_bytes(D, P);
     uint8_t *seg = malloc(sb), *seg2 = malloc(sb);
@@ -166,10 +173,12 @@ static void test_roundtrip(const kvl_codec *c, int D, int P) {
     rand_page(x, D, P);
     for (int k = 0; k < D * P; k++) x16[k] = f16r(x[k]);
     memset(seg, 0xA5, sb), memset(seg2, 0x5A, sb);
-    CHECK(codec_fill(c, NULL, seg, D, P, P, x) == 0);
-    CHECK(codec_fill(c, NULL, seg2, D, P, P, x) == 0);
+    CHECK(codec_fill(c, st, seg, D, P, P, x) == 0);
+    CHECK(codec_fill(c, st, seg2, D, P, P, x) == 0);
     CHECK_MSG(memcmp(seg, seg2, sb) == 0, "%s D=%d P=%d: seal not deterministic / leaves bytes unset", c->name, D, P);
-    int bad = 0, bad32 = 0, nonfinite = 0, const_bad = 0, sbad = 0;
+    int bad = 0, bad32 = 0, nonfinite = 0, const_bad = 0, sbad = 0, gbad = 0, cbad = 0;
+    const size_t ngr = is_v(c) ? (size_t)kivi_cdiv(D, KIVI_VG) * P : (size_t)D; /* quantization groups */
+    double *gsse = calloc(ngr, sizeof(double)), *gcap = calloc(ngr, sizeof(double));
     for (int i = 0; i < P; i++) {
         c->decode(seg, D, P, i, y);
         for (int j = 0; j < D; j++) {
@@ -180,13 +189,19 @@ static void test_roundtrip(const kvl_codec *c, int D, int P) {
             if (!is_z(c)) {
                 const double s = (mx - mn) / maxq * (1 + ldexp(1, -10)) + ldexp(1, -24);
                 tol = s / 2 + ldexp(fabs(mn) + maxq * s, -22);
-            } else { /* stored scale: exact decode; and the scale's own bound */
+            } else { /* the scale's bound S; group squared error checked below */
                 const size_t idx = is_v(c) ? (size_t)(j / KIVI_VG) * P + i : (size_t)j;
+                const int cnt = is_v(c) ? (D - j / KIVI_VG * KIVI_VG < KIVI_VG ? D - j / KIVI_VG * KIVI_VG : KIVI_VG) : P;
                 const double s = seg_scale(c, seg, D, P, idx);
-                const double sb = fmax((mx - mn) / (maxq - 1), fmax(fabs(mn), fabs(mx)) / (127 - maxq)) * 1.125 +
-                                  ldexp(1, -17);
-                if (s > sb && sbad++ < 3) fprintf(stderr, "%s D=%d P=%d (%d,%d): scale %g > bound %g\n", c->name, D, P, i, j, s, sb);
-                tol = s / 2;
+                const double S = fmax((mx - mn) / (maxq - 1), fmax(fabs(mn), fabs(mx)) / (127 - maxq)) * 1.125 +
+                                 ldexp(1, -17);
+                if (s > S && sbad++ < 3) fprintf(stderr, "%s D=%d P=%d (%d,%d): scale %g > bound %g\n", c->name, D, P, i, j, s, S);
+                const double e = (double)x16[(size_t)i * D + j] - y[j];
+                gsse[idx] += e * e;
+                if (!st && fabs(e) > s / 2 && cbad++ < 3) /* covering seal: within s/2 */
+                    fprintf(stderr, "%s D=%d P=%d (%d,%d): cover error %g > s/2 = %g\n", c->name, D, P, i, j, e, s / 2);
+                gcap[idx] = cnt * (S / 2) * (S / 2) * (1 + 1e-9);
+                tol = sqrt((double)cnt) * S / 2;
             }
             const double e = fabs((double)x16[(size_t)i * D + j] - y[j]);
             if (e > tol && bad++ < 3)
@@ -200,6 +215,10 @@ static void test_roundtrip(const kvl_codec *c, int D, int P) {
     }
     CHECK_MSG(bad == 0 && bad32 == 0, "%s D=%d P=%d: %d (%d vs f32) elements out of bound", c->name, D, P, bad, bad32);
     CHECK_MSG(sbad == 0, "%s D=%d P=%d: %d scales above the format's bound", c->name, D, P, sbad);
+    for (size_t g = 0; g < ngr; g++) gbad += gsse[g] > gcap[g];
+    CHECK_MSG(gbad == 0, "%s D=%d P=%d: %d groups above the squared-error bound", c->name, D, P, gbad);
+    CHECK_MSG(cbad == 0, "%s D=%d P=%d: %d elements of a covering seal beyond s/2", c->name, D, P, cbad);
+    free(gsse), free(gcap);
     CHECK_MSG(nonfinite == 0 && const_bad == 0, "%s D=%d P=%d: %d non-finite, %d constant groups not exact", c->name,
               D, P, nonfinite, const_bad);
     free(seg), free(seg2), free(x), free(x16), free(y);
@@ -388,8 +407,46 @@ static void test_cross(const kvl_codec *c, int D, int P) {
     test_fused(c, r, D, P, P);
 }
 
+/* Compact codecs' fit= parameter: state for fit=v (NULL value: no parameter). */
+static int fit_state(const kvl_codec *c, const char *v, int is_v_side, void *st) {
+    kvl_codec_params prm;
+    memset(&prm, 0, sizeof prm);
+    if (v) {
+        prm.n = 1;
+        strcpy(prm.key[0], "fit");
+        strcpy(prm.val[0], v);
+    }
+    kvl_err err = {0};
+    return c->state_init(&prm, 0, 0, is_v_side, 64, st, &err) == KVL_OK;
+}
+
+static void test_fit_param(void) {
+    const char *zn[3] = {"kivi2z", "kivi3z", "kivi4z"};
+    for (int t = 0; t < 3; t++) {
+        const kvl_codec *k = kvl_codec_find(zn[t]);
+        if (!k) continue;
+        CHECK(k->params && !strcmp(k->params, "fit") && k->state_init && k->as_v->state_init);
+        CHECK(k->state_bytes(64) <= 64 && k->as_v->state_bytes(64) <= 64);
+        uint64_t st[8];
+        CHECK(fit_state(k, "cover", 0, st) && fit_state(k, "mse", 0, st) && fit_state(k, "auto", 0, st));
+        CHECK(fit_state(k, NULL, 0, st) && fit_state(k->as_v, NULL, 1, st));
+        CHECK(!fit_state(k, "bogus", 0, st));
+        /* every fit gives a page within the format's bounds */
+        const char *fits[3] = {"cover", "mse", "auto"};
+        for (int f = 0; f < 3; f++)
+            for (int side = 0; side < 2; side++) {
+                const kvl_codec *c = side ? k->as_v : k;
+                CHECK(fit_state(c, fits[f], side, st));
+                test_roundtrip(c, st, 64, 32);
+                test_roundtrip(c, st, 40, 7);
+                test_roundtrip(c, st, 128, 64);
+            }
+    }
+}
+
 int main(void) {
     test_sizes();
+    test_fit_param();
     const char *names[] = {"kivi2", "kivi4", "kivi2z", "kivi3z", "kivi4z"};
     const int dims[] = {64, 128, 40, 36};
     const int pages[] = {7, 16, 32, 64};
@@ -402,7 +459,7 @@ int main(void) {
             for (int d = 0; d < 4; d++)
                 for (int pp = 0; pp < 4; pp++) {
                     const int D = dims[d], P = pages[pp];
-                    test_roundtrip(c, D, P);
+                    test_roundtrip(c, NULL, D, P);
                     test_zero_and_inf(c, D, P);
                     const int ns[] = {1, 5, 8, 9, 16, 31, 32, 64};
                     for (int t = 0; t < 8; t++) {
