@@ -1,6 +1,6 @@
 /* Micro-benchmark of the attention kernels on sealed pages: qk_multi + av_multi
  * over an 8K-token list of pages (P = 32, D = 64, 3 queries per kv-head, the
- * default model's GQA group) for f16 vs kivi2 vs kivi4 (K codec kivi*, V codec
+ * default model's GQA group) for f16 vs kivi2 / kivi4 / kivi2z / kivi3z / kivi4z (K codec kivi*, V codec
  * its as_v twin), best kernels of this CPU. Reports ns per token (one kv-head,
  * all 3 queries, qk + av; the softmax is not included, it is the same for every
  * codec) for:
@@ -8,10 +8,8 @@
  *   cold: LISTS lists (f16: 90 x 2 MiB = 180 MiB, about the default model's
  *         30 layers x 3 kv-heads at ctx 8K) read in turn, so the data comes
  *         from DRAM as in real decode.
- * Each point: `rounds` repeats of >= `seconds` each (codecs interleaved
- * within a round, so that load from other processes hits them alike);
- * medians of the times and of the per-round f16 / codec ratios.
- * Usage: bench_kivi [seconds (0.2)] [lists for cold (90)] [P (32)] [rounds (3)]
+ * Each point: 3 repeats of >= `seconds` each, median.
+ * Usage: bench_kivi [seconds-per-repeat (0.2)] [lists for cold (90)]
  * Build: make bench-kivi (runs it) or make build/bench_kivi. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,12 +19,11 @@
 #include "kv/codec.h"
 #include "kv/kv.h"
 
-enum { D = 64, NTOK = 8192, G = 3, PMAX = 256 };
-static int P = 32, NPAGE = NTOK / 32; /* page tokens (argv[3]) */
+enum { D = 64, P = 32, NTOK = 8192, NPAGE = NTOK / P, G = 3 };
 
 static double now(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts); /* CPU time: the machine is shared */
+    clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -66,85 +63,65 @@ static int cmp(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* ns per token per kv-head: one timing of >= secs over `lists` lists. */
-static double run1(const setup *s, int lists, double secs, float *sink) {
-    float q[G * D], p[G * PMAX], sc[G * PMAX], acc[G * D] = {0};
+/* ns per token per kv-head, median of 3 repeats over `lists` lists. */
+static double run(const setup *s, int lists, double secs, float *sink) {
+    float q[G * D], p[G * P], sc[G * P], acc[G * D] = {0};
     for (int i = 0; i < G * D; i++) q[i] = frand();
-    for (int i = 0; i < G * PMAX; i++) p[i] = (frand() + 1) / (2 * NTOK);
+    for (int i = 0; i < G * P; i++) p[i] = (frand() + 1) / (2 * NTOK);
+    double t[3];
     attend_list(s, s->mem, q, p, sc, acc); /* warm-up */
-    long n = 0;
-    const double t0 = now();
-    double t1;
-    do {
-        for (int l = 0; l < lists; l++) attend_list(s, s->mem + (size_t)l * NPAGE * s->page, q, p, sc, acc);
-        n += lists;
-    } while ((t1 = now()) - t0 < secs);
+    for (int r = 0; r < 3; r++) {
+        long n = 0;
+        const double t0 = now();
+        double t1;
+        do {
+            for (int l = 0; l < lists; l++) attend_list(s, s->mem + (size_t)l * NPAGE * s->page, q, p, sc, acc);
+            n += lists;
+        } while ((t1 = now()) - t0 < secs);
+        t[r] = (t1 - t0) / ((double)n * NTOK) * 1e9;
+    }
+    qsort(t, 3, sizeof t[0], cmp);
     for (int i = 0; i < G * D; i++) *sink += acc[i];
-    return (t1 - t0) / ((double)n * NTOK) * 1e9;
+    return t[1];
 }
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof v[0], cmp);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-enum { NC = 3, RMAX = 15 };
 
 int main(int argc, char **argv) {
     const double secs = argc > 1 ? atof(argv[1]) : 0.2;
     const int lists = argc > 2 ? atoi(argv[2]) : 90;
-    if (argc > 3) P = atoi(argv[3]), NPAGE = NTOK / P;
-    const int reps = argc > 4 ? atoi(argv[4]) : 3;
-    if (P < 8 || P > PMAX || NTOK % P || lists < 1 || reps < 1 || reps > RMAX) return 1;
-    const char *names[NC] = {"f16", "kivi2", "kivi4"};
-    float *x = malloc(sizeof(float) * PMAX * D), sink = 0;
-    uint8_t *open = malloc((size_t)PMAX * D * 2);
-    setup su[NC];
-    printf("bench_kivi: D=%d P=%d ctx %d, %d queries per kv-head, qk_multi + av_multi, thread CPU ns/token;\n"
-           "  %d rounds, codecs interleaved within a round; medians of ns and of the per-round f16/codec ratios\n",
-           D, P, NTOK, G, reps);
+    const char *names[] = {"f16", "kivi2", "kivi4", "kivi2z", "kivi3z", "kivi4z"};
+    enum { NC = sizeof names / sizeof names[0] };
+    float *x = malloc(sizeof(float) * P * D), sink = 0;
+    uint8_t *open = malloc((size_t)P * D * 2);
+    double hot[NC], cold[NC];
+    printf("bench_kivi: D=%d P=%d ctx %d, %d queries per kv-head, qk_multi + av_multi, ns/token (median of 3)\n", D, P,
+           NTOK, G);
     for (int c = 0; c < NC; c++) {
-        setup *s = &su[c];
-        s->ck = kvl_codec_find(names[c]);
-        s->cv = s->ck->as_v ? s->ck->as_v : s->ck;
-        s->kk = kvl_codec_kernels_get(s->ck, D, 0);
-        s->kv = kvl_codec_kernels_get(s->cv, D, 0);
-        s->kb = s->ck->seg_bytes(D, P), s->vb = s->cv->seg_bytes(D, P);
-        s->page = (s->kb + s->vb + 63) / 64 * 64;
-        s->mem = aligned_alloc(64, (size_t)lists * NPAGE * s->page);
-        if (!s->mem) return 1;
+        setup s;
+        s.ck = kvl_codec_find(names[c]);
+        s.cv = s.ck->as_v ? s.ck->as_v : s.ck;
+        s.kk = kvl_codec_kernels_get(s.ck, D, 0);
+        s.kv = kvl_codec_kernels_get(s.cv, D, 0);
+        s.kb = s.ck->seg_bytes(D, P), s.vb = s.cv->seg_bytes(D, P);
+        s.page = (s.kb + s.vb + 63) / 64 * 64;
+        s.mem = aligned_alloc(64, (size_t)lists * NPAGE * s.page);
+        if (!s.mem) return 1;
         for (int pg = 0; pg < NPAGE; pg++) {
-            uint8_t *page = s->mem + (size_t)pg * s->page;
+            uint8_t *page = s.mem + (size_t)pg * s.page;
             for (int i = 0; i < P * D; i++) x[i] = 2 * frand() + (i % D == 5 ? 10 : 0);
-            fill(s->ck, page, x, open);
+            fill(s.ck, page, x, open);
             for (int i = 0; i < P * D; i++) x[i] = frand();
-            fill(s->cv, page + s->kb, x, open);
+            fill(s.cv, page + s.kb, x, open);
         }
-        for (int l = 1; l < lists; l++) memcpy(s->mem + (size_t)l * NPAGE * s->page, s->mem, (size_t)NPAGE * s->page);
-    }
-    double t[NC][2][RMAX];
-    for (int r = 0; r < reps; r++)
-        for (int c = 0; c < NC; c++) {
-            t[c][0][r] = run1(&su[c], 1, secs, &sink);
-            t[c][1][r] = run1(&su[c], lists, secs, &sink);
-        }
-    for (int c = 0; c < NC; c++) {
-        double med[2], rat[2], best[2], v[RMAX];
-        for (int k = 0; k < 2; k++) {
-            for (int r = 0; r < reps; r++) v[r] = t[0][k][r] / t[c][k][r];
-            rat[k] = median(v, reps);
-            for (int r = 0; r < reps; r++) v[r] = t[c][k][r];
-            med[k] = median(v, reps);
-            best[k] = v[0]; /* sorted by median() */
-        }
-        const setup *s = &su[c];
-        printf("  %-6s %-6s K %5zu B + V %5zu B per page (%.2f bits/value)  hot %6.2f (best %6.2f) ns/token  cold %6.2f "
-               "(best %6.2f) ns/token  f16/this x%.2f hot, x%.2f cold\n",
-               names[c], s->kk.isa, s->kb, s->vb, (double)(s->kb + s->vb) * 8 / (2.0 * P * D), med[0], best[0], med[1],
-               best[1], rat[0], rat[1]);
+        for (int l = 1; l < lists; l++) memcpy(s.mem + (size_t)l * NPAGE * s.page, s.mem, (size_t)NPAGE * s.page);
+        hot[c] = run(&s, 1, secs, &sink);
+        cold[c] = run(&s, lists, secs, &sink);
+        printf("  %-7s %-6s K %4zu B + V %4zu B per page (%.2f bits/value)  hot %6.2f ns/token  cold %6.2f ns/token"
+               "  (x%.2f / x%.2f vs f16)\n",
+               names[c], s.kk.isa, s.kb, s.vb, (double)(s.kb + s.vb) * 8 / (2.0 * P * D), hot[c], cold[c],
+               hot[0] / hot[c], cold[0] / cold[c]);
+        free(s.mem);
     }
     printf("(sink %g)\n", (double)sink);
-    for (int c = 0; c < NC; c++) free(su[c].mem);
     free(x), free(open);
     return 0;
 }

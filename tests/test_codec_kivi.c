@@ -1,4 +1,5 @@
-/* KIVI codec tests (kivi2, kivi4 for K; kivi2v, kivi4v for V): exact segment
+/* KIVI codec tests (kivi2, kivi4, kivi2z, kivi3z, kivi4z for K; their V twins
+ * kivi2v, kivi4v, kivi2zv, kivi3zv, kivi4zv): exact segment
  * bytes, round-trip error bounds derived from the format, constant channels
  * and zero pages, fused qk/av against decode-then-compute in double, scalar vs
  * AVX2, multi-query bit identity, batch invariance (row scores independent of
@@ -10,10 +11,18 @@
  * quantization group (K: one channel over the page's P tokens; V: one token's
  * 32-channel group); against the f32 input add |x| 2^-11 + 2^-25 (f16 rounding
  * of the open row).
+ * Compact variants (e5m3 scale s, int8 zero point; codec_kivi.c): the decode
+ * s (c - z8) is exact; the smallest covering scale s_c gives |x16 - xhat| <=
+ * s_c/2 and the seal keeps the least squared error of a few pairs at or
+ * below s_c (clipping allowed), so per group of cnt values
+ *   sum (x16 - xhat)^2 <= cnt (S/2)^2,  S = max((max - min)/(maxq - 1), max|x|/(127 - maxq)) (1 + 2^-3) + 2^-17,
+ * every element within sqrt(cnt) S/2, and the stored s <= S (fit=cover,
+ * the seal without state, also keeps every element within s/2; fit=mse and
+ * auto are checked against the general bound).
  * Fused kernels: the scalar ones are float sums (checked against double to
- * 1e-5 of the magnitudes summed); the AVX2 ones quantize the factors q_j s_j /
- * p_i s_ig to int8 per page and get the extra bound
- * of simd_qk_bound / simd_av_bound. */
+ * 1e-5 of the magnitudes summed); the AVX2 ones quantize the per-page factors
+ * q_j s_j / p_i s_ig to int16 and get the extra bound of simd_qk_bound /
+ * simd_av_bound. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -21,6 +30,7 @@
 
 #include "kv/codec.h"
 #include "kv/codec_kivi.h"
+#include "kv/codec_spec.h"
 #include "kv/kv.h"
 #include "codec_util.h"
 #include "test.h"
@@ -53,6 +63,18 @@ static float f16r(float v) { return kvl_fp16_to_fp32(kvl_fp32_to_fp16(v)); }
 
 static int is_v(const kvl_codec *c) { return c->hidden; }
 static int bits_of(const kvl_codec *c) { return c->name[4] - '0'; }
+static int is_z(const kvl_codec *c) { return c->name[5] == 'z'; }
+
+/* Decoder scale of group idx (K: channel; V: g * P + token) read from the
+ * segment's parameter arrays (kv/codec_kivi.h). */
+static double seg_scale(const kvl_codec *c, const uint8_t *seg, int D, int P, size_t idx) {
+    const int b = bits_of(c);
+    const uint8_t *prm = seg + (is_v(c) ? kivi_v_code_bytes(b, D, P) : kivi_k_code_bytes(b, D, P));
+    if (is_z(c)) return kivi_e5m3(prm[idx]);
+    uint16_t h;
+    memcpy(&h, prm + 2 * idx, 2);
+    return kvl_fp16_to_fp32(h);
+}
 
 /* Group of element (i, j): K per channel over the page, V per token in KIVI_VG groups. */
 static void group_range(const kvl_codec *c, const float *x16, int D, int P, int i, int j, double *mn, double *mx) {
@@ -71,39 +93,25 @@ static void group_range(const kvl_codec *c, const float *x16, int D, int P, int 
     }
 }
 
-/* Error bound of the AVX2 kernels' integer factors (codec_kivi_avx2.c): the
- * factors (q_j s_j for qk, p_i s_ig for av) are quantized per page (and
- * group) to int8: |d| <= sc/2 * maxq * (terms), sc = max |factor| / 127.
- * 0 for the scalar kernels (float sums).
- * Scales are read from the segment (layouts: kv/codec_kivi.h). */
-static double factor_bound(int bits, const double *f, int cnt) {
-    double am = 0;
-    for (int k = 0; k < cnt; k++) am = fmax(am, fabs(f[k]));
-    return am / 127 / 2 * ((1 << bits) - 1) * cnt * 1.001;
-}
+/* Error bound of the AVX2 kernels' int16 factors (codec_kivi_avx2.c): qk
+ * |d score| <= sc/2 * maxq * D with sc = max_j |q_j s_j| / 32767; av
+ * |d acc_j| <= sc_g/2 * maxq * n with sc_g = max_i |p_i s_ig| / 32767 over the
+ * group of channel j. 0 for scalar kernels (exact float semantics). The
+ * scales are read from the segment (layouts: kv/codec_kivi.h). */
 static double simd_qk_bound(const kvl_codec *c, const kvl_codec_kernels *kn, const uint8_t *seg, int D, int P,
                             const float *q) {
     if (!strcmp(kn->isa, "scalar") || is_v(c)) return 0;
-    const uint8_t *s = seg + kivi_k_code_bytes(bits_of(c), D, P);
-    double f[1024];
-    for (int j = 0; j < D; j++) {
-        uint16_t h;
-        memcpy(&h, s + 2 * j, 2);
-        f[j] = (double)q[j] * kvl_fp16_to_fp32(h);
-    }
-    return factor_bound(bits_of(c), f, D);
+    double am = 0;
+    for (int j = 0; j < D; j++) am = fmax(am, fabs((double)q[j] * seg_scale(c, seg, D, P, (size_t)j)));
+    return am / 32767 / 2 * ((1 << bits_of(c)) - 1) * D * 1.001;
 }
 static double simd_av_bound(const kvl_codec *c, const kvl_codec_kernels *kn, const uint8_t *seg, int D, int P, int n,
                             const float *p, int j) {
     if (!strcmp(kn->isa, "scalar") || !is_v(c)) return 0;
-    const uint8_t *s = seg + kivi_v_code_bytes(bits_of(c), D, P) + (size_t)(j / KIVI_VG) * P * 2;
-    double f[1024];
-    for (int i = 0; i < n; i++) {
-        uint16_t h;
-        memcpy(&h, s + 2 * i, 2);
-        f[i] = (double)p[i] * kvl_fp16_to_fp32(h);
-    }
-    return factor_bound(bits_of(c), f, n);
+    double am = 0;
+    for (int i = 0; i < n; i++)
+        am = fmax(am, fabs((double)p[i] * seg_scale(c, seg, D, P, (size_t)(j / KIVI_VG) * P + i)));
+    return am / 32767 / 2 * ((1 << bits_of(c)) - 1) * n * 1.001;
 }
 
 static void test_sizes(void) {
@@ -125,10 +133,39 @@ static void test_sizes(void) {
     CHECK(k2->seg_bytes(64, 64) == 8 * 4 * 32 + 256 && v4->seg_bytes(64, 64) == 8 * 8 * 32 + 2 * 64 * 4);
     CHECK(k2->seg_bytes(40, 7) == 1 * 3 * 32 + 160 && v2->seg_bytes(40, 7) == 5 * 1 * 32 + 2 * 7 * 4);
     CHECK(k4->seg_bytes(36, 16) == 2 * 5 * 32 + 144 && v4->seg_bytes(36, 16) == 5 * 2 * 32 + 2 * 16 * 4);
+
+    /* compact variants: 2 parameter bytes per group; 3-bit chunks of 48 bytes */
+    const char *zn[3] = {"kivi2z", "kivi3z", "kivi4z"};
+    const size_t zb[3] = {640, 896, 1152}; /* D = 64, P = 32: 2.50, 3.50, 4.50 bits/value */
+    const double zbits[3] = {2.5, 3.5, 4.5};
+    for (int t = 0; t < 3; t++) {
+        const kvl_codec *k = kvl_codec_find(zn[t]);
+        CHECK_MSG(k && k->as_v, "%s missing", zn[t]);
+        if (!k || !k->as_v) continue;
+        const kvl_codec *v = k->as_v;
+        char vn[16];
+        snprintf(vn, sizeof vn, "%sv", zn[t]);
+        CHECK(!strcmp(v->name, vn) && v->hidden && !k->hidden && kvl_codec_find(vn) == v);
+        CHECK(!k->encode && k->seal && k->open == kvl_codec_find("f16") && !v->encode && v->seal);
+        CHECK(k->seg_bytes(64, 32) == zb[t] && v->seg_bytes(64, 32) == zb[t]);
+        CHECK(k->seg_bytes(64, 32) * 8.0 / (64 * 32) == zbits[t] && v->seg_bytes(64, 32) * 8.0 / (64 * 32) == zbits[t]);
+        CHECK(strstr(kvl_codec_list(), zn[t]) != NULL);
+    }
+    const kvl_codec *k3 = kvl_codec_find("kivi3z"), *k2z = kvl_codec_find("kivi2z"), *k4z = kvl_codec_find("kivi4z");
+    if (k3 && k2z && k4z) {
+        const kvl_codec *v3 = k3->as_v;
+        /* K: ceil(P/8) x ceil(D/16) chunks of 48 B + 2 D; V: ceil(D/8) x ceil(P/16) chunks + 2 NG P */
+        CHECK(k3->seg_bytes(128, 32) == 4 * 8 * 48 + 256 && v3->seg_bytes(128, 32) == 16 * 2 * 48 + 4 * 32 * 2);
+        CHECK(k3->seg_bytes(40, 7) == 1 * 3 * 48 + 80 && v3->seg_bytes(40, 7) == 5 * 1 * 48 + 2 * 7 * 2);
+        CHECK(k3->seg_bytes(64, 64) == 8 * 4 * 48 + 128 && v3->seg_bytes(64, 64) == 8 * 4 * 48 + 2 * 64 * 2);
+        CHECK(k2z->seg_bytes(36, 16) == 2 * 3 * 32 + 72 && k2z->as_v->seg_bytes(36, 16) == 5 * 1 * 32 + 2 * 16 * 2);
+        CHECK(k4z->seg_bytes(128, 64) == 8 * 16 * 32 + 256 && k4z->as_v->seg_bytes(128, 64) == 16 * 8 * 32 + 4 * 64 * 2);
+    }
 }
 
-/* Seal a random page; check every element against the format's bound. */
-static void test_roundtrip(const kvl_codec *c, int D, int P) {
+/* Seal a random page; check every element against the format's bound. st:
+ * the codec's instance state (compact codecs: fit=...), or NULL. */
+static void test_roundtrip(const kvl_codec *c, const void *st, int D, int P) {
     const int maxq = (1 << bits_of(c)) - 1;
     const size_t sb = c->seg_bytes(D, P);
     uint8_t *seg = malloc(sb), *seg2 = malloc(sb);
@@ -136,28 +173,52 @@ static void test_roundtrip(const kvl_codec *c, int D, int P) {
     rand_page(x, D, P);
     for (int k = 0; k < D * P; k++) x16[k] = f16r(x[k]);
     memset(seg, 0xA5, sb), memset(seg2, 0x5A, sb);
-    CHECK(codec_fill(c, NULL, seg, D, P, P, x) == 0);
-    CHECK(codec_fill(c, NULL, seg2, D, P, P, x) == 0);
+    CHECK(codec_fill(c, st, seg, D, P, P, x) == 0);
+    CHECK(codec_fill(c, st, seg2, D, P, P, x) == 0);
     CHECK_MSG(memcmp(seg, seg2, sb) == 0, "%s D=%d P=%d: seal not deterministic / leaves bytes unset", c->name, D, P);
-    int bad = 0, bad32 = 0, nonfinite = 0, const_bad = 0;
+    int bad = 0, bad32 = 0, nonfinite = 0, const_bad = 0, sbad = 0, gbad = 0, cbad = 0;
+    const size_t ngr = is_v(c) ? (size_t)kivi_cdiv(D, KIVI_VG) * P : (size_t)D; /* quantization groups */
+    double *gsse = calloc(ngr, sizeof(double)), *gcap = calloc(ngr, sizeof(double));
     for (int i = 0; i < P; i++) {
         c->decode(seg, D, P, i, y);
         for (int j = 0; j < D; j++) {
             if (!isfinite(y[j])) nonfinite++;
             double mn, mx;
             group_range(c, x16, D, P, i, j, &mn, &mx);
-            const double s = (mx - mn) / maxq * (1 + ldexp(1, -10)) + ldexp(1, -24);
-            const double tol = s / 2 + ldexp(fabs(mn) + maxq * s, -22);
+            double tol;
+            if (!is_z(c)) {
+                const double s = (mx - mn) / maxq * (1 + ldexp(1, -10)) + ldexp(1, -24);
+                tol = s / 2 + ldexp(fabs(mn) + maxq * s, -22);
+            } else { /* the scale's bound S; group squared error checked below */
+                const size_t idx = is_v(c) ? (size_t)(j / KIVI_VG) * P + i : (size_t)j;
+                const int cnt = is_v(c) ? (D - j / KIVI_VG * KIVI_VG < KIVI_VG ? D - j / KIVI_VG * KIVI_VG : KIVI_VG) : P;
+                const double s = seg_scale(c, seg, D, P, idx);
+                const double S = fmax((mx - mn) / (maxq - 1), fmax(fabs(mn), fabs(mx)) / (127 - maxq)) * 1.125 +
+                                 ldexp(1, -17);
+                if (s > S && sbad++ < 3) fprintf(stderr, "%s D=%d P=%d (%d,%d): scale %g > bound %g\n", c->name, D, P, i, j, s, S);
+                const double e = (double)x16[(size_t)i * D + j] - y[j];
+                gsse[idx] += e * e;
+                if (!st && fabs(e) > s / 2 && cbad++ < 3) /* covering seal: within s/2 */
+                    fprintf(stderr, "%s D=%d P=%d (%d,%d): cover error %g > s/2 = %g\n", c->name, D, P, i, j, e, s / 2);
+                gcap[idx] = cnt * (S / 2) * (S / 2) * (1 + 1e-9);
+                tol = sqrt((double)cnt) * S / 2;
+            }
             const double e = fabs((double)x16[(size_t)i * D + j] - y[j]);
             if (e > tol && bad++ < 3)
                 fprintf(stderr, "%s D=%d P=%d (%d,%d): %g vs %g (tol %g)\n", c->name, D, P, i, j,
                         x16[(size_t)i * D + j], y[j], tol);
             if (fabs((double)x[(size_t)i * D + j] - y[j]) > tol + ldexp(fabs(x[(size_t)i * D + j]), -11) + ldexp(1, -25))
                 bad32++;
-            if (mx == mn && y[j] != x16[(size_t)i * D + j]) const_bad++; /* scale 0: exact */
+            /* f16 scale 0: exact; compact: a constant group is exact when it is 0 */
+            if (mx == mn && (!is_z(c) || mn == 0) && y[j] != x16[(size_t)i * D + j]) const_bad++;
         }
     }
     CHECK_MSG(bad == 0 && bad32 == 0, "%s D=%d P=%d: %d (%d vs f32) elements out of bound", c->name, D, P, bad, bad32);
+    CHECK_MSG(sbad == 0, "%s D=%d P=%d: %d scales above the format's bound", c->name, D, P, sbad);
+    for (size_t g = 0; g < ngr; g++) gbad += gsse[g] > gcap[g];
+    CHECK_MSG(gbad == 0, "%s D=%d P=%d: %d groups above the squared-error bound", c->name, D, P, gbad);
+    CHECK_MSG(cbad == 0, "%s D=%d P=%d: %d elements of a covering seal beyond s/2", c->name, D, P, cbad);
+    free(gsse), free(gcap);
     CHECK_MSG(nonfinite == 0 && const_bad == 0, "%s D=%d P=%d: %d non-finite, %d constant groups not exact", c->name,
               D, P, nonfinite, const_bad);
     free(seg), free(seg2), free(x), free(x16), free(y);
@@ -346,12 +407,50 @@ static void test_cross(const kvl_codec *c, int D, int P) {
     test_fused(c, r, D, P, P);
 }
 
+/* Compact codecs' fit= parameter: state for fit=v (NULL value: no parameter). */
+static int fit_state(const kvl_codec *c, const char *v, int is_v_side, void *st) {
+    kvl_codec_params prm;
+    memset(&prm, 0, sizeof prm);
+    if (v) {
+        prm.n = 1;
+        strcpy(prm.key[0], "fit");
+        strcpy(prm.val[0], v);
+    }
+    kvl_err err = {0};
+    return c->state_init(&prm, 0, 0, is_v_side, 64, st, &err) == KVL_OK;
+}
+
+static void test_fit_param(void) {
+    const char *zn[3] = {"kivi2z", "kivi3z", "kivi4z"};
+    for (int t = 0; t < 3; t++) {
+        const kvl_codec *k = kvl_codec_find(zn[t]);
+        if (!k) continue;
+        CHECK(k->params && !strcmp(k->params, "fit") && k->state_init && k->as_v->state_init);
+        CHECK(k->state_bytes(64) <= 64 && k->as_v->state_bytes(64) <= 64);
+        uint64_t st[8];
+        CHECK(fit_state(k, "cover", 0, st) && fit_state(k, "mse", 0, st) && fit_state(k, "auto", 0, st));
+        CHECK(fit_state(k, NULL, 0, st) && fit_state(k->as_v, NULL, 1, st));
+        CHECK(!fit_state(k, "bogus", 0, st));
+        /* every fit gives a page within the format's bounds */
+        const char *fits[3] = {"cover", "mse", "auto"};
+        for (int f = 0; f < 3; f++)
+            for (int side = 0; side < 2; side++) {
+                const kvl_codec *c = side ? k->as_v : k;
+                CHECK(fit_state(c, fits[f], side, st));
+                test_roundtrip(c, st, 64, 32);
+                test_roundtrip(c, st, 40, 7);
+                test_roundtrip(c, st, 128, 64);
+            }
+    }
+}
+
 int main(void) {
     test_sizes();
-    const char *names[] = {"kivi2", "kivi4"};
+    test_fit_param();
+    const char *names[] = {"kivi2", "kivi4", "kivi2z", "kivi3z", "kivi4z"};
     const int dims[] = {64, 128, 40, 36};
     const int pages[] = {7, 16, 32, 64};
-    for (int cn = 0; cn < 2; cn++) {
+    for (int cn = 0; cn < 5; cn++) {
         const kvl_codec *k = kvl_codec_find(names[cn]);
         if (!k) continue;
         const kvl_codec *cs[2] = {k, k->as_v};
@@ -360,7 +459,7 @@ int main(void) {
             for (int d = 0; d < 4; d++)
                 for (int pp = 0; pp < 4; pp++) {
                     const int D = dims[d], P = pages[pp];
-                    test_roundtrip(c, D, P);
+                    test_roundtrip(c, NULL, D, P);
                     test_zero_and_inf(c, D, P);
                     const int ns[] = {1, 5, 8, 9, 16, 31, 32, 64};
                     for (int t = 0; t < 8; t++) {

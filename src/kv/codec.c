@@ -265,11 +265,18 @@ KVL_CODEC_EXTERN(kvl_codec_kivi2_v)
 KVL_CODEC_EXTERN(kvl_codec_kivi4)
 KVL_CODEC_EXTERN(kvl_codec_kivi4_v)
 KVL_CODEC_EXTERN(kvl_codec_squat)
+KVL_CODEC_EXTERN(kvl_codec_kivi2z)
+KVL_CODEC_EXTERN(kvl_codec_kivi2z_v)
+KVL_CODEC_EXTERN(kvl_codec_kivi3z)
+KVL_CODEC_EXTERN(kvl_codec_kivi3z_v)
+KVL_CODEC_EXTERN(kvl_codec_kivi4z)
+KVL_CODEC_EXTERN(kvl_codec_kivi4z_v)
 
 static const kvl_codec *const codecs[] = {&kvl_codec_f32,   &kvl_codec_f16,   &codec_i8,          &kvl_codec_int4,
                                           &kvl_codec_int4g64, &kvl_codec_int4z, &kvl_codec_fp8,     &kvl_codec_oaken,
                                           &kvl_codec_kivi2, &kvl_codec_kivi2_v, &kvl_codec_kivi4, &kvl_codec_kivi4_v,
-                                          &kvl_codec_squat, NULL};
+                                          &kvl_codec_kivi2z, &kvl_codec_kivi2z_v, &kvl_codec_kivi3z, &kvl_codec_kivi3z_v,
+                                          &kvl_codec_kivi4z, &kvl_codec_kivi4z_v, &kvl_codec_squat, NULL};
 
 const kvl_codec *const *kvl_codec_all(void) { return codecs; }
 
@@ -283,7 +290,7 @@ const kvl_codec *kvl_codec_find(const char *name) {
 const char *kvl_codec_name(const kvl_codec *c) { return c ? c->name : "(none)"; }
 
 const char *kvl_codec_list(void) {
-    static const char list[] = "f32, f16, int8, int4, int4g64, int4z, fp8, oaken, kivi2, kivi4, squat";
+    static const char list[] = "f32, f16, int8, int4, int4g64, int4z, fp8, oaken, kivi2, kivi4, kivi2z, kivi3z, kivi4z, squat";
     return list;
 }
 

@@ -21,12 +21,26 @@
  * +-65504 (NaN to 0) so a sealed page never holds inf or NaN parameters.
  * The seal is scalar only (double math, deterministic, the same in every
  * build); f16 values are finite, so max - min <= 131008 and s never
- * overflows f16. */
+ * overflows f16.
+ *
+ * Compact variants kivi2z / kivi3z / kivi4z (+ V twins kivi2zv / kivi3zv /
+ * kivi4zv; 2.5 / 3.5 / 4.5 bits/value at D=64, P=32): the same groups and
+ * codes, parameters as int4z's (e5m3 scale s, int8 zero point z8, min =
+ * -z8 s; kv/codec_kivi.h). Chosen as int4z chooses them, generalised to
+ * maxq = 2^b - 1: s = the smallest e5m3 >= max((max - min) / maxq,
+ * max|x| / (127 - maxq)) whose z8 = ceil(-min / s) covers [min, max]
+ * (-z8 s <= min, (maxq - z8) s >= max, checked exactly: the products have
+ * <= 12 significant bits). Any s >= (max - min) / (maxq - 1) covers, so
+ *   s <= max((max - min) / (maxq - 1), max|x| / (127 - maxq)) (1 + 2^-3) + 2^-17
+ * and, the decode s (c - z8) being exact in f32, |x - xhat| <= s / 2 for every
+ * open (f16) value; a constant group is exact only when it lies on the grid. */
 #include "kv/codec_kivi.h"
 
 #include <math.h>
 #include <string.h>
 
+#include "kv/codec_q.h"
+#include "kv/codec_spec.h"
 #include "util/fp16.h"
 
 extern const kvl_codec kvl_codec_f16;
@@ -49,6 +63,15 @@ static uint16_t f16_up(double x) {
     return h;
 }
 
+/* Smallest e5m3 byte whose scale is >= x (x >= 0; capped at 0xF7 = 61440). */
+static uint8_t e5m3_up(double x) {
+    if (!(x > 0)) return 0;
+    if (x > 57344.0) return 0xF7;
+    uint8_t b = (uint8_t)(f16_up(x) >> 7);
+    while (b < 0xF7 && (double)kivi_e5m3(b) < x) b++;
+    return b;
+}
+
 static inline uint16_t rd16(const uint8_t *p) {
     uint16_t w;
     memcpy(&w, p, 2);
@@ -56,172 +79,272 @@ static inline uint16_t rd16(const uint8_t *p) {
 }
 static inline float ldh(const uint8_t *p) { return kvl_fp16_to_fp32(rd16(p)); }
 
-/* Parameters of the values x[0..cnt) (stride xs halves): f16 bits of s and z. */
-static void group_params(const uint16_t *x, size_t xs, int cnt, int bits, uint16_t *s16, uint16_t *z16) {
-    float mn = open_val(x[0]), mx = mn;
-    for (int i = 1; i < cnt; i++) {
-        const float v = open_val(x[(size_t)i * xs]);
-        mn = v < mn ? v : mn;
-        mx = v > mx ? v : mx;
+/* Decoder parameters (s, min) of group idx of N; prm: the segment's parameter
+ * arrays (s[N] then z[N], f16 or bytes; kv/codec_kivi.h). */
+static inline void par(const uint8_t *prm, int z, size_t N, size_t idx, float *s, float *mn) {
+    if (z) kivi_zparams(prm[idx], prm[N + idx], s, mn);
+    else {
+        *s = ldh(prm + 2 * idx);
+        *mn = ldh(prm + 2 * (N + idx));
     }
-    *s16 = f16_up(((double)mx - (double)mn) / ((1 << bits) - 1));
-    *z16 = kvl_fp32_to_fp16(mn); /* exact: mn is an f16 value */
 }
 
-/* Code of open value h against parameters (s, z) of a group. */
-static inline uint32_t code_of(uint16_t h, uint16_t s16, uint16_t z16, int bits) {
-    const double s = kvl_fp16_to_fp32(s16), z = kvl_fp16_to_fp32(z16);
+/* Compact parameters, spec parameter fit=auto|cover|mse (K and V sides each
+ * get their own instance state): keep the smallest covering pair (cover:
+ * error <= s/2 everywhere) or search a few pairs for the least squared error
+ * (mse: clipping allowed; KIVI_Z_STEPS e5m3 steps below the covering scale).
+ * auto (default): mse for V, cover for K except 2-bit K. Measured on
+ * SmolLM2-135M, wikitext-2 valid (`kvlite eval kv-error --ctx 1024`, mean
+ * attention-output error): mse lowers V's error at 2, 3 and 4 bits (4-bit
+ * 0.112 -> 0.108, 3-bit 0.241 -> 0.221, 2-bit 0.716 -> 0.642 with K cover),
+ * but raises it on K at 3 and 4 bits (clipping a key's outlier tokens moves
+ * their scores: 4-bit 0.112 -> 0.121, 3-bit 0.241 -> 0.287); at 2 bits
+ * mse helps K too (0.642 -> 0.572 with V mse). Without state (tests,
+ * NULL st) the seal covers. */
+#define KIVI_Z_STEPS 3
+typedef struct { int mse; } kivi_state;
+
+/* Squared reconstruction error of x[0..cnt) (stride xs) against scale s and
+ * zero point z (min = -z s), codes rounded and clamped as code_of does. */
+static double group_sse(const uint16_t *x, size_t xs, int cnt, int maxq, float s, float z) {
+    const double mn = -(double)z * s;
+    double e = 0;
+    for (int i = 0; i < cnt; i++) {
+        const double v = open_val(x[(size_t)i * xs]);
+        double q = s > 0 ? nearbyint((v - mn) / s) : 0;
+        q = q < 0 ? 0 : (q > maxq ? maxq : q);
+        const double d = v - (mn + q * s);
+        e += d * d;
+    }
+    return e;
+}
+
+/* Choose and store the parameters of the values x[0..cnt) (stride xs halves)
+ * as group idx of N; *s, *mn: the decoder's values (module comment). */
+static void group_params(const uint16_t *x, size_t xs, int cnt, int bits, int z, int mse, uint8_t *prm,
+                         size_t N, size_t idx, float *s, float *mn) {
+    float lo = open_val(x[0]), hi = lo;
+    for (int i = 1; i < cnt; i++) {
+        const float v = open_val(x[(size_t)i * xs]);
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+    }
     const int maxq = (1 << bits) - 1;
-    double q = s > 0 ? nearbyint(((double)open_val(h) - z) / s) : 0;
+    if (!z) {
+        const uint16_t s16 = f16_up(((double)hi - (double)lo) / maxq);
+        const uint16_t z16 = kvl_fp32_to_fp16(lo); /* exact: lo is an f16 value */
+        memcpy(prm + 2 * idx, &s16, 2);
+        memcpy(prm + 2 * (N + idx), &z16, 2);
+    } else {
+        const double amax = fmax(fabs((double)lo), fabs((double)hi));
+        uint8_t sb = e5m3_up(fmax(((double)hi - (double)lo) / maxq, amax / (127 - maxq)));
+        float zf = 0;
+        for (;;) { /* at most a few steps: s >= (hi - lo) / (maxq - 1) always covers */
+            const float sv = kivi_e5m3(sb);
+            zf = sv > 0 ? ceilf(-lo / sv) : 0;
+            zf = zf > 127 ? 127 : (zf < -128 ? -128 : zf);
+            const float m = -zf * sv;
+            if ((m <= lo && m + (float)maxq * sv >= hi) || sb >= 0xF7) break;
+            sb++;
+        }
+        if (mse) {
+        /* The covering (sb, zf) bounds every error by s/2, but the e5m3 grid
+         * and the integer zero point leave up to 1/maxq of the code range
+         * unused. Also try the KIVI_Z_STEPS scales below it with the zero
+         * points around min / centred, keeping the smallest squared error
+         * over the group (clipping allowed; the covering pair first, so its
+         * error bounds the result's). */
+        double best = group_sse(x, xs, cnt, maxq, kivi_e5m3(sb), zf);
+        const uint8_t sb_cov = sb;
+        for (int d = 0; d <= KIVI_Z_STEPS && best > 0; d++) {
+            if (d > sb_cov) break;
+            const uint8_t cb = (uint8_t)(sb_cov - d);
+            const float sv = kivi_e5m3(cb);
+            if (!(sv > 0)) break;
+            const float zc[4] = {ceilf(-lo / sv), floorf(-lo / sv), nearbyintf(-lo / sv),
+                                 nearbyintf(-(lo + hi) / (2 * sv) + maxq * 0.5f)};
+            for (int k = 0; k < 4; k++) {
+                const float zk = zc[k] > 127 ? 127 : (zc[k] < -128 ? -128 : zc[k]);
+                const double e = group_sse(x, xs, cnt, maxq, sv, zk);
+                if (e < best) best = e, sb = cb, zf = zk;
+            }
+        }
+        }
+        prm[idx] = sb;
+        prm[N + idx] = (uint8_t)(int8_t)zf;
+    }
+    par(prm, z, N, idx, s, mn);
+}
+
+/* Code of open value h against a group's decoder parameters (s, mn). */
+static inline uint32_t code_of(uint16_t h, float s, float mn, int bits) {
+    const int maxq = (1 << bits) - 1;
+    double q = s > 0 ? nearbyint(((double)open_val(h) - mn) / s) : 0;
     q = q < 0 ? 0 : (q > maxq ? maxq : q);
     return (uint32_t)q;
 }
 
+/* Code in field f of slot t of the chunk at ch (kv/codec_kivi.h). */
+static inline int chunk_get(const uint8_t *ch, int bits, int t, int f) {
+    if (bits == 3) return ((rd16(ch + 2 * t) >> (2 * f)) & 3) | (((ch[32 + t] >> f) & 1) << 2);
+    return (rd16(ch + 2 * t) >> (bits * f)) & ((1 << bits) - 1);
+}
+/* OR code c into field f of slot t (the field holds 0). */
+static inline void chunk_or(uint8_t *ch, int bits, int t, int f, uint32_t c) {
+    const uint16_t w = (uint16_t)(rd16(ch + 2 * t) | ((bits == 3 ? (c & 3) << (2 * f) : c << (bits * f))));
+    memcpy(ch + 2 * t, &w, 2);
+    if (bits == 3) ch[32 + t] |= (uint8_t)((c >> 2) << f);
+}
+
 /* ---- K: per channel ------------------------------------------------------------------- */
 
-/* Byte offset within a chunk and bit shift of field f of slot e of lane k
- * (kv/codec_kivi.h; a field never straddles a byte since bits divides 8). */
-static inline size_t slot_byte(int bits, int k, int e, int f) {
-    return (size_t)k * 4 + (size_t)e * (kivi_slot_bits(bits) / 8) + (size_t)(bits * f) / 8;
+/* K code (token i, channel j): chunk (i/8, j/F), slot 2 (i%8) + (j%F)%2, field (j%F)/2. */
+static inline size_t k_chunk(int bits, int D, int i, int j) {
+    const int F = kivi_fields(bits), njc = kivi_cdiv(D, F);
+    return ((size_t)(i / 8) * njc + j / F) * (size_t)kivi_chunk_bytes(bits);
 }
-
-/* K code (token i, channel j): chunk (i/8, j/F), lane i%8, slot (j%F) % spl,
- * field (j%F) / spl (spl = slots per lane). *sh: bit shift within the byte. */
-static inline size_t k_byte(int bits, int D, int i, int j, int *sh) {
-    const int F = kivi_fields(bits), njc = kivi_cdiv(D, F), spl = 32 / kivi_slot_bits(bits);
-    const int jj = j % F, f = jj / spl;
-    *sh = (bits * f) % 8;
-    return ((size_t)(i / 8) * njc + j / F) * 32 + slot_byte(bits, i % 8, jj % spl, f);
-}
+static inline int k_slot(int bits, int i, int j) { return 2 * (i % 8) + (j % kivi_fields(bits)) % 2; }
+static inline int k_field(int bits, int j) { return (j % kivi_fields(bits)) / 2; }
 static inline int k_code(const uint8_t *seg, int bits, int D, int i, int j) {
-    int sh;
-    const size_t o = k_byte(bits, D, i, j, &sh);
-    return (seg[o] >> sh) & ((1 << bits) - 1);
+    return chunk_get(seg + k_chunk(bits, D, i, j), bits, k_slot(bits, i, j), k_field(bits, j));
 }
 
-static void k_seal(int bits, uint8_t *dst, const uint8_t *open_seg, int D, int P) {
+static void k_seal(int bits, int z, int mse, uint8_t *dst, const uint8_t *open_seg, int D, int P) {
     const size_t cb = kivi_k_code_bytes(bits, D, P);
     memset(dst, 0, cb);
     const uint16_t *x = (const uint16_t *)open_seg; /* [P][D] */
-    uint8_t *s = dst + cb, *z = s + (size_t)D * 2;
+    uint8_t *prm = dst + cb;
     for (int j = 0; j < D; j++) {
-        uint16_t sh, zh;
-        group_params(x + j, (size_t)D, P, bits, &sh, &zh);
-        memcpy(s + (size_t)j * 2, &sh, 2);
-        memcpy(z + (size_t)j * 2, &zh, 2);
-        for (int i = 0; i < P; i++) {
-            int b;
-            const size_t o = k_byte(bits, D, i, j, &b);
-            dst[o] |= (uint8_t)(code_of(x[(size_t)i * D + j], sh, zh, bits) << b);
-        }
+        float s, mn;
+        group_params(x + j, (size_t)D, P, bits, z, mse, prm, (size_t)D, (size_t)j, &s, &mn);
+        for (int i = 0; i < P; i++)
+            chunk_or(dst + k_chunk(bits, D, i, j), bits, k_slot(bits, i, j), k_field(bits, j),
+                     code_of(x[(size_t)i * D + j], s, mn, bits));
     }
 }
 
 void kvl_kivi_k_put_channel(int bits, uint8_t *seg, int D, int P, int j, const uint8_t *c, uint16_t s16,
                             uint16_t z16) {
-    uint8_t *s = seg + kivi_k_code_bytes(bits, D, P), *z = s + (size_t)D * 2;
-    memcpy(s + (size_t)j * 2, &s16, 2);
-    memcpy(z + (size_t)j * 2, &z16, 2);
     for (int i = 0; i < P; i++) {
-        int b;
-        const size_t o = k_byte(bits, D, i, j, &b);
-        seg[o] = (uint8_t)((seg[o] & ~(((1 << bits) - 1) << b)) | (c[i] << b));
+        uint8_t *ch = seg + k_chunk(bits, D, i, j);
+        const int t = k_slot(bits, i, j), f = k_field(bits, j);
+        /* clear the field, then set it */
+        uint16_t w = rd16(ch + 2 * t);
+        w &= (uint16_t)~(bits == 3 ? 3u << (2 * f) : ((1u << bits) - 1) << (bits * f));
+        memcpy(ch + 2 * t, &w, 2);
+        if (bits == 3) ch[32 + t] &= (uint8_t)~(1u << f);
+        chunk_or(ch, bits, t, f, c[i]);
+    }
+    uint8_t *prm = seg + kivi_k_code_bytes(bits, D, P);
+    memcpy(prm + 2 * (size_t)j, &s16, 2);
+    memcpy(prm + 2 * (size_t)D + 2 * (size_t)j, &z16, 2);
+}
+
+static void k_decode(int bits, int z, const uint8_t *seg, int D, int P, int i, float *x) {
+    const uint8_t *prm = seg + kivi_k_code_bytes(bits, D, P);
+    for (int j = 0; j < D; j++) {
+        float s, mn;
+        par(prm, z, (size_t)D, (size_t)j, &s, &mn);
+        x[j] = s * (float)k_code(seg, bits, D, i, j) + mn;
     }
 }
 
-static void k_decode(int bits, const uint8_t *seg, int D, int P, int i, float *x) {
-    const uint8_t *s = seg + kivi_k_code_bytes(bits, D, P), *z = s + (size_t)D * 2;
-    for (int j = 0; j < D; j++) x[j] = ldh(s + 2 * j) * (float)k_code(seg, bits, D, i, j) + ldh(z + 2 * j);
-}
-
-/* score_i = sum_j q_j z_j + sum_j (q_j s_j) c_ij, j in order. */
-static void k_qk(int bits, const uint8_t *seg, int D, int P, int n, const float *q, float *scores) {
-    const uint8_t *s = seg + kivi_k_code_bytes(bits, D, P), *z = s + (size_t)D * 2;
+/* score_i = sum_j q_j z_j + sum_j (q_j s_j) c_ij, j in order (z_j: the min). */
+static void k_qk(int bits, int z, const uint8_t *seg, int D, int P, int n, const float *q, float *scores) {
+    const uint8_t *prm = seg + kivi_k_code_bytes(bits, D, P);
     float bias = 0;
-    for (int j = 0; j < D; j++) bias += q[j] * ldh(z + 2 * j);
+    for (int j = 0; j < D; j++) {
+        float s, mn;
+        par(prm, z, (size_t)D, (size_t)j, &s, &mn);
+        bias += q[j] * mn;
+    }
     for (int i = 0; i < n; i++) {
         float a = 0;
-        for (int j = 0; j < D; j++) a += (q[j] * ldh(s + 2 * j)) * (float)k_code(seg, bits, D, i, j);
+        for (int j = 0; j < D; j++) {
+            float s, mn;
+            par(prm, z, (size_t)D, (size_t)j, &s, &mn);
+            a += (q[j] * s) * (float)k_code(seg, bits, D, i, j);
+        }
         scores[i] = bias + a;
     }
 }
 
 /* ---- V: per token, groups of KIVI_VG channels ----------------------------------------- */
 
-/* V code (token i, channel j): chunk (j/8, i/F), lane j%8, slot (i%F) % spl,
- * field (i%F) / spl. */
-static inline size_t v_byte(int bits, int P, int i, int j, int *sh) {
-    const int F = kivi_fields(bits), ntc = kivi_cdiv(P, F), spl = 32 / kivi_slot_bits(bits);
-    const int ii = i % F, f = ii / spl;
-    *sh = (bits * f) % 8;
-    return ((size_t)(j / 8) * ntc + i / F) * 32 + slot_byte(bits, j % 8, ii % spl, f);
+/* V code (token i, channel j): chunk (j/8, i/F), slot 2 (j%8) + (i%F)%2, field (i%F)/2. */
+static inline size_t v_chunk(int bits, int P, int i, int j) {
+    const int F = kivi_fields(bits), ntc = kivi_cdiv(P, F);
+    return ((size_t)(j / 8) * ntc + i / F) * (size_t)kivi_chunk_bytes(bits);
 }
+static inline int v_slot(int bits, int i, int j) { return 2 * (j % 8) + (i % kivi_fields(bits)) % 2; }
+static inline int v_field(int bits, int i) { return (i % kivi_fields(bits)) / 2; }
 static inline int v_code(const uint8_t *seg, int bits, int P, int i, int j) {
-    int sh;
-    const size_t o = v_byte(bits, P, i, j, &sh);
-    return (seg[o] >> sh) & ((1 << bits) - 1);
+    return chunk_get(seg + v_chunk(bits, P, i, j), bits, v_slot(bits, i, j), v_field(bits, i));
+}
+/* Parameters of (token i, group of channel j). */
+static inline void v_par(const uint8_t *prm, int z, int D, int P, int i, int j, float *s, float *mn) {
+    par(prm, z, (size_t)kivi_cdiv(D, KIVI_VG) * P, (size_t)(j / KIVI_VG) * P + i, s, mn);
 }
 
-static void v_seal(int bits, uint8_t *dst, const uint8_t *open_seg, int D, int P) {
+static void v_seal(int bits, int z, int mse, uint8_t *dst, const uint8_t *open_seg, int D, int P) {
     const size_t cb = kivi_v_code_bytes(bits, D, P);
     memset(dst, 0, cb);
     const uint16_t *x = (const uint16_t *)open_seg; /* [P][D] */
     const int NG = kivi_cdiv(D, KIVI_VG);
-    uint8_t *s = dst + cb, *z = s + (size_t)NG * P * 2;
+    uint8_t *prm = dst + cb;
     for (int i = 0; i < P; i++)
         for (int g = 0; g < NG; g++) {
             const int j0 = g * KIVI_VG, cnt = D - j0 < KIVI_VG ? D - j0 : KIVI_VG;
             const uint16_t *xr = x + (size_t)i * D + j0;
-            uint16_t sh, zh;
-            group_params(xr, 1, cnt, bits, &sh, &zh);
-            memcpy(s + ((size_t)g * P + i) * 2, &sh, 2);
-            memcpy(z + ((size_t)g * P + i) * 2, &zh, 2);
-            for (int k = 0; k < cnt; k++) {
-                int b;
-                const size_t o = v_byte(bits, P, i, j0 + k, &b);
-                dst[o] |= (uint8_t)(code_of(xr[k], sh, zh, bits) << b);
-            }
+            float s, mn;
+            group_params(xr, 1, cnt, bits, z, mse, prm, (size_t)NG * P, (size_t)g * P + i, &s, &mn);
+            for (int k = 0; k < cnt; k++)
+                chunk_or(dst + v_chunk(bits, P, i, j0 + k), bits, v_slot(bits, i, j0 + k), v_field(bits, i),
+                         code_of(xr[k], s, mn, bits));
         }
 }
 
-static void v_decode(int bits, const uint8_t *seg, int D, int P, int i, float *x) {
-    const int NG = kivi_cdiv(D, KIVI_VG);
-    const uint8_t *s = seg + kivi_v_code_bytes(bits, D, P), *z = s + (size_t)NG * P * 2;
+static void v_decode(int bits, int z, const uint8_t *seg, int D, int P, int i, float *x) {
+    const uint8_t *prm = seg + kivi_v_code_bytes(bits, D, P);
     for (int j = 0; j < D; j++) {
-        const size_t o = ((size_t)(j / KIVI_VG) * P + i) * 2;
-        x[j] = ldh(s + o) * (float)v_code(seg, bits, P, i, j) + ldh(z + o);
+        float s, mn;
+        v_par(prm, z, D, P, i, j, &s, &mn);
+        x[j] = s * (float)v_code(seg, bits, P, i, j) + mn;
     }
 }
 
 /* acc_j += (p_i s_ig) c_ij + p_i z_ig, i in order. */
-static void v_av(int bits, const uint8_t *seg, int D, int P, int n, const float *p, float *acc) {
-    const int NG = kivi_cdiv(D, KIVI_VG);
-    const uint8_t *s = seg + kivi_v_code_bytes(bits, D, P), *z = s + (size_t)NG * P * 2;
+static void v_av(int bits, int z, const uint8_t *seg, int D, int P, int n, const float *p, float *acc) {
+    const uint8_t *prm = seg + kivi_v_code_bytes(bits, D, P);
     for (int i = 0; i < n; i++)
         for (int j = 0; j < D; j++) {
-            const size_t o = ((size_t)(j / KIVI_VG) * P + i) * 2;
-            const float w = p[i] * ldh(s + o), pz = p[i] * ldh(z + o);
+            float s, mn;
+            v_par(prm, z, D, P, i, j, &s, &mn);
+            const float w = p[i] * s, pz = p[i] * mn;
             acc[j] += w * (float)v_code(seg, bits, P, i, j) + pz;
         }
 }
 
 /* The other direction of each layout (scalar only; the engine uses K codecs
  * for qk and V codecs for av, these keep every table complete). */
-static void k_av(int bits, const uint8_t *seg, int D, int P, int n, const float *p, float *acc) {
-    const uint8_t *s = seg + kivi_k_code_bytes(bits, D, P), *z = s + (size_t)D * 2;
+static void k_av(int bits, int z, const uint8_t *seg, int D, int P, int n, const float *p, float *acc) {
+    const uint8_t *prm = seg + kivi_k_code_bytes(bits, D, P);
     for (int i = 0; i < n; i++)
-        for (int j = 0; j < D; j++)
-            acc[j] += (p[i] * ldh(s + 2 * j)) * (float)k_code(seg, bits, D, i, j) + p[i] * ldh(z + 2 * j);
+        for (int j = 0; j < D; j++) {
+            float s, mn;
+            par(prm, z, (size_t)D, (size_t)j, &s, &mn);
+            acc[j] += (p[i] * s) * (float)k_code(seg, bits, D, i, j) + p[i] * mn;
+        }
 }
-static void v_qk(int bits, const uint8_t *seg, int D, int P, int n, const float *q, float *scores) {
-    const int NG = kivi_cdiv(D, KIVI_VG);
-    const uint8_t *s = seg + kivi_v_code_bytes(bits, D, P), *z = s + (size_t)NG * P * 2;
+static void v_qk(int bits, int z, const uint8_t *seg, int D, int P, int n, const float *q, float *scores) {
+    const uint8_t *prm = seg + kivi_v_code_bytes(bits, D, P);
     for (int i = 0; i < n; i++) {
         float a = 0, b = 0;
         for (int j = 0; j < D; j++) {
-            const size_t o = ((size_t)(j / KIVI_VG) * P + i) * 2;
-            a += (q[j] * ldh(s + o)) * (float)v_code(seg, bits, P, i, j);
-            b += q[j] * ldh(z + o);
+            float s, mn;
+            v_par(prm, z, D, P, i, j, &s, &mn);
+            a += (q[j] * s) * (float)v_code(seg, bits, P, i, j);
+            b += q[j] * mn;
         }
         scores[i] = b + a;
     }
@@ -229,69 +352,116 @@ static void v_qk(int bits, const uint8_t *seg, int D, int P, int n, const float 
 
 /* ---- codec tables ------------------------------------------------------------------------ */
 
-#define KIVI_DEFINE(B)                                                                                      \
-    static size_t k##B##_seg_bytes(int D, int P) { return kivi_k_seg_bytes(B, D, P); }                      \
-    static size_t v##B##_seg_bytes(int D, int P) { return kivi_v_seg_bytes(B, D, P); }                      \
-    static void k##B##_seal(const void *st, uint8_t *dst, const uint8_t *o, int D, int P) {                 \
-        k_seal(B, dst, o, D, P);                                                                            \
+#define KIVI_DEFINE(N, B, Z)                                                                                \
+    static size_t k##N##_seg_bytes(int D, int P) { return kivi_k_seg_bytes_z(B, Z, D, P); }                 \
+    static size_t v##N##_seg_bytes(int D, int P) { return kivi_v_seg_bytes_z(B, Z, D, P); }                 \
+    static void k##N##_seal(const void *st, uint8_t *dst, const uint8_t *o, int D, int P) {                 \
+        k_seal(B, Z, st ? ((const kivi_state *)st)->mse : 0, dst, o, D, P);                                                                         \
     }                                                                                                       \
-    static void v##B##_seal(const void *st, uint8_t *dst, const uint8_t *o, int D, int P) {                 \
-        v_seal(B, dst, o, D, P);                                                                            \
+    static void v##N##_seal(const void *st, uint8_t *dst, const uint8_t *o, int D, int P) {                 \
+        v_seal(B, Z, st ? ((const kivi_state *)st)->mse : 0, dst, o, D, P);                                                                         \
     }                                                                                                       \
-    static void k##B##_decode(const uint8_t *seg, int D, int P, int i, float *x) { k_decode(B, seg, D, P, i, x); } \
-    static void v##B##_decode(const uint8_t *seg, int D, int P, int i, float *x) { v_decode(B, seg, D, P, i, x); } \
-    static void k##B##_qk(const uint8_t *seg, int D, int P, int n, const float *q, float *sc) {             \
-        k_qk(B, seg, D, P, n, q, sc);                                                                       \
+    static void k##N##_decode(const uint8_t *seg, int D, int P, int i, float *x) { k_decode(B, Z, seg, D, P, i, x); } \
+    static void v##N##_decode(const uint8_t *seg, int D, int P, int i, float *x) { v_decode(B, Z, seg, D, P, i, x); } \
+    static void k##N##_qk(const uint8_t *seg, int D, int P, int n, const float *q, float *sc) {             \
+        k_qk(B, Z, seg, D, P, n, q, sc);                                                                    \
     }                                                                                                       \
-    static void v##B##_av(const uint8_t *seg, int D, int P, int n, const float *p, float *acc) {            \
-        v_av(B, seg, D, P, n, p, acc);                                                                      \
+    static void v##N##_av(const uint8_t *seg, int D, int P, int n, const float *p, float *acc) {            \
+        v_av(B, Z, seg, D, P, n, p, acc);                                                                   \
     }                                                                                                       \
-    static void k##B##_qk_multi(const uint8_t *seg, int D, int P, int n, const float *q, int m, float *sc) { \
-        for (int g = 0; g < m; g++) k_qk(B, seg, D, P, n, q + (size_t)g * D, sc + (size_t)g * P);          \
+    static void k##N##_qk_multi(const uint8_t *seg, int D, int P, int n, const float *q, int m, float *sc) { \
+        for (int g = 0; g < m; g++) k_qk(B, Z, seg, D, P, n, q + (size_t)g * D, sc + (size_t)g * P);       \
     }                                                                                                       \
-    static void v##B##_av_multi(const uint8_t *seg, int D, int P, int n, const float *p, int m, float *acc) { \
-        for (int g = 0; g < m; g++) v_av(B, seg, D, P, n, p + (size_t)g * P, acc + (size_t)g * D);         \
+    static void v##N##_av_multi(const uint8_t *seg, int D, int P, int n, const float *p, int m, float *acc) { \
+        for (int g = 0; g < m; g++) v_av(B, Z, seg, D, P, n, p + (size_t)g * P, acc + (size_t)g * D);      \
     }                                                                                                       \
-    static void k##B##_av(const uint8_t *seg, int D, int P, int n, const float *p, float *acc) {            \
-        k_av(B, seg, D, P, n, p, acc);                                                                      \
+    static void k##N##_av(const uint8_t *seg, int D, int P, int n, const float *p, float *acc) {            \
+        k_av(B, Z, seg, D, P, n, p, acc);                                                                   \
     }                                                                                                       \
-    static void v##B##_qk(const uint8_t *seg, int D, int P, int n, const float *q, float *sc) {             \
-        v_qk(B, seg, D, P, n, q, sc);                                                                       \
+    static void v##N##_qk(const uint8_t *seg, int D, int P, int n, const float *q, float *sc) {             \
+        v_qk(B, Z, seg, D, P, n, q, sc);                                                                    \
     }                                                                                                       \
-    static int k##B##_simd(int D, kvl_codec_kernels *out) { return kvl_kivi_avx2_kernels(B, 0, D, out); }   \
-    static int v##B##_simd(int D, kvl_codec_kernels *out) { return kvl_kivi_avx2_kernels(B, 1, D, out); }
+    static int k##N##_simd(int D, kvl_codec_kernels *out) { return kvl_kivi_avx2_kernels(B, Z, 0, D, out); } \
+    static int v##N##_simd(int D, kvl_codec_kernels *out) { return kvl_kivi_avx2_kernels(B, Z, 1, D, out); }
 
-KIVI_DEFINE(2)
-KIVI_DEFINE(4)
+KIVI_DEFINE(2, 2, 0)
+KIVI_DEFINE(4, 4, 0)
+KIVI_DEFINE(2z, 2, 1)
+KIVI_DEFINE(3z, 3, 1)
+KIVI_DEFINE(4z, 4, 1)
+
+/* Instance state of the compact codecs: the fit=cover|mse parameter. */
+static size_t z_state_bytes(int D) { return sizeof(kivi_state); }
+static kvl_status z_state_init(int bits, const kvl_codec_params *prm, int is_v, void *st, kvl_err *err) {
+    const char *f = prm ? kvl_codec_param(prm, "fit") : NULL;
+    kivi_state *ks = st;
+    if (!f || !strcmp(f, "auto")) ks->mse = is_v || bits == 2;
+    else if (!strcmp(f, "cover")) ks->mse = 0;
+    else if (!strcmp(f, "mse")) ks->mse = 1;
+    else return kvl_err_set(err, KVL_ERR_ARG, "kivi%dz: fit=%s: expected auto, cover or mse", bits, f);
+    return KVL_OK;
+}
+
+#define KIVI_ZINIT(B)                                                                                       \
+    static kvl_status z##B##_state_init(const kvl_codec_params *prm, int layer, int head, int is_v, int D,    \
+                                        void *st, kvl_err *err) {                                           \
+        return z_state_init(B, prm, is_v, st, err);                                                         \
+    }
+KIVI_ZINIT(2)
+KIVI_ZINIT(3)
+KIVI_ZINIT(4)
+#define KIVI_ZSTATE(B) .state_bytes = z_state_bytes, .state_init = z##B##_state_init, .params = "fit"
+#define KIVI_NOSTATE .state_bytes = NULL
+
+#define KIVI_TABLES(N, VAR, NAME, ST, KDESC, VDESC)                                                             \
+    const kvl_codec VAR##_v = {.name = NAME "v", .desc = VDESC, .seg_bytes = v##N##_seg_bytes,              \
+                               .open = &kvl_codec_f16, .seal = v##N##_seal, .decode = v##N##_decode,        \
+                               .ref = {"scalar", v##N##_qk, v##N##_av, NULL, v##N##_av_multi},              \
+                               .simd = v##N##_simd, .hidden = 1, ST};                                           \
+    const kvl_codec VAR = {.name = NAME, .desc = KDESC, .seg_bytes = k##N##_seg_bytes, .open = &kvl_codec_f16, \
+                           .seal = k##N##_seal, .decode = k##N##_decode,                                    \
+                           .ref = {"scalar", k##N##_qk, k##N##_av, k##N##_qk_multi, NULL},                  \
+                           .simd = k##N##_simd, .as_v = &VAR##_v, ST};
 
 /* Exact sizes at D = 64, P = 32 (bits/value = seg_bytes * 8 / (D * P)):
  *  kivi2:  codes 64*32*2/8 = 512 B + s,z f16 per channel 64*4 = 256 B -> 768 B: 3.00 bits/value
  *  kivi2v: codes 512 B + s,z f16 per (token, 32-channel group) 32*2*4 = 256 B -> 768 B: 3.00
  *  kivi4:  codes 1024 B + 256 B = 1280 B: 5.00;  kivi4v: 1024 B + 256 B: 5.00
+ *  kivi2z / kivi2zv: 512 B + 128 B (2 bytes per group) = 640 B: 2.50
+ *  kivi3z / kivi3zv: 768 B + 128 B = 896 B: 3.50
+ *  kivi4z / kivi4zv: 1024 B + 128 B = 1152 B: 4.50
  * f16 parameters follow the reference (scale and min kept in the model dtype);
  * f32 would add 1 bit/value at this P for no accuracy the f16-exact rounding
  * above does not already give. */
-const kvl_codec kvl_codec_kivi2_v = {
-    .name = "kivi2v",
-    .desc = "KIVI 2-bit V: per token, groups of 32 channels, asymmetric, f16 scale+min per group; "
-            "3.00 bits/value at D=64, P=32",
-    .seg_bytes = v2_seg_bytes, .open = &kvl_codec_f16, .seal = v2_seal, .decode = v2_decode,
-    .ref = {"scalar", v2_qk, v2_av, NULL, v2_av_multi}, .simd = v2_simd, .hidden = 1};
-const kvl_codec kvl_codec_kivi2 = {
-    .name = "kivi2",
-    .desc = "KIVI 2-bit: K per channel over the page (f16 scale+min per channel per page), "
+KIVI_TABLES(2, kvl_codec_kivi2, "kivi2", KIVI_NOSTATE,
+            "KIVI 2-bit: K per channel over the page (f16 scale+min per channel per page), "
             "V per token in 32-channel groups (kivi2v); 3.00 bits/value at D=64, P=32 (K and V)",
-    .seg_bytes = k2_seg_bytes, .open = &kvl_codec_f16, .seal = k2_seal, .decode = k2_decode,
-    .ref = {"scalar", k2_qk, k2_av, k2_qk_multi, NULL}, .simd = k2_simd, .as_v = &kvl_codec_kivi2_v};
-const kvl_codec kvl_codec_kivi4_v = {
-    .name = "kivi4v",
-    .desc = "KIVI 4-bit V: per token, groups of 32 channels, asymmetric, f16 scale+min per group; "
-            "5.00 bits/value at D=64, P=32",
-    .seg_bytes = v4_seg_bytes, .open = &kvl_codec_f16, .seal = v4_seal, .decode = v4_decode,
-    .ref = {"scalar", v4_qk, v4_av, NULL, v4_av_multi}, .simd = v4_simd, .hidden = 1};
-const kvl_codec kvl_codec_kivi4 = {
-    .name = "kivi4",
-    .desc = "KIVI 4-bit: K per channel over the page (f16 scale+min per channel per page), "
+            "KIVI 2-bit V: per token, groups of 32 channels, asymmetric, f16 scale+min per group; "
+            "3.00 bits/value at D=64, P=32")
+KIVI_TABLES(4, kvl_codec_kivi4, "kivi4", KIVI_NOSTATE,
+            "KIVI 4-bit: K per channel over the page (f16 scale+min per channel per page), "
             "V per token in 32-channel groups (kivi4v); 5.00 bits/value at D=64, P=32 (K and V)",
-    .seg_bytes = k4_seg_bytes, .open = &kvl_codec_f16, .seal = k4_seal, .decode = k4_decode,
-    .ref = {"scalar", k4_qk, k4_av, k4_qk_multi, NULL}, .simd = k4_simd, .as_v = &kvl_codec_kivi4_v};
+            "KIVI 4-bit V: per token, groups of 32 channels, asymmetric, f16 scale+min per group; "
+            "5.00 bits/value at D=64, P=32")
+KIVI_TABLES(2z, kvl_codec_kivi2z, "kivi2z", KIVI_ZSTATE(2),
+            "KIVI 2-bit, compact parameters: K per channel over the page, V per token in 32-channel "
+            "groups (kivi2zv), e5m3 scale + int8 zero point per group; 2.50 bits/value at D=64, P=32",
+            "KIVI 2-bit V, compact: per token, 32-channel groups, e5m3 scale + int8 zero point; "
+            "2.50 bits/value at D=64, P=32")
+KIVI_TABLES(3z, kvl_codec_kivi3z, "kivi3z", KIVI_ZSTATE(3),
+            "KIVI 3-bit (2+1 bit planes), compact parameters: K per channel over the page, V per token "
+            "in 32-channel groups (kivi3zv), e5m3 scale + int8 zero point; 3.50 bits/value at D=64, P=32",
+            "KIVI 3-bit V, compact: per token, 32-channel groups, e5m3 scale + int8 zero point; "
+            "3.50 bits/value at D=64, P=32")
+KIVI_TABLES(4z, kvl_codec_kivi4z, "kivi4z", KIVI_ZSTATE(4),
+            "KIVI 4-bit, compact parameters: K per channel over the page, V per token in 32-channel "
+            "groups (kivi4zv), e5m3 scale + int8 zero point per group; 4.50 bits/value at D=64, P=32",
+            "KIVI 4-bit V, compact: per token, 32-channel groups, e5m3 scale + int8 zero point; "
+            "4.50 bits/value at D=64, P=32")
+
+const kvl_codec *kvl_kivi_codec(int bits, int z, int is_v) {
+    const kvl_codec *k = NULL;
+    if (!z) k = bits == 2 ? &kvl_codec_kivi2 : bits == 4 ? &kvl_codec_kivi4 : NULL;
+    else k = bits == 2 ? &kvl_codec_kivi2z : bits == 3 ? &kvl_codec_kivi3z : bits == 4 ? &kvl_codec_kivi4z : NULL;
+    return k && is_v ? k->as_v : k;
+}

@@ -1,29 +1,28 @@
 /* AVX2 kernels of the KIVI codecs (layouts: kv/codec_kivi.h), fused on the
  * codes with integer multiply-adds:
  *   qk (K, 32-bit lanes = 8 tokens): score_i = sc * sum_j Q_j c_ij + sum_j q_j z_j,
- *      Q_j = round(q_j s_j / sc), sc = max_j |q_j s_j| / 127, per page and query;
+ *      Q_j = round(q_j s_j / sc), sc = max_j |q_j s_j| / 32767, per page and query;
  *   av (V, 32-bit lanes = 8 channels): acc_j += sc_g * sum_i W_i c_ij + sum_i p_i z_ig,
- *      W_i = round(p_i s_ig / sc_g), sc_g = max_i |p_i s_ig| / 127, per page,
+ *      W_i = round(p_i s_ig / sc_g), sc_g = max_i |p_i s_ig| / 32767, per page,
  *      query and channel group g.
- * The factors are quantized to int8 per page (llama.cpp likewise quantizes
- * activations to 8 bits, per 32-block, for its quantized-KV dot products).
- * Codes are u8 in byte slots: vpmaddubsw multiplies 32 codes by s8 factors
- * and adds pairs into int16 (|sum| <= 4 * 2 * 15 * 127, no saturation), one
- * vpmaddwd by 1 sums each 32-bit lane into int32, int32 sums add up exactly
- * over the chunks of the page, and one fma applies sc and the z term.
- * Error against the exact fused float sum:
+ * The factors (q_j s_j, p_i s_ig) are quantized to int16 per page, like
+ * llama.cpp quantizes activations to 8 bits for its quantized-KV dot products
+ * but twice as many bits; the codes are exact small integers, so each
+ * vpmaddwd does 16 exact multiply-adds and the int32 sums are exact (no
+ * overflow: 32767 * 15 * 512 < 2^31). 3-bit codes (two planes) are widened
+ * to int16 with one extra shift/and/or per field; the compact parameters
+ * (e5m3 scale, int8 zero point) are converted to the same f32 (s, min) as the
+ * scalar decoder, so the kernels are otherwise those of kivi2 / kivi4. Error against the exact fused sum:
  *   qk: |d score_i| <= sc/2 * sum_j c_ij (+ f32 rounding of the final fma),
- *   av: |d acc_j|   <= sc_g/2 * sum_i c_ij (+ f32 rounding).
- * Against the codes' own error (+-|factor_j|/2 per term, std |factor|/sqrt(12))
- * the factor rounding has std sc/sqrt(12) * rms(c): at the largest factor
- * 1.5% of it for 2-bit codes (rms c = 1.9) and 7% for 4-bit (rms c = 8.8),
- * i.e. +0.02% / +0.5% of error variance. Pages whose largest factor is below
- * 2^-96 contribute only their z terms (factor 0).
+ *   av: |d acc_j|   <= sc_g/2 * sum_i c_ij (+ f32 rounding),
+ * i.e. at most 2^-16 * maxq * D (resp. * n) times the largest factor, far
+ * below the quantization error of the codes themselves. Pages whose largest
+ * factor is below 2^-96 contribute only their z terms (factor 0).
  * Integer sums are order-free, so the multi-query forms are bit-identical per
  * query to the single-query ones whatever the tiling; K scores of row i do
- * not depend on n (whole 8-token blocks are computed, the scale does not
- * depend on n); V rows i >= n enter with weight 0, exactly as rows with
- * p[i] == 0 do (the per-page scale is taken over the same values).
+ * not depend on n (whole 8-token blocks are computed); V rows i >= n enter
+ * with weight 0, exactly as rows with p[i] == 0 do (the per-page scale is
+ * taken over the same values).
  * Compiled with -mavx2 -mfma -mf16c; used only when kvl_cpu_has_avx2(). */
 #include "kv/codec_kivi.h"
 
@@ -34,7 +33,6 @@
 
 #define AI static inline __attribute__((always_inline))
 
-extern const kvl_codec kvl_codec_kivi2, kvl_codec_kivi2_v, kvl_codec_kivi4, kvl_codec_kivi4_v;
 
 #define TINY 0x1p-96f /* largest factor below this: the page's factors are 0 */
 #define QG_MAX 4      /* queries per tile */
@@ -54,311 +52,354 @@ static inline float hmax1(__m256 a) {
 static inline __m256 ld_h8(const uint8_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
 static inline __m256 vabs(__m256 x) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x); }
 
-/* The 4 bytes at p in every 32-bit lane (a broadcast load; p need not be aligned). */
-static inline __m256i bcast4(const void *p) { return _mm256_castps_si256(_mm256_broadcast_ss((const float *)p)); }
-
-/* ---- int8 factors (vpmaddubsw), 2- and 4-bit codes in byte slots ------------------------ */
-
-/* 16 floats -> 16 int8 round(f * inv) (|f * inv| <= 127). */
-static inline __m128i to_i8_16(__m256 a, __m256 b, float inv) {
+/* f [cnt] (cnt % 8 == 0) -> int16 round(f * inv) (|f * inv| <= 32767). */
+static inline void to_i16(const float *f, int cnt, float inv, int16_t *o) {
     const __m256 iv = _mm256_set1_ps(inv);
-    const __m256i x = _mm256_cvtps_epi32(_mm256_mul_ps(a, iv)), y = _mm256_cvtps_epi32(_mm256_mul_ps(b, iv));
-    const __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi32(x, y), 0xD8);
-    return _mm_packs_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
-}
-
-/* Factors f [16 nc] -> int8 at o with one scale, returned: max |f| / 127 (0,
- * with zero codes, when max < TINY). */
-AI float factors_i8(const float *f, int nc, int8_t *o) {
-    __m256 mx = _mm256_setzero_ps();
-    for (int c = 0; c < 2 * nc; c++) mx = _mm256_max_ps(mx, vabs(_mm256_loadu_ps(f + 8 * c)));
-    const float am = hmax1(mx);
-    if (!(am >= TINY)) {
-        memset(o, 0, (size_t)nc * 16);
-        return 0;
+    for (int i = 0; i < cnt; i += 8) {
+        const __m256i x = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(f + i), iv));
+        _mm_storeu_si128((__m128i *)(o + i), _mm_packs_epi32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1)));
     }
-    const float inv = 127.0f / am;
-    for (int c = 0; c < nc; c++)
-        _mm_storeu_si128((__m128i *)(o + 16 * c), to_i8_16(_mm256_loadu_ps(f + 16 * c), _mm256_loadu_ps(f + 16 * c + 8), inv));
-    return am * (1.0f / 127.0f);
 }
 
-/* The 8/B fields of the byte slots of w as u8 codes (2-bit: 4 fields, 4-bit: 2). */
-AI void unpack8(__m256i w, const int B, __m256i x[4]) {
-    const __m256i m = _mm256_set1_epi8((char)((1 << B) - 1));
-    x[0] = _mm256_and_si256(w, m);
-    if (B == 2) {
-        x[1] = _mm256_and_si256(_mm256_srli_epi16(w, 2), m);
-        x[2] = _mm256_and_si256(_mm256_srli_epi16(w, 4), m);
-        x[3] = _mm256_and_si256(_mm256_srli_epi16(w, 6), m);
-    } else
-        x[1] = _mm256_and_si256(_mm256_srli_epi16(w, 4), m);
+/* Field f of each 16-bit slot of w, as int16 (m: the field mask in every slot). */
+AI __m256i unpack(__m256i w, __m256i m, const int B, const int f) {
+    if (f == 16 / B - 1) return _mm256_srli_epi16(w, 16 - B);
+    if (f == 0) return _mm256_and_si256(w, m);
+    return _mm256_and_si256(_mm256_srli_epi16(w, B * f), m);
 }
 
-/* int32 per lane of sum_f codes_f . factors_f (8/B fields; field f's 4 s8
- * factors, one per byte slot, at fq + 4f). */
-AI __m256i dot8(const __m256i x[4], const int B, const int8_t *fq, __m256i ones) {
-    __m256i s = _mm256_maddubs_epi16(x[0], bcast4(fq));
-    s = _mm256_add_epi16(s, _mm256_maddubs_epi16(x[1], bcast4(fq + 4)));
-    if (B == 2) {
-        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(x[2], bcast4(fq + 8)));
-        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(x[3], bcast4(fq + 12)));
-    }
-    return _mm256_madd_epi16(s, ones);
+/* One chunk (kv/codec_kivi.h) as registers: w the 16 slots (B = 3: the low
+ * plane), h (B = 3 only) the high plane widened to one byte per 16-bit slot. */
+typedef struct { __m256i w, h; } chunk_t;
+AI chunk_t ld_chunk(const uint8_t *p, const int B) {
+    chunk_t c;
+    c.w = _mm256_loadu_si256((const __m256i *)p);
+    c.h = B == 3 ? _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p + 32))) : _mm256_setzero_si256();
+    return c;
 }
+/* Codes of field f of every slot, as int16 (m: the mask of a B-bit field; B = 3: of 2 bits). */
+AI __m256i field(chunk_t c, __m256i m, const int B, const int f) {
+    if (B != 3) return unpack(c.w, m, B, f);
+    const __m256i hi = f <= 2 ? _mm256_slli_epi16(c.h, 2 - f) : _mm256_srli_epi16(c.h, f - 2);
+    return _mm256_or_si256(unpack(c.w, m, 2, f), _mm256_and_si256(hi, _mm256_set1_epi16(4)));
+}
+/* 8 compact parameters (bytes s8[8], z8[8]) as the decoder's floats s, min = -z8 s (exact). */
+AI void ld_zpar8(const uint8_t *s8, const uint8_t *z8, __m256 *s, __m256 *mn) {
+    const __m128i sb = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)s8));
+    *s = _mm256_cvtph_ps(_mm_slli_epi16(sb, 7));
+    const __m256 z = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)z8)));
+    *mn = _mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), z), *s);
+}
+
+static inline __m256i pair(const int16_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* ---- K ------------------------------------------------------------------------------- */
 
 #define QS_MAX (KIVI_DMAX + 16)
-#define WV_MAX (KIVI_PMAX + 32)
 
-/* One query: Q8 [D rounded up to 16] (0 for j >= D), scale *qsc; returns
- * sum_j q_j z_j. sh, zh: the page's f16 s[D], z[D]. */
-AI float k8_prep(const uint8_t *sh, const uint8_t *zh, int D, const float *q, int8_t *Q8, float *qsc) {
-    const int njc = kivi_cdiv(D, 16); /* int8 conversions of 16 */
-    __m256 b = _mm256_setzero_ps();
-    if (D <= 64) { /* factors kept in registers */
-        __m256 tv[8], mx = _mm256_setzero_ps();
-#pragma GCC unroll 8
-        for (int v = 0; v < 8; v++) {
-            if (v < D / 8) {
-                const __m256 qv = _mm256_loadu_ps(q + 8 * v);
-                b = _mm256_fmadd_ps(qv, ld_h8(zh + 16 * v), b);
-                tv[v] = _mm256_mul_ps(qv, ld_h8(sh + 16 * v));
-                mx = _mm256_max_ps(mx, vabs(tv[v]));
-            } else
-                tv[v] = _mm256_setzero_ps();
-        }
-        const float am = hmax1(mx);
-        if (!(am >= TINY)) {
-            memset(Q8, 0, (size_t)njc * 16);
-            *qsc = 0;
-        } else {
-            const float inv = 127.0f / am;
-#pragma GCC unroll 4
-            for (int c = 0; c < 4; c++)
-                if (c < njc) _mm_storeu_si128((__m128i *)(Q8 + 16 * c), to_i8_16(tv[2 * c], tv[2 * c + 1], inv));
-            *qsc = am * (1.0f / 127.0f);
-        }
-        return hsum1(b);
-    }
-    float qs[KIVI_DMAX + 16];
+/* s, min [D] of the page as the decoder's floats (D % 8 == 0). */
+static inline void k_params(const uint8_t *seg, int B, int Z, int D, int P, float *sf, float *zf) {
+    const uint8_t *s = seg + kivi_k_code_bytes(B, D, P), *z = s + (size_t)D * kivi_pbytes(Z);
     for (int j = 0; j < D; j += 8) {
-        const __m256 qv = _mm256_loadu_ps(q + j);
-        b = _mm256_fmadd_ps(qv, ld_h8(zh + 2 * j), b);
-        _mm256_storeu_ps(qs + j, _mm256_mul_ps(qv, ld_h8(sh + 2 * j)));
+        if (Z) {
+            __m256 sv, mv;
+            ld_zpar8(s + j, z + j, &sv, &mv);
+            _mm256_storeu_ps(sf + j, sv);
+            _mm256_storeu_ps(zf + j, mv);
+        } else {
+            _mm256_storeu_ps(sf + j, ld_h8(s + 2 * j));
+            _mm256_storeu_ps(zf + j, ld_h8(z + 2 * j));
+        }
     }
-    if (D % 16) _mm256_storeu_ps(qs + D, _mm256_setzero_ps());
-    *qsc = factors_i8(qs, njc, Q8);
+}
+
+/* One query: Q [njc*F] int16 (0 for j >= D), *sc; returns sum_j q_j z_j (8 lanes
+ * in j order, then hsum). q, sf, zf: [D]. */
+AI float k_prep(const float *sf, const float *zf, const int B, int D, const float *q, int16_t *Q, float *sc) {
+    const int nj = kivi_cdiv(D, kivi_fields(B)) * kivi_fields(B);
+    float qs[KIVI_DMAX];
+    __m256 b = _mm256_setzero_ps(), mx = _mm256_setzero_ps();
+    for (int j = 0; j < D; j += 8) {
+        const __m256 qv = _mm256_loadu_ps(q + j), t = _mm256_mul_ps(qv, _mm256_loadu_ps(sf + j));
+        b = _mm256_fmadd_ps(qv, _mm256_loadu_ps(zf + j), b);
+        mx = _mm256_max_ps(mx, vabs(t));
+        _mm256_storeu_ps(qs + j, t);
+    }
+    const float am = hmax1(mx);
+    if (am >= TINY) {
+        to_i16(qs, D, 32767.0f / am, Q);
+        *sc = am / 32767.0f;
+    } else {
+        memset(Q, 0, sizeof(int16_t) * (size_t)D);
+        *sc = 0;
+    }
+    for (int j = D; j < nj; j++) Q[j] = 0;
     return hsum1(b);
 }
 
-/* QG queries, one token block: out[g*os + l] = score of token l of the block. */
-AI void k8_tile(const uint8_t *codes, int njc, const int B, const int QG, const int8_t *Q8, const float *qsc,
-                const float *bias, float *out, int os) {
-    const int F = 32 / B;
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256i a[QG_MAX];
+/* QG queries x TB token blocks of 8: out[g][t*8 + l] = score of token 8t + l.
+ * codes: chunk (first block, 0); Q: [QG][QS_MAX]. */
+AI void k_tile(const uint8_t *codes, int njc, const int B, const int QG, const int TB, const int16_t *Q,
+               const float *sc, const float *bias, float *out) {
+    const int F = kivi_fields(B), CBY = kivi_chunk_bytes(B);
+    const __m256i m = _mm256_set1_epi16((short)((1 << (B == 3 ? 2 : B)) - 1));
+    __m256i a[QG_MAX][2]; /* [QG][TB], fixed sizes (no VLA) so that it lives in registers */
 #pragma GCC unroll 4
-    for (int g = 0; g < QG; g++) a[g] = _mm256_setzero_si256();
+    for (int g = 0; g < QG; g++)
+#pragma GCC unroll 2
+        for (int t = 0; t < TB; t++) a[g][t] = _mm256_setzero_si256();
     for (int jc = 0; jc < njc; jc++) {
-        __m256i x[4];
-        unpack8(_mm256_loadu_si256((const __m256i *)(codes + (size_t)jc * 32)), B, x);
+        chunk_t w[2];
+#pragma GCC unroll 2
+        for (int t = 0; t < TB; t++) w[t] = ld_chunk(codes + ((size_t)t * njc + jc) * CBY, B);
+        const int16_t *qj = Q + (size_t)jc * F;
+#pragma GCC unroll 8
+        for (int f = 0; f < F / 2; f++) {
+            __m256i x[2];
+#pragma GCC unroll 2
+            for (int t = 0; t < TB; t++) x[t] = field(w[t], m, B, f);
 #pragma GCC unroll 4
-        for (int g = 0; g < QG; g++) a[g] = _mm256_add_epi32(a[g], dot8(x, B, Q8 + (size_t)g * QS_MAX + F * jc, ones));
+            for (int g = 0; g < QG; g++) {
+                const __m256i pr = pair(qj + (size_t)g * QS_MAX + 2 * f);
+#pragma GCC unroll 2
+                for (int t = 0; t < TB; t++) a[g][t] = _mm256_add_epi32(a[g][t], _mm256_madd_epi16(x[t], pr));
+            }
+        }
     }
 #pragma GCC unroll 4
     for (int g = 0; g < QG; g++)
-        _mm256_storeu_ps(out + (size_t)g * os,
-                         _mm256_fmadd_ps(_mm256_cvtepi32_ps(a[g]), _mm256_set1_ps(qsc[g]), _mm256_set1_ps(bias[g])));
+#pragma GCC unroll 2
+        for (int t = 0; t < TB; t++)
+            _mm256_storeu_ps(out + ((size_t)g * TB + t) * 8,
+                             _mm256_fmadd_ps(_mm256_cvtepi32_ps(a[g][t]), _mm256_set1_ps(sc[g]), _mm256_set1_ps(bias[g])));
 }
 
-AI void k8_qk_impl(const uint8_t *seg, const int B, const int D, int P, int n, const float *q, int m, float *scores) {
+AI void k_qk_multi(const uint8_t *seg, const int B, const int Z, int D, int P, int n, const float *q, int m,
+                   float *scores) {
+    const kvl_codec *c = kvl_kivi_codec(B, Z, 0);
     if (P > KIVI_PMAX || D > KIVI_DMAX || D % 8) {
-        const kvl_codec *c = B == 2 ? &kvl_codec_kivi2 : &kvl_codec_kivi4;
         for (int g = 0; g < m; g++) c->ref.qk(seg, D, P, n, q + (size_t)g * D, scores + (size_t)g * P);
         return;
     }
-    const int njc = kivi_cdiv(D, 32 / B), ntb = kivi_cdiv(n, 8);
-    const size_t blk = (size_t)njc * 32;
-    int8_t Q8[QG_MAX][QS_MAX];
-    float qsc[QG_MAX], bias[QG_MAX] = {0}, out[QG_MAX * 8];
-    const uint8_t *sh = seg + kivi_k_code_bytes(B, D, P), *zh = sh + (size_t)D * 2;
+    const int njc = kivi_cdiv(D, kivi_fields(B)), ntb = kivi_cdiv(n, 8);
+    const size_t blk = (size_t)njc * kivi_chunk_bytes(B); /* bytes of one token block's codes */
+    int16_t Q[QG_MAX][QS_MAX];
+    float sc[QG_MAX] = {0}, bias[QG_MAX] = {0}, out[QG_MAX * 16], sf[KIVI_DMAX], zf[KIVI_DMAX];
+    k_params(seg, B, Z, D, P, sf, zf);
     for (int g0 = 0; g0 < m; g0 += QG_MAX) {
         const int QG = m - g0 < QG_MAX ? m - g0 : QG_MAX;
-        for (int g = 0; g < QG; g++) bias[g] = k8_prep(sh, zh, D, q + (size_t)(g0 + g) * D, Q8[g], &qsc[g]);
-        for (int tb = 0; tb < ntb; tb++) {
+        for (int g = 0; g < QG; g++) bias[g] = k_prep(sf, zf, B, D, q + (size_t)(g0 + g) * D, Q[g], &sc[g]);
+        for (int tb = 0; tb < ntb;) {
             const uint8_t *codes = seg + (size_t)tb * blk;
-            const int i0 = tb * 8, cnt = n - i0 < 8 ? n - i0 : 8;
-            const int full = cnt == 8;
-            float *o = full ? scores + (size_t)g0 * P + i0 : out;
-            const int os = full ? P : 8;
-            if (QG == 1) k8_tile(codes, njc, B, 1, Q8[0], qsc, bias, o, os);
-            else if (QG == 2) k8_tile(codes, njc, B, 2, Q8[0], qsc, bias, o, os);
-            else if (QG == 3) k8_tile(codes, njc, B, 3, Q8[0], qsc, bias, o, os);
-            else k8_tile(codes, njc, B, 4, Q8[0], qsc, bias, o, os);
-            if (!full)
-                for (int g = 0; g < QG; g++)
-                    for (int k = 0; k < cnt; k++) scores[(size_t)(g0 + g) * P + i0 + k] = out[g * 8 + k];
+            const int TB = 1;
+            if (TB == 2) {
+                if (QG == 1) k_tile(codes, njc, B, 1, 2, Q[0], sc, bias, out);
+                else if (QG == 2) k_tile(codes, njc, B, 2, 2, Q[0], sc, bias, out);
+                else if (QG == 3) k_tile(codes, njc, B, 3, 2, Q[0], sc, bias, out);
+                else k_tile(codes, njc, B, 4, 2, Q[0], sc, bias, out);
+            } else {
+                if (QG == 1) k_tile(codes, njc, B, 1, 1, Q[0], sc, bias, out);
+                else if (QG == 2) k_tile(codes, njc, B, 2, 1, Q[0], sc, bias, out);
+                else if (QG == 3) k_tile(codes, njc, B, 3, 1, Q[0], sc, bias, out);
+                else k_tile(codes, njc, B, 4, 1, Q[0], sc, bias, out);
+            }
+            const int i0 = tb * 8, cnt = n - i0 < TB * 8 ? n - i0 : TB * 8;
+            for (int g = 0; g < QG; g++)
+                memcpy(scores + (size_t)(g0 + g) * P + i0, out + (size_t)g * TB * 8, sizeof(float) * cnt);
+            tb += TB;
         }
     }
 }
 
-/* One query, one group: W8 [n rounded up to 16] (0 for i >= n), scale *wsc;
- * returns sum_i p_i z_i (rows i >= n as zeros). sh, zh: the group's f16
- * s[P], z[P]. */
-AI float v8_prep(const uint8_t *sh, const uint8_t *zh, int n, const float *p, int8_t *W8, float *wsc) {
-    const int ntn = kivi_cdiv(n, 16), n8 = kivi_cdiv(n, 8) * 8; /* int8 conversions of 16 */
-    __m256 b = _mm256_setzero_ps();
-    if (n == 32) { /* the default page, weights kept in registers */
-        __m256 tv[4], mx = _mm256_setzero_ps();
-#pragma GCC unroll 4
-        for (int v = 0; v < 4; v++) {
-            const __m256 pv = _mm256_loadu_ps(p + 8 * v);
-            b = _mm256_fmadd_ps(pv, ld_h8(zh + 16 * v), b);
-            tv[v] = _mm256_mul_ps(pv, ld_h8(sh + 16 * v));
-            mx = _mm256_max_ps(mx, vabs(tv[v]));
-        }
-        const float am = hmax1(mx);
-        if (!(am >= TINY)) {
-            memset(W8, 0, 32);
-            *wsc = 0;
-        } else {
-            const float inv = 127.0f / am;
-            _mm_storeu_si128((__m128i *)W8, to_i8_16(tv[0], tv[1], inv));
-            _mm_storeu_si128((__m128i *)(W8 + 16), to_i8_16(tv[2], tv[3], inv));
-            *wsc = am * (1.0f / 127.0f);
-        }
-        return hsum1(b);
+/* ---- V ------------------------------------------------------------------------------- */
+
+#define WV_MAX (KIVI_PMAX + 32)
+
+/* s, min of group G for tokens [0, n8) as the decoder's floats, rows i >= n as 0. */
+static inline void v_params(const uint8_t *seg, int B, int Z, int D, int P, int n, int G, float *sf, float *zf) {
+    const int NG = kivi_cdiv(D, KIVI_VG), pb = kivi_pbytes(Z);
+    const uint8_t *s = seg + kivi_v_code_bytes(B, D, P) + (size_t)G * P * pb, *z = s + (size_t)NG * P * pb;
+    for (int i = 0; i < n; i += 8) {
+        uint8_t st[16] = {0}, zt[16] = {0}; /* 8 parameters, zero beyond n */
+        const int cnt = n - i < 8 ? n - i : 8;
+        memcpy(st, s + (size_t)i * pb, (size_t)cnt * pb);
+        memcpy(zt, z + (size_t)i * pb, (size_t)cnt * pb);
+        __m256 sv, mv;
+        if (Z) ld_zpar8(st, zt, &sv, &mv);
+        else sv = ld_h8(st), mv = ld_h8(zt);
+        _mm256_storeu_ps(sf + i, sv);
+        _mm256_storeu_ps(zf + i, mv);
     }
+}
+
+/* One query, one group: W [ntn*F] int16 (0 for i >= n), *sc; returns
+ * sum_i p_i z_i over 8-token blocks, rows i >= n as zeros (so that they equal
+ * rows with p[i] == 0). p: [n]; sf, zf: [n8] from v_params. */
+AI float v_prep(const float *sf, const float *zf, const int B, int n, const float *p, int16_t *W, float *sc) {
+    const int F = kivi_fields(B), ni = kivi_cdiv(n, F) * F, n8 = kivi_cdiv(n, 8) * 8;
     float wf[WV_MAX];
+    __m256 b = _mm256_setzero_ps(), mx = _mm256_setzero_ps();
     for (int i = 0; i < n8; i += 8) {
-        __m256 pv, sv, zv;
-        if (i + 8 <= n) pv = _mm256_loadu_ps(p + i), sv = ld_h8(sh + 2 * i), zv = ld_h8(zh + 2 * i);
-        else { /* tail: rows >= n as zeros (p, s and z) */
+        __m256 pv;
+        if (i + 8 <= n) pv = _mm256_loadu_ps(p + i);
+        else {
             float pt[8] = {0};
-            uint16_t st[8] = {0}, zt[8] = {0};
             memcpy(pt, p + i, sizeof(float) * (size_t)(n - i));
-            memcpy(st, sh + 2 * i, (size_t)(n - i) * 2);
-            memcpy(zt, zh + 2 * i, (size_t)(n - i) * 2);
-            pv = _mm256_loadu_ps(pt), sv = ld_h8((const uint8_t *)st), zv = ld_h8((const uint8_t *)zt);
+            pv = _mm256_loadu_ps(pt);
         }
-        b = _mm256_fmadd_ps(pv, zv, b);
-        _mm256_storeu_ps(wf + i, _mm256_mul_ps(pv, sv));
+        const __m256 t = _mm256_mul_ps(pv, _mm256_loadu_ps(sf + i));
+        b = _mm256_fmadd_ps(pv, _mm256_loadu_ps(zf + i), b);
+        mx = _mm256_max_ps(mx, vabs(t));
+        _mm256_storeu_ps(wf + i, t);
     }
-    if (n8 % 16) _mm256_storeu_ps(wf + n8, _mm256_setzero_ps());
-    *wsc = factors_i8(wf, ntn, W8);
+    const float am = hmax1(mx);
+    if (am >= TINY) {
+        to_i16(wf, n8, 32767.0f / am, W);
+        *sc = am / 32767.0f;
+    } else {
+        memset(W, 0, sizeof(int16_t) * (size_t)n8);
+        *sc = 0;
+    }
+    for (int i = n8; i < ni; i++) W[i] = 0;
     return hsum1(b);
 }
 
-/* QG queries, one channel block: acc[g][0..8) += sum over token chunks. */
-AI void v8_tile(const uint8_t *codes, int ntn, const int B, const int QG, const int8_t *W8, const float *wsc,
-                const float *bias, float *acc, int D) {
-    const int F = 32 / B;
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256i a[QG_MAX];
+/* QG queries x CB channel blocks of 8 over token chunks [0, ntn). codes: chunk
+ * (first block, 0), blocks ntc chunks apart; W: [QG][WV_MAX]; acc: query 0's
+ * first column of the tile, queries D apart. */
+AI void v_tile(const uint8_t *codes, int ntc, int ntn, const int B, const int QG, const int CB, const int16_t *W,
+               const float *sc, const float *bias, float *acc, int D) {
+    const int F = kivi_fields(B), CBY = kivi_chunk_bytes(B);
+    const __m256i m = _mm256_set1_epi16((short)((1 << (B == 3 ? 2 : B)) - 1));
+    __m256i a[QG_MAX][2]; /* [QG][CB] */
 #pragma GCC unroll 4
-    for (int g = 0; g < QG; g++) a[g] = _mm256_setzero_si256();
+    for (int g = 0; g < QG; g++)
+#pragma GCC unroll 2
+        for (int c = 0; c < CB; c++) a[g][c] = _mm256_setzero_si256();
     for (int tc = 0; tc < ntn; tc++) {
-        __m256i x[4];
-        unpack8(_mm256_loadu_si256((const __m256i *)(codes + (size_t)tc * 32)), B, x);
+        chunk_t w[2];
+#pragma GCC unroll 2
+        for (int c = 0; c < CB; c++) w[c] = ld_chunk(codes + ((size_t)c * ntc + tc) * CBY, B);
+        const int16_t *wt = W + (size_t)tc * F;
+#pragma GCC unroll 8
+        for (int f = 0; f < F / 2; f++) {
+            __m256i x[2];
+#pragma GCC unroll 2
+            for (int c = 0; c < CB; c++) x[c] = field(w[c], m, B, f);
 #pragma GCC unroll 4
-        for (int g = 0; g < QG; g++) a[g] = _mm256_add_epi32(a[g], dot8(x, B, W8 + (size_t)g * WV_MAX + F * tc, ones));
+            for (int g = 0; g < QG; g++) {
+                const __m256i pr = pair(wt + (size_t)g * WV_MAX + 2 * f);
+#pragma GCC unroll 2
+                for (int c = 0; c < CB; c++) a[g][c] = _mm256_add_epi32(a[g][c], _mm256_madd_epi16(x[c], pr));
+            }
+        }
     }
 #pragma GCC unroll 4
-    for (int g = 0; g < QG; g++) {
-        float *o = acc + (size_t)g * D;
-        const __m256 t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a[g]), _mm256_set1_ps(wsc[g]), _mm256_set1_ps(bias[g]));
-        _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), t));
-    }
+    for (int g = 0; g < QG; g++)
+#pragma GCC unroll 2
+        for (int c = 0; c < CB; c++) {
+            float *o = acc + (size_t)g * D + c * 8;
+            const __m256 t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a[g][c]), _mm256_set1_ps(sc[g]), _mm256_set1_ps(bias[g]));
+            _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), t));
+        }
 }
 
-AI void v8_av_impl(const uint8_t *seg, const int B, const int D, int P, int n, const float *p, int m, float *acc) {
+AI void v_av_multi(const uint8_t *seg, const int B, const int Z, int D, int P, int n, const float *p, int m,
+                   float *acc) {
+    const kvl_codec *cd = kvl_kivi_codec(B, Z, 1);
     if (P > KIVI_PMAX || D > KIVI_DMAX || D % 8) {
-        const kvl_codec *c = B == 2 ? &kvl_codec_kivi2_v : &kvl_codec_kivi4_v;
-        for (int g = 0; g < m; g++) c->ref.av(seg, D, P, n, p + (size_t)g * P, acc + (size_t)g * D);
+        for (int g = 0; g < m; g++) cd->ref.av(seg, D, P, n, p + (size_t)g * P, acc + (size_t)g * D);
         return;
     }
     if (n <= 0) return;
-    const int F = 32 / B, NB = D / 8, NG = kivi_cdiv(D, KIVI_VG), ntc = kivi_cdiv(P, F), ntn = kivi_cdiv(n, F);
-    int8_t W8[QG_MAX][WV_MAX];
-    float wsc[QG_MAX], bias[QG_MAX] = {0};
+    const int F = kivi_fields(B), NB = D / 8, NG = kivi_cdiv(D, KIVI_VG), ntc = kivi_cdiv(P, F), ntn = kivi_cdiv(n, F);
+    int16_t W[QG_MAX][WV_MAX];
+    float sc[QG_MAX] = {0}, bias[QG_MAX] = {0}, sf[KIVI_PMAX + 8], zf[KIVI_PMAX + 8];
     for (int G = 0; G < NG; G++) {
-        const uint8_t *sh = seg + kivi_v_code_bytes(B, D, P) + (size_t)G * P * 2, *zh = sh + (size_t)NG * P * 2;
+        v_params(seg, B, Z, D, P, n, G, sf, zf);
         for (int g0 = 0; g0 < m; g0 += QG_MAX) {
             const int QG = m - g0 < QG_MAX ? m - g0 : QG_MAX;
-            for (int g = 0; g < QG; g++)
-                bias[g] = v8_prep(sh, zh, n, p + (size_t)(g0 + g) * P, W8[g], &wsc[g]);
+            for (int g = 0; g < QG; g++) bias[g] = v_prep(sf, zf, B, n, p + (size_t)(g0 + g) * P, W[g], &sc[g]);
             const int kb1 = (G + 1) * (KIVI_VG / 8) < NB ? (G + 1) * (KIVI_VG / 8) : NB;
-            for (int kb = G * (KIVI_VG / 8); kb < kb1; kb++) {
-                const uint8_t *codes = seg + (size_t)kb * ntc * 32;
+            for (int kb = G * (KIVI_VG / 8); kb < kb1;) {
+                const uint8_t *codes = seg + (size_t)kb * ntc * kivi_chunk_bytes(B);
                 float *a = acc + (size_t)g0 * D + (size_t)kb * 8;
-                if (QG == 1) v8_tile(codes, ntn, B, 1, W8[0], wsc, bias, a, D);
-                else if (QG == 2) v8_tile(codes, ntn, B, 2, W8[0], wsc, bias, a, D);
-                else if (QG == 3) v8_tile(codes, ntn, B, 3, W8[0], wsc, bias, a, D);
-                else v8_tile(codes, ntn, B, 4, W8[0], wsc, bias, a, D);
+                const int CB = 1;
+                if (CB == 2) {
+                    if (QG == 1) v_tile(codes, ntc, ntn, B, 1, 2, W[0], sc, bias, a, D);
+                    else if (QG == 2) v_tile(codes, ntc, ntn, B, 2, 2, W[0], sc, bias, a, D);
+                    else if (QG == 3) v_tile(codes, ntc, ntn, B, 3, 2, W[0], sc, bias, a, D);
+                    else v_tile(codes, ntc, ntn, B, 4, 2, W[0], sc, bias, a, D);
+                } else {
+                    if (QG == 1) v_tile(codes, ntc, ntn, B, 1, 1, W[0], sc, bias, a, D);
+                    else if (QG == 2) v_tile(codes, ntc, ntn, B, 2, 1, W[0], sc, bias, a, D);
+                    else if (QG == 3) v_tile(codes, ntc, ntn, B, 3, 1, W[0], sc, bias, a, D);
+                    else v_tile(codes, ntc, ntn, B, 4, 1, W[0], sc, bias, a, D);
+                }
+                kb += CB;
             }
         }
     }
 }
 
-/* D = 64 (the default model) and 32-token pages get their own instances with
- * the loops over channels / tokens unrolled at compile time. */
-AI void k8_qk_multi(const uint8_t *seg, const int B, int D, int P, int n, const float *q, int m, float *scores) {
-    if (D == 64) k8_qk_impl(seg, B, 64, P, n, q, m, scores);
-    else k8_qk_impl(seg, B, D, P, n, q, m, scores);
-}
-AI void v8_av_multi(const uint8_t *seg, const int B, int D, int P, int n, const float *p, int m, float *acc) {
-    if (D == 64 && n == 32) v8_av_impl(seg, B, 64, P, 32, p, m, acc);
-    else if (D == 64) v8_av_impl(seg, B, 64, P, n, p, m, acc);
-    else v8_av_impl(seg, B, D, P, n, p, m, acc);
-}
-
 /* ---- tables ------------------------------------------------------------------------------ */
 
-static void k2_qk_multi(const uint8_t *seg, int D, int P, int n, const float *q, int m, float *sc) {
-    k8_qk_multi(seg, 2, D, P, n, q, m, sc);
-}
-static void k4_qk_multi(const uint8_t *seg, int D, int P, int n, const float *q, int m, float *sc) {
-    k8_qk_multi(seg, 4, D, P, n, q, m, sc);
-}
-static void k2_qk(const uint8_t *seg, int D, int P, int n, const float *q, float *sc) {
-    k8_qk_multi(seg, 2, D, P, n, q, 1, sc);
-}
-static void k4_qk(const uint8_t *seg, int D, int P, int n, const float *q, float *sc) {
-    k8_qk_multi(seg, 4, D, P, n, q, 1, sc);
-}
-static void v2_av_multi(const uint8_t *seg, int D, int P, int n, const float *p, int m, float *acc) {
-    v8_av_multi(seg, 2, D, P, n, p, m, acc);
-}
-static void v4_av_multi(const uint8_t *seg, int D, int P, int n, const float *p, int m, float *acc) {
-    v8_av_multi(seg, 4, D, P, n, p, m, acc);
-}
-static void v2_av(const uint8_t *seg, int D, int P, int n, const float *p, float *acc) {
-    v8_av_multi(seg, 2, D, P, n, p, 1, acc);
-}
-static void v4_av(const uint8_t *seg, int D, int P, int n, const float *p, float *acc) {
-    v8_av_multi(seg, 4, D, P, n, p, 1, acc);
-}
-
-int kvl_kivi_avx2_kernels(int bits, int is_v, int D, kvl_codec_kernels *out) {
-    if (!kvl_cpu_has_avx2() || D % 8 != 0 || D > KIVI_DMAX || (bits != 2 && bits != 4)) return 0;
-    const kvl_codec *c = is_v ? (bits == 2 ? &kvl_codec_kivi2_v : &kvl_codec_kivi4_v)
-                              : (bits == 2 ? &kvl_codec_kivi2 : &kvl_codec_kivi4);
-    *out = c->ref;
-    out->isa = "avx2";
-    if (is_v) {
-        out->av = bits == 2 ? v2_av : v4_av;
-        out->av_multi = bits == 2 ? v2_av_multi : v4_av_multi;
-    } else {
-        out->qk = bits == 2 ? k2_qk : k4_qk;
-        out->qk_multi = bits == 2 ? k2_qk_multi : k4_qk_multi;
+#define KIVI_AVX2(N, B, Z)                                                                                   \
+    static void k##N##_qk_multi(const uint8_t *seg, int D, int P, int n, const float *q, int m, float *sc) { \
+        k_qk_multi(seg, B, Z, D, P, n, q, m, sc);                                                            \
+    }                                                                                                        \
+    static void k##N##_qk(const uint8_t *seg, int D, int P, int n, const float *q, float *sc) {              \
+        k_qk_multi(seg, B, Z, D, P, n, q, 1, sc);                                                            \
+    }                                                                                                        \
+    static void v##N##_av_multi(const uint8_t *seg, int D, int P, int n, const float *p, int m, float *acc) { \
+        v_av_multi(seg, B, Z, D, P, n, p, m, acc);                                                           \
+    }                                                                                                        \
+    static void v##N##_av(const uint8_t *seg, int D, int P, int n, const float *p, float *acc) {             \
+        v_av_multi(seg, B, Z, D, P, n, p, 1, acc);                                                           \
     }
-    return 1;
+
+KIVI_AVX2(2, 2, 0)
+KIVI_AVX2(4, 4, 0)
+KIVI_AVX2(2z, 2, 1)
+KIVI_AVX2(3z, 3, 1)
+KIVI_AVX2(4z, 4, 1)
+
+int kvl_kivi_avx2_kernels(int bits, int z, int is_v, int D, kvl_codec_kernels *out) {
+    const kvl_codec *c = kvl_kivi_codec(bits, z, is_v);
+    if (!c || !kvl_cpu_has_avx2() || D % 8 != 0 || D > KIVI_DMAX) return 0;
+    static const struct {
+        int bits, z;
+        kvl_codec_qk_fn qk;
+        kvl_codec_qk_multi_fn qk_multi;
+        kvl_codec_av_fn av;
+        kvl_codec_av_multi_fn av_multi;
+    } t[] = {{2, 0, k2_qk, k2_qk_multi, v2_av, v2_av_multi},     {4, 0, k4_qk, k4_qk_multi, v4_av, v4_av_multi},
+             {2, 1, k2z_qk, k2z_qk_multi, v2z_av, v2z_av_multi}, {3, 1, k3z_qk, k3z_qk_multi, v3z_av, v3z_av_multi},
+             {4, 1, k4z_qk, k4z_qk_multi, v4z_av, v4z_av_multi}};
+    for (size_t k = 0; k < sizeof t / sizeof t[0]; k++) {
+        if (t[k].bits != bits || t[k].z != !!z) continue;
+        *out = c->ref;
+        out->isa = "avx2";
+        if (is_v) {
+            out->av = t[k].av;
+            out->av_multi = t[k].av_multi;
+        } else {
+            out->qk = t[k].qk;
+            out->qk_multi = t[k].qk_multi;
+        }
+        return 1;
+    }
+    return 0;
 }
 
 #else /* no AVX2 in this build */
 
-int kvl_kivi_avx2_kernels(int bits, int is_v, int D, kvl_codec_kernels *out) {
-    (void)bits, (void)is_v, (void)D, (void)out;
+int kvl_kivi_avx2_kernels(int bits, int z, int is_v, int D, kvl_codec_kernels *out) {
+    (void)bits, (void)z, (void)is_v, (void)D, (void)out;
     return 0;
 }
 

@@ -285,7 +285,7 @@ static void sq_av(const uint8_t *seg, int D, int P, int n, const float *p, float
 static void sq_qk_multi(const uint8_t *seg, int D, int P, int n, const float *q, int m, float *s) {
     kvl_codec_kivi2.ref.qk_multi(seg, D, P, n, q, m, s);
 }
-static int sq_simd(int D, kvl_codec_kernels *out) { return kvl_kivi_avx2_kernels(2, 0, D, out); }
+static int sq_simd(int D, kvl_codec_kernels *out) { return kvl_kivi_avx2_kernels(2, 0, 0, D, out); }
 /* Pool state: the parameters (rank, lambda) and a rank-0 state (plain kivi2
  * seals). Per-sequence state: the same, then the Gram matrix of the queries
  * observed; the subspace is built at the end of the first forward call that
