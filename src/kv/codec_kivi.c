@@ -93,14 +93,15 @@ static inline void par(const uint8_t *prm, int z, size_t N, size_t idx, float *s
  * get their own instance state): keep the smallest covering pair (cover:
  * error <= s/2 everywhere) or search a few pairs for the least squared error
  * (mse: clipping allowed; KIVI_Z_STEPS e5m3 steps below the covering scale).
- * auto (default): mse for V, cover for K except 2-bit K. Measured on
- * SmolLM2-135M, wikitext-2 valid (`kvlite eval kv-error --ctx 1024`, mean
- * attention-output error): mse lowers V's error at 2, 3 and 4 bits (4-bit
- * 0.112 -> 0.108, 3-bit 0.241 -> 0.221, 2-bit 0.716 -> 0.642 with K cover),
- * but raises it on K at 3 and 4 bits (clipping a key's outlier tokens moves
- * their scores: 4-bit 0.112 -> 0.121, 3-bit 0.241 -> 0.287); at 2 bits
- * mse helps K too (0.642 -> 0.572 with V mse). Without state (tests,
- * NULL st) the seal covers. */
+ * auto (default): mse at 2 bits, cover at 3 and 4 bits, on either side.
+ * Measured on SmolLM2-135M, wikitext-2 valid (bench/results/kiviz.md):
+ * `kvlite eval kv-error` shows mse lowering V's attention-output error at
+ * every width but raising K's at 3 and 4 bits (clipping a channel's outlier
+ * tokens moves their scores); `kvlite eval kld` confirms mse only at 2 bits
+ * (K kivi3z / V kivi2z KLD 0.106 -> 0.092 with V mse) and prefers cover at
+ * 3 bits (kivi3z 0.052 cover vs 0.055 with V mse); at 4 bits the fits are
+ * within noise (0.0147 / 0.0152 / 0.0157). Without state (tests, NULL st)
+ * the seal covers. */
 #define KIVI_Z_STEPS 3
 typedef struct { int mse; } kivi_state;
 
@@ -395,7 +396,7 @@ static size_t z_state_bytes(int D) { return sizeof(kivi_state); }
 static kvl_status z_state_init(int bits, const kvl_codec_params *prm, int is_v, void *st, kvl_err *err) {
     const char *f = prm ? kvl_codec_param(prm, "fit") : NULL;
     kivi_state *ks = st;
-    if (!f || !strcmp(f, "auto")) ks->mse = is_v || bits == 2;
+    if (!f || !strcmp(f, "auto")) ks->mse = bits == 2;
     else if (!strcmp(f, "cover")) ks->mse = 0;
     else if (!strcmp(f, "mse")) ks->mse = 1;
     else return kvl_err_set(err, KVL_ERR_ARG, "kivi%dz: fit=%s: expected auto, cover or mse", bits, f);
