@@ -135,15 +135,20 @@ kvl_status kvl_codec_spec_parse(const char *spec, int is_v, kvl_codec_spec *out,
         if (st) return st;
     }
     out->c = is_v && c->as_v ? c->as_v : c;
+    out->named = c;
     return KVL_OK;
 }
 
 void kvl_codec_spec_str(const kvl_codec_spec *s, char *buf, size_t cap) {
     if (!cap) return;
     /* the V half of a pair is named after the codec the user named */
-    const char *name = s->c ? s->c->name : "(none)";
-    for (const kvl_codec *const *c = kvl_codec_all(); *c && s->c; c++)
-        if ((*c)->as_v == s->c) name = (*c)->name;
+    const char *name = s->named ? s->named->name : s->c ? s->c->name : "(none)";
+    if (!s->named)
+        for (const kvl_codec *const *c = kvl_codec_all(); *c && s->c; c++)
+            if ((*c)->as_v == s->c) {
+                name = (*c)->name;
+                break;
+            }
     size_t o = 0;
     int w = snprintf(buf, cap, "%s%s", name, s->prm.rot ? "+rot" : "");
     o = w < 0 ? 0 : ((size_t)w < cap ? (size_t)w : cap - 1);

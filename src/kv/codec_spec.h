@@ -28,6 +28,7 @@ struct kvl_codec_params {
 /* One side (K or V) of a parsed spec. */
 typedef struct kvl_codec_spec {
     const kvl_codec *c;  /* the codec for this side (as_v applied for V) */
+    const kvl_codec *named; /* the codec the spec names (c, or its K twin for V) */
     kvl_codec_params prm;
     int residual;        /* r (sealing codecs; 0 = one page) */
 } kvl_codec_spec;
