@@ -94,6 +94,8 @@ kvl_status kvl_kv_error(const kvl_model *m, const kvl_ctx_params *pin, const kvl
         for (int h = 0; h < Hkv; h++)
             for (int i = 0; i < n; i++)
                 kvl_kv_table_decode(s->t, l, h, i, k + ((size_t)i * Hkv + h) * D, v + ((size_t)i * Hkv + h) * D);
+        /* codecs that learn from queries (SQuat) see the captured ones first */
+        kvl_kv_observe(t, l, n_query, cap.q + (size_t)l * n_query * cap.stride, NH);
         if ((st = kvl_kv_append(t, l, n, pos, k, v, &e)) || (st = kvl_kv_seal(t, l, &e))) {
             set_err(errbuf, err_len, e.msg);
             goto done;
