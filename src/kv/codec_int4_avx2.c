@@ -100,23 +100,7 @@ static inline __attribute__((always_inline)) void qk_multi(const uint8_t *seg, i
         for (int g = 0; g < ng; g++) mv[g] = _mm256_loadu_ps(b.m + g * 8);
         for (int qi = 0; qi < m; qi++) {
             const float *qg = q + (size_t)qi * D;
-            /* eight row accumulators as scalars (an array here ends up in
-             * memory, zeroed by rep stos every block) */
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-            for (int j = 0; j < D; j += 8) {
-                const __m256 qv = _mm256_loadu_ps(qg + j);
-                const float *c = b.c + j;
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(c), qv, a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(c + D), qv, a1);
-                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 2 * D), qv, a2);
-                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 3 * D), qv, a3);
-                a4 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 4 * D), qv, a4);
-                a5 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 5 * D), qv, a5);
-                a6 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 6 * D), qv, a6);
-                a7 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 7 * D), qv, a7);
-            }
-            const __m256 a[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
-            __m256 res = kvl_q_hsum8(a);
+            __m256 res = kvl_q_dot8(b.c, D, qg);
             for (int g = 0; g < ng; g++) {
                 const float qsg = m <= QS_MAXQ ? qs_all[qi * GMAX + g] : qsum_group(qg, g * G, G);
                 res = _mm256_fmadd_ps(mv[g], _mm256_set1_ps(qsg), res);

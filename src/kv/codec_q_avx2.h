@@ -27,29 +27,35 @@ static inline __m256 kvl_q_hsum8(const __m256 a[8]) {
     return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
 }
 
+/* [dot(q, buf_0), ..., dot(q, buf_7)]: buf [8][D] (D % 8 == 0), q [D]. The
+ * eight accumulators are scalars: an array would live in memory. */
+static inline __m256 kvl_q_dot8(const float *buf, int D, const float *q) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    for (int j = 0; j < D; j += 8) {
+        const __m256 qv = _mm256_loadu_ps(q + j);
+        const float *c = buf + j;
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(c), qv, a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(c + D), qv, a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 2 * D), qv, a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 3 * D), qv, a3);
+        a4 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 4 * D), qv, a4);
+        a5 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 5 * D), qv, a5);
+        a6 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 6 * D), qv, a6);
+        a7 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 7 * D), qv, a7);
+    }
+    const __m256 a[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+    return kvl_q_hsum8(a);
+}
+
 /* scores[k] = dot(q, buf_k) for k < nr.  buf: [nr][D] (D % 8 == 0); q: [D]. */
 static inline void kvl_q_qk_block(const float *buf, int D, int nr, const float *q, float *scores) {
-    /* eight accumulators as scalars: an array would live in memory */
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
     if (nr == 8) {
-        for (int j = 0; j < D; j += 8) {
-            const __m256 qv = _mm256_loadu_ps(q + j);
-            const float *c = buf + j;
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(c), qv, a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(c + D), qv, a1);
-            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 2 * D), qv, a2);
-            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 3 * D), qv, a3);
-            a4 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 4 * D), qv, a4);
-            a5 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 5 * D), qv, a5);
-            a6 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 6 * D), qv, a6);
-            a7 = _mm256_fmadd_ps(_mm256_loadu_ps(c + 7 * D), qv, a7);
-        }
-        const __m256 a[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
-        _mm256_storeu_ps(scores, kvl_q_hsum8(a));
+        _mm256_storeu_ps(scores, kvl_q_dot8(buf, D, q));
         return;
     }
     /* tail rows: the same per-row FMA sequence */
-    __m256 a[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+    __m256 a[8];
+    for (int k = 0; k < 8; k++) a[k] = _mm256_setzero_ps();
     for (int k = 0; k < nr; k++)
         for (int j = 0; j < D; j += 8)
             a[k] = _mm256_fmadd_ps(_mm256_loadu_ps(buf + k * D + j), _mm256_loadu_ps(q + j), a[k]);
