@@ -46,10 +46,10 @@ size_t kvl_kv_attend_scratch_bytes(const kvl_kv_pool *p) {
 /* One chunk: pages [pg0, pg1) of L for Q = T*G queries (token t = qi / G).
  * qs: [Q][D] scaled queries; qp: [T] positions; s: scratch [QMAX][P].
  * Out: m[Q], l[Q] (m = -inf, l = 0 when the query sees no row of the chunk)
- * and acc [Q][D] = sum_i exp(s_i - m) v_i. st: G statistics arrays (T == 1)
- * receiving the raw scores at cap + row, or NULL. */
+ * and acc [Q][D] = sum_i exp(s_i - m) v_i. st: G score arrays (T == 1)
+ * receiving the raw scores at the row's list index, or NULL. */
 static void attend_part(const kvl_kv_pool *p, const kvlist *L, int pg0, int pg1, int T, int G, const float *qs,
-                        const int32_t *qp, float *acc, float *s, float *m, float *l, float *const *st, int cap) {
+                        const int32_t *qp, float *acc, float *s, float *m, float *l, float *const *st) {
     const int D = p->D, P = p->P, Q = T * G;
     int nv[QMAX];
     memset(acc, 0, sizeof(float) * (size_t)Q * D);
@@ -72,7 +72,7 @@ static void attend_part(const kvl_kv_pool *p, const kvlist *L, int pg0, int pg1,
         if (!any) { /* page entirely after every query (causal): skip */
             if (st)
                 for (int g = 0; g < G; g++)
-                    for (int i = 0; i < n; i++) st[g][cap + pg * P + i] = -INFINITY;
+                    for (int i = 0; i < n; i++) st[g][pg * P + i] = -INFINITY;
             continue;
         }
         /* chunks of queries [q0, q1) that see part of the page: the runs of
@@ -98,7 +98,7 @@ static void attend_part(const kvl_kv_pool *p, const kvlist *L, int pg0, int pg1,
                 if (nv[t] < n)
                     for (int i = 0; i < n; i++)
                         if (pos[i] > qp[t]) sq[i] = -INFINITY;
-                if (st) memcpy(st[g] + cap + pg * P, sq, (size_t)n * sizeof(float));
+                if (st) memcpy(st[g] + pg * P, sq, (size_t)n * sizeof(float));
                 float mp = sq[0];
                 for (int i = 1; i < n; i++) mp = sq[i] > mp ? sq[i] : mp;
                 if (mp > m[qi]) { /* new running max: rescale what was accumulated */
@@ -162,12 +162,52 @@ static void scale_queries(const kvl_kv_pool *p, const kvi_layer *ly, int T, int 
         }
 }
 
+/* Statistics of one query token for G query heads (T == 1): raw[g] receives
+ * the scores, acc[a][g] is the accumulator a to update (NULL: not for this
+ * query). */
+typedef struct statq {
+    float *raw[QMAX];
+    float *acc[KVL_KV_N_ACC][QMAX];
+    int any[KVL_KV_N_ACC];
+    float vote_a, vote_b;
+} statq;
+
+/* Fold query g's exact probabilities (final max M, sum S) into its accumulators. */
+static void stats_fold(const statq *sq, int g, int len, float M, float S) {
+    const float *r = sq->raw[g];
+    const float inv = 1.0f / S;
+    float *ms = sq->acc[KVL_KV_ACC_MASS][g], *ws = sq->acc[KVL_KV_ACC_WSUM][g], *w2 = sq->acc[KVL_KV_ACC_WSQ][g];
+    float *la = sq->acc[KVL_KV_ACC_LAST][g], *vo = sq->acc[KVL_KV_ACC_VOTE][g];
+    double sum = 0, sum2 = 0;
+    int nv = 0;
+    for (int i = 0; i < len; i++) {
+        const float pr = r[i] == -INFINITY ? 0.0f : expf(r[i] - M) * inv;
+        if (ms) ms[i] += pr;
+        if (ws) {
+            ws[i] += pr;
+            w2[i] += pr * pr;
+        }
+        if (la) la[i] = pr;
+        if (vo && r[i] != -INFINITY) {
+            sum += r[i];
+            sum2 += (double)r[i] * r[i];
+            nv++;
+        }
+    }
+    if (vo && nv > 0) { /* VEDA: vote against scores below a*mean - b*std of the row */
+        const double mean = sum / nv, var = sum2 / nv - mean * mean;
+        const float th = (float)(sq->vote_a * mean - sq->vote_b * sqrt(var > 0 ? var : 0));
+        for (int i = 0; i < len; i++)
+            if (r[i] != -INFINITY && r[i] < th) vo[i] += 1.0f;
+    }
+}
+
 /* T tokens x G heads (T*G <= QMAX) of one kv-head list L, all chunks in
  * order. Query (t, g) is at q + t*tstride + g*D (unscaled), its output at
- * out + t*tstride + g*D, its position qp[t]. st: G statistics arrays [2*cap]
- * or NULL (only with T == 1). scr: kvl_kv_attend_scratch_bytes. */
+ * out + t*tstride + g*D, its position qp[t]. sq: statistics of the query
+ * (only with T == 1) or NULL. scr: kvl_kv_attend_scratch_bytes. */
 static void attend_seq(const kvl_kv_pool *p, const kvi_layer *ly, const kvlist *L, int T, int G, const float *q, size_t tstride,
-                       const int32_t *qp, float scale, float *out, uint8_t *scr, float *const *st, int cap) {
+                       const int32_t *qp, float scale, float *out, uint8_t *scr, const statq *sq) {
     const int D = p->D, Q = T * G, cp = p->attn_cp;
     const size_t qb = qbuf_bytes(p);
     float *qs = (float *)scr, *acc = (float *)(scr + qb), *A = (float *)(scr + 2 * qb), *s = (float *)(scr + 3 * qb);
@@ -179,7 +219,7 @@ static void attend_seq(const kvl_kv_pool *p, const kvi_layer *ly, const kvlist *
     }
     for (int pg0 = 0; pg0 < L->n_pages; pg0 += cp) {
         const int pg1 = pg0 + cp < L->n_pages ? pg0 + cp : L->n_pages;
-        attend_part(p, L, pg0, pg1, T, G, qs, qp, acc, s, m, l, st, cap);
+        attend_part(p, L, pg0, pg1, T, G, qs, qp, acc, s, m, l, sq ? sq->raw : NULL);
         for (int qi = 0; qi < Q; qi++)
             fold(&M[qi], &S[qi], A + (size_t)qi * D, m[qi], l[qi], acc + (size_t)qi * D, D);
     }
@@ -188,10 +228,7 @@ static void attend_seq(const kvl_kv_pool *p, const kvi_layer *ly, const kvlist *
             const int qi = t * G + g;
             finish(out + t * tstride + (size_t)g * D, A + (size_t)qi * D, S[qi], D);
             if (ly->rot_v && S[qi] > 0) kvi_unrot(p, out + t * tstride + (size_t)g * D);
-            if (st && S[qi] > 0) { /* exact probabilities with the final max and sum */
-                const float inv = 1.0f / S[qi];
-                for (int i = 0; i < L->len; i++) st[g][i] += expf(st[g][cap + i] - M[qi]) * inv;
-            }
+            if (sq && S[qi] > 0) stats_fold(sq, g, L->len, M[qi], S[qi]); /* exact probabilities */
         }
 }
 
@@ -204,30 +241,13 @@ static void unsplit_shape(int n_tok, int Hkv, int group, int nth, int *GS, int *
     *TB = tb;
 }
 
-void kvl_kv_attend(const kvl_kv_table *t, int layer, int n_tok, const float *q, const int32_t *qpos,
-                   int n_head, float scale, float *out, void *scratch, int ith, int nth) {
+/* The blocked path for tokens [0, n_tok) (no statistics): thread ith's share. */
+static void attend_plain(const kvl_kv_table *t, int layer, int n_tok, const float *q, const int32_t *qpos, int n_head,
+                         float scale, float *out, void *scratch, int ith, int nth) {
     const kvl_kv_pool *p = t->pool;
     const int D = p->D, Hkv = p->cfg.n_head_kv, group = n_head / Hkv;
     const size_t tstride = (size_t)n_head * D;
-    const int stats = t->stat_flags != 0 && n_head == t->n_head;
     long lo, hi;
-    if (stats) { /* each thread owns whole query heads: one writer per statistics array */
-        kvl_split(n_head, ith, nth, &lo, &hi);
-        for (int ti = 0; ti < n_tok; ti++)
-            for (long h = lo; h < hi;) {
-                const int kvh = (int)h / group;
-                int G = (int)((kvh + 1) * (long)group - h);
-                if (G > hi - h) G = (int)(hi - h);
-                if (G > QMAX) G = QMAX;
-                float *st[QMAX];
-                for (int g = 0; g < G; g++) st[g] = t->stat[layer * t->n_head + h + g];
-                const size_t off = ((size_t)ti * n_head + h) * D;
-                attend_seq(p, &p->layers[layer], kvi_list(t, layer, kvh), 1, G, q + off, tstride, qpos + ti, scale, out + off, scratch,
-                           st, t->stat_cap[layer]);
-                h += G;
-            }
-        return;
-    }
     if ((long)n_tok * Hkv >= nth) {
         /* enough (token, kv-head) units to occupy every thread */
         int GS, per, TB;
@@ -241,7 +261,7 @@ void kvl_kv_attend(const kvl_kv_table *t, int layer, int n_tok, const float *q, 
             const int t0 = b * TB, T = n_tok - t0 < TB ? n_tok - t0 : TB;
             const size_t off = ((size_t)t0 * n_head + h) * D;
             attend_seq(p, &p->layers[layer], kvi_list(t, layer, kvh), T, G, q + off, tstride, qpos + t0, scale, out + off, scratch,
-                       NULL, 0);
+                       NULL);
         }
         return;
     }
@@ -251,8 +271,63 @@ void kvl_kv_attend(const kvl_kv_table *t, int layer, int n_tok, const float *q, 
         const int ti = (int)(u / n_head), h = (int)(u % n_head);
         const size_t off = ((size_t)ti * n_head + h) * D;
         attend_seq(p, &p->layers[layer], kvi_list(t, layer, h / group), 1, 1, q + off, tstride, qpos + ti, scale, out + off, scratch,
-                   NULL, 0);
+                   NULL);
     }
+}
+
+/* First token of an n_tok call whose query feeds a statistic (the rest run
+ * the blocked path): every token for MASS and VOTE, the last W for WIN, the
+ * last one for LAST. */
+static int stats_from(const kvl_kv_table *t, int n_tok) {
+    const unsigned f = t->stat_flags;
+    if (f & (KVL_KV_STAT_MASS | KVL_KV_STAT_VOTE)) return 0;
+    if (f & KVL_KV_STAT_WIN) return n_tok > t->stat_window ? n_tok - t->stat_window : 0;
+    return n_tok - 1;
+}
+
+void kvl_kv_attend(const kvl_kv_table *t, int layer, int n_tok, const float *q, const int32_t *qpos,
+                   int n_head, float scale, float *out, void *scratch, int ith, int nth) {
+    const kvl_kv_pool *p = t->pool;
+    const int D = p->D, Hkv = p->cfg.n_head_kv, group = n_head / Hkv;
+    const size_t tstride = (size_t)n_head * D;
+    const int stats = t->stat_flags != 0 && n_head == t->n_head;
+    if (!stats) {
+        attend_plain(t, layer, n_tok, q, qpos, n_head, scale, out, scratch, ith, nth);
+        return;
+    }
+    const int sf = stats_from(t, n_tok);
+    const int w0 = n_tok > t->stat_window ? n_tok - t->stat_window : 0; /* first window query */
+    if (ith == 0 && t->win_n && (t->stat_flags & KVL_KV_STAT_WIN)) t->win_n[layer] += (float)(n_tok - w0);
+    /* statistics queries: each thread owns whole query heads (one writer per array) */
+    long lo, hi;
+    kvl_split(n_head, ith, nth, &lo, &hi);
+    for (int ti = sf; ti < n_tok; ti++)
+        for (long h = lo; h < hi;) {
+            const int kvh = (int)h / group;
+            int G = (int)((kvh + 1) * (long)group - h);
+            if (G > hi - h) G = (int)(hi - h);
+            if (G > QMAX) G = QMAX;
+            statq sq;
+            memset(&sq, 0, sizeof sq);
+            sq.vote_a = t->vote_a;
+            sq.vote_b = t->vote_b;
+            for (int g = 0; g < G; g++) {
+                const int i = layer * t->n_head + (int)h + g;
+                sq.raw[g] = t->raw[i];
+                if (t->acc[KVL_KV_ACC_MASS]) sq.acc[KVL_KV_ACC_MASS][g] = t->acc[KVL_KV_ACC_MASS][i];
+                if (t->acc[KVL_KV_ACC_VOTE]) sq.acc[KVL_KV_ACC_VOTE][g] = t->acc[KVL_KV_ACC_VOTE][i];
+                if (t->acc[KVL_KV_ACC_WSUM] && ti >= w0) {
+                    sq.acc[KVL_KV_ACC_WSUM][g] = t->acc[KVL_KV_ACC_WSUM][i];
+                    sq.acc[KVL_KV_ACC_WSQ][g] = t->acc[KVL_KV_ACC_WSQ][i];
+                }
+                if (t->acc[KVL_KV_ACC_LAST] && ti == n_tok - 1) sq.acc[KVL_KV_ACC_LAST][g] = t->acc[KVL_KV_ACC_LAST][i];
+            }
+            const size_t off = ((size_t)ti * n_head + h) * D;
+            attend_seq(p, &p->layers[layer], kvi_list(t, layer, kvh), 1, G, q + off, tstride, qpos + ti, scale, out + off,
+                       scratch, &sq);
+            h += G;
+        }
+    if (sf > 0) attend_plain(t, layer, sf, q, qpos, n_head, scale, out, scratch, ith, nth);
 }
 
 /* ---- split (flash-decoding) attention -------------------------------------------- */
@@ -322,7 +397,7 @@ void kvl_kv_attn_run(const kvl_kv_attn *a, void *scratch, long u0, long u1) {
         if (pg0 < L->n_pages) {
             scale_queries(p, &p->layers[a->layer], 1, G, a->q + ((size_t)ti * a->n_head + h) * D, tstride, a->scale,
                           qs);
-            attend_part(p, L, pg0, pg1, 1, G, qs, a->qpos + ti, acc, s, m, l, NULL, 0);
+            attend_part(p, L, pg0, pg1, 1, G, qs, a->qpos + ti, acc, s, m, l, NULL);
         } else { /* this kv-head's list is shorter than the longest */
             for (int g = 0; g < G; g++) m[g] = -INFINITY, l[g] = 0;
         }

@@ -2,7 +2,9 @@
  * kv-head) list and compacts it so all pages but the last stay full; pages
  * no longer referenced return to the pool. With a sealing codec the
  * rewritten pages are open (rows decoded from sealed pages are re-encoded
- * in the open format) and are sealed again by the next kvl_kv_seal. */
+ * in the open format) and are sealed again by the next kvl_kv_seal, so a
+ * row moved out of a sealed page is quantized again; the engine evicts
+ * before it seals, so rows still in open pages move exactly. */
 #include "kv/kv_internal.h"
 
 #include <math.h>
@@ -69,7 +71,9 @@ kvl_status kvl_kv_drop(kvl_kv_table *t, int layer, int head, const int *idx, int
     const int n_old = L->n_pages - fa;
     const kvi_layer *ly = &p->layers[layer];
     const int cls = ly->open_cls;
-    const int inplace = !ly->seals && p->cls[cls].fk->copy_row && p->cls[cls].fv->copy_row;
+    /* an exclusively owned open page is compacted in place (its class has exact row copies) */
+    const int can_inplace = p->cls[cls].fk->copy_row && p->cls[cls].fv->copy_row;
+#define INPLACE(k) (can_inplace && (old[k].id >> KVI_CLS_SHIFT) == (uint32_t)cls && *kvi_page_ref(p, old[k].id) == 1)
     kvl_status s = drop_scratch(t, n_old > nw + 1 ? n_old : nw + 1, err);
     if (s == KVL_OK) s = kvi_txn_save_list(t, layer * p->cfg.n_head_kv + head, err);
     if (s == KVL_OK) s = kvi_txn_save_stats(t, layer, err);
@@ -80,13 +84,14 @@ kvl_status kvl_kv_drop(kvl_kv_table *t, int layer, int head, const int *idx, int
 
     pthread_mutex_lock(&p->mu);
     int64_t fresh = 0;
-    for (int k = 0; k < nw; k++) fresh += !(inplace && *kvi_page_ref(p, old[k].id) == 1);
+    for (int k = 0; k < nw; k++) fresh += !INPLACE(k);
     s = kvi_pool_reserve(p, cls, fresh, err);
     if (s != KVL_OK) {
         pthread_mutex_unlock(&p->mu);
         return s;
     }
-    for (int k = 0; k < nw; k++) wp[k] = (inplace && *kvi_page_ref(p, old[k].id) == 1) ? old[k] : kvi_page_take(p, cls);
+    for (int k = 0; k < nw; k++) wp[k] = INPLACE(k) ? old[k] : kvi_page_take(p, cls);
+#undef INPLACE
 
     int w = fa * P, d = 0;
     for (int g = fa * P; g < L->len; g++) {
@@ -110,19 +115,7 @@ kvl_status kvl_kv_drop(kvl_kv_table *t, int layer, int head, const int *idx, int
     L->n_pages = fa + nw;
     if (L->n_sealed > fa) L->n_sealed = fa;
     /* compact the statistics of the query heads reading this kv-head */
-    if (t->stat_flags) {
-        for (int gq = 0; gq < t->group; gq++) {
-            float *m = t->stat[layer * t->n_head + head * t->group + gq];
-            int ww = idx[0], dd = 0;
-            for (int g = idx[0]; g < L->len; g++) {
-                if (dd < n_idx && idx[dd] == g) {
-                    dd++;
-                    continue;
-                }
-                m[ww++] = m[g];
-            }
-        }
-    }
+    kvi_stats_drop(t, layer, head, idx, n_idx, L->len);
     L->len = newlen;
     return KVL_OK;
 }

@@ -122,6 +122,11 @@ kvl_status kvl_kv_seal(kvl_kv_table *t, int layer, kvl_err *err);
  * Freeing a table rolls an open transaction back. Policy state is not
  * covered (policies with state must not change it in a failed call). */
 kvl_status kvl_kv_txn_begin(kvl_kv_table *t, kvl_err *err);
+/* A transaction for calls that evict (policies): drops and seals inside it
+ * are final and free memory at once; rollback removes only the rows
+ * appended since begin (see txn.c for the one case where older rows of a
+ * page go with them) and does not restore statistics. */
+kvl_status kvl_kv_txn_begin_truncate(kvl_kv_table *t, kvl_err *err);
 void kvl_kv_txn_commit(kvl_kv_table *t);
 void kvl_kv_txn_rollback(kvl_kv_table *t);
 int kvl_kv_txn_open(const kvl_kv_table *t);
@@ -205,20 +210,47 @@ kvl_status kvl_kv_table_decode(const kvl_kv_table *t, int layer, int head, int i
  * fresh pages do not fit the budget. */
 kvl_status kvl_kv_drop(kvl_kv_table *t, int layer, int head, const int *idx, int n_idx, kvl_err *err);
 
-/* Attention statistics (flags). KVL_KV_STAT_MASS: per (layer, query head) and
- * cached token, the attention probability summed over all queries since the
- * last reset. */
-enum { KVL_KV_STAT_MASS = 1u };
+/* Attention statistics, produced by the attention loop as a by-product (no
+ * second pass over the cache), per (layer, query head) and cached token (list
+ * order), for the queries of each forward call:
+ *   KVL_KV_STAT_MASS: accumulator MASS, the softmax probability summed over
+ *     every query since the token was cached (H2O);
+ *   KVL_KV_STAT_WIN: WSUM and WSQ, the probability and its square summed over
+ *     the last W queries of each call (the observation window: SnapKV,
+ *     PyramidKV, CAKE's mean and variance); kvl_kv_table_stat_window_n
+ *     counts those queries since the layer's last reset;
+ *   KVL_KV_STAT_LAST: LAST, the probabilities of the last query (TOVA);
+ *   KVL_KV_STAT_VOTE: VOTE, votes against the token: a query votes against
+ *     every token whose scaled score q.k is below a*mean - b*std of its own
+ *     score row (VEDA).
+ * Only the queries that feed an enabled accumulator take the statistics path
+ * (one query at a time, split by query head); the others run the blocked
+ * path, so the full cache pays nothing and WIN/LAST cost W (1) queries a call. */
+enum { KVL_KV_STAT_MASS = 1u, KVL_KV_STAT_WIN = 2u, KVL_KV_STAT_LAST = 4u, KVL_KV_STAT_VOTE = 8u };
+enum { KVL_KV_ACC_MASS, KVL_KV_ACC_WSUM, KVL_KV_ACC_WSQ, KVL_KV_ACC_LAST, KVL_KV_ACC_VOTE, KVL_KV_N_ACC };
 /* Turn statistics on for t (policies do this when a table is created; the
  * "full" policy leaves them off so attention pays nothing). Needs
- * cfg.n_head. While on, kvl_kv_attend splits work between threads by query
- * head so each statistics array has one writer, and calls of kvl_kv_attend on
- * the same table must not overlap in time. */
+ * cfg.n_head. While on, kvl_kv_attend splits the statistics queries between
+ * threads by query head so each statistics array has one writer, and calls
+ * of kvl_kv_attend on the same table must not overlap in time. Changing the
+ * flags clears all statistics. */
 kvl_status kvl_kv_table_stats_enable(kvl_kv_table *t, unsigned flags, kvl_err *err);
 unsigned kvl_kv_table_stats_flags(const kvl_kv_table *t);
-/* Probability mass per cached token of (layer, query head qh): [len of its
- * kv-head] floats, or NULL when statistics are off. */
+/* Observation window W (>= 1, default 32) and VEDA's vote threshold
+ * parameters (default a = 1, b = 0.5). */
+void kvl_kv_table_stats_params(kvl_kv_table *t, int window, float vote_a, float vote_b);
+/* Accumulator acc (KVL_KV_ACC_*) of (layer, query head qh): [len of its
+ * kv-head] floats, or NULL when off. */
+const float *kvl_kv_table_stat(const kvl_kv_table *t, int layer, int qh, int acc);
+/* kvl_kv_table_stat(t, layer, qh, KVL_KV_ACC_MASS). */
 const float *kvl_kv_table_stat_mass(const kvl_kv_table *t, int layer, int qh);
+/* Window queries accumulated into WSUM/WSQ of layer since its last reset. */
+float kvl_kv_table_stat_window_n(const kvl_kv_table *t, int layer);
+/* Zero every accumulator of every layer / of one layer's accumulators in mask
+ * (1 << KVL_KV_ACC_*; WSUM also zeroes the window count). */
 void kvl_kv_table_stats_reset(kvl_kv_table *t);
+void kvl_kv_table_stats_reset_layer(kvl_kv_table *t, int layer, unsigned acc_mask);
+/* Bytes of statistics arrays allocated by t (counted in kvl_kv_stats). */
+size_t kvl_kv_table_stats_bytes(const kvl_kv_table *t);
 
 #endif

@@ -107,6 +107,7 @@ typedef struct kvundo {
     pref cow;         /* orig_last after an append copied it on write; the undo holds its reference */
     pref *saved;      /* page array before the first drop in the transaction (references held) */
     int n_saved, cap_saved, saved_len, has_saved;
+    int32_t last_pos; /* truncate mode: position of the list's last row at begin (INT32_MIN: empty) */
 } kvundo;
 
 struct kvl_kv_table {
@@ -118,14 +119,24 @@ struct kvl_kv_table {
     void *pstate;
     unsigned stat_flags;
     int n_head, group;
-    float **stat;  /* [n_layer][n_head] -> [2*cap]: mass [cap], then per-unit scores [cap] */
-    int *stat_cap; /* [n_layer] */
+    /* attention statistics (stats.c): acc[a] is NULL when accumulator a is
+     * off, else [n_layer][n_head] -> [cap] floats per cached token (list
+     * order); raw: [n_layer][n_head] -> [cap] scores of the query being
+     * processed (scratch of the attention loop) */
+    float **acc[KVL_KV_N_ACC];
+    float **raw;
+    int *stat_cap;   /* [n_layer] */
+    float *win_n;    /* [n_layer]: window queries accumulated into WSUM/WSQ since the layer's reset */
+    int stat_window; /* W: the last W queries of each forward call feed WSUM/WSQ */
+    float vote_a, vote_b; /* VEDA vote threshold a*mean - b*std of a query's scores */
+    int txn_trunc;        /* the open transaction is in truncate mode (txn.c): drops and seals are final */
     /* transactions (txn.c) */
     int txn;                 /* a transaction is open */
     kvundo *undo;            /* [n_layer][n_head_kv] */
-    float **stat_save;       /* [n_layer] -> [n_head][stat_save_len]: mass at the layer's first change */
+    float **stat_save;       /* [n_layer] -> [n_acc on][n_head][stat_save_len]: statistics at the layer's first change */
     int *stat_save_len;      /* [n_layer]: tokens saved per query head, -1 = not saved */
     int *stat_save_cap;      /* [n_layer]: floats allocated */
+    float *stat_save_win;    /* [n_layer]: window query count at the save */
     /* drop scratch (drop.c), grown as needed */
     pref *drop_old, *drop_wp;
     int drop_cap;
@@ -195,5 +206,12 @@ void kvi_table_note_bytes(kvl_kv_table *t);
 kvl_status kvi_stats_reserve(kvl_kv_table *t, int layer, int n);
 /* Free all statistics arrays and turn statistics off. */
 void kvi_stats_free(kvl_kv_table *t);
+/* Accumulators that are on, in order: fills ids [KVL_KV_N_ACC], returns how many. */
+int kvi_stats_on(const kvl_kv_table *t, int *ids);
+/* Zero the statistics of tokens [from, to) of (layer, kv-head)'s query heads. */
+void kvi_stats_zero(kvl_kv_table *t, int layer, int head, int from, int to);
+/* Compact the statistics of (layer, kv-head)'s query heads as kvl_kv_drop
+ * removes list indices idx [n_idx] (increasing) from a list of len tokens. */
+void kvi_stats_drop(kvl_kv_table *t, int layer, int head, const int *idx, int n_idx, int len);
 
 #endif

@@ -18,7 +18,7 @@ kvl_status kvl_kv_seal(kvl_kv_table *t, int layer, kvl_err *err) {
         kvlist *L = &t->lists[li];
         const int upto = L->len / P - ly->res_pages;
         if (upto <= L->n_sealed) continue;
-        if (t->txn && L->n_sealed < t->undo[li].n_pages) { /* a page the transaction began with */
+        if (t->txn && !t->txn_trunc && L->n_sealed < t->undo[li].n_pages) { /* a page the transaction began with */
             kvl_status s = kvi_txn_save_list(t, li, err);
             if (s) return s;
         }

@@ -131,6 +131,7 @@ kvl_status kvl_kv_table_fork(const kvl_kv_table *t, kvl_kv_table **out, kvl_err 
     for (int i = 0; i < kvi_n_lists(p); i++) c->lists[i].n_sealed = t->lists[i].n_sealed;
     kvi_table_note_bytes(c);
     if (t->stat_flags) {
+        kvl_kv_table_stats_params(c, t->stat_window, t->vote_a, t->vote_b);
         kvl_status s = kvl_kv_table_stats_enable(c, t->stat_flags, err);
         if (s != KVL_OK) {
             kvl_kv_table_free(c);
@@ -140,16 +141,15 @@ kvl_status kvl_kv_table_fork(const kvl_kv_table *t, kvl_kv_table **out, kvl_err 
             int len = 0;
             for (int h = 0; h < p->cfg.n_head_kv; h++)
                 if (kvi_list(t, l, h)->len > len) len = kvi_list(t, l, h)->len;
-            for (int qh = 0; qh < t->n_head; qh++) {
-                float *a = realloc(c->stat[l * t->n_head + qh], 2 * (size_t)t->stat_cap[l] * sizeof(float));
-                if (!a) {
-                    kvl_kv_table_free(c);
-                    return kvl_err_set(err, KVL_ERR_NOMEM, "kv fork: out of memory");
-                }
-                c->stat[l * t->n_head + qh] = a;
-                memcpy(a, t->stat[l * t->n_head + qh], (size_t)len * sizeof(float));
+            if (kvi_stats_reserve(c, l, len > 0 ? len : 1) != KVL_OK) {
+                kvl_kv_table_free(c);
+                return kvl_err_set(err, KVL_ERR_NOMEM, "kv fork: out of memory");
             }
-            c->stat_cap[l] = t->stat_cap[l];
+            for (int a = 0; a < KVL_KV_N_ACC; a++)
+                if (t->acc[a])
+                    for (int qh = 0; qh < t->n_head; qh++)
+                        memcpy(c->acc[a][l * t->n_head + qh], t->acc[a][l * t->n_head + qh], (size_t)len * sizeof(float));
+            c->win_n[l] = t->win_n[l];
         }
     }
     kvl_status s = KVL_OK;
@@ -335,14 +335,9 @@ kvl_status kvl_kv_append(kvl_kv_table *t, int layer, int n_tok, const int32_t *p
         }
     }
     pthread_mutex_unlock(&p->mu);
-    if (t->stat_flags) {
-        for (int h = 0; h < Hkv; h++) {
-            const int len = kvi_list(t, layer, h)->len;
-            for (int g = 0; g < t->group; g++) {
-                float *m = t->stat[layer * t->n_head + h * t->group + g];
-                memset(m + len - n_tok, 0, (size_t)n_tok * sizeof(float));
-            }
-        }
+    for (int h = 0; h < Hkv; h++) {
+        const int len = kvi_list(t, layer, h)->len;
+        kvi_stats_zero(t, layer, h, len - n_tok, len);
     }
     kvi_table_note_bytes(t);
     return KVL_OK;

@@ -16,7 +16,17 @@
  *    references) before the first drop; the extra references make the drop
  *    compact into fresh pages instead of in place, so eviction inside a
  *    transaction needs that headroom until commit.
- *  - attention mass of a layer is copied at the layer's first change. */
+ *  - attention statistics of a layer are copied at the layer's first change.
+ *
+ * Truncate mode (kvl_kv_txn_begin_truncate, for evicting policies): drops
+ * and seals are final and free their pages at once (nothing is saved, so
+ * eviction needs no headroom); rollback removes from every list the rows
+ * appended since begin (rows are in position order: those after the
+ * position of the list's last row at begin). A cut that falls inside a page
+ * sealed during the transaction is repaired by decoding the kept rows into
+ * a fresh open page (allowed past the budget: the call failed and returns
+ * more than that at once); if even that allocation fails, the older rows of
+ * that page go too. Statistics are not restored. */
 #include "kv/kv_internal.h"
 
 #include <stdlib.h>
@@ -24,7 +34,7 @@
 
 static const pref no_page = {NULL, NO_PAGE};
 
-kvl_status kvl_kv_txn_begin(kvl_kv_table *t, kvl_err *err) {
+static kvl_status txn_begin(kvl_kv_table *t, int trunc, kvl_err *err) {
     kvl_kv_pool *p = t->pool;
     if (t->txn) return kvl_err_set(err, KVL_ERR_ARG, "kv txn: a transaction is already open");
     const int nl = kvi_n_lists(p);
@@ -33,7 +43,8 @@ kvl_status kvl_kv_txn_begin(kvl_kv_table *t, kvl_err *err) {
         t->stat_save = calloc((size_t)p->cfg.n_layer, sizeof *t->stat_save);
         t->stat_save_len = calloc((size_t)p->cfg.n_layer, sizeof *t->stat_save_len);
         t->stat_save_cap = calloc((size_t)p->cfg.n_layer, sizeof *t->stat_save_cap);
-        if (!t->undo || !t->stat_save || !t->stat_save_len || !t->stat_save_cap) {
+        t->stat_save_win = calloc((size_t)p->cfg.n_layer, sizeof *t->stat_save_win);
+        if (!t->undo || !t->stat_save || !t->stat_save_len || !t->stat_save_cap || !t->stat_save_win) {
             kvi_txn_free(t);
             return kvl_err_set(err, KVL_ERR_NOMEM, "kv txn: out of memory for undo records");
         }
@@ -47,11 +58,17 @@ kvl_status kvl_kv_txn_begin(kvl_kv_table *t, kvl_err *err) {
         u->n_sealed = L->n_sealed;
         u->cow = no_page;
         u->has_saved = 0;
+        u->last_pos = INT32_MIN;
+        if (L->len) memcpy(&u->last_pos, L->pages[(L->len - 1) / p->P].mem + (size_t)((L->len - 1) % p->P) * 4, 4);
     }
     for (int l = 0; l < p->cfg.n_layer; l++) t->stat_save_len[l] = -1;
     t->txn = 1;
+    t->txn_trunc = trunc;
     return KVL_OK;
 }
+
+kvl_status kvl_kv_txn_begin(kvl_kv_table *t, kvl_err *err) { return txn_begin(t, 0, err); }
+kvl_status kvl_kv_txn_begin_truncate(kvl_kv_table *t, kvl_err *err) { return txn_begin(t, 1, err); }
 
 int kvi_txn_keep_cow(kvl_kv_table *t, int i, pref old) {
     kvundo *u = t->txn ? &t->undo[i] : NULL;
@@ -61,7 +78,7 @@ int kvi_txn_keep_cow(kvl_kv_table *t, int i, pref old) {
 }
 
 kvl_status kvi_txn_save_list(kvl_kv_table *t, int i, kvl_err *err) {
-    if (!t->txn || t->undo[i].has_saved) return KVL_OK;
+    if (!t->txn || t->txn_trunc || t->undo[i].has_saved) return KVL_OK;
     kvl_kv_pool *p = t->pool;
     kvundo *u = &t->undo[i];
     const kvlist *L = &t->lists[i];
@@ -84,12 +101,14 @@ kvl_status kvi_txn_save_list(kvl_kv_table *t, int i, kvl_err *err) {
 }
 
 kvl_status kvi_txn_save_stats(kvl_kv_table *t, int layer, kvl_err *err) {
-    if (!t->txn || !t->stat_flags || t->stat_save_len[layer] >= 0) return KVL_OK;
+    if (!t->txn || t->txn_trunc || !t->stat_flags || t->stat_save_len[layer] >= 0) return KVL_OK;
     const kvl_kv_pool *p = t->pool;
+    int ids[KVL_KV_N_ACC];
+    const int na = kvi_stats_on(t, ids);
     int len = 0;
     for (int h = 0; h < p->cfg.n_head_kv; h++)
         if (kvi_list(t, layer, h)->len > len) len = kvi_list(t, layer, h)->len;
-    const size_t need = (size_t)len * (size_t)t->n_head;
+    const size_t need = (size_t)len * (size_t)t->n_head * (size_t)na;
     if (need > (size_t)t->stat_save_cap[layer]) {
         size_t cap = t->stat_save_cap[layer] ? (size_t)t->stat_save_cap[layer] : 256;
         while (cap < need) cap *= 2;
@@ -99,10 +118,68 @@ kvl_status kvi_txn_save_stats(kvl_kv_table *t, int layer, kvl_err *err) {
         t->stat_save[layer] = a;
         t->stat_save_cap[layer] = (int)cap;
     }
-    for (int qh = 0; qh < t->n_head && len > 0; qh++)
-        memcpy(t->stat_save[layer] + (size_t)qh * len, t->stat[layer * t->n_head + qh], (size_t)len * sizeof(float));
+    for (int k = 0; k < na && len > 0; k++)
+        for (int qh = 0; qh < t->n_head; qh++)
+            memcpy(t->stat_save[layer] + ((size_t)k * t->n_head + qh) * len, t->acc[ids[k]][layer * t->n_head + qh],
+                   (size_t)len * sizeof(float));
     t->stat_save_len[layer] = len;
+    t->stat_save_win[layer] = t->win_n[layer];
     return KVL_OK;
+}
+
+static int32_t row_pos(const kvl_kv_pool *p, const kvlist *L, int i) {
+    int32_t v;
+    memcpy(&v, L->pages[i / p->P].mem + (size_t)(i % p->P) * 4, 4);
+    return v;
+}
+
+/* Truncate-mode rollback of list li (pool mutex held): drop the rows after
+ * the list's last position at begin. */
+static void trunc_list(kvl_kv_table *t, int li) {
+    kvl_kv_pool *p = t->pool;
+    kvlist *L = &t->lists[li];
+    kvundo *u = &t->undo[li];
+    const int P = p->P;
+    int cut = L->len;
+    while (cut > 0 && row_pos(p, L, cut - 1) > u->last_pos) cut--;
+    if (u->cow.mem) kvi_page_unref(p, u->cow); /* the copy holds the same kept rows */
+    const int keep_pages = kvi_ceil_div(cut, P);
+    for (int j = keep_pages; j < L->n_pages; j++) kvi_page_unref(p, L->pages[j]);
+    L->n_pages = keep_pages;
+    L->len = cut;
+    if (cut % P && kvi_cls(p, L->pages[keep_pages - 1].id)->sealed) {
+        /* the partial last page must be open: decode its kept rows into a fresh one */
+        const kvi_layer *ly = &p->layers[li / p->cfg.n_head_kv];
+        const kvi_class *oc = &p->cls[ly->open_cls];
+        const size_t budget = p->cfg.budget_bytes;
+        p->cfg.budget_bytes = SIZE_MAX;
+        const int ok = kvi_pool_reserve(p, ly->open_cls, 1, NULL) == KVL_OK;
+        p->cfg.budget_bytes = budget;
+        float *row = t->drop_tmp ? t->drop_tmp : malloc((size_t)p->D * sizeof(float));
+        if (ok && row) {
+            const pref src = L->pages[keep_pages - 1], dst = kvi_page_take(p, ly->open_cls);
+            const kvi_class *sc = kvi_cls(p, src.id);
+            const int layer = li / p->cfg.n_head_kv, h = li % p->cfg.n_head_kv;
+            memcpy(dst.mem, src.mem, (size_t)P * 4);
+            for (int r = 0; r < cut % P; r++) {
+                sc->fk->decode(src.mem + sc->koff, p->D, P, r, row);
+                oc->fk->encode(oc->fk == ly->ck ? kvi_codec_st(t, layer, h, 0) : NULL, dst.mem + oc->koff, p->D, P, r, row);
+                sc->fv->decode(src.mem + sc->voff, p->D, P, r, row);
+                oc->fv->encode(oc->fv == ly->cv ? kvi_codec_st(t, layer, h, 1) : NULL, dst.mem + oc->voff, p->D, P, r, row);
+            }
+            kvi_page_unref(p, src);
+            L->pages[keep_pages - 1] = dst;
+        } else { /* no memory even for that: the page's older rows go too */
+            kvi_page_unref(p, L->pages[keep_pages - 1]);
+            L->n_pages--;
+            L->len = L->n_pages * P;
+        }
+        if (row != t->drop_tmp) free(row);
+    }
+    int ns = 0;
+    while (ns < L->n_pages && kvi_cls(p, L->pages[ns].id)->sealed) ns++;
+    L->n_sealed = ns;
+    u->cow = no_page;
 }
 
 /* Release what the undo records hold (commit) or put it back (rollback). */
@@ -113,7 +190,9 @@ static void txn_end(kvl_kv_table *t, int rollback) {
     for (int i = 0; i < nl; i++) {
         kvlist *L = &t->lists[i];
         kvundo *u = &t->undo[i];
-        if (rollback) {
+        if (rollback && t->txn_trunc) {
+            trunc_list(t, i);
+        } else if (rollback) {
             if (u->has_saved) { /* back to the array before the first drop */
                 for (int j = 0; j < L->n_pages; j++) kvi_page_unref(p, L->pages[j]);
                 memcpy(L->pages, u->saved, (size_t)u->n_saved * sizeof *L->pages);
@@ -147,14 +226,20 @@ static void txn_end(kvl_kv_table *t, int rollback) {
         }
         t->n_pages = n;
         t->bytes = b;
-        for (int l = 0; l < p->cfg.n_layer; l++) {
+        int ids[KVL_KV_N_ACC];
+        const int na = t->stat_flags ? kvi_stats_on(t, ids) : 0;
+        for (int l = 0; l < p->cfg.n_layer && !t->txn_trunc; l++) {
             const int len = t->stat_save_len[l];
-            if (len <= 0 || !t->stat_flags) continue;
-            for (int qh = 0; qh < t->n_head; qh++)
-                memcpy(t->stat[l * t->n_head + qh], t->stat_save[l] + (size_t)qh * len, (size_t)len * sizeof(float));
+            if (len < 0 || !t->stat_flags) continue;
+            for (int k = 0; k < na && len > 0; k++)
+                for (int qh = 0; qh < t->n_head; qh++)
+                    memcpy(t->acc[ids[k]][l * t->n_head + qh], t->stat_save[l] + ((size_t)k * t->n_head + qh) * len,
+                           (size_t)len * sizeof(float));
+            t->win_n[l] = t->stat_save_win[l];
         }
     }
     t->txn = 0;
+    t->txn_trunc = 0;
 }
 
 void kvl_kv_txn_commit(kvl_kv_table *t) {
@@ -176,6 +261,8 @@ void kvi_txn_free(kvl_kv_table *t) {
     free(t->stat_save);
     free(t->stat_save_len);
     free(t->stat_save_cap);
+    free(t->stat_save_win);
+    t->stat_save_win = NULL;
     t->undo = NULL;
     t->stat_save = NULL;
     t->stat_save_len = t->stat_save_cap = NULL;
