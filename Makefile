@@ -93,6 +93,7 @@ $(BUILD)/bench_codec: bench/bench_codec.c $(LIB)
 
 .PHONY: all test test-unit san san-unit demo model deps clean refdump fuzz fuzz-build fuzz-run tsan tsan-build \
         cuda-build test-cuda bench-cuda bench bench-kivi
+.DEFAULT_GOAL := all
 all: $(LIB) $(CLI) $(TEST_BIN) $(CUDA_BIN)
 
 $(BUILD)/%.o: %.cu

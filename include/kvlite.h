@@ -122,7 +122,8 @@ typedef struct kvl_ctx_params {
     size_t kv_budget_bytes;/* KV pool byte budget; 0 = enough for n_ctx * n_seq_max tokens */
     int n_seq_max;         /* sequences sized into the default budget; 0 = 1 */
     int page_tokens;       /* tokens per KV page; 0 = 32 */
-    const char *kv_policy; /* "full" (default) */
+    const char *kv_policy; /* eviction policy spec "NAME[:key=value,...]": full (default), streaming, h2o,
+                              tova, snapkv, pyramidkv, veda, cake (`kvlite policies`) */
     int n_batch;           /* max tokens per forward call; 0 = 512 */
     int exact_matmul;      /* 1 = keep activations f32 and dequantize weight blocks on the
                               fly (double accumulation): matches a float reference to ~1e-4,
@@ -132,6 +133,9 @@ typedef struct kvl_ctx_params {
     const char *kv_codec_v;/* V codec spec when it differs from kv_codec's V side; NULL = same */
     const char *kv_layers; /* per-layer codec overrides, e.g. "0,1,-2,-1=int8" or "k0-3=int8;v29=f16"
                               (layers from 0, negative from the end); NULL = none */
+    int kv_keep;           /* policy budget: cached tokens per sequence, averaged over layers and kv-heads
+                              (0 = none; with kv_budget_bytes and no keep, the keep that fits the budget) */
+    float kv_keep_frac;    /* policy budget as a fraction (0, 1] of the tokens the sequence has processed */
 } kvl_ctx_params;
 
 /* Fill defaults. */
@@ -158,6 +162,17 @@ typedef struct kvl_codec_info {
 /* Codec i (0-based) at head_dim and page_tokens; returns 1, or 0 past the last. */
 int kvl_codec_info_get(int i, int head_dim, int page_tokens, kvl_codec_info *out);
 
+/* ---- KV eviction policies --------------------------------------------------------- */
+
+typedef struct kvl_policy_info {
+    const char *name;   /* spec name ("snapkv"); specs add ":key=value,..." */
+    const char *desc;   /* one line */
+    const char *params; /* keys it takes, comma-separated */
+    unsigned stats;     /* attention statistics it reads (bit set; 0: none, attention at full speed) */
+} kvl_policy_info;
+/* Policy i (0-based); returns 1, or 0 past the last. */
+int kvl_policy_info_get(int i, kvl_policy_info *out);
+
 /* ---- sequences ---------------------------------------------------------------- */
 
 kvl_status kvl_seq_create(kvl_ctx *c, kvl_seq **out);
@@ -166,6 +181,12 @@ void kvl_seq_free(kvl_seq *s);
 kvl_status kvl_seq_fork(const kvl_seq *s, kvl_seq **out);
 /* Number of tokens processed so far (next position). */
 int kvl_seq_pos(const kvl_seq *s);
+/* This sequence's eviction budget (cached tokens per layer and kv-head):
+ * keep >= 0 replaces the context's kv_keep/kv_keep_frac, keep < 0 stops
+ * evicting (the pool's byte budget is still kept by evicting). No-op with
+ * the "full" policy. E.g. compress a long context, then answer without
+ * evicting further: kvl_prefill(ctx), kvl_seq_set_keep(s, -1), kvl_prefill(question). */
+void kvl_seq_set_keep(kvl_seq *s, int keep);
 
 /* Run the model over tokens (appended at the sequence's current position),
  * caching their K/V. If logits != NULL it receives the logits of the last token
@@ -174,7 +195,10 @@ int kvl_seq_pos(const kvl_seq *s);
  * failure (KVL_ERR_CTX_FULL if pos + n > n_ctx, KVL_ERR_NOMEM when the KV
  * budget or memory runs out in any layer or chunk, ...) the sequence is
  * left exactly as before the call: nothing cached, position unchanged,
- * pages taken by the call returned to the pool. */
+ * pages taken by the call returned to the pool. With an evicting policy
+ * the budget is kept by evicting between chunks and layers, and evictions
+ * are final: a failed call caches none of its tokens and keeps the
+ * position, but tokens the policy evicted during it stay evicted. */
 kvl_status kvl_prefill(kvl_seq *s, const kvl_token *tokens, int n, float *logits, float *all_logits);
 /* One token: same as kvl_prefill with n = 1. */
 kvl_status kvl_decode(kvl_seq *s, kvl_token t, float *logits);
@@ -193,6 +217,10 @@ typedef struct kvl_kv_stats {
     double bits_per_value;  /* 8 * codec_bytes / (cached tokens * n_layer * n_head_kv * 2 * head_dim) */
     size_t pool_held;       /* bytes the pool holds from the allocator (pages in use + free) */
     int sealing;            /* 1: some layer uses a sealing codec (results depend on forward-call boundaries) */
+    const char *policy;     /* eviction policy spec in use */
+    int keep;               /* policy budget per list now (-1: none) */
+    int64_t tokens_evicted; /* tokens evicted from this sequence, summed over (layer, kv-head) lists */
+    size_t policy_bytes;    /* attention statistics + policy state of this sequence (not in bytes_used) */
 } kvl_kv_stats;
 void kvl_seq_kv_stats(const kvl_seq *s, kvl_kv_stats *st);
 

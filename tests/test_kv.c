@@ -97,7 +97,7 @@ static void ref_attend(const refkv *r, int layer, int n_tok, const float *q, con
 static int g_chunk; /* attention chunk tokens of new pools (0 = default) */
 
 static kvl_kv_pool *mkpool(const char *codec, int P, size_t budget, int scalar_only) {
-    kvl_kv_config cfg = {L, HKV, D, P, budget, kvl_codec_find(codec), "full", NULL, NH, scalar_only, g_chunk, NULL, NULL, NULL, NULL};
+    kvl_kv_config cfg = {L, HKV, D, P, budget, kvl_codec_find(codec), "full", NULL, NH, scalar_only, g_chunk, NULL, NULL, NULL, NULL, 0, 0};
     kvl_kv_pool *p = NULL;
     kvl_err err;
     kvl_status s = kvl_kv_pool_create(&cfg, &p, &err);
@@ -314,7 +314,7 @@ static void test_batch_invariance(const char *codec, int P, int scalar_only) {
 
 /* int8 keys with f16 values. */
 static void test_mixed_codecs(void) {
-    kvl_kv_config cfg = {L, HKV, D, 16, (size_t)8 << 20, kvl_codec_find("int8"), NULL, kvl_codec_find("f16"), NH, 0, 0, NULL, NULL, NULL, NULL};
+    kvl_kv_config cfg = {L, HKV, D, 16, (size_t)8 << 20, kvl_codec_find("int8"), NULL, kvl_codec_find("f16"), NH, 0, 0, NULL, NULL, NULL, NULL, 0, 0};
     kvl_kv_pool *p;
     kvl_kv_table *t;
     kvl_err err;
@@ -590,7 +590,7 @@ static const kvl_codec codec_sealed = {.name = "test-sealed", .seg_bytes = ts_se
  * outside the residual into the sealed class and frees the open pages;
  * drops rewrite into open pages that seal again; a fork keeps its pages. */
 static void test_seal_codec(int P) {
-    kvl_kv_config cfg = {L, HKV, D, P, (size_t)16 << 20, &codec_sealed, "full", NULL, NH, 0, 0, NULL, NULL, NULL, NULL};
+    kvl_kv_config cfg = {L, HKV, D, P, (size_t)16 << 20, &codec_sealed, "full", NULL, NH, 0, 0, NULL, NULL, NULL, NULL, 0, 0};
     kvl_kv_pool *p;
     kvl_kv_table *t, *c;
     kvl_err err;
@@ -643,7 +643,7 @@ static void test_seal_codec(int P) {
  * room. */
 static void test_seal_tight_budget(void) {
     const int P = 8;
-    kvl_kv_config cfg = {L, HKV, D, P, 0, &codec_sealed, "full", NULL, NH, 0, 0, NULL, NULL, NULL, NULL};
+    kvl_kv_config cfg = {L, HKV, D, P, 0, &codec_sealed, "full", NULL, NH, 0, 0, NULL, NULL, NULL, NULL, 0, 0};
     kvl_kv_pool *p;
     kvl_err err;
     CHECK(kvl_kv_pool_create(&cfg, &p, &err) == KVL_OK);
@@ -666,7 +666,7 @@ static void test_seal_tight_budget(void) {
 }
 
 static void test_config_errors(void) {
-    kvl_kv_config cfg = {L, HKV, D, 32, 1 << 20, kvl_codec_find("f16"), "nope", NULL, 0, 0, 0, NULL, NULL, NULL, NULL};
+    kvl_kv_config cfg = {L, HKV, D, 32, 1 << 20, kvl_codec_find("f16"), "nope", NULL, 0, 0, 0, NULL, NULL, NULL, NULL, 0, 0};
     kvl_kv_pool *p = (kvl_kv_pool *)1;
     kvl_err err;
     CHECK(kvl_kv_pool_create(&cfg, &p, &err) == KVL_ERR_ARG && p == NULL);

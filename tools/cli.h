@@ -29,6 +29,9 @@ typedef struct cli_opts {
     int eval_chunk;        /* eval --chunk: tokens per prefill call (0 = default) */
     int head_dim, page_tokens; /* codecs --head-dim / --page */
     size_t kv_budget;      /* --kv-budget; 0 = engine default */
+    const char *kv_policy; /* --kv-policy SPEC (NULL = full) */
+    const char *kv_keep;   /* --kv-keep N or P% (NULL = none) */
+    int n_batch;           /* --batch: tokens per forward call (0 = default) */
     int exact;             /* --exact: kvl_ctx_params.exact_matmul (f32 activations) */
     int ids;               /* run --ids: prompt and generated token ids on stderr */
     kvl_sampler_params sp;
@@ -38,6 +41,8 @@ typedef struct cli_opts {
     /* eval needle|passkey|multikey (cmd_retrieval.c); 0 / NULL = task default */
     const char *ret_lengths, *ret_depths; /* comma-separated lists */
     int ret_seeds, ret_keys, ret_no_share;
+    int ret_seed_base;     /* --seed-base: first prompt seed (tune on a disjoint range, report on 0..) */
+    int ret_query_agnostic; /* --query-agnostic: compress the haystack before the question arrives */
     const char *ret_haystack, *ret_needle, *ret_question, *ret_answer, *ret_plot;
 } cli_opts;
 
@@ -71,6 +76,8 @@ kvl_model *cli_load_model(const char *path);
  * user's KV configuration (--kv, --kv-k, --kv-v, --kv-layers), a codec name
  * exactly that codec for K and V (the f32 reference of eval kld). */
 kvl_ctx *cli_create_ctx(const kvl_model *m, const cli_opts *o, const char *codec, int n_ctx);
+/* --kv-keep: "N" tokens -> *keep, "P%" -> *frac = P/100 (dies on bad input). */
+void cli_parse_keep(const char *s, int *keep, float *frac);
 /* Message for a failed call on context c: its error text, or the status name
  * when the context recorded none (c may be NULL). */
 const char *cli_ctx_msg(const kvl_ctx *c, kvl_status s);
@@ -116,6 +123,7 @@ int cmd_tokenize(const cli_opts *o);
 int cmd_bench(const cli_opts *o);
 int cmd_eval(const cli_opts *o);
 int cmd_codecs(const cli_opts *o);
+int cmd_policies(const cli_opts *o);
 int cmd_kverr(const cli_opts *o);
 /* eval needle | passkey | multikey (o->subcmd). */
 int cmd_retrieval(const cli_opts *o);

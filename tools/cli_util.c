@@ -166,6 +166,23 @@ kvl_model *cli_load_model(const char *path) {
     return m;
 }
 
+void cli_parse_keep(const char *s, int *keep, float *frac) {
+    size_t n = strlen(s);
+    *keep = 0;
+    *frac = 0;
+    if (n > 1 && s[n - 1] == '%') {
+        char tmp[32];
+        float pct;
+        if (n - 1 >= sizeof tmp) cli_die(CLI_EXIT_USAGE, "--kv-keep: malformed '%s'", s);
+        memcpy(tmp, s, n - 1);
+        tmp[n - 1] = 0;
+        if (cli_parse_float(tmp, 1e-6, 100, &pct))
+            cli_die(CLI_EXIT_USAGE, "--kv-keep: expected a percentage in (0, 100], got '%s'", s);
+        *frac = pct / 100.0f;
+    } else if (cli_parse_int(s, 1, 1 << 24, keep))
+        cli_die(CLI_EXIT_USAGE, "--kv-keep: expected a token count >= 1 or a percentage like 10%%, got '%s'", s);
+}
+
 kvl_ctx *cli_create_ctx(const kvl_model *m, const cli_opts *o, const char *codec, int n_ctx) {
     kvl_ctx_params p;
     kvl_ctx_params_default(&p);
@@ -179,6 +196,9 @@ kvl_ctx *cli_create_ctx(const kvl_model *m, const cli_opts *o, const char *codec
         codec = o->kv;
     }
     p.kv_budget_bytes = o->kv_budget;
+    p.kv_policy = o->kv_policy;
+    if (o->kv_keep) cli_parse_keep(o->kv_keep, &p.kv_keep, &p.kv_keep_frac);
+    if (o->n_batch > 0) p.n_batch = o->n_batch;
     p.no_simd = getenv("KVL_NO_SIMD") != NULL; /* testing switch: scalar reference kernels */
     p.exact_matmul = o->exact;
     char err[512] = "";

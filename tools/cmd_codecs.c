@@ -1,5 +1,6 @@
 /* `kvlite codecs`: every KV codec with its format and exact bits per value
- * (a full page at --head-dim, default 64, and --page tokens, default 32). */
+ * (a full page at --head-dim, default 64, and --page tokens, default 32).
+ * `kvlite policies`: every KV eviction policy with its parameters. */
 #include "cli.h"
 
 #include <string.h>
@@ -29,5 +30,33 @@ int cmd_codecs(const cli_opts *o) {
     for (int i = 0; kvl_codec_info_get(i, D, P, &ci); i++)
         printf("%-10s %7.3f %7.3f  %-8s %s%s\n", ci.name, ci.bits_k, ci.bits_v, ci.params[0] ? ci.params : "-",
                ci.sealing ? "[sealing] " : "", ci.desc);
+    return CLI_EXIT_OK;
+}
+
+int cmd_policies(const cli_opts *o) {
+    kvl_policy_info pi;
+    static const char *const stat_names[] = {"mass", "window", "last", "votes", "entropy"};
+    if (o->json) {
+        printf("{\"policies\": [");
+        for (int i = 0; kvl_policy_info_get(i, &pi); i++) {
+            printf("%s{\"name\": ", i ? ", " : "");
+            cli_json_escape(stdout, pi.name);
+            printf(", \"params\": ");
+            cli_json_escape(stdout, pi.params);
+            printf(", \"stats\": %u, \"desc\": ", pi.stats);
+            cli_json_escape(stdout, pi.desc);
+            printf("}");
+        }
+        printf("]}\n");
+        return CLI_EXIT_OK;
+    }
+    printf("KV eviction policies (--kv-policy NAME[:key=value,...], budget --kv-keep N|P%% or --kv-budget)\n\n");
+    printf("%-10s %-16s %-40s %s\n", "name", "statistics", "params", "what");
+    for (int i = 0; kvl_policy_info_get(i, &pi); i++) {
+        char st[64] = "";
+        for (int b = 0; b < 5; b++)
+            if (pi.stats & 1u << b) snprintf(st + strlen(st), sizeof st - strlen(st), "%s%s", st[0] ? "+" : "", stat_names[b]);
+        printf("%-10s %-16s %-40s %s\n", pi.name, st[0] ? st : "-", pi.params[0] ? pi.params : "-", pi.desc);
+    }
     return CLI_EXIT_OK;
 }

@@ -63,6 +63,7 @@ typedef struct cell {
     char answer[512];
     int correct, distractor;
     size_t kv_peak, kv_end;
+    int64_t kv_tokens; /* tokens cached per (layer, kv-head) after the answer */
 } cell;
 
 /* Comma-separated integers in [lo, hi], at most RET_MAX_LIST, no duplicates. */
@@ -152,6 +153,8 @@ typedef struct runner {
     float *logits;
     char piece[256];
     int share;
+    int evicting;       /* a policy evicts: no prefix sharing; the answer is decoded without evicting */
+    int query_agnostic; /* compress the haystack, then append the question */
     kvl_seq *trunk;
     int trunk_len;
     long long prefilled;
@@ -185,8 +188,17 @@ static void run_cell(runner *r, const task_prompt *p, const task_prompt *next, c
         }
     }
     if (!s && (st = kvl_seq_create(r->ctx, &s)) != KVL_OK) die_seq(r->ctx, st, "sequence");
-    st = kvl_prefill(s, p->tokens + start, p->n_tokens - start, r->logits, NULL);
+    if (r->query_agnostic && p->hay_end > start && p->hay_end < p->n_tokens) {
+        /* the haystack alone goes through the policy; the question arrives after */
+        if ((st = kvl_prefill(s, p->tokens + start, p->hay_end - start, NULL, NULL)) != KVL_OK)
+            die_seq(r->ctx, st, "prefill");
+        kvl_seq_set_keep(s, -1);
+        st = kvl_prefill(s, p->tokens + p->hay_end, p->n_tokens - p->hay_end, r->logits, NULL);
+    } else {
+        st = kvl_prefill(s, p->tokens + start, p->n_tokens - start, r->logits, NULL);
+    }
     if (st != KVL_OK) die_seq(r->ctx, st, "prefill");
+    if (r->evicting) kvl_seq_set_keep(s, -1); /* the answer is decoded from the compressed cache */
     r->prefilled += p->n_tokens - start;
     size_t an = 0;
     out->answer[0] = 0;
@@ -206,6 +218,7 @@ static void run_cell(runner *r, const task_prompt *p, const task_prompt *next, c
     kvl_seq_kv_stats(s, &ks);
     out->kv_peak = ks.bytes_peak;
     out->kv_end = ks.bytes_used;
+    out->kv_tokens = ks.tokens_cached;
     kvl_seq_free(s);
     /* the trunk must stay a prefix of the next prompt */
     if (r->trunk && (!next || lcp(p, next) < r->trunk_len)) trunk_drop(r);
@@ -266,7 +279,16 @@ int cmd_retrieval(const cli_opts *o) {
     task_prompt *prompts = calloc((size_t)nd, sizeof *prompts);
     int *order = malloc((size_t)nd * sizeof *order);
     double *len_secs = calloc((size_t)nl, sizeof *len_secs);
-    runner r = {.m = m, .n_vocab = info.n_vocab, .share = !o->ret_no_share && o->kv_budget == 0};
+    const int evicting = o->kv_policy && strcmp(o->kv_policy, "full") != 0 && strncmp(o->kv_policy, "full:", 5) != 0;
+    if (o->ret_query_agnostic && !evicting)
+        cli_die(CLI_EXIT_USAGE, "eval %s: --query-agnostic needs an evicting --kv-policy", task_kind_name(kind));
+    runner r = {.m = m, .n_vocab = info.n_vocab, .share = !o->ret_no_share && o->kv_budget == 0 && !evicting,
+                .evicting = evicting, .query_agnostic = o->ret_query_agnostic};
+    /* question-aware (default): the whole prompt is one forward call, so the
+     * policy evicts each layer right after its attention over every query,
+     * the question's included (CAKE's layer-wise prefill) */
+    cli_opts oc = *o;
+    if (evicting && oc.n_batch <= 0) oc.n_batch = 65536;
     r.logits = malloc((size_t)info.n_vocab * sizeof *r.logits);
     if (!cells || !prompts || !order || !len_secs || !r.logits) cli_die(CLI_EXIT_RUNTIME, "out of memory");
     const char *codec = o->kv;
@@ -285,10 +307,10 @@ int cmd_retrieval(const cli_opts *o) {
         /* room for a prompt 2% over target, the answer, and one partly shared page per list */
         int n_ctx = L + L / 50 + 2 + RET_MAX_NEW + 128;
         if (o->n_ctx > 0) n_ctx = o->n_ctx;
-        r.ctx = cli_create_ctx(m, o, NULL, n_ctx);
+        r.ctx = cli_create_ctx(m, &oc, NULL, n_ctx);
         for (int si = 0; si < ns; si++) {
             task_hay *h;
-            if (task_hay_build(m, &cfg, (uint64_t)si, L, &h, err, sizeof err))
+            if (task_hay_build(m, &cfg, (uint64_t)(si + o->ret_seed_base), L, &h, err, sizeof err))
                 cli_die(CLI_EXIT_RUNTIME, "eval %s: %s", task_kind_name(kind), err);
             for (int di = 0; di < nd; di++) {
                 if (task_hay_prompt(h, depths[di], &prompts[di], err, sizeof err))
@@ -313,7 +335,7 @@ int cmd_retrieval(const cli_opts *o) {
                 c->tokens = p->n_tokens;
                 c->depth = depths[di];
                 c->depth_actual = p->depth;
-                c->seed = si;
+                c->seed = si + o->ret_seed_base;
                 c->needle_pos = p->needle_pos;
                 snprintf(c->expected, sizeof c->expected, "%s", task_hay_expected(h));
                 run_cell(&r, p, oi + 1 < nd ? &prompts[order[oi + 1]] : NULL, c);
@@ -379,6 +401,10 @@ int cmd_retrieval(const cli_opts *o) {
     fprintf(stderr, "eval %s: kv %s (%.0f bytes/token)%s, %d seed%s%s%s\n", task_kind_name(kind), codec, bpt,
             o->kv_budget ? ", kv budget set" : "", ns, ns == 1 ? "" : "s", r.share ? ", prefix sharing" : "",
             o->exact ? ", exact matmul" : "");
+    if (evicting)
+        fprintf(stderr, "policy %s, keep %s, %s\n", o->kv_policy, o->kv_keep ? o->kv_keep : "(from --kv-budget)",
+                o->ret_query_agnostic ? "query-agnostic (haystack compressed before the question)"
+                                      : "question-aware (policy acts after the whole prompt)");
     fprintf(stderr, "%-9s", "depth");
     for (int li = 0; li < nl; li++) fprintf(stderr, " %8d", lengths[li]);
     fprintf(stderr, "\n");
@@ -426,6 +452,12 @@ int cmd_retrieval(const cli_opts *o) {
         cli_json_escape(f, codec);
         fprintf(f, ", \"kv_budget\": %zu, \"exact\": %s, \"bytes_per_token\": %.17g, \"kv_bytes_peak\": %zu, \"kv_bytes_end\": %zu",
                 o->kv_budget, o->exact ? "true" : "false", bpt, peak, end);
+        fputs(", \"policy\": ", f);
+        cli_json_escape(f, o->kv_policy ? o->kv_policy : "full");
+        fputs(", \"keep\": ", f);
+        if (o->kv_keep) cli_json_escape(f, o->kv_keep);
+        else fputs("null", f);
+        fprintf(f, ", \"mode\": \"%s\"", o->ret_query_agnostic ? "query-agnostic" : "question-aware");
         fputs(", \"lengths\": [", f);
         for (int li = 0; li < nl; li++) fprintf(f, "%s%d", li ? ", " : "", lengths[li]);
         fputs("], \"depths\": [", f);
@@ -475,7 +507,7 @@ int cmd_retrieval(const cli_opts *o) {
             cli_json_escape(f, c->answer);
             fprintf(f, ", \"correct\": %s", c->correct ? "true" : "false");
             if (kind == TASK_MULTIKEY) fprintf(f, ", \"distractor\": %s", c->distractor ? "true" : "false");
-            fprintf(f, ", \"kv_bytes_peak\": %zu, \"kv_bytes_end\": %zu}", c->kv_peak, c->kv_end);
+            fprintf(f, ", \"kv_bytes_peak\": %zu, \"kv_bytes_end\": %zu, \"kv_tokens\": %lld}", c->kv_peak, c->kv_end, (long long)c->kv_tokens);
         }
         fprintf(f, "\n], \"prefill_tokens\": %lld, \"seconds\": %.3f}\n", r.prefilled, secs);
         fflush(f);

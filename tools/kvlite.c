@@ -54,6 +54,9 @@ static const flag_spec FLAGS[] = {
     {"--kv-v", NULL, F_STR, OFF(kv_v), C_ENGINE, 0, 0},
     {"--kv-layers", NULL, F_STR, OFF(kv_layers), C_ENGINE, 0, 0},
     {"--kv-budget", NULL, F_SIZE, OFF(kv_budget), C_ENGINE, 0, 0},
+    {"--kv-policy", NULL, F_STR, OFF(kv_policy), C_ENGINE, 0, 0},
+    {"--kv-keep", NULL, F_STR, OFF(kv_keep), C_ENGINE, 0, 0},
+    {"--batch", NULL, F_INT, OFF(n_batch), C_ENGINE, 1, 65536},
     {"--chunk", NULL, F_INT, OFF(eval_chunk), C_EVAL, 1, 1 << 16},
     {"--head-dim", NULL, F_INT, OFF(head_dim), C_CODECS, 1, 4096},
     {"--page", NULL, F_INT, OFF(page_tokens), C_CODECS, 1, 4096},
@@ -77,6 +80,7 @@ static const flag_spec FLAGS[] = {
     {"--lengths", NULL, F_STR, OFF(ret_lengths), C_RET, 0, 0},
     {"--depths", NULL, F_STR, OFF(ret_depths), C_RET, 0, 0},
     {"--seeds", NULL, F_INT, OFF(ret_seeds), C_RET, 1, 100000},
+    {"--seed-base", NULL, F_INT, OFF(ret_seed_base), C_RET, 0, 1 << 30},
     {"--haystack", NULL, F_STR, OFF(ret_haystack), C_NEEDLE | C_MULTIKEY, 0, 0},
     {"--needle", NULL, F_STR, OFF(ret_needle), C_NEEDLE, 0, 0},
     {"--question", NULL, F_STR, OFF(ret_question), C_NEEDLE, 0, 0},
@@ -84,6 +88,7 @@ static const flag_spec FLAGS[] = {
     {"--keys", NULL, F_INT, OFF(ret_keys), C_MULTIKEY, 1, 64},
     {"--plot", NULL, F_STR, OFF(ret_plot), C_RET, 0, 0},
     {"--no-share", NULL, F_BOOL, OFF(ret_no_share), C_RET, 0, 0},
+    {"--query-agnostic", NULL, F_BOOL, OFF(ret_query_agnostic), C_RET, 0, 0},
 };
 
 static const char USAGE_MAIN[] =
@@ -99,6 +104,7 @@ static const char USAGE_MAIN[] =
     "  eval kv-error  per-layer K/V and attention-output error of a KV codec against f32\n"
     "  eval needle|passkey|multikey  long-context retrieval accuracy with KV bytes used\n"
     "  codecs    list the KV codecs with their exact bits per value\n"
+    "  policies  list the KV eviction policies and their parameters\n"
     "\n"
     "run 'kvlite COMMAND --help' for the flags of a command.\n";
 
@@ -111,7 +117,13 @@ static const char USAGE_COMMON[] =
     "      --kv-v SPEC       codec for V only (default --kv)\n"
     "      --kv-layers L=SPEC[;...]  per-layer overrides, e.g. 0,1,-2,-1=int8 (negative: from the\n"
     "                        end) or k0-3=int8;v29=f16 (one side)\n"
-    "      --kv-budget BYTES KV pool budget, e.g. 64M, 1G (default: sized for --ctx)\n"
+    "      --kv-budget BYTES KV pool budget, e.g. 64M, 1G (default: sized for --ctx); with a\n"
+    "                        policy it is kept by evicting (and sets --kv-keep when that is absent)\n"
+    "      --kv-policy SPEC  eviction policy NAME[:key=value,...] (default full): streaming, h2o,\n"
+    "                        tova, snapkv, pyramidkv, veda, cake (kvlite policies lists them)\n"
+    "      --kv-keep N|P%    policy budget: N cached tokens per layer and kv-head, or P% of the\n"
+    "                        tokens processed\n"
+    "      --batch N         tokens per forward call (default 512; the policy evicts between calls)\n"
     "      --exact           exact matmuls: f32 activations, weights dequantized on the fly\n"
     "                        (matches a float32 reference such as transformers; 10-30x slower)\n";
 
@@ -187,7 +199,10 @@ static void print_usage(FILE *f, const char *cmd, const char *sub) {
                 "  -m, --model PATH      GGUF model\n"
                 "      --lengths L,...   total prompt lengths in tokens (default 1024,2048,3072,4096)\n"
                 "      --depths D,...    needle depths in %% of the haystack tokens (default 0,10,...,100)\n"
-                "      --seeds N         prompts per (length, depth) cell (default 2)\n",
+                "      --seeds N         prompts per (length, depth) cell (default 2)\n"
+                "      --seed-base S     first prompt seed (default 0; tune on another range than you report)\n"
+                "      --query-agnostic  with --kv-policy: prefill and compress the haystack, then append\n"
+                "                        the question (default: the policy sees the whole prompt)\n",
                 sub);
         if (!strcmp(sub, "needle") || !strcmp(sub, "multikey"))
             fputs("      --haystack DIR    essays (*.txt) to cut sentences from (default ../shared/data/pg_essays)\n", f);
@@ -234,7 +249,7 @@ static void print_usage(FILE *f, const char *cmd, const char *sub) {
 }
 
 static unsigned cmd_mask(const char *cmd, const char *sub) {
-    if (!strcmp(cmd, "codecs")) return C_CODECS;
+    if (!strcmp(cmd, "codecs") || !strcmp(cmd, "policies")) return C_CODECS;
     if (!strcmp(cmd, "run")) return C_RUN;
     if (!strcmp(cmd, "chat")) return C_CHAT;
     if (!strcmp(cmd, "tokenize")) return C_TOK;
@@ -372,6 +387,7 @@ int main(int argc, char **argv) {
     if ((o.kv_k && !o.kv_k[0]) || (o.kv_v && !o.kv_v[0])) cli_die(CLI_EXIT_USAGE, "--kv-k/--kv-v: empty codec spec");
     if (!o.kv) o.kv = "f16";
     if (!strcmp(cmd, "codecs")) return cmd_codecs(&o);
+    if (!strcmp(cmd, "policies")) return cmd_policies(&o);
 
     if (!o.model) cli_die(CLI_EXIT_USAGE, "%s: missing -m MODEL (see kvlite %s --help)", cmdname, cmd);
     if (!strcmp(cmd, "run") || !strcmp(cmd, "tokenize")) {

@@ -624,6 +624,7 @@ int task_hay_prompt(const task_hay *h, int depth_pct, task_prompt *out, char *er
     out->hay_start = hs;
     out->needle_pos = np;
     out->hay_tokens = (he - hs) - (ne - np);
+    out->hay_end = he;
     out->depth = out->hay_tokens > 0 ? 100.0 * (double)(np - hs) / (double)out->hay_tokens : 0.0;
     return 0;
 }

@@ -91,6 +91,7 @@ typedef struct task_prompt {
     int needle_pos;      /* index in tokens of the asked needle's first token */
     int hay_start;       /* index of the first haystack token (after the template header) */
     int hay_tokens;      /* haystack tokens, the asked needle excluded */
+    int hay_end;         /* index of the first token after the haystack (the question follows) */
     double depth;        /* actual depth: 100 * (needle_pos - hay_start) / hay_tokens */
 } task_prompt;
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "engine/engine.h"
+#include "kv/policy.h"
 #include "kv/codec.h"
 #include "kv/kv.h"
 #include "model/chat.h"
@@ -125,6 +126,39 @@ static void *xalloc(size_t n, int *fail) {
     return p;
 }
 
+/* With an evicting policy and a byte budget: the budget must hold one page
+ * per (layer, kv-head); without a keep, the keep is the largest that fits
+ * the budget with the bound of kv/policy.h (budget + slack per list, the
+ * chunk of one layer, a partial page per list). */
+static kvl_status policy_budget(const kvl_model *m, const kvl_ctx_params *p, kvl_kv_config *kc, kvl_err *e) {
+    kvl_kv_pool *probe = NULL;
+    const size_t budget = kc->budget_bytes;
+    kc->budget_bytes = (size_t)1 << 40;
+    kvl_status st = kvl_kv_pool_create(kc, &probe, e);
+    kc->budget_bytes = budget;
+    if (st) return st;
+    const int evicting = kvl_kv_policy_evicting(probe);
+    const size_t pb = kvl_kv_page_bytes(probe);
+    kvl_kv_pool_free(probe);
+    if (!evicting) return KVL_OK;
+    const size_t lists = (size_t)m->n_layer * (size_t)m->n_head_kv, P = (size_t)p->page_tokens;
+    if (budget < lists * pb)
+        return kvl_err_set(e, KVL_ERR_ARG,
+                           "ctx: KV budget %zu bytes is less than one page per (layer, kv-head) (%zu x %zu bytes)",
+                           budget, lists, pb);
+    if (kc->policy_keep || kc->policy_keep_frac > 0) return KVL_OK;
+    const size_t fixed = ((size_t)m->n_head_kv * (((size_t)p->n_batch + P - 1) / P) + 2 * lists) * pb;
+    const long pages = budget > fixed ? (long)((budget - fixed) / (lists * pb)) : 0;
+    const long keep = pages * (long)P - 32; /* the default slack */
+    if (keep < 1)
+        return kvl_err_set(e, KVL_ERR_ARG,
+                           "ctx: KV budget %zu bytes leaves no tokens to keep after a chunk of %d tokens "
+                           "(needs more than %zu bytes); raise it or lower n_batch",
+                           budget, p->n_batch, fixed + lists * pb);
+    kc->policy_keep = keep > p->n_ctx ? p->n_ctx : (int)keep;
+    return KVL_OK;
+}
+
 kvl_status kvl_ctx_create(const kvl_model *m, const kvl_ctx_params *pin, kvl_ctx **out, char *errbuf,
                           size_t err_len) {
     kvl_err e;
@@ -165,6 +199,17 @@ kvl_status kvl_ctx_create(const kvl_model *m, const kvl_ctx_params *pin, kvl_ctx
                         .policy = p.kv_policy, .n_head = m->n_head, .scalar_only = p.no_simd != 0,
                         .k_spec = p.kv_codec, .v_spec = p.kv_codec_v, .layer_spec = p.kv_layers,
                         .model_path = m->path};
+    kc.policy_keep = p.kv_keep;
+    kc.policy_keep_frac = p.kv_keep_frac;
+    if (p.kv_keep < 0 || p.kv_keep > p.n_ctx) {
+        st = kvl_err_set(&e, KVL_ERR_ARG, "ctx: kv_keep %d outside [0, n_ctx %d]", p.kv_keep, p.n_ctx);
+        goto fail;
+    }
+    if (!(p.kv_keep_frac >= 0 && p.kv_keep_frac <= 1)) {
+        st = kvl_err_set(&e, KVL_ERR_ARG, "ctx: kv_keep_frac %g outside [0, 1]", (double)p.kv_keep_frac);
+        goto fail;
+    }
+    if (p.kv_budget_bytes && (st = policy_budget(m, &p, &kc, &e))) goto fail;
     if (!kc.budget_bytes) {
         kvl_kv_pool *probe = NULL;
         kc.budget_bytes = (size_t)1 << 40;
@@ -285,6 +330,17 @@ kvl_status kvl_seq_fork(const kvl_seq *s, kvl_seq **out) {
 
 int kvl_seq_pos(const kvl_seq *s) { return s->pos; }
 
+int kvl_policy_info_get(int i, kvl_policy_info *out) {
+    const kvl_policy_ops *o = kvl_policy_get(i);
+    if (!o || !out) return 0;
+    *out = (kvl_policy_info){o->name, o->desc, o->params, o->stats};
+    return 1;
+}
+
+void kvl_seq_set_keep(kvl_seq *s, int keep) {
+    if (s) kvl_kv_policy_set_keep(s->t, keep);
+}
+
 kvl_status kvl_prefill(kvl_seq *s, const kvl_token *tokens, int n, float *logits, float *all_logits) {
     if (!s) return KVL_ERR_ARG;
     kvl_ctx *c = s->c;
@@ -299,12 +355,18 @@ kvl_status kvl_prefill(kvl_seq *s, const kvl_token *tokens, int n, float *logits
     if ((int64_t)s->pos + n > c->p.n_ctx)
         return kvl_err_set(&c->err, KVL_ERR_CTX_FULL,
                            "prefill: %d tokens at position %d exceed the context length %d", n, s->pos, c->p.n_ctx);
-    size_t need = kvl_kv_append_need(s->t, n);
-    size_t used = kvl_kv_pool_used(c->pool), budget = kvl_kv_pool_budget(c->pool);
-    if (need > budget - (used < budget ? used : budget))
-        return kvl_err_set(&c->err, KVL_ERR_NOMEM,
-                           "prefill: KV budget exhausted (%zu bytes needed, %zu of %zu in use)", need, used, budget);
-    kvl_status st = kvl_kv_txn_begin(s->t, &c->err);
+    /* with an evicting policy the budget is kept by evicting (make-room in
+     * the forward pass), and evictions inside the call are final */
+    const int evicting = kvl_kv_policy_evicting(c->pool);
+    if (!evicting) {
+        size_t need = kvl_kv_append_need(s->t, n);
+        size_t used = kvl_kv_pool_used(c->pool), budget = kvl_kv_pool_budget(c->pool);
+        if (need > budget - (used < budget ? used : budget))
+            return kvl_err_set(&c->err, KVL_ERR_NOMEM,
+                               "prefill: KV budget exhausted (%zu bytes needed, %zu of %zu in use)", need, used,
+                               budget);
+    }
+    kvl_status st = evicting ? kvl_kv_txn_begin_truncate(s->t, &c->err) : kvl_kv_txn_begin(s->t, &c->err);
     if (st) return st;
     int pos = s->pos;
     for (int off = 0; off < n; off += c->p.n_batch) {
@@ -357,4 +419,10 @@ void kvl_seq_kv_stats(const kvl_seq *s, kvl_kv_stats *st) {
     st->sealing = 0;
     for (int l = 0; l < m->n_layer; l++)
         st->sealing |= kvl_kv_pool_codec(c->pool, l, 0)->seal != NULL || kvl_kv_pool_codec(c->pool, l, 1)->seal != NULL;
+    kvl_kv_policy_stats ps;
+    kvl_kv_policy_info(s->t, &ps);
+    st->policy = ps.spec;
+    st->keep = ps.budget;
+    st->tokens_evicted = ps.tokens_dropped;
+    st->policy_bytes = ps.stats_bytes + ps.state_bytes;
 }

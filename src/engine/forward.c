@@ -180,14 +180,19 @@ kvl_status kvl_engine_forward(kvl_seq *s, int pos0, const kvl_token *tokens, int
         kvl_threadpool_run(c->tp, rope_job_run, &rj, 0);
         if (c->q_hook) c->q_hook(c->q_hook_user, l, n, c->pos, c->q);
         kvl_kv_observe(s->t, l, n, c->q, m->n_head);
-        kvl_status st = kvl_kv_append(s->t, l, n, c->pos, c->kb, c->vb, &c->err);
+        /* eviction: stale window statistics cleared, room made in the byte budget */
+        kvl_status st = kvl_kv_policy_before(s->t, l, n, &c->err);
         if (st) return st;
+        if ((st = kvl_kv_append(s->t, l, n, c->pos, c->kb, c->vb, &c->err))) return st;
         attn_job aj = {.c = c};
         const long units = kvl_kv_attn_init(&aj.a, s->t, l, n, c->q, c->pos, m->n_head, scale, c->xb, c->attn_part,
                                             c->attn_part_bytes, c->nth);
         kvl_threadpool_run(c->tp, attn_job_run, &aj, (int)units);
         if (aj.a.split) kvl_threadpool_run(c->tp, attn_merge_run, &aj, 0);
-        /* rows of sealing codecs quantize after the call's attention (kv/codec.h) */
+        /* the layer's queries fed the statistics: evict (before sealing, so
+         * the rows that move are still in open pages), then rows of sealing
+         * codecs quantize after the call's attention (kv/codec.h) */
+        if ((st = kvl_kv_policy_after(s->t, l, n, pos0 + n, &c->err))) return st;
         if ((st = kvl_kv_seal(s->t, l, &c->err))) return st;
         /* delta = Wo att */
         {

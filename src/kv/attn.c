@@ -168,7 +168,6 @@ static void scale_queries(const kvl_kv_pool *p, const kvi_layer *ly, int T, int 
 typedef struct statq {
     float *raw[QMAX];
     float *acc[KVL_KV_N_ACC][QMAX];
-    int any[KVL_KV_N_ACC];
     float vote_a, vote_b;
 } statq;
 
@@ -177,7 +176,7 @@ static void stats_fold(const statq *sq, int g, int len, float M, float S) {
     const float *r = sq->raw[g];
     const float inv = 1.0f / S;
     float *ms = sq->acc[KVL_KV_ACC_MASS][g], *ws = sq->acc[KVL_KV_ACC_WSUM][g], *w2 = sq->acc[KVL_KV_ACC_WSQ][g];
-    float *la = sq->acc[KVL_KV_ACC_LAST][g], *vo = sq->acc[KVL_KV_ACC_VOTE][g];
+    float *la = sq->acc[KVL_KV_ACC_LAST][g], *vo = sq->acc[KVL_KV_ACC_VOTE][g], *en = sq->acc[KVL_KV_ACC_WENT][g];
     double sum = 0, sum2 = 0;
     int nv = 0;
     for (int i = 0; i < len; i++) {
@@ -188,6 +187,7 @@ static void stats_fold(const statq *sq, int g, int len, float M, float S) {
             w2[i] += pr * pr;
         }
         if (la) la[i] = pr;
+        if (en && pr > 0) en[i] -= pr * logf(pr);
         if (vo && r[i] != -INFINITY) {
             sum += r[i];
             sum2 += (double)r[i] * r[i];
@@ -280,8 +280,9 @@ static void attend_plain(const kvl_kv_table *t, int layer, int n_tok, const floa
  * last one for LAST. */
 static int stats_from(const kvl_kv_table *t, int n_tok) {
     const unsigned f = t->stat_flags;
-    if (f & (KVL_KV_STAT_MASS | KVL_KV_STAT_VOTE)) return 0;
-    if (f & KVL_KV_STAT_WIN) return n_tok > t->stat_window ? n_tok - t->stat_window : 0;
+    if (f & KVL_KV_STAT_MASS || (f & KVL_KV_STAT_VOTE && !t->vote_window)) return 0;
+    if (f & KVL_KV_STAT_VOTE) return n_tok > t->stat_window ? n_tok - t->stat_window : 0;
+    if (f & (KVL_KV_STAT_WIN | KVL_KV_STAT_ENT)) return n_tok > t->stat_window ? n_tok - t->stat_window : 0;
     return n_tok - 1;
 }
 
@@ -297,7 +298,7 @@ void kvl_kv_attend(const kvl_kv_table *t, int layer, int n_tok, const float *q, 
     }
     const int sf = stats_from(t, n_tok);
     const int w0 = n_tok > t->stat_window ? n_tok - t->stat_window : 0; /* first window query */
-    if (ith == 0 && t->win_n && (t->stat_flags & KVL_KV_STAT_WIN)) t->win_n[layer] += (float)(n_tok - w0);
+    if (ith == 0 && t->win_n && (t->stat_flags & (KVL_KV_STAT_WIN | KVL_KV_STAT_ENT))) t->win_n[layer] += (float)(n_tok - w0);
     /* statistics queries: each thread owns whole query heads (one writer per array) */
     long lo, hi;
     kvl_split(n_head, ith, nth, &lo, &hi);
@@ -315,11 +316,13 @@ void kvl_kv_attend(const kvl_kv_table *t, int layer, int n_tok, const float *q, 
                 const int i = layer * t->n_head + (int)h + g;
                 sq.raw[g] = t->raw[i];
                 if (t->acc[KVL_KV_ACC_MASS]) sq.acc[KVL_KV_ACC_MASS][g] = t->acc[KVL_KV_ACC_MASS][i];
-                if (t->acc[KVL_KV_ACC_VOTE]) sq.acc[KVL_KV_ACC_VOTE][g] = t->acc[KVL_KV_ACC_VOTE][i];
+                if (t->acc[KVL_KV_ACC_VOTE] && (!t->vote_window || ti >= w0))
+                    sq.acc[KVL_KV_ACC_VOTE][g] = t->acc[KVL_KV_ACC_VOTE][i];
                 if (t->acc[KVL_KV_ACC_WSUM] && ti >= w0) {
                     sq.acc[KVL_KV_ACC_WSUM][g] = t->acc[KVL_KV_ACC_WSUM][i];
                     sq.acc[KVL_KV_ACC_WSQ][g] = t->acc[KVL_KV_ACC_WSQ][i];
                 }
+                if (t->acc[KVL_KV_ACC_WENT] && ti >= w0) sq.acc[KVL_KV_ACC_WENT][g] = t->acc[KVL_KV_ACC_WENT][i];
                 if (t->acc[KVL_KV_ACC_LAST] && ti == n_tok - 1) sq.acc[KVL_KV_ACC_LAST][g] = t->acc[KVL_KV_ACC_LAST][i];
             }
             const size_t off = ((size_t)ti * n_head + h) * D;

@@ -38,6 +38,11 @@ typedef struct kvl_kv_config {
      * side (or codec_v). layer_spec: per-layer overrides ("0,1,-2,-1=int8").
      * model_path: where codec files kept next to the model are looked for. */
     const char *k_spec, *v_spec, *layer_spec, *model_path;
+    /* Eviction budget of the policy (kv/policy.h): tokens per (layer,
+     * kv-head) list on average, or a fraction of the tokens processed
+     * (0 and 0: the policy only evicts to honour budget_bytes). */
+    int policy_keep;
+    float policy_keep_frac;
 } kvl_kv_config;
 
 kvl_status kvl_kv_pool_create(const kvl_kv_config *cfg, kvl_kv_pool **out, kvl_err *err);
@@ -181,10 +186,34 @@ long kvl_kv_attn_init(kvl_kv_attn *a, const kvl_kv_table *t, int layer, int n_to
 void kvl_kv_attn_run(const kvl_kv_attn *a, void *scratch, long u0, long u1);
 void kvl_kv_attn_merge(const kvl_kv_attn *a, int ith, int nth);
 
-/* Called by the engine after each forward call (single-threaded): lets the
- * policy consume attention statistics and evict (compacting pages, returning
- * memory to the pool). "full" does nothing. */
+/* Called by the engine after each forward call (single-threaded): seals
+ * what evictions left open. */
 kvl_status kvl_kv_policy_step(kvl_kv_table *t, kvl_err *err);
+
+/* Eviction hooks of the forward pass (kv/policy.h says what each does):
+ * before(layer) ahead of the layer's append of n_tok rows (clears stale
+ * window statistics, makes room in the pool's byte budget), after(layer)
+ * once its attention ran (pos_end: the sequence's length after the call),
+ * before it seals. No-ops for "full". Fail with KVL_ERR_NOMEM when the
+ * budget cannot take the rows even after evicting. */
+kvl_status kvl_kv_policy_before(kvl_kv_table *t, int layer, int n_tok, kvl_err *err);
+kvl_status kvl_kv_policy_after(kvl_kv_table *t, int layer, int n_tok, int pos_end, kvl_err *err);
+/* The pool's policy evicts (anything but "full"). */
+int kvl_kv_policy_evicting(const kvl_kv_pool *p);
+/* Per-sequence budget: tokens per list (>= 0) replacing the pool's keep, or
+ * < 0 to stop evicting (the pool's byte budget still holds). */
+void kvl_kv_policy_set_keep(kvl_kv_table *t, int keep);
+typedef struct kvl_kv_policy_stats {
+    const char *name, *spec;
+    int budget;             /* budget per list now (-1: none) */
+    int64_t tokens_dropped; /* tokens evicted over all lists */
+    int64_t drop_calls;     /* kvl_kv_drop calls */
+    size_t stats_bytes;     /* attention statistics arrays */
+    size_t state_bytes;     /* policy state and scratch */
+} kvl_kv_policy_stats;
+void kvl_kv_policy_info(const kvl_kv_table *t, kvl_kv_policy_stats *st);
+/* Budget per list of each layer at its last split ([n_layer]) or NULL ("full"). */
+const int *kvl_kv_policy_budgets(const kvl_kv_table *t);
 
 /* ---- inspection, statistics and eviction (used by policies and tests) ----------- */
 
@@ -222,12 +251,14 @@ kvl_status kvl_kv_drop(kvl_kv_table *t, int layer, int head, const int *idx, int
  *   KVL_KV_STAT_LAST: LAST, the probabilities of the last query (TOVA);
  *   KVL_KV_STAT_VOTE: VOTE, votes against the token: a query votes against
  *     every token whose scaled score q.k is below a*mean - b*std of its own
- *     score row (VEDA).
+ *     score row (VEDA);
+ *   KVL_KV_STAT_ENT: WENT, -p log p summed over the window queries (CAKE's
+ *     spatial dispersion is its sum over tokens and heads).
  * Only the queries that feed an enabled accumulator take the statistics path
  * (one query at a time, split by query head); the others run the blocked
  * path, so the full cache pays nothing and WIN/LAST cost W (1) queries a call. */
-enum { KVL_KV_STAT_MASS = 1u, KVL_KV_STAT_WIN = 2u, KVL_KV_STAT_LAST = 4u, KVL_KV_STAT_VOTE = 8u };
-enum { KVL_KV_ACC_MASS, KVL_KV_ACC_WSUM, KVL_KV_ACC_WSQ, KVL_KV_ACC_LAST, KVL_KV_ACC_VOTE, KVL_KV_N_ACC };
+enum { KVL_KV_STAT_MASS = 1u, KVL_KV_STAT_WIN = 2u, KVL_KV_STAT_LAST = 4u, KVL_KV_STAT_VOTE = 8u, KVL_KV_STAT_ENT = 16u };
+enum { KVL_KV_ACC_MASS, KVL_KV_ACC_WSUM, KVL_KV_ACC_WSQ, KVL_KV_ACC_LAST, KVL_KV_ACC_VOTE, KVL_KV_ACC_WENT, KVL_KV_N_ACC };
 /* Turn statistics on for t (policies do this when a table is created; the
  * "full" policy leaves them off so attention pays nothing). Needs
  * cfg.n_head. While on, kvl_kv_attend splits the statistics queries between
@@ -239,6 +270,8 @@ unsigned kvl_kv_table_stats_flags(const kvl_kv_table *t);
 /* Observation window W (>= 1, default 32) and VEDA's vote threshold
  * parameters (default a = 1, b = 0.5). */
 void kvl_kv_table_stats_params(kvl_kv_table *t, int window, float vote_a, float vote_b);
+/* 1: only the window queries vote (VOTE becomes a windowed statistic). */
+void kvl_kv_table_stats_vote_window(kvl_kv_table *t, int on);
 /* Accumulator acc (KVL_KV_ACC_*) of (layer, query head qh): [len of its
  * kv-head] floats, or NULL when off. */
 const float *kvl_kv_table_stat(const kvl_kv_table *t, int layer, int qh, int acc);

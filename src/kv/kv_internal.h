@@ -94,7 +94,7 @@ struct kvl_kv_pool {
     size_t max_page_bytes;
     int has_seq_state;          /* some layer's codec keeps per-sequence state */
     char spec_k[160], spec_v[160]; /* canonical codec specs (layer 0) */
-    const kvl_policy_ops *policy;
+    kvl_policy_cfg pol;         /* eviction policy (policy.c) */
     int64_t n_taken;   /* pages handed out since creation (fault injection counts these) */
     int64_t fail_at;   /* testing: fail the reserve that would hand out page n_taken == fail_at (0 = off) */
     pthread_mutex_t mu;
@@ -116,7 +116,7 @@ struct kvl_kv_table {
     int64_t n_pages;
     size_t bytes;  /* bytes of the pages referenced (shared pages counted in full) */
     size_t peak;
-    void *pstate;
+    kvl_policy_seq *pol;   /* policy state, NULL for "full" */
     unsigned stat_flags;
     int n_head, group;
     /* attention statistics (stats.c): acc[a] is NULL when accumulator a is
@@ -129,6 +129,7 @@ struct kvl_kv_table {
     float *win_n;    /* [n_layer]: window queries accumulated into WSUM/WSQ since the layer's reset */
     int stat_window; /* W: the last W queries of each forward call feed WSUM/WSQ */
     float vote_a, vote_b; /* VEDA vote threshold a*mean - b*std of a query's scores */
+    int vote_window;      /* only the window queries vote */
     int txn_trunc;        /* the open transaction is in truncate mode (txn.c): drops and seals are final */
     /* transactions (txn.c) */
     int txn;                 /* a transaction is open */
@@ -187,6 +188,10 @@ int kvi_txn_keep_cow(kvl_kv_table *t, int i, pref old);
  * rot: x <- H diag(sign) x / sqrt(D); unrot: its inverse. x: [D]. */
 void kvi_rot(const kvl_kv_pool *p, float *x);
 void kvi_unrot(const kvl_kv_pool *p, float *x);
+
+/* Policy state of a new table (src: the table it forks, or NULL), and its free. */
+kvl_status kvi_policy_init(kvl_kv_table *t, const kvl_kv_table *src, kvl_err *err);
+void kvi_policy_free(kvl_kv_table *t);
 
 /* Free the transaction buffers (table free). */
 void kvi_txn_free(kvl_kv_table *t);

@@ -179,14 +179,20 @@ kvl_status kvl_kv_pool_create(const kvl_kv_config *cfg, kvl_kv_pool **out, kvl_e
     if (cfg->n_head < 0 || (cfg->n_head > 0 && cfg->n_head % cfg->n_head_kv != 0))
         return kvl_err_set(err, KVL_ERR_ARG, "kv pool: n_head %d not a multiple of n_head_kv %d",
                            cfg->n_head, cfg->n_head_kv);
-    const kvl_policy_ops *pol = kvl_policy_find(cfg->policy);
-    if (!pol)
-        return kvl_err_set(err, KVL_ERR_ARG, "unknown KV policy '%s' (have: %s)", cfg->policy,
-                           kvl_policy_list());
+    kvl_policy_cfg pol;
+    kvl_status ps = kvl_policy_parse(cfg->policy, &pol, err);
+    if (ps) return ps;
+    if (cfg->policy_keep < 0 || !(cfg->policy_keep_frac >= 0 && cfg->policy_keep_frac <= 1))
+        return kvl_err_set(err, KVL_ERR_ARG, "kv pool: keep must be >= 0 tokens or a fraction in [0, 1]");
+    if (cfg->n_layer > 256 && pol.ops->weights)
+        return kvl_err_set(err, KVL_ERR_UNSUPPORTED, "kv policy %s: at most 256 layers", pol.ops->name);
+    pol.keep = cfg->policy_keep;
+    pol.keep_frac = cfg->policy_keep_frac;
     kvl_kv_pool *p = calloc(1, sizeof *p);
     if (!p) return kvl_err_set(err, KVL_ERR_NOMEM, "kv pool: out of memory");
     p->cfg = *cfg;
-    p->policy = pol;
+    p->pol = pol;
+    p->cfg.policy = p->pol.spec; /* the caller's string need not outlive the pool */
     p->D = cfg->head_dim;
     p->P = cfg->page_tokens;
     {

@@ -15,6 +15,7 @@ static unsigned acc_mask_of(unsigned flags) {
     if (flags & KVL_KV_STAT_WIN) m |= 1u << KVL_KV_ACC_WSUM | 1u << KVL_KV_ACC_WSQ;
     if (flags & KVL_KV_STAT_LAST) m |= 1u << KVL_KV_ACC_LAST;
     if (flags & KVL_KV_STAT_VOTE) m |= 1u << KVL_KV_ACC_VOTE;
+    if (flags & KVL_KV_STAT_ENT) m |= 1u << KVL_KV_ACC_WENT;
     return m;
 }
 
@@ -69,7 +70,7 @@ kvl_status kvi_stats_reserve(kvl_kv_table *t, int layer, int n) {
 kvl_status kvl_kv_table_stats_enable(kvl_kv_table *t, unsigned flags, kvl_err *err) {
     kvl_kv_pool *p = t->pool;
     if (flags == t->stat_flags) return KVL_OK;
-    if (flags & ~(unsigned)(KVL_KV_STAT_MASS | KVL_KV_STAT_WIN | KVL_KV_STAT_LAST | KVL_KV_STAT_VOTE))
+    if (flags & ~(unsigned)(KVL_KV_STAT_MASS | KVL_KV_STAT_WIN | KVL_KV_STAT_LAST | KVL_KV_STAT_VOTE | KVL_KV_STAT_ENT))
         return kvl_err_set(err, KVL_ERR_UNSUPPORTED, "kv stats: unknown flags 0x%x", flags);
     kvi_stats_free(t);
     if (!t->stat_window) kvl_kv_table_stats_params(t, 32, 1.0f, 0.5f);
@@ -107,6 +108,8 @@ void kvl_kv_table_stats_params(kvl_kv_table *t, int window, float vote_a, float 
     t->vote_b = vote_b;
 }
 
+void kvl_kv_table_stats_vote_window(kvl_kv_table *t, int on) { t->vote_window = on != 0; }
+
 const float *kvl_kv_table_stat(const kvl_kv_table *t, int layer, int qh, int acc) {
     if (!t->stat_flags || layer < 0 || layer >= t->pool->cfg.n_layer || qh < 0 || qh >= t->n_head || acc < 0 ||
         acc >= KVL_KV_N_ACC || !t->acc[acc])
@@ -129,7 +132,7 @@ void kvl_kv_table_stats_reset_layer(kvl_kv_table *t, int layer, unsigned acc_mas
         for (int qh = 0; qh < t->n_head; qh++)
             memset(t->acc[a][layer * t->n_head + qh], 0, (size_t)t->stat_cap[layer] * sizeof(float));
     }
-    if (acc_mask & 1u << KVL_KV_ACC_WSUM) t->win_n[layer] = 0;
+    if (acc_mask & (1u << KVL_KV_ACC_WSUM | 1u << KVL_KV_ACC_WENT)) t->win_n[layer] = 0;
 }
 
 void kvl_kv_table_stats_reset(kvl_kv_table *t) {
@@ -174,9 +177,8 @@ void kvi_stats_drop(kvl_kv_table *t, int layer, int head, const int *idx, int n_
 }
 
 kvl_status kvl_kv_policy_step(kvl_kv_table *t, kvl_err *err) {
-    const kvl_policy_ops *ops = t->pool->policy;
-    kvl_status s = ops->step ? ops->step(t->pstate, t, err) : KVL_OK;
     /* pages rewritten by evictions are open: seal what left the residual */
+    kvl_status s = KVL_OK;
     for (int l = 0; l < t->pool->cfg.n_layer && s == KVL_OK; l++) s = kvl_kv_seal(t, l, err);
     return s;
 }

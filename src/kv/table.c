@@ -19,7 +19,7 @@ void kvl_kv_table_free(kvl_kv_table *t) {
     if (!t) return;
     kvl_kv_pool *p = t->pool;
     if (t->txn) kvl_kv_txn_rollback(t);
-    if (t->pstate && p->policy->destroy) p->policy->destroy(t->pstate);
+    kvi_policy_free(t);
     if (t->lists) {
         pthread_mutex_lock(&p->mu);
         for (int i = 0; i < kvi_n_lists(p); i++)
@@ -89,12 +89,10 @@ kvl_status kvl_kv_table_create(kvl_kv_pool *p, kvl_kv_table **out, kvl_err *err)
     *out = NULL;
     kvl_kv_table *t = table_alloc(p, NULL);
     if (!t) return kvl_err_set(err, KVL_ERR_NOMEM, "kv table: out of memory");
-    if (p->policy->create) {
-        kvl_status s = p->policy->create(t, &t->pstate, err);
-        if (s != KVL_OK) {
-            kvl_kv_table_free(t);
-            return s;
-        }
+    kvl_status s = kvi_policy_init(t, NULL, err);
+    if (s != KVL_OK) {
+        kvl_kv_table_free(t);
+        return s;
     }
     *out = t;
     return KVL_OK;
@@ -152,9 +150,7 @@ kvl_status kvl_kv_table_fork(const kvl_kv_table *t, kvl_kv_table **out, kvl_err 
             c->win_n[l] = t->win_n[l];
         }
     }
-    kvl_status s = KVL_OK;
-    if (p->policy->fork) s = p->policy->fork(t->pstate, c, &c->pstate, err);
-    else if (p->policy->create) s = p->policy->create(c, &c->pstate, err);
+    kvl_status s = kvi_policy_init(c, t, err);
     if (s != KVL_OK) {
         kvl_kv_table_free(c);
         return s;

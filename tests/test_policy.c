@@ -1,0 +1,538 @@
+/* Eviction policy tests on synthetic attention patterns where the right
+ * answer is known: statistics against a double-precision reference (mass,
+ * window mass and square, last query, VEDA votes, window entropy), spec
+ * parsing errors, StreamingLLM's sinks and window, an H2O heavy hitter, a
+ * SnapKV window target, VEDA's reserved stage and most-voted eviction,
+ * CAKE's cascading against splitting after the whole prefill, memory
+ * returned to the pool, fork + evict leaving the other sequence intact;
+ * then, with the default model, budgets kept during chunked prefill for
+ * every policy, determinism over thread counts, and policies x codecs. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv/kv.h"
+#include "kv/policy.h"
+#include "kvlite.h"
+#include "test.h"
+
+enum { NL = 4, NKV = 2, NH = 4, HD = 16, PG = 8 };
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static float frand(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((double)(rng >> 11) / 9007199254740992.0 * 2 - 1);
+}
+
+static kvl_kv_pool *mkpool(const char *policy, int keep, size_t budget) {
+    kvl_kv_config cfg = {.n_layer = NL, .n_head_kv = NKV, .head_dim = HD, .page_tokens = PG,
+                         .budget_bytes = budget ? budget : (size_t)64 << 20, .codec = kvl_codec_find("f32"),
+                         .policy = policy, .n_head = NH, .policy_keep = keep};
+    kvl_kv_pool *p = NULL;
+    kvl_err err;
+    kvl_status s = kvl_kv_pool_create(&cfg, &p, &err);
+    if (s) fprintf(stderr, "pool: %s\n", err.msg);
+    return p;
+}
+
+/* K, V [n][NKV][HD] for positions pos0.. ; `hot` (if >= 0) is a position whose
+ * key points along +e0 strongly (queries below all have q0 > 0) */
+static void mkrows(int n, int pos0, int hot, float *k, float *v, int32_t *pos) {
+    for (int j = 0; j < n; j++) {
+        pos[j] = pos0 + j;
+        for (int h = 0; h < NKV; h++)
+            for (int d = 0; d < HD; d++) {
+                k[((size_t)j * NKV + h) * HD + d] = 0.5f * frand();
+                v[((size_t)j * NKV + h) * HD + d] = frand();
+            }
+        if (pos0 + j == hot)
+            for (int h = 0; h < NKV; h++) k[((size_t)j * NKV + h) * HD] = 6.0f;
+    }
+}
+
+static void mkq(int n, float *q) {
+    for (int i = 0; i < n * NH * HD; i++) q[i] = 0.5f * frand();
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < NH; h++) q[((size_t)t * NH + h) * HD] = 1.0f; /* q0 > 0: the hot key wins */
+}
+
+static void attend(kvl_kv_table *t, int layer, int n, const float *q, const int32_t *qp, float *out) {
+    const kvl_kv_pool *p = kvl_kv_table_pool(t);
+    void *scr = malloc(kvl_kv_attend_scratch_bytes(p));
+    for (int ith = 0; ith < 2; ith++) kvl_kv_attend(t, layer, n, q, qp, NH, 1.0f / sqrtf(HD), out, scr, ith, 2);
+    free(scr);
+}
+
+/* One forward call over all layers: before, append, attend, after (as forward.c). */
+static kvl_status call(kvl_kv_table *t, int n, int pos0, int hot, const float *q, kvl_err *err) {
+    float *k = malloc(sizeof(float) * n * NKV * HD), *v = malloc(sizeof(float) * n * NKV * HD);
+    float *o = malloc(sizeof(float) * n * NH * HD);
+    int32_t *pos = malloc(sizeof(int32_t) * n);
+    kvl_status s = KVL_OK;
+    for (int l = 0; l < NL && !s; l++) {
+        mkrows(n, pos0, hot, k, v, pos);
+        if ((s = kvl_kv_policy_before(t, l, n, err))) break;
+        if ((s = kvl_kv_append(t, l, n, pos, k, v, err))) break;
+        attend(t, l, n, q, pos, o);
+        s = kvl_kv_policy_after(t, l, n, pos0 + n, err);
+    }
+    free(k);
+    free(v);
+    free(o);
+    free(pos);
+    return s;
+}
+
+static int has_pos(const kvl_kv_table *t, int layer, int head, int32_t want) {
+    int32_t buf[4096];
+    const int n = kvl_kv_table_positions(t, layer, head, buf, 4096);
+    for (int i = 0; i < n && i < 4096; i++)
+        if (buf[i] == want) return 1;
+    return 0;
+}
+
+/* ---- statistics against a reference ------------------------------------------------------ */
+
+static void test_stats_reference(void) {
+    kvl_kv_pool *p = mkpool("full", 0, 0);
+    kvl_kv_table *t;
+    kvl_err err;
+    CHECK(kvl_kv_table_create(p, &t, &err) == KVL_OK);
+    kvl_kv_table_stats_params(t, 3, 1.0f, 0.5f);
+    CHECK(kvl_kv_table_stats_enable(t, KVL_KV_STAT_MASS | KVL_KV_STAT_WIN | KVL_KV_STAT_LAST | KVL_KV_STAT_VOTE |
+                                           KVL_KV_STAT_ENT, &err) == KVL_OK);
+    enum { N = 37, T = 7 };
+    float k[N * NKV * HD], v[N * NKV * HD], q[T * NH * HD], o[T * NH * HD];
+    int32_t pos[N], qp[T];
+    mkrows(N, 0, 11, k, v, pos);
+    CHECK(kvl_kv_append(t, 0, N, pos, k, v, &err) == KVL_OK);
+    mkq(T, q);
+    for (int i = 0; i < T; i++) qp[i] = 20 + 2 * i; /* causal: later queries see more */
+    attend(t, 0, T, q, qp, o);
+    const float scale = 1.0f / sqrtf(HD);
+    double mass[NH][N] = {{0}}, ws[NH][N] = {{0}}, w2[NH][N] = {{0}}, last[NH][N] = {{0}}, vote[NH][N] = {{0}},
+           ent[NH][N] = {{0}};
+    for (int ti = 0; ti < T; ti++)
+        for (int h = 0; h < NH; h++) {
+            const int kvh = h / (NH / NKV);
+            double sc[N], mx = -1e30, sum = 0, mean = 0, m2 = 0;
+            int nv = 0;
+            for (int i = 0; i < N; i++) {
+                if (pos[i] > qp[ti]) continue;
+                double d = 0;
+                for (int j = 0; j < HD; j++)
+                    d += (double)q[((size_t)ti * NH + h) * HD + j] * scale * k[((size_t)i * NKV + kvh) * HD + j];
+                sc[i] = d;
+                mx = d > mx ? d : mx;
+                mean += d;
+                m2 += d * d;
+                nv++;
+            }
+            mean /= nv;
+            const double sd = sqrt(m2 / nv - mean * mean), th = mean - 0.5 * sd;
+            for (int i = 0; i < N; i++)
+                if (pos[i] <= qp[ti]) sum += exp(sc[i] - mx);
+            for (int i = 0; i < N; i++) {
+                const double pr = pos[i] <= qp[ti] ? exp(sc[i] - mx) / sum : 0;
+                mass[h][i] += pr;
+                if (ti >= T - 3) {
+                    ws[h][i] += pr;
+                    w2[h][i] += pr * pr;
+                    if (pr > 0) ent[h][i] -= pr * log(pr);
+                }
+                if (ti == T - 1) last[h][i] = pr;
+                if (pos[i] <= qp[ti] && sc[i] < th) vote[h][i] += 1;
+            }
+        }
+    int bad = 0, badv = 0;
+    for (int h = 0; h < NH; h++)
+        for (int i = 0; i < N; i++) {
+            bad += fabs(kvl_kv_table_stat(t, 0, h, KVL_KV_ACC_MASS)[i] - mass[h][i]) > 1e-5;
+            bad += fabs(kvl_kv_table_stat(t, 0, h, KVL_KV_ACC_WSUM)[i] - ws[h][i]) > 1e-5;
+            bad += fabs(kvl_kv_table_stat(t, 0, h, KVL_KV_ACC_WSQ)[i] - w2[h][i]) > 1e-5;
+            bad += fabs(kvl_kv_table_stat(t, 0, h, KVL_KV_ACC_LAST)[i] - last[h][i]) > 1e-5;
+            bad += fabs(kvl_kv_table_stat(t, 0, h, KVL_KV_ACC_WENT)[i] - ent[h][i]) > 1e-4;
+            badv += kvl_kv_table_stat(t, 0, h, KVL_KV_ACC_VOTE)[i] != (float)vote[h][i];
+        }
+    CHECK_MSG(bad == 0, "%d statistics differ from the reference", bad);
+    CHECK_MSG(badv == 0, "%d vote counts differ from the definition", badv);
+    CHECK(kvl_kv_table_stat_window_n(t, 0) == 3.0f);
+    /* only-window voting */
+    kvl_kv_table_stats_reset(t);
+    kvl_kv_table_stats_vote_window(t, 1);
+    attend(t, 0, T, q, qp, o);
+    double vw = 0, vref = 0;
+    for (int h = 0; h < NH; h++)
+        for (int i = 0; i < N; i++) vw += kvl_kv_table_stat(t, 0, h, KVL_KV_ACC_VOTE)[i];
+    for (int h = 0; h < NH; h++)
+        for (int i = 0; i < N; i++) vref += vote[h][i];
+    CHECK(vw > 0 && vw < vref);
+    CHECK(kvl_kv_table_stats_bytes(t) > 0);
+    kvl_kv_table_free(t);
+    kvl_kv_pool_free(p);
+}
+
+/* ---- parsing ------------------------------------------------------------------------------------ */
+
+static void test_parse(void) {
+    kvl_policy_cfg c;
+    kvl_err err;
+    CHECK(kvl_policy_parse(NULL, &c, &err) == KVL_OK && !strcmp(c.ops->name, "full"));
+    CHECK(kvl_policy_parse("snapkv:window=16,pool=5", &c, &err) == KVL_OK && c.window == 16 && c.pool == 5);
+    CHECK(kvl_policy_parse("cake:gamma=100,tau1=2", &c, &err) == KVL_OK && c.gamma == 100 && c.tau1 == 2);
+    CHECK(kvl_policy_parse("nope", &c, &err) == KVL_ERR_ARG && strstr(err.msg, "unknown KV policy 'nope'"));
+    CHECK(kvl_policy_parse("h2o:window=3", &c, &err) == KVL_ERR_ARG && strstr(err.msg, "unknown parameter 'window'"));
+    CHECK(kvl_policy_parse("snapkv:pool=4", &c, &err) == KVL_ERR_ARG && strstr(err.msg, "bad value"));
+    CHECK(kvl_policy_parse("snapkv:pool", &c, &err) == KVL_ERR_ARG);
+    CHECK(kvl_policy_parse("snapkv:window=1.5", &c, &err) == KVL_ERR_ARG);
+    CHECK(kvl_policy_parse("streaming:sink=-1", &c, &err) == KVL_ERR_ARG);
+    for (int i = 0; kvl_policy_get(i); i++)
+        CHECK(kvl_policy_parse(kvl_policy_get(i)->name, &c, &err) == KVL_OK && c.ops == kvl_policy_get(i));
+    /* keep out of range at the pool */
+    kvl_kv_config cfg = {.n_layer = NL, .n_head_kv = NKV, .head_dim = HD, .page_tokens = PG, .budget_bytes = 1 << 20,
+                         .codec = kvl_codec_find("f32"), .policy = "h2o", .n_head = NH, .policy_keep_frac = 2};
+    kvl_kv_pool *p = NULL;
+    CHECK(kvl_kv_pool_create(&cfg, &p, &err) == KVL_ERR_ARG && p == NULL);
+}
+
+/* ---- single policies on planted patterns ------------------------------------------------------ */
+
+static void test_streaming(void) {
+    kvl_kv_pool *p = mkpool("streaming:sink=4,slack=0", 20, 0);
+    kvl_kv_table *t;
+    kvl_err err;
+    CHECK(kvl_kv_table_create(p, &t, &err) == KVL_OK);
+    float q[100 * NH * HD];
+    mkq(100, q);
+    CHECK(call(t, 100, 0, -1, q, &err) == KVL_OK);
+    int ok = 1;
+    for (int l = 0; l < NL; l++)
+        for (int h = 0; h < NKV; h++) {
+            ok &= kvl_kv_table_len(t, l, h) == 20;
+            for (int i = 0; i < 4; i++) ok &= has_pos(t, l, h, i);
+            for (int i = 84; i < 100; i++) ok &= has_pos(t, l, h, i);
+        }
+    CHECK_MSG(ok, "streaming keeps the 4 sinks and the 16 newest");
+    /* decode-like calls: one token each, the window slides, sinks stay */
+    for (int i = 0; i < 10; i++) CHECK(call(t, 1, 100 + i, -1, q, &err) == KVL_OK);
+    CHECK(kvl_kv_table_len(t, 0, 0) == 20 && has_pos(t, 0, 0, 0) && has_pos(t, 0, 0, 109) && !has_pos(t, 0, 0, 84));
+    kvl_kv_table_free(t);
+    CHECK(kvl_kv_pool_used(p) == 0);
+    kvl_kv_pool_free(p);
+}
+
+static void test_heavy_hitter(const char *spec, int keep) {
+    kvl_kv_pool *p = mkpool(spec, keep, 0);
+    kvl_kv_table *t;
+    kvl_err err;
+    CHECK(kvl_kv_table_create(p, &t, &err) == KVL_OK);
+    float q[200 * NH * HD];
+    mkq(200, q);
+    CHECK(call(t, 200, 0, 37, q, &err) == KVL_OK);
+    int ok = 1, total = 0;
+    for (int l = 0; l < NL; l++)
+        for (int h = 0; h < NKV; h++) ok &= has_pos(t, l, h, 37), total += kvl_kv_table_len(t, l, h);
+    const int len = total <= keep * NL * NKV; /* on average: layer (PyramidKV) and head (headwise) budgets differ */
+    CHECK_MSG(ok, "%s keeps the planted heavy hitter", spec);
+    CHECK_MSG(len, "%s keeps at most the budget", spec);
+    kvl_kv_table_free(t);
+    kvl_kv_pool_free(p);
+}
+
+/* VEDA: the reserved stage survives; the most-voted token is the one evicted */
+static void test_veda_votes(void) {
+    kvl_kv_pool *p = mkpool("veda:sink=2,recent=2,slack=0", 1 << 20, 0);
+    kvl_kv_table *t;
+    kvl_err err;
+    CHECK(kvl_kv_table_create(p, &t, &err) == KVL_OK);
+    float q[40 * NH * HD];
+    mkq(40, q);
+    CHECK(call(t, 40, 0, 9, q, &err) == KVL_OK);
+    /* predict the victim: the most votes over the group among the middle tokens */
+    int victim = -1;
+    float best = -1;
+    for (int i = 2; i < 38; i++) {
+        float v = kvl_kv_table_stat(t, 0, 0, KVL_KV_ACC_VOTE)[i] + kvl_kv_table_stat(t, 0, 1, KVL_KV_ACC_VOTE)[i];
+        if (v > best || (v == best && victim >= 0 && 0)) best = v, victim = i;
+    }
+    /* ties go to the older token: the first maximum */
+    kvl_kv_policy_set_keep(t, 39);
+    float k[NKV * HD], v[NKV * HD], o[NH * HD];
+    int32_t pos[1];
+    mkrows(1, 40, -1, k, v, pos);
+    CHECK(kvl_kv_policy_after(t, 0, 1, 41, &err) == KVL_OK);
+    CHECK(kvl_kv_table_len(t, 0, 0) == 39);
+    CHECK(!has_pos(t, 0, 0, victim) && has_pos(t, 0, 0, 0) && has_pos(t, 0, 0, 1) && has_pos(t, 0, 0, 9));
+    (void)o;
+    kvl_kv_table_free(t);
+    kvl_kv_pool_free(p);
+}
+
+/* CAKE: cascading (evict after every layer) == splitting after the whole prefill */
+static void test_cake_cascade(void) {
+    const int keep = 30, n = 160;
+    kvl_kv_pool *p = mkpool("cake:window=8,slack=4", keep, 0);
+    kvl_kv_table *a, *b;
+    kvl_err err;
+    CHECK(kvl_kv_table_create(p, &a, &err) == KVL_OK);
+    CHECK(kvl_kv_table_create(p, &b, &err) == KVL_OK);
+    float *q = malloc(sizeof(float) * n * NH * HD);
+    mkq(n, q);
+    const uint64_t seed = rng;
+    CHECK(call(a, n, 0, 70, q, &err) == KVL_OK);
+    size_t peak_a = kvl_kv_table_peak_bytes(a);
+    /* b: the same call with eviction held back until the last layer */
+    rng = seed;
+    kvl_kv_policy_set_keep(b, 1 << 20);
+    {
+        float *k = malloc(sizeof(float) * n * NKV * HD), *v = malloc(sizeof(float) * n * NKV * HD);
+        float *o = malloc(sizeof(float) * n * NH * HD);
+        int32_t *pos = malloc(sizeof(int32_t) * n);
+        for (int l = 0; l < NL; l++) {
+            mkrows(n, 0, 70, k, v, pos);
+            CHECK(kvl_kv_policy_before(b, l, n, &err) == KVL_OK);
+            CHECK(kvl_kv_append(b, l, n, pos, k, v, &err) == KVL_OK);
+            attend(b, l, n, q, pos, o);
+            if (l == NL - 1) kvl_kv_policy_set_keep(b, keep);
+            CHECK(kvl_kv_policy_after(b, l, n, n, &err) == KVL_OK);
+        }
+        free(k);
+        free(v);
+        free(o);
+        free(pos);
+    }
+    int same = 1, total = 0;
+    for (int l = 0; l < NL; l++)
+        for (int h = 0; h < NKV; h++) {
+            int32_t pa[512], pb[512];
+            const int na = kvl_kv_table_positions(a, l, h, pa, 512), nb = kvl_kv_table_positions(b, l, h, pb, 512);
+            same &= na == nb && !memcmp(pa, pb, sizeof(int32_t) * (size_t)na);
+            total += na;
+        }
+    CHECK_MSG(same, "cascading kept sets equal those of splitting after the prefill");
+    CHECK(total <= keep * NL * NKV);
+    const int *ba = kvl_kv_policy_budgets(a), *bb = kvl_kv_policy_budgets(b);
+    int sb = 1, differ = 0;
+    for (int l = 0; l < NL; l++) sb &= ba[l] == bb[l], differ |= ba[l] != ba[0];
+    CHECK(sb);
+    CHECK_MSG(differ, "preference-weighted budgets differ across layers");
+    /* cascading kept memory lower during the prefill */
+    CHECK(peak_a < kvl_kv_table_peak_bytes(b));
+    free(q);
+    kvl_kv_table_free(a);
+    kvl_kv_table_free(b);
+    CHECK(kvl_kv_pool_used(p) == 0);
+    kvl_kv_pool_free(p);
+}
+
+/* memory returns; fork + evict leaves the other intact; make-room under a byte cap */
+static void test_memory(void) {
+    kvl_kv_pool *p = mkpool("h2o:slack=0", 16, 0);
+    kvl_kv_table *t, *f;
+    kvl_err err;
+    CHECK(kvl_kv_table_create(p, &t, &err) == KVL_OK);
+    float q[120 * NH * HD];
+    mkq(120, q);
+    kvl_kv_policy_set_keep(t, -1);
+    CHECK(call(t, 120, 0, 5, q, &err) == KVL_OK);
+    const size_t full = kvl_kv_pool_used(p);
+    CHECK(kvl_kv_table_fork(t, &f, &err) == KVL_OK);
+    int32_t before[NL * NKV][128];
+    for (int l = 0; l < NL; l++)
+        for (int h = 0; h < NKV; h++) kvl_kv_table_positions(t, l, h, before[l * NKV + h], 128);
+    kvl_kv_policy_set_keep(f, 16);
+    CHECK(call(f, 1, 120, -1, q, &err) == KVL_OK);
+    CHECK(kvl_kv_table_len(f, 0, 0) == 16 && kvl_kv_table_len(t, 0, 0) == 120);
+    int intact = 1;
+    for (int l = 0; l < NL; l++)
+        for (int h = 0; h < NKV; h++) {
+            int32_t now[128];
+            kvl_kv_table_positions(t, l, h, now, 128);
+            intact &= !memcmp(now, before[l * NKV + h], sizeof now[0] * 120);
+        }
+    CHECK(intact);
+    kvl_kv_table_free(t);
+    CHECK_MSG(kvl_kv_pool_used(p) < full / 4, "evicted pages return to the pool (%zu of %zu)", kvl_kv_pool_used(p), full);
+    kvl_kv_table_free(f);
+    CHECK(kvl_kv_pool_used(p) == 0);
+    kvl_kv_pool_free(p);
+
+    /* byte cap: 2 pages per list + the chunk of one layer; a long input streams through */
+    const size_t pb = 0;
+    (void)pb;
+    kvl_kv_pool *probe = mkpool("h2o", 0, 0);
+    const size_t page = kvl_kv_page_bytes(probe);
+    kvl_kv_pool_free(probe);
+    const size_t cap = page * (NL * NKV * 3 + NKV * 2 + NKV);
+    p = mkpool("h2o:slack=0", 0, cap);
+    CHECK(kvl_kv_table_create(p, &t, &err) == KVL_OK);
+    int ok = 1;
+    for (int c = 0; c < 20 && ok; c++) {
+        ok &= call(t, PG, c * PG, -1, q, &err) == KVL_OK;
+        ok &= kvl_kv_pool_used(p) <= cap;
+    }
+    CHECK_MSG(ok, "a byte cap is kept by evicting: %s", ok ? "" : err.msg);
+    CHECK(kvl_kv_table_len(t, 0, 0) < 20 * PG);
+    kvl_kv_table_free(t);
+    kvl_kv_pool_free(p);
+}
+
+/* ---- engine: budget during chunked prefill, determinism, codecs -------------------------------------- */
+
+static void test_engine(const char *model) {
+    kvl_model *m = NULL;
+    char err[256];
+    if (kvl_model_load(model, &m, err, sizeof err) != KVL_OK) {
+        CHECK_MSG(0, "load: %s", err);
+        return;
+    }
+    kvl_model_info mi;
+    kvl_model_get_info(m, &mi);
+    /* a text-like token stream */
+    enum { N = 800 };
+    kvl_token *tok = malloc(sizeof *tok * N);
+    const char *text = "The quick brown fox jumps over the lazy dog while the lighthouse keeper counts ships. ";
+    kvl_token buf[64];
+    int nb = (int)kvl_tokenize(m, text, strlen(text), 0, 0, buf, 64);
+    for (int i = 0; i < N; i++) tok[i] = buf[i % nb];
+    static const char *const pols[] = {"streaming", "h2o", "tova", "snapkv", "pyramidkv", "veda", "cake"};
+    float *lg = malloc(sizeof(float) * (size_t)mi.n_vocab), *lg2 = malloc(sizeof(float) * (size_t)mi.n_vocab);
+    for (int pi = 0; pi < 7; pi++) {
+        /* --kv-keep 128 with 256-token chunks: bytes after each chunk stay at the bound */
+        kvl_ctx_params p;
+        kvl_ctx_params_default(&p);
+        p.n_ctx = 2048;
+        p.n_batch = 256;
+        p.n_threads = 2;
+        p.kv_policy = pols[pi];
+        p.kv_keep = 128;
+        kvl_ctx *c = NULL;
+        if (kvl_ctx_create(m, &p, &c, err, sizeof err) != KVL_OK) {
+            CHECK_MSG(0, "%s: %s", pols[pi], err);
+            continue;
+        }
+        kvl_seq *s;
+        CHECK(kvl_seq_create(c, &s) == KVL_OK);
+        kvl_kv_stats st;
+        size_t page = 0;
+        int ok = 1;
+        for (int off = 0; off < N; off += 256) {
+            ok &= kvl_prefill(s, tok + off, off + 256 <= N ? 256 : N - off, lg, NULL) == KVL_OK;
+            kvl_seq_kv_stats(s, &st);
+            page = st.bytes_used / (size_t)(st.n_pages ? st.n_pages : 1);
+            /* bound: (keep + slack) per list, rounded up to pages */
+            const size_t bound = (size_t)mi.n_layer * mi.n_head_kv * (size_t)((128 + 32 + 31) / 32) * page;
+            ok &= st.bytes_used <= bound;
+        }
+        CHECK_MSG(ok, "%s: KV bytes stay within the bound after every chunk", pols[pi]);
+        CHECK_MSG(st.tokens_cached <= 160 && st.tokens_cached >= 64, "%s: %lld tokens kept", pols[pi],
+                  (long long)st.tokens_cached);
+        CHECK(st.tokens_evicted > 0 && st.keep == 128);
+        /* a prompt many times the budget in one call also fits (per-layer eviction) */
+        kvl_seq *s2;
+        CHECK(kvl_seq_create(c, &s2) == KVL_OK);
+        CHECK(kvl_prefill(s2, tok, N, lg2, NULL) == KVL_OK);
+        kvl_seq_kv_stats(s2, &st);
+        CHECK(st.tokens_cached <= 160);
+        kvl_seq_free(s2);
+        kvl_seq_free(s);
+        kvl_kv_stats z;
+        CHECK(kvl_seq_create(c, &s) == KVL_OK);
+        kvl_seq_kv_stats(s, &z);
+        CHECK_MSG(z.pool_used == 0, "%s: pool bytes return to zero", pols[pi]);
+        kvl_seq_free(s);
+        kvl_ctx_free(c);
+    }
+    /* determinism over thread counts, policies x codecs */
+    static const char *const codecs[] = {"f16", "int8", "kivi2", "int4z+rot"};
+    for (int ci = 0; ci < 4; ci++)
+        for (int pi = ci ? 1 : 0; pi < 7; pi += (ci ? 5 : 1)) { /* f16: every policy; others: h2o, cake */
+            float ref0 = 0;
+            int same = 1;
+            for (int th = 1; th <= 3; th += 2) {
+                kvl_ctx_params p;
+                kvl_ctx_params_default(&p);
+                p.n_ctx = 1024;
+                p.n_threads = th;
+                p.kv_policy = pols[pi];
+                p.kv_keep_frac = 0.25f;
+                p.kv_codec = codecs[ci];
+                kvl_ctx *c = NULL;
+                kvl_seq *s = NULL;
+                if (kvl_ctx_create(m, &p, &c, err, sizeof err) != KVL_OK || kvl_seq_create(c, &s) != KVL_OK) {
+                    CHECK_MSG(0, "%s x %s: %s", pols[pi], codecs[ci], err);
+                    kvl_ctx_free(c);
+                    continue;
+                }
+                CHECK(kvl_prefill(s, tok, 300, lg, NULL) == KVL_OK);
+                for (int i = 0; i < 4; i++) CHECK(kvl_decode(s, tok[300 + i], lg) == KVL_OK);
+                kvl_kv_stats st;
+                kvl_seq_kv_stats(s, &st);
+                CHECK(st.tokens_cached <= 76 + 32 && st.bits_per_value > 0);
+                if (th == 1) {
+                    memcpy(lg2, lg, sizeof(float) * (size_t)mi.n_vocab);
+                    ref0 = lg[0];
+                } else same &= !memcmp(lg, lg2, sizeof(float) * (size_t)mi.n_vocab);
+                kvl_seq_free(s);
+                kvl_ctx_free(c);
+            }
+            (void)ref0;
+            CHECK_MSG(same, "%s x %s: logits identical on 1 and 3 threads", pols[pi], codecs[ci]);
+        }
+    /* bad input: budget under one page per (layer, head); keep over the context */
+    {
+        kvl_ctx_params p;
+        kvl_ctx_params_default(&p);
+        p.n_ctx = 512;
+        p.kv_policy = "h2o";
+        p.kv_budget_bytes = 4096;
+        kvl_ctx *c = NULL;
+        CHECK(kvl_ctx_create(m, &p, &c, err, sizeof err) == KVL_ERR_ARG && strstr(err, "one page per"));
+        p.kv_budget_bytes = 0;
+        p.kv_keep = 100000;
+        CHECK(kvl_ctx_create(m, &p, &c, err, sizeof err) == KVL_ERR_ARG && strstr(err, "kv_keep"));
+        p.kv_keep = 0;
+        p.kv_policy = "h2o:bogus=1";
+        CHECK(kvl_ctx_create(m, &p, &c, err, sizeof err) == KVL_ERR_ARG && strstr(err, "bogus"));
+        /* a byte budget alone sets the keep */
+        p.kv_policy = "snapkv";
+        p.kv_budget_bytes = (size_t)8 << 20;
+        CHECK(kvl_ctx_create(m, &p, &c, err, sizeof err) == KVL_OK);
+        kvl_seq *s;
+        CHECK(kvl_seq_create(c, &s) == KVL_OK);
+        CHECK(kvl_prefill(s, tok, 500, lg, NULL) == KVL_OK);
+        kvl_kv_stats st;
+        kvl_seq_kv_stats(s, &st);
+        CHECK_MSG(st.pool_used <= p.kv_budget_bytes && st.tokens_cached < 500, "budget %zu used %zu kept %lld",
+                  p.kv_budget_bytes, st.pool_used, (long long)st.tokens_cached);
+        kvl_seq_free(s);
+        kvl_ctx_free(c);
+    }
+    free(lg);
+    free(lg2);
+    free(tok);
+    kvl_model_free(m);
+}
+
+int main(void) {
+    test_stats_reference();
+    test_parse();
+    test_streaming();
+    test_heavy_hitter("h2o:slack=0", 24);
+    test_heavy_hitter("tova:slack=0", 24);
+    test_heavy_hitter("snapkv:slack=0,window=8", 24);
+    test_heavy_hitter("pyramidkv:slack=0,window=8,beta=2", 24);
+    test_heavy_hitter("cake:slack=0,window=8", 24);
+    test_heavy_hitter("veda:slack=0,norm=1,recent=40", 60);
+    test_heavy_hitter("veda:slack=0,recent=40", 60);
+    test_heavy_hitter("h2o:slack=0,headwise=1", 24);
+    test_veda_votes();
+    test_cake_cascade();
+    test_memory();
+    const char *model = kvl_test_model("engine policy tests");
+    if (model) test_engine(model);
+    KVL_TEST_END();
+}
