@@ -188,6 +188,7 @@ kvl_ctx *cli_create_ctx(const kvl_model *m, const cli_opts *o, const char *codec
     kvl_ctx_params_default(&p);
     p.n_ctx = n_ctx;
     p.n_threads = o->n_threads;
+    const char *codec_given = codec; /* a reference configuration: full cache, no policy */
     if (codec) p.kv_codec = codec; /* exactly this codec (e.g. the f32 reference of eval kld) */
     else {                         /* the user's KV configuration */
         p.kv_codec = o->kv_k ? o->kv_k : o->kv;
@@ -195,9 +196,11 @@ kvl_ctx *cli_create_ctx(const kvl_model *m, const cli_opts *o, const char *codec
         p.kv_layers = o->kv_layers;
         codec = o->kv;
     }
-    p.kv_budget_bytes = o->kv_budget;
-    p.kv_policy = o->kv_policy;
-    if (o->kv_keep) cli_parse_keep(o->kv_keep, &p.kv_keep, &p.kv_keep_frac);
+    p.kv_budget_bytes = codec_given ? 0 : o->kv_budget;
+    if (codec_given == NULL) { /* the user's KV configuration: the eviction policy too */
+        p.kv_policy = o->kv_policy;
+        if (o->kv_keep) cli_parse_keep(o->kv_keep, &p.kv_keep, &p.kv_keep_frac);
+    }
     if (o->n_batch > 0) p.n_batch = o->n_batch;
     p.no_simd = getenv("KVL_NO_SIMD") != NULL; /* testing switch: scalar reference kernels */
     p.exact_matmul = o->exact;

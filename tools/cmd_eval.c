@@ -83,6 +83,8 @@ int cmd_eval(const cli_opts *o) {
     char codec[340];
     snprintf(codec, sizeof codec, "%s", ks0.codec ? ks0.codec : o->kv);
     double bpt = 0, bpv = 0; /* measured at the end of the last window */
+    size_t kv_peak = 0, kv_end = 0; /* max over windows of the evaluated sequence's peak / final KV bytes */
+    int64_t kv_tokens = 0, evicted = 0;
     float *la = malloc((size_t)chunk * (size_t)nv * sizeof *la);
     float *lb = kld ? malloc((size_t)chunk * (size_t)nv * sizeof *lb) : NULL;
     if (!la || (kld && !lb)) cli_die(CLI_EXIT_RUNTIME, "out of memory for %d x %d logits", chunk, nv);
@@ -124,6 +126,10 @@ int cmd_eval(const cli_opts *o) {
             kvl_seq_kv_stats(kld ? sb : sa, &ks);
             bpt = ks.tokens_cached > 0 ? (double)ks.codec_bytes / (double)ks.tokens_cached : 0;
             bpv = ks.bits_per_value;
+            if (ks.bytes_peak > kv_peak) kv_peak = ks.bytes_peak;
+            if (ks.bytes_used > kv_end) kv_end = ks.bytes_used;
+            kv_tokens = ks.tokens_cached;
+            evicted = ks.tokens_evicted;
         }
         kvl_seq_free(sa);
         kvl_seq_free(sb);
@@ -147,6 +153,12 @@ int cmd_eval(const cli_opts *o) {
         cli_json_num(&j, "bytes_per_token", bpt);
         cli_json_num(&j, "bits_per_value", bpv);
         cli_json_int(&j, "windows", (long long)n_win);
+        cli_json_str(&j, "policy", o->kv_policy ? o->kv_policy : "full");
+        cli_json_str(&j, "keep", o->kv_keep ? o->kv_keep : "");
+        cli_json_int(&j, "kv_bytes_peak", (long long)kv_peak);
+        cli_json_int(&j, "kv_bytes_end", (long long)kv_end);
+        cli_json_int(&j, "kv_tokens_end", (long long)kv_tokens);
+        cli_json_int(&j, "tokens_evicted", (long long)evicted);
         cli_json_int(&j, "tokens_scored", (long long)scored);
         if (kld) {
             cli_json_num(&j, "kld_mean", kl_mean);
@@ -173,6 +185,9 @@ int cmd_eval(const cli_opts *o) {
     } else {
         printf("ppl:           %.4f\n", ppl_a);
         printf("kv:            %s, %.1f bytes/token, %.3f bits/value at ctx %d\n", codec, bpt, bpv, n_ctx);
+        if (o->kv_policy)
+            printf("policy:        %s keep %s: %lld tokens cached at the end, KV peak %zu bytes, end %zu\n",
+                   o->kv_policy, o->kv_keep ? o->kv_keep : "-", (long long)kv_tokens, kv_peak, kv_end);
         printf("windows:       %lld of %d tokens, %lld tokens scored, chunk %d, %.1f s%s\n", (long long)n_win, n_ctx,
                (long long)scored, chunk, secs, o->exact ? ", exact matmul" : "");
     }
