@@ -380,6 +380,85 @@ static void test_memory(void) {
     kvl_kv_pool_free(p);
 }
 
+/* Re-quantization after many evictions on sealed pages: rows moved by a
+ * compaction are decoded and sealed again. Measures how the error of the
+ * surviving original rows grows over 60 eviction rounds (printed as
+ * "measured:"), for a sealing codec and a per-token one (exact moves). */
+/* relative squared error of cached row i of (0, 0) against the original rows */
+static void row_err(const kvl_kv_table *t, int i, int32_t pos, const float *ok, const float *ov, int D, double *ek,
+                    double *ev) {
+    float kr[256], vr[256];
+    kvl_kv_table_decode(t, 0, 0, i, kr, vr);
+    double dk = 0, nk = 0, dv = 0, nv = 0;
+    for (int j = 0; j < D; j++) {
+        const double a = ok[(size_t)pos * D + j], b = ov[(size_t)pos * D + j];
+        dk += (kr[j] - a) * (kr[j] - a), nk += a * a;
+        dv += (vr[j] - b) * (vr[j] - b), nv += b * b;
+    }
+    *ek = dk / nk;
+    *ev = dv / nv;
+}
+
+static void test_requant(const char *codec) {
+    enum { D64 = 64, P16 = 16, N0 = 256, ROUNDS = 60, NEWT = 16 };
+    kvl_kv_config cfg = {.n_layer = 1, .n_head_kv = 1, .head_dim = D64, .page_tokens = P16,
+                         .budget_bytes = (size_t)64 << 20, .k_spec = codec, .policy = "full", .n_head = 1};
+    kvl_kv_pool *p = NULL;
+    kvl_err err;
+    if (kvl_kv_pool_create(&cfg, &p, &err) != KVL_OK) {
+        CHECK_MSG(0, "%s: %s", codec, err.msg);
+        return;
+    }
+    kvl_kv_table *t;
+    CHECK(kvl_kv_table_create(p, &t, &err) == KVL_OK);
+    const int total = N0 + ROUNDS * NEWT;
+    float *ok = malloc(sizeof(float) * total * D64), *ov = malloc(sizeof(float) * total * D64);
+    double *e0k = calloc(total, sizeof(double)), *e0v = calloc(total, sizeof(double));
+    for (int i = 0; i < total * D64; i++) ok[i] = frand() * 2, ov[i] = frand();
+    int32_t pos[NEWT], pb[4096];
+    int n = 0;
+    for (int c = 0; c < N0 / NEWT; c++, n += NEWT) {
+        for (int j = 0; j < NEWT; j++) pos[j] = n + j;
+        CHECK(kvl_kv_append(t, 0, NEWT, pos, ok + (size_t)n * D64, ov + (size_t)n * D64, &err) == KVL_OK);
+        CHECK(kvl_kv_seal(t, 0, &err) == KVL_OK);
+    }
+    int len = kvl_kv_table_positions(t, 0, 0, pb, 4096);
+    for (int i = 0; i < len; i++) row_err(t, i, pb[i], ok, ov, D64, &e0k[pb[i]], &e0v[pb[i]]);
+    /* each round: 16 new rows; one old row near the front goes (every later row
+     * moves: the worst case, as H2O/TOVA evicting old tokens) and 15 of the newer ones */
+    for (int r = 0; r < ROUNDS; r++, n += NEWT) {
+        for (int j = 0; j < NEWT; j++) pos[j] = n + j;
+        CHECK(kvl_kv_append(t, 0, NEWT, pos, ok + (size_t)n * D64, ov + (size_t)n * D64, &err) == KVL_OK);
+        len = kvl_kv_table_len(t, 0, 0);
+        int idx[NEWT];
+        idx[0] = 2;
+        for (int j = 1; j < NEWT; j++) idx[j] = len - 2 * NEWT - 15 * 3 + 3 * j;
+        CHECK(kvl_kv_drop(t, 0, 0, idx, NEWT, &err) == KVL_OK);
+        CHECK(kvl_kv_seal(t, 0, &err) == KVL_OK);
+    }
+    double s0k = 0, s0v = 0, s1k = 0, s1v = 0;
+    int cnt = 0;
+    len = kvl_kv_table_positions(t, 0, 0, pb, 4096);
+    for (int i = 0; i < len; i++) {
+        if (pb[i] >= N0 - 2 * P16) continue; /* original rows sealed at the start that survived */
+        double ek, ev;
+        row_err(t, i, pb[i], ok, ov, D64, &ek, &ev);
+        s0k += e0k[pb[i]], s0v += e0v[pb[i]], s1k += ek, s1v += ev, cnt++;
+    }
+    const double gk = s1k / s0k, gv = s1v / s0v;
+    printf("measured: %s, %d eviction rounds moving every surviving row: K rel. MSE %.3g -> %.3g (x%.2f), "
+           "V %.3g -> %.3g (x%.2f) over the same %d rows\n",
+           codec, ROUNDS, s0k / cnt, s1k / cnt, gk, s0v / cnt, s1v / cnt, gv, cnt);
+    CHECK(cnt > 100 && isfinite(gk) && isfinite(gv));
+    if (strcmp(codec, "int8") == 0) CHECK_MSG(gk == 1 && gv == 1, "%s moves rows exactly", codec);
+    free(ok);
+    free(ov);
+    free(e0k);
+    free(e0v);
+    kvl_kv_table_free(t);
+    kvl_kv_pool_free(p);
+}
+
 /* ---- engine: budget during chunked prefill, determinism, codecs -------------------------------------- */
 
 static void test_engine(const char *model) {
@@ -532,6 +611,9 @@ int main(void) {
     test_veda_votes();
     test_cake_cascade();
     test_memory();
+    test_requant("int8");
+    test_requant("kivi2");
+    test_requant("kivi4z");
     const char *model = kvl_test_model("engine policy tests");
     if (model) test_engine(model);
     KVL_TEST_END();
