@@ -8,15 +8,16 @@
 # heat maps (bench/results/policies.md, docs/img/policy_*.png).
 #   bench/policies.sh [OUT]        all phases (~3-5 h on 2 cores)
 #   PHASES="needle ppl" bench/policies.sh   a subset
-# Grid: lengths 1024,2048,4096 x depths 0,25,50,75,100 x 2 seeds (30 cells),
-# reported seeds 0-1; tuning runs use --seed-base 1000 (disjoint prompts).
+# Grid (GRID overrides): lengths 1024,2048 x depths 10,30,50,70,90 x 1 seed
+# (10 cells, sized for 2 cores: ~2 min a run), reported seed 0; tuning
+# runs use --seed-base 1000 (disjoint prompts).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-bench/results/policies}"
 MODEL="${KVL_MODEL:-$HOME/.cache/kvlite/SmolLM2-135M-Instruct.Q4_1.gguf}"
 KV=./build/kvlite
-PHASES="${PHASES:-needle tune ppl codec needle_ext passkey multikey}"
-GRID="--lengths 1024,2048,4096 --depths 0,25,50,75,100 --seeds 2"
+PHASES="${PHASES:-needle ppl tune codec passkey multikey needle_ext}"
+GRID="${GRID:---lengths 1024,2048 --depths 10,30,50,70,90 --seeds 1}"
 POLICIES="streaming h2o tova snapkv pyramidkv veda cake"
 mkdir -p "$OUT"
 [ -x "$KV" ] || make -j2 all >/dev/null
@@ -44,13 +45,11 @@ ret() { # task policy keep mode [extra...]
 
 for phase in $PHASES; do
     case $phase in
-    needle) # the headline: 10% and 25% kept, both modes, every policy
+    needle) # the headline: 10% and 25% kept question-aware, 25% query-agnostic, every policy
         ret needle full 100% qa
-        for keep in 10% 25%; do
-            for mode in qa qagn; do
-                for p in $POLICIES; do ret needle "$p" "$keep" "$mode"; done
-            done
-        done ;;
+        for p in $POLICIES; do ret needle "$p" 10% qa; done
+        for p in $POLICIES; do ret needle "$p" 25% qa; done
+        for p in $POLICIES; do ret needle "$p" 25% qagn; done ;;
     tune) # pooling kernel of the window policies, chosen on valid seeds (--seed-base 1000)
         for p in snapkv cake; do
             for k in 7 15 31; do
@@ -66,9 +65,7 @@ import json,sys
 s={k: json.load(open('$OUT/tune__${p}_pool%d__10.json' % k))['score'] for k in (7,15,31)}
 print(max(sorted(s), key=lambda k: s[k]))" 2>/dev/null) || continue
             echo "$best" >"$OUT/tuned_pool_$p.txt"
-            for keep in 10% 25%; do
-                for mode in qa qagn; do ret needle "$p:pool=$best" "$keep" "$mode"; done
-            done
+            for km in 10%:qa 25%:qa 25%:qagn 10%:qagn; do ret needle "$p:pool=$best" "${km%%:*}" "${km##*:}"; done
         done ;;
     ppl) # 8K-token windows of wikitext-2 test under a 1K-token budget
         T=../shared/data/wikitext-2/test.txt
@@ -81,13 +78,14 @@ print(max(sorted(s), key=lambda k: s[k]))" 2>/dev/null) || continue
             for p in snapkv cake; do SUFFIX="__${c//[:=,+]/_}" ret needle "$p" 10% qa --kv "$c"; done
             SUFFIX="__${c//[:=,+]/_}" ret needle full 100% qa --kv "$c"
         done ;;
-    needle_ext) # 5% and 50% kept, question-aware
+    needle_ext) # 5% and 50% kept, question-aware; 10% query-agnostic
+        for p in $POLICIES; do ret needle "$p" 10% qagn; done
         for keep in 5% 50%; do
             for p in $POLICIES; do ret needle "$p" "$keep" qa; done
         done ;;
     passkey | multikey)
         ret "$phase" full 100% qa
-        for p in $POLICIES; do ret "$phase" "$p" 10% qa; ret "$phase" "$p" 25% qa; done ;;
+        for p in $POLICIES; do ret "$phase" "$p" 10% qa; done ;;
     esac
 done
 log "done"

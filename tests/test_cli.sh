@@ -119,6 +119,26 @@ else
     if [ "$rc" -eq 0 ] && grep -q "int8 / f16 (+layers)" "$TMP/err"; then ok; else
         bad "run --kv-k int8 --kv-layers: exit $rc, $(tail -c 300 "$TMP/err")"; fi
 
+    # eviction policies: bad names, parameters, keeps and budgets are one-line errors
+    expect_error 2 "unknown policy" run -m "$MODEL" -p hi --kv-policy nope -n 1 && expect_err_match "nope" "policy named"
+    expect_error 2 "unknown policy parameter" run -m "$MODEL" -p hi --kv-policy snapkv:zz=1 -n 1 &&
+        expect_err_match "zz" "policy parameter named"
+    expect_error 2 "bad policy value" run -m "$MODEL" -p hi --kv-policy snapkv:pool=4 -n 1
+    expect_error 2 "bad keep" run -m "$MODEL" -p hi --kv-policy h2o --kv-keep 0 -n 1
+    expect_error 2 "bad keep percent" run -m "$MODEL" -p hi --kv-policy h2o --kv-keep 120% -n 1
+    expect_error 2 "keep over the context" run -m "$MODEL" -p hi --kv-policy h2o --kv-keep 9000 --ctx 512 -n 1
+    expect_error 2 "budget under a page per list" run -m "$MODEL" -p hi --kv-policy h2o --kv-budget 64K -n 1 &&
+        expect_err_match "one page per" "budget error says why"
+    expect_error 2 "query-agnostic without a policy" eval needle -m "$MODEL" --lengths 256 --depths 50 --seeds 1 --query-agnostic
+    long=$(for _ in $(seq 1 60); do printf 'The quick brown fox jumps over the lazy dog. '; done)
+    run_cli run -m "$MODEL" -p "$long" -n 8 --temp 0 --stats --kv-policy cake --kv-keep 64 --batch 128
+    if [ "$rc" -eq 0 ] && grep -q "KV tokens/pages: *[0-9]* tokens" "$TMP/err" &&
+        [ "$(sed -n 's/.*KV tokens\/pages: *\([0-9]*\) tokens.*/\1/p' "$TMP/err")" -le 96 ]; then ok; else
+        bad "run with cake keep 64 over a long prompt: exit $rc, $(tail -c 300 "$TMP/err")"; fi
+    run_cli eval needle -m "$MODEL" --lengths 512 --depths 50 --seeds 1 --kv-policy snapkv --kv-keep 25% --query-agnostic --json
+    if [ "$rc" -eq 0 ] && python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["policy"]=="snapkv" and d["mode"]=="query-agnostic" and d["keep"]=="25%" and d["kv_bytes_peak"]>0' <"$TMP/out"; then ok; else
+        bad "eval needle --query-agnostic --json: exit $rc, $(tail -c 300 "$TMP/err")"; fi
+
     long=$(for _ in $(seq 1 40); do printf 'The quick brown fox jumps over the lazy dog. '; done)
     expect_error 1 "prompt longer than --ctx" run -m "$MODEL" -p "$long" --ctx 32 -n 1 &&
         expect_err_match "context" "prompt longer than --ctx"
