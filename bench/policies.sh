@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 OUT="${1:-bench/results/policies}"
 MODEL="${KVL_MODEL:-$HOME/.cache/kvlite/SmolLM2-135M-Instruct.Q4_1.gguf}"
 KV=./build/kvlite
-PHASES="${PHASES:-needle ppl tune codec passkey multikey needle_ext}"
+PHASES="${PHASES:-needle ppl tune codec passkey multikey needle_ext kld}"
 GRID="${GRID:---lengths 1024,2048 --depths 10,30,50,70,90 --seeds 1}"
 POLICIES="streaming h2o tova snapkv pyramidkv veda cake"
 mkdir -p "$OUT"
@@ -50,19 +50,20 @@ for phase in $PHASES; do
         for p in $POLICIES; do ret needle "$p" 10% qa; done
         for p in $POLICIES; do ret needle "$p" 25% qa; done
         for p in $POLICIES; do ret needle "$p" 25% qagn; done ;;
-    tune) # pooling kernel of the window policies, chosen on valid seeds (--seed-base 1000)
+    tune) # pooling kernel of the window policies, chosen on valid prompts (--seed-base 1000, 3 seeds)
+        TG="--lengths 1024,2048 --depths 10,30,50,70,90 --seeds 3 --seed-base 1000"
         for p in snapkv cake; do
-            for k in 7 15 31; do
+            for k in 7 15 31 63; do
                 tag="tune__${p}_pool${k}__10"
-                run "$tag" "$KV" eval needle -m "$MODEL" $GRID --seed-base 1000 --kv-policy "$p:pool=$k" --kv-keep 10%
+                run "$tag" "$KV" eval needle -m "$MODEL" $TG --kv-policy "$p:pool=$k" --kv-keep 10%
             done
         done
-        run tune__full "$KV" eval needle -m "$MODEL" $GRID --seed-base 1000
+        run tune__full "$KV" eval needle -m "$MODEL" $TG
         # the kernel with the best valid score, then on the reported seeds
         for p in snapkv cake; do
             best=$(python3 -c "
 import json,sys
-s={k: json.load(open('$OUT/tune__${p}_pool%d__10.json' % k))['score'] for k in (7,15,31)}
+s={k: json.load(open('$OUT/tune__${p}_pool%d__10.json' % k))['score'] for k in (7,15,31,63)}
 print(max(sorted(s), key=lambda k: s[k]))" 2>/dev/null) || continue
             echo "$best" >"$OUT/tuned_pool_$p.txt"
             for km in 10%:qa 25%:qa 25%:qagn 10%:qagn; do ret needle "$p:pool=$best" "${km%%:*}" "${km##*:}"; done
@@ -78,11 +79,26 @@ print(max(sorted(s), key=lambda k: s[k]))" 2>/dev/null) || continue
             for p in snapkv cake; do SUFFIX="__${c//[:=,+]/_}" ret needle "$p" 10% qa --kv "$c"; done
             SUFFIX="__${c//[:=,+]/_}" ret needle full 100% qa --kv "$c"
         done ;;
+    codec_tuned) # the same with the pooling kernel chosen on valid prompts, 10% and 25% kept
+        for p in snapkv cake; do
+            best=$(cat "$OUT/tuned_pool_$p.txt" 2>/dev/null) || continue
+            for c in kivi3z:fit=mse kivi2z+rot; do
+                for keep in 10% 25%; do SUFFIX="__${c//[:=,+]/_}" ret needle "$p:pool=$best" "$keep" qa --kv "$c"; done
+            done
+        done ;;
     needle_ext) # 5% and 50% kept, question-aware; 10% query-agnostic
         for p in $POLICIES; do ret needle "$p" 10% qagn; done
         for keep in 5% 50%; do
             for p in $POLICIES; do ret needle "$p" "$keep" qa; done
         done ;;
+    kld) # KLD vs the f32 full cache at ctx 1024, 25% kept: points for the quality-vs-bytes chart
+        T=../shared/data/wikitext-2/test.txt
+        for p in streaming h2o snapkv cake; do
+            for keep in 25%; do
+                run "kld__${p}__${keep%\%}" "$KV" eval kld -m "$MODEL" -f "$T" --ctx 1024 --max-windows 5 --kv f16 --kv-policy "$p" --kv-keep "$keep"
+            done
+        done
+        run kld__full "$KV" eval kld -m "$MODEL" -f "$T" --ctx 1024 --max-windows 5 --kv f16 ;;
     passkey | multikey)
         ret "$phase" full 100% qa
         for p in $POLICIES; do ret "$phase" "$p" 10% qa; done ;;

@@ -147,14 +147,14 @@ def main():
                  "end = after the answer).")
         A.append("")
     # tuning
-    tr = [(k, runs.get("tune__%s_pool%s__10" % (p, k)), p) for p in ("snapkv", "cake") for k in ("7", "15", "31")]
+    tr = [(k, runs.get("tune__%s_pool%s__10" % (p, k)), p) for p in ("snapkv", "cake") for k in ("7", "15", "31", "63")]
     if any(r for _, r, _ in tr):
         tf = runs.get("tune__full")
         A.append("Pooling kernel tuned on valid prompts (`--seed-base 1000`, disjoint from the reported ones), "
                  "needle at 10%% kept, question-aware (full cache there: %s):" % pct(tf["score"] if tf else None))
         A.append("")
-        A += table(["policy", "pool 7", "pool 15", "pool 31", "chosen"],
-                   [[p] + [pct(score(runs, "tune__%s_pool%s__10" % (p, k))) for k in ("7", "15", "31")] +
+        A += table(["policy", "pool 7", "pool 15", "pool 31", "pool 63", "chosen"],
+                   [[p] + [pct(score(runs, "tune__%s_pool%s__10" % (p, k))) for k in ("7", "15", "31", "63")] +
                     [tuned.get(p, "-")] for p in ("snapkv", "cake")])
         A.append("")
     # heat maps
@@ -191,11 +191,12 @@ def main():
     # codecs
     cr = []
     for c in ("kivi3z_fit_mse", "kivi2z_rot"):
-        cf = runs.get("needle__full__100__qa__" + c)
-        for n in ("full", "snapkv", "cake"):
-            r = runs.get(tag("needle", n, "100" if n == "full" else "10", "qa", "__" + c))
+        cands = [("full", "100")] + [(n, k) for n in ["snapkv", "cake"] + ["%s:pool=%s" % (p, v) for p, v in tuned.items()]
+                                     for k in ("10", "25")]
+        for n, keep in cands:
+            r = runs.get(tag("needle", n, keep, "qa", "__" + c))
             if r and full:
-                cr.append([c.replace("_fit_mse", ":fit=mse").replace("_rot", "+rot"), n + ("" if n == "full" else " 10%"),
+                cr.append([c.replace("_fit_mse", ":fit=mse").replace("_rot", "+rot"), n + ("" if n == "full" else " %s%%" % keep),
                            pct(r["score"]), ratio(r["score"], fs), mib(r["kv_bytes_end"]),
                            ratio(r["kv_bytes_end"], full["kv_bytes_end"])])
     if cr:
@@ -204,6 +205,31 @@ def main():
         A.append("")
         A += table(["codec", "policy", "score", "of f16 full", "KV end MiB", "of f16 bytes"], cr)
         A.append("")
+    # KLD at ctx 1024 -> table + kv-point file for the quality-vs-bytes chart
+    kf = runs.get("kld__full")
+    krows, pts = [], []
+    for n in ("streaming", "h2o", "snapkv", "cake"):
+        for keep in ("25", "50"):
+            r = runs.get("kld__%s__%s" % (n, keep))
+            if not r:
+                continue
+            eff = r["bytes_per_token"] * r.get("kv_tokens_end", r["ctx"]) / float(r["ctx"])
+            krows.append(["%s %s%%" % (n, keep), "%.4f" % r["kld_mean"], "%.1f%%" % r["top1_agree_pct"],
+                          "%.3f" % r["ppl_codec"], "%.0f" % eff])
+            pts.append({"label": "kvlite f16 + %s %s%%" % (n, keep), "engine": "kvlite", "kv": "f16+%s%s" % (n, keep),
+                        "ref_kv": "f32", "bytes_per_token": eff, "kld_mean": r["kld_mean"], "kld_max": r["kld_max"],
+                        "top1_agree_pct": r["top1_agree_pct"], "ppl": r["ppl_codec"], "ppl_ref": r["ppl_f32"],
+                        "dataset": "wikitext-2/test.txt", "ctx": r["ctx"], "windows": r["windows"]})
+    if krows:
+        A.append("KL divergence against the f32 full cache, wikitext-2 test, %d windows of %d tokens (chunks of %d: "
+                 "the policy evicts as the window streams through); bytes/token = KV bytes held at the end / tokens "
+                 "seen (full f16 cache: KLD %s):" % (krows and runs[[k for k in runs if k.startswith("kld__") and k != "kld__full"][0]]["windows"],
+                                                     1024, 256, "%.4f" % kf["kld_mean"] if kf else "-"))
+        A.append("")
+        A += table(["policy, keep", "KLD", "top-1 agree", "ppl", "bytes/token"], krows)
+        A.append("")
+        json.dump({"kind": "kv-point", "label": "eviction policies (f16)", "points": pts},
+                  open(os.path.join(os.path.dirname(a.out), "kvpoint_policies.json"), "w"), indent=1)
     open(a.out, "w").write("\n".join(A) + "\n")
     print("wrote", a.out)
 

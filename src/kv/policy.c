@@ -219,7 +219,7 @@ static kvl_status pseq_scratch(kvl_policy_seq *ps, int n, int hkv, kvl_err *err)
     if (need <= ps->cap) return KVL_OK;
     int cap = ps->cap ? ps->cap : 256;
     while (cap < need) cap *= 2;
-    float *s = realloc(ps->score, 2 * (size_t)cap * sizeof *s);
+    float *s = realloc(ps->score, 3 * (size_t)cap * sizeof *s);
     if (s) ps->score = s;
     int *ix = realloc(ps->idx, (size_t)cap * sizeof *ix);
     if (ix) ps->idx = ix;
@@ -482,7 +482,7 @@ void kvl_kv_policy_info(const kvl_kv_table *t, kvl_kv_policy_stats *st) {
     st->tokens_dropped = t->pol->n_dropped;
     st->drop_calls = t->pol->n_events;
     st->state_bytes = sizeof *t->pol + (size_t)t->pool->cfg.n_layer * (sizeof(double) + sizeof(int) + 1) +
-                      (size_t)t->pol->cap * (2 * sizeof(float) + 2 * sizeof(int) + sizeof(cand));
+                      (size_t)t->pol->cap * (3 * sizeof(float) + 2 * sizeof(int) + sizeof(cand));
     st->budget = t->pol->last_budget;
 }
 

@@ -90,7 +90,7 @@ struct kvl_policy_ops {
     int cascade;         /* budgets re-split after every layer (CAKE) */
     void (*defaults)(kvl_policy_cfg *c);
     /* Keep-scores of (layer, head)'s len tokens into score [len] (higher =
-     * keep), tmp: [len] scratch. NULL: by position (the newest are kept). */
+     * keep), tmp: [2 * len] scratch. NULL: by position (the newest are kept). */
     void (*score)(const kvl_policy_cfg *c, const kvl_kv_table *t, int layer, int head, int len, float *score,
                   float *tmp);
     /* Relative budget weights of the layers into w [n_layer] at mean budget

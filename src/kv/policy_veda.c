@@ -11,9 +11,10 @@
  * token: with the prompt's every query voting, raw counts favour the
  * newest tokens, which had the fewest voters). wvote=1 lets only the last
  * `window` queries of a call vote (the question, when it ends the prompt),
- * and pool=k max-pools the negated votes like SnapKV. */
+ * and pool=k max-pools the negated votes (ties by their average). */
 #include "kv/policy.h"
 
+#include <math.h>
 #include <stdint.h>
 
 static void veda_defaults(kvl_policy_cfg *c) {
@@ -31,9 +32,17 @@ static void veda_score(const kvl_policy_cfg *c, const kvl_kv_table *t, int layer
         for (int i = 0; i < len; i++) score[i] /= (float)(last - pos[i] + 1);
     }
     for (int i = 0; i < len; i++) score[i] = -score[i];
-    if (c->pool > 1) { /* tmp may hold positions: pool through it after they are used */
+    if (c->pool > 1 && len > 0) { /* tmp may hold positions: pool through it after they are used */
+        /* max-pool the negated votes (neighbours of an unvoted token stay, as
+         * SnapKV's pooling), ties broken by the average over the kernel: the
+         * counts are integers, so a term below 1 only orders equal maxima */
+        float *avg = tmp + len; /* the scratch holds 2 x len floats past score */
+        kvl_policy_avgpool(score, len, c->pool, avg);
+        float amax = 0;
+        for (int i = 0; i < len; i++) amax = fabsf(avg[i]) > amax ? fabsf(avg[i]) : amax;
         for (int i = 0; i < len; i++) tmp[i] = score[i];
         kvl_policy_maxpool(tmp, len, c->pool, score);
+        for (int i = 0; i < len; i++) score[i] += 0.5f * avg[i] / (1.0f + amax);
     }
 }
 

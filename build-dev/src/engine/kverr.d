@@ -1,0 +1,12 @@
+build-dev/src/engine/kverr.o: src/engine/kverr.c src/engine/engine.h \
+ include/kvlite.h src/cpu/quant.h src/kv/kv.h src/util/err.h \
+ src/model/model.h src/model/gguf.h src/model/tok.h src/util/threadpool.h
+src/engine/engine.h:
+include/kvlite.h:
+src/cpu/quant.h:
+src/kv/kv.h:
+src/util/err.h:
+src/model/model.h:
+src/model/gguf.h:
+src/model/tok.h:
+src/util/threadpool.h:

@@ -1,0 +1,2 @@
+build-dev/src/engine/sampler.o: src/engine/sampler.c include/kvlite.h
+include/kvlite.h:

@@ -1,0 +1,11 @@
+build-dev/src/kv/codec_kivi.o: src/kv/codec_kivi.c src/kv/codec_kivi.h \
+ src/kv/codec.h src/kv/kv.h src/util/err.h include/kvlite.h \
+ src/util/fp16.h src/kv/codec_q.h src/kv/codec_spec.h
+src/kv/codec_kivi.h:
+src/kv/codec.h:
+src/kv/kv.h:
+src/util/err.h:
+include/kvlite.h:
+src/util/fp16.h:
+src/kv/codec_q.h:
+src/kv/codec_spec.h:

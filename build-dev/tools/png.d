@@ -1,0 +1,2 @@
+build-dev/tools/png.o: tools/png.c tools/png.h
+tools/png.h:
