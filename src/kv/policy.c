@@ -358,7 +358,10 @@ static kvl_status evict_layer(kvl_kv_table *t, int layer, int budget, kvl_err *e
             keep_free += budget - lo - (n - hi);
             for (int i = lo; i < hi; i++) sel[nsel++] = (cand){score[i], i, h};
         } else {
-            if (n <= budget) continue;
+            if (n <= budget) {
+                ps->kept_len[li] = -1; /* not ranked now: a re-eviction scores afresh */
+                continue;
+            }
             nsel = 0;
             for (int i = lo; i < hi; i++) sel[nsel++] = (cand){score[i], i, h};
             const int k = budget - lo - (n - hi); /* middle tokens kept */
