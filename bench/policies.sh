@@ -86,6 +86,11 @@ print(max(sorted(s), key=lambda k: s[k]))" 2>/dev/null) || continue
                 for keep in 10% 25%; do SUFFIX="__${c//[:=,+]/_}" ret needle "$p:pool=$best" "$keep" qa --kv "$c"; done
             done
         done ;;
+    speed) # decode at 8K context: full cache vs 10% kept (run on an otherwise idle machine)
+        run speed__full "$KV" bench -m "$MODEL" --prompt 8192 --gen 64 --reps 2
+        for p in streaming h2o snapkv cake; do
+            run "speed__$p" "$KV" bench -m "$MODEL" --prompt 8192 --gen 64 --reps 2 --kv-policy "$p" --kv-keep 10%
+        done ;;
     needle_ext) # 5% and 50% kept, question-aware; 10% query-agnostic
         for p in $POLICIES; do ret needle "$p" 10% qagn; done
         for keep in 5% 50%; do
