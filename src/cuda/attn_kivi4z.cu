@@ -1,0 +1,7 @@
+/* Paged decode attention kernels for kivi4z lists (sealed 4-bit KIVI pages
+ * with compact parameters, then open f16 pages; attn_kernel.cuh). */
+#include "cuda/attn_kernel.cuh"
+
+kvl_cuda_split_fn kvl_cuda_pick_kivi4z(int D, int G, int variant) {
+    return variant ? NULL : kvl_cuda_pick_pair<kvl_pair_kivi<4> >(D, G);
+}
