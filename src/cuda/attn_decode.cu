@@ -146,12 +146,12 @@ extern "C" kvl_status kvl_cuda_attn_create(const kvl_cuda_pool *p, int n_head, i
     if (a->tun.max_chunk_tokens < p->P) a->tun.max_chunk_tokens = p->P;
     if (a->tun.min_chunk_tokens > a->tun.max_chunk_tokens) a->tun.min_chunk_tokens = a->tun.max_chunk_tokens;
     switch (p->codec) {
-    case KVL_CUDA_CODEC_F16: a->fn = kvl_cuda_pick_f16(p->D, G, a->tun.variant); break;
-    case KVL_CUDA_CODEC_INT8: a->fn = kvl_cuda_pick_int8(p->D, G, a->tun.variant); break;
-    case KVL_CUDA_CODEC_FP8: a->fn = kvl_cuda_pick_fp8(p->D, G, a->tun.variant); break;
-    case KVL_CUDA_CODEC_INT4Z: a->fn = kvl_cuda_pick_int4z(p->D, G, a->tun.variant); break;
-    case KVL_CUDA_CODEC_KIVI4Z: a->fn = kvl_cuda_pick_kivi4z(p->D, G, a->tun.variant); break;
-    case KVL_CUDA_CODEC_KIVI2Z: a->fn = kvl_cuda_pick_kivi2z(p->D, G, a->tun.variant); break;
+    case KVL_CUDA_CODEC_F16: a->fn = kvl_cuda_pick_f16(p->D, G, p->P, a->tun.variant); break;
+    case KVL_CUDA_CODEC_INT8: a->fn = kvl_cuda_pick_int8(p->D, G, p->P, a->tun.variant); break;
+    case KVL_CUDA_CODEC_FP8: a->fn = kvl_cuda_pick_fp8(p->D, G, p->P, a->tun.variant); break;
+    case KVL_CUDA_CODEC_INT4Z: a->fn = kvl_cuda_pick_int4z(p->D, G, p->P, a->tun.variant); break;
+    case KVL_CUDA_CODEC_KIVI4Z: a->fn = kvl_cuda_pick_kivi4z(p->D, G, p->P, a->tun.variant); break;
+    case KVL_CUDA_CODEC_KIVI2Z: a->fn = kvl_cuda_pick_kivi2z(p->D, G, p->P, a->tun.variant); break;
     }
     if (!a->fn) {
         free(a);

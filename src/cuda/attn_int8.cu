@@ -5,7 +5,7 @@
 
 typedef kvl_pair<kvl_cuda_int8, kvl_cuda_int8> pair_int8;
 
-kvl_cuda_split_fn kvl_cuda_pick_int8(int D, int G, int variant) {
+kvl_cuda_split_fn kvl_cuda_pick_int8(int D, int G, int P, int variant) {
     switch (variant) {
     case 0: return kvl_cuda_pick_pair<pair_int8>(D, G);
     case 1: return D == 128 && G == 4 ? decode_split_kernel<pair_int8, 128, 4, 2, 1, 0> : NULL;

@@ -67,9 +67,13 @@ template <class K_, class V_, int MINB = 5> struct kvl_pair {
     typedef V_ OV;
     static constexpr bool kSealed = false;
     static constexpr int kBits = 0;
+    static constexpr int kTileRows = 16;
 };
-template <int BITS, int MINB = 5> struct kvl_pair_kivi {
+/* PMIN: the smallest page size the kernel takes (sealed key tiles hold
+ * PMIN rows, so they stay within a page). */
+template <int BITS, int MINB = 5, int PMIN = 16> struct kvl_pair_kivi {
     static constexpr int kMinB = MINB;
+    static constexpr int kTileRows = PMIN;
     typedef kvl_cuda_kivi_k<BITS> K;
     typedef kvl_cuda_f16p<kvl_cuda_kivi_k<BITS>::PERM> OK; /* open keys, in the sealed keys' channel order */
     typedef kvl_cuda_f16 OV;                                /* open values; sealed values: kivi_v (natural order) */
@@ -305,9 +309,9 @@ __global__ void __launch_bounds__(NTHREADS, MINB) decode_split_kernel(const __gr
     typedef typename CP::K KC;
     typedef typename CP::V VC;
     constexpr int TPR = D / 8, RPW = 32 / TPR, RPI = NWARPS * RPW;
-    /* page-parameter keys: a tile stays within 16 rows, so within a page */
-    constexpr int UK = KC::kPage ? (16 / RPI > 0 ? 16 / RPI : 1) : U;
-    static_assert(!KC::kPage || RPI * UK <= 16, "a tile of page-parameter rows must fit in a page");
+    /* page-parameter keys: a tile of kTileRows rows (<= P), so within a page */
+    constexpr int UK = KC::kPage ? (CP::kTileRows / RPI > 0 ? CP::kTileRows / RPI : 1) : U;
+    static_assert(!KC::kPage || RPI * UK <= CP::kTileRows, "a tile of page-parameter rows must fit in a page");
     extern __shared__ float smem[];
     __shared__ float sm_m[MAX_G], sm_l[MAX_G];
     __shared__ int sm_nsp, sm_bad;
@@ -481,13 +485,13 @@ template <class CP> static kvl_cuda_split_fn kvl_cuda_pick_pair(int D, int G) {
     return D == 64 ? kvl_cuda_pick_g<CP, 64>(G) : D == 128 ? kvl_cuda_pick_g<CP, 128>(G) : NULL;
 }
 
-/* Per-codec entry points (attn_<codec>.cu): the kernel for (D, G, variant),
- * NULL when there is none. */
-kvl_cuda_split_fn kvl_cuda_pick_f16(int D, int G, int variant);
-kvl_cuda_split_fn kvl_cuda_pick_int8(int D, int G, int variant);
-kvl_cuda_split_fn kvl_cuda_pick_fp8(int D, int G, int variant);
-kvl_cuda_split_fn kvl_cuda_pick_int4z(int D, int G, int variant);
-kvl_cuda_split_fn kvl_cuda_pick_kivi4z(int D, int G, int variant);
-kvl_cuda_split_fn kvl_cuda_pick_kivi2z(int D, int G, int variant);
+/* Per-codec entry points (attn_<codec>.cu): the kernel for (D, G, page
+ * size P, variant), NULL when there is none. */
+kvl_cuda_split_fn kvl_cuda_pick_f16(int D, int G, int P, int variant);
+kvl_cuda_split_fn kvl_cuda_pick_int8(int D, int G, int P, int variant);
+kvl_cuda_split_fn kvl_cuda_pick_fp8(int D, int G, int P, int variant);
+kvl_cuda_split_fn kvl_cuda_pick_int4z(int D, int G, int P, int variant);
+kvl_cuda_split_fn kvl_cuda_pick_kivi4z(int D, int G, int P, int variant);
+kvl_cuda_split_fn kvl_cuda_pick_kivi2z(int D, int G, int P, int variant);
 
 #endif

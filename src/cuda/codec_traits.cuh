@@ -153,10 +153,17 @@ struct kvl_cuda_int8 {
     }
 };
 
-/* fp8 (codec_fp8.c): float scale[P], then P rows of D e4m3 bytes. The byte's
- * bits moved into an IEEE half, h = (b & 0x80) << 8 | (b & 0x7f) << 7, are
- * the e4m3 value times 2^-8 exactly (subnormals included), so value =
- * (scale * 256) * half(h): the row scale is scale * 256 (exact). */
+/* fp8 (codec_fp8.c): float scale[P], then P rows of D e4m3 bytes; value =
+ * scale * e4m3(b). sm_89 and later convert two bytes per instruction
+ * (cvt.rn.f16x2.e4m3x2, exact: every e4m3 value is a half). Elsewhere the
+ * byte's bits moved into an IEEE half, h = (b & 0x80) << 8 | (b & 0x7f) << 7,
+ * are the e4m3 value times 2^-8 exactly (subnormals included), and the row
+ * scale is scale * 256 (exact), as in the CPU decode. */
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+#define KVL_CUDA_FP8_CVT 1
+#else
+#define KVL_CUDA_FP8_CVT 0
+#endif
 struct kvl_cuda_fp8 {
     typedef uint2 Raw; /* 8 codes, one 8-byte load */
     typedef kvl_cuda_nopage PageRaw;
@@ -169,22 +176,28 @@ struct kvl_cuda_fp8 {
     }
     static __device__ __forceinline__ Raw zero() { return make_uint2(0, 0); }
     static __device__ __forceinline__ float row_scale(const uint8_t *seg, int P, int r) {
-        return __ldg(reinterpret_cast<const float *>(seg) + r) * 256.0f;
+        return __ldg(reinterpret_cast<const float *>(seg) + r) * (KVL_CUDA_FP8_CVT ? 1.0f : 256.0f);
     }
     template <int H> static __device__ __forceinline__ PageRaw load_page(const uint8_t *seg, int P, int D, int c) {
         return PageRaw();
     }
     static __device__ __forceinline__ Page decode_page(const PageRaw &) { return Page(); }
-    /* bytes (b0, b1) of t = [0, b0, 0, b1] (b << 8 in each half) -> two halves */
-    static __device__ __forceinline__ float2 pair(uint32_t t) {
-        const uint32_t h = (t & 0x80008000u) | ((t >> 1) & 0x3f803f80u);
+    /* codes (b0, b1) = bytes 2i, 2i + 1 of w -> their values (times 2^-8 without cvt) */
+    template <int I> static __device__ __forceinline__ float2 pair(uint32_t w) {
+        uint32_t h;
+#if KVL_CUDA_FP8_CVT
+        const unsigned short b = (unsigned short)(w >> (16 * I));
+        asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h) : "h"(b));
+#else
+        const uint32_t t = __byte_perm(w, 0, I ? 0x3424 : 0x1404); /* [0, b0, 0, b1]: b << 8 in each half */
+        h = (t & 0x80008000u) | ((t >> 1) & 0x3f803f80u);
+#endif
         __half2 v;
         memcpy(&v, &h, 4);
         return __half22float2(v);
     }
     static __device__ __forceinline__ void to_float(const Raw &raw, const Page &, int c, float x[8], float &sc) {
-        const float2 f0 = pair(__byte_perm(raw.x, 0, 0x1404)), f1 = pair(__byte_perm(raw.x, 0, 0x3424));
-        const float2 f2 = pair(__byte_perm(raw.y, 0, 0x1404)), f3 = pair(__byte_perm(raw.y, 0, 0x3424));
+        const float2 f0 = pair<0>(raw.x), f1 = pair<1>(raw.x), f2 = pair<0>(raw.y), f3 = pair<1>(raw.y);
         x[0] = f0.x, x[1] = f0.y, x[2] = f1.x, x[3] = f1.y, x[4] = f2.x, x[5] = f2.y, x[6] = f3.x, x[7] = f3.y;
         sc = 1.0f;
     }
