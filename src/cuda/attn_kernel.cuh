@@ -58,9 +58,11 @@ struct kvl_cuda_kargs {
 
 typedef void (*kvl_cuda_split_fn)(kvl_cuda_kargs);
 
-/* MINB: minimum resident blocks up to 4 heads (default_minb). */
-template <class K_, class V_, int MINB = 5> struct kvl_pair {
+/* MINB: minimum resident blocks up to 4 heads (default_minb); TC: the
+ * tensor-core key scores where the key trait has them (kMMA). */
+template <class K_, class V_, int MINB = 5, bool TC = true> struct kvl_pair {
     static constexpr int kMinB = MINB;
+    static constexpr bool kTensorCores = TC;
     typedef K_ K;
     typedef V_ V;
     typedef K_ OK; /* unused */
@@ -74,6 +76,7 @@ template <class K_, class V_, int MINB = 5> struct kvl_pair {
 template <int BITS, int MINB = 5, int PMIN = 16> struct kvl_pair_kivi {
     static constexpr int kMinB = MINB;
     static constexpr int kTileRows = PMIN;
+    static constexpr bool kTensorCores = false;
     typedef kvl_cuda_kivi_k<BITS> K;
     typedef kvl_cuda_f16p<kvl_cuda_kivi_k<BITS>::PERM> OK; /* open keys, in the sealed keys' channel order */
     typedef kvl_cuda_f16 OV;                                /* open values; sealed values: kivi_v (natural order) */
@@ -193,6 +196,147 @@ static __device__ __forceinline__ void score_rows(const row_ctx &x, int jb, cons
         score_tile<C, D, G, U, RPI>(ta, qf, s, chunk_tok, j0, x, lane, qp);
         load_tile<C, D, U, RPI, true, H>(ta, x, j0 + 2 * SK);
         score_tile<C, D, G, U, RPI>(tb, qf, s, chunk_tok, j0 + SK, x, lane, qp);
+    }
+}
+
+/* ---- int4z key scores on the tensor cores --------------------------------------------
+ *
+ * mma.sync m16n8k16 (f16 inputs, f32 accumulation): A = 16 tokens x 16
+ * channels of c - z (exact f16 integers, |c - z| < 2^8), B = 16 channels x 8
+ * columns: the scaled query of the G <= 4 heads split into two f16 halves,
+ * q_hi = f16(q) in columns 0..3 and q_lo = f16(q - q_hi) in columns 4..7
+ * (q_hi + q_lo carries q to ~2^-22, so the products and f32 sums keep the
+ * fp32 reference's accuracy). Per 32-channel group g two k-steps (low
+ * nibbles = channels 0..15, high nibbles = 16..31) give the group's dot,
+ * scaled by the group's e5m3 scale of each token and summed; then hi + lo.
+ * The k order inside a step is permuted so that lane t's columns 2t, 2t+1,
+ * 2t+8, 2t+9 are the code bytes 4t..4t+3 of a row: one 4-byte load per row,
+ * group and lane. Warp w scores the 16-row tiles w, w + NWARPS, ...; a tile
+ * lies in one page (P is a multiple of 16); rows past ntok are computed on
+ * whatever the page holds and not written. Two tiles alternate: the next
+ * tile's loads are issued before the current one's math. */
+static __device__ __forceinline__ void mma_16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                                 uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%0, %1, %2, %3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+static __device__ __forceinline__ uint32_t h2_bits(__half2 h) {
+    uint32_t u;
+    memcpy(&u, &h, 4);
+    return u;
+}
+/* (1024 + c0, 1024 + c1) - (1024 + z, 1024 + z) as f16 pairs: c - z, exact */
+static __device__ __forceinline__ uint32_t i4_pair(uint32_t m, uint32_t sel, __half2 zz) {
+    uint32_t u = __byte_perm(m, 0x6464u, sel);
+    __half2 h;
+    memcpy(&h, &u, 4);
+    return h2_bits(__hsub2(h, zz));
+}
+
+template <int D> struct i4_tile {
+    uint32_t w[2][D / 32]; /* code words of rows r, r + 8 per group */
+    uint32_t p[2][D / 32]; /* (scale, zero point) of rows r, r + 8 per group */
+    int pos[2];
+};
+
+template <int D>
+static __device__ __forceinline__ void i4_load(i4_tile<D> &t, const uint8_t *const *pages, int off, int P, int logP,
+                                               int ntok, int j0, int lane) {
+    if (j0 >= ntok) return;
+    constexpr int RB = D / 16 + D / 2;
+    const uint8_t *pg = pages[j0 >> logP];
+    const int r = (j0 & (P - 1)) + (lane >> 2), tq = lane & 3;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const uint8_t *row = pg + off + (size_t)(r + 8 * h) * RB;
+#pragma unroll
+        for (int g = 0; g < D / 32; g++) {
+            t.w[h][g] = kvl_cuda_ld4(row + D / 16 + 16 * g + 4 * tq);
+            t.p[h][g] = kvl_cuda_ld2(row + 2 * g);
+        }
+        t.pos[h] = __ldg(reinterpret_cast<const int32_t *>(pg) + r + 8 * h);
+    }
+}
+
+template <int D, int G>
+static __device__ __forceinline__ void i4_score(const i4_tile<D> &t, const uint32_t (&bq)[D / 32][2][2], float *s,
+                                                int chunk_tok, int ntok, int j0, int lane, int qp) {
+    if (j0 >= ntok) return; /* uniform over the warp */
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (int g = 0; g < D / 32; g++) {
+        float sc[2];
+        __half2 zz[2];
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            sc[h] = kvl_cuda_e5m3(t.p[h][g]);
+            zz[h] = __float2half2_rn(1024.0f + (float)(int8_t)(uint8_t)(t.p[h][g] >> 8));
+        }
+        float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+        for (int ks = 0; ks < 2; ks++) {
+            const uint32_t m0 = ks ? (t.w[0][g] >> 4) & 0x0F0F0F0Fu : t.w[0][g] & 0x0F0F0F0Fu;
+            const uint32_t m1 = ks ? (t.w[1][g] >> 4) & 0x0F0F0F0Fu : t.w[1][g] & 0x0F0F0F0Fu;
+            mma_16816(d, i4_pair(m0, 0x5140u, zz[0]), i4_pair(m1, 0x5140u, zz[1]), i4_pair(m0, 0x5342u, zz[0]),
+                      i4_pair(m1, 0x5342u, zz[1]), bq[g][ks][0], bq[g][ks][1]);
+        }
+        acc[0] = fmaf(sc[0], d[0], acc[0]);
+        acc[1] = fmaf(sc[0], d[1], acc[1]);
+        acc[2] = fmaf(sc[1], d[2], acc[2]);
+        acc[3] = fmaf(sc[1], d[3], acc[3]);
+    }
+    /* columns 2t, 2t + 1: t < 2 the q_hi part of heads 2t, 2t + 1, t >= 2 the q_lo part */
+#pragma unroll
+    for (int i = 0; i < 4; i++) acc[i] += __shfl_xor_sync(0xffffffffu, acc[i], 2);
+    const int tq = lane & 3;
+    if (tq < 2) {
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int hd = 2 * tq + (i & 1), h = i >> 1, j = j0 + (lane >> 2) + 8 * h;
+            if (hd < G && j < ntok) s[hd * chunk_tok + j] = t.pos[h] <= qp ? acc[i] : -INFINITY;
+        }
+    }
+}
+
+/* Scores of rows [0, ntok) of int4z keys; q: the block's query heads (global). */
+template <int D, int G>
+static __device__ __forceinline__ void score_rows_mma(const uint8_t *const *pages, int off, int P, int logP, int ntok,
+                                                      const float *q, float scale, float *s, int chunk_tok, int warp,
+                                                      int lane, int qp) {
+    static_assert(G <= 4, "tensor-core scores: at most 4 heads (q_hi and q_lo fill the 8 columns)");
+    /* B fragments: column n = lane / 4 (head n % 4, hi for n < 4, lo else), rows
+     * k = 2t, 2t + 1 (b0) and 2t + 8, 2t + 9 (b1) = channels 32g + 16ks + 4t + {0, 1} / {2, 3} */
+    uint32_t bq[D / 32][2][2];
+    {
+        const int n = lane >> 2, hd = n & 3, tq = lane & 3;
+        const bool lo = n >= 4;
+#pragma unroll
+        for (int g = 0; g < D / 32; g++)
+#pragma unroll
+            for (int ks = 0; ks < 2; ks++)
+#pragma unroll
+                for (int i = 0; i < 2; i++) {
+                    float v[2] = {0.0f, 0.0f};
+                    if (hd < G)
+#pragma unroll
+                        for (int e = 0; e < 2; e++) {
+                            const float x = __ldg(q + (size_t)hd * D + 32 * g + 16 * ks + 4 * tq + 2 * i + e) * scale;
+                            const float xh = __half2float(__float2half_rn(x));
+                            v[e] = lo ? x - xh : x;
+                        }
+                    bq[g][ks][i] = h2_bits(__floats2half2_rn(v[0], v[1]));
+                }
+    }
+    i4_tile<D> ta, tb;
+    int j0 = 16 * warp;
+    i4_load<D>(ta, pages, off, P, logP, ntok, j0, lane);
+    for (; j0 < ntok; j0 += 32 * NWARPS) {
+        i4_load<D>(tb, pages, off, P, logP, ntok, j0 + 16 * NWARPS, lane);
+        i4_score<D, G>(ta, bq, s, chunk_tok, ntok, j0, lane, qp);
+        i4_load<D>(ta, pages, off, P, logP, ntok, j0 + 32 * NWARPS, lane);
+        i4_score<D, G>(tb, bq, s, chunk_tok, ntok, j0 + 16 * NWARPS, lane, qp);
     }
 }
 
@@ -373,7 +517,11 @@ __global__ void __launch_bounds__(NTHREADS, MINB) decode_split_kernel(const __gr
     const row_ctx xv = {pages, a.voff, P, logP, nsT, rsub, c};
 
     /* pass 1: scores s[g][j] = scale * dot(q_g, x_j), -inf where pos > qpos */
-    score_rows<KC, D, G, UK, RPI, HINT>(xk, 0, qf, s, chunk_tok, lane, qp);
+    if constexpr (KC::kMMA && G <= 4 && CP::kTensorCores)
+        score_rows_mma<D, G>(pages, a.koff, P, logP, nsT, a.q + ((size_t)b * n_head + h * G) * D, a.scale, s,
+                             chunk_tok, warp, lane, qp);
+    else
+        score_rows<KC, D, G, UK, RPI, HINT>(xk, 0, qf, s, chunk_tok, lane, qp);
     if (CP::kSealed && nsT < ntok) {
         const row_ctx xo = {pages, a.okoff, P, logP, ntok, rsub, c};
         score_rows<typename CP::OK, D, G, U, RPI, HINT>(xo, nsT, qf, s, chunk_tok, lane, qp);

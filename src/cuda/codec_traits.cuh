@@ -26,6 +26,8 @@
  *                            byte; H: load cache hints, kvl_cuda_ld16)
  *   to_float(raw, pg, c, x, sc)  exact conversion to floats: value e of the
  *                            row is row_scale * sc * x[e]
+ *   kMMA                     the keys' scores run on the tensor cores
+ *                            (score_rows_mma in attn_kernel.cuh, G <= 4)
  * Conversions are exact (every code and parameter is a small integer or a
  * short mantissa), so the device and the CPU reference differ only by the
  * order of their float sums. Kernels are templates on the trait; there is
@@ -88,7 +90,7 @@ template <int PERM> struct kvl_cuda_f16p {
     typedef uint4 Raw; /* 8 halves, one 16-byte load */
     typedef kvl_cuda_nopage PageRaw;
     typedef kvl_cuda_nopage Page;
-    static constexpr bool kRowScale = false, kChunkScale = false, kPage = false;
+    static constexpr bool kRowScale = false, kChunkScale = false, kPage = false, kMMA = false;
     static constexpr int kUnroll = 4; /* rows per tile per thread: 2 tiles x 4 x 16 B in flight */
     static __device__ __forceinline__ int chan(int c, int e) { return 8 * c + perm(e); }
     static __host__ __device__ __forceinline__ constexpr int perm(int e) {
@@ -127,7 +129,7 @@ struct kvl_cuda_int8 {
     typedef uint2 Raw; /* 8 codes, one 8-byte load */
     typedef kvl_cuda_nopage PageRaw;
     typedef kvl_cuda_nopage Page;
-    static constexpr bool kRowScale = true, kChunkScale = false, kPage = false;
+    static constexpr bool kRowScale = true, kChunkScale = false, kPage = false, kMMA = false;
     static constexpr int kUnroll = 4; /* 8 rows ran 4-21% slower on the H200 (registers: 160 vs 123) */
     static __device__ __forceinline__ int chan(int c, int e) { return 8 * c + e; }
     template <int H> static __device__ __forceinline__ Raw load(const uint8_t *seg, int P, int D, int r, int c) {
@@ -168,7 +170,7 @@ struct kvl_cuda_fp8 {
     typedef uint2 Raw; /* 8 codes, one 8-byte load */
     typedef kvl_cuda_nopage PageRaw;
     typedef kvl_cuda_nopage Page;
-    static constexpr bool kRowScale = true, kChunkScale = false, kPage = false;
+    static constexpr bool kRowScale = true, kChunkScale = false, kPage = false, kMMA = false;
     static constexpr int kUnroll = 4;
     static __device__ __forceinline__ int chan(int c, int e) { return 8 * c + e; }
     template <int H> static __device__ __forceinline__ Raw load(const uint8_t *seg, int P, int D, int r, int c) {
@@ -214,7 +216,7 @@ struct kvl_cuda_int4z {
     typedef uint2 Raw; /* x: 4 code bytes, y: the group's (scale, zero point) bytes */
     typedef kvl_cuda_nopage PageRaw;
     typedef kvl_cuda_nopage Page;
-    static constexpr bool kRowScale = false, kChunkScale = true, kPage = false;
+    static constexpr bool kRowScale = false, kChunkScale = true, kPage = false, kMMA = true;
     static constexpr int kUnroll = 4;
     static __device__ __forceinline__ int chan(int c, int e) {
         return 32 * (c >> 2) + 4 * (c & 3) + (e < 4 ? e : 12 + e);
@@ -254,7 +256,7 @@ template <int BITS> struct kvl_cuda_kivi_k {
     typedef uint32_t Raw;
     struct PageRaw { uint2 s, z; };
     struct Page { float s[8], m[8]; };
-    static constexpr bool kRowScale = false, kChunkScale = false, kPage = true;
+    static constexpr bool kRowScale = false, kChunkScale = false, kPage = true, kMMA = false;
     static constexpr int kUnroll = 4; /* upper bound; the kernel keeps a tile within 16 rows (a page) */
     static constexpr int PERM = BITS == 4 ? 1 : 2;
     static __device__ __forceinline__ int chan(int c, int e) { return 8 * c + kvl_cuda_f16p<PERM>::perm(e); }

@@ -309,15 +309,21 @@ static void run_case(const tcase *c, int sensitivity) {
     const char *pname[] = {"default", "1 page/split", "1 split/list", "7-block waves", "3 pages/split", "variant 1", "variant 2", "variant 3",
                            "variant 4", "variant 5", "variant 6", "v1 1 page/split", "v2 1 page/split",
                            "v3 1 page/split", "v4 1 page/split", "v5 1 page/split", "v6 1 page/split"};
-    /* variants: f16 and int8 only */
+    /* variants: f16 and int8 (D 128, G 4: all six); int4z variant 1 (the
+     * CUDA-core key scores instead of the tensor cores, G <= 4) */
     const int has_var = !strcmp(c->codec, "f16") || !strcmp(c->codec, "int8");
-    const int n_plans = has_var && c->D == 128 && c->Hq == 4 * c->Hkv ? 17 : 5;
+    int run[17], n_plans = 0;
+    for (int i = 0; i < 17; i++)
+        if (i < 5 || (has_var && c->D == 128 && c->Hq == 4 * c->Hkv) ||
+            (!strcmp(c->codec, "int4z") && c->Hq <= 4 * c->Hkv && (i == 5 || i == 11)))
+            run[n_plans++] = i;
     if (!strncmp(c->codec, "kivi", 4)) { /* the lists must mix sealed and open pages */
         CHECK_MSG(d.mixed > 0, "%s P=%d: no list mixes sealed and open pages", c->codec, c->P);
         printf("note: %s P=%d D=%d: %d lists with sealed pages, %d of them followed by open pages\n", c->codec, c->P,
                c->D, d.sealed_lists, d.mixed);
     }
-    for (int pi = 0; pi < n_plans; pi++) {
+    for (int ri = 0; ri < n_plans; ri++) {
+        const int pi = run[ri];
         int ns = 0;
         s = run_dev(c, &d, &plans[pi], got, &ns, &err);
         CHECK_MSG(s == KVL_OK, "%s P=%d D=%d G=%d plan %s: %s", c->codec, c->P, c->D, c->Hq / c->Hkv, pname[pi],
