@@ -11,8 +11,12 @@
  * queued, so each call's pair of events measures GPU time back to back, not
  * host launch cost; the median of the timed calls is reported (min too).
  *
- * Usage: bench_attn [--codecs f16,int8] [--ctx 4096,32768,131072]
+ * Sealing codecs (kivi4z, kivi2z): every page of a list sealed.
+ * Then the capacity table (capacity()), unless --no-capacity.
+ *
+ * Usage: bench_attn [--codecs f16,int8,fp8,int4z,kivi4z,kivi2z] [--ctx 4096,32768,131072]
  *                   [--batch 1,16,64] [--P 32] [--reps 50] [--sweep [--variants 0,1,..]] [--json FILE]
+ *                   [--no-capacity]
  * Shape: Llama-3-8B attention, 32 query / 8 KV heads, head_dim 128. */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -21,6 +25,7 @@
 #include <string.h>
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include "cuda/kvl_cuda.h"
@@ -103,13 +108,20 @@ struct result {
     int chunk_pages, n_split, replicas;
 };
 
-/* Time one shape on pool p (pages [0, n_pages) filled). */
+/* The class the benchmark's lists use: the sealed class of a sealing codec
+ * (every page of a list sealed: the residual window's open pages are left
+ * out), else class 0. */
+static int bench_class(const kvl_cuda_pool *p) { return kvl_cuda_pool_sealed_class(p) >= 0 ? kvl_cuda_pool_sealed_class(p) : 0; }
+
+/* Time one shape on pool p (pages [0, n_pages) of bench_class filled). */
 static result run_shape(kvl_cuda_pool *p, int P, int B, int ctx, const kvl_cuda_attn_tuning *tu, int reps) {
     kvl_err err = {KVL_OK, {0}};
     const int ppl = (ctx + P - 1) / P, lists = B * HKV;
     const long ppr = (long)ppl * lists;
-    const long npool = (long)kvl_cuda_pool_n_pages(p);
-    const size_t page_bytes = kvl_cuda_pool_page_bytes(p);
+    const int cls = bench_class(p);
+    const uint32_t cbits = (uint32_t)cls << (32 - KVL_CUDA_CLASS_BITS);
+    const long npool = (long)kvl_cuda_pool_class_pages(p, cls);
+    const size_t page_bytes = kvl_cuda_pool_class_bytes(p, cls);
     if (ppr > npool) {
         fprintf(stderr, "shape B=%d ctx=%d needs %ld pages, pool has %ld\n", B, ctx, ppr, npool);
         exit(1);
@@ -122,7 +134,7 @@ static result run_shape(kvl_cuda_pool *p, int P, int B, int ctx, const kvl_cuda_
     for (long r = 0; r < R; r++)
         for (int l = 0; l < lists; l++) {
             off[(size_t)(r * lists + l)] = (int32_t)(r * ppr + (long)l * ppl);
-            for (int i = 0; i < ppl; i++) ids[(size_t)(r * ppr + (long)l * ppl + i)] = (uint32_t)(r * ppr + (long)l * ppl + i);
+            for (int i = 0; i < ppl; i++) ids[(size_t)(r * ppr + (long)l * ppl + i)] = cbits | (uint32_t)(r * ppr + (long)l * ppl + i);
         }
     uint32_t *d_ids;
     int32_t *d_off, *d_len, *d_qpos;
@@ -188,13 +200,55 @@ static result run_shape(kvl_cuda_pool *p, int P, int B, int ctx, const kvl_cuda_
     return res;
 }
 
-/* bytes the kernels must read per token of one kv-head: position + K row + V row (+ int8 scales) */
-static double bytes_per_token(const char *codec) { return !strcmp(codec, "f16") ? 4 + 2 * 2.0 * D : 4 + 2 * (D + 4.0); }
+/* bytes the kernels must read per token of one kv-head: a page's bytes / P
+ * (position, K and V segments with their scales and zero points; the
+ * pads are empty at D 128, P 32) */
+static double bytes_per_token(const kvl_cuda_pool *p, int P) {
+    return (double)kvl_cuda_pool_class_bytes(p, bench_class(p)) / P;
+}
+
+/* Capacity: how many pools of one 32K-token sequence of the Llama-3-8B shape
+ * (32 layers x 8 kv-heads, P-token pages) can be allocated, one after the
+ * other, until cudaMalloc fails. Sealing codecs: per list the last page
+ * open (f16), the rest sealed (the default residual window of P tokens). */
+static void capacity(const std::vector<const char *> &codecs, int P) {
+    const int layers = 32, tokens = 32768, lists = layers * HKV, ppl = tokens / P;
+    printf("\ncapacity: concurrent %d-token sequences (32 layers x %d kv-heads x head_dim %d, P = %d), pools allocated until cudaMalloc fails\n",
+           tokens, HKV, D, P);
+    printf("| codec | free GiB before | bytes per sequence | sequences | GiB allocated | vs f16 |\n|---|---|---|---|---|---|\n");
+    int n_f16 = 0;
+    for (const char *codec : codecs) {
+        kvl_err err = {KVL_OK, {0}};
+        size_t fr = 0, tot = 0;
+        CK(cudaMemGetInfo(&fr, &tot));
+        kvl_cuda_pool_config pc = {codec, NULL, D, P, (int64_t)lists * ppl, 0};
+        if (strstr(codec, "kivi")) pc.n_pages = lists, pc.n_pages_sealed = (int64_t)lists * (ppl - 1);
+        std::vector<kvl_cuda_pool *> pools;
+        size_t seq_bytes = 0;
+        for (;;) {
+            kvl_cuda_pool *p = NULL;
+            if (kvl_cuda_pool_create(&pc, &p, &err) != KVL_OK) break;
+            if (!seq_bytes)
+                for (int c = 0; c < kvl_cuda_pool_n_classes(p); c++)
+                    seq_bytes += kvl_cuda_pool_class_bytes(p, c) * (size_t)kvl_cuda_pool_class_pages(p, c);
+            pools.push_back(p);
+        }
+        (void)cudaGetLastError();
+        const int n = (int)pools.size();
+        if (!strcmp(codec, "f16")) n_f16 = n;
+        printf("| %s | %.2f | %zu | %d | %.2f | %s |\n", codec, fr / 1073741824.0, seq_bytes, n,
+               (double)n * seq_bytes / 1073741824.0, n_f16 ? (std::to_string((double)n / n_f16).substr(0, 4) + "x").c_str() : "-");
+        if (n == 0) printf("  (first pool failed: %s)\n", err.msg);
+        for (auto *p : pools) kvl_cuda_pool_free(p);
+        fflush(stdout);
+    }
+}
 
 int main(int argc, char **argv) {
     std::vector<int> ctxs = {4096, 32768, 131072}, batches = {1, 16, 64};
-    std::vector<const char *> codecs = {"f16", "int8"};
-    int P = 32, reps = 50, sweep = 0;
+    std::vector<const char *> codecs = {"f16", "int8", "fp8", "int4z", "kivi4z", "kivi2z"};
+    std::vector<const char *> cap_codecs = {"f16", "int4z", "kivi2z"};
+    int P = 32, reps = 50, sweep = 0, cap = 1;
     std::vector<int> variants = {0, 1, 2, 3, 4};
     const char *json = NULL;
     for (int i = 1; i < argc; i++) {
@@ -203,6 +257,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--P") && i + 1 < argc) P = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--sweep")) sweep = 1;
+        else if (!strcmp(argv[i], "--no-capacity")) cap = 0;
         else if (!strcmp(argv[i], "--variants") && i + 1 < argc) variants = parse_list(argv[++i]);
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
         else if (!strcmp(argv[i], "--codecs") && i + 1 < argc) {
@@ -232,21 +287,22 @@ int main(int argc, char **argv) {
         long need = 0;
         for (int B : batches)
             for (int ctx : ctxs) need = std::max(need, (long)B * HKV * ((ctx + P - 1) / P));
-        kvl_cuda_pool_config pc = {codec, NULL, D, P, 0};
+        kvl_cuda_pool_config pc = {codec, NULL, D, P, 1, strstr(codec, "kivi") ? 1 : 0};
         kvl_cuda_pool *p;
-        pc.n_pages = 1;
         KV(kvl_cuda_pool_create(&pc, &p, &err));
-        const size_t pb = kvl_cuda_pool_page_bytes(p);
+        const int cls = bench_class(p);
+        const size_t pb = kvl_cuda_pool_class_bytes(p, cls);
         kvl_cuda_pool_free(p);
-        pc.n_pages = std::max(need, (long)(RING_BYTES / pb) + 1);
+        const long npages = std::max(need, (long)(RING_BYTES / pb) + 1);
+        if (cls) pc.n_pages_sealed = npages; else pc.n_pages = npages;
         KV(kvl_cuda_pool_create(&pc, &p, &err));
-        KV(kvl_cuda_pool_fill_random(p, 0, pc.n_pages, 42, &err));
+        KV(kvl_cuda_pool_fill_random(p, (uint32_t)cls << (32 - KVL_CUDA_CLASS_BITS), npages, 42, &err));
         for (int B : batches)
             for (int ctx : ctxs) {
                 const result r = run_shape(p, P, B, ctx, NULL, reps);
                 kvl_cuda_attn_tuning so = {0, 0, 0, 1, 0};
                 const result r1 = run_shape(p, P, B, ctx, &so, reps);
-                const double kvb = (double)B * HKV * ctx * bytes_per_token(codec);
+                const double kvb = (double)B * HKV * ctx * bytes_per_token(p, P);
                 const double gbs = kvb / (r.med_us * 1e-6) / 1e9;
                 printf("| %s | %d | %d | %d | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f%% | %d x %d | %d |\n", codec, P, B,
                        ctx, kvb / 1e6, r.med_us, r.min_us, r1.med_us, gbs, 100 * gbs / cbw, r.n_split, r.chunk_pages,
@@ -263,14 +319,14 @@ int main(int argc, char **argv) {
                    codec, P);
             for (int B : batches)
                 for (int ctx : ctxs) {
-                    if ((long)B * HKV * ((ctx + P - 1) / P) > pc.n_pages) continue;
+                    if ((long)B * HKV * ((ctx + P - 1) / P) > npages) continue;
                     for (int v : variants)
                         for (int tm = 0; tm < 2; tm++) {
                             if (tm && B > 1) continue;
                             kvl_cuda_attn_tuning tu = {0, 0, 0, 0, v};
                             if (tm) tu.target_blocks = 2 * n_sm * 5; /* default: one wave of the variant */
                             const result r = run_shape(p, P, B, ctx, &tu, reps);
-                            const double kvb = (double)B * HKV * ctx * bytes_per_token(codec);
+                            const double kvb = (double)B * HKV * ctx * bytes_per_token(p, P);
                             printf("| %d | %d | %d | %s | %.1f | %.0f | %d x %d |\n", B, ctx, v, tm ? "1320" : "default",
                                    r.med_us, kvb / (r.med_us * 1e-6) / 1e9, r.n_split, r.chunk_pages);
                             fflush(stdout);
@@ -283,5 +339,6 @@ int main(int argc, char **argv) {
         fprintf(jf, "\n]}\n");
         fclose(jf);
     }
+    if (cap) capacity(cap_codecs, P);
     return 0;
 }

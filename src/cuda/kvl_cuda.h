@@ -4,8 +4,10 @@
  * device KV page pool holding pages byte-for-byte in kvlite's CPU layout
  * (kv/kv_internal.h), and paged decode attention over it (split-K over pages,
  * "flash-decoding", the G query heads of a kv-head sharing each page load,
- * dequantization fused). Codecs with a kernel: f16, int8. Any other codec is
- * refused with KVL_ERR_UNSUPPORTED at pool creation, never run on the CPU.
+ * dequantization fused). Codecs with a kernel: f16, int8, fp8, int4z and the
+ * sealing KIVI codecs kivi4z, kivi2z (lists of sealed pages followed by open
+ * f16 pages). Any other codec is refused with KVL_ERR_UNSUPPORTED at pool
+ * creation, never run on the CPU.
  *
  * Conventions: opaque handles with create/free pairs, kvl_status returns with
  * the message in a caller-owned kvl_err, no global state (each handle keeps
@@ -41,34 +43,48 @@ kvl_status kvl_cuda_sync(kvl_err *err);
 /* ---- device KV page pool ------------------------------------------------------------ */
 
 /* Page ids: the top KVL_CUDA_CLASS_BITS bits name a page size class, the
- * rest index pages of that class (see page_space.cuh), as in the CPU pool;
- * the device pool fills class 0 only today (per-token f16 / int8 pages). */
+ * rest index pages of that class (see page_space.cuh), as in the CPU pool.
+ * Per-token codecs (f16, int8, fp8, int4z) have class 0 only; a sealing
+ * codec (kivi4z, kivi2z) has class 0 = open pages (f16 K and V rows) and
+ * class 1 = sealed pages, the numbering of a CPU pool whose layers share
+ * one codec configuration, so CPU page ids are device page ids. */
 #define KVL_CUDA_CLASS_BITS 4 /* as the CPU pool: kv_internal.h KVI_CLS_SHIFT 28 */
 
 typedef struct kvl_cuda_pool kvl_cuda_pool;
 
 typedef struct kvl_cuda_pool_config {
-    const char *codec_k;  /* "f16" or "int8" */
-    const char *codec_v;  /* NULL = codec_k; must equal codec_k for now */
+    const char *codec_k;  /* "f16", "int8", "fp8", "int4z", "kivi4z", "kivi2z" */
+    const char *codec_v;  /* NULL = codec_k (its V twin for KIVI: kivi4zv, kivi2zv); must be that */
     int head_dim;         /* D: 64 or 128 */
     int page_tokens;      /* P: power of two, 16..256 */
-    int64_t n_pages;      /* pages of class 0, allocated at creation (one cudaMalloc) */
+    int64_t n_pages;      /* pages of class 0, allocated at creation (one cudaMalloc per class) */
+    int64_t n_pages_sealed; /* sealing codecs: pages of class 1 (sealed); must be 0 otherwise */
 } kvl_cuda_pool_config;
 
 /* Fails with KVL_ERR_UNSUPPORTED for a codec, head_dim or page size with no
  * kernel, KVL_ERR_NOMEM when the device has no room. */
 kvl_status kvl_cuda_pool_create(const kvl_cuda_pool_config *cfg, kvl_cuda_pool **out, kvl_err *err);
 void kvl_cuda_pool_free(kvl_cuda_pool *p);
-/* Bytes of one page: [int32 pos[P]] pad64 [K segment] pad64 [V segment] pad64,
- * equal to kvl_kv_page_bytes() of a CPU pool with the same codecs, D and P. */
+/* Bytes of the largest page: [int32 pos[P]] pad64 [K segment] pad64 [V segment]
+ * pad64, equal to kvl_kv_page_bytes() of a CPU pool with the same codecs, D, P. */
 size_t kvl_cuda_pool_page_bytes(const kvl_cuda_pool *p);
-int64_t kvl_cuda_pool_n_pages(const kvl_cuda_pool *p);
-/* Copy n pages (n * page_bytes bytes, host) to the device pages id, id+1, ... */
+int64_t kvl_cuda_pool_n_pages(const kvl_cuda_pool *p); /* of class 0 */
+/* Number of classes (1 or 2), bytes and pages of class c (0 for a class the
+ * pool does not have), and the class of sealed pages (-1: per-token codec). */
+int kvl_cuda_pool_n_classes(const kvl_cuda_pool *p);
+size_t kvl_cuda_pool_class_bytes(const kvl_cuda_pool *p, int c);
+int64_t kvl_cuda_pool_class_pages(const kvl_cuda_pool *p, int c);
+int kvl_cuda_pool_sealed_class(const kvl_cuda_pool *p);
+/* Copy n pages of id's class (n * that class's page bytes, host) to the
+ * device pages id, id+1, ... */
 kvl_status kvl_cuda_pool_upload(kvl_cuda_pool *p, uint32_t id, const void *pages, int64_t n, kvl_err *err);
-/* Testing and benchmarks: fill pages [id, id + n) on the device with valid
- * random encoded rows (f16 values in [-1, 1]; int8 codes in [-127, 127] with
- * row scales in [0.5, 1]/127) and positions pos[r] = r0 + r, where r0 is
- * the page's index (from id) times P. Deterministic in seed. */
+/* Testing and benchmarks: fill pages [id, id + n) (of id's class) on the
+ * device with valid random encoded rows (f16 values in [-1, 1]; int8 codes in
+ * [-127, 127] with row scales in [0.5, 1]/127; fp8 codes other than NaN with
+ * scales in [0.5, 1]/448; 4-bit and 2-bit codes with e5m3 scales in
+ * [0.125, 0.234] and zero points in the code range) and positions
+ * pos[r] = r0 + r, where r0 is the page's index (from id) times P.
+ * Deterministic in seed. */
 kvl_status kvl_cuda_pool_fill_random(kvl_cuda_pool *p, uint32_t id, int64_t n, uint64_t seed, kvl_err *err);
 
 /* ---- paged decode attention ---------------------------------------------------------- */
@@ -85,7 +101,7 @@ typedef struct kvl_cuda_attn_tuning {
     int min_chunk_tokens; /* default 64 */
     int max_chunk_tokens; /* default 2048 (upper bound also on scratch shared memory) */
     int skip_merge;       /* benchmarks only: no merge (output wrong when split) */
-    int variant;          /* benchmarks / tests: 0 = default kernel; 1..6 = alternates (D 128, G 4 only) */
+    int variant;          /* benchmarks / tests: 0 = default kernel; 1..6 = alternates (f16, int8; D 128, G 4 only) */
 } kvl_cuda_attn_tuning;
 
 typedef struct kvl_cuda_attn kvl_cuda_attn;
@@ -100,7 +116,9 @@ void kvl_cuda_attn_free(kvl_cuda_attn *a);
 
 /* One decode step of one layer for a batch of B sequences, one query token
  * each. List (b, h) (h < n_head_kv) holds list_len[b*Hkv + h] tokens in the
- * pages page_ids[list_off[b*Hkv + h] ...], all full except the last. Query
+ * pages page_ids[list_off[b*Hkv + h] ...], all full except the last; for a
+ * sealing codec its sealed pages (class 1) come first, then open pages
+ * (class 0), as in the CPU table (a sealed page after an open one gives NaN). Query
  * head qh of sequence b attends with scale * q.k to the cached rows of list
  * (b, qh / G) whose position <= qpos[b]; a query that sees no row gets zeros
  * (as kvl_kv_attend). Arguments marked device are device pointers. */

@@ -1,27 +1,42 @@
 /* Device tests of the CUDA backend (make test-cuda; needs a GPU): paged
  * decode attention against the CPU reference kvl_kv_attend on the very same
  * page bytes. Pages are built by kvlite's CPU pool and codecs (kvl_kv_append,
- * kvl_kv_drop for unequal head lengths), uploaded under their CPU page ids,
- * and the device result is compared with kvl_kv_attend's for every query
- * head: f16 and int8, page sizes 16/32/64, head_dim 64 and 128, GQA groups
- * 1/3/4/8, batches of sequences of unequal lengths (not multiples of P, one
- * list empty), causal masks by position (queries before the end of the
- * cache, gaps in positions), four plans (default, one page per split, one
- * split per list, a grid of several waves so the plan's wave fit runs) so
- * both the direct and the merge path run, and the kernel variants.
+ * kvl_kv_drop for unequal head lengths, kvl_kv_seal for the sealing KIVI
+ * codecs, whose lists then hold sealed pages followed by open f16 pages),
+ * uploaded under their CPU page ids (class bits included), and the device
+ * result is compared with kvl_kv_attend's for every query head: codecs f16,
+ * int8, fp8, int4z, kivi4z, kivi2z, page sizes 16/32/64, head_dim 64 and 128,
+ * GQA groups 1/3/4/8, batches of sequences of unequal lengths (1 to 4097
+ * tokens, not multiples of P, one list empty), causal masks by position
+ * (queries before the end of the cache, gaps in positions), four plans
+ * (default, one page per split, one split per list, a grid of several waves
+ * so the plan's wave fit runs) so both the direct and the merge path run,
+ * splits that begin inside the sealed prefix, inside the open pages and on
+ * their boundary, and the kernel variants (f16, int8).
  *
- * Tolerance: both sides dequantize the same bytes exactly (f16 -> f32 and
- * int8 code -> f32 are exact; the int8 row scale is applied as in the
- * reference, to the dot product and to the probability) and accumulate in
- * fp32, so they differ only by summation order (D-term dots, softmax sums
- * over up to ~2K rows, the split merge) and by __expf (ex2.approx: about
- * 2^-22 relative, plus the argument's rounding, |x| 2^-24 for |x| < 30).
- * That is ~1e-6 relative; the bound is 1e-4 on ||gpu - cpu||_2 / ||cpu||_2
- * per query head, and 1e-4 * max|cpu| + 1e-6 on every element. A wrong row,
- * page, scale or mask moves the result by >= 1e-2 here: the test checks
- * that too, by swapping two device pages and expecting the bound to fail.
- * Outputs are poisoned with NaN before each run, so an unwritten element
- * fails. */
+ * Tolerance: both sides dequantize the same bytes exactly and accumulate in
+ * fp32, so they differ only by the order and grouping of the sums:
+ *  - f16 -> f32, int8 code -> f32 are exact; the int8 / fp8 row scale is
+ *    applied once to the dot product and to the probability (the reference
+ *    multiplies each value: one rounding of 2^-24 per element);
+ *  - fp8: the e4m3 byte is an exact half (times 2^-8), the scale * 256 exact;
+ *  - int4z: c - z is an exact integer, s (c - z) exact in f32 (4-bit mantissa
+ *    times < 2^8); the device applies s to the thread's 8-value partial sum;
+ *  - kivi keys: s c - z s is exact (as the reference's s c + min);
+ *    kivi values: the device sums p s c and p s z separately and subtracts
+ *    (the reference adds p s c + p min per element): with codes and zero
+ *    points below 2^8 the two sums are at most ~2^8 times the output's
+ *    scale, so rounding stays below ~2^8 * 2^-24 = 1.5e-5 relative;
+ * plus the D-term dots, softmax sums over up to ~2K rows, the split merge
+ * and __expf (ex2.approx: about 2^-22 relative, plus the argument's
+ * rounding, |x| 2^-24 for |x| < 30). That is ~1e-6 relative (1e-5 for the
+ * KIVI values); the bound is 1e-4 on ||gpu - cpu||_2 / ||cpu||_2 per query
+ * head, and 1e-4 * max|cpu| + 1e-6 on every element. A wrong row, page,
+ * scale, zero point, channel order or mask moves the result by >= 1e-2
+ * here: the test checks that too, by swapping two device pages and
+ * expecting the bound to fail, and by putting an open page before a sealed
+ * one (the kernel must flag it with NaN). Outputs are poisoned with NaN
+ * before each run, so an unwritten element fails. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -46,7 +61,7 @@ static double urand(void) {
 static float frand(float a) { return (float)((2 * urand() - 1) * a); }
 
 typedef struct tcase {
-    const char *codec;
+    const char *codec; /* a codec spec: "f16", "kivi4z:r=64", ... */
     int P, D, Hq, Hkv, B;
     int len[MAXB];    /* tokens appended per sequence (before drops) */
     int qback[MAXB];  /* the query's position is that many positions before the last cached one */
@@ -64,8 +79,7 @@ static int build(const tcase *c, built *bt) {
     kvl_err err = {0};
     memset(bt, 0, sizeof *bt);
     kvl_kv_config cfg = {.n_layer = 1, .n_head_kv = c->Hkv, .head_dim = c->D, .page_tokens = c->P,
-                         .budget_bytes = (size_t)1 << 32, .codec = kvl_codec_find(c->codec), .n_head = c->Hq,
-                         .scalar_only = 1};
+                         .budget_bytes = (size_t)1 << 32, .n_head = c->Hq, .scalar_only = 1, .k_spec = c->codec};
     if (kvl_kv_pool_create(&cfg, &bt->pool, &err) != KVL_OK) {
         fprintf(stderr, "pool: %s\n", err.msg);
         return 0;
@@ -110,6 +124,11 @@ static int build(const tcase *c, built *bt) {
                 return 0;
             }
             free(idx);
+        }
+        /* sealing codecs: full pages outside the residual window become sealed */
+        if (kvl_kv_seal(bt->t[b], 0, &err) != KVL_OK) {
+            fprintf(stderr, "seal: %s\n", err.msg);
+            return 0;
         }
         bt->qpos[b] = (n > 0 ? pos[n - 1] : 0) - c->qback[b];
         free(pos);
@@ -158,26 +177,45 @@ typedef struct dev {
     int32_t *off, *len, *qpos;
     float *q, *out;
     int max_len, total_pages;
+    int mixed, sealed_lists; /* lists with sealed and open pages / with sealed pages */
+    uint32_t *ids_host;      /* [total_pages] */
+    int32_t off_host[MAXB * 16], len_host[MAXB * 16];
 } dev;
 
 static kvl_status upload(const tcase *c, const built *bt, dev *d, kvl_err *err) {
     memset(d, 0, sizeof *d);
     const kvl_kv_pool *cp = bt->pool;
+    d->ids_host = NULL;
     const int Hkv = c->Hkv, B = c->B;
-    uint32_t max_id = 0;
+    int64_t n_cls_pages[2] = {0, 0};
     int total = 0;
     for (int b = 0; b < B; b++)
         for (int h = 0; h < Hkv; h++) {
             const kvlist *L = kvi_list(bt->t[b], 0, h);
             total += L->n_pages;
-            for (int i = 0; i < L->n_pages; i++) max_id = L->pages[i].id > max_id ? L->pages[i].id : max_id;
+            if (L->n_sealed && L->n_sealed < L->n_pages) d->mixed++;
+            if (L->n_sealed) d->sealed_lists++;
+            for (int i = 0; i < L->n_pages; i++) {
+                const uint32_t cl = L->pages[i].id >> KVI_CLS_SHIFT, ix = L->pages[i].id & KVI_IDX_MASK;
+                if (cl > 1) return kvl_err_set(err, KVL_ERR_INTERNAL, "page of class %u", cl);
+                if ((int64_t)ix + 1 > n_cls_pages[cl]) n_cls_pages[cl] = (int64_t)ix + 1;
+            }
         }
-    kvl_cuda_pool_config pc = {.codec_k = c->codec, .head_dim = c->D, .page_tokens = c->P, .n_pages = (int64_t)max_id + 1};
+    /* the codec name of the spec (up to ':' or '+') */
+    char name[32];
+    snprintf(name, sizeof name, "%.*s", (int)strcspn(c->codec, ":+"), c->codec);
+    kvl_cuda_pool_config pc = {.codec_k = name, .head_dim = c->D, .page_tokens = c->P, .n_pages = n_cls_pages[0],
+                               .n_pages_sealed = n_cls_pages[1]};
     kvl_status s = kvl_cuda_pool_create(&pc, &d->pool, err);
     if (s != KVL_OK) return s;
-    if (kvl_cuda_pool_page_bytes(d->pool) != kvl_kv_page_bytes(cp))
+    if (kvl_cuda_pool_page_bytes(d->pool) != kvl_kv_page_bytes(cp) ||
+        kvl_cuda_pool_n_classes(d->pool) != kvl_kv_pool_n_classes(cp))
         return kvl_err_set(err, KVL_ERR_INTERNAL, "page bytes differ: device %zu, CPU %zu",
                            kvl_cuda_pool_page_bytes(d->pool), kvl_kv_page_bytes(cp));
+    for (int k = 0; k < kvl_cuda_pool_n_classes(d->pool); k++)
+        if (kvl_cuda_pool_class_bytes(d->pool, k) != kvl_kv_pool_class_bytes(cp, k))
+            return kvl_err_set(err, KVL_ERR_INTERNAL, "class %d page bytes differ: device %zu, CPU %zu", k,
+                               kvl_cuda_pool_class_bytes(d->pool, k), kvl_kv_pool_class_bytes(cp, k));
     uint32_t *ids = malloc(sizeof(uint32_t) * (size_t)(total + 1));
     int32_t off[MAXB * 16], len[MAXB * 16];
     int n = 0;
@@ -206,11 +244,14 @@ static kvl_status upload(const tcase *c, const built *bt, dev *d, kvl_err *err) 
         (s = kvl_cuda_upload(d->qpos, bt->qpos, sizeof(int32_t) * (size_t)B, err)) ||
         (s = kvl_cuda_upload(d->q, bt->q, qb, err)))
         return s;
-    free(ids);
+    d->ids_host = ids;
+    memcpy(d->off_host, off, sizeof off);
+    memcpy(d->len_host, len, sizeof len);
     return KVL_OK;
 }
 
 static void undev(dev *d) {
+    free(d->ids_host);
     kvl_cuda_pool_free(d->pool);
     kvl_cuda_free(d->ids);
     kvl_cuda_free(d->off);
@@ -260,16 +301,29 @@ static void run_case(const tcase *c, int sensitivity) {
      * per list (the direct path); then the kernel variants of the Llama-3-8B
      * shape (D 128, G 4) with the default plan and with one page per split */
     const kvl_cuda_attn_tuning plans[] = {{0, 0, 0, 0, 0},    {0, c->P, c->P, 0, 0}, {0, 4096, 4096, 0, 0},
-                                          {7, 0, 0, 0, 0},
+                                          {7, 0, 0, 0, 0},    {0, 3 * c->P, 3 * c->P, 0, 0},
                                           {0, 0, 0, 0, 1},    {0, 0, 0, 0, 2},       {0, 0, 0, 0, 3},
                                           {0, 0, 0, 0, 4},    {0, 0, 0, 0, 5},       {0, 0, 0, 0, 6},
                                           {0, c->P, c->P, 0, 1}, {0, c->P, c->P, 0, 2}, {0, c->P, c->P, 0, 3},
                                           {0, c->P, c->P, 0, 4}, {0, c->P, c->P, 0, 5}, {0, c->P, c->P, 0, 6}};
-    const char *pname[] = {"default", "1 page/split", "1 split/list", "7-block waves", "variant 1", "variant 2", "variant 3",
+    const char *pname[] = {"default", "1 page/split", "1 split/list", "7-block waves", "3 pages/split", "variant 1", "variant 2", "variant 3",
                            "variant 4", "variant 5", "variant 6", "v1 1 page/split", "v2 1 page/split",
                            "v3 1 page/split", "v4 1 page/split", "v5 1 page/split", "v6 1 page/split"};
-    const int n_plans = c->D == 128 && c->Hq == 4 * c->Hkv ? 16 : 4;
-    for (int pi = 0; pi < n_plans; pi++) {
+    /* variants: f16 and int8 (D 128, G 4: all six); int4z variant 1 (the
+     * CUDA-core key scores instead of the tensor cores, G <= 4) */
+    const int has_var = !strcmp(c->codec, "f16") || !strcmp(c->codec, "int8");
+    int run[17], n_plans = 0;
+    for (int i = 0; i < 17; i++)
+        if (i < 5 || (has_var && c->D == 128 && c->Hq == 4 * c->Hkv) ||
+            (!strcmp(c->codec, "int4z") && c->Hq <= 4 * c->Hkv && (i == 5 || i == 11)))
+            run[n_plans++] = i;
+    if (!strncmp(c->codec, "kivi", 4)) { /* the lists must mix sealed and open pages */
+        CHECK_MSG(d.mixed > 0, "%s P=%d: no list mixes sealed and open pages", c->codec, c->P);
+        printf("note: %s P=%d D=%d: %d lists with sealed pages, %d of them followed by open pages\n", c->codec, c->P,
+               c->D, d.sealed_lists, d.mixed);
+    }
+    for (int ri = 0; ri < n_plans; ri++) {
+        const int pi = run[ri];
         int ns = 0;
         s = run_dev(c, &d, &plans[pi], got, &ns, &err);
         CHECK_MSG(s == KVL_OK, "%s P=%d D=%d G=%d plan %s: %s", c->codec, c->P, c->D, c->Hq / c->Hkv, pname[pi],
@@ -282,7 +336,7 @@ static void run_case(const tcase *c, int sensitivity) {
                   pname[pi], nf);
         CHECK_MSG(rel <= TOL_REL && elem <= 1.0, "%s P=%d D=%d G=%d B=%d plan %s (%d splits): rel L2 %.3g, elem %.3g x tol",
                   c->codec, c->P, c->D, c->Hq / c->Hkv, c->B, pname[pi], ns, rel, elem);
-        printf("note: %-4s P=%-2d D=%-3d G=%d B=%d max_len=%-4d plan %-15s splits %-3d rel L2 %.2e\n", c->codec, c->P,
+        printf("note: %-12s P=%-2d D=%-3d G=%d B=%d max_len=%-4d plan %-15s splits %-3d rel L2 %.2e\n", c->codec, c->P,
                c->D, c->Hq / c->Hkv, c->B, d.max_len, pname[pi], ns, rel);
         n_cases++;
     }
@@ -298,7 +352,8 @@ static void run_case(const tcase *c, int sensitivity) {
         for (int b = 0; b < c->B && !L1; b++)
             for (int h = 0; h < c->Hkv; h++) {
                 const kvlist *L = kvi_list(bt.t[b], 0, h);
-                if (L->n_pages && L != L0) L1 = L;
+                if (L->n_pages && L != L0 && (L->pages[0].id >> KVI_CLS_SHIFT) == (L0->pages[0].id >> KVI_CLS_SHIFT))
+                    L1 = L;
             }
         if (L0 && L1 && kvl_cuda_pool_upload(d.pool, L0->pages[0].id, L1->pages[0].mem, 1, &err) == KVL_OK) {
             int ns;
@@ -307,8 +362,35 @@ static void run_case(const tcase *c, int sensitivity) {
             s = run_dev(c, &d, &plans[0], got, &ns, &err);
             compare(c, got, bt.ref, &rel, &elem, &nf);
             CHECK_MSG(s == KVL_OK && rel > 100 * TOL_REL, "swapped page not detected: rel L2 %.3g", rel);
-            printf("note: negative control (page swapped): rel L2 %.2e (must exceed %.0e)\n", rel, 100 * TOL_REL);
+            printf("note: negative control (%s, page swapped): rel L2 %.2e (must exceed %.0e)\n", c->codec, rel,
+                   100 * TOL_REL);
         }
+    }
+    if (sensitivity && d.mixed) {
+        /* an open page before a sealed one breaks the list invariant: the
+         * kernel must answer NaN for that list's heads, not a wrong number */
+        int li = -1;
+        for (int b = 0; b < c->B && li < 0; b++)
+            for (int h = 0; h < c->Hkv; h++) {
+                const kvlist *L = kvi_list(bt.t[b], 0, h);
+                if (L->n_sealed && L->n_sealed < L->n_pages) {
+                    li = b * c->Hkv + h;
+                    break;
+                }
+            }
+        uint32_t *ids = d.ids_host + d.off_host[li];
+        const int np = (d.len_host[li] + c->P - 1) / c->P;
+        uint32_t t = ids[0];
+        ids[0] = ids[np - 1], ids[np - 1] = t; /* last (open) page first */
+        int ns;
+        double rel, elem;
+        int nf = 0;
+        s = kvl_cuda_upload(d.ids, d.ids_host, sizeof(uint32_t) * (size_t)d.total_pages, &err);
+        const kvl_cuda_attn_tuning one_split = {0, 4096, 4096, 0, 0};
+        if (s == KVL_OK) s = run_dev(c, &d, &one_split, got, &ns, &err);
+        compare(c, got, bt.ref, &rel, &elem, &nf);
+        CHECK_MSG(s == KVL_OK && nf >= c->D * (c->Hq / c->Hkv), "open page before a sealed one: %d non-finite outputs", nf);
+        printf("note: %s open page before a sealed one: %d outputs NaN (>= %d)\n", c->codec, nf, c->D * (c->Hq / c->Hkv));
     }
     free(got);
     undev(&d);
@@ -326,9 +408,12 @@ int main(void) {
     printf("note: device %s, %d SMs\n", name, n_sm);
 
     /* codec x page size x head_dim, Llama-like GQA 4, a batch of 5 */
-    const char *codecs[2] = {"f16", "int8"};
+    /* KIVI: residual window of 64 tokens (1 to 3 full open pages besides the
+     * partial last one); kivi2z with the default window as well (1 page) */
+    const char *codecs[] = {"f16", "int8", "fp8", "int4z", "kivi4z:r=64", "kivi2z:r=64", "kivi2z"};
+    const int n_codecs = (int)(sizeof codecs / sizeof codecs[0]);
     const int Ps[3] = {16, 32, 64}, Ds[2] = {64, 128};
-    for (int ci = 0; ci < 2; ci++)
+    for (int ci = 0; ci < n_codecs; ci++)
         for (int pi = 0; pi < 3; pi++)
             for (int di = 0; di < 2; di++) {
                 tcase c = {.codec = codecs[ci], .P = Ps[pi], .D = Ds[di], .Hq = 8, .Hkv = 2, .B = 5,
@@ -337,7 +422,7 @@ int main(void) {
                  * (whole pages after it), the 3rd 1 position before */
                 c.qback[2] = 1;
                 c.qback[3] = 150;
-                run_case(&c, ci == 0 && pi == 1 && di == 1);
+                run_case(&c, (ci == 0 || ci >= 2) && pi == 1 && di == 1);
             }
     /* other group sizes (SmolLM2-135M: 9 heads over 3 kv-heads, D 64) and a single sequence */
     const tcase extra[] = {
@@ -346,13 +431,35 @@ int main(void) {
         {"f16", 16, 128, 4, 4, 2, {700, 33}, {0, 0}},
         {"int8", 64, 128, 16, 2, 2, {129, 1500}, {0, 3}},
         {"f16", 32, 128, 32, 8, 1, {4097}, {0}},
+        {"fp8", 32, 64, 9, 3, 3, {513, 64, 2000}, {0, 0, 7}},
+        {"int4z", 32, 64, 9, 3, 3, {513, 64, 2000}, {0, 0, 7}},
+        {"kivi4z:r=64", 32, 64, 9, 3, 3, {513, 64, 2000}, {0, 0, 7}},
+        {"kivi2z", 16, 64, 9, 3, 3, {513, 64, 2000}, {0, 0, 7}},
+        {"int4z", 16, 128, 16, 2, 2, {129, 1500}, {0, 3}},
+        {"kivi4z", 16, 128, 4, 4, 2, {700, 33}, {0, 0}},
+        {"kivi2z:r=64", 64, 128, 16, 2, 2, {129, 1500}, {0, 3}},
+        {"fp8", 32, 128, 32, 8, 1, {4097}, {0}},
+        {"int4z", 32, 128, 32, 8, 1, {4097}, {0}},
+        {"kivi4z:r=64", 32, 128, 32, 8, 1, {4097}, {0}},
+        {"kivi2z", 32, 128, 32, 8, 1, {4097}, {0}},
     };
     for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) run_case(&extra[i], 0);
 
     /* codecs without a kernel are refused, not run elsewhere */
-    kvl_cuda_pool *p = NULL;
-    kvl_cuda_pool_config bad = {.codec_k = "f32", .head_dim = 64, .page_tokens = 32, .n_pages = 1};
-    CHECK(kvl_cuda_pool_create(&bad, &p, &err) == KVL_ERR_UNSUPPORTED && p == NULL);
-    printf("note: %d device runs compared with kvl_kv_attend; f32 refused: %s\n", n_cases, err.msg);
+    const char *nokernel[] = {"f32", "int4", "int4g64", "oaken", "squat", "kivi2", "kivi4", "kivi3z"};
+    for (size_t i = 0; i < sizeof nokernel / sizeof nokernel[0]; i++) {
+        kvl_cuda_pool *p = NULL;
+        kvl_cuda_pool_config bad = {.codec_k = nokernel[i], .head_dim = 64, .page_tokens = 32, .n_pages = 1};
+        CHECK_MSG(kvl_cuda_pool_create(&bad, &p, &err) == KVL_ERR_UNSUPPORTED && p == NULL, "%s not refused",
+                  nokernel[i]);
+        printf("note: %s refused: %s\n", nokernel[i], err.msg);
+    }
+    {
+        kvl_cuda_pool *p = NULL;
+        kvl_cuda_pool_config mix = {.codec_k = "int4z", .codec_v = "fp8", .head_dim = 64, .page_tokens = 32, .n_pages = 1};
+        CHECK(kvl_cuda_pool_create(&mix, &p, &err) == KVL_ERR_UNSUPPORTED && p == NULL);
+        printf("note: int4z/fp8 refused: %s\n", err.msg);
+    }
+    printf("note: %d device runs compared with kvl_kv_attend\n", n_cases);
     KVL_TEST_END();
 }
