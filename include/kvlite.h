@@ -56,6 +56,11 @@ void kvl_model_get_info(const kvl_model *m, kvl_model_info *info);
 /* True if t ends generation (eos or end-of-turn). */
 int kvl_model_is_eog(const kvl_model *m, kvl_token t);
 
+/* 64-bit identity of the model (computed at load): a hash of the
+ * architecture, every tensor's name, type and shape, and the tokenizer's
+ * vocabulary. Session files record it; a load into another model fails. */
+uint64_t kvl_model_identity(const kvl_model *m);
+
 /* ---- tokenizer ------------------------------------------------------------ */
 
 /* Longest text (bytes) one tokenizer call accepts: 256 MiB. Internal offsets
@@ -195,6 +200,78 @@ typedef struct kvl_kv_stats {
     int sealing;            /* 1: some layer uses a sealing codec (results depend on forward-call boundaries) */
 } kvl_kv_stats;
 void kvl_seq_kv_stats(const kvl_seq *s, kvl_kv_stats *st);
+
+/* Token ids processed so far (kvl_seq_pos of them, in order): copies up to
+ * cap into out (out may be NULL) and returns the count. */
+int kvl_seq_tokens(const kvl_seq *s, kvl_token *out, int cap);
+
+/* ---- sessions: sequences to bytes and files ---------------------------------------
+ *
+ * A session file holds sequences' KV pages (raw page bytes of any codec, each
+ * page shared between forked sequences written once), per (layer, kv-head)
+ * lengths and sealed prefixes, codec and per-sequence codec state, position
+ * and token ids, the policy name (and its state), and optionally chat
+ * messages; see docs/ARCHITECTURE.md ("Sessions and serialization") for the
+ * byte layout. Every section carries a CRC32C.
+ *
+ * Loading treats the bytes as hostile: every length and offset is checked,
+ * codec metadata is validated (finite scales, indices in range), and the
+ * file must match the context: model identity, n_layer, n_head_kv,
+ * head_dim, page size, each layer's K/V codec spec, page layouts, policy; the
+ * context must hold the sequence (n_ctx) and the pool's free budget its
+ * pages. On any mismatch or damage nothing is loaded, the pool is unchanged,
+ * and the context's error (kvl_ctx_error) names the field, e.g.
+ * "session: model identity differs (file 0x..., model 0x...)". */
+
+/* Serialize s into a malloc'd buffer (*buf, *len; free with free()). The
+ * sequence is not changed. Errors: KVL_ERR_ARG, KVL_ERR_NOMEM. */
+kvl_status kvl_seq_save(const kvl_seq *s, void **buf, size_t *len);
+/* Serialize n sequences of one context (pages they share are written once)
+ * and msgs [n_msgs] (may be NULL / 0) into one buffer. */
+kvl_status kvl_seqs_save(const kvl_seq *const *seqs, int n, const kvl_chat_msg *msgs, int n_msgs, void **buf,
+                         size_t *len);
+/* Load a buffer holding exactly one sequence into a new sequence of c
+ * (*out; NULL on failure). */
+kvl_status kvl_seq_load(kvl_ctx *c, const void *buf, size_t len, kvl_seq **out);
+/* Load into s, which must be fresh (created, nothing prefilled: KVL_ERR_ARG
+ * otherwise) and of a context matching the file; the file must hold one
+ * sequence. On failure s is unchanged (still fresh). */
+kvl_status kvl_seq_load_into(kvl_seq *s, const void *buf, size_t len);
+/* Load every sequence of a buffer (at most cap: KVL_ERR_ARG if it holds
+ * more) into new sequences out [*n_out], sharing the pages they shared when
+ * saved (reference counts, not copies). msgs (may be NULL): receives the
+ * chat messages as one malloc'd block (array and strings; free(*msgs)),
+ * NULL when the file has none, and their count in *n_msgs. */
+kvl_status kvl_seqs_load(kvl_ctx *c, const void *buf, size_t len, kvl_seq **out, int cap, int *n_out,
+                         kvl_chat_msg **msgs, int *n_msgs);
+
+/* Describe a session buffer without a model (kvlite kv info): verifies the
+ * header and every section's checksum and structure, and writes a
+ * multi-line text into a malloc'd NUL-terminated *text (free with free()).
+ * On failure *text is NULL and err receives a one-line message. */
+kvl_status kvl_session_describe(const void *buf, size_t len, char **text, char *err, size_t err_len);
+
+/* Session names: 1-64 characters of [A-Za-z0-9._-], not starting with '.'. */
+int kvl_session_name_ok(const char *name);
+/* Save s (and msgs, may be NULL) as session `name` in directory dir
+ * (created if missing, one level) as dir/name.kvls. Atomic: written to a
+ * temporary file in dir (a dot-file, never listed), fsynced, renamed over
+ * the target, then dir is fsynced; a crash at any point leaves either the
+ * previous file or the new one. Errors on c (kvl_ctx_error). */
+kvl_status kvl_session_save(kvl_ctx *c, const kvl_seq *s, const char *dir, const char *name, const kvl_chat_msg *msgs,
+                            int n_msgs);
+/* Load session `name` from dir into a new sequence of c (kvl_seqs_load's
+ * checks; the file must hold one sequence). msgs / n_msgs as kvl_seqs_load
+ * (msgs may be NULL). KVL_ERR_IO when the session does not exist. */
+kvl_status kvl_session_load(kvl_ctx *c, const char *dir, const char *name, kvl_seq **out, kvl_chat_msg **msgs,
+                            int *n_msgs);
+/* Call cb(name, user) for each session in dir (files NAME.kvls with a valid
+ * name; temporary files are not sessions), in no particular order; a
+ * non-zero return from cb stops the listing. KVL_ERR_IO if dir cannot be read. */
+kvl_status kvl_session_list(const char *dir, int (*cb)(const char *name, void *user), void *user, char *err,
+                            size_t err_len);
+/* Delete session `name` from dir (KVL_ERR_IO if it does not exist). */
+kvl_status kvl_session_delete(const char *dir, const char *name, char *err, size_t err_len);
 
 /* ---- diagnostics ------------------------------------------------------------------ */
 
