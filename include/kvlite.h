@@ -251,6 +251,15 @@ kvl_status kvl_seqs_load(kvl_ctx *c, const void *buf, size_t len, kvl_seq **out,
  * On failure *text is NULL and err receives a one-line message. */
 kvl_status kvl_session_describe(const void *buf, size_t len, char **text, char *err, size_t err_len);
 
+/* The KV configuration a session buffer was saved with (checksums verified,
+ * no model needed), for creating a matching context: layer 0's K and V
+ * specs (kv_codec, kv_codec_v), the other layers' differences as a
+ * kv_layers string ("" when none), tokens per page, and the largest
+ * sequence position (n_ctx must be at least that). k_spec, v_spec,
+ * layers: cap bytes each (>= 256). */
+kvl_status kvl_session_kv_params(const void *buf, size_t len, char *k_spec, char *v_spec, char *layers, size_t cap,
+                                 int *page_tokens, int *max_pos, char *err, size_t err_len);
+
 /* Session names: 1-64 characters of [A-Za-z0-9._-], not starting with '.'. */
 int kvl_session_name_ok(const char *name);
 /* Save s (and msgs, may be NULL) as session `name` in directory dir

@@ -179,6 +179,7 @@ kvl_ctx *cli_create_ctx(const kvl_model *m, const cli_opts *o, const char *codec
         codec = o->kv;
     }
     p.kv_budget_bytes = o->kv_budget;
+    if (o->page_tokens > 0) p.page_tokens = o->page_tokens;
     p.no_simd = getenv("KVL_NO_SIMD") != NULL; /* testing switch: scalar reference kernels */
     p.exact_matmul = o->exact;
     char err[512] = "";

@@ -303,6 +303,31 @@ kvl_status kvl_session_describe(const void *buf, size_t len, char **text, char *
     return KVL_OK;
 }
 
+kvl_status kvl_session_kv_params(const void *buf, size_t len, char *k_spec, char *v_spec, char *layers, size_t cap,
+                                 int *page_tokens, int *max_pos, char *err, size_t err_len) {
+    kvl_err e;
+    kvl_err_clear(&e);
+    if (!k_spec || !v_spec || !layers || !page_tokens || !max_pos) return KVL_ERR_ARG;
+    kvl_ser_file f;
+    kvl_status st = kvl_kv_ser_parse(buf, len, &f, &e);
+    if (!st) st = kvl_kv_ser_config(&f, k_spec, v_spec, layers, cap, page_tokens, &e);
+    const kvl_ser_section *ss = st ? NULL : kvl_kv_ser_find(&f, KVL_SER_SEQS);
+    if (!st && !ss) st = kvl_err_set(&e, KVL_ERR_FORMAT, "session: missing sequences section");
+    if (!st) {
+        kvl_ser_rd r = {ss->data, ss->len, 0, 0};
+        const uint32_t n = kvl_ser_get_u32(&r);
+        *max_pos = 0;
+        for (uint32_t i = 0; i < n && !r.bad; i++) {
+            const uint32_t pos = kvl_ser_get_u32(&r), nt = kvl_ser_get_u32(&r);
+            if (r.bad || nt != pos || pos > (1u << 24) || !kvl_ser_get(&r, (size_t)nt * 4)) r.bad = 1;
+            else if ((int)pos > *max_pos) *max_pos = (int)pos;
+        }
+        if (r.bad) st = kvl_err_set(&e, KVL_ERR_FORMAT, "session: malformed sequences section");
+    }
+    copy_err(&e, err, err_len);
+    return st;
+}
+
 /* ---- files -------------------------------------------------------------------------------- */
 
 int kvl_session_name_ok(const char *name) {

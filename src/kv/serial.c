@@ -639,6 +639,36 @@ out:
     return s;
 }
 
+kvl_status kvl_kv_ser_config(const kvl_ser_file *f, char *k, char *v, char *layers, size_t cap, int *page_tokens,
+                             kvl_err *err) {
+    const kvl_ser_section *sc = kvl_kv_ser_find(f, KVL_SER_KV_CONFIG);
+    if (!sc) return kvl_err_set(err, KVL_ERR_FORMAT, "session: missing kv-config section");
+    if (cap < SPEC_MAX + 1) return kvl_err_set(err, KVL_ERR_ARG, "session: spec buffers too small");
+    kvl_ser_rd r = {sc->data, sc->len, 0, 0};
+    uint32_t g[6];
+    for (int i = 0; i < 6; i++) g[i] = kvl_ser_get_u32(&r);
+    if (r.bad || g[0] == 0 || g[3] == 0 || g[3] > 4096) return bad(err, "kv-config");
+    *page_tokens = (int)g[3];
+    size_t o = 0;
+    layers[0] = 0;
+    for (uint32_t l = 0; l < g[0]; l++)
+        for (int side = 0; side < 2; side++) {
+            size_t n;
+            const char *sp = kvl_ser_get_str(&r, SPEC_MAX, &n);
+            if (r.bad || memchr(sp, 0, n) || memchr(sp, ';', n)) return bad(err, "kv-config");
+            char *first = side ? v : k;
+            if (l == 0) {
+                memcpy(first, sp, n);
+                first[n] = 0;
+            } else if (!streq(sp, n, first)) {
+                const int w = snprintf(layers + o, cap - o, "%s%c%u=%.*s", o ? ";" : "", side ? 'v' : 'k', l, (int)n, sp);
+                if (w < 0 || (size_t)w >= cap - o) return kvl_err_set(err, KVL_ERR_ARG, "session: layer overrides too long");
+                o += (size_t)w;
+            }
+        }
+    return KVL_OK;
+}
+
 int kvl_kv_ser_n_tables(const kvl_ser_file *f) {
     const kvl_ser_section *s = kvl_kv_ser_find(f, KVL_SER_TABLES);
     if (!s || s->len < 4) return -1;

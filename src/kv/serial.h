@@ -107,6 +107,14 @@ kvl_status kvl_kv_ser_write(kvl_ser_buf *b, const kvl_kv_table *const *t, int n,
 kvl_status kvl_kv_ser_load(kvl_kv_pool *p, const kvl_ser_file *f, kvl_kv_table *const *t, int n, int n_ctx,
                            kvl_err *err);
 
+/* The KV configuration recorded in f's kv-config section: layer 0's K and
+ * V specs, the other layers' differences as a layer-override string
+ * ("k3=int8;v5=f16", "" when none; kv/codec_spec.h), tokens per page.
+ * k, v, layers: cap bytes each. KVL_ERR_FORMAT if malformed, KVL_ERR_ARG if
+ * a buffer is too small. */
+kvl_status kvl_kv_ser_config(const kvl_ser_file *f, char *k, char *v, char *layers, size_t cap, int *page_tokens,
+                             kvl_err *err);
+
 /* Number of tables in f's TABLES section (-1 if missing or malformed). */
 int kvl_kv_ser_n_tables(const kvl_ser_file *f);
 
