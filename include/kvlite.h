@@ -282,6 +282,45 @@ kvl_status kvl_session_list(const char *dir, int (*cb)(const char *name, void *u
 /* Delete session `name` from dir (KVL_ERR_IO if it does not exist). */
 kvl_status kvl_session_delete(const char *dir, const char *name, char *err, size_t err_len);
 
+/* ---- prefix store: KV reuse across requests --------------------------------------
+ *
+ * A content-addressed store of the KV of 256-token chunks (KVL_PREFIX_CHUNK)
+ * keyed by a chained 64-bit hash of the model identity, every layer's K/V
+ * codec spec and the page size, then each chunk's token ids: a RAM tier
+ * (LRU under a byte budget) and optionally a disk directory tier (one file
+ * per chunk, DIR/KEY.kvc, written through a temporary file and rename). A
+ * chunk is stored only when every (layer, kv-head) list holds it whole
+ * (nothing evicted; sealing layers: its pages sealed) and no codec keeps
+ * per-sequence state (SQuat: nothing is stored); the page size must divide
+ * 256. Loaded chunks pass the session loader's checks; a damaged or
+ * mismatched chunk is a miss (counted in `bad`), never an error. Calls on
+ * one store are serialized by its mutex. */
+#define KVL_PREFIX_CHUNK 256
+typedef struct kvl_prefix kvl_prefix;
+typedef struct kvl_prefix_stats {
+    int64_t ram_hits, disk_hits, misses; /* chunk lookups by kvl_prefix_get */
+    int64_t stored, evicted, bad;        /* chunks stored, evicted from RAM, rejected (damaged / unusable) */
+    size_t ram_bytes;                    /* bytes held in RAM */
+    int ram_chunks;
+} kvl_prefix_stats;
+/* Create a store: dir = disk tier directory (created if missing, one level)
+ * or NULL for RAM only; ram_bytes = RAM tier budget (0: no RAM tier). */
+kvl_status kvl_prefix_create(const char *dir, size_t ram_bytes, kvl_prefix **out, char *err, size_t err_len);
+void kvl_prefix_free(kvl_prefix *p);
+/* Store the complete chunks of s's tokens not stored yet (every tier).
+ * *n_stored (may be NULL): chunks added. Sequences that cannot be chunked
+ * store nothing (KVL_OK). */
+kvl_status kvl_prefix_put(kvl_prefix *p, const kvl_seq *s, int *n_stored);
+/* Load into the fresh sequence s (KVL_ERR_ARG otherwise) the longest run of
+ * cached chunks that prefixes toks [n] (RAM first, then disk; at most n - 1
+ * tokens, so the caller always has a token left to prefill for logits).
+ * *n_reused: tokens loaded (s's position); 0 on a miss. Prefill
+ * toks + *n_reused next. */
+kvl_status kvl_prefix_get(kvl_prefix *p, kvl_seq *s, const kvl_token *toks, int n, int *n_reused);
+void kvl_prefix_get_stats(const kvl_prefix *p, kvl_prefix_stats *st);
+/* Why the last chunk was rejected ("" if none). */
+const char *kvl_prefix_error(const kvl_prefix *p);
+
 /* ---- diagnostics ------------------------------------------------------------------ */
 
 /* Where a KV codec loses quality, per layer (kvlite eval kv-error). */

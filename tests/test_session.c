@@ -191,7 +191,8 @@ static void fork_sharing(const kvl_model *m, cfg c) {
         free(lb);
         /* cap too small */
         kvl_seq *o1[1];
-        CHECK(kvl_seqs_load(b, buf, len, o1, 1, &n, NULL, NULL) == KVL_ERR_ARG);
+        int n1 = -1;
+        CHECK(kvl_seqs_load(b, buf, len, o1, 1, &n1, NULL, NULL) == KVL_ERR_ARG && n1 == 0);
         CHECK(kvl_seq_load(b, buf, len, o1) == KVL_ERR_ARG);
     }
     free(rm);

@@ -232,18 +232,9 @@ static uint32_t idmap_get(idmap *m, uint32_t id, uint32_t next, int *added) {
     }
 }
 
-kvl_status kvl_kv_ser_write(kvl_ser_buf *b, const kvl_kv_table *const *t, int n, int n_ctx, kvl_err *err) {
-    if (n <= 0 || !t || !t[0]) return kvl_err_set(err, KVL_ERR_ARG, "session: no sequences to save");
-    const kvl_kv_pool *p = t[0]->pool;
-    const int NL = p->cfg.n_layer, H = p->cfg.n_head_kv, nl = kvi_n_lists(p);
-    size_t total = 0;
-    for (int i = 0; i < n; i++) {
-        if (!t[i] || t[i]->pool != p) return kvl_err_set(err, KVL_ERR_ARG, "session: sequences of different contexts");
-        if (t[i]->txn) return kvl_err_set(err, KVL_ERR_ARG, "session: a sequence has an open transaction");
-        for (int l = 0; l < nl; l++) total += (size_t)t[i]->lists[l].n_pages;
-    }
-    if (total > UINT32_MAX / 2) return kvl_err_set(err, KVL_ERR_ARG, "session: too many pages (%zu)", total);
-
+/* The kv-config and policy sections of pool p. */
+static void write_config(kvl_ser_buf *b, const kvl_kv_pool *p, int n_ctx) {
+    const int NL = p->cfg.n_layer, H = p->cfg.n_head_kv;
     size_t s = kvl_ser_section_begin(b, KVL_SER_KV_CONFIG);
     kvl_ser_put_u32(b, (uint32_t)NL);
     kvl_ser_put_u32(b, (uint32_t)H);
@@ -267,6 +258,22 @@ kvl_status kvl_kv_ser_write(kvl_ser_buf *b, const kvl_kv_table *const *t, int n,
     kvl_ser_put_str(b, p->policy->name, strlen(p->policy->name));
     kvl_ser_put_u64(b, 0); /* policy state: none yet */
     kvl_ser_section_end(b, s);
+}
+
+kvl_status kvl_kv_ser_write(kvl_ser_buf *b, const kvl_kv_table *const *t, int n, int n_ctx, kvl_err *err) {
+    if (n <= 0 || !t || !t[0]) return kvl_err_set(err, KVL_ERR_ARG, "session: no sequences to save");
+    const kvl_kv_pool *p = t[0]->pool;
+    const int NL = p->cfg.n_layer, H = p->cfg.n_head_kv, nl = kvi_n_lists(p);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        if (!t[i] || t[i]->pool != p) return kvl_err_set(err, KVL_ERR_ARG, "session: sequences of different contexts");
+        if (t[i]->txn) return kvl_err_set(err, KVL_ERR_ARG, "session: a sequence has an open transaction");
+        for (int l = 0; l < nl; l++) total += (size_t)t[i]->lists[l].n_pages;
+    }
+    if (total > UINT32_MAX / 2) return kvl_err_set(err, KVL_ERR_ARG, "session: too many pages (%zu)", total);
+
+    write_config(b, p, n_ctx);
+    size_t s;
 
     /* distinct pages in order of first reference */
     idmap m;
@@ -761,4 +768,71 @@ kvl_status kvl_kv_ser_describe(const kvl_ser_file *f, kvl_ser_buf *b, kvl_err *e
     }
     if (kvl_ser_left(&r)) return bad(err, "tables");
     return KVL_OK;
+}
+
+/* ---- prefix chunks (engine/prefix.c) ------------------------------------------------------ */
+
+int kvl_kv_chunk_ready(const kvl_kv_table *t, int page0, int n_pages) {
+    const kvl_kv_pool *p = t->pool;
+    if (p->has_seq_state || page0 < 0 || n_pages <= 0 || t->txn) return 0;
+    for (int i = 0; i < kvi_n_lists(p); i++) {
+        const kvlist *L = &t->lists[i];
+        if (L->n_pages < page0 + n_pages || L->len < (page0 + n_pages) * p->P) return 0;
+        if (p->layers[i / p->cfg.n_head_kv].seals && L->n_sealed < page0 + n_pages) return 0;
+    }
+    return 1;
+}
+
+void kvl_kv_chunk_write(kvl_ser_buf *b, const kvl_kv_table *t, int page0, int n_pages) {
+    const kvl_kv_pool *p = t->pool;
+    for (int i = 0; i < kvi_n_lists(p); i++)
+        for (int j = page0; j < page0 + n_pages; j++) {
+            const pref r = t->lists[i].pages[j];
+            kvl_ser_put_u32(b, r.id >> KVI_CLS_SHIFT);
+            kvl_ser_put(b, r.mem, kvi_cls(p, r.id)->page_bytes);
+        }
+}
+
+kvl_status kvl_kv_chunk_load(kvl_kv_pool *p, kvl_kv_table *t, const uint8_t *const *payload, const size_t *len, int n,
+                             int n_pages, int n_ctx, kvl_err *err) {
+    const int nl = kvi_n_lists(p), NL = p->cfg.n_layer, H = p->cfg.n_head_kv;
+    if (n <= 0 || n_pages <= 0 || p->has_seq_state || (int64_t)n * n_pages * p->P > n_ctx)
+        return kvl_err_set(err, KVL_ERR_ARG, "prefix: bad chunk load (%d chunks of %d pages)", n, n_pages);
+    const uint64_t total = (uint64_t)n * (uint64_t)nl * (uint64_t)n_pages;
+    if (total > UINT32_MAX / 2) return kvl_err_set(err, KVL_ERR_ARG, "prefix: too many pages");
+    kvl_ser_buf b = {0};
+    write_config(&b, p, n_ctx);
+    size_t at = kvl_ser_section_begin(&b, KVL_SER_PAGES);
+    kvl_ser_put_u32(&b, (uint32_t)total);
+    for (int c = 0; c < n; c++) kvl_ser_put(&b, payload[c], len[c]);
+    kvl_ser_section_end(&b, at);
+    at = kvl_ser_section_begin(&b, KVL_SER_TABLES);
+    kvl_ser_put_u32(&b, 1);
+    const uint32_t np = (uint32_t)n * (uint32_t)n_pages;
+    for (int i = 0; i < nl; i++) {
+        kvl_ser_put_u32(&b, np * (uint32_t)p->P);
+        kvl_ser_put_u32(&b, p->layers[i / H].seals ? np : 0);
+        kvl_ser_put_u32(&b, np);
+        for (int c = 0; c < n; c++)
+            for (int j = 0; j < n_pages; j++)
+                kvl_ser_put_u32(&b, (uint32_t)(((uint64_t)c * nl + (uint64_t)i) * (uint64_t)n_pages + (uint64_t)j));
+    }
+    for (int l = 0; l < 2 * NL; l++) kvl_ser_put_u64(&b, 0);
+    kvl_ser_section_end(&b, at);
+    if (b.oom) {
+        free(b.p);
+        return kvl_err_set(err, KVL_ERR_NOMEM, "prefix: out of memory");
+    }
+    /* sections of the assembled buffer (written here: no framing to check) */
+    kvl_ser_file f;
+    memset(&f, 0, sizeof f);
+    for (size_t off = 0; off + KVL_SER_SECTION_BYTES <= b.n && f.n_sec < KVL_SER_MAX_SECTIONS;) {
+        const size_t sl = (size_t)rd64(b.p + off + 8);
+        f.sec[f.n_sec++] = (kvl_ser_section){rd32(b.p + off), b.p + off + KVL_SER_SECTION_BYTES, sl};
+        off += KVL_SER_SECTION_BYTES + sl;
+    }
+    kvl_kv_table *one[1] = {t};
+    const kvl_status s = kvl_kv_ser_load(p, &f, one, 1, n_ctx, err);
+    free(b.p);
+    return s;
 }

@@ -123,6 +123,24 @@ int kvl_kv_ser_n_tables(const kvl_ser_file *f);
  * per table tokens and pages. Checks structure as far as it reads; returns
  * KVL_ERR_FORMAT on malformed sections. */
 kvl_status kvl_kv_ser_describe(const kvl_ser_file *f, kvl_ser_buf *b, kvl_err *err);
+/* ---- prefix chunks (engine/prefix.c) ----
+ * A chunk is pages [page0, page0 + n_pages) of every (layer, kv-head) list
+ * of a table. Payload: for each list in order, for each of its pages: u32
+ * class, then the page bytes. */
+/* 1 when t's pages [page0, page0 + n_pages) can be stored as a chunk: every
+ * list holds them full, the pages of sealing layers are sealed (so chunks
+ * from different sequences stack into a valid sealed prefix), no open
+ * transaction, and no codec keeps per-sequence state. */
+int kvl_kv_chunk_ready(const kvl_kv_table *t, int page0, int n_pages);
+/* Append the payload of chunk [page0, page0 + n_pages) of t to b. */
+void kvl_kv_chunk_write(kvl_ser_buf *b, const kvl_kv_table *t, int page0, int n_pages);
+/* Load n consecutive chunks (payload[c] of len[c] bytes, chunk c = pages
+ * [c * n_pages, (c + 1) * n_pages) of every list) into the fresh table t:
+ * assembled into the KV sections of one table and loaded by
+ * kvl_kv_ser_load with all its checks (untrusted bytes: a disk tier). */
+kvl_status kvl_kv_chunk_load(kvl_kv_pool *p, kvl_kv_table *t, const uint8_t *const *payload, const size_t *len, int n,
+                             int n_pages, int n_ctx, kvl_err *err);
+
 /* printf into b. */
 void kvl_ser_printf(kvl_ser_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
