@@ -136,6 +136,16 @@ expect_error 1 "kv import other codec" kv import -m "$tiny_s" -i "$TMP/tiny.kv" 
 expect_error 1 "kv import other model" kv import -m tests/data/tiny/llama_f16.gguf -i "$TMP/tiny.kv" &&
     expect_err_match "model identity differs" "kv import other model"
 
+# run --prefix-cache: the second run reuses the stored chunks and prints the same text
+printf 'The quick brown fox jumps over the lazy dog. %.0s' $(seq 1 30) >"$TMP/long.txt"
+run_cli run -m "$tiny_s" -f "$TMP/long.txt" -n 8 --temp 0 --prefix-cache "$TMP/pc" --stats
+p1=$(head -c 200 "$TMP/out")
+if [ "$rc" -eq 0 ] && grep -q "prefix cache: *reused 0 of .*stored [1-9]" "$TMP/err"; then ok; else
+    bad "run --prefix-cache (first): exit $rc, $(grep -i prefix "$TMP/err")"; fi
+run_cli run -m "$tiny_s" -f "$TMP/long.txt" -n 8 --temp 0 --prefix-cache "$TMP/pc" --stats
+if [ "$rc" -eq 0 ] && grep -Eq "prefix cache: *reused [1-9][0-9]+ of" "$TMP/err" && [ "$(head -c 200 "$TMP/out")" = "$p1" ]; then ok; else
+    bad "run --prefix-cache (reuse): exit $rc, $(grep -i prefix "$TMP/err")"; fi
+
 # ---- model-dependent cases ------------------------------------------------------------------
 if [ -z "$MODEL" ] || [ ! -f "$MODEL" ]; then
     echo "skip: test_cli model-dependent cases: KVL_MODEL not set or missing"

@@ -42,6 +42,7 @@ typedef struct cli_opts {
     /* sessions (chat --session, kv export/import/info; cmd_kv.c) */
     const char *session, *store; /* --session NAME, --store DIR (default ~/.cache/kvlite/sessions) */
     const char *output, *input;  /* kv export -o FILE, kv import -i FILE / kv info FILE */
+    const char *prefix_cache;    /* run --prefix-cache DIR: reuse / store 256-token prompt chunks (kvl_prefix_*) */
 } cli_opts;
 
 /* Print "kvlite: MSG" (newlines folded into spaces) on stderr and exit(code). */

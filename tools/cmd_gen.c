@@ -239,10 +239,21 @@ int cmd_run(const cli_opts *o) {
     int64_t h0 = n_prompt > o->sp.repeat_last_n ? n_prompt - o->sp.repeat_last_n : 0;
     for (int64_t i = h0; i < n_prompt; i++) kvl_sampler_accept(g.smp, toks[i]);
 
+    kvl_prefix *pf = NULL;
+    int reused = 0, stored = 0;
+    if (o->prefix_cache) {
+        char perr[512] = "";
+        if (kvl_prefix_create(o->prefix_cache, (size_t)256 << 20, &pf, perr, sizeof perr) != KVL_OK)
+            cli_die(CLI_EXIT_RUNTIME, "--prefix-cache: %s", perr);
+        if (kvl_prefix_get(pf, g.seq, toks, (int)n_prompt, &reused) != KVL_OK)
+            cli_die(CLI_EXIT_RUNTIME, "--prefix-cache: %s", cli_ctx_msg(ctx, KVL_ERR_ARG));
+        tokvec_push(&g.cached, toks, reused);
+    }
     double t0 = cli_now();
-    kvl_status s = gen_prefill(&g, toks, n_prompt);
+    kvl_status s = gen_prefill(&g, toks + reused, n_prompt - reused);
     double t_prefill = cli_now() - t0;
     if (s != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "prefill failed: %s", cli_ctx_msg(ctx, s));
+    if (pf && kvl_prefix_put(pf, g.seq, &stored) != KVL_OK) cli_warn("--prefix-cache: %s", kvl_prefix_error(pf));
 
     int64_t n_gen = 0;
     kvl_status gerr = KVL_OK;
@@ -261,8 +272,14 @@ int cmd_run(const cli_opts *o) {
         if (!isatty(1)) fputc('\n', stderr); /* the answer on stdout ends without a newline */
         fprintf(stderr, "prompt tokens:    %lld\n", (long long)n_prompt);
         fprintf(stderr, "generated tokens: %lld\n", (long long)n_gen);
-        fprintf(stderr, "prefill:          %.2f tok/s (%lld tokens in %.1f ms)\n", rate((double)n_prompt, t_prefill),
-                (long long)n_prompt, t_prefill * 1e3);
+        fprintf(stderr, "prefill:          %.2f tok/s (%lld tokens in %.1f ms)\n",
+                rate((double)(n_prompt - reused), t_prefill), (long long)(n_prompt - reused), t_prefill * 1e3);
+        if (pf) {
+            kvl_prefix_stats ps;
+            kvl_prefix_get_stats(pf, &ps);
+            fprintf(stderr, "prefix cache:     reused %d of %lld prompt tokens (%lld chunks from RAM, %lld from disk, %lld rejected), stored %d chunks\n",
+                    reused, (long long)n_prompt, (long long)ps.ram_hits, (long long)ps.disk_hits, (long long)ps.bad, stored);
+        }
         fprintf(stderr, "decode:           %.2f tok/s (%lld tokens in %.1f ms)\n",
                 rate((double)g.n_decoded, g.t_decode), (long long)g.n_decoded, g.t_decode * 1e3);
         print_kv_stats(g.seq);
@@ -275,6 +292,7 @@ int cmd_run(const cli_opts *o) {
     }
 
     gen_free(&g);
+    kvl_prefix_free(pf);
     kvl_ctx_free(ctx);
     kvl_model_free(m);
     free(toks);

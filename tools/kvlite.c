@@ -52,6 +52,7 @@ static const flag_spec FLAGS[] = {
     {"--system", NULL, F_STR, OFF(system), C_GEN | C_TOK, 0, 0},
     {"--n-predict", "-n", F_INT, OFF(n_predict), C_GEN | C_KVIMP, -1, INT_MAX},
     {"--session", NULL, F_STR, OFF(session), C_CHAT, 0, 0},
+    {"--prefix-cache", NULL, F_STR, OFF(prefix_cache), C_RUN, 0, 0},
     {"--store", NULL, F_STR, OFF(store), C_CHAT, 0, 0},
     {"--output", "-o", F_STR, OFF(output), C_KVEXP, 0, 0},
     {"--input", "-i", F_STR, OFF(input), C_KVIMP | C_KVINFO, 0, 0},
@@ -153,7 +154,10 @@ static void print_usage(FILE *f, const char *cmd, const char *sub) {
               "      --system TEXT     system message (with --chat)\n"
               "      --no-special      do not parse special-token text in the prompt\n"
               "      --stats           print token counts, speeds and KV usage to stderr\n"
-              "      --ids             print the prompt and generated token ids to stderr\n",
+              "      --ids             print the prompt and generated token ids to stderr\n"
+              "      --prefix-cache DIR  reuse the KV of the longest cached prompt prefix (256-token\n"
+              "                        chunks kept in DIR, keyed by model, codec and token ids) and\n"
+              "                        store this prompt's chunks (--stats reports reused tokens)\n",
               f);
         fputs(USAGE_SAMPLING, f);
         fputs(USAGE_COMMON, f);
