@@ -8,6 +8,9 @@
  * token (the kernels read the loaded pages) and is freed, after which the
  * pool must be back to empty. Every input also runs with its checksums
  * recomputed, so mutations reach the structural checks behind the CRCs.
+ * An input that does not start with the session magic is also taken as a
+ * prefix-store chunk payload of 2 pages per list (kvl_kv_chunk_load, the
+ * path of the disk tier's files) for every context.
  * Built by `make fuzz` (build-fuzz/fuzz_session); seeds in
  * tests/fuzz/corpus/fuzz_session/ (written by
  * `KVL_WRITE_SEEDS=tests/fuzz/corpus/fuzz_session build/tests/test_session`). */
@@ -97,9 +100,29 @@ static void run(const uint8_t *data, size_t size) {
     }
 }
 
+/* The input as a 2-page chunk payload for a fresh sequence of each context. */
+static void run_chunk(const uint8_t *data, size_t size) {
+    for (int i = 0; i < N_CTX; i++) {
+        kvl_ctx *c = ctxs[i];
+        kvl_seq *s = NULL;
+        if (kvl_seq_create(c, &s) != KVL_OK) abort();
+        const uint8_t *pl[1] = {data};
+        const size_t len[1] = {size};
+        kvl_err e;
+        if (kvl_kv_chunk_load(c->pool, s->t, pl, len, 1, 2, c->p.n_ctx, &e) == KVL_OK) {
+            s->pos = 0; /* pages only: free them with the sequence */
+        } else if (kvl_kv_pool_used(c->pool) != 0) {
+            abort();
+        }
+        kvl_seq_free(s);
+        if (kvl_kv_pool_used(c->pool) != 0) abort();
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     setup();
     run(data, size);
+    if (size < 8 || memcmp(data, KVL_SER_MAGIC, 8) != 0) run_chunk(data, size);
     if (size >= KVL_SER_HEADER_BYTES && size < (1u << 24)) {
         uint8_t *w = malloc(size);
         if (!w) return 0;

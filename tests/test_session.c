@@ -548,6 +548,16 @@ static void write_seeds(const kvl_model *m, const char *dir) {
         const kvl_chat_msg msg[2] = {{"user", "hi"}, {"assistant", "hello"}};
         void *buf = NULL;
         size_t len = 0;
+        if (i == 0 || i == 2) { /* a prefix-store chunk payload: pages 0-1 of every list */
+            kvl_ser_buf cb = {0};
+            kvl_kv_chunk_write(&cb, s->t, 0, 2);
+            char path[512];
+            snprintf(path, sizeof path, "%s/chunk_%s", dir, names[i]);
+            FILE *fo = fopen(path, "wb");
+            if (fo && !cb.oom) fwrite(cb.p, 1, cb.n, fo);
+            if (fo) fclose(fo);
+            free(cb.p);
+        }
         if (kvl_seqs_save(both, i == 0 ? 2 : 1, msg, 2, &buf, &len) == KVL_OK) {
             char path[512];
             snprintf(path, sizeof path, "%s/%s", dir, names[i]);

@@ -93,7 +93,7 @@ static void i8_encode(const void *st, uint8_t *seg, int D, int P, int i, const f
     int8_t *r = i8_row(seg, D, P, i);
     for (int j = 0; j < D; j++) {
         float v = nearbyintf(x[j] * inv);
-        v = v > 127 ? 127 : (v < -127 ? -127 : v);
+        v = v > 127 ? 127 : (v < -127 ? -127 : v == v ? v : 0); /* NaN (from a NaN row) -> 0 */
         r[j] = (int8_t)v;
     }
     i8_scales(seg)[i] = scale;
@@ -238,10 +238,14 @@ void kvl_codec_av_multi(const kvl_codec_kernels *k, const uint8_t *seg, int D, i
 
 static int raw_validate(const uint8_t *seg, int D, int P, int n_rows) { return 0; } /* f32, f16 */
 
-/* int8: the per-token f32 scales of rows [0, n_rows). */
+/* int8: the per-token f32 scales of rows [0, n_rows) finite and at most
+ * FLT_MAX / 127 in magnitude (what encode writes), so every decoded value is finite. */
 static int i8_validate(const uint8_t *seg, int D, int P, int n_rows) {
-    for (int i = 0; i < n_rows; i++)
-        if (!kvl_codec_f32_ok(seg + (size_t)i * 4)) return -1;
+    for (int i = 0; i < n_rows; i++) {
+        float sc;
+        memcpy(&sc, seg + (size_t)i * 4, 4);
+        if (!(fabsf(sc) <= 3.4028234e38f / 127.0f)) return -1;
+    }
     return 0;
 }
 

@@ -223,7 +223,7 @@ static void quant_channel(uint8_t *dst, float *work, int D, int P, int j) {
     for (int i = 0; i < P; i++) {
         float *v = &work[(size_t)i * D + j];
         double q = s > 0 ? nearbyint(((double)*v - z) / s) : 0;
-        q = q < 0 ? 0 : (q > 3 ? 3 : q);
+        q = q < 0 ? 0 : (q > 3 ? 3 : q == q ? q : 0); /* NaN (from a NaN open row) -> 0 */
         c[i] = (uint8_t)q;
         *v = s * (float)c[i] + z; /* what decode returns */
     }
