@@ -8,6 +8,7 @@
  * a session in a loop is SIGKILLed at random points many times and the
  * session always loads as a committed version. Tiny committed models for
  * everything, the default model ($KVL_MODEL) for the round trips again. */
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdint.h>
@@ -453,6 +454,12 @@ static void files(const kvl_model *m, const char *dir) {
     kvl_ctx_free(c);
 }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* Version k of the crash test's session: BASE + k tokens, message "v<k>". */
 enum { BASE = 10, KILLS = 60 };
 
@@ -486,6 +493,16 @@ static void crash(const kvl_model *m, const char *dir) {
     CHECK(kvl_seq_create(c, &s) == KVL_OK && kvl_prefill(s, t, BASE, NULL, NULL) == KVL_OK);
     const kvl_chat_msg msg = {"user", "v0"};
     CHECK(kvl_session_save(c, s, dir, "crash", &msg, 1) == KVL_OK);
+    /* kill delays scaled to this machine: the child's start (context + load) and a few saves */
+    const double t0 = now_s();
+    kvl_seq *probe = NULL;
+    kvl_ctx *pc = mkctx(m, (cfg){.k = "kivi2", .page = 8, .n_ctx = 4096});
+    CHECK(pc && kvl_session_load(pc, dir, "crash", &probe, NULL, NULL) == KVL_OK);
+    const double t1 = now_s();
+    for (int i = 0; i < 3; i++) CHECK(kvl_session_save(c, s, dir, "crash", &msg, 1) == KVL_OK);
+    const double t_start = t1 - t0, t_save = (now_s() - t1) / 3;
+    kvl_seq_free(probe);
+    kvl_ctx_free(pc);
     kvl_seq_free(s);
     fflush(NULL);
     int last = 0, ok = 0, advanced = 0, listed_ok = 0;
@@ -494,7 +511,8 @@ static void crash(const kvl_model *m, const char *dir) {
         const pid_t pid = fork();
         if (pid == 0) crash_child(m, dir);
         seed = seed * 1103515245u + 12345u;
-        const struct timespec d = {0, (long)((seed >> 8) % 40000) * 1000 + 2000000};
+        const double delay = t_start + (double)((seed >> 8) % 1000) / 1000.0 * 6.0 * t_save + 1e-3;
+        const struct timespec d = {(time_t)delay, (long)((delay - (double)(time_t)delay) * 1e9)};
         nanosleep(&d, NULL);
         kill(pid, SIGKILL);
         int wst = 0;
@@ -526,8 +544,13 @@ static void crash(const kvl_model *m, const char *dir) {
     CHECK_MSG(ok == KILLS, "%d of %d kills left a committed version", ok, KILLS);
     CHECK_MSG(listed_ok == KILLS, "temporary files listed as sessions after %d kills", KILLS - listed_ok);
     CHECK_MSG(advanced >= KILLS / 4, "only %d of %d kills found a newer version (the child never committed?)", advanced, KILLS);
-    printf("note: crash test: %d SIGKILLs, the session advanced %d times to version %d, always a committed one\n", KILLS,
-           advanced, last);
+    int temps = 0; /* temporary files of saves killed mid-write */
+    DIR *dd = opendir(dir);
+    for (struct dirent *de; dd && (de = readdir(dd));) temps += !strncmp(de->d_name, ".crash.kvls.tmp.", 16);
+    if (dd) closedir(dd);
+    printf("note: crash test: %d SIGKILLs (child start %.1f ms, save %.2f ms), the session advanced %d times to version %d, "
+           "always a committed one; %d kills interrupted a write (temporary files left, never listed)\n",
+           KILLS, t_start * 1e3, t_save * 1e3, advanced, last, temps);
     kvl_ctx_free(c);
 }
 
