@@ -256,7 +256,11 @@ static void write_config(kvl_ser_buf *b, const kvl_kv_pool *p, int n_ctx) {
 
     s = kvl_ser_section_begin(b, KVL_SER_POLICY);
     kvl_ser_put_str(b, p->policy->name, strlen(p->policy->name));
-    kvl_ser_put_u64(b, 0); /* policy state: none yet */
+    /* policy state: reserved for the policies' per-table states (table
+     * order); no policy keeps state yet, so it is empty, and load_policy
+     * refuses a non-empty one. A policy with state adds its save/load here
+     * and in load_policy. */
+    kvl_ser_put_u64(b, 0);
     kvl_ser_section_end(b, s);
 }
 
