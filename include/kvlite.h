@@ -56,6 +56,11 @@ void kvl_model_get_info(const kvl_model *m, kvl_model_info *info);
 /* True if t ends generation (eos or end-of-turn). */
 int kvl_model_is_eog(const kvl_model *m, kvl_token t);
 
+/* 64-bit identity of the model (computed at load): a hash of the
+ * architecture, every tensor's name, type and shape, and the tokenizer's
+ * vocabulary. Session files record it; a load into another model fails. */
+uint64_t kvl_model_identity(const kvl_model *m);
+
 /* ---- tokenizer ------------------------------------------------------------ */
 
 /* Longest text (bytes) one tokenizer call accepts: 256 MiB. Internal offsets
@@ -223,6 +228,126 @@ typedef struct kvl_kv_stats {
     size_t policy_bytes;    /* attention statistics + policy state of this sequence (not in bytes_used) */
 } kvl_kv_stats;
 void kvl_seq_kv_stats(const kvl_seq *s, kvl_kv_stats *st);
+
+/* Token ids processed so far (kvl_seq_pos of them, in order): copies up to
+ * cap into out (out may be NULL) and returns the count. */
+int kvl_seq_tokens(const kvl_seq *s, kvl_token *out, int cap);
+
+/* ---- sessions: sequences to bytes and files ---------------------------------------
+ *
+ * A session file holds sequences' KV pages (raw page bytes of any codec, each
+ * page shared between forked sequences written once), per (layer, kv-head)
+ * lengths and sealed prefixes, codec and per-sequence codec state, position
+ * and token ids, the policy name (and its state), and optionally chat
+ * messages; see docs/ARCHITECTURE.md ("Sessions and serialization") for the
+ * byte layout. Every section carries a CRC32C.
+ *
+ * Loading treats the bytes as hostile: every length and offset is checked,
+ * codec metadata is validated (finite scales, indices in range), and the
+ * file must match the context: model identity, n_layer, n_head_kv,
+ * head_dim, page size, each layer's K/V codec spec, page layouts, policy; the
+ * context must hold the sequence (n_ctx) and the pool's free budget its
+ * pages. On any mismatch or damage nothing is loaded, the pool is unchanged,
+ * and the context's error (kvl_ctx_error) names the field, e.g.
+ * "session: model identity differs (file 0x..., model 0x...)". */
+
+/* Serialize s into a malloc'd buffer (*buf, *len; free with free()). The
+ * sequence is not changed. Errors: KVL_ERR_ARG, KVL_ERR_NOMEM. */
+kvl_status kvl_seq_save(const kvl_seq *s, void **buf, size_t *len);
+/* Serialize n sequences of one context (pages they share are written once)
+ * and msgs [n_msgs] (may be NULL / 0) into one buffer. */
+kvl_status kvl_seqs_save(const kvl_seq *const *seqs, int n, const kvl_chat_msg *msgs, int n_msgs, void **buf,
+                         size_t *len);
+/* Load a buffer holding exactly one sequence into a new sequence of c
+ * (*out; NULL on failure). */
+kvl_status kvl_seq_load(kvl_ctx *c, const void *buf, size_t len, kvl_seq **out);
+/* Load into s, which must be fresh (created, nothing prefilled: KVL_ERR_ARG
+ * otherwise) and of a context matching the file; the file must hold one
+ * sequence. On failure s is unchanged (still fresh). */
+kvl_status kvl_seq_load_into(kvl_seq *s, const void *buf, size_t len);
+/* Load every sequence of a buffer (at most cap: KVL_ERR_ARG if it holds
+ * more) into new sequences out [*n_out], sharing the pages they shared when
+ * saved (reference counts, not copies). msgs (may be NULL): receives the
+ * chat messages as one malloc'd block (array and strings; free(*msgs)),
+ * NULL when the file has none, and their count in *n_msgs. */
+kvl_status kvl_seqs_load(kvl_ctx *c, const void *buf, size_t len, kvl_seq **out, int cap, int *n_out,
+                         kvl_chat_msg **msgs, int *n_msgs);
+
+/* Describe a session buffer without a model (kvlite kv info): verifies the
+ * header and every section's checksum and structure, and writes a
+ * multi-line text into a malloc'd NUL-terminated *text (free with free()).
+ * On failure *text is NULL and err receives a one-line message. */
+kvl_status kvl_session_describe(const void *buf, size_t len, char **text, char *err, size_t err_len);
+
+/* The KV configuration a session buffer was saved with (checksums verified,
+ * no model needed), for creating a matching context: layer 0's K and V
+ * specs (kv_codec, kv_codec_v), the other layers' differences as a
+ * kv_layers string ("" when none), tokens per page, and the largest
+ * sequence position (n_ctx must be at least that). k_spec, v_spec,
+ * layers: cap bytes each (>= 256). */
+kvl_status kvl_session_kv_params(const void *buf, size_t len, char *k_spec, char *v_spec, char *layers, size_t cap,
+                                 int *page_tokens, int *max_pos, char *err, size_t err_len);
+
+/* Session names: 1-64 characters of [A-Za-z0-9._-], not starting with '.'. */
+int kvl_session_name_ok(const char *name);
+/* Save s (and msgs, may be NULL) as session `name` in directory dir
+ * (created if missing, one level) as dir/name.kvls. Atomic: written to a
+ * temporary file in dir (a dot-file, never listed), fsynced, renamed over
+ * the target, then dir is fsynced; a crash at any point leaves either the
+ * previous file or the new one. Errors on c (kvl_ctx_error). */
+kvl_status kvl_session_save(kvl_ctx *c, const kvl_seq *s, const char *dir, const char *name, const kvl_chat_msg *msgs,
+                            int n_msgs);
+/* Load session `name` from dir into a new sequence of c (kvl_seqs_load's
+ * checks; the file must hold one sequence). msgs / n_msgs as kvl_seqs_load
+ * (msgs may be NULL). KVL_ERR_IO when the session does not exist. */
+kvl_status kvl_session_load(kvl_ctx *c, const char *dir, const char *name, kvl_seq **out, kvl_chat_msg **msgs,
+                            int *n_msgs);
+/* Call cb(name, user) for each session in dir (files NAME.kvls with a valid
+ * name; temporary files are not sessions), in no particular order; a
+ * non-zero return from cb stops the listing. KVL_ERR_IO if dir cannot be read. */
+kvl_status kvl_session_list(const char *dir, int (*cb)(const char *name, void *user), void *user, char *err,
+                            size_t err_len);
+/* Delete session `name` from dir (KVL_ERR_IO if it does not exist). */
+kvl_status kvl_session_delete(const char *dir, const char *name, char *err, size_t err_len);
+
+/* ---- prefix store: KV reuse across requests --------------------------------------
+ *
+ * A content-addressed store of the KV of 256-token chunks (KVL_PREFIX_CHUNK)
+ * keyed by a chained 64-bit hash of the model identity, every layer's K/V
+ * codec spec and the page size, then each chunk's token ids: a RAM tier
+ * (LRU under a byte budget) and optionally a disk directory tier (one file
+ * per chunk, DIR/KEY.kvc, written through a temporary file and rename). A
+ * chunk is stored only when every (layer, kv-head) list holds it whole
+ * (nothing evicted; sealing layers: its pages sealed) and no codec keeps
+ * per-sequence state (SQuat: nothing is stored); the page size must divide
+ * 256. Loaded chunks pass the session loader's checks; a damaged or
+ * mismatched chunk is a miss (counted in `bad`), never an error. Calls on
+ * one store are serialized by its mutex. */
+#define KVL_PREFIX_CHUNK 256
+typedef struct kvl_prefix kvl_prefix;
+typedef struct kvl_prefix_stats {
+    int64_t ram_hits, disk_hits, misses; /* chunk lookups by kvl_prefix_get */
+    int64_t stored, evicted, bad;        /* chunks stored, evicted from RAM, rejected (damaged / unusable) */
+    size_t ram_bytes;                    /* bytes held in RAM */
+    int ram_chunks;
+} kvl_prefix_stats;
+/* Create a store: dir = disk tier directory (created if missing, one level)
+ * or NULL for RAM only; ram_bytes = RAM tier budget (0: no RAM tier). */
+kvl_status kvl_prefix_create(const char *dir, size_t ram_bytes, kvl_prefix **out, char *err, size_t err_len);
+void kvl_prefix_free(kvl_prefix *p);
+/* Store the complete chunks of s's tokens not stored yet (every tier).
+ * *n_stored (may be NULL): chunks added. Sequences that cannot be chunked
+ * store nothing (KVL_OK). */
+kvl_status kvl_prefix_put(kvl_prefix *p, const kvl_seq *s, int *n_stored);
+/* Load into the fresh sequence s (KVL_ERR_ARG otherwise) the longest run of
+ * cached chunks that prefixes toks [n] (RAM first, then disk; at most n - 1
+ * tokens, so the caller always has a token left to prefill for logits).
+ * *n_reused: tokens loaded (s's position); 0 on a miss. Prefill
+ * toks + *n_reused next. */
+kvl_status kvl_prefix_get(kvl_prefix *p, kvl_seq *s, const kvl_token *toks, int n, int *n_reused);
+void kvl_prefix_get_stats(const kvl_prefix *p, kvl_prefix_stats *st);
+/* Why the last chunk was rejected ("" if none). */
+const char *kvl_prefix_error(const kvl_prefix *p);
 
 /* ---- diagnostics ------------------------------------------------------------------ */
 

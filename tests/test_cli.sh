@@ -4,7 +4,10 @@
 # unknown --kv, prompt longer than --ctx, invalid UTF-8) fail cleanly; `run`
 # prints only generated text; `tokenize` matches the HF tokenizer; --json
 # output of bench / eval parses; `chat` answers two piped turns reusing the
-# KV cache. Model-dependent cases need KVL_MODEL and are skipped without it.
+# KV cache; sessions: `kv info/export/import` reject bad files with one line,
+# a file of another model is refused, and `chat --session` run twice restores
+# the conversation (restored > 0, computed less than the first run).
+# Model-dependent cases need KVL_MODEL and are skipped without it.
 # Ends with "N passed, N failed"; exits non-zero on any failure.
 set -u
 BIN="${KVLITE_BIN:-${BUILD:-build}/kvlite}"
@@ -80,10 +83,16 @@ expect_error 2 "flag of another command" tokenize -m x.gguf -p hi --temp 0
 expect_error 2 "eval without kind" eval -m x.gguf -f x.txt
 expect_error 2 "eval kld without --kv" eval kld -m x.gguf -f x.txt
 expect_error 2 "both -p and -f" run -m x.gguf -p hi -f x.txt
+expect_error 2 "kv without subcommand" kv
+expect_error 2 "kv info without file" kv info
+expect_error 2 "kv export without -o" kv export -m x.gguf -f x.txt
+expect_error 2 "kv import without -i" kv import -m x.gguf
+expect_error 2 "chat --session bad name" chat -m x.gguf --session ../etc && expect_err_match "invalid name" "--session name"
+expect_error 2 "chat --store without --session" chat -m x.gguf --store /tmp
 
 run_cli --help
 if [ "$rc" -eq 0 ] && grep -q usage "$TMP/out"; then ok; else bad "--help: exit $rc"; fi
-for c in run chat tokenize bench "eval ppl"; do
+for c in run chat tokenize bench "eval ppl" "kv info"; do
     # shellcheck disable=SC2086
     run_cli $c --help
     if [ "$rc" -eq 0 ] && grep -q "usage: kvlite ${c%% *}" "$TMP/out"; then ok; else bad "$c --help: exit $rc"; fi
@@ -100,6 +109,42 @@ expect_error 1 "invalid UTF-8 prompt" run -m "${MODEL:-x.gguf}" -f "$TMP/bad_utf
 printf 'ok \xc3\x28 here' >"$TMP/bad_utf8b.txt"
 expect_error 1 "invalid UTF-8 mid-prompt" run -m "${MODEL:-x.gguf}" -f "$TMP/bad_utf8b.txt" &&
     expect_err_match "byte 3" "invalid UTF-8 mid-prompt"
+
+# ---- KV / session files on the tiny model -------------------------------------------------
+tiny_s=tests/data/tiny/llama_q.gguf
+expect_error 1 "kv info missing file" kv info "$TMP/nope.kvls" && expect_err_match "nope.kvls" "kv info names the file"
+head -c 4096 README.md >"$TMP/notkv.kvls"
+expect_error 1 "kv info not a session" kv info "$TMP/notkv.kvls" && expect_err_match "bad magic" "kv info bad magic"
+printf 'The quick brown fox jumps over the lazy dog. %.0s' $(seq 1 12) >"$TMP/text.txt"
+run_cli kv export -m "$tiny_s" -f "$TMP/text.txt" -o "$TMP/tiny.kv" --kv kivi2
+if [ "$rc" -eq 0 ] && [ -s "$TMP/tiny.kv" ] && grep -q "kv export: .* tokens, codec kivi2" "$TMP/err"; then ok; else
+    bad "kv export (tiny): exit $rc, $(head -c 300 "$TMP/err")"; fi
+run_cli kv info "$TMP/tiny.kv"
+if [ "$rc" -eq 0 ] && grep -q "checksums ok" "$TMP/out" && grep -q "K kivi2, V kivi2" "$TMP/out"; then ok; else
+    bad "kv info (tiny): exit $rc, $(head -c 300 "$TMP/out") $(head -c 300 "$TMP/err")"; fi
+run_cli kv import -m "$tiny_s" -i "$TMP/tiny.kv" -p " and" -n 3 --temp 0
+if [ "$rc" -eq 0 ] && grep -q "loaded [1-9][0-9]* tokens (codec kivi2" "$TMP/err"; then ok; else
+    bad "kv import (tiny): exit $rc, $(head -c 300 "$TMP/err")"; fi
+head -c 500 "$TMP/tiny.kv" >"$TMP/trunc.kv"
+expect_error 1 "kv info truncated" kv info "$TMP/trunc.kv"
+expect_error 1 "kv import truncated" kv import -m "$tiny_s" -i "$TMP/trunc.kv" && expect_err_match "session" "kv import truncated"
+python3 -c 'import sys; b=bytearray(open(sys.argv[1],"rb").read()); b[len(b)//2]^=0x40; open(sys.argv[2],"wb").write(b)' "$TMP/tiny.kv" "$TMP/flip.kv"
+expect_error 1 "kv info corrupted" kv info "$TMP/flip.kv" && expect_err_match "checksum" "kv info corrupted"
+expect_error 1 "kv import corrupted" kv import -m "$tiny_s" -i "$TMP/flip.kv"
+expect_error 1 "kv import other codec" kv import -m "$tiny_s" -i "$TMP/tiny.kv" --kv int8 &&
+    expect_err_match "codec spec of layer 0 K differs" "kv import other codec"
+expect_error 1 "kv import other model" kv import -m tests/data/tiny/llama_f16.gguf -i "$TMP/tiny.kv" &&
+    expect_err_match "model identity differs" "kv import other model"
+
+# run --prefix-cache: the second run reuses the stored chunks and prints the same text
+printf 'The quick brown fox jumps over the lazy dog. %.0s' $(seq 1 30) >"$TMP/long.txt"
+run_cli run -m "$tiny_s" -f "$TMP/long.txt" -n 8 --temp 0 --prefix-cache "$TMP/pc" --stats
+p1=$(head -c 200 "$TMP/out")
+if [ "$rc" -eq 0 ] && grep -q "prefix cache: *reused 0 of .*stored [1-9]" "$TMP/err"; then ok; else
+    bad "run --prefix-cache (first): exit $rc, $(grep -i prefix "$TMP/err")"; fi
+run_cli run -m "$tiny_s" -f "$TMP/long.txt" -n 8 --temp 0 --prefix-cache "$TMP/pc" --stats
+if [ "$rc" -eq 0 ] && grep -Eq "prefix cache: *reused [1-9][0-9]+ of" "$TMP/err" && [ "$(head -c 200 "$TMP/out")" = "$p1" ]; then ok; else
+    bad "run --prefix-cache (reuse): exit $rc, $(grep -i prefix "$TMP/err")"; fi
 
 # ---- model-dependent cases ------------------------------------------------------------------
 if [ -z "$MODEL" ] || [ ! -f "$MODEL" ]; then
@@ -194,6 +239,34 @@ sys.exit(0 if ok else 1)' $kv; then ok; else bad "eval kv-error --kv $kv: exit $
     a1=$(sed -n 1p "$TMP/out")
     a3=$(grep . "$TMP/out" | tail -1)
     if [ -n "$a1" ] && [ "$a1" = "$a3" ]; then ok; else bad "chat: answer after /reset differs: '$a1' vs '$a3'"; fi
+
+    # chat --session: the second run restores the first's conversation and computes less
+    printf 'What is the capital of France?\n' |
+        timeout 600 "$BIN" chat -m "$MODEL" --temp 0 -n 12 --session cli-test --store "$TMP/sessions" >"$TMP/out" 2>"$TMP/err"
+    rc=$?
+    c1=$(sed -nE 's/^session cli-test: restored 0 tokens, computed ([0-9]+)$/\1/p' "$TMP/err")
+    if [ "$rc" -eq 0 ] && [ -n "$c1" ] && [ -f "$TMP/sessions/cli-test.kvls" ]; then ok; else
+        bad "chat --session (first run): exit $rc, $(head -c 300 "$TMP/err")"; fi
+    printf 'And of Italy?\n' |
+        timeout 600 "$BIN" chat -m "$MODEL" --temp 0 -n 12 --session cli-test --store "$TMP/sessions" >"$TMP/out" 2>"$TMP/err"
+    rc=$?
+    r2=$(sed -nE 's/^session cli-test: restored ([0-9]+) tokens, computed ([0-9]+)$/\1/p' "$TMP/err")
+    c2=$(sed -nE 's/^session cli-test: restored ([0-9]+) tokens, computed ([0-9]+)$/\2/p' "$TMP/err")
+    if [ "$rc" -eq 0 ] && [ -n "$r2" ] && [ "$r2" -gt 0 ] && [ -n "$c2" ] && [ -n "$c1" ] && [ "$c2" -lt "$c1" ] &&
+        grep -q "restored $r2 tokens, 2 messages" "$TMP/err" && [ -s "$TMP/out" ]; then ok; else
+        bad "chat --session (restore): exit $rc, restored '$r2' computed '$c2' (first run computed '$c1'): $(head -c 300 "$TMP/err")"; fi
+    run_cli kv info "$TMP/sessions/cli-test.kvls"
+    if [ "$rc" -eq 0 ] && grep -q "messages: 4 (user, assistant, user, assistant)" "$TMP/out"; then ok; else
+        bad "kv info of a chat session: $(head -c 400 "$TMP/out") $(head -c 200 "$TMP/err")"; fi
+    expect_error 1 "chat --session of another model" chat -m "$tiny_s" --session cli-test --store "$TMP/sessions" &&
+        expect_err_match "session cli-test: session: model identity differs" "chat --session of another model"
+    expect_error 1 "kv import of another model's file" kv import -m "$MODEL" -i "$TMP/tiny.kv" &&
+        expect_err_match "model identity differs \(file 0x" "kv import names the identities"
+    run_cli kv export -m "$MODEL" -f "$TMP/text.txt" -o "$TMP/big.kv" --kv int4z+rot
+    if [ "$rc" -eq 0 ]; then ok; else bad "kv export (model): exit $rc, $(head -c 300 "$TMP/err")"; fi
+    run_cli kv import -m "$MODEL" -i "$TMP/big.kv" -p " The" -n 4 --temp 0
+    if [ "$rc" -eq 0 ] && [ -s "$TMP/out" ] && grep -q "computed 0" "$TMP/err"; then ok; else
+        bad "kv import (model) + generation: exit $rc, $(head -c 300 "$TMP/err")"; fi
 fi
 
 # ---- tokenize --chat: message text never becomes control tokens ----------------------------

@@ -44,6 +44,10 @@ typedef struct cli_opts {
     int ret_seed_base;     /* --seed-base: first prompt seed (tune on a disjoint range, report on 0..) */
     int ret_query_agnostic; /* --query-agnostic: compress the haystack before the question arrives */
     const char *ret_haystack, *ret_needle, *ret_question, *ret_answer, *ret_plot;
+    /* sessions (chat --session, kv export/import/info; cmd_kv.c) */
+    const char *session, *store; /* --session NAME, --store DIR (default ~/.cache/kvlite/sessions) */
+    const char *output, *input;  /* kv export -o FILE, kv import -i FILE / kv info FILE */
+    const char *prefix_cache;    /* run --prefix-cache DIR: reuse / store 256-token prompt chunks (kvl_prefix_*) */
 } cli_opts;
 
 /* Print "kvlite: MSG" (newlines folded into spaces) on stderr and exit(code). */
@@ -128,5 +132,21 @@ int cmd_kverr(const cli_opts *o);
 /* eval needle | passkey | multikey (o->subcmd). */
 int cmd_retrieval(const cli_opts *o);
 int cmd_calibrate(int argc, char **argv); /* kvlite calibrate (parses its own flags) */
+/* kv info | export | import (o->subcmd; cmd_kv.c). */
+int cmd_kv(const cli_opts *o);
+
+/* ---- sessions (cmd_kv.c) ---------------------------------------------------------- */
+/* The session store directory: --store, else ~/.cache/kvlite/sessions
+ * (created with its parents). Returns a malloc'd path; dies on error. */
+char *cli_session_store(const cli_opts *o);
+/* Read a whole session/KV file (malloc'd); NULL with errno set when it
+ * cannot be opened (ENOENT: missing), dies on other read errors. */
+void *cli_read_session_file(const char *path, size_t *len);
+/* Use the KV configuration recorded in a session buffer for the context,
+ * unless the user gave --kv/--kv-k/--kv-v/--kv-layers (a mismatch is then
+ * reported by the load). The strings live in *keep (freed by the caller).
+ * *max_pos: the largest sequence position in the file. Dies on a bad file
+ * with "WHAT: MESSAGE". */
+void cli_kv_from_session(cli_opts *o, const void *buf, size_t len, const char *what, char **keep, int *max_pos);
 
 #endif

@@ -202,6 +202,7 @@ kvl_ctx *cli_create_ctx(const kvl_model *m, const cli_opts *o, const char *codec
         if (o->kv_keep) cli_parse_keep(o->kv_keep, &p.kv_keep, &p.kv_keep_frac);
     }
     if (o->n_batch > 0) p.n_batch = o->n_batch;
+    if (o->page_tokens > 0) p.page_tokens = o->page_tokens;
     p.no_simd = getenv("KVL_NO_SIMD") != NULL; /* testing switch: scalar reference kernels */
     p.exact_matmul = o->exact;
     char err[512] = "";

@@ -5,6 +5,7 @@
  * kvl_chat_tokenize only, so message text never becomes control tokens. */
 #include "cli.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -238,10 +239,21 @@ int cmd_run(const cli_opts *o) {
     int64_t h0 = n_prompt > o->sp.repeat_last_n ? n_prompt - o->sp.repeat_last_n : 0;
     for (int64_t i = h0; i < n_prompt; i++) kvl_sampler_accept(g.smp, toks[i]);
 
+    kvl_prefix *pf = NULL;
+    int reused = 0, stored = 0;
+    if (o->prefix_cache) {
+        char perr[512] = "";
+        if (kvl_prefix_create(o->prefix_cache, (size_t)256 << 20, &pf, perr, sizeof perr) != KVL_OK)
+            cli_die(CLI_EXIT_RUNTIME, "--prefix-cache: %s", perr);
+        if (kvl_prefix_get(pf, g.seq, toks, (int)n_prompt, &reused) != KVL_OK)
+            cli_die(CLI_EXIT_RUNTIME, "--prefix-cache: %s", cli_ctx_msg(ctx, KVL_ERR_ARG));
+        tokvec_push(&g.cached, toks, reused);
+    }
     double t0 = cli_now();
-    kvl_status s = gen_prefill(&g, toks, n_prompt);
+    kvl_status s = gen_prefill(&g, toks + reused, n_prompt - reused);
     double t_prefill = cli_now() - t0;
     if (s != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "prefill failed: %s", cli_ctx_msg(ctx, s));
+    if (pf && kvl_prefix_put(pf, g.seq, &stored) != KVL_OK) cli_warn("--prefix-cache: %s", kvl_prefix_error(pf));
 
     int64_t n_gen = 0;
     kvl_status gerr = KVL_OK;
@@ -260,8 +272,14 @@ int cmd_run(const cli_opts *o) {
         if (!isatty(1)) fputc('\n', stderr); /* the answer on stdout ends without a newline */
         fprintf(stderr, "prompt tokens:    %lld\n", (long long)n_prompt);
         fprintf(stderr, "generated tokens: %lld\n", (long long)n_gen);
-        fprintf(stderr, "prefill:          %.2f tok/s (%lld tokens in %.1f ms)\n", rate((double)n_prompt, t_prefill),
-                (long long)n_prompt, t_prefill * 1e3);
+        fprintf(stderr, "prefill:          %.2f tok/s (%lld tokens in %.1f ms)\n",
+                rate((double)(n_prompt - reused), t_prefill), (long long)(n_prompt - reused), t_prefill * 1e3);
+        if (pf) {
+            kvl_prefix_stats ps;
+            kvl_prefix_get_stats(pf, &ps);
+            fprintf(stderr, "prefix cache:     reused %d of %lld prompt tokens (%lld chunks from RAM, %lld from disk, %lld rejected), stored %d chunks\n",
+                    reused, (long long)n_prompt, (long long)ps.ram_hits, (long long)ps.disk_hits, (long long)ps.bad, stored);
+        }
         fprintf(stderr, "decode:           %.2f tok/s (%lld tokens in %.1f ms)\n",
                 rate((double)g.n_decoded, g.t_decode), (long long)g.n_decoded, g.t_decode * 1e3);
         print_kv_stats(g.seq);
@@ -274,6 +292,7 @@ int cmd_run(const cli_opts *o) {
     }
 
     gen_free(&g);
+    kvl_prefix_free(pf);
     kvl_ctx_free(ctx);
     kvl_model_free(m);
     free(toks);
@@ -309,17 +328,72 @@ static void conv_truncate(conv *c, int n) {
     while (c->n > n) free((char *)c->msgs[--c->n].content);
 }
 
-int cmd_chat(const cli_opts *o) {
+/* chat --session: the stored conversation (messages and KV) replaces the
+ * empty sequence; returns the tokens restored. */
+static int64_t chat_restore(gen_state *g, conv *cv, const char *name, const void *buf, size_t len) {
+    kvl_seq *loaded[1] = {NULL};
+    kvl_chat_msg *msgs = NULL;
+    int n = 0, nm = 0;
+    kvl_status s = kvl_seqs_load(g->ctx, buf, len, loaded, 1, &n, &msgs, &nm);
+    if (s != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "session %s: %s", name, cli_ctx_msg(g->ctx, s));
+    kvl_seq_free(g->seq);
+    g->seq = loaded[0];
+    const int np = kvl_seq_pos(g->seq);
+    g->cached.n = 0;
+    if (np > 0) {
+        kvl_token *t = malloc(sizeof *t * (size_t)np);
+        if (!t) cli_die(CLI_EXIT_RUNTIME, "out of memory");
+        kvl_seq_tokens(g->seq, t, np);
+        tokvec_push(&g->cached, t, np);
+        free(t);
+    }
+    for (int i = 0; i < nm; i++) {
+        const char *role = !strcmp(msgs[i].role, "system") ? "system" : !strcmp(msgs[i].role, "user") ? "user" : "assistant";
+        conv_push(cv, role, msgs[i].content, strlen(msgs[i].content));
+    }
+    cv->n_keep = nm > 0 && !strcmp(cv->msgs[0].role, "system");
+    free(msgs);
+    return np;
+}
+
+int cmd_chat(const cli_opts *oin) {
+    cli_opts oc = *oin;
+    const cli_opts *o = &oc;
+    char *store = NULL, *keep = NULL;
+    void *sbuf = NULL;
+    size_t slen = 0;
+    int max_pos = 0;
+    if (o->session) {
+        store = cli_session_store(o);
+        const size_t pl = strlen(store) + strlen(o->session) + 16;
+        char *path = malloc(pl);
+        if (!path) cli_die(CLI_EXIT_RUNTIME, "out of memory");
+        snprintf(path, pl, "%s/%s.kvls", store, o->session);
+        sbuf = cli_read_session_file(path, &slen);
+        if (!sbuf && errno != ENOENT) cli_die(CLI_EXIT_RUNTIME, "session %s: cannot open %s: %s", o->session, path, strerror(errno));
+        free(path);
+        char what[96];
+        snprintf(what, sizeof what, "session %s", o->session);
+        if (sbuf) cli_kv_from_session(&oc, sbuf, slen, what, &keep, &max_pos);
+    }
     kvl_model *m = cli_load_model(o->model);
     kvl_model_info info;
     kvl_model_get_info(m, &info);
     int n_ctx = gen_n_ctx(o, &info);
+    if (!o->n_ctx && max_pos >= n_ctx) n_ctx = max_pos + 1; /* room for the restored conversation */
     kvl_ctx *ctx = cli_create_ctx(m, o, NULL, n_ctx);
     gen_state g;
     gen_init(&g, m, ctx, o, n_ctx);
 
     conv cv = {0};
-    if (o->system) {
+    int64_t restored = 0, computed = 0;
+    if (sbuf) {
+        restored = chat_restore(&g, &cv, o->session, sbuf, slen);
+        free(sbuf);
+        fprintf(stderr, "session %s: restored %lld tokens, %d messages\n", o->session, (long long)restored, cv.n);
+        if (o->system && cv.n_keep && strcmp(cv.msgs[0].content, o->system))
+            cli_warn("session %s: --system ignored, the restored conversation has its own", o->session);
+    } else if (o->system) {
         check_utf8(o->system, strlen(o->system), "system message");
         conv_push(&cv, "system", o->system, strlen(o->system));
         cv.n_keep = 1;
@@ -345,6 +419,8 @@ int cmd_chat(const cli_opts *o) {
             gen_reset_seq(&g);
             g.turn_reused = g.turn_prefilled = 0;
             fputs("(conversation cleared)\n", stderr);
+            if (o->session && kvl_session_save(ctx, g.seq, store, o->session, cv.msgs, cv.n) != KVL_OK)
+                cli_warn("session %s: save failed: %s", o->session, kvl_ctx_error(ctx));
             continue;
         }
         if (!strcmp(line, "/stats")) {
@@ -388,6 +464,7 @@ int cmd_chat(const cli_opts *o) {
             rc = CLI_EXIT_RUNTIME;
             break;
         }
+        computed += g.turn_prefilled;
 
         answer.n = 0;
         strbuf_add(&answer, "", 0);
@@ -403,7 +480,16 @@ int cmd_chat(const cli_opts *o) {
         }
         if (end == GEN_CTX_FULL) cli_warn("context of %d tokens is full; use /reset", n_ctx);
         conv_push(&cv, "assistant", answer.s, answer.n);
+        if (o->session && kvl_session_save(ctx, g.seq, store, o->session, cv.msgs, cv.n) != KVL_OK) {
+            cli_warn("session %s: save failed: %s", o->session, kvl_ctx_error(ctx));
+            rc = CLI_EXIT_RUNTIME;
+        }
     }
+    if (o->session)
+        fprintf(stderr, "session %s: restored %lld tokens, computed %lld\n", o->session, (long long)restored,
+                (long long)(computed + g.n_decoded));
+    free(store);
+    free(keep);
 
     free(line);
     free(answer.s);

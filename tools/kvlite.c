@@ -22,10 +22,14 @@ enum {
     C_MULTIKEY = 1 << 8,
     C_CODECS = 1 << 9,
     C_KVERR = 1 << 10,
+    C_KVINFO = 1 << 11,  /* kv info FILE */
+    C_KVEXP = 1 << 12,   /* kv export */
+    C_KVIMP = 1 << 13,   /* kv import */
+    C_KV = C_KVINFO | C_KVEXP | C_KVIMP,
     C_GEN = C_RUN | C_CHAT,
     C_EVAL = C_PPL | C_KLD | C_KVERR,
     C_RET = C_NEEDLE | C_PASSKEY | C_MULTIKEY, /* eval needle|passkey|multikey (cmd_retrieval.c) */
-    C_ENGINE = C_RUN | C_CHAT | C_BENCH | C_EVAL | C_RET, /* commands that create a context */
+    C_ENGINE = C_RUN | C_CHAT | C_BENCH | C_EVAL | C_RET | C_KVEXP | C_KVIMP, /* commands that create a context */
 };
 
 typedef enum { F_STR, F_INT, F_FLOAT, F_U64, F_SIZE, F_BOOL } flag_kind;
@@ -42,11 +46,16 @@ typedef struct flag_spec {
 #define OFF(m) offsetof(cli_opts, m)
 
 static const flag_spec FLAGS[] = {
-    {"--model", "-m", F_STR, OFF(model), C_GEN | C_TOK | C_BENCH | C_EVAL | C_RET, 0, 0},
-    {"--prompt", "-p", F_STR, OFF(prompt), C_RUN | C_TOK, 0, 0},
-    {"--file", "-f", F_STR, OFF(file), C_RUN | C_TOK | C_EVAL, 0, 0},
+    {"--model", "-m", F_STR, OFF(model), C_GEN | C_TOK | C_BENCH | C_EVAL | C_RET | C_KVEXP | C_KVIMP, 0, 0},
+    {"--prompt", "-p", F_STR, OFF(prompt), C_RUN | C_TOK | C_KVIMP, 0, 0},
+    {"--file", "-f", F_STR, OFF(file), C_RUN | C_TOK | C_EVAL | C_KVEXP, 0, 0},
     {"--system", NULL, F_STR, OFF(system), C_GEN | C_TOK, 0, 0},
-    {"--n-predict", "-n", F_INT, OFF(n_predict), C_GEN, -1, INT_MAX},
+    {"--n-predict", "-n", F_INT, OFF(n_predict), C_GEN | C_KVIMP, -1, INT_MAX},
+    {"--session", NULL, F_STR, OFF(session), C_CHAT, 0, 0},
+    {"--prefix-cache", NULL, F_STR, OFF(prefix_cache), C_RUN, 0, 0},
+    {"--store", NULL, F_STR, OFF(store), C_CHAT, 0, 0},
+    {"--output", "-o", F_STR, OFF(output), C_KVEXP, 0, 0},
+    {"--input", "-i", F_STR, OFF(input), C_KVIMP | C_KVINFO, 0, 0},
     {"--ctx", "-c", F_INT, OFF(n_ctx), C_ENGINE, 0, 1 << 24},
     {"--threads", "-t", F_INT, OFF(n_threads), C_ENGINE, 0, 4096},
     {"--kv", NULL, F_STR, OFF(kv), C_ENGINE, 0, 0},
@@ -61,17 +70,17 @@ static const flag_spec FLAGS[] = {
     {"--head-dim", NULL, F_INT, OFF(head_dim), C_CODECS, 1, 4096},
     {"--page", NULL, F_INT, OFF(page_tokens), C_CODECS, 1, 4096},
     {"--exact", NULL, F_BOOL, OFF(exact), C_ENGINE, 0, 0},
-    {"--temp", NULL, F_FLOAT, OFF(sp.temperature), C_GEN, 0, 1000},
-    {"--seed", "-s", F_U64, OFF(sp.seed), C_GEN, 0, 0},
-    {"--top-k", NULL, F_INT, OFF(sp.top_k), C_GEN, 0, INT_MAX},
-    {"--top-p", NULL, F_FLOAT, OFF(sp.top_p), C_GEN, 0, 1},
-    {"--min-p", NULL, F_FLOAT, OFF(sp.min_p), C_GEN, 0, 1},
-    {"--repeat-penalty", NULL, F_FLOAT, OFF(sp.repeat_penalty), C_GEN, 1e-3, 1000},
-    {"--repeat-last-n", NULL, F_INT, OFF(sp.repeat_last_n), C_GEN, 0, 1 << 20},
+    {"--temp", NULL, F_FLOAT, OFF(sp.temperature), C_GEN | C_KVIMP, 0, 1000},
+    {"--seed", "-s", F_U64, OFF(sp.seed), C_GEN | C_KVIMP, 0, 0},
+    {"--top-k", NULL, F_INT, OFF(sp.top_k), C_GEN | C_KVIMP, 0, INT_MAX},
+    {"--top-p", NULL, F_FLOAT, OFF(sp.top_p), C_GEN | C_KVIMP, 0, 1},
+    {"--min-p", NULL, F_FLOAT, OFF(sp.min_p), C_GEN | C_KVIMP, 0, 1},
+    {"--repeat-penalty", NULL, F_FLOAT, OFF(sp.repeat_penalty), C_GEN | C_KVIMP, 1e-3, 1000},
+    {"--repeat-last-n", NULL, F_INT, OFF(sp.repeat_last_n), C_GEN | C_KVIMP, 0, 1 << 20},
     {"--chat", NULL, F_BOOL, OFF(chat), C_RUN | C_TOK, 0, 0},
     {"--stats", NULL, F_BOOL, OFF(stats), C_RUN, 0, 0},
     {"--ids", NULL, F_BOOL, OFF(ids), C_RUN, 0, 0},
-    {"--no-special", NULL, F_BOOL, OFF(no_special), C_RUN | C_TOK, 0, 0},
+    {"--no-special", NULL, F_BOOL, OFF(no_special), C_RUN | C_TOK | C_KVEXP | C_KVIMP, 0, 0},
     {"--json", NULL, F_BOOL, OFF(json), C_BENCH | C_EVAL | C_RET | C_CODECS, 0, 0},
     {"--prompt-tokens", NULL, F_INT, OFF(bench_prompt), C_BENCH, 1, 1 << 24},
     {"--gen", NULL, F_INT, OFF(bench_gen), C_BENCH, 0, 1 << 24},
@@ -105,6 +114,9 @@ static const char USAGE_MAIN[] =
     "  eval needle|passkey|multikey  long-context retrieval accuracy with KV bytes used\n"
     "  codecs    list the KV codecs with their exact bits per value\n"
     "  policies  list the KV eviction policies and their parameters\n"
+    "  kv info FILE  what a session / KV file holds (every checksum verified, no model)\n"
+    "  kv export prefill a text file and write its KV cache to a file\n"
+    "  kv import load a KV file (verified) and optionally continue generation\n"
     "\n"
     "run 'kvlite COMMAND --help' for the flags of a command.\n";
 
@@ -154,7 +166,10 @@ static void print_usage(FILE *f, const char *cmd, const char *sub) {
               "      --system TEXT     system message (with --chat)\n"
               "      --no-special      do not parse special-token text in the prompt\n"
               "      --stats           print token counts, speeds and KV usage to stderr\n"
-              "      --ids             print the prompt and generated token ids to stderr\n",
+              "      --ids             print the prompt and generated token ids to stderr\n"
+              "      --prefix-cache DIR  reuse the KV of the longest cached prompt prefix (256-token\n"
+              "                        chunks kept in DIR, keyed by model, codec and token ids) and\n"
+              "                        store this prompt's chunks (--stats reports reused tokens)\n",
               f);
         fputs(USAGE_SAMPLING, f);
         fputs(USAGE_COMMON, f);
@@ -165,7 +180,11 @@ static void print_usage(FILE *f, const char *cmd, const char *sub) {
               "Commands: /reset clears the conversation, /stats shows KV usage, EOF exits.\n\n"
               "  -m, --model PATH      GGUF model\n"
               "  -n, --n-predict N     max tokens per answer (default -1 = until end of turn)\n"
-              "      --system TEXT     system message\n",
+              "      --system TEXT     system message\n"
+              "      --session NAME    save the conversation and its KV cache after each turn as session\n"
+              "                        NAME; started again with the same NAME, restore it without\n"
+              "                        re-prefilling (1-64 of [A-Za-z0-9._-])\n"
+              "      --store DIR       session directory (default ~/.cache/kvlite/sessions)\n",
               f);
         fputs(USAGE_SAMPLING, f);
         fputs(USAGE_COMMON, f);
@@ -181,6 +200,24 @@ static void print_usage(FILE *f, const char *cmd, const char *sub) {
               "                        (message text never becomes special tokens)\n"
               "      --system TEXT     system message (with --chat)\n",
               f);
+    } else if (!strcmp(cmd, "kv")) {
+        fputs("usage: kvlite kv info FILE\n"
+              "       kvlite kv export -m MODEL -f TEXT -o FILE [--kv SPEC] [--ctx N]\n"
+              "       kvlite kv import -m MODEL -i FILE [-p TEXT [-n N]] [--ctx N]\n\n"
+              "KV / session files (the session format, docs/ARCHITECTURE.md). info prints what a\n"
+              "file holds and verifies every checksum without a model; export prefills a text and\n"
+              "writes its KV pages; import verifies and loads a file into a context with the file's\n"
+              "KV configuration (or the --kv flags given), then optionally prefills -p TEXT and\n"
+              "generates -n tokens (default 256). A bad file is a one-line error and exit 1.\n\n"
+              "  -m, --model PATH      GGUF model (export, import)\n"
+              "  -f, --file PATH       text to prefill (export)\n"
+              "  -o, --output PATH     KV file to write (export)\n"
+              "  -i, --input PATH      KV file to read (import; info takes it as FILE)\n"
+              "  -p, --prompt TEXT     text to prefill after the loaded tokens (import)\n"
+              "  -n, --n-predict N     tokens to generate after -p (import)\n",
+              f);
+        fputs(USAGE_SAMPLING, f);
+        fputs(USAGE_COMMON, f);
     } else if (!strcmp(cmd, "bench")) {
         fputs("usage: kvlite bench -m MODEL [flags]\n\n"
               "  -m, --model PATH      GGUF model\n"
@@ -254,6 +291,11 @@ static unsigned cmd_mask(const char *cmd, const char *sub) {
     if (!strcmp(cmd, "chat")) return C_CHAT;
     if (!strcmp(cmd, "tokenize")) return C_TOK;
     if (!strcmp(cmd, "bench")) return C_BENCH;
+    if (!strcmp(cmd, "kv")) {
+        if (sub && !strcmp(sub, "export")) return C_KVEXP;
+        if (sub && !strcmp(sub, "import")) return C_KVIMP;
+        return C_KVINFO;
+    }
     if (!strcmp(cmd, "eval")) {
         if (sub && !strcmp(sub, "needle")) return C_NEEDLE;
         if (sub && !strcmp(sub, "passkey")) return C_PASSKEY;
@@ -340,7 +382,7 @@ static int wants_help(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     if (argc < 2)
-        cli_die(CLI_EXIT_USAGE, "missing command: run, chat, tokenize, bench, eval or codecs (see kvlite --help)");
+        cli_die(CLI_EXIT_USAGE, "missing command: run, chat, tokenize, bench, eval, codecs or kv (see kvlite --help)");
     const char *cmd = argv[1];
     if (!strcmp(cmd, "calibrate")) return cmd_calibrate(argc - 2, argv + 2); /* own flags: tools/cmd_calibrate.c */
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
@@ -366,10 +408,23 @@ int main(int argc, char **argv) {
                     "eval: missing evaluation: ppl, kld, kv-error, needle, passkey or multikey (see kvlite eval --help)");
         }
     }
+    if (!strcmp(cmd, "kv")) {
+        if (argc > 2 && (!strcmp(argv[2], "info") || !strcmp(argv[2], "export") || !strcmp(argv[2], "import"))) {
+            sub = argv[2];
+            first = 3;
+        } else if (wants_help(argc - 2, argv + 2)) {
+            print_usage(stdout, cmd, NULL);
+            return 0;
+        } else {
+            cli_die(CLI_EXIT_USAGE, "kv: missing or unknown subcommand: info, export or import (see kvlite kv --help)");
+        }
+    }
     if (wants_help(argc - first, argv + first)) {
         print_usage(stdout, cmd, sub);
         return 0;
     }
+    const char *kv_file = NULL; /* kv info FILE */
+    if (sub && !strcmp(sub, "info") && first < argc && argv[first][0] != '-') kv_file = argv[first++];
 
     cli_opts o;
     memset(&o, 0, sizeof o);
@@ -388,6 +443,20 @@ int main(int argc, char **argv) {
     if (!o.kv) o.kv = "f16";
     if (!strcmp(cmd, "codecs")) return cmd_codecs(&o);
     if (!strcmp(cmd, "policies")) return cmd_policies(&o);
+    if (!strcmp(cmd, "kv")) {
+        if (kv_file) {
+            if (o.input) cli_die(CLI_EXIT_USAGE, "kv info: give FILE or -i FILE, not both");
+            o.input = kv_file;
+        }
+        if (!strcmp(sub, "info") && !o.input) cli_die(CLI_EXIT_USAGE, "kv info: missing FILE");
+        if (!strcmp(sub, "export") && (!o.file || !o.output)) cli_die(CLI_EXIT_USAGE, "kv export: missing -f TEXT or -o FILE");
+        if (!strcmp(sub, "import") && !o.input) cli_die(CLI_EXIT_USAGE, "kv import: missing -i FILE");
+        if (strcmp(sub, "info") && !o.model) cli_die(CLI_EXIT_USAGE, "%s: missing -m MODEL (see kvlite kv --help)", cmdname);
+        return cmd_kv(&o);
+    }
+    if (o.session && !kvl_session_name_ok(o.session))
+        cli_die(CLI_EXIT_USAGE, "--session: invalid name '%s' (1-64 of [A-Za-z0-9._-], not starting with '.')", o.session);
+    if (o.store && !o.session) cli_die(CLI_EXIT_USAGE, "--store needs --session");
 
     if (!o.model) cli_die(CLI_EXIT_USAGE, "%s: missing -m MODEL (see kvlite %s --help)", cmdname, cmd);
     if (!strcmp(cmd, "run") || !strcmp(cmd, "tokenize")) {

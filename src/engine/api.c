@@ -55,6 +55,8 @@ void kvl_model_get_info(const kvl_model *m, kvl_model_info *info) {
 
 int kvl_model_is_eog(const kvl_model *m, kvl_token t) { return kvl_tok_is_eog(m->tok, t); }
 
+uint64_t kvl_model_identity(const kvl_model *m) { return m ? m->identity : 0; }
+
 int64_t kvl_tokenize(const kvl_model *m, const char *text, size_t len, int add_bos, int parse_special,
                      kvl_token *out, int64_t cap) {
     return kvl_tok_encode(m->tok, text, len, add_bos, parse_special, out, cap);
@@ -306,6 +308,7 @@ void kvl_seq_free(kvl_seq *s) {
     if (!s) return;
     kvl_ctx *c = s->c;
     kvl_kv_table_free(s->t);
+    free(s->toks);
     free(s);
     if (--c->n_seq == 0 && c->freed) ctx_destroy(c);
 }
@@ -317,9 +320,16 @@ kvl_status kvl_seq_fork(const kvl_seq *s, kvl_seq **out) {
     kvl_seq *n = calloc(1, sizeof *n);
     if (!n) return kvl_err_set(&s->c->err, KVL_ERR_NOMEM, "seq: out of memory");
     n->c = s->c;
-    n->pos = s->pos;
-    kvl_status st = kvl_kv_table_fork(s->t, &n->t, &s->c->err);
+    kvl_status st = kvl_seq_reserve_tokens(n, s->pos);
     if (st) {
+        free(n);
+        return kvl_err_set(&s->c->err, st, "seq: out of memory");
+    }
+    if (s->pos) memcpy(n->toks, s->toks, (size_t)s->pos * sizeof *n->toks);
+    n->pos = s->pos;
+    st = kvl_kv_table_fork(s->t, &n->t, &s->c->err);
+    if (st) {
+        free(n->toks);
         free(n);
         return st;
     }
@@ -339,6 +349,23 @@ int kvl_policy_info_get(int i, kvl_policy_info *out) {
 
 void kvl_seq_set_keep(kvl_seq *s, int keep) {
     if (s) kvl_kv_policy_set_keep(s->t, keep);
+}
+
+kvl_status kvl_seq_reserve_tokens(kvl_seq *s, int n) {
+    if (n <= s->toks_cap) return KVL_OK;
+    int cap = s->toks_cap ? s->toks_cap : 256;
+    while (cap < n) cap = cap > INT32_MAX / 2 ? n : cap * 2;
+    kvl_token *t = realloc(s->toks, (size_t)cap * sizeof *t);
+    if (!t) return KVL_ERR_NOMEM;
+    s->toks = t;
+    s->toks_cap = cap;
+    return KVL_OK;
+}
+
+int kvl_seq_tokens(const kvl_seq *s, kvl_token *out, int cap) {
+    if (!s) return -KVL_ERR_ARG;
+    if (out && cap > 0) memcpy(out, s->toks, (size_t)(cap < s->pos ? cap : s->pos) * sizeof *out);
+    return s->pos;
 }
 
 kvl_status kvl_prefill(kvl_seq *s, const kvl_token *tokens, int n, float *logits, float *all_logits) {
@@ -366,6 +393,8 @@ kvl_status kvl_prefill(kvl_seq *s, const kvl_token *tokens, int n, float *logits
                                "prefill: KV budget exhausted (%zu bytes needed, %zu of %zu in use)", need, used,
                                budget);
     }
+    if (kvl_seq_reserve_tokens(s, s->pos + n) != KVL_OK)
+        return kvl_err_set(&c->err, KVL_ERR_NOMEM, "prefill: out of memory for token ids");
     kvl_status st = evicting ? kvl_kv_txn_begin_truncate(s->t, &c->err) : kvl_kv_txn_begin(s->t, &c->err);
     if (st) return st;
     int pos = s->pos;
@@ -389,6 +418,7 @@ kvl_status kvl_prefill(kvl_seq *s, const kvl_token *tokens, int n, float *logits
         pos += nc;
     }
     kvl_kv_txn_commit(s->t);
+    memcpy(s->toks + s->pos, tokens, (size_t)n * sizeof *tokens);
     s->pos = pos;
     if (all_logits && logits)
         memcpy(logits, all_logits + (size_t)(n - 1) * (size_t)m->n_vocab, sizeof(float) * (size_t)m->n_vocab);

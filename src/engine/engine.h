@@ -54,7 +54,12 @@ struct kvl_seq {
     kvl_ctx *c;
     kvl_kv_table *t;
     int pos;
+    kvl_token *toks; /* [pos] token ids processed so far (sessions, prefix keys) */
+    int toks_cap;
 };
+
+/* Make room for n token ids in s->toks (KVL_ERR_NOMEM, nothing changed, on failure). */
+kvl_status kvl_seq_reserve_tokens(kvl_seq *s, int n);
 
 /* Run n (<= n_batch) tokens at positions pos0.. through the model, caching
  * K/V (the caller owns the KV transaction and s->pos). logits_out:

@@ -93,7 +93,7 @@ static void i8_encode(const void *st, uint8_t *seg, int D, int P, int i, const f
     int8_t *r = i8_row(seg, D, P, i);
     for (int j = 0; j < D; j++) {
         float v = nearbyintf(x[j] * inv);
-        v = v > 127 ? 127 : (v < -127 ? -127 : v);
+        v = v > 127 ? 127 : (v < -127 ? -127 : v == v ? v : 0); /* NaN (from a NaN row) -> 0 */
         r[j] = (int8_t)v;
     }
     i8_scales(seg)[i] = scale;
@@ -234,6 +234,21 @@ void kvl_codec_av_multi(const kvl_codec_kernels *k, const uint8_t *seg, int D, i
         for (int g = 0; g < m; g++) k->av(seg, D, P, n, p + (size_t)g * P, acc + (size_t)g * D);
 }
 
+/* ---- validation of loaded segments ---------------------------------------------------- */
+
+static int raw_validate(const uint8_t *seg, int D, int P, int n_rows) { return 0; } /* f32, f16 */
+
+/* int8: the per-token f32 scales of rows [0, n_rows) finite and at most
+ * FLT_MAX / 127 in magnitude (what encode writes), so every decoded value is finite. */
+static int i8_validate(const uint8_t *seg, int D, int P, int n_rows) {
+    for (int i = 0; i < n_rows; i++) {
+        float sc;
+        memcpy(&sc, seg + (size_t)i * 4, 4);
+        if (!(fabsf(sc) <= 3.4028234e38f / 127.0f)) return -1;
+    }
+    return 0;
+}
+
 /* ---- registry ---------------------------------------------------------------------- */
 
 static int f32_simd(int D, kvl_codec_kernels *out) { return kvl_codec_avx2_kernels("f32", out); }
@@ -242,15 +257,15 @@ static int i8_simd(int D, kvl_codec_kernels *out) { return kvl_codec_avx2_kernel
 
 const kvl_codec kvl_codec_f32 = {
     .name = "f32", .desc = "IEEE float rows (reference)", .seg_bytes = f32_seg_bytes, .encode = f32_encode,
-    .decode = f32_decode, .copy_row = f32_copy_row,
+    .decode = f32_decode, .copy_row = f32_copy_row, .validate = raw_validate,
     .ref = {"scalar", f32_qk_ref, f32_av_ref, f32_qk_multi_ref, f32_av_multi_ref}, .simd = f32_simd};
 const kvl_codec kvl_codec_f16 = {
     .name = "f16", .desc = "IEEE half rows", .seg_bytes = f16_seg_bytes, .encode = f16_encode,
-    .decode = f16_decode, .copy_row = f16_copy_row,
+    .decode = f16_decode, .copy_row = f16_copy_row, .validate = raw_validate,
     .ref = {"scalar", f16_qk_ref, f16_av_ref, f16_qk_multi_ref, f16_av_multi_ref}, .simd = f16_simd};
 static const kvl_codec codec_i8 = {
     .name = "int8", .desc = "per token: f32 scale, symmetric int8 (amax/127)", .seg_bytes = i8_seg_bytes,
-    .encode = i8_encode, .decode = i8_decode, .copy_row = i8_copy_row,
+    .encode = i8_encode, .decode = i8_decode, .copy_row = i8_copy_row, .validate = i8_validate,
     .ref = {"scalar", i8_qk_ref, i8_av_ref, i8_qk_multi_ref, i8_av_multi_ref}, .simd = i8_simd};
 
 /* Codec types defined in their own files (codec_<name>.c). */

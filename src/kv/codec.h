@@ -35,6 +35,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "kv/kv.h"
 
@@ -118,7 +119,30 @@ struct kvl_codec {
     /* Spec parameters this codec accepts, comma-separated (e.g. "r"), or NULL. */
     const char *params;
     int hidden; /* 1: not listed by kvlite codecs (the V half of a K/V pair) */
+    /* Check a segment that came from untrusted bytes (a session file,
+     * kv/serial.c) before any kernel reads it: rows [0, n_rows) of a
+     * per-token segment (page-level metadata such as a header always), the
+     * whole segment of a sealed one (n_rows = P). Returns 0 when every
+     * parameter is usable (scales finite, counts and indices in range; raw
+     * f16/f32 values are not checked), -1 otherwise. Scalar, stateless, reads
+     * only seg_bytes(D, P) bytes. NULL: pages of this codec cannot be loaded
+     * (validation fails). */
+    int (*validate)(const uint8_t *seg, int D, int P, int n_rows);
 };
+
+/* Helpers for validate: an IEEE half / a float read from unaligned bytes is finite. */
+static inline int kvl_codec_f16_ok(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return (h & 0x7c00u) != 0x7c00u;
+}
+static inline int kvl_codec_f32_ok(const uint8_t *p) {
+    uint32_t u;
+    memcpy(&u, p, 4);
+    return (u & 0x7f800000u) != 0x7f800000u;
+}
+/* e5m3 scale byte (int4z, kivi*z, oaken): finite when <= 0xF7. */
+static inline int kvl_codec_e5m3_ok(uint8_t b) { return b <= 0xF7; }
 
 /* Kernels for c at head_dim D: the best SIMD version this CPU supports (the
  * scalar reference if none, if D % 8 != 0, or if scalar_only != 0). */

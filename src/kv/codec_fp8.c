@@ -14,6 +14,7 @@
  * plus float rounding. */
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
 
 #include "kv/codec_q.h"
 
@@ -77,8 +78,19 @@ static void f8_av(const uint8_t *seg, int D, int P, int n, const float *p, float
 
 int kvl_codec_fp8_avx2(int D, kvl_codec_kernels *out); /* codec_fp8_avx2.c */
 
+/* Loaded segments: per-token scales finite and at most FLT_MAX / 448 in
+ * magnitude (encode writes amax / 448), so every code byte decodes finite. */
+static int f8_validate(const uint8_t *seg, int D, int P, int n_rows) {
+    for (int i = 0; i < n_rows; i++) {
+        float sc;
+        memcpy(&sc, seg + (size_t)i * 4, 4);
+        if (!(fabsf(sc) <= 3.4028234e38f / 448.0f)) return -1;
+    }
+    return 0;
+}
+
 const kvl_codec kvl_codec_fp8 = {
     .name = "fp8",
     .desc = "per token: f32 scale (amax/448), OCP e4m3 (8.5 bits/value at D=64)",
-    .seg_bytes = f8_seg_bytes, .encode = f8_encode, .decode = f8_decode, .copy_row = f8_copy_row,
+    .seg_bytes = f8_seg_bytes, .encode = f8_encode, .decode = f8_decode, .copy_row = f8_copy_row, .validate = f8_validate,
     .ref = {"scalar", f8_qk, f8_av, f8_qk_multi, f8_av_multi}, .simd = kvl_codec_fp8_avx2};

@@ -128,6 +128,20 @@ static void copy_row_f(uint8_t *dst, int di, const uint8_t *src, int si, int D, 
     memmove(dst + (size_t)di * rb, src + (size_t)si * rb, rb);
 }
 
+/* Loaded segments: every group's parameters of rows [0, n_rows) finite
+ * (f16 scale and min, or an e5m3 scale byte <= 0xF7; any int8 zero point). */
+static int validate_f(const uint8_t *seg, int D, int P, int n_rows, fmt f) {
+    const int ng = ngroups(D, f.G), pb = pbytes(f);
+    for (int i = 0; i < n_rows; i++) {
+        const uint8_t *row = seg + (size_t)i * row_bytes(D, f);
+        for (int g = 0; g < ng; g++) {
+            const uint8_t *pp = row + g * pb;
+            if (f.z ? !kvl_codec_e5m3_ok(pp[0]) : !kvl_codec_f16_ok(pp) || !kvl_codec_f16_ok(pp + 2)) return -1;
+        }
+    }
+    return 0;
+}
+
 /* AVX2 kernels (codec_int4_avx2.c): G = 32 or 64, D % G == 0. */
 int kvl_codec_int4_avx2(int D, int G, int z, kvl_codec_kernels *out);
 
@@ -153,7 +167,8 @@ int kvl_codec_int4_avx2(int D, int G, int z, kvl_codec_kernels *out);
     static void PFX##_av(const uint8_t *seg, int D, int P, int n, const float *p, float *acc) {                 \
         PFX##_av_multi(seg, D, P, n, p, 1, acc);                                                                \
     }                                                                                                           \
-    static int PFX##_simd(int D, kvl_codec_kernels *out) { return kvl_codec_int4_avx2(D, G_, Z_, out); }
+    static int PFX##_simd(int D, kvl_codec_kernels *out) { return kvl_codec_int4_avx2(D, G_, Z_, out); }      \
+    static int PFX##_validate(const uint8_t *seg, int D, int P, int n) { return validate_f(seg, D, P, n, PFX##_f); }
 
 INT4_TYPE(i4, 32, 0)
 INT4_TYPE(i4g64, 64, 0)
@@ -162,17 +177,17 @@ INT4_TYPE(i4z, 32, 1)
 const kvl_codec kvl_codec_int4 = {
     .name = "int4",
     .desc = "per token, groups of 32: f16 scale + f16 min, asymmetric 4-bit (5.0 bits/value at D=64)",
-    .seg_bytes = i4_seg_bytes, .encode = i4_encode, .decode = i4_decode, .copy_row = i4_copy_row,
+    .seg_bytes = i4_seg_bytes, .encode = i4_encode, .decode = i4_decode, .copy_row = i4_copy_row, .validate = i4_validate,
     .ref = {"scalar", i4_qk, i4_av, i4_qk_multi, i4_av_multi}, .simd = i4_simd};
 
 const kvl_codec kvl_codec_int4g64 = {
     .name = "int4g64",
     .desc = "per token, groups of 64: f16 scale + f16 min, asymmetric 4-bit (4.5 bits/value at D=64)",
-    .seg_bytes = i4g64_seg_bytes, .encode = i4g64_encode, .decode = i4g64_decode, .copy_row = i4g64_copy_row,
+    .seg_bytes = i4g64_seg_bytes, .encode = i4g64_encode, .decode = i4g64_decode, .copy_row = i4g64_copy_row, .validate = i4g64_validate,
     .ref = {"scalar", i4g64_qk, i4g64_av, i4g64_qk_multi, i4g64_av_multi}, .simd = i4g64_simd};
 
 const kvl_codec kvl_codec_int4z = {
     .name = "int4z",
     .desc = "per token, groups of 32: e5m3 scale + int8 zero point, asymmetric 4-bit (4.5 bits/value at D=64)",
-    .seg_bytes = i4z_seg_bytes, .encode = i4z_encode, .decode = i4z_decode, .copy_row = i4z_copy_row,
+    .seg_bytes = i4z_seg_bytes, .encode = i4z_encode, .decode = i4z_decode, .copy_row = i4z_copy_row, .validate = i4z_validate,
     .ref = {"scalar", i4z_qk, i4z_av, i4z_qk_multi, i4z_av_multi}, .simd = i4z_simd};

@@ -353,7 +353,35 @@ static void v_qk(int bits, int z, const uint8_t *seg, int D, int P, int n, const
 
 /* ---- codec tables ------------------------------------------------------------------------ */
 
+/* Loaded sealed segments: every parameter finite (f16 scale and min, or an
+ * e5m3 scale byte <= 0xF7 with any int8 zero point); K: per channel, V: per
+ * (group, token) of the first n_rows tokens. */
+int kvl_kivi_validate(int bits, int z, int is_v, const uint8_t *seg, int D, int P, int n_rows) {
+    const size_t pb = (size_t)kivi_pbytes(z);
+    const uint8_t *s, *zp;
+    size_t n, stride = 0, rows = 1;
+    if (!is_v) {
+        s = seg + kivi_k_code_bytes(bits, D, P);
+        n = (size_t)D;
+        zp = s + n * pb;
+    } else {
+        s = seg + kivi_v_code_bytes(bits, D, P);
+        rows = (size_t)kivi_cdiv(D, KIVI_VG);
+        stride = (size_t)P;
+        n = (size_t)(n_rows < P ? n_rows : P);
+        zp = s + rows * stride * pb;
+    }
+    for (size_t g = 0; g < rows; g++)
+        for (size_t i = 0; i < n; i++) {
+            const size_t o = (g * stride + i) * pb;
+            if (z ? !kvl_codec_e5m3_ok(s[o]) : !kvl_codec_f16_ok(s + o) || !kvl_codec_f16_ok(zp + o)) return -1;
+        }
+    return 0;
+}
+
 #define KIVI_DEFINE(N, B, Z)                                                                                \
+    static int k##N##_validate(const uint8_t *seg, int D, int P, int n) { return kvl_kivi_validate(B, Z, 0, seg, D, P, n); } \
+    static int v##N##_validate(const uint8_t *seg, int D, int P, int n) { return kvl_kivi_validate(B, Z, 1, seg, D, P, n); } \
     static size_t k##N##_seg_bytes(int D, int P) { return kivi_k_seg_bytes_z(B, Z, D, P); }                 \
     static size_t v##N##_seg_bytes(int D, int P) { return kivi_v_seg_bytes_z(B, Z, D, P); }                 \
     static void k##N##_seal(const void *st, uint8_t *dst, const uint8_t *o, int D, int P) {                 \
@@ -417,10 +445,11 @@ KIVI_ZINIT(4)
 #define KIVI_TABLES(N, VAR, NAME, ST, KDESC, VDESC)                                                             \
     const kvl_codec VAR##_v = {.name = NAME "v", .desc = VDESC, .seg_bytes = v##N##_seg_bytes,              \
                                .open = &kvl_codec_f16, .seal = v##N##_seal, .decode = v##N##_decode,        \
+                               .validate = v##N##_validate,                                                 \
                                .ref = {"scalar", v##N##_qk, v##N##_av, NULL, v##N##_av_multi},              \
                                .simd = v##N##_simd, .hidden = 1, ST};                                           \
     const kvl_codec VAR = {.name = NAME, .desc = KDESC, .seg_bytes = k##N##_seg_bytes, .open = &kvl_codec_f16, \
-                           .seal = k##N##_seal, .decode = k##N##_decode,                                    \
+                           .seal = k##N##_seal, .decode = k##N##_decode, .validate = k##N##_validate,       \
                            .ref = {"scalar", k##N##_qk, k##N##_av, k##N##_qk_multi, NULL},                  \
                            .simd = k##N##_simd, .as_v = &VAR##_v, ST};
 

@@ -86,6 +86,9 @@ int kvl_kivi_avx2_kernels(int bits, int z, int is_v, int D, kvl_codec_kernels *o
  * For seals built elsewhere (SQuat, codec_squat.c). */
 void kvl_kivi_k_put_channel(int bits, uint8_t *seg, int D, int P, int j, const uint8_t *c, uint16_t s16,
                             uint16_t z16);
+/* The validate hook of the KIVI formats (kv/codec.h): parameters of a
+ * sealed K (is_v = 0) or V segment finite; 0 = valid, -1 = not. */
+int kvl_kivi_validate(int bits, int z, int is_v, const uint8_t *seg, int D, int P, int n_rows);
 /* The registered codec of (bits, z, is_v) (NULL: none). */
 const kvl_codec *kvl_kivi_codec(int bits, int z, int is_v);
 

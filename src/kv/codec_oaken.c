@@ -413,9 +413,34 @@ static kvl_status oak_state_init(const kvl_codec_params *prm, int layer, int hea
     return s;
 }
 
+/* Loaded segments: ordered, non-NaN thresholds in the header; per row of
+ * [0, n_rows) finite scale bytes, counts within the capacity and entry
+ * indices below D (the decoder clamps them too; the kernels rely on it). */
+static int oak_validate(const uint8_t *seg, int D, int P, int n_rows) {
+    kvl_oaken_thresholds t;
+    header_get(seg, &t);
+    if (!(t.lo_out <= t.lo_in && t.lo_in <= t.hi_in && t.hi_in <= t.hi_out) || !isfinite(t.lo_out) ||
+        !isfinite(t.hi_out))
+        return -1;
+    const int C = kvl_oaken_capacity(D);
+    for (int i = 0; i < n_rows; i++) {
+        const uint8_t *codes = seg + HDR + (size_t)i * row_bytes(D), *sc = codes + (D + 1) / 2, *cnt = sc + 3;
+        const uint8_t *ent = cnt + (wide(D) ? 2 : 1);
+        for (int k = 0; k < 3; k++)
+            if (!kvl_codec_e5m3_ok(sc[k])) return -1;
+        const int n_out = wide(D) ? cnt[0] : cnt[0] >> 4, n_in = wide(D) ? cnt[1] : cnt[0] & 15;
+        if (n_out + n_in > C) return -1;
+        for (int e = 0; e < n_out + n_in; e++) {
+            const int idx = wide(D) ? (kvl_q_rd16(ent + 2 * e) & 0x7fff) : (ent[e] & 0x7f);
+            if (idx >= D) return -1;
+        }
+    }
+    return 0;
+}
+
 const kvl_codec kvl_codec_oaken = {
     .name = "oaken",
     .desc = "Oaken: per-layer offline thresholds, dense 4-bit middle + 5-bit sparse outer/inner (5.31 bits/value at D=64)",
-    .seg_bytes = oak_seg_bytes, .encode = oak_encode, .decode = kvl_oaken_decode_row, .copy_row = oak_copy_row,
+    .seg_bytes = oak_seg_bytes, .encode = oak_encode, .decode = kvl_oaken_decode_row, .copy_row = oak_copy_row, .validate = oak_validate,
     .ref = {"scalar", oak_qk, oak_av, oak_qk_multi, oak_av_multi}, .simd = kvl_codec_oaken_avx2,
     .state_bytes = oak_state_bytes, .state_init = oak_state_init, .params = "calib"};

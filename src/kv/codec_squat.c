@@ -223,7 +223,7 @@ static void quant_channel(uint8_t *dst, float *work, int D, int P, int j) {
     for (int i = 0; i < P; i++) {
         float *v = &work[(size_t)i * D + j];
         double q = s > 0 ? nearbyint(((double)*v - z) / s) : 0;
-        q = q < 0 ? 0 : (q > 3 ? 3 : q);
+        q = q < 0 ? 0 : (q > 3 ? 3 : q == q ? q : 0); /* NaN (from a NaN open row) -> 0 */
         c[i] = (uint8_t)q;
         *v = s * (float)c[i] + z; /* what decode returns */
     }
@@ -275,6 +275,7 @@ static void sq_seal(const void *stv, uint8_t *dst, const uint8_t *open_seg, int 
 /* ---- codec: kivi2's K format and kernels ---------------------------------------------- */
 
 static size_t sq_seg_bytes(int D, int P) { return kivi_k_seg_bytes(2, D, P); }
+static int sq_validate(const uint8_t *seg, int D, int P, int n) { return kvl_kivi_validate(2, 0, 0, seg, D, P, n); }
 static void sq_decode(const uint8_t *seg, int D, int P, int i, float *x) { kvl_codec_kivi2.decode(seg, D, P, i, x); }
 static void sq_qk(const uint8_t *seg, int D, int P, int n, const float *q, float *s) {
     kvl_codec_kivi2.ref.qk(seg, D, P, n, q, s);
@@ -346,7 +347,7 @@ const kvl_codec kvl_codec_squat = {
     .name = "squat",
     .desc = "SQuat 2-bit K: kivi2 format (per channel over the page, f16 scale+min), codes chosen in 4-channel "
             "blocks with the error pushed out of the prefill queries' subspace; V kivi2v; 3.00 bits/value at D=64, P=32",
-    .seg_bytes = sq_seg_bytes, .open = &kvl_codec_f16, .seal = sq_seal, .decode = sq_decode,
+    .seg_bytes = sq_seg_bytes, .open = &kvl_codec_f16, .seal = sq_seal, .decode = sq_decode, .validate = sq_validate,
     .ref = {"scalar", sq_qk, sq_av, sq_qk_multi, NULL}, .simd = sq_simd, .as_v = &kvl_codec_kivi2_v,
     .state_bytes = sq_state_bytes, .state_init = sq_state_init, .seq_state_bytes = sq_seq_bytes,
     .observe = sq_observe, .params = "rank,lambda"};

@@ -61,6 +61,8 @@ double kvl_kv_bytes_per_token(const kvl_kv_pool *p);
 /* Codecs of layer l (K: is_v = 0), and the canonical spec text of that side. */
 const kvl_codec *kvl_kv_pool_codec(const kvl_kv_pool *p, int layer, int is_v);
 const char *kvl_kv_pool_spec(const kvl_kv_pool *p, int is_v);
+/* Canonical spec text of layer l's K (is_v = 0) or V side (NULL: bad layer). */
+const char *kvl_kv_pool_layer_spec(const kvl_kv_pool *p, int layer, int is_v);
 /* Number of page size classes, and bytes of one page of class c. */
 int kvl_kv_pool_n_classes(const kvl_kv_pool *p);
 size_t kvl_kv_pool_class_bytes(const kvl_kv_pool *p, int c);

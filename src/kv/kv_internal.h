@@ -78,6 +78,7 @@ typedef struct kvi_layer {
     uint8_t *kst, *vst;         /* codec state: [n_head_kv][kst_bytes] / [n_head_kv][vst_bytes], or NULL */
     size_t kst_bytes, vst_bytes;
     size_t kseq_bytes, vseq_bytes; /* per-sequence state bytes per kv-head (0: none) */
+    char spec[2][160];          /* canonical codec spec of K and V (kvl_codec_spec_str) */
 } kvi_layer;
 
 struct kvl_kv_pool {
@@ -168,7 +169,7 @@ static inline int kvi_n_lists(const kvl_kv_pool *p) { return p->cfg.n_layer * p-
  * (growing the pool within the budget: bytes in use + need pages <= budget).
  * Pool mutex held. */
 kvl_status kvi_pool_reserve(kvl_kv_pool *p, int cls, int64_t need, kvl_err *err);
-/* Take a reserved page of class cls (refcount 1). Pool mutex held. */
+/* Take a reserved page of class cls (refcount 1, bytes zeroed). Pool mutex held. */
 pref kvi_page_take(kvl_kv_pool *p, int cls);
 /* Drop one reference; the page returns to the free list at zero. Pool mutex held. */
 void kvi_page_unref(kvl_kv_pool *p, pref r);

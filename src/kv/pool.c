@@ -129,6 +129,8 @@ static kvl_status setup_layers(kvl_kv_pool *p, kvl_err *err) {
         }
         L->ck = ks[l].c;
         L->cv = vs[l].c;
+        kvl_codec_spec_str(&ks[l], L->spec[0], sizeof L->spec[0]);
+        kvl_codec_spec_str(&vs[l], L->spec[1], sizeof L->spec[1]);
         L->rot_k = ks[l].prm.rot;
         L->rot_v = vs[l].prm.rot;
         any_rot |= L->rot_k | L->rot_v;
@@ -273,6 +275,10 @@ const kvl_codec *kvl_kv_pool_codec(const kvl_kv_pool *p, int layer, int is_v) {
     return is_v ? p->layers[layer].cv : p->layers[layer].ck;
 }
 const char *kvl_kv_pool_spec(const kvl_kv_pool *p, int is_v) { return is_v ? p->spec_v : p->spec_k; }
+const char *kvl_kv_pool_layer_spec(const kvl_kv_pool *p, int layer, int is_v) {
+    if (layer < 0 || layer >= p->cfg.n_layer) return NULL;
+    return p->layers[layer].spec[is_v != 0];
+}
 
 double kvl_kv_bytes_per_token(const kvl_kv_pool *p) {
     double b = 0;
@@ -340,11 +346,14 @@ kvl_status kvi_pool_reserve(kvl_kv_pool *p, int cls, int64_t need, kvl_err *err)
     return KVL_OK;
 }
 
-/* Take a reserved page (refcount 1). Locked. */
+/* Take a reserved page (refcount 1), zeroed: rows a sequence never wrote
+ * hold no bytes of a sequence that used the page before (a saved session
+ * writes whole pages). Locked. */
 pref kvi_page_take(kvl_kv_pool *p, int cls) {
     kvi_class *c = &p->cls[cls];
     pref r = {kvi_page_mem(p, c->free_head), c->free_head};
     memcpy(&c->free_head, r.mem, 4);
+    memset(r.mem, 0, c->page_bytes);
     *kvi_page_ref(p, r.id) = 1;
     c->n_free--;
     c->n_used++;

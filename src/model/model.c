@@ -175,6 +175,39 @@ static kvl_status load_hparams(kvl_model *m, kvl_err *err) {
     return KVL_OK;
 }
 
+/* FNV-1a 64 continued over p[0..n). */
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+    const uint8_t *s = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211ull;
+    return h;
+}
+
+/* Model identity for session files: the architecture, every tensor's name,
+ * type and shape (not its data), and the vocabulary's token texts. */
+static uint64_t model_identity(const kvl_model *m) {
+    uint64_t h = fnv(1469598103934665603ull, m->arch, strlen(m->arch) + 1);
+    const int64_t nt = kvl_gguf_n_tensors(m->gguf);
+    h = fnv(h, &nt, sizeof nt);
+    for (int64_t i = 0; i < nt; i++) {
+        const kvl_gguf_tensor *t = kvl_gguf_tensor_at(m->gguf, i);
+        const int32_t ty = (int32_t)t->type, nd = t->n_dims;
+        h = fnv(h, t->name, strlen(t->name) + 1);
+        h = fnv(h, &ty, sizeof ty);
+        h = fnv(h, &nd, sizeof nd);
+        h = fnv(h, t->ne, sizeof t->ne);
+    }
+    const int32_t nv = m->n_vocab;
+    h = fnv(h, &nv, sizeof nv);
+    for (int32_t i = 0; i < nv; i++) {
+        size_t len = 0;
+        const char *s = kvl_tok_text(m->tok, i, &len);
+        const uint64_t l64 = s ? len : UINT64_MAX;
+        h = fnv(h, &l64, sizeof l64);
+        if (s) h = fnv(h, s, len);
+    }
+    return h;
+}
+
 kvl_status kvl_model_open(const char *path, kvl_model **out, kvl_err *err) {
     *out = NULL;
     kvl_model *m = calloc(1, sizeof *m);
@@ -236,6 +269,7 @@ kvl_status kvl_model_open(const char *path, kvl_model **out, kvl_err *err) {
 #undef MAT
 #undef VEC
     }
+    m->identity = model_identity(m);
     *out = m;
     return KVL_OK;
 fail:

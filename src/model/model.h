@@ -40,6 +40,7 @@ struct kvl_model {
     kvl_weight output;         /* [n_vocab][n_embd] (tok_embd when tied) */
     const float *out_norm;     /* [n_embd] */
     kvl_layer *layers;         /* [n_layer] */
+    uint64_t identity;         /* hash of tensor metadata + vocabulary (kvl_model_identity) */
     float *owned;              /* float copies of non-f32 norm/bias vectors */
     size_t owned_len, owned_cap;
 };
