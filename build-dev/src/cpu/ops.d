@@ -1,2 +1,0 @@
-build-dev/src/cpu/ops.o: src/cpu/ops.c src/cpu/ops.h
-src/cpu/ops.h:

@@ -1,2 +1,0 @@
-build-dev/src/cpu/types.o: src/cpu/types.c src/cpu/quant.h
-src/cpu/quant.h:

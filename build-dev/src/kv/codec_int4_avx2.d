@@ -1,8 +1,0 @@
-build-dev/src/kv/codec_int4_avx2.o: src/kv/codec_int4_avx2.c \
- src/kv/codec.h src/kv/kv.h src/util/err.h include/kvlite.h \
- src/kv/codec_q_avx2.h
-src/kv/codec.h:
-src/kv/kv.h:
-src/util/err.h:
-include/kvlite.h:
-src/kv/codec_q_avx2.h:

@@ -1,9 +1,0 @@
-build-dev/src/kv/table.o: src/kv/table.c src/kv/kv_internal.h \
- src/kv/codec.h src/kv/kv.h src/util/err.h include/kvlite.h \
- src/kv/policy.h
-src/kv/kv_internal.h:
-src/kv/codec.h:
-src/kv/kv.h:
-src/util/err.h:
-include/kvlite.h:
-src/kv/policy.h:

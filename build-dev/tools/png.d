@@ -1,2 +1,0 @@
-build-dev/tools/png.o: tools/png.c tools/png.h
-tools/png.h:
