@@ -117,6 +117,9 @@ const kvl_policy_ops *kvl_policy_get(int i);
 void kvl_policy_group_sum(const kvl_kv_table *t, int layer, int head, int acc, int len, float *out);
 void kvl_policy_maxpool(const float *x, int len, int k, float *out);
 void kvl_policy_avgpool(const float *x, int len, int k, float *out);
+/* SnapKV's score (window mass, max-pooled), shared with PyramidKV. */
+void kvl_policy_snapkv_score(const kvl_policy_cfg *c, const kvl_kv_table *t, int layer, int head, int len,
+                             float *score, float *tmp);
 
 extern const kvl_policy_ops kvl_policy_streaming, kvl_policy_h2o, kvl_policy_tova, kvl_policy_snapkv,
     kvl_policy_pyramidkv, kvl_policy_veda, kvl_policy_cake;

@@ -5,9 +5,6 @@
  * (B-W)/beta at the last layer (beta = 20); the mean stays B. */
 #include "kv/policy.h"
 
-void kvl_policy_snapkv_score(const kvl_policy_cfg *c, const kvl_kv_table *t, int layer, int head, int len,
-                             float *score, float *tmp);
-
 static void pyramidkv_defaults(kvl_policy_cfg *c) {
     c->recent = -2; /* the window */
     c->pool = 7;
