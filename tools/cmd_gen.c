@@ -18,6 +18,7 @@ typedef struct tokvec {
 } tokvec;
 
 static void tokvec_push(tokvec *t, const kvl_token *src, int64_t n) {
+    if (n <= 0) return; /* memcpy from a NULL source is undefined even for 0 bytes */
     if (t->n + n > t->cap) {
         int64_t cap = t->cap ? t->cap : 256;
         while (cap < t->n + n) cap *= 2;
