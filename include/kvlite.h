@@ -386,6 +386,63 @@ kvl_token kvl_sampler_sample(kvl_sampler *s, float *logits);
 /* Record a token in the history used by the repetition penalty. */
 void kvl_sampler_accept(kvl_sampler *s, kvl_token t);
 
+/* ---- adaptive streaming (CacheGen-style level choice; engine/stream.c) ----------
+ *
+ * A context fetched chunk by chunk over a link of varying bandwidth; each
+ * chunk is available at n_levels encodings (level 0 = best quality, larger
+ * levels smaller and lossier) or as text the receiver recomputes. For each
+ * chunk the adaptive mode picks the option of lowest quality loss (text:
+ * none) whose predicted completion of the request (remaining chunks sent
+ * the same way, bandwidth = throughput measured on the previous chunk)
+ * meets the time-to-first-token target; when nothing meets it, the fastest.
+ * The replay is deterministic: transfers integrate a bandwidth trace. */
+#define KVL_STREAM_MAX_LEVELS 8
+#define KVL_STREAM_MAX_CHUNKS 1024
+enum { KVL_STREAM_ADAPTIVE = -2, KVL_STREAM_TEXT = -1 }; /* modes; a mode >= 0 = always that level */
+typedef struct kvl_stream_chunk {
+    int n_tokens;
+    int64_t bytes[KVL_STREAM_MAX_LEVELS]; /* encoded bytes of the chunk per level */
+} kvl_stream_chunk;
+typedef struct kvl_stream_profile {
+    int n_levels;
+    double level_loss[KVL_STREAM_MAX_LEVELS];       /* quality loss per level (e.g. KLD), >= 0; text = 0 */
+    double decode_tok_per_s[KVL_STREAM_MAX_LEVELS]; /* measured: tokens decoded into pages per second */
+    double prefill_tok_per_s;                       /* measured: recompute speed (text chunks) */
+    double text_bytes_per_token;                    /* bytes sent per token of a text chunk (4) */
+    double rtt_s;                                   /* per-chunk request latency */
+    double bw_init_bps;                             /* bandwidth estimate before any transfer, bytes/s */
+    int question_tokens;                            /* prefilled after the context */
+} kvl_stream_profile;
+typedef struct kvl_stream_trace {
+    const double *mbps; /* [n] Mbit/s, sample k covers [k*step_s, (k+1)*step_s); repeats after n */
+    int n;
+    double step_s;
+} kvl_stream_trace;
+typedef struct kvl_stream_result {
+    int n_chunks, n_text;
+    int choice[KVL_STREAM_MAX_CHUNKS]; /* per chunk: level or KVL_STREAM_TEXT */
+    double ttft_s;                     /* request start to the question prefilled */
+    double bytes;                      /* bytes sent */
+    double loss;                       /* token-weighted mean level loss */
+    int met;                           /* ttft_s <= slo */
+} kvl_stream_result;
+/* Defaults: rtt 1 ms, 4 bytes per text token, initial estimate 8 Mbit/s. */
+void kvl_stream_profile_default(kvl_stream_profile *p);
+/* Parse a trace: one bandwidth in Mbit/s per line (blank lines and '#'
+ * comments skipped), each covering step_s seconds. *mbps: malloc'd [*n]
+ * (free()). A malformed line is KVL_ERR_FORMAT naming the line. */
+kvl_status kvl_stream_trace_parse(const char *text, size_t len, double step_s, double **mbps, int *n, char *err,
+                                  size_t err_len);
+/* When a transfer of `bytes` started at time t (s) over the trace ends. */
+double kvl_stream_transfer_end(const kvl_stream_trace *tr, double t, double bytes);
+/* Replay one request of chunks c [n] starting at t0 under mode (ADAPTIVE,
+ * TEXT or a level) against target slo_s. bw_state (may be NULL): the
+ * bandwidth estimate carried across requests (read, then updated with the
+ * last measured throughput; <= 0 = use bw_init_bps). */
+kvl_status kvl_stream_run(const kvl_stream_profile *p, const kvl_stream_chunk *c, int n, const kvl_stream_trace *tr,
+                          double t0, int mode, double slo_s, double *bw_state, kvl_stream_result *res, char *err,
+                          size_t err_len);
+
 #ifdef __cplusplus
 }
 #endif
