@@ -5,6 +5,8 @@
 #include "engine/redis.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -196,6 +198,7 @@ static kvl_status connect_now(kvl_redis *r, kvl_err *err) {
         return kvl_err_set(err, KVL_ERR_IO, "redis %s: down (next connection attempt in %.0f ms)", r->url,
                            1e3 * (r->retry_at - now_s()));
     r->c = redisConnectWithTimeout(r->host, r->port, tv_ms(r->par.connect_ms));
+    /* SELECT below runs with SIGPIPE blocked: connect_now is only called from command_once */
     if (!r->c) return fail(r, err, "cannot connect: out of memory");
     if (r->c->err) {
         char what[300];
@@ -218,10 +221,33 @@ static kvl_status connect_now(kvl_redis *r, kvl_err *err) {
     return KVL_OK;
 }
 
-/* Send one command; on an I/O failure of an established connection,
- * reconnect once and resend. A Redis error reply is an error (KVL_ERR_IO)
- * that keeps the connection. */
+static redisReply *command_once(kvl_redis *r, kvl_err *err, int argc, const char **argv, const size_t *argvlen);
+
+/* Send one command with SIGPIPE blocked in this thread (hiredis write()s;
+ * a server that went away must not kill the process) and any SIGPIPE it
+ * raised consumed, leaving the process's signal handling as it was. */
 static redisReply *command(kvl_redis *r, kvl_err *err, int argc, const char **argv, const size_t *argvlen) {
+    sigset_t pipe_set, old, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    sigpending(&pending);
+    const int was_pending = sigismember(&pending, SIGPIPE) == 1;
+    redisReply *rep = command_once(r, err, argc, argv, argvlen);
+    if (!was_pending) {
+        const struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe_set, NULL, &zero) > 0) {
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rep;
+}
+
+/* Send one command; on an I/O failure of an established connection,
+ * reconnect once and resend (not after a timeout: a slow server would cost
+ * twice). A Redis error reply is an error (KVL_ERR_IO) that keeps the
+ * connection. */
+static redisReply *command_once(kvl_redis *r, kvl_err *err, int argc, const char **argv, const size_t *argvlen) {
     for (int attempt = 0; attempt < 2; attempt++) {
         const int had = r->c != NULL;
         if (connect_now(r, err)) return NULL;
