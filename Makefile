@@ -14,6 +14,15 @@ PCRE_LIBS   := $(shell pkg-config --libs libpcre2-8 2>/dev/null || echo -lpcre2-
 CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) -g -Wall -Wextra \
            -Wno-unused-parameter -Iinclude -Isrc $(PCRE_CFLAGS) -fno-strict-aliasing
 LDLIBS  += $(PCRE_LIBS) -lm -lpthread
+# Redis tier (src/engine/redis.c): hiredis when pkg-config finds it, unless
+# HIREDIS=0. Without it the library builds and every redis:// store fails
+# with "built without hiredis". Where hiredis is found, $(BUILD)/kvlite-nohiredis
+# (the CLI with redis.c compiled without it) is built too, for the tests.
+HIREDIS ?= $(shell pkg-config --exists hiredis 2>/dev/null && echo 1 || echo 0)
+ifeq ($(HIREDIS),1)
+CFLAGS  += -DKVL_HAVE_HIREDIS $(shell pkg-config --cflags hiredis)
+LDLIBS  += $(shell pkg-config --libs hiredis)
+endif
 SIMD_FLAGS := -mavx2 -mfma -mf16c
 
 ifeq ($(SAN),1)
@@ -55,6 +64,10 @@ NVCCFLAGS ?= -std=c++17 -O3 -g -lineinfo $(CUDA_ARCH) -Xptxas -warn-spills \
              -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-fno-strict-aliasing -Iinclude -Isrc
 CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lpthread -lstdc++ -lm
 
+ifeq ($(HIREDIS),1)
+NOHIREDIS_CLI := $(BUILD)/kvlite-nohiredis
+endif
+
 MODEL_DIR ?= $(HOME)/.cache/kvlite
 MODEL     ?= $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 
@@ -94,7 +107,7 @@ $(BUILD)/bench_codec: bench/bench_codec.c $(LIB)
 .PHONY: all test test-unit san san-unit demo model deps clean refdump fuzz fuzz-build fuzz-run tsan tsan-build \
         cuda-build test-cuda bench-cuda bench bench-kivi
 .DEFAULT_GOAL := all
-all: $(LIB) $(CLI) $(TEST_BIN) $(CUDA_BIN)
+all: $(LIB) $(CLI) $(TEST_BIN) $(CUDA_BIN) $(NOHIREDIS_CLI)
 
 $(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
@@ -142,6 +155,18 @@ $(CLI): $(TOOL_OBJ) $(LIB)
 $(BUILD)/tests/%: tests/%.c $(LIB) tests/test.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -MMD -MP -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
+
+# The CLI without hiredis (redis.c compiled with KVL_HAVE_HIREDIS undefined),
+# linked without libhiredis: tests/test_redis.sh checks its "built without
+# hiredis" error. Only where hiredis is found (else kvlite itself is that build).
+ifeq ($(HIREDIS),1)
+NOHIREDIS_LIBS = $(filter-out $(shell pkg-config --libs hiredis),$(LDLIBS))
+$(BUILD)/nohiredis/redis.o: src/engine/redis.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -UKVL_HAVE_HIREDIS -MMD -MP -c $< -o $@
+$(NOHIREDIS_CLI): $(TOOL_OBJ) $(filter-out $(BUILD)/src/engine/redis.o,$(LIB_OBJ)) $(BUILD)/nohiredis/redis.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(NOHIREDIS_LIBS)
+endif
 
 $(TOOLS_LIB): $(filter-out $(BUILD)/tools/kvlite.o,$(TOOL_OBJ))
 	@mkdir -p $(dir $@)
@@ -207,4 +232,5 @@ demo: deps all model
 clean:
 	rm -rf build build-san build-fuzz build-tsan build-cuda
 
+-include $(BUILD)/nohiredis/redis.d
 -include $(LIB_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(TEST_BIN:=.d) $(FUZZ_BIN:=.d) $(CUDA_BIN:=.d)

@@ -288,6 +288,18 @@ kvl_status kvl_session_describe(const void *buf, size_t len, char **text, char *
 kvl_status kvl_session_kv_params(const void *buf, size_t len, char *k_spec, char *v_spec, char *layers, size_t cap,
                                  int *page_tokens, int *max_pos, char *err, size_t err_len);
 
+/* Session stores. Every kvl_session_* call below takes a store that is a
+ * directory or a Redis URL "redis://HOST[:PORT][/DB]" (port 6379 and
+ * database 0 by default; needs a build with hiredis, else the call fails
+ * with "built without hiredis"). In Redis, session NAME is the value of key
+ * "kvlite:session:NAME" holding the same bytes as a session file; a save is
+ * one SET of the whole buffer, so a reader sees the previous or the new
+ * session, never a part, and a writer killed mid-save leaves the previous
+ * committed one (durability across a restart of the Redis server is its own
+ * persistence setting). Each call opens its own connection (500 ms connect,
+ * 2 s command timeouts); an unreachable server is KVL_ERR_IO with a message
+ * naming the URL. list uses SCAN, never KEYS. */
+
 /* Session names: 1-64 characters of [A-Za-z0-9._-], not starting with '.'. */
 int kvl_session_name_ok(const char *name);
 /* Save s (and msgs, may be NULL) as session `name` in directory dir
@@ -309,6 +321,11 @@ kvl_status kvl_session_list(const char *dir, int (*cb)(const char *name, void *u
                             size_t err_len);
 /* Delete session `name` from dir (KVL_ERR_IO if it does not exist). */
 kvl_status kvl_session_delete(const char *dir, const char *name, char *err, size_t err_len);
+/* The stored bytes of session `name` (malloc'd *buf of *len bytes, free
+ * with free()), not checked (kvl_session_kv_params / kvl_seqs_load do
+ * that); *buf NULL and KVL_OK when the store has no such session;
+ * KVL_ERR_IO when the store cannot be read or reached. */
+kvl_status kvl_session_read(const char *store, const char *name, void **buf, size_t *len, char *err, size_t err_len);
 
 /* ---- prefix store: KV reuse across requests --------------------------------------
  *
@@ -322,25 +339,53 @@ kvl_status kvl_session_delete(const char *dir, const char *name, char *err, size
  * per-sequence state (SQuat: nothing is stored); the page size must divide
  * 256. Loaded chunks pass the session loader's checks; a damaged or
  * mismatched chunk is a miss (counted in `bad`), never an error. Calls on
- * one store are serialized by its mutex. */
+ * one store are serialized by its mutex.
+ *
+ * Redis tier (kvl_prefix_create_ex with redis_url; needs a build with
+ * hiredis): chunk blobs under keys "kvlite:chunk:KEY", looked up after RAM
+ * and disk (RAM -> disk -> Redis), written through by kvl_prefix_put to
+ * every configured tier that lacks them. A Redis value that fails the
+ * checks is a miss (counted in `bad`, the key deleted so the next put
+ * repairs it). A server that is down, slow (command timeout) or never up
+ * makes lookups miss and puts skip that tier: requests recompute and
+ * succeed; the outage is logged once (and its end once), and no new
+ * connection is tried before redis_retry_ms has passed. */
 #define KVL_PREFIX_CHUNK 256
 typedef struct kvl_prefix kvl_prefix;
 typedef struct kvl_prefix_stats {
     int64_t ram_hits, disk_hits, misses; /* chunk lookups by kvl_prefix_get */
     int64_t stored, evicted, bad;        /* chunks stored, evicted from RAM, rejected (damaged / unusable) */
+    int64_t redis_hits, redis_misses;    /* Redis tier lookups that found / did not find the chunk */
+    int64_t redis_errors, redis_stored;  /* Redis commands that failed (down, timeout); chunks written to Redis */
     size_t ram_bytes;                    /* bytes held in RAM */
     int ram_chunks;
 } kvl_prefix_stats;
 /* Create a store: dir = disk tier directory (created if missing, one level)
  * or NULL for RAM only; ram_bytes = RAM tier budget (0: no RAM tier). */
 kvl_status kvl_prefix_create(const char *dir, size_t ram_bytes, kvl_prefix **out, char *err, size_t err_len);
+typedef struct kvl_prefix_params {
+    const char *dir;       /* disk tier directory (created if missing, one level) or NULL */
+    size_t ram_bytes;      /* RAM tier budget (0: no RAM tier); default 256 MiB */
+    const char *redis_url; /* Redis tier "redis://HOST[:PORT][/DB]" or NULL */
+    int redis_connect_ms;  /* connection timeout (0: 500) */
+    int redis_command_ms;  /* command (socket read/write) timeout (0: 2000) */
+    int redis_retry_ms;    /* after a failure, no reconnect before this (0: 1000; < 0: at the next request) */
+    /* where the Redis tier's once-per-outage messages go (NULL: stderr, "kvlite: prefix cache: ...") */
+    void (*log)(void *user, const char *msg);
+    void *log_user;
+} kvl_prefix_params;
+void kvl_prefix_params_default(kvl_prefix_params *pp);
+/* Create a store with the tiers of pp. A bad redis_url, or any redis_url in
+ * a build without hiredis ("built without hiredis"), fails with a message;
+ * an unreachable server does not (it is logged once, lookups miss). */
+kvl_status kvl_prefix_create_ex(const kvl_prefix_params *pp, kvl_prefix **out, char *err, size_t err_len);
 void kvl_prefix_free(kvl_prefix *p);
 /* Store the complete chunks of s's tokens not stored yet (every tier).
  * *n_stored (may be NULL): chunks added. Sequences that cannot be chunked
  * store nothing (KVL_OK). */
 kvl_status kvl_prefix_put(kvl_prefix *p, const kvl_seq *s, int *n_stored);
 /* Load into the fresh sequence s (KVL_ERR_ARG otherwise) the longest run of
- * cached chunks that prefixes toks [n] (RAM first, then disk; at most n - 1
+ * cached chunks that prefixes toks [n] (RAM first, then disk, then Redis; at most n - 1
  * tokens, so the caller always has a token left to prefill for logits).
  * *n_reused: tokens loaded (s's position); 0 on a miss. Prefill
  * toks + *n_reused next. */

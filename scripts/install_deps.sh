@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what kvlite needs to build and test on Debian 12 (run as root):
-# the compiler, PCRE2, python3 + pip (model fetch, test scripts), clang with
+# the compiler, PCRE2, python3 + pip (model fetch, test scripts), hiredis and
+# redis-server (the Redis tier and its tests), clang with
 # libFuzzer (make fuzz) and the TSan runtime (make tsan). Only installs
 # packages that are missing.
 set -euo pipefail
@@ -11,6 +12,10 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 pkg-config --exists libpcre2-8 2>/dev/null || need+=(libpcre2-dev)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+# the Redis tier (src/engine/redis.c: hiredis) and its tests (a redis-server
+# on loopback started by tests/test_redis*)
+pkg-config --exists hiredis 2>/dev/null || need+=(libhiredis-dev)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 # make fuzz: clang with libFuzzer and the ASan/UBSan runtimes (Debian 12:
 # clang 14, runtimes in libclang-rt-14-dev). make tsan: the compiler's TSan
 # runtime (gcc 12: libtsan2). Probed by linking a trivial program.

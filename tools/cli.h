@@ -48,6 +48,7 @@ typedef struct cli_opts {
     const char *session, *store; /* --session NAME, --store DIR (default ~/.cache/kvlite/sessions) */
     const char *output, *input;  /* kv export -o FILE, kv import -i FILE / kv info FILE */
     const char *prefix_cache;    /* run --prefix-cache DIR: reuse / store 256-token prompt chunks (kvl_prefix_*) */
+    const char *redis;           /* --redis URL: run: the prefix store's Redis tier; chat: the session store */
 } cli_opts;
 
 /* Print "kvlite: MSG" (newlines folded into spaces) on stderr and exit(code). */

@@ -242,10 +242,14 @@ int cmd_run(const cli_opts *o) {
 
     kvl_prefix *pf = NULL;
     int reused = 0, stored = 0;
-    if (o->prefix_cache) {
+    if (o->prefix_cache || o->redis) {
         char perr[512] = "";
-        if (kvl_prefix_create(o->prefix_cache, (size_t)256 << 20, &pf, perr, sizeof perr) != KVL_OK)
-            cli_die(CLI_EXIT_RUNTIME, "--prefix-cache: %s", perr);
+        kvl_prefix_params pp;
+        kvl_prefix_params_default(&pp);
+        pp.dir = o->prefix_cache;
+        pp.redis_url = o->redis;
+        if (kvl_prefix_create_ex(&pp, &pf, perr, sizeof perr) != KVL_OK)
+            cli_die(CLI_EXIT_RUNTIME, "%s: %s", strstr(perr, "redis") ? "--redis" : "--prefix-cache", perr);
         if (kvl_prefix_get(pf, g.seq, toks, (int)n_prompt, &reused) != KVL_OK)
             cli_die(CLI_EXIT_RUNTIME, "--prefix-cache: %s", cli_ctx_msg(ctx, KVL_ERR_ARG));
         tokvec_push(&g.cached, toks, reused);
@@ -280,6 +284,10 @@ int cmd_run(const cli_opts *o) {
             kvl_prefix_get_stats(pf, &ps);
             fprintf(stderr, "prefix cache:     reused %d of %lld prompt tokens (%lld chunks from RAM, %lld from disk, %lld rejected), stored %d chunks\n",
                     reused, (long long)n_prompt, (long long)ps.ram_hits, (long long)ps.disk_hits, (long long)ps.bad, stored);
+            if (o->redis)
+                fprintf(stderr, "redis tier:       %lld hits, %lld misses, %lld errors, %lld chunks written\n",
+                        (long long)ps.redis_hits, (long long)ps.redis_misses, (long long)ps.redis_errors,
+                        (long long)ps.redis_stored);
         }
         fprintf(stderr, "decode:           %.2f tok/s (%lld tokens in %.1f ms)\n",
                 rate((double)g.n_decoded, g.t_decode), (long long)g.n_decoded, g.t_decode * 1e3);
@@ -357,14 +365,46 @@ static int64_t chat_restore(gen_state *g, conv *cv, const char *name, const void
     return np;
 }
 
+/* chat --session: save after a turn. A directory store's failure fails
+ * the command (exit 1); a Redis store's is warned about once per outage
+ * and the chat goes on (the last committed turn stays in Redis). */
+static void session_save(gen_state *g, const conv *cv, const char *store, const cli_opts *o, int *failed, int *rc) {
+    if (kvl_session_save(g->ctx, g->seq, store, o->session, cv->msgs, cv->n) == KVL_OK) {
+        if (*failed && o->redis) fprintf(stderr, "session %s: saved again\n", o->session);
+        *failed = 0;
+        return;
+    }
+    if (!o->redis) {
+        cli_warn("session %s: save failed: %s", o->session, kvl_ctx_error(g->ctx));
+        *rc = CLI_EXIT_RUNTIME;
+    } else if (!*failed) {
+        cli_warn("session %s: save failed: %s (not reported again until a save succeeds)", o->session,
+                 kvl_ctx_error(g->ctx));
+    }
+    *failed = 1;
+}
+
 int cmd_chat(const cli_opts *oin) {
     cli_opts oc = *oin;
     const cli_opts *o = &oc;
     char *store = NULL, *keep = NULL;
     void *sbuf = NULL;
     size_t slen = 0;
-    int max_pos = 0;
-    if (o->session) {
+    int max_pos = 0, persist = o->session != NULL;
+    if (o->session && o->redis) {
+        /* session in Redis: unreachable -> warn once and chat without saving
+         * (the stored conversation is left as it is) */
+        store = strdup(o->redis);
+        if (!store) cli_die(CLI_EXIT_RUNTIME, "out of memory");
+        char rerr[600] = "";
+        if (kvl_session_read(store, o->session, &sbuf, &slen, rerr, sizeof rerr) != KVL_OK) {
+            cli_warn("%s; continuing without the session (nothing will be saved)", rerr);
+            persist = 0;
+        }
+        char what[96];
+        snprintf(what, sizeof what, "session %s", o->session);
+        if (sbuf) cli_kv_from_session(&oc, sbuf, slen, what, &keep, &max_pos);
+    } else if (o->session) {
         store = cli_session_store(o);
         const size_t pl = strlen(store) + strlen(o->session) + 16;
         char *path = malloc(pl);
@@ -399,7 +439,7 @@ int cmd_chat(const cli_opts *oin) {
         conv_push(&cv, "system", o->system, strlen(o->system));
         cv.n_keep = 1;
     }
-    int tty_in = isatty(0), rc = CLI_EXIT_OK;
+    int tty_in = isatty(0), rc = CLI_EXIT_OK, save_failed = 0;
     char *line = NULL;
     size_t line_cap = 0;
     strbuf answer = {0};
@@ -420,8 +460,7 @@ int cmd_chat(const cli_opts *oin) {
             gen_reset_seq(&g);
             g.turn_reused = g.turn_prefilled = 0;
             fputs("(conversation cleared)\n", stderr);
-            if (o->session && kvl_session_save(ctx, g.seq, store, o->session, cv.msgs, cv.n) != KVL_OK)
-                cli_warn("session %s: save failed: %s", o->session, kvl_ctx_error(ctx));
+            if (persist) session_save(&g, &cv, store, o, &save_failed, &rc);
             continue;
         }
         if (!strcmp(line, "/stats")) {
@@ -481,10 +520,7 @@ int cmd_chat(const cli_opts *oin) {
         }
         if (end == GEN_CTX_FULL) cli_warn("context of %d tokens is full; use /reset", n_ctx);
         conv_push(&cv, "assistant", answer.s, answer.n);
-        if (o->session && kvl_session_save(ctx, g.seq, store, o->session, cv.msgs, cv.n) != KVL_OK) {
-            cli_warn("session %s: save failed: %s", o->session, kvl_ctx_error(ctx));
-            rc = CLI_EXIT_RUNTIME;
-        }
+        if (persist) session_save(&g, &cv, store, o, &save_failed, &rc);
     }
     if (o->session)
         fprintf(stderr, "session %s: restored %lld tokens, computed %lld\n", o->session, (long long)restored,

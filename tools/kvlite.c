@@ -54,6 +54,7 @@ static const flag_spec FLAGS[] = {
     {"--session", NULL, F_STR, OFF(session), C_CHAT, 0, 0},
     {"--prefix-cache", NULL, F_STR, OFF(prefix_cache), C_RUN, 0, 0},
     {"--store", NULL, F_STR, OFF(store), C_CHAT, 0, 0},
+    {"--redis", NULL, F_STR, OFF(redis), C_RUN | C_CHAT, 0, 0},
     {"--output", "-o", F_STR, OFF(output), C_KVEXP, 0, 0},
     {"--input", "-i", F_STR, OFF(input), C_KVIMP | C_KVINFO, 0, 0},
     {"--ctx", "-c", F_INT, OFF(n_ctx), C_ENGINE, 0, 1 << 24},
@@ -169,7 +170,10 @@ static void print_usage(FILE *f, const char *cmd, const char *sub) {
               "      --ids             print the prompt and generated token ids to stderr\n"
               "      --prefix-cache DIR  reuse the KV of the longest cached prompt prefix (256-token\n"
               "                        chunks kept in DIR, keyed by model, codec and token ids) and\n"
-              "                        store this prompt's chunks (--stats reports reused tokens)\n",
+              "                        store this prompt's chunks (--stats reports reused tokens)\n"
+              "      --redis URL       a Redis tier for the prefix chunks (redis://HOST[:PORT][/DB]),\n"
+              "                        looked up after RAM and --prefix-cache; a Redis that is down\n"
+              "                        is logged once and the prompt is recomputed\n",
               f);
         fputs(USAGE_SAMPLING, f);
         fputs(USAGE_COMMON, f);
@@ -184,7 +188,9 @@ static void print_usage(FILE *f, const char *cmd, const char *sub) {
               "      --session NAME    save the conversation and its KV cache after each turn as session\n"
               "                        NAME; started again with the same NAME, restore it without\n"
               "                        re-prefilling (1-64 of [A-Za-z0-9._-])\n"
-              "      --store DIR       session directory (default ~/.cache/kvlite/sessions)\n",
+              "      --store DIR       session directory (default ~/.cache/kvlite/sessions)\n"
+              "      --redis URL       keep the session in Redis instead (redis://HOST[:PORT][/DB],\n"
+              "                        key kvlite:session:NAME); another process can continue it\n",
               f);
         fputs(USAGE_SAMPLING, f);
         fputs(USAGE_COMMON, f);
@@ -457,6 +463,10 @@ int main(int argc, char **argv) {
     if (o.session && !kvl_session_name_ok(o.session))
         cli_die(CLI_EXIT_USAGE, "--session: invalid name '%s' (1-64 of [A-Za-z0-9._-], not starting with '.')", o.session);
     if (o.store && !o.session) cli_die(CLI_EXIT_USAGE, "--store needs --session");
+    if (o.redis && !strcmp(cmd, "chat") && !o.session) cli_die(CLI_EXIT_USAGE, "chat --redis needs --session");
+    if (o.redis && o.store) cli_die(CLI_EXIT_USAGE, "--store and --redis: give one session store");
+    if (o.redis && strncmp(o.redis, "redis://", 8))
+        cli_die(CLI_EXIT_USAGE, "--redis: '%s' is not a redis://HOST[:PORT][/DB] URL", o.redis);
 
     if (!o.model) cli_die(CLI_EXIT_USAGE, "%s: missing -m MODEL (see kvlite %s --help)", cmdname, cmd);
     if (!strcmp(cmd, "run") || !strcmp(cmd, "tokenize")) {

@@ -5,7 +5,11 @@
  * file per chunk, written through a temporary file and rename). A new
  * prompt takes the longest run of cached chunks from its start; the chunks
  * are loaded through kv/serial.c's hostile-input loader, so a damaged disk
- * file only costs a recompute.
+ * file only costs a recompute. An optional Redis tier (engine/redis.h) holds
+ * the same chunk blobs under "kvlite:chunk:KEY": looked up after RAM and
+ * disk, written through by every put; a value that fails the checks is a
+ * miss (and is deleted so the next put repairs it), and a Redis that is down
+ * or slow costs a recompute, logged once per outage.
  *
  * Chunk file (little-endian):
  *   0 "KVLCHNK1"  8 u32 version (1)  12 u32 tokens per chunk (256)
@@ -22,6 +26,7 @@
 #include <unistd.h>
 
 #include "engine/engine.h"
+#include "engine/redis.h"
 #include "kv/serial.h"
 #include "util/crc32c.h"
 
@@ -38,6 +43,9 @@ typedef struct entry {
 
 struct kvl_prefix {
     char *dir;
+    kvl_redis *redis; /* Redis tier or NULL */
+    void (*log)(void *user, const char *msg);
+    void *log_user;
     size_t ram_budget, ram_bytes;
     entry *e;
     int n, cap;
@@ -75,9 +83,29 @@ static uint64_t chain(uint64_t parent, const kvl_token *t) {
     return fnv(h, t, sizeof *t * CH);
 }
 
+void kvl_prefix_params_default(kvl_prefix_params *pp) {
+    memset(pp, 0, sizeof *pp);
+    pp->ram_bytes = (size_t)256 << 20;
+}
+
+static void log_stderr(void *user, const char *msg) {
+    (void)user;
+    fprintf(stderr, "kvlite: prefix cache: %s\n", msg);
+}
+
 kvl_status kvl_prefix_create(const char *dir, size_t ram_bytes, kvl_prefix **out, char *err, size_t err_len) {
-    if (!out) return KVL_ERR_ARG;
+    kvl_prefix_params pp;
+    kvl_prefix_params_default(&pp);
+    pp.dir = dir;
+    pp.ram_bytes = ram_bytes;
+    return kvl_prefix_create_ex(&pp, out, err, err_len);
+}
+
+kvl_status kvl_prefix_create_ex(const kvl_prefix_params *pp, kvl_prefix **out, char *err, size_t err_len) {
+    if (!out || !pp) return KVL_ERR_ARG;
     *out = NULL;
+    const char *dir = pp->dir;
+    const size_t ram_bytes = pp->ram_bytes;
     kvl_prefix *p = calloc(1, sizeof *p);
     if (!p || (dir && !(p->dir = strdup(dir)))) {
         free(p);
@@ -91,6 +119,22 @@ kvl_status kvl_prefix_create(const char *dir, size_t ram_bytes, kvl_prefix **out
         return KVL_ERR_IO;
     }
     p->ram_budget = ram_bytes;
+    p->log = pp->log ? pp->log : log_stderr;
+    p->log_user = pp->log_user;
+    if (pp->redis_url) {
+        kvl_redis_params rp = {pp->redis_connect_ms, pp->redis_command_ms, pp->redis_retry_ms, p->log, p->log_user};
+        kvl_err e;
+        kvl_err_clear(&e);
+        const kvl_status st = kvl_redis_create(pp->redis_url, &rp, &p->redis, &e);
+        if (st) {
+            if (err && err_len) snprintf(err, err_len, "%s", e.msg);
+            free(p->dir);
+            free(p);
+            return st;
+        }
+        /* connect now: a server that is not up is logged here, once; requests recompute */
+        kvl_redis_ping(p->redis, &e);
+    }
     pthread_mutex_init(&p->mu, NULL);
     *out = p;
     return KVL_OK;
@@ -101,6 +145,7 @@ void kvl_prefix_free(kvl_prefix *p) {
     for (int i = 0; i < p->n; i++) free(p->e[i].blob);
     free(p->e);
     free(p->dir);
+    kvl_redis_free(p->redis);
     pthread_mutex_destroy(&p->mu);
     free(p);
 }
@@ -222,6 +267,60 @@ static void disk_write(kvl_prefix *p, uint64_t key, const uint8_t *b, size_t len
     if (close(fd) != 0 || off != len || rename(tmp, path) != 0) unlink(tmp);
 }
 
+static void redis_key(uint64_t key, char *buf, size_t cap) {
+    snprintf(buf, cap, "kvlite:chunk:%016llx", (unsigned long long)key);
+}
+
+/* The Redis tier's blob for key (a copy, malloc'd) or NULL: missing (a
+ * redis miss) or unreachable (an error; the tier logs the outage once). */
+static uint8_t *redis_read(kvl_prefix *p, uint64_t key, size_t *len) {
+    if (!p->redis) return NULL;
+    char k[64];
+    redis_key(key, k, sizeof k);
+    const uint8_t *v = NULL;
+    void *hold = NULL;
+    kvl_err e;
+    if (kvl_redis_get(p->redis, k, &v, len, &hold, &e) != KVL_OK) {
+        p->st.redis_errors++;
+        return NULL;
+    }
+    uint8_t *b = NULL;
+    if (!v) p->st.redis_misses++;
+    else if (*len > 0 && *len <= MAX_FILE && (b = malloc(*len))) memcpy(b, v, *len);
+    kvl_redis_release(hold);
+    return b;
+}
+
+static void redis_drop(kvl_prefix *p, uint64_t key) {
+    if (!p->redis) return;
+    char k[64];
+    redis_key(key, k, sizeof k);
+    kvl_err e;
+    if (kvl_redis_del(p->redis, k, NULL, &e) != KVL_OK) p->st.redis_errors++;
+}
+
+/* 1 when the Redis tier has key, or cannot be asked (nothing to write). */
+static int redis_has(kvl_prefix *p, uint64_t key) {
+    if (!p->redis) return 1;
+    char k[64];
+    redis_key(key, k, sizeof k);
+    int ex = 0;
+    kvl_err e;
+    if (kvl_redis_exists(p->redis, k, &ex, &e) != KVL_OK) {
+        p->st.redis_errors++;
+        return 1;
+    }
+    return ex;
+}
+
+static void redis_write(kvl_prefix *p, uint64_t key, const uint8_t *b, size_t len) {
+    char k[64];
+    redis_key(key, k, sizeof k);
+    kvl_err e;
+    if (kvl_redis_set(p->redis, k, b, len, &e) != KVL_OK) p->st.redis_errors++;
+    else p->st.redis_stored++;
+}
+
 /* Every list of s holds exactly its s->pos tokens (nothing evicted). */
 static int seq_whole(const kvl_seq *s) {
     const kvl_model *m = s->c->m;
@@ -246,7 +345,13 @@ kvl_status kvl_prefix_put(kvl_prefix *p, const kvl_seq *s, int *n_stored) {
         const uint64_t key = chain(parent, t);
         entry *e = ram_find(p, key);
         if (e) e->tick = ++p->tick;
-        if (!e && !disk_has(p, key)) {
+        const int on_disk = !p->dir || disk_has(p, key);
+        const int in_redis = redis_has(p, key);
+        if (e && (!on_disk || !in_redis)) {
+            /* a tier lacks a chunk RAM holds: write it through from RAM */
+            if (!on_disk) disk_write(p, key, e->blob, e->len);
+            if (!in_redis) redis_write(p, key, e->blob, e->len);
+        } else if (!e && (!on_disk || !in_redis || !p->dir)) { /* no disk tier: RAM keeps it */
             if (!kvl_kv_chunk_ready(s->t, ci * ppc, ppc)) break;
             kvl_ser_buf b = {0};
             kvl_ser_put(&b, "KVLCHNK1", 8);
@@ -268,7 +373,8 @@ kvl_status kvl_prefix_put(kvl_prefix *p, const kvl_seq *s, int *n_stored) {
             const uint64_t pl = b.n - at - 8;
             memcpy(b.p + at, &pl, 8);
             kvl_ser_put_u32(&b, kvl_crc32c(b.p, b.n));
-            disk_write(p, key, b.p, b.n);
+            if (!on_disk) disk_write(p, key, b.p, b.n);
+            if (!in_redis) redis_write(p, key, b.p, b.n);
             ram_insert(p, key, b.p, b.n);
             stored++;
             p->st.stored++;
@@ -296,7 +402,7 @@ kvl_status kvl_prefix_get(kvl_prefix *p, kvl_seq *s, const kvl_token *toks, int 
     const uint8_t **pay = malloc((size_t)kmax * sizeof *pay);
     size_t *plen = malloc((size_t)kmax * sizeof *plen);
     uint64_t *keys = malloc((size_t)kmax * sizeof *keys);
-    uint8_t **owned = calloc((size_t)kmax, sizeof *owned); /* blobs read from disk during this call */
+    uint8_t **owned = calloc((size_t)kmax, sizeof *owned); /* blobs read from disk or Redis during this call */
     if (!pay || !plen || !keys || !owned) {
         free(pay);
         free(plen);
@@ -326,6 +432,15 @@ kvl_status kvl_prefix_get(kvl_prefix *p, kvl_seq *s, const kvl_token *toks, int 
             } else {
                 if (d) p->st.bad++;
                 free(d);
+                d = redis_read(p, key, &len);
+                if (d && !blob_check(d, len, key, parent, k, P, t)) {
+                    p->st.redis_hits++;
+                    b = owned[k] = d;
+                } else if (d) {
+                    p->st.bad++;
+                    free(d);
+                    redis_drop(p, key);
+                }
             }
         }
         if (!b) {

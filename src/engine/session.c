@@ -3,7 +3,8 @@
  * position and token ids (SEQS section), chat messages (MESSAGES), around
  * the KV sections of kv/serial.c — and session files in a directory,
  * written atomically (temporary dot-file, fsync, rename, fsync of the
- * directory). The byte layout is in docs/ARCHITECTURE.md. */
+ * directory). The byte layout is in docs/ARCHITECTURE.md. A store that is
+ * a redis:// URL goes to engine/session_redis.c instead. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "engine/engine.h"
+#include "engine/redis.h"
 #include "kv/serial.h"
 
 #define ROLE_MAX 64
@@ -366,6 +368,7 @@ static kvl_status fsync_dir(const char *dir, kvl_err *e) {
 kvl_status kvl_session_save(kvl_ctx *c, const kvl_seq *s, const char *dir, const char *name, const kvl_chat_msg *msgs,
                             int n_msgs) {
     if (!c || !s || s->c != c) return KVL_ERR_ARG;
+    if (kvl_redis_is_url(dir)) return kvl_session_redis_save(c, s, dir, name, msgs, n_msgs);
     char path[4096], tmp[4096];
     kvl_status st = session_path(dir, name, path, sizeof path, &c->err);
     if (st) return st;
@@ -413,6 +416,7 @@ kvl_status kvl_session_load(kvl_ctx *c, const char *dir, const char *name, kvl_s
     if (msgs) *msgs = NULL;
     if (n_msgs) *n_msgs = 0;
     if (c->freed) return KVL_ERR_ARG;
+    if (kvl_redis_is_url(dir)) return kvl_session_redis_load(c, dir, name, out, msgs, n_msgs);
     char path[4096];
     kvl_status st = session_path(dir, name, path, sizeof path, &c->err);
     if (st) return st;
@@ -454,6 +458,11 @@ kvl_status kvl_session_list(const char *dir, int (*cb)(const char *name, void *u
     kvl_err e;
     kvl_err_clear(&e);
     if (!dir || !cb) return KVL_ERR_ARG;
+    if (kvl_redis_is_url(dir)) {
+        const kvl_status st = kvl_session_redis_list(dir, cb, user, &e);
+        copy_err(&e, err, err_len);
+        return st;
+    }
     DIR *d = opendir(dir);
     if (!d) {
         kvl_err_set(&e, KVL_ERR_IO, "session: cannot read directory %s: %s", dir, strerror(errno));
@@ -478,11 +487,59 @@ kvl_status kvl_session_list(const char *dir, int (*cb)(const char *name, void *u
 kvl_status kvl_session_delete(const char *dir, const char *name, char *err, size_t err_len) {
     kvl_err e;
     kvl_err_clear(&e);
+    if (kvl_redis_is_url(dir)) {
+        const kvl_status st = kvl_session_redis_delete(dir, name, &e);
+        copy_err(&e, err, err_len);
+        return st;
+    }
     char path[4096];
     kvl_status st = session_path(dir, name, path, sizeof path, &e);
     if (st == KVL_OK && unlink(path) != 0)
         st = kvl_err_set(&e, KVL_ERR_IO, "session %s: cannot delete %s: %s", name, path, strerror(errno));
     if (st == KVL_OK) st = fsync_dir(dir, &e);
+    copy_err(&e, err, err_len);
+    return st;
+}
+
+kvl_status kvl_session_read(const char *store, const char *name, void **buf, size_t *len, char *err, size_t err_len) {
+    kvl_err e;
+    kvl_err_clear(&e);
+    if (!buf || !len) return KVL_ERR_ARG;
+    *buf = NULL;
+    *len = 0;
+    kvl_status st;
+    if (kvl_redis_is_url(store)) {
+        st = kvl_session_redis_read(store, name, buf, len, &e);
+    } else {
+        char path[4096];
+        st = session_path(store, name, path, sizeof path, &e);
+        const int fd = st ? -1 : open(path, O_RDONLY);
+        struct stat sb;
+        if (st) {
+        } else if (fd < 0) {
+            if (errno != ENOENT) st = kvl_err_set(&e, KVL_ERR_IO, "session %s: cannot open %s: %s", name, path, strerror(errno));
+        } else if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || (uint64_t)sb.st_size > (uint64_t)SIZE_MAX / 2) {
+            st = kvl_err_set(&e, KVL_ERR_IO, "session %s: %s is not a readable file", name, path);
+        } else if (!(*buf = malloc(sb.st_size ? (size_t)sb.st_size : 1))) {
+            st = kvl_err_set(&e, KVL_ERR_NOMEM, "session %s: out of memory for %lld bytes", name, (long long)sb.st_size);
+        } else {
+            size_t off = 0;
+            while (off < (size_t)sb.st_size) {
+                const ssize_t r = read(fd, (char *)*buf + off, (size_t)sb.st_size - off);
+                if (r < 0 && errno == EINTR) continue;
+                if (r <= 0) break;
+                off += (size_t)r;
+            }
+            if (off < (size_t)sb.st_size) {
+                st = kvl_err_set(&e, KVL_ERR_IO, "session %s: short read of %s", name, path);
+                free(*buf);
+                *buf = NULL;
+            } else {
+                *len = off;
+            }
+        }
+        if (fd >= 0) close(fd);
+    }
     copy_err(&e, err, err_len);
     return st;
 }
