@@ -457,6 +457,7 @@ typedef struct kvl_stream_profile {
     double rtt_s;                                   /* per-chunk request latency */
     double bw_init_bps;                             /* bandwidth estimate before any transfer, bytes/s */
     int question_tokens;                            /* prefilled after the context */
+    int serial;                                     /* 1: fetch and compute in turn (no overlap) */
 } kvl_stream_profile;
 typedef struct kvl_stream_trace {
     const double *mbps; /* [n] Mbit/s, sample k covers [k*step_s, (k+1)*step_s); repeats after n */
@@ -480,6 +481,15 @@ kvl_status kvl_stream_trace_parse(const char *text, size_t len, double step_s, d
                                   size_t err_len);
 /* When a transfer of `bytes` started at time t (s) over the trace ends. */
 double kvl_stream_transfer_end(const kvl_stream_trace *tr, double t, double bytes);
+/* KVL_ERR_ARG (message in err) unless p is usable with mode. */
+kvl_status kvl_stream_profile_check(const kvl_stream_profile *p, int mode, char *err, size_t err_len);
+/* The adaptive decision for chunk i of c [n]: the option (a level or
+ * KVL_STREAM_TEXT) of least loss whose predicted completion of chunks
+ * [i, n) and the question, all sent that way at bandwidth bw (bytes/s),
+ * from a link free at t_link and a receiver free at t_compute, is at most
+ * deadline; else the fastest option. Times in seconds on one clock. */
+int kvl_stream_choose(const kvl_stream_profile *p, const kvl_stream_chunk *c, int i, int n, double bw, double t_link,
+                      double t_compute, double deadline);
 /* Replay one request of chunks c [n] starting at t0 under mode (ADAPTIVE,
  * TEXT or a level) against target slo_s. bw_state (may be NULL): the
  * bandwidth estimate carried across requests (read, then updated with the
@@ -487,6 +497,24 @@ double kvl_stream_transfer_end(const kvl_stream_trace *tr, double t, double byte
 kvl_status kvl_stream_run(const kvl_stream_profile *p, const kvl_stream_chunk *c, int n, const kvl_stream_trace *tr,
                           double t0, int mode, double slo_s, double *bw_state, kvl_stream_result *res, char *err,
                           size_t err_len);
+/* Real transfers through a Redis store (needs a build with hiredis, else
+ * "built without hiredis"; engine/stream_fetch.c). kvl_stream_put stores
+ * chunk `chunk`'s encoding at `level` (KVL_STREAM_TEXT: its token ids)
+ * under "PREFIX:CHUNK:LEVEL" / "PREFIX:CHUNK:text". kvl_stream_fetch
+ * fetches chunks [0, n) in order, each with the option kvl_stream_choose
+ * picks (serial model) from the throughput of the GETs so far and the time
+ * spent, or always `mode`, and calls cb(user, chunk, level, bytes, len) on
+ * each as it arrives (the receiver decodes or recomputes it there; its
+ * time counts); a non-zero return from cb stops with that status. res:
+ * choices, bytes, loss; ttft_s = time to the last chunk's cb returning
+ * (the caller times the question) and met against slo_s. A missing key
+ * is KVL_ERR_IO naming it. */
+typedef kvl_status (*kvl_stream_fetch_cb)(void *user, int chunk, int level, const uint8_t *data, size_t len);
+kvl_status kvl_stream_put(const char *redis_url, const char *prefix, int chunk, int level, const void *data, size_t len,
+                          char *err, size_t err_len);
+kvl_status kvl_stream_fetch(const char *redis_url, const char *prefix, const kvl_stream_profile *p,
+                            const kvl_stream_chunk *c, int n, int mode, double slo_s, double *bw_state,
+                            kvl_stream_fetch_cb cb, void *user, kvl_stream_result *res, char *err, size_t err_len);
 
 #ifdef __cplusplus
 }

@@ -84,6 +84,11 @@ static void fixed_cases(void) {
     const double a0 = 0.002 + 1024 / 1e6;
     CHECK_NEAR(r.ttft_s, a0 + 0.256 + 0.256 + 0.02, 1e-9);
     CHECK(r.n_text == 2 && r.choice[0] == KVL_STREAM_TEXT && r.loss == 0 && !r.met);
+    /* serial receiver: fetch, decode, fetch, decode */
+    kvl_stream_profile ps = p;
+    ps.serial = 1;
+    CHECK(kvl_stream_run(&ps, c, 2, &tr, 0, 1, 10, NULL, &r, err, sizeof err) == KVL_OK);
+    CHECK_NEAR(r.ttft_s, 0.404 + 2 * d + 0.02, 1e-9);
     /* start time inside the trace matters only through the trace */
     CHECK(kvl_stream_run(&p, c, 2, &tr, 7.3, 1, 10, NULL, &r, err, sizeof err) == KVL_OK);
     CHECK_NEAR(r.ttft_s, 0.404 + d + 0.02, 1e-9);
@@ -106,6 +111,7 @@ static void adaptive_cases(void) {
         kvl_stream_profile p;
         profile(&p);
         p.prefill_tok_per_s = 200 + 3000 * urand();
+        p.serial = it & 1;
         const int n = 1 + (int)(urand() * 12);
         kvl_stream_chunk c[12];
         for (int i = 0; i < n; i++) {

@@ -129,30 +129,45 @@ static int n_opts(const kvl_stream_profile *p) { return p->n_levels + 1; }
 static double opt_loss(const kvl_stream_profile *p, int o) { return o == 0 ? 0.0 : p->level_loss[o - 1]; }
 
 /* Predicted time, from state (link free at tl, compute free at tc), to load
- * chunks [i, n) all with option o at bandwidth bw, then the question. */
+ * chunks [i, n) all with option o at bandwidth bw, then the question. With
+ * p->serial the receiver fetches and computes in turn (no overlap). */
 static double predict(const kvl_stream_profile *p, const kvl_stream_chunk *c, int i, int n, int o, double bw,
                       double tl, double tc, double t_question) {
     for (int j = i; j < n; j++) {
-        if (o == 0) {
-            const double arr = tl + p->rtt_s + c[j].n_tokens * p->text_bytes_per_token / bw;
+        const double sz = o == 0 ? c[j].n_tokens * p->text_bytes_per_token : (double)c[j].bytes[o - 1];
+        const double work = o == 0 ? c[j].n_tokens / p->prefill_tok_per_s : c[j].n_tokens / p->decode_tok_per_s[o - 1];
+        if (p->serial) tl = tc = (tl > tc ? tl : tc) + p->rtt_s + sz / bw + work;
+        else {
+            const double arr = tl + p->rtt_s + sz / bw;
             tl = arr;
-            tc = (arr > tc ? arr : tc) + c[j].n_tokens / p->prefill_tok_per_s;
-        } else {
-            const double arr = tl + p->rtt_s + (double)c[j].bytes[o - 1] / bw;
-            tl = arr;
-            tc = (arr > tc ? arr : tc) + c[j].n_tokens / p->decode_tok_per_s[o - 1];
+            tc = (arr > tc ? arr : tc) + work;
         }
     }
     return (tl > tc ? tl : tc) + t_question;
 }
 
-kvl_status kvl_stream_run(const kvl_stream_profile *p, const kvl_stream_chunk *c, int n, const kvl_stream_trace *tr,
-                          double t0, int mode, double slo_s, double *bw_state, kvl_stream_result *res, char *err,
-                          size_t err_len) {
-    memset(res, 0, sizeof *res);
-    if (!p || !c || !tr || !res || n < 0 || n > KVL_STREAM_MAX_CHUNKS)
-        return fail(err, err_len, KVL_ERR_ARG, "stream: bad arguments (at most KVL_STREAM_MAX_CHUNKS chunks)", 0);
-    if (p->n_levels < 0 || p->n_levels > KVL_STREAM_MAX_LEVELS)
+int kvl_stream_choose(const kvl_stream_profile *p, const kvl_stream_chunk *c, int i, int n, double bw, double t_link,
+                      double t_compute, double deadline) {
+    const double t_question = p->question_tokens / p->prefill_tok_per_s;
+    int best = -1, fastest = 0;
+    double fast_t = INFINITY, best_loss = INFINITY;
+    for (int k = 0; k < n_opts(p); k++) {
+        const double t = predict(p, c, i, n, k, bw, t_link, t_compute, t_question);
+        if (t < fast_t) {
+            fast_t = t;
+            fastest = k;
+        }
+        if (t <= deadline && opt_loss(p, k) < best_loss) {
+            best_loss = opt_loss(p, k);
+            best = k;
+        }
+    }
+    const int o = best >= 0 ? best : fastest;
+    return o == 0 ? KVL_STREAM_TEXT : o - 1;
+}
+
+kvl_status kvl_stream_profile_check(const kvl_stream_profile *p, int mode, char *err, size_t err_len) {
+    if (!p || p->n_levels < 0 || p->n_levels > KVL_STREAM_MAX_LEVELS)
         return fail(err, err_len, KVL_ERR_ARG, "stream: n_levels out of range", 0);
     if (!(p->prefill_tok_per_s > 0) || !(p->text_bytes_per_token >= 0) || !(p->rtt_s >= 0))
         return fail(err, err_len, KVL_ERR_ARG, "stream: profile needs prefill speed > 0, rtt >= 0", 0);
@@ -161,43 +176,38 @@ kvl_status kvl_stream_run(const kvl_stream_profile *p, const kvl_stream_chunk *c
             return fail(err, err_len, KVL_ERR_ARG, "stream: every level needs decode speed > 0, loss >= 0", 0);
     if (mode < KVL_STREAM_ADAPTIVE || mode >= p->n_levels)
         return fail(err, err_len, KVL_ERR_ARG, "stream: mode is ADAPTIVE, TEXT or a level", 0);
+    return KVL_OK;
+}
+
+kvl_status kvl_stream_run(const kvl_stream_profile *p, const kvl_stream_chunk *c, int n, const kvl_stream_trace *tr,
+                          double t0, int mode, double slo_s, double *bw_state, kvl_stream_result *res, char *err,
+                          size_t err_len) {
+    if (!res) return fail(err, err_len, KVL_ERR_ARG, "stream: bad arguments", 0);
+    memset(res, 0, sizeof *res);
+    if (!p || !c || !tr || n < 0 || n > KVL_STREAM_MAX_CHUNKS)
+        return fail(err, err_len, KVL_ERR_ARG, "stream: bad arguments (at most KVL_STREAM_MAX_CHUNKS chunks)", 0);
+    kvl_status st = kvl_stream_profile_check(p, mode, err, err_len);
+    if (st) return st;
     if (!tr->mbps || tr->n <= 0 || !(tr->step_s > 0)) return fail(err, err_len, KVL_ERR_ARG, "stream: empty trace", 0);
     double bw = bw_state && *bw_state > 0 ? *bw_state : p->bw_init_bps;
     double tl = t0, tc = t0, bytes = 0, wloss = 0;
     int tokens = 0;
     const double t_question = p->question_tokens / p->prefill_tok_per_s;
     for (int i = 0; i < n; i++) {
-        int o;
-        if (mode == KVL_STREAM_TEXT) o = 0;
-        else if (mode >= 0) o = 1 + mode;
-        else {
-            /* best quality that fits the remaining budget; none fits: the fastest */
-            const double deadline = t0 + slo_s;
-            int best = -1, fastest = 0;
-            double fast_t = INFINITY;
-            double best_loss = INFINITY;
-            for (int k = 0; k < n_opts(p); k++) {
-                const double t = predict(p, c, i, n, k, bw, tl, tc, t_question);
-                if (t < fast_t) {
-                    fast_t = t;
-                    fastest = k;
-                }
-                if (t <= deadline && opt_loss(p, k) < best_loss) {
-                    best_loss = opt_loss(p, k);
-                    best = k;
-                }
-            }
-            o = best >= 0 ? best : fastest;
-        }
+        const int ch = mode == KVL_STREAM_ADAPTIVE ? kvl_stream_choose(p, c, i, n, bw, tl, tc, t0 + slo_s) : mode;
+        const int o = ch == KVL_STREAM_TEXT ? 0 : ch + 1;
         /* the real transfer of chunk i over the trace */
         const double sz = o == 0 ? c[i].n_tokens * p->text_bytes_per_token : (double)c[i].bytes[o - 1];
-        const double start = tl + p->rtt_s;
+        const double work = o == 0 ? c[i].n_tokens / p->prefill_tok_per_s : c[i].n_tokens / p->decode_tok_per_s[o - 1];
+        const double start = (p->serial ? (tl > tc ? tl : tc) : tl) + p->rtt_s;
         const double arr = kvl_stream_transfer_end(tr, start, sz);
         if (arr > start && sz > 0) bw = sz / (arr - start); /* measured throughput: the next estimate */
-        tl = arr;
-        const double work = o == 0 ? c[i].n_tokens / p->prefill_tok_per_s : c[i].n_tokens / p->decode_tok_per_s[o - 1];
-        tc = (arr > tc ? arr : tc) + work;
-        res->choice[i] = o == 0 ? KVL_STREAM_TEXT : o - 1;
+        if (p->serial) tl = tc = arr + work;
+        else {
+            tl = arr;
+            tc = (arr > tc ? arr : tc) + work;
+        }
+        res->choice[i] = ch;
         bytes += sz;
         wloss += opt_loss(p, o) * c[i].n_tokens;
         tokens += c[i].n_tokens;
