@@ -14,6 +14,12 @@ PCRE_LIBS   := $(shell pkg-config --libs libpcre2-8 2>/dev/null || echo -lpcre2-
 CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) -g -Wall -Wextra \
            -Wno-unused-parameter -Iinclude -Isrc $(PCRE_CFLAGS) -fno-strict-aliasing
 LDLIBS  += $(PCRE_LIBS) -lm -lpthread
+# zstd (optional): kvlite kv eval compares the CacheGen rANS coder with it
+ZSTD_LIBS := $(shell pkg-config --libs libzstd 2>/dev/null)
+ifneq ($(ZSTD_LIBS),)
+CFLAGS  += -DKVL_HAVE_ZSTD $(shell pkg-config --cflags libzstd 2>/dev/null)
+LDLIBS  += $(ZSTD_LIBS)
+endif
 SIMD_FLAGS := -mavx2 -mfma -mf16c
 
 ifeq ($(SAN),1)

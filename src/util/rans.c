@@ -278,18 +278,27 @@ static int read_states(const uint8_t *src, size_t len, uint32_t x[2]) {
     return 0;
 }
 
-kvl_status kvl_rans_decode(const kvl_rans_models *m, const uint16_t *ctx, size_t n, const uint8_t *src, size_t len,
-                           uint8_t *sym, kvl_err *err) {
-    uint32_t x[2];
-    if (read_states(src, len, x)) return kvl_err_set(err, KVL_ERR_FORMAT, "rans: stream header bad (%zu bytes)", len);
+kvl_status kvl_rans_dec_init(kvl_rans_dec *d, const uint8_t *src, size_t len, kvl_err *err) {
+    if (read_states(src, len, d->x)) return kvl_err_set(err, KVL_ERR_FORMAT, "rans: stream header bad (%zu bytes)", len);
+    d->p = src + 8;
+    d->end = src + len;
+    d->i = 0;
+    return KVL_OK;
+}
+
+kvl_status kvl_rans_dec_run(kvl_rans_dec *d, const kvl_rans_models *m, const uint16_t *ctx, size_t n, uint8_t *sym,
+                            kvl_err *err) {
     if (!m->slot) return kvl_err_set(err, KVL_ERR_ARG, "rans: decode tables not prepared");
-    const uint8_t *p = src + 8, *end = src + len;
+    const uint8_t *p = d->p, *end = d->end;
     const unsigned nc = (unsigned)m->n_ctx;
+    const unsigned par = (unsigned)(d->i & 1);
+    uint32_t x[2] = {d->x[0], d->x[1]};
     for (size_t i = 0; i < n; i++) {
         const unsigned k = ctx[i];
         if (k >= nc || !m->c[k].used) return kvl_err_set(err, KVL_ERR_FORMAT, "rans: symbol %zu in empty context %u", i, k);
         const rans_ctx *c = &m->c[k];
-        uint32_t s = x[i & 1];
+        const unsigned j = (unsigned)(i & 1) ^ par;
+        uint32_t s = x[j];
         const uint32_t slot = s & MASK;
         const uint8_t v = m->slot[(size_t)k * KVL_RANS_TOTAL + slot];
         s = c->freq[v] * (s >> KVL_RANS_PROB_BITS) + slot - c->cum[v];
@@ -302,12 +311,28 @@ kvl_status kvl_rans_decode(const kvl_rans_models *m, const uint16_t *ctx, size_t
                 s = (s << 8) | *p++;
             }
         }
-        x[i & 1] = s;
+        x[j] = s;
         sym[i] = v;
     }
-    if (x[0] != RANS_L || x[1] != RANS_L || p != end)
-        return kvl_err_set(err, KVL_ERR_FORMAT, "rans: stream does not end cleanly (%zu bytes left)", (size_t)(end - p));
+    d->x[0] = x[0], d->x[1] = x[1];
+    d->p = p;
+    d->i += n;
     return KVL_OK;
+}
+
+kvl_status kvl_rans_dec_end(const kvl_rans_dec *d, kvl_err *err) {
+    if (d->x[0] != RANS_L || d->x[1] != RANS_L || d->p != d->end)
+        return kvl_err_set(err, KVL_ERR_FORMAT, "rans: stream does not end cleanly (%zu bytes left)", (size_t)(d->end - d->p));
+    return KVL_OK;
+}
+
+kvl_status kvl_rans_decode(const kvl_rans_models *m, const uint16_t *ctx, size_t n, const uint8_t *src, size_t len,
+                           uint8_t *sym, kvl_err *err) {
+    kvl_rans_dec d;
+    kvl_status st = kvl_rans_dec_init(&d, src, len, err);
+    if (!st) st = kvl_rans_dec_run(&d, m, ctx, n, sym, err);
+    if (!st) st = kvl_rans_dec_end(&d, err);
+    return st;
 }
 
 kvl_status kvl_rans_decode_ref(const kvl_rans_models *m, const uint16_t *ctx, size_t n, const uint8_t *src,

@@ -86,7 +86,21 @@ kvl_status kvl_rans_encode(const kvl_rans_models *m, const uint8_t *sym, const u
 kvl_status kvl_rans_decode(const kvl_rans_models *m, const uint16_t *ctx, size_t n, const uint8_t *src, size_t len,
                            uint8_t *sym, kvl_err *err);
 
-/* Scalar single-state reference decoder of the same stream format (tests
+/* The same decoder in pieces, for decoding a long stream in blocks: init
+ * reads the states, run decodes the next n symbols (contexts ctx [n]),
+ * end checks that the stream ended cleanly. */
+typedef struct kvl_rans_dec {
+    uint32_t x[2];
+    const uint8_t *p, *end;
+    uint64_t i; /* symbols decoded so far */
+} kvl_rans_dec;
+kvl_status kvl_rans_dec_init(kvl_rans_dec *d, const uint8_t *src, size_t len, kvl_err *err);
+kvl_status kvl_rans_dec_run(kvl_rans_dec *d, const kvl_rans_models *m, const uint16_t *ctx, size_t n, uint8_t *sym,
+                            kvl_err *err);
+kvl_status kvl_rans_dec_end(const kvl_rans_dec *d, kvl_err *err);
+
+/* Scalar reference decoder of the same stream format (linear search for the
+ * symbol, no tables) (tests
  * compare the fast path against it). */
 kvl_status kvl_rans_decode_ref(const kvl_rans_models *m, const uint16_t *ctx, size_t n, const uint8_t *src,
                                size_t len, uint8_t *sym, kvl_err *err);
