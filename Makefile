@@ -23,6 +23,12 @@ ifeq ($(HIREDIS),1)
 CFLAGS  += -DKVL_HAVE_HIREDIS $(shell pkg-config --cflags hiredis)
 LDLIBS  += $(shell pkg-config --libs hiredis)
 endif
+# zstd (optional): kvlite kv eval compares the CacheGen rANS coder with it
+ZSTD_LIBS := $(shell pkg-config --libs libzstd 2>/dev/null)
+ifneq ($(ZSTD_LIBS),)
+CFLAGS  += -DKVL_HAVE_ZSTD $(shell pkg-config --cflags libzstd 2>/dev/null)
+LDLIBS  += $(ZSTD_LIBS)
+endif
 SIMD_FLAGS := -mavx2 -mfma -mf16c
 
 ifeq ($(SAN),1)

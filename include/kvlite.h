@@ -516,6 +516,40 @@ kvl_status kvl_stream_fetch(const char *redis_url, const char *prefix, const kvl
                             const kvl_stream_chunk *c, int n, int mode, double slo_s, double *bw_state,
                             kvl_stream_fetch_cb cb, void *user, kvl_stream_result *res, char *err, size_t err_len);
 
+/* ---- CacheGen compressed KV format (src/kv/cachegen.c, docs/ARCHITECTURE.md "CacheGen format") ----
+ * A lossy, entropy-coded file of a sequence's KV (every layer and kv-head,
+ * from pages of any codec): token groups of an anchor and deltas,
+ * per-channel steps set by a quality level (0 finest .. 3 smallest) and the
+ * layer's depth, rANS-coded symbols. Loading decodes into pages of the
+ * loading context's own codec (any: f16, int8, kivi2, ...). The file holds
+ * the model identity, geometry, positions and token ids, one CRC32C per
+ * section; loading treats it as hostile and either fills a new sequence or
+ * changes nothing. */
+typedef struct kvl_cachegen_opts {
+    int level;      /* 0..3 */
+    float scale;    /* multiplies every quantization step (0 = 1: the level as tuned) */
+    int group;      /* tokens per anchor group (0 = the level's default, 10) */
+    int chan_group; /* channels per entropy-coder context (0 = default, 8) */
+} kvl_cachegen_opts;
+/* Encode s (every cached token; fails with KVL_ERR_ARG if an evicting
+ * policy left lists of different lengths) into a malloc'd *buf / *len. */
+kvl_status kvl_seq_save_cachegen(const kvl_seq *s, const kvl_cachegen_opts *o, void **buf, size_t *len);
+/* Load a CacheGen buffer into a new sequence of c (*out; NULL on failure,
+ * the pool unchanged). The file must be of c's model (identity) and fit
+ * n_ctx; rows are re-encoded through c's codecs at their positions. */
+kvl_status kvl_seq_load_cachegen(kvl_ctx *c, const void *buf, size_t len, kvl_seq **out);
+/* 1 when buf starts with the CacheGen magic (else try kvl_session_*). */
+int kvl_cachegen_is_file(const void *buf, size_t len);
+/* Verify a CacheGen buffer without a model (every checksum, and every layer
+ * decoded) and describe it in a malloc'd NUL-terminated *text: level,
+ * geometry, tokens, bits/value, per-layer sizes. max_pos (may be NULL):
+ * the largest position + 1 (the context a load needs). */
+kvl_status kvl_cachegen_describe(const void *buf, size_t len, char **text, int *max_pos, char *err, size_t err_len);
+/* A new sequence of dst holding src's cached tokens decoded to float and
+ * re-encoded through dst's codecs (transfer through float, no file; used by
+ * benchmarks as the quality of src's page codec as a transport format). */
+kvl_status kvl_seq_transcode(kvl_ctx *dst, const kvl_seq *src, kvl_seq **out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -49,6 +49,12 @@ typedef struct cli_opts {
     const char *output, *input;  /* kv export -o FILE, kv import -i FILE / kv info FILE */
     const char *prefix_cache;    /* run --prefix-cache DIR: reuse / store 256-token prompt chunks (kvl_prefix_*) */
     const char *redis;           /* --redis URL: run: the prefix store's Redis tier; chat: the session store */
+    /* CacheGen format (kv export --level, kv eval; cmd_kv.c) */
+    int cg_level;                /* --level L (-1: the exact session format) */
+    float cg_scale;              /* --cg-scale S: step multiplier (0 = 1) */
+    int cg_group, cg_chan;       /* --cg-group G, --cg-chan N (0 = defaults) */
+    int kv_prefix, kv_cont;      /* kv eval --prefix N --cont M */
+    const char *cg_levels, *kv_baselines; /* kv eval --levels 0,1,2,3 --baselines int8,int4,kivi2 */
 } cli_opts;
 
 /* Print "kvlite: MSG" (newlines folded into spaces) on stderr and exit(code). */
@@ -123,6 +129,8 @@ void cli_progress_end(cli_progress *p);
 
 /* ---- commands ------------------------------------------------------------------ */
 int cmd_run(const cli_opts *o);
+/* kv eval: CacheGen levels vs page codecs (tools/cmd_kv_eval.c). */
+int cmd_kv_eval(const cli_opts *o);
 int cmd_chat(const cli_opts *o);
 int cmd_tokenize(const cli_opts *o);
 int cmd_bench(const cli_opts *o);

@@ -25,11 +25,12 @@ enum {
     C_KVINFO = 1 << 11,  /* kv info FILE */
     C_KVEXP = 1 << 12,   /* kv export */
     C_KVIMP = 1 << 13,   /* kv import */
-    C_KV = C_KVINFO | C_KVEXP | C_KVIMP,
+    C_KVEVAL = 1 << 14,  /* kv eval (CacheGen levels vs page codecs) */
+    C_KV = C_KVINFO | C_KVEXP | C_KVIMP | C_KVEVAL,
     C_GEN = C_RUN | C_CHAT,
     C_EVAL = C_PPL | C_KLD | C_KVERR,
     C_RET = C_NEEDLE | C_PASSKEY | C_MULTIKEY, /* eval needle|passkey|multikey (cmd_retrieval.c) */
-    C_ENGINE = C_RUN | C_CHAT | C_BENCH | C_EVAL | C_RET | C_KVEXP | C_KVIMP, /* commands that create a context */
+    C_ENGINE = C_RUN | C_CHAT | C_BENCH | C_EVAL | C_RET | C_KVEXP | C_KVIMP | C_KVEVAL, /* commands that create a context */
 };
 
 typedef enum { F_STR, F_INT, F_FLOAT, F_U64, F_SIZE, F_BOOL } flag_kind;
@@ -46,9 +47,9 @@ typedef struct flag_spec {
 #define OFF(m) offsetof(cli_opts, m)
 
 static const flag_spec FLAGS[] = {
-    {"--model", "-m", F_STR, OFF(model), C_GEN | C_TOK | C_BENCH | C_EVAL | C_RET | C_KVEXP | C_KVIMP, 0, 0},
+    {"--model", "-m", F_STR, OFF(model), C_GEN | C_TOK | C_BENCH | C_EVAL | C_RET | C_KVEXP | C_KVIMP | C_KVEVAL, 0, 0},
     {"--prompt", "-p", F_STR, OFF(prompt), C_RUN | C_TOK | C_KVIMP, 0, 0},
-    {"--file", "-f", F_STR, OFF(file), C_RUN | C_TOK | C_EVAL | C_KVEXP, 0, 0},
+    {"--file", "-f", F_STR, OFF(file), C_RUN | C_TOK | C_EVAL | C_KVEXP | C_KVEVAL, 0, 0},
     {"--system", NULL, F_STR, OFF(system), C_GEN | C_TOK, 0, 0},
     {"--n-predict", "-n", F_INT, OFF(n_predict), C_GEN | C_KVIMP, -1, INT_MAX},
     {"--session", NULL, F_STR, OFF(session), C_CHAT, 0, 0},
@@ -82,7 +83,15 @@ static const flag_spec FLAGS[] = {
     {"--stats", NULL, F_BOOL, OFF(stats), C_RUN, 0, 0},
     {"--ids", NULL, F_BOOL, OFF(ids), C_RUN, 0, 0},
     {"--no-special", NULL, F_BOOL, OFF(no_special), C_RUN | C_TOK | C_KVEXP | C_KVIMP, 0, 0},
-    {"--json", NULL, F_BOOL, OFF(json), C_BENCH | C_EVAL | C_RET | C_CODECS, 0, 0},
+    {"--json", NULL, F_BOOL, OFF(json), C_BENCH | C_EVAL | C_RET | C_CODECS | C_KVEVAL, 0, 0},
+    {"--level", NULL, F_INT, OFF(cg_level), C_KVEXP, 0, 3},
+    {"--cg-scale", NULL, F_FLOAT, OFF(cg_scale), C_KVEXP | C_KVEVAL, 1e-3, 1000},
+    {"--cg-group", NULL, F_INT, OFF(cg_group), C_KVEXP | C_KVEVAL, 1, 1 << 20},
+    {"--cg-chan", NULL, F_INT, OFF(cg_chan), C_KVEXP | C_KVEVAL, 1, 16384},
+    {"--prefix", NULL, F_INT, OFF(kv_prefix), C_KVEVAL, 1, 1 << 24},
+    {"--cont", NULL, F_INT, OFF(kv_cont), C_KVEVAL, 2, 1 << 20},
+    {"--levels", NULL, F_STR, OFF(cg_levels), C_KVEVAL, 0, 0},
+    {"--baselines", NULL, F_STR, OFF(kv_baselines), C_KVEVAL, 0, 0},
     {"--prompt-tokens", NULL, F_INT, OFF(bench_prompt), C_BENCH, 1, 1 << 24},
     {"--gen", NULL, F_INT, OFF(bench_gen), C_BENCH, 0, 1 << 24},
     {"--reps", NULL, F_INT, OFF(reps), C_BENCH, 1, 10000},
@@ -209,7 +218,10 @@ static void print_usage(FILE *f, const char *cmd, const char *sub) {
     } else if (!strcmp(cmd, "kv")) {
         fputs("usage: kvlite kv info FILE\n"
               "       kvlite kv export -m MODEL -f TEXT -o FILE [--kv SPEC] [--ctx N]\n"
-              "       kvlite kv import -m MODEL -i FILE [-p TEXT [-n N]] [--ctx N]\n\n"
+              "       kvlite kv export -m MODEL -f TEXT -o FILE --level L [--cg-scale S] [--cg-group G] [--cg-chan N]\n"
+              "       kvlite kv import -m MODEL -i FILE [-p TEXT [-n N]] [--ctx N]\n"
+              "       kvlite kv eval -m MODEL -f TEXT [--prefix N] [--cont M] [--levels 0,1,2,3]\n"
+              "                      [--baselines int8,int4,kivi2] [--exact] [--json]\n\n"
               "KV / session files (the session format, docs/ARCHITECTURE.md). info prints what a\n"
               "file holds and verifies every checksum without a model; export prefills a text and\n"
               "writes its KV pages; import verifies and loads a file into a context with the file's\n"
@@ -220,7 +232,15 @@ static void print_usage(FILE *f, const char *cmd, const char *sub) {
               "  -o, --output PATH     KV file to write (export)\n"
               "  -i, --input PATH      KV file to read (import; info takes it as FILE)\n"
               "  -p, --prompt TEXT     text to prefill after the loaded tokens (import)\n"
-              "  -n, --n-predict N     tokens to generate after -p (import)\n",
+              "  -n, --n-predict N     tokens to generate after -p (import)\n"
+              "      --level L         export the CacheGen format at quality level L (0 finest .. 3\n"
+              "                        smallest; lossy, entropy-coded; import loads it into the --kv codec)\n"
+              "      --cg-scale S      multiply every CacheGen quantization step by S (export, eval)\n"
+              "      --cg-group G      tokens per anchor group (default 10); --cg-chan N channels per context\n"
+              "  eval: restore the first --prefix tokens (default 2048) of TEXT from each CacheGen level\n"
+              "  and from each baseline page codec (and zstd of int8 pages), continue over --cont tokens\n"
+              "  (default 256) and report bits/value, KLD and perplexity of the continuation against the\n"
+              "  f16 cache, encode/decode MB/s, and rANS vs zstd on the same symbol streams\n",
               f);
         fputs(USAGE_SAMPLING, f);
         fputs(USAGE_COMMON, f);
@@ -300,6 +320,7 @@ static unsigned cmd_mask(const char *cmd, const char *sub) {
     if (!strcmp(cmd, "kv")) {
         if (sub && !strcmp(sub, "export")) return C_KVEXP;
         if (sub && !strcmp(sub, "import")) return C_KVIMP;
+        if (sub && !strcmp(sub, "eval")) return C_KVEVAL;
         return C_KVINFO;
     }
     if (!strcmp(cmd, "eval")) {
@@ -415,14 +436,15 @@ int main(int argc, char **argv) {
         }
     }
     if (!strcmp(cmd, "kv")) {
-        if (argc > 2 && (!strcmp(argv[2], "info") || !strcmp(argv[2], "export") || !strcmp(argv[2], "import"))) {
+        if (argc > 2 && (!strcmp(argv[2], "info") || !strcmp(argv[2], "export") || !strcmp(argv[2], "import") ||
+                         !strcmp(argv[2], "eval"))) {
             sub = argv[2];
             first = 3;
         } else if (wants_help(argc - 2, argv + 2)) {
             print_usage(stdout, cmd, NULL);
             return 0;
         } else {
-            cli_die(CLI_EXIT_USAGE, "kv: missing or unknown subcommand: info, export or import (see kvlite kv --help)");
+            cli_die(CLI_EXIT_USAGE, "kv: missing or unknown subcommand: info, export, import or eval (see kvlite kv --help)");
         }
     }
     if (wants_help(argc - first, argv + first)) {
@@ -441,6 +463,7 @@ int main(int argc, char **argv) {
     o.bench_prompt = 512;
     o.bench_gen = 64;
     o.reps = 3;
+    o.cg_level = -1;
     char cmdname[32];
     snprintf(cmdname, sizeof cmdname, "%s%s%s", cmd, sub ? " " : "", sub ? sub : "");
     parse_flags(&o, cmd_mask(cmd, sub), cmdname, argc - first, argv + first);
@@ -457,6 +480,9 @@ int main(int argc, char **argv) {
         if (!strcmp(sub, "info") && !o.input) cli_die(CLI_EXIT_USAGE, "kv info: missing FILE");
         if (!strcmp(sub, "export") && (!o.file || !o.output)) cli_die(CLI_EXIT_USAGE, "kv export: missing -f TEXT or -o FILE");
         if (!strcmp(sub, "import") && !o.input) cli_die(CLI_EXIT_USAGE, "kv import: missing -i FILE");
+        if (!strcmp(sub, "eval") && !o.file) cli_die(CLI_EXIT_USAGE, "kv eval: missing -f TEXT");
+        if (!strcmp(sub, "export") && o.cg_level < 0 && (o.cg_scale > 0 || o.cg_group || o.cg_chan))
+            cli_die(CLI_EXIT_USAGE, "kv export: --cg-scale/--cg-group/--cg-chan need --level");
         if (strcmp(sub, "info") && !o.model) cli_die(CLI_EXIT_USAGE, "%s: missing -m MODEL (see kvlite kv --help)", cmdname);
         return cmd_kv(&o);
     }
