@@ -538,6 +538,14 @@ kvl_status kvl_seq_save_cachegen(const kvl_seq *s, const kvl_cachegen_opts *o, v
  * the pool unchanged). The file must be of c's model (identity) and fit
  * n_ctx; rows are re-encoded through c's codecs at their positions. */
 kvl_status kvl_seq_load_cachegen(kvl_ctx *c, const void *buf, size_t len, kvl_seq **out);
+/* Encode cached tokens [tok0, tok0 + n_tok) of s alone (one chunk of a
+ * context, positions and ids kept) into a malloc'd *buf / *len. */
+kvl_status kvl_seq_save_cachegen_range(const kvl_seq *s, const kvl_cachegen_opts *o, int tok0, int n_tok, void **buf,
+                                       size_t *len);
+/* Append a CacheGen chunk to s: its positions must continue s's (s->pos,
+ * s->pos + 1, ...), rows re-encoded through s's codecs. On failure s is
+ * unchanged. Chunks of one context appended in order rebuild it. */
+kvl_status kvl_seq_append_cachegen(kvl_seq *s, const void *buf, size_t len);
 /* 1 when buf starts with the CacheGen magic (else try kvl_session_*). */
 int kvl_cachegen_is_file(const void *buf, size_t len);
 /* Verify a CacheGen buffer without a model (every checksum, and every layer

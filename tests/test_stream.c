@@ -170,11 +170,81 @@ static void drop_case(void) {
     CHECK_NEAR(st, 5e5, 1.0);           /* the carried estimate is the last measured throughput */
 }
 
+
+/* A context rebuilt chunk by chunk from CacheGen chunks (the streaming
+ * receiver's path) on the tiny model: positions and ids continue, the next
+ * token's logits stay close to the original at level 0, out-of-order and
+ * foreign chunks are refused with the sequence unchanged. */
+static void chunk_cases(const char *path, const char *codec) {
+    kvl_model *m = NULL;
+    char err[256];
+    if (kvl_model_load(path, &m, err, sizeof err) != KVL_OK) {
+        CHECK_MSG(0, "%s: %s", path, err);
+        return;
+    }
+    kvl_model_info mi;
+    kvl_model_get_info(m, &mi);
+    kvl_ctx_params p;
+    kvl_ctx_params_default(&p);
+    p.n_ctx = 512;
+    p.n_threads = 1;
+    p.kv_codec = codec;
+    p.kv_budget_bytes = (size_t)64 << 20; /* two sequences */
+    kvl_ctx *c = NULL;
+    CHECK(kvl_ctx_create(m, &p, &c, err, sizeof err) == KVL_OK);
+    enum { N = 300 };
+    kvl_token tok[N + 1];
+    for (int i = 0; i <= N; i++) tok[i] = (kvl_token)((i * 7 + 3) % mi.n_vocab);
+    float *a = malloc(sizeof(float) * (size_t)mi.n_vocab), *b = malloc(sizeof(float) * (size_t)mi.n_vocab);
+    kvl_seq *s = NULL, *r = NULL;
+    CHECK(kvl_seq_create(c, &s) == KVL_OK && kvl_prefill(s, tok, N, a, NULL) == KVL_OK);
+    CHECK(kvl_seq_create(c, &r) == KVL_OK);
+    void *ck[3] = {0};
+    size_t cl[3] = {0};
+    const int bounds[4] = {0, 128, 256, N};
+    kvl_cachegen_opts o = {0};
+    for (int i = 0; i < 3; i++)
+        CHECK(kvl_seq_save_cachegen_range(s, &o, bounds[i], bounds[i + 1] - bounds[i], &ck[i], &cl[i]) == KVL_OK);
+    /* out of order: refused, r unchanged */
+    CHECK(kvl_seq_append_cachegen(r, ck[1], cl[1]) == KVL_ERR_FORMAT && kvl_seq_pos(r) == 0);
+    CHECK(strstr(kvl_ctx_error(c), "continues at 0") != NULL);
+    int ok = 1;
+    for (int i = 0; i < 3 && ok; i++) {
+        ok &= kvl_seq_append_cachegen(r, ck[i], cl[i]) == KVL_OK;
+        CHECK_MSG(ok, "%s: append chunk %d: %s", codec, i, kvl_ctx_error(c));
+    }
+    CHECK(kvl_seq_pos(r) == N);
+    /* a chunk again: positions no longer continue */
+    CHECK(kvl_seq_append_cachegen(r, ck[2], cl[2]) != KVL_OK && kvl_seq_pos(r) == N);
+    /* truncated chunk: refused */
+    CHECK(kvl_seq_append_cachegen(r, ck[0], cl[0] / 2) != KVL_OK && kvl_seq_pos(r) == N);
+    CHECK(kvl_decode(s, tok[N], a) == KVL_OK && kvl_decode(r, tok[N], b) == KVL_OK);
+    double mx = 0, la = -INFINITY, lb = -INFINITY;
+    int aa = 0, ab = 0;
+    for (int i = 0; i < mi.n_vocab; i++) {
+        if (fabs(a[i] - b[i]) > mx) mx = fabs(a[i] - b[i]);
+        if (a[i] > la) la = a[i], aa = i;
+        if (b[i] > lb) lb = b[i], ab = i;
+    }
+    CHECK_MSG(aa == ab && mx < 0.5, "%s: chunked restore: max logit diff %g, argmax %d vs %d", codec, mx, aa, ab);
+    printf("note: %s: 3 chunks (%zu + %zu + %zu bytes), max logit diff after the chunked restore %.3g\n", codec, cl[0], cl[1],
+           cl[2], mx);
+    for (int i = 0; i < 3; i++) free(ck[i]);
+    kvl_seq_free(s);
+    kvl_seq_free(r);
+    kvl_ctx_free(c);
+    free(a);
+    free(b);
+    kvl_model_free(m);
+}
+
 int main(void) {
     parse_cases();
     transfer_cases();
     fixed_cases();
     adaptive_cases();
     drop_case();
+    chunk_cases("tests/data/tiny/llama_f16.gguf", "f16");
+    chunk_cases("tests/data/tiny/llama_f16.gguf", "kivi2");
     KVL_TEST_END();
 }

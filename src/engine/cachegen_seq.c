@@ -74,6 +74,70 @@ kvl_status kvl_seq_load_cachegen(kvl_ctx *c, const void *buf, size_t len, kvl_se
     return st;
 }
 
+kvl_status kvl_seq_save_cachegen_range(const kvl_seq *s, const kvl_cachegen_opts *o, int tok0, int n_tok, void **buf,
+                                       size_t *len) {
+    if (!s || !o || !buf || !len) return KVL_ERR_ARG;
+    *buf = NULL;
+    *len = 0;
+    kvl_ctx *c = s->c;
+    if (c->freed) return KVL_ERR_ARG;
+    kvl_err_clear(&c->err);
+    if (tok0 < 0 || n_tok < 1 || tok0 + n_tok > s->pos)
+        return kvl_err_set(&c->err, KVL_ERR_ARG, "cachegen: tokens [%d, %d) outside the sequence's %d", tok0, tok0 + n_tok,
+                           s->pos);
+    kvl_cachegen_params prm;
+    kvl_status st = kvl_cachegen_level(o->level, o->scale > 0 ? o->scale : 1.0f, &prm, &c->err);
+    if (st) return st;
+    if (o->group > 0) prm.group = o->group;
+    if (o->chan_group > 0) prm.chan_group = o->chan_group;
+    kvl_ser_buf b = {0};
+    st = kvl_cachegen_encode_range(s->t, tok0, n_tok, s->toks + tok0, c->m->identity, c->codec_name, &prm, &b, NULL,
+                                   &c->err);
+    if (st) {
+        free(b.p);
+        return st;
+    }
+    *buf = b.p;
+    *len = b.n;
+    return KVL_OK;
+}
+
+kvl_status kvl_seq_append_cachegen(kvl_seq *s, const void *buf, size_t len) {
+    if (!s) return KVL_ERR_ARG;
+    kvl_ctx *c = s->c;
+    if (c->freed) return KVL_ERR_ARG;
+    kvl_err_clear(&c->err);
+    kvl_cachegen_file *f = malloc(sizeof *f);
+    if (!f) return kvl_err_set(&c->err, KVL_ERR_NOMEM, "cachegen: out of memory");
+    kvl_status st = kvl_cachegen_parse(buf, len, f, &c->err);
+    if (!st && f->identity != c->m->identity)
+        st = kvl_err_set(&c->err, KVL_ERR_ARG, "cachegen: model identity differs (file 0x%016llx, model 0x%016llx)",
+                         (unsigned long long)f->identity, (unsigned long long)c->m->identity);
+    if (!st && !f->tokens) st = kvl_err_set(&c->err, KVL_ERR_FORMAT, "cachegen: the file has no token ids");
+    if (!st && s->pos + f->n_tok > c->p.n_ctx)
+        st = kvl_err_set(&c->err, KVL_ERR_ARG, "cachegen: %d + %d tokens exceed the context (%d)", s->pos, f->n_tok,
+                         c->p.n_ctx);
+    for (int i = 0; !st && i < f->n_tok; i++) {
+        int32_t v;
+        memcpy(&v, f->pos + 4 * (size_t)i, 4);
+        if (v != s->pos + i)
+            st = kvl_err_set(&c->err, KVL_ERR_FORMAT, "cachegen: position %d of token %d (the sequence continues at %d)", v, i,
+                             s->pos);
+        memcpy(&v, f->tokens + 4 * (size_t)i, 4);
+        if (!st && (v < 0 || v >= c->m->n_vocab))
+            st = kvl_err_set(&c->err, KVL_ERR_FORMAT, "cachegen: token id %d at %d out of range [0, %d)", v, i, c->m->n_vocab);
+    }
+    if (!st && kvl_seq_reserve_tokens(s, s->pos + f->n_tok))
+        st = kvl_err_set(&c->err, KVL_ERR_NOMEM, "cachegen: out of memory for token ids");
+    if (!st) st = kvl_cachegen_load_append(s->t, f, c->p.n_ctx, &c->err);
+    if (!st) {
+        memcpy(s->toks + s->pos, f->tokens, (size_t)f->n_tok * 4);
+        s->pos += f->n_tok;
+    }
+    free(f);
+    return st;
+}
+
 kvl_status kvl_cachegen_describe(const void *buf, size_t len, char **text, int *max_pos, char *err, size_t err_len) {
     if (!text) return KVL_ERR_ARG;
     *text = NULL;

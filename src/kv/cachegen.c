@@ -65,6 +65,7 @@ static uint16_t ctx_of(int s, int delta, int c, int cg, int ncg) { return (uint1
 
 typedef struct layer_enc {
     int T, C, G, cg;
+    int i0;        /* first list row encoded (range encoding) */
     float *x;      /* [T][2][C] */
     uint16_t *mean;/* [2][C] f16 */
     uint8_t *ca, *cd; /* [2][C] step codes */
@@ -80,7 +81,7 @@ static kvl_status quantize_layer(const kvl_kv_table *t, int l, int n_layer, cons
     for (int i = 0; i < T; i++)
         for (int h = 0; h < H; h++) {
             float *row = e->x + (size_t)i * 2 * C;
-            if (kvl_kv_table_decode(t, l, h, i, row + h * D, row + C + h * D) != KVL_OK)
+            if (kvl_kv_table_decode(t, l, h, e->i0 + i, row + h * D, row + C + h * D) != KVL_OK)
                 return kvl_err_set(err, KVL_ERR_ARG, "cachegen: cannot decode token %d of layer %d head %d", i, l, h);
         }
     const float depth = prm->depth[l * 3 / n_layer];
@@ -175,24 +176,32 @@ static kvl_status wrap(kvl_err *err, kvl_status st, int l, int i) {
     return kvl_err_set(err, st, "cachegen: layer %d: %s", l, m);
 }
 
-static kvl_status check_table(const kvl_kv_table *t, int n_tok, int32_t *pos, kvl_err *err) {
+/* Every list holds the same positions; pos [n_tok] = those of rows [tok0,
+ * tok0 + n_tok). exact: the lists must hold exactly n_tok rows (tok0 0). */
+static kvl_status check_table(const kvl_kv_table *t, int tok0, int n_tok, int exact, int32_t *pos, kvl_err *err) {
     const kvl_kv_config *cfg = kvl_kv_pool_config(kvl_kv_table_pool(t));
-    int32_t *p2 = malloc((size_t)n_tok * sizeof *p2);
-    if (!p2) return kvl_err_set(err, KVL_ERR_NOMEM, "cachegen: out of memory");
+    const int len0 = kvl_kv_table_len(t, 0, 0);
+    if (tok0 < 0 || (exact ? len0 != n_tok : tok0 + n_tok > len0))
+        return kvl_err_set(err, KVL_ERR_ARG, "cachegen: layer 0 head 0 holds %d tokens, not %s%d", len0, exact ? "" : "at least ",
+                           tok0 + n_tok);
+    int32_t *p0 = malloc((size_t)len0 * sizeof *p0 * 2);
+    if (!p0) return kvl_err_set(err, KVL_ERR_NOMEM, "cachegen: out of memory");
+    int32_t *p2 = p0 + len0;
     kvl_status st = KVL_OK;
     for (int l = 0; l < cfg->n_layer && !st; l++)
         for (int h = 0; h < cfg->n_head_kv && !st; h++) {
-            const int n = kvl_kv_table_positions(t, l, h, l || h ? p2 : pos, n_tok);
-            if (n != n_tok)
+            const int n = kvl_kv_table_positions(t, l, h, l || h ? p2 : p0, len0);
+            if (n != len0)
                 st = kvl_err_set(err, KVL_ERR_ARG,
                                  "cachegen: layer %d head %d holds %d tokens, not %d (a policy evicted: lists differ)", l, h,
-                                 n, n_tok);
-            else if ((l || h) && memcmp(p2, pos, (size_t)n_tok * sizeof *pos))
+                                 n, len0);
+            else if ((l || h) && memcmp(p2, p0, (size_t)len0 * sizeof *p0))
                 st = kvl_err_set(err, KVL_ERR_ARG, "cachegen: layer %d head %d holds other positions than layer 0", l, h);
         }
+    if (!st) memcpy(pos, p0 + tok0, (size_t)n_tok * sizeof *pos);
     for (int i = 1; i < n_tok && !st; i++)
         if (pos[i] <= pos[i - 1]) st = kvl_err_set(err, KVL_ERR_ARG, "cachegen: positions not increasing at token %d", i);
-    free(p2);
+    free(p0);
     return st;
 }
 
@@ -220,9 +229,25 @@ static kvl_status enc_alloc(layer_enc *e, int T, int C) {
     return e->x && e->mean && e->ca && e->cd && e->sym && e->ctx ? KVL_OK : KVL_ERR_NOMEM;
 }
 
+static kvl_status encode(const kvl_kv_table *t, int tok0, int n_tok, int exact, const int32_t *tokens, uint64_t identity,
+                         const char *src_spec, const kvl_cachegen_params *prm, kvl_ser_buf *b, kvl_cachegen_sizes *sizes,
+                         kvl_err *err);
+
 kvl_status kvl_cachegen_encode(const kvl_kv_table *t, int n_tok, const int32_t *tokens, uint64_t identity,
                                const char *src_spec, const kvl_cachegen_params *prm, kvl_ser_buf *b,
                                kvl_cachegen_sizes *sizes, kvl_err *err) {
+    return encode(t, 0, n_tok, 1, tokens, identity, src_spec, prm, b, sizes, err);
+}
+
+kvl_status kvl_cachegen_encode_range(const kvl_kv_table *t, int tok0, int n_tok, const int32_t *tokens, uint64_t identity,
+                                     const char *src_spec, const kvl_cachegen_params *prm, kvl_ser_buf *b,
+                                     kvl_cachegen_sizes *sizes, kvl_err *err) {
+    return encode(t, tok0, n_tok, 0, tokens, identity, src_spec, prm, b, sizes, err);
+}
+
+static kvl_status encode(const kvl_kv_table *t, int tok0, int n_tok, int exact, const int32_t *tokens, uint64_t identity,
+                         const char *src_spec, const kvl_cachegen_params *prm, kvl_ser_buf *b, kvl_cachegen_sizes *sizes,
+                         kvl_err *err) {
     const kvl_kv_config *cfg = kvl_kv_pool_config(kvl_kv_table_pool(t));
     const int L = cfg->n_layer, H = cfg->n_head_kv, D = cfg->head_dim, C = H * D;
     if (n_tok < 1) return kvl_err_set(err, KVL_ERR_ARG, "cachegen: nothing to encode (%d tokens)", n_tok);
@@ -232,7 +257,7 @@ kvl_status kvl_cachegen_encode(const kvl_kv_table *t, int n_tok, const int32_t *
     if (kvl_kv_txn_open(t)) return kvl_err_set(err, KVL_ERR_ARG, "cachegen: the table has an open transaction");
     int32_t *pos = malloc((size_t)n_tok * sizeof *pos);
     if (!pos) return kvl_err_set(err, KVL_ERR_NOMEM, "cachegen: out of memory");
-    kvl_status st = check_table(t, n_tok, pos, err);
+    kvl_status st = check_table(t, tok0, n_tok, exact, pos, err);
     if (st) {
         free(pos);
         return st;
@@ -257,7 +282,7 @@ kvl_status kvl_cachegen_encode(const kvl_kv_table *t, int n_tok, const int32_t *
     sz.header = b->n - start;
     free(pos);
 
-    layer_enc e = {.T = n_tok, .C = C, .G = prm->group, .cg = prm->chan_group};
+    layer_enc e = {.T = n_tok, .C = C, .G = prm->group, .cg = prm->chan_group, .i0 = tok0};
     kvl_rans_models *m = NULL;
     uint8_t *buf = NULL;
     const size_t nsym = (size_t)n_tok * 2 * C, cap = kvl_rans_bound(nsym);
@@ -504,12 +529,42 @@ kvl_status kvl_cachegen_verify(const kvl_cachegen_file *f, kvl_cachegen_sizes *s
     return st;
 }
 
+static kvl_status load(kvl_kv_table *t, const kvl_cachegen_file *f, int n_ctx, int append, kvl_err *err);
+
 kvl_status kvl_cachegen_load(kvl_kv_table *t, const kvl_cachegen_file *f, int n_ctx, kvl_err *err) {
+    return load(t, f, n_ctx, 0, err);
+}
+
+kvl_status kvl_cachegen_load_append(kvl_kv_table *t, const kvl_cachegen_file *f, int n_ctx, kvl_err *err) {
+    return load(t, f, n_ctx, 1, err);
+}
+
+static kvl_status load(kvl_kv_table *t, const kvl_cachegen_file *f, int n_ctx, int append, kvl_err *err) {
     const kvl_kv_config *cfg = kvl_kv_pool_config(kvl_kv_table_pool(t));
     if (f->n_layer != cfg->n_layer || f->n_head_kv != cfg->n_head_kv || f->head_dim != cfg->head_dim)
         return kvl_err_set(err, KVL_ERR_ARG, "cachegen: geometry differs (file %d layers x %d kv-heads x %d, model %d x %d x %d)",
                            f->n_layer, f->n_head_kv, f->head_dim, cfg->n_layer, cfg->n_head_kv, cfg->head_dim);
-    if (kvl_kv_table_n_pages(t) != 0 || kvl_kv_txn_open(t)) return kvl_err_set(err, KVL_ERR_ARG, "cachegen: load into an empty table only");
+    if (kvl_kv_txn_open(t) || (!append && kvl_kv_table_n_pages(t) != 0))
+        return kvl_err_set(err, KVL_ERR_ARG, "cachegen: load into an empty table only");
+    if (append) {
+        /* every list holds the same number of rows, all before the file's first position */
+        const int len0 = kvl_kv_table_len(t, 0, 0);
+        for (int l = 0; l < cfg->n_layer; l++)
+            for (int h = 0; h < cfg->n_head_kv; h++)
+                if (kvl_kv_table_len(t, l, h) != len0)
+                    return kvl_err_set(err, KVL_ERR_ARG, "cachegen: append needs lists of equal length (layer %d head %d)", l, h);
+        int32_t last = -1;
+        if (len0 > 0) {
+            int32_t *pp = malloc((size_t)len0 * sizeof *pp);
+            if (!pp) return kvl_err_set(err, KVL_ERR_NOMEM, "cachegen: out of memory");
+            kvl_kv_table_positions(t, 0, 0, pp, len0);
+            last = pp[len0 - 1];
+            free(pp);
+        }
+        if ((int32_t)rd32(f->pos) <= last)
+            return kvl_err_set(err, KVL_ERR_ARG, "cachegen: the file starts at position %d, the table already holds %d",
+                               (int)rd32(f->pos), (int)last);
+    }
     if (f->n_tok > n_ctx || (int32_t)rd32(f->pos + 4 * (size_t)(f->n_tok - 1)) >= n_ctx)
         return kvl_err_set(err, KVL_ERR_ARG, "cachegen: context too small (%d tokens up to position %d, context %d)", f->n_tok,
                            (int)rd32(f->pos + 4 * (size_t)(f->n_tok - 1)), n_ctx);

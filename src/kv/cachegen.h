@@ -77,6 +77,12 @@ typedef struct kvl_cachegen_sizes {
 kvl_status kvl_cachegen_encode(const kvl_kv_table *t, int n_tok, const int32_t *tokens, uint64_t identity,
                                const char *src_spec, const kvl_cachegen_params *prm, kvl_ser_buf *b,
                                kvl_cachegen_sizes *sizes, kvl_err *err);
+/* As kvl_cachegen_encode for rows [tok0, tok0 + n_tok) of lists that hold
+ * at least that many (all the same positions): one chunk of a context.
+ * tokens [n_tok]: the chunk's ids (or NULL). */
+kvl_status kvl_cachegen_encode_range(const kvl_kv_table *t, int tok0, int n_tok, const int32_t *tokens, uint64_t identity,
+                                     const char *src_spec, const kvl_cachegen_params *prm, kvl_ser_buf *b,
+                                     kvl_cachegen_sizes *sizes, kvl_err *err);
 
 /* A parsed file (pointers into the caller's buffer). */
 typedef struct kvl_cachegen_file {
@@ -115,6 +121,10 @@ kvl_status kvl_cachegen_decode_layer(const kvl_cachegen_file *f, int l, kvl_rans
  * rolled back on any failure, so t is left empty and the pool's bytes
  * unchanged. */
 kvl_status kvl_cachegen_load(kvl_kv_table *t, const kvl_cachegen_file *f, int n_ctx, kvl_err *err);
+/* As kvl_cachegen_load, appending to a table whose lists all hold the same
+ * rows, every one at a position before the file's first (streaming a
+ * context chunk by chunk). On failure the table is as before. */
+kvl_status kvl_cachegen_load_append(kvl_kv_table *t, const kvl_cachegen_file *f, int n_ctx, kvl_err *err);
 
 /* Verify f completely (decode every layer, no table) and report sizes.
  * Used by `kvlite kv info` (no model). */
