@@ -55,6 +55,13 @@ typedef struct cli_opts {
     int cg_group, cg_chan;       /* --cg-group G, --cg-chan N (0 = defaults) */
     int kv_prefix, kv_cont;      /* kv eval --prefix N --cont M */
     const char *cg_levels, *kv_baselines; /* kv eval --levels 0,1,2,3 --baselines int8,int4,kivi2 */
+    /* eval stream (cmd_stream.c) */
+    const char *bandwidth;       /* --bandwidth TRACE[,TRACE...]: Mbit/s per --trace-step-ms */
+    int slo_ms;                  /* --slo-ms N: time-to-first-token target */
+    int stream_requests;         /* --requests N (replay default 100, real default 20) */
+    int trace_step_ms;           /* --trace-step-ms (default 100) */
+    float rtt_ms;                /* --rtt-ms: per-chunk request latency in the replay (default 1) */
+    int real_spacing_ms;         /* --spacing-ms: real requests start every N ms (0: back to back) */
 } cli_opts;
 
 /* Print "kvlite: MSG" (newlines folded into spaces) on stderr and exit(code). */
@@ -143,6 +150,8 @@ int cmd_retrieval(const cli_opts *o);
 int cmd_calibrate(int argc, char **argv); /* kvlite calibrate (parses its own flags) */
 /* kv info | export | import (o->subcmd; cmd_kv.c). */
 int cmd_kv(const cli_opts *o);
+/* eval stream: adaptive KV streaming over bandwidth traces (cmd_stream.c). */
+int cmd_stream(const cli_opts *o);
 
 /* ---- sessions (cmd_kv.c) ---------------------------------------------------------- */
 /* The session store directory: --store, else ~/.cache/kvlite/sessions

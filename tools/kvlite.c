@@ -26,11 +26,12 @@ enum {
     C_KVEXP = 1 << 12,   /* kv export */
     C_KVIMP = 1 << 13,   /* kv import */
     C_KVEVAL = 1 << 14,  /* kv eval (CacheGen levels vs page codecs) */
+    C_STREAM = 1 << 15,  /* eval stream (adaptive KV streaming, cmd_stream.c) */
     C_KV = C_KVINFO | C_KVEXP | C_KVIMP | C_KVEVAL,
     C_GEN = C_RUN | C_CHAT,
     C_EVAL = C_PPL | C_KLD | C_KVERR,
     C_RET = C_NEEDLE | C_PASSKEY | C_MULTIKEY, /* eval needle|passkey|multikey (cmd_retrieval.c) */
-    C_ENGINE = C_RUN | C_CHAT | C_BENCH | C_EVAL | C_RET | C_KVEXP | C_KVIMP | C_KVEVAL, /* commands that create a context */
+    C_ENGINE = C_RUN | C_CHAT | C_BENCH | C_EVAL | C_RET | C_KVEXP | C_KVIMP | C_KVEVAL | C_STREAM, /* commands that create a context */
 };
 
 typedef enum { F_STR, F_INT, F_FLOAT, F_U64, F_SIZE, F_BOOL } flag_kind;
@@ -47,15 +48,21 @@ typedef struct flag_spec {
 #define OFF(m) offsetof(cli_opts, m)
 
 static const flag_spec FLAGS[] = {
-    {"--model", "-m", F_STR, OFF(model), C_GEN | C_TOK | C_BENCH | C_EVAL | C_RET | C_KVEXP | C_KVIMP | C_KVEVAL, 0, 0},
+    {"--model", "-m", F_STR, OFF(model), C_GEN | C_TOK | C_BENCH | C_EVAL | C_RET | C_KVEXP | C_KVIMP | C_KVEVAL | C_STREAM, 0, 0},
     {"--prompt", "-p", F_STR, OFF(prompt), C_RUN | C_TOK | C_KVIMP, 0, 0},
-    {"--file", "-f", F_STR, OFF(file), C_RUN | C_TOK | C_EVAL | C_KVEXP | C_KVEVAL, 0, 0},
+    {"--file", "-f", F_STR, OFF(file), C_RUN | C_TOK | C_EVAL | C_KVEXP | C_KVEVAL | C_STREAM, 0, 0},
     {"--system", NULL, F_STR, OFF(system), C_GEN | C_TOK, 0, 0},
     {"--n-predict", "-n", F_INT, OFF(n_predict), C_GEN | C_KVIMP, -1, INT_MAX},
     {"--session", NULL, F_STR, OFF(session), C_CHAT, 0, 0},
     {"--prefix-cache", NULL, F_STR, OFF(prefix_cache), C_RUN, 0, 0},
     {"--store", NULL, F_STR, OFF(store), C_CHAT, 0, 0},
-    {"--redis", NULL, F_STR, OFF(redis), C_RUN | C_CHAT, 0, 0},
+    {"--redis", NULL, F_STR, OFF(redis), C_RUN | C_CHAT | C_STREAM, 0, 0},
+    {"--bandwidth", NULL, F_STR, OFF(bandwidth), C_STREAM, 0, 0},
+    {"--slo-ms", NULL, F_INT, OFF(slo_ms), C_STREAM, 1, 1 << 30},
+    {"--requests", NULL, F_INT, OFF(stream_requests), C_STREAM, 1, 1 << 20},
+    {"--trace-step-ms", NULL, F_INT, OFF(trace_step_ms), C_STREAM, 1, 1 << 20},
+    {"--rtt-ms", NULL, F_FLOAT, OFF(rtt_ms), C_STREAM, 0, 1e6},
+    {"--spacing-ms", NULL, F_INT, OFF(real_spacing_ms), C_STREAM, 0, 1 << 30},
     {"--output", "-o", F_STR, OFF(output), C_KVEXP, 0, 0},
     {"--input", "-i", F_STR, OFF(input), C_KVIMP | C_KVINFO, 0, 0},
     {"--ctx", "-c", F_INT, OFF(n_ctx), C_ENGINE, 0, 1 << 24},
@@ -83,14 +90,14 @@ static const flag_spec FLAGS[] = {
     {"--stats", NULL, F_BOOL, OFF(stats), C_RUN, 0, 0},
     {"--ids", NULL, F_BOOL, OFF(ids), C_RUN, 0, 0},
     {"--no-special", NULL, F_BOOL, OFF(no_special), C_RUN | C_TOK | C_KVEXP | C_KVIMP, 0, 0},
-    {"--json", NULL, F_BOOL, OFF(json), C_BENCH | C_EVAL | C_RET | C_CODECS | C_KVEVAL, 0, 0},
+    {"--json", NULL, F_BOOL, OFF(json), C_BENCH | C_EVAL | C_RET | C_CODECS | C_KVEVAL | C_STREAM, 0, 0},
     {"--level", NULL, F_INT, OFF(cg_level), C_KVEXP, 0, 3},
     {"--cg-scale", NULL, F_FLOAT, OFF(cg_scale), C_KVEXP | C_KVEVAL, 1e-3, 1000},
     {"--cg-group", NULL, F_INT, OFF(cg_group), C_KVEXP | C_KVEVAL, 1, 1 << 20},
     {"--cg-chan", NULL, F_INT, OFF(cg_chan), C_KVEXP | C_KVEVAL, 1, 16384},
-    {"--prefix", NULL, F_INT, OFF(kv_prefix), C_KVEVAL, 1, 1 << 24},
-    {"--cont", NULL, F_INT, OFF(kv_cont), C_KVEVAL, 2, 1 << 20},
-    {"--levels", NULL, F_STR, OFF(cg_levels), C_KVEVAL, 0, 0},
+    {"--prefix", NULL, F_INT, OFF(kv_prefix), C_KVEVAL | C_STREAM, 1, 1 << 24},
+    {"--cont", NULL, F_INT, OFF(kv_cont), C_KVEVAL | C_STREAM, 2, 1 << 20},
+    {"--levels", NULL, F_STR, OFF(cg_levels), C_KVEVAL | C_STREAM, 0, 0},
     {"--baselines", NULL, F_STR, OFF(kv_baselines), C_KVEVAL, 0, 0},
     {"--prompt-tokens", NULL, F_INT, OFF(bench_prompt), C_BENCH, 1, 1 << 24},
     {"--gen", NULL, F_INT, OFF(bench_gen), C_BENCH, 0, 1 << 24},
@@ -122,6 +129,7 @@ static const char USAGE_MAIN[] =
     "  eval kld  KL divergence of a KV codec against f32 KV\n"
     "  eval kv-error  per-layer K/V and attention-output error of a KV codec against f32\n"
     "  eval needle|passkey|multikey  long-context retrieval accuracy with KV bytes used\n"
+    "  eval stream  adaptive KV streaming (CacheGen levels / recompute) over bandwidth traces\n"
     "  codecs    list the KV codecs with their exact bits per value\n"
     "  policies  list the KV eviction policies and their parameters\n"
     "  kv info FILE  what a session / KV file holds (every checksum verified, no model)\n"
@@ -253,6 +261,30 @@ static void print_usage(FILE *f, const char *cmd, const char *sub) {
               "      --json            one JSON object on stdout\n",
               f);
         fputs(USAGE_COMMON, f);
+    } else if (!strcmp(cmd, "eval") && sub && !strcmp(sub, "stream")) {
+        fputs("usage: kvlite eval stream -m MODEL -f TEXT --bandwidth TRACE[,TRACE...] --slo-ms N [flags]\n\n"
+              "The first --prefix tokens of TEXT are a context fetched in 256-token chunks over a link\n"
+              "that follows each TRACE (Mbit/s per line, one line per --trace-step-ms; bench/traces/);\n"
+              "the next --cont tokens are the request. Each chunk is sent at a CacheGen level or as\n"
+              "text to recompute; measured level sizes, decode / recompute speeds and KLDs drive the\n"
+              "choice. Reports SLO attainment, TTFT and KLD for the adaptive choice, always-int8 pages,\n"
+              "always the best level and always recompute; table on stderr, --json on stdout.\n\n"
+              "  -m, --model PATH      GGUF model\n"
+              "  -f, --file PATH       text (context + request)\n"
+              "      --bandwidth LIST  trace files, comma-separated\n"
+              "      --slo-ms N        time-to-first-token target\n"
+              "      --prefix N        context tokens (default 2048)\n"
+              "      --cont M          request tokens (default 64; the first 32 are the question)\n"
+              "      --levels L,...    CacheGen levels offered (default 0,1,2,3)\n"
+              "      --requests N      requests per trace (default 100; real: 20 per mode)\n"
+              "      --trace-step-ms N trace sample length (default 100)\n"
+              "      --rtt-ms R        per-chunk request latency of the replay (default 1)\n"
+              "      --redis URL       also run the requests for real through Redis (chunks published\n"
+              "                        there first; shape the link with bench/stream_netem.sh)\n"
+              "      --spacing-ms N    real requests start every N ms (default back to back)\n"
+              "      --json            one JSON object on stdout\n",
+              f);
+        fputs(USAGE_COMMON, f);
     } else if (!strcmp(cmd, "eval") && sub && cmd_mask(cmd, sub) & C_RET) {
         fprintf(f,
                 "usage: kvlite eval %s -m MODEL [flags]\n\n"
@@ -328,6 +360,7 @@ static unsigned cmd_mask(const char *cmd, const char *sub) {
         if (sub && !strcmp(sub, "passkey")) return C_PASSKEY;
         if (sub && !strcmp(sub, "multikey")) return C_MULTIKEY;
         if (sub && !strcmp(sub, "kv-error")) return C_KVERR;
+        if (sub && !strcmp(sub, "stream")) return C_STREAM;
         return sub && !strcmp(sub, "kld") ? C_KLD : C_PPL;
     }
     return 0;
@@ -422,14 +455,14 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "eval")) {
         if (argc > 2 && (!strcmp(argv[2], "ppl") || !strcmp(argv[2], "kld") || !strcmp(argv[2], "needle") ||
                          !strcmp(argv[2], "passkey") || !strcmp(argv[2], "multikey") ||
-                         !strcmp(argv[2], "kv-error"))) {
+                         !strcmp(argv[2], "kv-error") || !strcmp(argv[2], "stream"))) {
             sub = argv[2];
             first = 3;
         } else if (wants_help(argc - 2, argv + 2)) {
             print_usage(stdout, cmd, NULL);
             return 0;
         } else if (argc > 2 && argv[2][0] != '-') {
-            cli_die(CLI_EXIT_USAGE, "eval: unknown evaluation '%s' (ppl, kld, kv-error, needle, passkey or multikey)", argv[2]);
+            cli_die(CLI_EXIT_USAGE, "eval: unknown evaluation '%s' (ppl, kld, kv-error, needle, passkey, multikey or stream)", argv[2]);
         } else {
             cli_die(CLI_EXIT_USAGE,
                     "eval: missing evaluation: ppl, kld, kv-error, needle, passkey or multikey (see kvlite eval --help)");
@@ -464,6 +497,8 @@ int main(int argc, char **argv) {
     o.bench_gen = 64;
     o.reps = 3;
     o.cg_level = -1;
+    o.trace_step_ms = 100;
+    o.rtt_ms = 1;
     char cmdname[32];
     snprintf(cmdname, sizeof cmdname, "%s%s%s", cmd, sub ? " " : "", sub ? sub : "");
     parse_flags(&o, cmd_mask(cmd, sub), cmdname, argc - first, argv + first);
@@ -508,6 +543,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "bench")) return cmd_bench(&o);
     if (cmd_mask(cmd, sub) & C_RET) return cmd_retrieval(&o);
     if (!o.file) cli_die(CLI_EXIT_USAGE, "%s: missing -f TEXT", cmdname);
+    if (!strcmp(sub, "stream")) return cmd_stream(&o);
     if (!strcmp(sub, "kv-error")) return cmd_kverr(&o);
     if (!strcmp(sub, "kld") && !o.kv_set && !o.kv_k && !o.kv_v && !o.kv_layers)
         cli_die(CLI_EXIT_USAGE, "eval kld: missing --kv CODEC to compare with f32");
