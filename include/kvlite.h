@@ -509,6 +509,8 @@ kvl_status kvl_stream_run(const kvl_stream_profile *p, const kvl_stream_chunk *c
  * choices, bytes, loss; ttft_s = time to the last chunk's cb returning
  * (the caller times the question) and met against slo_s. A missing key
  * is KVL_ERR_IO naming it. */
+/* Connect to the store and PING it (KVL_ERR_IO naming the URL if down). */
+kvl_status kvl_stream_ping(const char *redis_url, char *err, size_t err_len);
 typedef kvl_status (*kvl_stream_fetch_cb)(void *user, int chunk, int level, const uint8_t *data, size_t len);
 kvl_status kvl_stream_put(const char *redis_url, const char *prefix, int chunk, int level, const void *data, size_t len,
                           char *err, size_t err_len);

@@ -210,6 +210,10 @@ int cmd_stream(const cli_opts *o) {
         names[n_tr++] = p;
     }
 
+    if (o->redis) { /* a store that is down fails before any model work */
+        char err[256];
+        if (kvl_stream_ping(o->redis, err, sizeof err)) cli_die(CLI_EXIT_RUNTIME, "eval stream: %s", err);
+    }
     stream_run r = {0};
     r.m = cli_load_model(o->model);
     kvl_model_get_info(r.m, &r.mi);
@@ -341,10 +345,13 @@ int cmd_stream(const cli_opts *o) {
         fprintf(js, ", \"context_tokens\": %d, \"chunk_tokens\": %d, \"request_tokens\": %d, \"question_tokens\": %d, "
                     "\"slo_ms\": %d, \"rtt_ms\": %g, \"recompute_tok_s\": %.1f, \"levels\": [",
                 r.P, CHUNK, r.cont, r.Q, o->slo_ms, o->rtt_ms, r.prefill_tok_s);
-        for (int k = 0; k <= n_lvl; k++)
-            fprintf(js, "%s{\"name\": \"%s%d\", \"bits_per_value\": %.4f, \"mbytes\": %.4f, \"decode_tok_s\": %.1f, \"kld\": %.6g}",
-                    k ? ", " : "", lv[k].level < 0 ? "int8" : "level", lv[k].level < 0 ? 8 : lv[k].level,
-                    lv[k].bytes * 8 / values, lv[k].bytes / 1e6, lv[k].decode_tok_s, lv[k].kld);
+        for (int k = 0; k <= n_lvl; k++) {
+            char name[16];
+            if (lv[k].level < 0) snprintf(name, sizeof name, "int8");
+            else snprintf(name, sizeof name, "level%d", lv[k].level);
+            fprintf(js, "%s{\"name\": \"%s\", \"bits_per_value\": %.4f, \"mbytes\": %.4f, \"decode_tok_s\": %.1f, \"kld\": %.6g}",
+                    k ? ", " : "", name, lv[k].bytes * 8 / values, lv[k].bytes / 1e6, lv[k].decode_tok_s, lv[k].kld);
+        }
         fputs("], \"traces\": [", js);
     }
     for (int tr = 0; tr < n_tr; tr++) {

@@ -36,6 +36,17 @@ static kvl_status args_ok(const char *prefix, int chunk, int level, kvl_err *e) 
     return KVL_OK;
 }
 
+kvl_status kvl_stream_ping(const char *url, char *err, size_t err_len) {
+    kvl_err e;
+    kvl_err_clear(&e);
+    kvl_redis *r = NULL;
+    kvl_status st = kvl_redis_create(url, NULL, &r, &e);
+    if (!st) st = kvl_redis_ping(r, &e);
+    kvl_redis_free(r);
+    if (st && err && err_len) snprintf(err, err_len, "%s", e.msg);
+    return st;
+}
+
 kvl_status kvl_stream_put(const char *url, const char *prefix, int chunk, int level, const void *data, size_t len,
                           char *err, size_t err_len) {
     kvl_err e;
