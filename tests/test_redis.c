@@ -186,6 +186,7 @@ static kvl_ctx *mkctx(const kvl_model *m, const char *codec, int n_ctx) {
     p.n_threads = 1;
     p.kv_codec = codec;
     p.page_tokens = 8;
+    p.n_seq_max = 2; /* the original and the restored sequence */
     kvl_ctx *c = NULL;
     char err[256] = "";
     CHECK_MSG(kvl_ctx_create(m, &p, &c, err, sizeof err) == KVL_OK, "%s", err);
