@@ -190,6 +190,11 @@ $(BUILD)/bench_kivi: bench/bench_kivi.c $(LIB)
 bench-kivi: $(BUILD)/bench_kivi
 	$(BUILD)/bench_kivi $(BENCH_ARGS)
 
+# Session restore vs re-prefill benchmark (bench/bench_restore.c; bench/restore.sh runs it).
+$(BUILD)/bench_restore: bench/bench_restore.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
+
 # Install build dependencies (Debian 12, as root).
 deps:
 	bash scripts/install_deps.sh

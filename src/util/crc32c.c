@@ -1,8 +1,11 @@
 /* CRC32C (Castagnoli, reflected polynomial 0x82F63B78), the checksum of
  * session / KV files (kv/serial.c): a byte-at-a-time table (constant, no
- * initialisation, no global mutable state). Test vector: "123456789" ->
+ * initialisation, no global mutable state), the reference, and on x86 CPUs
+ * with SSE4.2 the crc32 instruction (tests/test_crc32c.c checks they agree). Test vector: "123456789" ->
  * 0xE3069283 (tests/test_crc32c.c). */
 #include "util/crc32c.h"
+
+#include <string.h>
 
 static const uint32_t T[256] = {
     0x00000000u, 0xf26b8303u, 0xe13b70f7u, 0x1350f3f4u, 0xc79a971fu, 0x35f1141cu,
@@ -50,11 +53,46 @@ static const uint32_t T[256] = {
     0xbe2da0a5u, 0x4c4623a6u, 0x5f16d052u, 0xad7d5351u,
 };
 
-uint32_t kvl_crc32c_update(uint32_t crc, const void *data, size_t n) {
+uint32_t kvl_crc32c_update_scalar(uint32_t crc, const void *data, size_t n) {
     const uint8_t *p = (const uint8_t *)data;
     crc = ~crc;
     for (size_t i = 0; i < n; i++) crc = T[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
     return ~crc;
+}
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#include <nmmintrin.h>
+/* SSE4.2 crc32 instruction (the same polynomial, reflected): 8 bytes per
+ * step, one stream (~3 cycles per 8 bytes, several GB/s: a multi-megabyte
+ * session is checked in milliseconds, where the table takes ~0.1 s). */
+__attribute__((target("sse4.2"))) static uint32_t crc_sse42(uint32_t crc, const uint8_t *p, size_t n) {
+    crc = ~crc;
+    while (n && ((uintptr_t)p & 7)) crc = _mm_crc32_u8(crc, *p++), n--;
+#if defined(__x86_64__)
+    uint64_t c = crc;
+    for (; n >= 8; n -= 8, p += 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c = _mm_crc32_u64(c, v);
+    }
+    crc = (uint32_t)c;
+#endif
+    for (; n >= 4; n -= 4, p += 4) {
+        uint32_t v;
+        memcpy(&v, p, 4);
+        crc = _mm_crc32_u32(crc, v);
+    }
+    while (n--) crc = _mm_crc32_u8(crc, *p++);
+    return ~crc;
+}
+#define HAVE_CRC_SSE42 1
+#endif
+
+uint32_t kvl_crc32c_update(uint32_t crc, const void *data, size_t n) {
+#ifdef HAVE_CRC_SSE42
+    if (n >= 16 && __builtin_cpu_supports("sse4.2")) return crc_sse42(crc, (const uint8_t *)data, n);
+#endif
+    return kvl_crc32c_update_scalar(crc, data, n);
 }
 
 uint32_t kvl_crc32c(const void *data, size_t n) { return kvl_crc32c_update(0, data, n); }
