@@ -17,6 +17,7 @@
 #include "engine/blend.h"
 #include "engine/engine.h"
 #include "kv/kv.h"
+#include "blend_fuzz_expect.h"
 #include "test.h"
 
 enum { NCH = 3, CT = 40, NPRE = 7, NQ = 9 };
@@ -155,7 +156,54 @@ static void rot_codec_err(const kvl_model *m, const char *spec, const float *ref
     free(pos);
 }
 
+/* The fuzz target's seeds: chunks of the fuzz expectation, f16 and f32, and
+ * the round trip of the codec (encode -> decode -> same rows). */
+static void chunk_codec(void) {
+    const char *dir = getenv("KVL_WRITE_SEEDS");
+    for (int f32 = 0; f32 < 2; f32++) {
+        const kvl_blend_expect x = blend_fuzz_expect(f32);
+        kvl_blend_chunk *ch = kvl_blend_chunk_new(5, x.n_layer, x.kv, f32, x.base_pos);
+        CHECK(ch != NULL);
+        if (!ch) return;
+        ch->key = 77;
+        float row[16];
+        for (int i = 0; i < 5; i++) {
+            ch->toks[i] = (kvl_token)(10 * i + 1);
+            for (int l = 0; l < 2; l++)
+                for (int v = 0; v < 2; v++) {
+                    for (int j = 0; j < 16; j++) row[j] = (float)(i - j) * 0.25f + (float)(l + v);
+                    kvl_blend_chunk_set(ch, l, v, i, row);
+                }
+        }
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        kvl_err e;
+        kvl_err_clear(&e);
+        CHECK(kvl_blend_chunk_encode(ch, &x, &buf, &len, &e) == KVL_OK);
+        kvl_blend_chunk *back = NULL;
+        CHECK(kvl_blend_chunk_decode(buf, len, &x, 77, ch->toks, 5, &back, &e) == KVL_OK);
+        CHECK(back && back->row_bytes == ch->row_bytes && !memcmp(back->rows, ch->rows, ch->row_bytes));
+        kvl_blend_chunk_free(back);
+        /* wrong key, truncated, other model */
+        CHECK(kvl_blend_chunk_decode(buf, len, &x, 78, NULL, 0, &back, &e) == KVL_ERR_FORMAT && !back);
+        CHECK(kvl_blend_chunk_decode(buf, len - 1, &x, 0, NULL, 0, &back, &e) == KVL_ERR_FORMAT && !back);
+        kvl_blend_expect y = x;
+        y.identity ^= 1;
+        CHECK(kvl_blend_chunk_decode(buf, len, &y, 0, NULL, 0, &back, &e) == KVL_ERR_ARG && strstr(e.msg, "another model"));
+        if (dir) {
+            char path[600];
+            snprintf(path, sizeof path, "%s/chunk_%s.kvb", dir, f32 ? "f32" : "f16");
+            FILE *f = fopen(path, "wb");
+            CHECK(f && fwrite(buf, 1, len, f) == len);
+            if (f) fclose(f);
+        }
+        free(buf);
+        kvl_blend_chunk_free(ch);
+    }
+}
+
 int main(void) {
+    chunk_codec();
     kvl_model *m = load("llama_q.gguf");
     if (!m) KVL_TEST_END();
     const int V = m->n_vocab, KV = m->n_head_kv * m->head_dim;
