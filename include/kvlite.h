@@ -394,6 +394,78 @@ void kvl_prefix_get_stats(const kvl_prefix *p, kvl_prefix_stats *st);
 /* Why the last chunk was rejected ("" if none). */
 const char *kvl_prefix_error(const kvl_prefix *p);
 
+/* ---- CacheBlend: chunk KV reuse at any position ---------------------------------
+ *
+ * Retrieval prompts repeat the same documents in different orders, so a
+ * prefix cache misses. A blend store keeps each chunk's KV computed on its
+ * own (after the store's base prefix, at positions n_base..), keyed by a
+ * 64-bit hash of the model identity, every layer's K/V codec spec, the page
+ * size, the base prefix, the row format and the chunk's token ids; rows are
+ * f32 or f16, K after RoPE at the chunk's own positions. kvl_prefill_blend
+ * splices cached chunks into a sequence at their new positions (K rotated
+ * by the position delta: RoPE is a rotation) and repairs the cross-chunk
+ * attention they never saw (CacheBlend, EuroSys 2025): the first
+ * full_layers layers recompute every token; at layer full_layers the
+ * ratio fraction of cached tokens whose recomputed V (or K) deviates most
+ * from the cached rows, plus every fresh token, are selected, and the later
+ * layers recompute only those, attending to the spliced cache. RAM tier
+ * (LRU under a byte budget) and an optional disk tier (DIR/KEY.kvb, written
+ * through a temporary file and rename). A store serves contexts of one
+ * model and KV configuration; it is used by one thread at a time. */
+typedef struct kvl_blend kvl_blend;
+typedef struct kvl_blend_params {
+    float ratio;     /* fraction of cached chunk tokens recomputed past the selection layer, [0, 1]; 0.15 */
+    int full_layers; /* layers (from 0) recomputing every token; the selection runs at this layer; 1.
+                        ratio 0 with full_layers 0 reuses the chunks' KV untouched (only fresh tokens run) */
+    int select_k;    /* 1: select by the deviation of K (after RoPE), 0: of V (default) */
+} kvl_blend_params;
+void kvl_blend_params_default(kvl_blend_params *p);
+/* One piece of a blended prompt: reuse != 0 marks a chunk whose KV comes
+ * from the store (computed and stored first on a miss); reuse == 0 tokens
+ * (instructions, the question) are always computed in every layer. */
+typedef struct kvl_blend_seg {
+    const kvl_token *tokens;
+    int n;
+    int reuse;
+} kvl_blend_seg;
+typedef struct kvl_blend_stats {
+    int n_tokens;    /* tokens added to the sequence */
+    int n_reused;    /* of them in reused chunks */
+    int n_selected;  /* reused tokens recomputed past the selection layer */
+    int ram_hits, disk_hits, misses; /* chunk lookups of the call */
+    double ms_load;  /* chunk lookups (RAM/disk), misses' computation excluded */
+    double ms_miss;  /* computing and storing missed chunks */
+    double ms_blend; /* the blended forward pass (splice + recompute + logits) */
+} kvl_blend_stats;
+typedef struct kvl_blend_store_stats {
+    int64_t ram_hits, disk_hits, misses, stored, evicted;
+    size_t ram_bytes;
+    int ram_chunks;
+} kvl_blend_store_stats;
+/* Create a store for contexts like c (c computes missed chunks). base [n_base]:
+ * the tokens every chunk is computed after (e.g. BOS or the prompt's fixed
+ * instructions; n_base may be 0); dir: disk tier directory (created if
+ * missing) or NULL; ram_bytes: RAM tier budget (0: none, disk only);
+ * f32: rows in f32 (exact) instead of f16. Errors into err. */
+kvl_status kvl_blend_create(kvl_ctx *c, const kvl_token *base, int n_base, const char *dir, size_t ram_bytes, int f32,
+                            kvl_blend **out, char *err, size_t err_len);
+void kvl_blend_free(kvl_blend *b);
+/* Compute and store chunk toks [n] unless stored (*stored: 1 when it was
+ * computed now; may be NULL). Errors on the store's context (kvl_ctx_error). */
+kvl_status kvl_blend_put(kvl_blend *b, const kvl_token *toks, int n, int *stored);
+/* Prefill segs [n_segs] into s at its position (as kvl_prefill would the
+ * concatenated tokens), reusing stored chunks as described above; logits:
+ * the last token's [n_vocab] (may be NULL); st (may be NULL): what it did.
+ * The last token is always recomputed. All or nothing like kvl_prefill:
+ * prompts longer than the context (KVL_ERR_CTX_FULL), a store made for
+ * another model or KV configuration (KVL_ERR_ARG), a damaged or mismatched
+ * disk chunk (KVL_ERR_FORMAT) fail before anything is computed or stored,
+ * and leave s as it was. A blended sequence is an ordinary one afterwards
+ * (decode, fork, eviction, save). Errors on s's context. */
+kvl_status kvl_prefill_blend(kvl_seq *s, kvl_blend *b, const kvl_blend_seg *segs, int n_segs,
+                             const kvl_blend_params *p, float *logits, kvl_blend_stats *st);
+void kvl_blend_get_stats(const kvl_blend *b, kvl_blend_store_stats *st);
+
 /* ---- diagnostics ------------------------------------------------------------------ */
 
 /* Where a KV codec loses quality, per layer (kvlite eval kv-error). */

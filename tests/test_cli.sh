@@ -306,5 +306,51 @@ if [ -n "$MODEL" ] && [ -f "$MODEL" ]; then
         bad "tokenize --chat (SmolLM2) 'Hello!': '$(cat "$TMP/out")'"; fi
 fi
 
+# ---- eval rag (CacheBlend chunk reuse) on the tiny model ------------------------------------
+rag_tiny=tests/data/tiny/llama_q.gguf
+mkdir -p "$TMP/essays"
+python3 -c '
+import random
+r = random.Random(7)
+w = "garden river stone window market letter engine silver morning harbor candle forest bridge".split()
+out = []
+for i in range(400):
+    out.append(" ".join(r.choice(w) for _ in range(r.randint(6, 14))).capitalize() + ".")
+open("'"$TMP"'/essays/a.txt", "w").write(" ".join(out) + "\n")'
+expect_error 2 "eval rag --blend-ratio 2" eval rag -m "$rag_tiny" --blend-ratio 2
+expect_err_match "blend-ratio" "eval rag --blend-ratio 2"
+expect_error 2 "eval rag --blend-select x" eval rag -m "$rag_tiny" --blend-select x
+expect_error 2 "eval rag --chunks 0" eval rag -m "$rag_tiny" --chunks 0
+expect_error 2 "eval rag without a model" eval rag --chunks 2
+rag_args=(eval rag -m "$rag_tiny" --haystack "$TMP/essays" --chunks 3 --chunk-tokens 48 --seeds 1 --questions 2)
+run_cli "${rag_args[@]}" --json
+if [ "$rc" -eq 0 ] && python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+m = d["modes"]
+for k in ("full", "prefix", "reuse", "blend", "blend@0.05", "blend@0.15", "blend@0.3"):
+    e = m[k]
+    assert all(f in e for f in ("ttft_ms", "accuracy", "agreement", "kld", "cells")), k
+    assert len(e["cells"]) == 2 and e["ttft_ms"] > 0 and 0 <= e["accuracy"] <= 1 and e["kld"] >= 0, k
+assert m["full"]["agreement"] == 1 and m["full"]["kld"] == 0
+assert m["prefix"]["kld"] < 1e-9  # prefix caching reuses exact KV
+assert m["reuse"]["selected"] == 0 and m["blend"]["ratio"] == 0.15 and m["blend"]["selected"] == 22
+' <"$TMP/out"; then ok; else bad "eval rag --json: exit $rc, $(head -c 300 "$TMP/err")"; fi
+# the disk tier: a second run reads every chunk from disk; a damaged chunk file is one error line
+run_cli "${rag_args[@]}" --blend-ratio 0.15 --blend-store "$TMP/bstore" --blend-ram 0 --json
+first=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["modes"]["blend"]["cells"][0]["answer"])' <"$TMP/out" 2>/dev/null)
+run_cli "${rag_args[@]}" --blend-ratio 0.15 --blend-store "$TMP/bstore" --blend-ram 0 --json
+if [ "$rc" -eq 0 ] && [ "$(ls "$TMP/bstore" | grep -c '\.kvb$')" -eq 3 ] &&
+    [ "$(python3 -c 'import json,sys; print(json.load(sys.stdin)["modes"]["blend"]["cells"][0]["answer"])' <"$TMP/out")" = "$first" ] &&
+    grep -q "chunk indexing: 0 chunks computed" "$TMP/err"; then ok; else
+    bad "eval rag from the disk tier: exit $rc, $(tail -c 300 "$TMP/err")"; fi
+f=$(ls "$TMP/bstore"/*.kvb | head -1)
+python3 -c 'import sys; b=bytearray(open(sys.argv[1],"rb").read()); b[len(b)//2]^=0x40; open(sys.argv[1],"wb").write(b)' "$f"
+expect_error 1 "eval rag with a damaged chunk file" "${rag_args[@]}" --blend-ratio 0.15 --blend-store "$TMP/bstore" --blend-ram 0
+expect_err_match "checksum" "eval rag with a damaged chunk file"
+# a spliced prompt longer than the context
+expect_error 1 "eval rag prompt longer than --ctx" "${rag_args[@]}" --ctx 120
+expect_err_match "exceed" "eval rag prompt longer than --ctx"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -62,6 +62,14 @@ typedef struct cli_opts {
     int trace_step_ms;           /* --trace-step-ms (default 100) */
     float rtt_ms;                /* --rtt-ms: per-chunk request latency in the replay (default 1) */
     int real_spacing_ms;         /* --spacing-ms: real requests start every N ms (0: back to back) */
+
+    /* eval rag (cmd_rag.c); 0 / NULL = default */
+    int rag_chunks, rag_chunk_tokens, rag_questions;
+    const char *blend_ratio;     /* --blend-ratio r[,r...] */
+    int blend_layers;            /* --blend-layers L (-1 = default 1) */
+    const char *blend_select;    /* --blend-select k|v */
+    const char *blend_store;     /* --blend-store DIR: disk tier of the chunk store */
+    size_t blend_ram;            /* --blend-ram BYTES: RAM tier budget (0 with --blend-store: disk only; SIZE_MAX: not given) */
 } cli_opts;
 
 /* Print "kvlite: MSG" (newlines folded into spaces) on stderr and exit(code). */
@@ -147,6 +155,8 @@ int cmd_policies(const cli_opts *o);
 int cmd_kverr(const cli_opts *o);
 /* eval needle | passkey | multikey (o->subcmd). */
 int cmd_retrieval(const cli_opts *o);
+/* eval rag: CacheBlend chunk reuse vs full prefill / prefix caching (cmd_rag.c). */
+int cmd_rag(const cli_opts *o);
 int cmd_calibrate(int argc, char **argv); /* kvlite calibrate (parses its own flags) */
 /* kv info | export | import (o->subcmd; cmd_kv.c). */
 int cmd_kv(const cli_opts *o);

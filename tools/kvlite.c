@@ -27,11 +27,12 @@ enum {
     C_KVIMP = 1 << 13,   /* kv import */
     C_KVEVAL = 1 << 14,  /* kv eval (CacheGen levels vs page codecs) */
     C_STREAM = 1 << 15,  /* eval stream (adaptive KV streaming, cmd_stream.c) */
+    C_RAG = 1 << 16,     /* eval rag (cmd_rag.c) */
     C_KV = C_KVINFO | C_KVEXP | C_KVIMP | C_KVEVAL,
     C_GEN = C_RUN | C_CHAT,
     C_EVAL = C_PPL | C_KLD | C_KVERR,
     C_RET = C_NEEDLE | C_PASSKEY | C_MULTIKEY, /* eval needle|passkey|multikey (cmd_retrieval.c) */
-    C_ENGINE = C_RUN | C_CHAT | C_BENCH | C_EVAL | C_RET | C_KVEXP | C_KVIMP | C_KVEVAL | C_STREAM, /* commands that create a context */
+    C_ENGINE = C_RUN | C_CHAT | C_BENCH | C_EVAL | C_RET | C_RAG | C_KVEXP | C_KVIMP | C_KVEVAL | C_STREAM, /* commands that create a context */
 };
 
 typedef enum { F_STR, F_INT, F_FLOAT, F_U64, F_SIZE, F_BOOL } flag_kind;
@@ -48,7 +49,7 @@ typedef struct flag_spec {
 #define OFF(m) offsetof(cli_opts, m)
 
 static const flag_spec FLAGS[] = {
-    {"--model", "-m", F_STR, OFF(model), C_GEN | C_TOK | C_BENCH | C_EVAL | C_RET | C_KVEXP | C_KVIMP | C_KVEVAL | C_STREAM, 0, 0},
+    {"--model", "-m", F_STR, OFF(model), C_GEN | C_TOK | C_BENCH | C_EVAL | C_RET | C_RAG | C_KVEXP | C_KVIMP | C_KVEVAL | C_STREAM, 0, 0},
     {"--prompt", "-p", F_STR, OFF(prompt), C_RUN | C_TOK | C_KVIMP, 0, 0},
     {"--file", "-f", F_STR, OFF(file), C_RUN | C_TOK | C_EVAL | C_KVEXP | C_KVEVAL | C_STREAM, 0, 0},
     {"--system", NULL, F_STR, OFF(system), C_GEN | C_TOK, 0, 0},
@@ -90,7 +91,7 @@ static const flag_spec FLAGS[] = {
     {"--stats", NULL, F_BOOL, OFF(stats), C_RUN, 0, 0},
     {"--ids", NULL, F_BOOL, OFF(ids), C_RUN, 0, 0},
     {"--no-special", NULL, F_BOOL, OFF(no_special), C_RUN | C_TOK | C_KVEXP | C_KVIMP, 0, 0},
-    {"--json", NULL, F_BOOL, OFF(json), C_BENCH | C_EVAL | C_RET | C_CODECS | C_KVEVAL | C_STREAM, 0, 0},
+    {"--json", NULL, F_BOOL, OFF(json), C_BENCH | C_EVAL | C_RET | C_CODECS | C_KVEVAL | C_STREAM | C_RAG, 0, 0},
     {"--level", NULL, F_INT, OFF(cg_level), C_KVEXP, 0, 3},
     {"--cg-scale", NULL, F_FLOAT, OFF(cg_scale), C_KVEXP | C_KVEVAL, 1e-3, 1000},
     {"--cg-group", NULL, F_INT, OFF(cg_group), C_KVEXP | C_KVEVAL, 1, 1 << 20},
@@ -105,9 +106,17 @@ static const flag_spec FLAGS[] = {
     {"--max-windows", NULL, F_INT, OFF(max_windows), C_EVAL, 0, INT_MAX},
     {"--lengths", NULL, F_STR, OFF(ret_lengths), C_RET, 0, 0},
     {"--depths", NULL, F_STR, OFF(ret_depths), C_RET, 0, 0},
-    {"--seeds", NULL, F_INT, OFF(ret_seeds), C_RET, 1, 100000},
-    {"--seed-base", NULL, F_INT, OFF(ret_seed_base), C_RET, 0, 1 << 30},
-    {"--haystack", NULL, F_STR, OFF(ret_haystack), C_NEEDLE | C_MULTIKEY, 0, 0},
+    {"--seeds", NULL, F_INT, OFF(ret_seeds), C_RET | C_RAG, 1, 100000},
+    {"--seed-base", NULL, F_INT, OFF(ret_seed_base), C_RET | C_RAG, 0, 1 << 30},
+    {"--haystack", NULL, F_STR, OFF(ret_haystack), C_NEEDLE | C_MULTIKEY | C_RAG, 0, 0},
+    {"--chunks", NULL, F_INT, OFF(rag_chunks), C_RAG, 1, 64},
+    {"--chunk-tokens", NULL, F_INT, OFF(rag_chunk_tokens), C_RAG, 32, 1 << 16},
+    {"--questions", NULL, F_INT, OFF(rag_questions), C_RAG, 1, 100000},
+    {"--blend-ratio", NULL, F_STR, OFF(blend_ratio), C_RAG, 0, 0},
+    {"--blend-layers", NULL, F_INT, OFF(blend_layers), C_RAG, 0, 4096},
+    {"--blend-select", NULL, F_STR, OFF(blend_select), C_RAG, 0, 0},
+    {"--blend-store", NULL, F_STR, OFF(blend_store), C_RAG, 0, 0},
+    {"--blend-ram", NULL, F_SIZE, OFF(blend_ram), C_RAG, 0, 0},
     {"--needle", NULL, F_STR, OFF(ret_needle), C_NEEDLE, 0, 0},
     {"--question", NULL, F_STR, OFF(ret_question), C_NEEDLE, 0, 0},
     {"--answer", NULL, F_STR, OFF(ret_answer), C_NEEDLE, 0, 0},
@@ -130,6 +139,7 @@ static const char USAGE_MAIN[] =
     "  eval kv-error  per-layer K/V and attention-output error of a KV codec against f32\n"
     "  eval needle|passkey|multikey  long-context retrieval accuracy with KV bytes used\n"
     "  eval stream  adaptive KV streaming (CacheGen levels / recompute) over bandwidth traces\n"
+    "  eval rag  RAG chunk reuse (CacheBlend) vs full prefill and prefix caching: TTFT and quality\n"
     "  codecs    list the KV codecs with their exact bits per value\n"
     "  policies  list the KV eviction policies and their parameters\n"
     "  kv info FILE  what a session / KV file holds (every checksum verified, no model)\n"
@@ -314,6 +324,28 @@ static void print_usage(FILE *f, const char *cmd, const char *sub) {
               "      --json            one JSON object on stdout\n",
               f);
         fputs(USAGE_COMMON, f);
+    } else if (!strcmp(cmd, "eval") && sub && !strcmp(sub, "rag")) {
+        fputs("usage: kvlite eval rag -m MODEL [flags]\n\n"
+              "RAG chunk reuse: per seed --chunks chunks cut from essays (a made-up fact planted in each) and\n"
+              "--questions questions over all chunks in a shuffled order (odd ones need two chunks), prefilled\n"
+              "as full prefill, prefix caching only, reuse (stored chunk KV, no recompute) and CacheBlend at\n"
+              "each ratio; TTFT median, exact-match accuracy, agreement with full, KLD of the first answer token.\n"
+              "Table on stderr; --json writes one object with a `modes` map on stdout.\n\n"
+              "  -m, --model PATH      GGUF model\n"
+              "      --haystack DIR    essays (*.txt) to cut chunks from (default ../shared/data/pg_essays)\n"
+              "      --chunks N        chunks per prompt (default 6)\n"
+              "      --chunk-tokens T  tokens per chunk (default 512)\n"
+              "      --questions Q     questions per seed (default 4)\n"
+              "      --seeds S         knowledge bases (default 2)\n"
+              "      --seed-base B     first seed (default 0: report; tune on another range)\n"
+              "      --blend-ratio R[,R...]  CacheBlend recompute ratios (default 0.05,0.15,0.3)\n"
+              "      --blend-layers L  first layers recomputed in full; selection at layer L (default 1)\n"
+              "      --blend-select k|v  select by the deviation of K or V (default v)\n"
+              "      --blend-store DIR disk tier of the chunk store (with --blend-ram 0: disk only)\n"
+              "      --blend-ram BYTES RAM tier budget of the chunk store (default 4G)\n"
+              "      --json            one JSON object on stdout\n",
+              f);
+        fputs(USAGE_COMMON, f);
     } else if (!strcmp(cmd, "eval")) {
         if (!sub || !strcmp(sub, "ppl"))
             fputs("usage: kvlite eval ppl -m MODEL -f TEXT [--ctx N] [--kv CODEC] [--max-windows W] [--exact] [--json]\n"
@@ -361,6 +393,7 @@ static unsigned cmd_mask(const char *cmd, const char *sub) {
         if (sub && !strcmp(sub, "multikey")) return C_MULTIKEY;
         if (sub && !strcmp(sub, "kv-error")) return C_KVERR;
         if (sub && !strcmp(sub, "stream")) return C_STREAM;
+        if (sub && !strcmp(sub, "rag")) return C_RAG;
         return sub && !strcmp(sub, "kld") ? C_KLD : C_PPL;
     }
     return 0;
@@ -455,17 +488,17 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "eval")) {
         if (argc > 2 && (!strcmp(argv[2], "ppl") || !strcmp(argv[2], "kld") || !strcmp(argv[2], "needle") ||
                          !strcmp(argv[2], "passkey") || !strcmp(argv[2], "multikey") ||
-                         !strcmp(argv[2], "kv-error") || !strcmp(argv[2], "stream"))) {
+                         !strcmp(argv[2], "kv-error") || !strcmp(argv[2], "stream") || !strcmp(argv[2], "rag"))) {
             sub = argv[2];
             first = 3;
         } else if (wants_help(argc - 2, argv + 2)) {
             print_usage(stdout, cmd, NULL);
             return 0;
         } else if (argc > 2 && argv[2][0] != '-') {
-            cli_die(CLI_EXIT_USAGE, "eval: unknown evaluation '%s' (ppl, kld, kv-error, needle, passkey, multikey or stream)", argv[2]);
+            cli_die(CLI_EXIT_USAGE, "eval: unknown evaluation '%s' (ppl, kld, kv-error, needle, passkey, multikey, rag or stream)", argv[2]);
         } else {
             cli_die(CLI_EXIT_USAGE,
-                    "eval: missing evaluation: ppl, kld, kv-error, needle, passkey or multikey (see kvlite eval --help)");
+                    "eval: missing evaluation: ppl, kld, kv-error, needle, passkey, multikey, rag or stream (see kvlite eval --help)");
         }
     }
     if (!strcmp(cmd, "kv")) {
@@ -499,6 +532,8 @@ int main(int argc, char **argv) {
     o.cg_level = -1;
     o.trace_step_ms = 100;
     o.rtt_ms = 1;
+    o.blend_layers = -1;
+    o.blend_ram = SIZE_MAX; /* not given */
     char cmdname[32];
     snprintf(cmdname, sizeof cmdname, "%s%s%s", cmd, sub ? " " : "", sub ? sub : "");
     parse_flags(&o, cmd_mask(cmd, sub), cmdname, argc - first, argv + first);
@@ -542,6 +577,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(&o);
     if (!strcmp(cmd, "bench")) return cmd_bench(&o);
     if (cmd_mask(cmd, sub) & C_RET) return cmd_retrieval(&o);
+    if (cmd_mask(cmd, sub) & C_RAG) return cmd_rag(&o);
     if (!o.file) cli_die(CLI_EXIT_USAGE, "%s: missing -f TEXT", cmdname);
     if (!strcmp(sub, "stream")) return cmd_stream(&o);
     if (!strcmp(sub, "kv-error")) return cmd_kverr(&o);

@@ -66,4 +66,19 @@ kvl_status kvl_seq_reserve_tokens(kvl_seq *s, int n);
  * [n_out][n_vocab] for the last n_out tokens of the chunk (n_out 0, 1 or n). */
 kvl_status kvl_engine_forward(kvl_seq *s, int pos0, const kvl_token *tokens, int n, float *logits_out, int n_out);
 
+/* Seam for the blended forward pass (engine/blend.c): kvl_engine_forward's
+ * per-layer steps as separate calls on the batch scratch rows 0..n-1
+ * (n <= n_batch). embed: token rows into c->x and positions (c->pos, RoPE
+ * tables); positions: only the latter. qkv: [x += delta], q, kb, vb of
+ * layer l with biases and RoPE. attn: causal attention of q [n][n_head*hd]
+ * at pos [n] over t's layer l into out [n][n_head*hd]. post: delta = Wo xb;
+ * x += delta; delta = MLP(norm(x)). logits: x += delta for all n rows, then
+ * the last row's logits [n_vocab]. */
+void kvl_fwd_embed(kvl_ctx *c, const kvl_token *tokens, const int32_t *pos, int n);
+void kvl_fwd_positions(kvl_ctx *c, const int32_t *pos, int n);
+void kvl_fwd_qkv(kvl_ctx *c, int l, int n, int add_delta);
+void kvl_fwd_attn(kvl_ctx *c, const kvl_kv_table *t, int l, int n, const float *q, const int32_t *pos, float *out);
+void kvl_fwd_post(kvl_ctx *c, int l, int n);
+void kvl_fwd_logits(kvl_ctx *c, int n, float *logits_out);
+
 #endif
