@@ -48,6 +48,8 @@ struct kvl_ctx {
      * q [n_tok][n_head][head_dim] at positions pos [n_tok]; NULL normally. */
     void (*q_hook)(void *user, int layer, int n_tok, const int32_t *pos, const float *q);
     void *q_hook_user;
+    /* KVL_DEVICE_CUDA: the device forward pass (forward_cuda.c), NULL on the CPU */
+    struct kvl_engine_cuda *cuda;
 };
 
 struct kvl_seq {
@@ -56,6 +58,7 @@ struct kvl_seq {
     int pos;
     kvl_token *toks; /* [pos] token ids processed so far (sessions, prefix keys) */
     int toks_cap;
+    int cuda_slot; /* device KV slot of the sequence (KVL_DEVICE_CUDA), -1 otherwise */
 };
 
 /* Make room for n token ids in s->toks (KVL_ERR_NOMEM, nothing changed, on failure). */
@@ -65,5 +68,17 @@ kvl_status kvl_seq_reserve_tokens(kvl_seq *s, int n);
  * K/V (the caller owns the KV transaction and s->pos). logits_out:
  * [n_out][n_vocab] for the last n_out tokens of the chunk (n_out 0, 1 or n). */
 kvl_status kvl_engine_forward(kvl_seq *s, int pos0, const kvl_token *tokens, int n, float *logits_out, int n_out);
+
+/* The CUDA backend seam (forward_cuda.c; every function fails with
+ * KVL_ERR_UNSUPPORTED in a build without CUDA=1). create: weights uploaded,
+ * device KV pool of n_seq_max slots of n_ctx tokens (c->p final); slot_get
+ * gives a sequence its slot (KVL_ERR_NOMEM when all are taken), slot_put
+ * returns it; forward is kvl_engine_forward on the device (same contract). */
+kvl_status kvl_engine_cuda_create(kvl_ctx *c, kvl_err *err);
+void kvl_engine_cuda_free(kvl_ctx *c);
+kvl_status kvl_engine_cuda_slot_get(kvl_ctx *c, int *slot, kvl_err *err);
+void kvl_engine_cuda_slot_put(kvl_ctx *c, int slot);
+kvl_status kvl_engine_forward_cuda(kvl_seq *s, int pos0, const kvl_token *tokens, int n, float *logits_out,
+                                   int n_out);
 
 #endif
