@@ -119,6 +119,9 @@ int64_t kvl_chat_tokenize(const kvl_model *m, const kvl_chat_msg *msgs, int n_ms
 
 /* ---- context and KV options -------------------------------------------------- */
 
+/* Where a context's forward pass runs (kvl_ctx_params.device). */
+enum { KVL_DEVICE_CPU = 0, KVL_DEVICE_CUDA = 1 };
+
 typedef struct kvl_ctx_params {
     int n_ctx;             /* max tokens per sequence; 0 = model's training context */
     int n_threads;         /* 0 = all online cores */
@@ -141,6 +144,11 @@ typedef struct kvl_ctx_params {
     int kv_keep;           /* policy budget: cached tokens per sequence, averaged over layers and kv-heads
                               (0 = none; with kv_budget_bytes and no keep, the keep that fits the budget) */
     float kv_keep_frac;    /* policy budget as a fraction (0, 1] of the tokens the sequence has processed */
+    int device;            /* KVL_DEVICE_CPU (default) or KVL_DEVICE_CUDA: weights and KV pages in GPU memory,
+                              every token through device kernels (builds with `make CUDA=1`; otherwise
+                              kvl_ctx_create fails with KVL_ERR_UNSUPPORTED). CUDA takes KV codecs f16, int8,
+                              int4z, policy full, no per-layer codecs; prefill runs as batches of decode
+                              steps; sequences cannot be forked, saved or prefix-cached */
 } kvl_ctx_params;
 
 /* Fill defaults. */

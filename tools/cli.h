@@ -33,6 +33,7 @@ typedef struct cli_opts {
     const char *kv_keep;   /* --kv-keep N or P% (NULL = none) */
     int n_batch;           /* --batch: tokens per forward call (0 = default) */
     int exact;             /* --exact: kvl_ctx_params.exact_matmul (f32 activations) */
+    const char *device;    /* --device cpu|cuda: kvl_ctx_params.device (NULL = cpu) */
     int ids;               /* run --ids: prompt and generated token ids on stderr */
     kvl_sampler_params sp;
     int chat, stats, json, no_special;

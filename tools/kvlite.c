@@ -80,6 +80,7 @@ static const flag_spec FLAGS[] = {
     {"--head-dim", NULL, F_INT, OFF(head_dim), C_CODECS, 1, 4096},
     {"--page", NULL, F_INT, OFF(page_tokens), C_CODECS, 1, 4096},
     {"--exact", NULL, F_BOOL, OFF(exact), C_ENGINE, 0, 0},
+    {"--device", NULL, F_STR, OFF(device), C_ENGINE, 0, 0},
     {"--temp", NULL, F_FLOAT, OFF(sp.temperature), C_GEN | C_KVIMP, 0, 1000},
     {"--seed", "-s", F_U64, OFF(sp.seed), C_GEN | C_KVIMP, 0, 0},
     {"--top-k", NULL, F_INT, OFF(sp.top_k), C_GEN | C_KVIMP, 0, INT_MAX},
@@ -165,7 +166,9 @@ static const char USAGE_COMMON[] =
     "                        tokens processed\n"
     "      --batch N         tokens per forward call (default 512; the policy evicts between calls)\n"
     "      --exact           exact matmuls: f32 activations, weights dequantized on the fly\n"
-    "                        (matches a float32 reference such as transformers; 10-30x slower)\n";
+    "                        (matches a float32 reference such as transformers; 10-30x slower)\n"
+    "      --device D        cpu (default) or cuda: the forward pass on the GPU (a build with\n"
+    "                        make CUDA=1; KV codecs f16, int8, int4z; policy full)\n";
 
 static const char USAGE_SAMPLING[] =
     "      --temp T          temperature (default 0.8; 0 = greedy)\n"

@@ -155,6 +155,7 @@ static void attn_merge_run(void *arg, int ith, int nth, int tid) {
 
 kvl_status kvl_engine_forward(kvl_seq *s, int pos0, const kvl_token *tokens, int n, float *logits_out, int n_out) {
     kvl_ctx *c = s->c;
+    if (c->cuda) return kvl_engine_forward_cuda(s, pos0, tokens, n, logits_out, n_out); /* forward_cuda.c */
     const kvl_model *m = c->m;
     const int E = m->n_embd, hd = m->head_dim, H = m->n_head * hd, F = m->n_ff;
     if (n <= 0 || n > c->p.n_batch) return kvl_err_set(&c->err, KVL_ERR_ARG, "forward: bad batch size %d", n);

@@ -335,6 +335,7 @@ kvl_status kvl_prefix_put(kvl_prefix *p, const kvl_seq *s, int *n_stored) {
     if (!p || !s || s->c->freed) return KVL_ERR_ARG;
     const kvl_ctx *c = s->c;
     const int P = c->p.page_tokens;
+    if (c->cuda) return KVL_OK; /* device pages: nothing storable (yet) */
     if (CH % P || !seq_whole(s)) return KVL_OK; /* nothing storable */
     const int ppc = CH / P;
     pthread_mutex_lock(&p->mu);
@@ -390,6 +391,7 @@ kvl_status kvl_prefix_get(kvl_prefix *p, kvl_seq *s, const kvl_token *toks, int 
     if (n_reused) *n_reused = 0;
     if (!p || !s || !n_reused || (n > 0 && !toks) || s->c->freed) return KVL_ERR_ARG;
     kvl_ctx *c = s->c;
+    if (c->cuda) return KVL_OK; /* device pages: no reuse (yet); the caller prefills everything */
     if (s->pos != 0 || kvl_kv_table_n_pages(s->t) != 0)
         return kvl_err_set(&c->err, KVL_ERR_ARG, "prefix: the sequence must be fresh");
     const int P = c->p.page_tokens;
