@@ -361,6 +361,9 @@ int cmd_stream(const cli_opts *o) {
         for (int k = 0; k < 4; k++) ms[k].ttft = malloc(sizeof(double) * (size_t)R);
         double bw[4] = {0, 0, 0, 0};
         kvl_stream_result *res = malloc(sizeof *res);
+        int *ach = malloc(sizeof(int) * (size_t)R * (size_t)r.n_chunks); /* adaptive choices per request */
+        double *attft = malloc(sizeof(double) * (size_t)R);
+        if (!res || !ach || !attft) cli_die(CLI_EXIT_RUNTIME, "out of memory");
         int n_val = 0;
         double val_est[VALIDATE], val_real[VALIDATE];
         for (int q = 0; q < R; q++) {
@@ -373,6 +376,10 @@ int cmd_stream(const cli_opts *o) {
                 if (kvl_stream_run(prof[k], cc[k], r.n_chunks, &trace, start, mode[k], slo, &bw[k], res, err, sizeof err))
                     cli_die(CLI_EXIT_RUNTIME, "eval stream: %s", err);
                 stats_add(&ms[k], res);
+                if (k == 0) {
+                    memcpy(ach + (size_t)q * r.n_chunks, res->choice, sizeof(int) * (size_t)r.n_chunks);
+                    attft[q] = res->ttft_s;
+                }
                 if (k == 0 && n_val < VALIDATE) {
                     /* a mixed choice: rebuild it for real and measure its KLD */
                     int kinds = 0, seen[KVL_STREAM_MAX_LEVELS + 1] = {0};
@@ -399,12 +406,20 @@ int cmd_stream(const cli_opts *o) {
             fprintf(js, ", \"seconds\": %.1f, \"modes\": {", span);
             const level_data *lvs[4] = {lv, i8, lv, lv};
             for (int k = 0; k < 4; k++) stats_json(js, &ms[k], k == 1 ? 1 : n_lvl, lvs[k], k == 0);
-            fputs("}, \"mixed_rebuilt\": [", js);
+            fputs("}, \"adaptive_requests\": [", js);
+            for (int q = 0; q < R; q++) {
+                fprintf(js, "%s{\"start_s\": %.3f, \"ttft_ms\": %.2f, \"choices\": [", q ? ", " : "", span * q / R, attft[q] * 1e3);
+                for (int i = 0; i < r.n_chunks; i++) fprintf(js, "%s%d", i ? ", " : "", ach[(size_t)q * r.n_chunks + i]);
+                fputs("]}", js);
+            }
+            fputs("], \"mixed_rebuilt\": [", js);
             for (int v = 0; v < n_val; v++) fprintf(js, "%s{\"kld_measured\": %.6g, \"kld_estimated\": %.6g}", v ? ", " : "", val_real[v], val_est[v]);
             fputs("]}", js);
         }
         for (int k = 0; k < 4; k++) free(ms[k].ttft);
         free(res);
+        free(ach);
+        free(attft);
     }
     if (js) fputs("]", js);
 
