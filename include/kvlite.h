@@ -378,6 +378,11 @@ typedef struct kvl_prefix_params {
     int redis_connect_ms;  /* connection timeout (0: 500) */
     int redis_command_ms;  /* command (socket read/write) timeout (0: 2000) */
     int redis_retry_ms;    /* after a failure, no reconnect before this (0: 1000; < 0: at the next request) */
+    /* format of the disk and Redis tiers' chunks: -1 (default) the exact
+     * pages; 0..3 a CacheGen level (lossy, entropy-coded, several times
+     * smaller; decoded into the loading context's codec). RAM keeps exact
+     * pages. Chunks of either format are read back by any store. */
+    int remote_level;
     /* where the Redis tier's once-per-outage messages go (NULL: stderr, "kvlite: prefix cache: ...") */
     void (*log)(void *user, const char *msg);
     void *log_user;

@@ -145,6 +145,12 @@ if [ "$rc" -eq 0 ] && grep -q "prefix cache: *reused 0 of .*stored [1-9]" "$TMP/
 run_cli run -m "$tiny_s" -f "$TMP/long.txt" -n 8 --temp 0 --prefix-cache "$TMP/pc" --stats
 if [ "$rc" -eq 0 ] && grep -Eq "prefix cache: *reused [1-9][0-9]+ of" "$TMP/err" && [ "$(head -c 200 "$TMP/out")" = "$p1" ]; then ok; else
     bad "run --prefix-cache (reuse): exit $rc, $(grep -i prefix "$TMP/err")"; fi
+# --prefix-level: the disk chunks as CacheGen, reused from disk by another process
+run_cli run -m "$tiny_s" -f "$TMP/long.txt" -n 8 --temp 0 --prefix-cache "$TMP/pcg" --prefix-level 1 --stats
+run_cli run -m "$tiny_s" -f "$TMP/long.txt" -n 8 --temp 0 --prefix-cache "$TMP/pcg" --prefix-level 1 --stats
+if [ "$rc" -eq 0 ] && grep -Eq "prefix cache: *reused [1-9][0-9]+ of .* [1-9] from disk" "$TMP/err"; then ok; else
+    bad "run --prefix-level (reuse from disk): exit $rc, $(grep -i prefix "$TMP/err")"; fi
+expect_error 2 "run --prefix-level out of range" run -m "$tiny_s" -p hi --prefix-cache "$TMP/pcg" --prefix-level 9
 
 # ---- model-dependent cases ------------------------------------------------------------------
 if [ -z "$MODEL" ] || [ ! -f "$MODEL" ]; then

@@ -49,6 +49,7 @@ typedef struct cli_opts {
     const char *session, *store; /* --session NAME, --store DIR (default ~/.cache/kvlite/sessions) */
     const char *output, *input;  /* kv export -o FILE, kv import -i FILE / kv info FILE */
     const char *prefix_cache;    /* run --prefix-cache DIR: reuse / store 256-token prompt chunks (kvl_prefix_*) */
+    int prefix_level;            /* run --prefix-level L: CacheGen level of the disk / Redis tiers (-1: pages) */
     const char *redis;           /* --redis URL: run: the prefix store's Redis tier; chat: the session store */
     /* CacheGen format (kv export --level, kv eval; cmd_kv.c) */
     int cg_level;                /* --level L (-1: the exact session format) */

@@ -56,6 +56,7 @@ static const flag_spec FLAGS[] = {
     {"--n-predict", "-n", F_INT, OFF(n_predict), C_GEN | C_KVIMP, -1, INT_MAX},
     {"--session", NULL, F_STR, OFF(session), C_CHAT, 0, 0},
     {"--prefix-cache", NULL, F_STR, OFF(prefix_cache), C_RUN, 0, 0},
+    {"--prefix-level", NULL, F_INT, OFF(prefix_level), C_RUN, 0, 3},
     {"--store", NULL, F_STR, OFF(store), C_CHAT, 0, 0},
     {"--redis", NULL, F_STR, OFF(redis), C_RUN | C_CHAT | C_STREAM, 0, 0},
     {"--bandwidth", NULL, F_STR, OFF(bandwidth), C_STREAM, 0, 0},
@@ -203,7 +204,9 @@ static void print_usage(FILE *f, const char *cmd, const char *sub) {
               "                        store this prompt's chunks (--stats reports reused tokens)\n"
               "      --redis URL       a Redis tier for the prefix chunks (redis://HOST[:PORT][/DB]),\n"
               "                        looked up after RAM and --prefix-cache; a Redis that is down\n"
-              "                        is logged once and the prompt is recomputed\n",
+              "                        is logged once and the prompt is recomputed\n"
+              "      --prefix-level L  keep the disk and Redis chunks as CacheGen level L (0..3; lossy,\n"
+              "                        several times smaller than pages; RAM keeps exact pages)\n",
               f);
         fputs(USAGE_SAMPLING, f);
         fputs(USAGE_COMMON, f);
@@ -534,6 +537,7 @@ int main(int argc, char **argv) {
     o.reps = 3;
     o.cg_level = -1;
     o.trace_step_ms = 100;
+    o.prefix_level = -1;
     o.rtt_ms = 1;
     o.blend_layers = -1;
     o.blend_ram = SIZE_MAX; /* not given */
