@@ -136,6 +136,36 @@ expect_error 1 "kv import other codec" kv import -m "$tiny_s" -i "$TMP/tiny.kv" 
 expect_error 1 "kv import other model" kv import -m tests/data/tiny/llama_f16.gguf -i "$TMP/tiny.kv" &&
     expect_err_match "model identity differs" "kv import other model"
 
+# ---- CacheGen format (kv export --level, kv info / import of it, kv eval) on the tiny model ----
+run_cli kv export -m "$tiny_s" -f "$TMP/text.txt" -o "$TMP/cg.kv" --level 2
+if [ "$rc" -eq 0 ] && [ -s "$TMP/cg.kv" ] && grep -q "CacheGen level 2, .* bits/value" "$TMP/err"; then ok; else
+    bad "kv export --level (tiny): exit $rc, $(head -c 300 "$TMP/err")"; fi
+run_cli kv info "$TMP/cg.kv"
+if [ "$rc" -eq 0 ] && grep -q "CacheGen KV file" "$TMP/out" && grep -q "^level 2, " "$TMP/out" &&
+    grep -q "bits/value" "$TMP/out" && grep -q "bytes per layer:" "$TMP/out"; then ok; else
+    bad "kv info CacheGen (tiny): exit $rc, $(head -c 300 "$TMP/out") $(head -c 300 "$TMP/err")"; fi
+for codec in f16 int8 kivi2; do
+    run_cli kv import -m "$tiny_s" -i "$TMP/cg.kv" --kv "$codec" -p " and" -n 3 --temp 0
+    if [ "$rc" -eq 0 ] && grep -q "loaded [1-9][0-9]* tokens (CacheGen file decoded into codec $codec" "$TMP/err"; then ok; else
+        bad "kv import CacheGen into $codec (tiny): exit $rc, $(head -c 300 "$TMP/err")"; fi
+done
+head -c 700 "$TMP/cg.kv" >"$TMP/cgtrunc.kv"
+expect_error 1 "kv info CacheGen truncated" kv info "$TMP/cgtrunc.kv" && expect_err_match "cachegen" "kv info CacheGen truncated"
+expect_error 1 "kv import CacheGen truncated" kv import -m "$tiny_s" -i "$TMP/cgtrunc.kv"
+python3 -c 'import sys; b=bytearray(open(sys.argv[1],"rb").read()); b[len(b)//2]^=0x40; open(sys.argv[2],"wb").write(b)' "$TMP/cg.kv" "$TMP/cgflip.kv"
+expect_error 1 "kv info CacheGen corrupted" kv info "$TMP/cgflip.kv" && expect_err_match "checksum" "kv info CacheGen corrupted"
+expect_error 1 "kv import CacheGen corrupted" kv import -m "$tiny_s" -i "$TMP/cgflip.kv"
+expect_error 1 "kv import CacheGen other model" kv import -m tests/data/tiny/qwen2_q8.gguf -i "$TMP/cg.kv" &&
+    expect_err_match "identity differs" "kv import CacheGen other model"
+expect_error 2 "kv export bad level" kv export -m "$tiny_s" -f "$TMP/text.txt" -o "$TMP/x.kv" --level 7
+expect_error 2 "kv export --cg-scale without --level" kv export -m "$tiny_s" -f "$TMP/text.txt" -o "$TMP/x.kv" --cg-scale 2
+printf 'The quick brown fox jumps over the lazy dog. %.0s' $(seq 1 40) >"$TMP/cgeval.txt"
+run_cli kv eval -m "$tiny_s" -f "$TMP/cgeval.txt" --prefix 96 --cont 32 --levels 1,3 --baselines int8 --json
+if [ "$rc" -eq 0 ] && [ "$(grep -c '"kind":"point"' "$TMP/out")" -ge 3 ] && grep -q '"name":"cachegen-3"' "$TMP/out" &&
+    python3 -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1])]' "$TMP/out"; then ok; else
+    bad "kv eval (tiny): exit $rc, $(head -c 300 "$TMP/out") $(head -c 300 "$TMP/err")"; fi
+expect_error 1 "kv eval text too short" kv eval -m "$tiny_s" -f "$TMP/text.txt" --prefix 4096
+
 # run --prefix-cache: the second run reuses the stored chunks and prints the same text
 printf 'The quick brown fox jumps over the lazy dog. %.0s' $(seq 1 30) >"$TMP/long.txt"
 run_cli run -m "$tiny_s" -f "$TMP/long.txt" -n 8 --temp 0 --prefix-cache "$TMP/pc" --stats

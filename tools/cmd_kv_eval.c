@@ -13,6 +13,7 @@
 #include "cli.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -105,15 +106,17 @@ static void coder_compare(const kvl_seq *s, kvl_ctx *c, const kvl_cachegen_param
     const kvl_kv_table *t = s->t;
     const kvl_kv_config *cfg = kvl_kv_pool_config(kvl_kv_table_pool(t));
     const int L = cfg->n_layer, C = cfg->n_head_kv * cfg->head_dim, T = kvl_seq_pos(s);
-    const size_t per = (size_t)T * 2 * C, all = per * L;
-    uint8_t *sym = malloc(all), *dec = malloc(per), *out = malloc(kvl_rans_bound(per));
-    uint16_t *ctx = malloc(all * sizeof *ctx);
+    const size_t cap = (size_t)T * 2 * C;
+    uint8_t *sym = malloc(cap * L), *dec = malloc(cap), *out = malloc(kvl_rans_bound(cap));
+    uint16_t *ctx = malloc(cap * L * sizeof *ctx);
     if (!sym || !dec || !out || !ctx) cli_die(CLI_EXIT_RUNTIME, "out of memory");
     kvl_err e;
     int nc = 0;
+    size_t per = 0;
     for (int l = 0; l < L; l++)
-        if (kvl_cachegen_layer_symbols(t, T, l, prm, sym + per * l, ctx + per * l, &nc, &e))
+        if (kvl_cachegen_layer_symbols(t, T, l, prm, sym + per * l, ctx + per * l, &nc, &per, &e))
             cli_die(CLI_EXIT_RUNTIME, "kv eval: %s", e.msg);
+    const size_t all = per * L;
     kvl_rans_models *m = NULL;
     if (kvl_rans_models_create(nc, &m, &e)) cli_die(CLI_EXIT_RUNTIME, "kv eval: %s", e.msg);
     size_t rbytes = 0;
@@ -192,7 +195,7 @@ int cmd_kv_eval(const cli_opts *o) {
     const int n_ctx = P + M;
     const int nv = info.n_vocab;
     const double values = (double)P * info.n_layer * info.n_head_kv * info.head_dim * 2, f16mb = values * 2 / 1e6;
-    kvl_ctx *ref = cli_create_ctx(m, o, "f16", n_ctx);
+    kvl_ctx *ref = cli_create_ctx(m, o, "f16", 3 * n_ctx); /* budget for the prefix, a restored copy and a continuation */
     kvl_seq *pre = NULL, *s = NULL;
     kvl_status st = kvl_seq_create(ref, &pre);
     if (!st) st = kvl_prefill(pre, toks, P, NULL, NULL);
@@ -230,8 +233,28 @@ int cmd_kv_eval(const cli_opts *o) {
         size_t fl = 0;
         point pt = {0};
         snprintf(pt.name, sizeof pt.name, "cachegen-%ld", L);
+        kvl_cachegen_params prm;
+        kvl_err e;
+        kvl_cachegen_level((int)L, o->cg_scale > 0 ? o->cg_scale : 1.0f, &prm, &e);
+        if (o->cg_group > 0) prm.group = o->cg_group;
+        if (o->cg_chan > 0) prm.chan_group = o->cg_chan;
+        const char *tune = getenv("KVL_CG_TUNE"); /* tuning hook (bench/cachegen_tune.sh): steps and shape by hand */
         double t0 = now_s();
-        if ((st = kvl_seq_save_cachegen(pre, &cg, &fb, &fl))) cli_die(CLI_EXIT_RUNTIME, "kv eval: %s", cli_ctx_msg(ref, st));
+        if (tune) {
+            float v[9];
+            if (sscanf(tune, "%f,%f,%f,%f,%f,%f,%f,%f,%f", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8]) != 9)
+                cli_die(CLI_EXIT_USAGE, "KVL_CG_TUNE: want ka,kd,va,vd,depth0,depth1,depth2,n_sink,group");
+            prm.anchor[0] = v[0], prm.delta[0] = v[1], prm.anchor[1] = v[2], prm.delta[1] = v[3];
+            prm.depth[0] = v[4], prm.depth[1] = v[5], prm.depth[2] = v[6], prm.n_sink = (int)v[7], prm.group = (int)v[8];
+            prm.level = -1;
+            kvl_ser_buf sb = {0};
+            if (kvl_cachegen_encode(pre->t, pre->pos, pre->toks, m->identity, "", &prm, &sb, NULL, &e) != KVL_OK)
+                cli_die(CLI_EXIT_RUNTIME, "kv eval: %s", e.msg);
+            /* the file's identity must be the model's for the load */
+            fb = sb.p, fl = sb.n;
+        } else if ((st = kvl_seq_save_cachegen(pre, &cg, &fb, &fl))) {
+            cli_die(CLI_EXIT_RUNTIME, "kv eval: %s", cli_ctx_msg(ref, st));
+        }
         const double te = now_s() - t0;
         t0 = now_s();
         if ((st = kvl_seq_load_cachegen(ref, fb, fl, &s))) cli_die(CLI_EXIT_RUNTIME, "kv eval: %s", cli_ctx_msg(ref, st));
@@ -243,19 +266,14 @@ int cmd_kv_eval(const cli_opts *o) {
         kvl_seq_free(s);
         free(fb);
         print_point(&pt, o->json);
-        kvl_cachegen_params prm;
-        kvl_err e;
-        kvl_cachegen_level((int)L, o->cg_scale > 0 ? o->cg_scale : 1.0f, &prm, &e);
-        if (o->cg_group > 0) prm.group = o->cg_group;
-        if (o->cg_chan > 0) prm.chan_group = o->cg_chan;
-        coder_compare(pre, ref, &prm, o->json, (int)L);
+        if (!tune) coder_compare(pre, ref, &prm, o->json, (int)L);
     }
 
     /* page codecs as transport formats */
     const char *bl = o->kv_baselines ? o->kv_baselines : "int8,int4,kivi2";
     char *blc = strdup(bl);
     for (char *save = NULL, *name = strtok_r(blc, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
-        kvl_ctx *cx = cli_create_ctx(m, o, name, n_ctx);
+        kvl_ctx *cx = cli_create_ctx(m, o, name, 2 * n_ctx);
         kvl_seq *sx = NULL;
         point pt = {0};
         snprintf(pt.name, sizeof pt.name, "%s", name);

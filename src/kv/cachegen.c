@@ -42,19 +42,26 @@ static int qround(float x) {
 }
 
 kvl_status kvl_cachegen_level(int level, float scale, kvl_cachegen_params *out, kvl_err *err) {
-    /* Tuned on WikiText-2 valid (docs/RESULTS.md, "CacheGen format"):
-     * steps as multiples of each channel's RMS; anchors finer than deltas. */
-    static const float anc[KVL_CG_LEVELS][2] = {{0.25f, 0.25f}, {0.5f, 0.5f}, {0.8f, 0.8f}, {1.2f, 1.2f}};
-    static const float del[KVL_CG_LEVELS][2] = {{0.25f, 0.25f}, {0.5f, 0.5f}, {0.8f, 0.8f}, {1.2f, 1.2f}};
+    /* Tuned on WikiText-2 valid with SmolLM2-135M (docs/RESULTS.md,
+     * "CacheGen format"): steps as multiples of each head's RMS; K needs
+     * about half V's step for the same damage; the first third of the layers
+     * at half the step (except level 0, already fine); 4 sink tokens in f16;
+     * anchors + deltas (groups of 4) only pay at the coarse levels (RoPE'd
+     * keys of neighbouring tokens are not closer than keys in general). */
+    static const struct { float k, v, d0; int group; } lv[KVL_CG_LEVELS] = {
+        {0.25f, 0.35f, 1.0f, 1}, {0.5f, 0.8f, 0.5f, 1}, {1.05f, 2.1f, 0.5f, 4}, {1.8f, 3.6f, 0.5f, 4}};
     if (level < 0 || level >= KVL_CG_LEVELS)
         return kvl_err_set(err, KVL_ERR_ARG, "cachegen: level %d (0..%d)", level, KVL_CG_LEVELS - 1);
     if (!(scale > 0) || scale > 1000) return kvl_err_set(err, KVL_ERR_ARG, "cachegen: step scale %g (0, 1000]", (double)scale);
     memset(out, 0, sizeof *out);
     out->level = level;
-    out->group = 10;
+    out->group = lv[level].group;
     out->chan_group = 8;
-    for (int s = 0; s < 2; s++) out->anchor[s] = anc[level][s] * scale, out->delta[s] = del[level][s] * scale;
-    out->depth[0] = 0.5f, out->depth[1] = 1.0f, out->depth[2] = 1.0f;
+    out->anchor[0] = out->delta[0] = lv[level].k * scale;
+    out->anchor[1] = out->delta[1] = lv[level].v * scale;
+    out->depth[0] = lv[level].d0, out->depth[1] = 1.0f, out->depth[2] = 1.0f;
+    out->per_head = 1;
+    out->n_sink = 4;
     return KVL_OK;
 }
 
@@ -64,14 +71,26 @@ static int n_contexts(int C, int cg) { return 4 * ((C + cg - 1) / cg); }
 static uint16_t ctx_of(int s, int delta, int c, int cg, int ncg) { return (uint16_t)((s * 2 + delta) * ncg + c / cg); }
 
 typedef struct layer_enc {
-    int T, C, G, cg;
+    int T, C, G, cg, S; /* S: sink tokens stored as f16, not quantized */
     int i0;        /* first list row encoded (range encoding) */
-    float *x;      /* [T][2][C] */
+    float *x;      /* [T][2][C] (sinks first) */
     uint16_t *mean;/* [2][C] f16 */
     uint8_t *ca, *cd; /* [2][C] step codes */
-    uint8_t *sym;  /* [T][2][C] */
-    uint16_t *ctx; /* [T][2][C] */
+    uint8_t *sym;  /* [T-S][2][C] */
+    uint16_t *ctx; /* [T-S][2][C] */
 } layer_enc;
+
+/* per_head: replace each channel's sum of squares acc [C] by the mean over
+ * its head's D channels (one step for the head: equal absolute error in
+ * every channel, the MSE-optimal allocation for uniform quantizers). */
+static void head_rms(double *acc, int C, int D, int per_head) {
+    if (!per_head) return;
+    for (int h = 0; h < C / D; h++) {
+        double m = 0;
+        for (int d = 0; d < D; d++) m += acc[h * D + d];
+        for (int d = 0; d < D; d++) acc[h * D + d] = m / D;
+    }
+}
 
 /* Fill x from the table, choose means and steps, quantize into sym / ctx. */
 static kvl_status quantize_layer(const kvl_kv_table *t, int l, int n_layer, const kvl_cachegen_params *prm, layer_enc *e,
@@ -93,12 +112,17 @@ static kvl_status quantize_layer(const kvl_kv_table *t, int l, int n_layer, cons
     }
     const int ncg = (C + e->cg - 1) / e->cg;
     kvl_status st = KVL_OK;
-    for (int s = 0; s < 2 && !st; s++) {
+    const int S = e->S, Tq = T - S;
+    const float *X = e->x + (size_t)S * 2 * C; /* tokens after the sinks */
+    if (Tq == 0) { /* every token is a sink: nothing quantized */
+        for (int c = 0; c < 2 * C; c++) e->mean[c] = 0, e->ca[c] = e->cd[c] = CODE_ZERO;
+    }
+    for (int s = 0; s < 2 && !st && Tq > 0; s++) {
         /* anchors: mean, RMS about it, max |x - mean| */
         int na = 0, nd = 0;
         memset(acc, 0, (size_t)C * 3 * sizeof *acc);
-        for (int i = 0; i < T; i += G, na++)
-            for (int c = 0; c < C; c++) acc[c] += e->x[((size_t)i * 2 + s) * C + c];
+        for (int i = 0; i < Tq; i += G, na++)
+            for (int c = 0; c < C; c++) acc[c] += X[((size_t)i * 2 + s) * C + c];
         for (int c = 0; c < C; c++) {
             const float mu = (float)(acc[c] / na);
             if (!isfinite(mu)) {
@@ -109,12 +133,13 @@ static kvl_status quantize_layer(const kvl_kv_table *t, int l, int n_layer, cons
             acc[c] = 0;
         }
         if (st) break;
-        for (int i = 0; i < T; i += G)
+        for (int i = 0; i < Tq; i += G)
             for (int c = 0; c < C; c++) {
-                const double d = e->x[((size_t)i * 2 + s) * C + c] - kvl_fp16_to_fp32(e->mean[s * C + c]);
+                const double d = X[((size_t)i * 2 + s) * C + c] - kvl_fp16_to_fp32(e->mean[s * C + c]);
                 acc[c] += d * d;
                 if (fabs(d) > acc[2 * C + c]) acc[2 * C + c] = fabs(d);
             }
+        head_rms(acc, C, D, prm->per_head);
         for (int c = 0; c < C && !st; c++) {
             const int code = code_for(sqrt(acc[c] / na) * prm->anchor[s] * depth, acc[2 * C + c] / QMAX);
             if (code < 0) st = kvl_err_set(err, KVL_ERR_ARG, "cachegen: layer %d %c channel %d: values too large", l, "KV"[s], c);
@@ -123,8 +148,8 @@ static kvl_status quantize_layer(const kvl_kv_table *t, int l, int n_layer, cons
         if (st) break;
         /* deltas from the reconstructed anchor of their group */
         memset(acc, 0, (size_t)C * 3 * sizeof *acc);
-        for (int i = 0; i < T; i++) {
-            const float *x = e->x + ((size_t)i * 2 + s) * C;
+        for (int i = 0; i < Tq; i++) {
+            const float *x = X + ((size_t)i * 2 + s) * C;
             if (i % G == 0) {
                 for (int c = 0; c < C; c++) {
                     const float mu = kvl_fp16_to_fp32(e->mean[s * C + c]), sa = step_of(e->ca[s * C + c]);
@@ -142,14 +167,15 @@ static kvl_status quantize_layer(const kvl_kv_table *t, int l, int n_layer, cons
                 if (fabs(d) > acc[2 * C + c]) acc[2 * C + c] = fabs(d);
             }
         }
+        head_rms(acc, C, D, prm->per_head);
         for (int c = 0; c < C && !st; c++) {
             const int code = nd ? code_for(sqrt(acc[c] / nd) * prm->delta[s] * depth, acc[2 * C + c] / QMAX) : CODE_ZERO;
             if (code < 0) st = kvl_err_set(err, KVL_ERR_ARG, "cachegen: layer %d %c channel %d: deltas too large", l, "KV"[s], c);
             e->cd[s * C + c] = (uint8_t)code;
         }
         if (st) break;
-        for (int i = 0; i < T; i++) {
-            const float *x = e->x + ((size_t)i * 2 + s) * C;
+        for (int i = 0; i < Tq; i++) {
+            const float *x = X + ((size_t)i * 2 + s) * C;
             uint8_t *sy = e->sym + ((size_t)i * 2 + s) * C;
             if (i % G == 0) {
                 for (int c = 0; c < C; c++)
@@ -267,9 +293,11 @@ static kvl_status encode(const kvl_kv_table *t, int tok0, int n_tok, int exact, 
     const size_t start = b->n;
     put_header(b, identity);
     size_t at = kvl_ser_section_begin(b, KVL_CG_SEC_CONFIG);
-    const uint32_t cf[7] = {(uint32_t)L, (uint32_t)H, (uint32_t)D, (uint32_t)n_tok, (uint32_t)prm->group,
-                            (uint32_t)prm->chan_group, (uint32_t)prm->level};
-    for (int i = 0; i < 7; i++) kvl_ser_put_u32(b, cf[i]);
+    /* sinks: the sequence's first tokens only (a later chunk has none) */
+    const int S = tok0 > 0 ? 0 : prm->n_sink < n_tok ? prm->n_sink : n_tok;
+    const uint32_t cf[8] = {(uint32_t)L, (uint32_t)H, (uint32_t)D, (uint32_t)n_tok, (uint32_t)prm->group,
+                            (uint32_t)prm->chan_group, (uint32_t)prm->level, (uint32_t)S};
+    for (int i = 0; i < 8; i++) kvl_ser_put_u32(b, cf[i]);
     kvl_ser_put_str(b, src_spec ? src_spec : "", src_spec ? strlen(src_spec) : 0);
     kvl_ser_section_end(b, at);
     at = kvl_ser_section_begin(b, KVL_CG_SEC_POS);
@@ -282,10 +310,10 @@ static kvl_status encode(const kvl_kv_table *t, int tok0, int n_tok, int exact, 
     sz.header = b->n - start;
     free(pos);
 
-    layer_enc e = {.T = n_tok, .C = C, .G = prm->group, .cg = prm->chan_group, .i0 = tok0};
+    layer_enc e = {.T = n_tok, .C = C, .G = prm->group, .cg = prm->chan_group, .S = S, .i0 = tok0};
     kvl_rans_models *m = NULL;
     uint8_t *buf = NULL;
-    const size_t nsym = (size_t)n_tok * 2 * C, cap = kvl_rans_bound(nsym);
+    const size_t nsym = (size_t)(n_tok - S) * 2 * C, cap = kvl_rans_bound(nsym);
     if (enc_alloc(&e, n_tok, C) || !(buf = malloc(cap))) st = kvl_err_set(err, KVL_ERR_NOMEM, "cachegen: out of memory");
     if (!st) st = kvl_rans_models_create(n_contexts(C, prm->chan_group), &m, err);
     for (int l = 0; l < L && !st; l++) {
@@ -304,6 +332,16 @@ static kvl_status encode(const kvl_kv_table *t, int tok0, int n_tok, int exact, 
                 const uint8_t f[4] = {(uint8_t)mu, (uint8_t)(mu >> 8), e.ca[s * C + c], e.cd[s * C + c]};
                 kvl_ser_put(b, f, 4);
             }
+        for (size_t j = 0; j < (size_t)S * 2 * C; j++) { /* sink rows as f16 */
+            const uint16_t h = kvl_fp32_to_fp16(e.x[j]);
+            const uint8_t f[2] = {(uint8_t)h, (uint8_t)(h >> 8)};
+            if (!kvl_codec_f16_ok(f)) {
+                st = kvl_err_set(err, KVL_ERR_ARG, "cachegen: layer %d: sink token value not finite in f16", l);
+                break;
+            }
+            kvl_ser_put(b, f, 2);
+        }
+        if (st) break;
         const size_t mb = kvl_rans_models_bytes(m);
         kvl_ser_put_u32(b, (uint32_t)mb);
         uint8_t *mbuf = malloc(mb ? mb : 1);
@@ -319,7 +357,7 @@ static kvl_status encode(const kvl_kv_table *t, int tok0, int n_tok, int exact, 
         kvl_ser_section_end(b, at);
         sz.layer[l] = b->n - p0;
         sz.models += mb;
-        sz.steps += (size_t)2 * C * 4;
+        sz.steps += (size_t)2 * C * 4 + (size_t)S * 2 * C * 2;
         sz.header += KVL_SER_SECTION_BYTES;
     }
     enc_free(&e);
@@ -370,8 +408,8 @@ kvl_status kvl_cachegen_parse(const void *buf, size_t len, kvl_cachegen_file *f,
         const uint8_t *d = p + off;
         kvl_ser_rd r = {d, (size_t)sl, 0, 0};
         if (i == 0) {
-            uint32_t v[7];
-            for (int j = 0; j < 7; j++) v[j] = kvl_ser_get_u32(&r);
+            uint32_t v[8];
+            for (int j = 0; j < 8; j++) v[j] = kvl_ser_get_u32(&r);
             f->src_spec = kvl_ser_get_str(&r, 255, &f->src_spec_len);
             if (r.bad || kvl_ser_left(&r)) return kvl_err_set(err, KVL_ERR_FORMAT, "cachegen: malformed config section");
             if (v[0] < 1 || v[0] > KVL_CG_MAX_LAYERS || v[0] != ns - 3)
@@ -385,7 +423,8 @@ kvl_status kvl_cachegen_parse(const void *buf, size_t len, kvl_cachegen_file *f,
             if ((int32_t)v[6] < -1 || (int32_t)v[6] >= KVL_CG_LEVELS)
                 return kvl_err_set(err, KVL_ERR_FORMAT, "cachegen: bad level %d", (int)v[6]);
             f->n_layer = (int)v[0], f->n_head_kv = (int)v[1], f->head_dim = (int)v[2], f->n_tok = (int)v[3];
-            f->group = (int)v[4], f->chan_group = (int)v[5], f->level = (int)(int32_t)v[6];
+            if (v[7] > v[3]) return kvl_err_set(err, KVL_ERR_FORMAT, "cachegen: %u sink tokens of %u", v[7], v[3]);
+            f->group = (int)v[4], f->chan_group = (int)v[5], f->level = (int)(int32_t)v[6], f->n_sink = (int)v[7];
         } else if (i == 1) {
             if (sl != (uint64_t)f->n_tok * 4) return kvl_err_set(err, KVL_ERR_FORMAT, "cachegen: positions section of %llu bytes for %d tokens", (unsigned long long)sl, f->n_tok);
             for (int j = 0; j < f->n_tok; j++) {
@@ -422,6 +461,7 @@ typedef struct layer_dec {
     const kvl_cachegen_file *f;
     int l, C, i;
     const uint8_t *steps; /* [2][C][4] */
+    const uint8_t *sink;  /* [n_sink][2][C] f16 */
     kvl_rans_dec rd;
     float *xa;            /* [2][C] reconstructed anchor */
     float *mu, *sa, *sd;  /* [2][C] */
@@ -439,6 +479,7 @@ static kvl_status dec_open(layer_dec *d, const kvl_cachegen_file *f, int l, kvl_
     const int C = d->C = f->n_head_kv * f->head_dim;
     kvl_ser_rd r = {f->layer[l], f->layer_len[l], 4, 0};
     d->steps = kvl_ser_get(&r, (size_t)C * 8);
+    d->sink = kvl_ser_get(&r, (size_t)f->n_sink * 2 * C * 2);
     const uint32_t mb = kvl_ser_get_u32(&r);
     const uint8_t *mp = kvl_ser_get(&r, mb);
     const uint32_t sb = kvl_ser_get_u32(&r);
@@ -464,6 +505,8 @@ static kvl_status dec_open(layer_dec *d, const kvl_cachegen_file *f, int l, kvl_
             d->cx[0][s * C + c] = ctx_of(s, 0, c, f->chan_group, ncg);
             d->cx[1][s * C + c] = ctx_of(s, 1, c, f->chan_group, ncg);
         }
+    for (size_t j = 0; j < (size_t)f->n_sink * 2 * C; j++)
+        if (!kvl_codec_f16_ok(d->sink + 2 * j)) return kvl_err_set(err, KVL_ERR_FORMAT, "cachegen: layer %d: sink value not finite", l);
     size_t used = 0;
     kvl_status st = kvl_rans_models_read(m, mp, mb, &used, err);
     if (!st && used != mb) st = kvl_err_set(err, KVL_ERR_FORMAT, "cachegen: layer %d: %zu bytes after the models", l, (size_t)mb - used);
@@ -474,8 +517,17 @@ static kvl_status dec_open(layer_dec *d, const kvl_cachegen_file *f, int l, kvl_
 
 /* Decode token d->i into k [C] and v [C]. */
 static kvl_status dec_next(layer_dec *d, const kvl_rans_models *m, float *k, float *v, kvl_err *err) {
-    const int C = d->C, anchor = d->i % d->f->group == 0;
-    kvl_status st = kvl_rans_dec_run(&d->rd, m, d->cx[!anchor], (size_t)2 * C, d->sym, err);
+    const int C = d->C, S = d->f->n_sink, anchor = (d->i - S) % d->f->group == 0;
+    kvl_status st = KVL_OK;
+    if (d->i < S) {
+        const uint8_t *q = d->sink + (size_t)d->i * 4 * C;
+        for (int c = 0; c < C; c++) {
+            k[c] = kvl_fp16_to_fp32((uint16_t)(q[2 * c] | q[2 * c + 1] << 8));
+            v[c] = kvl_fp16_to_fp32((uint16_t)(q[2 * (C + c)] | q[2 * (C + c) + 1] << 8));
+        }
+        goto done;
+    }
+    st = kvl_rans_dec_run(&d->rd, m, d->cx[!anchor], (size_t)2 * C, d->sym, err);
     if (st) return wrap(err, st, d->l, d->i);
     for (int s = 0; s < 2; s++) {
         float *out = s ? v : k, *xa = d->xa + s * C;
@@ -485,6 +537,7 @@ static kvl_status dec_next(layer_dec *d, const kvl_rans_models *m, float *k, flo
         else
             for (int c = 0; c < C; c++) out[c] = xa[c] + (float)(sy[c] - 128) * d->sd[s * C + c];
     }
+done:
     d->i++;
     if (d->i == d->f->n_tok && (st = kvl_rans_dec_end(&d->rd, err)))
         return wrap(err, st, d->l, -1);
@@ -520,7 +573,8 @@ kvl_status kvl_cachegen_verify(const kvl_cachegen_file *f, kvl_cachegen_sizes *s
         sz.layer[l] = f->layer_len[l];
         sz.header -= f->layer_len[l];
         sz.steps += C * 8;
-        sz.models += rd32(f->layer[l] + 4 + C * 8);
+        sz.steps += (size_t)f->n_sink * C * 4;
+        sz.models += rd32(f->layer[l] + 4 + C * 8 + (size_t)f->n_sink * C * 4);
     }
     sz.values = (size_t)f->n_tok * f->n_layer * C * 2;
     free(k), free(v);
@@ -602,15 +656,17 @@ static kvl_status load(kvl_kv_table *t, const kvl_cachegen_file *f, int n_ctx, i
 }
 
 kvl_status kvl_cachegen_layer_symbols(const kvl_kv_table *t, int n_tok, int l, const kvl_cachegen_params *prm,
-                                      uint8_t *sym, uint16_t *ctx, int *n_ctx, kvl_err *err) {
+                                      uint8_t *sym, uint16_t *ctx, int *n_ctx, size_t *n_sym, kvl_err *err) {
     const kvl_kv_config *cfg = kvl_kv_pool_config(kvl_kv_table_pool(t));
     const int C = cfg->n_head_kv * cfg->head_dim;
-    layer_enc e = {.T = n_tok, .C = C, .G = prm->group, .cg = prm->chan_group};
+    const int S = prm->n_sink < n_tok ? prm->n_sink : n_tok;
+    layer_enc e = {.T = n_tok, .C = C, .G = prm->group, .cg = prm->chan_group, .S = S};
     kvl_status st = enc_alloc(&e, n_tok, C) ? kvl_err_set(err, KVL_ERR_NOMEM, "cachegen: out of memory") : KVL_OK;
     if (!st) st = quantize_layer(t, l, cfg->n_layer, prm, &e, err);
     if (!st) {
-        memcpy(sym, e.sym, (size_t)n_tok * 2 * C);
-        memcpy(ctx, e.ctx, (size_t)n_tok * 2 * C * sizeof *ctx);
+        memcpy(sym, e.sym, (size_t)(n_tok - S) * 2 * C);
+        memcpy(ctx, e.ctx, (size_t)(n_tok - S) * 2 * C * sizeof *ctx);
+        *n_sym = (size_t)(n_tok - S) * 2 * C;
         *n_ctx = n_contexts(C, prm->chan_group);
     }
     enc_free(&e);

@@ -18,15 +18,17 @@
  *     u64 model identity, u32 section count, u32 CRC32C of bytes 0..27;
  *   sections (type, CRC32C, u64 length, payload; kv/serial.h framing):
  *     CONFIG (1) once: u32 n_layer, n_head_kv, head_dim, n_tok, group,
- *       chan_group, level, then the source codec spec (u32 length + text);
+ *       chan_group, level, n_sink, then the source codec spec (u32 length + text);
  *     POS (2) once: n_tok i32 positions (strictly increasing);
  *     TOKENS (3) once: u32 count (0 or n_tok), that many u32 token ids;
  *     LAYER (4) n_layer times, in layer order: u32 layer; for K then V and
  *       each of the C = n_head_kv * head_dim channels: f16 anchor mean,
  *       u8 anchor step code, u8 delta step code (step = 2^((code - 192) / 8));
+ *       the n_sink first tokens' rows as f16 (token, K/V, channel);
  *       u32 models length + models (kvl_rans_models_write, 4 * ceil(C /
  *       chan_group) contexts), u32 stream length + rANS stream of
- *       n_tok * 2 * C symbols in order token, K/V, channel.
+ *       (n_tok - n_sink) * 2 * C symbols in order token, K/V, channel; token
+ *       groups count from the first token after the sinks.
  * Any other section type, a repeated or missing one, or bytes after the
  * last section is a format error. */
 #ifndef KVL_KV_CACHEGEN_H
@@ -53,6 +55,8 @@ typedef struct kvl_cachegen_params {
     float anchor[2];  /* anchor step / channel RMS, K and V */
     float delta[2];   /* delta step / channel RMS, K and V */
     float depth[3];   /* step multiplier of the first, middle and last third of the layers */
+    int per_head;     /* 1: one step per (layer, K/V, kv-head) from the head's RMS; 0: per channel */
+    int n_sink;       /* the first n_sink tokens (attention sinks) stored as f16, outside the statistics */
 } kvl_cachegen_params;
 
 /* The parameters of quality level `level` (0..KVL_CG_LEVELS-1), scaled:
@@ -88,7 +92,7 @@ kvl_status kvl_cachegen_encode_range(const kvl_kv_table *t, int tok0, int n_tok,
 typedef struct kvl_cachegen_file {
     uint32_t version;
     uint64_t identity;
-    int n_layer, n_head_kv, head_dim, n_tok, group, chan_group, level;
+    int n_layer, n_head_kv, head_dim, n_tok, group, chan_group, level, n_sink;
     const char *src_spec;
     size_t src_spec_len;
     const uint8_t *pos;    /* [n_tok] i32 LE */
@@ -134,6 +138,6 @@ kvl_status kvl_cachegen_verify(const kvl_cachegen_file *f, kvl_cachegen_sizes *s
  * coders (bench): sym [n_tok * 2 * C] and ctx [same] of layer l of t with
  * parameters prm. Returns the number of contexts via *n_ctx. */
 kvl_status kvl_cachegen_layer_symbols(const kvl_kv_table *t, int n_tok, int l, const kvl_cachegen_params *prm,
-                                      uint8_t *sym, uint16_t *ctx, int *n_ctx, kvl_err *err);
+                                      uint8_t *sym, uint16_t *ctx, int *n_ctx, size_t *n_sym, kvl_err *err);
 
 #endif
