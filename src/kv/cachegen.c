@@ -436,6 +436,7 @@ typedef struct layer_dec {
     int l, C, i;
     const uint8_t *steps; /* [2][C][4] */
     const uint8_t *sink;  /* [n_sink][2][C] f16 */
+    size_t models_len;
     kvl_rans_dec rd;
     float *xa;            /* [2][C] reconstructed anchor */
     float *mu, *sa, *sd;  /* [2][C] */
@@ -459,6 +460,7 @@ static kvl_status dec_open(layer_dec *d, const kvl_cachegen_file *f, int l, kvl_
     const uint32_t sb = kvl_ser_get_u32(&r);
     const uint8_t *sp = kvl_ser_get(&r, sb);
     if (r.bad || kvl_ser_left(&r)) return kvl_err_set(err, KVL_ERR_FORMAT, "cachegen: layer %d section malformed", l);
+    d->models_len = mb;
     d->xa = malloc((size_t)2 * C * sizeof(float));
     d->mu = malloc((size_t)2 * C * sizeof(float));
     d->sa = malloc((size_t)2 * C * sizeof(float));
@@ -544,11 +546,11 @@ kvl_status kvl_cachegen_verify(const kvl_cachegen_file *f, kvl_cachegen_sizes *s
         st = dec_open(&d, f, l, m, err);
         for (int i = 0; i < f->n_tok && !st; i++) st = dec_next(&d, m, k, v, err);
         dec_free(&d);
+        if (st) break;
         sz.layer[l] = f->layer_len[l];
         sz.header -= f->layer_len[l];
-        sz.steps += C * 8;
-        sz.steps += (size_t)f->n_sink * C * 4;
-        sz.models += rd32(f->layer[l] + 4 + C * 8 + (size_t)f->n_sink * C * 4);
+        sz.steps += C * 8 + (size_t)f->n_sink * C * 4;
+        sz.models += d.models_len; /* the layout was checked by dec_open */
     }
     sz.values = (size_t)f->n_tok * f->n_layer * C * 2;
     free(k), free(v);
