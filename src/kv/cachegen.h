@@ -57,6 +57,7 @@ typedef struct kvl_cachegen_params {
     float depth[3];   /* step multiplier of the first, middle and last third of the layers */
     int per_head;     /* 1: one step per (layer, K/V, kv-head) from the head's RMS; 0: per channel */
     int n_sink;       /* the first n_sink tokens (attention sinks) stored as f16, outside the statistics */
+    int tok0;         /* first token of the chunk (index into the lists; 0 = from the start) */
 } kvl_cachegen_params;
 
 /* The parameters of quality level `level` (0..KVL_CG_LEVELS-1), scaled:
@@ -72,10 +73,11 @@ typedef struct kvl_cachegen_sizes {
     size_t values;         /* values coded: n_tok * n_layer * n_head_kv * head_dim * 2 */
 } kvl_cachegen_sizes;
 
-/* Encode tokens [0, n_tok) of every (layer, kv-head) list of t into b as
- * a complete file (header first: b should be empty). Every list must hold
- * exactly n_tok tokens at the same positions (no policy has evicted).
- * tokens [n_tok] or NULL (no TOKENS ids). src_spec: text recorded as the
+/* Encode tokens [prm->tok0, prm->tok0 + n_tok) of every (layer, kv-head)
+ * list of t into b as a complete file (header first: b should be empty).
+ * Every list must hold the same tokens at the same positions (no policy
+ * has evicted). Sinks are the first n_sink tokens of the lists (a chunk
+ * after them has none). tokens [n_tok] (the chunk's) or NULL (no TOKENS ids). src_spec: text recorded as the
  * source codec. sizes: optional. KVL_ERR_ARG with a message if the table
  * cannot be coded (unequal lists, non-finite values). */
 kvl_status kvl_cachegen_encode(const kvl_kv_table *t, int n_tok, const int32_t *tokens, uint64_t identity,
@@ -113,11 +115,12 @@ kvl_status kvl_cachegen_models(const kvl_cachegen_file *f, kvl_rans_models **m, 
 kvl_status kvl_cachegen_decode_layer(const kvl_cachegen_file *f, int l, kvl_rans_models *m, float *k, float *v,
                                      kvl_err *err);
 
-/* Load f into the empty table t (no pages, no open transaction): geometry
- * must match t's pool, positions < n_ctx; each layer is decoded and
- * appended through the pool's codecs (then sealed), in a transaction
- * rolled back on any failure, so t is left empty and the pool's bytes
- * unchanged. */
+/* Load f into table t (no open transaction; every list of the same length,
+ * empty or holding earlier chunks whose last position is below the file's
+ * first): geometry must match t's pool, positions < n_ctx; each layer is
+ * decoded and appended through the pool's codecs (then sealed), in a
+ * transaction rolled back on any failure, so t and the pool's bytes are
+ * left as they were. */
 kvl_status kvl_cachegen_load(kvl_kv_table *t, const kvl_cachegen_file *f, int n_ctx, kvl_err *err);
 
 /* Verify f completely (decode every layer, no table) and report sizes.
