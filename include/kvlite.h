@@ -625,14 +625,6 @@ kvl_status kvl_seq_save_cachegen(const kvl_seq *s, const kvl_cachegen_opts *o, v
  * the pool unchanged). The file must be of c's model (identity) and fit
  * n_ctx; rows are re-encoded through c's codecs at their positions. */
 kvl_status kvl_seq_load_cachegen(kvl_ctx *c, const void *buf, size_t len, kvl_seq **out);
-/* Encode cached tokens [tok0, tok0 + n_tok) of s alone (one chunk of a
- * context, positions and ids kept) into a malloc'd *buf / *len. */
-kvl_status kvl_seq_save_cachegen_range(const kvl_seq *s, const kvl_cachegen_opts *o, int tok0, int n_tok, void **buf,
-                                       size_t *len);
-/* Append a CacheGen chunk to s: its positions must continue s's (s->pos,
- * s->pos + 1, ...), rows re-encoded through s's codecs. On failure s is
- * unchanged. Chunks of one context appended in order rebuild it. */
-kvl_status kvl_seq_append_cachegen(kvl_seq *s, const void *buf, size_t len);
 /* 1 when buf starts with the CacheGen magic (else try kvl_session_*). */
 int kvl_cachegen_is_file(const void *buf, size_t len);
 /* Verify a CacheGen buffer without a model (every checksum, and every layer
@@ -640,6 +632,26 @@ int kvl_cachegen_is_file(const void *buf, size_t len);
  * geometry, tokens, bits/value, per-layer sizes. max_pos (may be NULL):
  * the largest position + 1 (the context a load needs). */
 kvl_status kvl_cachegen_describe(const void *buf, size_t len, char **text, int *max_pos, char *err, size_t err_len);
+/* Chunks, for streaming (an adaptive streamer picks a level per chunk from
+ * these sizes and speeds): tokens [tok0, tok0 + n) of s as one CacheGen
+ * file (the first 4 tokens of the sequence are stored as f16 sinks, so a
+ * chunk after them has none). */
+kvl_status kvl_seq_save_cachegen_chunk(const kvl_seq *s, int tok0, int n, const kvl_cachegen_opts *o, void **buf,
+                                       size_t *len);
+/* Append a chunk file to s: its positions must be s's next ones (pos(s),
+ * pos(s) + 1, ...); rows re-encoded through s's codecs. All or nothing: on
+ * failure s and the pool are unchanged. */
+kvl_status kvl_seq_append_cachegen(kvl_seq *s, const void *buf, size_t len);
+typedef struct kvl_cachegen_chunk {
+    int tok0, n_tok;
+    size_t bytes[4];           /* file bytes at each level 0..3 (every byte counted) */
+    double enc_s[4], dec_s[4]; /* measured seconds: encode; decode to float and verify (no page re-encode) */
+} kvl_cachegen_chunk;
+/* s's tokens cut into chunks of chunk_tokens (the last may be shorter),
+ * each encoded at every level and decoded again: out [cap], *n_out chunks
+ * (KVL_ERR_ARG if cap is too small). Speeds are wall-clock on this thread. */
+kvl_status kvl_cachegen_chunk_sizes(const kvl_seq *s, int chunk_tokens, kvl_cachegen_chunk *out, int cap, int *n_out);
+
 /* A new sequence of dst holding src's cached tokens decoded to float and
  * re-encoded through dst's codecs (transfer through float, no file; used by
  * benchmarks as the quality of src's page codec as a transport format). */

@@ -8,7 +8,9 @@
  *    exported and imported into contexts of every codec (f32, f16, int8,
  *    int4, int4z, fp8, kivi2, kivi4z, int4z+rot, squat): positions and token
  *    ids restored, rows within the target codec's error of the decoded
- *    file, decoding continues; describe works without a model;
+ *    file, decoding continues; describe works without a model; chunks
+ *    of the sequence at different levels appended in order rebuild it
+ *    (out of order refused, nothing changed); per-chunk sizes per level;
  *  - hostile files: every truncation and sampled single-byte corruptions
  *    rejected with a message and the pool unchanged; a foreign model
  *    identity and geometry named in the error; corruptions behind
@@ -269,6 +271,62 @@ static void seq_level(void) {
         }
         free(fk), free(fv), free(f);
         free(buf);
+    }
+
+    /* chunks (streaming): [0,16) level 0, [16,32) level 3, [32,40) level 2 appended into int8 pages */
+    {
+        kvl_ctx *ci = mkctx(m, "int8");
+        kvl_seq *r = NULL;
+        CHECK(kvl_seq_create(ci, &r) == KVL_OK);
+        static const int t0s[3] = {0, 16, 32}, ns[3] = {16, 16, 8}, lvs[3] = {0, 3, 2};
+        void *cb[3] = {0};
+        size_t cl[3] = {0};
+        for (int k = 0; k < 3; k++) {
+            const kvl_cachegen_opts oc = {lvs[k], 0, 0, 0};
+            CHECK_MSG(kvl_seq_save_cachegen_chunk(s, t0s[k], ns[k], &oc, &cb[k], &cl[k]) == KVL_OK, "%s", kvl_ctx_error(src));
+        }
+        const size_t used = kvl_kv_pool_used(ci->pool);
+        CHECK(kvl_seq_append_cachegen(r, cb[1], cl[1]) == KVL_ERR_FORMAT && strstr(kvl_ctx_error(ci), "continues at 0"));
+        CHECK(kvl_seq_pos(r) == 0 && kvl_kv_pool_used(ci->pool) == used);
+        int bad = 0;
+        for (int k = 0; k < 3; k++) {
+            CHECK_MSG(kvl_seq_append_cachegen(r, cb[k], cl[k]) == KVL_OK, "chunk %d: %s", k, kvl_ctx_error(ci));
+            kvl_cachegen_file *f = malloc(sizeof *f);
+            kvl_rans_models *rm = NULL;
+            CHECK(kvl_cachegen_parse(cb[k], cl[k], f, NULL) == KVL_OK && kvl_cachegen_models(f, &rm, NULL) == KVL_OK);
+            CHECK(f->n_sink == (k == 0 ? 4 : 0));
+            float *fk = malloc(sizeof(float) * (size_t)ns[k] * C), *fv = malloc(sizeof(float) * (size_t)ns[k] * C);
+            for (int l = 0; l < info.n_layer; l++) {
+                CHECK(kvl_cachegen_decode_layer(f, l, rm, fk, fv, NULL) == KVL_OK);
+                for (int i = 0; i < ns[k]; i++)
+                    for (int h = 0; h < info.n_head_kv; h++) {
+                        float kk[256], vv[256];
+                        kvl_kv_table_decode(r->t, l, h, t0s[k] + i, kk, vv);
+                        const float *wk = fk + (size_t)i * C + h * info.head_dim, *wv = fv + (size_t)i * C + h * info.head_dim;
+                        float mx = 0;
+                        for (int d = 0; d < info.head_dim; d++) mx = fmaxf(mx, fmaxf(fabsf(wk[d]), fabsf(wv[d])));
+                        for (int d = 0; d < info.head_dim; d++)
+                            bad += fabsf(kk[d] - wk[d]) > 0.01f * mx + 1e-6f || fabsf(vv[d] - wv[d]) > 0.01f * mx + 1e-6f;
+                    }
+            }
+            free(fk), free(fv), free(f);
+            kvl_rans_models_free(rm);
+        }
+        CHECK_MSG(bad == 0, "%d values of the appended chunks off", bad);
+        kvl_token back[N];
+        CHECK(kvl_seq_pos(r) == N && kvl_seq_tokens(r, back, N) == N && !memcmp(back, toks, sizeof toks));
+        CHECK(kvl_decode(r, toks[1], logits) == KVL_OK && isfinite(logits[0]));
+        CHECK(kvl_seq_append_cachegen(r, cb[2], cl[2]) == KVL_ERR_FORMAT); /* positions already held */
+        for (int k = 0; k < 3; k++) free(cb[k]);
+        kvl_cachegen_chunk ch[3];
+        int nch = 0;
+        CHECK(kvl_cachegen_chunk_sizes(s, 16, ch, 2, &nch) == KVL_ERR_ARG && nch == 3);
+        CHECK(kvl_cachegen_chunk_sizes(s, 16, ch, 3, &nch) == KVL_OK && nch == 3);
+        CHECK(ch[2].tok0 == 32 && ch[2].n_tok == 8);
+        for (int k = 0; k < 3; k++)
+            CHECK(ch[k].bytes[0] > ch[k].bytes[1] && ch[k].bytes[1] > ch[k].bytes[3] && ch[k].enc_s[0] > 0 && ch[k].dec_s[3] > 0);
+        kvl_seq_free(r);
+        kvl_ctx_free(ci);
     }
 
     /* hostile files: level 2 into int8 pages */

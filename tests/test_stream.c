@@ -204,7 +204,7 @@ static void chunk_cases(const char *path, const char *codec) {
     const int bounds[4] = {0, 128, 256, N};
     kvl_cachegen_opts o = {0};
     for (int i = 0; i < 3; i++)
-        CHECK(kvl_seq_save_cachegen_range(s, &o, bounds[i], bounds[i + 1] - bounds[i], &ck[i], &cl[i]) == KVL_OK);
+        CHECK(kvl_seq_save_cachegen_chunk(s, bounds[i], bounds[i + 1] - bounds[i], &o, &ck[i], &cl[i]) == KVL_OK);
     /* out of order: refused, r unchanged */
     CHECK(kvl_seq_append_cachegen(r, ck[1], cl[1]) == KVL_ERR_FORMAT && kvl_seq_pos(r) == 0);
     CHECK(strstr(kvl_ctx_error(c), "continues at 0") != NULL);

@@ -1,7 +1,7 @@
 /* `kvlite eval stream`: adaptive KV streaming (CacheGen's bandwidth
  * adaptation) measured on a real model. The first --prefix tokens of a text
  * are the context, cut into 256-token chunks, each encoded at every
- * CacheGen level (kvl_seq_save_cachegen_range); the next --cont tokens are
+ * CacheGen level (kvl_seq_save_cachegen_chunk); the next --cont tokens are
  * the request (its first 32 tokens the question, prefilled for the first
  * token). Measured here, before any replay: each level's bytes per chunk,
  * decode speed (chunks appended into a fresh sequence) and quality (KLD of
@@ -263,7 +263,7 @@ int cmd_stream(const cli_opts *o) {
         lv[k].level = lvl[k];
         kvl_cachegen_opts cg = {.level = lvl[k]};
         for (int i = 0; i < r.n_chunks; i++) {
-            if ((st = kvl_seq_save_cachegen_range(ctxs, &cg, i * CHUNK, chunk_tokens(&r, i), &lv[k].blob[i], &lv[k].len[i])))
+            if ((st = kvl_seq_save_cachegen_chunk(ctxs, i * CHUNK, chunk_tokens(&r, i), &cg, &lv[k].blob[i], &lv[k].len[i])))
                 cli_die(CLI_EXIT_RUNTIME, "eval stream: encode: %s", cli_ctx_msg(r.c, st));
             lv[k].bytes += (double)lv[k].len[i];
         }

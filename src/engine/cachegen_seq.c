@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/engine.h"
 #include "kv/cachegen.h"
@@ -16,65 +17,11 @@ static void copy_err(const kvl_err *e, char *buf, size_t len) {
 int kvl_cachegen_is_file(const void *buf, size_t len) { return kvl_cachegen_is(buf, len); }
 
 kvl_status kvl_seq_save_cachegen(const kvl_seq *s, const kvl_cachegen_opts *o, void **buf, size_t *len) {
-    if (!s || !o || !buf || !len) return KVL_ERR_ARG;
-    *buf = NULL;
-    *len = 0;
-    kvl_ctx *c = s->c;
-    if (c->freed) return KVL_ERR_ARG;
-    kvl_err_clear(&c->err);
-    if (s->pos < 1) return kvl_err_set(&c->err, KVL_ERR_ARG, "cachegen: the sequence is empty");
-    kvl_cachegen_params prm;
-    kvl_status st = kvl_cachegen_level(o->level, o->scale > 0 ? o->scale : 1.0f, &prm, &c->err);
-    if (st) return st;
-    if (o->group > 0) prm.group = o->group;
-    if (o->chan_group > 0) prm.chan_group = o->chan_group;
-    kvl_ser_buf b = {0};
-    st = kvl_cachegen_encode(s->t, s->pos, s->toks, c->m->identity, c->codec_name, &prm, &b, NULL, &c->err);
-    if (st) {
-        free(b.p);
-        return st;
-    }
-    *buf = b.p;
-    *len = b.n;
-    return KVL_OK;
+    if (!s) return KVL_ERR_ARG;
+    return kvl_seq_save_cachegen_chunk(s, 0, s->pos, o, buf, len);
 }
 
-kvl_status kvl_seq_load_cachegen(kvl_ctx *c, const void *buf, size_t len, kvl_seq **out) {
-    if (!c || !out) return KVL_ERR_ARG;
-    *out = NULL;
-    if (c->freed) return KVL_ERR_ARG;
-    kvl_err_clear(&c->err);
-    kvl_cachegen_file *f = malloc(sizeof *f);
-    if (!f) return kvl_err_set(&c->err, KVL_ERR_NOMEM, "cachegen: out of memory");
-    kvl_status st = kvl_cachegen_parse(buf, len, f, &c->err);
-    kvl_seq *s = NULL;
-    if (!st && f->identity != c->m->identity)
-        st = kvl_err_set(&c->err, KVL_ERR_ARG, "cachegen: model identity differs (file 0x%016llx, model 0x%016llx)",
-                         (unsigned long long)f->identity, (unsigned long long)c->m->identity);
-    if (!st && !f->tokens) st = kvl_err_set(&c->err, KVL_ERR_FORMAT, "cachegen: the file has no token ids");
-    for (int i = 0; !st && i < f->n_tok; i++) {
-        int32_t v;
-        memcpy(&v, f->pos + 4 * (size_t)i, 4);
-        if (v != i) st = kvl_err_set(&c->err, KVL_ERR_FORMAT, "cachegen: position %d of token %d (a sequence holds 0..n-1)", v, i);
-        memcpy(&v, f->tokens + 4 * (size_t)i, 4);
-        if (!st && (v < 0 || v >= c->m->n_vocab))
-            st = kvl_err_set(&c->err, KVL_ERR_FORMAT, "cachegen: token id %d at %d out of range [0, %d)", v, i, c->m->n_vocab);
-    }
-    if (!st) st = kvl_seq_create(c, &s);
-    if (!st && kvl_seq_reserve_tokens(s, f->n_tok)) st = kvl_err_set(&c->err, KVL_ERR_NOMEM, "cachegen: out of memory for token ids");
-    if (!st) st = kvl_cachegen_load(s->t, f, c->p.n_ctx, &c->err);
-    if (!st) {
-        memcpy(s->toks, f->tokens, (size_t)f->n_tok * 4);
-        s->pos = f->n_tok;
-        *out = s;
-    } else {
-        kvl_seq_free(s);
-    }
-    free(f);
-    return st;
-}
-
-kvl_status kvl_seq_save_cachegen_range(const kvl_seq *s, const kvl_cachegen_opts *o, int tok0, int n_tok, void **buf,
+kvl_status kvl_seq_save_cachegen_chunk(const kvl_seq *s, int tok0, int n, const kvl_cachegen_opts *o, void **buf,
                                        size_t *len) {
     if (!s || !o || !buf || !len) return KVL_ERR_ARG;
     *buf = NULL;
@@ -82,17 +29,20 @@ kvl_status kvl_seq_save_cachegen_range(const kvl_seq *s, const kvl_cachegen_opts
     kvl_ctx *c = s->c;
     if (c->freed) return KVL_ERR_ARG;
     kvl_err_clear(&c->err);
-    if (tok0 < 0 || n_tok < 1 || tok0 + n_tok > s->pos)
-        return kvl_err_set(&c->err, KVL_ERR_ARG, "cachegen: tokens [%d, %d) outside the sequence's %d", tok0, tok0 + n_tok,
-                           s->pos);
+    if (s->pos < 1) return kvl_err_set(&c->err, KVL_ERR_ARG, "cachegen: the sequence is empty");
+    if (tok0 < 0 || n < 1 || tok0 > s->pos - n)
+        return kvl_err_set(&c->err, KVL_ERR_ARG, "cachegen: tokens [%d, %d) of a sequence of %d", tok0, tok0 + n, s->pos);
     kvl_cachegen_params prm;
     kvl_status st = kvl_cachegen_level(o->level, o->scale > 0 ? o->scale : 1.0f, &prm, &c->err);
     if (st) return st;
     if (o->group > 0) prm.group = o->group;
     if (o->chan_group > 0) prm.chan_group = o->chan_group;
+    prm.tok0 = tok0;
+    if (kvl_kv_table_len(s->t, 0, 0) != s->pos)
+        return kvl_err_set(&c->err, KVL_ERR_ARG, "cachegen: layer 0 head 0 holds %d of the sequence's %d tokens (a policy evicted)",
+                           kvl_kv_table_len(s->t, 0, 0), s->pos);
     kvl_ser_buf b = {0};
-    st = kvl_cachegen_encode_range(s->t, tok0, n_tok, s->toks + tok0, c->m->identity, c->codec_name, &prm, &b, NULL,
-                                   &c->err);
+    st = kvl_cachegen_encode(s->t, n, s->toks + tok0, c->m->identity, c->codec_name, &prm, &b, NULL, &c->err);
     if (st) {
         free(b.p);
         return st;
@@ -102,11 +52,10 @@ kvl_status kvl_seq_save_cachegen_range(const kvl_seq *s, const kvl_cachegen_opts
     return KVL_OK;
 }
 
-kvl_status kvl_seq_append_cachegen(kvl_seq *s, const void *buf, size_t len) {
-    if (!s) return KVL_ERR_ARG;
+/* Load buf into s (fresh, or holding earlier chunks: the file's positions
+ * must be s->pos, s->pos + 1, ...). On failure s is unchanged. */
+static kvl_status load_into(kvl_seq *s, const void *buf, size_t len) {
     kvl_ctx *c = s->c;
-    if (c->freed) return KVL_ERR_ARG;
-    kvl_err_clear(&c->err);
     kvl_cachegen_file *f = malloc(sizeof *f);
     if (!f) return kvl_err_set(&c->err, KVL_ERR_NOMEM, "cachegen: out of memory");
     kvl_status st = kvl_cachegen_parse(buf, len, f, &c->err);
@@ -114,25 +63,85 @@ kvl_status kvl_seq_append_cachegen(kvl_seq *s, const void *buf, size_t len) {
         st = kvl_err_set(&c->err, KVL_ERR_ARG, "cachegen: model identity differs (file 0x%016llx, model 0x%016llx)",
                          (unsigned long long)f->identity, (unsigned long long)c->m->identity);
     if (!st && !f->tokens) st = kvl_err_set(&c->err, KVL_ERR_FORMAT, "cachegen: the file has no token ids");
-    if (!st && s->pos + f->n_tok > c->p.n_ctx)
-        st = kvl_err_set(&c->err, KVL_ERR_ARG, "cachegen: %d + %d tokens exceed the context (%d)", s->pos, f->n_tok,
-                         c->p.n_ctx);
+    if (!st && kvl_kv_table_len(s->t, 0, 0) != s->pos)
+        st = kvl_err_set(&c->err, KVL_ERR_ARG, "cachegen: the sequence's cache does not hold its %d tokens (evicted)", s->pos);
     for (int i = 0; !st && i < f->n_tok; i++) {
         int32_t v;
         memcpy(&v, f->pos + 4 * (size_t)i, 4);
         if (v != s->pos + i)
             st = kvl_err_set(&c->err, KVL_ERR_FORMAT, "cachegen: position %d of token %d (the sequence continues at %d)", v, i,
-                             s->pos);
+                             s->pos + i);
         memcpy(&v, f->tokens + 4 * (size_t)i, 4);
         if (!st && (v < 0 || v >= c->m->n_vocab))
             st = kvl_err_set(&c->err, KVL_ERR_FORMAT, "cachegen: token id %d at %d out of range [0, %d)", v, i, c->m->n_vocab);
     }
-    if (!st && kvl_seq_reserve_tokens(s, s->pos + f->n_tok))
-        st = kvl_err_set(&c->err, KVL_ERR_NOMEM, "cachegen: out of memory for token ids");
-    if (!st) st = kvl_cachegen_load_append(s->t, f, c->p.n_ctx, &c->err);
+    if (!st && f->n_tok > c->p.n_ctx - s->pos)
+        st = kvl_err_set(&c->err, KVL_ERR_ARG, "cachegen: context too small (%d + %d tokens, context %d)", s->pos, f->n_tok,
+                         c->p.n_ctx);
+    if (!st && kvl_seq_reserve_tokens(s, s->pos + f->n_tok)) st = kvl_err_set(&c->err, KVL_ERR_NOMEM, "cachegen: out of memory for token ids");
+    if (!st) st = kvl_cachegen_load(s->t, f, c->p.n_ctx, &c->err);
     if (!st) {
         memcpy(s->toks + s->pos, f->tokens, (size_t)f->n_tok * 4);
         s->pos += f->n_tok;
+    }
+    free(f);
+    return st;
+}
+
+kvl_status kvl_seq_load_cachegen(kvl_ctx *c, const void *buf, size_t len, kvl_seq **out) {
+    if (!c || !out) return KVL_ERR_ARG;
+    *out = NULL;
+    if (c->freed) return KVL_ERR_ARG;
+    kvl_err_clear(&c->err);
+    kvl_seq *s = NULL;
+    kvl_status st = kvl_seq_create(c, &s);
+    if (!st) st = load_into(s, buf, len);
+    if (st) kvl_seq_free(s);
+    else *out = s;
+    return st;
+}
+
+kvl_status kvl_seq_append_cachegen(kvl_seq *s, const void *buf, size_t len) {
+    if (!s || s->c->freed) return KVL_ERR_ARG;
+    kvl_err_clear(&s->c->err);
+    return load_into(s, buf, len);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+kvl_status kvl_cachegen_chunk_sizes(const kvl_seq *s, int chunk_tokens, kvl_cachegen_chunk *out, int cap, int *n_out) {
+    if (!s || !out || !n_out || chunk_tokens < 1) return KVL_ERR_ARG;
+    kvl_ctx *c = s->c;
+    kvl_err_clear(&c->err);
+    const int n = (s->pos + chunk_tokens - 1) / chunk_tokens;
+    *n_out = n;
+    if (n > cap) return kvl_err_set(&c->err, KVL_ERR_ARG, "cachegen: %d chunks, room for %d", n, cap);
+    kvl_cachegen_file *f = malloc(sizeof *f);
+    if (!f) return kvl_err_set(&c->err, KVL_ERR_NOMEM, "cachegen: out of memory");
+    kvl_status st = KVL_OK;
+    for (int k = 0; k < n && !st; k++) {
+        kvl_cachegen_chunk *ch = &out[k];
+        memset(ch, 0, sizeof *ch);
+        ch->tok0 = k * chunk_tokens;
+        ch->n_tok = s->pos - ch->tok0 < chunk_tokens ? s->pos - ch->tok0 : chunk_tokens;
+        for (int lv = 0; lv < KVL_CG_LEVELS && !st; lv++) {
+            const kvl_cachegen_opts o = {lv, 0, 0, 0};
+            void *buf = NULL;
+            size_t len = 0;
+            double t0 = now_s();
+            st = kvl_seq_save_cachegen_chunk(s, ch->tok0, ch->n_tok, &o, &buf, &len);
+            ch->enc_s[lv] = now_s() - t0;
+            t0 = now_s();
+            if (!st) st = kvl_cachegen_parse(buf, len, f, &c->err);
+            if (!st) st = kvl_cachegen_verify(f, NULL, &c->err);
+            ch->dec_s[lv] = now_s() - t0;
+            ch->bytes[lv] = len;
+            free(buf);
+        }
     }
     free(f);
     return st;

@@ -12,7 +12,7 @@
  * or slow costs a recompute, logged once per outage.
  *
  * With remote_level >= 0 the disk and Redis tiers hold CacheGen chunks
- * (kvl_seq_save_cachegen_range, version 2 below) instead of pages: a get
+ * (kvl_seq_save_cachegen_chunk, version 2 below) instead of pages: a get
  * loads the leading run of page chunks as pages, then appends the CacheGen
  * ones (kvl_seq_append_cachegen); a page chunk cannot follow a CacheGen one
  * (RAM's copy is then passed over for the lower tiers').
@@ -369,7 +369,7 @@ static kvl_status make_blob(const kvl_seq *s, int ci, uint64_t key, uint64_t par
         kvl_cachegen_opts o = {.level = level};
         void *cg = NULL;
         size_t cl = 0;
-        const kvl_status st = kvl_seq_save_cachegen_range(s, &o, ci * CH, CH, &cg, &cl);
+        const kvl_status st = kvl_seq_save_cachegen_chunk(s, ci * CH, CH, &o, &cg, &cl);
         if (st) return st;
         kvl_ser_put(b, cg, cl);
         free(cg);

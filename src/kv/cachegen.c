@@ -72,7 +72,7 @@ static uint16_t ctx_of(int s, int delta, int c, int cg, int ncg) { return (uint1
 
 typedef struct layer_enc {
     int T, C, G, cg, S; /* S: sink tokens stored as f16, not quantized */
-    int i0;        /* first list row encoded (range encoding) */
+    int tok0;           /* first token of the chunk in the table's lists */
     float *x;      /* [T][2][C] (sinks first) */
     uint16_t *mean;/* [2][C] f16 */
     uint8_t *ca, *cd; /* [2][C] step codes */
@@ -100,7 +100,7 @@ static kvl_status quantize_layer(const kvl_kv_table *t, int l, int n_layer, cons
     for (int i = 0; i < T; i++)
         for (int h = 0; h < H; h++) {
             float *row = e->x + (size_t)i * 2 * C;
-            if (kvl_kv_table_decode(t, l, h, e->i0 + i, row + h * D, row + C + h * D) != KVL_OK)
+            if (kvl_kv_table_decode(t, l, h, e->tok0 + i, row + h * D, row + C + h * D) != KVL_OK)
                 return kvl_err_set(err, KVL_ERR_ARG, "cachegen: cannot decode token %d of layer %d head %d", i, l, h);
         }
     const float depth = prm->depth[l * 3 / n_layer];
@@ -202,33 +202,38 @@ static kvl_status wrap(kvl_err *err, kvl_status st, int l, int i) {
     return kvl_err_set(err, st, "cachegen: layer %d: %s", l, m);
 }
 
-/* Every list holds the same positions; pos [n_tok] = those of rows [tok0,
- * tok0 + n_tok). exact: the lists must hold exactly n_tok rows (tok0 0). */
-static kvl_status check_table(const kvl_kv_table *t, int tok0, int n_tok, int exact, int32_t *pos, kvl_err *err) {
+/* Every list of t must hold the same tokens at the same positions (as
+ * list (0, 0): *total of them, positions into pos [*total], malloc'd). */
+static kvl_status check_table(const kvl_kv_table *t, int *total, int32_t **pos_out, kvl_err *err) {
     const kvl_kv_config *cfg = kvl_kv_pool_config(kvl_kv_table_pool(t));
-    const int len0 = kvl_kv_table_len(t, 0, 0);
-    if (tok0 < 0 || (exact ? len0 != n_tok : tok0 + n_tok > len0))
-        return kvl_err_set(err, KVL_ERR_ARG, "cachegen: layer 0 head 0 holds %d tokens, not %s%d", len0, exact ? "" : "at least ",
-                           tok0 + n_tok);
-    int32_t *p0 = malloc((size_t)len0 * sizeof *p0 * 2);
-    if (!p0) return kvl_err_set(err, KVL_ERR_NOMEM, "cachegen: out of memory");
-    int32_t *p2 = p0 + len0;
+    const int n_tok = kvl_kv_table_len(t, 0, 0);
+    int32_t *pos = malloc((size_t)(n_tok + 1) * sizeof *pos), *p2 = malloc((size_t)(n_tok + 1) * sizeof *p2);
+    *pos_out = NULL;
+    if (!pos || !p2) {
+        free(pos), free(p2);
+        return kvl_err_set(err, KVL_ERR_NOMEM, "cachegen: out of memory");
+    }
     kvl_status st = KVL_OK;
     for (int l = 0; l < cfg->n_layer && !st; l++)
         for (int h = 0; h < cfg->n_head_kv && !st; h++) {
-            const int n = kvl_kv_table_positions(t, l, h, l || h ? p2 : p0, len0);
-            if (n != len0)
+            const int n = kvl_kv_table_positions(t, l, h, l || h ? p2 : pos, n_tok);
+            if (n != n_tok)
                 st = kvl_err_set(err, KVL_ERR_ARG,
-                                 "cachegen: layer %d head %d holds %d tokens, not %d (a policy evicted: lists differ)", l, h,
-                                 n, len0);
-            else if ((l || h) && memcmp(p2, p0, (size_t)len0 * sizeof *p0))
+                                 "cachegen: layer %d head %d holds %d tokens, layer 0 head 0 %d (a policy evicted: lists differ)",
+                                 l, h, n, n_tok);
+            else if ((l || h) && memcmp(p2, pos, (size_t)n_tok * sizeof *pos))
                 st = kvl_err_set(err, KVL_ERR_ARG, "cachegen: layer %d head %d holds other positions than layer 0", l, h);
         }
-    if (!st) memcpy(pos, p0 + tok0, (size_t)n_tok * sizeof *pos);
     for (int i = 1; i < n_tok && !st; i++)
         if (pos[i] <= pos[i - 1]) st = kvl_err_set(err, KVL_ERR_ARG, "cachegen: positions not increasing at token %d", i);
-    free(p0);
-    return st;
+    free(p2);
+    if (st) {
+        free(pos);
+        return st;
+    }
+    *total = n_tok;
+    *pos_out = pos;
+    return KVL_OK;
 }
 
 static void put_header(kvl_ser_buf *b, uint64_t identity) {
@@ -255,25 +260,9 @@ static kvl_status enc_alloc(layer_enc *e, int T, int C) {
     return e->x && e->mean && e->ca && e->cd && e->sym && e->ctx ? KVL_OK : KVL_ERR_NOMEM;
 }
 
-static kvl_status encode(const kvl_kv_table *t, int tok0, int n_tok, int exact, const int32_t *tokens, uint64_t identity,
-                         const char *src_spec, const kvl_cachegen_params *prm, kvl_ser_buf *b, kvl_cachegen_sizes *sizes,
-                         kvl_err *err);
-
 kvl_status kvl_cachegen_encode(const kvl_kv_table *t, int n_tok, const int32_t *tokens, uint64_t identity,
                                const char *src_spec, const kvl_cachegen_params *prm, kvl_ser_buf *b,
                                kvl_cachegen_sizes *sizes, kvl_err *err) {
-    return encode(t, 0, n_tok, 1, tokens, identity, src_spec, prm, b, sizes, err);
-}
-
-kvl_status kvl_cachegen_encode_range(const kvl_kv_table *t, int tok0, int n_tok, const int32_t *tokens, uint64_t identity,
-                                     const char *src_spec, const kvl_cachegen_params *prm, kvl_ser_buf *b,
-                                     kvl_cachegen_sizes *sizes, kvl_err *err) {
-    return encode(t, tok0, n_tok, 0, tokens, identity, src_spec, prm, b, sizes, err);
-}
-
-static kvl_status encode(const kvl_kv_table *t, int tok0, int n_tok, int exact, const int32_t *tokens, uint64_t identity,
-                         const char *src_spec, const kvl_cachegen_params *prm, kvl_ser_buf *b, kvl_cachegen_sizes *sizes,
-                         kvl_err *err) {
     const kvl_kv_config *cfg = kvl_kv_pool_config(kvl_kv_table_pool(t));
     const int L = cfg->n_layer, H = cfg->n_head_kv, D = cfg->head_dim, C = H * D;
     if (n_tok < 1) return kvl_err_set(err, KVL_ERR_ARG, "cachegen: nothing to encode (%d tokens)", n_tok);
@@ -281,20 +270,22 @@ static kvl_status encode(const kvl_kv_table *t, int tok0, int n_tok, int exact, 
     if (prm->group < 1 || prm->chan_group < 1 || n_contexts(C, prm->chan_group) > KVL_RANS_MAX_CTX)
         return kvl_err_set(err, KVL_ERR_ARG, "cachegen: bad group %d / channel group %d", prm->group, prm->chan_group);
     if (kvl_kv_txn_open(t)) return kvl_err_set(err, KVL_ERR_ARG, "cachegen: the table has an open transaction");
-    int32_t *pos = malloc((size_t)n_tok * sizeof *pos);
-    if (!pos) return kvl_err_set(err, KVL_ERR_NOMEM, "cachegen: out of memory");
-    kvl_status st = check_table(t, tok0, n_tok, exact, pos, err);
-    if (st) {
-        free(pos);
-        return st;
+    int32_t *all_pos = NULL;
+    int total = 0;
+    kvl_status st = check_table(t, &total, &all_pos, err);
+    if (st) return st;
+    const int tok0 = prm->tok0;
+    if (tok0 < 0 || tok0 > total - n_tok) {
+        free(all_pos);
+        return kvl_err_set(err, KVL_ERR_ARG, "cachegen: tokens [%d, %d) of a table holding %d", tok0, tok0 + n_tok, total);
     }
+    const int32_t *pos = all_pos + tok0;
     kvl_cachegen_sizes sz;
     memset(&sz, 0, sizeof sz);
     const size_t start = b->n;
     put_header(b, identity);
     size_t at = kvl_ser_section_begin(b, KVL_CG_SEC_CONFIG);
-    /* sinks: the sequence's first tokens only (a later chunk has none) */
-    const int S = tok0 > 0 ? 0 : prm->n_sink < n_tok ? prm->n_sink : n_tok;
+    const int S = prm->n_sink - tok0 <= 0 ? 0 : prm->n_sink - tok0 < n_tok ? prm->n_sink - tok0 : n_tok;
     const uint32_t cf[8] = {(uint32_t)L, (uint32_t)H, (uint32_t)D, (uint32_t)n_tok, (uint32_t)prm->group,
                             (uint32_t)prm->chan_group, (uint32_t)prm->level, (uint32_t)S};
     for (int i = 0; i < 8; i++) kvl_ser_put_u32(b, cf[i]);
@@ -308,9 +299,9 @@ static kvl_status encode(const kvl_kv_table *t, int tok0, int n_tok, int exact, 
     for (int i = 0; tokens && i < n_tok; i++) kvl_ser_put_u32(b, (uint32_t)tokens[i]);
     kvl_ser_section_end(b, at);
     sz.header = b->n - start;
-    free(pos);
+    free(all_pos);
 
-    layer_enc e = {.T = n_tok, .C = C, .G = prm->group, .cg = prm->chan_group, .S = S, .i0 = tok0};
+    layer_enc e = {.T = n_tok, .C = C, .G = prm->group, .cg = prm->chan_group, .S = S, .tok0 = tok0};
     kvl_rans_models *m = NULL;
     uint8_t *buf = NULL;
     const size_t nsym = (size_t)(n_tok - S) * 2 * C, cap = kvl_rans_bound(nsym);
@@ -462,6 +453,7 @@ typedef struct layer_dec {
     int l, C, i;
     const uint8_t *steps; /* [2][C][4] */
     const uint8_t *sink;  /* [n_sink][2][C] f16 */
+    size_t models_len;
     kvl_rans_dec rd;
     float *xa;            /* [2][C] reconstructed anchor */
     float *mu, *sa, *sd;  /* [2][C] */
@@ -485,6 +477,7 @@ static kvl_status dec_open(layer_dec *d, const kvl_cachegen_file *f, int l, kvl_
     const uint32_t sb = kvl_ser_get_u32(&r);
     const uint8_t *sp = kvl_ser_get(&r, sb);
     if (r.bad || kvl_ser_left(&r)) return kvl_err_set(err, KVL_ERR_FORMAT, "cachegen: layer %d section malformed", l);
+    d->models_len = mb;
     d->xa = malloc((size_t)2 * C * sizeof(float));
     d->mu = malloc((size_t)2 * C * sizeof(float));
     d->sa = malloc((size_t)2 * C * sizeof(float));
@@ -570,11 +563,11 @@ kvl_status kvl_cachegen_verify(const kvl_cachegen_file *f, kvl_cachegen_sizes *s
         st = dec_open(&d, f, l, m, err);
         for (int i = 0; i < f->n_tok && !st; i++) st = dec_next(&d, m, k, v, err);
         dec_free(&d);
+        if (st) break;
         sz.layer[l] = f->layer_len[l];
         sz.header -= f->layer_len[l];
-        sz.steps += C * 8;
-        sz.steps += (size_t)f->n_sink * C * 4;
-        sz.models += rd32(f->layer[l] + 4 + C * 8 + (size_t)f->n_sink * C * 4);
+        sz.steps += C * 8 + (size_t)f->n_sink * C * 4;
+        sz.models += d.models_len; /* the layout was checked by dec_open */
     }
     sz.values = (size_t)f->n_tok * f->n_layer * C * 2;
     free(k), free(v);
@@ -583,43 +576,29 @@ kvl_status kvl_cachegen_verify(const kvl_cachegen_file *f, kvl_cachegen_sizes *s
     return st;
 }
 
-static kvl_status load(kvl_kv_table *t, const kvl_cachegen_file *f, int n_ctx, int append, kvl_err *err);
-
 kvl_status kvl_cachegen_load(kvl_kv_table *t, const kvl_cachegen_file *f, int n_ctx, kvl_err *err) {
-    return load(t, f, n_ctx, 0, err);
-}
-
-kvl_status kvl_cachegen_load_append(kvl_kv_table *t, const kvl_cachegen_file *f, int n_ctx, kvl_err *err) {
-    return load(t, f, n_ctx, 1, err);
-}
-
-static kvl_status load(kvl_kv_table *t, const kvl_cachegen_file *f, int n_ctx, int append, kvl_err *err) {
     const kvl_kv_config *cfg = kvl_kv_pool_config(kvl_kv_table_pool(t));
     if (f->n_layer != cfg->n_layer || f->n_head_kv != cfg->n_head_kv || f->head_dim != cfg->head_dim)
         return kvl_err_set(err, KVL_ERR_ARG, "cachegen: geometry differs (file %d layers x %d kv-heads x %d, model %d x %d x %d)",
                            f->n_layer, f->n_head_kv, f->head_dim, cfg->n_layer, cfg->n_head_kv, cfg->head_dim);
-    if (kvl_kv_txn_open(t) || (!append && kvl_kv_table_n_pages(t) != 0))
-        return kvl_err_set(err, KVL_ERR_ARG, "cachegen: load into an empty table only");
-    if (append) {
-        /* every list holds the same number of rows, all before the file's first position */
-        const int len0 = kvl_kv_table_len(t, 0, 0);
-        for (int l = 0; l < cfg->n_layer; l++)
-            for (int h = 0; h < cfg->n_head_kv; h++)
-                if (kvl_kv_table_len(t, l, h) != len0)
-                    return kvl_err_set(err, KVL_ERR_ARG, "cachegen: append needs lists of equal length (layer %d head %d)", l, h);
-        int32_t last = -1;
-        if (len0 > 0) {
-            int32_t *pp = malloc((size_t)len0 * sizeof *pp);
-            if (!pp) return kvl_err_set(err, KVL_ERR_NOMEM, "cachegen: out of memory");
-            kvl_kv_table_positions(t, 0, 0, pp, len0);
-            last = pp[len0 - 1];
-            free(pp);
-        }
+    if (kvl_kv_txn_open(t)) return kvl_err_set(err, KVL_ERR_ARG, "cachegen: the table has an open transaction");
+    const int have = kvl_kv_table_len(t, 0, 0);
+    for (int l = 0; l < f->n_layer; l++)
+        for (int h = 0; h < f->n_head_kv; h++)
+            if (kvl_kv_table_len(t, l, h) != have)
+                return kvl_err_set(err, KVL_ERR_ARG, "cachegen: the table's lists differ in length (load into equal lists only)");
+    if (have > 0) {
+        int32_t last = 0;
+        int32_t *pp = malloc((size_t)have * sizeof *pp);
+        if (!pp) return kvl_err_set(err, KVL_ERR_NOMEM, "cachegen: out of memory");
+        kvl_kv_table_positions(t, 0, 0, pp, have);
+        last = pp[have - 1];
+        free(pp);
         if ((int32_t)rd32(f->pos) <= last)
-            return kvl_err_set(err, KVL_ERR_ARG, "cachegen: the file starts at position %d, the table already holds %d",
+            return kvl_err_set(err, KVL_ERR_ARG, "cachegen: the chunk starts at position %d, the table already holds up to %d",
                                (int)rd32(f->pos), (int)last);
     }
-    if (f->n_tok > n_ctx || (int32_t)rd32(f->pos + 4 * (size_t)(f->n_tok - 1)) >= n_ctx)
+    if (f->n_tok > n_ctx - have || (int32_t)rd32(f->pos + 4 * (size_t)(f->n_tok - 1)) >= n_ctx)
         return kvl_err_set(err, KVL_ERR_ARG, "cachegen: context too small (%d tokens up to position %d, context %d)", f->n_tok,
                            (int)rd32(f->pos + 4 * (size_t)(f->n_tok - 1)), n_ctx);
     const int H = f->n_head_kv, D = f->head_dim, C = H * D;
@@ -659,8 +638,10 @@ kvl_status kvl_cachegen_layer_symbols(const kvl_kv_table *t, int n_tok, int l, c
                                       uint8_t *sym, uint16_t *ctx, int *n_ctx, size_t *n_sym, kvl_err *err) {
     const kvl_kv_config *cfg = kvl_kv_pool_config(kvl_kv_table_pool(t));
     const int C = cfg->n_head_kv * cfg->head_dim;
-    const int S = prm->n_sink < n_tok ? prm->n_sink : n_tok;
-    layer_enc e = {.T = n_tok, .C = C, .G = prm->group, .cg = prm->chan_group, .S = S};
+    const int tok0 = prm->tok0;
+    if (tok0 < 0 || tok0 + n_tok > kvl_kv_table_len(t, l, 0)) return kvl_err_set(err, KVL_ERR_ARG, "cachegen: bad token range");
+    const int S = prm->n_sink - tok0 <= 0 ? 0 : prm->n_sink - tok0 < n_tok ? prm->n_sink - tok0 : n_tok;
+    layer_enc e = {.T = n_tok, .C = C, .G = prm->group, .cg = prm->chan_group, .S = S, .tok0 = tok0};
     kvl_status st = enc_alloc(&e, n_tok, C) ? kvl_err_set(err, KVL_ERR_NOMEM, "cachegen: out of memory") : KVL_OK;
     if (!st) st = quantize_layer(t, l, cfg->n_layer, prm, &e, err);
     if (!st) {

@@ -57,6 +57,7 @@ typedef struct kvl_cachegen_params {
     float depth[3];   /* step multiplier of the first, middle and last third of the layers */
     int per_head;     /* 1: one step per (layer, K/V, kv-head) from the head's RMS; 0: per channel */
     int n_sink;       /* the first n_sink tokens (attention sinks) stored as f16, outside the statistics */
+    int tok0;         /* first token of the chunk (index into the lists; 0 = from the start) */
 } kvl_cachegen_params;
 
 /* The parameters of quality level `level` (0..KVL_CG_LEVELS-1), scaled:
@@ -72,21 +73,16 @@ typedef struct kvl_cachegen_sizes {
     size_t values;         /* values coded: n_tok * n_layer * n_head_kv * head_dim * 2 */
 } kvl_cachegen_sizes;
 
-/* Encode tokens [0, n_tok) of every (layer, kv-head) list of t into b as
- * a complete file (header first: b should be empty). Every list must hold
- * exactly n_tok tokens at the same positions (no policy has evicted).
- * tokens [n_tok] or NULL (no TOKENS ids). src_spec: text recorded as the
+/* Encode tokens [prm->tok0, prm->tok0 + n_tok) of every (layer, kv-head)
+ * list of t into b as a complete file (header first: b should be empty).
+ * Every list must hold the same tokens at the same positions (no policy
+ * has evicted). Sinks are the first n_sink tokens of the lists (a chunk
+ * after them has none). tokens [n_tok] (the chunk's) or NULL (no TOKENS ids). src_spec: text recorded as the
  * source codec. sizes: optional. KVL_ERR_ARG with a message if the table
  * cannot be coded (unequal lists, non-finite values). */
 kvl_status kvl_cachegen_encode(const kvl_kv_table *t, int n_tok, const int32_t *tokens, uint64_t identity,
                                const char *src_spec, const kvl_cachegen_params *prm, kvl_ser_buf *b,
                                kvl_cachegen_sizes *sizes, kvl_err *err);
-/* As kvl_cachegen_encode for rows [tok0, tok0 + n_tok) of lists that hold
- * at least that many (all the same positions): one chunk of a context.
- * tokens [n_tok]: the chunk's ids (or NULL). */
-kvl_status kvl_cachegen_encode_range(const kvl_kv_table *t, int tok0, int n_tok, const int32_t *tokens, uint64_t identity,
-                                     const char *src_spec, const kvl_cachegen_params *prm, kvl_ser_buf *b,
-                                     kvl_cachegen_sizes *sizes, kvl_err *err);
 
 /* A parsed file (pointers into the caller's buffer). */
 typedef struct kvl_cachegen_file {
@@ -119,16 +115,13 @@ kvl_status kvl_cachegen_models(const kvl_cachegen_file *f, kvl_rans_models **m, 
 kvl_status kvl_cachegen_decode_layer(const kvl_cachegen_file *f, int l, kvl_rans_models *m, float *k, float *v,
                                      kvl_err *err);
 
-/* Load f into the empty table t (no pages, no open transaction): geometry
- * must match t's pool, positions < n_ctx; each layer is decoded and
- * appended through the pool's codecs (then sealed), in a transaction
- * rolled back on any failure, so t is left empty and the pool's bytes
- * unchanged. */
+/* Load f into table t (no open transaction; every list of the same length,
+ * empty or holding earlier chunks whose last position is below the file's
+ * first): geometry must match t's pool, positions < n_ctx; each layer is
+ * decoded and appended through the pool's codecs (then sealed), in a
+ * transaction rolled back on any failure, so t and the pool's bytes are
+ * left as they were. */
 kvl_status kvl_cachegen_load(kvl_kv_table *t, const kvl_cachegen_file *f, int n_ctx, kvl_err *err);
-/* As kvl_cachegen_load, appending to a table whose lists all hold the same
- * rows, every one at a position before the file's first (streaming a
- * context chunk by chunk). On failure the table is as before. */
-kvl_status kvl_cachegen_load_append(kvl_kv_table *t, const kvl_cachegen_file *f, int n_ctx, kvl_err *err);
 
 /* Verify f completely (decode every layer, no table) and report sizes.
  * Used by `kvlite kv info` (no model). */
