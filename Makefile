@@ -23,6 +23,12 @@ ifeq ($(HIREDIS),1)
 CFLAGS  += -DKVL_HAVE_HIREDIS $(shell pkg-config --cflags hiredis)
 LDLIBS  += $(shell pkg-config --libs hiredis)
 endif
+# zstd (optional): kvlite kv eval compares the CacheGen rANS coder with it
+ZSTD_LIBS := $(shell pkg-config --libs libzstd 2>/dev/null)
+ifneq ($(ZSTD_LIBS),)
+CFLAGS  += -DKVL_HAVE_ZSTD $(shell pkg-config --cflags libzstd 2>/dev/null)
+LDLIBS  += $(ZSTD_LIBS)
+endif
 SIMD_FLAGS := -mavx2 -mfma -mf16c
 
 ifeq ($(SAN),1)
@@ -90,6 +96,7 @@ CU_SRC   := $(wildcard src/cuda/*.cu)
 CU_OBJ   := $(patsubst %.cu,$(BUILD)/%.o,$(CU_SRC))
 LIB_OBJ  += $(CU_OBJ)
 LDLIBS   += $(CUDA_LIBS)
+CFLAGS   += -DKVL_HAVE_CUDA
 # the device tests and benchmark (not in tests/, so tests/run.sh leaves them alone)
 CUDA_BIN := $(BUILD)/cuda/test_cuda $(BUILD)/cuda/bench_attn
 endif
@@ -116,7 +123,7 @@ $(BUILD)/%.o: %.cu
 # tests/cuda/test_cuda.c and bench/cuda/bench_attn.cu need only src/kv,
 # src/util and src/cuda: linked from those objects, so they build where PCRE2
 # (the tokenizer's) is missing, as on the GPU machine
-CUDA_KV_OBJ := $(filter $(BUILD)/src/kv/% $(BUILD)/src/util/% $(BUILD)/src/cuda/%,$(LIB_OBJ))
+CUDA_KV_OBJ := $(filter $(BUILD)/src/kv/% $(BUILD)/src/util/% $(BUILD)/src/cpu/% $(BUILD)/src/cuda/%,$(LIB_OBJ))
 $(BUILD)/cuda/test_cuda: tests/cuda/test_cuda.c $(CUDA_KV_OBJ) tests/test.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -MMD -MP -o $@ $< $(CUDA_KV_OBJ) $(LDFLAGS) $(CUDA_LIBS)

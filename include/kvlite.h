@@ -119,6 +119,9 @@ int64_t kvl_chat_tokenize(const kvl_model *m, const kvl_chat_msg *msgs, int n_ms
 
 /* ---- context and KV options -------------------------------------------------- */
 
+/* Where a context's forward pass runs (kvl_ctx_params.device). */
+enum { KVL_DEVICE_CPU = 0, KVL_DEVICE_CUDA = 1 };
+
 typedef struct kvl_ctx_params {
     int n_ctx;             /* max tokens per sequence; 0 = model's training context */
     int n_threads;         /* 0 = all online cores */
@@ -141,6 +144,11 @@ typedef struct kvl_ctx_params {
     int kv_keep;           /* policy budget: cached tokens per sequence, averaged over layers and kv-heads
                               (0 = none; with kv_budget_bytes and no keep, the keep that fits the budget) */
     float kv_keep_frac;    /* policy budget as a fraction (0, 1] of the tokens the sequence has processed */
+    int device;            /* KVL_DEVICE_CPU (default) or KVL_DEVICE_CUDA: weights and KV pages in GPU memory,
+                              every token through device kernels (builds with `make CUDA=1`; otherwise
+                              kvl_ctx_create fails with KVL_ERR_UNSUPPORTED). CUDA takes KV codecs f16, int8,
+                              int4z, policy full, no per-layer codecs; prefill runs as batches of decode
+                              steps; sequences cannot be forked, saved or prefix-cached */
 } kvl_ctx_params;
 
 /* Fill defaults. */
@@ -370,6 +378,11 @@ typedef struct kvl_prefix_params {
     int redis_connect_ms;  /* connection timeout (0: 500) */
     int redis_command_ms;  /* command (socket read/write) timeout (0: 2000) */
     int redis_retry_ms;    /* after a failure, no reconnect before this (0: 1000; < 0: at the next request) */
+    /* format of the disk and Redis tiers' chunks: -1 (default) the exact
+     * pages; 0..3 a CacheGen level (lossy, entropy-coded, several times
+     * smaller; decoded into the loading context's codec). RAM keeps exact
+     * pages. Chunks of either format are read back by any store. */
+    int remote_level;
     /* where the Redis tier's once-per-outage messages go (NULL: stderr, "kvlite: prefix cache: ...") */
     void (*log)(void *user, const char *msg);
     void *log_user;
@@ -393,6 +406,78 @@ kvl_status kvl_prefix_get(kvl_prefix *p, kvl_seq *s, const kvl_token *toks, int 
 void kvl_prefix_get_stats(const kvl_prefix *p, kvl_prefix_stats *st);
 /* Why the last chunk was rejected ("" if none). */
 const char *kvl_prefix_error(const kvl_prefix *p);
+
+/* ---- CacheBlend: chunk KV reuse at any position ---------------------------------
+ *
+ * Retrieval prompts repeat the same documents in different orders, so a
+ * prefix cache misses. A blend store keeps each chunk's KV computed on its
+ * own (after the store's base prefix, at positions n_base..), keyed by a
+ * 64-bit hash of the model identity, every layer's K/V codec spec, the page
+ * size, the base prefix, the row format and the chunk's token ids; rows are
+ * f32 or f16, K after RoPE at the chunk's own positions. kvl_prefill_blend
+ * splices cached chunks into a sequence at their new positions (K rotated
+ * by the position delta: RoPE is a rotation) and repairs the cross-chunk
+ * attention they never saw (CacheBlend, EuroSys 2025): the first
+ * full_layers layers recompute every token; at layer full_layers the
+ * ratio fraction of cached tokens whose recomputed V (or K) deviates most
+ * from the cached rows, plus every fresh token, are selected, and the later
+ * layers recompute only those, attending to the spliced cache. RAM tier
+ * (LRU under a byte budget) and an optional disk tier (DIR/KEY.kvb, written
+ * through a temporary file and rename). A store serves contexts of one
+ * model and KV configuration; it is used by one thread at a time. */
+typedef struct kvl_blend kvl_blend;
+typedef struct kvl_blend_params {
+    float ratio;     /* fraction of cached chunk tokens recomputed past the selection layer, [0, 1]; 0.15 */
+    int full_layers; /* layers (from 0) recomputing every token; the selection runs at this layer; 1.
+                        ratio 0 with full_layers 0 reuses the chunks' KV untouched (only fresh tokens run) */
+    int select_k;    /* 1: select by the deviation of K (after RoPE), 0: of V (default) */
+} kvl_blend_params;
+void kvl_blend_params_default(kvl_blend_params *p);
+/* One piece of a blended prompt: reuse != 0 marks a chunk whose KV comes
+ * from the store (computed and stored first on a miss); reuse == 0 tokens
+ * (instructions, the question) are always computed in every layer. */
+typedef struct kvl_blend_seg {
+    const kvl_token *tokens;
+    int n;
+    int reuse;
+} kvl_blend_seg;
+typedef struct kvl_blend_stats {
+    int n_tokens;    /* tokens added to the sequence */
+    int n_reused;    /* of them in reused chunks */
+    int n_selected;  /* reused tokens recomputed past the selection layer */
+    int ram_hits, disk_hits, misses; /* chunk lookups of the call */
+    double ms_load;  /* chunk lookups (RAM/disk), misses' computation excluded */
+    double ms_miss;  /* computing and storing missed chunks */
+    double ms_blend; /* the blended forward pass (splice + recompute + logits) */
+} kvl_blend_stats;
+typedef struct kvl_blend_store_stats {
+    int64_t ram_hits, disk_hits, misses, stored, evicted;
+    size_t ram_bytes;
+    int ram_chunks;
+} kvl_blend_store_stats;
+/* Create a store for contexts like c (c computes missed chunks). base [n_base]:
+ * the tokens every chunk is computed after (e.g. BOS or the prompt's fixed
+ * instructions; n_base may be 0); dir: disk tier directory (created if
+ * missing) or NULL; ram_bytes: RAM tier budget (0: none, disk only);
+ * f32: rows in f32 (exact) instead of f16. Errors into err. */
+kvl_status kvl_blend_create(kvl_ctx *c, const kvl_token *base, int n_base, const char *dir, size_t ram_bytes, int f32,
+                            kvl_blend **out, char *err, size_t err_len);
+void kvl_blend_free(kvl_blend *b);
+/* Compute and store chunk toks [n] unless stored (*stored: 1 when it was
+ * computed now; may be NULL). Errors on the store's context (kvl_ctx_error). */
+kvl_status kvl_blend_put(kvl_blend *b, const kvl_token *toks, int n, int *stored);
+/* Prefill segs [n_segs] into s at its position (as kvl_prefill would the
+ * concatenated tokens), reusing stored chunks as described above; logits:
+ * the last token's [n_vocab] (may be NULL); st (may be NULL): what it did.
+ * The last token is always recomputed. All or nothing like kvl_prefill:
+ * prompts longer than the context (KVL_ERR_CTX_FULL), a store made for
+ * another model or KV configuration (KVL_ERR_ARG), a damaged or mismatched
+ * disk chunk (KVL_ERR_FORMAT) fail before anything is computed or stored,
+ * and leave s as it was. A blended sequence is an ordinary one afterwards
+ * (decode, fork, eviction, save). Errors on s's context. */
+kvl_status kvl_prefill_blend(kvl_seq *s, kvl_blend *b, const kvl_blend_seg *segs, int n_segs,
+                             const kvl_blend_params *p, float *logits, kvl_blend_stats *st);
+void kvl_blend_get_stats(const kvl_blend *b, kvl_blend_store_stats *st);
 
 /* ---- diagnostics ------------------------------------------------------------------ */
 
@@ -430,6 +515,135 @@ void kvl_sampler_free(kvl_sampler *s);
 kvl_token kvl_sampler_sample(kvl_sampler *s, float *logits);
 /* Record a token in the history used by the repetition penalty. */
 void kvl_sampler_accept(kvl_sampler *s, kvl_token t);
+
+/* ---- adaptive streaming (CacheGen-style level choice; engine/stream.c) ----------
+ *
+ * A context fetched chunk by chunk over a link of varying bandwidth; each
+ * chunk is available at n_levels encodings (level 0 = best quality, larger
+ * levels smaller and lossier) or as text the receiver recomputes. For each
+ * chunk the adaptive mode picks the option of lowest quality loss (text:
+ * none) whose predicted completion of the request (remaining chunks sent
+ * the same way, bandwidth = throughput measured on the previous chunk)
+ * meets the time-to-first-token target; when nothing meets it, the fastest.
+ * The replay is deterministic: transfers integrate a bandwidth trace. */
+#define KVL_STREAM_MAX_LEVELS 8
+#define KVL_STREAM_MAX_CHUNKS 1024
+enum { KVL_STREAM_ADAPTIVE = -2, KVL_STREAM_TEXT = -1 }; /* modes; a mode >= 0 = always that level */
+typedef struct kvl_stream_chunk {
+    int n_tokens;
+    int64_t bytes[KVL_STREAM_MAX_LEVELS]; /* encoded bytes of the chunk per level */
+} kvl_stream_chunk;
+typedef struct kvl_stream_profile {
+    int n_levels;
+    double level_loss[KVL_STREAM_MAX_LEVELS];       /* quality loss per level (e.g. KLD), >= 0; text = 0 */
+    double decode_tok_per_s[KVL_STREAM_MAX_LEVELS]; /* measured: tokens decoded into pages per second */
+    double prefill_tok_per_s;                       /* measured: recompute speed (text chunks) */
+    double text_bytes_per_token;                    /* bytes sent per token of a text chunk (4) */
+    double rtt_s;                                   /* per-chunk request latency */
+    double bw_init_bps;                             /* bandwidth estimate before any transfer, bytes/s */
+    int question_tokens;                            /* prefilled after the context */
+    int serial;                                     /* 1: fetch and compute in turn (no overlap) */
+} kvl_stream_profile;
+typedef struct kvl_stream_trace {
+    const double *mbps; /* [n] Mbit/s, sample k covers [k*step_s, (k+1)*step_s); repeats after n */
+    int n;
+    double step_s;
+} kvl_stream_trace;
+typedef struct kvl_stream_result {
+    int n_chunks, n_text;
+    int choice[KVL_STREAM_MAX_CHUNKS]; /* per chunk: level or KVL_STREAM_TEXT */
+    double ttft_s;                     /* request start to the question prefilled */
+    double bytes;                      /* bytes sent */
+    double loss;                       /* token-weighted mean level loss */
+    int met;                           /* ttft_s <= slo */
+} kvl_stream_result;
+/* Defaults: rtt 1 ms, 4 bytes per text token, initial estimate 8 Mbit/s. */
+void kvl_stream_profile_default(kvl_stream_profile *p);
+/* Parse a trace: one bandwidth in Mbit/s per line (blank lines and '#'
+ * comments skipped), each covering step_s seconds. *mbps: malloc'd [*n]
+ * (free()). A malformed line is KVL_ERR_FORMAT naming the line. */
+kvl_status kvl_stream_trace_parse(const char *text, size_t len, double step_s, double **mbps, int *n, char *err,
+                                  size_t err_len);
+/* When a transfer of `bytes` started at time t (s) over the trace ends. */
+double kvl_stream_transfer_end(const kvl_stream_trace *tr, double t, double bytes);
+/* KVL_ERR_ARG (message in err) unless p is usable with mode. */
+kvl_status kvl_stream_profile_check(const kvl_stream_profile *p, int mode, char *err, size_t err_len);
+/* The adaptive decision for chunk i of c [n]: the option (a level or
+ * KVL_STREAM_TEXT) of least loss whose predicted completion of chunks
+ * [i, n) and the question, all sent that way at bandwidth bw (bytes/s),
+ * from a link free at t_link and a receiver free at t_compute, is at most
+ * deadline; else the fastest option. Times in seconds on one clock. */
+int kvl_stream_choose(const kvl_stream_profile *p, const kvl_stream_chunk *c, int i, int n, double bw, double t_link,
+                      double t_compute, double deadline);
+/* Replay one request of chunks c [n] starting at t0 under mode (ADAPTIVE,
+ * TEXT or a level) against target slo_s. bw_state (may be NULL): the
+ * bandwidth estimate carried across requests (read, then updated with the
+ * last measured throughput; <= 0 = use bw_init_bps). */
+kvl_status kvl_stream_run(const kvl_stream_profile *p, const kvl_stream_chunk *c, int n, const kvl_stream_trace *tr,
+                          double t0, int mode, double slo_s, double *bw_state, kvl_stream_result *res, char *err,
+                          size_t err_len);
+/* Real transfers through a Redis store (needs a build with hiredis, else
+ * "built without hiredis"; engine/stream_fetch.c). kvl_stream_put stores
+ * chunk `chunk`'s encoding at `level` (KVL_STREAM_TEXT: its token ids)
+ * under "PREFIX:CHUNK:LEVEL" / "PREFIX:CHUNK:text". kvl_stream_fetch
+ * fetches chunks [0, n) in order, each with the option kvl_stream_choose
+ * picks (serial model) from the throughput of the GETs so far and the time
+ * spent, or always `mode`, and calls cb(user, chunk, level, bytes, len) on
+ * each as it arrives (the receiver decodes or recomputes it there; its
+ * time counts); a non-zero return from cb stops with that status. res:
+ * choices, bytes, loss; ttft_s = time to the last chunk's cb returning
+ * (the caller times the question) and met against slo_s. A missing key
+ * is KVL_ERR_IO naming it. */
+/* Connect to the store and PING it (KVL_ERR_IO naming the URL if down). */
+kvl_status kvl_stream_ping(const char *redis_url, char *err, size_t err_len);
+typedef kvl_status (*kvl_stream_fetch_cb)(void *user, int chunk, int level, const uint8_t *data, size_t len);
+kvl_status kvl_stream_put(const char *redis_url, const char *prefix, int chunk, int level, const void *data, size_t len,
+                          char *err, size_t err_len);
+kvl_status kvl_stream_fetch(const char *redis_url, const char *prefix, const kvl_stream_profile *p,
+                            const kvl_stream_chunk *c, int n, int mode, double slo_s, double *bw_state,
+                            kvl_stream_fetch_cb cb, void *user, kvl_stream_result *res, char *err, size_t err_len);
+
+/* ---- CacheGen compressed KV format (src/kv/cachegen.c, docs/ARCHITECTURE.md "CacheGen format") ----
+ * A lossy, entropy-coded file of a sequence's KV (every layer and kv-head,
+ * from pages of any codec): token groups of an anchor and deltas,
+ * per-channel steps set by a quality level (0 finest .. 3 smallest) and the
+ * layer's depth, rANS-coded symbols. Loading decodes into pages of the
+ * loading context's own codec (any: f16, int8, kivi2, ...). The file holds
+ * the model identity, geometry, positions and token ids, one CRC32C per
+ * section; loading treats it as hostile and either fills a new sequence or
+ * changes nothing. */
+typedef struct kvl_cachegen_opts {
+    int level;      /* 0..3 */
+    float scale;    /* multiplies every quantization step (0 = 1: the level as tuned) */
+    int group;      /* tokens per anchor group (0 = the level's default, 10) */
+    int chan_group; /* channels per entropy-coder context (0 = default, 8) */
+} kvl_cachegen_opts;
+/* Encode s (every cached token; fails with KVL_ERR_ARG if an evicting
+ * policy left lists of different lengths) into a malloc'd *buf / *len. */
+kvl_status kvl_seq_save_cachegen(const kvl_seq *s, const kvl_cachegen_opts *o, void **buf, size_t *len);
+/* Load a CacheGen buffer into a new sequence of c (*out; NULL on failure,
+ * the pool unchanged). The file must be of c's model (identity) and fit
+ * n_ctx; rows are re-encoded through c's codecs at their positions. */
+kvl_status kvl_seq_load_cachegen(kvl_ctx *c, const void *buf, size_t len, kvl_seq **out);
+/* Encode cached tokens [tok0, tok0 + n_tok) of s alone (one chunk of a
+ * context, positions and ids kept) into a malloc'd *buf / *len. */
+kvl_status kvl_seq_save_cachegen_range(const kvl_seq *s, const kvl_cachegen_opts *o, int tok0, int n_tok, void **buf,
+                                       size_t *len);
+/* Append a CacheGen chunk to s: its positions must continue s's (s->pos,
+ * s->pos + 1, ...), rows re-encoded through s's codecs. On failure s is
+ * unchanged. Chunks of one context appended in order rebuild it. */
+kvl_status kvl_seq_append_cachegen(kvl_seq *s, const void *buf, size_t len);
+/* 1 when buf starts with the CacheGen magic (else try kvl_session_*). */
+int kvl_cachegen_is_file(const void *buf, size_t len);
+/* Verify a CacheGen buffer without a model (every checksum, and every layer
+ * decoded) and describe it in a malloc'd NUL-terminated *text: level,
+ * geometry, tokens, bits/value, per-layer sizes. max_pos (may be NULL):
+ * the largest position + 1 (the context a load needs). */
+kvl_status kvl_cachegen_describe(const void *buf, size_t len, char **text, int *max_pos, char *err, size_t err_len);
+/* A new sequence of dst holding src's cached tokens decoded to float and
+ * re-encoded through dst's codecs (transfer through float, no file; used by
+ * benchmarks as the quality of src's page codec as a transport format). */
+kvl_status kvl_seq_transcode(kvl_ctx *dst, const kvl_seq *src, kvl_seq **out);
 
 #ifdef __cplusplus
 }

@@ -10,6 +10,8 @@ command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v make >/dev/null 2>&1 || need+=(make)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 pkg-config --exists libpcre2-8 2>/dev/null || need+=(libpcre2-dev)
+# optional: kvlite kv eval measures the CacheGen rANS coder against zstd
+pkg-config --exists libzstd 2>/dev/null || need+=(libzstd-dev)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 # the Redis tier (src/engine/redis.c: hiredis) and its tests (a redis-server

@@ -136,6 +136,36 @@ expect_error 1 "kv import other codec" kv import -m "$tiny_s" -i "$TMP/tiny.kv" 
 expect_error 1 "kv import other model" kv import -m tests/data/tiny/llama_f16.gguf -i "$TMP/tiny.kv" &&
     expect_err_match "model identity differs" "kv import other model"
 
+# ---- CacheGen format (kv export --level, kv info / import of it, kv eval) on the tiny model ----
+run_cli kv export -m "$tiny_s" -f "$TMP/text.txt" -o "$TMP/cg.kv" --level 2
+if [ "$rc" -eq 0 ] && [ -s "$TMP/cg.kv" ] && grep -q "CacheGen level 2, .* bits/value" "$TMP/err"; then ok; else
+    bad "kv export --level (tiny): exit $rc, $(head -c 300 "$TMP/err")"; fi
+run_cli kv info "$TMP/cg.kv"
+if [ "$rc" -eq 0 ] && grep -q "CacheGen KV file" "$TMP/out" && grep -q "^level 2, " "$TMP/out" &&
+    grep -q "bits/value" "$TMP/out" && grep -q "bytes per layer:" "$TMP/out"; then ok; else
+    bad "kv info CacheGen (tiny): exit $rc, $(head -c 300 "$TMP/out") $(head -c 300 "$TMP/err")"; fi
+for codec in f16 int8 kivi2; do
+    run_cli kv import -m "$tiny_s" -i "$TMP/cg.kv" --kv "$codec" -p " and" -n 3 --temp 0
+    if [ "$rc" -eq 0 ] && grep -q "loaded [1-9][0-9]* tokens (CacheGen file decoded into codec $codec" "$TMP/err"; then ok; else
+        bad "kv import CacheGen into $codec (tiny): exit $rc, $(head -c 300 "$TMP/err")"; fi
+done
+head -c 700 "$TMP/cg.kv" >"$TMP/cgtrunc.kv"
+expect_error 1 "kv info CacheGen truncated" kv info "$TMP/cgtrunc.kv" && expect_err_match "cachegen" "kv info CacheGen truncated"
+expect_error 1 "kv import CacheGen truncated" kv import -m "$tiny_s" -i "$TMP/cgtrunc.kv"
+python3 -c 'import sys; b=bytearray(open(sys.argv[1],"rb").read()); b[len(b)//2]^=0x40; open(sys.argv[2],"wb").write(b)' "$TMP/cg.kv" "$TMP/cgflip.kv"
+expect_error 1 "kv info CacheGen corrupted" kv info "$TMP/cgflip.kv" && expect_err_match "checksum" "kv info CacheGen corrupted"
+expect_error 1 "kv import CacheGen corrupted" kv import -m "$tiny_s" -i "$TMP/cgflip.kv"
+expect_error 1 "kv import CacheGen other model" kv import -m tests/data/tiny/qwen2_q8.gguf -i "$TMP/cg.kv" &&
+    expect_err_match "identity differs" "kv import CacheGen other model"
+expect_error 2 "kv export bad level" kv export -m "$tiny_s" -f "$TMP/text.txt" -o "$TMP/x.kv" --level 7
+expect_error 2 "kv export --cg-scale without --level" kv export -m "$tiny_s" -f "$TMP/text.txt" -o "$TMP/x.kv" --cg-scale 2
+printf 'The quick brown fox jumps over the lazy dog. %.0s' $(seq 1 40) >"$TMP/cgeval.txt"
+run_cli kv eval -m "$tiny_s" -f "$TMP/cgeval.txt" --prefix 96 --cont 32 --levels 1,3 --baselines int8 --json
+if [ "$rc" -eq 0 ] && [ "$(grep -c '"kind":"point"' "$TMP/out")" -ge 3 ] && grep -q '"name":"cachegen-3"' "$TMP/out" &&
+    python3 -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1])]' "$TMP/out"; then ok; else
+    bad "kv eval (tiny): exit $rc, $(head -c 300 "$TMP/out") $(head -c 300 "$TMP/err")"; fi
+expect_error 1 "kv eval text too short" kv eval -m "$tiny_s" -f "$TMP/text.txt" --prefix 4096
+
 # run --prefix-cache: the second run reuses the stored chunks and prints the same text
 printf 'The quick brown fox jumps over the lazy dog. %.0s' $(seq 1 30) >"$TMP/long.txt"
 run_cli run -m "$tiny_s" -f "$TMP/long.txt" -n 8 --temp 0 --prefix-cache "$TMP/pc" --stats
@@ -145,6 +175,12 @@ if [ "$rc" -eq 0 ] && grep -q "prefix cache: *reused 0 of .*stored [1-9]" "$TMP/
 run_cli run -m "$tiny_s" -f "$TMP/long.txt" -n 8 --temp 0 --prefix-cache "$TMP/pc" --stats
 if [ "$rc" -eq 0 ] && grep -Eq "prefix cache: *reused [1-9][0-9]+ of" "$TMP/err" && [ "$(head -c 200 "$TMP/out")" = "$p1" ]; then ok; else
     bad "run --prefix-cache (reuse): exit $rc, $(grep -i prefix "$TMP/err")"; fi
+# --prefix-level: the disk chunks as CacheGen, reused from disk by another process
+run_cli run -m "$tiny_s" -f "$TMP/long.txt" -n 8 --temp 0 --prefix-cache "$TMP/pcg" --prefix-level 1 --stats
+run_cli run -m "$tiny_s" -f "$TMP/long.txt" -n 8 --temp 0 --prefix-cache "$TMP/pcg" --prefix-level 1 --stats
+if [ "$rc" -eq 0 ] && grep -Eq "prefix cache: *reused [1-9][0-9]+ of .* [1-9] from disk" "$TMP/err"; then ok; else
+    bad "run --prefix-level (reuse from disk): exit $rc, $(grep -i prefix "$TMP/err")"; fi
+expect_error 2 "run --prefix-level out of range" run -m "$tiny_s" -p hi --prefix-cache "$TMP/pcg" --prefix-level 9
 
 # ---- model-dependent cases ------------------------------------------------------------------
 if [ -z "$MODEL" ] || [ ! -f "$MODEL" ]; then
@@ -305,6 +341,52 @@ if [ -n "$MODEL" ] && [ -f "$MODEL" ]; then
     if [ "$rc" -eq 0 ] && [ "$(cat "$TMP/out")" = "$want" ]; then ok; else  # HF apply_chat_template ids
         bad "tokenize --chat (SmolLM2) 'Hello!': '$(cat "$TMP/out")'"; fi
 fi
+
+# ---- eval rag (CacheBlend chunk reuse) on the tiny model ------------------------------------
+rag_tiny=tests/data/tiny/llama_q.gguf
+mkdir -p "$TMP/essays"
+python3 -c '
+import random
+r = random.Random(7)
+w = "garden river stone window market letter engine silver morning harbor candle forest bridge".split()
+out = []
+for i in range(400):
+    out.append(" ".join(r.choice(w) for _ in range(r.randint(6, 14))).capitalize() + ".")
+open("'"$TMP"'/essays/a.txt", "w").write(" ".join(out) + "\n")'
+expect_error 2 "eval rag --blend-ratio 2" eval rag -m "$rag_tiny" --blend-ratio 2
+expect_err_match "blend-ratio" "eval rag --blend-ratio 2"
+expect_error 2 "eval rag --blend-select x" eval rag -m "$rag_tiny" --blend-select x
+expect_error 2 "eval rag --chunks 0" eval rag -m "$rag_tiny" --chunks 0
+expect_error 2 "eval rag without a model" eval rag --chunks 2
+rag_args=(eval rag -m "$rag_tiny" --haystack "$TMP/essays" --chunks 3 --chunk-tokens 48 --seeds 1 --questions 2)
+run_cli "${rag_args[@]}" --json
+if [ "$rc" -eq 0 ] && python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+m = d["modes"]
+for k in ("full", "prefix", "reuse", "blend", "blend@0.05", "blend@0.15", "blend@0.3"):
+    e = m[k]
+    assert all(f in e for f in ("ttft_ms", "accuracy", "agreement", "kld", "cells")), k
+    assert len(e["cells"]) == 2 and e["ttft_ms"] > 0 and 0 <= e["accuracy"] <= 1 and e["kld"] >= 0, k
+assert m["full"]["agreement"] == 1 and m["full"]["kld"] == 0
+assert m["prefix"]["kld"] < 1e-9  # prefix caching reuses exact KV
+assert m["reuse"]["selected"] == 0 and m["blend"]["ratio"] == 0.15 and m["blend"]["selected"] == 22
+' <"$TMP/out"; then ok; else bad "eval rag --json: exit $rc, $(head -c 300 "$TMP/err")"; fi
+# the disk tier: a second run reads every chunk from disk; a damaged chunk file is one error line
+run_cli "${rag_args[@]}" --blend-ratio 0.15 --blend-store "$TMP/bstore" --blend-ram 0 --json
+first=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["modes"]["blend"]["cells"][0]["answer"])' <"$TMP/out" 2>/dev/null)
+run_cli "${rag_args[@]}" --blend-ratio 0.15 --blend-store "$TMP/bstore" --blend-ram 0 --json
+if [ "$rc" -eq 0 ] && [ "$(ls "$TMP/bstore" | grep -c '\.kvb$')" -eq 3 ] &&
+    [ "$(python3 -c 'import json,sys; print(json.load(sys.stdin)["modes"]["blend"]["cells"][0]["answer"])' <"$TMP/out")" = "$first" ] &&
+    grep -q "chunk indexing: 0 chunks computed" "$TMP/err"; then ok; else
+    bad "eval rag from the disk tier: exit $rc, $(tail -c 300 "$TMP/err")"; fi
+f=$(ls "$TMP/bstore"/*.kvb | head -1)
+python3 -c 'import sys; b=bytearray(open(sys.argv[1],"rb").read()); b[len(b)//2]^=0x40; open(sys.argv[1],"wb").write(b)' "$f"
+expect_error 1 "eval rag with a damaged chunk file" "${rag_args[@]}" --blend-ratio 0.15 --blend-store "$TMP/bstore" --blend-ram 0
+expect_err_match "checksum" "eval rag with a damaged chunk file"
+# a spliced prompt longer than the context
+expect_error 1 "eval rag prompt longer than --ctx" "${rag_args[@]}" --ctx 120
+expect_err_match "exceed" "eval rag prompt longer than --ctx"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -15,6 +15,7 @@
 #include "kv/kv.h"
 #include "kv/policy.h"
 #include "kvlite.h"
+#include "kv/serial.h"
 #include "test.h"
 
 enum { NL = 4, NKV = 2, NH = 4, HD = 16, PG = 8 };
@@ -503,6 +504,26 @@ static void test_engine(const char *model) {
         CHECK_MSG(st.tokens_cached <= 160 && st.tokens_cached >= 64, "%s: %lld tokens kept", pols[pi],
                   (long long)st.tokens_cached);
         CHECK(st.tokens_evicted > 0 && st.keep == 128);
+        /* saved and restored with its statistics and policy state: the restored
+         * sequence evicts and predicts exactly as the original */
+        {
+            void *sb = NULL;
+            size_t sl = 0;
+            kvl_seq *r = NULL;
+            CHECK(kvl_seq_save(s, &sb, &sl) == KVL_OK && kvl_seq_load(c, sb, sl, &r) == KVL_OK);
+            int same = r != NULL;
+            for (int i = 0; i < 40 && same; i++) {
+                same &= kvl_decode(s, tok[i], lg) == KVL_OK && kvl_decode(r, tok[i], lg2) == KVL_OK;
+                same &= !memcmp(lg, lg2, sizeof(float) * (size_t)mi.n_vocab);
+            }
+            kvl_kv_stats a, b;
+            kvl_seq_kv_stats(s, &a);
+            if (r) kvl_seq_kv_stats(r, &b);
+            CHECK_MSG(same && r && a.tokens_cached == b.tokens_cached, "%s: restored sequence decodes identically",
+                      pols[pi]);
+            kvl_seq_free(r);
+            free(sb);
+        }
         /* a prompt many times the budget in one call also fits (per-layer eviction) */
         kvl_seq *s2;
         CHECK(kvl_seq_create(c, &s2) == KVL_OK);
@@ -586,6 +607,143 @@ static void test_engine(const char *model) {
     kvl_model_free(m);
 }
 
+
+/* ---- policy state through a session round trip (kv/serial_policy.c) ------------------------ */
+
+/* Serialize t, load into a fresh table of q; returns the loaded table or NULL (err set). */
+static kvl_kv_table *roundtrip(kvl_kv_table *t, kvl_kv_pool *q, uint8_t **bytes, size_t *len, kvl_err *err) {
+    kvl_ser_buf b = {0};
+    kvl_ser_header(&b, 42);
+    const kvl_kv_table *const tt[1] = {t};
+    if (kvl_kv_ser_write(&b, tt, 1, 4096, err) || kvl_ser_finish(&b, err)) {
+        free(b.p);
+        return NULL;
+    }
+    *bytes = b.p;
+    *len = b.n;
+    kvl_ser_file f;
+    kvl_kv_table *u = NULL;
+    if (kvl_kv_ser_parse(b.p, b.n, &f, err) || kvl_kv_table_create(q, &u, err)) return NULL;
+    if (kvl_kv_ser_load(q, &f, &u, 1, 4096, err)) {
+        kvl_kv_table_free(u);
+        return NULL;
+    }
+    return u;
+}
+
+static int same_state(const kvl_kv_table *a, const kvl_kv_table *b) {
+    int ok = 1;
+    for (int l = 0; l < NL; l++) {
+        ok &= kvl_kv_table_stat_window_n(a, l) == kvl_kv_table_stat_window_n(b, l);
+        for (int h = 0; h < NKV; h++) {
+            const int n = kvl_kv_table_len(a, l, h);
+            ok &= n == kvl_kv_table_len(b, l, h);
+            for (int g = 0; g < NH / NKV && ok; g++)
+                for (int acc = 0; acc < KVL_KV_N_ACC; acc++) {
+                    const float *x = kvl_kv_table_stat(a, l, h * (NH / NKV) + g, acc);
+                    const float *y = kvl_kv_table_stat(b, l, h * (NH / NKV) + g, acc);
+                    ok &= (x == NULL) == (y == NULL);
+                    if (x && y) ok &= memcmp(x, y, sizeof(float) * (size_t)n) == 0;
+                }
+        }
+    }
+    const int *ba = kvl_kv_policy_budgets(a), *bb = kvl_kv_policy_budgets(b);
+    ok &= (ba == NULL) == (bb == NULL);
+    if (ba && bb) ok &= memcmp(ba, bb, sizeof(int) * NL) == 0;
+    return ok;
+}
+
+static void test_policy_state(const char *spec) {
+    kvl_kv_pool *p = mkpool(spec, 48, 0), *q = mkpool(spec, 48, 0);
+    kvl_kv_table *t = NULL;
+    kvl_err err;
+    CHECK(p && q && kvl_kv_table_create(p, &t, &err) == KVL_OK);
+    float *qv = malloc(sizeof(float) * 64 * NH * HD);
+    mkq(64, qv);
+    int pos = 0, ok = 1;
+    for (int c = 0; c < 3; c++, pos += 64) ok &= call(t, 64, pos, 70, qv, &err) == KVL_OK;
+    CHECK(ok);
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    kvl_kv_table *u = roundtrip(t, q, &bytes, &len, &err);
+    CHECK_MSG(u != NULL, "%s: %s", spec, err.msg);
+    if (u) {
+        CHECK_MSG(same_state(t, u), "%s: state after load", spec);
+        /* both continue identically: same evictions, same statistics */
+        const uint64_t r0 = rng;
+        ok = call(t, 64, pos, -1, qv, &err) == KVL_OK;
+        rng = r0;
+        ok &= call(u, 64, pos, -1, qv, &err) == KVL_OK;
+        CHECK(ok);
+        int same_pos = 1;
+        for (int l = 0; l < NL; l++)
+            for (int h = 0; h < NKV; h++) {
+                int32_t a[4096], b2[4096];
+                const int na = kvl_kv_table_positions(t, l, h, a, 4096), nb = kvl_kv_table_positions(u, l, h, b2, 4096);
+                same_pos &= na == nb && memcmp(a, b2, sizeof(int32_t) * (size_t)na) == 0;
+            }
+        CHECK_MSG(same_pos && same_state(t, u), "%s: kept sets and statistics after one more call", spec);
+        kvl_kv_table_free(u);
+    }
+    CHECK(kvl_kv_pool_used(q) == 0);
+    /* a NaN statistic with the checksums fixed: refused, nothing loaded */
+    if (bytes && len > 200) {
+        kvl_ser_file f;
+        CHECK(kvl_kv_ser_parse(bytes, len, &f, &err) == KVL_OK);
+        const kvl_ser_section *sp = kvl_kv_ser_find(&f, KVL_SER_POLICY);
+        CHECK(sp && sp->len > 100);
+        if (sp && sp->len > 100) {
+            /* the first statistic (or, without statistics, the keep override) made invalid */
+            const size_t st0 = (size_t)(sp->data - bytes) + 4 + strlen(spec) + 8 + 8;
+            uint32_t mask;
+            memcpy(&mask, bytes + st0, 4);
+            const size_t off = st0 + 8 + 4 * NL;
+            if (mask) {
+                const float nanv = NAN;
+                memcpy(bytes + off, &nanv, 4);
+            } else {
+                const int32_t m5 = -5;
+                memcpy(bytes + off, &m5, 4);
+            }
+            kvl_ser_buf nb = {0};
+            kvl_ser_header(&nb, 42);
+            for (int i = 0; i < f.n_sec; i++) {
+                const size_t at = kvl_ser_section_begin(&nb, f.sec[i].type);
+                kvl_ser_put(&nb, f.sec[i].data, f.sec[i].len);
+                kvl_ser_section_end(&nb, at);
+            }
+            CHECK(kvl_ser_finish(&nb, &err) == KVL_OK);
+            kvl_kv_table *w = NULL;
+            CHECK(kvl_kv_ser_parse(nb.p, nb.n, &f, &err) == KVL_OK && kvl_kv_table_create(q, &w, &err) == KVL_OK);
+            err.msg[0] = 0;
+            const kvl_status st = kvl_kv_ser_load(q, &f, &w, 1, 4096, &err);
+            CHECK_MSG(st != KVL_OK && strstr(err.msg, "policy state"), "%s: %s", spec, err.msg);
+            CHECK(kvl_kv_pool_used(q) == 0 && kvl_kv_table_len(w, 0, 0) == 0);
+            kvl_kv_table_free(w);
+            free(nb.p);
+        }
+    }
+    /* another policy's context refuses the file by name */
+    kvl_kv_pool *o = mkpool(strcmp(spec, "tova") ? "tova" : "h2o", 48, 0);
+    kvl_kv_table *w = NULL;
+    kvl_ser_file f;
+    free(bytes);
+    bytes = NULL;
+    kvl_ser_buf b = {0};
+    kvl_ser_header(&b, 42);
+    const kvl_kv_table *const tt[1] = {t};
+    CHECK(kvl_kv_ser_write(&b, tt, 1, 4096, &err) == KVL_OK && kvl_ser_finish(&b, &err) == KVL_OK);
+    CHECK(kvl_kv_ser_parse(b.p, b.n, &f, &err) == KVL_OK && kvl_kv_table_create(o, &w, &err) == KVL_OK);
+    CHECK(kvl_kv_ser_load(o, &f, &w, 1, 4096, &err) == KVL_ERR_ARG && strstr(err.msg, "policy differs"));
+    kvl_kv_table_free(w);
+    free(b.p);
+    kvl_kv_pool_free(o);
+    free(qv);
+    kvl_kv_table_free(t);
+    kvl_kv_pool_free(p);
+    kvl_kv_pool_free(q);
+}
+
 int main(void) {
     test_stats_reference();
     test_parse();
@@ -604,6 +762,8 @@ int main(void) {
     test_requant("int8");
     test_requant("kivi2");
     test_requant("kivi4z");
+    const char *state_specs[] = {"h2o", "snapkv", "tova", "veda", "cake", "pyramidkv", "streaming"};
+    for (int i = 0; i < 7; i++) test_policy_state(state_specs[i]);
     const char *model = kvl_test_model("engine policy tests");
     if (model) test_engine(model);
     KVL_TEST_END();

@@ -33,6 +33,7 @@ typedef struct cli_opts {
     const char *kv_keep;   /* --kv-keep N or P% (NULL = none) */
     int n_batch;           /* --batch: tokens per forward call (0 = default) */
     int exact;             /* --exact: kvl_ctx_params.exact_matmul (f32 activations) */
+    const char *device;    /* --device cpu|cuda: kvl_ctx_params.device (NULL = cpu) */
     int ids;               /* run --ids: prompt and generated token ids on stderr */
     kvl_sampler_params sp;
     int chat, stats, json, no_special;
@@ -48,7 +49,29 @@ typedef struct cli_opts {
     const char *session, *store; /* --session NAME, --store DIR (default ~/.cache/kvlite/sessions) */
     const char *output, *input;  /* kv export -o FILE, kv import -i FILE / kv info FILE */
     const char *prefix_cache;    /* run --prefix-cache DIR: reuse / store 256-token prompt chunks (kvl_prefix_*) */
+    int prefix_level;            /* run --prefix-level L: CacheGen level of the disk / Redis tiers (-1: pages) */
     const char *redis;           /* --redis URL: run: the prefix store's Redis tier; chat: the session store */
+    /* CacheGen format (kv export --level, kv eval; cmd_kv.c) */
+    int cg_level;                /* --level L (-1: the exact session format) */
+    float cg_scale;              /* --cg-scale S: step multiplier (0 = 1) */
+    int cg_group, cg_chan;       /* --cg-group G, --cg-chan N (0 = defaults) */
+    int kv_prefix, kv_cont;      /* kv eval --prefix N --cont M */
+    const char *cg_levels, *kv_baselines; /* kv eval --levels 0,1,2,3 --baselines int8,int4,kivi2 */
+    /* eval stream (cmd_stream.c) */
+    const char *bandwidth;       /* --bandwidth TRACE[,TRACE...]: Mbit/s per --trace-step-ms */
+    int slo_ms;                  /* --slo-ms N: time-to-first-token target */
+    int stream_requests;         /* --requests N (replay default 100, real default 20) */
+    int trace_step_ms;           /* --trace-step-ms (default 100) */
+    float rtt_ms;                /* --rtt-ms: per-chunk request latency in the replay (default 1) */
+    int real_spacing_ms;         /* --spacing-ms: real requests start every N ms (0: back to back) */
+
+    /* eval rag (cmd_rag.c); 0 / NULL = default */
+    int rag_chunks, rag_chunk_tokens, rag_questions;
+    const char *blend_ratio;     /* --blend-ratio r[,r...] */
+    int blend_layers;            /* --blend-layers L (-1 = default 1) */
+    const char *blend_select;    /* --blend-select k|v */
+    const char *blend_store;     /* --blend-store DIR: disk tier of the chunk store */
+    size_t blend_ram;            /* --blend-ram BYTES: RAM tier budget (0 with --blend-store: disk only; SIZE_MAX: not given) */
 } cli_opts;
 
 /* Print "kvlite: MSG" (newlines folded into spaces) on stderr and exit(code). */
@@ -123,6 +146,8 @@ void cli_progress_end(cli_progress *p);
 
 /* ---- commands ------------------------------------------------------------------ */
 int cmd_run(const cli_opts *o);
+/* kv eval: CacheGen levels vs page codecs (tools/cmd_kv_eval.c). */
+int cmd_kv_eval(const cli_opts *o);
 int cmd_chat(const cli_opts *o);
 int cmd_tokenize(const cli_opts *o);
 int cmd_bench(const cli_opts *o);
@@ -132,9 +157,13 @@ int cmd_policies(const cli_opts *o);
 int cmd_kverr(const cli_opts *o);
 /* eval needle | passkey | multikey (o->subcmd). */
 int cmd_retrieval(const cli_opts *o);
+/* eval rag: CacheBlend chunk reuse vs full prefill / prefix caching (cmd_rag.c). */
+int cmd_rag(const cli_opts *o);
 int cmd_calibrate(int argc, char **argv); /* kvlite calibrate (parses its own flags) */
 /* kv info | export | import (o->subcmd; cmd_kv.c). */
 int cmd_kv(const cli_opts *o);
+/* eval stream: adaptive KV streaming over bandwidth traces (cmd_stream.c). */
+int cmd_stream(const cli_opts *o);
 
 /* ---- sessions (cmd_kv.c) ---------------------------------------------------------- */
 /* The session store directory: --store, else ~/.cache/kvlite/sessions

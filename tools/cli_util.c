@@ -205,6 +205,11 @@ kvl_ctx *cli_create_ctx(const kvl_model *m, const cli_opts *o, const char *codec
     if (o->page_tokens > 0) p.page_tokens = o->page_tokens;
     p.no_simd = getenv("KVL_NO_SIMD") != NULL; /* testing switch: scalar reference kernels */
     p.exact_matmul = o->exact;
+    /* --device cpu|cuda (the reference configurations of eval kld / kv-error stay on the CPU) */
+    if (o->device && strcmp(o->device, "cpu")) {
+        if (strcmp(o->device, "cuda")) cli_die(CLI_EXIT_USAGE, "unknown --device '%s' (have: cpu, cuda)", o->device);
+        if (!codec_given) p.device = KVL_DEVICE_CUDA;
+    }
     char err[512] = "";
     kvl_ctx *c = NULL;
     kvl_status s = kvl_ctx_create(m, &p, &c, err, sizeof err);

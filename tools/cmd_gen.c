@@ -248,6 +248,7 @@ int cmd_run(const cli_opts *o) {
         kvl_prefix_params_default(&pp);
         pp.dir = o->prefix_cache;
         pp.redis_url = o->redis;
+        pp.remote_level = o->prefix_level;
         if (kvl_prefix_create_ex(&pp, &pf, perr, sizeof perr) != KVL_OK)
             cli_die(CLI_EXIT_RUNTIME, "%s: %s", strstr(perr, "redis") ? "--redis" : "--prefix-cache", perr);
         if (kvl_prefix_get(pf, g.seq, toks, (int)n_prompt, &reused) != KVL_OK)

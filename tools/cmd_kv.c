@@ -1,9 +1,13 @@
 /* KV file commands of the CLI and the session helpers chat uses:
  *   kv info FILE                       what a session/KV file holds; every checksum verified, no model
- *   kv export -m MODEL -f TEXT -o FILE prefill a text, write its KV (kvl_seq_save)
- *   kv import -m MODEL -i FILE [-p TEXT -n N]  verify and load a KV file, optionally continue
+ *   kv export -m MODEL -f TEXT -o FILE prefill a text, write its KV (kvl_seq_save; with --level L
+ *                                      the CacheGen format, kvl_seq_save_cachegen)
+ *   kv import -m MODEL -i FILE [-p TEXT -n N]  verify and load a KV file (either format), optionally continue
+ *   kv eval (tools/cmd_kv_eval.c)      CacheGen levels vs page codecs
  * A bad file is a one-line error and exit 1. The context of export/import
- * follows the file's recorded KV configuration unless --kv* flags are given. */
+ * follows the file's recorded KV configuration unless --kv* flags are given;
+ * a CacheGen file records no page codec: it loads into the --kv codec
+ * (default f16). */
 #include "cli.h"
 
 #include <errno.h>
@@ -82,7 +86,8 @@ static int kv_info(const cli_opts *o) {
     void *buf = cli_read_session_file(o->input, &len);
     if (!buf) cli_die(CLI_EXIT_RUNTIME, "kv info: cannot open '%s': %s", o->input, strerror(errno));
     char *text = NULL, err[512] = "";
-    if (kvl_session_describe(buf, len, &text, err, sizeof err) != KVL_OK)
+    if (kvl_cachegen_is_file(buf, len) ? kvl_cachegen_describe(buf, len, &text, NULL, err, sizeof err) != KVL_OK
+                                       : kvl_session_describe(buf, len, &text, err, sizeof err) != KVL_OK)
         cli_die(CLI_EXIT_RUNTIME, "kv info: %s: %s", o->input, err);
     printf("%s: ", o->input);
     fputs(text, stdout);
@@ -110,14 +115,28 @@ static int kv_export(const cli_opts *o) {
     if (st != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "kv export: prefill failed: %s", cli_ctx_msg(ctx, st));
     void *buf = NULL;
     size_t blen = 0;
-    if ((st = kvl_seq_save(s, &buf, &blen)) != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "kv export: %s", cli_ctx_msg(ctx, st));
+    if (o->cg_level >= 0) {
+        const kvl_cachegen_opts cg = {o->cg_level, o->cg_scale, o->cg_group, o->cg_chan};
+        if ((st = kvl_seq_save_cachegen(s, &cg, &buf, &blen)) != KVL_OK)
+            cli_die(CLI_EXIT_RUNTIME, "kv export: %s", cli_ctx_msg(ctx, st));
+    } else if ((st = kvl_seq_save(s, &buf, &blen)) != KVL_OK) {
+        cli_die(CLI_EXIT_RUNTIME, "kv export: %s", cli_ctx_msg(ctx, st));
+    }
     FILE *f = fopen(o->output, "wb");
     if (!f || fwrite(buf, 1, blen, f) != blen || fflush(f) != 0 || fsync(fileno(f)) != 0 || fclose(f) != 0)
         cli_die(CLI_EXIT_RUNTIME, "kv export: cannot write '%s': %s", o->output, strerror(errno));
     kvl_kv_stats ks;
     kvl_seq_kv_stats(s, &ks);
-    fprintf(stderr, "kv export: %lld tokens, codec %s, %zu bytes -> %s\n", (long long)n, ks.codec ? ks.codec : "?", blen,
-            o->output);
+    if (o->cg_level >= 0) {
+        kvl_model_info mi;
+        kvl_model_get_info(m, &mi);
+        const double values = (double)n * mi.n_layer * mi.n_head_kv * mi.head_dim * 2;
+        fprintf(stderr, "kv export: %lld tokens from codec %s, CacheGen level %d, %zu bytes (%.3f bits/value) -> %s\n",
+                (long long)n, ks.codec ? ks.codec : "?", o->cg_level, blen, 8.0 * (double)blen / values, o->output);
+    } else {
+        fprintf(stderr, "kv export: %lld tokens, codec %s, %zu bytes -> %s\n", (long long)n, ks.codec ? ks.codec : "?", blen,
+                o->output);
+    }
     free(buf);
     kvl_seq_free(s);
     kvl_ctx_free(ctx);
@@ -136,18 +155,28 @@ static int kv_import(const cli_opts *oin) {
     if (!buf) cli_die(CLI_EXIT_RUNTIME, "kv import: cannot open '%s': %s", o.input, strerror(errno));
     char *keep = NULL;
     int max_pos = 0;
-    cli_kv_from_session(&o, buf, len, "kv import", &keep, &max_pos);
+    const int cg = kvl_cachegen_is_file(buf, len);
+    if (cg) { /* verified in full before the model loads */
+        char *text = NULL, err[512] = "";
+        if (kvl_cachegen_describe(buf, len, &text, &max_pos, err, sizeof err) != KVL_OK) {
+            free(buf);
+            cli_die(CLI_EXIT_RUNTIME, "kv import: %s: %s", o.input, err);
+        }
+        free(text);
+    } else {
+        cli_kv_from_session(&o, buf, len, "kv import", &keep, &max_pos);
+    }
     kvl_model *m = cli_load_model(o.model);
     const int n_ctx = kv_n_ctx(&o, m, max_pos + 1);
     kvl_ctx *ctx = cli_create_ctx(m, &o, NULL, n_ctx);
     kvl_seq *s = NULL;
-    kvl_status st = kvl_seq_load(ctx, buf, len, &s);
+    kvl_status st = cg ? kvl_seq_load_cachegen(ctx, buf, len, &s) : kvl_seq_load(ctx, buf, len, &s);
     free(buf); /* before any exit: the leak checker counts a lost buffer */
     if (st != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "kv import: %s: %s", o.input, cli_ctx_msg(ctx, st));
     kvl_kv_stats ks;
     kvl_seq_kv_stats(s, &ks);
-    fprintf(stderr, "kv import: %s: loaded %d tokens (codec %s, %d pages), computed 0\n", o.input, kvl_seq_pos(s),
-            ks.codec ? ks.codec : "?", ks.n_pages);
+    fprintf(stderr, "kv import: %s: loaded %d tokens (%scodec %s, %d pages), computed 0\n", o.input, kvl_seq_pos(s),
+            cg ? "CacheGen file decoded into " : "", ks.codec ? ks.codec : "?", ks.n_pages);
     int rc = CLI_EXIT_OK;
     if (o.prompt) {
         kvl_model_info info;
@@ -189,5 +218,6 @@ static int kv_import(const cli_opts *oin) {
 int cmd_kv(const cli_opts *o) {
     if (!strcmp(o->subcmd, "info")) return kv_info(o);
     if (!strcmp(o->subcmd, "export")) return kv_export(o);
+    if (!strcmp(o->subcmd, "eval")) return cmd_kv_eval(o);
     return kv_import(o);
 }

@@ -25,11 +25,14 @@ enum {
     C_KVINFO = 1 << 11,  /* kv info FILE */
     C_KVEXP = 1 << 12,   /* kv export */
     C_KVIMP = 1 << 13,   /* kv import */
-    C_KV = C_KVINFO | C_KVEXP | C_KVIMP,
+    C_KVEVAL = 1 << 14,  /* kv eval (CacheGen levels vs page codecs) */
+    C_STREAM = 1 << 15,  /* eval stream (adaptive KV streaming, cmd_stream.c) */
+    C_RAG = 1 << 16,     /* eval rag (cmd_rag.c) */
+    C_KV = C_KVINFO | C_KVEXP | C_KVIMP | C_KVEVAL,
     C_GEN = C_RUN | C_CHAT,
     C_EVAL = C_PPL | C_KLD | C_KVERR,
     C_RET = C_NEEDLE | C_PASSKEY | C_MULTIKEY, /* eval needle|passkey|multikey (cmd_retrieval.c) */
-    C_ENGINE = C_RUN | C_CHAT | C_BENCH | C_EVAL | C_RET | C_KVEXP | C_KVIMP, /* commands that create a context */
+    C_ENGINE = C_RUN | C_CHAT | C_BENCH | C_EVAL | C_RET | C_RAG | C_KVEXP | C_KVIMP | C_KVEVAL | C_STREAM, /* commands that create a context */
 };
 
 typedef enum { F_STR, F_INT, F_FLOAT, F_U64, F_SIZE, F_BOOL } flag_kind;
@@ -46,15 +49,22 @@ typedef struct flag_spec {
 #define OFF(m) offsetof(cli_opts, m)
 
 static const flag_spec FLAGS[] = {
-    {"--model", "-m", F_STR, OFF(model), C_GEN | C_TOK | C_BENCH | C_EVAL | C_RET | C_KVEXP | C_KVIMP, 0, 0},
+    {"--model", "-m", F_STR, OFF(model), C_GEN | C_TOK | C_BENCH | C_EVAL | C_RET | C_RAG | C_KVEXP | C_KVIMP | C_KVEVAL | C_STREAM, 0, 0},
     {"--prompt", "-p", F_STR, OFF(prompt), C_RUN | C_TOK | C_KVIMP, 0, 0},
-    {"--file", "-f", F_STR, OFF(file), C_RUN | C_TOK | C_EVAL | C_KVEXP, 0, 0},
+    {"--file", "-f", F_STR, OFF(file), C_RUN | C_TOK | C_EVAL | C_KVEXP | C_KVEVAL | C_STREAM, 0, 0},
     {"--system", NULL, F_STR, OFF(system), C_GEN | C_TOK, 0, 0},
     {"--n-predict", "-n", F_INT, OFF(n_predict), C_GEN | C_KVIMP, -1, INT_MAX},
     {"--session", NULL, F_STR, OFF(session), C_CHAT, 0, 0},
     {"--prefix-cache", NULL, F_STR, OFF(prefix_cache), C_RUN, 0, 0},
+    {"--prefix-level", NULL, F_INT, OFF(prefix_level), C_RUN, 0, 3},
     {"--store", NULL, F_STR, OFF(store), C_CHAT, 0, 0},
-    {"--redis", NULL, F_STR, OFF(redis), C_RUN | C_CHAT, 0, 0},
+    {"--redis", NULL, F_STR, OFF(redis), C_RUN | C_CHAT | C_STREAM, 0, 0},
+    {"--bandwidth", NULL, F_STR, OFF(bandwidth), C_STREAM, 0, 0},
+    {"--slo-ms", NULL, F_INT, OFF(slo_ms), C_STREAM, 1, 1 << 30},
+    {"--requests", NULL, F_INT, OFF(stream_requests), C_STREAM, 1, 1 << 20},
+    {"--trace-step-ms", NULL, F_INT, OFF(trace_step_ms), C_STREAM, 1, 1 << 20},
+    {"--rtt-ms", NULL, F_FLOAT, OFF(rtt_ms), C_STREAM, 0, 1e6},
+    {"--spacing-ms", NULL, F_INT, OFF(real_spacing_ms), C_STREAM, 0, 1 << 30},
     {"--output", "-o", F_STR, OFF(output), C_KVEXP, 0, 0},
     {"--input", "-i", F_STR, OFF(input), C_KVIMP | C_KVINFO, 0, 0},
     {"--ctx", "-c", F_INT, OFF(n_ctx), C_ENGINE, 0, 1 << 24},
@@ -71,6 +81,7 @@ static const flag_spec FLAGS[] = {
     {"--head-dim", NULL, F_INT, OFF(head_dim), C_CODECS, 1, 4096},
     {"--page", NULL, F_INT, OFF(page_tokens), C_CODECS, 1, 4096},
     {"--exact", NULL, F_BOOL, OFF(exact), C_ENGINE, 0, 0},
+    {"--device", NULL, F_STR, OFF(device), C_ENGINE, 0, 0},
     {"--temp", NULL, F_FLOAT, OFF(sp.temperature), C_GEN | C_KVIMP, 0, 1000},
     {"--seed", "-s", F_U64, OFF(sp.seed), C_GEN | C_KVIMP, 0, 0},
     {"--top-k", NULL, F_INT, OFF(sp.top_k), C_GEN | C_KVIMP, 0, INT_MAX},
@@ -82,16 +93,32 @@ static const flag_spec FLAGS[] = {
     {"--stats", NULL, F_BOOL, OFF(stats), C_RUN, 0, 0},
     {"--ids", NULL, F_BOOL, OFF(ids), C_RUN, 0, 0},
     {"--no-special", NULL, F_BOOL, OFF(no_special), C_RUN | C_TOK | C_KVEXP | C_KVIMP, 0, 0},
-    {"--json", NULL, F_BOOL, OFF(json), C_BENCH | C_EVAL | C_RET | C_CODECS, 0, 0},
+    {"--json", NULL, F_BOOL, OFF(json), C_BENCH | C_EVAL | C_RET | C_CODECS | C_KVEVAL | C_STREAM | C_RAG, 0, 0},
+    {"--level", NULL, F_INT, OFF(cg_level), C_KVEXP, 0, 3},
+    {"--cg-scale", NULL, F_FLOAT, OFF(cg_scale), C_KVEXP | C_KVEVAL, 1e-3, 1000},
+    {"--cg-group", NULL, F_INT, OFF(cg_group), C_KVEXP | C_KVEVAL, 1, 1 << 20},
+    {"--cg-chan", NULL, F_INT, OFF(cg_chan), C_KVEXP | C_KVEVAL, 1, 16384},
+    {"--prefix", NULL, F_INT, OFF(kv_prefix), C_KVEVAL | C_STREAM, 1, 1 << 24},
+    {"--cont", NULL, F_INT, OFF(kv_cont), C_KVEVAL | C_STREAM, 2, 1 << 20},
+    {"--levels", NULL, F_STR, OFF(cg_levels), C_KVEVAL | C_STREAM, 0, 0},
+    {"--baselines", NULL, F_STR, OFF(kv_baselines), C_KVEVAL, 0, 0},
     {"--prompt-tokens", NULL, F_INT, OFF(bench_prompt), C_BENCH, 1, 1 << 24},
     {"--gen", NULL, F_INT, OFF(bench_gen), C_BENCH, 0, 1 << 24},
     {"--reps", NULL, F_INT, OFF(reps), C_BENCH, 1, 10000},
     {"--max-windows", NULL, F_INT, OFF(max_windows), C_EVAL, 0, INT_MAX},
     {"--lengths", NULL, F_STR, OFF(ret_lengths), C_RET, 0, 0},
     {"--depths", NULL, F_STR, OFF(ret_depths), C_RET, 0, 0},
-    {"--seeds", NULL, F_INT, OFF(ret_seeds), C_RET, 1, 100000},
-    {"--seed-base", NULL, F_INT, OFF(ret_seed_base), C_RET, 0, 1 << 30},
-    {"--haystack", NULL, F_STR, OFF(ret_haystack), C_NEEDLE | C_MULTIKEY, 0, 0},
+    {"--seeds", NULL, F_INT, OFF(ret_seeds), C_RET | C_RAG, 1, 100000},
+    {"--seed-base", NULL, F_INT, OFF(ret_seed_base), C_RET | C_RAG, 0, 1 << 30},
+    {"--haystack", NULL, F_STR, OFF(ret_haystack), C_NEEDLE | C_MULTIKEY | C_RAG, 0, 0},
+    {"--chunks", NULL, F_INT, OFF(rag_chunks), C_RAG, 1, 64},
+    {"--chunk-tokens", NULL, F_INT, OFF(rag_chunk_tokens), C_RAG, 32, 1 << 16},
+    {"--questions", NULL, F_INT, OFF(rag_questions), C_RAG, 1, 100000},
+    {"--blend-ratio", NULL, F_STR, OFF(blend_ratio), C_RAG, 0, 0},
+    {"--blend-layers", NULL, F_INT, OFF(blend_layers), C_RAG, 0, 4096},
+    {"--blend-select", NULL, F_STR, OFF(blend_select), C_RAG, 0, 0},
+    {"--blend-store", NULL, F_STR, OFF(blend_store), C_RAG, 0, 0},
+    {"--blend-ram", NULL, F_SIZE, OFF(blend_ram), C_RAG, 0, 0},
     {"--needle", NULL, F_STR, OFF(ret_needle), C_NEEDLE, 0, 0},
     {"--question", NULL, F_STR, OFF(ret_question), C_NEEDLE, 0, 0},
     {"--answer", NULL, F_STR, OFF(ret_answer), C_NEEDLE, 0, 0},
@@ -113,6 +140,8 @@ static const char USAGE_MAIN[] =
     "  eval kld  KL divergence of a KV codec against f32 KV\n"
     "  eval kv-error  per-layer K/V and attention-output error of a KV codec against f32\n"
     "  eval needle|passkey|multikey  long-context retrieval accuracy with KV bytes used\n"
+    "  eval stream  adaptive KV streaming (CacheGen levels / recompute) over bandwidth traces\n"
+    "  eval rag  RAG chunk reuse (CacheBlend) vs full prefill and prefix caching: TTFT and quality\n"
     "  codecs    list the KV codecs with their exact bits per value\n"
     "  policies  list the KV eviction policies and their parameters\n"
     "  kv info FILE  what a session / KV file holds (every checksum verified, no model)\n"
@@ -138,7 +167,9 @@ static const char USAGE_COMMON[] =
     "                        tokens processed\n"
     "      --batch N         tokens per forward call (default 512; the policy evicts between calls)\n"
     "      --exact           exact matmuls: f32 activations, weights dequantized on the fly\n"
-    "                        (matches a float32 reference such as transformers; 10-30x slower)\n";
+    "                        (matches a float32 reference such as transformers; 10-30x slower)\n"
+    "      --device D        cpu (default) or cuda: the forward pass on the GPU (a build with\n"
+    "                        make CUDA=1; KV codecs f16, int8, int4z; policy full)\n";
 
 static const char USAGE_SAMPLING[] =
     "      --temp T          temperature (default 0.8; 0 = greedy)\n"
@@ -173,7 +204,9 @@ static void print_usage(FILE *f, const char *cmd, const char *sub) {
               "                        store this prompt's chunks (--stats reports reused tokens)\n"
               "      --redis URL       a Redis tier for the prefix chunks (redis://HOST[:PORT][/DB]),\n"
               "                        looked up after RAM and --prefix-cache; a Redis that is down\n"
-              "                        is logged once and the prompt is recomputed\n",
+              "                        is logged once and the prompt is recomputed\n"
+              "      --prefix-level L  keep the disk and Redis chunks as CacheGen level L (0..3; lossy,\n"
+              "                        several times smaller than pages; RAM keeps exact pages)\n",
               f);
         fputs(USAGE_SAMPLING, f);
         fputs(USAGE_COMMON, f);
@@ -209,7 +242,10 @@ static void print_usage(FILE *f, const char *cmd, const char *sub) {
     } else if (!strcmp(cmd, "kv")) {
         fputs("usage: kvlite kv info FILE\n"
               "       kvlite kv export -m MODEL -f TEXT -o FILE [--kv SPEC] [--ctx N]\n"
-              "       kvlite kv import -m MODEL -i FILE [-p TEXT [-n N]] [--ctx N]\n\n"
+              "       kvlite kv export -m MODEL -f TEXT -o FILE --level L [--cg-scale S] [--cg-group G] [--cg-chan N]\n"
+              "       kvlite kv import -m MODEL -i FILE [-p TEXT [-n N]] [--ctx N]\n"
+              "       kvlite kv eval -m MODEL -f TEXT [--prefix N] [--cont M] [--levels 0,1,2,3]\n"
+              "                      [--baselines int8,int4,kivi2] [--exact] [--json]\n\n"
               "KV / session files (the session format, docs/ARCHITECTURE.md). info prints what a\n"
               "file holds and verifies every checksum without a model; export prefills a text and\n"
               "writes its KV pages; import verifies and loads a file into a context with the file's\n"
@@ -220,7 +256,15 @@ static void print_usage(FILE *f, const char *cmd, const char *sub) {
               "  -o, --output PATH     KV file to write (export)\n"
               "  -i, --input PATH      KV file to read (import; info takes it as FILE)\n"
               "  -p, --prompt TEXT     text to prefill after the loaded tokens (import)\n"
-              "  -n, --n-predict N     tokens to generate after -p (import)\n",
+              "  -n, --n-predict N     tokens to generate after -p (import)\n"
+              "      --level L         export the CacheGen format at quality level L (0 finest .. 3\n"
+              "                        smallest; lossy, entropy-coded; import loads it into the --kv codec)\n"
+              "      --cg-scale S      multiply every CacheGen quantization step by S (export, eval)\n"
+              "      --cg-group G      tokens per anchor group (default 10); --cg-chan N channels per context\n"
+              "  eval: restore the first --prefix tokens (default 2048) of TEXT from each CacheGen level\n"
+              "  and from each baseline page codec (and zstd of int8 pages), continue over --cont tokens\n"
+              "  (default 256) and report bits/value, KLD and perplexity of the continuation against the\n"
+              "  f16 cache, encode/decode MB/s, and rANS vs zstd on the same symbol streams\n",
               f);
         fputs(USAGE_SAMPLING, f);
         fputs(USAGE_COMMON, f);
@@ -230,6 +274,30 @@ static void print_usage(FILE *f, const char *cmd, const char *sub) {
               "      --prompt N        prompt tokens for the prefill measurement (default 512)\n"
               "      --gen N           tokens decoded after the prompt (default 64)\n"
               "      --reps R          repetitions; the median is reported (default 3)\n"
+              "      --json            one JSON object on stdout\n",
+              f);
+        fputs(USAGE_COMMON, f);
+    } else if (!strcmp(cmd, "eval") && sub && !strcmp(sub, "stream")) {
+        fputs("usage: kvlite eval stream -m MODEL -f TEXT --bandwidth TRACE[,TRACE...] --slo-ms N [flags]\n\n"
+              "The first --prefix tokens of TEXT are a context fetched in 256-token chunks over a link\n"
+              "that follows each TRACE (Mbit/s per line, one line per --trace-step-ms; bench/traces/);\n"
+              "the next --cont tokens are the request. Each chunk is sent at a CacheGen level or as\n"
+              "text to recompute; measured level sizes, decode / recompute speeds and KLDs drive the\n"
+              "choice. Reports SLO attainment, TTFT and KLD for the adaptive choice, always-int8 pages,\n"
+              "always the best level and always recompute; table on stderr, --json on stdout.\n\n"
+              "  -m, --model PATH      GGUF model\n"
+              "  -f, --file PATH       text (context + request)\n"
+              "      --bandwidth LIST  trace files, comma-separated\n"
+              "      --slo-ms N        time-to-first-token target\n"
+              "      --prefix N        context tokens (default 2048)\n"
+              "      --cont M          request tokens (default 64; the first 32 are the question)\n"
+              "      --levels L,...    CacheGen levels offered (default 0,1,2,3)\n"
+              "      --requests N      requests per trace (default 100; real: 20 per mode)\n"
+              "      --trace-step-ms N trace sample length (default 100)\n"
+              "      --rtt-ms R        per-chunk request latency of the replay (default 1)\n"
+              "      --redis URL       also run the requests for real through Redis (chunks published\n"
+              "                        there first; shape the link with bench/stream_netem.sh)\n"
+              "      --spacing-ms N    real requests start every N ms (default back to back)\n"
               "      --json            one JSON object on stdout\n",
               f);
         fputs(USAGE_COMMON, f);
@@ -259,6 +327,28 @@ static void print_usage(FILE *f, const char *cmd, const char *sub) {
         fputs("      --plot FILE.png   write a depth x length accuracy heat map\n"
               "      --no-share        prefill every prompt from scratch (default: share prompt\n"
               "                        prefixes between depths via kvl_seq_fork unless --kv-budget is set)\n"
+              "      --json            one JSON object on stdout\n",
+              f);
+        fputs(USAGE_COMMON, f);
+    } else if (!strcmp(cmd, "eval") && sub && !strcmp(sub, "rag")) {
+        fputs("usage: kvlite eval rag -m MODEL [flags]\n\n"
+              "RAG chunk reuse: per seed --chunks chunks cut from essays (a made-up fact planted in each) and\n"
+              "--questions questions over all chunks in a shuffled order (odd ones need two chunks), prefilled\n"
+              "as full prefill, prefix caching only, reuse (stored chunk KV, no recompute) and CacheBlend at\n"
+              "each ratio; TTFT median, exact-match accuracy, agreement with full, KLD of the first answer token.\n"
+              "Table on stderr; --json writes one object with a `modes` map on stdout.\n\n"
+              "  -m, --model PATH      GGUF model\n"
+              "      --haystack DIR    essays (*.txt) to cut chunks from (default ../shared/data/pg_essays)\n"
+              "      --chunks N        chunks per prompt (default 6)\n"
+              "      --chunk-tokens T  tokens per chunk (default 512)\n"
+              "      --questions Q     questions per seed (default 4)\n"
+              "      --seeds S         knowledge bases (default 2)\n"
+              "      --seed-base B     first seed (default 0: report; tune on another range)\n"
+              "      --blend-ratio R[,R...]  CacheBlend recompute ratios (default 0.05,0.15,0.3)\n"
+              "      --blend-layers L  first layers recomputed in full; selection at layer L (default 1)\n"
+              "      --blend-select k|v  select by the deviation of K or V (default v)\n"
+              "      --blend-store DIR disk tier of the chunk store (with --blend-ram 0: disk only)\n"
+              "      --blend-ram BYTES RAM tier budget of the chunk store (default 4G)\n"
               "      --json            one JSON object on stdout\n",
               f);
         fputs(USAGE_COMMON, f);
@@ -300,6 +390,7 @@ static unsigned cmd_mask(const char *cmd, const char *sub) {
     if (!strcmp(cmd, "kv")) {
         if (sub && !strcmp(sub, "export")) return C_KVEXP;
         if (sub && !strcmp(sub, "import")) return C_KVIMP;
+        if (sub && !strcmp(sub, "eval")) return C_KVEVAL;
         return C_KVINFO;
     }
     if (!strcmp(cmd, "eval")) {
@@ -307,6 +398,8 @@ static unsigned cmd_mask(const char *cmd, const char *sub) {
         if (sub && !strcmp(sub, "passkey")) return C_PASSKEY;
         if (sub && !strcmp(sub, "multikey")) return C_MULTIKEY;
         if (sub && !strcmp(sub, "kv-error")) return C_KVERR;
+        if (sub && !strcmp(sub, "stream")) return C_STREAM;
+        if (sub && !strcmp(sub, "rag")) return C_RAG;
         return sub && !strcmp(sub, "kld") ? C_KLD : C_PPL;
     }
     return 0;
@@ -401,28 +494,29 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "eval")) {
         if (argc > 2 && (!strcmp(argv[2], "ppl") || !strcmp(argv[2], "kld") || !strcmp(argv[2], "needle") ||
                          !strcmp(argv[2], "passkey") || !strcmp(argv[2], "multikey") ||
-                         !strcmp(argv[2], "kv-error"))) {
+                         !strcmp(argv[2], "kv-error") || !strcmp(argv[2], "stream") || !strcmp(argv[2], "rag"))) {
             sub = argv[2];
             first = 3;
         } else if (wants_help(argc - 2, argv + 2)) {
             print_usage(stdout, cmd, NULL);
             return 0;
         } else if (argc > 2 && argv[2][0] != '-') {
-            cli_die(CLI_EXIT_USAGE, "eval: unknown evaluation '%s' (ppl, kld, kv-error, needle, passkey or multikey)", argv[2]);
+            cli_die(CLI_EXIT_USAGE, "eval: unknown evaluation '%s' (ppl, kld, kv-error, needle, passkey, multikey, rag or stream)", argv[2]);
         } else {
             cli_die(CLI_EXIT_USAGE,
-                    "eval: missing evaluation: ppl, kld, kv-error, needle, passkey or multikey (see kvlite eval --help)");
+                    "eval: missing evaluation: ppl, kld, kv-error, needle, passkey, multikey, rag or stream (see kvlite eval --help)");
         }
     }
     if (!strcmp(cmd, "kv")) {
-        if (argc > 2 && (!strcmp(argv[2], "info") || !strcmp(argv[2], "export") || !strcmp(argv[2], "import"))) {
+        if (argc > 2 && (!strcmp(argv[2], "info") || !strcmp(argv[2], "export") || !strcmp(argv[2], "import") ||
+                         !strcmp(argv[2], "eval"))) {
             sub = argv[2];
             first = 3;
         } else if (wants_help(argc - 2, argv + 2)) {
             print_usage(stdout, cmd, NULL);
             return 0;
         } else {
-            cli_die(CLI_EXIT_USAGE, "kv: missing or unknown subcommand: info, export or import (see kvlite kv --help)");
+            cli_die(CLI_EXIT_USAGE, "kv: missing or unknown subcommand: info, export, import or eval (see kvlite kv --help)");
         }
     }
     if (wants_help(argc - first, argv + first)) {
@@ -441,6 +535,12 @@ int main(int argc, char **argv) {
     o.bench_prompt = 512;
     o.bench_gen = 64;
     o.reps = 3;
+    o.cg_level = -1;
+    o.trace_step_ms = 100;
+    o.prefix_level = -1;
+    o.rtt_ms = 1;
+    o.blend_layers = -1;
+    o.blend_ram = SIZE_MAX; /* not given */
     char cmdname[32];
     snprintf(cmdname, sizeof cmdname, "%s%s%s", cmd, sub ? " " : "", sub ? sub : "");
     parse_flags(&o, cmd_mask(cmd, sub), cmdname, argc - first, argv + first);
@@ -457,6 +557,9 @@ int main(int argc, char **argv) {
         if (!strcmp(sub, "info") && !o.input) cli_die(CLI_EXIT_USAGE, "kv info: missing FILE");
         if (!strcmp(sub, "export") && (!o.file || !o.output)) cli_die(CLI_EXIT_USAGE, "kv export: missing -f TEXT or -o FILE");
         if (!strcmp(sub, "import") && !o.input) cli_die(CLI_EXIT_USAGE, "kv import: missing -i FILE");
+        if (!strcmp(sub, "eval") && !o.file) cli_die(CLI_EXIT_USAGE, "kv eval: missing -f TEXT");
+        if (!strcmp(sub, "export") && o.cg_level < 0 && (o.cg_scale > 0 || o.cg_group || o.cg_chan))
+            cli_die(CLI_EXIT_USAGE, "kv export: --cg-scale/--cg-group/--cg-chan need --level");
         if (strcmp(sub, "info") && !o.model) cli_die(CLI_EXIT_USAGE, "%s: missing -m MODEL (see kvlite kv --help)", cmdname);
         return cmd_kv(&o);
     }
@@ -481,7 +584,9 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(&o);
     if (!strcmp(cmd, "bench")) return cmd_bench(&o);
     if (cmd_mask(cmd, sub) & C_RET) return cmd_retrieval(&o);
+    if (cmd_mask(cmd, sub) & C_RAG) return cmd_rag(&o);
     if (!o.file) cli_die(CLI_EXIT_USAGE, "%s: missing -f TEXT", cmdname);
+    if (!strcmp(sub, "stream")) return cmd_stream(&o);
     if (!strcmp(sub, "kv-error")) return cmd_kverr(&o);
     if (!strcmp(sub, "kld") && !o.kv_set && !o.kv_k && !o.kv_v && !o.kv_layers)
         cli_die(CLI_EXIT_USAGE, "eval kld: missing --kv CODEC to compare with f32");

@@ -142,6 +142,84 @@ kvl_status kvl_cuda_attn_run(kvl_cuda_attn *a, const kvl_cuda_attn_args *args, v
  * tokens: pages per split and splits per list (tests, benchmarks). */
 void kvl_cuda_attn_plan(const kvl_cuda_attn *a, int n_seq, int max_len, int *chunk_pages, int *n_split);
 
+/* ---- decode forward pass (lm.cu; kernels in gemv.cu, kv_append.cu, lm_ops.cu) ------- */
+
+/* A weight matrix on the host: W [rows][cols] of ggml type `type` (cpu/quant.h
+ * numbering), row-major blocks as in GGUF. data NULL: random weights generated
+ * on the device (benchmarks of model shapes with no file; deterministic in the
+ * lm's seed, values of a few 0.01). */
+typedef struct kvl_cuda_tensor {
+    int type;
+    const void *data;
+    int64_t rows, cols;
+} kvl_cuda_tensor;
+
+typedef struct kvl_cuda_layer_desc {
+    const float *attn_norm, *ffn_norm; /* host [n_embd]; NULL only with random weights (then all ones) */
+    kvl_cuda_tensor wq, wk, wv, wo, w_gate, w_up, w_down;
+} kvl_cuda_layer_desc;
+
+/* A Llama-family model as the forward pass needs it (no biases). */
+typedef struct kvl_cuda_model_desc {
+    int n_layer, n_embd, n_head, n_head_kv, head_dim, n_ff, n_vocab;
+    float norm_eps;
+    int rope_neox;               /* 1: NEOX pairs (i, i + hd/2); 0: adjacent pairs */
+    const float *rope_freq;      /* host [head_dim/2]: angle per position */
+    kvl_cuda_tensor tok_embd;    /* [n_vocab][n_embd] */
+    kvl_cuda_tensor output;      /* [n_vocab][n_embd]; same data as tok_embd when tied (uploaded once) */
+    const float *out_norm;       /* host [n_embd] (NULL with random weights) */
+    const kvl_cuda_layer_desc *layers; /* [n_layer] */
+} kvl_cuda_model_desc;
+
+enum { KVL_CUDA_W_NATIVE = 0, KVL_CUDA_W_F16 = 1 };
+
+typedef struct kvl_cuda_lm_config {
+    const char *codec;  /* KV codec of K and V with an append kernel: "f16", "int8", "int4z" */
+    int page_tokens;    /* P (16..256, power of two) */
+    int n_ctx;          /* tokens per sequence slot */
+    int n_slots;        /* sequence slots (each owns n_layer x n_head_kv lists of n_ctx tokens) */
+    int max_batch;      /* most entries (tokens) of one kvl_cuda_lm_forward call */
+    int weights;        /* KVL_CUDA_W_NATIVE: the GGUF blocks (Q8_0, Q4_0, Q4_1, F16; repacked into
+                           separate code and scale arrays), dequantized inside the matvec; other types
+                           are converted to f16 at upload. KVL_CUDA_W_F16: every weight converted to f16 */
+    uint64_t seed;      /* random weights (tensors with data NULL) */
+} kvl_cuda_lm_config;
+
+typedef struct kvl_cuda_lm kvl_cuda_lm;
+
+/* Upload the weights (once) and allocate the device KV pool, its page table
+ * and every buffer of a step: kvl_cuda_lm_forward allocates nothing.
+ * KVL_ERR_UNSUPPORTED (clear message) for a codec without an append kernel,
+ * a shape without kernels (head_dim not 64/128, n_embd or n_ff not a
+ * multiple of 32, G = n_head / n_head_kv > 8), KVL_ERR_NOMEM without room. */
+kvl_status kvl_cuda_lm_create(const kvl_cuda_model_desc *m, const kvl_cuda_lm_config *cfg, kvl_cuda_lm **out,
+                              kvl_err *err);
+void kvl_cuda_lm_free(kvl_cuda_lm *lm);
+/* Device bytes of the weights and of the KV pool. */
+size_t kvl_cuda_lm_weight_bytes(const kvl_cuda_lm *lm);
+size_t kvl_cuda_lm_kv_bytes(const kvl_cuda_lm *lm);
+/* Encoded KV bytes per token (all layers and kv-heads, K and V, positions included). */
+double kvl_cuda_lm_kv_bytes_per_token(const kvl_cuda_lm *lm);
+
+/* One forward call of n (<= max_batch) entries, each one token: entry i is
+ * token tok[i] at position pos[i] of slot slot[i]. Entries of one slot may
+ * share a call (prefill: consecutive positions); every entry's K/V row is
+ * appended before attention, and entry i attends to its slot's rows at
+ * positions 0..pos[i] (which must all have been written by this or earlier
+ * calls). Writes the greedy token of each entry to argmax_out [n] (lowest
+ * index on ties, NaN skipped) and, if logits_out is not NULL, the logits
+ * of entries first_logit..n-1 to logits_out [n - first_logit][n_vocab]
+ * (host). Synchronous. */
+kvl_status kvl_cuda_lm_forward(kvl_cuda_lm *lm, int n, const int32_t *tok, const int32_t *pos, const int32_t *slot,
+                               int first_logit, float *logits_out, int32_t *argmax_out, kvl_err *err);
+/* Benchmarks: fill positions [0, n_tok) of slot with random valid encoded
+ * rows (kvl_cuda_pool_fill_random) at their true positions, as if n_tok
+ * tokens had been processed. */
+kvl_status kvl_cuda_lm_fill_context(kvl_cuda_lm *lm, int slot, int n_tok, uint64_t seed, kvl_err *err);
+/* Timing: capture the next forward calls' device work in a CUDA graph
+ * (1) or launch kernels directly (0, default). */
+void kvl_cuda_lm_set_graphs(kvl_cuda_lm *lm, int on);
+
 #ifdef __cplusplus
 }
 #endif

@@ -90,6 +90,7 @@ void kvl_ctx_params_default(kvl_ctx_params *p) {
 const char *kvl_ctx_error(const kvl_ctx *c) { return c ? c->err.msg : ""; }
 
 static void ctx_destroy(kvl_ctx *c) {
+    kvl_engine_cuda_free(c);
     kvl_threadpool_free(c->tp);
     kvl_kv_pool_free(c->pool);
     free(c->x);
@@ -185,6 +186,11 @@ kvl_status kvl_ctx_create(const kvl_model *m, const kvl_ctx_params *pin, kvl_ctx
         return st;
     }
     if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
+    if (p.device != KVL_DEVICE_CPU && p.device != KVL_DEVICE_CUDA) {
+        st = kvl_err_set(&e, KVL_ERR_ARG, "ctx: unknown device %d", p.device);
+        copy_err(&e, errbuf, err_len);
+        return st;
+    }
 
     kvl_ctx *c = calloc(1, sizeof *c);
     if (!c) {
@@ -277,6 +283,7 @@ kvl_status kvl_ctx_create(const kvl_model *m, const kvl_ctx_params *pin, kvl_ctx
         st = kvl_err_set(&e, KVL_ERR_NOMEM, "ctx: out of memory for scratch buffers");
         goto fail;
     }
+    if (p.device == KVL_DEVICE_CUDA && (st = kvl_engine_cuda_create(c, &e))) goto fail; /* forward_cuda.c */
     *out = c;
     return KVL_OK;
 fail:
@@ -294,8 +301,11 @@ kvl_status kvl_seq_create(kvl_ctx *c, kvl_seq **out) {
     kvl_seq *s = calloc(1, sizeof *s);
     if (!s) return kvl_err_set(&c->err, KVL_ERR_NOMEM, "seq: out of memory");
     s->c = c;
-    kvl_status st = kvl_kv_table_create(c->pool, &s->t, &c->err);
+    s->cuda_slot = -1;
+    kvl_status st = c->cuda ? kvl_engine_cuda_slot_get(c, &s->cuda_slot, &c->err) : KVL_OK;
+    if (!st) st = kvl_kv_table_create(c->pool, &s->t, &c->err);
     if (st) {
+        if (s->cuda_slot >= 0) kvl_engine_cuda_slot_put(c, s->cuda_slot);
         free(s);
         return st;
     }
@@ -307,6 +317,7 @@ kvl_status kvl_seq_create(kvl_ctx *c, kvl_seq **out) {
 void kvl_seq_free(kvl_seq *s) {
     if (!s) return;
     kvl_ctx *c = s->c;
+    if (s->cuda_slot >= 0) kvl_engine_cuda_slot_put(c, s->cuda_slot);
     kvl_kv_table_free(s->t);
     free(s->toks);
     free(s);
@@ -317,9 +328,11 @@ kvl_status kvl_seq_fork(const kvl_seq *s, kvl_seq **out) {
     if (!s || !out) return KVL_ERR_ARG;
     *out = NULL;
     if (s->c->freed) return KVL_ERR_ARG;
+    if (s->c->cuda) return kvl_err_set(&s->c->err, KVL_ERR_UNSUPPORTED, "seq: fork of a cuda sequence is not supported yet");
     kvl_seq *n = calloc(1, sizeof *n);
     if (!n) return kvl_err_set(&s->c->err, KVL_ERR_NOMEM, "seq: out of memory");
     n->c = s->c;
+    n->cuda_slot = -1;
     kvl_status st = kvl_seq_reserve_tokens(n, s->pos);
     if (st) {
         free(n);

@@ -48,6 +48,8 @@ struct kvl_ctx {
      * q [n_tok][n_head][head_dim] at positions pos [n_tok]; NULL normally. */
     void (*q_hook)(void *user, int layer, int n_tok, const int32_t *pos, const float *q);
     void *q_hook_user;
+    /* KVL_DEVICE_CUDA: the device forward pass (forward_cuda.c), NULL on the CPU */
+    struct kvl_engine_cuda *cuda;
 };
 
 struct kvl_seq {
@@ -56,6 +58,7 @@ struct kvl_seq {
     int pos;
     kvl_token *toks; /* [pos] token ids processed so far (sessions, prefix keys) */
     int toks_cap;
+    int cuda_slot; /* device KV slot of the sequence (KVL_DEVICE_CUDA), -1 otherwise */
 };
 
 /* Make room for n token ids in s->toks (KVL_ERR_NOMEM, nothing changed, on failure). */
@@ -65,5 +68,32 @@ kvl_status kvl_seq_reserve_tokens(kvl_seq *s, int n);
  * K/V (the caller owns the KV transaction and s->pos). logits_out:
  * [n_out][n_vocab] for the last n_out tokens of the chunk (n_out 0, 1 or n). */
 kvl_status kvl_engine_forward(kvl_seq *s, int pos0, const kvl_token *tokens, int n, float *logits_out, int n_out);
+
+/* Seam for the blended forward pass (engine/blend.c): kvl_engine_forward's
+ * per-layer steps as separate calls on the batch scratch rows 0..n-1
+ * (n <= n_batch). embed: token rows into c->x and positions (c->pos, RoPE
+ * tables); positions: only the latter. qkv: [x += delta], q, kb, vb of
+ * layer l with biases and RoPE. attn: causal attention of q [n][n_head*hd]
+ * at pos [n] over t's layer l into out [n][n_head*hd]. post: delta = Wo xb;
+ * x += delta; delta = MLP(norm(x)). logits: x += delta for all n rows, then
+ * the last row's logits [n_vocab]. */
+void kvl_fwd_embed(kvl_ctx *c, const kvl_token *tokens, const int32_t *pos, int n);
+void kvl_fwd_positions(kvl_ctx *c, const int32_t *pos, int n);
+void kvl_fwd_qkv(kvl_ctx *c, int l, int n, int add_delta);
+void kvl_fwd_attn(kvl_ctx *c, const kvl_kv_table *t, int l, int n, const float *q, const int32_t *pos, float *out);
+void kvl_fwd_post(kvl_ctx *c, int l, int n);
+void kvl_fwd_logits(kvl_ctx *c, int n, float *logits_out);
+
+/* The CUDA backend seam (forward_cuda.c; every function fails with
+ * KVL_ERR_UNSUPPORTED in a build without CUDA=1). create: weights uploaded,
+ * device KV pool of n_seq_max slots of n_ctx tokens (c->p final); slot_get
+ * gives a sequence its slot (KVL_ERR_NOMEM when all are taken), slot_put
+ * returns it; forward is kvl_engine_forward on the device (same contract). */
+kvl_status kvl_engine_cuda_create(kvl_ctx *c, kvl_err *err);
+void kvl_engine_cuda_free(kvl_ctx *c);
+kvl_status kvl_engine_cuda_slot_get(kvl_ctx *c, int *slot, kvl_err *err);
+void kvl_engine_cuda_slot_put(kvl_ctx *c, int slot);
+kvl_status kvl_engine_forward_cuda(kvl_seq *s, int pos0, const kvl_token *tokens, int n, float *logits_out,
+                                   int n_out);
 
 #endif

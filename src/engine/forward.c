@@ -155,6 +155,7 @@ static void attn_merge_run(void *arg, int ith, int nth, int tid) {
 
 kvl_status kvl_engine_forward(kvl_seq *s, int pos0, const kvl_token *tokens, int n, float *logits_out, int n_out) {
     kvl_ctx *c = s->c;
+    if (c->cuda) return kvl_engine_forward_cuda(s, pos0, tokens, n, logits_out, n_out); /* forward_cuda.c */
     const kvl_model *m = c->m;
     const int E = m->n_embd, hd = m->head_dim, H = m->n_head * hd, F = m->n_ff;
     if (n <= 0 || n > c->p.n_batch) return kvl_err_set(&c->err, KVL_ERR_ARG, "forward: bad batch size %d", n);
@@ -234,4 +235,79 @@ kvl_status kvl_engine_forward(kvl_seq *s, int pos0, const kvl_token *tokens, int
         kvl_threadpool_run(c->tp, mm_job_run, &mj, mm_chunks(c));
     }
     return KVL_OK;
+}
+
+/* ---- seam for the blended forward pass (engine/blend.c) ----------------------
+ * The per-layer pieces of kvl_engine_forward as separate calls on the context's
+ * batch scratch (rows 0..n-1 of c->x, c->xb, c->delta, c->q, c->kb, c->vb), so
+ * blend.c can run layers over token subsets without a second copy of them. */
+
+void kvl_fwd_embed(kvl_ctx *c, const kvl_token *tokens, const int32_t *pos, int n) {
+    const kvl_model *m = c->m;
+    const int E = m->n_embd;
+    for (int t = 0; t < n; t++) {
+        const char *row = (const char *)m->tok_embd.data + (size_t)tokens[t] * kvl_type_row_bytes(m->tok_embd.type, E);
+        c->k->dequant_row(m->tok_embd.type, row, c->x + (size_t)t * E, E);
+    }
+    kvl_fwd_positions(c, pos, n);
+}
+
+void kvl_fwd_positions(kvl_ctx *c, const int32_t *pos, int n) {
+    const int hd = c->m->head_dim;
+    for (int t = 0; t < n; t++) {
+        c->pos[t] = pos[t];
+        kvl_cpu_rope_cs(c->cs + (size_t)t * hd, hd, pos[t], c->m->rope_freq);
+    }
+}
+
+void kvl_fwd_qkv(kvl_ctx *c, int l, int n, int add_delta) {
+    const kvl_layer *L = &c->m->layers[l];
+    const kvl_weight *w[3] = {&L->wq, &L->wk, &L->wv};
+    float *y[3] = {c->q, c->kb, c->vb};
+    project(c, n, add_delta ? c->delta : NULL, L->attn_norm, c->x, c->xb, c->m->n_embd, w, y, 3);
+    rope_job rj = {.c = c, .L = L, .n_tok = n};
+    kvl_threadpool_run(c->tp, rope_job_run, &rj, 0);
+}
+
+void kvl_fwd_attn(kvl_ctx *c, const kvl_kv_table *t, int l, int n, const float *q, const int32_t *pos, float *out) {
+    const float scale = 1.0f / sqrtf((float)c->m->head_dim);
+    attn_job aj = {.c = c};
+    const long units = kvl_kv_attn_init(&aj.a, t, l, n, q, pos, c->m->n_head, scale, out, c->attn_part,
+                                        c->attn_part_bytes, c->nth);
+    kvl_threadpool_run(c->tp, attn_job_run, &aj, (int)units);
+    if (aj.a.split) kvl_threadpool_run(c->tp, attn_merge_run, &aj, 0);
+}
+
+void kvl_fwd_post(kvl_ctx *c, int l, int n) {
+    const kvl_model *m = c->m;
+    const kvl_layer *L = &m->layers[l];
+    {
+        const kvl_weight *w[1] = {&L->wo};
+        float *y[1] = {c->delta};
+        project(c, n, NULL, NULL, c->xb, NULL, m->n_head * m->head_dim, w, y, 1);
+    }
+    {
+        const kvl_weight *w[2] = {&L->w_gate, &L->w_up};
+        float *y[2] = {c->hb, c->hb2};
+        project(c, n, c->delta, L->ffn_norm, c->x, c->xb, m->n_embd, w, y, 2);
+    }
+    tok_job tj = {.c = c, .n_tok = n, .src = c->hb, .mul = c->hb2, .cols = m->n_ff};
+    mm_job mj = {.c = c, .n_tok = n, .nw = 1, .w = {&L->w_down}, .y = {c->delta}};
+    const kvl_weight *w[1] = {&L->w_down};
+    pick_slots(c, w, 1, m->n_ff, &tj, mj.slot);
+    kvl_threadpool_run(c->tp, tok_job_run, &tj, 0);
+    kvl_threadpool_run(c->tp, mm_job_run, &mj, mm_chunks(c));
+}
+
+void kvl_fwd_logits(kvl_ctx *c, int n, float *logits_out) {
+    const kvl_model *m = c->m;
+    const int E = m->n_embd;
+    tok_job ta = {.c = c, .n_tok = n, .add = c->delta, .src = c->x, .cols = E};
+    kvl_threadpool_run(c->tp, tok_job_run, &ta, 0);
+    tok_job tj = {.c = c, .n_tok = 1, .tok0 = n - 1, .norm_w = m->out_norm, .src = c->x, .dst = c->xb, .cols = E};
+    mm_job mj = {.c = c, .n_tok = 1, .nw = 1, .w = {&m->output}, .y = {logits_out}};
+    const kvl_weight *w[1] = {&m->output};
+    pick_slots(c, w, 1, E, &tj, mj.slot);
+    kvl_threadpool_run(c->tp, tok_job_run, &tj, 0);
+    kvl_threadpool_run(c->tp, mm_job_run, &mj, mm_chunks(c));
 }

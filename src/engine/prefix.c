@@ -11,11 +11,18 @@
  * miss (and is deleted so the next put repairs it), and a Redis that is down
  * or slow costs a recompute, logged once per outage.
  *
+ * With remote_level >= 0 the disk and Redis tiers hold CacheGen chunks
+ * (kvl_seq_save_cachegen_range, version 2 below) instead of pages: a get
+ * loads the leading run of page chunks as pages, then appends the CacheGen
+ * ones (kvl_seq_append_cachegen); a page chunk cannot follow a CacheGen one
+ * (RAM's copy is then passed over for the lower tiers').
+ *
  * Chunk file (little-endian):
- *   0 "KVLCHNK1"  8 u32 version (1)  12 u32 tokens per chunk (256)
+ *   0 "KVLCHNK1"  8 u32 version (1: pages, 2: CacheGen)  12 u32 tokens per chunk (256)
  *  16 u64 key  24 u64 parent key (the base key for chunk 0)  32 u32 chunk index
  *  36 u32 tokens per page  40 i32 token ids [256]  1064 u64 payload length
- *  1072 payload (kv/serial.h chunk payload)  then u32 CRC32C of all bytes before. */
+ *  1072 payload (version 1: kv/serial.h chunk payload; 2: a CacheGen file of
+ *       the chunk's 256 tokens)  then u32 CRC32C of all bytes before. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -27,6 +34,7 @@
 
 #include "engine/engine.h"
 #include "engine/redis.h"
+#include "kvlite.h"
 #include "kv/serial.h"
 #include "util/crc32c.h"
 
@@ -47,6 +55,7 @@ struct kvl_prefix {
     void (*log)(void *user, const char *msg);
     void *log_user;
     size_t ram_budget, ram_bytes;
+    int remote_level; /* -1: pages in every tier; else CacheGen level of disk and Redis */
     entry *e;
     int n, cap;
     uint64_t tick;
@@ -86,6 +95,7 @@ static uint64_t chain(uint64_t parent, const kvl_token *t) {
 void kvl_prefix_params_default(kvl_prefix_params *pp) {
     memset(pp, 0, sizeof *pp);
     pp->ram_bytes = (size_t)256 << 20;
+    pp->remote_level = -1;
 }
 
 static void log_stderr(void *user, const char *msg) {
@@ -119,6 +129,13 @@ kvl_status kvl_prefix_create_ex(const kvl_prefix_params *pp, kvl_prefix **out, c
         return KVL_ERR_IO;
     }
     p->ram_budget = ram_bytes;
+    if (pp->remote_level < -1 || pp->remote_level > 3) {
+        if (err && err_len) snprintf(err, err_len, "prefix: remote_level %d (want -1 or a CacheGen level 0..3)", pp->remote_level);
+        free(p->dir);
+        free(p);
+        return KVL_ERR_ARG;
+    }
+    p->remote_level = pp->remote_level;
     p->log = pp->log ? pp->log : log_stderr;
     p->log_user = pp->log_user;
     if (pp->redis_url) {
@@ -207,16 +224,17 @@ static int disk_path(const kvl_prefix *p, uint64_t key, char *buf, size_t cap) {
 }
 
 /* Check a chunk blob: framing, checksum, and that it is chunk `index` with
- * this key, parent and tokens. 0 when valid. */
+ * this key, parent and tokens. Its version (1 pages, 2 CacheGen) when valid, else -1. */
 static int blob_check(const uint8_t *b, size_t len, uint64_t key, uint64_t parent, int index, int page,
                       const kvl_token *toks) {
-    if (len < HDR + 4 || memcmp(b, "KVLCHNK1", 8) || rd32(b + 8) != 1 || rd32(b + 12) != CH) return -1;
+    if (len < HDR + 4 || memcmp(b, "KVLCHNK1", 8) || (rd32(b + 8) != 1 && rd32(b + 8) != 2) || rd32(b + 12) != CH)
+        return -1;
     if (rd32(b + len - 4) != kvl_crc32c(b, len - 4)) return -1;
     if (rd64(b + 16) != key || rd64(b + 24) != parent || rd32(b + 32) != (uint32_t)index || rd32(b + 36) != (uint32_t)page)
         return -1;
     if (memcmp(b + 40, toks, 4 * CH) != 0) return -1;
     if (rd64(b + 40 + 4 * CH) != len - HDR - 4) return -1;
-    return 0;
+    return (int)rd32(b + 8);
 }
 
 static uint8_t *disk_read(const kvl_prefix *p, uint64_t key, size_t *len) {
@@ -330,16 +348,51 @@ static int seq_whole(const kvl_seq *s) {
     return 1;
 }
 
+/* The blob of chunk ci of s (version 1: its pages; 2: CacheGen at level)
+ * into b. KVL_OK or an error status (nothing to store). */
+static kvl_status make_blob(const kvl_seq *s, int ci, uint64_t key, uint64_t parent, int level, kvl_ser_buf *b) {
+    const int P = s->c->p.page_tokens, ppc = CH / P;
+    const kvl_token *t = s->toks + (size_t)ci * CH;
+    kvl_ser_put(b, "KVLCHNK1", 8);
+    kvl_ser_put_u32(b, level < 0 ? 1 : 2);
+    kvl_ser_put_u32(b, CH);
+    kvl_ser_put_u64(b, key);
+    kvl_ser_put_u64(b, parent);
+    kvl_ser_put_u32(b, (uint32_t)ci);
+    kvl_ser_put_u32(b, (uint32_t)P);
+    kvl_ser_put(b, t, 4 * CH);
+    const size_t at = b->n;
+    kvl_ser_put_u64(b, 0);
+    if (level < 0) {
+        kvl_kv_chunk_write(b, s->t, ci * ppc, ppc);
+    } else {
+        kvl_cachegen_opts o = {.level = level};
+        void *cg = NULL;
+        size_t cl = 0;
+        const kvl_status st = kvl_seq_save_cachegen_range(s, &o, ci * CH, CH, &cg, &cl);
+        if (st) return st;
+        kvl_ser_put(b, cg, cl);
+        free(cg);
+    }
+    if (b->oom) return KVL_ERR_NOMEM;
+    const uint64_t pl = b->n - at - 8;
+    memcpy(b->p + at, &pl, 8);
+    kvl_ser_put_u32(b, kvl_crc32c(b->p, b->n));
+    return b->oom ? KVL_ERR_NOMEM : KVL_OK;
+}
+
 kvl_status kvl_prefix_put(kvl_prefix *p, const kvl_seq *s, int *n_stored) {
     if (n_stored) *n_stored = 0;
     if (!p || !s || s->c->freed) return KVL_ERR_ARG;
     const kvl_ctx *c = s->c;
     const int P = c->p.page_tokens;
+    if (c->cuda) return KVL_OK; /* device pages: nothing storable (yet) */
     if (CH % P || !seq_whole(s)) return KVL_OK; /* nothing storable */
     const int ppc = CH / P;
     pthread_mutex_lock(&p->mu);
     uint64_t parent = base_key(c);
     int stored = 0;
+    kvl_status st = KVL_OK;
     for (int ci = 0; (ci + 1) * CH <= s->pos; ci++) {
         const kvl_token *t = s->toks + (size_t)ci * CH;
         const uint64_t key = chain(parent, t);
@@ -347,38 +400,42 @@ kvl_status kvl_prefix_put(kvl_prefix *p, const kvl_seq *s, int *n_stored) {
         if (e) e->tick = ++p->tick;
         const int on_disk = !p->dir || disk_has(p, key);
         const int in_redis = redis_has(p, key);
-        if (e && (!on_disk || !in_redis)) {
-            /* a tier lacks a chunk RAM holds: write it through from RAM */
-            if (!on_disk) disk_write(p, key, e->blob, e->len);
-            if (!in_redis) redis_write(p, key, e->blob, e->len);
-        } else if (!e && (!on_disk || !in_redis || !p->dir)) { /* no disk tier: RAM keeps it */
-            if (!kvl_kv_chunk_ready(s->t, ci * ppc, ppc)) break;
-            kvl_ser_buf b = {0};
-            kvl_ser_put(&b, "KVLCHNK1", 8);
-            kvl_ser_put_u32(&b, 1);
-            kvl_ser_put_u32(&b, CH);
-            kvl_ser_put_u64(&b, key);
-            kvl_ser_put_u64(&b, parent);
-            kvl_ser_put_u32(&b, (uint32_t)ci);
-            kvl_ser_put_u32(&b, (uint32_t)P);
-            kvl_ser_put(&b, t, 4 * CH);
-            const size_t at = b.n;
-            kvl_ser_put_u64(&b, 0);
-            kvl_kv_chunk_write(&b, s->t, ci * ppc, ppc);
-            if (b.oom) {
-                free(b.p);
+        if (on_disk && in_redis && (e || p->dir)) { /* stored everywhere (RAM reloads it from disk when asked) */
+            parent = key;
+            continue;
+        }
+        if (!kvl_kv_chunk_ready(s->t, ci * ppc, ppc)) break;
+        /* pages for RAM (and the lower tiers unless they take CacheGen) */
+        kvl_ser_buf b = {0}, g = {0};
+        const kvl_ser_buf *low = &b;
+        if (!e || p->remote_level < 0) st = make_blob(s, ci, key, parent, -1, &b);
+        if (!st && p->remote_level >= 0 && (!on_disk || !in_redis)) {
+            st = make_blob(s, ci, key, parent, p->remote_level, &g);
+            low = &g;
+        }
+        if (st) {
+            free(b.p);
+            free(g.p);
+            if (st == KVL_ERR_NOMEM) {
                 pthread_mutex_unlock(&p->mu);
                 return kvl_err_set(&p->err, KVL_ERR_NOMEM, "prefix: out of memory");
             }
-            const uint64_t pl = b.n - at - 8;
-            memcpy(b.p + at, &pl, 8);
-            kvl_ser_put_u32(&b, kvl_crc32c(b.p, b.n));
-            if (!on_disk) disk_write(p, key, b.p, b.n);
-            if (!in_redis) redis_write(p, key, b.p, b.n);
+            st = KVL_OK; /* a chunk CacheGen cannot code: stop storing here */
+            break;
+        }
+        if (e && !low->p) low = NULL; /* nothing built: the lower tiers copy RAM's pages */
+        const uint8_t *lb = low ? low->p : e->blob;
+        const size_t ll = low ? low->n : e->len;
+        if (!on_disk) disk_write(p, key, lb, ll);
+        if (!in_redis) redis_write(p, key, lb, ll);
+        if (!e) {
             ram_insert(p, key, b.p, b.n);
+            b.p = NULL;
             stored++;
             p->st.stored++;
         }
+        free(b.p);
+        free(g.p);
         parent = key;
     }
     pthread_mutex_unlock(&p->mu);
@@ -390,6 +447,7 @@ kvl_status kvl_prefix_get(kvl_prefix *p, kvl_seq *s, const kvl_token *toks, int 
     if (n_reused) *n_reused = 0;
     if (!p || !s || !n_reused || (n > 0 && !toks) || s->c->freed) return KVL_ERR_ARG;
     kvl_ctx *c = s->c;
+    if (c->cuda) return KVL_OK; /* device pages: no reuse (yet); the caller prefills everything */
     if (s->pos != 0 || kvl_kv_table_n_pages(s->t) != 0)
         return kvl_err_set(&c->err, KVL_ERR_ARG, "prefix: the sequence must be fresh");
     const int P = c->p.page_tokens;
@@ -412,28 +470,35 @@ kvl_status kvl_prefix_get(kvl_prefix *p, kvl_seq *s, const kvl_token *toks, int 
     }
     pthread_mutex_lock(&p->mu);
     uint64_t parent = base_key(c);
-    int k = 0;
+    int k = 0, n_pages_chunks = 0; /* chunks [0, n_pages_chunks) are pages, the rest CacheGen */
+    int *ver = malloc((size_t)kmax * sizeof *ver);
     /* RAM is not changed until the load is done, so pay[] stays valid */
-    for (; k < kmax; k++) {
+    for (; ver && k < kmax; k++) {
         const kvl_token *t = toks + (size_t)k * CH;
         const uint64_t key = chain(parent, t);
         entry *e = ram_find(p, key);
         const uint8_t *b = NULL;
         size_t len = 0;
-        if (e && !blob_check(e->blob, e->len, key, parent, k, P, t)) {
+        int v = e ? blob_check(e->blob, e->len, key, parent, k, P, t) : -1;
+        if (v == 1 && n_pages_chunks < k) v = -1; /* pages cannot follow CacheGen chunks */
+        if (v > 0) {
             e->tick = ++p->tick;
             b = e->blob, len = e->len;
             p->st.ram_hits++;
         } else {
             uint8_t *d = disk_read(p, key, &len);
-            if (d && !blob_check(d, len, key, parent, k, P, t)) {
+            v = d ? blob_check(d, len, key, parent, k, P, t) : -1;
+            if (v == 1 && n_pages_chunks < k) v = -1;
+            if (v > 0) {
                 p->st.disk_hits++;
                 b = owned[k] = d;
             } else {
                 if (d) p->st.bad++;
                 free(d);
                 d = redis_read(p, key, &len);
-                if (d && !blob_check(d, len, key, parent, k, P, t)) {
+                v = d ? blob_check(d, len, key, parent, k, P, t) : -1;
+                if (v == 1 && n_pages_chunks < k) v = -1;
+                if (v > 0) {
                     p->st.redis_hits++;
                     b = owned[k] = d;
                 } else if (d) {
@@ -447,31 +512,47 @@ kvl_status kvl_prefix_get(kvl_prefix *p, kvl_seq *s, const kvl_token *toks, int 
             p->st.misses++;
             break;
         }
+        ver[k] = v;
+        if (v == 1) n_pages_chunks = k + 1;
         pay[k] = b + HDR;
         plen[k] = len - HDR - 4;
         keys[k] = key;
         parent = key;
     }
     kvl_status st = KVL_OK;
-    if (k > 0) {
-        st = kvl_kv_chunk_load(c->pool, s->t, pay, plen, k, CH / P, c->p.n_ctx, &p->err);
+    int loaded = 0; /* chunks in s */
+    if (n_pages_chunks > 0) {
+        st = kvl_kv_chunk_load(c->pool, s->t, pay, plen, n_pages_chunks, CH / P, c->p.n_ctx, &p->err);
         if (st == KVL_OK) {
-            memcpy(s->toks, toks, sizeof *toks * (size_t)k * CH);
-            s->pos = k * CH;
-            *n_reused = k * CH;
-            for (int i = 0; i < k; i++)
-                if (owned[i]) ram_insert(p, keys[i], owned[i], plen[i] + HDR + 4), owned[i] = NULL;
-        } else {
-            /* damaged or unusable chunks: drop them, the caller recomputes */
-            p->st.bad++;
-            for (int i = 0; i < k; i++)
-                for (int j = 0; j < p->n; j++)
-                    if (p->e[j].key == keys[i]) {
-                        ram_remove(p, j);
-                        break;
-                    }
+            memcpy(s->toks, toks, sizeof *toks * (size_t)n_pages_chunks * CH);
+            s->pos = n_pages_chunks * CH;
+            loaded = n_pages_chunks;
         }
     }
+    /* CacheGen chunks after the pages, each appended (transactional) */
+    for (int i = n_pages_chunks; st == KVL_OK && i < k; i++) {
+        if (kvl_seq_append_cachegen(s, pay[i], plen[i]) != KVL_OK) {
+            snprintf(p->err.msg, sizeof p->err.msg, "%s", kvl_ctx_error(c));
+            st = KVL_ERR_FORMAT;
+            break;
+        }
+        loaded = i + 1;
+    }
+    *n_reused = loaded * CH;
+    for (int i = 0; i < loaded; i++)
+        if (owned[i]) ram_insert(p, keys[i], owned[i], plen[i] + HDR + 4), owned[i] = NULL;
+    if (st != KVL_OK) {
+        /* a damaged or unusable chunk: drop it (and, for pages, the run) from RAM; the caller recomputes the rest */
+        p->st.bad++;
+        const int from = loaded, to = loaded < n_pages_chunks ? n_pages_chunks : loaded + 1;
+        for (int i = from; i < to && i < k; i++)
+            for (int j = 0; j < p->n; j++)
+                if (p->e[j].key == keys[i]) {
+                    ram_remove(p, j);
+                    break;
+                }
+    }
+    free(ver);
     for (int i = 0; i < kmax; i++) free(owned[i]);
     free(owned);
     pthread_mutex_unlock(&p->mu);

@@ -35,6 +35,7 @@ kvl_status kvl_seqs_save(const kvl_seq *const *seqs, int n, const kvl_chat_msg *
     kvl_ctx *c = seqs[0]->c;
     if (c->freed) return KVL_ERR_ARG;
     kvl_err_clear(&c->err);
+    if (c->cuda) return kvl_err_set(&c->err, KVL_ERR_UNSUPPORTED, "session: a cuda context keeps its KV pages on the device (no save/load yet)");
     const kvl_kv_table **t = malloc((size_t)n * sizeof *t);
     if (!t) return kvl_err_set(&c->err, KVL_ERR_NOMEM, "session: out of memory");
     for (int i = 0; i < n; i++) {
@@ -135,6 +136,7 @@ static kvl_status load_impl(kvl_ctx *c, const void *buf, size_t len, kvl_seq *in
     if (n_msgs) *n_msgs = 0;
     if (!c || c->freed) return KVL_ERR_ARG;
     kvl_err_clear(&c->err);
+    if (c->cuda) return kvl_err_set(&c->err, KVL_ERR_UNSUPPORTED, "session: a cuda context keeps its KV pages on the device (no save/load yet)");
     const kvl_model *m = c->m;
     kvl_ser_file f;
     kvl_status st = kvl_kv_ser_parse(buf, len, &f, &c->err);

@@ -233,7 +233,7 @@ static uint32_t idmap_get(idmap *m, uint32_t id, uint32_t next, int *added) {
 }
 
 /* The kv-config and policy sections of pool p. */
-static void write_config(kvl_ser_buf *b, const kvl_kv_pool *p, int n_ctx) {
+static void write_config(kvl_ser_buf *b, const kvl_kv_pool *p, int n_ctx, const kvl_kv_table *const *t, int n) {
     const int NL = p->cfg.n_layer, H = p->cfg.n_head_kv;
     size_t s = kvl_ser_section_begin(b, KVL_SER_KV_CONFIG);
     kvl_ser_put_u32(b, (uint32_t)NL);
@@ -256,11 +256,19 @@ static void write_config(kvl_ser_buf *b, const kvl_kv_pool *p, int n_ctx) {
 
     s = kvl_ser_section_begin(b, KVL_SER_POLICY);
     kvl_ser_put_str(b, p->pol.ops->name, strlen(p->pol.ops->name));
-    /* policy state: reserved for the policies' per-table states (table
-     * order). Not written yet: a loaded sequence's policy starts with zero
-     * attention statistics and no CAKE preferences (its kept tokens are in
-     * the pages); load_policy refuses a non-empty one. */
-    kvl_ser_put_u64(b, 0);
+    /* policy state (kv/serial_policy.c): statistics and per-sequence policy
+     * state of tables t [n]; none for chunks (t NULL) or a policy that keeps none */
+    if (t && kvi_ser_policy_state_used(t, n)) {
+        const size_t at = b->n;
+        kvl_ser_put_u64(b, 0);
+        kvi_ser_policy_state_write(b, t, n);
+        if (!b->oom) {
+            const uint64_t sl = (uint64_t)(b->n - at - 8);
+            for (int i = 0; i < 8; i++) b->p[at + (size_t)i] = (uint8_t)(sl >> (8 * i));
+        }
+    } else {
+        kvl_ser_put_u64(b, 0);
+    }
     kvl_ser_section_end(b, s);
 }
 
@@ -276,7 +284,7 @@ kvl_status kvl_kv_ser_write(kvl_ser_buf *b, const kvl_kv_table *const *t, int n,
     }
     if (total > UINT32_MAX / 2) return kvl_err_set(err, KVL_ERR_ARG, "session: too many pages (%zu)", total);
 
-    write_config(b, p, n_ctx);
+    write_config(b, p, n_ctx, t, n);
     size_t s;
 
     /* distinct pages in order of first reference */
@@ -397,7 +405,8 @@ static kvl_status load_config(const kvl_kv_pool *p, const kvl_ser_section *s, in
     return KVL_OK;
 }
 
-static kvl_status load_policy(const kvl_kv_pool *p, const kvl_ser_section *s, kvl_err *err) {
+static kvl_status load_policy(const kvl_kv_pool *p, const kvl_ser_section *s, const uint8_t **state, size_t *state_len,
+                              kvl_err *err) {
     kvl_ser_rd r = {s->data, s->len, 0, 0};
     size_t n;
     const char *name = kvl_ser_get_str(&r, SPEC_MAX, &n);
@@ -406,9 +415,8 @@ static kvl_status load_policy(const kvl_kv_pool *p, const kvl_ser_section *s, kv
     if (!streq(name, n, p->pol.ops->name))
         return kvl_err_set(err, KVL_ERR_ARG, "session: KV policy differs (file '%.*s', context '%s')", (int)n, name,
                            p->pol.ops->name);
-    if (sl) return kvl_err_set(err, KVL_ERR_UNSUPPORTED, "session: %llu bytes of policy state, policy '%s' keeps none",
-                               (unsigned long long)sl, p->pol.ops->name);
-    kvl_ser_get(&r, (size_t)sl);
+    *state = kvl_ser_get(&r, (size_t)sl);
+    *state_len = (size_t)sl;
     if (kvl_ser_left(&r)) return bad(err, "policy");
     return KVL_OK;
 }
@@ -434,7 +442,10 @@ kvl_status kvl_kv_ser_load(kvl_kv_pool *p, const kvl_ser_file *f, kvl_kv_table *
     int cmap[KVI_MAX_CLASSES], n_fcls = 0;
     kvl_status s = load_config(p, sc, cmap, &n_fcls, err);
     if (s) return s;
-    if ((s = load_policy(p, sp, err))) return s;
+    const uint8_t *pstate = NULL;
+    size_t pstate_len = 0;
+    if ((s = load_policy(p, sp, &pstate, &pstate_len, err))) return s;
+    int *plen = NULL; /* [n][n lists] lengths, for the policy state */
 
     const int NL = p->cfg.n_layer, H = p->cfg.n_head_kv, nl = kvi_n_lists(p), P = p->P, D = p->D;
     fpage *fp = NULL;
@@ -543,6 +554,14 @@ kvl_status kvl_kv_ser_load(kvl_kv_pool *p, const kvl_ser_file *f, kvl_kv_table *
         s = bad(err, "tables");
         goto out;
     }
+    if (pstate_len) {
+        if (!(plen = malloc((size_t)n * nl * sizeof *plen))) {
+            s = kvl_err_set(err, KVL_ERR_NOMEM, "session: out of memory");
+            goto out;
+        }
+        for (size_t i = 0; i < (size_t)n * nl; i++) plen[i] = fl[i].len;
+        if ((s = kvi_ser_policy_state_check(pstate, pstate_len, t, n, plen, n_ctx, err))) goto out;
+    }
 
     /* every page referenced; positions and codec metadata of the rows in use */
     size_t need = 0;
@@ -639,6 +658,7 @@ kvl_status kvl_kv_ser_load(kvl_kv_pool *p, const kvl_ser_file *f, kvl_kv_table *
         if (T->stat_flags) kvl_kv_table_stats_reset(T);
         kvi_table_note_bytes(T);
     }
+    if (pstate_len) kvi_ser_policy_state_apply(pstate, pstate_len, t, n, plen, n_ctx);
     s = KVL_OK;
 out:
     if (arr)
@@ -647,6 +667,7 @@ out:
     free(fp);
     free(fl);
     free(cst);
+    free(plen);
     return s;
 }
 
@@ -805,7 +826,7 @@ kvl_status kvl_kv_chunk_load(kvl_kv_pool *p, kvl_kv_table *t, const uint8_t *con
     const uint64_t total = (uint64_t)n * (uint64_t)nl * (uint64_t)n_pages;
     if (total > UINT32_MAX / 2) return kvl_err_set(err, KVL_ERR_ARG, "prefix: too many pages");
     kvl_ser_buf b = {0};
-    write_config(&b, p, n_ctx);
+    write_config(&b, p, n_ctx, NULL, 0);
     size_t at = kvl_ser_section_begin(&b, KVL_SER_PAGES);
     kvl_ser_put_u32(&b, (uint32_t)total);
     for (int c = 0; c < n; c++) kvl_ser_put(&b, payload[c], len[c]);

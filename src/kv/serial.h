@@ -24,7 +24,7 @@
 /* Section types. */
 enum {
     KVL_SER_KV_CONFIG = 1, /* geometry, per-layer codec specs, page classes */
-    KVL_SER_POLICY = 2,    /* policy name + policy state (empty for now) */
+    KVL_SER_POLICY = 2,    /* policy name + policy state (kv/serial_policy.c; empty without a policy) */
     KVL_SER_PAGES = 3,     /* distinct pages: class + raw bytes */
     KVL_SER_TABLES = 4,    /* per table: per (layer, kv-head) length, sealed, page indices; codec state */
     KVL_SER_SEQS = 5,      /* engine: per sequence position and token ids */
@@ -140,6 +140,22 @@ void kvl_kv_chunk_write(kvl_ser_buf *b, const kvl_kv_table *t, int page0, int n_
  * kvl_kv_ser_load with all its checks (untrusted bytes: a disk tier). */
 kvl_status kvl_kv_chunk_load(kvl_kv_pool *p, kvl_kv_table *t, const uint8_t *const *payload, const size_t *len, int n,
                              int n_pages, int n_ctx, kvl_err *err);
+
+/* ---- policy state (kv/serial_policy.c) ----
+ * The state half of the policy section: attention statistics and
+ * per-sequence policy state of each table (layout in serial_policy.c). */
+/* 1 when any of t [n] keeps statistics or policy state. */
+int kvi_ser_policy_state_used(const kvl_kv_table *const *t, int n);
+void kvi_ser_policy_state_write(kvl_ser_buf *b, const kvl_kv_table *const *t, int n);
+/* Check state bytes against the tables t [n] it will load into (same
+ * accumulators, policy state present iff the policy keeps one), lists of
+ * lengths list_len [n][n_layer * n_head_kv]: exact size, finite values in
+ * range. Changes nothing. */
+kvl_status kvi_ser_policy_state_check(const uint8_t *data, size_t len, kvl_kv_table *const *t, int n, const int *list_len,
+                                      int n_ctx, kvl_err *err);
+/* Copy checked state into t (statistics reserved for the lengths). */
+void kvi_ser_policy_state_apply(const uint8_t *data, size_t len, kvl_kv_table *const *t, int n, const int *list_len,
+                                int n_ctx);
 
 /* printf into b. */
 void kvl_ser_printf(kvl_ser_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

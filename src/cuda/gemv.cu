@@ -1,0 +1,247 @@
+/* Matrix-vector products of the decode step on the weights' own blocks:
+ * y = W x for 1..8 activation columns at a time, one weight row per warp,
+ * each lane dequantizing whole 32-value blocks (Q8_0, Q4_0, Q4_1: codes and
+ * scales repacked at upload into separate, aligned arrays; or f16) in
+ * registers and dotting them with f32 activations (f32 sums, no activation
+ * quantization, as the CPU's exact path). Weight bytes are read once per
+ * call; the activations come through L1 (all warps of a block read the same
+ * columns). Also the host repacking of GGUF blocks and a random fill for
+ * benchmark shapes. */
+#include <string.h>
+
+#include <cuda_fp16.h>
+
+#include "cuda/cuda_util.cuh"
+#include "cuda/lm_ops.h"
+
+extern "C" {
+#include "cpu/quant.h"
+}
+
+#define GEMV_WARPS 8 /* rows per block */
+
+extern "C" size_t kvl_cuda_wmat_qbytes(kvl_cuda_wfmt f, int64_t rows, int64_t cols) {
+    switch (f) {
+    case KVL_CUDA_WF_F16: return (size_t)rows * (size_t)cols * 2;
+    case KVL_CUDA_WF_Q8_0: return (size_t)rows * (size_t)cols;
+    default: return (size_t)rows * (size_t)cols / 2;
+    }
+}
+
+extern "C" size_t kvl_cuda_wmat_sbytes(kvl_cuda_wfmt f, int64_t rows, int64_t cols) {
+    const size_t nb = (size_t)rows * (size_t)(cols / 32);
+    switch (f) {
+    case KVL_CUDA_WF_F16: return 0;
+    case KVL_CUDA_WF_Q4_1: return nb * 4;
+    default: return nb * 2;
+    }
+}
+
+extern "C" int kvl_cuda_wmat_repack(int t, const void *src, int64_t rows, int64_t cols, int64_t r0,
+                                    int64_t total_rows, void *q, void *s) {
+    (void)total_rows;
+    const int64_t nb = cols / 32;
+    const uint8_t *in = (const uint8_t *)src;
+    uint8_t *qo = (uint8_t *)q;
+    uint16_t *so = (uint16_t *)s;
+    switch (t) {
+    case KVL_TYPE_F16:
+        memcpy(qo + (size_t)r0 * cols * 2, in, (size_t)rows * cols * 2);
+        return 1;
+    case KVL_TYPE_Q8_0:
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t b = 0; b < nb; b++) {
+                const kvl_block_q8_0 *blk = (const kvl_block_q8_0 *)in + r * nb + b;
+                memcpy(qo + (size_t)(r0 + r) * cols + b * 32, blk->qs, 32);
+                so[(r0 + r) * nb + b] = blk->d;
+            }
+        return 1;
+    case KVL_TYPE_Q4_0:
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t b = 0; b < nb; b++) {
+                const kvl_block_q4_0 *blk = (const kvl_block_q4_0 *)in + r * nb + b;
+                memcpy(qo + (size_t)(r0 + r) * (cols / 2) + b * 16, blk->qs, 16);
+                so[(r0 + r) * nb + b] = blk->d;
+            }
+        return 1;
+    case KVL_TYPE_Q4_1:
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t b = 0; b < nb; b++) {
+                const kvl_block_q4_1 *blk = (const kvl_block_q4_1 *)in + r * nb + b;
+                memcpy(qo + (size_t)(r0 + r) * (cols / 2) + b * 16, blk->qs, 16);
+                so[2 * ((r0 + r) * nb + b)] = blk->d;
+                so[2 * ((r0 + r) * nb + b) + 1] = blk->m;
+            }
+        return 1;
+    default: return 0;
+    }
+}
+
+/* ---- dequantization of one block of 32 values ---- */
+
+static __device__ __forceinline__ void h8(uint4 v, float *o) {
+    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        __half2 h;
+        memcpy(&h, &w[i], 4);
+        const float2 f = __half22float2(h);
+        o[2 * i] = f.x, o[2 * i + 1] = f.y;
+    }
+}
+
+template <int F> static __device__ __forceinline__ void load_block(const kvl_cuda_wmat &w, int64_t r, int64_t b,
+                                                                   float *v) {
+    const int64_t nb = w.cols / 32;
+    if (F == KVL_CUDA_WF_F16) {
+        const uint4 *p = reinterpret_cast<const uint4 *>((const __half *)w.q + r * w.cols + b * 32);
+#pragma unroll
+        for (int i = 0; i < 4; i++) h8(__ldg(p + i), v + 8 * i);
+    } else if (F == KVL_CUDA_WF_Q8_0) {
+        const uint4 *p = reinterpret_cast<const uint4 *>((const int8_t *)w.q + r * w.cols + b * 32);
+        const float d = __half2float(__ldg((const __half *)w.s + r * nb + b));
+        const uint4 a = __ldg(p), c = __ldg(p + 1);
+        const uint32_t u[8] = {a.x, a.y, a.z, a.w, c.x, c.y, c.z, c.w};
+#pragma unroll
+        for (int i = 0; i < 32; i++) v[i] = d * (float)(int8_t)(u[i >> 2] >> (8 * (i & 3)));
+    } else {
+        const uint4 a = __ldg(reinterpret_cast<const uint4 *>((const uint8_t *)w.q + r * (w.cols / 2) + b * 16));
+        const uint32_t u[4] = {a.x, a.y, a.z, a.w};
+        float d, m;
+        if (F == KVL_CUDA_WF_Q4_0) {
+            d = __half2float(__ldg((const __half *)w.s + r * nb + b));
+            m = -8.0f * d;
+        } else {
+            const __half2 dm = __ldg((const __half2 *)w.s + r * nb + b);
+            d = __low2float(dm), m = __high2float(dm);
+        }
+#pragma unroll
+        for (int j = 0; j < 16; j++) {
+            const uint32_t byte = (u[j >> 2] >> (8 * (j & 3))) & 0xffu;
+            if (F == KVL_CUDA_WF_Q4_0) {
+                v[j] = d * (float)((int)(byte & 15u) - 8);
+                v[j + 16] = d * (float)((int)(byte >> 4) - 8);
+            } else {
+                v[j] = d * (float)(byte & 15u) + m;
+                v[j + 16] = d * (float)(byte >> 4) + m;
+            }
+        }
+    }
+}
+
+/* x: [NB][cols], y: [NB][rows] */
+template <int F, int NB>
+__global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_k(kvl_cuda_wmat w, const float *__restrict__ x,
+                                                           float *__restrict__ y, int accumulate) {
+    const int lane = threadIdx.x & 31;
+    const int64_t r = (int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    if (r >= w.rows) return;
+    const int64_t nb = w.cols / 32;
+    float acc[NB];
+#pragma unroll
+    for (int n = 0; n < NB; n++) acc[n] = 0.0f;
+    for (int64_t b = lane; b < nb; b += 32) {
+        float v[32];
+        load_block<F>(w, r, b, v);
+#pragma unroll
+        for (int n = 0; n < NB; n++) {
+            const float4 *xp = reinterpret_cast<const float4 *>(x + n * w.cols + b * 32);
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                const float4 a = __ldg(xp + i);
+                acc[n] += v[4 * i] * a.x + v[4 * i + 1] * a.y + v[4 * i + 2] * a.z + v[4 * i + 3] * a.w;
+            }
+        }
+    }
+#pragma unroll
+    for (int n = 0; n < NB; n++) {
+        float s = acc[n];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        if (lane == 0) {
+            float *yp = y + n * w.rows + r;
+            *yp = accumulate ? *yp + s : s;
+        }
+    }
+}
+
+template <int F> static void launch_fmt(const kvl_cuda_wmat &w, const float *x, int nb, float *y, int acc,
+                                        cudaStream_t st) {
+    const unsigned grid = (unsigned)((w.rows + GEMV_WARPS - 1) / GEMV_WARPS);
+    switch (nb) {
+    case 8: gemv_k<F, 8><<<grid, GEMV_WARPS * 32, 0, st>>>(w, x, y, acc); break;
+    case 4: gemv_k<F, 4><<<grid, GEMV_WARPS * 32, 0, st>>>(w, x, y, acc); break;
+    case 2: gemv_k<F, 2><<<grid, GEMV_WARPS * 32, 0, st>>>(w, x, y, acc); break;
+    default: gemv_k<F, 1><<<grid, GEMV_WARPS * 32, 0, st>>>(w, x, y, acc); break;
+    }
+}
+
+extern "C" kvl_status kvl_cuda_gemv(const kvl_cuda_wmat *w, const float *x, int n, float *y, int accumulate,
+                                    void *stream, kvl_err *err) {
+    if (!w || n < 1 || w->cols % 32 || w->rows < 1)
+        return kvl_err_set(err, KVL_ERR_ARG, "cuda gemv: bad shape (%lld x %lld, n %d)",
+                           w ? (long long)w->rows : 0LL, w ? (long long)w->cols : 0LL, n);
+    cudaStream_t st = (cudaStream_t)stream;
+    for (int c0 = 0; c0 < n;) {
+        const int left = n - c0, nb = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+        const float *xc = x + (size_t)c0 * w->cols;
+        float *yc = y + (size_t)c0 * w->rows;
+        switch (w->fmt) {
+        case KVL_CUDA_WF_F16: launch_fmt<KVL_CUDA_WF_F16>(*w, xc, nb, yc, accumulate, st); break;
+        case KVL_CUDA_WF_Q8_0: launch_fmt<KVL_CUDA_WF_Q8_0>(*w, xc, nb, yc, accumulate, st); break;
+        case KVL_CUDA_WF_Q4_0: launch_fmt<KVL_CUDA_WF_Q4_0>(*w, xc, nb, yc, accumulate, st); break;
+        case KVL_CUDA_WF_Q4_1: launch_fmt<KVL_CUDA_WF_Q4_1>(*w, xc, nb, yc, accumulate, st); break;
+        default: return kvl_err_set(err, KVL_ERR_ARG, "cuda gemv: unknown weight format %d", (int)w->fmt);
+        }
+        c0 += nb;
+    }
+    KVL_CUDA_TRY(cudaGetLastError(), "cuda gemv launch");
+    return KVL_OK;
+}
+
+/* ---- random weights ---- */
+
+static __device__ __forceinline__ uint64_t mix64(uint64_t z) {
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* 4 random bytes per word of the code array; scales: amp / code range */
+__global__ void fill_q(uint32_t *q, size_t nwords, uint64_t seed, int f16, float amp) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < nwords; i += (size_t)gridDim.x * blockDim.x) {
+        const uint64_t h = mix64(seed ^ (i * 0x2545f4914f6cdd1dull));
+        if (f16) { /* two halves in [-amp, amp] */
+            const float a = ((float)(h & 0xffffu) / 32768.0f - 1.0f) * amp;
+            const float b = ((float)((h >> 16) & 0xffffu) / 32768.0f - 1.0f) * amp;
+            const __half2 v = __floats2half2_rn(a, b);
+            memcpy(&q[i], &v, 4);
+        } else {
+            q[i] = (uint32_t)h;
+        }
+    }
+}
+
+__global__ void fill_s(__half *s, size_t n, uint64_t seed, float d, float m) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const uint64_t h = mix64(seed ^ ~(i * 0x9e3779b97f4a7c15ull));
+        const float u = 0.5f + (float)(h & 0xffffu) / 65536.0f; /* [0.5, 1.5) */
+        s[i] = __float2half_rn(m != 0.0f && (i & 1) ? m * u : d * u);
+    }
+}
+
+extern "C" kvl_status kvl_cuda_wmat_fill_random(const kvl_cuda_wmat *w, uint64_t seed, float amp, void *stream,
+                                                kvl_err *err) {
+    cudaStream_t st = (cudaStream_t)stream;
+    const size_t qb = kvl_cuda_wmat_qbytes(w->fmt, w->rows, w->cols), sb = kvl_cuda_wmat_sbytes(w->fmt, w->rows, w->cols);
+    fill_q<<<1024, 256, 0, st>>>((uint32_t *)w->q, qb / 4, seed, w->fmt == KVL_CUDA_WF_F16, amp);
+    if (sb) {
+        /* Q8_0: codes in [-128, 127] -> d = amp / 64; Q4_0: c - 8 in [-8, 7] -> amp / 4;
+         * Q4_1: c in [0, 15], m = -amp -> d = amp / 8 (values around [-amp, amp]) */
+        const float d = w->fmt == KVL_CUDA_WF_Q8_0 ? amp / 64 : w->fmt == KVL_CUDA_WF_Q4_0 ? amp / 4 : amp / 8;
+        fill_s<<<1024, 256, 0, st>>>((__half *)w->s, sb / 2, seed + 1, d, w->fmt == KVL_CUDA_WF_Q4_1 ? -amp : 0.0f);
+    }
+    KVL_CUDA_TRY(cudaGetLastError(), "cuda random weights launch");
+    return KVL_OK;
+}

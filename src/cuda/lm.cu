@@ -1,0 +1,401 @@
+/* The decode forward pass on the device (kvl_cuda_lm, kvl_cuda.h): weights
+ * uploaded once (fused Q|K|V and gate|up matrices), a device KV pool whose
+ * lists have a fixed page range per (slot, layer, kv-head), and one forward
+ * call = the per-layer structure of src/engine/forward.c on device kernels:
+ *   x = embed(tok); per layer: xb = rmsnorm(x); qkv = Wqkv xb;
+ *   rope + quantize-on-append of k, v into pages; att = paged attention(q);
+ *   x += Wo att; xb = rmsnorm(x); gu = Wgu xb; x += Wdown swiglu(gu);
+ *   then logits = Wout rmsnorm(x) and greedy argmax, all on one stream.
+ * Everything a call needs is allocated at create; a call uploads one small
+ * metadata block (tokens, positions, list offsets) and downloads the greedy
+ * tokens (and logits if asked). Optionally the call's kernels are captured
+ * in a CUDA graph (updated in place while its shape is unchanged). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_fp16.h>
+
+#include "cuda/cuda_util.cuh"
+#include "cuda/lm_ops.h"
+#include "cuda/page_space.cuh"
+
+extern "C" {
+#include "cpu/quant.h"
+}
+
+typedef struct lm_layer {
+    float *attn_norm, *ffn_norm;
+    kvl_cuda_wmat qkv, wo, gu, down;
+} lm_layer;
+
+struct kvl_cuda_lm {
+    int L, E, H, Hkv, hd, F, V, neox;
+    float eps;
+    int P, ppl, n_slots, n_ctx, max_batch;
+    kvl_cuda_wmat emb, out;
+    int out_shared; /* out is emb */
+    lm_layer *layers;
+    float *out_norm, *freq;
+    kvl_cuda_pool *pool;
+    kvl_cuda_attn *attn;
+    uint32_t *page_ids; /* device iota: list offsets are page ids */
+    float *x, *xb, *qkv, *q, *att, *gu, *h, *logits, *cs;
+    int32_t *meta_d, *meta_h, *amax_d, *amax_h;
+    size_t meta_n;
+    cudaStream_t st;
+    size_t wbytes;
+    int graphs;
+    cudaGraphExec_t gexec;
+    uint64_t seed;
+    int n_mats;
+};
+
+static kvl_status dalloc(void **p, size_t bytes, kvl_err *err) {
+    *p = NULL;
+    KVL_CUDA_TRY(cudaMalloc(p, bytes ? bytes : 1), "cuda lm: cudaMalloc");
+    return KVL_OK;
+}
+
+static kvl_status upload_vec(float **d, const float *h, int n, kvl_err *err) {
+    kvl_status s = dalloc((void **)d, sizeof(float) * n, err);
+    if (s) return s;
+    if (h) {
+        KVL_CUDA_TRY(cudaMemcpy(*d, h, sizeof(float) * n, cudaMemcpyHostToDevice), "cuda lm: upload");
+    } else { /* random-weight shapes: unit norm weights */
+        float *ones = (float *)malloc(sizeof(float) * n);
+        if (!ones) return kvl_err_set(err, KVL_ERR_NOMEM, "cuda lm: out of memory");
+        for (int i = 0; i < n; i++) ones[i] = 1.0f;
+        cudaError_t e = cudaMemcpy(*d, ones, sizeof(float) * n, cudaMemcpyHostToDevice);
+        free(ones);
+        KVL_CUDA_TRY(e, "cuda lm: upload");
+    }
+    return KVL_OK;
+}
+
+static int native_fmt(int t, kvl_cuda_wfmt *f) {
+    switch (t) {
+    case KVL_TYPE_F16: *f = KVL_CUDA_WF_F16; return 1;
+    case KVL_TYPE_Q8_0: *f = KVL_CUDA_WF_Q8_0; return 1;
+    case KVL_TYPE_Q4_0: *f = KVL_CUDA_WF_Q4_0; return 1;
+    case KVL_TYPE_Q4_1: *f = KVL_CUDA_WF_Q4_1; return 1;
+    default: return 0;
+    }
+}
+
+/* Upload tensors t[0..n) (same cols) as one matrix of their concatenated rows. */
+static kvl_status upload_mat(kvl_cuda_lm *lm, const kvl_cuda_tensor *t, int n, int mode, kvl_cuda_wmat *w,
+                             kvl_err *err) {
+    memset(w, 0, sizeof *w);
+    const int64_t cols = t[0].cols;
+    int64_t rows = 0;
+    int same = 1, rnd = t[0].data == NULL;
+    for (int i = 0; i < n; i++) {
+        if (t[i].cols != cols || t[i].rows < 1)
+            return kvl_err_set(err, KVL_ERR_ARG, "cuda lm: fused weights of unequal widths");
+        if (t[i].type != t[0].type) same = 0;
+        if ((t[i].data == NULL) != rnd) return kvl_err_set(err, KVL_ERR_ARG, "cuda lm: mixed random weights");
+        rows += t[i].rows;
+    }
+    if (cols % 32)
+        return kvl_err_set(err, KVL_ERR_UNSUPPORTED, "cuda: weight width %lld is not a multiple of 32",
+                           (long long)cols);
+    kvl_cuda_wfmt f = KVL_CUDA_WF_F16;
+    if (mode == KVL_CUDA_W_NATIVE && same && !native_fmt(t[0].type, &f)) f = KVL_CUDA_WF_F16;
+    if (!rnd) {
+        for (int i = 0; i < n; i++)
+            if (!kvl_type_supported(t[i].type))
+                return kvl_err_set(err, KVL_ERR_UNSUPPORTED, "cuda: weight type %d not supported", t[i].type);
+    } else if (!native_fmt(t[0].type, &f)) {
+        return kvl_err_set(err, KVL_ERR_UNSUPPORTED, "cuda: random weights of type %d (have f16, q8_0, q4_0, q4_1)",
+                           t[0].type);
+    }
+    w->fmt = f, w->rows = rows, w->cols = cols;
+    const size_t qb = kvl_cuda_wmat_qbytes(f, rows, cols), sb = kvl_cuda_wmat_sbytes(f, rows, cols);
+    kvl_status s = dalloc(&w->q, qb, err);
+    if (!s && sb) s = dalloc(&w->s, sb, err);
+    if (s) return s;
+    lm->wbytes += qb + sb;
+    if (rnd) return kvl_cuda_wmat_fill_random(w, lm->seed + 7919u * (uint64_t)(++lm->n_mats), 0.02f, lm->st, err);
+    void *hq = malloc(qb), *hs = sb ? malloc(sb) : NULL;
+    float *row = (float *)malloc(sizeof(float) * cols);
+    if (!hq || (sb && !hs) || !row) {
+        free(hq), free(hs), free(row);
+        return kvl_err_set(err, KVL_ERR_NOMEM, "cuda lm: out of host memory for weight staging");
+    }
+    int64_t r0 = 0;
+    for (int i = 0; i < n; i++) {
+        kvl_cuda_wfmt tf;
+        if (native_fmt(t[i].type, &tf) && tf == f) {
+            kvl_cuda_wmat_repack(t[i].type, t[i].data, t[i].rows, cols, r0, rows, hq, hs);
+        } else { /* to f16 */
+            const size_t rb = kvl_type_row_bytes(t[i].type, cols);
+            for (int64_t r = 0; r < t[i].rows; r++) {
+                kvl_dequant_row_ref((kvl_type)t[i].type, (const char *)t[i].data + r * rb, row, cols);
+                __half *d = (__half *)hq + (size_t)(r0 + r) * cols;
+                for (int64_t j = 0; j < cols; j++) d[j] = __float2half_rn(row[j]);
+            }
+        }
+        r0 += t[i].rows;
+    }
+    cudaError_t e = cudaMemcpy(w->q, hq, qb, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess && sb) e = cudaMemcpy(w->s, hs, sb, cudaMemcpyHostToDevice);
+    free(hq), free(hs), free(row);
+    KVL_CUDA_TRY(e, "cuda lm: weight upload");
+    return KVL_OK;
+}
+
+static void free_mat(kvl_cuda_wmat *w) {
+    if (w->q) cudaFree(w->q);
+    if (w->s) cudaFree(w->s);
+    w->q = w->s = NULL;
+}
+
+extern "C" void kvl_cuda_lm_free(kvl_cuda_lm *lm) {
+    if (!lm) return;
+    if (lm->st) cudaStreamSynchronize(lm->st);
+    if (lm->gexec) cudaGraphExecDestroy(lm->gexec);
+    if (lm->layers)
+        for (int l = 0; l < lm->L; l++) {
+            lm_layer *y = &lm->layers[l];
+            if (y->attn_norm) cudaFree(y->attn_norm);
+            if (y->ffn_norm) cudaFree(y->ffn_norm);
+            free_mat(&y->qkv), free_mat(&y->wo), free_mat(&y->gu), free_mat(&y->down);
+        }
+    free(lm->layers);
+    if (!lm->out_shared) free_mat(&lm->out);
+    free_mat(&lm->emb);
+    void *bufs[] = {lm->out_norm, lm->freq, lm->page_ids, lm->x, lm->xb, lm->qkv, lm->q, lm->att,
+                    lm->gu, lm->h, lm->logits, lm->cs, lm->meta_d, lm->amax_d};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]) cudaFree(bufs[i]);
+    if (lm->meta_h) cudaFreeHost(lm->meta_h);
+    if (lm->amax_h) cudaFreeHost(lm->amax_h);
+    kvl_cuda_attn_free(lm->attn);
+    kvl_cuda_pool_free(lm->pool);
+    if (lm->st) cudaStreamDestroy(lm->st);
+    free(lm);
+}
+
+__global__ void iota_k(uint32_t *a, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        a[i] = (uint32_t)i;
+}
+
+static kvl_status create(kvl_cuda_lm *lm, const kvl_cuda_model_desc *m, const kvl_cuda_lm_config *c, kvl_err *err) {
+    lm->L = m->n_layer, lm->E = m->n_embd, lm->H = m->n_head, lm->Hkv = m->n_head_kv, lm->hd = m->head_dim;
+    lm->F = m->n_ff, lm->V = m->n_vocab, lm->neox = m->rope_neox, lm->eps = m->norm_eps;
+    lm->P = c->page_tokens, lm->n_slots = c->n_slots, lm->n_ctx = c->n_ctx, lm->max_batch = c->max_batch;
+    lm->seed = c->seed;
+    if (lm->L < 1 || lm->E < 32 || lm->H < 1 || lm->Hkv < 1 || lm->H % lm->Hkv || lm->F < 32 || lm->V < 1 ||
+        lm->n_slots < 1 || lm->n_ctx < 1 || lm->max_batch < 1 || !m->layers || !m->rope_freq)
+        return kvl_err_set(err, KVL_ERR_ARG, "cuda lm: invalid model or config");
+    if (lm->hd != 64 && lm->hd != 128)
+        return kvl_err_set(err, KVL_ERR_UNSUPPORTED, "cuda: head_dim %d has no kernel (have: 64, 128)", lm->hd);
+    if (lm->H / lm->Hkv > 8)
+        return kvl_err_set(err, KVL_ERR_UNSUPPORTED, "cuda: %d query heads per kv-head (kernels: 1..8)",
+                           lm->H / lm->Hkv);
+    const char *codec = c->codec ? c->codec : "f16";
+    if (!kvl_cuda_kv_append_supported(codec))
+        return kvl_err_set(err, KVL_ERR_UNSUPPORTED,
+                           "cuda: KV codec '%s' has no device append kernel yet (have: f16, int8, int4z)", codec);
+    KVL_CUDA_TRY(cudaStreamCreateWithFlags(&lm->st, cudaStreamNonBlocking), "cuda lm: stream");
+    lm->ppl = (lm->n_ctx + lm->P - 1) / lm->P;
+    const int64_t n_pages = (int64_t)lm->n_slots * lm->L * lm->Hkv * lm->ppl;
+    kvl_cuda_pool_config pc = {codec, NULL, lm->hd, lm->P, n_pages, 0};
+    kvl_status s = kvl_cuda_pool_create(&pc, &lm->pool, err);
+    if (s) return s;
+    if ((s = kvl_cuda_attn_create(lm->pool, lm->H, lm->Hkv, lm->max_batch, lm->n_ctx, NULL, &lm->attn, err)))
+        return s;
+    if ((s = dalloc((void **)&lm->page_ids, sizeof(uint32_t) * n_pages, err))) return s;
+    iota_k<<<1024, 256, 0, lm->st>>>(lm->page_ids, n_pages);
+    KVL_CUDA_TRY(cudaGetLastError(), "cuda lm: iota");
+
+    /* weights */
+    const int mode = c->weights;
+    if ((s = upload_mat(lm, &m->tok_embd, 1, mode, &lm->emb, err))) return s;
+    if (m->output.data && m->output.data == m->tok_embd.data && m->output.type == m->tok_embd.type) {
+        lm->out = lm->emb, lm->out_shared = 1;
+    } else if ((s = upload_mat(lm, &m->output, 1, mode, &lm->out, err))) {
+        return s;
+    }
+    if (lm->emb.cols != lm->E || lm->emb.rows != lm->V || lm->out.cols != lm->E || lm->out.rows != lm->V)
+        return kvl_err_set(err, KVL_ERR_ARG, "cuda lm: embedding / output shape mismatch");
+    if ((s = upload_vec(&lm->out_norm, m->out_norm, lm->E, err))) return s;
+    if ((s = upload_vec(&lm->freq, m->rope_freq, lm->hd / 2, err))) return s;
+    lm->layers = (lm_layer *)calloc((size_t)lm->L, sizeof *lm->layers);
+    if (!lm->layers) return kvl_err_set(err, KVL_ERR_NOMEM, "cuda lm: out of memory");
+    for (int l = 0; l < lm->L; l++) {
+        const kvl_cuda_layer_desc *d = &m->layers[l];
+        lm_layer *y = &lm->layers[l];
+        const kvl_cuda_tensor qkv[3] = {d->wq, d->wk, d->wv}, gu[2] = {d->w_gate, d->w_up};
+        if (d->wq.rows != (int64_t)lm->H * lm->hd || d->wk.rows != (int64_t)lm->Hkv * lm->hd ||
+            d->wv.rows != (int64_t)lm->Hkv * lm->hd || d->wo.rows != lm->E || d->w_gate.rows != lm->F ||
+            d->w_up.rows != lm->F || d->w_down.rows != lm->E || d->w_down.cols != lm->F || d->wq.cols != lm->E ||
+            d->wo.cols != (int64_t)lm->H * lm->hd)
+            return kvl_err_set(err, KVL_ERR_ARG, "cuda lm: layer %d weight shapes do not match the model", l);
+        if ((s = upload_vec(&y->attn_norm, d->attn_norm, lm->E, err)) ||
+            (s = upload_vec(&y->ffn_norm, d->ffn_norm, lm->E, err)) ||
+            (s = upload_mat(lm, qkv, 3, mode, &y->qkv, err)) || (s = upload_mat(lm, &d->wo, 1, mode, &y->wo, err)) ||
+            (s = upload_mat(lm, gu, 2, mode, &y->gu, err)) || (s = upload_mat(lm, &d->w_down, 1, mode, &y->down, err)))
+            return s;
+    }
+
+    /* step buffers */
+    const size_t B = (size_t)lm->max_batch, E = lm->E, HD = (size_t)lm->H * lm->hd, KV = (size_t)lm->Hkv * lm->hd;
+    const size_t wide = HD > E ? HD : E;
+    if ((s = dalloc((void **)&lm->x, sizeof(float) * B * E, err)) ||
+        (s = dalloc((void **)&lm->xb, sizeof(float) * B * wide, err)) ||
+        (s = dalloc((void **)&lm->qkv, sizeof(float) * B * (HD + 2 * KV), err)) ||
+        (s = dalloc((void **)&lm->q, sizeof(float) * B * HD, err)) ||
+        (s = dalloc((void **)&lm->att, sizeof(float) * B * HD, err)) ||
+        (s = dalloc((void **)&lm->gu, sizeof(float) * B * 2 * lm->F, err)) ||
+        (s = dalloc((void **)&lm->h, sizeof(float) * B * lm->F, err)) ||
+        (s = dalloc((void **)&lm->logits, sizeof(float) * B * lm->V, err)) ||
+        (s = dalloc((void **)&lm->cs, sizeof(float) * B * lm->hd, err)) ||
+        (s = dalloc((void **)&lm->amax_d, sizeof(int32_t) * B, err)))
+        return s;
+    lm->meta_n = 3 * B + B * lm->Hkv * (1 + (size_t)lm->L);
+    if ((s = dalloc((void **)&lm->meta_d, sizeof(int32_t) * lm->meta_n, err))) return s;
+    KVL_CUDA_TRY(cudaMallocHost((void **)&lm->meta_h, sizeof(int32_t) * lm->meta_n), "cuda lm: pinned buffer");
+    KVL_CUDA_TRY(cudaMallocHost((void **)&lm->amax_h, sizeof(int32_t) * B), "cuda lm: pinned buffer");
+    KVL_CUDA_TRY(cudaStreamSynchronize(lm->st), "cuda lm: setup");
+    return KVL_OK;
+}
+
+extern "C" kvl_status kvl_cuda_lm_create(const kvl_cuda_model_desc *m, const kvl_cuda_lm_config *cfg,
+                                         kvl_cuda_lm **out, kvl_err *err) {
+    *out = NULL;
+    if (!m || !cfg) return kvl_err_set(err, KVL_ERR_ARG, "cuda lm: no model or config");
+    kvl_cuda_lm *lm = (kvl_cuda_lm *)calloc(1, sizeof *lm);
+    if (!lm) return kvl_err_set(err, KVL_ERR_NOMEM, "cuda lm: out of memory");
+    kvl_status s = create(lm, m, cfg, err);
+    if (s) {
+        kvl_cuda_lm_free(lm);
+        return s;
+    }
+    *out = lm;
+    return KVL_OK;
+}
+
+extern "C" size_t kvl_cuda_lm_weight_bytes(const kvl_cuda_lm *lm) { return lm->wbytes; }
+extern "C" size_t kvl_cuda_lm_kv_bytes(const kvl_cuda_lm *lm) {
+    return kvl_cuda_pool_page_bytes(lm->pool) * (size_t)kvl_cuda_pool_n_pages(lm->pool);
+}
+extern "C" double kvl_cuda_lm_kv_bytes_per_token(const kvl_cuda_lm *lm) {
+    return (double)kvl_cuda_pool_page_bytes(lm->pool) / lm->P * lm->L * lm->Hkv;
+}
+extern "C" void kvl_cuda_lm_set_graphs(kvl_cuda_lm *lm, int on) { lm->graphs = on != 0; }
+
+/* The device work of one call (metadata already in meta_h). */
+static kvl_status enqueue(kvl_cuda_lm *lm, int n, int max_len, int want_logits_all, kvl_err *err) {
+    cudaStream_t st = lm->st;
+    const size_t B = (size_t)n, lists = B * lm->Hkv;
+    const size_t bytes = sizeof(int32_t) * (3 * B + lists * (1 + (size_t)lm->L));
+    (void)want_logits_all;
+    KVL_CUDA_TRY(cudaMemcpyAsync(lm->meta_d, lm->meta_h, bytes, cudaMemcpyHostToDevice, st), "cuda lm: metadata");
+    const int32_t *tok = lm->meta_d, *pos = tok + B, *slot = pos + B, *len = slot + B, *off = len + lists;
+    kvl_status s;
+    if ((s = kvl_cuda_embed(&lm->emb, tok, n, lm->x, st, err))) return s;
+    if ((s = kvl_cuda_rope_cs(pos, lm->freq, n, lm->hd, lm->cs, st, err))) return s;
+    const float scale = 1.0f / sqrtf((float)lm->hd);
+    for (int l = 0; l < lm->L; l++) {
+        const lm_layer *y = &lm->layers[l];
+        if ((s = kvl_cuda_rmsnorm(lm->x, y->attn_norm, lm->xb, n, lm->E, lm->eps, st, err)) ||
+            (s = kvl_cuda_gemv(&y->qkv, lm->xb, n, lm->qkv, 0, st, err)))
+            return s;
+        kvl_cuda_append_args aa = {n, lm->H, lm->Hkv, lm->hd, lm->neox, l, lm->L, lm->ppl, lm->qkv, lm->cs, pos, slot,
+                                   lm->q};
+        if ((s = kvl_cuda_kv_append(lm->pool, &aa, st, err))) return s;
+        kvl_cuda_attn_args at = {n, max_len, lm->page_ids, off + (size_t)l * lists, len, pos, lm->q, lm->att, scale};
+        if ((s = kvl_cuda_attn_run(lm->attn, &at, st, err)) ||
+            (s = kvl_cuda_gemv(&y->wo, lm->att, n, lm->x, 1, st, err)) ||
+            (s = kvl_cuda_rmsnorm(lm->x, y->ffn_norm, lm->xb, n, lm->E, lm->eps, st, err)) ||
+            (s = kvl_cuda_gemv(&y->gu, lm->xb, n, lm->gu, 0, st, err)) ||
+            (s = kvl_cuda_swiglu(lm->gu, lm->h, n, lm->F, st, err)) ||
+            (s = kvl_cuda_gemv(&y->down, lm->h, n, lm->x, 1, st, err)))
+            return s;
+    }
+    if ((s = kvl_cuda_rmsnorm(lm->x, lm->out_norm, lm->xb, n, lm->E, lm->eps, st, err)) ||
+        (s = kvl_cuda_gemv(&lm->out, lm->xb, n, lm->logits, 0, st, err)) ||
+        (s = kvl_cuda_argmax(lm->logits, n, lm->V, lm->amax_d, st, err)))
+        return s;
+    KVL_CUDA_TRY(cudaMemcpyAsync(lm->amax_h, lm->amax_d, sizeof(int32_t) * B, cudaMemcpyDeviceToHost, st),
+                 "cuda lm: argmax download");
+    return KVL_OK;
+}
+
+static kvl_status run_graph(kvl_cuda_lm *lm, int n, int max_len, kvl_err *err) {
+    cudaGraph_t g = NULL;
+    KVL_CUDA_TRY(cudaStreamBeginCapture(lm->st, cudaStreamCaptureModeThreadLocal), "cuda lm: graph capture");
+    kvl_status s = enqueue(lm, n, max_len, 0, err);
+    cudaError_t e = cudaStreamEndCapture(lm->st, &g);
+    if (s) {
+        if (g) cudaGraphDestroy(g);
+        return s;
+    }
+    KVL_CUDA_TRY(e, "cuda lm: graph capture");
+    if (lm->gexec) {
+        cudaGraphExecUpdateResultInfo info;
+        if (cudaGraphExecUpdate(lm->gexec, g, &info) != cudaSuccess) {
+            cudaGetLastError(); /* clear: the shape changed, instantiate anew */
+            cudaGraphExecDestroy(lm->gexec);
+            lm->gexec = NULL;
+        }
+    }
+    if (!lm->gexec) e = cudaGraphInstantiate(&lm->gexec, g, 0);
+    cudaGraphDestroy(g);
+    KVL_CUDA_TRY(e, "cuda lm: graph instantiate");
+    KVL_CUDA_TRY(cudaGraphLaunch(lm->gexec, lm->st), "cuda lm: graph launch");
+    return KVL_OK;
+}
+
+extern "C" kvl_status kvl_cuda_lm_forward(kvl_cuda_lm *lm, int n, const int32_t *tok, const int32_t *pos,
+                                          const int32_t *slot, int first_logit, float *logits_out,
+                                          int32_t *argmax_out, kvl_err *err) {
+    if (n < 1 || n > lm->max_batch || (logits_out && (first_logit < 0 || first_logit >= n)))
+        return kvl_err_set(err, KVL_ERR_ARG, "cuda forward: %d entries (max_batch %d), logits from %d", n,
+                           lm->max_batch, first_logit);
+    const size_t B = (size_t)n, lists = B * lm->Hkv;
+    int32_t *mt = lm->meta_h, *mp = mt + B, *ms = mp + B, *ml = ms + B, *mo = ml + lists;
+    int max_len = 0;
+    for (int i = 0; i < n; i++) {
+        if (tok[i] < 0 || tok[i] >= lm->V)
+            return kvl_err_set(err, KVL_ERR_ARG, "cuda forward: token %d out of range [0, %d)", tok[i], lm->V);
+        if (pos[i] < 0 || pos[i] >= lm->n_ctx)
+            return kvl_err_set(err, KVL_ERR_CTX_FULL, "cuda forward: position %d outside [0, %d)", pos[i], lm->n_ctx);
+        if (slot[i] < 0 || slot[i] >= lm->n_slots)
+            return kvl_err_set(err, KVL_ERR_ARG, "cuda forward: slot %d outside [0, %d)", slot[i], lm->n_slots);
+        mt[i] = tok[i], mp[i] = pos[i], ms[i] = slot[i];
+        if (pos[i] + 1 > max_len) max_len = pos[i] + 1;
+        for (int h = 0; h < lm->Hkv; h++) {
+            ml[(size_t)i * lm->Hkv + h] = pos[i] + 1;
+            for (int l = 0; l < lm->L; l++)
+                mo[(size_t)l * lists + (size_t)i * lm->Hkv + h] =
+                    (int32_t)((((int64_t)slot[i] * lm->L + l) * lm->Hkv + h) * lm->ppl);
+        }
+    }
+    kvl_status s = lm->graphs ? run_graph(lm, n, max_len, err) : enqueue(lm, n, max_len, 0, err);
+    if (s) {
+        cudaStreamSynchronize(lm->st);
+        return s;
+    }
+    if (logits_out)
+        KVL_CUDA_TRY(cudaMemcpyAsync(logits_out, lm->logits + (size_t)first_logit * lm->V,
+                                     sizeof(float) * (B - first_logit) * lm->V, cudaMemcpyDeviceToHost, lm->st),
+                     "cuda lm: logits download");
+    KVL_CUDA_TRY(cudaStreamSynchronize(lm->st), "cuda forward");
+    memcpy(argmax_out, lm->amax_h, sizeof(int32_t) * B);
+    return KVL_OK;
+}
+
+extern "C" kvl_status kvl_cuda_lm_fill_context(kvl_cuda_lm *lm, int slot, int n_tok, uint64_t seed, kvl_err *err) {
+    if (slot < 0 || slot >= lm->n_slots || n_tok < 0 || n_tok > lm->n_ctx)
+        return kvl_err_set(err, KVL_ERR_ARG, "cuda fill: slot %d / %d tokens out of range", slot, n_tok);
+    const int64_t per_slot = (int64_t)lm->L * lm->Hkv * lm->ppl;
+    const uint32_t id0 = (uint32_t)(slot * per_slot);
+    kvl_status s = kvl_cuda_pool_fill_random(lm->pool, id0, per_slot, seed, err);
+    if (!s) s = kvl_cuda_pool_set_positions(lm->pool, id0, per_slot, lm->ppl, NULL, err);
+    if (!s) s = kvl_cuda_sync(err);
+    return s;
+}

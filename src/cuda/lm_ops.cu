@@ -1,0 +1,156 @@
+/* The small per-token kernels of the decode step: embedding lookup (a row of
+ * the repacked embedding matrix dequantized), RMSNorm, SwiGLU, RoPE angles,
+ * greedy argmax, and the position entries of benchmark pages. Each mirrors
+ * its CPU reference in src/cpu/ops.c and src/engine/sampler.c (same
+ * formulas, double where the CPU uses double). */
+#include <math.h>
+
+#include <cuda_fp16.h>
+
+#include "cuda/cuda_util.cuh"
+#include "cuda/lm_ops.h"
+#include "cuda/page_space.cuh"
+
+static __device__ __forceinline__ float wval(const kvl_cuda_wmat &w, int64_t r, int64_t j) {
+    const int64_t nb = w.cols / 32, b = j / 32, k = j % 32;
+    switch (w.fmt) {
+    case KVL_CUDA_WF_F16: return __half2float(((const __half *)w.q)[r * w.cols + j]);
+    case KVL_CUDA_WF_Q8_0:
+        return __half2float(((const __half *)w.s)[r * nb + b]) * (float)((const int8_t *)w.q)[r * w.cols + j];
+    default: {
+        const uint8_t byte = ((const uint8_t *)w.q)[r * (w.cols / 2) + b * 16 + (k & 15)];
+        const int c = k < 16 ? byte & 15 : byte >> 4;
+        if (w.fmt == KVL_CUDA_WF_Q4_0) {
+            const float d = __half2float(((const __half *)w.s)[r * nb + b]);
+            return d * (float)(c - 8);
+        }
+        const __half2 dm = ((const __half2 *)w.s)[r * nb + b];
+        return __low2float(dm) * (float)c + __high2float(dm);
+    }
+    }
+}
+
+__global__ void embed_k(kvl_cuda_wmat w, const int32_t *tok, float *x) {
+    const int64_t r = tok[blockIdx.x];
+    for (int64_t j = threadIdx.x; j < w.cols; j += blockDim.x) x[blockIdx.x * w.cols + j] = wval(w, r, j);
+}
+
+extern "C" kvl_status kvl_cuda_embed(const kvl_cuda_wmat *emb, const int32_t *tok, int n, float *x, void *stream,
+                                     kvl_err *err) {
+    if (n < 1) return kvl_err_set(err, KVL_ERR_ARG, "cuda embed: n %d", n);
+    embed_k<<<n, 256, 0, (cudaStream_t)stream>>>(*emb, tok, x);
+    KVL_CUDA_TRY(cudaGetLastError(), "cuda embed launch");
+    return KVL_OK;
+}
+
+/* one block of 256 per row; double sum of squares (the CPU's) */
+__global__ void rmsnorm_k(const float *x, const float *w, float *y, int cols, float eps) {
+    __shared__ double part[8];
+    const float *xr = x + (size_t)blockIdx.x * cols;
+    double ss = 0;
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) ss += (double)xr[j] * xr[j];
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    double t = 0;
+    for (int i = 0; i < 8; i++) t += part[i];
+    const float s = (float)(1.0 / sqrt(t / cols + eps));
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) y[(size_t)blockIdx.x * cols + j] = xr[j] * s * w[j];
+}
+
+extern "C" kvl_status kvl_cuda_rmsnorm(const float *x, const float *w, float *y, int n, int cols, float eps,
+                                       void *stream, kvl_err *err) {
+    if (n < 1 || cols < 1) return kvl_err_set(err, KVL_ERR_ARG, "cuda rmsnorm: n %d cols %d", n, cols);
+    rmsnorm_k<<<n, 256, 0, (cudaStream_t)stream>>>(x, w, y, cols, eps);
+    KVL_CUDA_TRY(cudaGetLastError(), "cuda rmsnorm launch");
+    return KVL_OK;
+}
+
+__global__ void swiglu_k(const float *gu, float *h, int n, int F) {
+    const size_t total = (size_t)n * F;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t t = i / F, j = i % F;
+        const float g = gu[t * 2 * F + j], u = gu[t * 2 * F + F + j];
+        h[i] = g / (1.0f + expf(-g)) * u;
+    }
+}
+
+extern "C" kvl_status kvl_cuda_swiglu(const float *gu, float *h, int n, int F, void *stream, kvl_err *err) {
+    if (n < 1 || F < 1) return kvl_err_set(err, KVL_ERR_ARG, "cuda swiglu: n %d F %d", n, F);
+    const size_t total = (size_t)n * F;
+    unsigned grid = (unsigned)((total + 255) / 256);
+    if (grid > 4096) grid = 4096;
+    swiglu_k<<<grid, 256, 0, (cudaStream_t)stream>>>(gu, h, n, F);
+    KVL_CUDA_TRY(cudaGetLastError(), "cuda swiglu launch");
+    return KVL_OK;
+}
+
+/* (value, index) better: larger value, then lower index; NaN never wins */
+static __device__ __forceinline__ bool better(float v, int i, float bv, int bi) {
+    if (v != v) return false;
+    if (bi < 0 || bv != bv) return true;
+    return v > bv || (v == bv && i < bi);
+}
+
+__global__ void argmax_k(const float *x, int cols, int32_t *out) {
+    __shared__ float sv[32];
+    __shared__ int si[32];
+    const float *xr = x + (size_t)blockIdx.x * cols;
+    float bv = 0;
+    int bi = -1;
+    for (int j = threadIdx.x; j < cols; j += blockDim.x)
+        if (better(xr[j], j, bv, bi)) bv = xr[j], bi = j;
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (oi >= 0 && better(ov, oi, bv, bi)) bv = ov, bi = oi;
+    }
+    if ((threadIdx.x & 31) == 0) sv[threadIdx.x >> 5] = bv, si[threadIdx.x >> 5] = bi;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float v = 0;
+        int b = -1;
+        for (int w = 0; w < (int)(blockDim.x >> 5); w++)
+            if (si[w] >= 0 && better(sv[w], si[w], v, b)) v = sv[w], b = si[w];
+        out[blockIdx.x] = b < 0 ? 0 : b;
+    }
+}
+
+extern "C" kvl_status kvl_cuda_argmax(const float *x, int n, int cols, int32_t *out, void *stream, kvl_err *err) {
+    if (n < 1 || cols < 1) return kvl_err_set(err, KVL_ERR_ARG, "cuda argmax: n %d cols %d", n, cols);
+    argmax_k<<<n, 1024, 0, (cudaStream_t)stream>>>(x, cols, out);
+    KVL_CUDA_TRY(cudaGetLastError(), "cuda argmax launch");
+    return KVL_OK;
+}
+
+__global__ void rope_cs_k(const int32_t *pos, const float *freq, int half, float *cs) {
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        const double a = (double)pos[blockIdx.x] * freq[i];
+        cs[((size_t)blockIdx.x * half + i) * 2] = (float)cos(a);
+        cs[((size_t)blockIdx.x * half + i) * 2 + 1] = (float)sin(a);
+    }
+}
+
+extern "C" kvl_status kvl_cuda_rope_cs(const int32_t *pos, const float *freq, int n, int hd, float *cs, void *stream,
+                                       kvl_err *err) {
+    if (n < 1 || hd < 2) return kvl_err_set(err, KVL_ERR_ARG, "cuda rope: n %d hd %d", n, hd);
+    rope_cs_k<<<n, 64, 0, (cudaStream_t)stream>>>(pos, freq, hd / 2, cs);
+    KVL_CUDA_TRY(cudaGetLastError(), "cuda rope angles launch");
+    return KVL_OK;
+}
+
+__global__ void set_pos_k(kvl_cuda_page_space sp, uint32_t id0, int64_t n_pages, int ppl, int P) {
+    for (int64_t k = blockIdx.x; k < n_pages; k += gridDim.x) {
+        int32_t *pos = (int32_t *)kvl_cuda_page_addr(sp, id0 + (uint32_t)k);
+        for (int r = threadIdx.x; r < P; r += blockDim.x) pos[r] = (int32_t)((k % ppl) * P + r);
+    }
+}
+
+extern "C" kvl_status kvl_cuda_pool_set_positions(kvl_cuda_pool *p, uint32_t id0, int64_t n_pages,
+                                                  int pages_per_list, void *stream, kvl_err *err) {
+    if (n_pages < 1 || pages_per_list < 1) return KVL_OK;
+    set_pos_k<<<(unsigned)(n_pages < 65535 ? n_pages : 65535), 64, 0, (cudaStream_t)stream>>>(
+        p->space, id0, n_pages, pages_per_list, p->P);
+    KVL_CUDA_TRY(cudaGetLastError(), "cuda page positions launch");
+    return KVL_OK;
+}

@@ -1,0 +1,103 @@
+/* Kernels of the CUDA decode forward pass, C-callable on device pointers
+ * (internal to src/cuda and its tests): the matvec on quantized or f16
+ * weights (gemv.cu), quantize-on-append of K/V rows into device pages with
+ * RoPE (kv_append.cu), and the small per-token kernels (lm_ops.cu). All
+ * enqueue on `stream` (cudaStream_t as void *, NULL = default) and report
+ * launch errors only; execution errors surface at the next sync. */
+#ifndef KVL_CUDA_LM_OPS_H
+#define KVL_CUDA_LM_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cuda/kvl_cuda.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Weight formats of the device matvec. A matrix [rows][cols] (cols % 32 == 0)
+ * in blocks of 32 values along a row, codes and scales in separate arrays so
+ * every load is aligned: */
+typedef enum kvl_cuda_wfmt {
+    KVL_CUDA_WF_F16 = 0,  /* q: half [rows][cols] */
+    KVL_CUDA_WF_Q8_0 = 1, /* q: int8 [rows][cols]; s: half d [rows][cols/32]; w = d q */
+    KVL_CUDA_WF_Q4_0 = 2, /* q: 16 bytes per block [rows][cols/2] (ggml nibble order: value j < 16 is the
+                             low nibble of byte j, value j >= 16 the high nibble of byte j - 16);
+                             s: half d [rows][cols/32]; w = d (c - 8) */
+    KVL_CUDA_WF_Q4_1 = 3, /* q as Q4_0; s: half (d, m) pairs [rows][cols/32][2]; w = d c + m */
+} kvl_cuda_wfmt;
+
+typedef struct kvl_cuda_wmat {
+    kvl_cuda_wfmt fmt;
+    int64_t rows, cols;
+    void *q; /* device */
+    void *s; /* device (NULL for F16) */
+} kvl_cuda_wmat;
+
+/* Bytes of the q and s arrays of a matrix of this format. */
+size_t kvl_cuda_wmat_qbytes(kvl_cuda_wfmt f, int64_t rows, int64_t cols);
+size_t kvl_cuda_wmat_sbytes(kvl_cuda_wfmt f, int64_t rows, int64_t cols);
+/* Host: repack `rows` GGUF rows of ggml type t (Q8_0, Q4_0, Q4_1 to their own
+ * format; F16 as is) into q / s (host buffers of this format), starting at
+ * row r0 of the destination matrix of `total_rows` rows. 0 if t has no
+ * device format of its own. */
+int kvl_cuda_wmat_repack(int t, const void *src, int64_t rows, int64_t cols, int64_t r0, int64_t total_rows,
+                         void *q, void *s);
+/* Device: fill a matrix with random values (codes uniform, scales / values
+ * of about amp), deterministic in seed. */
+kvl_status kvl_cuda_wmat_fill_random(const kvl_cuda_wmat *w, uint64_t seed, float amp, void *stream, kvl_err *err);
+
+/* y [n][rows] (=, or += when accumulate) W x for x [n][cols], f32 in and out,
+ * products summed in f32 (one row per warp). n >= 1 (any; run in column
+ * groups of at most 8). */
+kvl_status kvl_cuda_gemv(const kvl_cuda_wmat *w, const float *x, int n, float *y, int accumulate, void *stream,
+                         kvl_err *err);
+
+/* x [n][cols] = row tok[i] of the embedding matrix (dequantized). */
+kvl_status kvl_cuda_embed(const kvl_cuda_wmat *emb, const int32_t *tok, int n, float *x, void *stream, kvl_err *err);
+/* y [n][cols] = x * w / sqrt(mean(x^2) + eps), the sum of squares in double (as kvl_cpu_rmsnorm). */
+kvl_status kvl_cuda_rmsnorm(const float *x, const float *w, float *y, int n, int cols, float eps, void *stream,
+                            kvl_err *err);
+/* h [n][F] = silu(gu[:, 0:F]) * gu[:, F:2F] for gu [n][2F]. */
+kvl_status kvl_cuda_swiglu(const float *gu, float *h, int n, int F, void *stream, kvl_err *err);
+/* out [n] = index of the largest non-NaN value of each row of x [n][cols]
+ * (lowest index on ties; 0 if all NaN), as the CPU sampler's greedy argmax. */
+kvl_status kvl_cuda_argmax(const float *x, int n, int cols, int32_t *out, void *stream, kvl_err *err);
+/* cs [n][hd/2][2] = cos, sin of pos[i] * freq[j] (in double, as kvl_cpu_rope_cs). */
+kvl_status kvl_cuda_rope_cs(const int32_t *pos, const float *freq, int n, int hd, float *cs, void *stream,
+                            kvl_err *err);
+
+/* Quantize-on-append with RoPE: for entry i, qkv row [n_head + 2 n_head_kv][hd]
+ * (q heads, then k heads, then v heads: the fused projection's output)
+ * gets RoPE (cs of the entry) on its q and k heads; q goes to q_out
+ * [n][n_head][hd]; k and v of kv-head h are encoded with the pool's codec
+ * into row pos[i] % P of page page_of(slot[i], layer, h, pos[i] / P), where
+ * the page id is ((slot * n_layer + layer) * n_head_kv + h) * pages_per_list
+ * + pos / P, and the page's position entry is set to pos[i]. Codecs: f16,
+ * int8, int4z (the same bytes as the CPU codecs' encode, up to float
+ * rounding of the input); others KVL_ERR_UNSUPPORTED. */
+typedef struct kvl_cuda_append_args {
+    int n, n_head, n_head_kv, hd, neox;
+    int layer, n_layer, pages_per_list;
+    const float *qkv;     /* device [n][(n_head + 2 n_head_kv) hd] */
+    const float *cs;      /* device [n][hd/2][2] */
+    const int32_t *pos;   /* device [n] */
+    const int32_t *slot;  /* device [n] */
+    float *q_out;         /* device [n][n_head][hd] */
+} kvl_cuda_append_args;
+kvl_status kvl_cuda_kv_append(kvl_cuda_pool *p, const kvl_cuda_append_args *a, void *stream, kvl_err *err);
+/* 1 if the pool's codec has an append kernel. */
+int kvl_cuda_kv_append_supported(const char *codec);
+
+/* Device: set the position entries of `n_pages` consecutive pages from page
+ * id0 on: page id0 + k holds positions (k % pages_per_list) * P + r
+ * (benchmark contexts filled with random rows). */
+kvl_status kvl_cuda_pool_set_positions(kvl_cuda_pool *p, uint32_t id0, int64_t n_pages, int pages_per_list,
+                                       void *stream, kvl_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,148 @@
+/* The forward pass on CUDA (kvl_ctx_params.device = KVL_DEVICE_CUDA): the
+ * engine side of the backend seam. kvl_engine_forward hands a context with
+ * c->cuda here; this file describes the loaded model to the device module
+ * (src/cuda/lm.cu, which runs forward.c's per-layer structure on device
+ * kernels), gives each sequence a device KV slot, and runs a forward call
+ * as batches of decode-like entries (prefill too: entry i = token i at
+ * position pos0 + i, its causal mask from the position). The CPU KV table of
+ * a cuda sequence stays empty; the device pages are the cache. Without
+ * CUDA=1 every entry point fails with a clear error. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/engine.h"
+
+#ifdef KVL_HAVE_CUDA
+#include "cuda/kvl_cuda.h"
+
+#define CUDA_MAX_BATCH 32 /* entries per device call (prefill chunks) */
+
+struct kvl_engine_cuda {
+    kvl_cuda_lm *lm;
+    int n_slots, max_batch;
+    unsigned char *used; /* [n_slots] */
+    int32_t *tok, *pos, *slot, *amax; /* [max_batch] */
+};
+
+static kvl_cuda_tensor tensor(const kvl_weight *w) {
+    kvl_cuda_tensor t = {(int)w->type, w->data, w->rows, w->cols};
+    return t;
+}
+
+kvl_status kvl_engine_cuda_create(kvl_ctx *c, kvl_err *err) {
+    const kvl_model *m = c->m;
+    if (strcmp(c->codec_k, c->codec_v) || strstr(c->codec_name, "(+layers)"))
+        return kvl_err_set(err, KVL_ERR_UNSUPPORTED, "cuda: K and V must use one codec on all layers (have %s)",
+                           c->codec_name);
+    if (kvl_kv_policy_evicting(c->pool))
+        return kvl_err_set(err, KVL_ERR_UNSUPPORTED, "cuda: eviction policies do not run on the device yet (use full)");
+    for (int l = 0; l < m->n_layer; l++)
+        if (m->layers[l].bq || m->layers[l].bk || m->layers[l].bv)
+            return kvl_err_set(err, KVL_ERR_UNSUPPORTED, "cuda: attention biases (%s) are not supported yet", m->arch);
+    struct kvl_engine_cuda *g = calloc(1, sizeof *g);
+    kvl_cuda_layer_desc *ld = calloc((size_t)m->n_layer, sizeof *ld);
+    if (!g || !ld) {
+        free(g), free(ld);
+        return kvl_err_set(err, KVL_ERR_NOMEM, "cuda: out of memory");
+    }
+    g->n_slots = c->p.n_seq_max;
+    g->max_batch = c->p.n_batch < CUDA_MAX_BATCH ? c->p.n_batch : CUDA_MAX_BATCH;
+    g->used = calloc((size_t)g->n_slots, 1);
+    g->tok = malloc(sizeof(int32_t) * 4 * (size_t)g->max_batch);
+    if (!g->used || !g->tok) {
+        free(ld), free(g->used), free(g->tok), free(g);
+        return kvl_err_set(err, KVL_ERR_NOMEM, "cuda: out of memory");
+    }
+    g->pos = g->tok + g->max_batch, g->slot = g->pos + g->max_batch, g->amax = g->slot + g->max_batch;
+    for (int l = 0; l < m->n_layer; l++) {
+        const kvl_layer *L = &m->layers[l];
+        ld[l] = (kvl_cuda_layer_desc){L->attn_norm, L->ffn_norm, tensor(&L->wq), tensor(&L->wk), tensor(&L->wv),
+                                      tensor(&L->wo), tensor(&L->w_gate), tensor(&L->w_up), tensor(&L->w_down)};
+    }
+    kvl_cuda_model_desc md = {m->n_layer, m->n_embd, m->n_head, m->n_head_kv, m->head_dim, m->n_ff, m->n_vocab,
+                              m->norm_eps, m->rope_type == KVL_ROPE_NEOX, m->rope_freq, tensor(&m->tok_embd),
+                              tensor(&m->output), m->out_norm, ld};
+    const char *w = getenv("KVL_CUDA_WEIGHTS"); /* testing / benchmarks: "f16" converts every weight */
+    kvl_cuda_lm_config cfg = {c->codec_k, c->p.page_tokens, c->p.n_ctx, g->n_slots, g->max_batch,
+                              w && !strcmp(w, "f16") ? KVL_CUDA_W_F16 : KVL_CUDA_W_NATIVE, 1};
+    kvl_status st = kvl_cuda_lm_create(&md, &cfg, &g->lm, err);
+    free(ld);
+    if (st) {
+        free(g->used), free(g->tok), free(g);
+        return st;
+    }
+    c->cuda = g;
+    return KVL_OK;
+}
+
+void kvl_engine_cuda_free(kvl_ctx *c) {
+    struct kvl_engine_cuda *g = c->cuda;
+    if (!g) return;
+    kvl_cuda_lm_free(g->lm);
+    free(g->used), free(g->tok), free(g);
+    c->cuda = NULL;
+}
+
+kvl_status kvl_engine_cuda_slot_get(kvl_ctx *c, int *slot, kvl_err *err) {
+    struct kvl_engine_cuda *g = c->cuda;
+    for (int i = 0; i < g->n_slots; i++)
+        if (!g->used[i]) {
+            g->used[i] = 1;
+            *slot = i;
+            return KVL_OK;
+        }
+    return kvl_err_set(err, KVL_ERR_NOMEM, "cuda: all %d sequence slots in use (n_seq_max)", g->n_slots);
+}
+
+void kvl_engine_cuda_slot_put(kvl_ctx *c, int slot) {
+    if (c->cuda && slot >= 0 && slot < c->cuda->n_slots) c->cuda->used[slot] = 0;
+}
+
+kvl_status kvl_engine_forward_cuda(kvl_seq *s, int pos0, const kvl_token *tokens, int n, float *logits_out,
+                                   int n_out) {
+    kvl_ctx *c = s->c;
+    struct kvl_engine_cuda *g = c->cuda;
+    const int V = c->m->n_vocab;
+    if (n <= 0 || n > c->p.n_batch) return kvl_err_set(&c->err, KVL_ERR_ARG, "forward: bad batch size %d", n);
+    for (int off = 0; off < n; off += g->max_batch) {
+        const int nc = n - off < g->max_batch ? n - off : g->max_batch;
+        for (int i = 0; i < nc; i++) {
+            g->tok[i] = tokens[off + i];
+            g->pos[i] = pos0 + off + i;
+            g->slot[i] = s->cuda_slot;
+        }
+        /* logits of the last n_out tokens of the call that fall in this chunk */
+        const int first_out = n - n_out; /* call index of the first token with logits */
+        float *lo = NULL;
+        int first = 0;
+        if (n_out > 0 && logits_out && off + nc > first_out) {
+            first = first_out > off ? first_out - off : 0;
+            lo = logits_out + (size_t)(off + first - first_out) * V;
+        }
+        kvl_status st = kvl_cuda_lm_forward(g->lm, nc, g->tok, g->pos, g->slot, first, lo, g->amax, &c->err);
+        if (st) return st;
+    }
+    return KVL_OK;
+}
+
+#else /* no CUDA in this build */
+
+#define NO_CUDA "cuda: this kvlite was built without CUDA (rebuild with `make CUDA=1`)"
+
+kvl_status kvl_engine_cuda_create(kvl_ctx *c, kvl_err *err) {
+    (void)c;
+    return kvl_err_set(err, KVL_ERR_UNSUPPORTED, NO_CUDA);
+}
+void kvl_engine_cuda_free(kvl_ctx *c) { (void)c; }
+kvl_status kvl_engine_cuda_slot_get(kvl_ctx *c, int *slot, kvl_err *err) {
+    (void)c, (void)slot;
+    return kvl_err_set(err, KVL_ERR_UNSUPPORTED, NO_CUDA);
+}
+void kvl_engine_cuda_slot_put(kvl_ctx *c, int slot) { (void)c, (void)slot; }
+kvl_status kvl_engine_forward_cuda(kvl_seq *s, int pos0, const kvl_token *tokens, int n, float *logits_out,
+                                   int n_out) {
+    (void)pos0, (void)tokens, (void)n, (void)logits_out, (void)n_out;
+    return kvl_err_set(&s->c->err, KVL_ERR_UNSUPPORTED, NO_CUDA);
+}
+
+#endif

@@ -1,0 +1,512 @@
+/* CacheBlend (kvl_blend_*, kvl_prefill_blend) on the committed tiny models:
+ * ratio 1 with f32 pages gives bit-identical cache rows and logits to a
+ * full prefill; a stored chunk's K re-rotated to a new position matches
+ * computing it there (f32, float tolerance) and the re-rotation error of
+ * quantized codecs (rows stored f32 then encoded once vs decoded, rotated
+ * and re-encoded); selected-token counts; a fork's shared pages and the
+ * store's rows are never modified; a store or disk chunk of another model
+ * or codec, a damaged chunk and a prompt longer than the context fail with
+ * nothing cached; the disk tier gives the RAM tier's logits; a quantized
+ * codec and an eviction policy afterwards work. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cpu/ops.h"
+#include "engine/blend.h"
+#include "engine/engine.h"
+#include "kv/kv.h"
+#include "blend_fuzz_expect.h"
+#include "test.h"
+
+enum { NCH = 3, CT = 40, NPRE = 7, NQ = 9 };
+
+static int g_batch = 64; /* several batches per layer */
+static kvl_ctx *mkctx(const kvl_model *m, const char *codec, const char *policy, int keep, int n_ctx) {
+    kvl_ctx_params p;
+    kvl_ctx_params_default(&p);
+    p.n_ctx = n_ctx;
+    p.n_threads = 2;
+    p.kv_codec = codec;
+    p.page_tokens = 8;
+    p.n_seq_max = 6;
+    p.n_batch = g_batch;
+    if (policy) p.kv_policy = policy;
+    p.kv_keep = keep;
+    kvl_ctx *c = NULL;
+    char err[256] = "";
+    CHECK_MSG(kvl_ctx_create(m, &p, &c, err, sizeof err) == KVL_OK, "%s", err);
+    return c;
+}
+
+static kvl_model *load(const char *name) {
+    const char *d = getenv("KVL_TINY_DIR");
+    char path[512], err[256] = "";
+    snprintf(path, sizeof path, "%s/%s", d && *d ? d : "tests/data/tiny", name);
+    kvl_model *m = NULL;
+    CHECK_MSG(kvl_model_load(path, &m, err, sizeof err) == KVL_OK, "cannot load %s: %s", path, err);
+    return m;
+}
+
+/* prompt: prefix, chunks in order ord, question */
+static kvl_token pre[NPRE], chunk[NCH][CT], q[NQ];
+static int mksegs(kvl_blend_seg *sg, const int *ord, int reuse) {
+    int n = 0;
+    sg[n++] = (kvl_blend_seg){pre, NPRE, 0};
+    for (int i = 0; i < NCH; i++) sg[n++] = (kvl_blend_seg){chunk[ord[i]], CT, reuse};
+    sg[n++] = (kvl_blend_seg){q, NQ, 0};
+    return n;
+}
+static int flat(const int *ord, kvl_token *out) {
+    int n = 0;
+    memcpy(out + n, pre, sizeof pre), n += NPRE;
+    for (int i = 0; i < NCH; i++) memcpy(out + n, chunk[ord[i]], sizeof chunk[0]), n += CT;
+    memcpy(out + n, q, sizeof q), n += NQ;
+    return n;
+}
+
+/* max |a - b| over every cached row of two sequences (same lengths required) */
+static double rows_diff(const kvl_seq *a, const kvl_seq *b, const kvl_model *m, int *same_len) {
+    const int D = m->head_dim;
+    float ka[256], va[256], kb[256], vb[256];
+    double mx = 0;
+    *same_len = 1;
+    for (int l = 0; l < m->n_layer; l++)
+        for (int h = 0; h < m->n_head_kv; h++) {
+            const int n = kvl_kv_table_len(a->t, l, h);
+            if (n != kvl_kv_table_len(b->t, l, h)) *same_len = 0;
+            for (int i = 0; i < n && *same_len; i++) {
+                kvl_kv_table_decode(a->t, l, h, i, ka, va);
+                kvl_kv_table_decode(b->t, l, h, i, kb, vb);
+                for (int j = 0; j < D; j++) {
+                    const double d1 = fabs((double)ka[j] - kb[j]), d2 = fabs((double)va[j] - vb[j]);
+                    if (d1 > mx) mx = d1;
+                    if (d2 > mx) mx = d2;
+                }
+            }
+        }
+    return mx;
+}
+
+static uint64_t rows_sum(const kvl_blend *b) {
+    uint64_t h = 1469598103934665603ull;
+    for (int i = 0; i < b->n; i++)
+        for (size_t j = 0; j < b->e[i]->row_bytes; j++) h = (h ^ b->e[i]->rows[j]) * 1099511628211ull;
+    return h;
+}
+
+/* Re-rotation error of codec `spec` at layer l: reference rows ref [n][kv]
+ * (computed at the new positions), stored rows st [n][kv] at the base
+ * positions, rotation cs. A: rotate f32 rows, encode once. B: encode,
+ * decode, rotate, re-encode. floor: encode the reference. Relative
+ * squared error sums. */
+static void rot_codec_err(const kvl_model *m, const char *spec, const float *ref, const float *st, int n,
+                          const float *cs, double *ea, double *eb, double *ef) {
+    const int Hkv = m->n_head_kv, D = m->head_dim, KV = Hkv * D;
+    kvl_kv_config cfg = {.n_layer = 1, .n_head_kv = Hkv, .head_dim = D, .page_tokens = 8, .budget_bytes = 1 << 26,
+                         .k_spec = spec, .n_head = m->n_head};
+    kvl_kv_pool *p = NULL;
+    kvl_err e;
+    kvl_err_clear(&e);
+    CHECK_MSG(kvl_kv_pool_create(&cfg, &p, &e) == KVL_OK, "%s", e.msg);
+    if (!p) return;
+    float *rot = malloc(sizeof(float) * (size_t)n * KV), *dec = malloc(sizeof(float) * (size_t)n * KV);
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)n);
+    for (int i = 0; i < n; i++) pos[i] = i;
+    kvl_kv_table *ta, *tb, *tf, *t0;
+    kvl_kv_table_create(p, &ta, &e);
+    kvl_kv_table_create(p, &tb, &e);
+    kvl_kv_table_create(p, &tf, &e);
+    kvl_kv_table_create(p, &t0, &e);
+    for (int i = 0; i < n; i++) {
+        memcpy(rot + (size_t)i * KV, st + (size_t)i * KV, sizeof(float) * KV);
+        kvl_cpu_rope(rot + (size_t)i * KV, Hkv, D, cs, m->rope_type == KVL_ROPE_NEOX);
+    }
+    CHECK(kvl_kv_append(ta, 0, n, pos, rot, rot, &e) == KVL_OK);
+    CHECK(kvl_kv_append(t0, 0, n, pos, st, st, &e) == KVL_OK);
+    CHECK(kvl_kv_append(tf, 0, n, pos, ref, ref, &e) == KVL_OK);
+    float v[256];
+    for (int i = 0; i < n; i++)
+        for (int h = 0; h < Hkv; h++) {
+            kvl_kv_table_decode(t0, 0, h, i, dec + (size_t)i * KV + h * D, v);
+            kvl_cpu_rope(dec + (size_t)i * KV + h * D, 1, D, cs, m->rope_type == KVL_ROPE_NEOX);
+        }
+    CHECK(kvl_kv_append(tb, 0, n, pos, dec, dec, &e) == KVL_OK);
+    double na = 0, nb = 0, nf = 0, nr = 0;
+    float k[256];
+    for (int i = 0; i < n; i++)
+        for (int h = 0; h < Hkv; h++) {
+            const float *r = ref + (size_t)i * KV + h * D;
+            kvl_kv_table_decode(ta, 0, h, i, k, v);
+            for (int j = 0; j < D; j++) na += (k[j] - r[j]) * (double)(k[j] - r[j]);
+            kvl_kv_table_decode(tb, 0, h, i, k, v);
+            for (int j = 0; j < D; j++) nb += (k[j] - r[j]) * (double)(k[j] - r[j]);
+            kvl_kv_table_decode(tf, 0, h, i, k, v);
+            for (int j = 0; j < D; j++) nf += (k[j] - r[j]) * (double)(k[j] - r[j]), nr += (double)r[j] * r[j];
+        }
+    *ea = na / nr, *eb = nb / nr, *ef = nf / nr;
+    kvl_kv_table_free(ta);
+    kvl_kv_table_free(tb);
+    kvl_kv_table_free(tf);
+    kvl_kv_table_free(t0);
+    kvl_kv_pool_free(p);
+    free(rot);
+    free(dec);
+    free(pos);
+}
+
+/* The fuzz target's seeds: chunks of the fuzz expectation, f16 and f32, and
+ * the round trip of the codec (encode -> decode -> same rows). */
+static void chunk_codec(void) {
+    const char *dir = getenv("KVL_WRITE_SEEDS");
+    for (int f32 = 0; f32 < 2; f32++) {
+        const kvl_blend_expect x = blend_fuzz_expect(f32);
+        kvl_blend_chunk *ch = kvl_blend_chunk_new(5, x.n_layer, x.kv, f32, x.base_pos);
+        CHECK(ch != NULL);
+        if (!ch) return;
+        ch->key = 77;
+        float row[16];
+        for (int i = 0; i < 5; i++) {
+            ch->toks[i] = (kvl_token)(10 * i + 1);
+            for (int l = 0; l < 2; l++)
+                for (int v = 0; v < 2; v++) {
+                    for (int j = 0; j < 16; j++) row[j] = (float)(i - j) * 0.25f + (float)(l + v);
+                    kvl_blend_chunk_set(ch, l, v, i, row);
+                }
+        }
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        kvl_err e;
+        kvl_err_clear(&e);
+        CHECK(kvl_blend_chunk_encode(ch, &x, &buf, &len, &e) == KVL_OK);
+        kvl_blend_chunk *back = NULL;
+        CHECK(kvl_blend_chunk_decode(buf, len, &x, 77, ch->toks, 5, &back, &e) == KVL_OK);
+        CHECK(back && back->row_bytes == ch->row_bytes && !memcmp(back->rows, ch->rows, ch->row_bytes));
+        kvl_blend_chunk_free(back);
+        /* wrong key, truncated, other model */
+        CHECK(kvl_blend_chunk_decode(buf, len, &x, 78, NULL, 0, &back, &e) == KVL_ERR_FORMAT && !back);
+        CHECK(kvl_blend_chunk_decode(buf, len - 1, &x, 0, NULL, 0, &back, &e) == KVL_ERR_FORMAT && !back);
+        kvl_blend_expect y = x;
+        y.identity ^= 1;
+        CHECK(kvl_blend_chunk_decode(buf, len, &y, 0, NULL, 0, &back, &e) == KVL_ERR_ARG && strstr(e.msg, "another model"));
+        if (dir) {
+            char path[600];
+            snprintf(path, sizeof path, "%s/chunk_%s.kvb", dir, f32 ? "f32" : "f16");
+            FILE *f = fopen(path, "wb");
+            CHECK(f && fwrite(buf, 1, len, f) == len);
+            if (f) fclose(f);
+        }
+        free(buf);
+        kvl_blend_chunk_free(ch);
+    }
+}
+
+int main(void) {
+    chunk_codec();
+    kvl_model *m = load("llama_q.gguf");
+    if (!m) KVL_TEST_END();
+    const int V = m->n_vocab, KV = m->n_head_kv * m->head_dim;
+    for (int i = 0; i < NPRE; i++) pre[i] = (kvl_token)((3 + 7 * i) % V);
+    for (int c = 0; c < NCH; c++)
+        for (int i = 0; i < CT; i++) chunk[c][i] = (kvl_token)((11 + 13 * c + 29 * i + (i * i) % 23) % V);
+    for (int i = 0; i < NQ; i++) q[i] = (kvl_token)((5 + 17 * i) % V);
+    const kvl_token base[3] = {1 % V, 2 % V, 3 % V};
+    float *la = malloc(sizeof(float) * V), *lb = malloc(sizeof(float) * V);
+    kvl_token all[NPRE + NCH * CT + NQ];
+    const int ord[NCH] = {2, 0, 1}, ord2[NCH] = {1, 2, 0};
+    kvl_blend_seg sg[NCH + 2];
+    char err[256] = "";
+    kvl_blend_params bp;
+    kvl_blend_params_default(&bp);
+    CHECK(bp.ratio == 0.15f && bp.full_layers == 1 && bp.select_k == 0);
+
+    /* ---- ratio 1, f32 pages: bit-identical to a full prefill ---- */
+    kvl_ctx *c = mkctx(m, "f32", NULL, 0, 1024);
+    kvl_blend *b = NULL;
+    CHECK_MSG(kvl_blend_create(c, base, 3, NULL, (size_t)64 << 20, 1, &b, err, sizeof err) == KVL_OK, "%s", err);
+    kvl_seq *full = NULL, *bl = NULL;
+    const int N = flat(ord, all);
+    CHECK(kvl_seq_create(c, &full) == KVL_OK && kvl_prefill(full, all, N, la, NULL) == KVL_OK);
+    bp.ratio = 1;
+    kvl_blend_stats bs;
+    int ns = mksegs(sg, ord, 1);
+    CHECK(kvl_seq_create(c, &bl) == KVL_OK);
+    CHECK_MSG(kvl_prefill_blend(bl, b, sg, ns, &bp, lb, &bs) == KVL_OK, "%s", kvl_ctx_error(c));
+    CHECK(bs.n_tokens == N && bs.n_reused == NCH * CT && bs.n_selected == NCH * CT && bs.misses == NCH);
+    CHECK(kvl_seq_pos(bl) == N);
+    int same = 0;
+    double d = rows_diff(full, bl, m, &same);
+    CHECK_MSG(same && d == 0, "ratio 1: rows differ by %g (same lengths %d)", d, same);
+    CHECK_MSG(!memcmp(la, lb, sizeof(float) * V), "ratio 1: logits differ");
+    /* the blended sequence decodes like the full one */
+    CHECK(kvl_decode(full, 4, la) == KVL_OK && kvl_decode(bl, 4, lb) == KVL_OK && !memcmp(la, lb, sizeof(float) * V));
+    kvl_seq_free(bl);
+
+    /* ---- re-rotation: stored K rotated by the delta = K computed at the new position ---- */
+    {
+        const int at = 50; /* chunk 0 computed after the base at positions at..; stored at 3.. */
+        kvl_token tt[3 + CT];
+        memcpy(tt, base, sizeof base);
+        memcpy(tt + 3, chunk[0], sizeof chunk[0]);
+        kvl_seq *sr = NULL;
+        CHECK(kvl_seq_create(c, &sr) == KVL_OK);
+        CHECK(kvl_kv_txn_begin(sr->t, &c->err) == KVL_OK);
+        CHECK(kvl_engine_forward(sr, at - 3, tt, 3 + CT, NULL, 0) == KVL_OK);
+        kvl_kv_txn_commit(sr->t);
+        kvl_blend_chunk *ch = NULL;
+        int owned = 0, tier = 0;
+        CHECK(kvl_blend_lookup(b, chunk[0], CT, &ch, &owned, &tier, &c->err) == KVL_OK && tier == 1);
+        float cs[256], k[256], v[256], kr[256], vr[256];
+        kvl_cpu_rope_cs(cs, m->head_dim, at - 3, m->rope_freq);
+        double mk = 0, mv = 0, nk = 0;
+        float *ref = malloc(sizeof(float) * CT * KV), *stk = malloc(sizeof(float) * CT * KV);
+        for (int l = 0; l < m->n_layer; l++)
+            for (int i = 0; i < CT; i++) {
+                kvl_blend_chunk_get(ch, l, 0, i, k);
+                kvl_blend_chunk_get(ch, l, 1, i, v);
+                if (l == m->n_layer - 1) memcpy(stk + (size_t)i * KV, k, sizeof(float) * KV);
+                kvl_cpu_rope(k, m->n_head_kv, m->head_dim, cs, m->rope_type == KVL_ROPE_NEOX);
+                for (int h = 0; h < m->n_head_kv; h++) {
+                    kvl_kv_table_decode(sr->t, l, h, 3 + i, kr, vr);
+                    if (l == m->n_layer - 1) memcpy(ref + (size_t)i * KV + h * m->head_dim, kr, sizeof(float) * m->head_dim);
+                    for (int j = 0; j < m->head_dim; j++) {
+                        const float a = k[h * m->head_dim + j];
+                        if (fabs(a - kr[j]) > mk) mk = fabs(a - kr[j]);
+                        if (fabs(v[h * m->head_dim + j] - vr[j]) > mv) mv = fabs(v[h * m->head_dim + j] - vr[j]);
+                        if (fabs(kr[j]) > nk) nk = fabs(kr[j]);
+                    }
+                }
+            }
+        printf("re-rotation by %d, f32: max |K err| %.3g (max |K| %.3g), max |V err| %.3g\n", at - 3, mk, nk, mv);
+        CHECK_MSG(mk <= 1e-4 * (nk > 1 ? nk : 1) && mv <= 1e-4 * (nk > 1 ? nk : 1), "re-rotation error %g / %g", mk, mv);
+        /* quantized codecs: rotate f32 rows then encode once (A) vs decode, rotate, re-encode (B) */
+        const char *specs[] = {"int8", "int4", "fp8"};
+        for (int si = 0; si < 3; si++) {
+            double ea = 0, eb = 0, ef = 0;
+            rot_codec_err(m, specs[si], ref, stk, CT, cs, &ea, &eb, &ef);
+            printf("re-rotation %s (last layer K): rel err encode-at-new-position %.3g, f32 rows rotated then encoded "
+                   "%.3g, encoded rows decoded-rotated-re-encoded %.3g\n",
+                   specs[si], ef, ea, eb);
+            CHECK_MSG(ea <= 1.5 * ef + 1e-9, "%s: rotate-then-encode error %g vs %g", specs[si], ea, ef);
+        }
+        free(ref);
+        free(stk);
+        kvl_blend_release(ch, owned);
+        kvl_seq_free(sr);
+    }
+
+    /* ---- selected-token counts ---- */
+    {
+        const float ratios[] = {0, 0.05f, 0.15f, 0.3f, 0.5f};
+        for (int i = 0; i < 5; i++) {
+            bp.ratio = ratios[i];
+            bp.full_layers = 1;
+            kvl_seq *s = NULL;
+            CHECK(kvl_seq_create(c, &s) == KVL_OK);
+            ns = mksegs(sg, ord2, 1);
+            CHECK_MSG(kvl_prefill_blend(s, b, sg, ns, &bp, lb, &bs) == KVL_OK, "%s", kvl_ctx_error(c));
+            const int want = (int)floor(ratios[i] * NCH * CT + 0.5);
+            CHECK_MSG(bs.n_selected == want, "ratio %g: %d selected, %d expected", ratios[i], bs.n_selected, want);
+            CHECK(bs.ram_hits == NCH && bs.misses == 0 && kvl_seq_pos(s) == N);
+            kvl_seq_free(s);
+        }
+        /* reuse without recompute: nothing selected, only fresh tokens run */
+        bp.ratio = 0;
+        bp.full_layers = 0;
+        kvl_seq *s = NULL;
+        CHECK(kvl_seq_create(c, &s) == KVL_OK);
+        CHECK(kvl_prefill_blend(s, b, sg, ns, &bp, lb, &bs) == KVL_OK && bs.n_selected == 0);
+        kvl_seq_free(s);
+        /* selection by K */
+        bp.ratio = 0.3f;
+        bp.full_layers = 1;
+        bp.select_k = 1;
+        CHECK(kvl_seq_create(c, &s) == KVL_OK);
+        CHECK(kvl_prefill_blend(s, b, sg, ns, &bp, lb, &bs) == KVL_OK && bs.n_selected == 36);
+        kvl_seq_free(s);
+        bp.select_k = 0;
+    }
+
+    /* ---- shared pages: a fork's parent and the store's rows are never modified ---- */
+    {
+        kvl_seq *parent = NULL, *child = NULL, *ref = NULL;
+        CHECK(kvl_seq_create(c, &parent) == KVL_OK && kvl_prefill(parent, pre, NPRE, NULL, NULL) == KVL_OK);
+        CHECK(kvl_seq_fork(parent, &ref) == KVL_OK); /* a second holder of the pages */
+        kvl_seq *snap = NULL;                         /* the parent's rows, copied */
+        CHECK(kvl_seq_create(c, &snap) == KVL_OK && kvl_prefill(snap, pre, NPRE, NULL, NULL) == KVL_OK);
+        const uint64_t sum0 = rows_sum(b);
+        CHECK(kvl_seq_fork(parent, &child) == KVL_OK);
+        bp.ratio = 0.3f;
+        kvl_blend_seg sg2[NCH + 1];
+        for (int i = 0; i < NCH; i++) sg2[i] = (kvl_blend_seg){chunk[ord[i]], CT, 1};
+        sg2[NCH] = (kvl_blend_seg){q, NQ, 0};
+        CHECK_MSG(kvl_prefill_blend(child, b, sg2, NCH + 1, &bp, lb, &bs) == KVL_OK, "%s", kvl_ctx_error(c));
+        CHECK(kvl_seq_pos(child) == N && kvl_seq_pos(parent) == NPRE);
+        same = 0;
+        d = rows_diff(parent, snap, m, &same);
+        CHECK_MSG(same && d == 0, "parent rows changed by the child's blend (%g)", d);
+        CHECK(rows_sum(b) == sum0);
+        /* the child's prefix is the parent's */
+        kvl_token ct[NPRE + NCH * CT + NQ];
+        CHECK(kvl_seq_tokens(child, ct, N) == N && !memcmp(ct, pre, sizeof pre));
+        CHECK(kvl_decode(parent, 4, la) == KVL_OK && kvl_decode(snap, 4, lb) == KVL_OK &&
+              !memcmp(la, lb, sizeof(float) * V));
+        kvl_seq_free(parent);
+        kvl_seq_free(child);
+        kvl_seq_free(ref);
+        kvl_seq_free(snap);
+    }
+
+    /* ---- bad input: nothing cached ---- */
+    {
+        kvl_ctx *c8 = mkctx(m, "int8", NULL, 0, 1024);
+        kvl_seq *s = NULL;
+        CHECK(kvl_seq_create(c8, &s) == KVL_OK);
+        const size_t used = kvl_kv_pool_used(c8->pool);
+        ns = mksegs(sg, ord, 1);
+        kvl_blend_store_stats st0, st1;
+        kvl_blend_get_stats(b, &st0);
+        CHECK(kvl_prefill_blend(s, b, sg, ns, &bp, lb, &bs) == KVL_ERR_ARG);
+        CHECK_MSG(strstr(kvl_ctx_error(c8), "another model or KV configuration") != NULL, "%s", kvl_ctx_error(c8));
+        CHECK(kvl_seq_pos(s) == 0 && kvl_kv_pool_used(c8->pool) == used);
+        /* a prompt longer than the context: fails before a missed chunk is computed */
+        kvl_ctx *cs = mkctx(m, "f32", NULL, 0, 100);
+        kvl_blend *b2 = NULL;
+        CHECK(kvl_blend_create(cs, base, 3, NULL, (size_t)64 << 20, 1, &b2, err, sizeof err) == KVL_OK);
+        kvl_seq *s2 = NULL;
+        CHECK(kvl_seq_create(cs, &s2) == KVL_OK);
+        CHECK(kvl_prefill_blend(s2, b2, sg, ns, &bp, lb, &bs) == KVL_ERR_CTX_FULL);
+        CHECK_MSG(strstr(kvl_ctx_error(cs), "exceeds the context length") != NULL, "%s", kvl_ctx_error(cs));
+        kvl_blend_get_stats(b2, &st1);
+        CHECK(st1.stored == 0 && st1.ram_chunks == 0 && kvl_seq_pos(s2) == 0 && kvl_kv_pool_used(cs->pool) == 0);
+        kvl_blend_get_stats(b, &st1);
+        CHECK(st1.stored == st0.stored);
+        kvl_seq_free(s2);
+        kvl_blend_free(b2);
+        kvl_ctx_free(cs);
+        kvl_seq_free(s);
+        kvl_ctx_free(c8);
+    }
+
+    /* ---- disk tier: the RAM tier's logits; another model's or a damaged file is an error ---- */
+    {
+        char dir[] = "/tmp/kvl_test_blend_XXXXXX";
+        CHECK(mkdtemp(dir) != NULL);
+        kvl_blend *bd = NULL, *bd2 = NULL;
+        CHECK(kvl_blend_create(c, base, 3, dir, (size_t)64 << 20, 0, &bd, err, sizeof err) == KVL_OK);
+        bp.ratio = 0.15f;
+        ns = mksegs(sg, ord, 1);
+        kvl_seq *s = NULL;
+        CHECK(kvl_seq_create(c, &s) == KVL_OK && kvl_prefill_blend(s, bd, sg, ns, &bp, la, &bs) == KVL_OK);
+        CHECK(bs.misses == NCH);
+        kvl_seq_free(s);
+        CHECK(kvl_blend_create(c, base, 3, dir, 0, 0, &bd2, err, sizeof err) == KVL_OK); /* disk only */
+        CHECK(kvl_seq_create(c, &s) == KVL_OK && kvl_prefill_blend(s, bd2, sg, ns, &bp, lb, &bs) == KVL_OK);
+        CHECK(bs.disk_hits == NCH && bs.misses == 0);
+        CHECK_MSG(!memcmp(la, lb, sizeof(float) * V), "disk tier logits differ from the RAM tier's");
+        kvl_seq_free(s);
+        /* f16 rows: r = 1 still equals the full prefill; r = 0.15 is close to it */
+        /* another model's store reading these files under its own key names */
+        kvl_model *m2 = load("llama_f16.gguf");
+        if (m2 && m2->n_layer == m->n_layer && m2->n_head_kv == m->n_head_kv && m2->head_dim == m->head_dim) {
+            kvl_ctx *c2 = mkctx(m2, "f32", NULL, 0, 1024);
+            kvl_blend *bo = NULL;
+            CHECK(kvl_blend_create(c2, base, 3, dir, 0, 0, &bo, err, sizeof err) == KVL_OK);
+            char from[600], to[600];
+            snprintf(from, sizeof from, "%s/%016llx.kvb", dir, (unsigned long long)kvl_blend_key(bd, chunk[0], CT));
+            snprintf(to, sizeof to, "%s/%016llx.kvb", dir, (unsigned long long)kvl_blend_key(bo, chunk[0], CT));
+            CHECK(link(from, to) == 0);
+            kvl_seq *so = NULL;
+            CHECK(kvl_seq_create(c2, &so) == KVL_OK);
+            const kvl_status r = kvl_prefill_blend(so, bo, sg, ns, &bp, lb, &bs);
+            CHECK_MSG(r == KVL_ERR_ARG && strstr(kvl_ctx_error(c2), "another model"), "%d %s", r, kvl_ctx_error(c2));
+            kvl_blend_store_stats so_st;
+            kvl_blend_get_stats(bo, &so_st);
+            CHECK(kvl_seq_pos(so) == 0 && so_st.stored == 0 && kvl_kv_pool_used(c2->pool) == 0);
+            unlink(to);
+            kvl_seq_free(so);
+            kvl_blend_free(bo);
+            kvl_ctx_free(c2);
+        } else {
+            CHECK_MSG(0, "llama_f16.gguf: missing or another geometry");
+        }
+        kvl_model_free(m2);
+        /* a damaged file */
+        char path[600];
+        snprintf(path, sizeof path, "%s/%016llx.kvb", dir, (unsigned long long)kvl_blend_key(bd2, chunk[1], CT));
+        FILE *f = fopen(path, "r+b");
+        CHECK(f != NULL);
+        if (f) {
+            fseek(f, 300, SEEK_SET);
+            fputc(0x5a, f);
+            fclose(f);
+        }
+        kvl_blend_free(bd2);
+        CHECK(kvl_blend_create(c, base, 3, dir, 0, 0, &bd2, err, sizeof err) == KVL_OK);
+        CHECK(kvl_seq_create(c, &s) == KVL_OK);
+        CHECK(kvl_prefill_blend(s, bd2, sg, ns, &bp, lb, &bs) == KVL_ERR_FORMAT);
+        CHECK_MSG(strstr(kvl_ctx_error(c), "checksum") != NULL, "%s", kvl_ctx_error(c));
+        CHECK(kvl_seq_pos(s) == 0);
+        kvl_seq_free(s);
+        kvl_blend_free(bd2);
+        kvl_blend_free(bd);
+        char cmd[700];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+        CHECK(system(cmd) == 0);
+    }
+    kvl_seq_free(full);
+    kvl_blend_free(b);
+    kvl_ctx_free(c);
+
+    /* ---- quantized codecs (per-token and sealing), then an eviction policy ---- */
+    const char *codecs[] = {"int8", "kivi4:r=16"};
+    for (int ci = 0; ci < 2; ci++) {
+        /* a sealing codec keeps a forward call's own rows at full precision
+         * until the call's attention ran, and a blend is one call per layer:
+         * its reference is a prefill in one call */
+        g_batch = ci ? 256 : 64;
+        kvl_ctx *cq = mkctx(m, codecs[ci], NULL, 0, 1024);
+        kvl_blend *bq = NULL;
+        CHECK(kvl_blend_create(cq, base, 3, NULL, (size_t)64 << 20, 0, &bq, err, sizeof err) == KVL_OK);
+        kvl_seq *sf = NULL, *s = NULL;
+        CHECK(kvl_seq_create(cq, &sf) == KVL_OK && kvl_prefill(sf, all, N, la, NULL) == KVL_OK);
+        bp.ratio = 1;
+        ns = mksegs(sg, ord, 1);
+        CHECK(kvl_seq_create(cq, &s) == KVL_OK);
+        CHECK_MSG(kvl_prefill_blend(s, bq, sg, ns, &bp, lb, &bs) == KVL_OK, "%s", kvl_ctx_error(cq));
+        double mx = 0;
+        for (int i = 0; i < V; i++) mx = fmax(mx, fabs(la[i] - lb[i]));
+        printf("%s, ratio 1: max |logit diff| vs full prefill %.3g\n", codecs[ci], mx);
+        CHECK_MSG(mx < 0.05, "%s ratio 1: logits differ by %g", codecs[ci], mx);
+        CHECK(kvl_decode(s, 4, lb) == KVL_OK);
+        kvl_seq_free(s);
+        kvl_seq_free(sf);
+        kvl_blend_free(bq);
+        kvl_ctx_free(cq);
+    }
+    g_batch = 64;
+    {
+        kvl_ctx *cp = mkctx(m, "f16", "h2o", 64, 1024);
+        kvl_blend *bq = NULL;
+        CHECK(kvl_blend_create(cp, base, 3, NULL, (size_t)64 << 20, 0, &bq, err, sizeof err) == KVL_OK);
+        kvl_seq *s = NULL;
+        bp.ratio = 0.15f;
+        ns = mksegs(sg, ord, 1);
+        CHECK(kvl_seq_create(cp, &s) == KVL_OK);
+        CHECK_MSG(kvl_prefill_blend(s, bq, sg, ns, &bp, lb, &bs) == KVL_OK, "%s", kvl_ctx_error(cp));
+        for (int i = 0; i < 20; i++) CHECK(kvl_decode(s, (kvl_token)(i % V), lb) == KVL_OK);
+        kvl_kv_stats ks;
+        kvl_seq_kv_stats(s, &ks);
+        printf("h2o keep 64 after a blend of %d tokens + 20 decoded: %lld cached per list, %lld evicted\n", N,
+               (long long)ks.tokens_cached, (long long)ks.tokens_evicted);
+        CHECK(ks.tokens_evicted > 0 && ks.tokens_cached < N);
+        kvl_seq_free(s);
+        kvl_blend_free(bq);
+        kvl_ctx_free(cp);
+    }
+    free(la);
+    free(lb);
+    kvl_model_free(m);
+    KVL_TEST_END();
+}
