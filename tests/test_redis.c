@@ -12,7 +12,8 @@
  * miss and get repaired by the next put); Redis killed mid-run (requests
  * recompute and succeed, the outage logged once, its end once, hits resume
  * after a restart), Redis never up (one log line, requests succeed) and a
- * stopped (SIGSTOP) Redis (bounded by the command timeout). Without
+ * stopped (SIGSTOP) Redis (bounded by the command timeout); the client's
+ * GET reply reader against a fake server sending malformed and cut replies. Without
  * redis-server: a skip, a failure under CI=true. Built without hiredis:
  * checks the "built without hiredis" errors only. */
 #include <errno.h>
@@ -181,6 +182,83 @@ static void test_client(const char *url) {
     free(v);
     kvl_redis_free(r);
 }
+
+#ifdef KVL_HAVE_HIREDIS
+/* GET against a fake server that sends canned replies, one per connection:
+ * the client's own reply reader (bulk strings read straight into a buffer)
+ * takes a valid value, a nil, an error reply, and refuses every malformed or
+ * cut reply with a message, never reading past what it was sent. */
+static void test_fake_server(void) {
+    static const struct {
+        const char *reply;
+        int ok; /* 1: value "hello", 2: missing, 0: error containing msg */
+        const char *msg;
+    } cases[] = {
+        {"$5\r\nhello\r\n", 1, NULL},
+        {"$-1\r\n", 2, NULL},
+        {"-ERR wrong kind\r\n", 0, "wrong kind"},
+        {"+OK\r\n", 0, "unexpected reply"},
+        {":12\r\n", 0, "unexpected reply"},
+        {"$10\r\nabc", 0, "GET failed"},
+        {"$99999999999999999999\r\n", 0, "bad bulk length"},
+        {"$-5\r\n", 0, "bad bulk length"},
+        {"$\r\n", 0, "bad bulk length"},
+        {"$3\r\nabcXY", 0, "not terminated"},
+        {"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+         "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+         "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+         0, "too long"},
+        {"", 0, "GET failed"},
+    };
+    const int nc = (int)(sizeof cases / sizeof *cases);
+    const int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t al = sizeof a;
+    CHECK(lfd >= 0 && bind(lfd, (struct sockaddr *)&a, sizeof a) == 0 && listen(lfd, 4) == 0 &&
+          getsockname(lfd, (struct sockaddr *)&a, &al) == 0);
+    fflush(NULL);
+    const pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        for (int i = 0; i < nc; i++) {
+            const int fd = accept(lfd, NULL, NULL);
+            if (fd < 0) _exit(1);
+            char req[1024];
+            if (read(fd, req, sizeof req) <= 0) _exit(2); /* the GET (one small write) */
+            const size_t n = strlen(cases[i].reply);
+            if (n && write(fd, cases[i].reply, n) != (ssize_t)n) _exit(3);
+            close(fd);
+        }
+        _exit(0);
+    }
+    close(lfd);
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", ntohs(a.sin_port));
+    kvl_redis_params par = {0};
+    par.retry_ms = -1;
+    par.command_ms = 3000;
+    for (int i = 0; i < nc; i++) {
+        kvl_redis *r = NULL;
+        kvl_err e;
+        kvl_err_clear(&e);
+        CHECK(kvl_redis_create(url, &par, &r, &e) == KVL_OK);
+        const uint8_t *v = NULL;
+        size_t len = 0;
+        void *hold = NULL;
+        const kvl_status st = kvl_redis_get(r, "k", &v, &len, &hold, &e);
+        if (cases[i].ok == 1) CHECK_MSG(st == KVL_OK && v && len == 5 && !memcmp(v, "hello", 5), "case %d: %s", i, e.msg);
+        else if (cases[i].ok == 2) CHECK_MSG(st == KVL_OK && !v && len == 0, "case %d: %s", i, e.msg);
+        else CHECK_MSG(st == KVL_ERR_IO && !v && strstr(e.msg, cases[i].msg), "case %d: status %d, '%s'", i, st, e.msg);
+        kvl_redis_release(hold);
+        kvl_redis_free(r);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+#endif
 
 static kvl_ctx *mkctx(const kvl_model *m, const char *codec, int n_ctx) {
     kvl_ctx_params p;
@@ -501,6 +579,9 @@ static void test_prefix(const kvl_model *m, const char *url, int port, pid_t *se
 
 int main(void) {
     test_url();
+#ifdef KVL_HAVE_HIREDIS
+    test_fake_server();
+#endif
 #ifndef KVL_HAVE_HIREDIS
     {
         kvl_redis *r = NULL;

@@ -465,13 +465,18 @@ enum { BASE = 10, KILLS = 60 };
 
 static kvl_token crash_tok(int i, int V) { return (kvl_token)((7 + 13 * i) % V); }
 
-static void crash_child(const kvl_model *m, const char *dir) {
+/* ready: a pipe written once the child has loaded the session (the kill
+ * delays count from there, so a slow start on a loaded machine does not
+ * leave every kill before the first save). */
+static void crash_child(const kvl_model *m, const char *dir, int ready) {
     kvl_ctx *c = mkctx(m, (cfg){.k = "kivi2", .page = 8, .n_ctx = 4096});
     kvl_seq *s = NULL;
     kvl_chat_msg *rm = NULL;
     int nm = 0;
     if (!c || kvl_session_load(c, dir, "crash", &s, &rm, &nm) != KVL_OK) _exit(3);
     free(rm);
+    if (write(ready, "r", 1) != 1) _exit(6);
+    close(ready);
     for (int k = kvl_seq_pos(s) - BASE + 1; k < 4096 - BASE; k++) {
         const kvl_token t = crash_tok(kvl_seq_pos(s), m->n_vocab);
         if (kvl_decode(s, t, NULL) != KVL_OK) _exit(4);
@@ -508,10 +513,21 @@ static void crash(const kvl_model *m, const char *dir) {
     int last = 0, ok = 0, advanced = 0, listed_ok = 0;
     unsigned seed = (unsigned)time(NULL);
     for (int it = 0; it < KILLS; it++) {
+        int rp[2];
+        CHECK(pipe(rp) == 0);
         const pid_t pid = fork();
-        if (pid == 0) crash_child(m, dir);
+        if (pid == 0) {
+            close(rp[0]);
+            crash_child(m, dir, rp[1]);
+        }
+        close(rp[1]);
+        char rb;
+        const int started = read(rp[0], &rb, 1) == 1; /* blocks until the child has loaded (or died) */
+        close(rp[0]);
+        CHECK(started);
         seed = seed * 1103515245u + 12345u;
-        const double delay = t_start + (double)((seed >> 8) % 1000) / 1000.0 * 6.0 * t_save + 1e-3;
+        /* t_start is still spent after the load (the first decode and save's setup), then saves */
+        const double delay = 0.25 * t_start + (double)((seed >> 8) % 1000) / 1000.0 * 6.0 * t_save + 2e-4;
         const struct timespec d = {(time_t)delay, (long)((delay - (double)(time_t)delay) * 1e9)};
         nanosleep(&d, NULL);
         kill(pid, SIGKILL);

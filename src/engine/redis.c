@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <time.h>
+#include <unistd.h>
 
 #ifdef KVL_HAVE_HIREDIS
 #include <hiredis/hiredis.h>
@@ -223,6 +225,45 @@ static kvl_status connect_now(kvl_redis *r, kvl_err *err) {
 
 static redisReply *command_once(kvl_redis *r, kvl_err *err, int argc, const char **argv, const size_t *argvlen);
 
+/* A command with a large argument (a session of many MB), written here with
+ * writev straight from the caller's bytes: hiredis 0.14 copies the command
+ * into its output buffer and, after each partial write(), moves the unsent
+ * rest to the front (quadratic in the value's size: seconds for 100 MB).
+ * The reply is then read by hiredis (its output buffer is empty). NULL on an
+ * I/O error (errno: EAGAIN for the send timeout). */
+#define RAW_MIN ((size_t)1 << 16)
+static redisReply *send_raw(redisContext *c, int argc, const char **argv, const size_t *argvlen) {
+    char top[24], hdr[8][24];
+    struct iovec iov[1 + 3 * 8];
+    int ni = 0;
+    iov[ni++] = (struct iovec){top, (size_t)snprintf(top, sizeof top, "*%d\r\n", argc)};
+    for (int i = 0; i < argc; i++) {
+        iov[ni++] = (struct iovec){hdr[i], (size_t)snprintf(hdr[i], sizeof hdr[i], "$%zu\r\n", argvlen[i])};
+        iov[ni++] = (struct iovec){(void *)argv[i], argvlen[i]};
+        iov[ni++] = (struct iovec){(void *)"\r\n", 2};
+    }
+    for (int k = 0; k < ni;) {
+        const ssize_t w = writev(c->fd, iov + k, ni - k > 1024 ? 1024 : ni - k);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return NULL;
+        size_t left = (size_t)w;
+        while (k < ni && left >= iov[k].iov_len) left -= iov[k++].iov_len;
+        if (k < ni) {
+            iov[k].iov_base = (char *)iov[k].iov_base + left;
+            iov[k].iov_len -= left;
+        }
+    }
+    void *rep = NULL;
+    return redisGetReply(c, &rep) == REDIS_OK ? rep : NULL;
+}
+
+static redisReply *send_cmd(redisContext *c, int argc, const char **argv, const size_t *argvlen) {
+    size_t big = 0;
+    for (int i = 0; argvlen && i < argc; i++) big = argvlen[i] > big ? argvlen[i] : big;
+    if (big >= RAW_MIN && argc <= 8) return send_raw(c, argc, argv, argvlen);
+    return redisCommandArgv(c, argc, argv, argvlen);
+}
+
 /* Send one command with SIGPIPE blocked in this thread (hiredis write()s;
  * a server that went away must not kill the process) and any SIGPIPE it
  * raised consumed, leaving the process's signal handling as it was. */
@@ -251,7 +292,8 @@ static redisReply *command_once(kvl_redis *r, kvl_err *err, int argc, const char
     for (int attempt = 0; attempt < 2; attempt++) {
         const int had = r->c != NULL;
         if (connect_now(r, err)) return NULL;
-        redisReply *rep = redisCommandArgv(r->c, argc, argv, argvlen);
+        errno = 0;
+        redisReply *rep = send_cmd(r->c, argc, argv, argvlen);
         if (rep) {
             recovered(r);
             if (rep->type == REDIS_REPLY_ERROR) {
@@ -290,28 +332,153 @@ static kvl_status bad_reply(kvl_redis *r, redisReply *rep, const char *cmd, kvl_
     return KVL_ERR_IO;
 }
 
+/* GET with the reply read here: hiredis reads 16 KiB per read() into a
+ * buffer it grows, then copies the value out; a value of many MB is read
+ * straight into one buffer of its size instead. The value ends up in a
+ * malloc'd block: u64 length, then the bytes (the hold). */
+typedef struct raw_get {
+    uint8_t *blk; /* NULL: missing */
+    int bad;      /* malformed or error reply (msg) */
+    char msg[200];
+} raw_get;
+
+static int read_full(int fd, uint8_t *p, size_t n) {
+    while (n) {
+        const ssize_t g = read(fd, p, n);
+        if (g < 0 && errno == EINTR) continue;
+        if (g <= 0) {
+            if (g == 0) errno = ECONNRESET;
+            return -1;
+        }
+        p += g;
+        n -= (size_t)g;
+    }
+    return 0;
+}
+
+/* -1: I/O error (errno); 0: done (g filled). */
+static int get_raw(redisContext *c, const char *key, raw_get *g) {
+    const size_t kl = strlen(key); /* <= 512 (checked by the caller) */
+    char cmd[600];
+    const int hl = snprintf(cmd, sizeof cmd, "*2\r\n$3\r\nGET\r\n$%zu\r\n", kl);
+    memcpy(cmd + hl, key, kl);
+    memcpy(cmd + hl + kl, "\r\n", 2);
+    const size_t total = (size_t)hl + kl + 2;
+    for (size_t sent = 0; sent < total;) {
+        const ssize_t w = write(c->fd, cmd + sent, total - sent);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        sent += (size_t)w;
+    }
+    /* the reply's first line, one byte at a time (at most a few dozen bytes) */
+    char line[256];
+    size_t n = 0;
+    for (;;) {
+        if (n == sizeof line - 1) {
+            g->bad = 1;
+            snprintf(g->msg, sizeof g->msg, "reply line too long");
+            return -1;
+        }
+        if (read_full(c->fd, (uint8_t *)line + n, 1)) return -1;
+        if (++n >= 2 && line[n - 2] == '\r' && line[n - 1] == '\n') break;
+    }
+    line[n - 2] = 0;
+    if (line[0] == '-') {
+        g->bad = 1;
+        snprintf(g->msg, sizeof g->msg, "%.190s", line + 1);
+        return 0;
+    }
+    if (line[0] != '$') {
+        g->bad = 1;
+        snprintf(g->msg, sizeof g->msg, "unexpected reply '%.40s'", line);
+        return -1; /* out of step with the server: drop the connection */
+    }
+    if (!strcmp(line, "$-1")) return 0;
+    char *end = NULL;
+    errno = 0;
+    const unsigned long long len = strtoull(line + 1, &end, 10);
+    if (errno || end == line + 1 || *end || line[1] == '-' || len > ((unsigned long long)1 << 40)) {
+        g->bad = 1;
+        snprintf(g->msg, sizeof g->msg, "bad bulk length '%.40s'", line);
+        return -1;
+    }
+    uint8_t *blk = malloc(8 + (size_t)len + 2);
+    if (!blk) {
+        g->bad = 1;
+        snprintf(g->msg, sizeof g->msg, "out of memory for %llu bytes", len);
+        return -1;
+    }
+    const uint64_t l64 = len;
+    memcpy(blk, &l64, 8);
+    if (read_full(c->fd, blk + 8, (size_t)len + 2)) {
+        free(blk);
+        return -1;
+    }
+    if (blk[8 + len] != '\r' || blk[8 + len + 1] != '\n') {
+        free(blk);
+        g->bad = 1;
+        snprintf(g->msg, sizeof g->msg, "bulk reply not terminated");
+        return -1;
+    }
+    g->blk = blk;
+    return 0;
+}
+
 kvl_status kvl_redis_get(kvl_redis *r, const char *key, const uint8_t **val, size_t *len, void **hold, kvl_err *err) {
     if (!r || !key || !val || !len || !hold) return KVL_ERR_ARG;
     *val = NULL;
     *len = 0;
     *hold = NULL;
-    const char *argv[2] = {"GET", key};
-    redisReply *rep = command(r, err, 2, argv, NULL);
-    if (!rep) return KVL_ERR_IO;
-    if (rep->type == REDIS_REPLY_NIL) {
-        freeReplyObject(rep);
-        return KVL_OK;
+    if (strlen(key) > 512) return kvl_err_set(err, KVL_ERR_ARG, "redis: key too long");
+    sigset_t pipe_set, old, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    sigpending(&pending);
+    const int was_pending = sigismember(&pending, SIGPIPE) == 1;
+    kvl_status st = KVL_ERR_IO;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        const int had = r->c != NULL;
+        if (connect_now(r, err)) break;
+        raw_get g = {0};
+        errno = 0;
+        if (get_raw(r->c, key, &g) == 0) {
+            recovered(r);
+            if (g.bad) {
+                kvl_err_set(err, KVL_ERR_IO, "redis %s: GET: %s", r->url, g.msg);
+            } else {
+                if (g.blk) {
+                    uint64_t l64;
+                    memcpy(&l64, g.blk, 8);
+                    *val = g.blk + 8;
+                    *len = (size_t)l64;
+                    *hold = g.blk;
+                }
+                st = KVL_OK;
+            }
+            break;
+        }
+        const int timed_out = errno == EAGAIN || errno == EWOULDBLOCK;
+        char what[300];
+        snprintf(what, sizeof what, "GET failed: %s",
+                 g.bad ? g.msg : timed_out ? "timed out" : errno ? strerror(errno) : "connection lost");
+        if (!had || attempt == 1 || timed_out || g.bad) {
+            fail(r, err, what);
+            break;
+        }
+        redisFree(r->c); /* broken connection: reconnect once */
+        r->c = NULL;
     }
-    if (rep->type != REDIS_REPLY_STRING) return bad_reply(r, rep, "GET", err);
-    *val = (const uint8_t *)rep->str;
-    *len = rep->len;
-    *hold = rep;
-    return KVL_OK;
+    if (!was_pending) {
+        const struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe_set, NULL, &zero) > 0) {
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return st;
 }
 
-void kvl_redis_release(void *hold) {
-    if (hold) freeReplyObject(hold);
-}
+void kvl_redis_release(void *hold) { free(hold); }
 
 kvl_status kvl_redis_set(kvl_redis *r, const char *key, const void *val, size_t len, kvl_err *err) {
     if (!r || !key || (len && !val)) return KVL_ERR_ARG;
