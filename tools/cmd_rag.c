@@ -184,7 +184,7 @@ int cmd_rag(const cli_opts *o) {
     kvl_blend *store = NULL;
     for (int i = 0; i < nm; i++) modes[i].cells = calloc((size_t)n_seeds * n_q, sizeof(cellr));
     float *lfull = malloc(sizeof(float) * (size_t)nv), *lm = malloc(sizeof(float) * (size_t)nv);
-    kvl_token *all = malloc(sizeof(kvl_token) * (size_t)n_ctx);
+    kvl_token *all = NULL; /* the prompt's tokens (may exceed --ctx: the prefill reports it) */
     double ms_index = 0;
     int n_indexed = 0;
     cli_progress pr;
@@ -209,6 +209,9 @@ int cmd_rag(const cli_opts *o) {
             if (rag_question_make(m, &set, (uint64_t)seed, qi, &q, err, sizeof err)) cli_die(CLI_EXIT_RUNTIME, "%s", err);
             kvl_blend_seg segs[RAG_MAX_CHUNKS + 2];
             int ns = 0, n = 0;
+            kvl_token *grown = realloc(all, sizeof(kvl_token) * ((size_t)set.n_head + (size_t)n_chunks * T + (size_t)q.n_q));
+            if (!grown) cli_die(CLI_EXIT_RUNTIME, "eval rag: out of memory");
+            all = grown;
             segs[ns++] = (kvl_blend_seg){set.head, set.n_head, 0};
             memcpy(all, set.head, sizeof(kvl_token) * (size_t)set.n_head), n += set.n_head;
             for (int k = 0; k < n_chunks; k++) {
