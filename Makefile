@@ -98,7 +98,8 @@ LIB_OBJ  += $(CU_OBJ)
 LDLIBS   += $(CUDA_LIBS)
 CFLAGS   += -DKVL_HAVE_CUDA
 # the device tests and benchmark (not in tests/, so tests/run.sh leaves them alone)
-CUDA_BIN := $(BUILD)/cuda/test_cuda $(BUILD)/cuda/bench_attn
+CUDA_BIN := $(BUILD)/cuda/test_cuda $(BUILD)/cuda/bench_attn $(BUILD)/cuda/test_cuda_lm $(BUILD)/cuda/test_cuda_e2e \
+            $(BUILD)/cuda/bench_lm
 endif
 # the tests run under ThreadSanitizer: the thread pool, attention on
 # concurrent threads, the engine on the tiny models (threads, split decode,
@@ -132,9 +133,27 @@ $(BUILD)/cuda/bench_attn: bench/cuda/bench_attn.cu $(CUDA_KV_OBJ)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -o $@ $< $(CUDA_KV_OBJ) -ldl -lrt -lpthread -lm
 
+# the kernels of the forward pass against src/cpu and src/kv references (no model needed)
+$(BUILD)/cuda/test_cuda_lm: tests/cuda/test_cuda_lm.c $(CUDA_KV_OBJ) tests/test.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -MMD -MP -o $@ $< $(CUDA_KV_OBJ) $(LDFLAGS) $(CUDA_LIBS)
+
+# the whole library (the tokenizer's PCRE2 linked statically: the GPU machine has no libpcre2)
+CUDA_PCRE_STATIC ?= -Wl,-Bstatic -lpcre2-8 -Wl,-Bdynamic
+NVCC_PCRE_STATIC ?= -Xlinker -Bstatic -lpcre2-8 -Xlinker -Bdynamic
+$(BUILD)/cuda/test_cuda_e2e: tests/cuda/test_cuda_e2e.c $(LIB) tests/test.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -MMD -MP -o $@ $< $(LIB) $(LDFLAGS) $(CUDA_PCRE_STATIC) $(CUDA_LIBS)
+
+$(BUILD)/cuda/bench_lm: bench/cuda/bench_lm.cu $(LIB)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -o $@ $< $(LIB) $(NVCC_PCRE_STATIC) -ldl -lrt -lpthread -lm
+
 ifeq ($(CUDA),1)
 cuda-build: all
-test-cuda: $(BUILD)/cuda/test_cuda
+test-cuda: $(BUILD)/cuda/test_cuda $(BUILD)/cuda/test_cuda_lm $(BUILD)/cuda/test_cuda_e2e
+	$(BUILD)/cuda/test_cuda_lm
+	$(BUILD)/cuda/test_cuda_e2e
 	$(BUILD)/cuda/test_cuda
 bench-cuda: $(BUILD)/cuda/bench_attn
 	$(BUILD)/cuda/bench_attn

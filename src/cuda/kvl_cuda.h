@@ -78,6 +78,10 @@ int kvl_cuda_pool_sealed_class(const kvl_cuda_pool *p);
 /* Copy n pages of id's class (n * that class's page bytes, host) to the
  * device pages id, id+1, ... */
 kvl_status kvl_cuda_pool_upload(kvl_cuda_pool *p, uint32_t id, const void *pages, int64_t n, kvl_err *err);
+/* Copy n pages of id's class from the device to host memory (tests). */
+kvl_status kvl_cuda_pool_download(const kvl_cuda_pool *p, uint32_t id, void *pages, int64_t n, kvl_err *err);
+/* Byte offsets of the K and V segments inside a page of class c. */
+void kvl_cuda_pool_seg_offsets(const kvl_cuda_pool *p, int c, size_t *koff, size_t *voff);
 /* Testing and benchmarks: fill pages [id, id + n) (of id's class) on the
  * device with valid random encoded rows (f16 values in [-1, 1]; int8 codes in
  * [-127, 127] with row scales in [0.5, 1]/127; fp8 codes other than NaN with
@@ -198,6 +202,8 @@ void kvl_cuda_lm_free(kvl_cuda_lm *lm);
 /* Device bytes of the weights and of the KV pool. */
 size_t kvl_cuda_lm_weight_bytes(const kvl_cuda_lm *lm);
 size_t kvl_cuda_lm_kv_bytes(const kvl_cuda_lm *lm);
+/* Weight bytes one decode step reads (all but an untied embedding matrix, of which it reads a row). */
+size_t kvl_cuda_lm_step_weight_bytes(const kvl_cuda_lm *lm);
 /* Encoded KV bytes per token (all layers and kv-heads, K and V, positions included). */
 double kvl_cuda_lm_kv_bytes_per_token(const kvl_cuda_lm *lm);
 

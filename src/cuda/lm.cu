@@ -279,6 +279,11 @@ extern "C" kvl_status kvl_cuda_lm_create(const kvl_cuda_model_desc *m, const kvl
 }
 
 extern "C" size_t kvl_cuda_lm_weight_bytes(const kvl_cuda_lm *lm) { return lm->wbytes; }
+extern "C" size_t kvl_cuda_lm_step_weight_bytes(const kvl_cuda_lm *lm) {
+    if (lm->out_shared) return lm->wbytes; /* the embedding matrix is the output matrix */
+    return lm->wbytes - kvl_cuda_wmat_qbytes(lm->emb.fmt, lm->emb.rows, lm->emb.cols) -
+           kvl_cuda_wmat_sbytes(lm->emb.fmt, lm->emb.rows, lm->emb.cols);
+}
 extern "C" size_t kvl_cuda_lm_kv_bytes(const kvl_cuda_lm *lm) {
     return kvl_cuda_pool_page_bytes(lm->pool) * (size_t)kvl_cuda_pool_n_pages(lm->pool);
 }

@@ -262,3 +262,20 @@ extern "C" kvl_status kvl_cuda_pool_fill_random(kvl_cuda_pool *p, uint32_t id, i
     KVL_CUDA_TRY(cudaDeviceSynchronize(), "cuda pool fill");
     return KVL_OK;
 }
+
+extern "C" kvl_status kvl_cuda_pool_download(const kvl_cuda_pool *p, uint32_t id, void *pages, int64_t n,
+                                             kvl_err *err) {
+    const uint32_t c = id >> KVL_CUDA_CLASS_SHIFT, idx = id & KVL_CUDA_INDEX_MASK;
+    if ((int)c >= p->n_cls || n < 0 || (int64_t)idx + n > p->cls[c].n_pages)
+        return kvl_err_set(err, KVL_ERR_ARG, "cuda pool: download of pages [%u, +%lld) outside the pool", id,
+                           (long long)n);
+    KVL_CUDA_TRY(cudaMemcpy(pages, kvl_cuda_page_addr(p->space, id), (size_t)n * p->cls[c].page_bytes,
+                            cudaMemcpyDeviceToHost),
+                 "cuda pool: download");
+    return KVL_OK;
+}
+
+extern "C" void kvl_cuda_pool_seg_offsets(const kvl_cuda_pool *p, int c, size_t *koff, size_t *voff) {
+    *koff = p->cls[c].koff;
+    *voff = p->cls[c].voff;
+}

@@ -93,6 +93,8 @@ kvl_status kvl_engine_cuda_create(kvl_ctx *c, kvl_err *err);
 void kvl_engine_cuda_free(kvl_ctx *c);
 kvl_status kvl_engine_cuda_slot_get(kvl_ctx *c, int *slot, kvl_err *err);
 void kvl_engine_cuda_slot_put(kvl_ctx *c, int slot);
+/* The device model of a cuda context (benchmarks), NULL otherwise. */
+struct kvl_cuda_lm *kvl_engine_cuda_lm(kvl_ctx *c);
 kvl_status kvl_engine_forward_cuda(kvl_seq *s, int pos0, const kvl_token *tokens, int n, float *logits_out,
                                    int n_out);
 

@@ -75,6 +75,8 @@ kvl_status kvl_engine_cuda_create(kvl_ctx *c, kvl_err *err) {
     return KVL_OK;
 }
 
+struct kvl_cuda_lm *kvl_engine_cuda_lm(kvl_ctx *c) { return c->cuda ? c->cuda->lm : NULL; }
+
 void kvl_engine_cuda_free(kvl_ctx *c) {
     struct kvl_engine_cuda *g = c->cuda;
     if (!g) return;
@@ -134,6 +136,10 @@ kvl_status kvl_engine_cuda_create(kvl_ctx *c, kvl_err *err) {
     return kvl_err_set(err, KVL_ERR_UNSUPPORTED, NO_CUDA);
 }
 void kvl_engine_cuda_free(kvl_ctx *c) { (void)c; }
+struct kvl_cuda_lm *kvl_engine_cuda_lm(kvl_ctx *c) {
+    (void)c;
+    return NULL;
+}
 kvl_status kvl_engine_cuda_slot_get(kvl_ctx *c, int *slot, kvl_err *err) {
     (void)c, (void)slot;
     return kvl_err_set(err, KVL_ERR_UNSUPPORTED, NO_CUDA);

@@ -1,0 +1,264 @@
+/* End-to-end decode benchmark of the CUDA forward pass (device only):
+ *  1. copy bandwidth (cudaMemcpy device to device, 2 GiB, bytes read +
+ *     written), measured in the same run: the roofline's denominator;
+ *  2. a GGUF model (--model; SmolLM2-135M by default) through the engine
+ *     (kvl_ctx_params.device = CUDA): decode tok/s at batch 1 after a real
+ *     prompt (kvl_decode: logits downloaded each token) and through the
+ *     device model directly (greedy on the device) at batch 1, 8, 32 and
+ *     contexts 64 / 4K / 32K (contexts past the prompt filled with random
+ *     valid KV rows: the speed does not depend on their values), weights in
+ *     their GGUF blocks or converted to f16, kernels launched directly or
+ *     replayed from a CUDA graph;
+ *  3. an 8B-shaped Llama (Llama-3-8B dimensions: 32 layers, 4096 / 14336,
+ *     32 / 8 heads of 128, vocabulary 128256) with random Q8_0 (or f16)
+ *     weights generated on the device, batch 1 at 4K and 32K, against its
+ *     roofline (step weight bytes + ctx x KV bytes per token) / copy bandwidth.
+ * Timing: host wall clock around each synchronous step (what a caller
+ * sees), median of the steps after warm-ups.
+ *   bench_lm [--model PATH] [--no-8b] [--steps N] [--json FILE] */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <algorithm>
+#include <vector>
+
+#include <cuda_runtime.h>
+
+extern "C" {
+#include "cuda/kvl_cuda.h"
+#include "engine/engine.h"
+#include "kvlite.h"
+}
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+static double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0 : v[v.size() / 2];
+}
+#define DIE(...) (fprintf(stderr, __VA_ARGS__), fputc('\n', stderr), exit(1))
+
+static FILE *json;
+static int first_row = 1;
+static void row(const char *what, const char *codec, const char *weights, int graphs, int B, int ctx, double tok_s,
+                double ms, double roof_ms) {
+    printf("| %-8s | %-6s | %-7s | %-6s | %3d | %6d | %9.1f | %8.3f |", what, codec, weights, graphs ? "graph" : "direct",
+           B, ctx, tok_s, ms);
+    if (roof_ms > 0) printf(" %8.3f | %5.1f%% |", roof_ms, 100 * roof_ms / ms);
+    printf("\n");
+    fflush(stdout);
+    if (json)
+        fprintf(json,
+                "%s{\"what\":\"%s\",\"codec\":\"%s\",\"weights\":\"%s\",\"graphs\":%d,\"batch\":%d,\"ctx\":%d,"
+                "\"tok_s\":%.2f,\"ms_per_step\":%.5f,\"roofline_ms\":%.5f}",
+                first_row ? "" : ",\n", what, codec, weights, graphs, B, ctx, tok_s, ms, roof_ms);
+    first_row = 0;
+}
+
+static double copy_bw(void) {
+    const size_t n = (size_t)2 << 30;
+    void *a, *b;
+    if (cudaMalloc(&a, n) || cudaMalloc(&b, n)) DIE("copy: cudaMalloc");
+    cudaMemset(a, 1, n);
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0), cudaEventCreate(&e1);
+    std::vector<double> t;
+    for (int i = 0; i < 13; i++) {
+        cudaEventRecord(e0);
+        cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice);
+        cudaEventRecord(e1);
+        cudaEventSynchronize(e1);
+        float ms;
+        cudaEventElapsedTime(&ms, e0, e1);
+        if (i >= 3) t.push_back(ms * 1e-3);
+    }
+    cudaFree(a), cudaFree(b);
+    return 2.0 * n / median(t);
+}
+
+/* steps of B entries (slots 0..B-1) at positions ctx.. ; returns the median seconds per step */
+static double time_steps(kvl_cuda_lm *lm, int B, int ctx, int steps, int warm) {
+    std::vector<int32_t> tok(B), pos(B), slot(B), am(B);
+    std::vector<double> t;
+    kvl_err err = {};
+    for (int b = 0; b < B; b++) tok[b] = 100 + 7 * b, slot[b] = b;
+    for (int s = 0; s < warm + steps; s++) {
+        for (int b = 0; b < B; b++) pos[b] = ctx + s;
+        const double t0 = now();
+        if (kvl_cuda_lm_forward(lm, B, tok.data(), pos.data(), slot.data(), 0, NULL, am.data(), &err)) {
+            printf("forward (B %d, ctx %d): %s\n", B, ctx, err.msg);
+            return -1;
+        }
+        if (s >= warm) t.push_back(now() - t0);
+        for (int b = 0; b < B; b++) tok[b] = am[b];
+    }
+    return median(t);
+}
+
+static void bench_model(const char *path, int steps, double bw) {
+    kvl_model *m = NULL;
+    char err[256] = "";
+    if (kvl_model_load(path, &m, err, sizeof err)) DIE("model %s: %s", path, err);
+    kvl_model_info mi;
+    kvl_model_get_info(m, &mi);
+    printf("\nmodel %s: %d layers, %d/%d heads of %d, n_embd %d, n_ff %d, vocab %d\n", path, mi.n_layer, mi.n_head,
+           mi.n_head_kv, mi.head_dim, mi.n_embd, mi.n_ff, mi.n_vocab);
+    printf("| what     | codec  | weights | launch | B   | ctx    | tok/s     | ms/step  | roof ms  | of roof |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|\n");
+    const char *codecs[3] = {"f16", "int8", "int4z"};
+    const char *wmodes[2] = {"native", "f16"};
+    for (int wi = 0; wi < 2; wi++)
+        for (int ci = 0; ci < 3; ci++) {
+            if (wi == 1 && ci > 0) continue;
+            if (wi) setenv("KVL_CUDA_WEIGHTS", "f16", 1);
+            else unsetenv("KVL_CUDA_WEIGHTS");
+            /* (a) the engine API, batch 1: prompt 64 tokens, kvl_decode */
+            {
+                kvl_ctx_params p;
+                kvl_ctx_params_default(&p);
+                p.n_ctx = 64 + 16 + steps;
+                p.kv_codec = codecs[ci];
+                p.device = KVL_DEVICE_CUDA;
+                kvl_ctx *c = NULL;
+                if (kvl_ctx_create(m, &p, &c, err, sizeof err)) DIE("ctx: %s", err);
+                kvl_seq *s = NULL;
+                kvl_seq_create(c, &s);
+                std::vector<kvl_token> pr(64);
+                for (int i = 0; i < 64; i++) pr[i] = (kvl_token)(1000 + 37 * i) % mi.n_vocab;
+                std::vector<float> lg(mi.n_vocab);
+                const double t0 = now();
+                if (kvl_prefill(s, pr.data(), 64, lg.data(), NULL)) DIE("prefill: %s", kvl_ctx_error(c));
+                const double tp = now() - t0;
+                std::vector<double> t;
+                kvl_token tk = 5;
+                for (int i = 0; i < 8 + steps; i++) {
+                    const double t1 = now();
+                    if (kvl_decode(s, tk, lg.data())) DIE("decode: %s", kvl_ctx_error(c));
+                    if (i >= 8) t.push_back(now() - t1);
+                    tk = (kvl_token)(std::max_element(lg.begin(), lg.end()) - lg.begin());
+                }
+                const double md = median(t);
+                row("api", codecs[ci], wmodes[wi], 0, 1, 64, 1 / md, 1e3 * md, 0);
+                if (ci == 0 && wi == 0) printf("(api prefill of 64 tokens: %.2f ms = %.0f tok/s)\n", 1e3 * tp, 64 / tp);
+                kvl_seq_free(s);
+                kvl_ctx_free(c);
+            }
+            /* (b) the device model directly: batch x context x launch mode */
+            const int Bs[3] = {1, 8, 32}, ctxs[3] = {64, 4096, 32768};
+            for (int ki = 0; ki < 3; ki++) {
+                const int maxB = ctxs[ki] >= 32768 ? 8 : 32;
+                kvl_ctx_params p;
+                kvl_ctx_params_default(&p);
+                p.n_ctx = ctxs[ki] + 16 + steps;
+                p.kv_codec = codecs[ci];
+                p.device = KVL_DEVICE_CUDA;
+                p.n_seq_max = maxB;
+                kvl_ctx *c = NULL;
+                if (kvl_ctx_create(m, &p, &c, err, sizeof err)) DIE("ctx: %s", err);
+                kvl_cuda_lm *lm = kvl_engine_cuda_lm(c);
+                kvl_err e = {};
+                for (int b = 0; b < maxB; b++)
+                    if (kvl_cuda_lm_fill_context(lm, b, ctxs[ki], 11 + b, &e)) DIE("fill: %s", e.msg);
+                const double bpt = kvl_cuda_lm_kv_bytes_per_token(lm);
+                for (int bi = 0; bi < 3; bi++) {
+                    if (Bs[bi] > maxB) continue;
+                    for (int g = 0; g < 2; g++) {
+                        kvl_cuda_lm_set_graphs(lm, g);
+                        const double md = time_steps(lm, Bs[bi], ctxs[ki], steps, 5);
+                        if (md < 0) continue;
+                        const double roof = (kvl_cuda_lm_step_weight_bytes(lm) + Bs[bi] * (double)ctxs[ki] * bpt) / bw;
+                        row("device", codecs[ci], wmodes[wi], g, Bs[bi], ctxs[ki], Bs[bi] / md, 1e3 * md, 1e3 * roof);
+                    }
+                }
+                kvl_ctx_free(c);
+            }
+        }
+    unsetenv("KVL_CUDA_WEIGHTS");
+    kvl_model_free(m);
+}
+
+static void bench_8b(int steps, double bw, int weights_f16) {
+    const int L = 32, E = 4096, H = 32, Hkv = 8, hd = 128, F = 14336, V = 128256;
+    const int wt = weights_f16 ? 1 /* KVL_TYPE_F16 */ : 8 /* KVL_TYPE_Q8_0 */;
+    std::vector<kvl_cuda_layer_desc> ld(L);
+    for (int l = 0; l < L; l++) {
+        kvl_cuda_layer_desc &d = ld[l];
+        memset(&d, 0, sizeof d);
+        d.wq = {wt, NULL, H * hd, E}, d.wk = {wt, NULL, Hkv * hd, E}, d.wv = {wt, NULL, Hkv * hd, E};
+        d.wo = {wt, NULL, E, H * hd}, d.w_gate = {wt, NULL, F, E}, d.w_up = {wt, NULL, F, E};
+        d.w_down = {wt, NULL, E, F};
+    }
+    std::vector<float> freq(hd / 2);
+    for (int i = 0; i < hd / 2; i++) freq[i] = powf(500000.0f, -2.0f * i / hd);
+    kvl_cuda_model_desc md = {L, E, H, Hkv, hd, F, V, 1e-5f, 1, freq.data(), {wt, NULL, V, E}, {wt, NULL, V, E},
+                              NULL, ld.data()};
+    const char *codecs[2] = {"f16", "int4z"};
+    printf("\n8B-shaped llama (random %s weights on the device): 32 layers, 4096/14336, 32/8 heads of 128, vocab 128256\n",
+           weights_f16 ? "f16" : "q8_0");
+    printf("| what     | codec  | weights | launch | B   | ctx    | tok/s     | ms/step  | roof ms  | of roof |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|\n");
+    for (int ci = 0; ci < 2; ci++) {
+        kvl_cuda_lm_config cfg = {codecs[ci], 32, 32768 + 64 + steps, 1, 8, weights_f16, 1234};
+        kvl_cuda_lm *lm = NULL;
+        kvl_err e = {};
+        const double t0 = now();
+        if (kvl_cuda_lm_create(&md, &cfg, &lm, &e)) DIE("8b: %s", e.msg);
+        if (ci == 0)
+            printf("(weights %.2f GB on the device, %.2f GB read per step, set up in %.1f s; KV %.0f bytes/token)\n",
+                   kvl_cuda_lm_weight_bytes(lm) / 1e9, kvl_cuda_lm_step_weight_bytes(lm) / 1e9, now() - t0,
+                   kvl_cuda_lm_kv_bytes_per_token(lm));
+        if (kvl_cuda_lm_fill_context(lm, 0, 32768, 5, &e)) DIE("fill: %s", e.msg);
+        const int ctxs[3] = {0, 4096, 32768};
+        for (int ki = 0; ki < 3; ki++)
+            for (int g = 0; g < 2; g++) {
+                kvl_cuda_lm_set_graphs(lm, g);
+                const double t = time_steps(lm, 1, ctxs[ki], steps, 3);
+                if (t < 0) continue;
+                const double roof =
+                    (kvl_cuda_lm_step_weight_bytes(lm) + (double)ctxs[ki] * kvl_cuda_lm_kv_bytes_per_token(lm)) / bw;
+                row("8b", codecs[ci], weights_f16 ? "f16" : "q8_0", g, 1, ctxs[ki], 1 / t, 1e3 * t, 1e3 * roof);
+            }
+        kvl_cuda_lm_free(lm);
+    }
+}
+
+int main(int argc, char **argv) {
+    const char *model = NULL, *jpath = NULL;
+    int steps = 32, do8b = 1, f16_8b = 0;
+    char buf[512];
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
+        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--json") && i + 1 < argc) jpath = argv[++i];
+        else if (!strcmp(argv[i], "--no-8b")) do8b = 0;
+        else if (!strcmp(argv[i], "--8b-f16")) f16_8b = 1;
+        else if (!strcmp(argv[i], "--no-model")) model = "";
+        else DIE("usage: bench_lm [--model PATH | --no-model] [--no-8b] [--8b-f16] [--steps N] [--json FILE]");
+    }
+    if (!model) {
+        model = getenv("KVL_MODEL");
+        if (!model) {
+            snprintf(buf, sizeof buf, "%s/.cache/kvlite/SmolLM2-135M-Instruct.Q4_1.gguf", getenv("HOME"));
+            model = buf;
+        }
+    }
+    if (steps < 3) steps = 3;
+    char name[128];
+    int n_sm = 0;
+    kvl_err e = {};
+    if (kvl_cuda_device_info(name, sizeof name, &n_sm, &e)) DIE("no device: %s", e.msg);
+    if (jpath && !(json = fopen(jpath, "w"))) DIE("cannot write %s", jpath);
+    if (json) fprintf(json, "{\"device\":\"%s\",\"rows\":[\n", name);
+    const double bw = copy_bw();
+    printf("device %s, %d SMs; copy bandwidth %.0f GB/s (read + written)\n", name, n_sm, bw / 1e9);
+    if (model[0]) bench_model(model, steps, bw);
+    if (do8b) bench_8b(steps, bw, 0);
+    if (do8b && f16_8b) bench_8b(steps, bw, 1);
+    if (json) fprintf(json, "\n],\"copy_gbs\":%.1f}\n", bw / 1e9), fclose(json);
+    return 0;
+}

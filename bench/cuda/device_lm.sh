@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The CUDA forward pass on the GPU machine, in two consecutive calls while
+# the machine stays warm (the 98 MB model travels in two pieces of < 64 MiB):
+#   call 1: bash bench/cuda/device_lm.sh build PIECE_A
+#           keeps piece A in /tmp/kvl-model, copies this tree to /tmp/kvl-wt,
+#           builds the device programs there (make CUDA=1, PCRE2 from
+#           devdeps/ linked statically: the machine has none) and runs
+#           test_cuda_lm (the kernels against the CPU references);
+#   call 2: bash bench/cuda/device_lm.sh run PIECE_B SHA256
+#           joins the pieces, checks the sha256, runs test_cuda_e2e (greedy
+#           tokens vs the CPU exact path) and bench_lm (decode tok/s,
+#           SmolLM2-135M and an 8B-shaped llama against the roofline).
+# Logs under $OUT.
+set -uo pipefail
+OUT=${OUT:-out}
+mkdir -p "$OUT"
+step=$1
+wt=/tmp/kvl-wt md=/tmp/kvl-model
+mk() { make -C "$wt" -j16 CUDA=1 PCRE_CFLAGS="-I$wt/devdeps" CUDA_PCRE_STATIC="$wt/devdeps/libpcre2-8.a" \
+    NVCC_PCRE_STATIC="$wt/devdeps/libpcre2-8.a" "$@"; }
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,memory.used --format=csv 2>&1 | tee -a "$OUT/env.log"
+if [ "$step" = build ]; then
+    mkdir -p "$md" && cp "$2" "$md/a" && ls -la "$md"
+    rm -rf "$wt" && cp -r "$(pwd)" "$wt"
+    { time mk build-cuda/cuda/test_cuda_lm build-cuda/cuda/test_cuda_e2e build-cuda/cuda/bench_lm build-cuda/cuda/test_cuda; } > "$OUT/build.log" 2>&1
+    rc=$?; tail -4 "$OUT/build.log"; grep -E "error|warning" "$OUT/build.log" | head -20
+    [ $rc = 0 ] || exit 1
+    "$wt/build-cuda/cuda/test_cuda_lm" > "$OUT/test_lm.log" 2>&1; rc=$?
+    grep -E "FAIL|note|passed" "$OUT/test_lm.log" | head -40
+    exit $rc
+fi
+if [ "$step" = run ]; then
+    cat "$md/a" "$2" > "$md/model.gguf" && ls -la "$md/model.gguf"
+    echo "$3  $md/model.gguf" | sha256sum -c - || exit 1
+    rc=0
+    KVL_MODEL=$md/model.gguf "$wt/build-cuda/cuda/test_cuda_e2e" > "$OUT/test_e2e.log" 2>&1 || rc=1
+    grep -E "FAIL|note|passed" "$OUT/test_e2e.log" | head -30
+    "$wt/build-cuda/cuda/bench_lm" --model "$md/model.gguf" --json "$OUT/bench_lm.json" ${BENCH_LM_ARGS:-} 2>&1 | tee "$OUT/bench_lm.log" || rc=1
+    if [ "${RUN_ATTN_TEST:-0}" = 1 ]; then "$wt/build-cuda/cuda/test_cuda" > "$OUT/test_attn.log" 2>&1 || rc=1; tail -2 "$OUT/test_attn.log"; fi
+    nvidia-smi --query-gpu=clocks.sm,clocks.mem,temperature.gpu --format=csv 2>&1 | tee -a "$OUT/env.log"
+    exit $rc
+fi
+echo "usage: device_lm.sh build PIECE_A | run PIECE_B SHA256"; exit 2

@@ -1,0 +1,378 @@
+/* Device tests of the decode forward pass kernels (make test-cuda; needs a
+ * GPU), each against its CPU reference on fresh random inputs, outputs
+ * poisoned with NaN before every run:
+ *  - matvec on Q8_0, Q4_0, Q4_1 and f16 weights (blocks made by the CPU
+ *    quantizer, repacked as at upload), 1..11 columns, = and +=: against the
+ *    dequantized rows (kvl_dequant_row_ref) dotted in double. Tolerance:
+ *    the device sums 32-value blocks in f32 per lane, then across the warp;
+ *    the error is bounded by ~cols * 2^-24 * sum|w x|, so the check is
+ *    |gpu - ref| <= 1e-5 * sum|w x| + 1e-6 (a wrong block, scale or nibble
+ *    moves a value by >= 1e-2 * sum|w x| here);
+ *  - embedding rows (dequantization: one rounding, 2^-22 relative), RMSNorm
+ *    (the double sum of the CPU; 4 ulps), SwiGLU (expf on both sides; 1e-6),
+ *    RoPE angles (double cos/sin on both sides; 1e-7 absolute), argmax
+ *    (exact, ties to the lowest index, NaN skipped);
+ *  - RoPE + quantize-on-append for f16, int8, int4z, head_dim 64 and 128,
+ *    P 16 and 32, GQA 9/3 and 8/2, adjacent and NEOX pairs, entries of
+ *    several slots and positions (two of them in one page): the roped q
+ *    against kvl_cpu_rope (products and sums rounded separately on the
+ *    device, so 1e-6 relative covers any difference), every written K and V
+ *    row decoded by the CPU codec against the CPU codec's own encoding of
+ *    the CPU-roped row (within one quantization step; and byte-identical
+ *    rows counted, >= 95% required), position entries set, other rows
+ *    untouched (their poison bytes kept). */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/ops.h"
+#include "cpu/quant.h"
+#include "cuda/kvl_cuda.h"
+#include "cuda/lm_ops.h"
+#include "kv/codec.h"
+#include "test.h"
+#include "util/fp16.h"
+
+static uint64_t rng = 0x243f6a8885a308d3ull;
+static double urand(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (double)(rng >> 11) / 9007199254740992.0;
+}
+static float frand(float a) { return (float)((2 * urand() - 1) * a); }
+
+static void *dev_alloc(size_t bytes) {
+    void *d = NULL;
+    kvl_err err = {0};
+    if (kvl_cuda_alloc(&d, bytes, &err) != KVL_OK) {
+        fprintf(stderr, "cuda alloc: %s\n", err.msg);
+        exit(1);
+    }
+    return d;
+}
+static void up(void *d, const void *h, size_t n) {
+    kvl_err err = {0};
+    if (kvl_cuda_upload(d, h, n, &err)) exit((fprintf(stderr, "%s\n", err.msg), 1));
+}
+static void down(void *h, const void *d, size_t n) {
+    kvl_err err = {0};
+    if (kvl_cuda_download(h, d, n, &err)) exit((fprintf(stderr, "%s\n", err.msg), 1));
+}
+static void poison(void *d, size_t n) {
+    kvl_err err = {0};
+    kvl_cuda_memset(d, 0xff, n, &err); /* 0xffffffff: NaN as f32 */
+}
+
+/* ---- matvec ---- */
+
+static int gemv_case(int t, int64_t rows, int64_t cols, int n, int acc) {
+    kvl_err err = {0};
+    const size_t rb = kvl_type_row_bytes(t, cols);
+    uint8_t *wq = malloc(rb * rows);
+    float *wf = malloc(sizeof(float) * rows * cols), *x = malloc(sizeof(float) * n * cols);
+    float *y0 = malloc(sizeof(float) * n * rows), *y = malloc(sizeof(float) * n * rows);
+    for (int64_t r = 0; r < rows; r++) {
+        float tmp[4096];
+        const float amp = 0.05f + (float)urand();
+        for (int64_t j = 0; j < cols; j++) tmp[j] = frand(amp) + (j % 7 == 0 ? 0.3f * amp : 0);
+        kvl_quant_row_ref((kvl_type)t, tmp, wq + r * rb, cols);
+        kvl_dequant_row_ref((kvl_type)t, wq + r * rb, wf + r * cols, cols);
+    }
+    for (int64_t i = 0; i < n * cols; i++) x[i] = frand(2.0f);
+    for (int64_t i = 0; i < n * rows; i++) y0[i] = frand(1.0f);
+    kvl_cuda_wfmt f = t == KVL_TYPE_F16 ? KVL_CUDA_WF_F16 : t == KVL_TYPE_Q8_0 ? KVL_CUDA_WF_Q8_0
+                      : t == KVL_TYPE_Q4_0 ? KVL_CUDA_WF_Q4_0 : KVL_CUDA_WF_Q4_1;
+    const size_t qb = kvl_cuda_wmat_qbytes(f, rows, cols), sb = kvl_cuda_wmat_sbytes(f, rows, cols);
+    void *hq = malloc(qb), *hs = malloc(sb ? sb : 1);
+    CHECK(kvl_cuda_wmat_repack(t, wq, rows, cols, 0, rows, hq, hs));
+    kvl_cuda_wmat w = {f, rows, cols, dev_alloc(qb), sb ? dev_alloc(sb) : NULL};
+    up(w.q, hq, qb);
+    if (sb) up(w.s, hs, sb);
+    float *dx = dev_alloc(sizeof(float) * n * cols), *dy = dev_alloc(sizeof(float) * n * rows);
+    up(dx, x, sizeof(float) * n * cols);
+    if (acc) up(dy, y0, sizeof(float) * n * rows);
+    else poison(dy, sizeof(float) * n * rows);
+    CHECK(kvl_cuda_gemv(&w, dx, n, dy, acc, NULL, &err) == KVL_OK);
+    CHECK(kvl_cuda_sync(&err) == KVL_OK);
+    down(y, dy, sizeof(float) * n * rows);
+    double worst = 0;
+    int bad = 0;
+    for (int c = 0; c < n; c++)
+        for (int64_t r = 0; r < rows; r++) {
+            double ref = acc ? y0[c * rows + r] : 0, mag = 0;
+            double dot = 0;
+            for (int64_t j = 0; j < cols; j++) {
+                dot += (double)wf[r * cols + j] * x[c * cols + j];
+                mag += fabs((double)wf[r * cols + j] * x[c * cols + j]);
+            }
+            ref = acc ? (double)(float)((float)ref + (float)dot) : dot;
+            const double d = fabs(y[c * rows + r] - ref), tol = 1e-5 * mag + 1e-6;
+            if (!(d <= tol)) bad++;
+            if (d / (mag + 1e-30) > worst) worst = d / (mag + 1e-30);
+        }
+    CHECK_MSG(bad == 0, "gemv %s %lldx%lld n=%d acc=%d: %d bad, worst %.3g", kvl_type_name(t), (long long)rows,
+              (long long)cols, n, acc, bad, worst);
+    kvl_cuda_free(w.q), kvl_cuda_free(w.s), kvl_cuda_free(dx), kvl_cuda_free(dy);
+    free(wq), free(wf), free(x), free(y0), free(y), free(hq), free(hs);
+    return bad == 0;
+}
+
+/* ---- small kernels ---- */
+
+static void small_kernels(void) {
+    kvl_err err = {0};
+    /* embedding: Q8_0 and Q4_1 rows */
+    const int types[2] = {KVL_TYPE_Q8_0, KVL_TYPE_Q4_1};
+    for (int ti = 0; ti < 2; ti++) {
+        const int t = types[ti], V = 300, E = 576;
+        const size_t rb = kvl_type_row_bytes(t, E);
+        uint8_t *wq = malloc(rb * V);
+        float row[576], ref[576], got[576 * 3];
+        for (int r = 0; r < V; r++) {
+            for (int j = 0; j < E; j++) row[j] = frand(0.5f);
+            kvl_quant_row_ref((kvl_type)t, row, wq + r * rb, E);
+        }
+        kvl_cuda_wfmt f = t == KVL_TYPE_Q8_0 ? KVL_CUDA_WF_Q8_0 : KVL_CUDA_WF_Q4_1;
+        const size_t qb = kvl_cuda_wmat_qbytes(f, V, E), sb = kvl_cuda_wmat_sbytes(f, V, E);
+        void *hq = malloc(qb), *hs = malloc(sb);
+        kvl_cuda_wmat_repack(t, wq, V, E, 0, V, hq, hs);
+        kvl_cuda_wmat w = {f, V, E, dev_alloc(qb), dev_alloc(sb)};
+        up(w.q, hq, qb), up(w.s, hs, sb);
+        const int32_t tok[3] = {0, 299, 137};
+        int32_t *dt = dev_alloc(sizeof tok);
+        float *dx = dev_alloc(sizeof got);
+        up(dt, tok, sizeof tok);
+        poison(dx, sizeof got);
+        CHECK(kvl_cuda_embed(&w, dt, 3, dx, NULL, &err) == KVL_OK && kvl_cuda_sync(&err) == KVL_OK);
+        down(got, dx, sizeof got);
+        int bad = 0;
+        for (int i = 0; i < 3; i++) {
+            kvl_dequant_row_ref((kvl_type)t, wq + tok[i] * rb, ref, E);
+            for (int j = 0; j < E; j++)
+                if (!(fabsf(got[i * E + j] - ref[j]) <= 2.4e-7f * fabsf(ref[j]) + 1e-12f)) bad++;
+        }
+        CHECK_MSG(bad == 0, "embed %s: %d values off", kvl_type_name(t), bad);
+        kvl_cuda_free(w.q), kvl_cuda_free(w.s), kvl_cuda_free(dt), kvl_cuda_free(dx);
+        free(wq), free(hq), free(hs);
+    }
+    /* rmsnorm and swiglu */
+    {
+        const int n = 5, E = 4096, F = 1536;
+        float *x = malloc(sizeof(float) * n * E), *w = malloc(sizeof(float) * E), *y = malloc(sizeof(float) * n * E);
+        float *ref = malloc(sizeof(float) * E);
+        for (int i = 0; i < n * E; i++) x[i] = frand(3.0f);
+        for (int i = 0; i < E; i++) w[i] = frand(1.5f);
+        float *dx = dev_alloc(sizeof(float) * n * E), *dw = dev_alloc(sizeof(float) * E),
+              *dy = dev_alloc(sizeof(float) * n * E);
+        up(dx, x, sizeof(float) * n * E), up(dw, w, sizeof(float) * E);
+        poison(dy, sizeof(float) * n * E);
+        CHECK(kvl_cuda_rmsnorm(dx, dw, dy, n, E, 1e-5f, NULL, &err) == KVL_OK && kvl_cuda_sync(&err) == KVL_OK);
+        down(y, dy, sizeof(float) * n * E);
+        int bad = 0;
+        for (int t = 0; t < n; t++) {
+            kvl_cpu_rmsnorm(x + t * E, w, ref, E, 1e-5f);
+            for (int j = 0; j < E; j++)
+                if (!(fabsf(y[t * E + j] - ref[j]) <= 4.8e-7f * fabsf(ref[j]))) bad++;
+        }
+        CHECK_MSG(bad == 0, "rmsnorm: %d values off", bad);
+        float *gu = malloc(sizeof(float) * n * 2 * F), *h = malloc(sizeof(float) * n * F), g[1536];
+        for (int i = 0; i < n * 2 * F; i++) gu[i] = frand(8.0f);
+        float *dgu = dev_alloc(sizeof(float) * n * 2 * F), *dh = dev_alloc(sizeof(float) * n * F);
+        up(dgu, gu, sizeof(float) * n * 2 * F);
+        poison(dh, sizeof(float) * n * F);
+        CHECK(kvl_cuda_swiglu(dgu, dh, n, F, NULL, &err) == KVL_OK && kvl_cuda_sync(&err) == KVL_OK);
+        down(h, dh, sizeof(float) * n * F);
+        bad = 0;
+        for (int t = 0; t < n; t++) {
+            memcpy(g, gu + t * 2 * F, sizeof(float) * F);
+            kvl_cpu_swiglu(g, gu + t * 2 * F + F, F);
+            for (int j = 0; j < F; j++)
+                if (!(fabsf(h[t * F + j] - g[j]) <= 1e-6f * fabsf(g[j]) + 1e-30f)) bad++;
+        }
+        CHECK_MSG(bad == 0, "swiglu: %d values off", bad);
+        kvl_cuda_free(dx), kvl_cuda_free(dw), kvl_cuda_free(dy), kvl_cuda_free(dgu), kvl_cuda_free(dh);
+        free(x), free(w), free(y), free(ref), free(gu), free(h);
+    }
+    /* rope angles */
+    {
+        const int n = 4, hd = 128;
+        const int32_t pos[4] = {0, 1, 4095, 131071};
+        float freq[64], cs[4 * 128], ref[128];
+        for (int i = 0; i < hd / 2; i++) freq[i] = powf(500000.0f, -2.0f * i / hd);
+        int32_t *dp = dev_alloc(sizeof pos);
+        float *df = dev_alloc(sizeof freq), *dcs = dev_alloc(sizeof cs);
+        up(dp, pos, sizeof pos), up(df, freq, sizeof freq);
+        poison(dcs, sizeof cs);
+        CHECK(kvl_cuda_rope_cs(dp, df, n, hd, dcs, NULL, &err) == KVL_OK && kvl_cuda_sync(&err) == KVL_OK);
+        down(cs, dcs, sizeof cs);
+        int bad = 0;
+        for (int t = 0; t < n; t++) {
+            kvl_cpu_rope_cs(ref, hd, pos[t], freq);
+            for (int j = 0; j < hd; j++)
+                if (!(fabsf(cs[t * hd + j] - ref[j]) <= 1e-7f)) bad++;
+        }
+        CHECK_MSG(bad == 0, "rope angles: %d values off", bad);
+        kvl_cuda_free(dp), kvl_cuda_free(df), kvl_cuda_free(dcs);
+    }
+    /* argmax: ties (lowest index wins), NaN skipped, all-NaN row -> 0 */
+    {
+        const int n = 4, V = 49157;
+        float *x = malloc(sizeof(float) * n * V);
+        for (int i = 0; i < n * V; i++) x[i] = frand(10.0f);
+        x[0 * V + 777] = 50, x[0 * V + 40000] = 50;           /* tie */
+        x[1 * V + 5] = NAN, x[1 * V + 9] = 60, x[1 * V + 8] = NAN; /* NaN around the max */
+        for (int j = 0; j < V; j++) x[2 * V + j] = NAN;
+        x[3 * V + V - 1] = 99;
+        const int32_t want[4] = {777, 9, 0, V - 1};
+        float *dx = dev_alloc(sizeof(float) * n * V);
+        int32_t *dout = dev_alloc(sizeof(int32_t) * n), got[4];
+        up(dx, x, sizeof(float) * n * V);
+        poison(dout, sizeof got);
+        CHECK(kvl_cuda_argmax(dx, n, V, dout, NULL, &err) == KVL_OK && kvl_cuda_sync(&err) == KVL_OK);
+        down(got, dout, sizeof got);
+        for (int i = 0; i < n; i++) CHECK_MSG(got[i] == want[i], "argmax row %d: %d, want %d", i, got[i], want[i]);
+        kvl_cuda_free(dx), kvl_cuda_free(dout);
+        free(x);
+    }
+}
+
+/* ---- RoPE + quantize-on-append ---- */
+
+static int n_rows_same, n_rows;
+
+static void append_case(const char *codec, int D, int P, int nh, int nkv, int neox) {
+    kvl_err err = {0};
+    const int L = 3, slots = 2, ctx = 4 * P, ppl = (ctx + P - 1) / P, layer = 1;
+    const int n = 5;
+    const int32_t pos[5] = {0, 1, P + 3, 3 * P - 1, 2};
+    const int32_t slot[5] = {0, 0, 1, 1, 1};
+    const int64_t n_pages = (int64_t)slots * L * nkv * ppl;
+    kvl_cuda_pool_config pc = {codec, NULL, D, P, n_pages, 0};
+    kvl_cuda_pool *pool = NULL;
+    CHECK(kvl_cuda_pool_create(&pc, &pool, &err) == KVL_OK);
+    if (!pool) return;
+    const size_t pb = kvl_cuda_pool_page_bytes(pool);
+    size_t koff, voff;
+    kvl_cuda_pool_seg_offsets(pool, 0, &koff, &voff);
+    uint8_t *pages = malloc(pb * n_pages);
+    memset(pages, 0xA5, pb * n_pages);
+    CHECK(kvl_cuda_pool_upload(pool, 0, pages, n_pages, &err) == KVL_OK);
+    const int W = (nh + 2 * nkv) * D;
+    float *qkv = malloc(sizeof(float) * n * W), *cs = malloc(sizeof(float) * n * D);
+    float freq[64];
+    for (int i = 0; i < D / 2; i++) freq[i] = powf(10000.0f, -2.0f * i / D);
+    for (int i = 0; i < n * W; i++) qkv[i] = frand(4.0f) * (i % 11 == 0 ? 5.0f : 1.0f);
+    for (int e = 0; e < n; e++) kvl_cpu_rope_cs(cs + e * D, D, pos[e], freq);
+    float *dqkv = dev_alloc(sizeof(float) * n * W), *dcs = dev_alloc(sizeof(float) * n * D);
+    float *dq = dev_alloc(sizeof(float) * n * nh * D);
+    int32_t *dpos = dev_alloc(sizeof pos), *dslot = dev_alloc(sizeof slot);
+    up(dqkv, qkv, sizeof(float) * n * W), up(dcs, cs, sizeof(float) * n * D);
+    up(dpos, pos, sizeof pos), up(dslot, slot, sizeof slot);
+    poison(dq, sizeof(float) * n * nh * D);
+    kvl_cuda_append_args a = {n, nh, nkv, D, neox, layer, L, ppl, dqkv, dcs, dpos, dslot, dq};
+    CHECK(kvl_cuda_kv_append(pool, &a, NULL, &err) == KVL_OK);
+    CHECK(kvl_cuda_sync(&err) == KVL_OK);
+    float *q = malloc(sizeof(float) * n * nh * D);
+    down(q, dq, sizeof(float) * n * nh * D);
+    CHECK(kvl_cuda_pool_download(pool, 0, pages, n_pages, &err) == KVL_OK);
+    const kvl_codec *cc = kvl_codec_find(codec);
+    const size_t sb = cc->seg_bytes(D, P);
+    uint8_t *seg = malloc(sb);
+    float ref[128], dec_dev[128], dec_cpu[128];
+    int qbad = 0, rbad = 0, posbad = 0;
+    unsigned char *written = calloc((size_t)n_pages * P, 1);
+    for (int e = 0; e < n; e++) {
+        const float *src = qkv + e * W;
+        float tmp[16 * 128];
+        memcpy(tmp, src, sizeof(float) * (nh + nkv) * D);
+        kvl_cpu_rope(tmp, nh + nkv, D, cs + e * D, neox);
+        for (int i = 0; i < nh * D; i++)
+            if (!(fabsf(q[e * nh * D + i] - tmp[i]) <= 1e-6f * fabsf(tmp[i]) + 1e-30f)) qbad++;
+        for (int h = 0; h < nkv; h++) {
+            const int64_t id = (((int64_t)slot[e] * L + layer) * nkv + h) * ppl + pos[e] / P;
+            const uint8_t *pg = pages + id * pb;
+            const int r = pos[e] % P;
+            written[id * P + r] = 1;
+            int32_t pe;
+            memcpy(&pe, pg + 4 * r, 4);
+            if (pe != pos[e]) posbad++;
+            for (int kv = 0; kv < 2; kv++) {
+                const float *row = kv ? src + (nh + nkv + h) * D : tmp + (nh + h) * D;
+                const uint8_t *dseg = pg + (kv ? voff : koff);
+                memcpy(seg, dseg, sb);
+                cc->decode(seg, D, P, r, dec_dev);
+                memcpy(ref, row, sizeof(float) * D);
+                cc->encode(NULL, seg, D, P, r, ref);
+                cc->decode(seg, D, P, r, dec_cpu);
+                /* a quantization step of the row: its largest |value| / 7 covers int4z's and int8's */
+                float amax = 0;
+                for (int j = 0; j < D; j++) amax = fmaxf(amax, fabsf(row[j]));
+                const float step = !strcmp(codec, "f16") ? 0 : amax / 7.0f;
+                int off = 0;
+                for (int j = 0; j < D; j++)
+                    if (!(fabsf(dec_dev[j] - dec_cpu[j]) <= step + 1e-3f * fabsf(dec_cpu[j]))) off++;
+                if (off) rbad++;
+                n_rows++;
+                n_rows_same += memcmp(seg, dseg, sb) == 0;
+            }
+        }
+    }
+    /* rows no entry wrote keep the poison bytes in their position entries */
+    int untouched_bad = 0;
+    for (int64_t id = 0; id < n_pages; id++)
+        for (int r = 0; r < P; r++) {
+            uint32_t pe;
+            memcpy(&pe, pages + id * pb + 4 * r, 4);
+            if (!written[id * P + r] && pe != 0xA5A5A5A5u) untouched_bad++;
+        }
+    CHECK_MSG(qbad == 0 && rbad == 0 && posbad == 0 && untouched_bad == 0,
+              "append %s D=%d P=%d %d/%d neox=%d: q %d, rows %d, positions %d, untouched %d", codec, D, P, nh, nkv,
+              neox, qbad, rbad, posbad, untouched_bad);
+    kvl_cuda_free(dqkv), kvl_cuda_free(dcs), kvl_cuda_free(dq), kvl_cuda_free(dpos), kvl_cuda_free(dslot);
+    kvl_cuda_pool_free(pool);
+    free(pages), free(qkv), free(cs), free(q), free(seg), free(written);
+}
+
+int main(void) {
+    char name[128];
+    int n_sm = 0;
+    kvl_err err = {0};
+    if (kvl_cuda_device_info(name, sizeof name, &n_sm, &err) != KVL_OK) {
+        fprintf(stderr, "no CUDA device: %s\n", err.msg);
+        return 1;
+    }
+    printf("note: device %s, %d SMs\n", name, n_sm);
+    const int types[4] = {KVL_TYPE_Q8_0, KVL_TYPE_Q4_0, KVL_TYPE_Q4_1, KVL_TYPE_F16};
+    const int ns[4] = {1, 3, 8, 11};
+    for (int ti = 0; ti < 4; ti++)
+        for (int ni = 0; ni < 4; ni++) {
+            gemv_case(types[ti], 203, 576, ns[ni], ni & 1);
+            gemv_case(types[ti], 77, 1536, ns[ni], !(ni & 1));
+        }
+    gemv_case(KVL_TYPE_Q8_0, 4096, 4096, 1, 0);
+    small_kernels();
+    const char *codecs[3] = {"f16", "int8", "int4z"};
+    for (int ci = 0; ci < 3; ci++)
+        for (int D = 64; D <= 128; D *= 2)
+            for (int P = 16; P <= 32; P *= 2) {
+                append_case(codecs[ci], D, P, 9, 3, 0);
+                append_case(codecs[ci], D, P, 8, 2, 1);
+            }
+    printf("note: %d of %d appended rows byte-identical to the CPU codec's encoding\n", n_rows_same, n_rows);
+    CHECK(n_rows_same * 100 >= n_rows * 95);
+    /* codecs without an append kernel are refused */
+    {
+        kvl_cuda_pool_config pc = {"fp8", NULL, 64, 32, 4, 0};
+        kvl_cuda_pool *pool = NULL;
+        CHECK(kvl_cuda_pool_create(&pc, &pool, &err) == KVL_OK);
+        kvl_cuda_append_args a = {1, 1, 1, 64, 0, 0, 1, 4, NULL, NULL, NULL, NULL, NULL};
+        CHECK(kvl_cuda_kv_append(pool, &a, NULL, &err) == KVL_ERR_UNSUPPORTED);
+        printf("note: fp8 append refused: %s\n", err.msg);
+        kvl_cuda_pool_free(pool);
+        CHECK(!kvl_cuda_kv_append_supported("kivi2z") && !kvl_cuda_kv_append_supported("fp8") &&
+              kvl_cuda_kv_append_supported("int4z"));
+    }
+    KVL_TEST_END();
+}
