@@ -25,7 +25,7 @@
 #include <string.h>
 #include <time.h>
 
-enum { CHUNK = 256, QUESTION = 32, MAX_TRACES = 8, VALIDATE = 4 };
+enum { CHUNK = 256, QUESTION = 32, MAX_TRACES = 8, VALIDATE = 4, REPS = 3 };
 
 typedef struct level_data {
     int level;              /* CacheGen level, or -1 for int8 pages */
@@ -242,12 +242,20 @@ int cmd_stream(const cli_opts *o) {
     if (!r.ref || !r.all) cli_die(CLI_EXIT_RUNTIME, "out of memory");
     const double values = (double)r.P * r.mi.n_layer * r.mi.n_head_kv * r.mi.head_dim * 2;
 
-    /* the context, timed (recompute speed), and the reference distributions */
-    kvl_seq *ctxs = fresh(&r);
-    double t0 = cli_now();
-    kvl_status st = kvl_prefill(ctxs, tok, r.P, NULL, NULL);
-    if (st) cli_die(CLI_EXIT_RUNTIME, "eval stream: prefill: %s", cli_ctx_msg(r.c, st));
-    r.prefill_tok_s = r.P / (cli_now() - t0);
+    /* the context, timed (recompute speed: the fastest of REPS prefills, as
+     * every speed here, so a busy machine skews them less), and the reference
+     * distributions */
+    kvl_seq *ctxs = NULL;
+    kvl_status st = KVL_OK;
+    double best_t = INFINITY, t0;
+    for (int rep = 0; rep < REPS; rep++) {
+        kvl_seq_free(ctxs);
+        ctxs = fresh(&r);
+        t0 = cli_now();
+        if ((st = kvl_prefill(ctxs, tok, r.P, NULL, NULL))) cli_die(CLI_EXIT_RUNTIME, "eval stream: prefill: %s", cli_ctx_msg(r.c, st));
+        if (cli_now() - t0 < best_t) best_t = cli_now() - t0;
+    }
+    r.prefill_tok_s = r.P / best_t;
     kvl_seq *refs = NULL;
     if ((st = kvl_seq_fork(ctxs, &refs))) cli_die(CLI_EXIT_RUNTIME, "eval stream: fork: %s", cli_ctx_msg(r.c, st));
     if ((st = kvl_prefill(refs, tok + r.P, r.cont, NULL, r.ref)))
@@ -267,10 +275,16 @@ int cmd_stream(const cli_opts *o) {
                 cli_die(CLI_EXIT_RUNTIME, "eval stream: encode: %s", cli_ctx_msg(r.c, st));
             lv[k].bytes += (double)lv[k].len[i];
         }
-        kvl_seq *s = fresh(&r);
-        t0 = cli_now();
-        for (int i = 0; i < r.n_chunks; i++) apply_chunk(&r, s, lv, k, i);
-        lv[k].decode_tok_s = r.P / (cli_now() - t0);
+        kvl_seq *s = NULL;
+        best_t = INFINITY;
+        for (int rep = 0; rep < REPS; rep++) {
+            kvl_seq_free(s);
+            s = fresh(&r);
+            t0 = cli_now();
+            for (int i = 0; i < r.n_chunks; i++) apply_chunk(&r, s, lv, k, i);
+            if (cli_now() - t0 < best_t) best_t = cli_now() - t0;
+        }
+        lv[k].decode_tok_s = r.P / best_t;
         lv[k].kld = request_kld(&r, s);
         kvl_seq_free(s);
         fprintf(stderr, "  level %d: %.3f bits/value, %.2f MB, decode %.0f tok/s, KLD %.5f\n", lvl[k], lv[k].bytes * 8 / values,
@@ -292,9 +306,16 @@ int cmd_stream(const cli_opts *o) {
         if ((st = kvl_seq_save(s8, &buf, &blen))) cli_die(CLI_EXIT_RUNTIME, "eval stream: int8 save: %s", cli_ctx_msg(c8, st));
         kvl_seq_free(s8); /* the context's budget holds one sequence */
         kvl_seq *l8 = NULL;
-        t0 = cli_now();
-        if ((st = kvl_seq_load(c8, buf, blen, &l8))) cli_die(CLI_EXIT_RUNTIME, "eval stream: int8 load: %s", cli_ctx_msg(c8, st));
-        i8->decode_tok_s = r.P / (cli_now() - t0);
+        best_t = INFINITY;
+        for (int rep = 0; rep < REPS; rep++) {
+            kvl_seq_free(l8);
+            l8 = NULL;
+            t0 = cli_now();
+            if ((st = kvl_seq_load(c8, buf, blen, &l8)))
+                cli_die(CLI_EXIT_RUNTIME, "eval stream: int8 load: %s", cli_ctx_msg(c8, st));
+            if (cli_now() - t0 < best_t) best_t = cli_now() - t0;
+        }
+        i8->decode_tok_s = r.P / best_t;
         i8->bytes = (double)blen;
         if ((st = kvl_prefill(l8, tok + r.P, r.cont, NULL, r.all)))
             cli_die(CLI_EXIT_RUNTIME, "eval stream: int8: %s", cli_ctx_msg(c8, st));
