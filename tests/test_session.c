@@ -461,7 +461,7 @@ static double now_s(void) {
 }
 
 /* Version k of the crash test's session: BASE + k tokens, message "v<k>". */
-enum { BASE = 10, KILLS = 60 };
+enum { BASE = 10, KILLS_DEFAULT = 60 };
 
 static kvl_token crash_tok(int i, int V) { return (kvl_token)((7 + 13 * i) % V); }
 
@@ -512,6 +512,9 @@ static void crash(const kvl_model *m, const char *dir) {
     fflush(NULL);
     int last = 0, ok = 0, advanced = 0, listed_ok = 0;
     unsigned seed = (unsigned)time(NULL);
+    /* KVL_KILLS: more kills for the benchmark run (docs/RESULTS.md: 300) */
+    const char *ks = getenv("KVL_KILLS");
+    const int KILLS = ks && atoi(ks) > 0 ? atoi(ks) : KILLS_DEFAULT;
     for (int it = 0; it < KILLS; it++) {
         int rp[2];
         CHECK(pipe(rp) == 0);
