@@ -125,98 +125,73 @@ template <int F> static __device__ __forceinline__ raw8<F> load8(const kvl_cuda_
     return o;
 }
 
-/* byte i of w as the float 2^23 + byte (exact; no integer-to-float conversion) */
-template <int I> static __device__ __forceinline__ float b2f(uint32_t w) {
-    return __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7540u | I));
-}
-
 template <int F> static __device__ __forceinline__ void dequant8(const raw8<F> &o, float *v) {
     if constexpr (F == KVL_CUDA_WF_F16) {
         h8(o.c, v);
     } else {
-        /* codes as exact floats: int8 q + 128 = (byte ^ 0x80) and 4-bit c, both
-         * under the exponent of 2^23, minus the bias (exact), then d c (+ m) */
-        const uint32_t flip = F == KVL_CUDA_WF_Q8_0 ? 0x80808080u : 0u;
-        const float bias = F == KVL_CUDA_WF_Q8_0 ? 8388736.0f : 8388608.0f;
-        const uint32_t a = o.c.x ^ flip, b = o.c.y ^ flip;
-        float c[8] = {b2f<0>(a) - bias, b2f<1>(a) - bias, b2f<2>(a) - bias, b2f<3>(a) - bias,
-                      b2f<0>(b) - bias, b2f<1>(b) - bias, b2f<2>(b) - bias, b2f<3>(b) - bias};
+        const uint32_t u[2] = {o.c.x, o.c.y};
 #pragma unroll
         for (int i = 0; i < 8; i++) {
-            if constexpr (F == KVL_CUDA_WF_Q8_0) v[i] = o.d * c[i];
-            else if constexpr (F == KVL_CUDA_WF_Q4_0) v[i] = o.d * (c[i] - 8.0f);
-            else v[i] = o.d * c[i] + o.m;
+            const uint32_t byte = (u[i >> 2] >> (8 * (i & 3))) & 0xffu;
+            if constexpr (F == KVL_CUDA_WF_Q8_0) v[i] = o.d * (float)(int8_t)byte;
+            else if constexpr (F == KVL_CUDA_WF_Q4_0) v[i] = o.d * (float)((int)byte - 8);
+            else v[i] = o.d * (float)byte + o.m;
         }
     }
 }
 
 #define GEMV_UNROLL 4 /* chunks per lane in flight */
 
-/* x: [NB][cols], y: [NB][rows]; R rows per warp share each activation load
- * (R = 2 for one or two columns: halves the L1 traffic of the activations,
- * which otherwise is ~4x the weight bytes for int8 weights) */
-template <int F, int NB, int R>
+/* x: [NB][cols], y: [NB][rows] */
+template <int F, int NB>
 __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_k(kvl_cuda_wmat w, const float *__restrict__ x,
                                                            float *__restrict__ y, int accumulate) {
     const int lane = threadIdx.x & 31;
-    const int64_t r0 = ((int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5)) * R;
-    if (r0 >= w.rows) return;
-    const int nr = w.rows - r0 < R ? (int)(w.rows - r0) : R;
-    float acc[R][NB];
+    const int64_t r = (int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    if (r >= w.rows) return;
+    float acc[NB];
 #pragma unroll
-    for (int k = 0; k < R; k++)
-#pragma unroll
-        for (int n = 0; n < NB; n++) acc[k][n] = 0.0f;
+    for (int n = 0; n < NB; n++) acc[n] = 0.0f;
     for (int64_t j0 = 8 * lane; j0 < w.cols; j0 += 256 * GEMV_UNROLL) {
-        raw8<F> raw[GEMV_UNROLL][R];
+        raw8<F> raw[GEMV_UNROLL];
 #pragma unroll
         for (int u = 0; u < GEMV_UNROLL; u++)
-#pragma unroll
-            for (int k = 0; k < R; k++)
-                if (j0 + 256 * u < w.cols && k < nr) raw[u][k] = load8<F>(w, r0 + k, j0 + 256 * u);
+            if (j0 + 256 * u < w.cols) raw[u] = load8<F>(w, r, j0 + 256 * u);
 #pragma unroll
         for (int u = 0; u < GEMV_UNROLL; u++) {
             const int64_t j = j0 + 256 * u;
             if (j >= w.cols) break;
-            float v[R][8];
-#pragma unroll
-            for (int k = 0; k < R; k++)
-                if (k < nr) dequant8<F>(raw[u][k], v[k]);
+            float v[8];
+            dequant8<F>(raw[u], v);
 #pragma unroll
             for (int n = 0; n < NB; n++) {
                 const float4 *xp = reinterpret_cast<const float4 *>(x + n * w.cols + j);
                 const float4 a = __ldg(xp), c = __ldg(xp + 1);
-#pragma unroll
-                for (int k = 0; k < R; k++)
-                    if (k < nr)
-                        acc[k][n] += v[k][0] * a.x + v[k][1] * a.y + v[k][2] * a.z + v[k][3] * a.w + v[k][4] * c.x +
-                                     v[k][5] * c.y + v[k][6] * c.z + v[k][7] * c.w;
+                acc[n] += v[0] * a.x + v[1] * a.y + v[2] * a.z + v[3] * a.w + v[4] * c.x + v[5] * c.y +
+                          v[6] * c.z + v[7] * c.w;
             }
         }
     }
 #pragma unroll
-    for (int k = 0; k < R; k++)
+    for (int n = 0; n < NB; n++) {
+        float s = acc[n];
 #pragma unroll
-        for (int n = 0; n < NB; n++) {
-            float s = acc[k][n];
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-            if (lane == 0 && k < nr) {
-                float *yp = y + n * w.rows + r0 + k;
-                *yp = accumulate ? *yp + s : s;
-            }
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        if (lane == 0) {
+            float *yp = y + n * w.rows + r;
+            *yp = accumulate ? *yp + s : s;
         }
+    }
 }
 
 template <int F> static void launch_fmt(const kvl_cuda_wmat &w, const float *x, int nb, float *y, int acc,
                                         cudaStream_t st) {
-    const unsigned g1 = (unsigned)((w.rows + GEMV_WARPS - 1) / GEMV_WARPS);
-    const unsigned g2 = (unsigned)((w.rows + 2 * GEMV_WARPS - 1) / (2 * GEMV_WARPS));
+    const unsigned grid = (unsigned)((w.rows + GEMV_WARPS - 1) / GEMV_WARPS);
     switch (nb) {
-    case 8: gemv_k<F, 8, 1><<<g1, GEMV_WARPS * 32, 0, st>>>(w, x, y, acc); break;
-    case 4: gemv_k<F, 4, 1><<<g1, GEMV_WARPS * 32, 0, st>>>(w, x, y, acc); break;
-    case 2: gemv_k<F, 2, 2><<<g2, GEMV_WARPS * 32, 0, st>>>(w, x, y, acc); break;
-    default: gemv_k<F, 1, 2><<<g2, GEMV_WARPS * 32, 0, st>>>(w, x, y, acc); break;
+    case 8: gemv_k<F, 8><<<grid, GEMV_WARPS * 32, 0, st>>>(w, x, y, acc); break;
+    case 4: gemv_k<F, 4><<<grid, GEMV_WARPS * 32, 0, st>>>(w, x, y, acc); break;
+    case 2: gemv_k<F, 2><<<grid, GEMV_WARPS * 32, 0, st>>>(w, x, y, acc); break;
+    default: gemv_k<F, 1><<<grid, GEMV_WARPS * 32, 0, st>>>(w, x, y, acc); break;
     }
 }
 
