@@ -113,6 +113,13 @@ expect_error 1 "invalid UTF-8 mid-prompt" run -m "${MODEL:-x.gguf}" -f "$TMP/bad
 # ---- KV / session files on the tiny model -------------------------------------------------
 tiny_s=tests/data/tiny/llama_q.gguf
 expect_error 1 "kv info missing file" kv info "$TMP/nope.kvls" && expect_err_match "nope.kvls" "kv info names the file"
+# --device: unknown names are usage errors; a build without CUDA=1 refuses cuda in one line
+expect_error 2 "unknown --device" run -m "$tiny_s" -p hi -n 1 --device gpu &&
+    expect_err_match "unknown --device 'gpu'" "unknown --device"
+if grep -q "built without CUDA" "$BIN"; then
+    expect_error 2 "--device cuda without CUDA" run -m "$tiny_s" -p hi -n 1 --device cuda &&
+        expect_err_match "built without CUDA .*make CUDA=1" "--device cuda without CUDA"
+fi
 head -c 4096 README.md >"$TMP/notkv.kvls"
 expect_error 1 "kv info not a session" kv info "$TMP/notkv.kvls" && expect_err_match "bad magic" "kv info bad magic"
 printf 'The quick brown fox jumps over the lazy dog. %.0s' $(seq 1 12) >"$TMP/text.txt"

@@ -1,11 +1,13 @@
 /* Matrix-vector products of the decode step on the weights' own blocks:
  * y = W x for 1..8 activation columns at a time, one weight row per warp,
- * each lane dequantizing whole 32-value blocks (Q8_0, Q4_0, Q4_1: codes and
+ * lanes dequantizing pieces of 32-value blocks (Q8_0, Q4_0, Q4_1: codes and
  * scales repacked at upload into separate, aligned arrays; or f16) in
  * registers and dotting them with f32 activations (f32 sums, no activation
  * quantization, as the CPU's exact path). Weight bytes are read once per
- * call; the activations come through L1 (all warps of a block read the same
- * columns). Also the host repacking of GGUF blocks and a random fill for
+ * call; each lane takes 8 consecutive values per 256-value chunk, so a
+ * warp's weight and activation loads are contiguous (a first version with
+ * one 32-value block per lane read the activations in 32 scattered lines
+ * per load and reached ~0.8 TB/s on the H200: L1-bound). Also the host repacking of GGUF blocks and a random fill for
  * benchmark shapes. */
 #include <string.h>
 
@@ -77,8 +79,11 @@ extern "C" int kvl_cuda_wmat_repack(int t, const void *src, int64_t rows, int64_
     }
 }
 
-/* ---- dequantization of one block of 32 values ---- */
+/* ---- dequantization of 8 consecutive values ---- */
 
+/* Lane l of a warp handles values [256 c + 8 l, +8) of the row in chunk c:
+ * a warp's loads of one chunk are contiguous (256 codes, 1 KiB of each
+ * activation column), and the 8 values never straddle a 32-value block. */
 static __device__ __forceinline__ void h8(uint4 v, float *o) {
     const uint32_t w[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
@@ -90,44 +95,52 @@ static __device__ __forceinline__ void h8(uint4 v, float *o) {
     }
 }
 
-template <int F> static __device__ __forceinline__ void load_block(const kvl_cuda_wmat &w, int64_t r, int64_t b,
-                                                                   float *v) {
-    const int64_t nb = w.cols / 32;
-    if (F == KVL_CUDA_WF_F16) {
-        const uint4 *p = reinterpret_cast<const uint4 *>((const __half *)w.q + r * w.cols + b * 32);
-#pragma unroll
-        for (int i = 0; i < 4; i++) h8(__ldg(p + i), v + 8 * i);
-    } else if (F == KVL_CUDA_WF_Q8_0) {
-        const uint4 *p = reinterpret_cast<const uint4 *>((const int8_t *)w.q + r * w.cols + b * 32);
-        const float d = __half2float(__ldg((const __half *)w.s + r * nb + b));
-        const uint4 a = __ldg(p), c = __ldg(p + 1);
-        const uint32_t u[8] = {a.x, a.y, a.z, a.w, c.x, c.y, c.z, c.w};
-#pragma unroll
-        for (int i = 0; i < 32; i++) v[i] = d * (float)(int8_t)(u[i >> 2] >> (8 * (i & 3)));
+/* Raw codes of 8 values at column j of row r (loaded first, several in flight). */
+template <int F> struct raw8 { uint2 c; float d, m; };
+template <> struct raw8<KVL_CUDA_WF_F16> { uint4 c; };
+
+template <int F> static __device__ __forceinline__ raw8<F> load8(const kvl_cuda_wmat &w, int64_t r, int64_t j) {
+    raw8<F> o;
+    const int64_t nb = w.cols / 32, b = j / 32;
+    if constexpr (F == KVL_CUDA_WF_F16) {
+        o.c = __ldg(reinterpret_cast<const uint4 *>((const __half *)w.q + r * w.cols + j));
+    } else if constexpr (F == KVL_CUDA_WF_Q8_0) {
+        o.c = __ldg(reinterpret_cast<const uint2 *>((const int8_t *)w.q + r * w.cols + j));
+        o.d = __half2float(__ldg((const __half *)w.s + r * nb + b));
+        o.m = 0;
     } else {
-        const uint4 a = __ldg(reinterpret_cast<const uint4 *>((const uint8_t *)w.q + r * (w.cols / 2) + b * 16));
-        const uint32_t u[4] = {a.x, a.y, a.z, a.w};
-        float d, m;
-        if (F == KVL_CUDA_WF_Q4_0) {
-            d = __half2float(__ldg((const __half *)w.s + r * nb + b));
-            m = -8.0f * d;
+        /* values k0..k0+7 of the block (k0 = j % 32): the low nibbles of code
+         * bytes k0.. for k0 < 16, the high nibbles of bytes k0 - 16.. */
+        o.c = __ldg(reinterpret_cast<const uint2 *>((const uint8_t *)w.q + r * (w.cols / 2) + b * 16 + (j & 15)));
+        if constexpr (F == KVL_CUDA_WF_Q4_0) {
+            o.d = __half2float(__ldg((const __half *)w.s + r * nb + b));
+            o.m = -8.0f * o.d;
         } else {
             const __half2 dm = __ldg((const __half2 *)w.s + r * nb + b);
-            d = __low2float(dm), m = __high2float(dm);
+            o.d = __low2float(dm), o.m = __high2float(dm);
         }
+        if (j & 16) o.c.x = (o.c.x >> 4) & 0x0F0F0F0Fu, o.c.y = (o.c.y >> 4) & 0x0F0F0F0Fu;
+        else o.c.x &= 0x0F0F0F0Fu, o.c.y &= 0x0F0F0F0Fu;
+    }
+    return o;
+}
+
+template <int F> static __device__ __forceinline__ void dequant8(const raw8<F> &o, float *v) {
+    if constexpr (F == KVL_CUDA_WF_F16) {
+        h8(o.c, v);
+    } else {
+        const uint32_t u[2] = {o.c.x, o.c.y};
 #pragma unroll
-        for (int j = 0; j < 16; j++) {
-            const uint32_t byte = (u[j >> 2] >> (8 * (j & 3))) & 0xffu;
-            if (F == KVL_CUDA_WF_Q4_0) {
-                v[j] = d * (float)((int)(byte & 15u) - 8);
-                v[j + 16] = d * (float)((int)(byte >> 4) - 8);
-            } else {
-                v[j] = d * (float)(byte & 15u) + m;
-                v[j + 16] = d * (float)(byte >> 4) + m;
-            }
+        for (int i = 0; i < 8; i++) {
+            const uint32_t byte = (u[i >> 2] >> (8 * (i & 3))) & 0xffu;
+            if constexpr (F == KVL_CUDA_WF_Q8_0) v[i] = o.d * (float)(int8_t)byte;
+            else if constexpr (F == KVL_CUDA_WF_Q4_0) v[i] = o.d * (float)((int)byte - 8);
+            else v[i] = o.d * (float)byte + o.m;
         }
     }
 }
+
+#define GEMV_UNROLL 4 /* chunks per lane in flight */
 
 /* x: [NB][cols], y: [NB][rows] */
 template <int F, int NB>
@@ -136,20 +149,26 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_k(kvl_cuda_wmat w, const
     const int lane = threadIdx.x & 31;
     const int64_t r = (int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
     if (r >= w.rows) return;
-    const int64_t nb = w.cols / 32;
     float acc[NB];
 #pragma unroll
     for (int n = 0; n < NB; n++) acc[n] = 0.0f;
-    for (int64_t b = lane; b < nb; b += 32) {
-        float v[32];
-        load_block<F>(w, r, b, v);
+    for (int64_t j0 = 8 * lane; j0 < w.cols; j0 += 256 * GEMV_UNROLL) {
+        raw8<F> raw[GEMV_UNROLL];
 #pragma unroll
-        for (int n = 0; n < NB; n++) {
-            const float4 *xp = reinterpret_cast<const float4 *>(x + n * w.cols + b * 32);
+        for (int u = 0; u < GEMV_UNROLL; u++)
+            if (j0 + 256 * u < w.cols) raw[u] = load8<F>(w, r, j0 + 256 * u);
 #pragma unroll
-            for (int i = 0; i < 8; i++) {
-                const float4 a = __ldg(xp + i);
-                acc[n] += v[4 * i] * a.x + v[4 * i + 1] * a.y + v[4 * i + 2] * a.z + v[4 * i + 3] * a.w;
+        for (int u = 0; u < GEMV_UNROLL; u++) {
+            const int64_t j = j0 + 256 * u;
+            if (j >= w.cols) break;
+            float v[8];
+            dequant8<F>(raw[u], v);
+#pragma unroll
+            for (int n = 0; n < NB; n++) {
+                const float4 *xp = reinterpret_cast<const float4 *>(x + n * w.cols + j);
+                const float4 a = __ldg(xp), c = __ldg(xp + 1);
+                acc[n] += v[0] * a.x + v[1] * a.y + v[2] * a.z + v[3] * a.w + v[4] * c.x + v[5] * c.y +
+                          v[6] * c.z + v[7] * c.w;
             }
         }
     }

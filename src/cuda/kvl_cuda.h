@@ -222,8 +222,9 @@ kvl_status kvl_cuda_lm_forward(kvl_cuda_lm *lm, int n, const int32_t *tok, const
  * rows (kvl_cuda_pool_fill_random) at their true positions, as if n_tok
  * tokens had been processed. */
 kvl_status kvl_cuda_lm_fill_context(kvl_cuda_lm *lm, int slot, int n_tok, uint64_t seed, kvl_err *err);
-/* Timing: capture the next forward calls' device work in a CUDA graph
- * (1) or launch kernels directly (0, default). */
+/* Launch mode: 1 = the forward call's device work is captured in a CUDA
+ * graph once per shape (entries, attention plan) and replayed while that
+ * shape holds; 0 (default) = kernels launched directly. */
 void kvl_cuda_lm_set_graphs(kvl_cuda_lm *lm, int on);
 
 #ifdef __cplusplus

@@ -47,6 +47,7 @@ struct kvl_cuda_lm {
     size_t wbytes;
     int graphs;
     cudaGraphExec_t gexec;
+    int g_n, g_cp, g_ns; /* the shape the graph was captured for (entries, attention plan) */
     uint64_t seed;
     int n_mats;
 };
@@ -380,7 +381,22 @@ extern "C" kvl_status kvl_cuda_lm_forward(kvl_cuda_lm *lm, int n, const int32_t 
                     (int32_t)((((int64_t)slot[i] * lm->L + l) * lm->Hkv + h) * lm->ppl);
         }
     }
-    kvl_status s = lm->graphs ? run_graph(lm, n, max_len, err) : enqueue(lm, n, max_len, 0, err);
+    kvl_status s;
+    if (lm->graphs) {
+        /* kernel arguments depend on the metadata only through n and the
+         * attention plan: an unchanged shape replays the graph as it is (its
+         * first node copies the new metadata from the pinned buffer) */
+        int cp, ns;
+        kvl_cuda_attn_plan(lm->attn, n, max_len, &cp, &ns);
+        if (lm->gexec && lm->g_n == n && lm->g_cp == cp && lm->g_ns == ns) {
+            s = kvl_cuda_status(cudaGraphLaunch(lm->gexec, lm->st), "cuda lm: graph launch", err);
+        } else {
+            s = run_graph(lm, n, max_len, err);
+            lm->g_n = n, lm->g_cp = cp, lm->g_ns = ns;
+        }
+    } else {
+        s = enqueue(lm, n, max_len, 0, err);
+    }
     if (s) {
         cudaStreamSynchronize(lm->st);
         return s;

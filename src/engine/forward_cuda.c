@@ -71,6 +71,7 @@ kvl_status kvl_engine_cuda_create(kvl_ctx *c, kvl_err *err) {
         free(g->used), free(g->tok), free(g);
         return st;
     }
+    if (getenv("KVL_CUDA_GRAPHS")) kvl_cuda_lm_set_graphs(g->lm, 1); /* testing: CUDA graph replay */
     c->cuda = g;
     return KVL_OK;
 }
