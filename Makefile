@@ -18,13 +18,20 @@ LDLIBS  += $(PCRE_LIBS) -lm -lpthread
 # HIREDIS=0. Without it the library builds and every redis:// store fails
 # with "built without hiredis". Where hiredis is found, $(BUILD)/kvlite-nohiredis
 # (the CLI with redis.c compiled without it) is built too, for the tests.
+# The CUDA build is for the GPU machine (the CUDA toolkit and libc only):
+# neither hiredis nor zstd there.
+ifeq ($(CUDA),1)
+HIREDIS := 0
+ZSTD := 0
+endif
 HIREDIS ?= $(shell pkg-config --exists hiredis 2>/dev/null && echo 1 || echo 0)
 ifeq ($(HIREDIS),1)
 CFLAGS  += -DKVL_HAVE_HIREDIS $(shell pkg-config --cflags hiredis)
 LDLIBS  += $(shell pkg-config --libs hiredis)
 endif
 # zstd (optional): kvlite kv eval compares the CacheGen rANS coder with it
-ZSTD_LIBS := $(shell pkg-config --libs libzstd 2>/dev/null)
+ZSTD ?= 1
+ZSTD_LIBS := $(if $(filter 1,$(ZSTD)),$(shell pkg-config --libs libzstd 2>/dev/null))
 ifneq ($(ZSTD_LIBS),)
 CFLAGS  += -DKVL_HAVE_ZSTD $(shell pkg-config --cflags libzstd 2>/dev/null)
 LDLIBS  += $(ZSTD_LIBS)
