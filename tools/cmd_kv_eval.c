@@ -101,8 +101,7 @@ static size_t zstd_of(const void *src, size_t n, int lv, double *tc, double *td)
 #endif
 
 /* rANS vs zstd on the symbol streams of every layer of s at parameters prm. */
-static void coder_compare(const kvl_seq *s, kvl_ctx *c, const kvl_cachegen_params *prm, int json, int level) {
-    (void)c;
+static void coder_compare(const kvl_seq *s, const kvl_cachegen_params *prm, int json, int level) {
     const kvl_kv_table *t = s->t;
     const kvl_kv_config *cfg = kvl_kv_pool_config(kvl_kv_table_pool(t));
     const int L = cfg->n_layer, C = cfg->n_head_kv * cfg->head_dim, T = kvl_seq_pos(s);
@@ -266,7 +265,7 @@ int cmd_kv_eval(const cli_opts *o) {
         kvl_seq_free(s);
         free(fb);
         print_point(&pt, o->json);
-        if (!tune) coder_compare(pre, ref, &prm, o->json, (int)L);
+        if (!tune) coder_compare(pre, &prm, o->json, (int)L);
     }
 
     /* page codecs as transport formats */
@@ -277,10 +276,8 @@ int cmd_kv_eval(const cli_opts *o) {
         kvl_seq *sx = NULL;
         point pt = {0};
         snprintf(pt.name, sizeof pt.name, "%s", name);
-        double t0 = now_s();
         if ((st = kvl_seq_create(cx, &sx)) || (st = kvl_prefill(sx, toks, P, NULL, NULL)))
             cli_die(CLI_EXIT_RUNTIME, "kv eval: %s prefill failed: %s", name, cli_ctx_msg(cx, st));
-        (void)t0;
         kvl_kv_stats ks;
         kvl_seq_kv_stats(sx, &ks);
         pt.bits = ks.bits_per_value;
