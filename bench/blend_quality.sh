@@ -11,3 +11,4 @@ q() { name=$1; shift; ./build/kvlite eval rag -m "$M" --json "$@" > "$OUT/$name.
 q valid128_v --chunks 6 --chunk-tokens 128 --seeds 2 --questions 4 --seed-base 1000 --blend-ratio 0.15 --blend-select v
 q valid128_k --chunks 6 --chunk-tokens 128 --seeds 2 --questions 4 --seed-base 1000 --blend-ratio 0.15 --blend-select k
 q test128 --chunks 6 --chunk-tokens 128 --seeds 4 --questions 4 --blend-ratio 0.05,0.15,0.3,0.5,1
+q test128_k --chunks 6 --chunk-tokens 128 --seeds 4 --questions 4 --blend-ratio 0.15 --blend-select k
