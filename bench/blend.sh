@@ -16,3 +16,5 @@ D=$(mktemp -d /tmp/kvl_blend_disk.XXXXXX)
 run disk512 --chunks 6 --chunk-tokens 512 --seeds 1 --questions 3 --blend-ratio 0.15 --blend-store "$D" --blend-ram 0
 rm -rf "$D"
 # answer quality where the full prefill can answer: bench/blend_quality.sh
+# the RAM tier again with the current commit (fresh selection-layer rows, six-relation facts)
+run ram512b --chunks 6 --chunk-tokens 512 --seeds 2 --questions 3 --blend-ratio 0.05,0.15,0.3,0.5
