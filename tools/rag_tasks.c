@@ -10,6 +10,14 @@ static const char *ADJ[] = {"silver", "crimson", "amber",  "violet", "golden", "
 static const char *NOUN[] = {"lantern", "compass", "harbor", "falcon", "orchard", "bridge", "archive", "meadow",
                              "beacon",  "glacier", "canyon", "citadel", "lagoon", "quarry", "tower",   "valley"};
 
+/* Relations of the planted facts: chunk k's fact uses relation k % 6, so
+ * the facts of one prompt read differently (a 135M model confuses six facts
+ * of one template, even with a full prefill). fact: "The R of the KEY is V.",
+ * question "What is the R of the KEY?". */
+static const char *REL[] = {"access code", "serial number", "room number", "ticket number", "postal code",
+                            "phone extension"};
+#define N_REL 6
+
 static int fail(char *err, size_t n, const char *msg) {
     if (err && n) snprintf(err, n, "%s", msg);
     return -1;
@@ -84,7 +92,8 @@ int rag_set_build(const kvl_model *m, const task_corpus *c, uint64_t seed, int n
         snprintf(f->value, sizeof f->value, "%05u", (unsigned)(10000 + task_rng_below(&r, 90000)));
         f->chunk = k;
         char fact[160];
-        snprintf(fact, sizeof fact, " The access code for the %s is %s.", f->key, f->value);
+        f->rel = k % N_REL;
+        snprintf(fact, sizeof fact, " The %s of the %s is %s.", REL[f->rel], f->key, f->value);
         /* consecutive sentences from a random start, the fact at a boundary in the first 85% */
         const int start = (int)task_rng_below(&r, (uint64_t)c->n);
         const int fact_at = (int)(task_rng_below(&r, (uint64_t)(T * 85 / 100)));
@@ -155,19 +164,19 @@ int rag_question_make(const kvl_model *m, const rag_set *s, uint64_t seed, int q
     char text[512];
     const rag_fact *a = &s->fact[out->fact[0]];
     if (out->n_facts == 1) {
-        snprintf(text, sizeof text, "\nQuestion: What is the access code for the %s? Answer with the number only.",
+        snprintf(text, sizeof text, "\nQuestion: What is the %s of the %s? Answer with the number only.", REL[a->rel],
                  a->key);
         snprintf(out->expected, sizeof out->expected, "%s", a->value);
     } else {
         const rag_fact *b = &s->fact[out->fact[1]];
         snprintf(text, sizeof text,
-                 "\nQuestion: What are the access codes for the %s and for the %s? Answer with the two numbers only.",
-                 a->key, b->key);
+                 "\nQuestion: What are the %s of the %s and the %s of the %s? Answer with the two numbers only.",
+                 REL[a->rel], a->key, REL[b->rel], b->key);
         snprintf(out->expected, sizeof out->expected, "%s %s", a->value, b->value);
     }
     /* the assistant's answer starts with the first asked key, so it goes straight to the number */
     char lead[128];
-    snprintf(lead, sizeof lead, "The access code for the %s is", a->key);
+    snprintf(lead, sizeof lead, "The %s of the %s is", REL[a->rel], a->key);
     int nq = 0, nl = 0;
     kvl_token *q = tok(m, text, 0, &nq), *l = tok(m, lead, 0, &nl);
     if (!q || !l) return free(q), free(l), fail(err, err_len, "rag: cannot tokenize the question");

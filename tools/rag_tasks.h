@@ -16,6 +16,7 @@
 typedef struct rag_fact {
     char key[64];   /* "silver lantern" */
     char value[16]; /* 5-digit number */
+    int rel;        /* relation ("access code", "serial number", ...) */
     int chunk;
 } rag_fact;
 
@@ -45,7 +46,7 @@ int rag_set_build(const kvl_model *m, const task_corpus *c, uint64_t seed, int n
 void rag_set_free(rag_set *s);
 /* Question qi of the set (odd qi ask two facts when there are 2+ chunks);
  * its tokens end with the template's assistant header and the answer's
- * lead "The access code for the KEY is" (KEY: the first asked fact). */
+ * lead "The RELATION of the KEY is" (the first asked fact). */
 int rag_question_make(const kvl_model *m, const rag_set *s, uint64_t seed, int qi, rag_question *out, char *err,
                       size_t err_len);
 void rag_question_free(rag_question *q);

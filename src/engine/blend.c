@@ -4,12 +4,13 @@
  * (engine.h's kvl_fwd_* seam). Per layer: the active tokens' q/k/v are
  * computed; at the selection layer (params.full_layers) the reused tokens
  * whose fresh V (or K) deviates most from their stored rows are kept active
- * (the ratio fraction, plus every fresh token and the last one) and the
- * others drop out; then the layer's rows of every new token are appended to
- * the sequence's page tables in position order (active tokens: the fresh
- * rows; the others: the stored rows, K rotated by the position delta of its
- * chunk), and the active tokens attend over the pages and run the rest of
- * the block. A dropped token's hidden state is never needed again: later
+ * (the ratio fraction, plus every fresh token and the last one); the
+ * layer's rows of every new token are appended to the sequence's page
+ * tables in position order (tokens computed at this layer: their fresh
+ * rows, so the selection layer's rows are fresh for every token; the
+ * others: the stored rows, K rotated by the position delta of its chunk);
+ * then the unselected tokens drop out, and the active ones attend over the
+ * pages and run the rest of the block. A dropped token's hidden state is never needed again: later
  * layers read only its stored KV. Splicing copies rows into the sequence's
  * own fresh pages (encoded by its codec), so the store's rows are never
  * shared with a sequence and nothing of another sequence is written; the
@@ -140,7 +141,9 @@ static kvl_status run_layers(brun *r, float *logits, kvl_err *err) {
                 kvl_blend_chunk_set(r->capture, l, 0, j, k_all + (size_t)a * KV);
                 kvl_blend_chunk_set(r->capture, l, 1, j, v_all + (size_t)a * KV);
             }
-        /* selection: the reused tokens deviating most stay active */
+        /* selection: the reused tokens deviating most stay active; rows
+         * computed at this layer are appended for every token */
+        int select_now = 0;
         if (l == r->sel_layer && n_reused > 0) {
             int want = (int)floor((double)r->ratio * n_reused + 0.5);
             if (want > n_reused) want = n_reused;
@@ -158,26 +161,9 @@ static kvl_status run_layers(brun *r, float *logits, kvl_err *err) {
             qsort(dev, (size_t)nd, sizeof *dev, dev_cmp);
             memset(keep, 0, (size_t)N);
             for (int k = 0; k < want && k < nd; k++) keep[dev[k].a] = 1;
-            int w = 0, sel = 0;
-            for (int a = 0; a < n_act; a++) {
-                const int i = act[a];
-                if (r->seg_of[i] >= 0 && !keep[a] && i != N - 1) {
-                    aidx[i] = -1;
-                    continue;
-                }
-                sel += r->seg_of[i] >= 0;
-                if (w != a) {
-                    memcpy(x_all + (size_t)w * E, x_all + (size_t)a * E, sizeof(float) * (size_t)E);
-                    memcpy(q_all + (size_t)w * H, q_all + (size_t)a * H, sizeof(float) * (size_t)H);
-                    memcpy(k_all + (size_t)w * KV, k_all + (size_t)a * KV, sizeof(float) * (size_t)KV);
-                    memcpy(v_all + (size_t)w * KV, v_all + (size_t)a * KV, sizeof(float) * (size_t)KV);
-                    act[w] = i;
-                    apos[w] = apos[a];
-                }
-                aidx[i] = w++;
-            }
-            n_act = w;
-            r->n_selected = sel;
+            for (int a = 0; a < n_act; a++)
+                if (r->seg_of[act[a]] < 0 || act[a] == N - 1) keep[a] = 1;
+            select_now = 1;
         }
         /* the layer's rows of every new token, in position order */
         if ((st = kvl_kv_policy_before(s->t, l, N, err))) goto done;
@@ -194,6 +180,26 @@ static kvl_status run_layers(brun *r, float *logits, kvl_err *err) {
                 }
             }
             if ((st = kvl_kv_append(s->t, l, n, tpos + i0, c->kb, c->vb, err))) goto done;
+        }
+        if (select_now) { /* the dropped tokens leave the active set */
+            int w = 0, sel = 0;
+            for (int a = 0; a < n_act; a++) {
+                const int i = act[a];
+                if (!keep[a]) {
+                    aidx[i] = -1;
+                    continue;
+                }
+                sel += r->seg_of[i] >= 0;
+                if (w != a) {
+                    memcpy(x_all + (size_t)w * E, x_all + (size_t)a * E, sizeof(float) * (size_t)E);
+                    memcpy(q_all + (size_t)w * H, q_all + (size_t)a * H, sizeof(float) * (size_t)H);
+                    act[w] = i;
+                    apos[w] = apos[a];
+                }
+                aidx[i] = w++;
+            }
+            n_act = w;
+            r->n_selected = sel;
         }
         /* attention and the rest of the block for the active tokens */
         for (int a0 = 0; a0 < n_act; a0 += nb) {
