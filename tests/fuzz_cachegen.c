@@ -5,7 +5,9 @@
  * (tests/data/tiny/llama_q.gguf, or $KVL_TINY_DIR) with f16, int8 and
  * kivi2 pages; a rejected load leaves the pool's bytes unchanged, a
  * sequence that loads decodes one token (the kernels read the pages) and is
- * freed, after which the pool is empty again. Every input also runs with
+ * freed, after which the pool is empty again; appended as a chunk to a
+ * sequence of 2 tokens it loads or leaves the sequence and pool unchanged.
+ * Every input also runs with
  * its checksums recomputed, so mutations reach the structural checks and
  * the rANS decoder behind the CRCs.
  * Built by `make fuzz` (build-fuzz/fuzz_cachegen); seeds in
@@ -78,9 +80,23 @@ static void one(const uint8_t *data, size_t size) {
     }
 }
 
+/* Append as a chunk to a sequence that already holds 2 tokens (kvl_seq_append_cachegen):
+ * on failure the position and the pool are unchanged. */
+static void append(const uint8_t *data, size_t size) {
+    kvl_ctx *c = ctxs[0];
+    kvl_seq *s = NULL;
+    const kvl_token t[2] = {1, 2};
+    if (kvl_seq_create(c, &s) != KVL_OK || kvl_prefill(s, t, 2, NULL, NULL) != KVL_OK) abort();
+    const size_t used = kvl_kv_pool_used(c->pool);
+    if (kvl_seq_append_cachegen(s, data, size) != KVL_OK && (kvl_seq_pos(s) != 2 || kvl_kv_pool_used(c->pool) != used))
+        abort();
+    kvl_seq_free(s);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     setup();
     one(data, size);
+    append(data, size);
     if (size >= KVL_SER_HEADER_BYTES && size < (1u << 22)) { /* the same bytes with fresh checksums */
         uint8_t *b = malloc(size);
         memcpy(b, data, size);
@@ -96,6 +112,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         const uint32_t c = kvl_crc32c(b, 28);
         memcpy(b + 28, &c, 4);
         one(b, size);
+        append(b, size);
         free(b);
     }
     return 0;

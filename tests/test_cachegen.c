@@ -318,6 +318,13 @@ static void seq_level(void) {
         CHECK(kvl_decode(r, toks[1], logits) == KVL_OK && isfinite(logits[0]));
         CHECK(kvl_seq_append_cachegen(r, cb[2], cl[2]) == KVL_ERR_FORMAT); /* positions already held */
         for (int k = 0; k < 3; k++) free(cb[k]);
+        if (seeds) { /* a chunk at positions 2.. for the fuzzer's append path */
+            const kvl_cachegen_opts oc = {1, 0, 0, 0};
+            void *sb2 = NULL;
+            size_t sl2 = 0;
+            if (kvl_seq_save_cachegen_chunk(s, 2, 10, &oc, &sb2, &sl2) == KVL_OK) write_seed(seeds, "tiny_chunk_at2", sb2, sl2);
+            free(sb2);
+        }
         kvl_cachegen_chunk ch[3];
         int nch = 0;
         CHECK(kvl_cachegen_chunk_sizes(s, 16, ch, 2, &nch) == KVL_ERR_ARG && nch == 3);
