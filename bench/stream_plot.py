@@ -28,7 +28,7 @@ def main():
     ax[0].set_yscale("log")
     ax[0].set_ylabel("Mbit/s")
     ax[0].set_title("%s: %s, SLO %d ms, %d-token context" % (res["model"].split("/")[-1], tr["trace"].split("/")[-1],
-                                                          res["slo_ms"], res["context_tokens"]))
+                                                          tr.get("slo_ms", res["slo_ms"]), res["context_tokens"]))
     reqs = tr["adaptive_requests"]
     n_chunks = len(reqs[0]["choices"]) if reqs else 0
     span = tr["seconds"]
@@ -44,7 +44,7 @@ def main():
     handles.append(plt.Rectangle((0, 0), 1, 1, color="tab:red"))
     ax[1].legend(handles, levels + ["text (recompute)"], loc="upper right", fontsize=7, ncol=len(levels) + 1)
     ax[2].plot([r["start_s"] for r in reqs], [r["ttft_ms"] for r in reqs], ".", color="k", label="adaptive TTFT")
-    ax[2].axhline(res["slo_ms"], color="tab:red", lw=1, label="SLO")
+    ax[2].axhline(tr.get("slo_ms", res["slo_ms"]), color="tab:red", lw=1, label="SLO")
     ax[2].set_yscale("log")
     ax[2].set_ylabel("TTFT (ms)")
     ax[2].set_xlabel("request start (s into the trace)")

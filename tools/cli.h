@@ -59,7 +59,7 @@ typedef struct cli_opts {
     const char *cg_levels, *kv_baselines; /* kv eval --levels 0,1,2,3 --baselines int8,int4,kivi2 */
     /* eval stream (cmd_stream.c) */
     const char *bandwidth;       /* --bandwidth TRACE[,TRACE...]: Mbit/s per --trace-step-ms */
-    int slo_ms;                  /* --slo-ms N: time-to-first-token target */
+    const char *slo_ms;          /* --slo-ms N[,N...]: time-to-first-token targets (the replay runs each) */
     int stream_requests;         /* --requests N (replay default 100, real default 20) */
     int trace_step_ms;           /* --trace-step-ms (default 100) */
     float rtt_ms;                /* --rtt-ms: per-chunk request latency in the replay (default 1) */

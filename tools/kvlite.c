@@ -60,7 +60,7 @@ static const flag_spec FLAGS[] = {
     {"--store", NULL, F_STR, OFF(store), C_CHAT, 0, 0},
     {"--redis", NULL, F_STR, OFF(redis), C_RUN | C_CHAT | C_STREAM, 0, 0},
     {"--bandwidth", NULL, F_STR, OFF(bandwidth), C_STREAM, 0, 0},
-    {"--slo-ms", NULL, F_INT, OFF(slo_ms), C_STREAM, 1, 1 << 30},
+    {"--slo-ms", NULL, F_STR, OFF(slo_ms), C_STREAM, 0, 0},
     {"--requests", NULL, F_INT, OFF(stream_requests), C_STREAM, 1, 1 << 20},
     {"--trace-step-ms", NULL, F_INT, OFF(trace_step_ms), C_STREAM, 1, 1 << 20},
     {"--rtt-ms", NULL, F_FLOAT, OFF(rtt_ms), C_STREAM, 0, 1e6},
@@ -288,7 +288,7 @@ static void print_usage(FILE *f, const char *cmd, const char *sub) {
               "  -m, --model PATH      GGUF model\n"
               "  -f, --file PATH       text (context + request)\n"
               "      --bandwidth LIST  trace files, comma-separated\n"
-              "      --slo-ms N        time-to-first-token target\n"
+              "      --slo-ms N[,N...] time-to-first-token targets (each replayed; real runs use the first)\n"
               "      --prefix N        context tokens (default 2048)\n"
               "      --cont M          request tokens (default 64; the first 32 are the question)\n"
               "      --levels L,...    CacheGen levels offered (default 0,1,2,3)\n"
