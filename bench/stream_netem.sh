@@ -28,6 +28,9 @@ cleanup() {
 trap cleanup EXIT
 command -v tc >/dev/null && command -v ip >/dev/null || { echo "stream_netem: needs iproute2 (ip, tc)" >&2; exit 1; }
 ip netns add "$NS"
+# loopback's 64 KB MTU would make single packets larger than the shaper's
+# burst (tbf drops those): a 1500-byte MTU as on a real link
+ip -n "$NS" link set lo mtu 1500
 ip -n "$NS" link set lo up
 ip netns exec "$NS" redis-server --port $PORT --bind 127.0.0.1 --save '' --appendonly no --daemonize no >/dev/null 2>&1 &
 for _ in $(seq 100); do ip netns exec "$NS" redis-cli -p $PORT ping >/dev/null 2>&1 && break; sleep 0.05; done

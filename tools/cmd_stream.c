@@ -215,9 +215,16 @@ int cmd_stream(const cli_opts *o) {
         size_t len = 0;
         char *text = cli_read_file(p, &len);
         char err[256];
-        if (kvl_stream_trace_parse(text, len, o->trace_step_ms / 1e3, &mbps[n_tr], &n_samp[n_tr], err, sizeof err))
-            cli_die(CLI_EXIT_RUNTIME, "eval stream: %s: %s", p, err);
+        const kvl_status pst = kvl_stream_trace_parse(text, len, o->trace_step_ms / 1e3, &mbps[n_tr], &n_samp[n_tr], err,
+                                                      sizeof err);
         free(text);
+        if (pst) {
+            char name[256];
+            snprintf(name, sizeof name, "%s", p);
+            for (int t = 0; t < n_tr; t++) free(mbps[t]);
+            free(list); /* before the exit: the leak checker counts them */
+            cli_die(CLI_EXIT_RUNTIME, "eval stream: %s: %s", name, err);
+        }
         names[n_tr++] = p;
     }
 

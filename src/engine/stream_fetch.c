@@ -76,7 +76,9 @@ kvl_status kvl_stream_fetch(const char *url, const char *prefix, const kvl_strea
         goto out;
     }
     kvl_redis *r = NULL;
-    if ((st = kvl_redis_create(url, NULL, &r, &e)) || (st = kvl_redis_ping(r, &e))) {
+    /* a chunk over a slow link takes seconds: a command may run for a minute */
+    const kvl_redis_params rp = {.connect_ms = 2000, .command_ms = 60000, .retry_ms = -1};
+    if ((st = kvl_redis_create(url, &rp, &r, &e)) || (st = kvl_redis_ping(r, &e))) {
         kvl_redis_free(r);
         goto out;
     }
