@@ -93,6 +93,13 @@ long cli_utf8_invalid_at(const char *buf, size_t len);
 /* Read a whole file into a NUL-terminated malloc'd buffer; dies on error. */
 char *cli_read_file(const char *path, size_t *len);
 
+/* log(sum(exp(l [n]))) in double; *amax (may be NULL) receives the argmax
+ * (lowest index on ties). */
+double cli_logsumexp(const float *l, int n, int *amax);
+/* KL(P || Q) with P = softmax(a), Q = softmax(b) [n], given their
+ * log-normalisers (cli_logsumexp); never negative. */
+double cli_kl_div(const float *a, double lse_a, const float *b, double lse_b, int n);
+
 /* Monotonic clock in seconds. */
 double cli_now(void);
 /* Peak resident set size in bytes (getrusage). */

@@ -368,3 +368,23 @@ void cli_progress_end(cli_progress *p) {
     fprintf(stderr, "\r\033[K");
     fflush(stderr);
 }
+
+double cli_logsumexp(const float *l, int n, int *amax) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (l[i] > l[best]) best = i;
+    const double mx = l[best];
+    double s = 0;
+    for (int i = 0; i < n; i++) s += exp((double)l[i] - mx);
+    if (amax) *amax = best;
+    return mx + log(s);
+}
+
+double cli_kl_div(const float *a, double lse_a, const float *b, double lse_b, int n) {
+    double kl = 0;
+    for (int i = 0; i < n; i++) {
+        const double la = (double)a[i] - lse_a, p = exp(la);
+        if (p > 0) kl += p * (la - ((double)b[i] - lse_b));
+    }
+    return kl > 0 ? kl : 0; /* rounding can give tiny negatives */
+}

@@ -11,28 +11,6 @@
 
 enum { EVAL_CHUNK = 256 };
 
-/* log(sum(exp(l))) in double; *amax receives the argmax (lowest index on ties). */
-static double logsumexp(const float *l, int n, int *amax) {
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (l[i] > l[best]) best = i;
-    double mx = l[best], s = 0;
-    for (int i = 0; i < n; i++) s += exp((double)l[i] - mx);
-    if (amax) *amax = best;
-    return mx + log(s);
-}
-
-/* KL(P || Q) with P = softmax(a), Q = softmax(b), given their log-normalisers. */
-static double kl_div(const float *a, double lse_a, const float *b, double lse_b, int n) {
-    double kl = 0;
-    for (int i = 0; i < n; i++) {
-        double la = (double)a[i] - lse_a;
-        double p = exp(la);
-        if (p > 0) kl += p * (la - ((double)b[i] - lse_b));
-    }
-    return kl > 0 ? kl : 0; /* rounding can give tiny negatives */
-}
-
 static kvl_seq *new_seq(kvl_ctx *c) {
     kvl_seq *s = NULL;
     kvl_status st = kvl_seq_create(c, &s);
@@ -107,13 +85,13 @@ int cmd_eval(const cli_opts *o) {
                 kvl_token target = win[pos + 1];
                 const float *ra = la + (size_t)j * nv;
                 int top_a, top_b;
-                double lse_a = logsumexp(ra, nv, &top_a);
+                double lse_a = cli_logsumexp(ra, nv, &top_a);
                 nll_a += lse_a - (double)ra[target];
                 if (kld) {
                     const float *rb = lb + (size_t)j * nv;
-                    double lse_b = logsumexp(rb, nv, &top_b);
+                    double lse_b = cli_logsumexp(rb, nv, &top_b);
                     nll_b += lse_b - (double)rb[target];
-                    double kl = kl_div(ra, lse_a, rb, lse_b, nv);
+                    double kl = cli_kl_div(ra, lse_a, rb, lse_b, nv);
                     kl_sum += kl;
                     if (kl > kl_max) kl_max = kl;
                     agree += top_a == top_b;

@@ -31,16 +31,6 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static double lse(const float *l, int n, int *amax) {
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (l[i] > l[b]) b = i;
-    double s = 0;
-    for (int i = 0; i < n; i++) s += exp((double)l[i] - l[b]);
-    if (amax) *amax = b;
-    return l[b] + log(s);
-}
-
 typedef struct cont_ref {
     int M, nv;
     const kvl_token *tok; /* [M] continuation tokens */
@@ -64,14 +54,8 @@ static void score(kvl_ctx *c, kvl_seq *s, const cont_ref *r, float *buf, point *
     for (int i = 0; i < r->M; i++) {
         const float *a = r->logits + (size_t)i * r->nv, *b = buf + (size_t)i * r->nv;
         int top = 0;
-        const double lb = lse(b, r->nv, &top), la = r->lse[i];
-        double k = 0;
-        for (int j = 0; j < r->nv; j++) {
-            const double pa = (double)a[j] - la;
-            const double p = exp(pa);
-            if (p > 0) k += p * (pa - ((double)b[j] - lb));
-        }
-        kl += k > 0 ? k : 0;
+        const double lb = cli_logsumexp(b, r->nv, &top), la = r->lse[i];
+        kl += cli_kl_div(a, la, b, lb, r->nv);
         agree += top == r->top[i];
         if (i + 1 < r->M) nll += lb - (double)b[r->tok[i + 1]];
     }
@@ -208,7 +192,7 @@ int cmd_kv_eval(const cli_opts *o) {
     if ((st = kvl_seq_fork(pre, &s)) || (st = kvl_prefill(s, r.tok, M, NULL, r.logits)))
         cli_die(CLI_EXIT_RUNTIME, "kv eval: reference continuation failed: %s", cli_ctx_msg(ref, st));
     kvl_seq_free(s);
-    for (int i = 0; i < M; i++) r.lse[i] = lse(r.logits + (size_t)i * nv, nv, &r.top[i]);
+    for (int i = 0; i < M; i++) r.lse[i] = cli_logsumexp(r.logits + (size_t)i * nv, nv, &r.top[i]);
     for (int i = 0; i + 1 < M; i++) r.nll += r.lse[i] - (double)r.logits[(size_t)i * nv + r.tok[i + 1]];
     r.nll /= M - 1;
     if (o->json)

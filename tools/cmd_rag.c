@@ -61,22 +61,8 @@ static const char *find_essays(const cli_opts *o) {
                               "give --haystack DIR");
 }
 
-static double logsumexp(const float *l, int n) {
-    double mx = l[0], s = 0;
-    for (int i = 1; i < n; i++)
-        if (l[i] > mx) mx = l[i];
-    for (int i = 0; i < n; i++) s += exp((double)l[i] - mx);
-    return mx + log(s);
-}
-
 static double kl(const float *a, const float *b, int n) {
-    const double la = logsumexp(a, n), lb = logsumexp(b, n);
-    double k = 0;
-    for (int i = 0; i < n; i++) {
-        const double pa = (double)a[i] - la, p = exp(pa);
-        if (p > 0) k += p * (pa - ((double)b[i] - lb));
-    }
-    return k > 0 ? k : 0;
+    return cli_kl_div(a, cli_logsumexp(a, n, NULL), b, cli_logsumexp(b, n, NULL), n);
 }
 
 /* Completed digit runs of at least 3 digits in s (numbers given so far). */

@@ -45,28 +45,13 @@ typedef struct stream_run {
     double prefill_tok_s;
 } stream_run;
 
-static double lse(const float *l, int n) {
-    double mx = l[0];
-    for (int i = 1; i < n; i++)
-        if (l[i] > mx) mx = l[i];
-    double s = 0;
-    for (int i = 0; i < n; i++) s += exp((double)l[i] - mx);
-    return mx + log(s);
-}
-
 /* Mean KL(ref || q) over the request's cont positions. */
 static double mean_kld(const stream_run *r, const float *q) {
     const int V = r->mi.n_vocab;
     double tot = 0;
     for (int t = 0; t < r->cont; t++) {
         const float *a = r->ref + (size_t)t * V, *b = q + (size_t)t * V;
-        const double la = lse(a, V), lb = lse(b, V);
-        double kl = 0;
-        for (int i = 0; i < V; i++) {
-            const double pa = (double)a[i] - la;
-            kl += exp(pa) * (pa - ((double)b[i] - lb));
-        }
-        tot += kl > 0 ? kl : 0;
+        tot += cli_kl_div(a, cli_logsumexp(a, V, NULL), b, cli_logsumexp(b, V, NULL), V);
     }
     return tot / r->cont;
 }

@@ -264,23 +264,40 @@ static redisReply *send_cmd(redisContext *c, int argc, const char **argv, const 
     return redisCommandArgv(c, argc, argv, argvlen);
 }
 
+/* SIGPIPE blocked in this thread around hiredis writes (a server that went
+ * away must not kill the process); sigpipe_end consumes any SIGPIPE raised
+ * meanwhile (unless one was already pending) and restores the mask. */
+typedef struct sigpipe_guard {
+    sigset_t set, old;
+    int was_pending;
+} sigpipe_guard;
+
+static void sigpipe_begin(sigpipe_guard *g) {
+    sigset_t pending;
+    sigemptyset(&g->set);
+    sigaddset(&g->set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &g->set, &g->old);
+    sigpending(&pending);
+    g->was_pending = sigismember(&pending, SIGPIPE) == 1;
+}
+
+static void sigpipe_end(sigpipe_guard *g) {
+    if (!g->was_pending) {
+        const struct timespec zero = {0, 0};
+        while (sigtimedwait(&g->set, NULL, &zero) > 0) {
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
 /* Send one command with SIGPIPE blocked in this thread (hiredis write()s;
  * a server that went away must not kill the process) and any SIGPIPE it
  * raised consumed, leaving the process's signal handling as it was. */
 static redisReply *command(kvl_redis *r, kvl_err *err, int argc, const char **argv, const size_t *argvlen) {
-    sigset_t pipe_set, old, pending;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-    sigpending(&pending);
-    const int was_pending = sigismember(&pending, SIGPIPE) == 1;
+    sigpipe_guard g;
+    sigpipe_begin(&g);
     redisReply *rep = command_once(r, err, argc, argv, argvlen);
-    if (!was_pending) {
-        const struct timespec zero = {0, 0};
-        while (sigtimedwait(&pipe_set, NULL, &zero) > 0) {
-        }
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    sigpipe_end(&g);
     return rep;
 }
 
@@ -430,12 +447,8 @@ kvl_status kvl_redis_get(kvl_redis *r, const char *key, const uint8_t **val, siz
     *len = 0;
     *hold = NULL;
     if (strlen(key) > 512) return kvl_err_set(err, KVL_ERR_ARG, "redis: key too long");
-    sigset_t pipe_set, old, pending;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-    sigpending(&pending);
-    const int was_pending = sigismember(&pending, SIGPIPE) == 1;
+    sigpipe_guard g;
+    sigpipe_begin(&g);
     kvl_status st = KVL_ERR_IO;
     for (int attempt = 0; attempt < 2; attempt++) {
         const int had = r->c != NULL;
@@ -469,12 +482,7 @@ kvl_status kvl_redis_get(kvl_redis *r, const char *key, const uint8_t **val, siz
         redisFree(r->c); /* broken connection: reconnect once */
         r->c = NULL;
     }
-    if (!was_pending) {
-        const struct timespec zero = {0, 0};
-        while (sigtimedwait(&pipe_set, NULL, &zero) > 0) {
-        }
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    sigpipe_end(&g);
     return st;
 }
 
