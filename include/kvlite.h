@@ -431,6 +431,8 @@ typedef struct kvl_blend_params {
     int full_layers; /* layers (from 0) recomputing every token; the selection runs at this layer; 1.
                         ratio 0 with full_layers 0 reuses the chunks' KV untouched (only fresh tokens run) */
     int select_k;    /* 1: select by the deviation of K (after RoPE), 0: of V (default) */
+    int select_query; /* 0: by deviation alone (CacheBlend, default); 1: deviation x the attention mass the
+                         question's tokens put on the token at the selection layer; 2: that mass alone */
 } kvl_blend_params;
 void kvl_blend_params_default(kvl_blend_params *p);
 /* One piece of a blended prompt: reuse != 0 marks a chunk whose KV comes

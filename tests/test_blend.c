@@ -326,6 +326,36 @@ int main(void) {
         CHECK(kvl_prefill_blend(s, b, sg, ns, &bp, lb, &bs) == KVL_OK && bs.n_selected == 36);
         kvl_seq_free(s);
         bp.select_k = 0;
+        /* selection weighted by the question's attention, and by that attention alone */
+        for (int sq = 1; sq <= 2; sq++) {
+            bp.select_query = sq;
+            CHECK(kvl_seq_create(c, &s) == KVL_OK);
+            CHECK_MSG(kvl_prefill_blend(s, b, sg, ns, &bp, lb, &bs) == KVL_OK && bs.n_selected == 36,
+                      "select_query %d: %d selected", sq, bs.n_selected);
+            kvl_seq_free(s);
+        }
+        /* ratio 1 recomputes everything whatever the ranking: equal to V selection's logits */
+        {
+            const int nv = V;
+            float *l1 = malloc(sizeof(float) * (size_t)nv), *l2 = malloc(sizeof(float) * (size_t)nv);
+            bp.ratio = 1;
+            for (int sq = 0; sq <= 1; sq++) {
+                bp.select_query = sq;
+                CHECK(kvl_seq_create(c, &s) == KVL_OK);
+                CHECK(kvl_prefill_blend(s, b, sg, ns, &bp, sq ? l2 : l1, &bs) == KVL_OK && bs.n_selected == NCH * CT);
+                kvl_seq_free(s);
+            }
+            CHECK(memcmp(l1, l2, sizeof(float) * (size_t)nv) == 0);
+            free(l1);
+            free(l2);
+        }
+        bp.select_query = 3;
+        CHECK(kvl_seq_create(c, &s) == KVL_OK);
+        CHECK(kvl_prefill_blend(s, b, sg, ns, &bp, lb, &bs) == KVL_ERR_ARG && kvl_seq_pos(s) == 0);
+        CHECK(strstr(kvl_ctx_error(c), "select_query") != NULL);
+        kvl_seq_free(s);
+        bp.select_query = 0;
+        bp.ratio = 0.3f;
     }
 
     /* ---- shared pages: a fork's parent and the store's rows are never modified ---- */

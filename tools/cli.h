@@ -69,7 +69,8 @@ typedef struct cli_opts {
     int rag_chunks, rag_chunk_tokens, rag_questions;
     const char *blend_ratio;     /* --blend-ratio r[,r...] */
     int blend_layers;            /* --blend-layers L (-1 = default 1) */
-    const char *blend_select;    /* --blend-select k|v */
+    const char *blend_select;    /* --blend-select v|k|qv|qk|q */
+    int rag_floor;               /* --floor: eval rag adds the full prefill on the other activation path */
     const char *blend_store;     /* --blend-store DIR: disk tier of the chunk store */
     size_t blend_ram;            /* --blend-ram BYTES: RAM tier budget (0 with --blend-store: disk only; SIZE_MAX: not given) */
 } cli_opts;

@@ -33,7 +33,7 @@ typedef struct cellr {
 
 typedef struct mode {
     char name[24];
-    int kind;       /* 0 full, 1 prefix, 2 reuse, 3 blend */
+    int kind;       /* 0 full, 1 prefix, 2 reuse, 3 blend, 4 floor */
     float ratio;
     cellr *cells;
     int n;
@@ -125,8 +125,13 @@ int cmd_rag(const cli_opts *o) {
     kvl_blend_params_default(&bp);
     if (o->blend_layers >= 0) bp.full_layers = o->blend_layers;
     if (o->blend_select) {
-        if (!strcmp(o->blend_select, "k")) bp.select_k = 1;
-        else if (strcmp(o->blend_select, "v")) cli_die(CLI_EXIT_USAGE, "--blend-select: 'k' or 'v', not '%s'", o->blend_select);
+        const char *sel = o->blend_select;
+        if (!strcmp(sel, "k")) bp.select_k = 1;
+        else if (!strcmp(sel, "qv")) bp.select_query = 1;
+        else if (!strcmp(sel, "qk")) bp.select_k = 1, bp.select_query = 1;
+        else if (!strcmp(sel, "q")) bp.select_query = 2;
+        else if (strcmp(sel, "v"))
+            cli_die(CLI_EXIT_USAGE, "--blend-select: 'v', 'k', 'qv', 'qk' or 'q', not '%s'", sel);
     }
     mode modes[MAX_MODES];
     int nm = 0;
@@ -151,6 +156,12 @@ int cmd_rag(const cli_opts *o) {
         }
     }
     if (nm == 3) cli_die(CLI_EXIT_USAGE, "--blend-ratio: no ratio given");
+    if (o->rag_floor) { /* the noise floor: an equally valid full prefill (the other activation path) */
+        if (nm == MAX_MODES) cli_die(CLI_EXIT_USAGE, "--blend-ratio: at most %d ratios with --floor", MAX_MODES - 4);
+        memset(&modes[nm], 0, sizeof modes[nm]);
+        snprintf(modes[nm].name, sizeof modes[nm].name, "%s", o->exact ? "full-default" : "full-exact");
+        modes[nm++].kind = 4;
+    }
     int main_blend = 3; /* the `blend` entry of --json: r = 0.15 when run, else the first ratio */
     for (int i = 3; i < nm; i++)
         if (fabsf(modes[i].ratio - 0.15f) < 1e-6f) main_blend = i;
@@ -163,7 +174,12 @@ int cmd_rag(const cli_opts *o) {
     task_corpus corpus;
     if (task_corpus_load(&corpus, find_essays(o), err, sizeof err)) cli_die(CLI_EXIT_RUNTIME, "%s", err);
     const int n_ctx = o->n_ctx > 0 ? o->n_ctx : 128 + n_chunks * T + 64 + ANSWER_MAX + 64;
-    kvl_ctx *c = cli_create_ctx(m, o, NULL, n_ctx);
+    kvl_ctx *c = cli_create_ctx(m, o, NULL, n_ctx), *c_floor = NULL;
+    if (o->rag_floor) {
+        cli_opts o2 = *o;
+        o2.exact = !o->exact;
+        c_floor = cli_create_ctx(m, &o2, NULL, n_ctx);
+    }
     const size_t ram = o->blend_ram != SIZE_MAX ? o->blend_ram : (size_t)4 << 30;
     kvl_prefix *pf = NULL;
     if (kvl_prefix_create(NULL, (size_t)4 << 30, &pf, err, sizeof err)) cli_die(CLI_EXIT_RUNTIME, "%s", err);
@@ -213,11 +229,12 @@ int cmd_rag(const cli_opts *o) {
                 ce->seed = seed;
                 ce->q = qi;
                 kvl_seq *s = NULL;
-                kvl_status st = kvl_seq_create(c, &s);
-                if (st) cli_die(CLI_EXIT_RUNTIME, "sequence: %s", cli_ctx_msg(c, st));
+                kvl_ctx *cm = md->kind == 4 ? c_floor : c;
+                kvl_status st = kvl_seq_create(cm, &s);
+                if (st) cli_die(CLI_EXIT_RUNTIME, "sequence: %s", cli_ctx_msg(cm, st));
                 float *lo = md->kind == 0 ? lfull : lm;
                 const double t0 = cli_now();
-                if (md->kind == 0) {
+                if (md->kind == 0 || md->kind == 4) {
                     st = kvl_prefill(s, all, n, lo, NULL);
                 } else if (md->kind == 1) {
                     int reused = 0;
@@ -233,12 +250,12 @@ int cmd_rag(const cli_opts *o) {
                     ce->selected = bs.n_selected;
                 }
                 ce->ttft = 1e3 * (cli_now() - t0);
-                if (st) cli_die(CLI_EXIT_RUNTIME, "%s prefill failed: %s", md->name, cli_ctx_msg(c, st));
+                if (st) cli_die(CLI_EXIT_RUNTIME, "%s prefill failed: %s", md->name, cli_ctx_msg(cm, st));
                 if (md->kind == 1) kvl_prefix_put(pf, s, NULL);
                 ce->kld = md->kind == 0 ? 0 : kl(lfull, lo, nv);
                 float *work = md->kind == 0 ? lm : lo;
                 if (md->kind == 0) memcpy(work, lfull, sizeof(float) * (size_t)nv);
-                answer(m, c, s, work, nv, q.n_facts, ce->answer, sizeof ce->answer);
+                answer(m, cm, s, work, nv, q.n_facts, ce->answer, sizeof ce->answer);
                 if (md->kind == 0) snprintf(full_ans, sizeof full_ans, "%s", ce->answer);
                 ce->correct = rag_score(&q, &set, ce->answer);
                 ce->agree = !strcmp(ce->answer, full_ans);
@@ -251,10 +268,11 @@ int cmd_rag(const cli_opts *o) {
     }
     cli_progress_end(&pr);
     const double t_full = median(modes[0].cells, modes[0].n);
+    const char *sel_name = bp.select_query == 2 ? "q" : bp.select_query ? (bp.select_k ? "qk" : "qv") : bp.select_k ? "k" : "v";
     kvl_blend_store_stats bst;
     kvl_blend_get_stats(store, &bst);
     fprintf(stderr, "eval rag: %d seeds x %d questions, %d chunks x %d tokens, kv %s, select %s, full layers %d%s\n",
-            n_seeds, n_q, n_chunks, T, o->kv, bp.select_k ? "K" : "V", bp.full_layers,
+            n_seeds, n_q, n_chunks, T, o->kv, sel_name, bp.full_layers,
             o->blend_store && !ram ? ", chunks from the disk tier" : ", chunks in RAM");
     fprintf(stderr, "%-12s %10s %8s %9s %10s %10s %9s\n", "mode", "ttft_ms", "speedup", "accuracy", "agreement", "kld",
             "selected");
@@ -276,7 +294,7 @@ int cmd_rag(const cli_opts *o) {
         cli_json_escape(stdout, o->kv);
         printf(",\"chunks\":%d,\"chunk_tokens\":%d,\"seeds\":%d,\"seed_base\":%d,\"questions\":%d,\"full_layers\":%d,"
                "\"select\":\"%s\",\"tier\":\"%s\",\"modes\":{",
-               n_chunks, T, n_seeds, o->ret_seed_base, n_q, bp.full_layers, bp.select_k ? "k" : "v",
+               n_chunks, T, n_seeds, o->ret_seed_base, n_q, bp.full_layers, sel_name,
                o->blend_store && !ram ? "disk" : "ram");
         int first = 1;
         for (int i = 0; i < nm; i++) {
@@ -311,6 +329,7 @@ int cmd_rag(const cli_opts *o) {
     free(all);
     kvl_blend_free(store);
     kvl_prefix_free(pf);
+    kvl_ctx_free(c_floor);
     kvl_ctx_free(c);
     task_corpus_free(&corpus);
     kvl_model_free(m);

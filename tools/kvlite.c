@@ -117,6 +117,7 @@ static const flag_spec FLAGS[] = {
     {"--blend-ratio", NULL, F_STR, OFF(blend_ratio), C_RAG, 0, 0},
     {"--blend-layers", NULL, F_INT, OFF(blend_layers), C_RAG, 0, 4096},
     {"--blend-select", NULL, F_STR, OFF(blend_select), C_RAG, 0, 0},
+    {"--floor", NULL, F_BOOL, OFF(rag_floor), C_RAG, 0, 0},
     {"--blend-store", NULL, F_STR, OFF(blend_store), C_RAG, 0, 0},
     {"--blend-ram", NULL, F_SIZE, OFF(blend_ram), C_RAG, 0, 0},
     {"--needle", NULL, F_STR, OFF(ret_needle), C_NEEDLE, 0, 0},

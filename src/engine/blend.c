@@ -30,6 +30,7 @@ void kvl_blend_params_default(kvl_blend_params *p) {
     p->ratio = 0.15f;
     p->full_layers = 1;
     p->select_k = 0;
+    p->select_query = 0;
 }
 
 static double now_ms(void) {
@@ -56,6 +57,7 @@ typedef struct brun {
     int sel_layer;        /* selection layer (n_layer: none) */
     float ratio;
     int select_k;
+    int select_query;     /* kvl_blend_params.select_query */
     kvl_blend_chunk *capture; /* compute mode: rows of tokens [cap0, cap0 + capture->n) */
     int cap0;
     int n_selected;       /* out */
@@ -82,6 +84,43 @@ static int dev_cmp(const void *pa, const void *pb) {
     return a->a - b->a;
 }
 
+/* Attention mass the question puts on each active token at this layer:
+ * mass [n_act] = the mean over the question's tokens (the fresh tokens after
+ * the last reused one; the last token if there are none) and query heads of
+ * softmax(q . k / sqrt(d)) over the active tokens at or before it. q_all
+ * [n_act][n_head * head_dim], k_all [n_act][n_head_kv * head_dim] (after
+ * RoPE); act [n_act] token index of each active slot (ascending); sc [n_act]
+ * scratch. Tokens before the call (an earlier turn) are left out of the
+ * softmax: the scores rank this call's tokens only. */
+static void query_mass(const brun *r, const float *q_all, const float *k_all, const int *act, int n_act, float *mass,
+                       float *sc) {
+    const kvl_model *m = r->s->c->m;
+    const int D = m->head_dim, nh = m->n_head, grp = m->n_head / m->n_head_kv, H = nh * D, KV = m->n_head_kv * D;
+    const float scale = 1.0f / sqrtf((float)D);
+    int a0 = n_act - 1;
+    if (r->seg_of[act[a0]] < 0)
+        while (a0 > 0 && r->seg_of[act[a0 - 1]] < 0) a0--;
+    for (int a = 0; a < n_act; a++) mass[a] = 0;
+    const float w = 1.0f / (float)((n_act - a0) * nh);
+    for (int t = a0; t < n_act; t++)
+        for (int h = 0; h < nh; h++) {
+            const float *q = q_all + (size_t)t * H + (size_t)h * D;
+            const int kh = h / grp;
+            float mx = -INFINITY;
+            for (int j = 0; j <= t; j++) {
+                const float *k = k_all + (size_t)j * KV + (size_t)kh * D;
+                float d = 0;
+                for (int e = 0; e < D; e++) d += q[e] * k[e];
+                sc[j] = d * scale;
+                if (sc[j] > mx) mx = sc[j];
+            }
+            double sum = 0;
+            for (int j = 0; j <= t; j++) sum += (sc[j] = expf(sc[j] - mx));
+            const float inv = (float)(w / sum);
+            for (int j = 0; j <= t; j++) mass[j] += sc[j] * inv;
+        }
+}
+
 static kvl_status run_layers(brun *r, float *logits, kvl_err *err) {
     kvl_seq *s = r->s;
     kvl_ctx *c = s->c;
@@ -98,7 +137,8 @@ static kvl_status run_layers(brun *r, float *logits, kvl_err *err) {
     float *tmp = malloc(sizeof(float) * 2 * (size_t)KV);
     dev_ent *dev = malloc(sizeof(dev_ent) * (size_t)N);
     char *keep = malloc((size_t)N);
-    if (!keep || !act || !aidx || !apos || !tpos || !tb || !x_all || !d_all || !q_all || !k_all || !v_all || !tmp || !dev) {
+    float *mass = r->select_query ? malloc(sizeof(float) * 2 * (size_t)N) : NULL;
+    if ((r->select_query && !mass) || !keep || !act || !aidx || !apos || !tpos || !tb || !x_all || !d_all || !q_all || !k_all || !v_all || !tmp || !dev) {
         st = kvl_err_set(err, KVL_ERR_NOMEM, "blend: out of memory for %d tokens of scratch", N);
         goto done;
     }
@@ -148,14 +188,19 @@ static kvl_status run_layers(brun *r, float *logits, kvl_err *err) {
             int want = (int)floor((double)r->ratio * n_reused + 0.5);
             if (want > n_reused) want = n_reused;
             int nd = 0;
+            if (mass) query_mass(r, q_all, k_all, act, n_act, mass, mass + N);
             for (int a = 0; a < n_act; a++) {
                 const int i = act[a];
                 if (r->seg_of[i] < 0) continue;
-                stored_row(r, l, i, tmp, tmp + KV);
-                const float *fresh = r->select_k ? k_all + (size_t)a * KV : v_all + (size_t)a * KV;
-                const float *old = r->select_k ? tmp : tmp + KV;
-                double d = 0;
-                for (int j = 0; j < KV; j++) d += ((double)fresh[j] - old[j]) * ((double)fresh[j] - old[j]);
+                double d = 1;
+                if (r->select_query != 2) {
+                    stored_row(r, l, i, tmp, tmp + KV);
+                    const float *fresh = r->select_k ? k_all + (size_t)a * KV : v_all + (size_t)a * KV;
+                    const float *old = r->select_k ? tmp : tmp + KV;
+                    d = 0;
+                    for (int j = 0; j < KV; j++) d += ((double)fresh[j] - old[j]) * ((double)fresh[j] - old[j]);
+                }
+                if (mass) d *= mass[a];
                 dev[nd++] = (dev_ent){(float)d, a};
             }
             qsort(dev, (size_t)nd, sizeof *dev, dev_cmp);
@@ -235,6 +280,7 @@ done:
     free(tmp);
     free(dev);
     free(keep);
+    free(mass);
     return st;
 }
 
@@ -326,6 +372,8 @@ kvl_status kvl_prefill_blend(kvl_seq *s, kvl_blend *b, const kvl_blend_seg *segs
     if (!(p.ratio >= 0 && p.ratio <= 1) || p.full_layers < 0 || p.full_layers > m->n_layer)
         return kvl_err_set(&c->err, KVL_ERR_ARG, "blend: ratio %g outside [0, 1] or full_layers %d outside [0, %d]",
                            (double)p.ratio, p.full_layers, m->n_layer);
+    if (p.select_query < 0 || p.select_query > 2)
+        return kvl_err_set(&c->err, KVL_ERR_ARG, "blend: select_query %d is not 0, 1 or 2", p.select_query);
     {
         char *cfg = kvl_blend_config(c);
         if (!cfg) return kvl_err_set(&c->err, KVL_ERR_NOMEM, "blend: out of memory");
@@ -419,7 +467,8 @@ kvl_status kvl_prefill_blend(kvl_seq *s, kvl_blend *b, const kvl_blend_seg *segs
     if ((st = evicting ? kvl_kv_txn_begin_truncate(s->t, &c->err) : kvl_kv_txn_begin(s->t, &c->err))) goto done;
     const int reuse_only = p.ratio == 0 && p.full_layers == 0;
     brun r = {.s = s, .tok = tok, .N = N, .seg_of = seg_of, .segs = bsg, .full_all = !reuse_only,
-              .sel_layer = p.full_layers, .ratio = p.ratio, .select_k = p.select_k != 0};
+              .sel_layer = p.full_layers, .ratio = p.ratio, .select_k = p.select_k != 0,
+              .select_query = p.select_query};
     st = run_layers(&r, logits, &c->err);
     if (st) {
         kvl_kv_txn_rollback(s->t);
