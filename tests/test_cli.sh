@@ -379,6 +379,17 @@ assert m["full"]["agreement"] == 1 and m["full"]["kld"] == 0
 assert m["prefix"]["kld"] < 1e-9  # prefix caching reuses exact KV
 assert m["reuse"]["selected"] == 0 and m["blend"]["ratio"] == 0.15 and m["blend"]["selected"] == 22
 ' <"$TMP/out"; then ok; else bad "eval rag --json: exit $rc, $(head -c 300 "$TMP/err")"; fi
+# query-aware selection and the noise floor (the full prefill on the exact path)
+run_cli "${rag_args[@]}" --blend-ratio 0.15 --blend-select qv --floor --json
+if [ "$rc" -eq 0 ] && python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+m = d["modes"]
+assert d["select"] == "qv" and m["blend"]["selected"] == 22, d["select"]
+e = m["full-exact"]
+assert len(e["cells"]) == 2 and 0 <= e["agreement"] <= 1 and 0 <= e["agreement_exact"] <= e["agreement"] and e["kld"] >= 0
+assert all("agree_exact" in c for c in m["blend"]["cells"])
+' <"$TMP/out"; then ok; else bad "eval rag --blend-select qv --floor: exit $rc, $(head -c 300 "$TMP/err")"; fi
 # the disk tier: a second run reads every chunk from disk; a damaged chunk file is one error line
 run_cli "${rag_args[@]}" --blend-ratio 0.15 --blend-store "$TMP/bstore" --blend-ram 0 --json
 first=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["modes"]["blend"]["cells"][0]["answer"])' <"$TMP/out" 2>/dev/null)

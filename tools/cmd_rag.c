@@ -9,7 +9,10 @@
  * first token's logits (store lookups and splicing included; chunks are
  * computed into the store before the questions, as a RAG system does when
  * it indexes them). Greedy answers, exact-match scoring (every asked value),
- * agreement with the full prefill's answer, KL(full || mode) of the first
+ * agreement with the full prefill's answer (the same numbers in the same
+ * order, or for an answer without digits the same letters and digits:
+ * "24143." agrees with "24143"; agreement_exact compares the strings),
+ * KL(full || mode) of the first
  * answer token. Table on stderr, --json one object on stdout. */
 #include "cli.h"
 #include "rag_tasks.h"
@@ -25,7 +28,7 @@
 #define ANSWER_MAX 28
 
 typedef struct cellr {
-    int seed, q, correct, agree;
+    int seed, q, correct, agree, agree_exact;
     double ttft, kld;
     int selected;
     char answer[96];
@@ -101,6 +104,31 @@ static void answer(const kvl_model *m, kvl_ctx *c, kvl_seq *s, float *logits, in
         if (st) cli_die(CLI_EXIT_RUNTIME, "decode failed: %s", cli_ctx_msg(c, st));
     }
     while (n > 0 && out[n - 1] == ' ') out[--n] = 0;
+}
+
+/* The answer's value key into out: its digit runs joined by spaces, or
+ * without digits its lowercased letters and digits. */
+static void answer_key(const char *a, char *out, size_t cap) {
+    size_t n = 0;
+    int digits = 0;
+    for (const char *p = a; *p; p++) digits |= *p >= '0' && *p <= '9';
+    for (const char *p = a; *p && n + 2 < cap; p++) {
+        const char ch = *p;
+        if (ch >= '0' && ch <= '9') out[n++] = ch;
+        else if (digits) {
+            if (n && out[n - 1] != ' ') out[n++] = ' ';
+        } else if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z'))
+            out[n++] = (char)(ch | 0x20);
+    }
+    while (n && out[n - 1] == ' ') n--;
+    out[n] = 0;
+}
+
+static int same_answer(const char *a, const char *b) {
+    char ka[128], kb[128];
+    answer_key(a, ka, sizeof ka);
+    answer_key(b, kb, sizeof kb);
+    return !strcmp(ka, kb);
 }
 
 static int cmp_d(const void *a, const void *b) {
@@ -258,7 +286,8 @@ int cmd_rag(const cli_opts *o) {
                 answer(m, cm, s, work, nv, q.n_facts, ce->answer, sizeof ce->answer);
                 if (md->kind == 0) snprintf(full_ans, sizeof full_ans, "%s", ce->answer);
                 ce->correct = rag_score(&q, &set, ce->answer);
-                ce->agree = !strcmp(ce->answer, full_ans);
+                ce->agree_exact = !strcmp(ce->answer, full_ans);
+                ce->agree = same_answer(ce->answer, full_ans);
                 kvl_seq_free(s);
             }
             rag_question_free(&q);
@@ -274,16 +303,17 @@ int cmd_rag(const cli_opts *o) {
     fprintf(stderr, "eval rag: %d seeds x %d questions, %d chunks x %d tokens, kv %s, select %s, full layers %d%s\n",
             n_seeds, n_q, n_chunks, T, o->kv, sel_name, bp.full_layers,
             o->blend_store && !ram ? ", chunks from the disk tier" : ", chunks in RAM");
-    fprintf(stderr, "%-12s %10s %8s %9s %10s %10s %9s\n", "mode", "ttft_ms", "speedup", "accuracy", "agreement", "kld",
-            "selected");
+    fprintf(stderr, "%-12s %10s %8s %9s %10s %8s %10s %9s\n", "mode", "ttft_ms", "speedup", "accuracy", "agreement",
+            "(exact)", "kld", "selected");
     for (int i = 0; i < nm; i++) {
         const mode *md = &modes[i];
-        double acc = 0, agr = 0, kld = 0, sel = 0;
+        double acc = 0, agr = 0, agx = 0, kld = 0, sel = 0;
         for (int k = 0; k < md->n; k++)
-            acc += md->cells[k].correct, agr += md->cells[k].agree, kld += md->cells[k].kld, sel += md->cells[k].selected;
+            acc += md->cells[k].correct, agr += md->cells[k].agree, agx += md->cells[k].agree_exact,
+                kld += md->cells[k].kld, sel += md->cells[k].selected;
         const double tm = median(md->cells, md->n), nn = md->n ? md->n : 1;
-        fprintf(stderr, "%-12s %10.1f %7.2fx %9.3f %10.3f %10.4f %9.1f\n", md->name, tm, tm > 0 ? t_full / tm : 0,
-                acc / nn, agr / nn, kld / nn, sel / nn);
+        fprintf(stderr, "%-12s %10.1f %7.2fx %9.3f %10.3f %8.3f %10.4f %9.1f\n", md->name, tm, tm > 0 ? t_full / tm : 0,
+                acc / nn, agr / nn, agx / nn, kld / nn, sel / nn);
     }
     fprintf(stderr, "chunk indexing: %d chunks computed, %.1f ms each (mean); store %d chunks, %zu bytes in RAM\n",
             n_indexed, n_indexed ? ms_index / n_indexed : 0, bst.ram_chunks, bst.ram_bytes);
@@ -300,21 +330,22 @@ int cmd_rag(const cli_opts *o) {
         for (int i = 0; i < nm; i++) {
             for (int dup = 0; dup < (i == main_blend ? 2 : 1); dup++) {
                 const mode *md = &modes[i];
-                double acc = 0, agr = 0, kld = 0, sel = 0;
+                double acc = 0, agr = 0, agx = 0, kld = 0, sel = 0;
                 for (int k = 0; k < md->n; k++)
-                    acc += md->cells[k].correct, agr += md->cells[k].agree, kld += md->cells[k].kld,
-                        sel += md->cells[k].selected;
+                    acc += md->cells[k].correct, agr += md->cells[k].agree, agx += md->cells[k].agree_exact,
+                        kld += md->cells[k].kld, sel += md->cells[k].selected;
                 const double nn = md->n ? md->n : 1, tm = median(md->cells, md->n);
-                printf("%s\"%s\":{\"ttft_ms\":%.3f,\"speedup\":%.4f,\"accuracy\":%.4f,\"agreement\":%.4f,\"kld\":%.6g,"
-                       "\"ratio\":%g,\"selected\":%.2f,\"cells\":[",
+                printf("%s\"%s\":{\"ttft_ms\":%.3f,\"speedup\":%.4f,\"accuracy\":%.4f,\"agreement\":%.4f,"
+                       "\"agreement_exact\":%.4f,\"kld\":%.6g,\"ratio\":%g,\"selected\":%.2f,\"cells\":[",
                        first ? "" : ",", dup ? "blend" : md->name, tm, tm > 0 ? t_full / tm : 0, acc / nn, agr / nn,
-                       kld / nn, md->kind == 3 ? (double)md->ratio : 0.0, sel / nn);
+                       agx / nn, kld / nn, md->kind == 3 ? (double)md->ratio : 0.0, sel / nn);
                 first = 0;
                 for (int k = 0; k < md->n; k++) {
                     const cellr *ce = &md->cells[k];
-                    printf("%s{\"seed\":%d,\"q\":%d,\"ttft_ms\":%.3f,\"correct\":%d,\"agree\":%d,\"kld\":%.6g,"
-                           "\"selected\":%d,\"answer\":",
-                           k ? "," : "", ce->seed, ce->q, ce->ttft, ce->correct, ce->agree, ce->kld, ce->selected);
+                    printf("%s{\"seed\":%d,\"q\":%d,\"ttft_ms\":%.3f,\"correct\":%d,\"agree\":%d,\"agree_exact\":%d,"
+                           "\"kld\":%.6g,\"selected\":%d,\"answer\":",
+                           k ? "," : "", ce->seed, ce->q, ce->ttft, ce->correct, ce->agree, ce->agree_exact, ce->kld,
+                           ce->selected);
                     cli_json_escape(stdout, ce->answer);
                     printf("}");
                 }
