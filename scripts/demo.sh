@@ -3,7 +3,8 @@
 # cache and the same question with a 4-bit KIVI cache (keys per channel, values
 # per token, newest page kept in f16), each with its KV bytes; the answer under
 # an H2O eviction budget; a chat session continued by a second process; the KV
-# of a paragraph as int8 pages and as a CacheGen file, verified and reloaded.
+# of a paragraph as int8 pages and as a CacheGen file, verified and reloaded;
+# retrieval chunks reused at new positions with CacheBlend against a full prefill.
 set -euo pipefail
 CLI=${CLI:-build/kvlite}
 MODEL=${MODEL:-$HOME/.cache/kvlite/SmolLM2-135M-Instruct.Q4_1.gguf}
@@ -38,3 +39,6 @@ echo "int8 pages (session file): $(wc -c <"$TMPD/para.kv") bytes; CacheGen level
 "$CLI" kv info "$TMPD/para.cg" | head -4
 "$CLI" kv import -m "$MODEL" -i "$TMPD/para.cg" -p " In short," -n 24 --temp 0 2> >(grep -E "loaded" >&2)
 echo
+
+echo "== CacheBlend: RAG chunks reused at any position (prefix caching misses them), 15% of their tokens recomputed"
+"$CLI" eval rag -m "$MODEL" --chunks 4 --chunk-tokens 128 --seeds 1 --questions 2 --blend-ratio 0.15 2>&1 | grep -v "^rag"
