@@ -431,6 +431,9 @@ typedef struct kvl_blend_params {
     int full_layers; /* layers (from 0) recomputing every token; the selection runs at this layer; 1.
                         ratio 0 with full_layers 0 reuses the chunks' KV untouched (only fresh tokens run) */
     int select_k;    /* 1: select by the deviation of K (after RoPE), 0: of V (default) */
+    int pipeline;    /* 1 (default): disk-tier chunks stream in layer by layer on an I/O thread while the
+                        pass computes (layer l is waited for before its first use); 0: read whole first */
+    double read_mbps; /* > 0: cap the disk reads at this many MB/s (emulates a slower tier); 0: none */
 } kvl_blend_params;
 void kvl_blend_params_default(kvl_blend_params *p);
 /* One piece of a blended prompt: reuse != 0 marks a chunk whose KV comes
@@ -449,6 +452,9 @@ typedef struct kvl_blend_stats {
     double ms_load;  /* chunk lookups (RAM/disk), misses' computation excluded */
     double ms_miss;  /* computing and storing missed chunks */
     double ms_blend; /* the blended forward pass (splice + recompute + logits) */
+    double ms_read;  /* disk-tier layer reads (pread + checks + rate cap): the reader's busy time */
+    double ms_wait;  /* the pass blocked waiting for a layer's rows (pipelined) */
+    int64_t bytes_read; /* row bytes read from the disk tier */
 } kvl_blend_stats;
 typedef struct kvl_blend_store_stats {
     int64_t ram_hits, disk_hits, misses, stored, evicted;
@@ -478,6 +484,10 @@ kvl_status kvl_blend_put(kvl_blend *b, const kvl_token *toks, int n, int *stored
 kvl_status kvl_prefill_blend(kvl_seq *s, kvl_blend *b, const kvl_blend_seg *segs, int n_segs,
                              const kvl_blend_params *p, float *logits, kvl_blend_stats *st);
 void kvl_blend_get_stats(const kvl_blend *b, kvl_blend_store_stats *st);
+/* Drop the disk tier's chunk files from the OS page cache (written back,
+ * then posix_fadvise DONTNEED), so the next reads come from the device;
+ * *n_files (may be NULL): files dropped. Errors on the store's context. */
+kvl_status kvl_blend_drop_cache(kvl_blend *b, int *n_files);
 
 /* ---- diagnostics ------------------------------------------------------------------ */
 
