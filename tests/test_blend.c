@@ -264,6 +264,26 @@ static void chunk_codec(void) {
         dmg[KVL_BLEND_FIXED_HDR + 2] ^= 1; /* the config text: the head's checksum */
         CHECK(kvl_blend_chunk_decode(dmg, len, &x, 0, NULL, 0, &back, &e) == KVL_ERR_FORMAT && strstr(e.msg, "head checksum"));
         free(dmg);
+        /* a non-finite value (checksums valid) is found at its exact index, in either layer */
+        for (int at = 0; at < 2; at++) {
+            kvl_blend_chunk *bc = kvl_blend_chunk_new(5, x.n_layer, x.kv, f32, x.base_pos);
+            memcpy(bc->toks, ch->toks, sizeof(kvl_token) * 5);
+            memcpy(bc->rows, ch->rows, ch->row_bytes);
+            bc->key = 77;
+            const size_t vi = at ? 5 * 16 * 2 + 3 * 16 + 7 : 13; /* layer 1 K token 3 channel 7, or layer 0 */
+            if (f32) ((float *)bc->rows)[vi] = at ? NAN : INFINITY;
+            else ((uint16_t *)bc->rows)[vi] = at ? 0x7e00 : 0xfc00;
+            uint8_t *nb = NULL;
+            size_t nl = 0;
+            CHECK(kvl_blend_chunk_encode(bc, &x, &nb, &nl, &e) == KVL_OK);
+            char want[80];
+            snprintf(want, sizeof want, "layer %d of 2: row value %zu is not finite", at, at ? vi - 5 * 16 * 2 : vi);
+            CHECK_MSG(kvl_blend_chunk_decode(nb, nl, &x, 0, NULL, 0, &back, &e) == KVL_ERR_FORMAT && !back &&
+                          strstr(e.msg, want),
+                      "%s (want '%s')", e.msg, want);
+            free(nb);
+            kvl_blend_chunk_free(bc);
+        }
         /* version 1: still decodes (whole), the same rows; no per-layer reads */
         size_t l1 = 0;
         uint8_t *v1 = to_v1(buf, len, &x, &l1);

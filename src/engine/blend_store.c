@@ -83,13 +83,26 @@ static uint32_t get_u32(const uint8_t *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* Index of the first non-finite value of rows [nbytes] (f32 or f16 bits), or SIZE_MAX. */
+/* Index of the first non-finite value of rows [nbytes] (f32 or f16 bits), or
+ * SIZE_MAX. Eight bytes at a time: t = (w & E) ^ E is zero in a lane whose
+ * exponent bits are all ones; adding 0x7fff (0x7fffffff) per lane cannot
+ * carry across lanes (t <= E < 0x8000...) and sets a lane's top bit iff
+ * the lane is non-zero. The exact index is then found value by value. */
 static size_t first_nonfinite(const uint8_t *p, size_t nbytes, int f32) {
+    const uint64_t E = f32 ? 0x7f8000007f800000ull : 0x7c007c007c007c00ull;
+    const uint64_t A = f32 ? 0x7fffffff7fffffffull : 0x7fff7fff7fff7fffull;
+    const uint64_t H = f32 ? 0x8000000080000000ull : 0x8000800080008000ull;
+    size_t i = 0;
+    for (; i + 8 <= nbytes; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        if (((((w & E) ^ E) + A) & H) != H) break;
+    }
     if (f32) {
-        for (size_t i = 0; i + 4 <= nbytes; i += 4)
+        for (; i + 4 <= nbytes; i += 4)
             if ((get_u32(p + i) & 0x7f800000u) == 0x7f800000u) return i / 4;
     } else {
-        for (size_t i = 0; i + 2 <= nbytes; i += 2)
+        for (; i + 2 <= nbytes; i += 2)
             if (((uint32_t)p[i + 1] << 8 & 0x7c00u) == 0x7c00u) return i / 2;
     }
     return SIZE_MAX;
@@ -537,13 +550,19 @@ static kvl_status open_for_reader(kvl_blend *b, kvl_blend_reader *rd, const char
     if (!head || !crc) st = kvl_err_set(err, KVL_ERR_NOMEM, "blend: out of memory reading '%s'", path);
     else if (pread_all(fd, head, hl, 0) != (ssize_t)hl)
         st = kvl_err_set(err, KVL_ERR_FORMAT, "blend chunk: truncated head (under %zu bytes)", hl);
-    else if (!(st = kvl_blend_head_decode(head, hl, &b->x, key, toks, n, &h, crc, &ch, err))) {
+    else if (!(st = kvl_blend_head_decode(head, hl, &b->x, key, toks, n, &h, crc, NULL, err))) {
+        /* the size before any allocation it would justify */
         if (fstat(fd, &sb) || sb.st_size < 0) st = kvl_err_set(err, KVL_ERR_IO, "blend: cannot size '%s'", path);
         else if ((uint64_t)sb.st_size != (uint64_t)h.file_len)
             st = kvl_err_set(err, KVL_ERR_FORMAT, "blend chunk: %lld bytes, %zu expected (%s)", (long long)sb.st_size,
                              h.file_len, (uint64_t)sb.st_size < (uint64_t)h.file_len ? "truncated" : "trailing bytes");
-        else if (!(st = kvl_blend_reader_add(rd, ch, &h, crc, fd, path, err)))
-            *handed = 1, *out = ch, ch = NULL;
+        else if (!(ch = kvl_blend_chunk_new(h.n, h.n_layer, h.kv, h.f32, h.base_pos)))
+            st = kvl_err_set(err, KVL_ERR_NOMEM, "blend: out of memory for a chunk of %d tokens", h.n);
+        else {
+            ch->key = h.key;
+            memcpy(ch->toks, toks, sizeof(kvl_token) * (size_t)n); /* the head's tokens are these (checked) */
+            if (!(st = kvl_blend_reader_add(rd, ch, &h, crc, fd, path, err))) *handed = 1, *out = ch, ch = NULL;
+        }
     }
     kvl_blend_chunk_free(ch);
     free(head);
