@@ -477,9 +477,13 @@ kvl_status kvl_blend_put(kvl_blend *b, const kvl_token *toks, int n, int *stored
  * the last token's [n_vocab] (may be NULL); st (may be NULL): what it did.
  * The last token is always recomputed. All or nothing like kvl_prefill:
  * prompts longer than the context (KVL_ERR_CTX_FULL), a store made for
- * another model or KV configuration (KVL_ERR_ARG), a damaged or mismatched
- * disk chunk (KVL_ERR_FORMAT) fail before anything is computed or stored,
- * and leave s as it was. A blended sequence is an ordinary one afterwards
+ * another model or KV configuration (KVL_ERR_ARG), a mismatched, truncated
+ * or damaged disk chunk head (KVL_ERR_FORMAT) fail before anything is
+ * computed or stored, and leave s as it was. A damaged layer of a disk
+ * chunk (KVL_ERR_FORMAT naming file and layer) is found while the layers
+ * stream in (p->pipeline; with pipeline 0 before anything is computed):
+ * the call fails, s is as it was and nothing of that call's disk chunks
+ * enters the RAM tier (chunks computed for misses stay stored). A blended sequence is an ordinary one afterwards
  * (decode, fork, eviction, save). Errors on s's context. */
 kvl_status kvl_prefill_blend(kvl_seq *s, kvl_blend *b, const kvl_blend_seg *segs, int n_segs,
                              const kvl_blend_params *p, float *logits, kvl_blend_stats *st);
