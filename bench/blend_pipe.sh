@@ -10,7 +10,8 @@
 # (--blend-read-mbps: the reader sleeps to that rate; an emulated slower
 # tier, e.g. a network store, not a real one). One chunk store for all
 # runs (indexed once). Each run holds the bench lock; uptime before/after.
-# ONLY=name runs one; SEEDS/QUESTIONS/SEED_BASE override (valid seeds: SEED_BASE=1000).
+# ONLY=name runs one; SEEDS/QUESTIONS/SEED_BASE override (valid seeds: SEED_BASE=1000);
+# KVL_CLI = the kvlite binary (default ./build/kvlite).
 # usage: bench/blend_pipe.sh [OUTDIR]   (KVL_MODEL = the GGUF model)
 # tables: bench/blend_pipe_report.py OUTDIR
 set -eu
@@ -21,7 +22,7 @@ QUESTIONS=${QUESTIONS:-2}
 SEED_BASE=${SEED_BASE:-0}
 STORE=${STORE:-/tmp/kvl_blend_pipe_store}
 mkdir -p "$OUT" "$STORE"
-K=./build/kvlite
+K=${KVL_CLI:-./build/kvlite}
 run() {
     name=$1; shift
     [ -n "${ONLY:-}" ] && [ "$ONLY" != "$name" ] && return 0

@@ -172,9 +172,10 @@ int cmd_rag(const cli_opts *o) {
         }
     }
     if (nm == 3) cli_die(CLI_EXIT_USAGE, "--blend-ratio: no ratio given");
-    int main_blend = 3; /* the `blend` entry of --json: r = 0.15 when run, else the first ratio */
+    int main_blend = -1; /* the `blend` entry of --json: r = 0.15 (pipelined when both run) when run, else the first ratio */
     for (int i = 3; i < nm; i++)
-        if (fabsf(modes[i].ratio - 0.15f) < 1e-6f && (main_blend == 3 || modes[i].pipeline)) main_blend = i;
+        if (fabsf(modes[i].ratio - 0.15f) < 1e-6f && (main_blend < 0 || modes[i].pipeline)) main_blend = i;
+    if (main_blend < 0) main_blend = 3;
 
     kvl_model *m = cli_load_model(o->model);
     kvl_model_info info;
