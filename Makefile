@@ -110,9 +110,10 @@ CUDA_BIN := $(BUILD)/cuda/test_cuda $(BUILD)/cuda/bench_attn $(BUILD)/cuda/test_
 endif
 # the tests run under ThreadSanitizer: the thread pool, attention on
 # concurrent threads, the engine on the tiny models (threads, split decode,
-# transactions and fault injection, context lifetime).
+# transactions and fault injection, context lifetime), the CacheBlend disk
+# tier's layer reader thread (test_blend).
 # Add test_engine for the real model too (~15 min under TSan on 2 cores).
-TSAN_TESTS ?= test_threadpool test_ops test_kv test_threads test_arch test_txn test_ctx
+TSAN_TESTS ?= test_threadpool test_ops test_kv test_threads test_arch test_txn test_ctx test_blend
 
 # Codec kernel micro-benchmark (bench/bench_codec.c): `make bench && build/bench_codec`.
 bench: $(BUILD)/bench_codec

@@ -433,6 +433,9 @@ typedef struct kvl_blend_params {
     int select_k;    /* 1: select by the deviation of K (after RoPE), 0: of V (default) */
     int select_query; /* 0: by deviation alone (CacheBlend, default); 1: deviation x the attention mass the
                          question's tokens put on the token at the selection layer; 2: that mass alone */
+    int pipeline;    /* 1 (default): disk-tier chunks stream in layer by layer on an I/O thread while the
+                        pass computes (layer l is waited for before its first use); 0: read whole first */
+    double read_mbps; /* > 0: cap the disk reads at this many MB/s (emulates a slower tier); 0: none */
 } kvl_blend_params;
 void kvl_blend_params_default(kvl_blend_params *p);
 /* One piece of a blended prompt: reuse != 0 marks a chunk whose KV comes
@@ -451,6 +454,9 @@ typedef struct kvl_blend_stats {
     double ms_load;  /* chunk lookups (RAM/disk), misses' computation excluded */
     double ms_miss;  /* computing and storing missed chunks */
     double ms_blend; /* the blended forward pass (splice + recompute + logits) */
+    double ms_read;  /* disk-tier layer reads (pread + checks + rate cap): the reader's busy time */
+    double ms_wait;  /* the pass blocked waiting for a layer's rows (pipelined) */
+    int64_t bytes_read; /* row bytes read from the disk tier */
 } kvl_blend_stats;
 typedef struct kvl_blend_store_stats {
     int64_t ram_hits, disk_hits, misses, stored, evicted;
@@ -473,13 +479,21 @@ kvl_status kvl_blend_put(kvl_blend *b, const kvl_token *toks, int n, int *stored
  * the last token's [n_vocab] (may be NULL); st (may be NULL): what it did.
  * The last token is always recomputed. All or nothing like kvl_prefill:
  * prompts longer than the context (KVL_ERR_CTX_FULL), a store made for
- * another model or KV configuration (KVL_ERR_ARG), a damaged or mismatched
- * disk chunk (KVL_ERR_FORMAT) fail before anything is computed or stored,
- * and leave s as it was. A blended sequence is an ordinary one afterwards
+ * another model or KV configuration (KVL_ERR_ARG), a mismatched, truncated
+ * or damaged disk chunk head (KVL_ERR_FORMAT) fail before anything is
+ * computed or stored, and leave s as it was. A damaged layer of a disk
+ * chunk (KVL_ERR_FORMAT naming file and layer) is found while the layers
+ * stream in (p->pipeline; with pipeline 0 before anything is computed):
+ * the call fails, s is as it was and nothing of that call's disk chunks
+ * enters the RAM tier (chunks computed for misses stay stored). A blended sequence is an ordinary one afterwards
  * (decode, fork, eviction, save). Errors on s's context. */
 kvl_status kvl_prefill_blend(kvl_seq *s, kvl_blend *b, const kvl_blend_seg *segs, int n_segs,
                              const kvl_blend_params *p, float *logits, kvl_blend_stats *st);
 void kvl_blend_get_stats(const kvl_blend *b, kvl_blend_store_stats *st);
+/* Drop the disk tier's chunk files from the OS page cache (written back,
+ * then posix_fadvise DONTNEED), so the next reads come from the device;
+ * *n_files (may be NULL): files dropped. Errors on the store's context. */
+kvl_status kvl_blend_drop_cache(kvl_blend *b, int *n_files);
 
 /* ---- diagnostics ------------------------------------------------------------------ */
 

@@ -7,16 +7,22 @@
  * store's rows are never modified; a store or disk chunk of another model
  * or codec, a damaged chunk and a prompt longer than the context fail with
  * nothing cached; the disk tier gives the RAM tier's logits; a quantized
- * codec and an eviction policy afterwards work. */
+ * codec and an eviction policy afterwards work. The disk tier's layer
+ * reader: pipelined == serial bit-identical (f32 and f16 rows, with and
+ * without a rate cap, which holds); a file damaged inside layer k fails naming the
+ * layer, with the sequence and the RAM tier unchanged; a truncated file;
+ * a version-1 file still loads (whole) and gives the same logits. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cpu/ops.h"
 #include "engine/blend.h"
 #include "engine/engine.h"
 #include "kv/kv.h"
+#include "util/crc32c.h"
 #include "blend_fuzz_expect.h"
 #include "test.h"
 
@@ -156,6 +162,43 @@ static void rot_codec_err(const kvl_model *m, const char *spec, const float *ref
     free(pos);
 }
 
+/* A version-1 file (header, tokens, rows, CRC32C of all before it) of the
+ * chunk in version-2 bytes v2 [len]: malloc'd, *out_len. */
+static uint8_t *to_v1(const uint8_t *v2, size_t len, const kvl_blend_expect *x, size_t *out_len) {
+    kvl_blend_head h;
+    kvl_err e;
+    kvl_err_clear(&e);
+    if (kvl_blend_head_decode(v2, len, x, 0, NULL, 0, &h, NULL, NULL, &e) != KVL_OK) return NULL;
+    const size_t pre = h.head_len - 4 * (size_t)h.n_layer - 4, rows = len - h.head_len;
+    uint8_t *b = malloc(pre + rows + 4);
+    if (!b) return NULL;
+    memcpy(b, v2, pre);
+    b[8] = 1, b[9] = b[10] = b[11] = 0;
+    memcpy(b + pre, v2 + h.head_len, rows);
+    const uint32_t c = kvl_crc32c(b, pre + rows);
+    for (int i = 0; i < 4; i++) b[pre + rows + i] = (uint8_t)(c >> (8 * i));
+    *out_len = pre + rows + 4;
+    return b;
+}
+
+static uint8_t *slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    const long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = malloc((size_t)n + 1);
+    *len = b ? fread(b, 1, (size_t)n, f) : 0;
+    fclose(f);
+    return b;
+}
+static int spit(const char *path, const uint8_t *b, size_t len) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    const int ok = fwrite(b, 1, len, f) == len;
+    return fclose(f) || !ok ? -1 : 0;
+}
+
 /* The fuzz target's seeds: chunks of the fuzz expectation, f16 and f32, and
  * the round trip of the codec (encode -> decode -> same rows). */
 static void chunk_codec(void) {
@@ -190,13 +233,74 @@ static void chunk_codec(void) {
         kvl_blend_expect y = x;
         y.identity ^= 1;
         CHECK(kvl_blend_chunk_decode(buf, len, &y, 0, NULL, 0, &back, &e) == KVL_ERR_ARG && strstr(e.msg, "another model"));
+        /* the per-layer entry points: head, then each layer's range on its own */
+        kvl_blend_head h;
+        uint32_t crc[2];
+        size_t hl = 0;
+        CHECK(kvl_blend_head_size(buf, KVL_BLEND_FIXED_HDR, &x, &hl, &e) == KVL_OK);
+        size_t hl0 = 1;
+        CHECK(kvl_blend_head_size(buf, KVL_BLEND_FIXED_HDR - 1, &x, &hl0, &e) == KVL_ERR_FORMAT && hl0 == 0);
+        CHECK(kvl_blend_head_decode(buf, len, &x, 77, ch->toks, 5, &h, crc, &back, &e) == KVL_OK && back);
+        CHECK(h.version == 2 && h.n_layer == 2 && h.head_len == hl && h.file_len == len &&
+              h.layer_bytes == ch->row_bytes / 2);
+        for (int l = 0; l < 2; l++)
+            CHECK_MSG(kvl_blend_layer_check(&h, crc, l, buf + hl + l * h.layer_bytes, h.layer_bytes, &e) == KVL_OK, "%s",
+                      e.msg);
+        kvl_blend_chunk_free(back);
+        kvl_blend_head h2;
+        CHECK(kvl_blend_head_decode(buf, hl - 1, &x, 0, NULL, 0, &h2, crc, NULL, &e) == KVL_ERR_FORMAT &&
+              strstr(e.msg, "truncated head"));
+        CHECK(kvl_blend_layer_check(&h, crc, 1, buf + hl + h.layer_bytes, h.layer_bytes - 1, &e) == KVL_ERR_FORMAT &&
+              strstr(e.msg, "layer 1 of 2"));
+        CHECK(kvl_blend_layer_check(&h, crc, 2, buf + hl, h.layer_bytes, &e) == KVL_ERR_ARG);
+        uint8_t *dmg = malloc(len);
+        memcpy(dmg, buf, len);
+        dmg[hl + h.layer_bytes + 3] ^= 0x10; /* layer 1 */
+        CHECK(kvl_blend_layer_check(&h, crc, 0, dmg + hl, h.layer_bytes, &e) == KVL_OK);
+        CHECK(kvl_blend_layer_check(&h, crc, 1, dmg + hl + h.layer_bytes, h.layer_bytes, &e) == KVL_ERR_FORMAT &&
+              strstr(e.msg, "layer 1 of 2: checksum mismatch"));
+        CHECK(kvl_blend_chunk_decode(dmg, len, &x, 0, NULL, 0, &back, &e) == KVL_ERR_FORMAT && !back &&
+              strstr(e.msg, "layer 1 of 2"));
+        memcpy(dmg, buf, len);
+        dmg[KVL_BLEND_FIXED_HDR + 2] ^= 1; /* the config text: the head's checksum */
+        CHECK(kvl_blend_chunk_decode(dmg, len, &x, 0, NULL, 0, &back, &e) == KVL_ERR_FORMAT && strstr(e.msg, "head checksum"));
+        free(dmg);
+        /* a non-finite value (checksums valid) is found at its exact index, in either layer */
+        for (int at = 0; at < 2; at++) {
+            kvl_blend_chunk *bc = kvl_blend_chunk_new(5, x.n_layer, x.kv, f32, x.base_pos);
+            memcpy(bc->toks, ch->toks, sizeof(kvl_token) * 5);
+            memcpy(bc->rows, ch->rows, ch->row_bytes);
+            bc->key = 77;
+            const size_t vi = at ? 5 * 16 * 2 + 3 * 16 + 7 : 13; /* layer 1 K token 3 channel 7, or layer 0 */
+            if (f32) ((float *)bc->rows)[vi] = at ? NAN : INFINITY;
+            else ((uint16_t *)bc->rows)[vi] = at ? 0x7e00 : 0xfc00;
+            uint8_t *nb = NULL;
+            size_t nl = 0;
+            CHECK(kvl_blend_chunk_encode(bc, &x, &nb, &nl, &e) == KVL_OK);
+            char want[80];
+            snprintf(want, sizeof want, "layer %d of 2: row value %zu is not finite", at, at ? vi - 5 * 16 * 2 : vi);
+            CHECK_MSG(kvl_blend_chunk_decode(nb, nl, &x, 0, NULL, 0, &back, &e) == KVL_ERR_FORMAT && !back &&
+                          strstr(e.msg, want),
+                      "%s (want '%s')", e.msg, want);
+            free(nb);
+            kvl_blend_chunk_free(bc);
+        }
+        /* version 1: still decodes (whole), the same rows; no per-layer reads */
+        size_t l1 = 0;
+        uint8_t *v1 = to_v1(buf, len, &x, &l1);
+        CHECK(v1 != NULL);
+        CHECK(v1 && kvl_blend_chunk_decode(v1, l1, &x, 77, ch->toks, 5, &back, &e) == KVL_OK && back &&
+              !memcmp(back->rows, ch->rows, ch->row_bytes));
+        kvl_blend_chunk_free(back);
+        CHECK(v1 && kvl_blend_head_size(v1, l1, &x, &hl0, &e) == KVL_ERR_FORMAT && strstr(e.msg, "version 1"));
         if (dir) {
             char path[600];
             snprintf(path, sizeof path, "%s/chunk_%s.kvb", dir, f32 ? "f32" : "f16");
-            FILE *f = fopen(path, "wb");
-            CHECK(f && fwrite(buf, 1, len, f) == len);
-            if (f) fclose(f);
+            CHECK(spit(path, buf, len) == 0);
+            snprintf(path, sizeof path, "%s/chunk_%s_v1.kvb", dir, f32 ? "f32" : "f16");
+            CHECK(v1 && spit(path, v1, l1) == 0);
         }
+        free(v1);
         free(buf);
         kvl_blend_chunk_free(ch);
     }
@@ -481,6 +585,143 @@ int main(void) {
         kvl_seq_free(s);
         kvl_blend_free(bd2);
         kvl_blend_free(bd);
+        char cmd[700];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+        CHECK(system(cmd) == 0);
+    }
+    /* ---- the disk tier's layer reader: pipelined == serial, damage, truncation, version 1 ---- */
+    for (int f32 = 0; f32 < 2; f32++) {
+        char dir[] = "/tmp/kvl_test_blendp_XXXXXX";
+        CHECK(mkdtemp(dir) != NULL);
+        kvl_blend *bw = NULL, *bk = NULL;
+        CHECK(kvl_blend_create(c, base, 3, dir, 0, f32, &bw, err, sizeof err) == KVL_OK);
+        for (int k = 0; k < NCH; k++) CHECK(kvl_blend_put(bw, chunk[k], CT, NULL) == KVL_OK);
+        const int64_t chunk_rows = (int64_t)m->n_layer * 2 * CT * KV * (f32 ? 4 : 2);
+        CHECK(kvl_blend_create(c, base, 3, dir, 0, f32, &bk, err, sizeof err) == KVL_OK); /* disk only */
+        ns = mksegs(sg, ord, 1);
+        bp.ratio = 0.15f;
+        bp.full_layers = 1;
+        /* serial, pipelined, pipelined under a 1 MB/s cap (the pass waits for rows) */
+        const int pipe[3] = {0, 1, 1};
+        const double mbps[3] = {0, 0, 1};
+        double wall[3];
+        float *lg[3];
+        kvl_seq *sp[3] = {NULL, NULL, NULL};
+        kvl_blend_stats st3[3];
+        for (int i = 0; i < 3; i++) {
+            lg[i] = malloc(sizeof(float) * V);
+            bp.pipeline = pipe[i];
+            bp.read_mbps = mbps[i];
+            CHECK(kvl_seq_create(c, &sp[i]) == KVL_OK);
+            struct timespec t0, t1;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            CHECK_MSG(kvl_prefill_blend(sp[i], bk, sg, ns, &bp, lg[i], &st3[i]) == KVL_OK, "%s", kvl_ctx_error(c));
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            wall[i] = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-6;
+            CHECK(st3[i].disk_hits == NCH && st3[i].misses == 0 && st3[i].bytes_read == NCH * chunk_rows);
+            printf("reader %s rows, pipeline %d, cap %g MB/s: read %.2f ms, wait %.2f ms, %lld bytes, blend %.2f ms\n",
+                   f32 ? "f32" : "f16", pipe[i], mbps[i], st3[i].ms_read, st3[i].ms_wait, (long long)st3[i].bytes_read,
+                   st3[i].ms_blend);
+        }
+        /* the cap holds, and the pass cannot end before its last layer arrived
+         * (whether it waited depends on the compute's speed: printed only) */
+        CHECK(st3[0].ms_wait == 0);
+        const double want_ms = (double)st3[2].bytes_read / (mbps[2] * 1e3);
+        CHECK_MSG(st3[2].ms_read >= 0.95 * want_ms && wall[2] >= 0.95 * want_ms,
+                  "1 MB/s cap: read %.2f ms, call %.2f ms, %.2f ms expected", st3[2].ms_read, wall[2], want_ms);
+        for (int i = 1; i < 3; i++) {
+            CHECK_MSG(!memcmp(lg[0], lg[i], sizeof(float) * V), "%s rows: pipelined logits differ from serial",
+                      f32 ? "f32" : "f16");
+            same = 0;
+            d = rows_diff(sp[0], sp[i], m, &same);
+            CHECK_MSG(same && d == 0, "%s rows: pipelined cache rows differ from serial (%g)", f32 ? "f32" : "f16", d);
+        }
+        bp.pipeline = 1;
+        bp.read_mbps = 0;
+        /* a RAM tier keeps the reader's chunks after a good call; the next call reads nothing */
+        kvl_blend *br = NULL;
+        CHECK(kvl_blend_create(c, base, 3, dir, (size_t)64 << 20, f32, &br, err, sizeof err) == KVL_OK);
+        kvl_seq *s = NULL;
+        kvl_blend_store_stats rs;
+        for (int rep = 0; rep < 2; rep++) {
+            CHECK(kvl_seq_create(c, &s) == KVL_OK && kvl_prefill_blend(s, br, sg, ns, &bp, lb, &bs) == KVL_OK);
+            CHECK(!memcmp(lb, lg[0], sizeof(float) * V));
+            CHECK(rep ? bs.ram_hits == NCH && bs.bytes_read == 0 : bs.disk_hits == NCH);
+            kvl_blend_get_stats(br, &rs);
+            CHECK(rs.ram_chunks == NCH);
+            kvl_seq_free(s);
+        }
+        kvl_blend_free(br);
+        /* chunk[1]'s file damaged inside layer k: the call fails naming the layer, nothing changes */
+        char path[600];
+        snprintf(path, sizeof path, "%s/%016llx.kvb", dir, (unsigned long long)kvl_blend_key(bk, chunk[1], CT));
+        size_t flen = 0;
+        uint8_t *good = slurp(path, &flen);
+        kvl_blend_head h;
+        kvl_err e;
+        kvl_err_clear(&e);
+        CHECK(good && kvl_blend_head_decode(good, flen, &bk->x, 0, NULL, 0, &h, NULL, NULL, &e) == KVL_OK);
+        uint8_t *bad = malloc(flen);
+        const int layers[2] = {0, m->n_layer - 1};
+        for (int li = 0; li < 2 && good; li++)
+            for (int pi = 0; pi < 2; pi++) {
+                const int k = layers[li];
+                memcpy(bad, good, flen);
+                bad[h.head_len + (size_t)k * h.layer_bytes + h.layer_bytes / 2] ^= 0x40;
+                CHECK(spit(path, bad, flen) == 0);
+                CHECK(kvl_blend_create(c, base, 3, dir, (size_t)64 << 20, f32, &br, err, sizeof err) == KVL_OK);
+                bp.pipeline = pi;
+                CHECK(kvl_seq_create(c, &s) == KVL_OK);
+                const size_t used = kvl_kv_pool_used(c->pool);
+                const kvl_status r = kvl_prefill_blend(s, br, sg, ns, &bp, lb, &bs);
+                char want[64];
+                snprintf(want, sizeof want, "layer %d of %d: checksum mismatch", k, m->n_layer);
+                CHECK_MSG(r == KVL_ERR_FORMAT && strstr(kvl_ctx_error(c), want) && strstr(kvl_ctx_error(c), path),
+                          "damaged layer %d, pipeline %d: %d %s", k, pi, r, kvl_ctx_error(c));
+                kvl_blend_get_stats(br, &rs);
+                CHECK(kvl_seq_pos(s) == 0 && kvl_kv_pool_used(c->pool) == used && rs.ram_chunks == 0 &&
+                      rs.ram_bytes == 0 && rs.stored == 0);
+                kvl_seq_free(s);
+                kvl_blend_free(br);
+            }
+        /* truncated: inside layer 1's rows, inside the head */
+        const size_t cuts[2] = {h.head_len + h.layer_bytes + 10, h.head_len - 3};
+        for (int ci = 0; ci < 2 && good; ci++)
+            for (int pi = 0; pi < 2; pi++) {
+                CHECK(spit(path, good, cuts[ci]) == 0);
+                CHECK(kvl_blend_create(c, base, 3, dir, (size_t)64 << 20, f32, &br, err, sizeof err) == KVL_OK);
+                bp.pipeline = pi;
+                CHECK(kvl_seq_create(c, &s) == KVL_OK);
+                const kvl_status r = kvl_prefill_blend(s, br, sg, ns, &bp, lb, &bs);
+                CHECK_MSG(r == KVL_ERR_FORMAT && strstr(kvl_ctx_error(c), "truncated"), "cut %zu: %d %s", cuts[ci], r,
+                          kvl_ctx_error(c));
+                kvl_blend_get_stats(br, &rs);
+                CHECK(kvl_seq_pos(s) == 0 && rs.ram_chunks == 0);
+                kvl_seq_free(s);
+                kvl_blend_free(br);
+            }
+        /* version 1: still loads (read whole at lookup, not streamed), the same logits */
+        size_t l1 = 0;
+        uint8_t *v1 = good ? to_v1(good, flen, &bk->x, &l1) : NULL;
+        CHECK(v1 && spit(path, v1, l1) == 0);
+        for (int pi = 0; pi < 2; pi++) {
+            bp.pipeline = pi;
+            CHECK(kvl_seq_create(c, &s) == KVL_OK);
+            CHECK_MSG(kvl_prefill_blend(s, bk, sg, ns, &bp, lb, &bs) == KVL_OK, "version 1: %s", kvl_ctx_error(c));
+            CHECK(!memcmp(lb, lg[0], sizeof(float) * V) && bs.disk_hits == NCH &&
+                  bs.bytes_read == (NCH - 1) * chunk_rows);
+            kvl_seq_free(s);
+        }
+        bp.pipeline = 1;
+        free(v1);
+        free(bad);
+        free(good);
+        for (int i = 0; i < 3; i++) {
+            kvl_seq_free(sp[i]);
+            free(lg[i]);
+        }
+        kvl_blend_free(bk);
+        kvl_blend_free(bw);
         char cmd[700];
         snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
         CHECK(system(cmd) == 0);

@@ -398,6 +398,19 @@ if [ "$rc" -eq 0 ] && [ "$(ls "$TMP/bstore" | grep -c '\.kvb$')" -eq 3 ] &&
     [ "$(python3 -c 'import json,sys; print(json.load(sys.stdin)["modes"]["blend"]["cells"][0]["answer"])' <"$TMP/out")" = "$first" ] &&
     grep -q "chunk indexing: 0 chunks computed" "$TMP/err"; then ok; else
     bad "eval rag from the disk tier: exit $rc, $(tail -c 300 "$TMP/err")"; fi
+# serial and pipelined disk reads side by side, cold, capped: the same answers, the reads counted
+run_cli "${rag_args[@]}" --blend-ratio 0.15 --blend-store "$TMP/bstore" --blend-ram 0 --blend-pipeline 0,1 --blend-cold \
+    --blend-read-mbps 500 --json
+if [ "$rc" -eq 0 ] && grep -q "disk tier: cold" "$TMP/err" && python3 -c '
+import json, sys
+m = json.load(sys.stdin)["modes"]
+s, p = m["blend@0.15/serial"], m["blend@0.15"]
+assert [c["answer"] for c in s["cells"]] == [c["answer"] for c in p["cells"]] and s["kld"] == p["kld"]
+assert p["pipeline"] == 1 and s["pipeline"] == 0 and p["mb_read"] > 0 and s["mb_read"] == p["mb_read"]
+assert m["blend"]["pipeline"] == 1 and all(c["read_ms"] > 0 for c in s["cells"])
+' <"$TMP/out"; then ok; else bad "eval rag --blend-pipeline 0,1: exit $rc, $(tail -c 300 "$TMP/err")"; fi
+expect_error 2 "eval rag --blend-pipeline 2" "${rag_args[@]}" --blend-pipeline 2
+expect_error 2 "eval rag --blend-cold without a store" "${rag_args[@]}" --blend-cold
 f=$(ls "$TMP/bstore"/*.kvb | head -1)
 python3 -c 'import sys; b=bytearray(open(sys.argv[1],"rb").read()); b[len(b)//2]^=0x40; open(sys.argv[1],"wb").write(b)' "$f"
 expect_error 1 "eval rag with a damaged chunk file" "${rag_args[@]}" --blend-ratio 0.15 --blend-store "$TMP/bstore" --blend-ram 0

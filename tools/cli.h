@@ -73,6 +73,9 @@ typedef struct cli_opts {
     int rag_floor;               /* --floor: eval rag adds the full prefill on the other activation path */
     const char *blend_store;     /* --blend-store DIR: disk tier of the chunk store */
     size_t blend_ram;            /* --blend-ram BYTES: RAM tier budget (0 with --blend-store: disk only; SIZE_MAX: not given) */
+    const char *blend_pipeline;  /* --blend-pipeline 0|1|0,1: disk-tier layers streamed during the pass (default 1) */
+    int blend_cold;              /* --blend-cold: chunk files dropped from the page cache before each prompt */
+    float blend_read_mbps;       /* --blend-read-mbps R: cap the disk-tier reads (emulated slower tier; 0: none) */
 } cli_opts;
 
 /* Print "kvlite: MSG" (newlines folded into spaces) on stderr and exit(code). */

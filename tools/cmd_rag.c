@@ -12,12 +12,19 @@
  * agreement with the full prefill's answer (the same numbers in the same
  * order, or for an answer without digits the same letters and digits:
  * "24143." agrees with "24143"; agreement_exact compares the strings),
- * KL(full || mode) of the first
- * answer token. Table on stderr, --json one object on stdout. */
+ * KL(full || mode) of the first answer token; --floor adds the full
+ * prefill on the other activation path (the agreement a change as small as
+ * the activations' rounding gives). With --blend-store the chunks also live
+ * in the disk tier (--blend-ram 0: only there); --blend-pipeline says
+ * whether their layers stream in during the pass (reader busy time,
+ * compute wait and bytes read per mode), --blend-cold drops the files from
+ * the page cache before each prompt, --blend-read-mbps caps the reads (an
+ * emulated slower tier). Table on stderr, --json one object on stdout. */
 #include "cli.h"
 #include "rag_tasks.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,13 +38,15 @@ typedef struct cellr {
     int seed, q, correct, agree, agree_exact;
     double ttft, kld;
     int selected;
+    double read_ms, wait_ms, mb_read; /* disk-tier reader (blend / reuse modes) */
     char answer[96];
 } cellr;
 
 typedef struct mode {
-    char name[24];
+    char name[32];
     int kind;       /* 0 full, 1 prefix, 2 reuse, 3 blend, 4 floor */
     float ratio;
+    int pipeline;   /* blend / reuse: kvl_blend_params.pipeline */
     cellr *cells;
     int n;
 } mode;
@@ -136,14 +145,16 @@ static int cmp_d(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-static double median(const cellr *c, int n) {
+/* Median of the field at byte offset off (a double) of cells c [n]. */
+static double median_of(const cellr *c, int n, size_t off) {
     double *v = malloc(sizeof(double) * (size_t)(n ? n : 1));
-    for (int i = 0; i < n; i++) v[i] = c[i].ttft;
+    for (int i = 0; i < n; i++) memcpy(&v[i], (const char *)&c[i] + off, sizeof(double));
     qsort(v, (size_t)n, sizeof *v, cmp_d);
     const double r = n ? (n & 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2])) : 0;
     free(v);
     return r;
 }
+static double median(const cellr *c, int n) { return median_of(c, n, offsetof(cellr, ttft)); }
 
 int cmd_rag(const cli_opts *o) {
     const int n_chunks = o->rag_chunks > 0 ? o->rag_chunks : 6, T = o->rag_chunk_tokens > 0 ? o->rag_chunk_tokens : 512;
@@ -161,12 +172,20 @@ int cmd_rag(const cli_opts *o) {
         else if (strcmp(sel, "v"))
             cli_die(CLI_EXIT_USAGE, "--blend-select: 'v', 'k', 'qv', 'qk' or 'q', not '%s'", sel);
     }
+    int pipes[2] = {1, -1}, n_pipes = 1; /* --blend-pipeline 0|1|0,1 */
+    if (o->blend_pipeline) {
+        if (!strcmp(o->blend_pipeline, "0") || !strcmp(o->blend_pipeline, "1")) pipes[0] = o->blend_pipeline[0] - '0';
+        else if (!strcmp(o->blend_pipeline, "0,1") || !strcmp(o->blend_pipeline, "1,0")) pipes[1] = 0, n_pipes = 2;
+        else cli_die(CLI_EXIT_USAGE, "--blend-pipeline: 0, 1 or 0,1, not '%s'", o->blend_pipeline);
+    }
+    if (o->blend_cold && !o->blend_store) cli_die(CLI_EXIT_USAGE, "--blend-cold needs --blend-store DIR");
     mode modes[MAX_MODES];
     int nm = 0;
     const char *names[3] = {"full", "prefix", "reuse"};
     for (int i = 0; i < 3; i++) {
         memset(&modes[nm], 0, sizeof modes[nm]);
         snprintf(modes[nm].name, sizeof modes[nm].name, "%s", names[i]);
+        modes[nm].pipeline = pipes[0];
         modes[nm++].kind = i;
     }
     {
@@ -176,23 +195,27 @@ int cmd_rag(const cli_opts *o) {
         for (char *sv = NULL, *t = strtok_r(buf, ",", &sv); t; t = strtok_r(NULL, ",", &sv)) {
             float r;
             if (cli_parse_float(t, 0, 1, &r)) cli_die(CLI_EXIT_USAGE, "--blend-ratio: '%s' is not a number in [0, 1]", t);
-            if (nm == MAX_MODES) cli_die(CLI_EXIT_USAGE, "--blend-ratio: at most %d ratios", MAX_MODES - 3);
-            memset(&modes[nm], 0, sizeof modes[nm]);
-            snprintf(modes[nm].name, sizeof modes[nm].name, "blend@%g", (double)r);
-            modes[nm].kind = 3;
-            modes[nm++].ratio = r;
+            for (int pi = 0; pi < n_pipes; pi++) {
+                if (nm == MAX_MODES) cli_die(CLI_EXIT_USAGE, "--blend-ratio: at most %d modes", MAX_MODES - 3);
+                memset(&modes[nm], 0, sizeof modes[nm]);
+                snprintf(modes[nm].name, sizeof modes[nm].name, "blend@%g%s", (double)r, pipes[pi] ? "" : "/serial");
+                modes[nm].kind = 3;
+                modes[nm].pipeline = pipes[pi];
+                modes[nm++].ratio = r;
+            }
         }
     }
     if (nm == 3) cli_die(CLI_EXIT_USAGE, "--blend-ratio: no ratio given");
     if (o->rag_floor) { /* the noise floor: an equally valid full prefill (the other activation path) */
-        if (nm == MAX_MODES) cli_die(CLI_EXIT_USAGE, "--blend-ratio: at most %d ratios with --floor", MAX_MODES - 4);
+        if (nm == MAX_MODES) cli_die(CLI_EXIT_USAGE, "--floor: at most %d modes in all", MAX_MODES);
         memset(&modes[nm], 0, sizeof modes[nm]);
         snprintf(modes[nm].name, sizeof modes[nm].name, "%s", o->exact ? "full-default" : "full-exact");
         modes[nm++].kind = 4;
     }
-    int main_blend = 3; /* the `blend` entry of --json: r = 0.15 when run, else the first ratio */
+    int main_blend = -1; /* the `blend` entry of --json: r = 0.15 (pipelined when both run) when run, else the first ratio */
     for (int i = 3; i < nm; i++)
-        if (fabsf(modes[i].ratio - 0.15f) < 1e-6f) main_blend = i;
+        if (fabsf(modes[i].ratio - 0.15f) < 1e-6f && (main_blend < 0 || modes[i].pipeline)) main_blend = i;
+    if (main_blend < 0) main_blend = 3;
 
     kvl_model *m = cli_load_model(o->model);
     kvl_model_info info;
@@ -261,6 +284,8 @@ int cmd_rag(const cli_opts *o) {
                 kvl_status st = kvl_seq_create(cm, &s);
                 if (st) cli_die(CLI_EXIT_RUNTIME, "sequence: %s", cli_ctx_msg(cm, st));
                 float *lo = md->kind == 0 ? lfull : lm;
+                if (o->blend_cold && (md->kind == 2 || md->kind == 3) && kvl_blend_drop_cache(store, NULL))
+                    cli_die(CLI_EXIT_RUNTIME, "--blend-cold: %s", cli_ctx_msg(c, KVL_ERR_IO));
                 const double t0 = cli_now();
                 if (md->kind == 0 || md->kind == 4) {
                     st = kvl_prefill(s, all, n, lo, NULL);
@@ -273,9 +298,14 @@ int cmd_rag(const cli_opts *o) {
                     kvl_blend_params p = bp;
                     if (md->kind == 2) p.ratio = 0, p.full_layers = 0;
                     else p.ratio = md->ratio;
+                    p.pipeline = md->pipeline;
+                    p.read_mbps = o->blend_read_mbps;
                     kvl_blend_stats bs;
                     st = kvl_prefill_blend(s, store, segs, ns, &p, lo, &bs);
                     ce->selected = bs.n_selected;
+                    ce->read_ms = bs.ms_read;
+                    ce->wait_ms = bs.ms_wait;
+                    ce->mb_read = (double)bs.bytes_read / 1e6;
                 }
                 ce->ttft = 1e3 * (cli_now() - t0);
                 if (st) cli_die(CLI_EXIT_RUNTIME, "%s prefill failed: %s", md->name, cli_ctx_msg(cm, st));
@@ -303,8 +333,16 @@ int cmd_rag(const cli_opts *o) {
     fprintf(stderr, "eval rag: %d seeds x %d questions, %d chunks x %d tokens, kv %s, select %s, full layers %d%s\n",
             n_seeds, n_q, n_chunks, T, o->kv, sel_name, bp.full_layers,
             o->blend_store && !ram ? ", chunks from the disk tier" : ", chunks in RAM");
-    fprintf(stderr, "%-12s %10s %8s %9s %10s %8s %10s %9s\n", "mode", "ttft_ms", "speedup", "accuracy", "agreement",
-            "(exact)", "kld", "selected");
+    if (o->blend_store) {
+        char cap[96] = "uncapped";
+        if (o->blend_read_mbps > 0)
+            snprintf(cap, sizeof cap, "capped at %g MB/s (an emulated slower tier)", (double)o->blend_read_mbps);
+        fprintf(stderr, "disk tier: %s, reads %s, pipeline %s\n",
+                o->blend_cold ? "cold (files dropped from the page cache before each prompt)" : "warm (page cache)", cap,
+                n_pipes == 2 ? "0 and 1" : pipes[0] ? "1" : "0");
+    }
+    fprintf(stderr, "%-17s %10s %8s %9s %10s %8s %10s %9s %9s %9s %8s\n", "mode", "ttft_ms", "speedup", "accuracy", "agreement",
+            "(exact)", "kld", "selected", "read_ms", "wait_ms", "MB_read");
     for (int i = 0; i < nm; i++) {
         const mode *md = &modes[i];
         double acc = 0, agr = 0, agx = 0, kld = 0, sel = 0;
@@ -312,8 +350,12 @@ int cmd_rag(const cli_opts *o) {
             acc += md->cells[k].correct, agr += md->cells[k].agree, agx += md->cells[k].agree_exact,
                 kld += md->cells[k].kld, sel += md->cells[k].selected;
         const double tm = median(md->cells, md->n), nn = md->n ? md->n : 1;
-        fprintf(stderr, "%-12s %10.1f %7.2fx %9.3f %10.3f %8.3f %10.4f %9.1f\n", md->name, tm, tm > 0 ? t_full / tm : 0,
-                acc / nn, agr / nn, agx / nn, kld / nn, sel / nn);
+        double mb = 0;
+        for (int k = 0; k < md->n; k++) mb += md->cells[k].mb_read;
+        fprintf(stderr, "%-17s %10.1f %7.2fx %9.3f %10.3f %8.3f %10.4f %9.1f %9.1f %9.1f %8.1f\n", md->name, tm,
+                tm > 0 ? t_full / tm : 0, acc / nn, agr / nn, agx / nn, kld / nn, sel / nn,
+                median_of(md->cells, md->n, offsetof(cellr, read_ms)), median_of(md->cells, md->n, offsetof(cellr, wait_ms)),
+                mb / nn);
     }
     fprintf(stderr, "chunk indexing: %d chunks computed, %.1f ms each (mean); store %d chunks, %zu bytes in RAM\n",
             n_indexed, n_indexed ? ms_index / n_indexed : 0, bst.ram_chunks, bst.ram_bytes);
@@ -323,9 +365,9 @@ int cmd_rag(const cli_opts *o) {
         printf(",\"kv\":");
         cli_json_escape(stdout, o->kv);
         printf(",\"chunks\":%d,\"chunk_tokens\":%d,\"seeds\":%d,\"seed_base\":%d,\"questions\":%d,\"full_layers\":%d,"
-               "\"select\":\"%s\",\"tier\":\"%s\",\"modes\":{",
+               "\"select\":\"%s\",\"tier\":\"%s\",\"cold\":%d,\"read_mbps\":%g,\"modes\":{",
                n_chunks, T, n_seeds, o->ret_seed_base, n_q, bp.full_layers, sel_name,
-               o->blend_store && !ram ? "disk" : "ram");
+               o->blend_store && !ram ? "disk" : "ram", o->blend_cold != 0, (double)o->blend_read_mbps);
         int first = 1;
         for (int i = 0; i < nm; i++) {
             for (int dup = 0; dup < (i == main_blend ? 2 : 1); dup++) {
@@ -335,17 +377,23 @@ int cmd_rag(const cli_opts *o) {
                     acc += md->cells[k].correct, agr += md->cells[k].agree, agx += md->cells[k].agree_exact,
                         kld += md->cells[k].kld, sel += md->cells[k].selected;
                 const double nn = md->n ? md->n : 1, tm = median(md->cells, md->n);
+                double mb = 0;
+                for (int k = 0; k < md->n; k++) mb += md->cells[k].mb_read;
                 printf("%s\"%s\":{\"ttft_ms\":%.3f,\"speedup\":%.4f,\"accuracy\":%.4f,\"agreement\":%.4f,"
-                       "\"agreement_exact\":%.4f,\"kld\":%.6g,\"ratio\":%g,\"selected\":%.2f,\"cells\":[",
+                       "\"agreement_exact\":%.4f,\"kld\":%.6g,\"ratio\":%g,\"selected\":%.2f,\"pipeline\":%d,"
+                       "\"read_ms\":%.3f,\"wait_ms\":%.3f,\"mb_read\":%.3f,\"cells\":[",
                        first ? "" : ",", dup ? "blend" : md->name, tm, tm > 0 ? t_full / tm : 0, acc / nn, agr / nn,
-                       agx / nn, kld / nn, md->kind == 3 ? (double)md->ratio : 0.0, sel / nn);
+                       agx / nn, kld / nn, md->kind == 3 ? (double)md->ratio : 0.0, sel / nn,
+                       md->kind == 2 || md->kind == 3 ? md->pipeline : 0,
+                       median_of(md->cells, md->n, offsetof(cellr, read_ms)),
+                       median_of(md->cells, md->n, offsetof(cellr, wait_ms)), mb / nn);
                 first = 0;
                 for (int k = 0; k < md->n; k++) {
                     const cellr *ce = &md->cells[k];
                     printf("%s{\"seed\":%d,\"q\":%d,\"ttft_ms\":%.3f,\"correct\":%d,\"agree\":%d,\"agree_exact\":%d,"
-                           "\"kld\":%.6g,\"selected\":%d,\"answer\":",
+                           "\"kld\":%.6g,\"selected\":%d,\"read_ms\":%.3f,\"wait_ms\":%.3f,\"mb_read\":%.3f,\"answer\":",
                            k ? "," : "", ce->seed, ce->q, ce->ttft, ce->correct, ce->agree, ce->agree_exact, ce->kld,
-                           ce->selected);
+                           ce->selected, ce->read_ms, ce->wait_ms, ce->mb_read);
                     cli_json_escape(stdout, ce->answer);
                     printf("}");
                 }

@@ -120,6 +120,9 @@ static const flag_spec FLAGS[] = {
     {"--floor", NULL, F_BOOL, OFF(rag_floor), C_RAG, 0, 0},
     {"--blend-store", NULL, F_STR, OFF(blend_store), C_RAG, 0, 0},
     {"--blend-ram", NULL, F_SIZE, OFF(blend_ram), C_RAG, 0, 0},
+    {"--blend-pipeline", NULL, F_STR, OFF(blend_pipeline), C_RAG, 0, 0},
+    {"--blend-cold", NULL, F_BOOL, OFF(blend_cold), C_RAG, 0, 0},
+    {"--blend-read-mbps", NULL, F_FLOAT, OFF(blend_read_mbps), C_RAG, 0, 1e9},
     {"--needle", NULL, F_STR, OFF(ret_needle), C_NEEDLE, 0, 0},
     {"--question", NULL, F_STR, OFF(ret_question), C_NEEDLE, 0, 0},
     {"--answer", NULL, F_STR, OFF(ret_answer), C_NEEDLE, 0, 0},
@@ -350,6 +353,10 @@ static void print_usage(FILE *f, const char *cmd, const char *sub) {
               "      --blend-select k|v  select by the deviation of K or V (default v)\n"
               "      --blend-store DIR disk tier of the chunk store (with --blend-ram 0: disk only)\n"
               "      --blend-ram BYTES RAM tier budget of the chunk store (default 4G)\n"
+              "      --blend-pipeline 0|1|0,1  stream disk-tier layers during the pass (1, default), read them\n"
+              "                        whole first (0), or both side by side (blend@R and blend@R/serial)\n"
+              "      --blend-cold      drop the chunk files from the page cache before each prompt\n"
+              "      --blend-read-mbps R  cap the disk-tier reads at R MB/s (emulates a network tier)\n"
               "      --json            one JSON object on stdout\n",
               f);
         fputs(USAGE_COMMON, f);

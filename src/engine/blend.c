@@ -31,6 +31,8 @@ void kvl_blend_params_default(kvl_blend_params *p) {
     p->full_layers = 1;
     p->select_k = 0;
     p->select_query = 0;
+    p->pipeline = 1;
+    p->read_mbps = 0;
 }
 
 static double now_ms(void) {
@@ -61,7 +63,15 @@ typedef struct brun {
     kvl_blend_chunk *capture; /* compute mode: rows of tokens [cap0, cap0 + capture->n) */
     int cap0;
     int n_selected;       /* out */
+    kvl_blend_reader *rd; /* disk-tier chunks still arriving, or NULL */
 } brun;
+
+/* Before layer l uses stored rows: wait until the reader has them. Layers
+ * before the selection layer recompute every token and use none. */
+static kvl_status blend_wait_layer(const brun *r, int l, kvl_err *err) {
+    if (!r->rd || (r->full_all && l < r->sel_layer)) return KVL_OK;
+    return kvl_blend_reader_wait(r->rd, l, err);
+}
 
 /* Stored row of reused token i at layer l into k, v [kv] (K rotated to its new position). */
 static void stored_row(const brun *r, int l, int i, float *k, float *v) {
@@ -157,6 +167,7 @@ static kvl_status run_layers(brun *r, float *logits, kvl_err *err) {
     r->n_selected = 0;
     for (int a = 0; a < n_act; a++) r->n_selected += r->seg_of[act[a]] >= 0;
     for (int l = 0; l < m->n_layer; l++) {
+        if ((st = blend_wait_layer(r, l, err))) goto done;
         /* q, k, v of the active tokens */
         for (int a0 = 0; a0 < n_act; a0 += nb) {
             const int n = n_act - a0 < nb ? n_act - a0 : nb;
@@ -420,11 +431,14 @@ kvl_status kvl_prefill_blend(kvl_seq *s, kvl_blend *b, const kvl_blend_seg *segs
     kvl_token *tok = malloc(sizeof(kvl_token) * (size_t)N);
     float *cs = malloc(sizeof(float) * (size_t)n_segs * (size_t)m->head_dim);
     kvl_status st = KVL_OK;
+    kvl_blend_reader *rd = NULL;
     if (!bsg || !seg_of || !tok || !cs) {
         st = kvl_err_set(&c->err, KVL_ERR_NOMEM, "blend: out of memory");
         goto done;
     }
-    /* every lookup first: a bad chunk fails the call before anything is computed or stored */
+    /* every lookup first: a bad chunk fails the call before anything is computed or stored
+     * (a disk-tier chunk's head here, its layers' rows by the reader) */
+    if ((st = kvl_blend_reader_new(b, p.pipeline, p.read_mbps, &rd, &c->err))) goto done;
     double t0 = now_ms();
     for (int g = 0, at = 0; g < n_segs; at += segs[g].n, g++) {
         bsg[g] = (bseg){.start = at, .n = segs[g].n, .reuse = segs[g].reuse != 0, .cs = cs + (size_t)g * m->head_dim};
@@ -432,11 +446,15 @@ kvl_status kvl_prefill_blend(kvl_seq *s, kvl_blend *b, const kvl_blend_seg *segs
         for (int i = 0; i < segs[g].n; i++) seg_of[at + i] = bsg[g].reuse ? g : -1;
         if (!bsg[g].reuse) continue;
         int tier = 0;
-        if ((st = kvl_blend_lookup(b, segs[g].tokens, segs[g].n, &bsg[g].ch, &bsg[g].owned, &tier, &c->err))) goto done;
+        if ((st = kvl_blend_lookup_rd(b, rd, segs[g].tokens, segs[g].n, &bsg[g].ch, &bsg[g].owned, &tier, &c->err)))
+            goto done;
         bs.ram_hits += tier == 1;
         bs.disk_hits += tier == 2;
     }
     bs.ms_load = now_ms() - t0;
+    /* serial: every layer read and verified now; pipelined: the I/O thread
+     * starts (also overlapping the misses' computation) */
+    if ((st = kvl_blend_reader_start(rd, &c->err))) goto done;
     t0 = now_ms();
     for (int g = 0; g < n_segs; g++) {
         if (!bsg[g].reuse || bsg[g].ch) continue;
@@ -468,7 +486,7 @@ kvl_status kvl_prefill_blend(kvl_seq *s, kvl_blend *b, const kvl_blend_seg *segs
     const int reuse_only = p.ratio == 0 && p.full_layers == 0;
     brun r = {.s = s, .tok = tok, .N = N, .seg_of = seg_of, .segs = bsg, .full_all = !reuse_only,
               .sel_layer = p.full_layers, .ratio = p.ratio, .select_k = p.select_k != 0,
-              .select_query = p.select_query};
+              .select_query = p.select_query, .rd = kvl_blend_reader_count(rd) ? rd : NULL};
     st = run_layers(&r, logits, &c->err);
     if (st) {
         kvl_kv_txn_rollback(s->t);
@@ -480,10 +498,17 @@ kvl_status kvl_prefill_blend(kvl_seq *s, kvl_blend *b, const kvl_blend_seg *segs
     bs.n_tokens = N;
     bs.n_selected = r.n_selected;
     bs.ms_blend = now_ms() - t0;
-    if (stats) *stats = bs;
 done:
     if (bsg)
         for (int g = 0; g < n_segs; g++) kvl_blend_release(bsg[g].ch, bsg[g].owned);
+    if (rd) { /* joined; its chunks reach the RAM tier only when the call succeeded and every layer verified */
+        kvl_blend_reader_stats rs;
+        kvl_blend_reader_free(rd, st == KVL_OK, &rs);
+        bs.ms_read = rs.ms_busy;
+        bs.ms_wait = rs.ms_wait;
+        bs.bytes_read = rs.bytes;
+    }
+    if (stats && !st) *stats = bs;
     free(bsg);
     free(seg_of);
     free(tok);
