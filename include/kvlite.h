@@ -451,6 +451,7 @@ typedef struct kvl_blend_stats {
     int n_reused;    /* of them in reused chunks */
     int n_selected;  /* reused tokens recomputed past the selection layer */
     int ram_hits, disk_hits, misses; /* chunk lookups of the call */
+    int remote_hits; /* of them from the Redis tier */
     double ms_load;  /* chunk lookups (RAM/disk), misses' computation excluded */
     double ms_miss;  /* computing and storing missed chunks */
     double ms_blend; /* the blended forward pass (splice + recompute + logits) */
@@ -460,13 +461,17 @@ typedef struct kvl_blend_stats {
 } kvl_blend_stats;
 typedef struct kvl_blend_store_stats {
     int64_t ram_hits, disk_hits, misses, stored, evicted;
+    int64_t remote_hits, remote_errors; /* Redis tier: chunks found; commands failed (each a miss or a lost copy) */
     size_t ram_bytes;
     int ram_chunks;
 } kvl_blend_store_stats;
 /* Create a store for contexts like c (c computes missed chunks). base [n_base]:
  * the tokens every chunk is computed after (e.g. BOS or the prompt's fixed
  * instructions; n_base may be 0); dir: disk tier directory (created if
- * missing) or NULL; ram_bytes: RAM tier budget (0: none, disk only);
+ * missing), or a redis://HOST[:PORT][/DB] URL for a Redis tier (chunks as
+ * a head value and one value per layer, streamed like the disk tier's
+ * layers; an unreachable Redis is a miss, counted in remote_errors), or
+ * NULL; ram_bytes: RAM tier budget (0: none, disk only);
  * f32: rows in f32 (exact) instead of f16. Errors into err. */
 kvl_status kvl_blend_create(kvl_ctx *c, const kvl_token *base, int n_base, const char *dir, size_t ram_bytes, int f32,
                             kvl_blend **out, char *err, size_t err_len);

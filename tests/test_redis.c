@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/blend.h"
 #include "engine/engine.h"
 #include "engine/redis.h"
 #include "test.h"
@@ -577,6 +578,121 @@ static void test_prefix(const kvl_model *m, const char *url, int port, pid_t *se
     free(got);
 }
 
+/* One blended prefill of the 3-chunk prompt into a fresh sequence of c:
+ * status, logits in out, stats in bs. */
+static kvl_status blend_prompt(kvl_ctx *c, kvl_blend *b, const kvl_token *ch, int CT, const kvl_token *q, int nq,
+                               int pipeline, float *out, kvl_blend_stats *bs, int *pos) {
+    kvl_blend_seg sg[4] = {{ch + 2 * CT, CT, 1}, {ch, CT, 1}, {ch + CT, CT, 1}, {q, nq, 0}};
+    kvl_blend_params bp;
+    kvl_blend_params_default(&bp);
+    bp.ratio = 0.3f;
+    bp.pipeline = pipeline;
+    kvl_seq *s = NULL;
+    if (kvl_seq_create(c, &s) != KVL_OK) return KVL_ERR_NOMEM;
+    const kvl_status st = kvl_prefill_blend(s, b, sg, 4, &bp, out, bs);
+    *pos = kvl_seq_pos(s);
+    kvl_seq_free(s);
+    return st;
+}
+
+/* The CacheBlend store's Redis tier: chunks written by one store are
+ * streamed layer by layer by another (pipelined and serial) with logits
+ * bit-identical to a RAM store's; a damaged or missing layer value is an
+ * error naming the layer and the sequence is unchanged; an unreachable
+ * Redis is a miss that recomputes (same logits). */
+static void test_blend_redis(const kvl_model *m, const char *url) {
+    enum { CT = 40, NQ = 9, NB = 4 };
+    const int V = m->n_vocab;
+    kvl_token base[NB], ch[3 * CT], q[NQ];
+    fill_tokens(base, NB, V, 101);
+    fill_tokens(ch, 3 * CT, V, 202);
+    fill_tokens(q, NQ, V, 303);
+    kvl_ctx *c = mkctx(m, "f16", 512);
+    if (!c) return;
+    float *ref = malloc(sizeof(float) * V), *got = malloc(sizeof(float) * V);
+    char err[512] = "";
+    kvl_blend_stats bs;
+    int pos = 0;
+    kvl_blend *ram = NULL, *w = NULL, *r = NULL, *dead = NULL;
+    CHECK(kvl_blend_create(c, base, NB, NULL, (size_t)64 << 20, 0, &ram, err, sizeof err) == KVL_OK);
+    CHECK(blend_prompt(c, ram, ch, CT, q, NQ, 1, ref, &bs, &pos) == KVL_OK && bs.misses == 3);
+    /* a writer store (no RAM tier): every chunk goes to Redis */
+    CHECK_MSG(kvl_blend_create(c, base, NB, url, 0, 0, &w, err, sizeof err) == KVL_OK, "%s", err);
+    for (int k = 0; k < 3; k++) {
+        int stored = 0;
+        CHECK(kvl_blend_put(w, ch + k * CT, CT, &stored) == KVL_OK && stored == 1);
+    }
+    kvl_blend_store_stats st;
+    kvl_blend_get_stats(w, &st);
+    CHECK_MSG(st.stored == 3 && st.remote_errors == 0, "stored %lld, remote errors %lld", (long long)st.stored,
+              (long long)st.remote_errors);
+    {
+        int stored = 1; /* found whole (no reader) in Redis: not computed again */
+        CHECK(kvl_blend_put(w, ch, CT, &stored) == KVL_OK && stored == 0);
+    }
+    /* a reader store: pipelined and serial, no RAM tier */
+    CHECK(kvl_blend_create(c, base, NB, url, 0, 0, &r, err, sizeof err) == KVL_OK);
+    for (int pipe = 1; pipe >= 0; pipe--) {
+        CHECK_MSG(blend_prompt(c, r, ch, CT, q, NQ, pipe, got, &bs, &pos) == KVL_OK, "%s", kvl_ctx_error(c));
+        CHECK_MSG(bs.remote_hits == 3 && bs.misses == 0, "pipeline %d: %d remote hits, %d misses", pipe, bs.remote_hits,
+                  bs.misses);
+        CHECK_MSG(memcmp(ref, got, sizeof(float) * (size_t)V) == 0, "pipeline %d: logits differ from the RAM store's", pipe);
+    }
+    /* a damaged layer value, then a missing one */
+    kvl_redis *cl = NULL;
+    kvl_err e;
+    CHECK(kvl_redis_create(url, NULL, &cl, &e) == KVL_OK);
+    const uint64_t key = kvl_blend_key(r, ch + CT, CT);
+    char k[64];
+    const int lbad = m->n_layer - 1;
+    kvl_blend_redis_key(key, lbad, k, sizeof k);
+    const uint8_t *v = NULL;
+    size_t len = 0;
+    void *hold = NULL;
+    CHECK(kvl_redis_get(cl, k, &v, &len, &hold, &e) == KVL_OK && v && len > 100);
+    uint8_t *bad = malloc(len ? len : 1);
+    if (v && bad) {
+        memcpy(bad, v, len);
+        bad[len / 2] ^= 0x10;
+        CHECK(kvl_redis_set(cl, k, bad, len, &e) == KVL_OK);
+        for (int pipe = 1; pipe >= 0; pipe--) {
+            CHECK(blend_prompt(c, r, ch, CT, q, NQ, pipe, got, &bs, &pos) == KVL_ERR_FORMAT && pos == 0);
+            char want[32];
+            snprintf(want, sizeof want, "layer %d", lbad);
+            CHECK_MSG(strstr(kvl_ctx_error(c), want) != NULL, "%s", kvl_ctx_error(c));
+            if (pipe) printf("blend Redis tier, damaged layer: %s\n", kvl_ctx_error(c));
+        }
+        CHECK(kvl_redis_set(cl, k, v, len, &e) == KVL_OK); /* repaired */
+        CHECK(blend_prompt(c, r, ch, CT, q, NQ, 1, got, &bs, &pos) == KVL_OK &&
+              !memcmp(ref, got, sizeof(float) * (size_t)V));
+        CHECK(kvl_redis_del(cl, k, NULL, &e) == KVL_OK);
+        CHECK(blend_prompt(c, r, ch, CT, q, NQ, 1, got, &bs, &pos) == KVL_ERR_FORMAT && pos == 0);
+        CHECK_MSG(strstr(kvl_ctx_error(c), "missing") != NULL, "%s", kvl_ctx_error(c));
+        printf("blend Redis tier, missing layer: %s\n", kvl_ctx_error(c));
+        CHECK(kvl_redis_set(cl, k, v, len, &e) == KVL_OK);
+    }
+    free(bad);
+    kvl_redis_release(hold);
+    /* a head value of the wrong size */
+    kvl_blend_redis_key(key, -1, k, sizeof k);
+    CHECK(kvl_redis_set(cl, k, "KVLBLND1", 8, &e) == KVL_OK);
+    CHECK(blend_prompt(c, r, ch, CT, q, NQ, 1, got, &bs, &pos) != KVL_OK && pos == 0);
+    kvl_redis_free(cl);
+    /* Redis unreachable: a miss, computed, the same logits */
+    CHECK(kvl_blend_create(c, base, NB, "redis://127.0.0.1:1", 0, 0, &dead, err, sizeof err) == KVL_OK);
+    CHECK_MSG(blend_prompt(c, dead, ch, CT, q, NQ, 1, got, &bs, &pos) == KVL_OK && bs.misses == 3, "%s", kvl_ctx_error(c));
+    CHECK(!memcmp(ref, got, sizeof(float) * (size_t)V));
+    kvl_blend_get_stats(dead, &st);
+    CHECK(st.remote_errors >= 3);
+    kvl_blend_free(ram);
+    kvl_blend_free(w);
+    kvl_blend_free(r);
+    kvl_blend_free(dead);
+    kvl_ctx_free(c);
+    free(ref);
+    free(got);
+}
+
 int main(void) {
     test_url();
 #ifdef KVL_HAVE_HIREDIS
@@ -622,6 +738,7 @@ int main(void) {
     if (m) {
         test_sessions(m, url);
         test_kill(m, url, 25);
+        test_blend_redis(m, url);
         test_prefix(m, url, port, &server);
         kvl_model_free(m);
     }

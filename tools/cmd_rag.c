@@ -327,18 +327,21 @@ int cmd_rag(const cli_opts *o) {
     }
     cli_progress_end(&pr);
     const double t_full = median(modes[0].cells, modes[0].n);
+    const int remote = o->blend_store && !strncmp(o->blend_store, "redis://", 8);
     const char *sel_name = bp.select_query == 2 ? "q" : bp.select_query ? (bp.select_k ? "qk" : "qv") : bp.select_k ? "k" : "v";
     kvl_blend_store_stats bst;
     kvl_blend_get_stats(store, &bst);
     fprintf(stderr, "eval rag: %d seeds x %d questions, %d chunks x %d tokens, kv %s, select %s, full layers %d%s\n",
             n_seeds, n_q, n_chunks, T, o->kv, sel_name, bp.full_layers,
-            o->blend_store && !ram ? ", chunks from the disk tier" : ", chunks in RAM");
+            o->blend_store && !ram ? (remote ? ", chunks from the Redis tier" : ", chunks from the disk tier") : ", chunks in RAM");
     if (o->blend_store) {
         char cap[96] = "uncapped";
         if (o->blend_read_mbps > 0)
             snprintf(cap, sizeof cap, "capped at %g MB/s (an emulated slower tier)", (double)o->blend_read_mbps);
-        fprintf(stderr, "disk tier: %s, reads %s, pipeline %s\n",
-                o->blend_cold ? "cold (files dropped from the page cache before each prompt)" : "warm (page cache)", cap,
+        fprintf(stderr, "%s tier: %s, reads %s, pipeline %s\n", remote ? "Redis" : "disk",
+                remote ? "GETs from the server" : o->blend_cold ? "cold (files dropped from the page cache before each prompt)"
+                                                : "warm (page cache)",
+                cap,
                 n_pipes == 2 ? "0 and 1" : pipes[0] ? "1" : "0");
     }
     fprintf(stderr, "%-17s %10s %8s %9s %10s %8s %10s %9s %9s %9s %8s\n", "mode", "ttft_ms", "speedup", "accuracy", "agreement",
@@ -367,7 +370,7 @@ int cmd_rag(const cli_opts *o) {
         printf(",\"chunks\":%d,\"chunk_tokens\":%d,\"seeds\":%d,\"seed_base\":%d,\"questions\":%d,\"full_layers\":%d,"
                "\"select\":\"%s\",\"tier\":\"%s\",\"cold\":%d,\"read_mbps\":%g,\"modes\":{",
                n_chunks, T, n_seeds, o->ret_seed_base, n_q, bp.full_layers, sel_name,
-               o->blend_store && !ram ? "disk" : "ram", o->blend_cold != 0, (double)o->blend_read_mbps);
+               o->blend_store && !ram ? (remote ? "redis" : "disk") : "ram", o->blend_cold != 0, (double)o->blend_read_mbps);
         int first = 1;
         for (int i = 0; i < nm; i++) {
             for (int dup = 0; dup < (i == main_blend ? 2 : 1); dup++) {

@@ -450,6 +450,7 @@ kvl_status kvl_prefill_blend(kvl_seq *s, kvl_blend *b, const kvl_blend_seg *segs
             goto done;
         bs.ram_hits += tier == 1;
         bs.disk_hits += tier == 2;
+        bs.remote_hits += tier == 3;
     }
     bs.ms_load = now_ms() - t0;
     /* serial: every layer read and verified now; pipelined: the I/O thread

@@ -108,6 +108,8 @@ struct kvl_blend {
     kvl_token *base;          /* [n_base] */
     int n_base;
     char *dir;                /* disk tier or NULL */
+    struct kvl_redis *redis;  /* Redis tier (the store's thread) or NULL; url its URL */
+    char *url;
     size_t ram_budget, ram_bytes;
     kvl_blend_chunk **e;      /* RAM tier [n] */
     int n, cap;
@@ -170,6 +172,11 @@ kvl_blend_chunk *kvl_blend_reader_find(const kvl_blend_reader *rd, uint64_t key,
  * from fd (owned from now on, closed by the reader; path for messages). */
 kvl_status kvl_blend_reader_add(kvl_blend_reader *rd, kvl_blend_chunk *ch, const kvl_blend_head *h,
                                 const uint32_t *layer_crc, int fd, const char *path, kvl_err *err);
+/* Hold chunk ch (head h, layer_crc [n_layer], copied) whose layer l rows
+ * are the Redis value of key "rkey:l" on the reader's own connection (the
+ * Redis tier; kvl_blend_reader_new made one for b->url). */
+kvl_status kvl_blend_reader_add_redis(kvl_blend_reader *rd, kvl_blend_chunk *ch, const kvl_blend_head *h,
+                                      const uint32_t *layer_crc, const char *rkey, kvl_err *err);
 /* Start reading (serial: read and verify everything now). */
 kvl_status kvl_blend_reader_start(kvl_blend_reader *rd, kvl_err *err);
 /* Block until layer `layer` of every held chunk is read and verified; the
@@ -178,5 +185,23 @@ kvl_status kvl_blend_reader_wait(kvl_blend_reader *rd, int layer, kvl_err *err);
 /* Stop and join the I/O thread, fill st (may be NULL), hand the chunks to
  * b's RAM tier when keep and all was read (else free them), close files. */
 void kvl_blend_reader_free(kvl_blend_reader *rd, int keep, kvl_blend_reader_stats *st);
+
+/* ---- the Redis tier (engine/blend_redis.c) ----
+ * Chunk KEY (16 hex digits) is stored as the version-2 file cut in pieces:
+ * "kvlite:blend:KEY" holds its head, "kvlite:blend:KEY:l" layer l's rows;
+ * the head is written last, so a reader that finds it finds every layer
+ * (a chunk rewritten meanwhile has the same bytes: keys are content hashes). */
+#define KVL_BLEND_REDIS_PREFIX "kvlite:blend:"
+/* Redis key of chunk key's head into k [cap] (layer < 0) or of its layer. */
+void kvl_blend_redis_key(uint64_t key, int layer, char *k, size_t cap);
+/* Write ch to b's Redis tier (layers, then the head). */
+kvl_status kvl_blend_redis_put(kvl_blend *b, const kvl_blend_chunk *ch, kvl_err *err);
+/* Look chunk key / toks [n] up in b's Redis tier: *found 0 when absent or
+ * Redis is unreachable (*down = 1: a miss that costs a recompute). Found:
+ * with rd, its head is verified and the chunk handed to rd (layers stream
+ * in); without, every layer is fetched and the whole chunk decoded into
+ * *out (the caller's). A damaged or mismatched value is an error. */
+kvl_status kvl_blend_redis_get(kvl_blend *b, kvl_blend_reader *rd, uint64_t key, const kvl_token *toks, int n,
+                               kvl_blend_chunk **out, int *found, int *down, kvl_err *err);
 
 #endif

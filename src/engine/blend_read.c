@@ -5,7 +5,9 @@
  * the blended pass computes; a mutex/condvar counter "layers ready" tells
  * the pass when layer l of every chunk may be used. Serial mode reads the
  * same ranges in the calling thread before the pass. An optional rate cap
- * (MB/s) sleeps the reader to emulate a slower (network) tier. A chunk
+ * (MB/s) sleeps the reader to emulate a slower (network) tier. Chunks of
+ * the Redis tier (blend_redis.c) stream the same way, one GET per layer on
+ * the reader's own connection (a handle is used by one thread). A chunk
  * reaches the RAM tier only after every layer of it was verified. */
 #include <errno.h>
 #include <pthread.h>
@@ -16,13 +18,15 @@
 #include <unistd.h>
 
 #include "engine/blend.h"
+#include "engine/redis.h"
 
 typedef struct pend {
     kvl_blend_chunk *ch;
     kvl_blend_head h;
     uint32_t *crc; /* [n_layer] */
-    int fd;
-    char *path;
+    int fd;        /* disk tier, or -1 */
+    char *path;    /* the file, or the Redis head key (layer l: "path:l") */
+    int redis;     /* rows from Redis */
 } pend;
 
 struct kvl_blend_reader {
@@ -31,6 +35,7 @@ struct kvl_blend_reader {
     double mbps;
     pend *p;
     int n, cap, n_layer;
+    kvl_redis *rr; /* the reader's own Redis connection (Redis-tier chunks) */
     pthread_t th;
     int started; /* the thread runs (pipelined) */
     pthread_mutex_t mu;
@@ -88,8 +93,8 @@ kvl_blend_chunk *kvl_blend_reader_find(const kvl_blend_reader *rd, uint64_t key,
     return NULL;
 }
 
-kvl_status kvl_blend_reader_add(kvl_blend_reader *rd, kvl_blend_chunk *ch, const kvl_blend_head *h,
-                                const uint32_t *layer_crc, int fd, const char *path, kvl_err *err) {
+static kvl_status add(kvl_blend_reader *rd, kvl_blend_chunk *ch, const kvl_blend_head *h, const uint32_t *layer_crc,
+                      int fd, const char *path, int redis, kvl_err *err) {
     if (rd->started) return kvl_err_set(err, KVL_ERR_ARG, "blend: reader already started");
     if (h->n_layer != rd->n_layer) return kvl_err_set(err, KVL_ERR_ARG, "blend: reader: %d layers, %d expected", h->n_layer, rd->n_layer);
     if (rd->n == rd->cap) {
@@ -111,7 +116,48 @@ kvl_status kvl_blend_reader_add(kvl_blend_reader *rd, kvl_blend_chunk *ch, const
     e->ch = ch;
     e->h = *h;
     e->fd = fd;
+    e->redis = redis;
     rd->n++;
+    return KVL_OK;
+}
+
+kvl_status kvl_blend_reader_add(kvl_blend_reader *rd, kvl_blend_chunk *ch, const kvl_blend_head *h,
+                                const uint32_t *layer_crc, int fd, const char *path, kvl_err *err) {
+    return add(rd, ch, h, layer_crc, fd, path, 0, err);
+}
+
+kvl_status kvl_blend_reader_add_redis(kvl_blend_reader *rd, kvl_blend_chunk *ch, const kvl_blend_head *h,
+                                      const uint32_t *layer_crc, const char *rkey, kvl_err *err) {
+    if (!rd->b->url) return kvl_err_set(err, KVL_ERR_ARG, "blend: reader: the store has no Redis tier");
+    if (!rd->rr) {
+        kvl_redis_params rp = {.connect_ms = 500, .command_ms = 2000, .retry_ms = -1};
+        kvl_status st = kvl_redis_create(rd->b->url, &rp, &rd->rr, err);
+        if (st) return st;
+    }
+    return add(rd, ch, h, layer_crc, -1, rkey, 1, err);
+}
+
+/* Layer l of a Redis-tier chunk e into dst [lb]: *got bytes. */
+static kvl_status get_layer(kvl_blend_reader *rd, pend *e, int l, uint8_t *dst, size_t lb, size_t *got) {
+    char k[96];
+    snprintf(k, sizeof k, "%s:%d", e->path, l);
+    const uint8_t *v = NULL;
+    size_t len = 0;
+    void *hold = NULL;
+    kvl_err re;
+    kvl_err_clear(&re);
+    *got = 0;
+    if (kvl_redis_get(rd->rr, k, &v, &len, &hold, &re))
+        return kvl_err_set(&rd->err, KVL_ERR_IO, "blend: Redis %s: layer %d of %d: %s", k, l, e->h.n_layer, re.msg);
+    if (!v) return kvl_err_set(&rd->err, KVL_ERR_FORMAT, "blend: Redis %s: layer %d of %d missing", k, l, e->h.n_layer);
+    if (len != lb) {
+        kvl_redis_release(hold);
+        return kvl_err_set(&rd->err, KVL_ERR_FORMAT, "blend: Redis %s: layer %d of %d: %zu bytes, %zu expected", k, l,
+                           e->h.n_layer, len, lb);
+    }
+    memcpy(dst, v, len);
+    *got = len;
+    kvl_redis_release(hold);
     return KVL_OK;
 }
 
@@ -119,6 +165,18 @@ kvl_status kvl_blend_reader_add(kvl_blend_reader *rd, kvl_blend_chunk *ch, const
 static kvl_status read_layer(kvl_blend_reader *rd, pend *e, int l) {
     const size_t lb = e->h.layer_bytes;
     uint8_t *dst = e->ch->rows + (size_t)l * lb;
+    if (e->redis) {
+        size_t got = 0;
+        kvl_status st = get_layer(rd, e, l, dst, lb, &got);
+        if (st) return st;
+        kvl_err ce;
+        kvl_err_clear(&ce);
+        if ((st = kvl_blend_layer_check(&e->h, e->crc, l, dst, got, &ce)))
+            return kvl_err_set(&rd->err, st, "blend: Redis %s: %s", e->path,
+                               ce.msg + (strncmp(ce.msg, "blend chunk: ", 13) ? 0 : 13));
+        rd->bytes += (int64_t)got;
+        return KVL_OK;
+    }
     const off_t off = (off_t)(e->h.head_len + (size_t)l * lb);
     size_t got = 0;
     while (got < lb) {
@@ -221,11 +279,12 @@ void kvl_blend_reader_free(kvl_blend_reader *rd, int keep, kvl_blend_reader_stat
     for (int i = 0; i < rd->n; i++) {
         if (keep && all) kvl_blend_keep(rd->b, rd->p[i].ch);
         else kvl_blend_chunk_free(rd->p[i].ch);
-        close(rd->p[i].fd);
+        if (rd->p[i].fd >= 0) close(rd->p[i].fd);
         free(rd->p[i].crc);
         free(rd->p[i].path);
     }
     free(rd->p);
+    kvl_redis_free(rd->rr);
     pthread_cond_destroy(&rd->cv);
     pthread_mutex_destroy(&rd->mu);
     free(rd);

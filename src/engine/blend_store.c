@@ -32,6 +32,7 @@
 
 #include "engine/blend.h"
 #include "engine/engine.h"
+#include "engine/redis.h"
 #include "kv/serial.h"
 #include "util/crc32c.h"
 
@@ -384,6 +385,8 @@ void kvl_blend_free(kvl_blend *b) {
     free(b->config);
     free(b->base);
     free(b->dir);
+    kvl_redis_free(b->redis);
+    free(b->url);
     free(b);
 }
 
@@ -416,8 +419,10 @@ kvl_status kvl_blend_create(kvl_ctx *c, const kvl_token *base, int n_base, const
     b->c = c;
     b->config = kvl_blend_config(c);
     b->base = malloc(sizeof(kvl_token) * (size_t)(n_base ? n_base : 1));
-    if (dir) b->dir = strdup(dir);
-    if (!b->config || !b->base || (dir && !b->dir)) {
+    const int redis = dir && kvl_redis_is_url(dir);
+    if (redis) b->url = strdup(dir);
+    else if (dir) b->dir = strdup(dir);
+    if (!b->config || !b->base || (dir && !b->dir && !b->url)) {
         kvl_blend_free(b);
         st = kvl_err_set(&e, KVL_ERR_NOMEM, "blend: out of memory");
         goto done;
@@ -432,7 +437,13 @@ kvl_status kvl_blend_create(kvl_ctx *c, const kvl_token *base, int n_base, const
     h = fnv(h, &b->x.f32, sizeof b->x.f32);
     h = fnv(h, &n_base, sizeof n_base);
     b->salt = fnv(h, b->base, sizeof(kvl_token) * (size_t)n_base);
-    if (dir && mkdir(dir, 0755) && errno != EEXIST) {
+    if (redis) {
+        kvl_redis_params rp = {.connect_ms = 500, .command_ms = 2000, .retry_ms = 1000};
+        if ((st = kvl_redis_create(dir, &rp, &b->redis, &e))) {
+            kvl_blend_free(b);
+            goto done;
+        }
+    } else if (dir && mkdir(dir, 0755) && errno != EEXIST) {
         st = kvl_err_set(&e, KVL_ERR_IO, "blend: cannot create '%s': %s", dir, strerror(errno));
         kvl_blend_free(b);
         goto done;
@@ -639,6 +650,26 @@ kvl_status kvl_blend_lookup_rd(kvl_blend *b, kvl_blend_reader *rd, const kvl_tok
             return kvl_err_set(err, st, "%s: %s", path, msg);
         }
     }
+    if (b->redis) {
+        int found = 0, down = 0;
+        kvl_blend_chunk *ch = NULL;
+        const kvl_status st = kvl_blend_redis_get(b, rd, key, toks, n, &ch, &found, &down, err);
+        if (st) {
+            char msg[sizeof err->msg], k[64];
+            snprintf(msg, sizeof msg, "%s", err->msg);
+            kvl_blend_redis_key(key, -1, k, sizeof k);
+            return kvl_err_set(err, st, "Redis %s: %s", k, msg);
+        }
+        b->st.remote_errors += down;
+        if (found) {
+            if (rd) *owned = 2;
+            else if (ram_add(b, ch)) *owned = 1;
+            *out = ch;
+            *tier = 3;
+            b->st.remote_hits++;
+            return KVL_OK;
+        }
+    }
     b->st.misses++;
     return KVL_OK;
 }
@@ -675,6 +706,11 @@ kvl_status kvl_blend_insert(kvl_blend *b, kvl_blend_chunk *ch, int *owned, kvl_e
     if (b->dir) {
         kvl_status st = write_file(b, ch, err);
         if (st) return st;
+    }
+    if (b->redis) { /* an unreachable Redis loses the remote copy only */
+        kvl_err re;
+        kvl_err_clear(&re);
+        if (kvl_blend_redis_put(b, ch, &re)) b->st.remote_errors++;
     }
     b->st.stored++;
     if (ram_add(b, ch)) *owned = 1;
