@@ -13,7 +13,10 @@
  * and 48/48 tokens, int8 3e-7 and 48/48, int4z 1.6e-2 and 33/48 (against
  * the CPU's scalar attention: int8 1.4e-2, int4z 1.7e-2 and 28/48). Bounds:
  * f16 1e-3 and all 48 tokens; int8 5e-2 and 32; int4z 5e-2 and 16 (a wrong
- * kernel gives logits off by ~1 and tokens that differ at once). Also the prefill in several device calls (n_batch 7), two
+ * kernel gives logits off by ~1 and tokens that differ at once). Both
+ * numerics are tested: exact_matmul = 1 on both sides (above), and the
+ * default on both sides (the device's 8-bit activation blocks and integer
+ * matvec against the CPU default path; bounds at Q8_REL / Q8_SAME). Also the prefill in several device calls (n_batch 7), two
  * sequences sharing the device pool, and the errors: codecs without an
  * append kernel, evicting policies, fork, session save, a second build
  * without CUDA is covered by tests/test_cli.sh. */
@@ -25,6 +28,15 @@
 #include "test.h"
 
 #define NGEN 48
+/* The default path (8-bit activation blocks, integer dot products) against
+ * the CPU default path: the same codes for the same floats, but the floats
+ * entering each quantization differ by f32 rounding (f32 sums on the
+ * device, AVX2 / scalar f32 sums in another order on the CPU), so a value
+ * on a rounding boundary takes the neighbouring activation code (1/254 of
+ * its block's amax) on one side. Bounds per KV codec f16, int8, int4z
+ * (provisional until measured on the device): */
+static const double Q8_REL[3] = {2e-2, 5e-2, 5e-2};
+static const int Q8_SAME[3] = {16, 16, 8};
 
 static kvl_token argmax(const float *x, int n) {
     int b = 0;
@@ -34,14 +46,14 @@ static kvl_token argmax(const float *x, int n) {
 }
 
 /* prompt -> prefill, then greedy NGEN tokens; logits0: the prompt's last logits */
-static int generate(const kvl_model *m, int device, const char *codec, int n_batch, const kvl_token *prompt, int np,
-                    kvl_token *out, float *logits0) {
+static int generate(const kvl_model *m, int device, int exact, const char *codec, int n_batch, const kvl_token *prompt,
+                    int np, kvl_token *out, float *logits0) {
     kvl_ctx_params p;
     kvl_ctx_params_default(&p);
     p.n_ctx = 512;
     p.kv_codec = codec;
     p.device = device;
-    p.exact_matmul = device == KVL_DEVICE_CPU;
+    p.exact_matmul = exact;
     p.n_batch = n_batch;
     p.n_seq_max = 2;
     char err[256] = "";
@@ -109,15 +121,16 @@ int main(void) {
     CHECK(np > 4 && np < 64);
     float *l_cpu = malloc(sizeof(float) * mi.n_vocab), *l_gpu = malloc(sizeof(float) * mi.n_vocab);
     const char *codecs[3] = {"f16", "int8", "int4z"};
+    for (int ex = 1; ex >= 0; ex--)
     for (int ci = 0; ci < 3; ci++) {
         kvl_token t_cpu[NGEN], t_gpu[NGEN];
-        CHECK(generate(m, KVL_DEVICE_CPU, codecs[ci], 512, prompt, np, t_cpu, l_cpu));
+        CHECK(generate(m, KVL_DEVICE_CPU, ex, codecs[ci], 512, prompt, np, t_cpu, l_cpu));
         const int batches[2] = {512, 7};
         for (int bi = 0; bi < 2; bi++) {
             /* the second run replays CUDA graphs (kvl_cuda_lm_set_graphs) */
             if (bi) setenv("KVL_CUDA_GRAPHS", "1", 1);
             else unsetenv("KVL_CUDA_GRAPHS");
-            CHECK(generate(m, KVL_DEVICE_CUDA, codecs[ci], batches[bi], prompt, np, t_gpu, l_gpu));
+            CHECK(generate(m, KVL_DEVICE_CUDA, ex, codecs[ci], batches[bi], prompt, np, t_gpu, l_gpu));
             double num = 0, den = 0;
             for (int i = 0; i < mi.n_vocab; i++) {
                 num += (double)(l_gpu[i] - l_cpu[i]) * (l_gpu[i] - l_cpu[i]);
@@ -126,10 +139,15 @@ int main(void) {
             const double rel = sqrt(num / den);
             int same = 0;
             while (same < NGEN && t_gpu[same] == t_cpu[same]) same++;
-            printf("note: %s (n_batch %d%s): prompt logits rel err %.2e, greedy tokens equal for %d of %d\n",
-                   codecs[ci], batches[bi], bi ? ", graphs" : "", rel, same, NGEN);
-            CHECK_MSG(rel < (ci == 0 ? 1e-3 : 5e-2), "%s: logits rel err %.3g", codecs[ci], rel);
-            CHECK_MSG(same >= (ci == 0 ? NGEN : ci == 1 ? 32 : 16), "%s: tokens differ from %d on", codecs[ci], same);
+            printf("note: %s %s (n_batch %d%s): prompt logits rel err %.2e, greedy tokens equal for %d of %d\n",
+                   ex ? "exact" : "8-bit activations", codecs[ci], batches[bi], bi ? ", graphs" : "", rel, same, NGEN);
+            if (ex) {
+                CHECK_MSG(rel < (ci == 0 ? 1e-3 : 5e-2), "%s: logits rel err %.3g", codecs[ci], rel);
+                CHECK_MSG(same >= (ci == 0 ? NGEN : ci == 1 ? 32 : 16), "%s: tokens differ from %d on", codecs[ci], same);
+            } else {
+                CHECK_MSG(rel < Q8_REL[ci], "8-bit activations %s: logits rel err %.3g", codecs[ci], rel);
+                CHECK_MSG(same >= Q8_SAME[ci], "8-bit activations %s: tokens differ from %d on", codecs[ci], same);
+            }
             if (ci == 0 && bi == 0) {
                 printf("note: tokens:");
                 for (int i = 0; i < NGEN; i++) printf(" %d", t_gpu[i]);
