@@ -262,6 +262,16 @@ static void bench_8b(int steps, double bw, int wt, int exact, int ctx_max, int a
                     (kvl_cuda_lm_step_weight_bytes(lm) + (double)ctxs[ki] * kvl_cuda_lm_kv_bytes_per_token(lm)) / bw;
                 row("8b", codecs[ci], wlabel, g, 1, ctxs[ki], 1 / t, 1e3 * t, 1e3 * roof);
             }
+            if (ci == 0 && wt != 1 && !exact) { /* the integer matvec without programmatic dependent launch */
+                kvl_cuda_gemv_q8_set_pdl(0);
+                kvl_cuda_lm_set_graphs(lm, 1);
+                const double t = time_steps(lm, 1, ctxs[ki], steps, 3);
+                kvl_cuda_gemv_q8_set_pdl(1);
+                kvl_cuda_lm_set_graphs(lm, 1);
+                const double roof =
+                    (kvl_cuda_lm_step_weight_bytes(lm) + (double)ctxs[ki] * kvl_cuda_lm_kv_bytes_per_token(lm)) / bw;
+                if (t > 0) row("8b-nopdl", codecs[ci], wlabel, 1, 1, ctxs[ki], 1 / t, 1e3 * t, 1e3 * roof);
+            }
             if (ci == 0 && (ctxs[ki] == 32768 || ctxs[ki] == 131072)) {
                 char what[96];
                 snprintf(what, sizeof what, "8b %s %s KV %s ctx %d", wlabel, act, codecs[ci], ctxs[ki]);
@@ -297,6 +307,7 @@ static void bench_gemv(double bw) {
     printf("| shape       | fmt   | act    | variant      | us       | GB/s    | of copy |\n|---|---|---|---|---|---|---|\n");
     cudaEvent_t e0[48], e1[48];
     for (int i = 0; i < 48; i++) cudaEventCreate(&e0[i]), cudaEventCreate(&e1[i]);
+    kvl_cuda_gemv_q8_set_pdl(0); /* each launch alone between its events */
     for (int si = 0; si < 4; si++) {
         const int64_t rows = shapes[si][0], cols = shapes[si][1];
         char shape[32];
@@ -368,6 +379,7 @@ static void bench_gemv(double bw) {
         kvl_cuda_free(x), kvl_cuda_free(y), kvl_cuda_free(xq), kvl_cuda_free(xds);
     }
     for (int i = 0; i < 48; i++) cudaEventDestroy(e0[i]), cudaEventDestroy(e1[i]);
+    kvl_cuda_gemv_q8_set_pdl(1);
 }
 
 int main(int argc, char **argv) {

@@ -245,6 +245,9 @@ static const gemv_variant g_variants[] = {
 #define N_VARIANTS ((int)(sizeof g_variants / sizeof g_variants[0]))
 #define Q8_DEFAULT_VARIANT 3
 static int g_variant = Q8_DEFAULT_VARIANT; /* benchmarks only (kvl_cuda_gemv_q8_set_variant) */
+static int g_pdl = 1;                      /* programmatic dependent launch (kvl_cuda_gemv_q8_set_pdl) */
+
+extern "C" void kvl_cuda_gemv_q8_set_pdl(int on) { g_pdl = on != 0; }
 
 extern "C" int kvl_cuda_gemv_q8_set_variant(int v) {
     if (v < 0) v = Q8_DEFAULT_VARIANT;
@@ -295,6 +298,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     for (int i = 0; i < R; i++)
 #pragma unroll
         for (int n = 0; n < NB; n++) acc[i][n] = 0.0f;
+    bool waited = false;
     if constexpr (F == KVL_CUDA_WF_Q8_0) {
         const int8_t *wq = (const int8_t *)w.q;
         const __half *ws = (const __half *)w.s;
@@ -305,6 +309,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
 #pragma unroll
                 for (int i = 0; i < R; i++)
                     if (j0 + 512 * u < cols) wv[u][i] = ldw16<H>(wq + rr_[i] * cols + j0 + 512 * u);
+            if (!waited) kvl_griddep_wait(), waited = true; /* weights in flight; now the producer's output */
 #pragma unroll
             for (int u = 0; u < U; u++) {
                 const int64_t j = j0 + 512 * u, b = j >> 5;
@@ -330,6 +335,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
 #pragma unroll
                 for (int i = 0; i < R; i++)
                     if (b0 + 32 * u < nb) wv[u][i] = ldw16<H>(wq + rr_[i] * (cols / 2) + (b0 + 32 * u) * 16);
+            if (!waited) kvl_griddep_wait(), waited = true;
 #pragma unroll
             for (int u = 0; u < U; u++) {
                 const int64_t b = b0 + 32 * u;
@@ -363,6 +369,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
             }
         }
     }
+    if (!waited) kvl_griddep_wait(); /* lanes past the row's end: before any write */
 #pragma unroll
     for (int i = 0; i < R; i++)
 #pragma unroll
@@ -377,12 +384,23 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
         }
 }
 
+/* With g_pdl the launch may begin while the stream's previous kernel (the
+ * producer of xq / xds) still runs: the kernel waits for it after its first
+ * weight loads (kvl_griddep_wait). */
 template <int F, int NB, int R, int U, int H>
 static void launch_q8(const kvl_cuda_wmat &w, const int8_t *xq, const float2 *xds, float *y, int acc,
                       cudaStream_t st) {
     const int64_t per_block = (int64_t)GEMV_WARPS * R;
-    const unsigned grid = (unsigned)((w.rows + per_block - 1) / per_block);
-    gemv_q8_k<F, NB, R, U, H><<<grid, GEMV_WARPS * 32, 0, st>>>(w, xq, xds, y, acc);
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)((w.rows + per_block - 1) / per_block));
+    cfg.blockDim = dim3(GEMV_WARPS * 32);
+    cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = g_pdl ? 1 : 0;
+    cudaLaunchKernelEx(&cfg, gemv_q8_k<F, NB, R, U, H>, w, xq, xds, y, acc); /* errors: cudaGetLastError after */
 }
 
 template <int F> static void launch_q8_fmt(const kvl_cuda_wmat &w, const int8_t *xq, const float2 *xds, int nb,
@@ -434,6 +452,7 @@ extern "C" kvl_status kvl_cuda_gemv_q8(const kvl_cuda_wmat *w, const int8_t *xq,
 /* x [n][cols] -> blocks of 32: one warp per block, grid-stride */
 __global__ void quantize_q8_k(const float *__restrict__ x, int64_t n_blocks, int8_t *__restrict__ q,
                               float2 *__restrict__ ds) {
+    kvl_griddep_trigger();
     const int lane = threadIdx.x & 31;
     const int64_t wpb = blockDim.x >> 5;
     for (int64_t b = blockIdx.x * wpb + (threadIdx.x >> 5); b < n_blocks; b += (int64_t)gridDim.x * wpb)

@@ -228,7 +228,8 @@ kvl_status kvl_cuda_lm_forward(kvl_cuda_lm *lm, int n, const int32_t *tok, const
 kvl_status kvl_cuda_lm_fill_context(kvl_cuda_lm *lm, int slot, int n_tok, uint64_t seed, kvl_err *err);
 /* Launch mode: 1 = the forward call's device work is captured in a CUDA
  * graph once per shape (entries, attention plan) and replayed while that
- * shape holds; 0 (default) = kernels launched directly. */
+ * shape holds; 0 (default) = kernels launched directly. Every call of this
+ * function makes the next graph call capture anew. */
 void kvl_cuda_lm_set_graphs(kvl_cuda_lm *lm, int on);
 /* Benchmarks: per-stage device time. on = 1 creates timing events (outside
  * the step: allocation here), clears the sums, and makes every forward call

@@ -312,7 +312,10 @@ extern "C" size_t kvl_cuda_lm_kv_bytes(const kvl_cuda_lm *lm) {
 extern "C" double kvl_cuda_lm_kv_bytes_per_token(const kvl_cuda_lm *lm) {
     return (double)kvl_cuda_pool_page_bytes(lm->pool) / lm->P * lm->L * lm->Hkv;
 }
-extern "C" void kvl_cuda_lm_set_graphs(kvl_cuda_lm *lm, int on) { lm->graphs = on != 0; }
+extern "C" void kvl_cuda_lm_set_graphs(kvl_cuda_lm *lm, int on) {
+    lm->graphs = on != 0;
+    lm->g_n = 0; /* capture anew at the next call (launch settings may have changed) */
+}
 
 /* Profiling: an event after the stage that just ended (direct launches only). */
 static void mark(kvl_cuda_lm *lm, int stage) {

@@ -47,6 +47,7 @@ extern "C" kvl_status kvl_cuda_embed(const kvl_cuda_wmat *emb, const int32_t *to
 /* one block of 256 per row; double sum of squares (the CPU's); q != NULL:
  * y also as 8-bit blocks, one warp per block of 32 */
 __global__ void rmsnorm_k(const float *x, const float *w, float *y, int cols, float eps, int8_t *q, float2 *ds) {
+    kvl_griddep_trigger(); /* the matvec after it may start loading weights */
     __shared__ double part[8];
     const float *xr = x + (size_t)blockIdx.x * cols;
     double ss = 0;
@@ -99,6 +100,7 @@ __global__ void swiglu_k(const float *gu, float *h, int n, int F) {
 /* F % 32 == 0 and blocks of 256: a warp's 32 values are one 8-bit block of
  * one row, and the whole warp runs every iteration (total % 32 == 0) */
 __global__ void swiglu_q8_k(const float *gu, float *h, int8_t *q, float2 *ds, int n, int F) {
+    kvl_griddep_trigger();
     const size_t total = (size_t)n * F;
     const int lane = threadIdx.x & 31;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {

@@ -75,6 +75,11 @@ kvl_status kvl_cuda_gemv_q8(const kvl_cuda_wmat *w, const int8_t *xq, const floa
  * process-wide setting). */
 int kvl_cuda_gemv_q8_set_variant(int v);
 int kvl_cuda_gemv_q8_n_variants(void);
+/* Benchmarks: 1 (default) = the integer matvec is launched with
+ * programmatic dependent launch (its weight loads overlap the end of the
+ * kernel before it, which produced its activation blocks); 0 = plain
+ * stream order. Process-wide, not thread-safe. */
+void kvl_cuda_gemv_q8_set_pdl(int on);
 void kvl_cuda_gemv_q8_variant(int v, int *R, int *U, int *H);
 
 /* x [n][cols] = row tok[i] of the embedding matrix (dequantized). */

@@ -15,7 +15,9 @@
  *    round-to-nearest-even; the fused producers are compared against the
  *    CPU quantization of the f32 output they wrote);
  *  - the integer matvec (kvl_cuda_gemv_q8) on Q8_0, Q4_0, Q4_1, 1..11
- *    columns, = and +=, every kernel variant at one column: against the
+ *    columns, = and +=, every kernel variant at one column, launched right
+ *    after the quantization kernel (with and without programmatic
+ *    dependent launch; input poisoned before): against the
  *    CPU-quantized activation blocks dotted with the weight codes in exact
  *    integers, the block terms dx (dw isum + mw s) summed in double (what
  *    the CPU default vec_dot computes, in f32 there). The device sums
@@ -198,10 +200,16 @@ static int gemv_q8_case(int t, int64_t rows, int64_t cols, int n, int acc) {
     int bad = 0;
     double worst = 0;
     const int n_var = kvl_cuda_gemv_q8_n_variants();
-    for (int v = -1; v < (n == 1 ? n_var : 0); v++) { /* -1: the default */
-        kvl_cuda_gemv_q8_set_variant(v);
+    for (int v = -2; v < (n == 1 ? n_var : 0); v++) { /* -1: the default; -2: the default without PDL */
+        kvl_cuda_gemv_q8_set_variant(v < 0 ? -1 : v);
+        kvl_cuda_gemv_q8_set_pdl(v != -2);
         if (acc) up(dy, y0, sizeof(float) * n * rows);
         else poison(dy, sizeof(float) * n * rows);
+        /* quantized again right before the matvec, over poison: a matvec that
+         * read its input before the quantization finished (programmatic
+         * dependent launch) would see NaN codes' garbage */
+        poison(dq, (size_t)n * cols), poison(dds, sizeof(float) * 2 * n * nb);
+        CHECK(kvl_cuda_quantize_q8(dx, n, (int)cols, dq, dds, NULL, &err) == KVL_OK);
         CHECK(kvl_cuda_gemv_q8(&w, dq, dds, n, dy, acc, NULL, &err) == KVL_OK);
         CHECK(kvl_cuda_sync(&err) == KVL_OK);
         down(y, dy, sizeof(float) * n * rows);
@@ -226,6 +234,7 @@ static int gemv_q8_case(int t, int64_t rows, int64_t cols, int n, int acc) {
             }
     }
     kvl_cuda_gemv_q8_set_variant(-1);
+    kvl_cuda_gemv_q8_set_pdl(1);
     CHECK_MSG(bad == 0, "gemv q8 %s %lldx%lld n=%d acc=%d: %d bad, worst %.3g", kvl_type_name(t), (long long)rows,
               (long long)cols, n, acc, bad, worst);
     kvl_cuda_free(w.q), kvl_cuda_free(w.s), kvl_cuda_free(dx), kvl_cuda_free(dy), kvl_cuda_free(dq), kvl_cuda_free(dds);
