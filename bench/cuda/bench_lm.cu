@@ -341,6 +341,10 @@ static void bench_gemv(double bw) {
             int nc = (int)((400e6 + qb + sb - 1) / (qb + sb));
             if (nc < 1) nc = 1;
             if (nc > 16) nc = 16;
+            /* the largest shape once more over 16 rotated copies (8.9 GB of Q8_0): does a matrix
+             * not read by the previous launch cost more (TLB, DRAM pages) than the same one again? */
+            const int rot = si == 3 && f == KVL_CUDA_WF_Q8_0;
+            if (rot) nc = 16;
             std::vector<kvl_cuda_wmat> w(nc);
             for (int c = 0; c < nc; c++) {
                 w[c] = {f, rows, cols, NULL, NULL};
@@ -349,19 +353,21 @@ static void bench_gemv(double bw) {
                     DIE("gemv weights: %s", e.msg);
             }
             const int nv = f == KVL_CUDA_WF_F16 ? 0 : kvl_cuda_gemv_q8_n_variants();
-            for (int v = -1; v < nv; v++) { /* -1: the f32 matvec */
+            for (int v = -2; v < nv; v++) { /* -2: the f32 matvec; -1: the integer one's default */
                 char vn[32] = "-";
+                if (v == -1 && !nv) continue;
+                if (v == -1) snprintf(vn, sizeof vn, "default");
                 if (v >= 0) {
                     int R, U, H;
                     kvl_cuda_gemv_q8_variant(v, &R, &U, &H);
                     snprintf(vn, sizeof vn, "%dR %dU %s", R, U, H ? "noL1" : "ldg");
-                    kvl_cuda_gemv_q8_set_variant(v);
                 }
+                kvl_cuda_gemv_q8_set_variant(v < 0 ? -1 : v);
                 std::vector<double> t;
                 for (int r = 0; r < 43; r++) {
                     const kvl_cuda_wmat &m = w[r % nc];
                     cudaEventRecord(e0[r % 48]);
-                    if (v < 0) kvl_cuda_gemv(&m, x, 1, y, 0, NULL, &e);
+                    if (v == -2) kvl_cuda_gemv(&m, x, 1, y, 0, NULL, &e);
                     else kvl_cuda_gemv_q8(&m, xq, xds, 1, y, 0, NULL, &e);
                     cudaEventRecord(e1[r % 48]);
                     cudaEventSynchronize(e1[r % 48]);
@@ -370,8 +376,21 @@ static void bench_gemv(double bw) {
                     if (r >= 3) t.push_back(ms * 1e3);
                 }
                 if (kvl_cuda_sync(&e)) DIE("gemv: %s", e.msg);
-                const double bytes = (double)(qb + sb) + (v < 0 ? 4.0 : 1.25) * cols + 4.0 * rows;
-                gemv_row(shape, fnames[fi], v < 0 ? "f32" : "8-bit", vn, median(t), bytes, bw);
+                const double bytes = (double)(qb + sb) + (v == -2 ? 4.0 : 1.25) * cols + 4.0 * rows;
+                gemv_row(rot ? "128256x4096 rot16" : shape, fnames[fi], v == -2 ? "f32" : "8-bit", vn, median(t), bytes, bw);
+                if (rot && v == -1) { /* and the same copy every time, as the rows above for this shape */
+                    std::vector<double> t1;
+                    for (int r = 0; r < 43; r++) {
+                        cudaEventRecord(e0[r % 48]);
+                        kvl_cuda_gemv_q8(&w[0], xq, xds, 1, y, 0, NULL, &e);
+                        cudaEventRecord(e1[r % 48]);
+                        cudaEventSynchronize(e1[r % 48]);
+                        float ms;
+                        cudaEventElapsedTime(&ms, e0[r % 48], e1[r % 48]);
+                        if (r >= 3) t1.push_back(ms * 1e3);
+                    }
+                    gemv_row("128256x4096 same", fnames[fi], "8-bit", vn, median(t1), bytes, bw);
+                }
             }
             kvl_cuda_gemv_q8_set_variant(-1);
             for (int c = 0; c < nc; c++) kvl_cuda_free(w[c].q), kvl_cuda_free(w[c].s);

@@ -243,17 +243,20 @@ static const gemv_variant g_variants[] = {
     {1, 4, 0}, {1, 8, 0}, {2, 4, 0}, {1, 4, 1}, {2, 4, 1}, {1, 8, 1}, {4, 2, 1},
 };
 #define N_VARIANTS ((int)(sizeof g_variants / sizeof g_variants[0]))
-#define Q8_DEFAULT_VARIANT 3
-static int g_variant = Q8_DEFAULT_VARIANT; /* benchmarks only (kvl_cuda_gemv_q8_set_variant) */
+/* Default (g_variant < 0), from bench_lm --gemv on the H200 (2026-12-02):
+ * 1R 4U noL1, except Q8_0 matrices of <= 8192 rows: 2R 4U noL1 (4096 x 4096
+ * 12.7 vs 13.3 us, 4096 x 14336 23.2 vs 25.3; 14336 rows equal; 128256 rows
+ * 135 vs 142 us). Q4_0 / Q4_1: 1R 4U noL1 within 5% of the best everywhere. */
+static int g_variant = -1; /* benchmarks only (kvl_cuda_gemv_q8_set_variant) */
+static int auto_variant(kvl_cuda_wfmt f, int64_t rows) { return f == KVL_CUDA_WF_Q8_0 && rows <= 8192 ? 4 : 3; }
 static int g_pdl = 1;                      /* programmatic dependent launch (kvl_cuda_gemv_q8_set_pdl) */
 
 extern "C" void kvl_cuda_gemv_q8_set_pdl(int on) { g_pdl = on != 0; }
 
 extern "C" int kvl_cuda_gemv_q8_set_variant(int v) {
-    if (v < 0) v = Q8_DEFAULT_VARIANT;
     if (v >= N_VARIANTS) return -1;
-    g_variant = v;
-    return v;
+    g_variant = v < 0 ? -1 : v;
+    return g_variant;
 }
 extern "C" int kvl_cuda_gemv_q8_n_variants(void) { return N_VARIANTS; }
 extern "C" void kvl_cuda_gemv_q8_variant(int v, int *R, int *U, int *H) {
@@ -406,7 +409,7 @@ static void launch_q8(const kvl_cuda_wmat &w, const int8_t *xq, const float2 *xd
 template <int F> static void launch_q8_fmt(const kvl_cuda_wmat &w, const int8_t *xq, const float2 *xds, int nb,
                                            float *y, int acc, cudaStream_t st) {
     if (nb == 1) { /* every variant at one column (decode) */
-        switch (g_variant) {
+        switch (g_variant < 0 ? auto_variant((kvl_cuda_wfmt)F, w.rows) : g_variant) {
         case 0: launch_q8<F, 1, 1, 4, 0>(w, xq, xds, y, acc, st); return;
         case 1: launch_q8<F, 1, 1, 8, 0>(w, xq, xds, y, acc, st); return;
         case 2: launch_q8<F, 1, 2, 4, 0>(w, xq, xds, y, acc, st); return;

@@ -44,11 +44,15 @@ extern "C" kvl_status kvl_cuda_embed(const kvl_cuda_wmat *emb, const int32_t *to
     return KVL_OK;
 }
 
-/* one block of 256 per row; double sum of squares (the CPU's); q != NULL:
- * y also as 8-bit blocks, one warp per block of 32 */
+/* one block of RMS_THREADS per row (1024: at batch 1 one block does the
+ * whole row, so its loads and the 8-bit blocks' warp reductions are spread
+ * over 32 warps; with 256 threads a 4096-wide row took ~14 us on the H200);
+ * double sum of squares (the CPU's); q != NULL: y also as 8-bit blocks, one
+ * warp per block of 32 */
+#define RMS_THREADS 1024
 __global__ void rmsnorm_k(const float *x, const float *w, float *y, int cols, float eps, int8_t *q, float2 *ds) {
     kvl_griddep_trigger(); /* the matvec after it may start loading weights */
-    __shared__ double part[8];
+    __shared__ double part[RMS_THREADS / 32];
     const float *xr = x + (size_t)blockIdx.x * cols;
     double ss = 0;
     for (int j = threadIdx.x; j < cols; j += blockDim.x) ss += (double)xr[j] * xr[j];
@@ -56,7 +60,7 @@ __global__ void rmsnorm_k(const float *x, const float *w, float *y, int cols, fl
     if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
     __syncthreads();
     double t = 0;
-    for (int i = 0; i < 8; i++) t += part[i];
+    for (int i = 0; i < RMS_THREADS / 32; i++) t += part[i];
     const float s = (float)(1.0 / sqrt(t / cols + eps));
     if (!q) {
         for (int j = threadIdx.x; j < cols; j += blockDim.x) y[(size_t)blockIdx.x * cols + j] = xr[j] * s * w[j];
@@ -74,7 +78,7 @@ __global__ void rmsnorm_k(const float *x, const float *w, float *y, int cols, fl
 extern "C" kvl_status kvl_cuda_rmsnorm(const float *x, const float *w, float *y, int n, int cols, float eps,
                                        void *stream, kvl_err *err) {
     if (n < 1 || cols < 1) return kvl_err_set(err, KVL_ERR_ARG, "cuda rmsnorm: n %d cols %d", n, cols);
-    rmsnorm_k<<<n, 256, 0, (cudaStream_t)stream>>>(x, w, y, cols, eps, NULL, NULL);
+    rmsnorm_k<<<n, RMS_THREADS, 0, (cudaStream_t)stream>>>(x, w, y, cols, eps, NULL, NULL);
     KVL_CUDA_TRY(cudaGetLastError(), "cuda rmsnorm launch");
     return KVL_OK;
 }
@@ -83,7 +87,7 @@ extern "C" kvl_status kvl_cuda_rmsnorm_q8(const float *x, const float *w, float 
                                           int cols, float eps, void *stream, kvl_err *err) {
     if (n < 1 || cols < 32 || cols % 32 || !q || !ds)
         return kvl_err_set(err, KVL_ERR_ARG, "cuda rmsnorm q8: n %d cols %d", n, cols);
-    rmsnorm_k<<<n, 256, 0, (cudaStream_t)stream>>>(x, w, y, cols, eps, q, reinterpret_cast<float2 *>(ds));
+    rmsnorm_k<<<n, RMS_THREADS, 0, (cudaStream_t)stream>>>(x, w, y, cols, eps, q, reinterpret_cast<float2 *>(ds));
     KVL_CUDA_TRY(cudaGetLastError(), "cuda rmsnorm q8 launch");
     return KVL_OK;
 }

@@ -70,9 +70,10 @@ kvl_status kvl_cuda_quantize_q8(const float *x, int n, int cols, int8_t *q, floa
 kvl_status kvl_cuda_gemv_q8(const kvl_cuda_wmat *w, const int8_t *xq, const float *xds, int n, float *y,
                             int accumulate, void *stream, kvl_err *err);
 /* Benchmarks: pick the kernel variant of single-column calls (rows per warp
- * R, chunks in flight U, weight loads around L1 H); v < 0: the default.
- * Returns the variant set, or -1 for v out of range. Not thread-safe (one
- * process-wide setting). */
+ * R, chunks in flight U, weight loads around L1 H); v < 0: the default
+ * (chosen per format and row count). Returns the variant set (-1 for the
+ * default), or -1 for v out of range. Not thread-safe (one process-wide
+ * setting). */
 int kvl_cuda_gemv_q8_set_variant(int v);
 int kvl_cuda_gemv_q8_n_variants(void);
 /* Benchmarks: 1 (default) = the integer matvec is launched with
