@@ -271,6 +271,16 @@ static void bench_8b(int steps, double bw, int wt, int exact, int ctx_max, int a
                 const double roof =
                     (kvl_cuda_lm_step_weight_bytes(lm) + (double)ctxs[ki] * kvl_cuda_lm_kv_bytes_per_token(lm)) / bw;
                 if (t > 0) row("8b-nopdl", codecs[ci], wlabel, 1, 1, ctxs[ki], 1 / t, 1e3 * t, 1e3 * roof);
+                for (int v = 7; v <= 8 && (ctxs[ki] == 0 || ctxs[ki] == 32768); v++) { /* the persistent variants */
+                    kvl_cuda_gemv_q8_set_variant(v);
+                    kvl_cuda_lm_set_graphs(lm, 1);
+                    const double tv = time_steps(lm, 1, ctxs[ki], steps, 3);
+                    char what[16];
+                    snprintf(what, sizeof what, "8b-var%d", v);
+                    if (tv > 0) row(what, codecs[ci], wlabel, 1, 1, ctxs[ki], 1 / tv, 1e3 * tv, 1e3 * roof);
+                }
+                kvl_cuda_gemv_q8_set_variant(-1);
+                kvl_cuda_lm_set_graphs(lm, 1);
             }
             if (ci == 0 && (ctxs[ki] == 32768 || ctxs[ki] == 131072)) {
                 char what[96];
@@ -360,7 +370,8 @@ static void bench_gemv(double bw) {
                 if (v >= 0) {
                     int R, U, H;
                     kvl_cuda_gemv_q8_variant(v, &R, &U, &H);
-                    snprintf(vn, sizeof vn, "%dR %dU %s", R, U, H ? "noL1" : "ldg");
+                    if (R) snprintf(vn, sizeof vn, "%dR %dU %s", R, U, H ? "noL1" : "ldg");
+                    else snprintf(vn, sizeof vn, "pipe %dU noL1", U);
                 }
                 kvl_cuda_gemv_q8_set_variant(v < 0 ? -1 : v);
                 std::vector<double> t;

@@ -241,6 +241,7 @@ extern "C" kvl_status kvl_cuda_gemv(const kvl_cuda_wmat *w, const float *x, int 
 typedef struct gemv_variant { int R, U, H; } gemv_variant;
 static const gemv_variant g_variants[] = {
     {1, 4, 0}, {1, 8, 0}, {2, 4, 0}, {1, 4, 1}, {2, 4, 1}, {1, 8, 1}, {4, 2, 1},
+    {0, 4, 1}, {0, 8, 1}, /* R = 0: persistent warps, U chunks prefetched across rows (gemv_q8_pipe_k) */
 };
 #define N_VARIANTS ((int)(sizeof g_variants / sizeof g_variants[0]))
 /* Default (g_variant < 0), from bench_lm --gemv on the H200 (2026-12-02):
@@ -387,6 +388,116 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
         }
 }
 
+/* Persistent, software-pipelined variant (one column): the grid is one
+ * wave of resident blocks; warp g of NW takes rows g, g + NW, ... as one
+ * stream of (row, chunk) items and keeps D items' weight codes and scales
+ * in flight, refilling the slot it just consumed, across row ends (the
+ * one-row-per-warp kernels drain their loads at every row end and retire
+ * the warp after 1-2 round trips on 4096-wide rows). Same per-lane order of
+ * the sums as gemv_q8_k, so the same result bit for bit. */
+template <int F, int D>
+__global__ void __launch_bounds__(GEMV_WARPS * 32)
+    gemv_q8_pipe_k(kvl_cuda_wmat w, const int8_t *__restrict__ xq, const float2 *__restrict__ xds,
+                   float *__restrict__ y, int accumulate) {
+    const int lane = threadIdx.x & 31;
+    const int64_t NW = (int64_t)gridDim.x * GEMV_WARPS, g = (int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    const int64_t cols = w.cols, nb = cols / 32;
+    const int64_t C = F == KVL_CUDA_WF_Q8_0 ? (cols + 511) / 512 : (nb + 31) / 32; /* chunks per row */
+    const int64_t nr = g < w.rows ? (w.rows - g + NW - 1) / NW : 0;
+    const int64_t n_items = nr * C;
+    uint4 buf[D];
+    float bd[D], bm[D];
+    /* item -> (row, chunk) by counters: the next item to load and the next to consume */
+    int64_t lr = g, lc = 0, cr = g, cc = 0;
+    auto load = [&](uint4 &q, float &d, float &m) {
+        if constexpr (F == KVL_CUDA_WF_Q8_0) {
+            const int64_t j = 512 * lc + 16 * lane;
+            if (j < cols) {
+                q = ldw16<1>((const int8_t *)w.q + lr * cols + j);
+                d = __half2float(__ldg((const __half *)w.s + lr * nb + (j >> 5)));
+            }
+            m = 0.0f;
+        } else {
+            const int64_t b = 32 * lc + lane;
+            if (b < nb) {
+                q = ldw16<1>((const uint8_t *)w.q + lr * (cols / 2) + b * 16);
+                if constexpr (F == KVL_CUDA_WF_Q4_0) {
+                    d = __half2float(__ldg((const __half *)w.s + lr * nb + b));
+                    m = -8.0f * d;
+                } else {
+                    const __half2 dm = __ldg((const __half2 *)w.s + lr * nb + b);
+                    d = __low2float(dm), m = __high2float(dm);
+                }
+            }
+        }
+        if (++lc == C) lc = 0, lr += NW;
+    };
+#pragma unroll
+    for (int u = 0; u < D; u++)
+        if (u < n_items) load(buf[u], bd[u], bm[u]);
+    kvl_griddep_wait(); /* weights in flight; now the producer's output */
+    float acc = 0.0f;
+    for (int64_t k0 = 0; k0 < n_items; k0 += D) {
+#pragma unroll
+        for (int u = 0; u < D; u++) {
+            if (k0 + u >= n_items) break;
+            if constexpr (F == KVL_CUDA_WF_Q8_0) {
+                const int64_t j = 512 * cc + 16 * lane;
+                if (j < cols) {
+                    const uint4 a = __ldg(reinterpret_cast<const uint4 *>(xq + j));
+                    acc += (float)dp4a16(buf[u], a, 0) * (bd[u] * __ldg(&xds[j >> 5].x));
+                }
+            } else {
+                const int64_t b = 32 * cc + lane;
+                if (b < nb) {
+                    const uint4 *xp = reinterpret_cast<const uint4 *>(xq + b * 32);
+                    const uint4 a0 = __ldg(xp), a1 = __ldg(xp + 1);
+                    const float2 xs = __ldg(&xds[b]);
+                    const uint4 c = buf[u];
+                    const uint4 lo = {c.x & 0x0F0F0F0Fu, c.y & 0x0F0F0F0Fu, c.z & 0x0F0F0F0Fu, c.w & 0x0F0F0F0Fu};
+                    const uint4 hi = {(c.x >> 4) & 0x0F0F0F0Fu, (c.y >> 4) & 0x0F0F0F0Fu, (c.z >> 4) & 0x0F0F0F0Fu,
+                                      (c.w >> 4) & 0x0F0F0F0Fu};
+                    const int s = dp4a16(hi, a1, dp4a16(lo, a0, 0));
+                    acc += xs.x * (bd[u] * (float)s + bm[u] * xs.y);
+                }
+            }
+            if (k0 + u + D < n_items) load(buf[u], bd[u], bm[u]);
+            if (++cc == C) { /* the row's last chunk: reduce and write */
+                float s = acc;
+#pragma unroll
+                for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+                if (lane == 0) y[cr] = accumulate ? y[cr] + s : s;
+                acc = 0.0f, cc = 0, cr += NW;
+            }
+        }
+    }
+}
+
+/* one wave of resident blocks (occupancy read once per kernel) */
+template <int F, int D> static void launch_pipe(const kvl_cuda_wmat &w, const int8_t *xq, const float2 *xds, float *y,
+                                                int acc, cudaStream_t st) {
+    static int n_sm = 0, per_sm = 0;
+    if (!n_sm) {
+        int dev = 0;
+        cudaGetDevice(&dev);
+        cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev);
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_q8_pipe_k<F, D>, GEMV_WARPS * 32, 0);
+        if (per_sm < 1) per_sm = 1;
+        if (n_sm < 1) n_sm = 1;
+    }
+    const int64_t need = (w.rows + GEMV_WARPS - 1) / GEMV_WARPS, wave = (int64_t)n_sm * per_sm;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)(need < wave ? need : wave));
+    cfg.blockDim = dim3(GEMV_WARPS * 32);
+    cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = g_pdl ? 1 : 0;
+    cudaLaunchKernelEx(&cfg, gemv_q8_pipe_k<F, D>, w, xq, xds, y, acc);
+}
+
 /* With g_pdl the launch may begin while the stream's previous kernel (the
  * producer of xq / xds) still runs: the kernel waits for it after its first
  * weight loads (kvl_griddep_wait). */
@@ -416,6 +527,8 @@ template <int F> static void launch_q8_fmt(const kvl_cuda_wmat &w, const int8_t 
         case 4: launch_q8<F, 1, 2, 4, 1>(w, xq, xds, y, acc, st); return;
         case 5: launch_q8<F, 1, 1, 8, 1>(w, xq, xds, y, acc, st); return;
         case 6: launch_q8<F, 1, 4, 2, 1>(w, xq, xds, y, acc, st); return;
+        case 7: launch_pipe<F, 4>(w, xq, xds, y, acc, st); return;
+        case 8: launch_pipe<F, 8>(w, xq, xds, y, acc, st); return;
         default: launch_q8<F, 1, 1, 4, 1>(w, xq, xds, y, acc, st); return;
         }
     }

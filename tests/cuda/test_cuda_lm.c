@@ -15,7 +15,8 @@
  *    round-to-nearest-even; the fused producers are compared against the
  *    CPU quantization of the f32 output they wrote);
  *  - the integer matvec (kvl_cuda_gemv_q8) on Q8_0, Q4_0, Q4_1, 1..11
- *    columns, = and +=, every kernel variant at one column, launched right
+ *    columns, = and +=, every kernel variant at one column (the persistent
+ *    ones also with more rows than warps), launched right
  *    after the quantization kernel (with and without programmatic
  *    dependent launch; input poisoned before): against the
  *    CPU-quantized activation blocks dotted with the weight codes in exact
@@ -529,6 +530,9 @@ int main(void) {
         }
         gemv_q8_case(types[ti], 1031, 4096, 1, 0);
         gemv_q8_case(types[ti], 67, 14336, 1, 1);
+        /* more rows than a wave of the persistent variants holds warps (132 SMs x <= 8 blocks x 8
+         * warps): several rows per warp, the prefetch crossing row ends; partial last chunks */
+        gemv_q8_case(types[ti], 20011, 2080, 1, ti & 1);
     }
     q8_producers();
     small_kernels();
