@@ -42,10 +42,13 @@ if [ "$step" = run ]; then
     echo "$3  $md/model.gguf" | sha256sum -c - || exit 1
     rc=0
     if [ "${RUN_MAKE_TEST:-0}" = 1 ]; then # make test-cuda itself: test_cuda_lm, test_cuda_e2e, test_cuda
-        KVL_MODEL=$md/model.gguf timeout 400 make -C "$wt" -k CUDA=1 PCRE_CFLAGS="-I$wt/devdeps" \
+        KVL_MODEL=$md/model.gguf timeout 400 make -C "$wt" CUDA=1 PCRE_CFLAGS="-I$wt/devdeps" \
             CUDA_PCRE_STATIC="$wt/devdeps/libpcre2-8.a" NVCC_PCRE_STATIC="$wt/devdeps/libpcre2-8.a" test-cuda \
             > "$OUT/test_cuda_all.log" 2>&1 || rc=1
-        grep -E "FAIL|note: (exact|8-bit)|passed" "$OUT/test_cuda_all.log" | head -40
+        grep -E "FAIL|note: (exact|8-bit|CPU)|passed" "$OUT/test_cuda_all.log" | head -40
+        if [ $rc != 0 ]; then # a failure stops the recipe: the attention tests on their own
+            timeout 200 "$wt/build-cuda/cuda/test_cuda" > "$OUT/test_attn.log" 2>&1; tail -1 "$OUT/test_attn.log"
+        fi
     else
         KVL_MODEL=$md/model.gguf "$wt/build-cuda/cuda/test_cuda_e2e" > "$OUT/test_e2e.log" 2>&1 || rc=1
         grep -E "FAIL|note|passed" "$OUT/test_e2e.log" | head -30
