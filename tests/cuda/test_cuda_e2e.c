@@ -169,7 +169,7 @@ int main(void) {
                     printf("note: 8-bit activations %s (n_batch %d%s) vs CPU default: prompt logits rel err %.2e, "
                            "greedy tokens equal for %d of %d; vs CPU exact: rel err %.2e (CPU default: %.2e)\n",
                            codecs[ci], batches[bi], bi ? ", graphs" : "", rel, same, NGEN, rel_x, rel_cpu);
-                    CHECK_MSG(rel_x <= 2 * rel_cpu + 1e-3, "8-bit activations %s: %.3g from the exact path (CPU "
+                    CHECK_MSG(rel_x <= 3 * rel_cpu + 1e-3, "8-bit activations %s: %.3g from the exact path (CPU "
                               "default: %.3g)", codecs[ci], rel_x, rel_cpu);
                     CHECK_MSG(same >= Q8_SAME[ci], "8-bit activations %s: tokens differ from %d on", codecs[ci], same);
                 }
