@@ -1,14 +1,15 @@
-/* Matrix-vector products of the decode step on the weights' own blocks:
- * y = W x for 1..8 activation columns at a time, one weight row per warp,
+/* Matrix-vector products of the decode step on the weights' own blocks,
+ * two numerics as on the CPU: (1) the exact path, y = W x for 1..8
+ * activation columns at a time on f32 activations, one weight row per warp,
  * lanes dequantizing pieces of 32-value blocks (Q8_0, Q4_0, Q4_1: codes and
  * scales repacked at upload into separate, aligned arrays; or f16) in
- * registers and dotting them with f32 activations (f32 sums, no activation
- * quantization, as the CPU's exact path). Weight bytes are read once per
- * call; each lane takes 8 consecutive values per 256-value chunk, so a
- * warp's weight and activation loads are contiguous (a first version with
- * one 32-value block per lane read the activations in 32 scattered lines
- * per load and reached ~0.8 TB/s on the H200: L1-bound). Also the host repacking of GGUF blocks and a random fill for
- * benchmark shapes. */
+ * registers, f32 sums (each lane takes 8 consecutive values per 256-value
+ * chunk, so a warp's weight and activation loads are contiguous; a first
+ * version with one 32-value block per lane reached ~0.8 TB/s on the H200:
+ * L1-bound); (2) the default path on 8-bit activation blocks (the CPU
+ * default's numerics): integer dot products with __dp4a (below,
+ * kvl_cuda_gemv_q8), and the quantization of its input. Also the host
+ * repacking of GGUF blocks and a random fill for benchmark shapes. */
 #include <string.h>
 
 #include <cuda_fp16.h>
