@@ -10,12 +10,22 @@
  *     their GGUF blocks or converted to f16, kernels launched directly or
  *     replayed from a CUDA graph;
  *  3. an 8B-shaped Llama (Llama-3-8B dimensions: 32 layers, 4096 / 14336,
- *     32 / 8 heads of 128, vocabulary 128256) with random Q8_0 (or f16)
- *     weights generated on the device, batch 1 at 4K and 32K, against its
- *     roofline (step weight bytes + ctx x KV bytes per token) / copy bandwidth.
- * Timing: host wall clock around each synchronous step (what a caller
- * sees), median of the steps after warm-ups.
- *   bench_lm [--model PATH] [--no-8b] [--steps N] [--json FILE] */
+ *     32 / 8 heads of 128, vocabulary 128256) with random Q8_0 (Q4_0, f16)
+ *     weights generated on the device, batch 1 at 0 / 4K / 32K / 128K, on
+ *     8-bit activations (the default) and on f32 activations (the exact
+ *     path), against its roofline (step weight bytes + ctx x KV bytes per
+ *     token) / copy bandwidth; per-stage device time of a step (events
+ *     between the stages, direct launches) at 32K and 128K;
+ *  4. (--gemv) the matvec alone on Llama-3-8B shapes (4096x4096,
+ *     14336x4096, 4096x14336, 128256x4096) per weight format, f32 or 8-bit
+ *     activations, every kernel variant of the integer matvec: GB/s of
+ *     weight + activation + output bytes over the kernel time (events around
+ *     each launch, median of 40, copies rotated so that the matrices read
+ *     are >= 400 MB, many times the 50 MB L2), against the copy bandwidth.
+ * Timing of 2 and 3: host wall clock around each synchronous step (what a
+ * caller sees), median of the steps after warm-ups.
+ *   bench_lm [--model PATH | --no-model] [--no-8b] [--8b-f16] [--8b-q4] [--gemv] [--ctx-max N]
+ *            [--steps N] [--json FILE] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +38,7 @@
 
 extern "C" {
 #include "cuda/kvl_cuda.h"
+#include "cuda/lm_ops.h"
 #include "engine/engine.h"
 #include "kvlite.h"
 }
@@ -45,6 +56,11 @@ static double median(std::vector<double> v) {
 
 static FILE *json;
 static int first_row = 1;
+static const char *jsep(void) { /* separator before a JSON row */
+    const char *s = first_row ? "" : ",\n";
+    first_row = 0;
+    return s;
+}
 static void row(const char *what, const char *codec, const char *weights, int graphs, int B, int ctx, double tok_s,
                 double ms, double roof_ms) {
     printf("| %-8s | %-6s | %-7s | %-6s | %3d | %6d | %9.1f | %8.3f |", what, codec, weights, graphs ? "graph" : "direct",
@@ -182,9 +198,26 @@ static void bench_model(const char *path, int steps, double bw) {
     kvl_model_free(m);
 }
 
-static void bench_8b(int steps, double bw, int weights_f16) {
+static void print_profile(kvl_cuda_lm *lm, const char *what, double step_ms) {
+    double ms[KVL_CUDA_PROF_N], tot = 0;
+    const int calls = kvl_cuda_lm_profile(lm, ms);
+    for (int i = 0; i < KVL_CUDA_PROF_N; i++) tot += ms[i];
+    printf("per-stage device time, %s (%d steps, direct launches with an event after each stage; sum %.3f ms, "
+           "graph step %.3f ms):\n| stage | ms/step | share |\n|---|---|---|\n",
+           what, calls, tot, step_ms);
+    for (int i = 0; i < KVL_CUDA_PROF_N; i++)
+        if (ms[i] > 0) printf("| %s | %.3f | %.1f%% |\n", kvl_cuda_lm_prof_name(i), ms[i], 100 * ms[i] / tot);
+    if (json) {
+        fprintf(json, "%s{\"what\":\"profile\",\"case\":\"%s\",\"graph_ms\":%.5f", jsep(), what, step_ms);
+        for (int i = 0; i < KVL_CUDA_PROF_N; i++) fprintf(json, ",\"%s\":%.5f", kvl_cuda_lm_prof_name(i), ms[i]);
+        fprintf(json, "}");
+    }
+}
+
+/* wt: ggml type of the random weights; exact: f32 activations */
+static void bench_8b(int steps, double bw, int wt, int exact, int ctx_max, int all_codecs) {
     const int L = 32, E = 4096, H = 32, Hkv = 8, hd = 128, F = 14336, V = 128256;
-    const int wt = weights_f16 ? 1 /* KVL_TYPE_F16 */ : 8 /* KVL_TYPE_Q8_0 */;
+    const char *wname = wt == 1 ? "f16" : wt == 2 ? "q4_0" : wt == 3 ? "q4_1" : "q8_0";
     std::vector<kvl_cuda_layer_desc> ld(L);
     for (int l = 0; l < L; l++) {
         kvl_cuda_layer_desc &d = ld[l];
@@ -198,12 +231,15 @@ static void bench_8b(int steps, double bw, int weights_f16) {
     kvl_cuda_model_desc md = {L, E, H, Hkv, hd, F, V, 1e-5f, 1, freq.data(), {wt, NULL, V, E}, {wt, NULL, V, E},
                               NULL, ld.data()};
     const char *codecs[2] = {"f16", "int4z"};
-    printf("\n8B-shaped llama (random %s weights on the device): 32 layers, 4096/14336, 32/8 heads of 128, vocab 128256\n",
-           weights_f16 ? "f16" : "q8_0");
+    const char *act = wt == 1 ? "f32" : exact ? "f32 (exact)" : "8-bit";
+    printf("\n8B-shaped llama (random %s weights on the device, %s activations): 32 layers, 4096/14336, 32/8 heads "
+           "of 128, vocab 128256\n", wname, act);
     printf("| what     | codec  | weights | launch | B   | ctx    | tok/s     | ms/step  | roof ms  | of roof |\n");
     printf("|---|---|---|---|---|---|---|---|---|---|\n");
-    for (int ci = 0; ci < 2; ci++) {
-        kvl_cuda_lm_config cfg = {codecs[ci], 32, 32768 + 64 + steps, 1, 8, weights_f16, 1234};
+    char wlabel[32];
+    snprintf(wlabel, sizeof wlabel, "%s%s", wname, wt != 1 && exact ? "/x" : "");
+    for (int ci = 0; ci < (all_codecs ? 2 : 1); ci++) {
+        kvl_cuda_lm_config cfg = {codecs[ci], 32, ctx_max + 64 + steps, 1, 8, wt == 1, 1234, exact};
         kvl_cuda_lm *lm = NULL;
         kvl_err e = {};
         const double t0 = now();
@@ -212,24 +248,173 @@ static void bench_8b(int steps, double bw, int weights_f16) {
             printf("(weights %.2f GB on the device, %.2f GB read per step, set up in %.1f s; KV %.0f bytes/token)\n",
                    kvl_cuda_lm_weight_bytes(lm) / 1e9, kvl_cuda_lm_step_weight_bytes(lm) / 1e9, now() - t0,
                    kvl_cuda_lm_kv_bytes_per_token(lm));
-        if (kvl_cuda_lm_fill_context(lm, 0, 32768, 5, &e)) DIE("fill: %s", e.msg);
-        const int ctxs[3] = {0, 4096, 32768};
-        for (int ki = 0; ki < 3; ki++)
+        if (kvl_cuda_lm_fill_context(lm, 0, ctx_max, 5, &e)) DIE("fill: %s", e.msg);
+        const int ctxs[4] = {0, 4096, 32768, 131072};
+        for (int ki = 0; ki < 4; ki++) {
+            if (ctxs[ki] > ctx_max) continue;
+            double tg = 0;
             for (int g = 0; g < 2; g++) {
                 kvl_cuda_lm_set_graphs(lm, g);
                 const double t = time_steps(lm, 1, ctxs[ki], steps, 3);
                 if (t < 0) continue;
+                if (g) tg = t;
                 const double roof =
                     (kvl_cuda_lm_step_weight_bytes(lm) + (double)ctxs[ki] * kvl_cuda_lm_kv_bytes_per_token(lm)) / bw;
-                row("8b", codecs[ci], weights_f16 ? "f16" : "q8_0", g, 1, ctxs[ki], 1 / t, 1e3 * t, 1e3 * roof);
+                row("8b", codecs[ci], wlabel, g, 1, ctxs[ki], 1 / t, 1e3 * t, 1e3 * roof);
             }
+            if (ci == 0 && wt != 1 && !exact) { /* the integer matvec without programmatic dependent launch */
+                kvl_cuda_gemv_q8_set_pdl(0);
+                kvl_cuda_lm_set_graphs(lm, 1);
+                const double t = time_steps(lm, 1, ctxs[ki], steps, 3);
+                kvl_cuda_gemv_q8_set_pdl(1);
+                kvl_cuda_lm_set_graphs(lm, 1);
+                const double roof =
+                    (kvl_cuda_lm_step_weight_bytes(lm) + (double)ctxs[ki] * kvl_cuda_lm_kv_bytes_per_token(lm)) / bw;
+                if (t > 0) row("8b-nopdl", codecs[ci], wlabel, 1, 1, ctxs[ki], 1 / t, 1e3 * t, 1e3 * roof);
+                for (int v = 7; v <= 8 && (ctxs[ki] == 0 || ctxs[ki] == 32768); v++) { /* the persistent variants */
+                    kvl_cuda_gemv_q8_set_variant(v);
+                    kvl_cuda_lm_set_graphs(lm, 1);
+                    const double tv = time_steps(lm, 1, ctxs[ki], steps, 3);
+                    char what[16];
+                    snprintf(what, sizeof what, "8b-var%d", v);
+                    if (tv > 0) row(what, codecs[ci], wlabel, 1, 1, ctxs[ki], 1 / tv, 1e3 * tv, 1e3 * roof);
+                }
+                kvl_cuda_gemv_q8_set_variant(-1);
+                kvl_cuda_lm_set_graphs(lm, 1);
+            }
+            if (ci == 0 && (ctxs[ki] == 32768 || ctxs[ki] == 131072)) {
+                char what[96];
+                snprintf(what, sizeof what, "8b %s %s KV %s ctx %d", wlabel, act, codecs[ci], ctxs[ki]);
+                if (kvl_cuda_lm_set_profile(lm, 1, &e)) DIE("profile: %s", e.msg);
+                time_steps(lm, 1, ctxs[ki], steps / 2 > 4 ? steps / 2 : 4, 2);
+                print_profile(lm, what, 1e3 * tg);
+                kvl_cuda_lm_set_profile(lm, 0, &e);
+            }
+        }
         kvl_cuda_lm_free(lm);
     }
 }
 
+/* ---- the matvec alone ---- */
+
+static void gemv_row(const char *shape, const char *fmt, const char *path, const char *variant, double us,
+                     double bytes, double bw) {
+    printf("| %-11s | %-5s | %-6s | %-12s | %8.2f | %7.0f | %5.1f%% |\n", shape, fmt, path, variant, us,
+           bytes / us / 1e3, 100 * bytes / (us * 1e-6) / bw);
+    fflush(stdout);
+    if (json)
+        fprintf(json, "%s{\"what\":\"gemv\",\"shape\":\"%s\",\"fmt\":\"%s\",\"path\":\"%s\",\"variant\":\"%s\","
+                      "\"us\":%.3f,\"gbs\":%.1f}",
+                jsep(), shape, fmt, path, variant, us, bytes / us / 1e3);
+}
+
+static void bench_gemv(double bw) {
+    const int64_t shapes[4][2] = {{4096, 4096}, {14336, 4096}, {4096, 14336}, {128256, 4096}};
+    const kvl_cuda_wfmt fmts[4] = {KVL_CUDA_WF_Q8_0, KVL_CUDA_WF_Q4_0, KVL_CUDA_WF_Q4_1, KVL_CUDA_WF_F16};
+    const char *fnames[4] = {"q8_0", "q4_0", "q4_1", "f16"};
+    kvl_err e = {};
+    printf("\nmatvec alone, 1 column (events around each launch, median of 40; bytes = weights + activations + output)\n");
+    printf("| shape       | fmt   | act    | variant      | us       | GB/s    | of copy |\n|---|---|---|---|---|---|---|\n");
+    cudaEvent_t e0[48], e1[48];
+    for (int i = 0; i < 48; i++) cudaEventCreate(&e0[i]), cudaEventCreate(&e1[i]);
+    kvl_cuda_gemv_q8_set_pdl(0); /* each launch alone between its events */
+    for (int si = 0; si < 4; si++) {
+        const int64_t rows = shapes[si][0], cols = shapes[si][1];
+        char shape[32];
+        snprintf(shape, sizeof shape, "%lldx%lld", (long long)rows, (long long)cols);
+        float *x, *y;
+        int8_t *xq;
+        float *xds;
+        if (kvl_cuda_alloc((void **)&x, sizeof(float) * cols, &e) || kvl_cuda_alloc((void **)&y, sizeof(float) * rows, &e) ||
+            kvl_cuda_alloc((void **)&xq, cols, &e) || kvl_cuda_alloc((void **)&xds, sizeof(float) * cols / 16, &e))
+            DIE("gemv: %s", e.msg);
+        std::vector<float> hx(cols);
+        for (int64_t j = 0; j < cols; j++) hx[j] = (float)((j * 2654435761u) % 2001) / 1000.0f - 1.0f;
+        kvl_cuda_upload(x, hx.data(), sizeof(float) * cols, &e);
+        /* the quantization of the input alone */
+        {
+            std::vector<double> t;
+            for (int r = 0; r < 43; r++) {
+                cudaEventRecord(e0[r % 48]);
+                kvl_cuda_quantize_q8(x, 1, (int)cols, xq, xds, NULL, &e);
+                cudaEventRecord(e1[r % 48]);
+                cudaEventSynchronize(e1[r % 48]);
+                float ms;
+                cudaEventElapsedTime(&ms, e0[r % 48], e1[r % 48]);
+                if (r >= 3) t.push_back(ms * 1e3);
+            }
+            gemv_row(shape, "-", "quant", "x -> 8-bit", median(t), cols * 4.0 + cols * 1.25, bw);
+        }
+        for (int fi = 0; fi < 4; fi++) {
+            const kvl_cuda_wfmt f = fmts[fi];
+            const size_t qb = kvl_cuda_wmat_qbytes(f, rows, cols), sb = kvl_cuda_wmat_sbytes(f, rows, cols);
+            int nc = (int)((400e6 + qb + sb - 1) / (qb + sb));
+            if (nc < 1) nc = 1;
+            if (nc > 16) nc = 16;
+            /* the largest shape once more over 16 rotated copies (8.9 GB of Q8_0): does a matrix
+             * not read by the previous launch cost more (TLB, DRAM pages) than the same one again? */
+            const int rot = si == 3 && f == KVL_CUDA_WF_Q8_0;
+            if (rot) nc = 16;
+            std::vector<kvl_cuda_wmat> w(nc);
+            for (int c = 0; c < nc; c++) {
+                w[c] = {f, rows, cols, NULL, NULL};
+                if (kvl_cuda_alloc(&w[c].q, qb, &e) || (sb && kvl_cuda_alloc(&w[c].s, sb, &e)) ||
+                    kvl_cuda_wmat_fill_random(&w[c], 77 + c, 0.02f, NULL, &e))
+                    DIE("gemv weights: %s", e.msg);
+            }
+            const int nv = f == KVL_CUDA_WF_F16 ? 0 : kvl_cuda_gemv_q8_n_variants();
+            for (int v = -2; v < nv; v++) { /* -2: the f32 matvec; -1: the integer one's default */
+                char vn[32] = "-";
+                if (v == -1 && !nv) continue;
+                if (v == -1) snprintf(vn, sizeof vn, "default");
+                if (v >= 0) {
+                    int R, U, H;
+                    kvl_cuda_gemv_q8_variant(v, &R, &U, &H);
+                    if (R) snprintf(vn, sizeof vn, "%dR %dU %s", R, U, H ? "noL1" : "ldg");
+                    else snprintf(vn, sizeof vn, "pipe %dU noL1", U);
+                }
+                kvl_cuda_gemv_q8_set_variant(v < 0 ? -1 : v);
+                std::vector<double> t;
+                for (int r = 0; r < 43; r++) {
+                    const kvl_cuda_wmat &m = w[r % nc];
+                    cudaEventRecord(e0[r % 48]);
+                    if (v == -2) kvl_cuda_gemv(&m, x, 1, y, 0, NULL, &e);
+                    else kvl_cuda_gemv_q8(&m, xq, xds, 1, y, 0, NULL, &e);
+                    cudaEventRecord(e1[r % 48]);
+                    cudaEventSynchronize(e1[r % 48]);
+                    float ms;
+                    cudaEventElapsedTime(&ms, e0[r % 48], e1[r % 48]);
+                    if (r >= 3) t.push_back(ms * 1e3);
+                }
+                if (kvl_cuda_sync(&e)) DIE("gemv: %s", e.msg);
+                const double bytes = (double)(qb + sb) + (v == -2 ? 4.0 : 1.25) * cols + 4.0 * rows;
+                gemv_row(rot ? "128256x4096 rot16" : shape, fnames[fi], v == -2 ? "f32" : "8-bit", vn, median(t), bytes, bw);
+                if (rot && v == -1) { /* and the same copy every time, as the rows above for this shape */
+                    std::vector<double> t1;
+                    for (int r = 0; r < 43; r++) {
+                        cudaEventRecord(e0[r % 48]);
+                        kvl_cuda_gemv_q8(&w[0], xq, xds, 1, y, 0, NULL, &e);
+                        cudaEventRecord(e1[r % 48]);
+                        cudaEventSynchronize(e1[r % 48]);
+                        float ms;
+                        cudaEventElapsedTime(&ms, e0[r % 48], e1[r % 48]);
+                        if (r >= 3) t1.push_back(ms * 1e3);
+                    }
+                    gemv_row("128256x4096 same", fnames[fi], "8-bit", vn, median(t1), bytes, bw);
+                }
+            }
+            kvl_cuda_gemv_q8_set_variant(-1);
+            for (int c = 0; c < nc; c++) kvl_cuda_free(w[c].q), kvl_cuda_free(w[c].s);
+        }
+        kvl_cuda_free(x), kvl_cuda_free(y), kvl_cuda_free(xq), kvl_cuda_free(xds);
+    }
+    for (int i = 0; i < 48; i++) cudaEventDestroy(e0[i]), cudaEventDestroy(e1[i]);
+    kvl_cuda_gemv_q8_set_pdl(1);
+}
+
 int main(int argc, char **argv) {
     const char *model = NULL, *jpath = NULL;
-    int steps = 32, do8b = 1, f16_8b = 0;
+    int steps = 32, do8b = 1, f16_8b = 0, q4_8b = 0, gemv = 0, ctx_max = 32768;
     char buf[512];
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
@@ -237,8 +422,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) jpath = argv[++i];
         else if (!strcmp(argv[i], "--no-8b")) do8b = 0;
         else if (!strcmp(argv[i], "--8b-f16")) f16_8b = 1;
+        else if (!strcmp(argv[i], "--8b-q4")) q4_8b = 1;
+        else if (!strcmp(argv[i], "--gemv")) gemv = 1;
+        else if (!strcmp(argv[i], "--ctx-max") && i + 1 < argc) ctx_max = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--no-model")) model = "";
-        else DIE("usage: bench_lm [--model PATH | --no-model] [--no-8b] [--8b-f16] [--steps N] [--json FILE]");
+        else DIE("usage: bench_lm [--model PATH | --no-model] [--no-8b] [--8b-f16] [--8b-q4] [--gemv] [--ctx-max N] "
+                 "[--steps N] [--json FILE]");
     }
     if (!model) {
         model = getenv("KVL_MODEL");
@@ -256,9 +445,14 @@ int main(int argc, char **argv) {
     if (json) fprintf(json, "{\"device\":\"%s\",\"rows\":[\n", name);
     const double bw = copy_bw();
     printf("device %s, %d SMs; copy bandwidth %.0f GB/s (read + written)\n", name, n_sm, bw / 1e9);
+    if (gemv) bench_gemv(bw);
     if (model[0]) bench_model(model, steps, bw);
-    if (do8b) bench_8b(steps, bw, 0);
-    if (do8b && f16_8b) bench_8b(steps, bw, 1);
+    if (do8b) {
+        bench_8b(steps, bw, 8, 0, ctx_max, 1); /* Q8_0, 8-bit activations */
+        bench_8b(steps, bw, 8, 1, ctx_max < 32768 ? ctx_max : 32768, 0); /* Q8_0, the exact path */
+    }
+    if (do8b && q4_8b) bench_8b(steps, bw, 2, 0, ctx_max < 32768 ? ctx_max : 32768, 0);
+    if (do8b && f16_8b) bench_8b(steps, bw, 1, 0, ctx_max, 0);
     if (json) fprintf(json, "\n],\"copy_gbs\":%.1f}\n", bw / 1e9), fclose(json);
     return 0;
 }

@@ -5,7 +5,9 @@
 #           keeps piece A in /tmp/kvl-model, copies this tree to /tmp/kvl-wt,
 #           builds the device programs there (make CUDA=1, PCRE2 from
 #           devdeps/ linked statically: the machine has none) and runs
-#           test_cuda_lm (the kernels against the CPU references);
+#           test_cuda_lm (the kernels against the CPU references), then,
+#           if BENCH_8B_ARGS is set, bench_lm with those arguments (no model
+#           needed: e.g. "--no-model --gemv --8b-q4 --ctx-max 131072");
 #   call 2: bash bench/cuda/device_lm.sh run PIECE_B SHA256
 #           joins the pieces, checks the sha256, runs test_cuda_e2e (greedy
 #           tokens vs the CPU exact path) and bench_lm (decode tok/s,
@@ -25,17 +27,33 @@ if [ "$step" = build ]; then
     { time mk build-cuda/cuda/test_cuda_lm build-cuda/cuda/test_cuda_e2e build-cuda/cuda/bench_lm build-cuda/cuda/test_cuda; } > "$OUT/build.log" 2>&1
     rc=$?; tail -4 "$OUT/build.log"; grep -E "error|warning" "$OUT/build.log" | head -20
     [ $rc = 0 ] || exit 1
-    "$wt/build-cuda/cuda/test_cuda_lm" > "$OUT/test_lm.log" 2>&1; rc=$?
+    timeout 240 "$wt/build-cuda/cuda/test_cuda_lm" > "$OUT/test_lm.log" 2>&1; rc=$?
     grep -E "FAIL|note|passed" "$OUT/test_lm.log" | head -40
+    if [ -n "${BENCH_8B_ARGS:-}" ]; then
+        # shellcheck disable=SC2086
+        timeout 300 "$wt/build-cuda/cuda/bench_lm" --json "$OUT/bench_8b.json" $BENCH_8B_ARGS > "$OUT/bench_8b.log" 2>&1 || rc=1
+        grep -vE "^\| [0-9]+x[0-9]+ " "$OUT/bench_8b.log" | tail -60
+    fi
+    nvidia-smi --query-gpu=clocks.sm,clocks.mem,temperature.gpu --format=csv 2>&1 | tee -a "$OUT/env.log"
     exit $rc
 fi
 if [ "$step" = run ]; then
     cat "$md/a" "$2" > "$md/model.gguf" && ls -la "$md/model.gguf"
     echo "$3  $md/model.gguf" | sha256sum -c - || exit 1
     rc=0
-    KVL_MODEL=$md/model.gguf "$wt/build-cuda/cuda/test_cuda_e2e" > "$OUT/test_e2e.log" 2>&1 || rc=1
-    grep -E "FAIL|note|passed" "$OUT/test_e2e.log" | head -30
-    "$wt/build-cuda/cuda/bench_lm" --model "$md/model.gguf" --json "$OUT/bench_lm.json" ${BENCH_LM_ARGS:-} 2>&1 | tee "$OUT/bench_lm.log" || rc=1
+    if [ "${RUN_MAKE_TEST:-0}" = 1 ]; then # make test-cuda itself: test_cuda_lm, test_cuda_e2e, test_cuda
+        KVL_MODEL=$md/model.gguf timeout 400 make -C "$wt" CUDA=1 PCRE_CFLAGS="-I$wt/devdeps" \
+            CUDA_PCRE_STATIC="$wt/devdeps/libpcre2-8.a" NVCC_PCRE_STATIC="$wt/devdeps/libpcre2-8.a" test-cuda \
+            > "$OUT/test_cuda_all.log" 2>&1 || rc=1
+        grep -E "FAIL|note: (exact|8-bit|CPU)|passed" "$OUT/test_cuda_all.log" | head -40
+        if [ $rc != 0 ]; then # a failure stops the recipe: the attention tests on their own
+            timeout 200 "$wt/build-cuda/cuda/test_cuda" > "$OUT/test_attn.log" 2>&1; tail -1 "$OUT/test_attn.log"
+        fi
+    else
+        KVL_MODEL=$md/model.gguf "$wt/build-cuda/cuda/test_cuda_e2e" > "$OUT/test_e2e.log" 2>&1 || rc=1
+        grep -E "FAIL|note|passed" "$OUT/test_e2e.log" | head -30
+    fi
+    timeout 240 "$wt/build-cuda/cuda/bench_lm" --model "$md/model.gguf" --json "$OUT/bench_lm.json" ${BENCH_LM_ARGS:-} 2>&1 | tee "$OUT/bench_lm.log" || rc=1
     if [ "${RUN_ATTN_TEST:-0}" = 1 ]; then "$wt/build-cuda/cuda/test_cuda" > "$OUT/test_attn.log" 2>&1 || rc=1; tail -2 "$OUT/test_attn.log"; fi
     nvidia-smi --query-gpu=clocks.sm,clocks.mem,temperature.gpu --format=csv 2>&1 | tee -a "$OUT/env.log"
     exit $rc

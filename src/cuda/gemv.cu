@@ -1,18 +1,20 @@
-/* Matrix-vector products of the decode step on the weights' own blocks:
- * y = W x for 1..8 activation columns at a time, one weight row per warp,
+/* Matrix-vector products of the decode step on the weights' own blocks,
+ * two numerics as on the CPU: (1) the exact path, y = W x for 1..8
+ * activation columns at a time on f32 activations, one weight row per warp,
  * lanes dequantizing pieces of 32-value blocks (Q8_0, Q4_0, Q4_1: codes and
  * scales repacked at upload into separate, aligned arrays; or f16) in
- * registers and dotting them with f32 activations (f32 sums, no activation
- * quantization, as the CPU's exact path). Weight bytes are read once per
- * call; each lane takes 8 consecutive values per 256-value chunk, so a
- * warp's weight and activation loads are contiguous (a first version with
- * one 32-value block per lane read the activations in 32 scattered lines
- * per load and reached ~0.8 TB/s on the H200: L1-bound). Also the host repacking of GGUF blocks and a random fill for
- * benchmark shapes. */
+ * registers, f32 sums (each lane takes 8 consecutive values per 256-value
+ * chunk, so a warp's weight and activation loads are contiguous; a first
+ * version with one 32-value block per lane reached ~0.8 TB/s on the H200:
+ * L1-bound); (2) the default path on 8-bit activation blocks (the CPU
+ * default's numerics): integer dot products with __dp4a (below,
+ * kvl_cuda_gemv_q8), and the quantization of its input. Also the host
+ * repacking of GGUF blocks and a random fill for benchmark shapes. */
 #include <string.h>
 
 #include <cuda_fp16.h>
 
+#include "cuda/act_q8.cuh"
 #include "cuda/cuda_util.cuh"
 #include "cuda/lm_ops.h"
 
@@ -215,6 +217,374 @@ extern "C" kvl_status kvl_cuda_gemv(const kvl_cuda_wmat *w, const float *x, int 
         c0 += nb;
     }
     KVL_CUDA_TRY(cudaGetLastError(), "cuda gemv launch");
+    return KVL_OK;
+}
+
+/* ---- integer matvec on 8-bit activations (the CPU default path's numerics) ----
+ *
+ * The f32 matvec above is instruction- and L1-bound on quantized weights
+ * (per weight byte: an I2F, an FFMA and 4 activation bytes through L1; ~1.7
+ * TB/s on the H200 against ~2.7 for f16 weights). Here the activation vector
+ * is quantized once per matvec input (kvl_cuda_quantize_q8, or fused into
+ * the RMSNorm / SwiGLU that produce it) to int8 blocks of 32 with an f32
+ * scale and the sum of its codes, and each lane dots 4 weight codes with 4
+ * activation codes per __dp4a: per 16 bytes of Q8_0 codes 4 DP4A, one I2F
+ * and one FFMA, and 16 activation bytes from L1 shared by the R rows a warp
+ * takes. Weight codes are read 16 bytes per lane, coalesced (Q8_0: values
+ * 512 c + 16 l .. +16 of chunk c for lane l, half a block; Q4_0 / Q4_1:
+ * block 32 c + l, its 16 code bytes = 32 values), U chunks in flight.
+ * Per block: Q8_0 y += dw dx sum(qw qx) (in two half-block products);
+ * Q4_0 / Q4_1 y += dx (dw sum(c qx) + mw sum(qx)) with mw = -8 dw for Q4_0,
+ * as the CPU's vec_dot on Q8_0 / Q8_1 activation blocks. */
+
+/* Kernel variants (rows per warp R, chunks in flight U, weight loads through
+ * L1 or around it H), chosen by benchmark (bench_lm --gemv): */
+typedef struct gemv_variant { int R, U, H; } gemv_variant;
+static const gemv_variant g_variants[] = {
+    {1, 4, 0}, {1, 8, 0}, {2, 4, 0}, {1, 4, 1}, {2, 4, 1}, {1, 8, 1}, {4, 2, 1},
+    {0, 4, 1}, {0, 8, 1}, /* R = 0: persistent warps, U chunks prefetched across rows (gemv_q8_pipe_k) */
+};
+#define N_VARIANTS ((int)(sizeof g_variants / sizeof g_variants[0]))
+/* Default (g_variant < 0), from bench_lm --gemv on the H200 (2026-12-02):
+ * 1R 4U noL1, except Q8_0 matrices of <= 8192 rows: 2R 4U noL1 (4096 x 4096
+ * 12.7 vs 13.3 us, 4096 x 14336 23.2 vs 25.3; 14336 rows equal; 128256 rows
+ * 135 vs 142 us). Q4_0 / Q4_1: 1R 4U noL1 within 5% of the best everywhere. */
+static int g_variant = -1; /* benchmarks only (kvl_cuda_gemv_q8_set_variant) */
+static int auto_variant(kvl_cuda_wfmt f, int64_t rows) { return f == KVL_CUDA_WF_Q8_0 && rows <= 8192 ? 4 : 3; }
+static int g_pdl = 1;                      /* programmatic dependent launch (kvl_cuda_gemv_q8_set_pdl) */
+
+extern "C" void kvl_cuda_gemv_q8_set_pdl(int on) { g_pdl = on != 0; }
+
+extern "C" int kvl_cuda_gemv_q8_set_variant(int v) {
+    if (v >= N_VARIANTS) return -1;
+    g_variant = v < 0 ? -1 : v;
+    return g_variant;
+}
+extern "C" int kvl_cuda_gemv_q8_n_variants(void) { return N_VARIANTS; }
+extern "C" void kvl_cuda_gemv_q8_variant(int v, int *R, int *U, int *H) {
+    *R = g_variants[v].R, *U = g_variants[v].U, *H = g_variants[v].H;
+}
+
+/* 16 weight code bytes: H = 0 read-only through L1, 1 bypassing L1 (the
+ * activations stay there) */
+template <int H> static __device__ __forceinline__ uint4 ldw16(const void *p) {
+    if constexpr (H == 0) {
+        return __ldg(reinterpret_cast<const uint4 *>(p));
+    } else {
+        uint4 v;
+        asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+            : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+            : "l"(p));
+        return v;
+    }
+}
+
+static __device__ __forceinline__ int dp4a16(uint4 w, uint4 a, int s) {
+    s = __dp4a((int)w.x, (int)a.x, s);
+    s = __dp4a((int)w.y, (int)a.y, s);
+    s = __dp4a((int)w.z, (int)a.z, s);
+    return __dp4a((int)w.w, (int)a.w, s);
+}
+
+/* w: [rows][cols] Q8_0 / Q4_0 / Q4_1; xq: int8 [NB][cols]; xds: (d, sum) [NB][cols/32]; y: [NB][rows] */
+template <int F, int NB, int R, int U, int H>
+__global__ void __launch_bounds__(GEMV_WARPS * 32)
+    gemv_q8_k(kvl_cuda_wmat w, const int8_t *__restrict__ xq, const float2 *__restrict__ xds, float *__restrict__ y,
+              int accumulate) {
+    const int lane = threadIdx.x & 31;
+    const int64_t r0 = ((int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5)) * R;
+    if (r0 >= w.rows) return;
+    const int64_t cols = w.cols, nb = cols / 32;
+    int64_t rr_[R];
+#pragma unroll
+    for (int i = 0; i < R; i++) rr_[i] = r0 + i < w.rows ? r0 + i : w.rows - 1; /* clamped: read, not written */
+    float acc[R][NB];
+#pragma unroll
+    for (int i = 0; i < R; i++)
+#pragma unroll
+        for (int n = 0; n < NB; n++) acc[i][n] = 0.0f;
+    bool waited = false;
+    if constexpr (F == KVL_CUDA_WF_Q8_0) {
+        const int8_t *wq = (const int8_t *)w.q;
+        const __half *ws = (const __half *)w.s;
+        for (int64_t j0 = 16 * lane; j0 < cols; j0 += 512 * U) {
+            uint4 wv[U][R];
+#pragma unroll
+            for (int u = 0; u < U; u++)
+#pragma unroll
+                for (int i = 0; i < R; i++)
+                    if (j0 + 512 * u < cols) wv[u][i] = ldw16<H>(wq + rr_[i] * cols + j0 + 512 * u);
+            if (!waited) kvl_griddep_wait(), waited = true; /* weights in flight; now the producer's output */
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const int64_t j = j0 + 512 * u, b = j >> 5;
+                if (j >= cols) break;
+                float wd[R];
+#pragma unroll
+                for (int i = 0; i < R; i++) wd[i] = __half2float(__ldg(ws + rr_[i] * nb + b));
+#pragma unroll
+                for (int n = 0; n < NB; n++) {
+                    const uint4 a = __ldg(reinterpret_cast<const uint4 *>(xq + n * cols + j));
+                    const float xd = __ldg(&xds[n * nb + b].x);
+#pragma unroll
+                    for (int i = 0; i < R; i++) acc[i][n] += (float)dp4a16(wv[u][i], a, 0) * (wd[i] * xd);
+                }
+            }
+        }
+    } else {
+        const uint8_t *wq = (const uint8_t *)w.q;
+        for (int64_t b0 = lane; b0 < nb; b0 += 32 * U) {
+            uint4 wv[U][R];
+#pragma unroll
+            for (int u = 0; u < U; u++)
+#pragma unroll
+                for (int i = 0; i < R; i++)
+                    if (b0 + 32 * u < nb) wv[u][i] = ldw16<H>(wq + rr_[i] * (cols / 2) + (b0 + 32 * u) * 16);
+            if (!waited) kvl_griddep_wait(), waited = true;
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const int64_t b = b0 + 32 * u;
+                if (b >= nb) break;
+                float wd[R], wm[R];
+#pragma unroll
+                for (int i = 0; i < R; i++) {
+                    if constexpr (F == KVL_CUDA_WF_Q4_0) {
+                        wd[i] = __half2float(__ldg((const __half *)w.s + rr_[i] * nb + b));
+                        wm[i] = -8.0f * wd[i];
+                    } else {
+                        const __half2 dm = __ldg((const __half2 *)w.s + rr_[i] * nb + b);
+                        wd[i] = __low2float(dm), wm[i] = __high2float(dm);
+                    }
+                }
+#pragma unroll
+                for (int n = 0; n < NB; n++) {
+                    const uint4 *xp = reinterpret_cast<const uint4 *>(xq + n * cols + b * 32);
+                    const uint4 a0 = __ldg(xp), a1 = __ldg(xp + 1);
+                    const float2 xs = __ldg(&xds[n * nb + b]);
+#pragma unroll
+                    for (int i = 0; i < R; i++) {
+                        const uint4 c = wv[u][i];
+                        const uint4 lo = {c.x & 0x0F0F0F0Fu, c.y & 0x0F0F0F0Fu, c.z & 0x0F0F0F0Fu, c.w & 0x0F0F0F0Fu};
+                        const uint4 hi = {(c.x >> 4) & 0x0F0F0F0Fu, (c.y >> 4) & 0x0F0F0F0Fu,
+                                          (c.z >> 4) & 0x0F0F0F0Fu, (c.w >> 4) & 0x0F0F0F0Fu};
+                        const int s = dp4a16(hi, a1, dp4a16(lo, a0, 0));
+                        acc[i][n] += xs.x * (wd[i] * (float)s + wm[i] * xs.y);
+                    }
+                }
+            }
+        }
+    }
+    if (!waited) kvl_griddep_wait(); /* lanes past the row's end: before any write */
+#pragma unroll
+    for (int i = 0; i < R; i++)
+#pragma unroll
+        for (int n = 0; n < NB; n++) {
+            float s = acc[i][n];
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+            if (lane == 0 && r0 + i < w.rows) {
+                float *yp = y + n * w.rows + r0 + i;
+                *yp = accumulate ? *yp + s : s;
+            }
+        }
+}
+
+/* Persistent, software-pipelined variant (one column): the grid is one
+ * wave of resident blocks; warp g of NW takes rows g, g + NW, ... as one
+ * stream of (row, chunk) items and keeps D items' weight codes and scales
+ * in flight, refilling the slot it just consumed, across row ends (the
+ * one-row-per-warp kernels drain their loads at every row end and retire
+ * the warp after 1-2 round trips on 4096-wide rows). Same per-lane order of
+ * the sums as gemv_q8_k, so the same result bit for bit. */
+template <int F, int D>
+__global__ void __launch_bounds__(GEMV_WARPS * 32)
+    gemv_q8_pipe_k(kvl_cuda_wmat w, const int8_t *__restrict__ xq, const float2 *__restrict__ xds,
+                   float *__restrict__ y, int accumulate) {
+    const int lane = threadIdx.x & 31;
+    const int64_t NW = (int64_t)gridDim.x * GEMV_WARPS, g = (int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    const int64_t cols = w.cols, nb = cols / 32;
+    const int64_t C = F == KVL_CUDA_WF_Q8_0 ? (cols + 511) / 512 : (nb + 31) / 32; /* chunks per row */
+    const int64_t nr = g < w.rows ? (w.rows - g + NW - 1) / NW : 0;
+    const int64_t n_items = nr * C;
+    uint4 buf[D];
+    float bd[D], bm[D];
+    /* item -> (row, chunk) by counters: the next item to load and the next to consume */
+    int64_t lr = g, lc = 0, cr = g, cc = 0;
+    auto load = [&](uint4 &q, float &d, float &m) {
+        if constexpr (F == KVL_CUDA_WF_Q8_0) {
+            const int64_t j = 512 * lc + 16 * lane;
+            if (j < cols) {
+                q = ldw16<1>((const int8_t *)w.q + lr * cols + j);
+                d = __half2float(__ldg((const __half *)w.s + lr * nb + (j >> 5)));
+            }
+            m = 0.0f;
+        } else {
+            const int64_t b = 32 * lc + lane;
+            if (b < nb) {
+                q = ldw16<1>((const uint8_t *)w.q + lr * (cols / 2) + b * 16);
+                if constexpr (F == KVL_CUDA_WF_Q4_0) {
+                    d = __half2float(__ldg((const __half *)w.s + lr * nb + b));
+                    m = -8.0f * d;
+                } else {
+                    const __half2 dm = __ldg((const __half2 *)w.s + lr * nb + b);
+                    d = __low2float(dm), m = __high2float(dm);
+                }
+            }
+        }
+        if (++lc == C) lc = 0, lr += NW;
+    };
+#pragma unroll
+    for (int u = 0; u < D; u++)
+        if (u < n_items) load(buf[u], bd[u], bm[u]);
+    kvl_griddep_wait(); /* weights in flight; now the producer's output */
+    float acc = 0.0f;
+    for (int64_t k0 = 0; k0 < n_items; k0 += D) {
+#pragma unroll
+        for (int u = 0; u < D; u++) {
+            if (k0 + u >= n_items) break;
+            if constexpr (F == KVL_CUDA_WF_Q8_0) {
+                const int64_t j = 512 * cc + 16 * lane;
+                if (j < cols) {
+                    const uint4 a = __ldg(reinterpret_cast<const uint4 *>(xq + j));
+                    acc += (float)dp4a16(buf[u], a, 0) * (bd[u] * __ldg(&xds[j >> 5].x));
+                }
+            } else {
+                const int64_t b = 32 * cc + lane;
+                if (b < nb) {
+                    const uint4 *xp = reinterpret_cast<const uint4 *>(xq + b * 32);
+                    const uint4 a0 = __ldg(xp), a1 = __ldg(xp + 1);
+                    const float2 xs = __ldg(&xds[b]);
+                    const uint4 c = buf[u];
+                    const uint4 lo = {c.x & 0x0F0F0F0Fu, c.y & 0x0F0F0F0Fu, c.z & 0x0F0F0F0Fu, c.w & 0x0F0F0F0Fu};
+                    const uint4 hi = {(c.x >> 4) & 0x0F0F0F0Fu, (c.y >> 4) & 0x0F0F0F0Fu, (c.z >> 4) & 0x0F0F0F0Fu,
+                                      (c.w >> 4) & 0x0F0F0F0Fu};
+                    const int s = dp4a16(hi, a1, dp4a16(lo, a0, 0));
+                    acc += xs.x * (bd[u] * (float)s + bm[u] * xs.y);
+                }
+            }
+            if (k0 + u + D < n_items) load(buf[u], bd[u], bm[u]);
+            if (++cc == C) { /* the row's last chunk: reduce and write */
+                float s = acc;
+#pragma unroll
+                for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+                if (lane == 0) y[cr] = accumulate ? y[cr] + s : s;
+                acc = 0.0f, cc = 0, cr += NW;
+            }
+        }
+    }
+}
+
+/* one wave of resident blocks (occupancy read once per kernel) */
+template <int F, int D> static void launch_pipe(const kvl_cuda_wmat &w, const int8_t *xq, const float2 *xds, float *y,
+                                                int acc, cudaStream_t st) {
+    static int n_sm = 0, per_sm = 0;
+    if (!n_sm) {
+        int dev = 0;
+        cudaGetDevice(&dev);
+        cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev);
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_q8_pipe_k<F, D>, GEMV_WARPS * 32, 0);
+        if (per_sm < 1) per_sm = 1;
+        if (n_sm < 1) n_sm = 1;
+    }
+    const int64_t need = (w.rows + GEMV_WARPS - 1) / GEMV_WARPS, wave = (int64_t)n_sm * per_sm;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)(need < wave ? need : wave));
+    cfg.blockDim = dim3(GEMV_WARPS * 32);
+    cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = g_pdl ? 1 : 0;
+    cudaLaunchKernelEx(&cfg, gemv_q8_pipe_k<F, D>, w, xq, xds, y, acc);
+}
+
+/* With g_pdl the launch may begin while the stream's previous kernel (the
+ * producer of xq / xds) still runs: the kernel waits for it after its first
+ * weight loads (kvl_griddep_wait). */
+template <int F, int NB, int R, int U, int H>
+static void launch_q8(const kvl_cuda_wmat &w, const int8_t *xq, const float2 *xds, float *y, int acc,
+                      cudaStream_t st) {
+    const int64_t per_block = (int64_t)GEMV_WARPS * R;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)((w.rows + per_block - 1) / per_block));
+    cfg.blockDim = dim3(GEMV_WARPS * 32);
+    cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = g_pdl ? 1 : 0;
+    cudaLaunchKernelEx(&cfg, gemv_q8_k<F, NB, R, U, H>, w, xq, xds, y, acc); /* errors: cudaGetLastError after */
+}
+
+template <int F> static void launch_q8_fmt(const kvl_cuda_wmat &w, const int8_t *xq, const float2 *xds, int nb,
+                                           float *y, int acc, cudaStream_t st) {
+    if (nb == 1) { /* every variant at one column (decode) */
+        switch (g_variant < 0 ? auto_variant((kvl_cuda_wfmt)F, w.rows) : g_variant) {
+        case 0: launch_q8<F, 1, 1, 4, 0>(w, xq, xds, y, acc, st); return;
+        case 1: launch_q8<F, 1, 1, 8, 0>(w, xq, xds, y, acc, st); return;
+        case 2: launch_q8<F, 1, 2, 4, 0>(w, xq, xds, y, acc, st); return;
+        case 4: launch_q8<F, 1, 2, 4, 1>(w, xq, xds, y, acc, st); return;
+        case 5: launch_q8<F, 1, 1, 8, 1>(w, xq, xds, y, acc, st); return;
+        case 6: launch_q8<F, 1, 4, 2, 1>(w, xq, xds, y, acc, st); return;
+        case 7: launch_pipe<F, 4>(w, xq, xds, y, acc, st); return;
+        case 8: launch_pipe<F, 8>(w, xq, xds, y, acc, st); return;
+        default: launch_q8<F, 1, 1, 4, 1>(w, xq, xds, y, acc, st); return;
+        }
+    }
+    switch (nb) { /* the default variant's shape */
+    case 8: launch_q8<F, 8, 1, 4, 1>(w, xq, xds, y, acc, st); break;
+    case 4: launch_q8<F, 4, 1, 4, 1>(w, xq, xds, y, acc, st); break;
+    default: launch_q8<F, 2, 1, 4, 1>(w, xq, xds, y, acc, st); break;
+    }
+}
+
+extern "C" kvl_status kvl_cuda_gemv_q8(const kvl_cuda_wmat *w, const int8_t *xq, const float *xds, int n, float *y,
+                                       int accumulate, void *stream, kvl_err *err) {
+    if (!w || n < 1 || w->cols % 32 || w->rows < 1)
+        return kvl_err_set(err, KVL_ERR_ARG, "cuda gemv q8: bad shape (%lld x %lld, n %d)",
+                           w ? (long long)w->rows : 0LL, w ? (long long)w->cols : 0LL, n);
+    cudaStream_t st = (cudaStream_t)stream;
+    const float2 *ds = reinterpret_cast<const float2 *>(xds);
+    for (int c0 = 0; c0 < n;) {
+        const int left = n - c0, nb = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+        const int8_t *xc = xq + (size_t)c0 * w->cols;
+        const float2 *dc = ds + (size_t)c0 * (w->cols / 32);
+        float *yc = y + (size_t)c0 * w->rows;
+        switch (w->fmt) {
+        case KVL_CUDA_WF_Q8_0: launch_q8_fmt<KVL_CUDA_WF_Q8_0>(*w, xc, dc, nb, yc, accumulate, st); break;
+        case KVL_CUDA_WF_Q4_0: launch_q8_fmt<KVL_CUDA_WF_Q4_0>(*w, xc, dc, nb, yc, accumulate, st); break;
+        case KVL_CUDA_WF_Q4_1: launch_q8_fmt<KVL_CUDA_WF_Q4_1>(*w, xc, dc, nb, yc, accumulate, st); break;
+        default:
+            return kvl_err_set(err, KVL_ERR_ARG, "cuda gemv q8: weight format %d has no integer matvec (f16: "
+                               "kvl_cuda_gemv)", (int)w->fmt);
+        }
+        c0 += nb;
+    }
+    KVL_CUDA_TRY(cudaGetLastError(), "cuda gemv q8 launch");
+    return KVL_OK;
+}
+
+/* x [n][cols] -> blocks of 32: one warp per block, grid-stride */
+__global__ void quantize_q8_k(const float *__restrict__ x, int64_t n_blocks, int8_t *__restrict__ q,
+                              float2 *__restrict__ ds) {
+    kvl_griddep_trigger();
+    const int lane = threadIdx.x & 31;
+    const int64_t wpb = blockDim.x >> 5;
+    for (int64_t b = blockIdx.x * wpb + (threadIdx.x >> 5); b < n_blocks; b += (int64_t)gridDim.x * wpb)
+        kvl_q8_block_warp(x[32 * b + lane], lane, q + 32 * b, ds + b);
+}
+
+extern "C" kvl_status kvl_cuda_quantize_q8(const float *x, int n, int cols, int8_t *q, float *ds, void *stream,
+                                           kvl_err *err) {
+    if (n < 1 || cols < 32 || cols % 32)
+        return kvl_err_set(err, KVL_ERR_ARG, "cuda quantize q8: n %d cols %d (multiple of 32)", n, cols);
+    const int64_t nbk = (int64_t)n * cols / 32;
+    unsigned grid = (unsigned)((nbk + 7) / 8);
+    if (grid > 4096) grid = 4096;
+    quantize_q8_k<<<grid, 256, 0, (cudaStream_t)stream>>>(x, nbk, q, reinterpret_cast<float2 *>(ds));
+    KVL_CUDA_TRY(cudaGetLastError(), "cuda quantize q8 launch");
     return KVL_OK;
 }
 

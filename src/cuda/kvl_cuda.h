@@ -187,6 +187,10 @@ typedef struct kvl_cuda_lm_config {
                            separate code and scale arrays), dequantized inside the matvec; other types
                            are converted to f16 at upload. KVL_CUDA_W_F16: every weight converted to f16 */
     uint64_t seed;      /* random weights (tensors with data NULL) */
+    int exact_matmul;   /* 1: every matvec on f32 activations (the CPU's exact_matmul numerics);
+                           0 (default): matrices in Q8_0 / Q4_0 / Q4_1 blocks take the activations
+                           as 8-bit blocks of 32 (integer dot products, the CPU default path's
+                           numerics); f16 matrices always take f32 activations */
 } kvl_cuda_lm_config;
 
 typedef struct kvl_cuda_lm kvl_cuda_lm;
@@ -224,8 +228,23 @@ kvl_status kvl_cuda_lm_forward(kvl_cuda_lm *lm, int n, const int32_t *tok, const
 kvl_status kvl_cuda_lm_fill_context(kvl_cuda_lm *lm, int slot, int n_tok, uint64_t seed, kvl_err *err);
 /* Launch mode: 1 = the forward call's device work is captured in a CUDA
  * graph once per shape (entries, attention plan) and replayed while that
- * shape holds; 0 (default) = kernels launched directly. */
+ * shape holds; 0 (default) = kernels launched directly. Every call of this
+ * function makes the next graph call capture anew. */
 void kvl_cuda_lm_set_graphs(kvl_cuda_lm *lm, int on);
+/* Benchmarks: per-stage device time. on = 1 creates timing events (outside
+ * the step: allocation here), clears the sums, and makes every forward call
+ * launch directly (no graph) with an event after each stage; 0 stops.
+ * kvl_cuda_lm_profile writes the mean ms per forward call of each stage
+ * since the last set_profile(1) into ms [KVL_CUDA_PROF_N] and returns the
+ * number of calls summed (stage names: kvl_cuda_lm_prof_name). */
+enum {
+    KVL_CUDA_PROF_EMBED, KVL_CUDA_PROF_NORM, KVL_CUDA_PROF_QKV, KVL_CUDA_PROF_APPEND, KVL_CUDA_PROF_ATTN,
+    KVL_CUDA_PROF_QUANT, KVL_CUDA_PROF_WO, KVL_CUDA_PROF_GU, KVL_CUDA_PROF_SWIGLU, KVL_CUDA_PROF_DOWN,
+    KVL_CUDA_PROF_OUT, KVL_CUDA_PROF_N
+};
+kvl_status kvl_cuda_lm_set_profile(kvl_cuda_lm *lm, int on, kvl_err *err);
+int kvl_cuda_lm_profile(const kvl_cuda_lm *lm, double *ms);
+const char *kvl_cuda_lm_prof_name(int stage);
 
 #ifdef __cplusplus
 }

@@ -6,6 +6,10 @@
  *   rope + quantize-on-append of k, v into pages; att = paged attention(q);
  *   x += Wo att; xb = rmsnorm(x); gu = Wgu xb; x += Wdown swiglu(gu);
  *   then logits = Wout rmsnorm(x) and greedy argmax, all on one stream.
+ * Matrices in Q8_0 / Q4_0 / Q4_1 blocks take their input as 8-bit
+ * activation blocks (quantized by the RMSNorm / SwiGLU kernels that make
+ * it, or by its own kernel for the attention output), unless the config
+ * asks for the exact path (f32 activations everywhere).
  * Everything a call needs is allocated at create; a call uploads one small
  * metadata block (tokens, positions, list offsets) and downloads the greedy
  * tokens (and logits if asked). Optionally the call's kernels are captured
@@ -41,6 +45,9 @@ struct kvl_cuda_lm {
     kvl_cuda_attn *attn;
     uint32_t *page_ids; /* device iota: list offsets are page ids */
     float *x, *xb, *qkv, *q, *att, *gu, *h, *logits, *cs;
+    int q8;       /* 8-bit activations for quantized matrices (not exact_matmul) */
+    int8_t *xq;   /* [max_batch][max(E, H hd, F)] activation codes */
+    float *xds;   /* [max_batch][max(E, H hd, F) / 32][2] their (d, sum) */
     int32_t *meta_d, *meta_h, *amax_d, *amax_h;
     size_t meta_n;
     cudaStream_t st;
@@ -50,6 +57,11 @@ struct kvl_cuda_lm {
     int g_n, g_cp, g_ns; /* the shape the graph was captured for (entries, attention plan) */
     uint64_t seed;
     int n_mats;
+    /* per-stage timing (kvl_cuda_lm_set_profile) */
+    int prof;
+    cudaEvent_t *ev;
+    int *ev_stage, n_ev, max_ev, prof_calls;
+    double prof_ms[KVL_CUDA_PROF_N];
 };
 
 static kvl_status dalloc(void **p, size_t bytes, kvl_err *err) {
@@ -167,7 +179,7 @@ extern "C" void kvl_cuda_lm_free(kvl_cuda_lm *lm) {
     if (!lm->out_shared) free_mat(&lm->out);
     free_mat(&lm->emb);
     void *bufs[] = {lm->out_norm, lm->freq, lm->page_ids, lm->x, lm->xb, lm->qkv, lm->q, lm->att,
-                    lm->gu, lm->h, lm->logits, lm->cs, lm->meta_d, lm->amax_d};
+                    lm->gu, lm->h, lm->logits, lm->cs, lm->meta_d, lm->amax_d, lm->xq, lm->xds};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) cudaFree(bufs[i]);
     if (lm->meta_h) cudaFreeHost(lm->meta_h);
@@ -175,6 +187,8 @@ extern "C" void kvl_cuda_lm_free(kvl_cuda_lm *lm) {
     kvl_cuda_attn_free(lm->attn);
     kvl_cuda_pool_free(lm->pool);
     if (lm->st) cudaStreamDestroy(lm->st);
+    for (int i = 0; i < lm->max_ev; i++) cudaEventDestroy(lm->ev[i]);
+    free(lm->ev), free(lm->ev_stage);
     free(lm);
 }
 
@@ -188,6 +202,7 @@ static kvl_status create(kvl_cuda_lm *lm, const kvl_cuda_model_desc *m, const kv
     lm->F = m->n_ff, lm->V = m->n_vocab, lm->neox = m->rope_neox, lm->eps = m->norm_eps;
     lm->P = c->page_tokens, lm->n_slots = c->n_slots, lm->n_ctx = c->n_ctx, lm->max_batch = c->max_batch;
     lm->seed = c->seed;
+    lm->q8 = !c->exact_matmul;
     if (lm->L < 1 || lm->E < 32 || lm->H < 1 || lm->Hkv < 1 || lm->H % lm->Hkv || lm->F < 32 || lm->V < 1 ||
         lm->n_slots < 1 || lm->n_ctx < 1 || lm->max_batch < 1 || !m->layers || !m->rope_freq)
         return kvl_err_set(err, KVL_ERR_ARG, "cuda lm: invalid model or config");
@@ -256,6 +271,12 @@ static kvl_status create(kvl_cuda_lm *lm, const kvl_cuda_model_desc *m, const kv
         (s = dalloc((void **)&lm->cs, sizeof(float) * B * lm->hd, err)) ||
         (s = dalloc((void **)&lm->amax_d, sizeof(int32_t) * B, err)))
         return s;
+    if (lm->q8) {
+        const size_t widest = wide > (size_t)lm->F ? wide : (size_t)lm->F;
+        if ((s = dalloc((void **)&lm->xq, B * widest, err)) ||
+            (s = dalloc((void **)&lm->xds, sizeof(float) * 2 * B * (widest / 32), err)))
+            return s;
+    }
     lm->meta_n = 3 * B + B * lm->Hkv * (1 + (size_t)lm->L);
     if ((s = dalloc((void **)&lm->meta_d, sizeof(int32_t) * lm->meta_n, err))) return s;
     KVL_CUDA_TRY(cudaMallocHost((void **)&lm->meta_h, sizeof(int32_t) * lm->meta_n), "cuda lm: pinned buffer");
@@ -291,7 +312,30 @@ extern "C" size_t kvl_cuda_lm_kv_bytes(const kvl_cuda_lm *lm) {
 extern "C" double kvl_cuda_lm_kv_bytes_per_token(const kvl_cuda_lm *lm) {
     return (double)kvl_cuda_pool_page_bytes(lm->pool) / lm->P * lm->L * lm->Hkv;
 }
-extern "C" void kvl_cuda_lm_set_graphs(kvl_cuda_lm *lm, int on) { lm->graphs = on != 0; }
+extern "C" void kvl_cuda_lm_set_graphs(kvl_cuda_lm *lm, int on) {
+    lm->graphs = on != 0;
+    lm->g_n = 0; /* capture anew at the next call (launch settings may have changed) */
+}
+
+/* Profiling: an event after the stage that just ended (direct launches only). */
+static void mark(kvl_cuda_lm *lm, int stage) {
+    if (!lm->prof || lm->n_ev >= lm->max_ev) return;
+    cudaEventRecord(lm->ev[lm->n_ev], lm->st);
+    lm->ev_stage[lm->n_ev++] = stage;
+}
+
+/* y (=, +=) W x: on x's 8-bit blocks (in xq / xds) when W is quantized and
+ * the lm runs the default numerics, else on the f32 x. */
+static kvl_status mv(kvl_cuda_lm *lm, const kvl_cuda_wmat *w, const float *x, int n, float *y, int acc, kvl_err *err) {
+    if (lm->q8 && w->fmt != KVL_CUDA_WF_F16) return kvl_cuda_gemv_q8(w, lm->xq, lm->xds, n, y, acc, lm->st, err);
+    return kvl_cuda_gemv(w, x, n, y, acc, lm->st, err);
+}
+
+/* xb = rmsnorm(x) (and its 8-bit blocks when the lm uses them) */
+static kvl_status norm(kvl_cuda_lm *lm, const float *w, int n, kvl_err *err) {
+    if (lm->q8) return kvl_cuda_rmsnorm_q8(lm->x, w, lm->xb, lm->xq, lm->xds, n, lm->E, lm->eps, lm->st, err);
+    return kvl_cuda_rmsnorm(lm->x, w, lm->xb, n, lm->E, lm->eps, lm->st, err);
+}
 
 /* The device work of one call (metadata already in meta_h). */
 static kvl_status enqueue(kvl_cuda_lm *lm, int n, int max_len, int want_logits_all, kvl_err *err) {
@@ -302,30 +346,46 @@ static kvl_status enqueue(kvl_cuda_lm *lm, int n, int max_len, int want_logits_a
     KVL_CUDA_TRY(cudaMemcpyAsync(lm->meta_d, lm->meta_h, bytes, cudaMemcpyHostToDevice, st), "cuda lm: metadata");
     const int32_t *tok = lm->meta_d, *pos = tok + B, *slot = pos + B, *len = slot + B, *off = len + lists;
     kvl_status s;
+    lm->n_ev = 0;
+    mark(lm, KVL_CUDA_PROF_EMBED);
     if ((s = kvl_cuda_embed(&lm->emb, tok, n, lm->x, st, err))) return s;
     if ((s = kvl_cuda_rope_cs(pos, lm->freq, n, lm->hd, lm->cs, st, err))) return s;
+    mark(lm, KVL_CUDA_PROF_EMBED);
     const float scale = 1.0f / sqrtf((float)lm->hd);
     for (int l = 0; l < lm->L; l++) {
         const lm_layer *y = &lm->layers[l];
-        if ((s = kvl_cuda_rmsnorm(lm->x, y->attn_norm, lm->xb, n, lm->E, lm->eps, st, err)) ||
-            (s = kvl_cuda_gemv(&y->qkv, lm->xb, n, lm->qkv, 0, st, err)))
-            return s;
+        if ((s = norm(lm, y->attn_norm, n, err))) return s;
+        mark(lm, KVL_CUDA_PROF_NORM);
+        if ((s = mv(lm, &y->qkv, lm->xb, n, lm->qkv, 0, err))) return s;
+        mark(lm, KVL_CUDA_PROF_QKV);
         kvl_cuda_append_args aa = {n, lm->H, lm->Hkv, lm->hd, lm->neox, l, lm->L, lm->ppl, lm->qkv, lm->cs, pos, slot,
                                    lm->q};
         if ((s = kvl_cuda_kv_append(lm->pool, &aa, st, err))) return s;
+        mark(lm, KVL_CUDA_PROF_APPEND);
         kvl_cuda_attn_args at = {n, max_len, lm->page_ids, off + (size_t)l * lists, len, pos, lm->q, lm->att, scale};
-        if ((s = kvl_cuda_attn_run(lm->attn, &at, st, err)) ||
-            (s = kvl_cuda_gemv(&y->wo, lm->att, n, lm->x, 1, st, err)) ||
-            (s = kvl_cuda_rmsnorm(lm->x, y->ffn_norm, lm->xb, n, lm->E, lm->eps, st, err)) ||
-            (s = kvl_cuda_gemv(&y->gu, lm->xb, n, lm->gu, 0, st, err)) ||
-            (s = kvl_cuda_swiglu(lm->gu, lm->h, n, lm->F, st, err)) ||
-            (s = kvl_cuda_gemv(&y->down, lm->h, n, lm->x, 1, st, err)))
-            return s;
+        if ((s = kvl_cuda_attn_run(lm->attn, &at, st, err))) return s;
+        mark(lm, KVL_CUDA_PROF_ATTN);
+        if (lm->q8 && y->wo.fmt != KVL_CUDA_WF_F16) {
+            if ((s = kvl_cuda_quantize_q8(lm->att, n, lm->H * lm->hd, lm->xq, lm->xds, st, err))) return s;
+            mark(lm, KVL_CUDA_PROF_QUANT);
+        }
+        if ((s = mv(lm, &y->wo, lm->att, n, lm->x, 1, err))) return s;
+        mark(lm, KVL_CUDA_PROF_WO);
+        if ((s = norm(lm, y->ffn_norm, n, err))) return s;
+        mark(lm, KVL_CUDA_PROF_NORM);
+        if ((s = mv(lm, &y->gu, lm->xb, n, lm->gu, 0, err))) return s;
+        mark(lm, KVL_CUDA_PROF_GU);
+        if (lm->q8) s = kvl_cuda_swiglu_q8(lm->gu, lm->h, lm->xq, lm->xds, n, lm->F, st, err);
+        else s = kvl_cuda_swiglu(lm->gu, lm->h, n, lm->F, st, err);
+        if (s) return s;
+        mark(lm, KVL_CUDA_PROF_SWIGLU);
+        if ((s = mv(lm, &y->down, lm->h, n, lm->x, 1, err))) return s;
+        mark(lm, KVL_CUDA_PROF_DOWN);
     }
-    if ((s = kvl_cuda_rmsnorm(lm->x, lm->out_norm, lm->xb, n, lm->E, lm->eps, st, err)) ||
-        (s = kvl_cuda_gemv(&lm->out, lm->xb, n, lm->logits, 0, st, err)) ||
+    if ((s = norm(lm, lm->out_norm, n, err)) || (s = mv(lm, &lm->out, lm->xb, n, lm->logits, 0, err)) ||
         (s = kvl_cuda_argmax(lm->logits, n, lm->V, lm->amax_d, st, err)))
         return s;
+    mark(lm, KVL_CUDA_PROF_OUT);
     KVL_CUDA_TRY(cudaMemcpyAsync(lm->amax_h, lm->amax_d, sizeof(int32_t) * B, cudaMemcpyDeviceToHost, st),
                  "cuda lm: argmax download");
     return KVL_OK;
@@ -382,7 +442,7 @@ extern "C" kvl_status kvl_cuda_lm_forward(kvl_cuda_lm *lm, int n, const int32_t 
         }
     }
     kvl_status s;
-    if (lm->graphs) {
+    if (lm->graphs && !lm->prof) {
         /* kernel arguments depend on the metadata only through n and the
          * attention plan: an unchanged shape replays the graph as it is (its
          * first node copies the new metadata from the pinned buffer) */
@@ -407,7 +467,47 @@ extern "C" kvl_status kvl_cuda_lm_forward(kvl_cuda_lm *lm, int n, const int32_t 
                      "cuda lm: logits download");
     KVL_CUDA_TRY(cudaStreamSynchronize(lm->st), "cuda forward");
     memcpy(argmax_out, lm->amax_h, sizeof(int32_t) * B);
+    if (lm->prof && lm->n_ev > 1) {
+        for (int k = 1; k < lm->n_ev; k++) {
+            float ms = 0;
+            KVL_CUDA_TRY(cudaEventElapsedTime(&ms, lm->ev[k - 1], lm->ev[k]), "cuda lm: profile events");
+            lm->prof_ms[lm->ev_stage[k]] += ms;
+        }
+        lm->prof_calls++;
+    }
     return KVL_OK;
+}
+
+extern "C" kvl_status kvl_cuda_lm_set_profile(kvl_cuda_lm *lm, int on, kvl_err *err) {
+    lm->prof = 0;
+    if (!on) return KVL_OK;
+    const int need = 8 + 10 * lm->L;
+    if (lm->max_ev < need) {
+        cudaEvent_t *ev = (cudaEvent_t *)realloc(lm->ev, sizeof(cudaEvent_t) * need);
+        if (!ev) return kvl_err_set(err, KVL_ERR_NOMEM, "cuda lm: out of memory for profile events");
+        lm->ev = ev;
+        int *stg = (int *)realloc(lm->ev_stage, sizeof(int) * need);
+        if (!stg) return kvl_err_set(err, KVL_ERR_NOMEM, "cuda lm: out of memory for profile events");
+        lm->ev_stage = stg;
+        for (; lm->max_ev < need; lm->max_ev++)
+            KVL_CUDA_TRY(cudaEventCreate(&lm->ev[lm->max_ev]), "cuda lm: profile event");
+    }
+    memset(lm->prof_ms, 0, sizeof lm->prof_ms);
+    lm->prof_calls = 0;
+    lm->prof = 1;
+    return KVL_OK;
+}
+
+extern "C" int kvl_cuda_lm_profile(const kvl_cuda_lm *lm, double *ms) {
+    for (int i = 0; i < KVL_CUDA_PROF_N; i++) ms[i] = lm->prof_calls ? lm->prof_ms[i] / lm->prof_calls : 0;
+    return lm->prof_calls;
+}
+
+extern "C" const char *kvl_cuda_lm_prof_name(int stage) {
+    static const char *const names[KVL_CUDA_PROF_N] = {"embed+rope", "rmsnorm",  "qkv",    "append",
+                                                       "attention",  "quant",    "wo",     "gate|up",
+                                                       "swiglu",     "down",     "out+argmax"};
+    return stage >= 0 && stage < KVL_CUDA_PROF_N ? names[stage] : "?";
 }
 
 extern "C" kvl_status kvl_cuda_lm_fill_context(kvl_cuda_lm *lm, int slot, int n_tok, uint64_t seed, kvl_err *err) {

@@ -7,6 +7,7 @@
 
 #include <cuda_fp16.h>
 
+#include "cuda/act_q8.cuh"
 #include "cuda/cuda_util.cuh"
 #include "cuda/lm_ops.h"
 #include "cuda/page_space.cuh"
@@ -43,9 +44,15 @@ extern "C" kvl_status kvl_cuda_embed(const kvl_cuda_wmat *emb, const int32_t *to
     return KVL_OK;
 }
 
-/* one block of 256 per row; double sum of squares (the CPU's) */
-__global__ void rmsnorm_k(const float *x, const float *w, float *y, int cols, float eps) {
-    __shared__ double part[8];
+/* one block of RMS_THREADS per row (1024: at batch 1 one block does the
+ * whole row, so its loads and the 8-bit blocks' warp reductions are spread
+ * over 32 warps; with 256 threads a 4096-wide row took ~14 us on the H200);
+ * double sum of squares (the CPU's); q != NULL: y also as 8-bit blocks, one
+ * warp per block of 32 */
+#define RMS_THREADS 1024
+__global__ void rmsnorm_k(const float *x, const float *w, float *y, int cols, float eps, int8_t *q, float2 *ds) {
+    kvl_griddep_trigger(); /* the matvec after it may start loading weights */
+    __shared__ double part[RMS_THREADS / 32];
     const float *xr = x + (size_t)blockIdx.x * cols;
     double ss = 0;
     for (int j = threadIdx.x; j < cols; j += blockDim.x) ss += (double)xr[j] * xr[j];
@@ -53,16 +60,35 @@ __global__ void rmsnorm_k(const float *x, const float *w, float *y, int cols, fl
     if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
     __syncthreads();
     double t = 0;
-    for (int i = 0; i < 8; i++) t += part[i];
+    for (int i = 0; i < RMS_THREADS / 32; i++) t += part[i];
     const float s = (float)(1.0 / sqrt(t / cols + eps));
-    for (int j = threadIdx.x; j < cols; j += blockDim.x) y[(size_t)blockIdx.x * cols + j] = xr[j] * s * w[j];
+    if (!q) {
+        for (int j = threadIdx.x; j < cols; j += blockDim.x) y[(size_t)blockIdx.x * cols + j] = xr[j] * s * w[j];
+        return;
+    }
+    const int lane = threadIdx.x & 31, nbk = cols / 32;
+    for (int b = threadIdx.x >> 5; b < nbk; b += blockDim.x >> 5) {
+        const int j = 32 * b + lane;
+        const float v = xr[j] * s * w[j];
+        y[(size_t)blockIdx.x * cols + j] = v;
+        kvl_q8_block_warp(v, lane, q + (size_t)blockIdx.x * cols + 32 * b, ds + (size_t)blockIdx.x * nbk + b);
+    }
 }
 
 extern "C" kvl_status kvl_cuda_rmsnorm(const float *x, const float *w, float *y, int n, int cols, float eps,
                                        void *stream, kvl_err *err) {
     if (n < 1 || cols < 1) return kvl_err_set(err, KVL_ERR_ARG, "cuda rmsnorm: n %d cols %d", n, cols);
-    rmsnorm_k<<<n, 256, 0, (cudaStream_t)stream>>>(x, w, y, cols, eps);
+    rmsnorm_k<<<n, RMS_THREADS, 0, (cudaStream_t)stream>>>(x, w, y, cols, eps, NULL, NULL);
     KVL_CUDA_TRY(cudaGetLastError(), "cuda rmsnorm launch");
+    return KVL_OK;
+}
+
+extern "C" kvl_status kvl_cuda_rmsnorm_q8(const float *x, const float *w, float *y, int8_t *q, float *ds, int n,
+                                          int cols, float eps, void *stream, kvl_err *err) {
+    if (n < 1 || cols < 32 || cols % 32 || !q || !ds)
+        return kvl_err_set(err, KVL_ERR_ARG, "cuda rmsnorm q8: n %d cols %d", n, cols);
+    rmsnorm_k<<<n, RMS_THREADS, 0, (cudaStream_t)stream>>>(x, w, y, cols, eps, q, reinterpret_cast<float2 *>(ds));
+    KVL_CUDA_TRY(cudaGetLastError(), "cuda rmsnorm q8 launch");
     return KVL_OK;
 }
 
@@ -73,6 +99,32 @@ __global__ void swiglu_k(const float *gu, float *h, int n, int F) {
         const float g = gu[t * 2 * F + j], u = gu[t * 2 * F + F + j];
         h[i] = g / (1.0f + expf(-g)) * u;
     }
+}
+
+/* F % 32 == 0 and blocks of 256: a warp's 32 values are one 8-bit block of
+ * one row, and the whole warp runs every iteration (total % 32 == 0) */
+__global__ void swiglu_q8_k(const float *gu, float *h, int8_t *q, float2 *ds, int n, int F) {
+    kvl_griddep_trigger();
+    const size_t total = (size_t)n * F;
+    const int lane = threadIdx.x & 31;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t t = i / F, j = i % F;
+        const float g = gu[t * 2 * F + j], u = gu[t * 2 * F + F + j];
+        const float v = g / (1.0f + expf(-g)) * u;
+        h[i] = v;
+        kvl_q8_block_warp(v, lane, q + (i - lane), ds + i / 32);
+    }
+}
+
+extern "C" kvl_status kvl_cuda_swiglu_q8(const float *gu, float *h, int8_t *q, float *ds, int n, int F,
+                                         void *stream, kvl_err *err) {
+    if (n < 1 || F < 32 || F % 32 || !q || !ds) return kvl_err_set(err, KVL_ERR_ARG, "cuda swiglu q8: n %d F %d", n, F);
+    const size_t total = (size_t)n * F;
+    unsigned grid = (unsigned)((total + 255) / 256);
+    if (grid > 4096) grid = 4096;
+    swiglu_q8_k<<<grid, 256, 0, (cudaStream_t)stream>>>(gu, h, q, reinterpret_cast<float2 *>(ds), n, F);
+    KVL_CUDA_TRY(cudaGetLastError(), "cuda swiglu q8 launch");
+    return KVL_OK;
 }
 
 extern "C" kvl_status kvl_cuda_swiglu(const float *gu, float *h, int n, int F, void *stream, kvl_err *err) {

@@ -54,13 +54,49 @@ kvl_status kvl_cuda_wmat_fill_random(const kvl_cuda_wmat *w, uint64_t seed, floa
 kvl_status kvl_cuda_gemv(const kvl_cuda_wmat *w, const float *x, int n, float *y, int accumulate, void *stream,
                          kvl_err *err);
 
+/* 8-bit activation blocks (the CPU default path's Q8_0 / Q8_1 activations):
+ * a row x [cols] (cols % 32 == 0) becomes q int8 [cols] and, per block of
+ * 32, ds = (d, s) f32 pairs [cols/32]: x ~ d q, d = amax / 127 rounded to
+ * f16 as the CPU stores it, s = the exact sum of the block's codes. The
+ * codes and scales equal kvl_quant_row_ref(Q8_1) of the same floats. */
+/* q [n][cols], ds [n][cols/32][2] from x [n][cols]. */
+kvl_status kvl_cuda_quantize_q8(const float *x, int n, int cols, int8_t *q, float *ds, void *stream, kvl_err *err);
+/* y [n][rows] (=, or += when accumulate) W x for x given as 8-bit blocks
+ * (xq [n][cols], xds [n][cols/32][2], from kvl_cuda_quantize_q8 or the fused
+ * producers below), W Q8_0 / Q4_0 / Q4_1 (f16: KVL_ERR_ARG, use
+ * kvl_cuda_gemv): integer dot per block (__dp4a), scaled and summed in f32.
+ * Matches the CPU default vec_dot (quant.h) up to the f32 order of the
+ * block sums. */
+kvl_status kvl_cuda_gemv_q8(const kvl_cuda_wmat *w, const int8_t *xq, const float *xds, int n, float *y,
+                            int accumulate, void *stream, kvl_err *err);
+/* Benchmarks: pick the kernel variant of single-column calls (rows per warp
+ * R, chunks in flight U, weight loads around L1 H); v < 0: the default
+ * (chosen per format and row count). Returns the variant set (-1 for the
+ * default), or -1 for v out of range. Not thread-safe (one process-wide
+ * setting). */
+int kvl_cuda_gemv_q8_set_variant(int v);
+int kvl_cuda_gemv_q8_n_variants(void);
+/* Benchmarks: 1 (default) = the integer matvec is launched with
+ * programmatic dependent launch (its weight loads overlap the end of the
+ * kernel before it, which produced its activation blocks); 0 = plain
+ * stream order. Process-wide, not thread-safe. */
+void kvl_cuda_gemv_q8_set_pdl(int on);
+void kvl_cuda_gemv_q8_variant(int v, int *R, int *U, int *H);
+
 /* x [n][cols] = row tok[i] of the embedding matrix (dequantized). */
 kvl_status kvl_cuda_embed(const kvl_cuda_wmat *emb, const int32_t *tok, int n, float *x, void *stream, kvl_err *err);
 /* y [n][cols] = x * w / sqrt(mean(x^2) + eps), the sum of squares in double (as kvl_cpu_rmsnorm). */
 kvl_status kvl_cuda_rmsnorm(const float *x, const float *w, float *y, int n, int cols, float eps, void *stream,
                             kvl_err *err);
+/* As kvl_cuda_rmsnorm, and y also quantized to 8-bit blocks (q [n][cols],
+ * ds [n][cols/32][2], as kvl_cuda_quantize_q8 of y); cols % 32 == 0. */
+kvl_status kvl_cuda_rmsnorm_q8(const float *x, const float *w, float *y, int8_t *q, float *ds, int n, int cols,
+                               float eps, void *stream, kvl_err *err);
 /* h [n][F] = silu(gu[:, 0:F]) * gu[:, F:2F] for gu [n][2F]. */
 kvl_status kvl_cuda_swiglu(const float *gu, float *h, int n, int F, void *stream, kvl_err *err);
+/* As kvl_cuda_swiglu, and h also quantized (q [n][F], ds [n][F/32][2]); F % 32 == 0. */
+kvl_status kvl_cuda_swiglu_q8(const float *gu, float *h, int8_t *q, float *ds, int n, int F, void *stream,
+                              kvl_err *err);
 /* out [n] = index of the largest non-NaN value of each row of x [n][cols]
  * (lowest index on ties; 0 if all NaN), as the CPU sampler's greedy argmax. */
 kvl_status kvl_cuda_argmax(const float *x, int n, int cols, int32_t *out, void *stream, kvl_err *err);

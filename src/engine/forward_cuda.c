@@ -64,7 +64,8 @@ kvl_status kvl_engine_cuda_create(kvl_ctx *c, kvl_err *err) {
                               tensor(&m->output), m->out_norm, ld};
     const char *w = getenv("KVL_CUDA_WEIGHTS"); /* testing / benchmarks: "f16" converts every weight */
     kvl_cuda_lm_config cfg = {c->codec_k, c->p.page_tokens, c->p.n_ctx, g->n_slots, g->max_batch,
-                              w && !strcmp(w, "f16") ? KVL_CUDA_W_F16 : KVL_CUDA_W_NATIVE, 1};
+                              w && !strcmp(w, "f16") ? KVL_CUDA_W_F16 : KVL_CUDA_W_NATIVE, 1,
+                              c->p.exact_matmul /* f32 activations, as the CPU's exact path */};
     kvl_status st = kvl_cuda_lm_create(&md, &cfg, &g->lm, err);
     free(ld);
     if (st) {

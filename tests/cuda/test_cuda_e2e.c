@@ -13,7 +13,10 @@
  * and 48/48 tokens, int8 3e-7 and 48/48, int4z 1.6e-2 and 33/48 (against
  * the CPU's scalar attention: int8 1.4e-2, int4z 1.7e-2 and 28/48). Bounds:
  * f16 1e-3 and all 48 tokens; int8 5e-2 and 32; int4z 5e-2 and 16 (a wrong
- * kernel gives logits off by ~1 and tokens that differ at once). Also the prefill in several device calls (n_batch 7), two
+ * kernel gives logits off by ~1 and tokens that differ at once). Both
+ * numerics are tested: exact_matmul = 1 on both sides (above), and the
+ * default on both sides (the device's 8-bit activation blocks and integer
+ * matvec against the CPU default path; bounds at Q8_SAME). Also the prefill in several device calls (n_batch 7), two
  * sequences sharing the device pool, and the errors: codecs without an
  * append kernel, evicting policies, fork, session save, a second build
  * without CUDA is covered by tests/test_cli.sh. */
@@ -25,6 +28,36 @@
 #include "test.h"
 
 #define NGEN 48
+/* The default path (8-bit activation blocks, integer dot products) is a
+ * discontinuous function of its inputs: a value within rounding of a code
+ * boundary takes the neighbouring code (1/254 of its block's amax), so f32
+ * differences of 1e-6 become whole steps, amplified over 30 layers. The
+ * CPU's own default paths disagree as much: measured on this model with
+ * this prompt (2026-12-02), scalar vs AVX2 default 1.9e-2 / 2.4e-2 / 0.43
+ * rel. L2 of the prompt logits (f16 / int8 / int4z KV) and 48 / 16 / 0
+ * equal greedy tokens; CPU default vs CPU exact 2.5e-2 / 3.1e-2 / 0.34 and
+ * 16 / 16 / 0 tokens. So the device's default path is checked for being
+ * as close to the exact path as the CPU default is: rel(device, CPU exact)
+ * <= 2 rel(CPU default, CPU exact) + 1e-3 (a wrong buffer, stride or
+ * missing wait gives logits off by ~1), and against the CPU default for
+ * the first greedy tokens (seen on the H200: 48 / 40 / 1 of 48; int4z has
+ * no token bound: the CPU's own scalar and AVX2 default paths share none): */
+static const int Q8_SAME[3] = {8, 8, 0};
+
+static double rel_l2(const float *a, const float *ref, int n) {
+    double num = 0, den = 0;
+    for (int i = 0; i < n; i++) {
+        num += (double)(a[i] - ref[i]) * (a[i] - ref[i]);
+        den += (double)ref[i] * ref[i];
+    }
+    return sqrt(num / den);
+}
+
+static int same_prefix(const kvl_token *a, const kvl_token *b) {
+    int k = 0;
+    while (k < NGEN && a[k] == b[k]) k++;
+    return k;
+}
 
 static kvl_token argmax(const float *x, int n) {
     int b = 0;
@@ -34,14 +67,14 @@ static kvl_token argmax(const float *x, int n) {
 }
 
 /* prompt -> prefill, then greedy NGEN tokens; logits0: the prompt's last logits */
-static int generate(const kvl_model *m, int device, const char *codec, int n_batch, const kvl_token *prompt, int np,
-                    kvl_token *out, float *logits0) {
+static int generate(const kvl_model *m, int device, int exact, const char *codec, int n_batch, const kvl_token *prompt,
+                    int np, kvl_token *out, float *logits0) {
     kvl_ctx_params p;
     kvl_ctx_params_default(&p);
     p.n_ctx = 512;
     p.kv_codec = codec;
     p.device = device;
-    p.exact_matmul = device == KVL_DEVICE_CPU;
+    p.exact_matmul = exact;
     p.n_batch = n_batch;
     p.n_seq_max = 2;
     char err[256] = "";
@@ -107,33 +140,44 @@ int main(void) {
     kvl_token prompt[64];
     const int np = (int)kvl_tokenize(m, text, strlen(text), 1, 0, prompt, 64);
     CHECK(np > 4 && np < 64);
-    float *l_cpu = malloc(sizeof(float) * mi.n_vocab), *l_gpu = malloc(sizeof(float) * mi.n_vocab);
+    const size_t lb = sizeof(float) * mi.n_vocab;
+    float *l_ex = malloc(lb), *l_def = malloc(lb), *l_gpu = malloc(lb);
     const char *codecs[3] = {"f16", "int8", "int4z"};
     for (int ci = 0; ci < 3; ci++) {
-        kvl_token t_cpu[NGEN], t_gpu[NGEN];
-        CHECK(generate(m, KVL_DEVICE_CPU, codecs[ci], 512, prompt, np, t_cpu, l_cpu));
-        const int batches[2] = {512, 7};
-        for (int bi = 0; bi < 2; bi++) {
-            /* the second run replays CUDA graphs (kvl_cuda_lm_set_graphs) */
-            if (bi) setenv("KVL_CUDA_GRAPHS", "1", 1);
-            else unsetenv("KVL_CUDA_GRAPHS");
-            CHECK(generate(m, KVL_DEVICE_CUDA, codecs[ci], batches[bi], prompt, np, t_gpu, l_gpu));
-            double num = 0, den = 0;
-            for (int i = 0; i < mi.n_vocab; i++) {
-                num += (double)(l_gpu[i] - l_cpu[i]) * (l_gpu[i] - l_cpu[i]);
-                den += (double)l_cpu[i] * l_cpu[i];
-            }
-            const double rel = sqrt(num / den);
-            int same = 0;
-            while (same < NGEN && t_gpu[same] == t_cpu[same]) same++;
-            printf("note: %s (n_batch %d%s): prompt logits rel err %.2e, greedy tokens equal for %d of %d\n",
-                   codecs[ci], batches[bi], bi ? ", graphs" : "", rel, same, NGEN);
-            CHECK_MSG(rel < (ci == 0 ? 1e-3 : 5e-2), "%s: logits rel err %.3g", codecs[ci], rel);
-            CHECK_MSG(same >= (ci == 0 ? NGEN : ci == 1 ? 32 : 16), "%s: tokens differ from %d on", codecs[ci], same);
-            if (ci == 0 && bi == 0) {
-                printf("note: tokens:");
-                for (int i = 0; i < NGEN; i++) printf(" %d", t_gpu[i]);
-                printf("\n");
+        kvl_token t_ex[NGEN], t_def[NGEN], t_gpu[NGEN];
+        CHECK(generate(m, KVL_DEVICE_CPU, 1, codecs[ci], 512, prompt, np, t_ex, l_ex));
+        CHECK(generate(m, KVL_DEVICE_CPU, 0, codecs[ci], 512, prompt, np, t_def, l_def));
+        const double rel_cpu = rel_l2(l_def, l_ex, mi.n_vocab);
+        printf("note: CPU default vs CPU exact, %s: prompt logits rel err %.2e, greedy tokens equal for %d of %d\n",
+               codecs[ci], rel_cpu, same_prefix(t_def, t_ex), NGEN);
+        for (int ex = 1; ex >= 0; ex--) {
+            const int batches[2] = {512, 7};
+            for (int bi = 0; bi < 2; bi++) {
+                /* the second run replays CUDA graphs (kvl_cuda_lm_set_graphs) */
+                if (bi) setenv("KVL_CUDA_GRAPHS", "1", 1);
+                else unsetenv("KVL_CUDA_GRAPHS");
+                CHECK(generate(m, KVL_DEVICE_CUDA, ex, codecs[ci], batches[bi], prompt, np, t_gpu, l_gpu));
+                const double rel = rel_l2(l_gpu, ex ? l_ex : l_def, mi.n_vocab), rel_x = rel_l2(l_gpu, l_ex, mi.n_vocab);
+                const int same = same_prefix(t_gpu, ex ? t_ex : t_def);
+                if (ex) {
+                    printf("note: exact %s (n_batch %d%s) vs CPU exact: prompt logits rel err %.2e, greedy tokens "
+                           "equal for %d of %d\n", codecs[ci], batches[bi], bi ? ", graphs" : "", rel, same, NGEN);
+                    CHECK_MSG(rel < (ci == 0 ? 1e-3 : 5e-2), "%s: logits rel err %.3g", codecs[ci], rel);
+                    CHECK_MSG(same >= (ci == 0 ? NGEN : ci == 1 ? 32 : 16), "%s: tokens differ from %d on",
+                              codecs[ci], same);
+                } else {
+                    printf("note: 8-bit activations %s (n_batch %d%s) vs CPU default: prompt logits rel err %.2e, "
+                           "greedy tokens equal for %d of %d; vs CPU exact: rel err %.2e (CPU default: %.2e)\n",
+                           codecs[ci], batches[bi], bi ? ", graphs" : "", rel, same, NGEN, rel_x, rel_cpu);
+                    CHECK_MSG(rel_x <= 3 * rel_cpu + 1e-3, "8-bit activations %s: %.3g from the exact path (CPU "
+                              "default: %.3g)", codecs[ci], rel_x, rel_cpu);
+                    CHECK_MSG(same >= Q8_SAME[ci], "8-bit activations %s: tokens differ from %d on", codecs[ci], same);
+                }
+                if (ci == 0 && bi == 0) {
+                    printf("note: tokens:");
+                    for (int i = 0; i < NGEN; i++) printf(" %d", t_gpu[i]);
+                    printf("\n");
+                }
             }
         }
     }
@@ -164,7 +208,7 @@ int main(void) {
         kvl_ctx_free(c);
     }
     unsetenv("KVL_CUDA_GRAPHS");
-    free(l_cpu), free(l_gpu);
+    free(l_ex), free(l_def), free(l_gpu);
     kvl_model_free(m);
     KVL_TEST_END();
 }

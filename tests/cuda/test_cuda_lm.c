@@ -8,6 +8,23 @@
  *    the error is bounded by ~cols * 2^-24 * sum|w x|, so the check is
  *    |gpu - ref| <= 1e-5 * sum|w x| + 1e-6 (a wrong block, scale or nibble
  *    moves a value by >= 1e-2 * sum|w x| here);
+ *  - 8-bit activation blocks (kvl_cuda_quantize_q8 and the fused
+ *    RMSNorm / SwiGLU producers): codes, scales and code sums equal to
+ *    kvl_quant_row_ref(Q8_1) of the same floats, exactly (the same IEEE
+ *    operations: one correctly rounded division, one product,
+ *    round-to-nearest-even; the fused producers are compared against the
+ *    CPU quantization of the f32 output they wrote);
+ *  - the integer matvec (kvl_cuda_gemv_q8) on Q8_0, Q4_0, Q4_1, 1..11
+ *    columns, = and +=, every kernel variant at one column (the persistent
+ *    ones also with more rows than warps), launched right
+ *    after the quantization kernel (with and without programmatic
+ *    dependent launch; input poisoned before): against the
+ *    CPU-quantized activation blocks dotted with the weight codes in exact
+ *    integers, the block terms dx (dw isum + mw s) summed in double (what
+ *    the CPU default vec_dot computes, in f32 there). The device sums
+ *    integer half-blocks exactly and the block terms in f32, so the same
+ *    bound as the f32 matvec holds: |gpu - ref| <= 1e-5 * sum |terms| + 1e-6
+ *    (a wrong code, scale or nibble moves a value by >= 1e-2 of that);
  *  - embedding rows (dequantization: one rounding, 2^-22 relative), RMSNorm
  *    (the double sum of the CPU; 4 ulps), SwiGLU (expf on both sides; 1e-6),
  *    RoPE angles (double cos/sin on both sides; 1e-7 absolute), argmax
@@ -117,6 +134,160 @@ static int gemv_case(int t, int64_t rows, int64_t cols, int n, int acc) {
     kvl_cuda_free(w.q), kvl_cuda_free(w.s), kvl_cuda_free(dx), kvl_cuda_free(dy);
     free(wq), free(wf), free(x), free(y0), free(y), free(hq), free(hs);
     return bad == 0;
+}
+
+/* ---- integer matvec on 8-bit activations ---- */
+
+/* weight codes of block b of a GGUF row of type t, and its (d, m): w = d c + m */
+static void wcodes(int t, const uint8_t *row, int64_t b, int *c, double *d, double *m) {
+    if (t == KVL_TYPE_Q8_0) {
+        const kvl_block_q8_0 *k = (const kvl_block_q8_0 *)row + b;
+        for (int j = 0; j < 32; j++) c[j] = k->qs[j];
+        *d = kvl_fp16_to_fp32(k->d), *m = 0;
+    } else if (t == KVL_TYPE_Q4_0) {
+        const kvl_block_q4_0 *k = (const kvl_block_q4_0 *)row + b;
+        for (int j = 0; j < 16; j++) c[j] = k->qs[j] & 15, c[j + 16] = k->qs[j] >> 4;
+        *d = kvl_fp16_to_fp32(k->d), *m = -8.0 * (float)kvl_fp16_to_fp32(k->d);
+    } else {
+        const kvl_block_q4_1 *k = (const kvl_block_q4_1 *)row + b;
+        for (int j = 0; j < 16; j++) c[j] = k->qs[j] & 15, c[j + 16] = k->qs[j] >> 4;
+        *d = kvl_fp16_to_fp32(k->d), *m = kvl_fp16_to_fp32(k->m);
+    }
+}
+
+/* the device's activation blocks (codes, (d, s)) against the CPU's Q8_1 of the same floats: mismatches */
+static int q8_mismatches(const float *x, const int8_t *q, const float *ds, int64_t n_blocks) {
+    int bad = 0;
+    for (int64_t b = 0; b < n_blocks; b++) {
+        kvl_block_q8_1 r;
+        kvl_quant_row_ref(KVL_TYPE_Q8_1, x + 32 * b, &r, 32);
+        if (ds[2 * b] != kvl_fp16_to_fp32(r.d) || ds[2 * b + 1] != (float)r.s || memcmp(q + 32 * b, r.qs, 32)) bad++;
+    }
+    return bad;
+}
+
+static int gemv_q8_case(int t, int64_t rows, int64_t cols, int n, int acc) {
+    kvl_err err = {0};
+    const size_t rb = kvl_type_row_bytes(t, cols), nb = (size_t)cols / 32;
+    uint8_t *wq = malloc(rb * rows);
+    float *x = malloc(sizeof(float) * n * cols), *y0 = malloc(sizeof(float) * n * rows), *y = malloc(sizeof(float) * n * rows);
+    float *tmp = malloc(sizeof(float) * cols);
+    for (int64_t r = 0; r < rows; r++) {
+        const float amp = 0.05f + (float)urand();
+        for (int64_t j = 0; j < cols; j++) tmp[j] = frand(amp) + (j % 7 == 0 ? 0.3f * amp : 0);
+        kvl_quant_row_ref((kvl_type)t, tmp, wq + r * rb, cols);
+    }
+    for (int64_t i = 0; i < n * cols; i++) x[i] = frand(2.0f) * (i % 97 == 0 ? 5.0f : 1.0f);
+    for (int64_t i = 0; i < n * rows; i++) y0[i] = frand(1.0f);
+    const kvl_cuda_wfmt f = t == KVL_TYPE_Q8_0 ? KVL_CUDA_WF_Q8_0 : t == KVL_TYPE_Q4_0 ? KVL_CUDA_WF_Q4_0 : KVL_CUDA_WF_Q4_1;
+    const size_t qb = kvl_cuda_wmat_qbytes(f, rows, cols), sb = kvl_cuda_wmat_sbytes(f, rows, cols);
+    void *hq = malloc(qb), *hs = malloc(sb);
+    CHECK(kvl_cuda_wmat_repack(t, wq, rows, cols, 0, rows, hq, hs));
+    kvl_cuda_wmat w = {f, rows, cols, dev_alloc(qb), dev_alloc(sb)};
+    up(w.q, hq, qb), up(w.s, hs, sb);
+    float *dx = dev_alloc(sizeof(float) * n * cols), *dy = dev_alloc(sizeof(float) * n * rows);
+    int8_t *dq = dev_alloc((size_t)n * cols);
+    float *dds = dev_alloc(sizeof(float) * 2 * n * nb);
+    up(dx, x, sizeof(float) * n * cols);
+    poison(dq, (size_t)n * cols), poison(dds, sizeof(float) * 2 * n * nb);
+    CHECK(kvl_cuda_quantize_q8(dx, n, (int)cols, dq, dds, NULL, &err) == KVL_OK);
+    /* the blocks the device made, against the CPU's */
+    int8_t *q = malloc((size_t)n * cols);
+    float *ds = malloc(sizeof(float) * 2 * n * nb);
+    CHECK(kvl_cuda_sync(&err) == KVL_OK);
+    down(q, dq, (size_t)n * cols), down(ds, dds, sizeof(float) * 2 * n * nb);
+    const int qbad = q8_mismatches(x, q, ds, (int64_t)n * nb);
+    CHECK_MSG(qbad == 0, "quantize q8 %d cols: %d of %zu blocks differ from the CPU's", (int)cols, qbad, n * nb);
+    int bad = 0;
+    double worst = 0;
+    const int n_var = kvl_cuda_gemv_q8_n_variants();
+    for (int v = -2; v < (n == 1 ? n_var : 0); v++) { /* -1: the default; -2: the default without PDL */
+        kvl_cuda_gemv_q8_set_variant(v < 0 ? -1 : v);
+        kvl_cuda_gemv_q8_set_pdl(v != -2);
+        if (acc) up(dy, y0, sizeof(float) * n * rows);
+        else poison(dy, sizeof(float) * n * rows);
+        /* quantized again right before the matvec, over poison: a matvec that
+         * read its input before the quantization finished (programmatic
+         * dependent launch) would see NaN codes' garbage */
+        poison(dq, (size_t)n * cols), poison(dds, sizeof(float) * 2 * n * nb);
+        CHECK(kvl_cuda_quantize_q8(dx, n, (int)cols, dq, dds, NULL, &err) == KVL_OK);
+        CHECK(kvl_cuda_gemv_q8(&w, dq, dds, n, dy, acc, NULL, &err) == KVL_OK);
+        CHECK(kvl_cuda_sync(&err) == KVL_OK);
+        down(y, dy, sizeof(float) * n * rows);
+        for (int c = 0; c < n; c++)
+            for (int64_t r = 0; r < rows; r++) {
+                double dot = 0, mag = 0;
+                for (size_t b = 0; b < nb; b++) {
+                    int wc[32];
+                    double d, m;
+                    wcodes(t, wq + r * rb, (int64_t)b, wc, &d, &m);
+                    const int8_t *xc = q + (size_t)c * cols + 32 * b;
+                    long isum = 0;
+                    for (int j = 0; j < 32; j++) isum += (long)wc[j] * xc[j];
+                    const double dx_ = ds[2 * (c * nb + b)], sx = ds[2 * (c * nb + b) + 1];
+                    const double term = dx_ * (d * (double)isum + m * sx);
+                    dot += term, mag += fabs(dx_ * d * (double)isum) + fabs(dx_ * m * sx);
+                }
+                const double ref = acc ? (double)(float)(y0[c * rows + r] + (float)dot) : dot;
+                const double e = fabs(y[c * rows + r] - ref), tol = 1e-5 * mag + 1e-6;
+                if (!(e <= tol)) bad++;
+                if (e / (mag + 1e-30) > worst) worst = e / (mag + 1e-30);
+            }
+    }
+    kvl_cuda_gemv_q8_set_variant(-1);
+    kvl_cuda_gemv_q8_set_pdl(1);
+    CHECK_MSG(bad == 0, "gemv q8 %s %lldx%lld n=%d acc=%d: %d bad, worst %.3g", kvl_type_name(t), (long long)rows,
+              (long long)cols, n, acc, bad, worst);
+    kvl_cuda_free(w.q), kvl_cuda_free(w.s), kvl_cuda_free(dx), kvl_cuda_free(dy), kvl_cuda_free(dq), kvl_cuda_free(dds);
+    free(wq), free(x), free(y0), free(y), free(tmp), free(hq), free(hs), free(q), free(ds);
+    return bad == 0;
+}
+
+/* the fused producers: RMSNorm and SwiGLU that also write 8-bit blocks of their output */
+static void q8_producers(void) {
+    kvl_err err = {0};
+    const int n = 3, E = 4096, F = 14336;
+    float *x = malloc(sizeof(float) * n * F * 2), *w = malloc(sizeof(float) * E), *y = malloc(sizeof(float) * n * F);
+    int8_t *q = malloc((size_t)n * F);
+    float *ds = malloc(sizeof(float) * 2 * n * F / 32);
+    for (int i = 0; i < n * F * 2; i++) x[i] = frand(3.0f);
+    for (int i = 0; i < E; i++) w[i] = frand(1.5f);
+    float *dx = dev_alloc(sizeof(float) * n * F * 2), *dw = dev_alloc(sizeof(float) * E),
+          *dy = dev_alloc(sizeof(float) * n * F), *dds = dev_alloc(sizeof(float) * 2 * n * F / 32);
+    int8_t *dq = dev_alloc((size_t)n * F);
+    up(dx, x, sizeof(float) * n * F * 2), up(dw, w, sizeof(float) * E);
+    poison(dy, sizeof(float) * n * E), poison(dq, (size_t)n * E), poison(dds, sizeof(float) * 2 * n * E / 32);
+    CHECK(kvl_cuda_rmsnorm_q8(dx, dw, dy, dq, dds, n, E, 1e-5f, NULL, &err) == KVL_OK && kvl_cuda_sync(&err) == KVL_OK);
+    down(y, dy, sizeof(float) * n * E), down(q, dq, (size_t)n * E), down(ds, dds, sizeof(float) * 2 * n * E / 32);
+    float *ref = malloc(sizeof(float) * E);
+    int bad = 0;
+    for (int t = 0; t < n; t++) {
+        kvl_cpu_rmsnorm(x + t * E, w, ref, E, 1e-5f);
+        for (int j = 0; j < E; j++)
+            if (!(fabsf(y[t * E + j] - ref[j]) <= 4.8e-7f * fabsf(ref[j]))) bad++;
+    }
+    CHECK_MSG(bad == 0, "rmsnorm q8: %d values off", bad);
+    bad = q8_mismatches(y, q, ds, (int64_t)n * E / 32);
+    CHECK_MSG(bad == 0, "rmsnorm q8: %d blocks differ from the CPU quantization of its output", bad);
+    poison(dy, sizeof(float) * n * F), poison(dq, (size_t)n * F), poison(dds, sizeof(float) * 2 * n * F / 32);
+    CHECK(kvl_cuda_swiglu_q8(dx, dy, dq, dds, n, F, NULL, &err) == KVL_OK && kvl_cuda_sync(&err) == KVL_OK);
+    down(y, dy, sizeof(float) * n * F), down(q, dq, (size_t)n * F), down(ds, dds, sizeof(float) * 2 * n * F / 32);
+    float *g = malloc(sizeof(float) * F);
+    bad = 0;
+    for (int t = 0; t < n; t++) {
+        memcpy(g, x + (size_t)t * 2 * F, sizeof(float) * F);
+        kvl_cpu_swiglu(g, x + (size_t)t * 2 * F + F, F);
+        for (int j = 0; j < F; j++)
+            if (!(fabsf(y[t * F + j] - g[j]) <= 1e-6f * fabsf(g[j]) + 1e-30f)) bad++;
+    }
+    CHECK_MSG(bad == 0, "swiglu q8: %d values off", bad);
+    bad = q8_mismatches(y, q, ds, (int64_t)n * F / 32);
+    CHECK_MSG(bad == 0, "swiglu q8: %d blocks differ from the CPU quantization of its output", bad);
+    /* f16 weights have no integer matvec */
+    kvl_cuda_wmat wf = {KVL_CUDA_WF_F16, 32, 32, dx, NULL};
+    CHECK(kvl_cuda_gemv_q8(&wf, dq, dds, 1, dy, 0, NULL, &err) == KVL_ERR_ARG);
+    kvl_cuda_free(dx), kvl_cuda_free(dw), kvl_cuda_free(dy), kvl_cuda_free(dq), kvl_cuda_free(dds);
+    free(x), free(w), free(y), free(q), free(ds), free(ref), free(g);
 }
 
 /* ---- small kernels ---- */
@@ -352,6 +523,18 @@ int main(void) {
             gemv_case(types[ti], 77, 1536, ns[ni], !(ni & 1));
         }
     gemv_case(KVL_TYPE_Q8_0, 4096, 4096, 1, 0);
+    for (int ti = 0; ti < 3; ti++) {
+        for (int ni = 0; ni < 4; ni++) {
+            gemv_q8_case(types[ti], 203, 576, ns[ni], ni & 1);
+            gemv_q8_case(types[ti], 77, 1536, ns[ni], !(ni & 1));
+        }
+        gemv_q8_case(types[ti], 1031, 4096, 1, 0);
+        gemv_q8_case(types[ti], 67, 14336, 1, 1);
+        /* more rows than a wave of the persistent variants holds warps (132 SMs x <= 8 blocks x 8
+         * warps): several rows per warp, the prefetch crossing row ends; partial last chunks */
+        gemv_q8_case(types[ti], 20011, 2080, 1, ti & 1);
+    }
+    q8_producers();
     small_kernels();
     const char *codecs[3] = {"f16", "int8", "int4z"};
     for (int ci = 0; ci < 3; ci++)
