@@ -161,37 +161,34 @@ static kvl_status get_layer(kvl_blend_reader *rd, pend *e, int l, uint8_t *dst, 
     return KVL_OK;
 }
 
-/* Read and verify layer l of chunk e into its rows; an error into rd->err. */
-static kvl_status read_layer(kvl_blend_reader *rd, pend *e, int l) {
-    const size_t lb = e->h.layer_bytes;
-    uint8_t *dst = e->ch->rows + (size_t)l * lb;
-    if (e->redis) {
-        size_t got = 0;
-        kvl_status st = get_layer(rd, e, l, dst, lb, &got);
-        if (st) return st;
-        kvl_err ce;
-        kvl_err_clear(&ce);
-        if ((st = kvl_blend_layer_check(&e->h, e->crc, l, dst, got, &ce)))
-            return kvl_err_set(&rd->err, st, "blend: Redis %s: %s", e->path,
-                               ce.msg + (strncmp(ce.msg, "blend chunk: ", 13) ? 0 : 13));
-        rd->bytes += (int64_t)got;
-        return KVL_OK;
-    }
+/* Layer l of a disk-tier chunk e into dst [lb]: *got bytes (short at end of file). */
+static kvl_status pread_layer(kvl_blend_reader *rd, pend *e, int l, uint8_t *dst, size_t lb, size_t *got) {
     const off_t off = (off_t)(e->h.head_len + (size_t)l * lb);
-    size_t got = 0;
-    while (got < lb) {
-        const ssize_t r = pread(e->fd, dst + got, lb - got, off + (off_t)got);
+    *got = 0;
+    while (*got < lb) {
+        const ssize_t r = pread(e->fd, dst + *got, lb - *got, off + (off_t)*got);
         if (r < 0 && errno == EINTR) continue;
         if (r < 0)
             return kvl_err_set(&rd->err, KVL_ERR_IO, "blend: %s: layer %d of %d: read error: %s", e->path, l, e->h.n_layer,
                                strerror(errno));
         if (r == 0) break;
-        got += (size_t)r;
+        *got += (size_t)r;
     }
+    return KVL_OK;
+}
+
+/* Read and verify layer l of chunk e into its rows; an error into rd->err. */
+static kvl_status read_layer(kvl_blend_reader *rd, pend *e, int l) {
+    const size_t lb = e->h.layer_bytes;
+    uint8_t *dst = e->ch->rows + (size_t)l * lb;
+    size_t got = 0;
+    kvl_status st = e->redis ? get_layer(rd, e, l, dst, lb, &got) : pread_layer(rd, e, l, dst, lb, &got);
+    if (st) return st;
     kvl_err ce;
     kvl_err_clear(&ce);
-    const kvl_status st = kvl_blend_layer_check(&e->h, e->crc, l, dst, got, &ce);
-    if (st) return kvl_err_set(&rd->err, st, "blend: %s: %s", e->path, ce.msg + (strncmp(ce.msg, "blend chunk: ", 13) ? 0 : 13));
+    if ((st = kvl_blend_layer_check(&e->h, e->crc, l, dst, got, &ce)))
+        return kvl_err_set(&rd->err, st, "blend: %s%s: %s", e->redis ? "Redis " : "", e->path,
+                           ce.msg + (strncmp(ce.msg, "blend chunk: ", 13) ? 0 : 13));
     rd->bytes += (int64_t)got;
     return KVL_OK;
 }

@@ -74,14 +74,9 @@ kvl_status kvl_blend_redis_get(kvl_blend *b, kvl_blend_reader *rd, uint64_t key,
         st = kvl_err_set(err, KVL_ERR_NOMEM, "blend: out of memory");
         goto done;
     }
-    if ((st = kvl_blend_head_decode(val, len, &b->x, key, toks, n, &h, crc, NULL, err))) goto done;
+    /* with a reader, the decoder makes the chunk (tokens set, rows to stream in) */
+    if ((st = kvl_blend_head_decode(val, len, &b->x, key, toks, n, &h, crc, rd ? &ch : NULL, err))) goto done;
     if (rd) {
-        if (!(ch = kvl_blend_chunk_new(h.n, h.n_layer, h.kv, h.f32, h.base_pos))) {
-            st = kvl_err_set(err, KVL_ERR_NOMEM, "blend: out of memory for a chunk of %d tokens", h.n);
-            goto done;
-        }
-        ch->key = h.key;
-        memcpy(ch->toks, toks, sizeof(kvl_token) * (size_t)n); /* the head's tokens are these (checked) */
         kvl_blend_redis_key(key, -1, k, sizeof k);
         if ((st = kvl_blend_reader_add_redis(rd, ch, &h, crc, k, err))) goto done;
         *out = ch;
