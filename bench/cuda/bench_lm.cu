@@ -208,7 +208,9 @@ static void print_profile(kvl_cuda_lm *lm, const char *what, double step_ms);
  * decode at ctx 64 (logits downloaded each token), then the device model of
  * that context at batch 1 and ctx 0 / 4K / 32K / 128K (<= ctx_max), direct
  * and from a CUDA graph, against the roofline; the per-stage profile at
- * 32K. The numbers to set beside the descriptor path's (bench_8b). */
+ * 32K; then at 0 / 4K / 32K with device sampling (kvl_cuda_lm_set_sampling,
+ * the CPU sampler's defaults) in place of argmax. The numbers to set beside
+ * the descriptor path's (bench_8b). */
 static void bench_gguf(const char *path, int steps, double bw, int ctx_max) {
     kvl_model *m = NULL;
     char err[256] = "";
@@ -289,6 +291,16 @@ static void bench_gguf(const char *path, int steps, double bw, int ctx_max) {
             kvl_cuda_lm_set_graphs(lm, 1);
         }
     }
+    /* device sampling (the CPU sampler's defaults: T 0.8, top-k 40, top-p 0.95, min-p 0.05) in place of argmax */
+    for (int ki = 0; ki < 3; ki++) {
+        if (ctxs[ki] > ctx_max) continue;
+        if (kvl_cuda_lm_set_sampling(lm, 0.8f, 40, 0.95f, 0.05f, 42, &e)) DIE("sampling: %s", e.msg);
+        kvl_cuda_lm_set_graphs(lm, 1);
+        const double md = time_steps(lm, 1, ctxs[ki], steps, 3);
+        const double roof = (kvl_cuda_lm_step_weight_bytes(lm) + (double)ctxs[ki] * bpt) / bw;
+        if (md > 0) row("gguf-smp", "f16", "native", 1, 1, ctxs[ki], 1 / md, 1e3 * md, 1e3 * roof);
+    }
+    kvl_cuda_lm_set_sampling(lm, 0.0f, 0, 1.0f, 0.0f, 0, &e);
     kvl_ctx_free(c);
     kvl_model_free(m);
 }

@@ -50,6 +50,8 @@ struct kvl_cuda_lm {
     float *xds;   /* [max_batch][max(E, H hd, F) / 32][2] their (d, sum) */
     int32_t *meta_d, *meta_h, *amax_d, *amax_h;
     size_t meta_n;
+    kvl_cuda_sample_params samp; /* kvl_cuda_lm_set_sampling; samp_ctr NULL: greedy */
+    uint64_t samp_seed, *samp_ctr; /* [max_batch] draws per entry index */
     cudaStream_t st;
     size_t wbytes;
     int graphs;
@@ -179,7 +181,7 @@ extern "C" void kvl_cuda_lm_free(kvl_cuda_lm *lm) {
     if (!lm->out_shared) free_mat(&lm->out);
     free_mat(&lm->emb);
     void *bufs[] = {lm->out_norm, lm->freq, lm->page_ids, lm->x, lm->xb, lm->qkv, lm->q, lm->att,
-                    lm->gu, lm->h, lm->logits, lm->cs, lm->meta_d, lm->amax_d, lm->xq, lm->xds};
+                    lm->gu, lm->h, lm->logits, lm->cs, lm->meta_d, lm->amax_d, lm->xq, lm->xds, lm->samp_ctr};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) cudaFree(bufs[i]);
     if (lm->meta_h) cudaFreeHost(lm->meta_h);
@@ -383,7 +385,9 @@ static kvl_status enqueue(kvl_cuda_lm *lm, int n, int max_len, int want_logits_a
         mark(lm, KVL_CUDA_PROF_DOWN);
     }
     if ((s = norm(lm, lm->out_norm, n, err)) || (s = mv(lm, &lm->out, lm->xb, n, lm->logits, 0, err)) ||
-        (s = kvl_cuda_argmax(lm->logits, n, lm->V, lm->amax_d, st, err)))
+        (s = lm->samp_ctr ? kvl_cuda_sample(lm->logits, n, lm->V, &lm->samp, lm->samp_seed, lm->samp_ctr, lm->amax_d,
+                                            st, err)
+                          : kvl_cuda_argmax(lm->logits, n, lm->V, lm->amax_d, st, err)))
         return s;
     mark(lm, KVL_CUDA_PROF_OUT);
     KVL_CUDA_TRY(cudaMemcpyAsync(lm->amax_h, lm->amax_d, sizeof(int32_t) * B, cudaMemcpyDeviceToHost, st),
@@ -475,6 +479,28 @@ extern "C" kvl_status kvl_cuda_lm_forward(kvl_cuda_lm *lm, int n, const int32_t 
         }
         lm->prof_calls++;
     }
+    return KVL_OK;
+}
+
+extern "C" kvl_status kvl_cuda_lm_set_sampling(kvl_cuda_lm *lm, float temperature, int top_k, float top_p,
+                                               float min_p, uint64_t seed, kvl_err *err) {
+    if (!(temperature > 0.0f)) { /* greedy */
+        if (lm->samp_ctr) cudaFree(lm->samp_ctr);
+        lm->samp_ctr = NULL;
+        lm->g_n = 0;
+        return KVL_OK;
+    }
+    if (top_k < 1 || top_k > 1024)
+        return kvl_err_set(err, KVL_ERR_UNSUPPORTED, "cuda lm: device sampling needs top_k in 1..1024 (have %d)", top_k);
+    if (top_p != top_p || min_p != min_p) return kvl_err_set(err, KVL_ERR_ARG, "cuda lm: NaN top_p / min_p");
+    if (!lm->samp_ctr) {
+        kvl_status s = dalloc((void **)&lm->samp_ctr, sizeof(uint64_t) * lm->max_batch, err);
+        if (s) return s;
+    }
+    KVL_CUDA_TRY(cudaMemset(lm->samp_ctr, 0, sizeof(uint64_t) * lm->max_batch), "cuda lm: sampler counters");
+    lm->samp = kvl_cuda_sample_params{temperature, top_k, top_p, min_p};
+    lm->samp_seed = seed;
+    lm->g_n = 0; /* capture anew */
     return KVL_OK;
 }
 

@@ -100,6 +100,25 @@ kvl_status kvl_cuda_swiglu_q8(const float *gu, float *h, int8_t *q, float *ds, i
 /* out [n] = index of the largest non-NaN value of each row of x [n][cols]
  * (lowest index on ties; 0 if all NaN), as the CPU sampler's greedy argmax. */
 kvl_status kvl_cuda_argmax(const float *x, int n, int cols, int32_t *out, void *stream, kvl_err *err);
+/* Sampling parameters of kvl_cuda_sample (the CPU sampler's, without the
+ * repetition penalty). */
+typedef struct kvl_cuda_sample_params {
+    float temperature; /* <= 0: greedy (kvl_cuda_argmax) */
+    int top_k;         /* 1..1024 when temperature > 0 (the device has no full sort: 0 is unsupported) */
+    float top_p;       /* >= 1: off */
+    float min_p;       /* <= 0: off */
+} kvl_cuda_sample_params;
+/* out [n] = a token drawn from each row of x [n][cols] (device logits)
+ * with the semantics of kvl_sampler_sample (src/engine/sampler.c):
+ * candidates (NaN and -inf dropped, +inf as FLT_MAX) scaled by 1 /
+ * temperature, the top_k best (value desc, id asc), softmax, min-p and
+ * top-p prefixes, renormalised draw. The uniform of row b is a function of
+ * (seed, counter[b], b); counter (device [n], uint64) is incremented per
+ * draw. Same candidate set and probabilities as the CPU sampler; its RNG
+ * stream is not the CPU's. KVL_ERR_UNSUPPORTED for top_k outside 1..1024
+ * with temperature > 0. (lm_sample.cu) */
+kvl_status kvl_cuda_sample(const float *x, int n, int cols, const kvl_cuda_sample_params *p, uint64_t seed,
+                           uint64_t *counter, int32_t *out, void *stream, kvl_err *err);
 /* cs [n][hd/2][2] = cos, sin of pos[i] * freq[j] (in double, as kvl_cpu_rope_cs). */
 kvl_status kvl_cuda_rope_cs(const int32_t *pos, const float *freq, int n, int hd, float *cs, void *stream,
                             kvl_err *err);
