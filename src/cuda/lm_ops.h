@@ -69,6 +69,14 @@ kvl_status kvl_cuda_quantize_q8(const float *x, int n, int cols, int8_t *q, floa
  * block sums. */
 kvl_status kvl_cuda_gemv_q8(const kvl_cuda_wmat *w, const int8_t *xq, const float *xds, int n, float *y,
                             int accumulate, void *stream, kvl_err *err);
+/* gate|up fused with SwiGLU: w = [gate rows; up rows] ([2F][cols], F % 32
+ * == 0), h [n][F] = silu(gate x) * (up x) and its 8-bit blocks (hq [n][F],
+ * hds [n][F/32][2]) in one launch instead of kvl_cuda_gemv_q8 into gu and
+ * kvl_cuda_swiglu_q8 (the same per-row sums and formula, so the same floats
+ * and codes). cnt: device [F/32] unsigned, zero before the first call (each
+ * launch leaves it zero). */
+kvl_status kvl_cuda_gemv_q8_swiglu(const kvl_cuda_wmat *w, const int8_t *xq, const float *xds, int n, float *h,
+                                   int8_t *hq, float *hds, unsigned *cnt, void *stream, kvl_err *err);
 /* Benchmarks: pick the kernel variant of single-column calls (rows per warp
  * R, chunks in flight U, weight loads around L1 H); v < 0: the default
  * (chosen per format and row count). Returns the variant set (-1 for the
