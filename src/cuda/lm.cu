@@ -8,9 +8,9 @@
  *   then logits = Wout rmsnorm(x) and greedy argmax, all on one stream.
  * Matrices in Q8_0 / Q4_0 / Q4_1 blocks take their input as 8-bit
  * activation blocks (quantized by the RMSNorm / SwiGLU kernels that make
- * it, or by its own kernel for the attention output; the gate|up matvec
- * does SwiGLU and quantizes h in its epilogue), unless the config asks
- * for the exact path (f32 activations everywhere).
+ * it, or by its own kernel for the attention output; optionally the
+ * gate|up matvec does SwiGLU and quantizes h in its epilogue), unless the
+ * config asks for the exact path (f32 activations everywhere).
  * Everything a call needs is allocated at create; a call uploads one small
  * metadata block (tokens, positions, list offsets) and downloads the greedy
  * tokens (and logits if asked). Optionally the call's kernels are captured
@@ -54,7 +54,7 @@ struct kvl_cuda_lm {
     int8_t *hq;      /* q8 and fuse_sw: [max_batch][F] SwiGLU output's codes (xq is the fused kernel's input) */
     float *hds;      /* [max_batch][F/32][2] */
     unsigned *sw_cnt; /* [F/32] arrival counters of the fused gate|up + SwiGLU (zero between launches) */
-    int fuse_sw;     /* kvl_cuda_lm_set_fused_swiglu (default 1) */
+    int fuse_sw;     /* kvl_cuda_lm_set_fused_swiglu (default 0) */
     kvl_cuda_sample_params samp; /* kvl_cuda_lm_set_sampling; samp_ctr NULL: greedy */
     uint64_t samp_seed, *samp_ctr; /* [max_batch] draws per entry index */
     cudaStream_t st;
@@ -287,7 +287,7 @@ static kvl_status create(kvl_cuda_lm *lm, const kvl_cuda_model_desc *m, const kv
             (s = dalloc((void **)&lm->sw_cnt, sizeof(unsigned) * (lm->F / 32), err)))
             return s;
         KVL_CUDA_TRY(cudaMemsetAsync(lm->sw_cnt, 0, sizeof(unsigned) * (lm->F / 32), lm->st), "cuda lm: counters");
-        lm->fuse_sw = lm->F % 32 == 0;
+        lm->fuse_sw = 0; /* measured slower (kvl_cuda_lm_set_fused_swiglu) */
     }
     lm->meta_n = 3 * B + B * lm->Hkv * (1 + (size_t)lm->L);
     if ((s = dalloc((void **)&lm->meta_d, sizeof(int32_t) * lm->meta_n, err))) return s;
@@ -390,7 +390,7 @@ static kvl_status enqueue(kvl_cuda_lm *lm, int n, int max_len, int want_logits_a
         mark(lm, KVL_CUDA_PROF_WO);
         if ((s = norm(lm, y->ffn_norm, n, err))) return s;
         mark(lm, KVL_CUDA_PROF_NORM);
-        if (lm->q8 && lm->fuse_sw && y->gu.fmt != KVL_CUDA_WF_F16 && y->down.fmt != KVL_CUDA_WF_F16) {
+        if (lm->q8 && lm->fuse_sw && y->gu.fmt == KVL_CUDA_WF_Q8_0 && y->down.fmt != KVL_CUDA_WF_F16) {
             /* one launch: gate|up, SwiGLU, h's 8-bit blocks (into hq: xq is its input) */
             if ((s = kvl_cuda_gemv_q8_swiglu(&y->gu, lm->xq, lm->xds, n, lm->h, lm->hq, lm->hds, lm->sw_cnt, st, err)))
                 return s;

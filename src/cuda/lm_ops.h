@@ -69,12 +69,15 @@ kvl_status kvl_cuda_quantize_q8(const float *x, int n, int cols, int8_t *q, floa
  * block sums. */
 kvl_status kvl_cuda_gemv_q8(const kvl_cuda_wmat *w, const int8_t *xq, const float *xds, int n, float *y,
                             int accumulate, void *stream, kvl_err *err);
-/* gate|up fused with SwiGLU: w = [gate rows; up rows] ([2F][cols], F % 32
- * == 0), h [n][F] = silu(gate x) * (up x) and its 8-bit blocks (hq [n][F],
- * hds [n][F/32][2]) in one launch instead of kvl_cuda_gemv_q8 into gu and
- * kvl_cuda_swiglu_q8 (the same per-row sums and formula, so the same floats
- * and codes). cnt: device [F/32] unsigned, zero before the first call (each
- * launch leaves it zero). */
+/* gate|up fused with SwiGLU: w = [gate rows; up rows] ([2F][cols], Q8_0
+ * only, else KVL_ERR_ARG; F % 32 == 0), h [n][F] = silu(gate x) * (up x)
+ * and its 8-bit blocks (hq [n][F], hds [n][F/32][2]) in one launch instead
+ * of kvl_cuda_gemv_q8 into gu and kvl_cuda_swiglu_q8 (the same per-row sums
+ * and formula: the same floats and codes, bit for bit on the H200). cnt:
+ * device [F/32] unsigned, zero before the first call (each launch leaves
+ * it zero). Measured 1.8% slower per 8B step than the two kernels (the
+ * separate SwiGLU kernel lets the down matvec start early): not the
+ * default (kvl_cuda_lm_set_fused_swiglu). */
 kvl_status kvl_cuda_gemv_q8_swiglu(const kvl_cuda_wmat *w, const int8_t *xq, const float *xds, int n, float *h,
                                    int8_t *hq, float *hds, unsigned *cnt, void *stream, kvl_err *err);
 /* Benchmarks: pick the kernel variant of single-column calls (rows per warp
