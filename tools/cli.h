@@ -171,6 +171,7 @@ int cmd_retrieval(const cli_opts *o);
 /* eval rag: CacheBlend chunk reuse vs full prefill / prefix caching (cmd_rag.c). */
 int cmd_rag(const cli_opts *o);
 int cmd_calibrate(int argc, char **argv); /* kvlite calibrate (parses its own flags) */
+int cmd_gguf_random(int argc, char **argv); /* kvlite gguf-random (parses its own flags; tools/cmd_gguf_random.c) */
 /* kv info | export | import (o->subcmd; cmd_kv.c). */
 int cmd_kv(const cli_opts *o);
 /* eval stream: adaptive KV streaming over bandwidth traces (cmd_stream.c). */

@@ -151,6 +151,7 @@ static const char USAGE_MAIN[] =
     "  kv info FILE  what a session / KV file holds (every checksum verified, no model)\n"
     "  kv export prefill a text file and write its KV cache to a file\n"
     "  kv import load a KV file (verified) and optionally continue generation\n"
+    "  gguf-random  write a Llama GGUF with random weights (presets tiny, llama3-1b, llama3-8b)\n"
     "\n"
     "run 'kvlite COMMAND --help' for the flags of a command.\n";
 
@@ -492,6 +493,7 @@ int main(int argc, char **argv) {
         cli_die(CLI_EXIT_USAGE, "missing command: run, chat, tokenize, bench, eval, codecs or kv (see kvlite --help)");
     const char *cmd = argv[1];
     if (!strcmp(cmd, "calibrate")) return cmd_calibrate(argc - 2, argv + 2); /* own flags: tools/cmd_calibrate.c */
+    if (!strcmp(cmd, "gguf-random")) return cmd_gguf_random(argc - 2, argv + 2); /* own flags: tools/cmd_gguf_random.c */
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         print_usage(stdout, argc > 2 && strcmp(argv[2], "-h") && strcmp(argv[2], "--help") ? argv[2] : NULL, NULL);
         return 0;

@@ -24,8 +24,11 @@
  *     are >= 400 MB, many times the 50 MB L2), against the copy bandwidth.
  * Timing of 2 and 3: host wall clock around each synchronous step (what a
  * caller sees), median of the steps after warm-ups.
- *   bench_lm [--model PATH | --no-model] [--no-8b] [--8b-f16] [--8b-q4] [--gemv] [--ctx-max N]
- *            [--steps N] [--json FILE] */
+ *  5. (--gguf PATH) a GGUF through the model loader (kvl_model_load, a
+ *     kvl_ctx on the device), e.g. the random 8B of `kvlite gguf-random`:
+ *     the same batch-1 rows as 3, to set beside the descriptor path's.
+ *   bench_lm [--model PATH | --no-model] [--gguf PATH] [--no-8b] [--8b-lean] [--8b-f16] [--8b-q4] [--gemv]
+ *            [--ctx-max N] [--steps N] [--json FILE] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -198,6 +201,121 @@ static void bench_model(const char *path, int steps, double bw) {
     kvl_model_free(m);
 }
 
+static void print_profile(kvl_cuda_lm *lm, const char *what, double step_ms);
+
+/* A GGUF through the model loader (e.g. `kvlite gguf-random --preset
+ * llama3-8b`): one context on the device (f16 KV, one sequence), the API
+ * decode at ctx 64 (logits downloaded each token), then the device model of
+ * that context at batch 1 and ctx 0 / 4K / 32K / 128K (<= ctx_max), direct
+ * and from a CUDA graph, against the roofline; the per-stage profile at
+ * 32K; then at 0 / 4K / 32K with device sampling (kvl_cuda_lm_set_sampling,
+ * the CPU sampler's defaults) in place of argmax. The numbers to set beside
+ * the descriptor path's (bench_8b). */
+static void bench_gguf(const char *path, int steps, double bw, int ctx_max) {
+    kvl_model *m = NULL;
+    char err[256] = "";
+    double t0 = now();
+    if (kvl_model_load(path, &m, err, sizeof err)) DIE("gguf %s: %s", path, err);
+    kvl_model_info mi;
+    kvl_model_get_info(m, &mi);
+    const double t_load = now() - t0;
+    kvl_ctx_params p;
+    kvl_ctx_params_default(&p);
+    p.n_ctx = ctx_max + 64 + 16 + steps;
+    p.kv_codec = "f16";
+    p.device = KVL_DEVICE_CUDA;
+    kvl_ctx *c = NULL;
+    t0 = now();
+    if (kvl_ctx_create(m, &p, &c, err, sizeof err)) DIE("gguf ctx: %s", err);
+    kvl_cuda_lm *lm = kvl_engine_cuda_lm(c);
+    printf("\nGGUF %s through kvl_model_load + kvl_ctx (device cuda): %d layers, %d/%d heads of %d, n_embd %d, n_ff %d, "
+           "vocab %d; mapped in %.2f s, context (weights uploaded) in %.1f s, %.2f GB read per step\n",
+           path, mi.n_layer, mi.n_head, mi.n_head_kv, mi.head_dim, mi.n_embd, mi.n_ff, mi.n_vocab, t_load, now() - t0,
+           kvl_cuda_lm_step_weight_bytes(lm) / 1e9);
+    printf("| what     | codec  | weights | launch | B   | ctx    | tok/s     | ms/step  | roof ms  | of roof |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|\n");
+    {
+        kvl_seq *s = NULL;
+        if (kvl_seq_create(c, &s)) DIE("gguf seq: %s", kvl_ctx_error(c));
+        std::vector<kvl_token> pr(64);
+        for (int i = 0; i < 64; i++) pr[i] = (kvl_token)(1000 + 37 * i) % mi.n_vocab;
+        std::vector<float> lg(mi.n_vocab);
+        t0 = now();
+        if (kvl_prefill(s, pr.data(), 64, lg.data(), NULL)) DIE("gguf prefill: %s", kvl_ctx_error(c));
+        const double tp = now() - t0;
+        double sum = 0, sq = 0;
+        for (float v : lg) sum += v, sq += (double)v * v;
+        const double mean = sum / mi.n_vocab;
+        printf("(api prefill of 64 tokens: %.2f ms = %.0f tok/s; logits mean %.3f std %.3f)\n", 1e3 * tp, 64 / tp, mean,
+               sqrt(std::max(0.0, sq / mi.n_vocab - mean * mean)));
+        std::vector<double> t;
+        std::vector<kvl_token> gen;
+        kvl_token tk = (kvl_token)(std::max_element(lg.begin(), lg.end()) - lg.begin());
+        for (int i = 0; i < 8 + steps; i++) {
+            gen.push_back(tk);
+            const double t1 = now();
+            if (kvl_decode(s, tk, lg.data())) DIE("gguf decode: %s", kvl_ctx_error(c));
+            if (i >= 8) t.push_back(now() - t1);
+            tk = (kvl_token)(std::max_element(lg.begin(), lg.end()) - lg.begin());
+        }
+        std::vector<kvl_token> u(gen);
+        std::sort(u.begin(), u.end());
+        printf("(api greedy: %zu distinct of %zu tokens; first 12:", (size_t)(std::unique(u.begin(), u.end()) - u.begin()),
+               gen.size());
+        for (size_t i = 0; i < gen.size() && i < 12; i++) printf(" %d", gen[i]);
+        printf(")\n");
+        const double md = median(t);
+        row("gguf-api", "f16", "native", 0, 1, 64, 1 / md, 1e3 * md, 0);
+        kvl_seq_free(s);
+    }
+    kvl_err e = {};
+    if (kvl_cuda_lm_fill_context(lm, 0, ctx_max, 5, &e)) DIE("gguf fill: %s", e.msg);
+    const double bpt = kvl_cuda_lm_kv_bytes_per_token(lm);
+    const int ctxs[4] = {0, 4096, 32768, 131072};
+    for (int ki = 0; ki < 4; ki++) {
+        if (ctxs[ki] > ctx_max) continue;
+        double tg = 0;
+        for (int g = 0; g < 2; g++) {
+            kvl_cuda_lm_set_graphs(lm, g);
+            const double md = time_steps(lm, 1, ctxs[ki], steps, 3);
+            if (md < 0) continue;
+            if (g) tg = md;
+            const double roof = (kvl_cuda_lm_step_weight_bytes(lm) + (double)ctxs[ki] * bpt) / bw;
+            row("gguf", "f16", "native", g, 1, ctxs[ki], 1 / md, 1e3 * md, 1e3 * roof);
+        }
+        if (ctxs[ki] == 32768) {
+            if (kvl_cuda_lm_set_profile(lm, 1, &e)) DIE("profile: %s", e.msg);
+            time_steps(lm, 1, ctxs[ki], steps / 2 > 4 ? steps / 2 : 4, 2);
+            print_profile(lm, "gguf f16 KV ctx 32768", 1e3 * tg);
+            kvl_cuda_lm_set_profile(lm, 0, &e);
+            /* the gate|up + SwiGLU epilogue (not the default) against the default, same run */
+            kvl_cuda_lm_set_fused_swiglu(lm, 1);
+            kvl_cuda_lm_set_graphs(lm, 1);
+            const double tu = time_steps(lm, 1, ctxs[ki], steps, 3);
+            const double roof = (kvl_cuda_lm_step_weight_bytes(lm) + (double)ctxs[ki] * bpt) / bw;
+            if (tu > 0) row("gguf-fus", "f16", "native", 1, 1, ctxs[ki], 1 / tu, 1e3 * tu, 1e3 * roof);
+            if (kvl_cuda_lm_set_profile(lm, 1, &e)) DIE("profile: %s", e.msg);
+            time_steps(lm, 1, ctxs[ki], steps / 2 > 4 ? steps / 2 : 4, 2);
+            print_profile(lm, "gguf f16 KV ctx 32768, gate|up + SwiGLU epilogue", 1e3 * tu);
+            kvl_cuda_lm_set_profile(lm, 0, &e);
+            kvl_cuda_lm_set_fused_swiglu(lm, 0);
+            kvl_cuda_lm_set_graphs(lm, 1);
+        }
+    }
+    /* device sampling (the CPU sampler's defaults: T 0.8, top-k 40, top-p 0.95, min-p 0.05) in place of argmax */
+    for (int ki = 0; ki < 3; ki++) {
+        if (ctxs[ki] > ctx_max) continue;
+        if (kvl_cuda_lm_set_sampling(lm, 0.8f, 40, 0.95f, 0.05f, 42, &e)) DIE("sampling: %s", e.msg);
+        kvl_cuda_lm_set_graphs(lm, 1);
+        const double md = time_steps(lm, 1, ctxs[ki], steps, 3);
+        const double roof = (kvl_cuda_lm_step_weight_bytes(lm) + (double)ctxs[ki] * bpt) / bw;
+        if (md > 0) row("gguf-smp", "f16", "native", 1, 1, ctxs[ki], 1 / md, 1e3 * md, 1e3 * roof);
+    }
+    kvl_cuda_lm_set_sampling(lm, 0.0f, 0, 1.0f, 0.0f, 0, &e);
+    kvl_ctx_free(c);
+    kvl_model_free(m);
+}
+
 static void print_profile(kvl_cuda_lm *lm, const char *what, double step_ms) {
     double ms[KVL_CUDA_PROF_N], tot = 0;
     const int calls = kvl_cuda_lm_profile(lm, ms);
@@ -215,6 +333,8 @@ static void print_profile(kvl_cuda_lm *lm, const char *what, double step_ms) {
 }
 
 /* wt: ggml type of the random weights; exact: f32 activations */
+static int lean_8b; /* --8b-lean: f16 KV only, no PDL / variant rows, profile at 32K only */
+
 static void bench_8b(int steps, double bw, int wt, int exact, int ctx_max, int all_codecs) {
     const int L = 32, E = 4096, H = 32, Hkv = 8, hd = 128, F = 14336, V = 128256;
     const char *wname = wt == 1 ? "f16" : wt == 2 ? "q4_0" : wt == 3 ? "q4_1" : "q8_0";
@@ -262,7 +382,7 @@ static void bench_8b(int steps, double bw, int wt, int exact, int ctx_max, int a
                     (kvl_cuda_lm_step_weight_bytes(lm) + (double)ctxs[ki] * kvl_cuda_lm_kv_bytes_per_token(lm)) / bw;
                 row("8b", codecs[ci], wlabel, g, 1, ctxs[ki], 1 / t, 1e3 * t, 1e3 * roof);
             }
-            if (ci == 0 && wt != 1 && !exact) { /* the integer matvec without programmatic dependent launch */
+            if (ci == 0 && wt != 1 && !exact && !lean_8b) { /* the integer matvec without programmatic dependent launch */
                 kvl_cuda_gemv_q8_set_pdl(0);
                 kvl_cuda_lm_set_graphs(lm, 1);
                 const double t = time_steps(lm, 1, ctxs[ki], steps, 3);
@@ -282,7 +402,7 @@ static void bench_8b(int steps, double bw, int wt, int exact, int ctx_max, int a
                 kvl_cuda_gemv_q8_set_variant(-1);
                 kvl_cuda_lm_set_graphs(lm, 1);
             }
-            if (ci == 0 && (ctxs[ki] == 32768 || ctxs[ki] == 131072)) {
+            if (ci == 0 && (ctxs[ki] == 32768 || (ctxs[ki] == 131072 && !lean_8b))) {
                 char what[96];
                 snprintf(what, sizeof what, "8b %s %s KV %s ctx %d", wlabel, act, codecs[ci], ctxs[ki]);
                 if (kvl_cuda_lm_set_profile(lm, 1, &e)) DIE("profile: %s", e.msg);
@@ -413,7 +533,7 @@ static void bench_gemv(double bw) {
 }
 
 int main(int argc, char **argv) {
-    const char *model = NULL, *jpath = NULL;
+    const char *model = NULL, *jpath = NULL, *gguf = NULL;
     int steps = 32, do8b = 1, f16_8b = 0, q4_8b = 0, gemv = 0, ctx_max = 32768;
     char buf[512];
     for (int i = 1; i < argc; i++) {
@@ -426,8 +546,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--gemv")) gemv = 1;
         else if (!strcmp(argv[i], "--ctx-max") && i + 1 < argc) ctx_max = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--no-model")) model = "";
-        else DIE("usage: bench_lm [--model PATH | --no-model] [--no-8b] [--8b-f16] [--8b-q4] [--gemv] [--ctx-max N] "
-                 "[--steps N] [--json FILE]");
+        else if (!strcmp(argv[i], "--gguf") && i + 1 < argc) gguf = argv[++i];
+        else if (!strcmp(argv[i], "--8b-lean")) lean_8b = 1;
+        else DIE("usage: bench_lm [--model PATH | --no-model] [--gguf PATH] [--no-8b] [--8b-lean] [--8b-f16] [--8b-q4] "
+                 "[--gemv] [--ctx-max N] [--steps N] [--json FILE]");
     }
     if (!model) {
         model = getenv("KVL_MODEL");
@@ -447,9 +569,10 @@ int main(int argc, char **argv) {
     printf("device %s, %d SMs; copy bandwidth %.0f GB/s (read + written)\n", name, n_sm, bw / 1e9);
     if (gemv) bench_gemv(bw);
     if (model[0]) bench_model(model, steps, bw);
+    if (gguf) bench_gguf(gguf, steps, bw, ctx_max);
     if (do8b) {
-        bench_8b(steps, bw, 8, 0, ctx_max, 1); /* Q8_0, 8-bit activations */
-        bench_8b(steps, bw, 8, 1, ctx_max < 32768 ? ctx_max : 32768, 0); /* Q8_0, the exact path */
+        bench_8b(steps, bw, 8, 0, ctx_max, !lean_8b); /* Q8_0, 8-bit activations */
+        if (!lean_8b) bench_8b(steps, bw, 8, 1, ctx_max < 32768 ? ctx_max : 32768, 0); /* Q8_0, the exact path */
     }
     if (do8b && q4_8b) bench_8b(steps, bw, 2, 0, ctx_max < 32768 ? ctx_max : 32768, 0);
     if (do8b && f16_8b) bench_8b(steps, bw, 1, 0, ctx_max, 0);

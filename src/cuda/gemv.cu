@@ -286,18 +286,36 @@ static __device__ __forceinline__ int dp4a16(uint4 w, uint4 a, int s) {
     return __dp4a((int)w.w, (int)a.w, s);
 }
 
-/* w: [rows][cols] Q8_0 / Q4_0 / Q4_1; xq: int8 [NB][cols]; xds: (d, sum) [NB][cols/32]; y: [NB][rows] */
-template <int F, int NB, int R, int U, int H>
+/* The SwiGLU epilogue's outputs (SW = 1): 8-bit blocks of h and one
+ * arrival counter per block of 32 h values (zero between launches). */
+typedef struct sw_out {
+    int8_t *q;     /* [NB][Fh] */
+    float2 *ds;    /* [NB][Fh/32] */
+    unsigned *cnt; /* [Fh/32] */
+} sw_out;
+
+/* w: [rows][cols] Q8_0 / Q4_0 / Q4_1; xq: int8 [NB][cols]; xds: (d, sum) [NB][cols/32]; y: [NB][rows].
+ * SW = 1 (R = 2): w is [gate rows; up rows] (2 Fh rows), warp g of the grid
+ * computes gate row g and up row g + Fh (the same per-row sums as SW = 0,
+ * bit for bit) and writes y [NB][Fh] = silu(gate) * up; the last of the
+ * 32 / GEMV_WARPS blocks covering 32 consecutive h values to arrive
+ * (atomic counter) quantizes them into sw.q / sw.ds and re-zeroes the
+ * counter. */
+template <int F, int NB, int R, int U, int H, int SW = 0>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
     gemv_q8_k(kvl_cuda_wmat w, const int8_t *__restrict__ xq, const float2 *__restrict__ xds, float *__restrict__ y,
-              int accumulate) {
+              int accumulate, sw_out sw = sw_out{}) {
+    static_assert(!SW || R == 2, "SwiGLU epilogue: one gate and one up row per warp");
     const int lane = threadIdx.x & 31;
-    const int64_t r0 = ((int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5)) * R;
-    if (r0 >= w.rows) return;
+    const int64_t half = SW ? w.rows / 2 : w.rows; /* output rows */
+    const int64_t r0 = SW ? (int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5)
+                          : ((int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5)) * R;
+    if (r0 >= half) return; /* SW: never (the grid is exact, Fh % 32 == 0) */
     const int64_t cols = w.cols, nb = cols / 32;
     int64_t rr_[R];
 #pragma unroll
-    for (int i = 0; i < R; i++) rr_[i] = r0 + i < w.rows ? r0 + i : w.rows - 1; /* clamped: read, not written */
+    for (int i = 0; i < R; i++)
+        rr_[i] = SW ? r0 + i * half : r0 + i < w.rows ? r0 + i : w.rows - 1; /* clamped: read, not written */
     float acc[R][NB];
 #pragma unroll
     for (int i = 0; i < R; i++)
@@ -375,18 +393,44 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
         }
     }
     if (!waited) kvl_griddep_wait(); /* lanes past the row's end: before any write */
-#pragma unroll
-    for (int i = 0; i < R; i++)
+    if constexpr (SW) {
 #pragma unroll
         for (int n = 0; n < NB; n++) {
-            float s = acc[i][n];
+            float g = acc[0][n], u = acc[1][n];
 #pragma unroll
-            for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-            if (lane == 0 && r0 + i < w.rows) {
-                float *yp = y + n * w.rows + r0 + i;
-                *yp = accumulate ? *yp + s : s;
-            }
+            for (int o = 16; o > 0; o >>= 1)
+                g += __shfl_xor_sync(0xffffffffu, g, o), u += __shfl_xor_sync(0xffffffffu, u, o);
+            if (lane == 0) y[n * half + r0] = g / (1.0f + expf(-g)) * u; /* kvl_cuda_swiglu_q8's formula */
         }
+        __shared__ unsigned s_arrived;
+        const int64_t b = ((int64_t)blockIdx.x * GEMV_WARPS) / 32; /* this block's 32-value group */
+        __threadfence();
+        __syncthreads();
+        if (threadIdx.x == 0) s_arrived = atomicAdd(&sw.cnt[b], 1u);
+        __syncthreads();
+        if (s_arrived == 32 / GEMV_WARPS - 1) { /* the group's last block */
+            __threadfence(); /* the other blocks' h values, written before their arrival */
+            const int n = threadIdx.x >> 5;
+            if (n < NB) {
+                const float v = __ldcg(y + n * half + 32 * b + lane);
+                kvl_q8_block_warp(v, lane, sw.q + n * half + 32 * b, sw.ds + n * (half / 32) + b);
+            }
+            if (threadIdx.x == 0) sw.cnt[b] = 0;
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < R; i++)
+#pragma unroll
+            for (int n = 0; n < NB; n++) {
+                float s = acc[i][n];
+#pragma unroll
+                for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+                if (lane == 0 && r0 + i < w.rows) {
+                    float *yp = y + n * w.rows + r0 + i;
+                    *yp = accumulate ? *yp + s : s;
+                }
+            }
+    }
 }
 
 /* Persistent, software-pipelined variant (one column): the grid is one
@@ -515,7 +559,7 @@ static void launch_q8(const kvl_cuda_wmat &w, const int8_t *xq, const float2 *xd
     at[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = at;
     cfg.numAttrs = g_pdl ? 1 : 0;
-    cudaLaunchKernelEx(&cfg, gemv_q8_k<F, NB, R, U, H>, w, xq, xds, y, acc); /* errors: cudaGetLastError after */
+    cudaLaunchKernelEx(&cfg, gemv_q8_k<F, NB, R, U, H>, w, xq, xds, y, acc, sw_out{}); /* errors: cudaGetLastError after */
 }
 
 template <int F> static void launch_q8_fmt(const kvl_cuda_wmat &w, const int8_t *xq, const float2 *xds, int nb,
@@ -538,6 +582,59 @@ template <int F> static void launch_q8_fmt(const kvl_cuda_wmat &w, const int8_t 
     case 4: launch_q8<F, 4, 1, 4, 1>(w, xq, xds, y, acc, st); break;
     default: launch_q8<F, 2, 1, 4, 1>(w, xq, xds, y, acc, st); break;
     }
+}
+
+/* gate|up with the SwiGLU epilogue: one launch per <= 8 columns, 2 rows (gate g, up g + Fh) per warp,
+ * the default variant's chunks in flight and L1 policy (4, around L1) */
+template <int F, int NB>
+static void launch_q8_swiglu(const kvl_cuda_wmat &w, const int8_t *xq, const float2 *xds, float *h, sw_out o,
+                             cudaStream_t st) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)(w.rows / 2 / GEMV_WARPS));
+    cfg.blockDim = dim3(GEMV_WARPS * 32);
+    cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = g_pdl ? 1 : 0;
+    cudaLaunchKernelEx(&cfg, gemv_q8_k<F, NB, 2, 4, 1, 1>, w, xq, xds, h, 0, o);
+}
+
+template <int F> static void launch_q8_swiglu_fmt(const kvl_cuda_wmat &w, const int8_t *xq, const float2 *xds, int nb,
+                                                  float *h, sw_out o, cudaStream_t st) {
+    switch (nb) {
+    case 8: launch_q8_swiglu<F, 8>(w, xq, xds, h, o, st); break;
+    case 4: launch_q8_swiglu<F, 4>(w, xq, xds, h, o, st); break;
+    case 2: launch_q8_swiglu<F, 2>(w, xq, xds, h, o, st); break;
+    default: launch_q8_swiglu<F, 1>(w, xq, xds, h, o, st); break;
+    }
+}
+
+extern "C" kvl_status kvl_cuda_gemv_q8_swiglu(const kvl_cuda_wmat *w, const int8_t *xq, const float *xds, int n,
+                                              float *h, int8_t *hq, float *hds, unsigned *cnt, void *stream,
+                                              kvl_err *err) {
+    if (!w || n < 1 || w->cols % 32 || w->rows < 64 || w->rows % 64 || !h || !hq || !hds || !cnt)
+        return kvl_err_set(err, KVL_ERR_ARG, "cuda gemv q8 swiglu: bad shape (%lld x %lld, n %d) or buffers",
+                           w ? (long long)w->rows : 0LL, w ? (long long)w->cols : 0LL, n);
+    /* Q8_0 only: its sums were measured bit-identical to the two-kernel path; the Q4 formats' 2-row
+     * instantiation contracts its block terms differently (values off by more than 1e-6 relative) */
+    if (w->fmt != KVL_CUDA_WF_Q8_0)
+        return kvl_err_set(err, KVL_ERR_ARG, "cuda gemv q8 swiglu: weight format %d: Q8_0 only", (int)w->fmt);
+    cudaStream_t st = (cudaStream_t)stream;
+    const int64_t Fh = w->rows / 2;
+    const float2 *ds = reinterpret_cast<const float2 *>(xds);
+    for (int c0 = 0; c0 < n;) {
+        const int left = n - c0, nb = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+        const int8_t *xc = xq + (size_t)c0 * w->cols;
+        const float2 *dc = ds + (size_t)c0 * (w->cols / 32);
+        const sw_out o = {hq + (size_t)c0 * Fh, reinterpret_cast<float2 *>(hds) + (size_t)c0 * (Fh / 32), cnt};
+        float *hc = h + (size_t)c0 * Fh;
+        launch_q8_swiglu_fmt<KVL_CUDA_WF_Q8_0>(*w, xc, dc, nb, hc, o, st);
+        c0 += nb;
+    }
+    KVL_CUDA_TRY(cudaGetLastError(), "cuda gemv q8 swiglu launch");
+    return KVL_OK;
 }
 
 extern "C" kvl_status kvl_cuda_gemv_q8(const kvl_cuda_wmat *w, const int8_t *xq, const float *xds, int n, float *y,

@@ -8,8 +8,9 @@
  *   then logits = Wout rmsnorm(x) and greedy argmax, all on one stream.
  * Matrices in Q8_0 / Q4_0 / Q4_1 blocks take their input as 8-bit
  * activation blocks (quantized by the RMSNorm / SwiGLU kernels that make
- * it, or by its own kernel for the attention output), unless the config
- * asks for the exact path (f32 activations everywhere).
+ * it, or by its own kernel for the attention output; optionally the
+ * gate|up matvec does SwiGLU and quantizes h in its epilogue), unless the
+ * config asks for the exact path (f32 activations everywhere).
  * Everything a call needs is allocated at create; a call uploads one small
  * metadata block (tokens, positions, list offsets) and downloads the greedy
  * tokens (and logits if asked). Optionally the call's kernels are captured
@@ -50,6 +51,12 @@ struct kvl_cuda_lm {
     float *xds;   /* [max_batch][max(E, H hd, F) / 32][2] their (d, sum) */
     int32_t *meta_d, *meta_h, *amax_d, *amax_h;
     size_t meta_n;
+    int8_t *hq;      /* q8 and fuse_sw: [max_batch][F] SwiGLU output's codes (xq is the fused kernel's input) */
+    float *hds;      /* [max_batch][F/32][2] */
+    unsigned *sw_cnt; /* [F/32] arrival counters of the fused gate|up + SwiGLU (zero between launches) */
+    int fuse_sw;     /* kvl_cuda_lm_set_fused_swiglu (default 0) */
+    kvl_cuda_sample_params samp; /* kvl_cuda_lm_set_sampling; samp_ctr NULL: greedy */
+    uint64_t samp_seed, *samp_ctr; /* [max_batch] draws per entry index */
     cudaStream_t st;
     size_t wbytes;
     int graphs;
@@ -179,7 +186,7 @@ extern "C" void kvl_cuda_lm_free(kvl_cuda_lm *lm) {
     if (!lm->out_shared) free_mat(&lm->out);
     free_mat(&lm->emb);
     void *bufs[] = {lm->out_norm, lm->freq, lm->page_ids, lm->x, lm->xb, lm->qkv, lm->q, lm->att,
-                    lm->gu, lm->h, lm->logits, lm->cs, lm->meta_d, lm->amax_d, lm->xq, lm->xds};
+                    lm->gu, lm->h, lm->logits, lm->cs, lm->meta_d, lm->amax_d, lm->xq, lm->xds, lm->samp_ctr, lm->hq, lm->hds, lm->sw_cnt};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) cudaFree(bufs[i]);
     if (lm->meta_h) cudaFreeHost(lm->meta_h);
@@ -274,8 +281,13 @@ static kvl_status create(kvl_cuda_lm *lm, const kvl_cuda_model_desc *m, const kv
     if (lm->q8) {
         const size_t widest = wide > (size_t)lm->F ? wide : (size_t)lm->F;
         if ((s = dalloc((void **)&lm->xq, B * widest, err)) ||
-            (s = dalloc((void **)&lm->xds, sizeof(float) * 2 * B * (widest / 32), err)))
+            (s = dalloc((void **)&lm->xds, sizeof(float) * 2 * B * (widest / 32), err)) ||
+            (s = dalloc((void **)&lm->hq, B * lm->F, err)) ||
+            (s = dalloc((void **)&lm->hds, sizeof(float) * 2 * B * (lm->F / 32), err)) ||
+            (s = dalloc((void **)&lm->sw_cnt, sizeof(unsigned) * (lm->F / 32), err)))
             return s;
+        KVL_CUDA_TRY(cudaMemsetAsync(lm->sw_cnt, 0, sizeof(unsigned) * (lm->F / 32), lm->st), "cuda lm: counters");
+        lm->fuse_sw = 0; /* measured slower (kvl_cuda_lm_set_fused_swiglu) */
     }
     lm->meta_n = 3 * B + B * lm->Hkv * (1 + (size_t)lm->L);
     if ((s = dalloc((void **)&lm->meta_d, sizeof(int32_t) * lm->meta_n, err))) return s;
@@ -312,6 +324,11 @@ extern "C" size_t kvl_cuda_lm_kv_bytes(const kvl_cuda_lm *lm) {
 extern "C" double kvl_cuda_lm_kv_bytes_per_token(const kvl_cuda_lm *lm) {
     return (double)kvl_cuda_pool_page_bytes(lm->pool) / lm->P * lm->L * lm->Hkv;
 }
+extern "C" void kvl_cuda_lm_set_fused_swiglu(kvl_cuda_lm *lm, int on) {
+    lm->fuse_sw = on && lm->hq && lm->F % 32 == 0;
+    lm->g_n = 0;
+}
+
 extern "C" void kvl_cuda_lm_set_graphs(kvl_cuda_lm *lm, int on) {
     lm->graphs = on != 0;
     lm->g_n = 0; /* capture anew at the next call (launch settings may have changed) */
@@ -373,6 +390,15 @@ static kvl_status enqueue(kvl_cuda_lm *lm, int n, int max_len, int want_logits_a
         mark(lm, KVL_CUDA_PROF_WO);
         if ((s = norm(lm, y->ffn_norm, n, err))) return s;
         mark(lm, KVL_CUDA_PROF_NORM);
+        if (lm->q8 && lm->fuse_sw && y->gu.fmt == KVL_CUDA_WF_Q8_0 && y->down.fmt != KVL_CUDA_WF_F16) {
+            /* one launch: gate|up, SwiGLU, h's 8-bit blocks (into hq: xq is its input) */
+            if ((s = kvl_cuda_gemv_q8_swiglu(&y->gu, lm->xq, lm->xds, n, lm->h, lm->hq, lm->hds, lm->sw_cnt, st, err)))
+                return s;
+            mark(lm, KVL_CUDA_PROF_GU);
+            if ((s = kvl_cuda_gemv_q8(&y->down, lm->hq, lm->hds, n, lm->x, 1, st, err))) return s;
+            mark(lm, KVL_CUDA_PROF_DOWN);
+            continue;
+        }
         if ((s = mv(lm, &y->gu, lm->xb, n, lm->gu, 0, err))) return s;
         mark(lm, KVL_CUDA_PROF_GU);
         if (lm->q8) s = kvl_cuda_swiglu_q8(lm->gu, lm->h, lm->xq, lm->xds, n, lm->F, st, err);
@@ -383,7 +409,9 @@ static kvl_status enqueue(kvl_cuda_lm *lm, int n, int max_len, int want_logits_a
         mark(lm, KVL_CUDA_PROF_DOWN);
     }
     if ((s = norm(lm, lm->out_norm, n, err)) || (s = mv(lm, &lm->out, lm->xb, n, lm->logits, 0, err)) ||
-        (s = kvl_cuda_argmax(lm->logits, n, lm->V, lm->amax_d, st, err)))
+        (s = lm->samp_ctr ? kvl_cuda_sample(lm->logits, n, lm->V, &lm->samp, lm->samp_seed, lm->samp_ctr, lm->amax_d,
+                                            st, err)
+                          : kvl_cuda_argmax(lm->logits, n, lm->V, lm->amax_d, st, err)))
         return s;
     mark(lm, KVL_CUDA_PROF_OUT);
     KVL_CUDA_TRY(cudaMemcpyAsync(lm->amax_h, lm->amax_d, sizeof(int32_t) * B, cudaMemcpyDeviceToHost, st),
@@ -475,6 +503,28 @@ extern "C" kvl_status kvl_cuda_lm_forward(kvl_cuda_lm *lm, int n, const int32_t 
         }
         lm->prof_calls++;
     }
+    return KVL_OK;
+}
+
+extern "C" kvl_status kvl_cuda_lm_set_sampling(kvl_cuda_lm *lm, float temperature, int top_k, float top_p,
+                                               float min_p, uint64_t seed, kvl_err *err) {
+    if (!(temperature > 0.0f)) { /* greedy */
+        if (lm->samp_ctr) cudaFree(lm->samp_ctr);
+        lm->samp_ctr = NULL;
+        lm->g_n = 0;
+        return KVL_OK;
+    }
+    if (top_k < 1 || top_k > 1024)
+        return kvl_err_set(err, KVL_ERR_UNSUPPORTED, "cuda lm: device sampling needs top_k in 1..1024 (have %d)", top_k);
+    if (top_p != top_p || min_p != min_p) return kvl_err_set(err, KVL_ERR_ARG, "cuda lm: NaN top_p / min_p");
+    if (!lm->samp_ctr) {
+        kvl_status s = dalloc((void **)&lm->samp_ctr, sizeof(uint64_t) * lm->max_batch, err);
+        if (s) return s;
+    }
+    KVL_CUDA_TRY(cudaMemset(lm->samp_ctr, 0, sizeof(uint64_t) * lm->max_batch), "cuda lm: sampler counters");
+    lm->samp = kvl_cuda_sample_params{temperature, top_k, top_p, min_p};
+    lm->samp_seed = seed;
+    lm->g_n = 0; /* capture anew */
     return KVL_OK;
 }
 

@@ -69,6 +69,17 @@ kvl_status kvl_cuda_quantize_q8(const float *x, int n, int cols, int8_t *q, floa
  * block sums. */
 kvl_status kvl_cuda_gemv_q8(const kvl_cuda_wmat *w, const int8_t *xq, const float *xds, int n, float *y,
                             int accumulate, void *stream, kvl_err *err);
+/* gate|up fused with SwiGLU: w = [gate rows; up rows] ([2F][cols], Q8_0
+ * only, else KVL_ERR_ARG; F % 32 == 0), h [n][F] = silu(gate x) * (up x)
+ * and its 8-bit blocks (hq [n][F], hds [n][F/32][2]) in one launch instead
+ * of kvl_cuda_gemv_q8 into gu and kvl_cuda_swiglu_q8 (the same per-row sums
+ * and formula: the same floats and codes, bit for bit on the H200). cnt:
+ * device [F/32] unsigned, zero before the first call (each launch leaves
+ * it zero). Measured 1.8% slower per 8B step than the two kernels (the
+ * separate SwiGLU kernel lets the down matvec start early): not the
+ * default (kvl_cuda_lm_set_fused_swiglu). */
+kvl_status kvl_cuda_gemv_q8_swiglu(const kvl_cuda_wmat *w, const int8_t *xq, const float *xds, int n, float *h,
+                                   int8_t *hq, float *hds, unsigned *cnt, void *stream, kvl_err *err);
 /* Benchmarks: pick the kernel variant of single-column calls (rows per warp
  * R, chunks in flight U, weight loads around L1 H); v < 0: the default
  * (chosen per format and row count). Returns the variant set (-1 for the
@@ -100,6 +111,25 @@ kvl_status kvl_cuda_swiglu_q8(const float *gu, float *h, int8_t *q, float *ds, i
 /* out [n] = index of the largest non-NaN value of each row of x [n][cols]
  * (lowest index on ties; 0 if all NaN), as the CPU sampler's greedy argmax. */
 kvl_status kvl_cuda_argmax(const float *x, int n, int cols, int32_t *out, void *stream, kvl_err *err);
+/* Sampling parameters of kvl_cuda_sample (the CPU sampler's, without the
+ * repetition penalty). */
+typedef struct kvl_cuda_sample_params {
+    float temperature; /* <= 0: greedy (kvl_cuda_argmax) */
+    int top_k;         /* 1..1024 when temperature > 0 (the device has no full sort: 0 is unsupported) */
+    float top_p;       /* >= 1: off */
+    float min_p;       /* <= 0: off */
+} kvl_cuda_sample_params;
+/* out [n] = a token drawn from each row of x [n][cols] (device logits)
+ * with the semantics of kvl_sampler_sample (src/engine/sampler.c):
+ * candidates (NaN and -inf dropped, +inf as FLT_MAX) scaled by 1 /
+ * temperature, the top_k best (value desc, id asc), softmax, min-p and
+ * top-p prefixes, renormalised draw. The uniform of row b is a function of
+ * (seed, counter[b], b); counter (device [n], uint64) is incremented per
+ * draw. Same candidate set and probabilities as the CPU sampler; its RNG
+ * stream is not the CPU's. KVL_ERR_UNSUPPORTED for top_k outside 1..1024
+ * with temperature > 0. (lm_sample.cu) */
+kvl_status kvl_cuda_sample(const float *x, int n, int cols, const kvl_cuda_sample_params *p, uint64_t seed,
+                           uint64_t *counter, int32_t *out, void *stream, kvl_err *err);
 /* cs [n][hd/2][2] = cos, sin of pos[i] * freq[j] (in double, as kvl_cpu_rope_cs). */
 kvl_status kvl_cuda_rope_cs(const int32_t *pos, const float *freq, int n, int hd, float *cs, void *stream,
                             kvl_err *err);
