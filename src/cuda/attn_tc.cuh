@@ -51,9 +51,9 @@
 
 static __device__ __forceinline__ uint32_t tc_split2(float x0, float x1, bool lo) {
     const __half2 h = __floats2half2_rn(x0, x1);
-    if (!lo) return h2_bits(h);
     const float2 f = __half22float2(h);
-    return h2_bits(__floats2half2_rn((x0 - f.x) * 2048.0f, (x1 - f.y) * 2048.0f));
+    const uint32_t l = h2_bits(__floats2half2_rn((x0 - f.x) * 2048.0f, (x1 - f.y) * 2048.0f));
+    return lo ? l : h2_bits(h); /* no branch: half the lanes of a warp take each */
 }
 /* fields at bits sh and 16 + sh as the halves (1024 + c) */
 static __device__ __forceinline__ uint32_t tc_ex4(uint32_t x, int sh) { return ((x >> sh) & 0x000F000Fu) | 0x64006400u; }
@@ -70,6 +70,26 @@ static __device__ __forceinline__ __half2 tc_zz(uint32_t zx, uint32_t sel) {
     __half2 h;
     memcpy(&h, &u, 4);
     return __hsub2(h, __float2half2_rn(128.0f));
+}
+/* the same with the bias 1152 = 1024 + 128 (0x6480 | c): minus tc_zzb's
+ * (1152 + z) it is c - z without tc_zz's subtraction */
+static __device__ __forceinline__ uint32_t tc_ex4b(uint32_t x, int sh) { return ((x >> sh) & 0x000F000Fu) | 0x64806480u; }
+static __device__ __forceinline__ uint32_t tc_ex2b(uint32_t x, int sh) { return ((x >> sh) & 0x00030003u) | 0x64806480u; }
+/* (1152 + z_a, 1152 + z_b): zx = z bytes ^ 0x80, sel picks bytes a, b */
+static __device__ __forceinline__ __half2 tc_zzb(uint32_t zx, uint32_t sel) {
+    const uint32_t u = __byte_perm(zx, 0x6464u, sel);
+    __half2 h;
+    memcpy(&h, &u, 4);
+    return h;
+}
+static __device__ __forceinline__ __half2 tc_h2(uint32_t u) {
+    __half2 h;
+    memcpy(&h, &u, 4);
+    return h;
+}
+/* (a - zz) * s2 as bits: s (c - z), exact when it fits 11 bits (see the codecs) */
+static __device__ __forceinline__ uint32_t tc_sm(uint32_t a, __half2 zz, __half2 s2) {
+    return h2_bits(__hmul2(__hsub2(tc_h2(a), zz), s2));
 }
 /* per-lane softmax state and O fragments (m-tile m, C registers) */
 template <int D> struct tc_state {
@@ -89,20 +109,20 @@ template <int D> struct tc_i4k {
         int pos[2];
     };
     struct QB {
-        uint32_t b[D / 32][2][2];
+        const uint4 *wb; /* the lane's B: wb[32 gr + lane] = steps 0, 1 of group gr (shared: registers) */
     };
     /* sq: shared [4][D] scaled queries (zero for pad heads) */
-    static __device__ __forceinline__ void init(QB &qb, const float *sq, int lane) {
+    static __device__ __forceinline__ void init(QB &qb, const float *sq, int lane, uint4 *wb) {
         const int n = lane >> 2, tq = lane & 3;
         const float *qh = sq + (n & 3) * D;
 #pragma unroll
-        for (int gr = 0; gr < D / 32; gr++)
-#pragma unroll
-            for (int ks = 0; ks < 2; ks++) {
-                const float4 v = *reinterpret_cast<const float4 *>(qh + 32 * gr + 16 * ks + 4 * tq);
-                qb.b[gr][ks][0] = tc_split2(v.x, v.y, n >= 4);
-                qb.b[gr][ks][1] = tc_split2(v.z, v.w, n >= 4);
-            }
+        for (int gr = 0; gr < D / 32; gr++) {
+            const float4 v = *reinterpret_cast<const float4 *>(qh + 32 * gr + 4 * tq);
+            const float4 u = *reinterpret_cast<const float4 *>(qh + 32 * gr + 16 + 4 * tq);
+            wb[32 * gr + lane] = make_uint4(tc_split2(v.x, v.y, n >= 4), tc_split2(v.z, v.w, n >= 4),
+                                            tc_split2(u.x, u.y, n >= 4), tc_split2(u.z, u.w, n >= 4));
+        }
+        qb.wb = wb;
     }
     static __device__ __forceinline__ void page(QB &, const Tile &, const float *, int) {}
     static __device__ __forceinline__ void load(Tile &t, const uint8_t *pg, int off, int P, int r0, int lane) {
@@ -135,12 +155,13 @@ template <int D> struct tc_i4k {
                 zz[h] = tc_zz((pw >> 8) ^ 0x80u, 0x4040u);
             }
             float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            const uint4 bb = qb.wb[32 * gr + (threadIdx.x & 31)];
 #pragma unroll
             for (int ks = 0; ks < 2; ks++) {
                 const uint32_t m0 = ks ? (t.w[0][gr] >> 4) & 0x0F0F0F0Fu : t.w[0][gr] & 0x0F0F0F0Fu;
                 const uint32_t m1 = ks ? (t.w[1][gr] >> 4) & 0x0F0F0F0Fu : t.w[1][gr] & 0x0F0F0F0Fu;
                 mma_16816(d, i4_pair(m0, 0x5140u, zz[0]), i4_pair(m1, 0x5140u, zz[1]), i4_pair(m0, 0x5342u, zz[0]),
-                          i4_pair(m1, 0x5342u, zz[1]), qb.b[gr][ks][0], qb.b[gr][ks][1]);
+                          i4_pair(m1, 0x5342u, zz[1]), ks ? bb.z : bb.x, ks ? bb.w : bb.y);
             }
             acc[0] = fmaf(sc[0], d[0], acc[0]);
             acc[1] = fmaf(sc[0], d[1], acc[1]);
@@ -150,10 +171,15 @@ template <int D> struct tc_i4k {
     }
 };
 
-/* ---- int4z values: A = c - z (row channel, k token), B = p s per group ----
- * Lane gq reads code bytes 16 gr + 2gq, 2gq + 1 of its 4 tokens: m-tile
- * 2gr + mt (mt: low / high nibbles), row gq = byte 2gq, row gq + 8 = byte
- * 2gq + 1, i.e. channel 32 gr + 16 mt + (r < 8 ? 2r : 2(r - 8) + 1). */
+/* ---- int4z values: A = s (c - z) (row channel, k token), B = p ----
+ * s (c - z) is exact in f16: s has 4 significant bits and the encoder keeps
+ * |c - z| <= 127 (scale >= max|x| / 112, kv/codec_int4.c), so the product
+ * fits 11 bits, unless it leaves the f16 range (|value| > 65504: no f16 or
+ * bf16 cache holds such values either). Lane gq reads code bytes 16 gr +
+ * 2gq, 2gq + 1 of its 4 tokens: m-tile 2gr + mt (mt: low / high nibbles),
+ * row gq = byte 2gq, row gq + 8 = byte 2gq + 1, i.e. channel 32 gr + 16 mt +
+ * (r < 8 ? 2r : 2(r - 8) + 1). Tokens past the list: s = 0 (their bytes may
+ * decode to inf). */
 template <int D> struct tc_i4v {
     struct Tile {
         uint32_t c[4][D / 32];                    /* code byte pair of token 4tq + i, group gr */
@@ -178,41 +204,40 @@ template <int D> struct tc_i4v {
             }
         }
     }
-    /* p: probabilities of tokens 4tq + i for head gq & 3 (0 past the list) */
-    static __device__ __forceinline__ void value(const Tile &t, const float (&p)[4], int nv, bool lo,
-                                                 float (&o)[D / 16][4]) {
+    /* b: B of the tile (p of tokens 4tq + i for head gq & 3, hi or lo);
+     * nv: how many of the lane's 4 tokens are in the list */
+    static __device__ __forceinline__ void value(const Tile &t, const uint32_t (&b)[2], int nv, float (&o)[D / 16][4]) {
+        const uint32_t m01 = (nv > 0 ? 0x0000FFFFu : 0u) | (nv > 1 ? 0xFFFF0000u : 0u);
+        const uint32_t m23 = (nv > 2 ? 0x0000FFFFu : 0u) | (nv > 3 ? 0xFFFF0000u : 0u);
 #pragma unroll
         for (int gr = 0; gr < D / 32; gr++) {
-            float w[4];
-            uint32_t zb[4];
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const uint32_t pw = t.prm[i][gr >> 1] >> (16 * (gr & 1));
-                w[i] = p[i] != 0.0f ? p[i] * kvl_cuda_e5m3(pw) : 0.0f;
-                zb[i] = pw;
-            }
-            /* z bytes (byte 1 of each) of tokens (0, 1), (2, 3) */
-            const uint32_t z01 = __byte_perm(zb[0], zb[1], 0x0051u) ^ 0x8080u, z23 = __byte_perm(zb[2], zb[3], 0x0051u) ^ 0x8080u;
-            const __half2 zz01 = tc_zz(z01, 0x5140u), zz23 = tc_zz(z23, 0x5140u);
-            const uint32_t b0 = tc_split2(w[0], w[1], lo), b1 = tc_split2(w[2], w[3], lo);
+            /* [s, z] bytes of tokens (0, 1) and (2, 3): bytes 2(gr & 1), + 1 of each word */
+            const uint32_t sel = (gr & 1) ? 0x7632u : 0x5410u;
+            const uint32_t u01 = __byte_perm(t.prm[0][gr >> 1], t.prm[1][gr >> 1], sel);
+            const uint32_t u23 = __byte_perm(t.prm[2][gr >> 1], t.prm[3][gr >> 1], sel);
+            const __half2 s01 = tc_h2(((u01 & 0x00FF00FFu) << 7) & m01), s23 = tc_h2(((u23 & 0x00FF00FFu) << 7) & m23);
+            const __half2 zz01 = tc_zzb(u01 ^ 0x80808080u, 0x5341u), zz23 = tc_zzb(u23 ^ 0x80808080u, 0x5341u);
             const uint32_t x01 = __byte_perm(t.c[0][gr], t.c[1][gr], 0x5410u);
             const uint32_t x23 = __byte_perm(t.c[2][gr], t.c[3][gr], 0x5410u);
 #pragma unroll
             for (int mt = 0; mt < 2; mt++)
-                mma_16816(o[2 * gr + mt], tc_sub(tc_ex4(x01, 4 * mt), zz01), tc_sub(tc_ex4(x01, 8 + 4 * mt), zz01),
-                          tc_sub(tc_ex4(x23, 4 * mt), zz23), tc_sub(tc_ex4(x23, 8 + 4 * mt), zz23), b0, b1);
+                mma_16816(o[2 * gr + mt], tc_sm(tc_ex4b(x01, 4 * mt), zz01, s01), tc_sm(tc_ex4b(x01, 8 + 4 * mt), zz01, s01),
+                          tc_sm(tc_ex4b(x23, 4 * mt), zz23, s23), tc_sm(tc_ex4b(x23, 8 + 4 * mt), zz23, s23), b[0], b[1]);
         }
     }
 };
 
-/* ---- KIVI 2-bit keys, sealed pages: A = c - z (row token), B = q s of the page ----
+/* ---- KIVI 2-bit keys, sealed pages: A = s (c - z) (row token), B = q ----
  * Token r's word for channel chunk jc (16 channels: slot s, field f =
  * channel 16 jc + 2f + s) at ((r / 8) NJC + jc) * 32 + 4 (r % 8). Lane tq
  * reads the words jc = NW tq .. NW tq + NW - 1 (NW = D / 64) of tokens gq,
  * gq + 8; k step ks: word ks / 4, fields 2 (ks % 4) (k 2tq, 2tq+1) and + 1
  * (k 2tq+8, 2tq+9): channels tq D/4 + 4 ks + {0, 1 | 2, 3}. Page parameters:
- * s8[D] (e5m3), z8[D] (int8) per channel after the codes; the lane's D/4
- * channels' bytes ride with each tile (L1 hits after the page's first). */
+ * s8[D] (e5m3), z8[D] (int8) per channel after the codes: s (c - z) exact
+ * in f16 as for int4z (the encoder keeps |c - z| <= 127, kv/codec_kivi.c);
+ * the (s, 1152 + z) half pairs of the lane's channels are made once per
+ * page from one word per lane (shuffled; it rides with each tile's loads);
+ * the query's B lives in shared memory (registers). */
 template <int D> struct tc_k2k {
     static constexpr bool kPageB = true;
     static constexpr int NJC = D / 16, NW = D / 64;
@@ -222,23 +247,32 @@ template <int D> struct tc_k2k {
         int pos[2];
     };
     struct QB {
-        uint32_t b[NJC][2];
-        __half2 zz[NJC][2];
+        const uint4 *wb;                 /* the lane's B: wb[32 i + lane] = steps 2i, 2i + 1 (shared: registers) */
+        __half2 s2[NJC][2], zz[NJC][2]; /* the page's (s, 1152 + z) pairs of step ks's channels */
     };
-    static __device__ __forceinline__ void init(QB &, const float *, int) {}
-    static __device__ __forceinline__ void page(QB &qb, const Tile &t, const float *sq, int lane) {
+    static __device__ __forceinline__ void init(QB &qb, const float *sq, int lane, uint4 *wb) {
         const int n = lane >> 2, tq = lane & 3;
         const float *qh = sq + (n & 3) * D + tq * (D / 4);
+#pragma unroll
+        for (int i = 0; i < NJC / 2; i++) {
+            const float4 v = *reinterpret_cast<const float4 *>(qh + 8 * i);
+            const float4 u = *reinterpret_cast<const float4 *>(qh + 8 * i + 4);
+            wb[32 * i + lane] = make_uint4(tc_split2(v.x, v.y, n >= 4), tc_split2(v.z, v.w, n >= 4),
+                                           tc_split2(u.x, u.y, n >= 4), tc_split2(u.z, u.w, n >= 4));
+        }
+        qb.wb = wb;
+    }
+    static __device__ __forceinline__ void page(QB &qb, const Tile &t, const float *sq, int lane) {
+        const int tq = lane & 3;
 #pragma unroll
         for (int ks = 0; ks < NJC; ks++) {
             /* word ks of the lane's channels: held by lane (gq = ks, tq) */
             const uint32_t sw = __shfl_sync(0xffffffffu, t.s, 4 * ks + tq);
-            const uint32_t zw = __shfl_sync(0xffffffffu, t.z, 4 * ks + tq) ^ 0x80808080u;
-            const float4 v = *reinterpret_cast<const float4 *>(qh + 4 * ks);
-            qb.b[ks][0] = tc_split2(v.x * kvl_cuda_e5m3(sw), v.y * kvl_cuda_e5m3(sw >> 8), n >= 4);
-            qb.b[ks][1] = tc_split2(v.z * kvl_cuda_e5m3(sw >> 16), v.w * kvl_cuda_e5m3(sw >> 24), n >= 4);
-            qb.zz[ks][0] = tc_zz(zw, 0x5140u);
-            qb.zz[ks][1] = tc_zz(zw, 0x5342u);
+            const uint32_t zx = __shfl_sync(0xffffffffu, t.z, 4 * ks + tq) ^ 0x80808080u;
+            qb.s2[ks][0] = tc_h2(__byte_perm(sw, 0u, 0x4140u) << 7);
+            qb.s2[ks][1] = tc_h2(__byte_perm(sw, 0u, 0x4342u) << 7);
+            qb.zz[ks][0] = tc_zzb(zx, 0x5140u);
+            qb.zz[ks][1] = tc_zzb(zx, 0x5342u);
         }
     }
     static __device__ __forceinline__ void load(Tile &t, const uint8_t *pg, int off, int P, int r0, int lane) {
@@ -256,23 +290,29 @@ template <int D> struct tc_k2k {
         t.z = kvl_cuda_ld4(prm + D);
     }
     static __device__ __forceinline__ void score(const Tile &t, const QB &qb, float (&acc)[4]) {
+        float d[4] = {0.0f, 0.0f, 0.0f, 0.0f}; /* odd steps: a second chain */
 #pragma unroll
         for (int ks = 0; ks < NJC; ks++) {
             const int w = ks >> 2, sh = 4 * (ks & 3);
-            mma_16816(acc, tc_sub(tc_ex2(t.w[0][w], sh), qb.zz[ks][0]), tc_sub(tc_ex2(t.w[1][w], sh), qb.zz[ks][0]),
-                      tc_sub(tc_ex2(t.w[0][w], sh + 2), qb.zz[ks][1]), tc_sub(tc_ex2(t.w[1][w], sh + 2), qb.zz[ks][1]),
-                      qb.b[ks][0], qb.b[ks][1]);
+            const __half2 z0 = qb.zz[ks][0], z1 = qb.zz[ks][1], s0 = qb.s2[ks][0], s1 = qb.s2[ks][1];
+            const uint4 bb = qb.wb[32 * (ks >> 1) + (threadIdx.x & 31)];
+            mma_16816(ks & 1 ? d : acc, tc_sm(tc_ex2b(t.w[0][w], sh), z0, s0), tc_sm(tc_ex2b(t.w[1][w], sh), z0, s0),
+                      tc_sm(tc_ex2b(t.w[0][w], sh + 2), z1, s1), tc_sm(tc_ex2b(t.w[1][w], sh + 2), z1, s1),
+                      ks & 1 ? bb.z : bb.x, ks & 1 ? bb.w : bb.y);
         }
+#pragma unroll
+        for (int i = 0; i < 4; i++) acc[i] += d[i];
     }
 };
 
-/* ---- KIVI 2-bit values, sealed pages: A = c - z (row channel, k token), B = p s ----
+/* ---- KIVI 2-bit values, sealed pages: A = s (c - z) (row channel, k token), B = p ----
  * Codes in 32-byte chunks (channel block kb of 8, token chunk tc of 16):
  * word k = channel 8 kb + k, slot s field f = token 16 tc + 2f + s; then
  * s8[NG][P], z8[NG][P] per (32-channel group, token). Lane gq reads words
  * 4(gq & 1) .. + 3 of block 4 gr + gq / 2 = channels 32 gr + 4 gq + {0..3};
  * fields 2tq, 2tq + 1 are the tokens 4tq .. 4tq + 3. m-tile 2gr + mt: row
- * gq = channel + 2mt, row gq + 8 = + 2mt + 1. */
+ * gq = channel + 2mt, row gq + 8 = + 2mt + 1. Sealed pages are full, so
+ * every token's parameters are finite. */
 template <int D> struct tc_k2v {
     static constexpr int NG = D / 32;
     struct Tile {
@@ -290,22 +330,19 @@ template <int D> struct tc_k2v {
             t.z[gr] = kvl_cuda_ld4(ps + (size_t)(NG + gr) * P);
         }
     }
-    static __device__ __forceinline__ void value(const Tile &t, const float (&p)[4], int nv, bool lo,
-                                                 float (&o)[D / 16][4]) {
+    static __device__ __forceinline__ void value(const Tile &t, const uint32_t (&b)[2], int nv, float (&o)[D / 16][4]) {
         const int sh = 4 * (threadIdx.x & 3);
 #pragma unroll
         for (int gr = 0; gr < NG; gr++) {
             const uint32_t sw = t.s[gr], zx = t.z[gr] ^ 0x80808080u;
-            float w[4];
-#pragma unroll
-            for (int i = 0; i < 4; i++) w[i] = p[i] != 0.0f ? p[i] * kvl_cuda_e5m3(sw >> (8 * i)) : 0.0f;
-            const uint32_t b0 = tc_split2(w[0], w[1], lo), b1 = tc_split2(w[2], w[3], lo);
-            const __half2 zz01 = tc_zz(zx, 0x5140u), zz23 = tc_zz(zx, 0x5342u);
+            const __half2 s01 = tc_h2(__byte_perm(sw, 0u, 0x4140u) << 7), s23 = tc_h2(__byte_perm(sw, 0u, 0x4342u) << 7);
+            const __half2 zz01 = tc_zzb(zx, 0x5140u), zz23 = tc_zzb(zx, 0x5342u);
             const uint32_t c[4] = {t.c[gr].x, t.c[gr].y, t.c[gr].z, t.c[gr].w};
 #pragma unroll
             for (int mt = 0; mt < 2; mt++)
-                mma_16816(o[2 * gr + mt], tc_sub(tc_ex2(c[2 * mt], sh), zz01), tc_sub(tc_ex2(c[2 * mt + 1], sh), zz01),
-                          tc_sub(tc_ex2(c[2 * mt], sh + 2), zz23), tc_sub(tc_ex2(c[2 * mt + 1], sh + 2), zz23), b0, b1);
+                mma_16816(o[2 * gr + mt], tc_sm(tc_ex2b(c[2 * mt], sh), zz01, s01), tc_sm(tc_ex2b(c[2 * mt + 1], sh), zz01, s01),
+                          tc_sm(tc_ex2b(c[2 * mt], sh + 2), zz23, s23), tc_sm(tc_ex2b(c[2 * mt + 1], sh + 2), zz23, s23),
+                          b[0], b[1]);
         }
     }
 };
@@ -323,7 +360,7 @@ template <int D> struct tc_hk {
     struct QB {
         uint32_t b[NJC][2];
     };
-    static __device__ __forceinline__ void init(QB &qb, const float *sq, int lane) {
+    static __device__ __forceinline__ void init(QB &qb, const float *sq, int lane, uint4 *) {
         const int n = lane >> 2, tq = lane & 3;
         const float *qh = sq + (n & 3) * D + tq * (D / 4);
 #pragma unroll
@@ -348,12 +385,15 @@ template <int D> struct tc_hk {
         return i == 0 ? u.x : i == 1 ? u.y : i == 2 ? u.z : u.w;
     }
     static __device__ __forceinline__ void score(const Tile &t, const QB &qb, float (&acc)[4]) {
+        float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
         for (int ks = 0; ks < NJC; ks++) {
             const int i = ks >> 1, e = 2 * (ks & 1);
-            mma_16816(acc, word(t.v[0][i], e), word(t.v[1][i], e), word(t.v[0][i], e + 1), word(t.v[1][i], e + 1),
-                      qb.b[ks][0], qb.b[ks][1]);
+            mma_16816(ks & 1 ? d : acc, word(t.v[0][i], e), word(t.v[1][i], e), word(t.v[0][i], e + 1),
+                      word(t.v[1][i], e + 1), qb.b[ks][0], qb.b[ks][1]);
         }
+#pragma unroll
+        for (int i = 0; i < 4; i++) acc[i] += d[i];
     }
 };
 
@@ -375,9 +415,8 @@ template <int D> struct tc_hv {
             for (int gr = 0; gr < NG; gr++) t.h[i][gr] = kvl_cuda_ld8<0>(row + 64 * gr);
         }
     }
-    static __device__ __forceinline__ void value(const Tile &t, const float (&p)[4], int nv, bool lo,
-                                                 float (&o)[D / 16][4]) {
-        const uint32_t b0 = tc_split2(p[0], p[1], lo), b1 = tc_split2(p[2], p[3], lo);
+    static __device__ __forceinline__ void value(const Tile &t, const uint32_t (&b)[2], int nv, float (&o)[D / 16][4]) {
+        const uint32_t b0 = b[0], b1 = b[1];
 #pragma unroll
         for (int gr = 0; gr < NG; gr++) {
             uint32_t w[4][2];
@@ -398,6 +437,7 @@ struct tc_ctx {
     int koff, voff, P, logP, ntok, qp, lane;
     const float *sq; /* shared [4][D] */
     float *pb;       /* shared [4][TC_PS]: this warp's probabilities */
+    uint4 *wb;       /* shared [D / 32][32]: this warp's key B (codecs that keep it there) */
 };
 
 template <class KC, class VC, int D>
@@ -454,8 +494,8 @@ static __device__ __forceinline__ void tc_step(const typename KC::Tile &kt, cons
     __syncwarp();
     const float4 pv = *reinterpret_cast<const float4 *>(x.pb + (gq & 3) * TC_PS + 4 * tq);
     __syncwarp();
-    const float pp[4] = {pv.x, pv.y, pv.z, pv.w};
-    VC::value(vt, pp, x.ntok - j0 - 4 * tq, gq >= 4, st.o);
+    const uint32_t bp[2] = {tc_split2(pv.x, pv.y, gq >= 4), tc_split2(pv.z, pv.w, gq >= 4)};
+    VC::value(vt, bp, x.ntok - j0 - 4 * tq, st.o);
 }
 
 /* Tiles [ib, ie) of the split with key codec KC and value codec VC; DB:
@@ -465,7 +505,7 @@ template <class KC, class VC, int D, bool DB>
 static __device__ __forceinline__ void tc_tiles(int ib, int ie, tc_state<D> &st, const tc_ctx &x) {
     if (ib >= ie) return;
     typename KC::QB qb;
-    KC::init(qb, x.sq, x.lane);
+    KC::init(qb, x.sq, x.lane, x.wb);
     typename KC::Tile ka, kb;
     typename VC::Tile va, vb;
     int cur = -1; /* page of qb (page-parameter keys) */
@@ -503,7 +543,7 @@ static __device__ __forceinline__ void tc_tiles(int ib, int ie, tc_state<D> &st,
 
 /* Block (split, h, b), NTHREADS threads, G <= 4. Shared memory (dynamic):
  * page addresses [pid_slots / 2], sq[4][D], pb[NWARPS][4][TC_PS],
- * red[NWARPS][G][D]. Sealing codecs (SEALED): KC/VC the sealed pages'
+ * red[NWARPS][G][D], wb[NWARPS][D / 32][32] (uint4). Sealing codecs (SEALED): KC/VC the sealed pages'
  * codecs, OKC/OVC the open pages'. part / out as decode_split_kernel. */
 template <class KC, class VC, class OKC, class OVC, bool SEALED, int D, int G, int MINB>
 __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_constant__ kvl_cuda_kargs a) {
@@ -535,6 +575,7 @@ __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_c
     }
     const uint8_t **pages = reinterpret_cast<const uint8_t **>(smem);
     float *sq = smem + a.pid_slots, *pb = sq + 4 * D, *red = pb + NWARPS * 4 * TC_PS;
+    uint4 *wbuf = reinterpret_cast<uint4 *>(red + NWARPS * G * D); /* [NWARPS][D / 32][32] */
     const int npages = (ntok + P - 1) >> logP;
     const uint32_t *lp = a.page_ids + a.list_off[li] + (size_t)split * a.chunk_pages;
     if (SEALED && tid == 0) sm_nsp = 0, sm_bad = 0;
@@ -564,7 +605,8 @@ __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_c
     for (int m = 0; m < D / 16; m++)
 #pragma unroll
         for (int i = 0; i < 4; i++) st.o[m][i] = 0.0f;
-    tc_ctx x = {pages, a.koff, a.voff, P, logP, ntok, a.qpos[b], lane, sq, pb + warp * 4 * TC_PS};
+    tc_ctx x = {pages, a.koff, a.voff, P, logP, ntok, a.qpos[b], lane, sq, pb + warp * 4 * TC_PS,
+                wbuf + warp * (D / 32) * 32};
     tc_tiles<KC, VC, D, true>(it0, min(it1, nst), st, x);
     if constexpr (SEALED) {
         x.koff = a.okoff, x.voff = a.ovoff;
@@ -623,7 +665,9 @@ __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_c
 }
 
 /* Shared memory of tc_split_kernel beyond the page addresses, in floats. */
-static inline size_t kvl_cuda_tc_smem_floats(int D, int G) { return (size_t)4 * D + NWARPS * 4 * TC_PS + (size_t)NWARPS * G * D; }
+static inline size_t kvl_cuda_tc_smem_floats(int D, int G) {
+    return (size_t)4 * D + NWARPS * 4 * TC_PS + (size_t)NWARPS * G * D + (size_t)NWARPS * D * 4;
+}
 
 /* Per-codec entry points (attn_<codec>_tc.cu): the tensor-core kernel for
  * (D, G, P), NULL when there is none (G > 4, P not a multiple of 16, D not

@@ -30,8 +30,8 @@
  *  - tensor-core kernels (attn_tc.cuh: int4z, kivi2z, G <= 4): codes enter
  *    the mma as exact f16 integers c - z; the f32 operand (scaled query,
  *    query x page scale, probability x token scale) as hi = f16(x) plus
- *    lo = f16((x - hi) 2^11), which carries x to ~2^-22 relative (f16
- *    subnormals only below ~2^-14 |x|... of the 2^-24 floor: far under the
+ *    lo = f16((x - hi) 2^11), which carries x to ~2^-22 relative (for
+ *    |x| < 2^-14, f16 subnormals, to ~2^-35 absolute: far under the
  *    bound); f16 x f16 products are exact in the f32 accumulation;
  * plus the D-term dots, softmax sums over up to ~2K rows, the split merge
  * and __expf (ex2.approx: about 2^-22 relative, plus the argument's
