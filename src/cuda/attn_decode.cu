@@ -88,7 +88,8 @@ static size_t smem_bytes(const kvl_cuda_attn *a, int chunk_pages, int *pid_slots
     const int D = a->pool->D, slots = 2 * ((chunk_pages + 1) & ~1); /* 8-byte addresses, in floats */
     const size_t sc = (size_t)a->G * ((size_t)chunk_pages << a->pool->logP), red = (size_t)NWARPS * a->G * D;
     if (pid_slots) *pid_slots = slots;
-    if (a->tc) return sizeof(float) * ((size_t)slots + kvl_cuda_tc_smem_floats(D, a->G));
+    if (a->tc)
+        return sizeof(float) * ((size_t)slots + kvl_cuda_tc_smem_floats(D, a->G, a->pool->codec == KVL_CUDA_CODEC_INT4Z));
     return sizeof(float) * ((size_t)slots + (sc > red ? sc : red));
 }
 

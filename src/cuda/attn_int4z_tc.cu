@@ -4,7 +4,7 @@
  * (attn_decode.cu falls back to attn_int4z.cu's kernels otherwise). */
 #include "cuda/attn_tc.cuh"
 
-#define TC_MINB 3
+#define TC_MINB 4
 
 template <int D> static kvl_cuda_split_fn pick_g(int G) {
     typedef tc_i4k<D> K;

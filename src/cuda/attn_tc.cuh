@@ -47,7 +47,8 @@
 
 #include "cuda/attn_kernel.cuh"
 
-#define TC_PS 20 /* probability buffer: floats per head (16 tokens + pad: fewer bank conflicts) */
+#define TC_PS 20    /* probability buffer: floats per head (16 tokens + pad: fewer bank conflicts) */
+#define TC_STAGES 4 /* tile ring stages per warp (codecs with kStage) */
 
 static __device__ __forceinline__ uint32_t tc_split2(float x0, float x1, bool lo) {
     const __half2 h = __floats2half2_rn(x0, x1);
@@ -91,6 +92,22 @@ static __device__ __forceinline__ __half2 tc_h2(uint32_t u) {
 static __device__ __forceinline__ uint32_t tc_sm(uint32_t a, __half2 zz, __half2 s2) {
     return h2_bits(__hmul2(__hsub2(tc_h2(a), zz), s2));
 }
+/* loads from global memory (SH false: ld.global.nc) or from a shared stage */
+template <bool SH> static __device__ __forceinline__ uint32_t tc_ld4(const uint8_t *p) {
+    return SH ? *reinterpret_cast<const uint32_t *>(p) : kvl_cuda_ld4(p);
+}
+template <bool SH> static __device__ __forceinline__ uint32_t tc_ld2(const uint8_t *p) {
+    return SH ? *reinterpret_cast<const unsigned short *>(p) : kvl_cuda_ld2(p);
+}
+template <bool SH> static __device__ __forceinline__ uint2 tc_ld8(const uint8_t *p) {
+    return SH ? *reinterpret_cast<const uint2 *>(p) : kvl_cuda_ld8<0>(p);
+}
+static __device__ __forceinline__ void tc_cp16(void *dst, const void *src) {
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
+}
+static __device__ __forceinline__ void tc_cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N> static __device__ __forceinline__ void tc_cp_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
 /* per-lane softmax state and O fragments (m-tile m, C registers) */
 template <int D> struct tc_state {
     float m[2], l[2];
@@ -125,6 +142,8 @@ template <int D> struct tc_i4k {
         qb.wb = wb;
     }
     static __device__ __forceinline__ void page(QB &, const Tile &, const float *, int) {}
+    /* pg: the page (or a stage laid out as one: positions at 0, rows at off) */
+    template <bool SH = false>
     static __device__ __forceinline__ void load(Tile &t, const uint8_t *pg, int off, int P, int r0, int lane) {
         constexpr int RB = D / 16 + D / 2;
         const int r = r0 + (lane >> 2), tq = lane & 3;
@@ -132,14 +151,26 @@ template <int D> struct tc_i4k {
         for (int h = 0; h < 2; h++) {
             const uint8_t *row = pg + off + (size_t)(r + 8 * h) * RB;
 #pragma unroll
-            for (int gr = 0; gr < D / 32; gr++) t.w[h][gr] = kvl_cuda_ld4(row + D / 16 + 16 * gr + 4 * tq);
+            for (int gr = 0; gr < D / 32; gr++) t.w[h][gr] = tc_ld4<SH>(row + D / 16 + 16 * gr + 4 * tq);
             if constexpr (D == 128) {
-                const uint2 v = kvl_cuda_ld8<0>(row);
+                const uint2 v = tc_ld8<SH>(row);
                 t.p[h][0] = v.x, t.p[h][1] = v.y;
             } else {
-                t.p[h][0] = kvl_cuda_ld4(row);
+                t.p[h][0] = tc_ld4<SH>(row);
             }
-            t.pos[h] = __ldg(reinterpret_cast<const int32_t *>(pg) + r + 8 * h);
+            t.pos[h] = (int)tc_ld4<SH>(pg + 4 * (r + 8 * h));
+        }
+    }
+    /* Shared-memory ring (cp.async): a stage holds a tile's positions (64
+     * bytes), K rows (16 RB) and V rows (16 RB), each contiguous in the page. */
+    static constexpr int RB = D / 16 + D / 2, kStage = 64 + 32 * RB, kStageK = 64, kStageV = 64 + 16 * RB;
+    static __device__ __forceinline__ void stage(uint8_t *st, const uint8_t *pg, int koff, int voff, int r0, int lane) {
+        constexpr int NCH = kStage / 16, KCH = 16 * RB / 16;
+        for (int c = lane; c < NCH; c += 32) {
+            const uint8_t *src = c < 4 ? pg + 4 * r0 + 16 * c
+                                 : c < 4 + KCH ? pg + koff + (size_t)r0 * RB + 16 * (c - 4)
+                                               : pg + voff + (size_t)r0 * RB + 16 * (c - 4 - KCH);
+            tc_cp16(st + 16 * c, src);
         }
     }
     /* d: C of the tile (hi and lo columns, not yet summed) */
@@ -188,6 +219,7 @@ template <int D> struct tc_i4v {
     static __device__ __forceinline__ int chan(int m, int r) {
         return 32 * (m >> 1) + 16 * (m & 1) + (r < 8 ? 2 * r : 2 * (r - 8) + 1);
     }
+    template <bool SH = false>
     static __device__ __forceinline__ void load(Tile &t, const uint8_t *pg, int off, int P, int r0, int lane) {
         constexpr int RB = D / 16 + D / 2;
         const int gq = lane >> 2, tq = lane & 3;
@@ -195,12 +227,12 @@ template <int D> struct tc_i4v {
         for (int i = 0; i < 4; i++) {
             const uint8_t *row = pg + off + (size_t)(r0 + 4 * tq + i) * RB;
 #pragma unroll
-            for (int gr = 0; gr < D / 32; gr++) t.c[i][gr] = kvl_cuda_ld2(row + D / 16 + 16 * gr + 2 * gq);
+            for (int gr = 0; gr < D / 32; gr++) t.c[i][gr] = tc_ld2<SH>(row + D / 16 + 16 * gr + 2 * gq);
             if constexpr (D == 128) {
-                const uint2 v = kvl_cuda_ld8<0>(row);
+                const uint2 v = tc_ld8<SH>(row);
                 t.prm[i][0] = v.x, t.prm[i][1] = v.y;
             } else {
-                t.prm[i][0] = kvl_cuda_ld4(row);
+                t.prm[i][0] = tc_ld4<SH>(row);
             }
         }
     }
@@ -240,6 +272,7 @@ template <int D> struct tc_i4v {
  * the query's B lives in shared memory (registers). */
 template <int D> struct tc_k2k {
     static constexpr bool kPageB = true;
+    static constexpr int kStage = 0, kStageK = 0, kStageV = 0; /* no shared-memory ring */
     static constexpr int NJC = D / 16, NW = D / 64;
     struct Tile {
         uint32_t w[2][NW];
@@ -275,6 +308,8 @@ template <int D> struct tc_k2k {
             qb.zz[ks][1] = tc_zzb(zx, 0x5342u);
         }
     }
+    static __device__ __forceinline__ void stage(uint8_t *, const uint8_t *, int, int, int, int) {}
+    template <bool SH = false>
     static __device__ __forceinline__ void load(Tile &t, const uint8_t *pg, int off, int P, int r0, int lane) {
         const int gq = lane >> 2, tq = lane & 3;
         const uint8_t *seg = pg + off;
@@ -320,6 +355,7 @@ template <int D> struct tc_k2v {
         uint32_t s[NG], z[NG];
     };
     static __device__ __forceinline__ int chan(int m, int r) { return 32 * (m >> 1) + 4 * (r & 7) + 2 * (m & 1) + (r >> 3); }
+    template <bool SH = false>
     static __device__ __forceinline__ void load(Tile &t, const uint8_t *pg, int off, int P, int r0, int lane) {
         const int gq = lane >> 2, tq = lane & 3, ntc = P >> 4, tc = r0 >> 4;
         const uint8_t *seg = pg + off, *ps = seg + (size_t)D * P / 4 + r0 + 4 * tq;
@@ -352,6 +388,7 @@ template <int D> struct tc_k2v {
  * lane tq reads its D/4 contiguous halves of tokens gq, gq + 8. */
 template <int D> struct tc_hk {
     static constexpr bool kPageB = false;
+    static constexpr int kStage = 0, kStageK = 0, kStageV = 0; /* no shared-memory ring */
     static constexpr int NJC = D / 16;
     struct Tile {
         uint4 v[2][D / 32];
@@ -371,6 +408,8 @@ template <int D> struct tc_hk {
         }
     }
     template <class T> static __device__ __forceinline__ void page(QB &, const T &, const float *, int) {}
+    static __device__ __forceinline__ void stage(uint8_t *, const uint8_t *, int, int, int, int) {}
+    template <bool SH = false>
     static __device__ __forceinline__ void load(Tile &t, const uint8_t *pg, int off, int P, int r0, int lane) {
         const int gq = lane >> 2, tq = lane & 3;
 #pragma unroll
@@ -406,6 +445,7 @@ template <int D> struct tc_hv {
         uint2 h[4][NG];
     };
     static __device__ __forceinline__ int chan(int m, int r) { return tc_k2v<D>::chan(m, r); }
+    template <bool SH = false>
     static __device__ __forceinline__ void load(Tile &t, const uint8_t *pg, int off, int P, int r0, int lane) {
         const int gq = lane >> 2, tq = lane & 3;
 #pragma unroll
@@ -438,6 +478,7 @@ struct tc_ctx {
     const float *sq; /* shared [4][D] */
     float *pb;       /* shared [4][TC_PS]: this warp's probabilities */
     uint4 *wb;       /* shared [D / 32][32]: this warp's key B (codecs that keep it there) */
+    uint8_t *ring;   /* shared [TC_STAGES][KC::kStage]: this warp's tile ring (codecs with kStage) */
 };
 
 template <class KC, class VC, int D>
@@ -498,6 +539,38 @@ static __device__ __forceinline__ void tc_step(const typename KC::Tile &kt, cons
     VC::value(vt, bp, x.ntok - j0 - 4 * tq, st.o);
 }
 
+/* Tiles [ib, ie) through the warp's shared-memory ring of TC_STAGES stages
+ * (cp.async, 16-byte pieces): TC_STAGES - 1 tiles in flight while one is
+ * used, without their registers. */
+template <class KC, class VC, int D>
+static __device__ __forceinline__ void tc_tiles_cp(int ib, int ie, tc_state<D> &st, const tc_ctx &x,
+                                                   const typename KC::QB &qb) {
+    constexpr int S = TC_STAGES;
+    auto issue = [&](int it) {
+        if (it < ie) {
+            const int j0 = it << 4;
+            KC::stage(x.ring + ((it - ib) % S) * KC::kStage, x.pages[j0 >> x.logP], x.koff, x.voff, j0 & (x.P - 1),
+                      x.lane);
+        }
+        tc_cp_commit(); /* empty past the range: the wait below counts groups */
+    };
+#pragma unroll
+    for (int i = 0; i < S - 1; i++) issue(ib + i);
+    for (int it = ib; it < ie; it++) {
+        issue(it + S - 1); /* into the stage the previous iteration used */
+        tc_cp_wait<S - 1>();
+        __syncwarp();
+        const uint8_t *sg = x.ring + ((it - ib) % S) * KC::kStage;
+        typename KC::Tile k;
+        typename VC::Tile v;
+        KC::template load<true>(k, sg, KC::kStageK, x.P, 0, x.lane);
+        VC::template load<true>(v, sg, KC::kStageV, x.P, 0, x.lane);
+        tc_step<KC, VC, D>(k, v, qb, st, it << 4, x);
+        __syncwarp(); /* the stage is refilled next iteration */
+    }
+    tc_cp_wait<0>();
+}
+
 /* Tiles [ib, ie) of the split with key codec KC and value codec VC; DB:
  * the next tile's loads in flight during the current tile's math (else one
  * tile at a time: the open pages of a sealing codec, few, saving registers). */
@@ -506,6 +579,10 @@ static __device__ __forceinline__ void tc_tiles(int ib, int ie, tc_state<D> &st,
     if (ib >= ie) return;
     typename KC::QB qb;
     KC::init(qb, x.sq, x.lane, x.wb);
+    if constexpr (KC::kStage > 0) {
+        tc_tiles_cp<KC, VC, D>(ib, ie, st, x, qb);
+        return;
+    }
     typename KC::Tile ka, kb;
     typename VC::Tile va, vb;
     int cur = -1; /* page of qb (page-parameter keys) */
@@ -543,7 +620,9 @@ static __device__ __forceinline__ void tc_tiles(int ib, int ie, tc_state<D> &st,
 
 /* Block (split, h, b), NTHREADS threads, G <= 4. Shared memory (dynamic):
  * page addresses [pid_slots / 2], sq[4][D], pb[NWARPS][4][TC_PS],
- * red[NWARPS][G][D], wb[NWARPS][D / 32][32] (uint4). Sealing codecs (SEALED): KC/VC the sealed pages'
+ * wb[NWARPS][D / 32][32] (uint4), then red[NWARPS][G][D] or, for codecs
+ * with a ring (int4z), the tile rings [NWARPS][TC_STAGES][KC::kStage] bytes,
+ * each warp's red slice at the start of its ring. Sealing codecs (SEALED): KC/VC the sealed pages'
  * codecs, OKC/OVC the open pages'. part / out as decode_split_kernel. */
 template <class KC, class VC, class OKC, class OVC, bool SEALED, int D, int G, int MINB>
 __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_constant__ kvl_cuda_kargs a) {
@@ -574,8 +653,14 @@ __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_c
         return;
     }
     const uint8_t **pages = reinterpret_cast<const uint8_t **>(smem);
-    float *sq = smem + a.pid_slots, *pb = sq + 4 * D, *red = pb + NWARPS * 4 * TC_PS;
-    uint4 *wbuf = reinterpret_cast<uint4 *>(red + NWARPS * G * D); /* [NWARPS][D / 32][32] */
+    /* with a ring, warp w's red slice is the start of its own ring (free after its tiles) */
+    constexpr bool RING = KC::kStage > 0;
+    float *sq = smem + a.pid_slots, *pb = sq + 4 * D;
+    uint4 *wbuf = reinterpret_cast<uint4 *>(pb + NWARPS * 4 * TC_PS); /* [NWARPS][D / 32][32] */
+    uint8_t *ring = reinterpret_cast<uint8_t *>(wbuf + NWARPS * (D / 32) * 32);
+    float *red = reinterpret_cast<float *>(ring); /* [NWARPS][G][D], or per warp at stride RSTR */
+    constexpr int RSTR = RING ? TC_STAGES * KC::kStage / 4 : G * D;
+    static_assert(!RING || RSTR >= G * D, "a warp's ring holds its red slice");
     const int npages = (ntok + P - 1) >> logP;
     const uint32_t *lp = a.page_ids + a.list_off[li] + (size_t)split * a.chunk_pages;
     if (SEALED && tid == 0) sm_nsp = 0, sm_bad = 0;
@@ -606,7 +691,7 @@ __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_c
 #pragma unroll
         for (int i = 0; i < 4; i++) st.o[m][i] = 0.0f;
     tc_ctx x = {pages, a.koff, a.voff, P, logP, ntok, a.qpos[b], lane, sq, pb + warp * 4 * TC_PS,
-                wbuf + warp * (D / 32) * 32};
+                wbuf + warp * (D / 32) * 32, ring + (size_t)warp * TC_STAGES * KC::kStage};
     tc_tiles<KC, VC, D, true>(it0, min(it1, nst), st, x);
     if constexpr (SEALED) {
         x.koff = a.okoff, x.voff = a.ovoff;
@@ -631,7 +716,7 @@ __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_c
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 const int hd = 2 * tq + (i & 1);
-                if (hd < G) red[(warp * G + hd) * D + VC::chan(m, gq + 8 * (i >> 1))] = st.o[m][i];
+                if (hd < G) red[warp * RSTR + hd * D + VC::chan(m, gq + 8 * (i >> 1))] = st.o[m][i];
             }
         if (gq == 0)
 #pragma unroll
@@ -650,7 +735,7 @@ __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_c
             for (int w = 0; w < NWARPS; w++) {
                 const float wt = __expf(sm_m[w][g] - M);
                 L = fmaf(wt, sm_l[w][g], L);
-                v = fmaf(wt, red[(w * G + g) * D + d], v);
+                v = fmaf(wt, red[w * RSTR + g * D + d], v);
             }
         }
         const size_t qh = (size_t)b * n_head + h * G + g;
@@ -664,9 +749,11 @@ __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_c
     }
 }
 
-/* Shared memory of tc_split_kernel beyond the page addresses, in floats. */
-static inline size_t kvl_cuda_tc_smem_floats(int D, int G) {
-    return (size_t)4 * D + NWARPS * 4 * TC_PS + (size_t)NWARPS * G * D + (size_t)NWARPS * D * 4;
+/* Shared memory of tc_split_kernel beyond the page addresses, in floats;
+ * ring: the int4z kernel's tile ring (tc_i4k::kStage per stage). */
+static inline size_t kvl_cuda_tc_smem_floats(int D, int G, int ring) {
+    return (size_t)4 * D + NWARPS * 4 * TC_PS + (size_t)NWARPS * D * 4 +
+           (ring ? (size_t)NWARPS * TC_STAGES * (64 + 32 * (D / 16 + D / 2)) / 4 : (size_t)NWARPS * G * D);
 }
 
 /* Per-codec entry points (attn_<codec>_tc.cu): the tensor-core kernel for
