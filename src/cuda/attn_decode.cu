@@ -89,7 +89,7 @@ static size_t smem_bytes(const kvl_cuda_attn *a, int chunk_pages, int *pid_slots
     const size_t sc = (size_t)a->G * ((size_t)chunk_pages << a->pool->logP), red = (size_t)NWARPS * a->G * D;
     if (pid_slots) *pid_slots = slots;
     if (a->tc)
-        return sizeof(float) * ((size_t)slots + kvl_cuda_tc_smem_floats(D, a->G, a->pool->codec == KVL_CUDA_CODEC_INT4Z));
+        return sizeof(float) * ((size_t)slots + kvl_cuda_tc_smem_floats(D, a->G, kvl_cuda_tc_stage_bytes(a->pool->codec, D)));
     return sizeof(float) * ((size_t)slots + (sc > red ? sc : red));
 }
 

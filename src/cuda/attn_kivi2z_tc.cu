@@ -5,7 +5,7 @@
  * falls back to attn_kivi2z.cu's kernels otherwise). */
 #include "cuda/attn_tc.cuh"
 
-#define TC_MINB 3
+#define TC_MINB 4
 
 template <int D> static kvl_cuda_split_fn pick_g(int G) {
     typedef tc_k2k<D> K;

@@ -49,6 +49,7 @@
 
 #define TC_PS 20    /* probability buffer: floats per head (16 tokens + pad: fewer bank conflicts) */
 #define TC_STAGES 4 /* tile ring stages per warp (codecs with kStage) */
+#define TC_PS2 36   /* probability buffer of a tile pair: floats per head */
 
 static __device__ __forceinline__ uint32_t tc_split2(float x0, float x1, bool lo) {
     const __half2 h = __floats2half2_rn(x0, x1);
@@ -164,7 +165,8 @@ template <int D> struct tc_i4k {
     /* Shared-memory ring (cp.async): a stage holds a tile's positions (64
      * bytes), K rows (16 RB) and V rows (16 RB), each contiguous in the page. */
     static constexpr int RB = D / 16 + D / 2, kStage = 64 + 32 * RB, kStageK = 64, kStageV = 64 + 16 * RB;
-    static __device__ __forceinline__ void stage(uint8_t *st, const uint8_t *pg, int koff, int voff, int r0, int lane) {
+    static __device__ __forceinline__ void stage(uint8_t *st, const uint8_t *pg, int koff, int voff, int P, int r0,
+                                                 int lane) {
         constexpr int NCH = kStage / 16, KCH = 16 * RB / 16;
         for (int c = lane; c < NCH; c += 32) {
             const uint8_t *src = c < 4 ? pg + 4 * r0 + 16 * c
@@ -272,8 +274,12 @@ template <int D> struct tc_i4v {
  * the query's B lives in shared memory (registers). */
 template <int D> struct tc_k2k {
     static constexpr bool kPageB = true;
-    static constexpr int kStage = 0, kStageK = 0, kStageV = 0; /* no shared-memory ring */
     static constexpr int NJC = D / 16, NW = D / 64;
+    /* Shared-memory ring stage: positions (64 bytes), K codes of the tile's
+     * two token blocks (4D), the page's K parameters s8, z8 (2D), V codes
+     * (D / 8 chunks of 32 bytes), V s8 and z8 of the tile (16 per group):
+     * 64 + 11 D bytes, read by tc_k2k / tc_k2v load<true>. */
+    static constexpr int kStage = 64 + 11 * D, kStageK = 64, kStageV = 64 + 6 * D;
     struct Tile {
         uint32_t w[2][NW];
         uint32_t s, z; /* scale / zero point bytes of channels tq D/4 + 4 (gq % (D/16)) + {0..3} */
@@ -308,7 +314,27 @@ template <int D> struct tc_k2k {
             qb.zz[ks][1] = tc_zzb(zx, 0x5342u);
         }
     }
-    static __device__ __forceinline__ void stage(uint8_t *, const uint8_t *, int, int, int, int) {}
+    static __device__ __forceinline__ void stage(uint8_t *st, const uint8_t *pg, int koff, int voff, int P, int r0,
+                                                 int lane) {
+        constexpr int NCH = kStage / 16;
+        for (int c = lane; c < NCH; c += 32) {
+            const uint8_t *src;
+            if (c < 4) {
+                src = pg + 4 * r0 + 16 * c;
+            } else if (c < 4 + D / 4) {
+                src = pg + koff + (size_t)(r0 >> 3) * NJC * 32 + 16 * (c - 4);
+            } else if (c < 4 + D / 4 + D / 8) {
+                src = pg + koff + (size_t)D * P / 4 + 16 * (c - 4 - D / 4);
+            } else if (c < 4 + D / 2 + D / 8) {
+                const int i = c - (4 + D / 4 + D / 8), ntc = P >> 4;
+                src = pg + voff + ((size_t)(i >> 1) * ntc + (r0 >> 4)) * 32 + 16 * (i & 1);
+            } else {
+                const int i = c - (4 + D / 2 + D / 8); /* < NG: s8 of group i, else z8 of group i - NG */
+                src = pg + voff + (size_t)D * P / 4 + (size_t)i * P + r0;
+            }
+            tc_cp16(st + 16 * c, src);
+        }
+    }
     template <bool SH = false>
     static __device__ __forceinline__ void load(Tile &t, const uint8_t *pg, int off, int P, int r0, int lane) {
         const int gq = lane >> 2, tq = lane & 3;
@@ -317,12 +343,12 @@ template <int D> struct tc_k2k {
         for (int h = 0; h < 2; h++) {
             const int tb = (r0 >> 3) + h;
 #pragma unroll
-            for (int w = 0; w < NW; w++) t.w[h][w] = kvl_cuda_ld4(seg + ((size_t)tb * NJC + NW * tq + w) * 32 + 4 * gq);
-            t.pos[h] = __ldg(reinterpret_cast<const int32_t *>(pg) + r0 + gq + 8 * h);
+            for (int w = 0; w < NW; w++) t.w[h][w] = tc_ld4<SH>(seg + ((size_t)tb * NJC + NW * tq + w) * 32 + 4 * gq);
+            t.pos[h] = (int)tc_ld4<SH>(pg + 4 * (r0 + gq + 8 * h));
         }
-        const uint8_t *prm = seg + (size_t)D * P / 4 + tq * (D / 4) + 4 * (gq % (D / 16));
-        t.s = kvl_cuda_ld4(prm);
-        t.z = kvl_cuda_ld4(prm + D);
+        const uint8_t *prm = seg + (SH ? 4 * D : (size_t)D * P / 4) + tq * (D / 4) + 4 * (gq % (D / 16));
+        t.s = tc_ld4<SH>(prm);
+        t.z = tc_ld4<SH>(prm + D);
     }
     static __device__ __forceinline__ void score(const Tile &t, const QB &qb, float (&acc)[4]) {
         float d[4] = {0.0f, 0.0f, 0.0f, 0.0f}; /* odd steps: a second chain */
@@ -355,15 +381,17 @@ template <int D> struct tc_k2v {
         uint32_t s[NG], z[NG];
     };
     static __device__ __forceinline__ int chan(int m, int r) { return 32 * (m >> 1) + 4 * (r & 7) + 2 * (m & 1) + (r >> 3); }
+    /* SH: from a tc_k2k stage (codes at off, D / 8 chunks; then s8, z8 of 16 tokens per group) */
     template <bool SH = false>
     static __device__ __forceinline__ void load(Tile &t, const uint8_t *pg, int off, int P, int r0, int lane) {
-        const int gq = lane >> 2, tq = lane & 3, ntc = P >> 4, tc = r0 >> 4;
-        const uint8_t *seg = pg + off, *ps = seg + (size_t)D * P / 4 + r0 + 4 * tq;
+        const int gq = lane >> 2, tq = lane & 3, ntc = SH ? 1 : P >> 4, tc = SH ? 0 : r0 >> 4, gs = SH ? 16 : P;
+        const uint8_t *seg = pg + off, *ps = seg + (SH ? 4 * D : (size_t)D * P / 4 + r0) + 4 * tq;
 #pragma unroll
         for (int gr = 0; gr < NG; gr++) {
-            t.c[gr] = kvl_cuda_ld16<0>(seg + ((size_t)(4 * gr + (gq >> 1)) * ntc + tc) * 32 + 16 * (gq & 1));
-            t.s[gr] = kvl_cuda_ld4(ps + (size_t)gr * P);
-            t.z[gr] = kvl_cuda_ld4(ps + (size_t)(NG + gr) * P);
+            const uint8_t *cp = seg + ((size_t)(4 * gr + (gq >> 1)) * ntc + tc) * 32 + 16 * (gq & 1);
+            t.c[gr] = SH ? *reinterpret_cast<const uint4 *>(cp) : kvl_cuda_ld16<0>(cp);
+            t.s[gr] = tc_ld4<SH>(ps + (size_t)gr * gs);
+            t.z[gr] = tc_ld4<SH>(ps + (size_t)(NG + gr) * gs);
         }
     }
     static __device__ __forceinline__ void value(const Tile &t, const uint32_t (&b)[2], int nv, float (&o)[D / 16][4]) {
@@ -408,7 +436,7 @@ template <int D> struct tc_hk {
         }
     }
     template <class T> static __device__ __forceinline__ void page(QB &, const T &, const float *, int) {}
-    static __device__ __forceinline__ void stage(uint8_t *, const uint8_t *, int, int, int, int) {}
+    static __device__ __forceinline__ void stage(uint8_t *, const uint8_t *, int, int, int, int, int) {}
     template <bool SH = false>
     static __device__ __forceinline__ void load(Tile &t, const uint8_t *pg, int off, int P, int r0, int lane) {
         const int gq = lane >> 2, tq = lane & 3;
@@ -476,7 +504,7 @@ struct tc_ctx {
     const uint8_t *const *pages;
     int koff, voff, P, logP, ntok, qp, lane;
     const float *sq; /* shared [4][D] */
-    float *pb;       /* shared [4][TC_PS]: this warp's probabilities */
+    float *pb;       /* shared [4][TC_PS2]: this warp's probabilities (head stride TC_PS in tc_step) */
     uint4 *wb;       /* shared [D / 32][32]: this warp's key B (codecs that keep it there) */
     uint8_t *ring;   /* shared [TC_STAGES][KC::kStage]: this warp's tile ring (codecs with kStage) */
 };
@@ -539,34 +567,132 @@ static __device__ __forceinline__ void tc_step(const typename KC::Tile &kt, cons
     VC::value(vt, bp, x.ntok - j0 - 4 * tq, st.o);
 }
 
+/* Two tiles (j0, j0 + 16) with one softmax step: the two tiles' score
+ * chains are independent, and the max / rescale / exchange cost halves per
+ * token. two: whether the second tile is in the warp's range; sg[u]: the
+ * stages holding them (V fragments read after the softmax). */
+template <class KC, class VC, int D>
+static __device__ __forceinline__ void tc_step2(const uint8_t *const (&sg)[2], bool two, typename KC::QB &qb, int &cur,
+                                                tc_state<D> &st, int j0, const tc_ctx &x) {
+    const int lane = x.lane, gq = lane >> 2, tq = lane & 3;
+    float acc[2][4];
+    int pos[2][2];
+#pragma unroll
+    for (int u = 0; u < 2; u++) {
+#pragma unroll
+        for (int i = 0; i < 4; i++) acc[u][i] = 0.0f;
+        pos[u][0] = pos[u][1] = 0x7fffffff;
+        if (u == 0 || two) {
+            typename KC::Tile kt;
+            KC::template load<true>(kt, sg[u], KC::kStageK, x.P, 0, lane);
+            const int pgi = (j0 + 16 * u) >> x.logP;
+            if (KC::kPageB && pgi != cur) {
+                KC::page(qb, kt, x.sq, lane);
+                cur = pgi;
+            }
+            KC::score(kt, qb, acc[u]);
+            pos[u][0] = kt.pos[0], pos[u][1] = kt.pos[1];
+        }
+    }
+#pragma unroll
+    for (int u = 0; u < 2; u++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const float v = tq >= 2 ? acc[u][i] * (1.0f / 2048.0f) : acc[u][i];
+            acc[u][i] = v + __shfl_xor_sync(0xffffffffu, v, 2);
+        }
+    const int jend = two ? x.ntok : min(x.ntok, j0 + 16);
+    float p[2][4], alpha[2];
+    bool grow = false;
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+        float sc[2][2], mx = -INFINITY;
+#pragma unroll
+        for (int u = 0; u < 2; u++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int j = j0 + 16 * u + gq + 8 * h;
+                sc[u][h] = j < jend && pos[u][h] <= x.qp ? acc[u][2 * h + e] : -INFINITY;
+                mx = fmaxf(mx, sc[u][h]);
+            }
+#pragma unroll
+        for (int o = 4; o < 32; o <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        const float mn = fmaxf(st.m[e], mx);
+        float ls = 0.0f;
+        if (mn == -INFINITY) {
+            alpha[e] = 1.0f;
+#pragma unroll
+            for (int u = 0; u < 2; u++) p[u][e] = 0.0f, p[u][2 + e] = 0.0f;
+        } else {
+            alpha[e] = __expf(st.m[e] - mn);
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                p[u][e] = __expf(sc[u][0] - mn);
+                p[u][2 + e] = __expf(sc[u][1] - mn);
+                ls += p[u][e] + p[u][2 + e];
+            }
+        }
+        grow |= mn > st.m[e];
+        st.m[e] = mn;
+        st.l[e] = fmaf(st.l[e], alpha[e], ls);
+    }
+    if (__any_sync(0xffffffffu, grow)) {
+#pragma unroll
+        for (int m = 0; m < D / 16; m++) {
+            st.o[m][0] *= alpha[0], st.o[m][2] *= alpha[0];
+            st.o[m][1] *= alpha[1], st.o[m][3] *= alpha[1];
+        }
+    }
+    if (tq < 2) {
+#pragma unroll
+        for (int u = 0; u < 2; u++)
+#pragma unroll
+            for (int e = 0; e < 2; e++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) x.pb[(2 * tq + e) * TC_PS2 + 16 * u + gq + 8 * h] = p[u][2 * h + e];
+    }
+    __syncwarp();
+    float4 pv[2];
+#pragma unroll
+    for (int u = 0; u < 2; u++) pv[u] = *reinterpret_cast<const float4 *>(x.pb + (gq & 3) * TC_PS2 + 16 * u + 4 * tq);
+    __syncwarp();
+#pragma unroll
+    for (int u = 0; u < 2; u++) {
+        if (u == 1 && !two) break;
+        typename VC::Tile vt;
+        VC::template load<true>(vt, sg[u], KC::kStageV, x.P, 0, lane);
+        const uint32_t bp[2] = {tc_split2(pv[u].x, pv[u].y, gq >= 4), tc_split2(pv[u].z, pv[u].w, gq >= 4)};
+        VC::value(vt, bp, x.ntok - (j0 + 16 * u) - 4 * tq, st.o);
+    }
+}
+
 /* Tiles [ib, ie) through the warp's shared-memory ring of TC_STAGES stages
- * (cp.async, 16-byte pieces): TC_STAGES - 1 tiles in flight while one is
- * used, without their registers. */
+ * (cp.async, 16-byte pieces), two tiles per step (tc_step2): the next pair
+ * in flight while one is used, without their registers. */
 template <class KC, class VC, int D>
 static __device__ __forceinline__ void tc_tiles_cp(int ib, int ie, tc_state<D> &st, const tc_ctx &x,
-                                                   const typename KC::QB &qb) {
+                                                   typename KC::QB &qb) {
     constexpr int S = TC_STAGES;
+    int cur = -1; /* page of qb (page-parameter keys) */
+    static_assert(S == 4, "pairs of tiles: two in use, two in flight");
     auto issue = [&](int it) {
         if (it < ie) {
             const int j0 = it << 4;
-            KC::stage(x.ring + ((it - ib) % S) * KC::kStage, x.pages[j0 >> x.logP], x.koff, x.voff, j0 & (x.P - 1),
-                      x.lane);
+            KC::stage(x.ring + ((it - ib) % S) * KC::kStage, x.pages[j0 >> x.logP], x.koff, x.voff, x.P,
+                      j0 & (x.P - 1), x.lane);
         }
         tc_cp_commit(); /* empty past the range: the wait below counts groups */
     };
-#pragma unroll
-    for (int i = 0; i < S - 1; i++) issue(ib + i);
-    for (int it = ib; it < ie; it++) {
-        issue(it + S - 1); /* into the stage the previous iteration used */
-        tc_cp_wait<S - 1>();
+    issue(ib);
+    issue(ib + 1);
+    for (int it = ib; it < ie; it += 2) {
+        issue(it + 2); /* into the stages the previous pair used */
+        issue(it + 3);
+        tc_cp_wait<2>(); /* tiles it, it + 1 landed */
         __syncwarp();
-        const uint8_t *sg = x.ring + ((it - ib) % S) * KC::kStage;
-        typename KC::Tile k;
-        typename VC::Tile v;
-        KC::template load<true>(k, sg, KC::kStageK, x.P, 0, x.lane);
-        VC::template load<true>(v, sg, KC::kStageV, x.P, 0, x.lane);
-        tc_step<KC, VC, D>(k, v, qb, st, it << 4, x);
-        __syncwarp(); /* the stage is refilled next iteration */
+        const uint8_t *const sg[2] = {x.ring + ((it - ib) % S) * KC::kStage, x.ring + ((it + 1 - ib) % S) * KC::kStage};
+        tc_step2<KC, VC, D>(sg, it + 1 < ie, qb, cur, st, it << 4, x);
+        __syncwarp(); /* the stages are refilled next iteration */
     }
     tc_cp_wait<0>();
 }
@@ -621,8 +747,8 @@ static __device__ __forceinline__ void tc_tiles(int ib, int ie, tc_state<D> &st,
 /* Block (split, h, b), NTHREADS threads, G <= 4. Shared memory (dynamic):
  * page addresses [pid_slots / 2], sq[4][D], pb[NWARPS][4][TC_PS],
  * wb[NWARPS][D / 32][32] (uint4), then red[NWARPS][G][D] or, for codecs
- * with a ring (int4z), the tile rings [NWARPS][TC_STAGES][KC::kStage] bytes,
- * each warp's red slice at the start of its ring. Sealing codecs (SEALED): KC/VC the sealed pages'
+ * with a ring (int4z, kivi2z), the tile rings [NWARPS][TC_STAGES][KC::kStage]
+ * bytes, each warp's red slice at the start of its ring. Sealing codecs (SEALED): KC/VC the sealed pages'
  * codecs, OKC/OVC the open pages'. part / out as decode_split_kernel. */
 template <class KC, class VC, class OKC, class OVC, bool SEALED, int D, int G, int MINB>
 __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_constant__ kvl_cuda_kargs a) {
@@ -655,8 +781,8 @@ __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_c
     const uint8_t **pages = reinterpret_cast<const uint8_t **>(smem);
     /* with a ring, warp w's red slice is the start of its own ring (free after its tiles) */
     constexpr bool RING = KC::kStage > 0;
-    float *sq = smem + a.pid_slots, *pb = sq + 4 * D;
-    uint4 *wbuf = reinterpret_cast<uint4 *>(pb + NWARPS * 4 * TC_PS); /* [NWARPS][D / 32][32] */
+    float *sq = smem + a.pid_slots, *pb = sq + 4 * D; /* pb: [NWARPS][4][TC_PS2] */
+    uint4 *wbuf = reinterpret_cast<uint4 *>(pb + NWARPS * 4 * TC_PS2); /* [NWARPS][D / 32][32] */
     uint8_t *ring = reinterpret_cast<uint8_t *>(wbuf + NWARPS * (D / 32) * 32);
     float *red = reinterpret_cast<float *>(ring); /* [NWARPS][G][D], or per warp at stride RSTR */
     constexpr int RSTR = RING ? TC_STAGES * KC::kStage / 4 : G * D;
@@ -690,7 +816,7 @@ __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_c
     for (int m = 0; m < D / 16; m++)
 #pragma unroll
         for (int i = 0; i < 4; i++) st.o[m][i] = 0.0f;
-    tc_ctx x = {pages, a.koff, a.voff, P, logP, ntok, a.qpos[b], lane, sq, pb + warp * 4 * TC_PS,
+    tc_ctx x = {pages, a.koff, a.voff, P, logP, ntok, a.qpos[b], lane, sq, pb + warp * 4 * TC_PS2,
                 wbuf + warp * (D / 32) * 32, ring + (size_t)warp * TC_STAGES * KC::kStage};
     tc_tiles<KC, VC, D, true>(it0, min(it1, nst), st, x);
     if constexpr (SEALED) {
@@ -750,10 +876,14 @@ __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_c
 }
 
 /* Shared memory of tc_split_kernel beyond the page addresses, in floats;
- * ring: the int4z kernel's tile ring (tc_i4k::kStage per stage). */
-static inline size_t kvl_cuda_tc_smem_floats(int D, int G, int ring) {
-    return (size_t)4 * D + NWARPS * 4 * TC_PS + (size_t)NWARPS * D * 4 +
-           (ring ? (size_t)NWARPS * TC_STAGES * (64 + 32 * (D / 16 + D / 2)) / 4 : (size_t)NWARPS * G * D);
+ * stage_bytes: KC::kStage of its codec (kvl_cuda_tc_stage_bytes). */
+static inline size_t kvl_cuda_tc_smem_floats(int D, int G, int stage_bytes) {
+    return (size_t)4 * D + NWARPS * 4 * TC_PS2 + (size_t)NWARPS * D * 4 +
+           (stage_bytes ? (size_t)NWARPS * TC_STAGES * stage_bytes / 4 : (size_t)NWARPS * G * D);
+}
+/* Bytes of a ring stage of the tensor-core kernel of a codec (0: no ring). */
+static inline int kvl_cuda_tc_stage_bytes(kvl_cuda_codec c, int D) {
+    return c == KVL_CUDA_CODEC_INT4Z ? 64 + 32 * (D / 16 + D / 2) : c == KVL_CUDA_CODEC_KIVI2Z ? 64 + 11 * D : 0;
 }
 
 /* Per-codec entry points (attn_<codec>_tc.cu): the tensor-core kernel for
