@@ -42,6 +42,9 @@ if has old; then
     oa=(--no-capacity ${OLD_ARGS:-})
     { build-cuda/cuda/bench_attn --codecs int4z --variant 2 --json "$OUT/old_int4z.json" "${oa[@]}" &&
       build-cuda/cuda/bench_attn --codecs kivi2z --variant 1 --json "$OUT/old_kivi2z.json" "${oa[@]}"; } 2>&1 | tee "$OUT/old.log" || rc=1
+    # one file back (a call returns at most 8): [int4z run, kivi2z run]
+    { printf '['; cat "$OUT/old_int4z.json"; printf ','; cat "$OUT/old_kivi2z.json"; printf ']\n'; } > "$OUT/old.json" &&
+        rm -f "$OUT/old_int4z.json" "$OUT/old_kivi2z.json"
 fi
 if has sdpa; then
     echo "=== sdpa"
