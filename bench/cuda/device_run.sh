@@ -5,8 +5,10 @@
 # bench/cuda/pack.sh, carried with the call) or of build-cuda/cuda/ when they
 # run there (built on the CPU machine with the same nvcc), else builds them
 # with make CUDA=1.
-#   bash bench/cuda/device_run.sh [test] [bench] [sdpa] [sweep] [ncu]   (default: test bench)
+#   bash bench/cuda/device_run.sh [test] [bench] [old] [sdpa] [sweep] [ncu]   (default: test bench)
 # BENCH_ARGS: extra arguments of bench_attn (e.g. "--codecs f16,int4z --ctx 32768").
+# old: the CUDA-core kernels the tensor-core ones replaced (int4z variant 2,
+# kivi2z variant 1), same shapes (OLD_ARGS: extra arguments), into old.json.
 set -uo pipefail
 OUT=${OUT:-out}
 mkdir -p "$OUT"
@@ -33,6 +35,16 @@ if has bench; then
     # shellcheck disable=SC2206
     args+=(${BENCH_ARGS:-})
     build-cuda/cuda/bench_attn "${args[@]}" 2>&1 | tee "$OUT/bench.log" || rc=1
+fi
+if has old; then
+    echo "=== bench_attn, replaced kernels"
+    # shellcheck disable=SC2206
+    oa=(--no-capacity ${OLD_ARGS:-})
+    { build-cuda/cuda/bench_attn --codecs int4z --variant 2 --json "$OUT/old_int4z.json" "${oa[@]}" &&
+      build-cuda/cuda/bench_attn --codecs kivi2z --variant 1 --json "$OUT/old_kivi2z.json" "${oa[@]}"; } 2>&1 | tee "$OUT/old.log" || rc=1
+    # one file back (a call returns at most 8): [int4z run, kivi2z run]
+    { printf '['; cat "$OUT/old_int4z.json"; printf ','; cat "$OUT/old_kivi2z.json"; printf ']\n'; } > "$OUT/old.json" &&
+        rm -f "$OUT/old_int4z.json" "$OUT/old_kivi2z.json"
 fi
 if has sdpa; then
     echo "=== sdpa"

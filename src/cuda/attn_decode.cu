@@ -14,6 +14,7 @@
 #include <stdlib.h>
 
 #include "cuda/attn_kernel.cuh"
+#include "cuda/attn_tc.cuh"
 #include "cuda/cuda_util.cuh"
 
 #define MERGE_THREADS 256
@@ -77,6 +78,7 @@ struct kvl_cuda_attn {
     int n_head, n_head_kv, G, max_seq, max_len;
     kvl_cuda_attn_tuning tun;
     kvl_cuda_split_fn fn;
+    int tc; /* fn is a tc_split_kernel (attn_tc.cuh) */
     size_t smem_max;
     float *part;        /* device */
     size_t part_floats; /* capacity */
@@ -86,6 +88,8 @@ static size_t smem_bytes(const kvl_cuda_attn *a, int chunk_pages, int *pid_slots
     const int D = a->pool->D, slots = 2 * ((chunk_pages + 1) & ~1); /* 8-byte addresses, in floats */
     const size_t sc = (size_t)a->G * ((size_t)chunk_pages << a->pool->logP), red = (size_t)NWARPS * a->G * D;
     if (pid_slots) *pid_slots = slots;
+    if (a->tc)
+        return sizeof(float) * ((size_t)slots + kvl_cuda_tc_smem_floats(D, a->G, kvl_cuda_tc_stage_bytes(a->pool->codec, D)));
     return sizeof(float) * ((size_t)slots + (sc > red ? sc : red));
 }
 
@@ -149,9 +153,21 @@ extern "C" kvl_status kvl_cuda_attn_create(const kvl_cuda_pool *p, int n_head, i
     case KVL_CUDA_CODEC_F16: a->fn = kvl_cuda_pick_f16(p->D, G, p->P, a->tun.variant); break;
     case KVL_CUDA_CODEC_INT8: a->fn = kvl_cuda_pick_int8(p->D, G, p->P, a->tun.variant); break;
     case KVL_CUDA_CODEC_FP8: a->fn = kvl_cuda_pick_fp8(p->D, G, p->P, a->tun.variant); break;
-    case KVL_CUDA_CODEC_INT4Z: a->fn = kvl_cuda_pick_int4z(p->D, G, p->P, a->tun.variant); break;
+    case KVL_CUDA_CODEC_INT4Z:
+        /* 0: tensor cores (attn_int4z_tc.cu) where they take the shape, else
+         * the CUDA-core kernel with tensor-core key scores; 1: CUDA-core key
+         * scores; 2: tensor-core key scores (the default before) */
+        if (a->tun.variant == 0) a->fn = kvl_cuda_pick_int4z_tc(p->D, G, p->P), a->tc = a->fn != NULL;
+        if (!a->fn && a->tun.variant <= 2)
+            a->fn = kvl_cuda_pick_int4z(p->D, G, p->P, a->tun.variant == 1 ? 1 : 0);
+        break;
     case KVL_CUDA_CODEC_KIVI4Z: a->fn = kvl_cuda_pick_kivi4z(p->D, G, p->P, a->tun.variant); break;
-    case KVL_CUDA_CODEC_KIVI2Z: a->fn = kvl_cuda_pick_kivi2z(p->D, G, p->P, a->tun.variant); break;
+    case KVL_CUDA_CODEC_KIVI2Z:
+        /* 0: tensor cores (attn_kivi2z_tc.cu) where they take the shape; 1 (and
+         * the fallback of 0): the CUDA-core kernel */
+        if (a->tun.variant == 0) a->fn = kvl_cuda_pick_kivi2z_tc(p->D, G, p->P), a->tc = a->fn != NULL;
+        if (!a->fn && a->tun.variant <= 1) a->fn = kvl_cuda_pick_kivi2z(p->D, G, p->P, 0);
+        break;
     }
     if (!a->fn) {
         free(a);

@@ -27,6 +27,12 @@
  *    (the reference adds p s c + p min per element): with codes and zero
  *    points below 2^8 the two sums are at most ~2^8 times the output's
  *    scale, so rounding stays below ~2^8 * 2^-24 = 1.5e-5 relative;
+ *  - tensor-core kernels (attn_tc.cuh: int4z, kivi2z, G <= 4): codes enter
+ *    the mma as exact f16 integers c - z; the f32 operand (scaled query,
+ *    query x page scale, probability x token scale) as hi = f16(x) plus
+ *    lo = f16((x - hi) 2^11), which carries x to ~2^-22 relative (for
+ *    |x| < 2^-14, f16 subnormals, to ~2^-35 absolute: far under the
+ *    bound); f16 x f16 products are exact in the f32 accumulation;
  * plus the D-term dots, softmax sums over up to ~2K rows, the split merge
  * and __expf (ex2.approx: about 2^-22 relative, plus the argument's
  * rounding, |x| 2^-24 for |x| < 30). That is ~1e-6 relative (1e-5 for the
@@ -310,12 +316,16 @@ static void run_case(const tcase *c, int sensitivity) {
                            "variant 4", "variant 5", "variant 6", "v1 1 page/split", "v2 1 page/split",
                            "v3 1 page/split", "v4 1 page/split", "v5 1 page/split", "v6 1 page/split"};
     /* variants: f16 and int8 (D 128, G 4: all six); int4z variant 1 (the
-     * CUDA-core key scores instead of the tensor cores, G <= 4) */
+     * CUDA-core kernel with CUDA-core key scores, G <= 4) and 2 (with
+     * tensor-core key scores), kivi2z variant 1 (the CUDA-core kernel): the
+     * kernels the tensor-core default (attn_tc.cuh, G <= 4) replaced */
     const int has_var = !strcmp(c->codec, "f16") || !strcmp(c->codec, "int8");
+    const int is_i4 = !strcmp(c->codec, "int4z"), is_k2 = !strncmp(c->codec, "kivi2z", 6);
     int run[17], n_plans = 0;
     for (int i = 0; i < 17; i++)
         if (i < 5 || (has_var && c->D == 128 && c->Hq == 4 * c->Hkv) ||
-            (!strcmp(c->codec, "int4z") && c->Hq <= 4 * c->Hkv && (i == 5 || i == 11)))
+            (is_i4 && c->Hq <= 4 * c->Hkv && (i == 5 || i == 11)) || (is_i4 && (i == 6 || i == 12)) ||
+            (is_k2 && (i == 5 || i == 11)))
             run[n_plans++] = i;
     if (!strncmp(c->codec, "kivi", 4)) { /* the lists must mix sealed and open pages */
         CHECK_MSG(d.mixed > 0, "%s P=%d: no list mixes sealed and open pages", c->codec, c->P);
@@ -442,6 +452,11 @@ int main(void) {
         {"int4z", 32, 128, 32, 8, 1, {4097}, {0}},
         {"kivi4z:r=64", 32, 128, 32, 8, 1, {4097}, {0}},
         {"kivi2z", 32, 128, 32, 8, 1, {4097}, {0}},
+        /* the tensor-core kernels at G 1 and 2 */
+        {"int4z", 16, 128, 4, 4, 2, {700, 33}, {0, 0}},
+        {"kivi2z:r=64", 32, 128, 8, 4, 2, {700, 35}, {0, 5}},
+        {"int4z", 64, 64, 6, 3, 2, {1000, 77}, {0, 2}},
+        {"kivi2z", 16, 64, 4, 4, 3, {300, 17, 999}, {0, 0, 1}},
     };
     for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) run_case(&extra[i], 0);
 

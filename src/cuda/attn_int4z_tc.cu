@@ -1,0 +1,24 @@
+/* Paged decode attention for int4z pages with scores and value sums on the
+ * tensor cores (attn_tc.cuh: tc_i4k keys, tc_i4v values), up to 4 query
+ * heads per kv-head; the default int4z kernel where it exists
+ * (attn_decode.cu falls back to attn_int4z.cu's kernels otherwise). */
+#include "cuda/attn_tc.cuh"
+
+#define TC_MINB 4
+
+template <int D> static kvl_cuda_split_fn pick_g(int G) {
+    typedef tc_i4k<D> K;
+    typedef tc_i4v<D> V;
+    switch (G) {
+    case 1: return tc_split_kernel<K, V, K, V, false, D, 1, TC_MINB>;
+    case 2: return tc_split_kernel<K, V, K, V, false, D, 2, TC_MINB>;
+    case 3: return tc_split_kernel<K, V, K, V, false, D, 3, TC_MINB>;
+    case 4: return tc_split_kernel<K, V, K, V, false, D, 4, TC_MINB>;
+    }
+    return NULL;
+}
+
+kvl_cuda_split_fn kvl_cuda_pick_int4z_tc(int D, int G, int P) {
+    if (P % 16) return NULL;
+    return D == 64 ? pick_g<64>(G) : D == 128 ? pick_g<128>(G) : NULL;
+}
