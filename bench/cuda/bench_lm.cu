@@ -402,7 +402,7 @@ static void bench_8b(int steps, double bw, int wt, int exact, int ctx_max, int a
                 kvl_cuda_gemv_q8_set_variant(-1);
                 kvl_cuda_lm_set_graphs(lm, 1);
             }
-            if (ci == 0 && (ctxs[ki] == 32768 || (ctxs[ki] == 131072 && !lean_8b))) {
+            if ((ci == 0 || !lean_8b) && (ctxs[ki] == 32768 || (ctxs[ki] == 131072 && !lean_8b))) {
                 char what[96];
                 snprintf(what, sizeof what, "8b %s %s KV %s ctx %d", wlabel, act, codecs[ci], ctxs[ki]);
                 if (kvl_cuda_lm_set_profile(lm, 1, &e)) DIE("profile: %s", e.msg);
