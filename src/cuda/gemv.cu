@@ -255,6 +255,22 @@ static int g_pdl = 1;                      /* programmatic dependent launch (kvl
 
 extern "C" void kvl_cuda_gemv_q8_set_pdl(int on) { g_pdl = on != 0; }
 
+/* Launch configuration of a matvec kernel: grid blocks of GEMV_WARPS warps on
+ * st, a programmatic dependent launch of the stream's previous kernel when
+ * g_pdl is set (at: storage for the attribute, alive until the launch). */
+static cudaLaunchConfig_t pdl_config(unsigned grid, cudaStream_t st, cudaLaunchAttribute (&at)[1]) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(grid);
+    cfg.blockDim = dim3(GEMV_WARPS * 32);
+    cfg.stream = st;
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = g_pdl ? 1 : 0;
+    return cfg;
+}
+
+
 extern "C" int kvl_cuda_gemv_q8_set_variant(int v) {
     if (v >= N_VARIANTS) return -1;
     g_variant = v < 0 ? -1 : v;
@@ -531,15 +547,8 @@ template <int F, int D> static void launch_pipe(const kvl_cuda_wmat &w, const in
         if (n_sm < 1) n_sm = 1;
     }
     const int64_t need = (w.rows + GEMV_WARPS - 1) / GEMV_WARPS, wave = (int64_t)n_sm * per_sm;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)(need < wave ? need : wave));
-    cfg.blockDim = dim3(GEMV_WARPS * 32);
-    cfg.stream = st;
     cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = at;
-    cfg.numAttrs = g_pdl ? 1 : 0;
+    cudaLaunchConfig_t cfg = pdl_config((unsigned)(need < wave ? need : wave), st, at);
     cudaLaunchKernelEx(&cfg, gemv_q8_pipe_k<F, D>, w, xq, xds, y, acc);
 }
 
@@ -550,15 +559,8 @@ template <int F, int NB, int R, int U, int H>
 static void launch_q8(const kvl_cuda_wmat &w, const int8_t *xq, const float2 *xds, float *y, int acc,
                       cudaStream_t st) {
     const int64_t per_block = (int64_t)GEMV_WARPS * R;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)((w.rows + per_block - 1) / per_block));
-    cfg.blockDim = dim3(GEMV_WARPS * 32);
-    cfg.stream = st;
     cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = at;
-    cfg.numAttrs = g_pdl ? 1 : 0;
+    cudaLaunchConfig_t cfg = pdl_config((unsigned)((w.rows + per_block - 1) / per_block), st, at);
     cudaLaunchKernelEx(&cfg, gemv_q8_k<F, NB, R, U, H>, w, xq, xds, y, acc, sw_out{}); /* errors: cudaGetLastError after */
 }
 
@@ -589,15 +591,8 @@ template <int F> static void launch_q8_fmt(const kvl_cuda_wmat &w, const int8_t 
 template <int F, int NB>
 static void launch_q8_swiglu(const kvl_cuda_wmat &w, const int8_t *xq, const float2 *xds, float *h, sw_out o,
                              cudaStream_t st) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)(w.rows / 2 / GEMV_WARPS));
-    cfg.blockDim = dim3(GEMV_WARPS * 32);
-    cfg.stream = st;
     cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = at;
-    cfg.numAttrs = g_pdl ? 1 : 0;
+    cudaLaunchConfig_t cfg = pdl_config((unsigned)(w.rows / 2 / GEMV_WARPS), st, at);
     cudaLaunchKernelEx(&cfg, gemv_q8_k<F, NB, 2, 4, 1, 1>, w, xq, xds, h, 0, o);
 }
 
