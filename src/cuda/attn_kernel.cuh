@@ -117,6 +117,26 @@ static __device__ __forceinline__ float reduce_heads(float (&v)[GP], int lane, i
     return v[0];
 }
 
+/* A split past the end of its list saw no rows: the output of its G query
+ * heads is zero (one split), or its partial record is (m -inf, l 0, acc 0),
+ * which the merge weighs by zero. Called by every thread of the block. */
+template <int D, int G>
+static __device__ __forceinline__ void write_empty_split(const kvl_cuda_kargs &a, int b, int h, int split, int n_head,
+                                                         int tid) {
+    const size_t rec = 2 + D;
+    for (int idx = tid; idx < G * D; idx += NTHREADS) {
+        const int g = idx / D, d = idx % D;
+        const size_t qh = (size_t)b * n_head + h * G + g;
+        if (a.n_split == 1) {
+            a.out[qh * D + d] = 0.0f;
+        } else {
+            float *rp = a.part + (qh * a.n_split + split) * rec;
+            rp[2 + d] = 0.0f; /* read (times a zero weight) by the merge */
+            if (d == 0) rp[0] = -INFINITY, rp[1] = 0.0f;
+        }
+    }
+}
+
 /* Where a thread's rows live: the split's page addresses (shared memory),
  * the segment offset, rows [0, ntok) addressable, and this thread's row
  * slot and chunk. */
@@ -469,17 +489,7 @@ __global__ void __launch_bounds__(NTHREADS, MINB) decode_split_kernel(const __gr
     const size_t rec = 2 + D;
 
     if (ntok <= 0) { /* this list ends before the split: nothing seen */
-        for (int idx = tid; idx < G * D; idx += NTHREADS) {
-            const int g = idx / D, d = idx % D;
-            const size_t qh = (size_t)b * n_head + h * G + g;
-            if (a.n_split == 1) {
-                a.out[qh * D + d] = 0.0f;
-            } else {
-                float *rp = a.part + (qh * a.n_split + split) * rec;
-                rp[2 + d] = 0.0f; /* read (times a zero weight) by the merge */
-                if (d == 0) rp[0] = -INFINITY, rp[1] = 0.0f;
-            }
-        }
+        write_empty_split<D, G>(a, b, h, split, n_head, tid);
         return;
     }
     /* page id -> address once per page (kvl_cuda_page_addr), not per row */

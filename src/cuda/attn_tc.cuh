@@ -327,18 +327,8 @@ __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_c
     const int len = a.list_len[li];
     const int ntok = min(len - tok0, chunk_tok);
     const size_t rec = 2 + D;
-    if (ntok <= 0) {
-        for (int idx = tid; idx < G * D; idx += NTHREADS) {
-            const int g = idx / D, d = idx % D;
-            const size_t qh = (size_t)b * n_head + h * G + g;
-            if (a.n_split == 1) {
-                a.out[qh * D + d] = 0.0f;
-            } else {
-                float *rp = a.part + (qh * a.n_split + split) * rec;
-                rp[2 + d] = 0.0f;
-                if (d == 0) rp[0] = -INFINITY, rp[1] = 0.0f;
-            }
-        }
+    if (ntok <= 0) { /* this list ends before the split */
+        write_empty_split<D, G>(a, b, h, split, n_head, tid);
         return;
     }
     const uint8_t **pages = reinterpret_cast<const uint8_t **>(smem);
