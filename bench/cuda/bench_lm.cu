@@ -24,10 +24,13 @@
  *     are >= 400 MB, many times the 50 MB L2), against the copy bandwidth.
  * Timing of 2 and 3: host wall clock around each synchronous step (what a
  * caller sees), median of the steps after warm-ups.
+ *  6. (--8b-ablate) the 8B step by launch option (RMSNorm kernel, PDL,
+ *     L2 prefetch) and with each stage left out or launched
+ *     twice (graph time by differences), at ctx 0 and 32K.
  *  5. (--gguf PATH) a GGUF through the model loader (kvl_model_load, a
  *     kvl_ctx on the device), e.g. the random 8B of `kvlite gguf-random`:
  *     the same batch-1 rows as 3, to set beside the descriptor path's.
- *   bench_lm [--model PATH | --no-model] [--gguf PATH] [--no-8b] [--8b-lean] [--8b-f16] [--8b-q4] [--gemv]
+ *   bench_lm [--model PATH | --no-model] [--gguf PATH] [--no-8b] [--8b-lean] [--8b-ablate] [--8b-f16] [--8b-q4] [--gemv]
  *            [--ctx-max N] [--steps N] [--json FILE] */
 #include <stdio.h>
 #include <stdlib.h>
@@ -383,23 +386,23 @@ static void bench_8b(int steps, double bw, int wt, int exact, int ctx_max, int a
                 row("8b", codecs[ci], wlabel, g, 1, ctxs[ki], 1 / t, 1e3 * t, 1e3 * roof);
             }
             if (ci == 0 && wt != 1 && !exact && !lean_8b) { /* the integer matvec without programmatic dependent launch */
-                kvl_cuda_gemv_q8_set_pdl(0);
+                kvl_cuda_lm_set_gemv(lm, -1, 0, 1);
                 kvl_cuda_lm_set_graphs(lm, 1);
                 const double t = time_steps(lm, 1, ctxs[ki], steps, 3);
-                kvl_cuda_gemv_q8_set_pdl(1);
+                kvl_cuda_lm_set_gemv(lm, -1, 1, 1);
                 kvl_cuda_lm_set_graphs(lm, 1);
                 const double roof =
                     (kvl_cuda_lm_step_weight_bytes(lm) + (double)ctxs[ki] * kvl_cuda_lm_kv_bytes_per_token(lm)) / bw;
                 if (t > 0) row("8b-nopdl", codecs[ci], wlabel, 1, 1, ctxs[ki], 1 / t, 1e3 * t, 1e3 * roof);
                 for (int v = 7; v <= 8 && (ctxs[ki] == 0 || ctxs[ki] == 32768); v++) { /* the persistent variants */
-                    kvl_cuda_gemv_q8_set_variant(v);
+                    kvl_cuda_lm_set_gemv(lm, v, 1, 1);
                     kvl_cuda_lm_set_graphs(lm, 1);
                     const double tv = time_steps(lm, 1, ctxs[ki], steps, 3);
                     char what[16];
                     snprintf(what, sizeof what, "8b-var%d", v);
                     if (tv > 0) row(what, codecs[ci], wlabel, 1, 1, ctxs[ki], 1 / tv, 1e3 * tv, 1e3 * roof);
                 }
-                kvl_cuda_gemv_q8_set_variant(-1);
+                kvl_cuda_lm_set_gemv(lm, -1, 1, 1);
                 kvl_cuda_lm_set_graphs(lm, 1);
             }
             if ((ci == 0 || !lean_8b) && (ctxs[ki] == 32768 || (ctxs[ki] == 131072 && !lean_8b))) {
@@ -413,6 +416,106 @@ static void bench_8b(int steps, double bw, int wt, int exact, int ctx_max, int a
         }
         kvl_cuda_lm_free(lm);
     }
+}
+
+/* --8b-ablate: where the graph's step time goes (8B, Q8_0, 8-bit, f16 KV,
+ * batch 1, CUDA graphs), all in one run: the step with each launch option
+ * (RMSNorm kernel, early trigger, PDL for the small kernels, L2 prefetch of
+ * the next matrix and its size), then, on the default configuration
+ * and on the old one (at ctx 0), every stage left
+ * out and launched twice: the differences to the full step place each
+ * stage's share of the graph time (its own time plus the gaps it adds).
+ * Results of the ablated steps are garbage; only their time counts. */
+static void bench_8b_ablate(int steps, double bw, int ctx_max) {
+    const int L = 32, E = 4096, H = 32, Hkv = 8, hd = 128, F = 14336, V = 128256, wt = 8;
+    std::vector<kvl_cuda_layer_desc> ld(L);
+    for (int l = 0; l < L; l++) {
+        kvl_cuda_layer_desc &d = ld[l];
+        memset(&d, 0, sizeof d);
+        d.wq = {wt, NULL, H * hd, E}, d.wk = {wt, NULL, Hkv * hd, E}, d.wv = {wt, NULL, Hkv * hd, E};
+        d.wo = {wt, NULL, E, H * hd}, d.w_gate = {wt, NULL, F, E}, d.w_up = {wt, NULL, F, E};
+        d.w_down = {wt, NULL, E, F};
+    }
+    std::vector<float> freq(hd / 2);
+    for (int i = 0; i < hd / 2; i++) freq[i] = powf(500000.0f, -2.0f * i / hd);
+    kvl_cuda_model_desc md = {L, E, H, Hkv, hd, F, V, 1e-5f, 1, freq.data(), {wt, NULL, V, E}, {wt, NULL, V, E},
+                              NULL, ld.data()};
+    kvl_cuda_lm_config cfg = {"f16", 32, ctx_max + 64 + steps, 1, 8, 0, 1234, 0};
+    kvl_cuda_lm *lm = NULL;
+    kvl_err e = {};
+    if (kvl_cuda_lm_create(&md, &cfg, &lm, &e)) DIE("8b ablate: %s", e.msg);
+    if (kvl_cuda_lm_fill_context(lm, 0, ctx_max, 5, &e)) DIE("fill: %s", e.msg);
+    kvl_cuda_lm_set_graphs(lm, 1);
+    const int ctxs[2] = {0, 32768};
+    printf("\n8B step by launch option and ablation (Q8_0, 8-bit, f16 KV, batch 1, graphs; median of %d steps)\n", steps);
+    printf("| ctx | configuration | ms/step | vs default | of roof |\n|---|---|---|---|---|\n");
+    for (int ki = 0; ki < 2; ki++) {
+        const int ctx = ctxs[ki];
+        if (ctx > ctx_max) continue;
+        const double roof = (kvl_cuda_lm_step_weight_bytes(lm) + (double)ctx * kvl_cuda_lm_kv_bytes_per_token(lm)) / bw;
+        double base = 0;
+        auto run = [&](const char *what) {
+            const double t = time_steps(lm, 1, ctx, steps, 3);
+            if (t <= 0) return t;
+            if (!base) base = t;
+            printf("| %d | %s | %.3f | %+.3f | %.1f%% |\n", ctx, what, 1e3 * t, 1e3 * (t - base), 100 * roof / t);
+            fflush(stdout);
+            if (json)
+                fprintf(json, "%s{\"what\":\"ablate\",\"ctx\":%d,\"case\":\"%s\",\"ms_per_step\":%.5f,\"roofline_ms\":%.5f}",
+                        jsep(), ctx, what, 1e3 * t, 1e3 * roof);
+            return t;
+        };
+        /* old: the fourth increment's launches (one-block RMSNorm, no trigger, small kernels in plain order) */
+        auto old_cfg = [&]() {
+            kvl_cuda_lm_set_launch(lm, 0, 0), kvl_cuda_lm_set_gemv(lm, -1, 1, 0), kvl_cuda_lm_set_prefetch(lm, 0, 0);
+        };
+        auto new_cfg = [&]() {
+            kvl_cuda_lm_set_launch(lm, 1, 1), kvl_cuda_lm_set_gemv(lm, -1, 1, 1), kvl_cuda_lm_set_prefetch(lm, 4 << 20, 0);
+        };
+        new_cfg();
+        run("default: register RMSNorm, PDL chain, trigger, L2 prefetch 4 MB");
+        old_cfg();
+        run("fourth increment (one-block RMSNorm, plain order, no trigger, no prefetch)");
+        kvl_cuda_lm_set_launch(lm, 1, 0);
+        run("+ register RMSNorm");
+        kvl_cuda_lm_set_gemv(lm, -1, 1, 1);
+        run("+ register RMSNorm, trigger");
+        kvl_cuda_lm_set_launch(lm, 1, 1);
+        run("+ register RMSNorm, trigger, PDL chain");
+        kvl_cuda_lm_set_launch(lm, 0, 1);
+        run("one-block RMSNorm, trigger, PDL chain (append, SwiGLU)");
+        kvl_cuda_lm_set_launch(lm, 1, 1);
+        const int pfm[5] = {8, 16, 24, 32, 48};
+        for (int i = 0; i < 5; i++) {
+            char w[64];
+            snprintf(w, sizeof w, "new launches, L2 prefetch %d MB", pfm[i]);
+            kvl_cuda_lm_set_prefetch(lm, (size_t)pfm[i] << 20, 0);
+            run(w);
+        }
+        kvl_cuda_lm_set_prefetch(lm, (size_t)16 << 20, 1);
+        run("new launches, L2 prefetch 16 MB, and wo from qkv");
+        old_cfg();
+        kvl_cuda_lm_set_prefetch(lm, (size_t)16 << 20, 0);
+        run("fourth increment + L2 prefetch 16 MB");
+        for (int cfgi = 0; cfgi < 2; cfgi++) {
+            if (cfgi == 0) new_cfg();
+            else old_cfg();
+            const char *cn = cfgi == 0 ? "default" : "fourth increment";
+            for (int st = 0; st < KVL_CUDA_PROF_N; st++) {
+                if (st == KVL_CUDA_PROF_EMBED || (cfgi == 1 && ctx != 0)) continue; /* the old one at ctx 0 only (done) */
+                for (int dup = 0; dup < 2; dup++) {
+                    char w[96];
+                    snprintf(w, sizeof w, "%s, %s %s", cn, kvl_cuda_lm_prof_name(st), dup ? "twice" : "left out");
+                    kvl_cuda_lm_set_ablate(lm, dup ? 0 : 1u << st, dup ? 1u << st : 0);
+                    run(w);
+                }
+            }
+            kvl_cuda_lm_set_ablate(lm, 0, 0);
+        }
+        new_cfg();
+        run("default again");
+    }
+    kvl_cuda_lm_free(lm);
 }
 
 /* ---- the matvec alone ---- */
@@ -437,7 +540,8 @@ static void bench_gemv(double bw) {
     printf("| shape       | fmt   | act    | variant      | us       | GB/s    | of copy |\n|---|---|---|---|---|---|---|\n");
     cudaEvent_t e0[48], e1[48];
     for (int i = 0; i < 48; i++) cudaEventCreate(&e0[i]), cudaEventCreate(&e1[i]);
-    kvl_cuda_gemv_q8_set_pdl(0); /* each launch alone between its events */
+    kvl_cuda_gemv_opts o = kvl_cuda_gemv_opts_default();
+    o.pdl = 0; /* each launch alone between its events */
     for (int si = 0; si < 4; si++) {
         const int64_t rows = shapes[si][0], cols = shapes[si][1];
         char shape[32];
@@ -493,13 +597,13 @@ static void bench_gemv(double bw) {
                     if (R) snprintf(vn, sizeof vn, "%dR %dU %s", R, U, H ? "noL1" : "ldg");
                     else snprintf(vn, sizeof vn, "pipe %dU noL1", U);
                 }
-                kvl_cuda_gemv_q8_set_variant(v < 0 ? -1 : v);
+                o.variant = v < 0 ? -1 : v;
                 std::vector<double> t;
                 for (int r = 0; r < 43; r++) {
                     const kvl_cuda_wmat &m = w[r % nc];
                     cudaEventRecord(e0[r % 48]);
                     if (v == -2) kvl_cuda_gemv(&m, x, 1, y, 0, NULL, &e);
-                    else kvl_cuda_gemv_q8(&m, xq, xds, 1, y, 0, NULL, &e);
+                    else kvl_cuda_gemv_q8_ex(&m, xq, xds, 1, y, 0, &o, NULL, &e);
                     cudaEventRecord(e1[r % 48]);
                     cudaEventSynchronize(e1[r % 48]);
                     float ms;
@@ -513,7 +617,7 @@ static void bench_gemv(double bw) {
                     std::vector<double> t1;
                     for (int r = 0; r < 43; r++) {
                         cudaEventRecord(e0[r % 48]);
-                        kvl_cuda_gemv_q8(&w[0], xq, xds, 1, y, 0, NULL, &e);
+                        kvl_cuda_gemv_q8_ex(&w[0], xq, xds, 1, y, 0, &o, NULL, &e);
                         cudaEventRecord(e1[r % 48]);
                         cudaEventSynchronize(e1[r % 48]);
                         float ms;
@@ -523,18 +627,17 @@ static void bench_gemv(double bw) {
                     gemv_row("128256x4096 same", fnames[fi], "8-bit", vn, median(t1), bytes, bw);
                 }
             }
-            kvl_cuda_gemv_q8_set_variant(-1);
+            o.variant = -1;
             for (int c = 0; c < nc; c++) kvl_cuda_free(w[c].q), kvl_cuda_free(w[c].s);
         }
         kvl_cuda_free(x), kvl_cuda_free(y), kvl_cuda_free(xq), kvl_cuda_free(xds);
     }
     for (int i = 0; i < 48; i++) cudaEventDestroy(e0[i]), cudaEventDestroy(e1[i]);
-    kvl_cuda_gemv_q8_set_pdl(1);
 }
 
 int main(int argc, char **argv) {
     const char *model = NULL, *jpath = NULL, *gguf = NULL;
-    int steps = 32, do8b = 1, f16_8b = 0, q4_8b = 0, gemv = 0, ctx_max = 32768;
+    int steps = 32, do8b = 1, ablate = 0, f16_8b = 0, q4_8b = 0, gemv = 0, ctx_max = 32768;
     char buf[512];
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
@@ -548,7 +651,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--no-model")) model = "";
         else if (!strcmp(argv[i], "--gguf") && i + 1 < argc) gguf = argv[++i];
         else if (!strcmp(argv[i], "--8b-lean")) lean_8b = 1;
-        else DIE("usage: bench_lm [--model PATH | --no-model] [--gguf PATH] [--no-8b] [--8b-lean] [--8b-f16] [--8b-q4] "
+        else if (!strcmp(argv[i], "--8b-ablate")) ablate = 1;
+        else DIE("usage: bench_lm [--model PATH | --no-model] [--gguf PATH] [--no-8b] [--8b-lean] [--8b-ablate] [--8b-f16] [--8b-q4] "
                  "[--gemv] [--ctx-max N] [--steps N] [--json FILE]");
     }
     if (!model) {
@@ -570,6 +674,7 @@ int main(int argc, char **argv) {
     if (gemv) bench_gemv(bw);
     if (model[0]) bench_model(model, steps, bw);
     if (gguf) bench_gguf(gguf, steps, bw, ctx_max);
+    if (ablate) bench_8b_ablate(steps, bw, ctx_max);
     if (do8b) {
         bench_8b(steps, bw, 8, 0, ctx_max, !lean_8b); /* Q8_0, 8-bit activations */
         if (!lean_8b) bench_8b(steps, bw, 8, 1, ctx_max < 32768 ? ctx_max : 32768, 0); /* Q8_0, the exact path */

@@ -21,7 +21,8 @@
 #           path's 8B beside it); RUN_LM_TEST=1 runs test_cuda_lm first,
 #           RUN_E2E_TINY=1 test_cuda_e2e on a random tiny GGUF; PIECE_A=FILE
 #           keeps a model piece for a `run` call next (SKIP_BENCH=1 there:
-#           the tests only).
+#           the tests only); GGUF_8B=0 skips the 8B GGUF and runs
+#           bench_lm --no-model $BENCH_8B_ARGS (default --8b-lean) instead.
 #           Needs devdeps/ (pcre2.h, libpcre2-8.a) in the staged tree.
 # Logs under $OUT.
 set -uo pipefail
@@ -88,6 +89,13 @@ if [ "$step" = gguf ]; then # one call, no model piece: the random 8B GGUF writt
         "$wt/build-cuda/kvlite" gguf-random --preset tiny --seed 3 -o /tmp/kvl-tiny.gguf
         KVL_MODEL=/tmp/kvl-tiny.gguf timeout 120 "$wt/build-cuda/cuda/test_cuda_e2e" > "$OUT/test_e2e_tiny.log" 2>&1 || rc=1
         grep -E "FAIL|note|passed" "$OUT/test_e2e_tiny.log" | head -20
+    fi
+    if [ "${GGUF_8B:-1}" = 0 ]; then # no 8B GGUF: the descriptor path's 8B rows (bench_lm --no-model $BENCH_8B_ARGS)
+        # shellcheck disable=SC2086
+        timeout 200 "$wt/build-cuda/cuda/bench_lm" --no-model --json "$OUT/bench_8b.json" ${BENCH_8B_ARGS:---8b-lean} \
+            > "$OUT/bench_8b.log" 2>&1 || rc=1
+        grep -vE "^\| [0-9]+x[0-9]+ " "$OUT/bench_8b.log" | tail -40
+        exit $rc
     fi
     g=/tmp/kvl-8b-${GGUF_TYPE:-q8_0}.gguf
     { time "$wt/build-cuda/kvlite" gguf-random --preset llama3-8b --type "${GGUF_TYPE:-q8_0}" --seed 1 -o "$g"; } 2>&1 | tee "$OUT/gguf_write.log"

@@ -16,13 +16,13 @@
 
 #include "cuda/act_q8.cuh"
 #include "cuda/cuda_util.cuh"
+#include "cuda/gemv_q8.cuh"
 #include "cuda/lm_ops.h"
 
 extern "C" {
 #include "cpu/quant.h"
 }
 
-#define GEMV_WARPS 8 /* rows per block */
 
 extern "C" size_t kvl_cuda_wmat_qbytes(kvl_cuda_wfmt f, int64_t rows, int64_t cols) {
     switch (f) {
@@ -240,66 +240,56 @@ extern "C" kvl_status kvl_cuda_gemv(const kvl_cuda_wmat *w, const float *x, int 
 /* Kernel variants (rows per warp R, chunks in flight U, weight loads through
  * L1 or around it H), chosen by benchmark (bench_lm --gemv): */
 typedef struct gemv_variant { int R, U, H; } gemv_variant;
-static const gemv_variant g_variants[] = {
+static const gemv_variant variant_table[] = {
     {1, 4, 0}, {1, 8, 0}, {2, 4, 0}, {1, 4, 1}, {2, 4, 1}, {1, 8, 1}, {4, 2, 1},
     {0, 4, 1}, {0, 8, 1}, /* R = 0: persistent warps, U chunks prefetched across rows (gemv_q8_pipe_k) */
 };
-#define N_VARIANTS ((int)(sizeof g_variants / sizeof g_variants[0]))
-/* Default (g_variant < 0), from bench_lm --gemv on the H200 (2026-12-02):
+#define N_VARIANTS ((int)(sizeof variant_table / sizeof variant_table[0]))
+/* Default (opts variant < 0), from bench_lm --gemv on the H200 (2026-12-02):
  * 1R 4U noL1, except Q8_0 matrices of <= 8192 rows: 2R 4U noL1 (4096 x 4096
  * 12.7 vs 13.3 us, 4096 x 14336 23.2 vs 25.3; 14336 rows equal; 128256 rows
  * 135 vs 142 us). Q4_0 / Q4_1: 1R 4U noL1 within 5% of the best everywhere. */
-static int g_variant = -1; /* benchmarks only (kvl_cuda_gemv_q8_set_variant) */
 static int auto_variant(kvl_cuda_wfmt f, int64_t rows) { return f == KVL_CUDA_WF_Q8_0 && rows <= 8192 ? 4 : 3; }
-static int g_pdl = 1;                      /* programmatic dependent launch (kvl_cuda_gemv_q8_set_pdl) */
 
-extern "C" void kvl_cuda_gemv_q8_set_pdl(int on) { g_pdl = on != 0; }
-
-/* Launch configuration of a matvec kernel: grid blocks of GEMV_WARPS warps on
- * st, a programmatic dependent launch of the stream's previous kernel when
- * g_pdl is set (at: storage for the attribute, alive until the launch). */
-static cudaLaunchConfig_t pdl_config(unsigned grid, cudaStream_t st, cudaLaunchAttribute (&at)[1]) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(grid);
-    cfg.blockDim = dim3(GEMV_WARPS * 32);
-    cfg.stream = st;
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = at;
-    cfg.numAttrs = g_pdl ? 1 : 0;
-    return cfg;
+extern "C" kvl_cuda_gemv_opts kvl_cuda_gemv_opts_default(void) {
+    kvl_cuda_gemv_opts o = {};
+    o.variant = -1, o.pdl = 1, o.trigger = 1;
+    return o;
+}
+static kvl_cuda_gemv_opts opts_or_default(const kvl_cuda_gemv_opts *o) {
+    return o ? *o : kvl_cuda_gemv_opts_default();
 }
 
-
-extern "C" int kvl_cuda_gemv_q8_set_variant(int v) {
-    if (v >= N_VARIANTS) return -1;
-    g_variant = v < 0 ? -1 : v;
-    return g_variant;
-}
 extern "C" int kvl_cuda_gemv_q8_n_variants(void) { return N_VARIANTS; }
 extern "C" void kvl_cuda_gemv_q8_variant(int v, int *R, int *U, int *H) {
-    *R = g_variants[v].R, *U = g_variants[v].U, *H = g_variants[v].H;
+    *R = variant_table[v].R, *U = variant_table[v].U, *H = variant_table[v].H;
 }
 
-/* 16 weight code bytes: H = 0 read-only through L1, 1 bypassing L1 (the
- * activations stay there) */
-template <int H> static __device__ __forceinline__ uint4 ldw16(const void *p) {
-    if constexpr (H == 0) {
-        return __ldg(reinterpret_cast<const uint4 *>(p));
-    } else {
-        uint4 v;
-        asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-            : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-            : "l"(p));
-        return v;
+/* The next matrix's first bytes into L2 from the blocks of the last wave
+ * (blockIdx.x >= pf.first_block), each warp one slice of each range, once
+ * its own rows' loads are done: the weight stream keeps the memory busy
+ * through this kernel's tail and the small kernels after it, and the next
+ * matvec finds its first rows in L2. */
+static __device__ __forceinline__ void l2_prefetch_tail(const kvl_cuda_l2_prefetch &pf) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if ((int)blockIdx.x < pf.first_block || (threadIdx.x & 31)) return;
+    const size_t nw = (size_t)(gridDim.x - pf.first_block) * GEMV_WARPS;
+    const size_t w = (size_t)(blockIdx.x - pf.first_block) * GEMV_WARPS + (threadIdx.x >> 5);
+    const char *p[2] = {(const char *)pf.p0, (const char *)pf.p1};
+    const size_t n[2] = {pf.n0, pf.n1};
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const size_t slice = ((n[r] + nw - 1) / nw + 15) & ~(size_t)15, a = w * slice;
+        if (!p[r] || a >= n[r]) continue;
+        size_t len = n[r] - a < slice ? (n[r] - a) & ~(size_t)15 : slice;
+        for (size_t o = 0; o < len; o += 65536) {
+            const uint32_t m = (uint32_t)(len - o < 65536 ? len - o : 65536);
+            asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p[r] + a + o), "r"(m) : "memory");
+        }
     }
-}
-
-static __device__ __forceinline__ int dp4a16(uint4 w, uint4 a, int s) {
-    s = __dp4a((int)w.x, (int)a.x, s);
-    s = __dp4a((int)w.y, (int)a.y, s);
-    s = __dp4a((int)w.z, (int)a.z, s);
-    return __dp4a((int)w.w, (int)a.w, s);
+#else
+    (void)pf;
+#endif
 }
 
 /* The SwiGLU epilogue's outputs (SW = 1): 8-bit blocks of h and one
@@ -320,8 +310,9 @@ typedef struct sw_out {
 template <int F, int NB, int R, int U, int H, int SW = 0>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
     gemv_q8_k(kvl_cuda_wmat w, const int8_t *__restrict__ xq, const float2 *__restrict__ xds, float *__restrict__ y,
-              int accumulate, sw_out sw = sw_out{}) {
+              int accumulate, int trig, kvl_cuda_l2_prefetch pf = kvl_cuda_l2_prefetch{}, sw_out sw = sw_out{}) {
     static_assert(!SW || R == 2, "SwiGLU epilogue: one gate and one up row per warp");
+    if (trig) kvl_griddep_trigger(); /* the stream's next PDL kernel may launch and prefetch its weights */
     const int lane = threadIdx.x & 31;
     const int64_t half = SW ? w.rows / 2 : w.rows; /* output rows */
     const int64_t r0 = SW ? (int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5)
@@ -409,6 +400,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
         }
     }
     if (!waited) kvl_griddep_wait(); /* lanes past the row's end: before any write */
+    l2_prefetch_tail(pf);
     if constexpr (SW) {
 #pragma unroll
         for (int n = 0; n < NB; n++) {
@@ -459,7 +451,8 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
 template <int F, int D>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
     gemv_q8_pipe_k(kvl_cuda_wmat w, const int8_t *__restrict__ xq, const float2 *__restrict__ xds,
-                   float *__restrict__ y, int accumulate) {
+                   float *__restrict__ y, int accumulate, int trig) {
+    if (trig) kvl_griddep_trigger();
     const int lane = threadIdx.x & 31;
     const int64_t NW = (int64_t)gridDim.x * GEMV_WARPS, g = (int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
     const int64_t cols = w.cols, nb = cols / 32;
@@ -534,55 +527,55 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     }
 }
 
-/* one wave of resident blocks (occupancy read once per kernel) */
+/* one wave of resident blocks (occupancy read at each launch: benchmark variants only) */
 template <int F, int D> static void launch_pipe(const kvl_cuda_wmat &w, const int8_t *xq, const float2 *xds, float *y,
-                                                int acc, cudaStream_t st) {
-    static int n_sm = 0, per_sm = 0;
-    if (!n_sm) {
-        int dev = 0;
-        cudaGetDevice(&dev);
-        cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev);
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_q8_pipe_k<F, D>, GEMV_WARPS * 32, 0);
-        if (per_sm < 1) per_sm = 1;
-        if (n_sm < 1) n_sm = 1;
-    }
+                                                int acc, const kvl_cuda_gemv_opts &o, cudaStream_t st) {
+    int n_sm = 0, per_sm = 0, dev = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_q8_pipe_k<F, D>, GEMV_WARPS * 32, 0);
+    if (per_sm < 1) per_sm = 1;
+    if (n_sm < 1) n_sm = 1;
     const int64_t need = (w.rows + GEMV_WARPS - 1) / GEMV_WARPS, wave = (int64_t)n_sm * per_sm;
     cudaLaunchAttribute at[1];
-    cudaLaunchConfig_t cfg = pdl_config((unsigned)(need < wave ? need : wave), st, at);
-    cudaLaunchKernelEx(&cfg, gemv_q8_pipe_k<F, D>, w, xq, xds, y, acc);
+    cudaLaunchConfig_t cfg = kvl_gemv_launch_config((unsigned)(need < wave ? need : wave), 0, o.pdl, st, at);
+    cudaLaunchKernelEx(&cfg, gemv_q8_pipe_k<F, D>, w, xq, xds, y, acc, o.trigger);
 }
 
-/* With g_pdl the launch may begin while the stream's previous kernel (the
+/* With o.pdl the launch may begin while the stream's previous kernel (the
  * producer of xq / xds) still runs: the kernel waits for it after its first
  * weight loads (kvl_griddep_wait). */
 template <int F, int NB, int R, int U, int H>
 static void launch_q8(const kvl_cuda_wmat &w, const int8_t *xq, const float2 *xds, float *y, int acc,
-                      cudaStream_t st) {
+                      const kvl_cuda_gemv_opts &o, cudaStream_t st) {
     const int64_t per_block = (int64_t)GEMV_WARPS * R;
+    const unsigned grid = (unsigned)((w.rows + per_block - 1) / per_block);
+    kvl_cuda_l2_prefetch pf = o.pf;
+    pf.first_block = pf.first_block >= (int)grid ? 0 : (int)grid - (pf.first_block > 0 ? pf.first_block : (int)grid);
     cudaLaunchAttribute at[1];
-    cudaLaunchConfig_t cfg = pdl_config((unsigned)((w.rows + per_block - 1) / per_block), st, at);
-    cudaLaunchKernelEx(&cfg, gemv_q8_k<F, NB, R, U, H>, w, xq, xds, y, acc, sw_out{}); /* errors: cudaGetLastError after */
+    cudaLaunchConfig_t cfg = kvl_gemv_launch_config(grid, 0, o.pdl, st, at);
+    cudaLaunchKernelEx(&cfg, gemv_q8_k<F, NB, R, U, H>, w, xq, xds, y, acc, o.trigger, pf, sw_out{}); /* errors: cudaGetLastError after */
 }
 
 template <int F> static void launch_q8_fmt(const kvl_cuda_wmat &w, const int8_t *xq, const float2 *xds, int nb,
-                                           float *y, int acc, cudaStream_t st) {
+                                           float *y, int acc, const kvl_cuda_gemv_opts &o, cudaStream_t st) {
     if (nb == 1) { /* every variant at one column (decode) */
-        switch (g_variant < 0 ? auto_variant((kvl_cuda_wfmt)F, w.rows) : g_variant) {
-        case 0: launch_q8<F, 1, 1, 4, 0>(w, xq, xds, y, acc, st); return;
-        case 1: launch_q8<F, 1, 1, 8, 0>(w, xq, xds, y, acc, st); return;
-        case 2: launch_q8<F, 1, 2, 4, 0>(w, xq, xds, y, acc, st); return;
-        case 4: launch_q8<F, 1, 2, 4, 1>(w, xq, xds, y, acc, st); return;
-        case 5: launch_q8<F, 1, 1, 8, 1>(w, xq, xds, y, acc, st); return;
-        case 6: launch_q8<F, 1, 4, 2, 1>(w, xq, xds, y, acc, st); return;
-        case 7: launch_pipe<F, 4>(w, xq, xds, y, acc, st); return;
-        case 8: launch_pipe<F, 8>(w, xq, xds, y, acc, st); return;
-        default: launch_q8<F, 1, 1, 4, 1>(w, xq, xds, y, acc, st); return;
+        switch (o.variant < 0 || o.variant >= N_VARIANTS ? auto_variant((kvl_cuda_wfmt)F, w.rows) : o.variant) {
+        case 0: launch_q8<F, 1, 1, 4, 0>(w, xq, xds, y, acc, o, st); return;
+        case 1: launch_q8<F, 1, 1, 8, 0>(w, xq, xds, y, acc, o, st); return;
+        case 2: launch_q8<F, 1, 2, 4, 0>(w, xq, xds, y, acc, o, st); return;
+        case 4: launch_q8<F, 1, 2, 4, 1>(w, xq, xds, y, acc, o, st); return;
+        case 5: launch_q8<F, 1, 1, 8, 1>(w, xq, xds, y, acc, o, st); return;
+        case 6: launch_q8<F, 1, 4, 2, 1>(w, xq, xds, y, acc, o, st); return;
+        case 7: launch_pipe<F, 4>(w, xq, xds, y, acc, o, st); return;
+        case 8: launch_pipe<F, 8>(w, xq, xds, y, acc, o, st); return;
+        default: launch_q8<F, 1, 1, 4, 1>(w, xq, xds, y, acc, o, st); return;
         }
     }
     switch (nb) { /* the default variant's shape */
-    case 8: launch_q8<F, 8, 1, 4, 1>(w, xq, xds, y, acc, st); break;
-    case 4: launch_q8<F, 4, 1, 4, 1>(w, xq, xds, y, acc, st); break;
-    default: launch_q8<F, 2, 1, 4, 1>(w, xq, xds, y, acc, st); break;
+    case 8: launch_q8<F, 8, 1, 4, 1>(w, xq, xds, y, acc, o, st); break;
+    case 4: launch_q8<F, 4, 1, 4, 1>(w, xq, xds, y, acc, o, st); break;
+    default: launch_q8<F, 2, 1, 4, 1>(w, xq, xds, y, acc, o, st); break;
     }
 }
 
@@ -592,8 +585,8 @@ template <int F, int NB>
 static void launch_q8_swiglu(const kvl_cuda_wmat &w, const int8_t *xq, const float2 *xds, float *h, sw_out o,
                              cudaStream_t st) {
     cudaLaunchAttribute at[1];
-    cudaLaunchConfig_t cfg = pdl_config((unsigned)(w.rows / 2 / GEMV_WARPS), st, at);
-    cudaLaunchKernelEx(&cfg, gemv_q8_k<F, NB, 2, 4, 1, 1>, w, xq, xds, h, 0, o);
+    cudaLaunchConfig_t cfg = kvl_gemv_launch_config((unsigned)(w.rows / 2 / GEMV_WARPS), 0, 1, st, at);
+    cudaLaunchKernelEx(&cfg, gemv_q8_k<F, NB, 2, 4, 1, 1>, w, xq, xds, h, 0, 0, kvl_cuda_l2_prefetch{}, o);
 }
 
 template <int F> static void launch_q8_swiglu_fmt(const kvl_cuda_wmat &w, const int8_t *xq, const float2 *xds, int nb,
@@ -634,6 +627,12 @@ extern "C" kvl_status kvl_cuda_gemv_q8_swiglu(const kvl_cuda_wmat *w, const int8
 
 extern "C" kvl_status kvl_cuda_gemv_q8(const kvl_cuda_wmat *w, const int8_t *xq, const float *xds, int n, float *y,
                                        int accumulate, void *stream, kvl_err *err) {
+    return kvl_cuda_gemv_q8_ex(w, xq, xds, n, y, accumulate, NULL, stream, err);
+}
+
+extern "C" kvl_status kvl_cuda_gemv_q8_ex(const kvl_cuda_wmat *w, const int8_t *xq, const float *xds, int n, float *y,
+                                          int accumulate, const kvl_cuda_gemv_opts *opts, void *stream, kvl_err *err) {
+    const kvl_cuda_gemv_opts o = opts_or_default(opts);
     if (!w || n < 1 || w->cols % 32 || w->rows < 1)
         return kvl_err_set(err, KVL_ERR_ARG, "cuda gemv q8: bad shape (%lld x %lld, n %d)",
                            w ? (long long)w->rows : 0LL, w ? (long long)w->cols : 0LL, n);
@@ -645,9 +644,9 @@ extern "C" kvl_status kvl_cuda_gemv_q8(const kvl_cuda_wmat *w, const int8_t *xq,
         const float2 *dc = ds + (size_t)c0 * (w->cols / 32);
         float *yc = y + (size_t)c0 * w->rows;
         switch (w->fmt) {
-        case KVL_CUDA_WF_Q8_0: launch_q8_fmt<KVL_CUDA_WF_Q8_0>(*w, xc, dc, nb, yc, accumulate, st); break;
-        case KVL_CUDA_WF_Q4_0: launch_q8_fmt<KVL_CUDA_WF_Q4_0>(*w, xc, dc, nb, yc, accumulate, st); break;
-        case KVL_CUDA_WF_Q4_1: launch_q8_fmt<KVL_CUDA_WF_Q4_1>(*w, xc, dc, nb, yc, accumulate, st); break;
+        case KVL_CUDA_WF_Q8_0: launch_q8_fmt<KVL_CUDA_WF_Q8_0>(*w, xc, dc, nb, yc, accumulate, o, st); break;
+        case KVL_CUDA_WF_Q4_0: launch_q8_fmt<KVL_CUDA_WF_Q4_0>(*w, xc, dc, nb, yc, accumulate, o, st); break;
+        case KVL_CUDA_WF_Q4_1: launch_q8_fmt<KVL_CUDA_WF_Q4_1>(*w, xc, dc, nb, yc, accumulate, o, st); break;
         default:
             return kvl_err_set(err, KVL_ERR_ARG, "cuda gemv q8: weight format %d has no integer matvec (f16: "
                                "kvl_cuda_gemv)", (int)w->fmt);

@@ -9,6 +9,7 @@
 
 #include <cuda_fp16.h>
 
+#include "cuda/act_q8.cuh" /* kvl_griddep_wait */
 #include "cuda/cuda_util.cuh"
 #include "cuda/lm_ops.h"
 #include "cuda/page_space.cuh"
@@ -101,6 +102,7 @@ template <int C> static __device__ void encode_row(uint8_t *seg, int D, int P, i
 template <int C>
 __global__ void append_k(kvl_cuda_page_space sp, size_t koff, size_t voff, int P, kvl_cuda_append_args a) {
     extern __shared__ float kv_s[]; /* [2][n_head_kv][hd]: roped k, then v */
+    kvl_griddep_wait(); /* with a.pdl: qkv is the previous kernel's output */
     const int e = blockIdx.x, hd = a.hd, half = hd / 2, nh = a.n_head, nkv = a.n_head_kv;
     const float *src = a.qkv + (size_t)e * (nh + 2 * nkv) * hd;
     const float *cs = a.cs + (size_t)e * hd;
@@ -137,10 +139,16 @@ extern "C" kvl_status kvl_cuda_kv_append(kvl_cuda_pool *p, const kvl_cuda_append
     const int nt = 1024;
     cudaStream_t st = (cudaStream_t)stream;
     const kvl_cuda_class &c = p->cls[0];
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(a->n), cfg.blockDim = dim3(nt), cfg.dynamicSmemBytes = smem, cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at, cfg.numAttrs = a->pdl ? 1 : 0;
     switch (p->codec) {
-    case KVL_CUDA_CODEC_F16: append_k<KVL_CUDA_CODEC_F16><<<a->n, nt, smem, st>>>(p->space, c.koff, c.voff, p->P, *a); break;
-    case KVL_CUDA_CODEC_INT8: append_k<KVL_CUDA_CODEC_INT8><<<a->n, nt, smem, st>>>(p->space, c.koff, c.voff, p->P, *a); break;
-    case KVL_CUDA_CODEC_INT4Z: append_k<KVL_CUDA_CODEC_INT4Z><<<a->n, nt, smem, st>>>(p->space, c.koff, c.voff, p->P, *a); break;
+    case KVL_CUDA_CODEC_F16: cudaLaunchKernelEx(&cfg, append_k<KVL_CUDA_CODEC_F16>, p->space, c.koff, c.voff, p->P, *a); break;
+    case KVL_CUDA_CODEC_INT8: cudaLaunchKernelEx(&cfg, append_k<KVL_CUDA_CODEC_INT8>, p->space, c.koff, c.voff, p->P, *a); break;
+    case KVL_CUDA_CODEC_INT4Z: cudaLaunchKernelEx(&cfg, append_k<KVL_CUDA_CODEC_INT4Z>, p->space, c.koff, c.voff, p->P, *a); break;
     default:
         return kvl_err_set(err, KVL_ERR_UNSUPPORTED,
                            "cuda: this KV codec has no append kernel yet (have: f16, int8, int4z)");

@@ -228,15 +228,49 @@ kvl_status kvl_cuda_lm_forward(kvl_cuda_lm *lm, int n, const int32_t *tok, const
  * kernel, measured 1.8% faster per 8B step). Benchmarks compare. The next
  * graph call captures anew. */
 void kvl_cuda_lm_set_fused_swiglu(kvl_cuda_lm *lm, int on);
+/* Launch choices of the 8-bit path (same results up to the RMSNorm's sum
+ * order): norm_regs 1 (default) = the RMSNorm kernel that keeps the row in
+ * registers (kvl_cuda_rmsnorm_q8_ex), 0 = the one-block re-reading one;
+ * chain 1 (default) = RMSNorm, SwiGLU and the KV append are programmatic
+ * dependent launches too (each launched while the kernel before it runs,
+ * waiting for it before its first read), 0 = plain stream order.
+ * Benchmarks compare. The next graph call captures anew. */
+void kvl_cuda_lm_set_launch(kvl_cuda_lm *lm, int norm_regs, int chain);
+/* L2 prefetch at one entry: each matvec's last wave asks for the first
+ * `bytes` of the next matrix (wo -> gate|up -> down -> next layer's qkv,
+ * the last down -> output, output -> layer 0's qkv for the next step; and
+ * qkv -> wo across the attention when wo is set) so that the memory stays
+ * busy across the small kernels in between; 0 = off. Same results. */
+void kvl_cuda_lm_set_prefetch(kvl_cuda_lm *lm, size_t bytes, int wo);
+/* Benchmarks: launch options of the integer matvecs (kvl_cuda_gemv_opts in
+ * lm_ops.h: kernel variant, < 0 the default; programmatic dependent launch;
+ * trigger of the next launch at the kernel's start). Same results. */
+void kvl_cuda_lm_set_gemv(kvl_cuda_lm *lm, int variant, int pdl, int trigger);
+/* Benchmarks only (the results are garbage): bit s of skip leaves stage s
+ * (KVL_CUDA_PROF_*) out of every call, bit s of dup launches it twice; to
+ * place the graph's time by differences. 0, 0 restores. */
+void kvl_cuda_lm_set_ablate(kvl_cuda_lm *lm, unsigned skip, unsigned dup);
 /* Token choice of kvl_cuda_lm_forward's argmax_out: temperature > 0 makes
  * it a draw on the device (kvl_cuda_sample: the CPU sampler's temperature
- * -> top-k -> softmax -> min-p / top-p semantics, no repetition penalty;
- * top_k 1..1024, else KVL_ERR_UNSUPPORTED), seeded by seed with one draw
+ * -> top-k -> softmax -> min-p / top-p semantics; the repetition penalty
+ * is kvl_cuda_lm_set_penalty; top_k 1..1024, else KVL_ERR_UNSUPPORTED), seeded by seed with one draw
  * counter per entry index, reset here; temperature <= 0 restores greedy.
  * Allocates on the first call (never in the step); the next graph call
  * captures anew. */
 kvl_status kvl_cuda_lm_set_sampling(kvl_cuda_lm *lm, float temperature, int top_k, float top_p, float min_p,
                                     uint64_t seed, kvl_err *err);
+/* The CPU sampler's repetition penalty before the token choice (greedy or
+ * sampled): penalty 1 (or max_window 0) = off; else every forward call
+ * applies it to the logits of its last entry (kvl_cuda_repeat_penalty:
+ * each distinct id of the window set by kvl_cuda_lm_set_history once, l > 0
+ * ? l / penalty : l * penalty) and logits_out of that entry come back
+ * penalized. max_window: the largest window (allocated here, never in the
+ * step). The next graph call captures anew. */
+kvl_status kvl_cuda_lm_set_penalty(kvl_cuda_lm *lm, float penalty, int max_window, kvl_err *err);
+/* The penalty window of the next forward call (its last entry's recent
+ * token ids, n <= max_window; copied to pinned memory, no allocation).
+ * No-op while the penalty is off. */
+kvl_status kvl_cuda_lm_set_history(kvl_cuda_lm *lm, const int32_t *tok, int n, kvl_err *err);
 /* Benchmarks: fill positions [0, n_tok) of slot with random valid encoded
  * rows (kvl_cuda_pool_fill_random) at their true positions, as if n_tok
  * tokens had been processed. */

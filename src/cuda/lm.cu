@@ -11,6 +11,12 @@
  * it, or by its own kernel for the attention output; optionally the
  * gate|up matvec does SwiGLU and quantizes h in its epilogue), unless the
  * config asks for the exact path (f32 activations everywhere).
+ * Launches: every matvec, RMSNorm, SwiGLU and the KV append is a
+ * programmatic dependent launch (launched while the kernel before it runs,
+ * waiting for it before its first read), and each matvec's last wave
+ * prefetches the next matrix's first rows into L2 (kvl_cuda_lm_set_launch,
+ * kvl_cuda_lm_set_prefetch). The token choice is greedy argmax or a draw
+ * (kvl_cuda_lm_set_sampling), after the repetition penalty if set.
  * Everything a call needs is allocated at create; a call uploads one small
  * metadata block (tokens, positions, list offsets) and downloads the greedy
  * tokens (and logits if asked). Optionally the call's kernels are captured
@@ -24,6 +30,13 @@
 #include "cuda/cuda_util.cuh"
 #include "cuda/lm_ops.h"
 #include "cuda/page_space.cuh"
+
+/* L2 prefetch of the next matrix per matvec (kvl_cuda_lm_set_prefetch):
+ * 4 MB measured best on the H200 (8B step at 32K: 4.373 ms against 4.465
+ * without, 4.401 at 8 MB, 4.494 at 16 MB, worse above) */
+#ifndef KVL_CUDA_PF_DEFAULT
+#define KVL_CUDA_PF_DEFAULT ((size_t)4 << 20)
+#endif
 
 extern "C" {
 #include "cpu/quant.h"
@@ -55,8 +68,17 @@ struct kvl_cuda_lm {
     float *hds;      /* [max_batch][F/32][2] */
     unsigned *sw_cnt; /* [F/32] arrival counters of the fused gate|up + SwiGLU (zero between launches) */
     int fuse_sw;     /* kvl_cuda_lm_set_fused_swiglu (default 0) */
+    int norm_regs, chain;                 /* kvl_cuda_lm_set_launch: register RMSNorm, PDL for the small kernels */
+    size_t pf_bytes;                      /* kvl_cuda_lm_set_prefetch: next matrix's bytes into L2 per matvec */
+    int pf_blocks;                        /* blocks of a matvec's last wave that issue the prefetch */
+    int pf_wo;                            /* also wo's rows from the qkv matvec (across the attention) */
+    kvl_cuda_gemv_opts gopt;              /* kvl_cuda_lm_set_gemv: launch options of the integer matvecs */
+    unsigned abl_skip, abl_dup;           /* kvl_cuda_lm_set_ablate: stages left out / launched twice */
     kvl_cuda_sample_params samp; /* kvl_cuda_lm_set_sampling; samp_ctr NULL: greedy */
     uint64_t samp_seed, *samp_ctr; /* [max_batch] draws per entry index */
+    float pen;                     /* kvl_cuda_lm_set_penalty: 1 = off */
+    int pen_max;                   /* window capacity */
+    int32_t *hist_d, *hist_h;      /* [1 + pen_max]: count, then the window's ids (pinned host, device) */
     cudaStream_t st;
     size_t wbytes;
     int graphs;
@@ -190,6 +212,8 @@ extern "C" void kvl_cuda_lm_free(kvl_cuda_lm *lm) {
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) cudaFree(bufs[i]);
     if (lm->meta_h) cudaFreeHost(lm->meta_h);
+    if (lm->hist_h) cudaFreeHost(lm->hist_h);
+    if (lm->hist_d) cudaFree(lm->hist_d);
     if (lm->amax_h) cudaFreeHost(lm->amax_h);
     kvl_cuda_attn_free(lm->attn);
     kvl_cuda_pool_free(lm->pool);
@@ -288,7 +312,17 @@ static kvl_status create(kvl_cuda_lm *lm, const kvl_cuda_model_desc *m, const kv
             return s;
         KVL_CUDA_TRY(cudaMemsetAsync(lm->sw_cnt, 0, sizeof(unsigned) * (lm->F / 32), lm->st), "cuda lm: counters");
         lm->fuse_sw = 0; /* measured slower (kvl_cuda_lm_set_fused_swiglu) */
+        lm->norm_regs = 1, lm->chain = 1;
     }
+    lm->gopt = kvl_cuda_gemv_opts_default();
+    lm->pen = 1.0f;
+    {
+        int dev = 0, n_sm = 0;
+        cudaGetDevice(&dev);
+        cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev);
+        lm->pf_blocks = 2 * (n_sm > 0 ? n_sm : 1); /* about one wave of the matvec's blocks */
+    }
+    lm->pf_bytes = KVL_CUDA_PF_DEFAULT;
     lm->meta_n = 3 * B + B * lm->Hkv * (1 + (size_t)lm->L);
     if ((s = dalloc((void **)&lm->meta_d, sizeof(int32_t) * lm->meta_n, err))) return s;
     KVL_CUDA_TRY(cudaMallocHost((void **)&lm->meta_h, sizeof(int32_t) * lm->meta_n), "cuda lm: pinned buffer");
@@ -329,6 +363,26 @@ extern "C" void kvl_cuda_lm_set_fused_swiglu(kvl_cuda_lm *lm, int on) {
     lm->g_n = 0;
 }
 
+extern "C" void kvl_cuda_lm_set_launch(kvl_cuda_lm *lm, int norm_regs, int chain) {
+    lm->norm_regs = norm_regs != 0, lm->chain = chain != 0;
+    lm->g_n = 0;
+}
+
+extern "C" void kvl_cuda_lm_set_prefetch(kvl_cuda_lm *lm, size_t bytes, int wo) {
+    lm->pf_bytes = bytes, lm->pf_wo = wo != 0;
+    lm->g_n = 0;
+}
+
+extern "C" void kvl_cuda_lm_set_gemv(kvl_cuda_lm *lm, int variant, int pdl, int trigger) {
+    lm->gopt.variant = variant, lm->gopt.pdl = pdl != 0, lm->gopt.trigger = trigger != 0;
+    lm->g_n = 0;
+}
+
+extern "C" void kvl_cuda_lm_set_ablate(kvl_cuda_lm *lm, unsigned skip, unsigned dup) {
+    lm->abl_skip = skip, lm->abl_dup = dup;
+    lm->g_n = 0;
+}
+
 extern "C" void kvl_cuda_lm_set_graphs(kvl_cuda_lm *lm, int on) {
     lm->graphs = on != 0;
     lm->g_n = 0; /* capture anew at the next call (launch settings may have changed) */
@@ -343,16 +397,38 @@ static void mark(kvl_cuda_lm *lm, int stage) {
 
 /* y (=, +=) W x: on x's 8-bit blocks (in xq / xds) when W is quantized and
  * the lm runs the default numerics, else on the f32 x. */
-static kvl_status mv(kvl_cuda_lm *lm, const kvl_cuda_wmat *w, const float *x, int n, float *y, int acc, kvl_err *err) {
-    if (lm->q8 && w->fmt != KVL_CUDA_WF_F16) return kvl_cuda_gemv_q8(w, lm->xq, lm->xds, n, y, acc, lm->st, err);
+static kvl_status mv(kvl_cuda_lm *lm, const kvl_cuda_wmat *w, const float *x, int n, float *y, int acc, kvl_err *err,
+                     const kvl_cuda_wmat *next = NULL) {
+    if (lm->q8 && w->fmt != KVL_CUDA_WF_F16) {
+        kvl_cuda_gemv_opts o = lm->gopt;
+        if (next && lm->pf_bytes && n == 1) { /* the first rows of the matrix after this one into L2 */
+            const size_t qr = kvl_cuda_wmat_qbytes(next->fmt, 1, next->cols),
+                         sr = kvl_cuda_wmat_sbytes(next->fmt, 1, next->cols);
+            int64_t rows = (int64_t)(lm->pf_bytes / (qr + sr));
+            if (rows > next->rows) rows = next->rows;
+            o.pf = kvl_cuda_l2_prefetch{next->q, next->s, (size_t)rows * qr, (size_t)rows * sr, lm->pf_blocks};
+        }
+        return kvl_cuda_gemv_q8_ex(w, lm->xq, lm->xds, n, y, acc, &o, lm->st, err);
+    }
     return kvl_cuda_gemv(w, x, n, y, acc, lm->st, err);
 }
 
 /* xb = rmsnorm(x) (and its 8-bit blocks when the lm uses them) */
 static kvl_status norm(kvl_cuda_lm *lm, const float *w, int n, kvl_err *err) {
-    if (lm->q8) return kvl_cuda_rmsnorm_q8(lm->x, w, lm->xb, lm->xq, lm->xds, n, lm->E, lm->eps, lm->st, err);
+    if (lm->q8)
+        return kvl_cuda_rmsnorm_q8_ex(lm->x, w, lm->xb, lm->xq, lm->xds, n, lm->E, lm->eps, lm->norm_regs,
+                                      lm->norm_regs && lm->chain, lm->st, err);
     return kvl_cuda_rmsnorm(lm->x, w, lm->xb, n, lm->E, lm->eps, lm->st, err);
 }
+
+/* Benchmarks (kvl_cuda_lm_set_ablate): how often a stage's kernels are
+ * launched: 1, or 0 (left out) / 2 (twice) when its bit is set. */
+static int reps(const kvl_cuda_lm *lm, int stage) {
+    return (lm->abl_skip >> stage & 1u) ? 0 : (lm->abl_dup >> stage & 1u) ? 2 : 1;
+}
+#define STAGE(stage, call)                          \
+    for (int k_ = reps(lm, stage); k_ > 0; k_--)    \
+        if ((s = (call)) != KVL_OK) return s
 
 /* The device work of one call (metadata already in meta_h). */
 static kvl_status enqueue(kvl_cuda_lm *lm, int n, int max_len, int want_logits_all, kvl_err *err) {
@@ -371,48 +447,58 @@ static kvl_status enqueue(kvl_cuda_lm *lm, int n, int max_len, int want_logits_a
     const float scale = 1.0f / sqrtf((float)lm->hd);
     for (int l = 0; l < lm->L; l++) {
         const lm_layer *y = &lm->layers[l];
-        if ((s = norm(lm, y->attn_norm, n, err))) return s;
+        const lm_layer *ny = l + 1 < lm->L ? &lm->layers[l + 1] : NULL;
+        STAGE(KVL_CUDA_PROF_NORM, norm(lm, y->attn_norm, n, err));
         mark(lm, KVL_CUDA_PROF_NORM);
-        if ((s = mv(lm, &y->qkv, lm->xb, n, lm->qkv, 0, err))) return s;
+        STAGE(KVL_CUDA_PROF_QKV, mv(lm, &y->qkv, lm->xb, n, lm->qkv, 0, err, lm->pf_wo ? &y->wo : NULL));
         mark(lm, KVL_CUDA_PROF_QKV);
         kvl_cuda_append_args aa = {n, lm->H, lm->Hkv, lm->hd, lm->neox, l, lm->L, lm->ppl, lm->qkv, lm->cs, pos, slot,
-                                   lm->q};
-        if ((s = kvl_cuda_kv_append(lm->pool, &aa, st, err))) return s;
+                                   lm->q, lm->chain};
+        STAGE(KVL_CUDA_PROF_APPEND, kvl_cuda_kv_append(lm->pool, &aa, st, err));
         mark(lm, KVL_CUDA_PROF_APPEND);
         kvl_cuda_attn_args at = {n, max_len, lm->page_ids, off + (size_t)l * lists, len, pos, lm->q, lm->att, scale};
-        if ((s = kvl_cuda_attn_run(lm->attn, &at, st, err))) return s;
+        STAGE(KVL_CUDA_PROF_ATTN, kvl_cuda_attn_run(lm->attn, &at, st, err));
         mark(lm, KVL_CUDA_PROF_ATTN);
         if (lm->q8 && y->wo.fmt != KVL_CUDA_WF_F16) {
-            if ((s = kvl_cuda_quantize_q8(lm->att, n, lm->H * lm->hd, lm->xq, lm->xds, st, err))) return s;
+            STAGE(KVL_CUDA_PROF_QUANT, kvl_cuda_quantize_q8(lm->att, n, lm->H * lm->hd, lm->xq, lm->xds, st, err));
             mark(lm, KVL_CUDA_PROF_QUANT);
         }
-        if ((s = mv(lm, &y->wo, lm->att, n, lm->x, 1, err))) return s;
+        STAGE(KVL_CUDA_PROF_WO, mv(lm, &y->wo, lm->att, n, lm->x, 1, err, &y->gu));
         mark(lm, KVL_CUDA_PROF_WO);
-        if ((s = norm(lm, y->ffn_norm, n, err))) return s;
-        mark(lm, KVL_CUDA_PROF_NORM);
         if (lm->q8 && lm->fuse_sw && y->gu.fmt == KVL_CUDA_WF_Q8_0 && y->down.fmt != KVL_CUDA_WF_F16) {
+            STAGE(KVL_CUDA_PROF_NORM, norm(lm, y->ffn_norm, n, err));
+            mark(lm, KVL_CUDA_PROF_NORM);
             /* one launch: gate|up, SwiGLU, h's 8-bit blocks (into hq: xq is its input) */
-            if ((s = kvl_cuda_gemv_q8_swiglu(&y->gu, lm->xq, lm->xds, n, lm->h, lm->hq, lm->hds, lm->sw_cnt, st, err)))
-                return s;
+            STAGE(KVL_CUDA_PROF_GU,
+                  kvl_cuda_gemv_q8_swiglu(&y->gu, lm->xq, lm->xds, n, lm->h, lm->hq, lm->hds, lm->sw_cnt, st, err));
             mark(lm, KVL_CUDA_PROF_GU);
-            if ((s = kvl_cuda_gemv_q8(&y->down, lm->hq, lm->hds, n, lm->x, 1, st, err))) return s;
+            STAGE(KVL_CUDA_PROF_DOWN, kvl_cuda_gemv_q8_ex(&y->down, lm->hq, lm->hds, n, lm->x, 1, &lm->gopt, st, err));
             mark(lm, KVL_CUDA_PROF_DOWN);
             continue;
         }
-        if ((s = mv(lm, &y->gu, lm->xb, n, lm->gu, 0, err))) return s;
+        STAGE(KVL_CUDA_PROF_NORM, norm(lm, y->ffn_norm, n, err));
+        mark(lm, KVL_CUDA_PROF_NORM);
+        STAGE(KVL_CUDA_PROF_GU, mv(lm, &y->gu, lm->xb, n, lm->gu, 0, err, &y->down));
         mark(lm, KVL_CUDA_PROF_GU);
-        if (lm->q8) s = kvl_cuda_swiglu_q8(lm->gu, lm->h, lm->xq, lm->xds, n, lm->F, st, err);
-        else s = kvl_cuda_swiglu(lm->gu, lm->h, n, lm->F, st, err);
-        if (s) return s;
+        STAGE(KVL_CUDA_PROF_SWIGLU, lm->q8 ? kvl_cuda_swiglu_q8_ex(lm->gu, lm->h, lm->xq, lm->xds, n, lm->F, lm->chain,
+                                                                   st, err)
+                                           : kvl_cuda_swiglu(lm->gu, lm->h, n, lm->F, st, err));
         mark(lm, KVL_CUDA_PROF_SWIGLU);
-        if ((s = mv(lm, &y->down, lm->h, n, lm->x, 1, err))) return s;
+        STAGE(KVL_CUDA_PROF_DOWN, mv(lm, &y->down, lm->h, n, lm->x, 1, err, ny ? &ny->qkv : &lm->out));
         mark(lm, KVL_CUDA_PROF_DOWN);
     }
-    if ((s = norm(lm, lm->out_norm, n, err)) || (s = mv(lm, &lm->out, lm->xb, n, lm->logits, 0, err)) ||
-        (s = lm->samp_ctr ? kvl_cuda_sample(lm->logits, n, lm->V, &lm->samp, lm->samp_seed, lm->samp_ctr, lm->amax_d,
-                                            st, err)
-                          : kvl_cuda_argmax(lm->logits, n, lm->V, lm->amax_d, st, err)))
-        return s;
+    STAGE(KVL_CUDA_PROF_OUT, norm(lm, lm->out_norm, n, err));
+    STAGE(KVL_CUDA_PROF_OUT, mv(lm, &lm->out, lm->xb, n, lm->logits, 0, err, &lm->layers[0].qkv)); /* next step's */
+    if (lm->pen != 1.0f && lm->hist_d) { /* the window of the call's last entry, on its logits row */
+        KVL_CUDA_TRY(cudaMemcpyAsync(lm->hist_d, lm->hist_h, sizeof(int32_t) * (1 + (size_t)lm->pen_max),
+                                     cudaMemcpyHostToDevice, st),
+                     "cuda lm: penalty window");
+        STAGE(KVL_CUDA_PROF_OUT, kvl_cuda_repeat_penalty(lm->logits + (size_t)(n - 1) * lm->V, lm->V, lm->hist_d,
+                                                         lm->pen, st, err));
+    }
+    STAGE(KVL_CUDA_PROF_OUT, lm->samp_ctr ? kvl_cuda_sample(lm->logits, n, lm->V, &lm->samp, lm->samp_seed, lm->samp_ctr,
+                                                            lm->amax_d, st, err)
+                                          : kvl_cuda_argmax(lm->logits, n, lm->V, lm->amax_d, st, err));
     mark(lm, KVL_CUDA_PROF_OUT);
     KVL_CUDA_TRY(cudaMemcpyAsync(lm->amax_h, lm->amax_d, sizeof(int32_t) * B, cudaMemcpyDeviceToHost, st),
                  "cuda lm: argmax download");
@@ -525,6 +611,38 @@ extern "C" kvl_status kvl_cuda_lm_set_sampling(kvl_cuda_lm *lm, float temperatur
     lm->samp = kvl_cuda_sample_params{temperature, top_k, top_p, min_p};
     lm->samp_seed = seed;
     lm->g_n = 0; /* capture anew */
+    return KVL_OK;
+}
+
+extern "C" kvl_status kvl_cuda_lm_set_penalty(kvl_cuda_lm *lm, float penalty, int max_window, kvl_err *err) {
+    if (!(penalty > 0.0f) || penalty != penalty || max_window < 0)
+        return kvl_err_set(err, KVL_ERR_ARG, "cuda lm: repeat penalty %g, window %d", (double)penalty, max_window);
+    lm->g_n = 0;
+    if (penalty == 1.0f || max_window == 0) {
+        lm->pen = 1.0f;
+        return KVL_OK;
+    }
+    if (max_window > lm->pen_max) {
+        if (lm->hist_h) cudaFreeHost(lm->hist_h);
+        if (lm->hist_d) cudaFree(lm->hist_d);
+        lm->hist_h = NULL, lm->hist_d = NULL, lm->pen_max = 0, lm->pen = 1.0f;
+        KVL_CUDA_TRY(cudaMallocHost((void **)&lm->hist_h, sizeof(int32_t) * (1 + (size_t)max_window)),
+                     "cuda lm: penalty window");
+        kvl_status s = dalloc((void **)&lm->hist_d, sizeof(int32_t) * (1 + (size_t)max_window), err);
+        if (s) return s;
+        lm->pen_max = max_window;
+    }
+    memset(lm->hist_h, 0, sizeof(int32_t) * (1 + (size_t)lm->pen_max));
+    lm->pen = penalty;
+    return KVL_OK;
+}
+
+extern "C" kvl_status kvl_cuda_lm_set_history(kvl_cuda_lm *lm, const int32_t *tok, int n, kvl_err *err) {
+    if (lm->pen == 1.0f) return KVL_OK;
+    if (n < 0 || n > lm->pen_max)
+        return kvl_err_set(err, KVL_ERR_ARG, "cuda lm: penalty window of %d tokens (room for %d)", n, lm->pen_max);
+    lm->hist_h[0] = n;
+    memcpy(lm->hist_h + 1, tok, sizeof(int32_t) * (size_t)n);
     return KVL_OK;
 }
 

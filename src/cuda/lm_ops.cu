@@ -75,6 +75,82 @@ __global__ void rmsnorm_k(const float *x, const float *w, float *y, int cols, fl
     }
 }
 
+/* The 8-bit path's RMSNorm with every value loaded once, into registers:
+ * thread t holds the float4 groups t, t + RMS_THREADS, ... of the row (up to
+ * RMSV_MAX), the norm weights loaded before the wait for the producer of x;
+ * the 8 consecutive threads holding a 32-value block quantize it together
+ * (amax and code sum over 3 shuffles: the arithmetic of kvl_q8_block_warp,
+ * the same codes). rmsnorm_k re-read x and w from L2 per 32-value block and
+ * quantized one block per warp at a time (~5 us a call in the 8B graph).
+ * A programmatic dependent launch: it lets the matvec after it launch at
+ * once and waits for the kernel before it (kvl_griddep_wait) before it
+ * reads x. */
+#define RMSV_MAX 4 /* float4 groups per thread: cols <= 16 RMS_THREADS */
+__global__ void __launch_bounds__(RMS_THREADS)
+    rmsnorm_q8v_k(const float *__restrict__ x, const float *__restrict__ w, float *__restrict__ y, int cols, float eps,
+                  int8_t *__restrict__ q, float2 *__restrict__ ds) {
+    kvl_griddep_trigger();
+    __shared__ double part[RMS_THREADS / 32];
+    const size_t row = blockIdx.x;
+    const int ng = cols / 4, lane = threadIdx.x & 31, nb = cols / 32;
+    const float4 *xr = reinterpret_cast<const float4 *>(x + row * cols);
+    const float4 *wr = reinterpret_cast<const float4 *>(w);
+    float4 wv[RMSV_MAX], xv[RMSV_MAX];
+#pragma unroll
+    for (int k = 0; k < RMSV_MAX; k++) {
+        const int g = threadIdx.x + k * RMS_THREADS;
+        wv[k] = g < ng ? __ldg(wr + g) : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+    kvl_griddep_wait(); /* x is the previous kernel's output */
+    double ss = 0;
+#pragma unroll
+    for (int k = 0; k < RMSV_MAX; k++) {
+        const int g = threadIdx.x + k * RMS_THREADS;
+        xv[k] = g < ng ? __ldcg(xr + g) : make_float4(0.f, 0.f, 0.f, 0.f);
+        ss += (double)xv[k].x * xv[k].x + (double)xv[k].y * xv[k].y + (double)xv[k].z * xv[k].z +
+              (double)xv[k].w * xv[k].w;
+    }
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if (lane == 0) part[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    double t = 0;
+    for (int i = 0; i < RMS_THREADS / 32; i++) t += part[i];
+    const float s = (float)(1.0 / sqrt(t / cols + eps));
+#pragma unroll
+    for (int k = 0; k < RMSV_MAX; k++) {
+        if ((int)(threadIdx.x & ~31u) + k * RMS_THREADS >= ng) break; /* uniform per warp */
+        const int g = threadIdx.x + k * RMS_THREADS;
+        const bool on = g < ng;
+        const float v[4] = {xv[k].x * s * wv[k].x, xv[k].y * s * wv[k].y, xv[k].z * s * wv[k].z,
+                            xv[k].w * s * wv[k].w};
+        if (on) reinterpret_cast<float4 *>(y + row * cols)[g] = make_float4(v[0], v[1], v[2], v[3]);
+        float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
+        for (int o = 4; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        int c[4], cs = 0;
+#pragma unroll
+        for (int i = 0; i < 4; i++) c[i] = __float2int_rn(v[i] * id), cs += c[i];
+        for (int o = 4; o > 0; o >>= 1) cs += __shfl_xor_sync(0xffffffffu, cs, o);
+        if (on) {
+            reinterpret_cast<uint32_t *>(q + row * cols)[g] = (uint32_t)(c[0] & 0xff) | (uint32_t)(c[1] & 0xff) << 8 |
+                                                              (uint32_t)(c[2] & 0xff) << 16 |
+                                                              (uint32_t)(c[3] & 0xff) << 24;
+            if ((lane & 7) == 0) ds[row * nb + g / 8] = make_float2(__half2float(__float2half_rn(d)), (float)cs);
+        }
+    }
+}
+
+/* a launch of blocks x threads with programmatic dependent launch when pdl (at: attribute storage) */
+static cudaLaunchConfig_t pdl_launch(unsigned blocks, unsigned threads, size_t smem, int pdl, cudaStream_t st,
+                                     cudaLaunchAttribute (&at)[1]) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(blocks), cfg.blockDim = dim3(threads), cfg.dynamicSmemBytes = smem, cfg.stream = st;
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at, cfg.numAttrs = pdl ? 1 : 0;
+    return cfg;
+}
+
 extern "C" kvl_status kvl_cuda_rmsnorm(const float *x, const float *w, float *y, int n, int cols, float eps,
                                        void *stream, kvl_err *err) {
     if (n < 1 || cols < 1) return kvl_err_set(err, KVL_ERR_ARG, "cuda rmsnorm: n %d cols %d", n, cols);
@@ -87,7 +163,21 @@ extern "C" kvl_status kvl_cuda_rmsnorm_q8(const float *x, const float *w, float 
                                           int cols, float eps, void *stream, kvl_err *err) {
     if (n < 1 || cols < 32 || cols % 32 || !q || !ds)
         return kvl_err_set(err, KVL_ERR_ARG, "cuda rmsnorm q8: n %d cols %d", n, cols);
-    rmsnorm_k<<<n, RMS_THREADS, 0, (cudaStream_t)stream>>>(x, w, y, cols, eps, q, reinterpret_cast<float2 *>(ds));
+    return kvl_cuda_rmsnorm_q8_ex(x, w, y, q, ds, n, cols, eps, 1, 0, stream, err);
+}
+
+extern "C" kvl_status kvl_cuda_rmsnorm_q8_ex(const float *x, const float *w, float *y, int8_t *q, float *ds, int n,
+                                             int cols, float eps, int regs, int pdl, void *stream, kvl_err *err) {
+    if (n < 1 || cols < 32 || cols % 32 || !q || !ds)
+        return kvl_err_set(err, KVL_ERR_ARG, "cuda rmsnorm q8: n %d cols %d", n, cols);
+    cudaStream_t st = (cudaStream_t)stream;
+    if (regs && cols <= 4 * RMSV_MAX * RMS_THREADS) {
+        cudaLaunchAttribute at[1];
+        cudaLaunchConfig_t cfg = pdl_launch((unsigned)n, RMS_THREADS, 0, pdl, st, at);
+        cudaLaunchKernelEx(&cfg, rmsnorm_q8v_k, x, w, y, cols, eps, q, reinterpret_cast<float2 *>(ds));
+    } else {
+        rmsnorm_k<<<n, RMS_THREADS, 0, st>>>(x, w, y, cols, eps, q, reinterpret_cast<float2 *>(ds));
+    }
     KVL_CUDA_TRY(cudaGetLastError(), "cuda rmsnorm q8 launch");
     return KVL_OK;
 }
@@ -105,6 +195,7 @@ __global__ void swiglu_k(const float *gu, float *h, int n, int F) {
  * one row, and the whole warp runs every iteration (total % 32 == 0) */
 __global__ void swiglu_q8_k(const float *gu, float *h, int8_t *q, float2 *ds, int n, int F) {
     kvl_griddep_trigger();
+    kvl_griddep_wait(); /* launched as a programmatic dependent launch: gu is the previous kernel's output */
     const size_t total = (size_t)n * F;
     const int lane = threadIdx.x & 31;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
@@ -118,11 +209,18 @@ __global__ void swiglu_q8_k(const float *gu, float *h, int8_t *q, float2 *ds, in
 
 extern "C" kvl_status kvl_cuda_swiglu_q8(const float *gu, float *h, int8_t *q, float *ds, int n, int F,
                                          void *stream, kvl_err *err) {
+    return kvl_cuda_swiglu_q8_ex(gu, h, q, ds, n, F, 0, stream, err);
+}
+
+extern "C" kvl_status kvl_cuda_swiglu_q8_ex(const float *gu, float *h, int8_t *q, float *ds, int n, int F, int pdl,
+                                            void *stream, kvl_err *err) {
     if (n < 1 || F < 32 || F % 32 || !q || !ds) return kvl_err_set(err, KVL_ERR_ARG, "cuda swiglu q8: n %d F %d", n, F);
     const size_t total = (size_t)n * F;
     unsigned grid = (unsigned)((total + 255) / 256);
     if (grid > 4096) grid = 4096;
-    swiglu_q8_k<<<grid, 256, 0, (cudaStream_t)stream>>>(gu, h, q, reinterpret_cast<float2 *>(ds), n, F);
+    cudaLaunchAttribute at[1];
+    cudaLaunchConfig_t cfg = pdl_launch(grid, 256, 0, pdl, (cudaStream_t)stream, at);
+    cudaLaunchKernelEx(&cfg, swiglu_q8_k, gu, h, q, reinterpret_cast<float2 *>(ds), n, F);
     KVL_CUDA_TRY(cudaGetLastError(), "cuda swiglu q8 launch");
     return KVL_OK;
 }

@@ -80,18 +80,37 @@ kvl_status kvl_cuda_gemv_q8(const kvl_cuda_wmat *w, const int8_t *xq, const floa
  * default (kvl_cuda_lm_set_fused_swiglu). */
 kvl_status kvl_cuda_gemv_q8_swiglu(const kvl_cuda_wmat *w, const int8_t *xq, const float *xds, int n, float *h,
                                    int8_t *hq, float *hds, unsigned *cnt, void *stream, kvl_err *err);
-/* Benchmarks: pick the kernel variant of single-column calls (rows per warp
- * R, chunks in flight U, weight loads around L1 H); v < 0: the default
- * (chosen per format and row count). Returns the variant set (-1 for the
- * default), or -1 for v out of range. Not thread-safe (one process-wide
- * setting). */
-int kvl_cuda_gemv_q8_set_variant(int v);
+/* Launch options of the integer matvec, per call (no process-wide state):
+ * variant: the kernel of single-column calls (rows per warp R, chunks in
+ * flight U, weight loads around L1 H: kvl_cuda_gemv_q8_variant), < 0 = the
+ * default chosen per format and row count; pdl: 1 = launched as a
+ * programmatic dependent launch (its first weight loads overlap the end of
+ * the kernel before it, which produced its input), 0 = plain stream order;
+ * trigger: 1 = the kernel lets the stream's next programmatic dependent
+ * launch begin at its start (that kernel waits for this one's completion
+ * before it reads its output), 0 = at its end. */
+/* pf: L2 prefetch of (up to) two device byte ranges [p0, p0 + n0), [p1,
+ * p1 + n1) (16-byte aligned; lengths rounded down to 16) by the blocks of
+ * the kernel's last wave once their own loads are done (the next matrix's
+ * first rows, so that it starts from L2); first_block: how many of the
+ * last blocks share it (<= 0 or >= the grid: all); p0 = p1 = NULL: none.
+ * Variants of the one-row-per-warp family only (not the persistent ones). */
+typedef struct kvl_cuda_l2_prefetch {
+    const void *p0, *p1;
+    size_t n0, n1;
+    int first_block;
+} kvl_cuda_l2_prefetch;
+typedef struct kvl_cuda_gemv_opts {
+    int variant, pdl, trigger;
+    kvl_cuda_l2_prefetch pf;
+} kvl_cuda_gemv_opts;
+/* The defaults: variant -1, pdl 1, trigger 1, no prefetch. */
+kvl_cuda_gemv_opts kvl_cuda_gemv_opts_default(void);
+/* kvl_cuda_gemv_q8 with launch options (opts NULL: the defaults); every
+ * variant gives the same sums bit for bit. */
+kvl_status kvl_cuda_gemv_q8_ex(const kvl_cuda_wmat *w, const int8_t *xq, const float *xds, int n, float *y,
+                               int accumulate, const kvl_cuda_gemv_opts *opts, void *stream, kvl_err *err);
 int kvl_cuda_gemv_q8_n_variants(void);
-/* Benchmarks: 1 (default) = the integer matvec is launched with
- * programmatic dependent launch (its weight loads overlap the end of the
- * kernel before it, which produced its activation blocks); 0 = plain
- * stream order. Process-wide, not thread-safe. */
-void kvl_cuda_gemv_q8_set_pdl(int on);
 void kvl_cuda_gemv_q8_variant(int v, int *R, int *U, int *H);
 
 /* x [n][cols] = row tok[i] of the embedding matrix (dequantized). */
@@ -103,16 +122,29 @@ kvl_status kvl_cuda_rmsnorm(const float *x, const float *w, float *y, int n, int
  * ds [n][cols/32][2], as kvl_cuda_quantize_q8 of y); cols % 32 == 0. */
 kvl_status kvl_cuda_rmsnorm_q8(const float *x, const float *w, float *y, int8_t *q, float *ds, int n, int cols,
                                float eps, void *stream, kvl_err *err);
+/* As kvl_cuda_rmsnorm_q8; regs = 1: the kernel that keeps the row in
+ * registers and quantizes with 8 threads per block (cols <= 16384; the same
+ * codes of its y; its double sum of squares in another order than
+ * rmsnorm_k, so y may differ from regs = 0's in the last bit of the scale,
+ * rarely), 0: rmsnorm_k; pdl = 1 (regs only): launched as a programmatic
+ * dependent launch of the stream's previous kernel (it waits for that
+ * kernel before reading x). */
+kvl_status kvl_cuda_rmsnorm_q8_ex(const float *x, const float *w, float *y, int8_t *q, float *ds, int n, int cols,
+                                  float eps, int regs, int pdl, void *stream, kvl_err *err);
 /* h [n][F] = silu(gu[:, 0:F]) * gu[:, F:2F] for gu [n][2F]. */
 kvl_status kvl_cuda_swiglu(const float *gu, float *h, int n, int F, void *stream, kvl_err *err);
 /* As kvl_cuda_swiglu, and h also quantized (q [n][F], ds [n][F/32][2]); F % 32 == 0. */
 kvl_status kvl_cuda_swiglu_q8(const float *gu, float *h, int8_t *q, float *ds, int n, int F, void *stream,
                               kvl_err *err);
+/* As kvl_cuda_swiglu_q8, launched as a programmatic dependent launch of the
+ * stream's previous kernel when pdl (it waits for it before reading gu). */
+kvl_status kvl_cuda_swiglu_q8_ex(const float *gu, float *h, int8_t *q, float *ds, int n, int F, int pdl, void *stream,
+                                 kvl_err *err);
 /* out [n] = index of the largest non-NaN value of each row of x [n][cols]
  * (lowest index on ties; 0 if all NaN), as the CPU sampler's greedy argmax. */
 kvl_status kvl_cuda_argmax(const float *x, int n, int cols, int32_t *out, void *stream, kvl_err *err);
-/* Sampling parameters of kvl_cuda_sample (the CPU sampler's, without the
- * repetition penalty). */
+/* Sampling parameters of kvl_cuda_sample (the CPU sampler's; its
+ * repetition penalty is kvl_cuda_repeat_penalty, run before). */
 typedef struct kvl_cuda_sample_params {
     float temperature; /* <= 0: greedy (kvl_cuda_argmax) */
     int top_k;         /* 1..1024 when temperature > 0 (the device has no full sort: 0 is unsupported) */
@@ -130,6 +162,13 @@ typedef struct kvl_cuda_sample_params {
  * with temperature > 0. (lm_sample.cu) */
 kvl_status kvl_cuda_sample(const float *x, int n, int cols, const kvl_cuda_sample_params *p, uint64_t seed,
                            uint64_t *counter, int32_t *out, void *stream, kvl_err *err);
+/* The CPU sampler's repetition penalty on one row x [cols] (device, in
+ * place): every distinct id of the window hist (device int32: [0] = count n,
+ * then n ids) once, x[t] = x[t] > 0 ? x[t] / penalty : x[t] * penalty (the
+ * same floats as sampler.c); ids outside [0, cols) are skipped.
+ * (lm_sample.cu) */
+kvl_status kvl_cuda_repeat_penalty(float *x, int cols, const int32_t *hist, float penalty, void *stream,
+                                   kvl_err *err);
 /* cs [n][hd/2][2] = cos, sin of pos[i] * freq[j] (in double, as kvl_cpu_rope_cs). */
 kvl_status kvl_cuda_rope_cs(const int32_t *pos, const float *freq, int n, int hd, float *cs, void *stream,
                             kvl_err *err);
@@ -151,6 +190,8 @@ typedef struct kvl_cuda_append_args {
     const int32_t *pos;   /* device [n] */
     const int32_t *slot;  /* device [n] */
     float *q_out;         /* device [n][n_head][hd] */
+    int pdl;              /* 1: a programmatic dependent launch of the stream's previous kernel (waits for it
+                             before reading qkv); 0 (zero-initialized): plain stream order */
 } kvl_cuda_append_args;
 kvl_status kvl_cuda_kv_append(kvl_cuda_pool *p, const kvl_cuda_append_args *a, void *stream, kvl_err *err);
 /* 1 if the pool's codec has an append kernel. */

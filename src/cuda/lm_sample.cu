@@ -232,3 +232,29 @@ extern "C" kvl_status kvl_cuda_sample(const float *x, int n, int cols, const kvl
     KVL_CUDA_TRY(cudaGetLastError(), "cuda sample launch");
     return KVL_OK;
 }
+
+/* The CPU sampler's repetition penalty (sampler.c, apply_repeat_penalty) on
+ * row x [cols]: each distinct token of the window once, l > 0 ? l / pen :
+ * l * pen (IEEE division and product: the CPU's floats). hist: device
+ * [0] = count, then the ids; ids outside [0, cols) skipped. One block. */
+__global__ void penalty_k(float *x, int cols, const int32_t *hist, float pen) {
+    const int n = hist[0];
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const int t = hist[1 + i];
+        if (t < 0 || t >= cols) continue;
+        bool dup = false;
+        for (int j = 0; j < i && !dup; j++) dup = hist[1 + j] == t; /* the first occurrence applies it */
+        if (dup) continue;
+        const float l = x[t];
+        x[t] = l > 0.0f ? l / pen : l * pen;
+    }
+}
+
+extern "C" kvl_status kvl_cuda_repeat_penalty(float *x, int cols, const int32_t *hist, float penalty, void *stream,
+                                              kvl_err *err) {
+    if (cols < 1 || !x || !hist || !(penalty > 0.0f))
+        return kvl_err_set(err, KVL_ERR_ARG, "cuda repeat penalty: cols %d penalty %g", cols, (double)penalty);
+    penalty_k<<<1, 256, 0, (cudaStream_t)stream>>>(x, cols, hist, penalty);
+    KVL_CUDA_TRY(cudaGetLastError(), "cuda repeat penalty launch");
+    return KVL_OK;
+}

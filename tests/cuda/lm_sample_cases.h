@@ -133,9 +133,44 @@ static void sample_case(const char *what, const float *l, int V, kvl_cuda_sample
     kvl_cuda_free(dx), kvl_cuda_free(dctr), kvl_cuda_free(dout);
 }
 
+/* the repetition penalty kernel against the CPU sampler's (greedy sampling
+ * with the penalty rewrites the logits in place): bit for bit, a window
+ * with repeats, ids out of range and logits of both signs and zero */
+static void repeat_penalty_case(void) {
+    kvl_err err = {0};
+    const int V = 32000, W = 300;
+    float *l = malloc(sizeof(float) * V), *c = malloc(sizeof(float) * V), *d = malloc(sizeof(float) * V);
+    int32_t h[1 + W];
+    for (int i = 0; i < V; i++) l[i] = i % 11 == 0 ? 0.0f : frand(6.0f);
+    h[0] = W;
+    for (int i = 0; i < W; i++) h[1 + i] = i % 7 == 3 ? h[1 + i / 2] : i % 53 == 5 ? -3 - i : i % 61 == 9 ? V + i : (int32_t)(urand() * V);
+    kvl_sampler_params sp;
+    kvl_sampler_params_default(&sp);
+    sp.temperature = 0, sp.repeat_penalty = 1.37f, sp.repeat_last_n = W;
+    kvl_sampler *cs = NULL;
+    CHECK(kvl_sampler_create(&sp, V, &cs) == KVL_OK);
+    for (int i = 0; i < W; i++) kvl_sampler_accept(cs, h[1 + i]);
+    memcpy(c, l, sizeof(float) * V);
+    kvl_sampler_sample(cs, c);
+    float *dx = dev_alloc(sizeof(float) * V);
+    int32_t *dh = dev_alloc(sizeof h);
+    up(dx, l, sizeof(float) * V), up(dh, h, sizeof h);
+    CHECK(kvl_cuda_repeat_penalty(dx, V, dh, 1.37f, NULL, &err) == KVL_OK && kvl_cuda_sync(&err) == KVL_OK);
+    down(d, dx, sizeof(float) * V);
+    int bad = 0, changed = 0;
+    for (int i = 0; i < V; i++) bad += memcmp(&c[i], &d[i], sizeof(float)) != 0, changed += c[i] != l[i];
+    printf("note: repeat penalty: %d logits changed by the CPU sampler, %d differ on the device\n", changed, bad);
+    CHECK_MSG(bad == 0 && changed > 100, "repeat penalty: %d of %d logits differ from the CPU's", bad, V);
+    CHECK(kvl_cuda_repeat_penalty(dx, V, dh, 0.0f, NULL, &err) == KVL_ERR_ARG);
+    kvl_sampler_free(cs);
+    kvl_cuda_free(dx), kvl_cuda_free(dh);
+    free(l), free(c), free(d);
+}
+
 static void sampling(void) {
     kvl_err err = {0};
     const int V = 32000;
+    repeat_penalty_case();
     float *l = malloc(sizeof(float) * V);
     for (int i = 0; i < V; i++) l[i] = frand(6.0f);
     sample_case("default", l, V, (kvl_cuda_sample_params){0.8f, 40, 0.95f, 0.05f}, 7);

@@ -216,9 +216,10 @@ static int gemv_q8_case(int t, int64_t rows, int64_t cols, int n, int acc) {
     int bad = 0;
     double worst = 0;
     const int n_var = kvl_cuda_gemv_q8_n_variants();
-    for (int v = -2; v < (n == 1 ? n_var : 0); v++) { /* -1: the default; -2: the default without PDL */
-        kvl_cuda_gemv_q8_set_variant(v < 0 ? -1 : v);
-        kvl_cuda_gemv_q8_set_pdl(v != -2);
+    for (int v = -3; v < (n == 1 ? n_var : 0); v++) {
+        /* -1: the default; -2: the default without PDL; -3: without the trigger at the kernel's start */
+        kvl_cuda_gemv_opts o = kvl_cuda_gemv_opts_default();
+        o.variant = v < 0 ? -1 : v, o.pdl = v != -2, o.trigger = v != -3;
         if (acc) up(dy, y0, sizeof(float) * n * rows);
         else poison(dy, sizeof(float) * n * rows);
         /* quantized again right before the matvec, over poison: a matvec that
@@ -226,7 +227,7 @@ static int gemv_q8_case(int t, int64_t rows, int64_t cols, int n, int acc) {
          * dependent launch) would see NaN codes' garbage */
         poison(dq, (size_t)n * cols), poison(dds, sizeof(float) * 2 * n * nb);
         CHECK(kvl_cuda_quantize_q8(dx, n, (int)cols, dq, dds, NULL, &err) == KVL_OK);
-        CHECK(kvl_cuda_gemv_q8(&w, dq, dds, n, dy, acc, NULL, &err) == KVL_OK);
+        CHECK(kvl_cuda_gemv_q8_ex(&w, dq, dds, n, dy, acc, &o, NULL, &err) == KVL_OK);
         CHECK(kvl_cuda_sync(&err) == KVL_OK);
         down(y, dy, sizeof(float) * n * rows);
         for (int c = 0; c < n; c++)
@@ -249,8 +250,6 @@ static int gemv_q8_case(int t, int64_t rows, int64_t cols, int n, int acc) {
                 if (e / (mag + 1e-30) > worst) worst = e / (mag + 1e-30);
             }
     }
-    kvl_cuda_gemv_q8_set_variant(-1);
-    kvl_cuda_gemv_q8_set_pdl(1);
     CHECK_MSG(bad == 0, "gemv q8 %s %lldx%lld n=%d acc=%d: %d bad, worst %.3g", kvl_type_name(t), (long long)rows,
               (long long)cols, n, acc, bad, worst);
     kvl_cuda_free(w.q), kvl_cuda_free(w.s), kvl_cuda_free(dx), kvl_cuda_free(dy), kvl_cuda_free(dq), kvl_cuda_free(dds);
@@ -271,24 +270,39 @@ static void q8_producers(void) {
           *dy = dev_alloc(sizeof(float) * n * F), *dds = dev_alloc(sizeof(float) * 2 * n * F / 32);
     int8_t *dq = dev_alloc((size_t)n * F);
     up(dx, x, sizeof(float) * n * F * 2), up(dw, w, sizeof(float) * E);
-    poison(dy, sizeof(float) * n * E), poison(dq, (size_t)n * E), poison(dds, sizeof(float) * 2 * n * E / 32);
-    CHECK(kvl_cuda_rmsnorm_q8(dx, dw, dy, dq, dds, n, E, 1e-5f, NULL, &err) == KVL_OK && kvl_cuda_sync(&err) == KVL_OK);
-    down(y, dy, sizeof(float) * n * E), down(q, dq, (size_t)n * E), down(ds, dds, sizeof(float) * 2 * n * E / 32);
-    float *ref = malloc(sizeof(float) * E);
+    float *ref = malloc(sizeof(float) * 16384), *sy = dev_alloc(sizeof(float) * 32), *sds = dev_alloc(sizeof(float) * 2);
+    int8_t *sq = dev_alloc(32);
     int bad = 0;
-    for (int t = 0; t < n; t++) {
-        kvl_cpu_rmsnorm(x + t * E, w, ref, E, 1e-5f);
-        for (int j = 0; j < E; j++)
-            if (!(fabsf(y[t * E + j] - ref[j]) <= 4.8e-7f * fabsf(ref[j]))) bad++;
-    }
-    CHECK_MSG(bad == 0, "rmsnorm q8: %d values off", bad);
-    bad = q8_mismatches(y, q, ds, (int64_t)n * E / 32);
-    CHECK_MSG(bad == 0, "rmsnorm q8: %d blocks differ from the CPU quantization of its output", bad);
+    /* both RMSNorm kernels (regs 0: one block re-reading; 1: the row in registers, with and without
+     * PDL, right after the SwiGLU kernel), widths with partial warps and the register kernel's limit */
+    const int widths[5] = {4096, 576, 96, 16384, 14336};
+    for (int wi = 0; wi < 5; wi++)
+        for (int mode = 0; mode < 3; mode++) {
+            const int C = widths[wi], regs = mode > 0, pdl = mode == 2, nr = C * n <= n * F ? n : 1;
+            const float *dwc = C <= E ? dw : dx + (size_t)n * F; /* a second row range of x as the weight vector */
+            const float *hw = C <= E ? w : x + (size_t)n * F;
+            poison(dy, sizeof(float) * nr * C), poison(dq, (size_t)nr * C), poison(dds, sizeof(float) * 2 * nr * C / 32);
+            CHECK(kvl_cuda_swiglu_q8(dx, sy, sq, sds, 1, 32, NULL, &err) == KVL_OK); /* a kernel right before */
+            CHECK(kvl_cuda_rmsnorm_q8_ex(dx, dwc, dy, dq, dds, nr, C, 1e-5f, regs, pdl, NULL, &err) == KVL_OK &&
+                  kvl_cuda_sync(&err) == KVL_OK);
+            down(y, dy, sizeof(float) * nr * C), down(q, dq, (size_t)nr * C), down(ds, dds, sizeof(float) * 2 * nr * C / 32);
+            int off = 0;
+            for (int t = 0; t < nr; t++) {
+                kvl_cpu_rmsnorm(x + (size_t)t * C, hw, ref, C, 1e-5f);
+                for (int j = 0; j < C; j++)
+                    if (!(fabsf(y[t * C + j] - ref[j]) <= 4.8e-7f * fabsf(ref[j]))) off++;
+            }
+            CHECK_MSG(off == 0, "rmsnorm q8 (cols %d, regs %d, pdl %d): %d values off", C, regs, pdl, off);
+            const int qb = q8_mismatches(y, q, ds, (int64_t)nr * C / 32);
+            CHECK_MSG(qb == 0, "rmsnorm q8 (cols %d, regs %d, pdl %d): %d blocks differ from the CPU quantization of its "
+                      "output", C, regs, pdl, qb);
+        }
     poison(dy, sizeof(float) * n * F), poison(dq, (size_t)n * F), poison(dds, sizeof(float) * 2 * n * F / 32);
     CHECK(kvl_cuda_swiglu_q8(dx, dy, dq, dds, n, F, NULL, &err) == KVL_OK && kvl_cuda_sync(&err) == KVL_OK);
     down(y, dy, sizeof(float) * n * F), down(q, dq, (size_t)n * F), down(ds, dds, sizeof(float) * 2 * n * F / 32);
     float *g = malloc(sizeof(float) * F);
     bad = 0;
+    CHECK(kvl_cuda_swiglu_q8_ex(dx, dy, dq, dds, n, F, 1, NULL, &err) == KVL_OK); /* once more as a PDL launch */
     for (int t = 0; t < n; t++) {
         memcpy(g, x + (size_t)t * 2 * F, sizeof(float) * F);
         kvl_cpu_swiglu(g, x + (size_t)t * 2 * F + F, F);
@@ -302,6 +316,7 @@ static void q8_producers(void) {
     kvl_cuda_wmat wf = {KVL_CUDA_WF_F16, 32, 32, dx, NULL};
     CHECK(kvl_cuda_gemv_q8(&wf, dq, dds, 1, dy, 0, NULL, &err) == KVL_ERR_ARG);
     kvl_cuda_free(dx), kvl_cuda_free(dw), kvl_cuda_free(dy), kvl_cuda_free(dq), kvl_cuda_free(dds);
+    kvl_cuda_free(sy), kvl_cuda_free(sq), kvl_cuda_free(sds);
     free(x), free(w), free(y), free(q), free(ds), free(ref), free(g);
 }
 
@@ -457,7 +472,7 @@ static void append_case(const char *codec, int D, int P, int nh, int nkv, int ne
     up(dqkv, qkv, sizeof(float) * n * W), up(dcs, cs, sizeof(float) * n * D);
     up(dpos, pos, sizeof pos), up(dslot, slot, sizeof slot);
     poison(dq, sizeof(float) * n * nh * D);
-    kvl_cuda_append_args a = {n, nh, nkv, D, neox, layer, L, ppl, dqkv, dcs, dpos, dslot, dq};
+    kvl_cuda_append_args a = {n, nh, nkv, D, neox, layer, L, ppl, dqkv, dcs, dpos, dslot, dq, layer & 1 /* PDL */};
     CHECK(kvl_cuda_kv_append(pool, &a, NULL, &err) == KVL_OK);
     CHECK(kvl_cuda_sync(&err) == KVL_OK);
     float *q = malloc(sizeof(float) * n * nh * D);
@@ -623,6 +638,7 @@ int main(void) {
         gemv_q8_case(types[ti], 20011, 2080, 1, ti & 1);
     }
     q8_producers();
+
     for (int ni = 0; ni < 4; ni++) gemv_q8_swiglu_case(KVL_TYPE_Q8_0, 1024, 576, ns[ni]);
     gemv_q8_swiglu_case(KVL_TYPE_Q8_0, 14336, 4096, 1);
     printf("note: gate|up + SwiGLU epilogue: %d of %d runs not bit-identical to the two kernels\n", n_swiglu_diff, 2 * 5);
@@ -647,7 +663,7 @@ int main(void) {
         kvl_cuda_pool_config pc = {"fp8", NULL, 64, 32, 4, 0};
         kvl_cuda_pool *pool = NULL;
         CHECK(kvl_cuda_pool_create(&pc, &pool, &err) == KVL_OK);
-        kvl_cuda_append_args a = {1, 1, 1, 64, 0, 0, 1, 4, NULL, NULL, NULL, NULL, NULL};
+        kvl_cuda_append_args a = {1, 1, 1, 64, 0, 0, 1, 4, NULL, NULL, NULL, NULL, NULL, 0};
         CHECK(kvl_cuda_kv_append(pool, &a, NULL, &err) == KVL_ERR_UNSUPPORTED);
         printf("note: fp8 append refused: %s\n", err.msg);
         kvl_cuda_pool_free(pool);
