@@ -537,6 +537,28 @@ kvl_token kvl_sampler_sample(kvl_sampler *s, float *logits);
 /* Record a token in the history used by the repetition penalty. */
 void kvl_sampler_accept(kvl_sampler *s, kvl_token t);
 
+/* Sampling on the device (a context created with device = KVL_DEVICE_CUDA):
+ * from this call on, every kvl_prefill / kvl_decode of the context's
+ * sequences also draws, on the device, the token that follows the call's
+ * last token, read back with kvl_seq_sampled; only that token id comes back
+ * (pass logits NULL to skip the logits download). p has the semantics of
+ * kvl_sampler_sample: the repetition penalty over the sequence's last
+ * repeat_last_n tokens (this call's included: what the CLI's sampler
+ * accepts), then greedy argmax at temperature <= 0, else temperature ->
+ * top-k -> softmax -> min-p / top-p -> renormalised draw, the same
+ * candidate sets and probabilities as the CPU sampler. top_k 0 (off) and
+ * top_k > 1024 are capped at 1024 candidates on the device (the device has
+ * no full sort; beyond the 1024 most likely tokens the CPU's candidate set
+ * can be larger). Seed: p->seed seeds the device's stream (splitmix64 of
+ * the seed and a draw counter reset here), so a seed gives the same tokens
+ * run to run, not the CPU sampler's tokens (another generator).
+ * repeat_last_n <= 4096. p NULL turns it off. KVL_ERR_UNSUPPORTED on a CPU
+ * context or a build without CUDA; KVL_ERR_ARG for invalid parameters. */
+kvl_status kvl_ctx_set_device_sampling(kvl_ctx *c, const kvl_sampler_params *p);
+/* The token the device drew after s's last kvl_prefill / kvl_decode while
+ * device sampling was on; -1 if none. */
+kvl_token kvl_seq_sampled(const kvl_seq *s);
+
 /* ---- adaptive streaming (CacheGen-style level choice; engine/stream.c) ----------
  *
  * A context fetched chunk by chunk over a link of varying bandwidth; each

@@ -87,6 +87,7 @@ typedef struct gen_state {
     int64_t n_decoded;
     int64_t turn_reused, turn_prefilled; /* chat: tokens reused / prefilled by the last turn */
     tokvec emitted; /* run: every token gen_generate emitted (for --ids) */
+    int dev_sample; /* --device cuda: tokens drawn on the device (kvl_seq_sampled), no logits downloaded */
 } gen_state;
 
 static void gen_init(gen_state *g, const kvl_model *m, kvl_ctx *ctx, const cli_opts *o, int n_ctx) {
@@ -104,6 +105,15 @@ static void gen_init(gen_state *g, const kvl_model *m, kvl_ctx *ctx, const cli_o
     if (s != KVL_OK) cli_die(CLI_EXIT_USAGE, "invalid sampling parameters: %s", kvl_status_str(s));
     s = kvl_seq_create(ctx, &g->seq);
     if (s != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "cannot create sequence: %s", cli_ctx_msg(ctx, s));
+    if (o->device && !strcmp(o->device, "cuda")) { /* sample on the device: only the token id comes back */
+        s = kvl_ctx_set_device_sampling(ctx, &o->sp);
+        if (s == KVL_ERR_ARG) cli_die(CLI_EXIT_USAGE, "invalid sampling parameters: %s", cli_ctx_msg(ctx, s));
+        if (s != KVL_OK) cli_die(CLI_EXIT_RUNTIME, "device sampling: %s", cli_ctx_msg(ctx, s));
+        g->dev_sample = 1;
+        if (o->sp.temperature > 0 && (o->sp.top_k == 0 || o->sp.top_k > 1024))
+            fprintf(stderr, "note: --top-k %d: the device samples from the 1024 most likely tokens at most\n",
+                    o->sp.top_k);
+    }
 }
 
 static void gen_free(gen_state *g) {
@@ -126,7 +136,7 @@ static void gen_reset_seq(gen_state *g) {
 
 /* Prefill tokens after the cached ones; leaves the last logits in g->logits. */
 static kvl_status gen_prefill(gen_state *g, const kvl_token *t, int64_t n) {
-    kvl_status s = kvl_prefill(g->seq, t, (int)n, g->logits, NULL);
+    kvl_status s = kvl_prefill(g->seq, t, (int)n, g->dev_sample ? NULL : g->logits, NULL);
     if (s == KVL_OK) tokvec_push(&g->cached, t, n);
     return s;
 }
@@ -156,7 +166,11 @@ static gen_end gen_generate(gen_state *g, int max_new, strbuf *text, int64_t *n_
     *n_gen = 0;
     for (;;) {
         if (max_new >= 0 && *n_gen >= max_new) return GEN_LIMIT;
-        kvl_token t = kvl_sampler_sample(g->smp, g->logits);
+        kvl_token t = g->dev_sample ? kvl_seq_sampled(g->seq) : kvl_sampler_sample(g->smp, g->logits);
+        if (t < 0) { /* device sampling: no call made a draw yet */
+            *err = KVL_ERR_ARG;
+            return GEN_ERROR;
+        }
         kvl_sampler_accept(g->smp, t);
         if (kvl_model_is_eog(g->m, t)) return GEN_EOG;
         gen_emit(g, t, text);
@@ -165,7 +179,7 @@ static gen_end gen_generate(gen_state *g, int max_new, strbuf *text, int64_t *n_
         if (max_new >= 0 && *n_gen >= max_new) return GEN_LIMIT;
         if (kvl_seq_pos(g->seq) >= g->n_ctx) return GEN_CTX_FULL;
         double t0 = cli_now();
-        kvl_status s = kvl_decode(g->seq, t, g->logits);
+        kvl_status s = kvl_decode(g->seq, t, g->dev_sample ? NULL : g->logits);
         g->t_decode += cli_now() - t0;
         if (s == KVL_ERR_CTX_FULL) return GEN_CTX_FULL;
         if (s != KVL_OK) {

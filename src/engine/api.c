@@ -302,6 +302,7 @@ kvl_status kvl_seq_create(kvl_ctx *c, kvl_seq **out) {
     if (!s) return kvl_err_set(&c->err, KVL_ERR_NOMEM, "seq: out of memory");
     s->c = c;
     s->cuda_slot = -1;
+    s->cuda_next = -1;
     kvl_status st = c->cuda ? kvl_engine_cuda_slot_get(c, &s->cuda_slot, &c->err) : KVL_OK;
     if (!st) st = kvl_kv_table_create(c->pool, &s->t, &c->err);
     if (st) {
@@ -333,6 +334,7 @@ kvl_status kvl_seq_fork(const kvl_seq *s, kvl_seq **out) {
     if (!n) return kvl_err_set(&s->c->err, KVL_ERR_NOMEM, "seq: out of memory");
     n->c = s->c;
     n->cuda_slot = -1;
+    n->cuda_next = -1;
     kvl_status st = kvl_seq_reserve_tokens(n, s->pos);
     if (st) {
         free(n);

@@ -59,6 +59,7 @@ struct kvl_seq {
     kvl_token *toks; /* [pos] token ids processed so far (sessions, prefix keys) */
     int toks_cap;
     int cuda_slot; /* device KV slot of the sequence (KVL_DEVICE_CUDA), -1 otherwise */
+    kvl_token cuda_next; /* device sampling: the token drawn after the last call, -1 if none */
 };
 
 /* Make room for n token ids in s->toks (KVL_ERR_NOMEM, nothing changed, on failure). */

@@ -6,7 +6,10 @@
  * as batches of decode-like entries (prefill too: entry i = token i at
  * position pos0 + i, its causal mask from the position). The CPU KV table of
  * a cuda sequence stays empty; the device pages are the cache. Without
- * CUDA=1 every entry point fails with a clear error. */
+ * CUDA=1 every entry point fails with a clear error. Device sampling
+ * (kvl_ctx_set_device_sampling): the token choice of each call (argmax or
+ * the CPU sampler's pipeline, with the repetition penalty over the
+ * sequence's recent tokens) runs on the device and only its id comes back. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,7 +25,13 @@ struct kvl_engine_cuda {
     int n_slots, max_batch;
     unsigned char *used; /* [n_slots] */
     int32_t *tok, *pos, *slot, *amax; /* [max_batch] */
+    int sampling;  /* kvl_ctx_set_device_sampling on: each call leaves its draw in s->cuda_next */
+    int pen_n;     /* > 0: repetition penalty over the last pen_n tokens of the sequence */
+    int32_t *hist; /* [pen_n] window scratch */
 };
+
+#define CUDA_SAMPLE_KMAX 1024 /* kvl_cuda_sample's top-k limit: top_k 0 / larger are capped to it */
+#define CUDA_PEN_MAX 4096     /* largest repeat_last_n on the device */
 
 static kvl_cuda_tensor tensor(const kvl_weight *w) {
     kvl_cuda_tensor t = {(int)w->type, w->data, w->rows, w->cols};
@@ -83,7 +92,7 @@ void kvl_engine_cuda_free(kvl_ctx *c) {
     struct kvl_engine_cuda *g = c->cuda;
     if (!g) return;
     kvl_cuda_lm_free(g->lm);
-    free(g->used), free(g->tok), free(g);
+    free(g->used), free(g->tok), free(g->hist), free(g);
     c->cuda = NULL;
 }
 
@@ -123,11 +132,51 @@ kvl_status kvl_engine_forward_cuda(kvl_seq *s, int pos0, const kvl_token *tokens
             first = first_out > off ? first_out - off : 0;
             lo = logits_out + (size_t)(off + first - first_out) * V;
         }
+        if (g->pen_n > 0) { /* the penalty window of the chunk's last entry: the sequence's last pen_n tokens */
+            const int end = pos0 + off + nc, beg = end - g->pen_n > 0 ? end - g->pen_n : 0;
+            for (int p = beg; p < end; p++) g->hist[p - beg] = p < pos0 ? s->toks[p] : tokens[p - pos0];
+            kvl_status st = kvl_cuda_lm_set_history(g->lm, g->hist, end - beg, &c->err);
+            if (st) return st;
+        }
         kvl_status st = kvl_cuda_lm_forward(g->lm, nc, g->tok, g->pos, g->slot, first, lo, g->amax, &c->err);
         if (st) return st;
+        if (g->sampling) s->cuda_next = g->amax[nc - 1];
     }
     return KVL_OK;
 }
+
+kvl_status kvl_ctx_set_device_sampling(kvl_ctx *c, const kvl_sampler_params *p) {
+    if (!c) return KVL_ERR_ARG;
+    kvl_err_clear(&c->err);
+    struct kvl_engine_cuda *g = c->cuda;
+    if (!g) return kvl_err_set(&c->err, KVL_ERR_UNSUPPORTED, "device sampling: the context is not on the device");
+    kvl_status st;
+    if (!p) { /* off: greedy argmax stays the device's token choice, nothing reported */
+        g->sampling = 0, g->pen_n = 0;
+        if ((st = kvl_cuda_lm_set_penalty(g->lm, 1.0f, 0, &c->err))) return st;
+        return kvl_cuda_lm_set_sampling(g->lm, 0.0f, 0, 1.0f, 0.0f, 0, &c->err);
+    }
+    if (p->temperature != p->temperature || p->top_p != p->top_p || p->min_p != p->min_p || p->top_k < 0 ||
+        !(p->repeat_penalty > 0.0f) || p->repeat_penalty != p->repeat_penalty || p->repeat_last_n < 0)
+        return kvl_err_set(&c->err, KVL_ERR_ARG, "device sampling: invalid parameters");
+    if (p->repeat_penalty != 1.0f && p->repeat_last_n > CUDA_PEN_MAX)
+        return kvl_err_set(&c->err, KVL_ERR_UNSUPPORTED,
+                           "device sampling: repeat_last_n %d is over the device's %d", p->repeat_last_n, CUDA_PEN_MAX);
+    const int pen_n = p->repeat_penalty != 1.0f ? p->repeat_last_n : 0;
+    if (pen_n > 0) {
+        int32_t *h = realloc(g->hist, sizeof(int32_t) * (size_t)pen_n);
+        if (!h) return kvl_err_set(&c->err, KVL_ERR_NOMEM, "device sampling: out of memory");
+        g->hist = h;
+    }
+    if ((st = kvl_cuda_lm_set_penalty(g->lm, pen_n > 0 ? p->repeat_penalty : 1.0f, pen_n, &c->err))) return st;
+    const int k = p->top_k == 0 || p->top_k > CUDA_SAMPLE_KMAX ? CUDA_SAMPLE_KMAX : p->top_k;
+    if ((st = kvl_cuda_lm_set_sampling(g->lm, p->temperature, k, p->top_p, p->min_p, p->seed, &c->err))) return st;
+    g->pen_n = pen_n;
+    g->sampling = 1;
+    return KVL_OK;
+}
+
+kvl_token kvl_seq_sampled(const kvl_seq *s) { return s ? s->cuda_next : -1; }
 
 #else /* no CUDA in this build */
 
@@ -147,6 +196,12 @@ kvl_status kvl_engine_cuda_slot_get(kvl_ctx *c, int *slot, kvl_err *err) {
     return kvl_err_set(err, KVL_ERR_UNSUPPORTED, NO_CUDA);
 }
 void kvl_engine_cuda_slot_put(kvl_ctx *c, int slot) { (void)c, (void)slot; }
+kvl_status kvl_ctx_set_device_sampling(kvl_ctx *c, const kvl_sampler_params *p) {
+    (void)p;
+    if (!c) return KVL_ERR_ARG;
+    return kvl_err_set(&c->err, KVL_ERR_UNSUPPORTED, NO_CUDA);
+}
+kvl_token kvl_seq_sampled(const kvl_seq *s) { return s ? s->cuda_next : -1; }
 kvl_status kvl_engine_forward_cuda(kvl_seq *s, int pos0, const kvl_token *tokens, int n, float *logits_out,
                                    int n_out) {
     (void)pos0, (void)tokens, (void)n, (void)logits_out, (void)n_out;

@@ -18,7 +18,8 @@
  * default on both sides (the device's 8-bit activation blocks and integer
  * matvec against the CPU default path; bounds at Q8_SAME). Also the prefill in several device calls (n_batch 7), two
  * sequences sharing the device pool, and the errors: codecs without an
- * append kernel, evicting policies, fork, session save, a second build
+ * append kernel, evicting policies, fork, session save; device sampling
+ * through the engine (device_sampling below), a second build
  * without CUDA is covered by tests/test_cli.sh. */
 #include <math.h>
 #include <stdlib.h>
@@ -105,6 +106,147 @@ static int generate(const kvl_model *m, int device, int exact, const char *codec
     return ok;
 }
 
+/* a device context (8-bit default path, f16 KV, graphs as the environment says) with one sequence */
+static kvl_ctx *dev_ctx(const kvl_model *m, kvl_seq **s) {
+    kvl_ctx_params p;
+    kvl_ctx_params_default(&p);
+    p.n_ctx = 512;
+    p.kv_codec = "f16";
+    p.device = KVL_DEVICE_CUDA;
+    char err[256] = "";
+    kvl_ctx *c = NULL;
+    *s = NULL;
+    if (kvl_ctx_create(m, &p, &c, err, sizeof err) != KVL_OK) {
+        fprintf(stderr, "device ctx: %s\n", err);
+        return NULL;
+    }
+    if (kvl_seq_create(c, s) != KVL_OK) {
+        kvl_ctx_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* 1 if token t has probability > 0 under the CPU sampler's pipeline on
+ * logits l [V] (temperature > 0, top-k, min-p, top-p; no penalty: l is
+ * already penalized), in double as tests/cuda/lm_sample_cases.h */
+typedef struct ecand { float v; int id; } ecand;
+static int ecand_cmp(const void *pa, const void *pb) {
+    const ecand *a = pa, *b = pb;
+    if (a->v != b->v) return a->v > b->v ? -1 : 1;
+    return a->id - b->id;
+}
+static int in_support(const float *l, int V, const kvl_sampler_params *p, int t, int *n_cand) {
+    ecand *c = malloc(sizeof *c * (size_t)V);
+    int n = 0;
+    for (int i = 0; i < V; i++)
+        if (!isnan(l[i]) && l[i] != -INFINITY) c[n].v = l[i] / p->temperature, c[n].id = i, n++;
+    qsort(c, (size_t)n, sizeof *c, ecand_cmp);
+    if (p->top_k > 0 && p->top_k < n) n = p->top_k;
+    const double maxl = c[0].v;
+    double z = 0;
+    for (int i = 0; i < n; i++) z += exp((double)c[i].v - maxl);
+    int keep = n;
+    if (p->min_p > 0) {
+        const double thr = log((double)p->min_p);
+        keep = 0;
+        while (keep < n && (double)c[keep].v - maxl >= thr) keep++;
+    }
+    if (p->top_p < 1) {
+        double cum = 0;
+        for (int i = 0; i < keep; i++) {
+            cum += exp((double)c[i].v - maxl) / z;
+            if (cum >= (double)p->top_p) {
+                keep = i + 1;
+                break;
+            }
+        }
+    }
+    int found = 0;
+    for (int i = 0; i < keep; i++) found |= c[i].id == t;
+    *n_cand = keep;
+    free(c);
+    return found;
+}
+
+/* Device sampling through the engine (kvl_ctx_set_device_sampling, what
+ * `--device cuda` uses): (1) greedy with the repetition penalty (1.3 over
+ * 16 tokens), logits not downloaded: each kvl_seq_sampled token equal to
+ * the CPU sampler's (temperature 0, the same penalty and accepted tokens)
+ * on the raw logits of a second device context fed the same tokens (the
+ * same device kernels, so the same floats); (2) sampled (the CLI defaults
+ * T 0.8 / top-k 40 / top-p 0.95 / min-p 0.05, penalty 1.1 over 64), logits
+ * downloaded (penalized on the device): every drawn token inside the CPU
+ * pipeline's candidate set of those logits, and the same seed gives the
+ * same tokens in a second run. */
+static void device_sampling(const kvl_model *m, const kvl_token *prompt, int np) {
+    kvl_model_info mi;
+    kvl_model_get_info(m, &mi);
+    const int V = mi.n_vocab;
+    float *lg = malloc(sizeof(float) * V);
+    kvl_seq *sr = NULL, *sd = NULL;
+    kvl_ctx *cr = dev_ctx(m, &sr), *cd = dev_ctx(m, &sd);
+    CHECK(cr && cd);
+    if (!cr || !cd) return;
+    kvl_sampler_params sp;
+    kvl_sampler_params_default(&sp);
+    sp.temperature = 0, sp.repeat_penalty = 1.3f, sp.repeat_last_n = 16;
+    CHECK(kvl_ctx_set_device_sampling(cd, &sp) == KVL_OK);
+    CHECK(kvl_ctx_set_device_sampling(cr, NULL) == KVL_OK); /* off: logits as before */
+    CHECK(kvl_seq_sampled(sd) == -1);
+    kvl_sampler *cpu = NULL;
+    CHECK(kvl_sampler_create(&sp, V, &cpu) == KVL_OK);
+    for (int i = 0; i < np; i++) kvl_sampler_accept(cpu, prompt[i]);
+    int ok = kvl_prefill(sr, prompt, np, lg, NULL) == KVL_OK && kvl_prefill(sd, prompt, np, NULL, NULL) == KVL_OK;
+    CHECK(ok);
+    int same = 0, pen_changed = 0;
+    for (int i = 0; ok && i < NGEN; i++) {
+        const kvl_token raw = argmax(lg, V), t = kvl_sampler_sample(cpu, lg), d = kvl_seq_sampled(sd);
+        pen_changed += raw != t;
+        if (d != t) break;
+        same++;
+        kvl_sampler_accept(cpu, t);
+        ok = kvl_decode(sr, t, lg) == KVL_OK && kvl_decode(sd, t, NULL) == KVL_OK;
+    }
+    printf("note: device greedy + repeat penalty 1.3/16 vs the CPU sampler on the same logits: %d of %d tokens equal "
+           "(the penalty changed the argmax %d times)\n", same, NGEN, pen_changed);
+    CHECK_MSG(same == NGEN, "device greedy with penalty: tokens differ from %d on", same);
+    kvl_sampler_free(cpu);
+    kvl_seq_free(sr), kvl_ctx_free(cr);
+    kvl_seq_free(sd), kvl_ctx_free(cd);
+    /* sampled, twice with one seed */
+    kvl_sampler_params ss;
+    kvl_sampler_params_default(&ss);
+    ss.repeat_penalty = 1.1f, ss.seed = 1234;
+    kvl_token run[2][NGEN];
+    int outside = 0, cand_sum = 0;
+    for (int r = 0; r < 2; r++) {
+        kvl_seq *s = NULL;
+        kvl_ctx *c = dev_ctx(m, &s);
+        CHECK(c && kvl_ctx_set_device_sampling(c, &ss) == KVL_OK);
+        if (!c) break;
+        ok = kvl_prefill(s, prompt, np, lg, NULL) == KVL_OK;
+        for (int i = 0; ok && i < NGEN; i++) {
+            const kvl_token t = kvl_seq_sampled(s);
+            int nc = 0;
+            if (!in_support(lg, V, &ss, t, &nc)) outside++;
+            cand_sum += nc;
+            run[r][i] = t;
+            ok = kvl_decode(s, t, lg) == KVL_OK;
+        }
+        CHECK(ok);
+        kvl_seq_free(s), kvl_ctx_free(c);
+    }
+    int rep_same = 0;
+    while (rep_same < NGEN && run[0][rep_same] == run[1][rep_same]) rep_same++;
+    printf("note: device sampling (T 0.8, top-k 40, top-p 0.95, min-p 0.05, penalty 1.1/64, seed 1234): %d of %d draws "
+           "outside the CPU candidate set (mean %.1f candidates); second run with the seed: %d of %d tokens equal\n",
+           outside, 2 * NGEN, cand_sum / (2.0 * NGEN), rep_same, NGEN);
+    CHECK_MSG(outside == 0, "device sampling: %d draws outside the candidate set", outside);
+    CHECK_MSG(rep_same == NGEN, "device sampling: the same seed gave other tokens from %d on", rep_same);
+    free(lg);
+}
+
 static void expect_refused(const kvl_model *m, const char *codec, const char *policy) {
     kvl_ctx_params p;
     kvl_ctx_params_default(&p);
@@ -181,6 +323,7 @@ int main(void) {
             }
         }
     }
+    device_sampling(m, prompt, np);
     expect_refused(m, "kivi2z", NULL);
     expect_refused(m, "fp8", NULL);
     expect_refused(m, "int4", NULL);
