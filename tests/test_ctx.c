@@ -149,9 +149,32 @@ static void test_mixed_codecs(kvl_model *m) {
     kvl_ctx_free(c);
 }
 
+/* Device sampling needs a device context: refused on a CPU one with a
+ * message, nothing drawn (kvl_seq_sampled -1); the CPU path unchanged. */
+static void test_device_sampling_refused(kvl_model *m) {
+    kvl_ctx_params p;
+    kvl_ctx_params_default(&p);
+    p.n_ctx = 64;
+    p.n_threads = 1;
+    kvl_ctx *c;
+    CHECK(kvl_ctx_create(m, &p, &c, NULL, 0) == KVL_OK);
+    kvl_sampler_params sp;
+    kvl_sampler_params_default(&sp);
+    CHECK(kvl_ctx_set_device_sampling(c, &sp) == KVL_ERR_UNSUPPORTED);
+    CHECK(strlen(kvl_ctx_error(c)) > 0);
+    CHECK(kvl_ctx_set_device_sampling(NULL, &sp) == KVL_ERR_ARG);
+    kvl_seq *s;
+    kvl_token toks[3] = {1, 2, 3};
+    CHECK(kvl_seq_create(c, &s) == KVL_OK && kvl_prefill(s, toks, 3, NULL, NULL) == KVL_OK);
+    CHECK(kvl_seq_sampled(s) == -1 && kvl_seq_sampled(NULL) == -1);
+    kvl_seq_free(s);
+    kvl_ctx_free(c);
+}
+
 int main(void) {
     kvl_model *m = load_tiny();
     if (m) {
+        test_device_sampling_refused(m);
         test_mixed_codecs(m);
         test_no_simd(m);
         test_free_order(m);
