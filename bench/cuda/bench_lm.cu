@@ -30,7 +30,7 @@
  *  5. (--gguf PATH) a GGUF through the model loader (kvl_model_load, a
  *     kvl_ctx on the device), e.g. the random 8B of `kvlite gguf-random`:
  *     the same batch-1 rows as 3, to set beside the descriptor path's.
- *   bench_lm [--model PATH | --no-model] [--gguf PATH] [--no-8b] [--8b-lean] [--8b-ablate] [--8b-f16] [--8b-q4] [--gemv]
+ *   bench_lm [--model PATH | --no-model] [--gguf PATH] [--no-8b] [--8b-lean] [--8b-ablate] [--8b-kv LIST] [--prefill | --prefill-only] [--8b-f16] [--8b-q4] [--gemv]
  *            [--ctx-max N] [--steps N] [--json FILE] */
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +38,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include <cuda_runtime.h>
@@ -104,6 +105,9 @@ static double copy_bw(void) {
 }
 
 /* steps of B entries (slots 0..B-1) at positions ctx.. ; returns the median seconds per step */
+static double g_last_mean; /* time_steps: the mean step of the last call (sealing codecs: seal steps included) */
+static const char *g_kv8b;  /* --8b-kv: comma-separated KV codecs of the 8B rows (default f16,int4z; lean: f16) */
+
 static double time_steps(kvl_cuda_lm *lm, int B, int ctx, int steps, int warm) {
     std::vector<int32_t> tok(B), pos(B), slot(B), am(B);
     std::vector<double> t;
@@ -119,6 +123,8 @@ static double time_steps(kvl_cuda_lm *lm, int B, int ctx, int steps, int warm) {
         if (s >= warm) t.push_back(now() - t0);
         for (int b = 0; b < B; b++) tok[b] = am[b];
     }
+    g_last_mean = 0;
+    for (double x : t) g_last_mean += x / t.size();
     return median(t);
 }
 
@@ -205,6 +211,114 @@ static void bench_model(const char *path, int steps, double bw) {
 }
 
 static void print_profile(kvl_cuda_lm *lm, const char *what, double step_ms);
+
+/* --prefill: prompt processing (TTFT), in the same run as the copy
+ * bandwidth. (a) a model through the engine: kvl_prefill of a 512 / 4K /
+ * 32K-token prompt on a fresh sequence (n_batch 512: device batches of 32
+ * entries), logits of the last token only; tok/s = prompt / time. (b) the
+ * 8B shape on the device model (max_batch 32): the 32-entry calls of one
+ * slot over the 256 prompt tokens that end at depth 512 / 4K / 32K (the
+ * context before them filled with random rows), tok/s of that stretch; a
+ * whole 32K prompt would take tens of seconds with the decode kernel per
+ * entry, so its TTFT is estimated from the stretches (time per token
+ * linear in the depth between 512 and 32K, integrated). */
+static void bench_prefill_model(const char *path) {
+    kvl_model *m = NULL;
+    char err[256] = "";
+    if (kvl_model_load(path, &m, err, sizeof err)) DIE("model %s: %s", path, err);
+    kvl_model_info mi;
+    kvl_model_get_info(m, &mi);
+    printf("\nprefill through kvl_prefill (device cuda, f16 KV, n_batch 512): %s\n", path);
+    printf("| prompt | ms | tok/s |\n|---|---|---|\n");
+    const int Ns[3] = {512, 4096, 32768};
+    for (int ni = 0; ni < 3; ni++) {
+        kvl_ctx_params p;
+        kvl_ctx_params_default(&p);
+        p.n_ctx = Ns[ni] + 16;
+        p.kv_codec = "f16";
+        p.device = KVL_DEVICE_CUDA;
+        p.n_batch = 512;
+        kvl_ctx *c = NULL;
+        if (kvl_ctx_create(m, &p, &c, err, sizeof err)) {
+            printf("| %d | (ctx: %s) | |\n", Ns[ni], err);
+            continue;
+        }
+        std::vector<kvl_token> pr(Ns[ni]);
+        for (int i = 0; i < Ns[ni]; i++) pr[i] = (kvl_token)((1000 + 37 * (int64_t)i) % mi.n_vocab);
+        std::vector<float> lg(mi.n_vocab);
+        double best = 1e30;
+        for (int r = 0; r < (Ns[ni] <= 4096 ? 3 : 1); r++) { /* the first also warms up: the best of 3 */
+            kvl_seq *s = NULL;
+            if (kvl_seq_create(c, &s)) DIE("seq: %s", kvl_ctx_error(c));
+            const double t0 = now();
+            if (kvl_prefill(s, pr.data(), Ns[ni], lg.data(), NULL)) DIE("prefill: %s", kvl_ctx_error(c));
+            const double t = now() - t0;
+            best = t < best ? t : best;
+            kvl_seq_free(s);
+        }
+        printf("| %d | %.2f | %.0f |\n", Ns[ni], 1e3 * best, Ns[ni] / best);
+        if (json)
+            fprintf(json, "%s{\"what\":\"prefill-api\",\"prompt\":%d,\"ms\":%.3f}", first_row ? "" : ",\n", Ns[ni],
+                    1e3 * best), first_row = 0;
+        kvl_ctx_free(c);
+    }
+    kvl_model_free(m);
+}
+
+static void bench_prefill_8b(const char *codec) {
+    const int L = 32, E = 4096, H = 32, Hkv = 8, hd = 128, F = 14336, V = 128256, wt = 8, NB = 32, STRETCH = 256;
+    std::vector<kvl_cuda_layer_desc> ld(L);
+    for (int l = 0; l < L; l++) {
+        kvl_cuda_layer_desc &d = ld[l];
+        memset(&d, 0, sizeof d);
+        d.wq = {wt, NULL, H * hd, E}, d.wk = {wt, NULL, Hkv * hd, E}, d.wv = {wt, NULL, Hkv * hd, E};
+        d.wo = {wt, NULL, E, H * hd}, d.w_gate = {wt, NULL, F, E}, d.w_up = {wt, NULL, F, E};
+        d.w_down = {wt, NULL, E, F};
+    }
+    std::vector<float> freq(hd / 2);
+    for (int i = 0; i < hd / 2; i++) freq[i] = powf(500000.0f, -2.0f * i / hd);
+    kvl_cuda_model_desc md = {L, E, H, Hkv, hd, F, V, 1e-5f, 1, freq.data(), {wt, NULL, V, E}, {wt, NULL, V, E},
+                              NULL, ld.data()};
+    kvl_cuda_lm_config cfg = {codec, 32, 32768 + 64, 1, NB, 0, 1234, 0, 0, 0};
+    kvl_cuda_lm *lm = NULL;
+    kvl_err e = {};
+    if (kvl_cuda_lm_create(&md, &cfg, &lm, &e)) DIE("8b prefill: %s", e.msg);
+    kvl_cuda_lm_set_graphs(lm, 1);
+    printf("\n8B-shaped prefill (Q8_0, 8-bit activations, %s KV, device calls of %d entries of one slot, graphs): "
+           "the %d prompt tokens ending at each depth\n", codec, NB, STRETCH);
+    printf("| depth | ms per %d tokens | tok/s |\n|---|---|---|\n", STRETCH);
+    const int Ds[3] = {512, 4096, 32768};
+    double tpt[3] = {0, 0, 0};
+    std::vector<int32_t> tok(NB), pos(NB), slot(NB, 0), am(NB);
+    for (int di = 0; di < 3; di++) {
+        const int d0 = Ds[di] - STRETCH;
+        double best = 1e30;
+        for (int r = 0; r < 2; r++) { /* the first captures the graph */
+            if (kvl_cuda_lm_fill_context(lm, 0, d0, 5, &e)) DIE("fill: %s", e.msg);
+            const double t0 = now();
+            for (int p0 = d0; p0 < Ds[di]; p0 += NB) {
+                for (int i = 0; i < NB; i++) tok[i] = 100 + (p0 + i) % 1000, pos[i] = p0 + i;
+                if (kvl_cuda_lm_forward(lm, NB, tok.data(), pos.data(), slot.data(), 0, NULL, am.data(), &e))
+                    DIE("8b prefill forward: %s", e.msg);
+            }
+            const double t = now() - t0;
+            best = t < best ? t : best;
+        }
+        tpt[di] = best / STRETCH;
+        printf("| %d | %.2f | %.0f |\n", Ds[di], 1e3 * best, STRETCH / best);
+        if (json)
+            fprintf(json, "%s{\"what\":\"prefill-8b\",\"codec\":\"%s\",\"depth\":%d,\"ms\":%.3f}",
+                    first_row ? "" : ",\n", codec, Ds[di], 1e3 * best), first_row = 0;
+    }
+    /* time per token a + b depth through (512, tpt0) and (32768, tpt2); TTFT = sum over the prompt */
+    const double b = (tpt[2] - tpt[0]) / (32768 - 512), a = tpt[0] - b * 512;
+    for (int di = 0; di < 3; di++) {
+        const double n = Ds[di], ttft = a * n + b * n * (n - 1) / 2;
+        printf("(8B %s: estimated TTFT of a %d-token prompt %.1f ms = %.0f tok/s)\n", codec, Ds[di], 1e3 * ttft,
+               n / ttft);
+    }
+    kvl_cuda_lm_free(lm);
+}
 
 /* A GGUF through the model loader (e.g. `kvlite gguf-random --preset
  * llama3-8b`): one context on the device (f16 KV, one sequence), the API
@@ -353,7 +467,21 @@ static void bench_8b(int steps, double bw, int wt, int exact, int ctx_max, int a
     for (int i = 0; i < hd / 2; i++) freq[i] = powf(500000.0f, -2.0f * i / hd);
     kvl_cuda_model_desc md = {L, E, H, Hkv, hd, F, V, 1e-5f, 1, freq.data(), {wt, NULL, V, E}, {wt, NULL, V, E},
                               NULL, ld.data()};
-    const char *codecs[2] = {"f16", "int4z"};
+    std::vector<std::string> cl;
+    { /* --8b-kv list, or the default pair */
+        const std::string spec = g_kv8b ? g_kv8b : all_codecs ? "f16,int4z" : "f16";
+        size_t a = 0;
+        while (a <= spec.size()) {
+            const size_t b = spec.find(',', a);
+            const std::string one = spec.substr(a, b == std::string::npos ? std::string::npos : b - a);
+            if (!one.empty()) cl.push_back(one);
+            if (b == std::string::npos) break;
+            a = b + 1;
+        }
+    }
+    const int n_codecs = g_kv8b ? (int)cl.size() : (all_codecs ? 2 : 1);
+    std::vector<const char *> codecs;
+    for (const std::string &c : cl) codecs.push_back(c.c_str());
     const char *act = wt == 1 ? "f32" : exact ? "f32 (exact)" : "8-bit";
     printf("\n8B-shaped llama (random %s weights on the device, %s activations): 32 layers, 4096/14336, 32/8 heads "
            "of 128, vocab 128256\n", wname, act);
@@ -361,8 +489,9 @@ static void bench_8b(int steps, double bw, int wt, int exact, int ctx_max, int a
     printf("|---|---|---|---|---|---|---|---|---|---|\n");
     char wlabel[32];
     snprintf(wlabel, sizeof wlabel, "%s%s", wname, wt != 1 && exact ? "/x" : "");
-    for (int ci = 0; ci < (all_codecs ? 2 : 1); ci++) {
-        kvl_cuda_lm_config cfg = {codecs[ci], 32, ctx_max + 64 + steps, 1, 8, wt == 1, 1234, exact};
+    for (int ci = 0; ci < n_codecs && ci < (int)codecs.size(); ci++) {
+        const int sealing = !strncmp(codecs[ci], "kivi", 4);
+        kvl_cuda_lm_config cfg = {codecs[ci], 32, ctx_max + 64 + steps, 1, 8, wt == 1, 1234, exact, 0, 0};
         kvl_cuda_lm *lm = NULL;
         kvl_err e = {};
         const double t0 = now();
@@ -375,6 +504,8 @@ static void bench_8b(int steps, double bw, int wt, int exact, int ctx_max, int a
         const int ctxs[4] = {0, 4096, 32768, 131072};
         for (int ki = 0; ki < 4; ki++) {
             if (ctxs[ki] > ctx_max) continue;
+            /* sealing codecs: the context's full pages sealed (a shorter run before reopened them) */
+            if (sealing && kvl_cuda_lm_fill_context(lm, 0, ctxs[ki], 5, &e)) DIE("fill: %s", e.msg);
             double tg = 0;
             for (int g = 0; g < 2; g++) {
                 kvl_cuda_lm_set_graphs(lm, g);
@@ -384,6 +515,9 @@ static void bench_8b(int steps, double bw, int wt, int exact, int ctx_max, int a
                 const double roof =
                     (kvl_cuda_lm_step_weight_bytes(lm) + (double)ctxs[ki] * kvl_cuda_lm_kv_bytes_per_token(lm)) / bw;
                 row("8b", codecs[ci], wlabel, g, 1, ctxs[ki], 1 / t, 1e3 * t, 1e3 * roof);
+                /* the mean over the steps: one of each 32 seals a page in every list (median: none) */
+                if (sealing && g)
+                    row("8b-mean", codecs[ci], wlabel, g, 1, ctxs[ki], 1 / g_last_mean, 1e3 * g_last_mean, 1e3 * roof);
             }
             if (ci == 0 && wt != 1 && !exact && !lean_8b) { /* the integer matvec without programmatic dependent launch */
                 kvl_cuda_lm_set_gemv(lm, -1, 0, 1);
@@ -440,7 +574,7 @@ static void bench_8b_ablate(int steps, double bw, int ctx_max) {
     for (int i = 0; i < hd / 2; i++) freq[i] = powf(500000.0f, -2.0f * i / hd);
     kvl_cuda_model_desc md = {L, E, H, Hkv, hd, F, V, 1e-5f, 1, freq.data(), {wt, NULL, V, E}, {wt, NULL, V, E},
                               NULL, ld.data()};
-    kvl_cuda_lm_config cfg = {"f16", 32, ctx_max + 64 + steps, 1, 8, 0, 1234, 0};
+    kvl_cuda_lm_config cfg = {"f16", 32, ctx_max + 64 + steps, 1, 8, 0, 1234, 0, 0, 0};
     kvl_cuda_lm *lm = NULL;
     kvl_err e = {};
     if (kvl_cuda_lm_create(&md, &cfg, &lm, &e)) DIE("8b ablate: %s", e.msg);
@@ -637,7 +771,7 @@ static void bench_gemv(double bw) {
 
 int main(int argc, char **argv) {
     const char *model = NULL, *jpath = NULL, *gguf = NULL;
-    int steps = 32, do8b = 1, ablate = 0, f16_8b = 0, q4_8b = 0, gemv = 0, ctx_max = 32768;
+    int steps = 32, do8b = 1, ablate = 0, prefill = 0, f16_8b = 0, q4_8b = 0, gemv = 0, ctx_max = 32768;
     char buf[512];
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
@@ -652,7 +786,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--gguf") && i + 1 < argc) gguf = argv[++i];
         else if (!strcmp(argv[i], "--8b-lean")) lean_8b = 1;
         else if (!strcmp(argv[i], "--8b-ablate")) ablate = 1;
-        else DIE("usage: bench_lm [--model PATH | --no-model] [--gguf PATH] [--no-8b] [--8b-lean] [--8b-ablate] [--8b-f16] [--8b-q4] "
+        else if (!strcmp(argv[i], "--8b-kv") && i + 1 < argc) g_kv8b = argv[++i];
+        else if (!strcmp(argv[i], "--prefill")) prefill = 1;
+        else if (!strcmp(argv[i], "--prefill-only")) prefill = 2;
+        else DIE("usage: bench_lm [--model PATH | --no-model] [--gguf PATH] [--no-8b] [--8b-lean] [--8b-ablate] [--8b-kv LIST] [--prefill | --prefill-only] [--8b-f16] [--8b-q4] "
                  "[--gemv] [--ctx-max N] [--steps N] [--json FILE]");
     }
     if (!model) {
@@ -672,6 +809,14 @@ int main(int argc, char **argv) {
     const double bw = copy_bw();
     printf("device %s, %d SMs; copy bandwidth %.0f GB/s (read + written)\n", name, n_sm, bw / 1e9);
     if (gemv) bench_gemv(bw);
+    if (prefill) { /* TTFT first (the same run's copy bandwidth above) */
+        if (model[0]) bench_prefill_model(model);
+        if (do8b) bench_prefill_8b("f16");
+        if (prefill == 2) {
+            if (json) fprintf(json, "\n],\"copy_gbs\":%.1f}\n", bw / 1e9), fclose(json);
+            return 0;
+        }
+    }
     if (model[0]) bench_model(model, steps, bw);
     if (gguf) bench_gguf(gguf, steps, bw, ctx_max);
     if (ablate) bench_8b_ablate(steps, bw, ctx_max);

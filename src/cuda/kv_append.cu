@@ -1,7 +1,8 @@
 /* Quantize-on-append on the device: RoPE on the step's q and k heads, then
  * each K and V row encoded straight into its device page in the CPU codec's
- * byte layout (f16, int8, int4z; src/kv/codec.c, codec_int4.c), one warp per
- * row. The encoders follow the CPU ones operation by operation (IEEE
+ * byte layout (f16, int8, fp8, int4z; src/kv/codec.c, codec_fp8.c,
+ * codec_int4.c; the sealing KIVI codecs append f16 rows to their open pages
+ * of class 0, sealed later by kv_seal_kivi.cu), one warp per row. The encoders follow the CPU ones operation by operation (IEEE
  * division, products and sums rounded separately, no contraction into fma),
  * so a row encodes to the CPU's bytes for the same input floats. */
 #include <math.h>
@@ -15,7 +16,8 @@
 #include "cuda/page_space.cuh"
 
 extern "C" int kvl_cuda_kv_append_supported(const char *codec) {
-    return codec && (!strcmp(codec, "f16") || !strcmp(codec, "int8") || !strcmp(codec, "int4z"));
+    return codec && (!strcmp(codec, "f16") || !strcmp(codec, "int8") || !strcmp(codec, "fp8") ||
+                     !strcmp(codec, "int4z") || !strcmp(codec, "kivi2z") || !strcmp(codec, "kivi4z"));
 }
 
 static __device__ __forceinline__ float clamp16(float f) {
@@ -51,6 +53,24 @@ static __device__ __forceinline__ float warp_min(float v) {
     return v;
 }
 
+/* kvl_fp8_e4m3_encode (codec_fp8.c): OCP e4m3, ties to even, saturating at
+ * +-448, NaN -> 0; the same float operations (all exact but the roundings
+ * named there). */
+static __device__ __forceinline__ uint8_t fp8_e4m3(float v) {
+    const uint8_t sign = signbit(v) ? 0x80 : 0;
+    const float a = fabsf(v);
+    if (!(a == a)) return 0;
+    if (a >= 448.0f) return sign | 0x7E;
+    if (a < 0.015625f) return sign | (uint8_t)rintf(__fmul_rn(a, 512.0f));
+    int e;
+    const float f = frexpf(a, &e);
+    int mq = (int)rintf(__fmul_rn(__fsub_rn(__fmul_rn(f, 2.0f), 1.0f), 8.0f));
+    e -= 1;
+    if (mq == 8) mq = 0, e++;
+    const int code = (e + 7) << 3 | mq;
+    return sign | (uint8_t)(code > 0x7E ? 0x7E : code);
+}
+
 /* row r of a segment of P rows, x [D] in shared memory; one warp */
 template <int C> static __device__ void encode_row(uint8_t *seg, int D, int P, int r, const float *x, int lane) {
     if (C == KVL_CUDA_CODEC_F16) {
@@ -68,6 +88,15 @@ template <int C> static __device__ void encode_row(uint8_t *seg, int D, int P, i
             v = v > 127 ? 127 : (v < -127 ? -127 : v == v ? v : 0);
             row[j] = (int8_t)v;
         }
+        if (lane == 0) ((float *)seg)[r] = scale;
+    } else if (C == KVL_CUDA_CODEC_FP8) { /* f32 scale[P], then P rows of D e4m3 bytes (codec_fp8.c f8_encode) */
+        float amax = 0;
+        for (int j = lane; j < D; j += 32) amax = fmaxf(amax, fabsf(x[j]));
+        amax = warp_max(amax);
+        if (!(amax <= 3.0e38f)) amax = 3.0e38f;
+        const float scale = __fdiv_rn(amax, 448.0f);
+        uint8_t *row = seg + (size_t)P * 4 + (size_t)r * D;
+        for (int j = lane; j < D; j += 32) row[j] = scale > 0 ? fp8_e4m3(__fdiv_rn(x[j], scale)) : 0;
         if (lane == 0) ((float *)seg)[r] = scale;
     } else { /* int4z: groups of 32, e5m3 scale + int8 zero point, then D/2 code bytes */
         const int ng = D / 32;
@@ -148,10 +177,15 @@ extern "C" kvl_status kvl_cuda_kv_append(kvl_cuda_pool *p, const kvl_cuda_append
     switch (p->codec) {
     case KVL_CUDA_CODEC_F16: cudaLaunchKernelEx(&cfg, append_k<KVL_CUDA_CODEC_F16>, p->space, c.koff, c.voff, p->P, *a); break;
     case KVL_CUDA_CODEC_INT8: cudaLaunchKernelEx(&cfg, append_k<KVL_CUDA_CODEC_INT8>, p->space, c.koff, c.voff, p->P, *a); break;
+    case KVL_CUDA_CODEC_FP8: cudaLaunchKernelEx(&cfg, append_k<KVL_CUDA_CODEC_FP8>, p->space, c.koff, c.voff, p->P, *a); break;
     case KVL_CUDA_CODEC_INT4Z: cudaLaunchKernelEx(&cfg, append_k<KVL_CUDA_CODEC_INT4Z>, p->space, c.koff, c.voff, p->P, *a); break;
+    case KVL_CUDA_CODEC_KIVI2Z:
+    case KVL_CUDA_CODEC_KIVI4Z: /* open pages (class 0): f16 rows, ids as the other codecs' */
+        cudaLaunchKernelEx(&cfg, append_k<KVL_CUDA_CODEC_F16>, p->space, c.koff, c.voff, p->P, *a);
+        break;
     default:
         return kvl_err_set(err, KVL_ERR_UNSUPPORTED,
-                           "cuda: this KV codec has no append kernel yet (have: f16, int8, int4z)");
+                           "cuda: this KV codec has no append kernel yet (have: f16, int8, fp8, int4z, kivi2z, kivi4z)");
     }
     KVL_CUDA_TRY(cudaGetLastError(), "cuda append launch");
     return KVL_OK;

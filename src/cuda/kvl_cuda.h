@@ -191,6 +191,10 @@ typedef struct kvl_cuda_lm_config {
                            0 (default): matrices in Q8_0 / Q4_0 / Q4_1 blocks take the activations
                            as 8-bit blocks of 32 (integer dot products, the CPU default path's
                            numerics); f16 matrices always take f32 activations */
+    /* sealing codecs (kivi2z, kivi4z; added 2026-12-03, zero = the CPU defaults): */
+    int seal_residual;  /* r: tokens kept open besides the page being filled, as the codec spec's r
+                           (a multiple of page_tokens; 0 = one page, the CPU default) */
+    int seal_fit;       /* the spec's fit: 0 auto (mse at 2 bits, cover at 4), 1 cover, 2 mse */
 } kvl_cuda_lm_config;
 
 typedef struct kvl_cuda_lm kvl_cuda_lm;
@@ -222,6 +226,18 @@ double kvl_cuda_lm_kv_bytes_per_token(const kvl_cuda_lm *lm);
  * (host). Synchronous. */
 kvl_status kvl_cuda_lm_forward(kvl_cuda_lm *lm, int n, const int32_t *tok, const int32_t *pos, const int32_t *slot,
                                int first_logit, float *logits_out, int32_t *argmax_out, kvl_err *err);
+/* Sealing codecs (kivi2z, kivi4z): pages seal at the END of a forward call
+ * as on the CPU (kv/codec.h: a full page that left the residual window is
+ * sealed after the call's attention, so the call's own queries see its rows
+ * at f16). An engine call that runs as several kvl_cuda_lm_forward calls
+ * (device batches) sets defer = 1 before all but its last, so the pages
+ * seal once, after the last (the CPU's result for that engine call).
+ * The seal kernel is part of every forward call of a sealing lm (in its
+ * graph); which pages it seals is planned here on the host from each
+ * slot's length and travels in the call's metadata block. A call at a
+ * position before the slot's length rewinds the slot: pages from there on
+ * are open again (their f16 rows are still in place). No-op otherwise. */
+void kvl_cuda_lm_defer_seal(kvl_cuda_lm *lm, int defer);
 /* The 8-bit path's Q8_0 gate|up matvec with SwiGLU and h's 8-bit blocks in
  * its epilogue (kvl_cuda_gemv_q8_swiglu: one launch instead of two per
  * layer, the same floats): 1, or 0 (the default: the separate SwiGLU

@@ -57,7 +57,10 @@ struct kvl_cuda_lm {
     float *out_norm, *freq;
     kvl_cuda_pool *pool;
     kvl_cuda_attn *attn;
-    uint32_t *page_ids; /* device iota: list offsets are page ids */
+    uint32_t *page_ids; /* device: list offsets index it; open ids (iota), sealed pages' ids once sealed */
+    int seal;           /* sealing codec (kivi2z, kivi4z): the call ends with the seal kernel */
+    int res_pages, seal_mse, defer_seal; /* kvl_cuda_lm_config seal_residual / seal_fit; kvl_cuda_lm_defer_seal */
+    int *slot_len, *slot_sealed;         /* host [n_slots]: tokens written, list pages sealed (all lists alike) */
     float *x, *xb, *qkv, *q, *att, *gu, *h, *logits, *cs;
     int q8;       /* 8-bit activations for quantized matrices (not exact_matmul) */
     int8_t *xq;   /* [max_batch][max(E, H hd, F)] activation codes */
@@ -220,12 +223,33 @@ extern "C" void kvl_cuda_lm_free(kvl_cuda_lm *lm) {
     if (lm->st) cudaStreamDestroy(lm->st);
     for (int i = 0; i < lm->max_ev; i++) cudaEventDestroy(lm->ev[i]);
     free(lm->ev), free(lm->ev_stage);
+    free(lm->slot_len), free(lm->slot_sealed);
     free(lm);
 }
 
 __global__ void iota_k(uint32_t *a, int64_t n) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
         a[i] = (uint32_t)i;
+}
+
+/* page table of slot's n_lists lists (ppl entries each, from list base0):
+ * entries [k0, k1) of every list become the open (sealed = 0) or sealed
+ * (class 1) ids of their index */
+__global__ void set_ids_k(uint32_t *ids, int64_t base0, int n_lists, int ppl, int k0, int k1, int sealed) {
+    const int nk = k1 - k0;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (int64_t)n_lists * nk;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t idx = base0 + (i / nk) * ppl + k0 + i % nk;
+        ids[idx] = (uint32_t)idx | (sealed ? 1u << KVL_CUDA_CLASS_SHIFT : 0u);
+    }
+}
+static kvl_status set_ids(kvl_cuda_lm *lm, int slot, int k0, int k1, int sealed, kvl_err *err) {
+    if (k1 <= k0) return KVL_OK;
+    const int n_lists = lm->L * lm->Hkv;
+    set_ids_k<<<256, 256, 0, lm->st>>>(lm->page_ids, (int64_t)slot * n_lists * lm->ppl, n_lists, lm->ppl, k0, k1,
+                                       sealed);
+    KVL_CUDA_TRY(cudaGetLastError(), "cuda lm: page table");
+    return KVL_OK;
 }
 
 static kvl_status create(kvl_cuda_lm *lm, const kvl_cuda_model_desc *m, const kvl_cuda_lm_config *c, kvl_err *err) {
@@ -245,11 +269,22 @@ static kvl_status create(kvl_cuda_lm *lm, const kvl_cuda_model_desc *m, const kv
     const char *codec = c->codec ? c->codec : "f16";
     if (!kvl_cuda_kv_append_supported(codec))
         return kvl_err_set(err, KVL_ERR_UNSUPPORTED,
-                           "cuda: KV codec '%s' has no device append kernel yet (have: f16, int8, int4z)", codec);
+                           "cuda: KV codec '%s' has no device append kernel yet (have: f16, int8, fp8, int4z, kivi2z, "
+                           "kivi4z)", codec);
+    lm->seal = !strcmp(codec, "kivi2z") || !strcmp(codec, "kivi4z");
+    if (c->seal_residual < 0 || c->seal_residual % lm->P || c->seal_fit < 0 || c->seal_fit > 2)
+        return kvl_err_set(err, KVL_ERR_ARG, "cuda lm: seal residual %d (page %d), fit %d", c->seal_residual, lm->P,
+                           c->seal_fit);
+    lm->res_pages = c->seal_residual ? c->seal_residual / lm->P - 1 : 0;
+    lm->seal_mse = c->seal_fit == 2 || (c->seal_fit == 0 && !strcmp(codec, "kivi2z"));
+    lm->slot_len = (int *)calloc((size_t)lm->n_slots, sizeof(int));
+    lm->slot_sealed = (int *)calloc((size_t)lm->n_slots, sizeof(int));
+    if (!lm->slot_len || !lm->slot_sealed) return kvl_err_set(err, KVL_ERR_NOMEM, "cuda lm: out of memory");
     KVL_CUDA_TRY(cudaStreamCreateWithFlags(&lm->st, cudaStreamNonBlocking), "cuda lm: stream");
     lm->ppl = (lm->n_ctx + lm->P - 1) / lm->P;
     const int64_t n_pages = (int64_t)lm->n_slots * lm->L * lm->Hkv * lm->ppl;
-    kvl_cuda_pool_config pc = {codec, NULL, lm->hd, lm->P, n_pages, 0};
+    /* sealing: every open page has its sealed page of the same index (no page allocation in the step) */
+    kvl_cuda_pool_config pc = {codec, NULL, lm->hd, lm->P, n_pages, lm->seal ? n_pages : 0};
     kvl_status s = kvl_cuda_pool_create(&pc, &lm->pool, err);
     if (s) return s;
     if ((s = kvl_cuda_attn_create(lm->pool, lm->H, lm->Hkv, lm->max_batch, lm->n_ctx, NULL, &lm->attn, err)))
@@ -323,7 +358,7 @@ static kvl_status create(kvl_cuda_lm *lm, const kvl_cuda_model_desc *m, const kv
         lm->pf_blocks = 2 * (n_sm > 0 ? n_sm : 1); /* about one wave of the matvec's blocks */
     }
     lm->pf_bytes = KVL_CUDA_PF_DEFAULT;
-    lm->meta_n = 3 * B + B * lm->Hkv * (1 + (size_t)lm->L);
+    lm->meta_n = 5 * B + B * lm->Hkv * (1 + (size_t)lm->L); /* tok, pos, slot, len, off, seal from / to */
     if ((s = dalloc((void **)&lm->meta_d, sizeof(int32_t) * lm->meta_n, err))) return s;
     KVL_CUDA_TRY(cudaMallocHost((void **)&lm->meta_h, sizeof(int32_t) * lm->meta_n), "cuda lm: pinned buffer");
     KVL_CUDA_TRY(cudaMallocHost((void **)&lm->amax_h, sizeof(int32_t) * B), "cuda lm: pinned buffer");
@@ -353,10 +388,14 @@ extern "C" size_t kvl_cuda_lm_step_weight_bytes(const kvl_cuda_lm *lm) {
            kvl_cuda_wmat_sbytes(lm->emb.fmt, lm->emb.rows, lm->emb.cols);
 }
 extern "C" size_t kvl_cuda_lm_kv_bytes(const kvl_cuda_lm *lm) {
-    return kvl_cuda_pool_page_bytes(lm->pool) * (size_t)kvl_cuda_pool_n_pages(lm->pool);
+    size_t b = 0;
+    for (int c = 0; c < kvl_cuda_pool_n_classes(lm->pool); c++)
+        b += kvl_cuda_pool_class_bytes(lm->pool, c) * (size_t)kvl_cuda_pool_class_pages(lm->pool, c);
+    return b;
 }
-extern "C" double kvl_cuda_lm_kv_bytes_per_token(const kvl_cuda_lm *lm) {
-    return (double)kvl_cuda_pool_page_bytes(lm->pool) / lm->P * lm->L * lm->Hkv;
+extern "C" double kvl_cuda_lm_kv_bytes_per_token(const kvl_cuda_lm *lm) { /* sealing: of a sealed page */
+    const int c = lm->seal ? kvl_cuda_pool_sealed_class(lm->pool) : 0;
+    return (double)kvl_cuda_pool_class_bytes(lm->pool, c) / lm->P * lm->L * lm->Hkv;
 }
 extern "C" void kvl_cuda_lm_set_fused_swiglu(kvl_cuda_lm *lm, int on) {
     lm->fuse_sw = on && lm->hq && lm->F % 32 == 0;
@@ -434,10 +473,11 @@ static int reps(const kvl_cuda_lm *lm, int stage) {
 static kvl_status enqueue(kvl_cuda_lm *lm, int n, int max_len, int want_logits_all, kvl_err *err) {
     cudaStream_t st = lm->st;
     const size_t B = (size_t)n, lists = B * lm->Hkv;
-    const size_t bytes = sizeof(int32_t) * (3 * B + lists * (1 + (size_t)lm->L));
+    const size_t bytes = sizeof(int32_t) * (5 * B + lists * (1 + (size_t)lm->L));
     (void)want_logits_all;
     KVL_CUDA_TRY(cudaMemcpyAsync(lm->meta_d, lm->meta_h, bytes, cudaMemcpyHostToDevice, st), "cuda lm: metadata");
     const int32_t *tok = lm->meta_d, *pos = tok + B, *slot = pos + B, *len = slot + B, *off = len + lists;
+    const int32_t *seal_from = off + (size_t)lm->L * lists, *seal_to = seal_from + B;
     kvl_status s;
     lm->n_ev = 0;
     mark(lm, KVL_CUDA_PROF_EMBED);
@@ -500,6 +540,11 @@ static kvl_status enqueue(kvl_cuda_lm *lm, int n, int max_len, int want_logits_a
                                                             lm->amax_d, st, err)
                                           : kvl_cuda_argmax(lm->logits, n, lm->V, lm->amax_d, st, err));
     mark(lm, KVL_CUDA_PROF_OUT);
+    if (lm->seal) { /* pages that left the residual window with this call (planned in kvl_cuda_lm_forward) */
+        kvl_cuda_seal_args sa = {n, lm->L, lm->Hkv, lm->ppl, slot, seal_from, seal_to, lm->page_ids, lm->seal_mse};
+        STAGE(KVL_CUDA_PROF_APPEND, kvl_cuda_kv_seal(lm->pool, &sa, st, err));
+        mark(lm, KVL_CUDA_PROF_APPEND);
+    }
     KVL_CUDA_TRY(cudaMemcpyAsync(lm->amax_h, lm->amax_d, sizeof(int32_t) * B, cudaMemcpyDeviceToHost, st),
                  "cuda lm: argmax download");
     return KVL_OK;
@@ -530,6 +575,42 @@ static kvl_status run_graph(kvl_cuda_lm *lm, int n, int max_len, kvl_err *err) {
     return KVL_OK;
 }
 
+/* Sealing (kvl_cuda_lm_defer_seal): rewinds, then the pages each entry's
+ * slot seals at the end of this call (the first entry of a slot carries
+ * the slot's range). */
+static kvl_status plan_seals(kvl_cuda_lm *lm, int n, const int32_t *pos, const int32_t *slot, int32_t *from,
+                             int32_t *to, kvl_err *err) {
+    for (int i = 0; i < n; i++) {
+        const int sl = slot[i];
+        if (pos[i] < lm->slot_len[sl]) { /* a rewind (or a new sequence in the slot): its pages open again */
+            lm->slot_len[sl] = pos[i];
+            const int k0 = pos[i] / lm->P;
+            if (k0 < lm->slot_sealed[sl]) {
+                kvl_status s = set_ids(lm, sl, k0, lm->slot_sealed[sl], 0, err);
+                if (s) return s;
+                lm->slot_sealed[sl] = k0;
+            }
+        }
+        if (pos[i] + 1 > lm->slot_len[sl]) lm->slot_len[sl] = pos[i] + 1;
+    }
+    for (int i = 0; i < n; i++) {
+        from[i] = to[i] = 0;
+        int first = 1;
+        for (int k = 0; k < i && first; k++) first = slot[k] != slot[i];
+        if (!first || lm->defer_seal) continue;
+        const int sl = slot[i];
+        int upto = lm->slot_len[sl] / lm->P - lm->res_pages;
+        if (upto > lm->ppl) upto = lm->ppl;
+        if (upto > lm->slot_sealed[sl]) {
+            from[i] = lm->slot_sealed[sl], to[i] = upto;
+            lm->slot_sealed[sl] = upto;
+        }
+    }
+    return KVL_OK;
+}
+
+extern "C" void kvl_cuda_lm_defer_seal(kvl_cuda_lm *lm, int defer) { lm->defer_seal = defer != 0; }
+
 extern "C" kvl_status kvl_cuda_lm_forward(kvl_cuda_lm *lm, int n, const int32_t *tok, const int32_t *pos,
                                           const int32_t *slot, int first_logit, float *logits_out,
                                           int32_t *argmax_out, kvl_err *err) {
@@ -538,6 +619,7 @@ extern "C" kvl_status kvl_cuda_lm_forward(kvl_cuda_lm *lm, int n, const int32_t 
                            lm->max_batch, first_logit);
     const size_t B = (size_t)n, lists = B * lm->Hkv;
     int32_t *mt = lm->meta_h, *mp = mt + B, *ms = mp + B, *ml = ms + B, *mo = ml + lists;
+    int32_t *sf = mo + (size_t)lm->L * lists, *sto = sf + B;
     int max_len = 0;
     for (int i = 0; i < n; i++) {
         if (tok[i] < 0 || tok[i] >= lm->V)
@@ -555,7 +637,9 @@ extern "C" kvl_status kvl_cuda_lm_forward(kvl_cuda_lm *lm, int n, const int32_t 
                     (int32_t)((((int64_t)slot[i] * lm->L + l) * lm->Hkv + h) * lm->ppl);
         }
     }
-    kvl_status s;
+    kvl_status s = lm->seal ? plan_seals(lm, n, pos, slot, sf, sto, err) : KVL_OK;
+    if (s) return s;
+    if (!lm->seal) memset(sf, 0, sizeof(int32_t) * 2 * B);
     if (lm->graphs && !lm->prof) {
         /* kernel arguments depend on the metadata only through n and the
          * attention plan: an unchanged shape replays the graph as it is (its
@@ -685,6 +769,17 @@ extern "C" kvl_status kvl_cuda_lm_fill_context(kvl_cuda_lm *lm, int slot, int n_
     const uint32_t id0 = (uint32_t)(slot * per_slot);
     kvl_status s = kvl_cuda_pool_fill_random(lm->pool, id0, per_slot, seed, err);
     if (!s) s = kvl_cuda_pool_set_positions(lm->pool, id0, per_slot, lm->ppl, NULL, err);
+    if (!s && lm->seal) { /* the full pages out of the residual window sealed, as after the calls that wrote them */
+        const uint32_t sid0 = id0 | (1u << KVL_CUDA_CLASS_SHIFT);
+        int upto = n_tok / lm->P - lm->res_pages;
+        upto = upto < 0 ? 0 : upto;
+        s = kvl_cuda_pool_fill_random(lm->pool, sid0, per_slot, seed + 1, err);
+        if (!s) s = kvl_cuda_pool_set_positions(lm->pool, sid0, per_slot, lm->ppl, NULL, err);
+        if (!s) s = set_ids(lm, slot, 0, lm->ppl, 0, err);
+        if (!s) s = set_ids(lm, slot, 0, upto, 1, err);
+        lm->slot_len[slot] = n_tok, lm->slot_sealed[slot] = upto;
+        if (!s) s = kvl_cuda_status(cudaStreamSynchronize(lm->st), "cuda fill", err);
+    }
     if (!s) s = kvl_cuda_sync(err);
     return s;
 }

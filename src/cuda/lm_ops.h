@@ -180,8 +180,10 @@ kvl_status kvl_cuda_rope_cs(const int32_t *pos, const float *freq, int n, int hd
  * into row pos[i] % P of page page_of(slot[i], layer, h, pos[i] / P), where
  * the page id is ((slot * n_layer + layer) * n_head_kv + h) * pages_per_list
  * + pos / P, and the page's position entry is set to pos[i]. Codecs: f16,
- * int8, int4z (the same bytes as the CPU codecs' encode, up to float
- * rounding of the input); others KVL_ERR_UNSUPPORTED. */
+ * int8, fp8, int4z (the same bytes as the CPU codecs' encode, up to float
+ * rounding of the input), and the sealing kivi2z / kivi4z, whose rows go
+ * to the open page of that id (class 0, f16 rows as the CPU's open
+ * format); others KVL_ERR_UNSUPPORTED. */
 typedef struct kvl_cuda_append_args {
     int n, n_head, n_head_kv, hd, neox;
     int layer, n_layer, pages_per_list;
@@ -196,6 +198,26 @@ typedef struct kvl_cuda_append_args {
 kvl_status kvl_cuda_kv_append(kvl_cuda_pool *p, const kvl_cuda_append_args *a, void *stream, kvl_err *err);
 /* 1 if the pool's codec has an append kernel. */
 int kvl_cuda_kv_append_supported(const char *codec);
+
+/* Sealing (kv_seal_kivi.cu; pools of kivi2z / kivi4z): for entry e, pages
+ * [seal_from[e], seal_to[e]) of every (layer, kv-head) list of slot[e]
+ * (list page index k: open page id = ((slot * n_layer + layer) * n_head_kv
+ * + h) * pages_per_list + k of class 0, as the append writes it) are
+ * sealed into the class-1 page of the same index, byte-identical to the
+ * CPU seal of that open page (kvl_kv_seal: positions copied, K and V
+ * segments by the codec's seal with fit = mse or cover, padding zero), and
+ * page_ids[that index] becomes the sealed page's id. Pages must be full.
+ * Empty ranges cost a block that exits; one launch of n * n_layer *
+ * n_head_kv blocks, the shape independent of the ranges (graph-safe). */
+typedef struct kvl_cuda_seal_args {
+    int n, n_layer, n_head_kv, pages_per_list;
+    const int32_t *slot;      /* device [n] */
+    const int32_t *seal_from; /* device [n]: first list page index to seal */
+    const int32_t *seal_to;   /* device [n]: one past the last (<= seal_from: none) */
+    uint32_t *page_ids;       /* device: page table, indexed as the open page ids */
+    int mse;                  /* 1: the mse parameter search (fit=mse; kivi2z's default), 0: cover */
+} kvl_cuda_seal_args;
+kvl_status kvl_cuda_kv_seal(kvl_cuda_pool *p, const kvl_cuda_seal_args *a, void *stream, kvl_err *err);
 
 /* Device: set the position entries of `n_pages` consecutive pages from page
  * id0 on: page id0 + k holds positions (k % pages_per_list) * P + r

@@ -17,6 +17,7 @@
 
 #ifdef KVL_HAVE_CUDA
 #include "cuda/kvl_cuda.h"
+#include "kv/codec_spec.h"
 
 #define CUDA_MAX_BATCH 32 /* entries per device call (prefill chunks) */
 
@@ -74,7 +75,17 @@ kvl_status kvl_engine_cuda_create(kvl_ctx *c, kvl_err *err) {
     const char *w = getenv("KVL_CUDA_WEIGHTS"); /* testing / benchmarks: "f16" converts every weight */
     kvl_cuda_lm_config cfg = {c->codec_k, c->p.page_tokens, c->p.n_ctx, g->n_slots, g->max_batch,
                               w && !strcmp(w, "f16") ? KVL_CUDA_W_F16 : KVL_CUDA_W_NATIVE, 1,
-                              c->p.exact_matmul /* f32 activations, as the CPU's exact path */};
+                              c->p.exact_matmul /* f32 activations, as the CPU's exact path */, 0, 0};
+    /* a sealing codec's spec parameters (r, fit) go to the device seal; any
+     * other spec text (+rot, parameters) is passed whole and refused there */
+    kvl_codec_spec sp;
+    kvl_err perr = {0};
+    if (kvl_codec_spec_parse(c->codec_k, 0, &sp, &perr) == KVL_OK && sp.c->seal && !sp.prm.rot) {
+        const char *fit = kvl_codec_param(&sp.prm, "fit");
+        cfg.codec = sp.named ? sp.named->name : sp.c->name;
+        cfg.seal_residual = sp.residual;
+        cfg.seal_fit = !fit || !strcmp(fit, "auto") ? 0 : !strcmp(fit, "cover") ? 1 : 2;
+    }
     kvl_status st = kvl_cuda_lm_create(&md, &cfg, &g->lm, err);
     free(ld);
     if (st) {
@@ -138,6 +149,8 @@ kvl_status kvl_engine_forward_cuda(kvl_seq *s, int pos0, const kvl_token *tokens
             kvl_status st = kvl_cuda_lm_set_history(g->lm, g->hist, end - beg, &c->err);
             if (st) return st;
         }
+        /* sealing codecs: pages seal after the engine call's last device batch, as on the CPU */
+        kvl_cuda_lm_defer_seal(g->lm, off + nc < n);
         kvl_status st = kvl_cuda_lm_forward(g->lm, nc, g->tok, g->pos, g->slot, first, lo, g->amax, &c->err);
         if (st) return st;
         if (g->sampling) s->cuda_next = g->amax[nc - 1];
