@@ -74,10 +74,11 @@ __global__ void __launch_bounds__(MERGE_THREADS)
 /* ---- host side -------------------------------------------------------------------------- */
 
 /* f16 / int8 / fp8: the variant that selects the tensor-core kernels
- * (attn_f16_tc.cu, attn_b8_tc.cu; 8 while they are unverified on a device,
- * 0 once they are the default) and the CUDA-core kernel of a variant (7:
- * the CUDA-core default, kept selectable when the tensor-core one is). */
-#define KVL_CUDA_TC_VARIANT 8
+ * (attn_f16_tc.cu, attn_b8_tc.cu: the default, faster than the CUDA-core
+ * kernels at every measured shape, docs/RESULTS.md 2026-12-03) and the
+ * CUDA-core kernel of a variant (7: the CUDA-core default before, kept
+ * selectable; 1..6 its tuning variants; 8: the tensor-core kernels, as 0). */
+#define KVL_CUDA_TC_VARIANT 0
 static int kvl_cuda_core_variant(int v) { return v == 7 || v == KVL_CUDA_TC_VARIANT ? 0 : v; }
 
 struct kvl_cuda_attn {
@@ -161,15 +162,15 @@ extern "C" kvl_status kvl_cuda_attn_create(const kvl_cuda_pool *p, int n_head, i
         /* KVL_CUDA_TC_VARIANT: tensor cores (attn_f16_tc.cu) where they take
          * the shape, else the CUDA-core kernel; 7: the CUDA-core kernel;
          * 1..6: its tuning variants (D 128, G 4) */
-        if (a->tun.variant == KVL_CUDA_TC_VARIANT) a->fn = kvl_cuda_pick_f16_tc(p->D, G, p->P), a->tc = a->fn != NULL;
+        if (a->tun.variant == KVL_CUDA_TC_VARIANT || a->tun.variant == 8) a->fn = kvl_cuda_pick_f16_tc(p->D, G, p->P), a->tc = a->fn != NULL;
         if (!a->fn) a->fn = kvl_cuda_pick_f16(p->D, G, p->P, kvl_cuda_core_variant(a->tun.variant));
         break;
     case KVL_CUDA_CODEC_INT8: /* as f16 (attn_b8_tc.cu) */
-        if (a->tun.variant == KVL_CUDA_TC_VARIANT) a->fn = kvl_cuda_pick_int8_tc(p->D, G, p->P), a->tc = a->fn != NULL;
+        if (a->tun.variant == KVL_CUDA_TC_VARIANT || a->tun.variant == 8) a->fn = kvl_cuda_pick_int8_tc(p->D, G, p->P), a->tc = a->fn != NULL;
         if (!a->fn) a->fn = kvl_cuda_pick_int8(p->D, G, p->P, kvl_cuda_core_variant(a->tun.variant));
         break;
     case KVL_CUDA_CODEC_FP8: /* as f16 (attn_b8_tc.cu) */
-        if (a->tun.variant == KVL_CUDA_TC_VARIANT) a->fn = kvl_cuda_pick_fp8_tc(p->D, G, p->P), a->tc = a->fn != NULL;
+        if (a->tun.variant == KVL_CUDA_TC_VARIANT || a->tun.variant == 8) a->fn = kvl_cuda_pick_fp8_tc(p->D, G, p->P), a->tc = a->fn != NULL;
         if (!a->fn) a->fn = kvl_cuda_pick_fp8(p->D, G, p->P, kvl_cuda_core_variant(a->tun.variant));
         break;
     case KVL_CUDA_CODEC_INT4Z:

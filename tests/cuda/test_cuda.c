@@ -312,24 +312,23 @@ static void run_case(const tcase *c, int sensitivity) {
                                           {0, 0, 0, 0, 4},    {0, 0, 0, 0, 5},       {0, 0, 0, 0, 6},
                                           {0, c->P, c->P, 0, 1}, {0, c->P, c->P, 0, 2}, {0, c->P, c->P, 0, 3},
                                           {0, c->P, c->P, 0, 4}, {0, c->P, c->P, 0, 5}, {0, c->P, c->P, 0, 6},
-                                          {0, 0, 0, 0, 8},    {0, c->P, c->P, 0, 8}};
+                                          {0, 0, 0, 0, 7},    {0, c->P, c->P, 0, 7}};
     const char *pname[] = {"default", "1 page/split", "1 split/list", "7-block waves", "3 pages/split", "variant 1", "variant 2", "variant 3",
                            "variant 4", "variant 5", "variant 6", "v1 1 page/split", "v2 1 page/split",
                            "v3 1 page/split", "v4 1 page/split", "v5 1 page/split", "v6 1 page/split",
-                           "variant 8 (TC)",  "v8 1 page/split"};
+                           "variant 7 (core)", "v7 1 page/split"};
     /* variants: f16 and int8 (D 128, G 4: all six); int4z variant 1 (the
      * CUDA-core kernel with CUDA-core key scores, G <= 4) and 2 (with
      * tensor-core key scores), kivi2z variant 1 (the CUDA-core kernel): the
      * kernels the tensor-core default (attn_tc.cuh, G <= 4) replaced; f16,
-     * int8, fp8 variant 8 (every shape; with KVL_TEST_TC set): the
-     * tensor-core kernels attn_f16_tc.cu, attn_b8_tc.cu (G <= 4, else the
-     * CUDA-core fallback), not yet the default */
+     * int8, fp8 variant 7 (every shape): the CUDA-core kernels the
+     * tensor-core defaults (attn_f16_tc.cu, attn_b8_tc.cu, G <= 4) replaced */
     const int has_var = !strcmp(c->codec, "f16") || !strcmp(c->codec, "int8");
     const int is_i4 = !strcmp(c->codec, "int4z"), is_k2 = !strncmp(c->codec, "kivi2z", 6);
     const int is_b = !strcmp(c->codec, "f16") || !strcmp(c->codec, "int8") || !strcmp(c->codec, "fp8");
     int run[19], n_plans = 0;
     for (int i = 0; i < 19; i++)
-        if (i < 5 || (has_var && i < 17 && c->D == 128 && c->Hq == 4 * c->Hkv) || (is_b && i >= 17 && getenv("KVL_TEST_TC")) ||
+        if (i < 5 || (has_var && i < 17 && c->D == 128 && c->Hq == 4 * c->Hkv) || (is_b && i >= 17) ||
             (is_i4 && c->Hq <= 4 * c->Hkv && (i == 5 || i == 11)) || (is_i4 && (i == 6 || i == 12)) ||
             (is_k2 && (i == 5 || i == 11)))
             run[n_plans++] = i;
