@@ -324,13 +324,17 @@ int main(int argc, char **argv) {
                 for (int ctx : ctxs) {
                     if ((long)B * HKV * ((ctx + P - 1) / P) > npages) continue;
                     for (int v : variants)
-                        for (int tm = 0; tm < 2; tm++) {
+                        for (int tm = 0; tm < 4; tm++) {
+                            /* batch 1: also 2 / 4 / 10 blocks per SM (more, shorter splits) */
                             if (tm && B > 1) continue;
                             kvl_cuda_attn_tuning tu = {0, 0, 0, 0, v};
-                            if (tm) tu.target_blocks = 2 * n_sm * 5; /* default: one wave of the variant */
+                            const int tb[4] = {0, 2 * n_sm, 4 * n_sm, 10 * n_sm}; /* 0: one wave of the variant */
+                            tu.target_blocks = tb[tm];
                             const result r = run_shape(p, P, B, ctx, &tu, reps);
                             const double kvb = (double)B * HKV * ctx * bytes_per_token(p, P);
-                            printf("| %d | %d | %d | %s | %.1f | %.0f | %d x %d |\n", B, ctx, v, tm ? "1320" : "default",
+                            char tbs[16];
+                            snprintf(tbs, sizeof tbs, "%d", tb[tm]);
+                            printf("| %d | %d | %d | %s | %.1f | %.0f | %d x %d |\n", B, ctx, v, tm ? tbs : "default",
                                    r.med_us, kvb / (r.med_us * 1e-6) / 1e9, r.n_split, r.chunk_pages);
                             fflush(stdout);
                         }

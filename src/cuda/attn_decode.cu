@@ -73,6 +73,14 @@ __global__ void __launch_bounds__(MERGE_THREADS)
 
 /* ---- host side -------------------------------------------------------------------------- */
 
+/* f16 / int8 / fp8: the variant that selects the tensor-core kernels
+ * (attn_f16_tc.cu, attn_b8_tc.cu: the default, faster than the CUDA-core
+ * kernels at every measured shape, docs/RESULTS.md 2026-12-03) and the
+ * CUDA-core kernel of a variant (7: the CUDA-core default before, kept
+ * selectable; 1..6 its tuning variants; 8: the tensor-core kernels, as 0). */
+#define KVL_CUDA_TC_VARIANT 0
+static int kvl_cuda_core_variant(int v) { return v == 7 || v == KVL_CUDA_TC_VARIANT ? 0 : v; }
+
 struct kvl_cuda_attn {
     const kvl_cuda_pool *pool;
     int n_head, n_head_kv, G, max_seq, max_len;
@@ -89,7 +97,7 @@ static size_t smem_bytes(const kvl_cuda_attn *a, int chunk_pages, int *pid_slots
     const size_t sc = (size_t)a->G * ((size_t)chunk_pages << a->pool->logP), red = (size_t)NWARPS * a->G * D;
     if (pid_slots) *pid_slots = slots;
     if (a->tc)
-        return sizeof(float) * ((size_t)slots + kvl_cuda_tc_smem_floats(D, a->G, kvl_cuda_tc_stage_bytes(a->pool->codec, D)));
+        return sizeof(float) * ((size_t)slots + kvl_cuda_tc_smem_floats(D, a->G, a->pool->codec));
     return sizeof(float) * ((size_t)slots + (sc > red ? sc : red));
 }
 
@@ -150,9 +158,21 @@ extern "C" kvl_status kvl_cuda_attn_create(const kvl_cuda_pool *p, int n_head, i
     if (a->tun.max_chunk_tokens < p->P) a->tun.max_chunk_tokens = p->P;
     if (a->tun.min_chunk_tokens > a->tun.max_chunk_tokens) a->tun.min_chunk_tokens = a->tun.max_chunk_tokens;
     switch (p->codec) {
-    case KVL_CUDA_CODEC_F16: a->fn = kvl_cuda_pick_f16(p->D, G, p->P, a->tun.variant); break;
-    case KVL_CUDA_CODEC_INT8: a->fn = kvl_cuda_pick_int8(p->D, G, p->P, a->tun.variant); break;
-    case KVL_CUDA_CODEC_FP8: a->fn = kvl_cuda_pick_fp8(p->D, G, p->P, a->tun.variant); break;
+    case KVL_CUDA_CODEC_F16:
+        /* KVL_CUDA_TC_VARIANT: tensor cores (attn_f16_tc.cu) where they take
+         * the shape, else the CUDA-core kernel; 7: the CUDA-core kernel;
+         * 1..6: its tuning variants (D 128, G 4) */
+        if (a->tun.variant == KVL_CUDA_TC_VARIANT || a->tun.variant == 8) a->fn = kvl_cuda_pick_f16_tc(p->D, G, p->P), a->tc = a->fn != NULL;
+        if (!a->fn) a->fn = kvl_cuda_pick_f16(p->D, G, p->P, kvl_cuda_core_variant(a->tun.variant));
+        break;
+    case KVL_CUDA_CODEC_INT8: /* as f16 (attn_b8_tc.cu) */
+        if (a->tun.variant == KVL_CUDA_TC_VARIANT || a->tun.variant == 8) a->fn = kvl_cuda_pick_int8_tc(p->D, G, p->P), a->tc = a->fn != NULL;
+        if (!a->fn) a->fn = kvl_cuda_pick_int8(p->D, G, p->P, kvl_cuda_core_variant(a->tun.variant));
+        break;
+    case KVL_CUDA_CODEC_FP8: /* as f16 (attn_b8_tc.cu) */
+        if (a->tun.variant == KVL_CUDA_TC_VARIANT || a->tun.variant == 8) a->fn = kvl_cuda_pick_fp8_tc(p->D, G, p->P), a->tc = a->fn != NULL;
+        if (!a->fn) a->fn = kvl_cuda_pick_fp8(p->D, G, p->P, kvl_cuda_core_variant(a->tun.variant));
+        break;
     case KVL_CUDA_CODEC_INT4Z:
         /* 0: tensor cores (attn_int4z_tc.cu) where they take the shape, else
          * the CUDA-core kernel with tensor-core key scores; 1: CUDA-core key

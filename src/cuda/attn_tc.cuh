@@ -2,7 +2,7 @@
  * the key scores S = K Q^T and the value sums O^T = V^T P^T both by
  * mma.sync m16n8k16 (f16 inputs, f32 accumulation), one pass over each tile
  * with an online softmax per warp (no block barrier between the passes).
- * Instantiated in attn_int4z_tc.cu and attn_kivi2z_tc.cu; launched by
+ * Instantiated in attn_int4z_tc.cu, attn_kivi2z_tc.cu and attn_f16_tc.cu; launched by
  * attn_decode.cu with the split/merge plan of the CUDA-core kernel
  * (attn_kernel.cuh), whose partial record (m, l, acc[D]) it writes.
  *
@@ -124,8 +124,9 @@ static __device__ __forceinline__ void tc_step(const typename KC::Tile &kt, cons
             for (int h = 0; h < 2; h++) x.pb[(2 * tq + e) * TC_PS + gq + 8 * h] = p[2 * h + e];
     }
     __syncwarp();
-    const float4 pv = *reinterpret_cast<const float4 *>(x.pb + (gq & 3) * TC_PS + 4 * tq);
+    float4 pv = *reinterpret_cast<const float4 *>(x.pb + (gq & 3) * TC_PS + 4 * tq);
     __syncwarp();
+    VC::pmul(vt, pv, x.ntok - j0 - 4 * tq);
     const uint32_t bp[2] = {tc_split2(pv.x, pv.y, gq >= 4), tc_split2(pv.z, pv.w, gq >= 4)};
     VC::value(vt, bp, x.ntok - j0 - 4 * tq, st.o);
 }
@@ -224,8 +225,10 @@ static __device__ __forceinline__ void tc_step2(const uint8_t *const (&sg)[2], b
         if (u == 1 && !two) break;
         typename VC::Tile vt;
         VC::template load<true>(vt, sg[u], KC::kStageV, x.P, 0, lane);
+        const int nv = x.ntok - (j0 + 16 * u) - 4 * tq;
+        VC::pmul(vt, pv[u], nv); /* per-token value scales (int8, fp8) on the probabilities */
         const uint32_t bp[2] = {tc_split2(pv[u].x, pv[u].y, gq >= 4), tc_split2(pv[u].z, pv[u].w, gq >= 4)};
-        VC::value(vt, bp, x.ntok - (j0 + 16 * u) - 4 * tq, st.o);
+        VC::value(vt, bp, nv, st.o);
     }
 }
 
@@ -335,8 +338,8 @@ __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_c
     /* with a ring, warp w's red slice is the start of its own ring (free after its tiles) */
     constexpr bool RING = KC::kStage > 0;
     float *sq = smem + a.pid_slots, *pb = sq + 4 * D; /* pb: [NWARPS][4][TC_PS2] */
-    uint4 *wbuf = reinterpret_cast<uint4 *>(pb + NWARPS * 4 * TC_PS2); /* [NWARPS][D / 32][32] */
-    uint8_t *ring = reinterpret_cast<uint8_t *>(wbuf + NWARPS * (D / 32) * 32);
+    uint4 *wbuf = reinterpret_cast<uint4 *>(pb + NWARPS * 4 * TC_PS2); /* [NWARPS][D / 32][32], if KC::kWB */
+    uint8_t *ring = reinterpret_cast<uint8_t *>(wbuf + (KC::kWB ? NWARPS * (D / 32) * 32 : 0));
     float *red = reinterpret_cast<float *>(ring); /* [NWARPS][G][D], or per warp at stride RSTR */
     constexpr int RSTR = RING ? TC_STAGES * KC::kStage / 4 : G * D;
     static_assert(!RING || RSTR >= G * D, "a warp's ring holds its red slice");
@@ -428,15 +431,22 @@ __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_c
     }
 }
 
-/* Shared memory of tc_split_kernel beyond the page addresses, in floats;
- * stage_bytes: KC::kStage of its codec (kvl_cuda_tc_stage_bytes). */
-static inline size_t kvl_cuda_tc_smem_floats(int D, int G, int stage_bytes) {
-    return (size_t)4 * D + NWARPS * 4 * TC_PS2 + (size_t)NWARPS * D * 4 +
+/* Bytes of a ring stage of the tensor-core kernel of a codec (0: no ring). */
+static inline int kvl_cuda_tc_stage_bytes(kvl_cuda_codec c, int D);
+/* Shared memory of tc_split_kernel of codec c beyond the page addresses, in
+ * floats (the key B buffer wb only for int4z / kivi2z: KC::kWB). */
+static inline size_t kvl_cuda_tc_smem_floats(int D, int G, kvl_cuda_codec c) {
+    const int stage_bytes = kvl_cuda_tc_stage_bytes(c, D);
+    const bool wb = c == KVL_CUDA_CODEC_INT4Z || c == KVL_CUDA_CODEC_KIVI2Z;
+    return (size_t)4 * D + NWARPS * 4 * TC_PS2 + (wb ? (size_t)NWARPS * D * 4 : 0) +
            (stage_bytes ? (size_t)NWARPS * TC_STAGES * stage_bytes / 4 : (size_t)NWARPS * G * D);
 }
-/* Bytes of a ring stage of the tensor-core kernel of a codec (0: no ring). */
 static inline int kvl_cuda_tc_stage_bytes(kvl_cuda_codec c, int D) {
-    return c == KVL_CUDA_CODEC_INT4Z ? 64 + 32 * (D / 16 + D / 2) : c == KVL_CUDA_CODEC_KIVI2Z ? 64 + 11 * D : 0;
+    return c == KVL_CUDA_CODEC_INT4Z    ? 64 + 32 * (D / 16 + D / 2)
+           : c == KVL_CUDA_CODEC_KIVI2Z ? 64 + 11 * D
+           : c == KVL_CUDA_CODEC_F16    ? 64 + 64 * D /* attn_tc_f16.cuh */
+           : c == KVL_CUDA_CODEC_INT8 || c == KVL_CUDA_CODEC_FP8 ? 192 + 32 * D /* attn_tc_b8.cuh */
+                                        : 0;
 }
 
 /* Per-codec entry points (attn_<codec>_tc.cu): the tensor-core kernel for
@@ -444,5 +454,8 @@ static inline int kvl_cuda_tc_stage_bytes(kvl_cuda_codec c, int D) {
  * 64 / 128). */
 kvl_cuda_split_fn kvl_cuda_pick_int4z_tc(int D, int G, int P);
 kvl_cuda_split_fn kvl_cuda_pick_kivi2z_tc(int D, int G, int P);
+kvl_cuda_split_fn kvl_cuda_pick_f16_tc(int D, int G, int P);
+kvl_cuda_split_fn kvl_cuda_pick_int8_tc(int D, int G, int P);
+kvl_cuda_split_fn kvl_cuda_pick_fp8_tc(int D, int G, int P);
 
 #endif

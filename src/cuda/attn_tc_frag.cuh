@@ -84,7 +84,7 @@ template <int N> static __device__ __forceinline__ void tc_cp_wait() { asm volat
  * or high (step 1) nibbles of code bytes 4tq .. 4tq+3 of the group:
  * channels 32 gr + 16 ks + 4 tq + {0, 1, 2, 3}. */
 template <int D> struct tc_i4k {
-    static constexpr bool kPageB = false;
+    static constexpr bool kPageB = false, kWB = true; /* kWB: the query's B in shared memory (wb) */
     struct Tile {
         uint32_t w[2][D / 32];
         uint32_t p[2][D / 64 > 0 ? D / 64 : 1]; /* the row's (scale, zero point) byte pairs */
@@ -182,6 +182,8 @@ template <int D> struct tc_i4v {
         uint32_t c[4][D / 32];                    /* code byte pair of token 4tq + i, group gr */
         uint32_t prm[4][D / 64 > 0 ? D / 64 : 1]; /* (scale, zero point) bytes of the groups */
     };
+    /* the probabilities p (tokens 4tq .. 4tq + 3 of the lane) times per-token value scales: none here */
+    static __device__ __forceinline__ void pmul(const Tile &, float4 &, int) {}
     static __device__ __forceinline__ int chan(int m, int r) {
         return 32 * (m >> 1) + 16 * (m & 1) + (r < 8 ? 2 * r : 2 * (r - 8) + 1);
     }
@@ -237,7 +239,7 @@ template <int D> struct tc_i4v {
  * page from one word per lane (shuffled; it rides with each tile's loads);
  * the query's B lives in shared memory (registers). */
 template <int D> struct tc_k2k {
-    static constexpr bool kPageB = true;
+    static constexpr bool kPageB = true, kWB = true;
     static constexpr int NJC = D / 16, NW = D / 64;
     /* Shared-memory ring stage: positions (64 bytes), K codes of the tile's
      * two token blocks (4D), the page's K parameters s8, z8 (2D), V codes
@@ -344,6 +346,8 @@ template <int D> struct tc_k2v {
         uint4 c[NG];
         uint32_t s[NG], z[NG];
     };
+    /* the probabilities p (tokens 4tq .. 4tq + 3 of the lane) times per-token value scales: none here */
+    static __device__ __forceinline__ void pmul(const Tile &, float4 &, int) {}
     static __device__ __forceinline__ int chan(int m, int r) { return 32 * (m >> 1) + 4 * (r & 7) + 2 * (m & 1) + (r >> 3); }
     /* SH: from a tc_k2k stage (codes at off, D / 8 chunks; then s8, z8 of 16 tokens per group) */
     template <bool SH = false>
@@ -379,7 +383,7 @@ template <int D> struct tc_k2v {
  * k step ks: channels tq D/4 + 4 ks + {0, 1 | 2, 3} (the KIVI key order);
  * lane tq reads its D/4 contiguous halves of tokens gq, gq + 8. */
 template <int D> struct tc_hk {
-    static constexpr bool kPageB = false;
+    static constexpr bool kPageB = false, kWB = false;
     static constexpr int kStage = 0, kStageK = 0, kStageV = 0; /* no shared-memory ring */
     static constexpr int NJC = D / 16;
     struct Tile {
@@ -436,6 +440,8 @@ template <int D> struct tc_hv {
     struct Tile {
         uint2 h[4][NG];
     };
+    /* the probabilities p (tokens 4tq .. 4tq + 3 of the lane) times per-token value scales: none here */
+    static __device__ __forceinline__ void pmul(const Tile &, float4 &, int) {}
     static __device__ __forceinline__ int chan(int m, int r) { return tc_k2v<D>::chan(m, r); }
     template <bool SH = false>
     static __device__ __forceinline__ void load(Tile &t, const uint8_t *pg, int off, int P, int r0, int lane) {

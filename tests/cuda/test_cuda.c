@@ -27,7 +27,7 @@
  *    (the reference adds p s c + p min per element): with codes and zero
  *    points below 2^8 the two sums are at most ~2^8 times the output's
  *    scale, so rounding stays below ~2^8 * 2^-24 = 1.5e-5 relative;
- *  - tensor-core kernels (attn_tc.cuh: int4z, kivi2z, G <= 4): codes enter
+ *  - tensor-core kernels (attn_tc.cuh: int4z, kivi2z, f16, int8, fp8, G <= 4): codes enter
  *    the mma as exact f16 integers c - z; the f32 operand (scaled query,
  *    query x page scale, probability x token scale) as hi = f16(x) plus
  *    lo = f16((x - hi) 2^11), which carries x to ~2^-22 relative (for
@@ -311,19 +311,24 @@ static void run_case(const tcase *c, int sensitivity) {
                                           {0, 0, 0, 0, 1},    {0, 0, 0, 0, 2},       {0, 0, 0, 0, 3},
                                           {0, 0, 0, 0, 4},    {0, 0, 0, 0, 5},       {0, 0, 0, 0, 6},
                                           {0, c->P, c->P, 0, 1}, {0, c->P, c->P, 0, 2}, {0, c->P, c->P, 0, 3},
-                                          {0, c->P, c->P, 0, 4}, {0, c->P, c->P, 0, 5}, {0, c->P, c->P, 0, 6}};
+                                          {0, c->P, c->P, 0, 4}, {0, c->P, c->P, 0, 5}, {0, c->P, c->P, 0, 6},
+                                          {0, 0, 0, 0, 7},    {0, c->P, c->P, 0, 7}};
     const char *pname[] = {"default", "1 page/split", "1 split/list", "7-block waves", "3 pages/split", "variant 1", "variant 2", "variant 3",
                            "variant 4", "variant 5", "variant 6", "v1 1 page/split", "v2 1 page/split",
-                           "v3 1 page/split", "v4 1 page/split", "v5 1 page/split", "v6 1 page/split"};
+                           "v3 1 page/split", "v4 1 page/split", "v5 1 page/split", "v6 1 page/split",
+                           "variant 7 (core)", "v7 1 page/split"};
     /* variants: f16 and int8 (D 128, G 4: all six); int4z variant 1 (the
      * CUDA-core kernel with CUDA-core key scores, G <= 4) and 2 (with
      * tensor-core key scores), kivi2z variant 1 (the CUDA-core kernel): the
-     * kernels the tensor-core default (attn_tc.cuh, G <= 4) replaced */
+     * kernels the tensor-core default (attn_tc.cuh, G <= 4) replaced; f16,
+     * int8, fp8 variant 7 (every shape): the CUDA-core kernels the
+     * tensor-core defaults (attn_f16_tc.cu, attn_b8_tc.cu, G <= 4) replaced */
     const int has_var = !strcmp(c->codec, "f16") || !strcmp(c->codec, "int8");
     const int is_i4 = !strcmp(c->codec, "int4z"), is_k2 = !strncmp(c->codec, "kivi2z", 6);
-    int run[17], n_plans = 0;
-    for (int i = 0; i < 17; i++)
-        if (i < 5 || (has_var && c->D == 128 && c->Hq == 4 * c->Hkv) ||
+    const int is_b = !strcmp(c->codec, "f16") || !strcmp(c->codec, "int8") || !strcmp(c->codec, "fp8");
+    int run[19], n_plans = 0;
+    for (int i = 0; i < 19; i++)
+        if (i < 5 || (has_var && i < 17 && c->D == 128 && c->Hq == 4 * c->Hkv) || (is_b && i >= 17) ||
             (is_i4 && c->Hq <= 4 * c->Hkv && (i == 5 || i == 11)) || (is_i4 && (i == 6 || i == 12)) ||
             (is_k2 && (i == 5 || i == 11)))
             run[n_plans++] = i;
@@ -457,6 +462,13 @@ int main(void) {
         {"kivi2z:r=64", 32, 128, 8, 4, 2, {700, 35}, {0, 5}},
         {"int4z", 64, 64, 6, 3, 2, {1000, 77}, {0, 2}},
         {"kivi2z", 16, 64, 4, 4, 3, {300, 17, 999}, {0, 0, 1}},
+        /* the f16 / int8 / fp8 tensor-core kernels at G 2 (P 64, D 64) and G 8 (the CUDA-core fallback) */
+        {"f16", 64, 64, 4, 2, 3, {1000, 77, 130}, {0, 2, 0}},
+        {"f16", 16, 128, 16, 2, 2, {700, 33}, {0, 1}},
+        {"int8", 64, 64, 4, 2, 3, {1000, 77, 130}, {0, 2, 0}},
+        {"fp8", 16, 128, 8, 4, 2, {700, 35}, {0, 5}},
+        {"int8", 16, 128, 16, 2, 2, {700, 33}, {0, 1}},
+        {"fp8", 64, 64, 16, 2, 2, {129, 1500}, {0, 3}},
     };
     for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) run_case(&extra[i], 0);
 

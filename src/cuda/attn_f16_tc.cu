@@ -1,0 +1,29 @@
+/* Paged decode attention for f16 pages with scores and value sums on the
+ * tensor cores (attn_tc.cuh with attn_tc_f16.cuh: tiles through the
+ * per-warp cp.async ring, ldmatrix / ldmatrix.trans into the mma), up to 4
+ * query heads per kv-head; the default f16 kernel where it exists
+ * (attn_decode.cu falls back to attn_f16.cu's CUDA-core kernel otherwise,
+ * and keeps that one as variant 7). */
+#include "cuda/attn_tc.cuh"
+#include "cuda/attn_tc_f16.cuh"
+
+/* one block per SM: the ring (4 stages of 64 + 64 D bytes per warp) takes
+ * 132 KB at D 128; no register cap */
+#define TC_MINB 1
+
+template <int D> static kvl_cuda_split_fn pick_g(int G) {
+    typedef tc_fk<D> K;
+    typedef tc_fv<D> V;
+    switch (G) {
+    case 1: return tc_split_kernel<K, V, K, V, false, D, 1, TC_MINB>;
+    case 2: return tc_split_kernel<K, V, K, V, false, D, 2, TC_MINB>;
+    case 3: return tc_split_kernel<K, V, K, V, false, D, 3, TC_MINB>;
+    case 4: return tc_split_kernel<K, V, K, V, false, D, 4, TC_MINB>;
+    }
+    return NULL;
+}
+
+kvl_cuda_split_fn kvl_cuda_pick_f16_tc(int D, int G, int P) {
+    if (P % 16) return NULL;
+    return D == 64 ? pick_g<64>(G) : D == 128 ? pick_g<128>(G) : NULL;
+}
