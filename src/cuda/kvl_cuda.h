@@ -105,7 +105,7 @@ typedef struct kvl_cuda_attn_tuning {
     int min_chunk_tokens; /* default 64 */
     int max_chunk_tokens; /* default 2048 (upper bound also on scratch shared memory) */
     int skip_merge;       /* benchmarks only: no merge (output wrong when split) */
-    int variant;          /* benchmarks / tests: 0 = default kernel; 1..6 = alternates (f16, int8; D 128, G 4 only; int4z 1, 2 and kivi2z 1: the CUDA-core kernels) */
+    int variant;          /* benchmarks / tests: 0 = default kernel (tensor cores where one exists for D, G <= 4, P); f16 / int8 / fp8: 7 = the CUDA-core kernel, 8 = the tensor-core kernel (as 0), 1..6 = CUDA-core tuning alternates (D 128, G 4 only); int4z 1, 2 and kivi2z 1: the CUDA-core kernels */
 } kvl_cuda_attn_tuning;
 
 typedef struct kvl_cuda_attn kvl_cuda_attn;
