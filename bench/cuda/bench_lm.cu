@@ -265,20 +265,34 @@ static void bench_prefill_model(const char *path) {
     kvl_model_free(m);
 }
 
-static void bench_prefill_8b(const char *codec) {
-    const int L = 32, E = 4096, H = 32, Hkv = 8, hd = 128, F = 14336, V = 128256, wt = 8, NB = 32, STRETCH = 256;
-    std::vector<kvl_cuda_layer_desc> ld(L);
+/* The Llama-3-8B shape (32 layers, 4096 wide, 32 / 8 heads of 128, FFN
+ * 14336, vocabulary 128256, RoPE base 500000) with random weights of ggml
+ * type wt made by kvl_cuda_lm; the descriptors point into s. */
+struct desc_8b {
+    std::vector<kvl_cuda_layer_desc> ld;
+    std::vector<float> freq;
+    kvl_cuda_model_desc md;
+};
+static void make_desc_8b(desc_8b &s, int wt) {
+    const int L = 32, E = 4096, H = 32, Hkv = 8, hd = 128, F = 14336, V = 128256;
+    s.ld.assign(L, kvl_cuda_layer_desc());
     for (int l = 0; l < L; l++) {
-        kvl_cuda_layer_desc &d = ld[l];
+        kvl_cuda_layer_desc &d = s.ld[l];
         memset(&d, 0, sizeof d);
         d.wq = {wt, NULL, H * hd, E}, d.wk = {wt, NULL, Hkv * hd, E}, d.wv = {wt, NULL, Hkv * hd, E};
         d.wo = {wt, NULL, E, H * hd}, d.w_gate = {wt, NULL, F, E}, d.w_up = {wt, NULL, F, E};
         d.w_down = {wt, NULL, E, F};
     }
-    std::vector<float> freq(hd / 2);
-    for (int i = 0; i < hd / 2; i++) freq[i] = powf(500000.0f, -2.0f * i / hd);
-    kvl_cuda_model_desc md = {L, E, H, Hkv, hd, F, V, 1e-5f, 1, freq.data(), {wt, NULL, V, E}, {wt, NULL, V, E},
-                              NULL, ld.data()};
+    s.freq.resize(hd / 2);
+    for (int i = 0; i < hd / 2; i++) s.freq[i] = powf(500000.0f, -2.0f * i / hd);
+    s.md = {L, E, H, Hkv, hd, F, V, 1e-5f, 1, s.freq.data(), {wt, NULL, V, E}, {wt, NULL, V, E}, NULL, s.ld.data()};
+}
+
+static void bench_prefill_8b(const char *codec) {
+    const int wt = 8, NB = 32, STRETCH = 256;
+    desc_8b s8;
+    make_desc_8b(s8, wt);
+    const kvl_cuda_model_desc &md = s8.md;
     kvl_cuda_lm_config cfg = {codec, 32, 32768 + 64, 1, NB, 0, 1234, 0, 0, 0};
     kvl_cuda_lm *lm = NULL;
     kvl_err e = {};
@@ -453,20 +467,10 @@ static void print_profile(kvl_cuda_lm *lm, const char *what, double step_ms) {
 static int lean_8b; /* --8b-lean: f16 KV only, no PDL / variant rows, profile at 32K only */
 
 static void bench_8b(int steps, double bw, int wt, int exact, int ctx_max, int all_codecs) {
-    const int L = 32, E = 4096, H = 32, Hkv = 8, hd = 128, F = 14336, V = 128256;
     const char *wname = wt == 1 ? "f16" : wt == 2 ? "q4_0" : wt == 3 ? "q4_1" : "q8_0";
-    std::vector<kvl_cuda_layer_desc> ld(L);
-    for (int l = 0; l < L; l++) {
-        kvl_cuda_layer_desc &d = ld[l];
-        memset(&d, 0, sizeof d);
-        d.wq = {wt, NULL, H * hd, E}, d.wk = {wt, NULL, Hkv * hd, E}, d.wv = {wt, NULL, Hkv * hd, E};
-        d.wo = {wt, NULL, E, H * hd}, d.w_gate = {wt, NULL, F, E}, d.w_up = {wt, NULL, F, E};
-        d.w_down = {wt, NULL, E, F};
-    }
-    std::vector<float> freq(hd / 2);
-    for (int i = 0; i < hd / 2; i++) freq[i] = powf(500000.0f, -2.0f * i / hd);
-    kvl_cuda_model_desc md = {L, E, H, Hkv, hd, F, V, 1e-5f, 1, freq.data(), {wt, NULL, V, E}, {wt, NULL, V, E},
-                              NULL, ld.data()};
+    desc_8b s8;
+    make_desc_8b(s8, wt);
+    const kvl_cuda_model_desc &md = s8.md;
     std::vector<std::string> cl;
     { /* --8b-kv list, or the default pair */
         const std::string spec = g_kv8b ? g_kv8b : all_codecs ? "f16,int4z" : "f16";
@@ -561,19 +565,10 @@ static void bench_8b(int steps, double bw, int wt, int exact, int ctx_max, int a
  * stage's share of the graph time (its own time plus the gaps it adds).
  * Results of the ablated steps are garbage; only their time counts. */
 static void bench_8b_ablate(int steps, double bw, int ctx_max) {
-    const int L = 32, E = 4096, H = 32, Hkv = 8, hd = 128, F = 14336, V = 128256, wt = 8;
-    std::vector<kvl_cuda_layer_desc> ld(L);
-    for (int l = 0; l < L; l++) {
-        kvl_cuda_layer_desc &d = ld[l];
-        memset(&d, 0, sizeof d);
-        d.wq = {wt, NULL, H * hd, E}, d.wk = {wt, NULL, Hkv * hd, E}, d.wv = {wt, NULL, Hkv * hd, E};
-        d.wo = {wt, NULL, E, H * hd}, d.w_gate = {wt, NULL, F, E}, d.w_up = {wt, NULL, F, E};
-        d.w_down = {wt, NULL, E, F};
-    }
-    std::vector<float> freq(hd / 2);
-    for (int i = 0; i < hd / 2; i++) freq[i] = powf(500000.0f, -2.0f * i / hd);
-    kvl_cuda_model_desc md = {L, E, H, Hkv, hd, F, V, 1e-5f, 1, freq.data(), {wt, NULL, V, E}, {wt, NULL, V, E},
-                              NULL, ld.data()};
+    const int wt = 8;
+    desc_8b s8;
+    make_desc_8b(s8, wt);
+    const kvl_cuda_model_desc &md = s8.md;
     kvl_cuda_lm_config cfg = {"f16", 32, ctx_max + 64 + steps, 1, 8, 0, 1234, 0, 0, 0};
     kvl_cuda_lm *lm = NULL;
     kvl_err e = {};

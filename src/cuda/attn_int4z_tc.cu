@@ -9,13 +9,7 @@
 template <int D> static kvl_cuda_split_fn pick_g(int G) {
     typedef tc_i4k<D> K;
     typedef tc_i4v<D> V;
-    switch (G) {
-    case 1: return tc_split_kernel<K, V, K, V, false, D, 1, TC_MINB>;
-    case 2: return tc_split_kernel<K, V, K, V, false, D, 2, TC_MINB>;
-    case 3: return tc_split_kernel<K, V, K, V, false, D, 3, TC_MINB>;
-    case 4: return tc_split_kernel<K, V, K, V, false, D, 4, TC_MINB>;
-    }
-    return NULL;
+    return tc_pick_g<K, V, K, V, false, D, TC_MINB>(G);
 }
 
 kvl_cuda_split_fn kvl_cuda_pick_int4z_tc(int D, int G, int P) {

@@ -12,13 +12,7 @@ template <int D> static kvl_cuda_split_fn pick_g(int G) {
     typedef tc_k2v<D> V;
     typedef tc_hk<D> OK;
     typedef tc_hv<D> OV;
-    switch (G) {
-    case 1: return tc_split_kernel<K, V, OK, OV, true, D, 1, TC_MINB>;
-    case 2: return tc_split_kernel<K, V, OK, OV, true, D, 2, TC_MINB>;
-    case 3: return tc_split_kernel<K, V, OK, OV, true, D, 3, TC_MINB>;
-    case 4: return tc_split_kernel<K, V, OK, OV, true, D, 4, TC_MINB>;
-    }
-    return NULL;
+    return tc_pick_g<K, V, OK, OV, true, D, TC_MINB>(G);
 }
 
 kvl_cuda_split_fn kvl_cuda_pick_kivi2z_tc(int D, int G, int P) {

@@ -449,6 +449,19 @@ static inline int kvl_cuda_tc_stage_bytes(kvl_cuda_codec c, int D) {
                                         : 0;
 }
 
+/* The per-codec instantiation table: tc_split_kernel for G = 1..4 query
+ * heads per kv-head, NULL otherwise (used by attn_<codec>_tc.cu). */
+template <class KC, class VC, class OKC, class OVC, bool SEALED, int D, int MINB>
+static kvl_cuda_split_fn tc_pick_g(int G) {
+    switch (G) {
+    case 1: return tc_split_kernel<KC, VC, OKC, OVC, SEALED, D, 1, MINB>;
+    case 2: return tc_split_kernel<KC, VC, OKC, OVC, SEALED, D, 2, MINB>;
+    case 3: return tc_split_kernel<KC, VC, OKC, OVC, SEALED, D, 3, MINB>;
+    case 4: return tc_split_kernel<KC, VC, OKC, OVC, SEALED, D, 4, MINB>;
+    }
+    return NULL;
+}
+
 /* Per-codec entry points (attn_<codec>_tc.cu): the tensor-core kernel for
  * (D, G, P), NULL when there is none (G > 4, P not a multiple of 16, D not
  * 64 / 128). */
