@@ -18,6 +18,7 @@
  *                   [--batch 1,16,64] [--P 32] [--reps 50] [--sweep [--variants 0,1,..]] [--json FILE]
  *                   [--no-capacity] [--variant N]   (N: kvl_cuda_attn_tuning.variant of the main table)
  *                   [--max-chunk T]  (kvl_cuda_attn_tuning.max_chunk_tokens of the main table; 0 = default)
+ *                   [--no-round]     (tile_round -1: tensor-core splits not rounded to 128-token steps)
  * Shape: Llama-3-8B attention, 32 query / 8 KV heads, head_dim 128. */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -249,7 +250,7 @@ int main(int argc, char **argv) {
     std::vector<int> ctxs = {4096, 32768, 131072}, batches = {1, 16, 64};
     std::vector<const char *> codecs = {"f16", "int8", "fp8", "int4z", "kivi4z", "kivi2z"};
     std::vector<const char *> cap_codecs = {"f16", "int4z", "kivi2z"};
-    int P = 32, reps = 50, sweep = 0, cap = 1, variant = 0, max_chunk = 0;
+    int P = 32, reps = 50, sweep = 0, cap = 1, variant = 0, max_chunk = 0, tile_round = 0;
     std::vector<int> variants = {0, 1, 2, 3, 4};
     const char *json = NULL;
     for (int i = 1; i < argc; i++) {
@@ -262,6 +263,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--variants") && i + 1 < argc) variants = parse_list(argv[++i]);
         else if (!strcmp(argv[i], "--variant") && i + 1 < argc) variant = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--max-chunk") && i + 1 < argc) max_chunk = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--no-round")) tile_round = -1;
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
         else if (!strcmp(argv[i], "--codecs") && i + 1 < argc) {
             codecs.clear();
@@ -302,15 +304,15 @@ int main(int argc, char **argv) {
         KV(kvl_cuda_pool_fill_random(p, (uint32_t)cls << (32 - KVL_CUDA_CLASS_BITS), npages, 42, &err));
         for (int B : batches)
             for (int ctx : ctxs) {
-                kvl_cuda_attn_tuning tv = {0, 0, max_chunk, 0, variant};
+                kvl_cuda_attn_tuning tv = {0, 0, max_chunk, 0, variant, tile_round};
                 const result r = run_shape(p, P, B, ctx, &tv, reps);
-                kvl_cuda_attn_tuning so = {0, 0, max_chunk, 1, variant};
+                kvl_cuda_attn_tuning so = {0, 0, max_chunk, 1, variant, tile_round};
                 const result r1 = run_shape(p, P, B, ctx, &so, reps);
                 const double kvb = (double)B * HKV * ctx * bytes_per_token(p, P);
                 const double gbs = kvb / (r.med_us * 1e-6) / 1e9;
-                printf("| %s%s%s | %d | %d | %d | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f%% | %d x %d | %d |\n", codec,
+                printf("| %s%s%s%s | %d | %d | %d | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f%% | %d x %d | %d |\n", codec,
                        variant ? (" v" + std::to_string(variant)).c_str() : "",
-                       max_chunk ? (" mc" + std::to_string(max_chunk)).c_str() : "", P, B,
+                       max_chunk ? (" mc" + std::to_string(max_chunk)).c_str() : "", tile_round ? " nr" : "", P, B,
                        ctx, kvb / 1e6, r.med_us, r.min_us, r1.med_us, gbs, 100 * gbs / cbw, r.n_split, r.chunk_pages,
                        r.replicas);
                 fflush(stdout);
@@ -330,7 +332,7 @@ int main(int argc, char **argv) {
                         for (int tm = 0; tm < 4; tm++) {
                             /* batch 1: also 2 / 4 / 10 blocks per SM (more, shorter splits) */
                             if (tm && B > 1) continue;
-                            kvl_cuda_attn_tuning tu = {0, 0, 0, 0, v};
+                            kvl_cuda_attn_tuning tu = {0, 0, 0, 0, v, tile_round};
                             const int tb[4] = {0, 2 * n_sm, 4 * n_sm, 10 * n_sm}; /* 0: one wave of the variant */
                             tu.target_blocks = tb[tm];
                             const result r = run_shape(p, P, B, ctx, &tu, reps);

@@ -92,6 +92,13 @@ struct kvl_cuda_attn {
     size_t part_floats; /* capacity */
 };
 
+/* Pages per split quantum of the plan: 128 tokens (4 warps x 2 tiles of 16)
+ * for the tensor-core kernels unless tuning.tile_round < 0; else 1. */
+static int tile_quantum(const kvl_cuda_attn *a) {
+    const int P = a->pool->P;
+    return a->tc && a->tun.tile_round >= 0 && P < 2 * NWARPS * 16 ? 2 * NWARPS * 16 / P : 1;
+}
+
 static size_t smem_bytes(const kvl_cuda_attn *a, int chunk_pages, int *pid_slots) {
     const int D = a->pool->D, slots = 2 * ((chunk_pages + 1) & ~1); /* 8-byte addresses, in floats */
     const size_t sc = (size_t)a->G * ((size_t)chunk_pages << a->pool->logP), red = (size_t)NWARPS * a->G * D;
@@ -106,6 +113,14 @@ extern "C" void kvl_cuda_attn_plan(const kvl_cuda_attn *a, int n_seq, int max_le
     const int P = a->pool->P;
     const int max_pages = (max_len + P - 1) / P;
     const long lists = (long)n_seq * a->n_head_kv;
+    /* tensor-core kernels: splits of a whole number of 4-warp x 2-tile steps
+     * (cp.async ring, two 16-token tiles per softmax step): a warp given an
+     * odd number of tiles made the split 13-15% slower (RESULTS, 2026-12-03) */
+    const int q = tile_quantum(a);
+    auto rnd = [&](int c) {
+        if (q > 1 && c < max_pages) c = (c + q - 1) / q * q;
+        return c < max_pages || max_pages == 0 ? c : max_pages;
+    };
     /* floor: the grid stays within one wave of resident blocks */
     const long want = lists > 0 && a->tun.target_blocks >= lists ? a->tun.target_blocks / lists : 1;
     int cp = max_pages > 0 ? (int)((max_pages + want - 1) / want) : 1;
@@ -114,6 +129,7 @@ extern "C" void kvl_cuda_attn_plan(const kvl_cuda_attn *a, int n_seq, int max_le
     if (cp > cp_max) cp = cp_max;
     if (max_pages > 0 && cp > max_pages) cp = max_pages;
     if (cp < 1) cp = 1;
+    cp = rnd(cp);
     int ns = max_pages > 0 ? (max_pages + cp - 1) / cp : 1;
     const long slots = a->tun.target_blocks > 0 ? a->tun.target_blocks : 1;
     if (lists * ns > slots) {
@@ -123,7 +139,7 @@ extern "C" void kvl_cuda_attn_plan(const kvl_cuda_attn *a, int n_seq, int max_le
         double best = 0;
         int best_ns = ns;
         for (int t = ns; t <= 4 * ns && t <= max_pages; t++) {
-            const int tcp = (max_pages + t - 1) / t, tns = (max_pages + tcp - 1) / tcp;
+            const int tcp = rnd((max_pages + t - 1) / t), tns = (max_pages + tcp - 1) / tcp;
             if (tcp < cp_min || tns != t) continue;
             const long blocks = lists * tns, waves = (blocks + slots - 1) / slots;
             const double eff = (double)blocks / (double)(waves * slots);
@@ -131,7 +147,8 @@ extern "C" void kvl_cuda_attn_plan(const kvl_cuda_attn *a, int n_seq, int max_le
             if (eff >= 0.9) break;
         }
         ns = best_ns;
-        cp = (max_pages + ns - 1) / ns;
+        cp = rnd((max_pages + ns - 1) / ns);
+        ns = (max_pages + cp - 1) / cp;
     }
     *chunk_pages = cp;
     *n_split = ns;
@@ -154,9 +171,6 @@ extern "C" kvl_status kvl_cuda_attn_create(const kvl_cuda_pool *p, int n_head, i
     a->n_head = n_head, a->n_head_kv = n_head_kv, a->G = G, a->max_seq = max_seq, a->max_len = max_len;
     if (tuning) a->tun = *tuning;
     if (a->tun.min_chunk_tokens <= 0) a->tun.min_chunk_tokens = 64;
-    if (a->tun.max_chunk_tokens <= 0) a->tun.max_chunk_tokens = 2048;
-    if (a->tun.max_chunk_tokens < p->P) a->tun.max_chunk_tokens = p->P;
-    if (a->tun.min_chunk_tokens > a->tun.max_chunk_tokens) a->tun.min_chunk_tokens = a->tun.max_chunk_tokens;
     switch (p->codec) {
     case KVL_CUDA_CODEC_F16:
         /* KVL_CUDA_TC_VARIANT: tensor cores (attn_f16_tc.cu) where they take
@@ -189,12 +203,21 @@ extern "C" kvl_status kvl_cuda_attn_create(const kvl_cuda_pool *p, int n_head, i
         if (!a->fn && a->tun.variant <= 1) a->fn = kvl_cuda_pick_kivi2z(p->D, G, p->P, 0);
         break;
     }
+    /* default cap: 2048 tokens; 4096 for the tensor-core kernels, so a
+     * one-wave plan can round its splits up to whole steps (65 -> 68 pages at
+     * 32K + a few tokens, batch 1) and 16 x 4K needs one split, not two */
+    if (a->tun.max_chunk_tokens <= 0) a->tun.max_chunk_tokens = a->tc ? 4096 : 2048;
+    if (a->tun.max_chunk_tokens < p->P) a->tun.max_chunk_tokens = p->P;
+    if (a->tun.min_chunk_tokens > a->tun.max_chunk_tokens) a->tun.min_chunk_tokens = a->tun.max_chunk_tokens;
     if (!a->fn) {
         free(a);
         return kvl_err_set(err, KVL_ERR_UNSUPPORTED, "cuda attn: no kernel variant %d for D %d, G %d",
                            tuning ? tuning->variant : 0, p->D, G);
     }
-    a->smem_max = smem_bytes(a, a->tun.max_chunk_tokens / p->P, NULL);
+    {
+        const int qp = tile_quantum(a), cpm = a->tun.max_chunk_tokens / p->P;
+        a->smem_max = smem_bytes(a, (cpm + qp - 1) / qp * qp, NULL); /* the plan rounds up to qp */
+    }
     kvl_status s = KVL_OK;
     cudaError_t e = cudaFuncSetAttribute(a->fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)a->smem_max);
     if (e == cudaSuccess && a->tun.target_blocks <= 0) {

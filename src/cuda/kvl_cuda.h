@@ -99,13 +99,15 @@ kvl_status kvl_cuda_pool_fill_random(kvl_cuda_pool *p, uint32_t id, int64_t n, u
  * softmax results. chunk_pages is the smallest number of pages that keeps
  * the grid within target_blocks (one wave), within [min_chunk_tokens,
  * max_chunk_tokens]; when even that grid is larger, the number of splits
- * is raised (at most 4x) until its waves are >= 90% full. */
+ * is raised (at most 4x) until its waves are >= 90% full. The tensor-core
+ * kernels round chunk_pages up to a multiple of 128 tokens (tile_round). */
 typedef struct kvl_cuda_attn_tuning {
     int target_blocks;    /* default: resident blocks per SM x SMs (one full wave) */
     int min_chunk_tokens; /* default 64 */
-    int max_chunk_tokens; /* default 2048 (upper bound also on scratch shared memory) */
+    int max_chunk_tokens; /* default 2048, 4096 for the tensor-core kernels (upper bound also on scratch shared memory) */
     int skip_merge;       /* benchmarks only: no merge (output wrong when split) */
     int variant;          /* benchmarks / tests: 0 = default kernel (tensor cores where one exists for D, G <= 4, P); f16 / int8 / fp8: 7 = the CUDA-core kernel, 8 = the tensor-core kernel (as 0), 1..6 = CUDA-core tuning alternates (D 128, G 4 only); int4z 1, 2 and kivi2z 1: the CUDA-core kernels */
+    int tile_round;       /* tensor-core kernels: 0 = splits rounded up to whole 128-token steps (4 warps x 2 tiles; may exceed max_chunk_tokens by < 128), < 0 = not */
 } kvl_cuda_attn_tuning;
 
 typedef struct kvl_cuda_attn kvl_cuda_attn;

@@ -306,13 +306,15 @@ static void run_case(const tcase *c, int sensitivity) {
     /* plans: default; one page per split (many splits, the merge); one split
      * per list (the direct path); then the kernel variants of the Llama-3-8B
      * shape (D 128, G 4) with the default plan and with one page per split */
-    const kvl_cuda_attn_tuning plans[] = {{0, 0, 0, 0, 0},    {0, c->P, c->P, 0, 0}, {0, 4096, 4096, 0, 0},
-                                          {7, 0, 0, 0, 0},    {0, 3 * c->P, 3 * c->P, 0, 0},
-                                          {0, 0, 0, 0, 1},    {0, 0, 0, 0, 2},       {0, 0, 0, 0, 3},
-                                          {0, 0, 0, 0, 4},    {0, 0, 0, 0, 5},       {0, 0, 0, 0, 6},
-                                          {0, c->P, c->P, 0, 1}, {0, c->P, c->P, 0, 2}, {0, c->P, c->P, 0, 3},
-                                          {0, c->P, c->P, 0, 4}, {0, c->P, c->P, 0, 5}, {0, c->P, c->P, 0, 6},
-                                          {0, 0, 0, 0, 7},    {0, c->P, c->P, 0, 7}};
+    /* (1 and 3 pages per split keep their size: tile_round -1, so the
+     * tensor-core kernels still meet warps with an odd number of tiles) */
+    const kvl_cuda_attn_tuning plans[] = {{0, 0, 0, 0, 0, 0},  {0, c->P, c->P, 0, 0, -1}, {0, 4096, 4096, 0, 0, 0},
+                                          {7, 0, 0, 0, 0, 0},  {0, 3 * c->P, 3 * c->P, 0, 0, -1},
+                                          {0, 0, 0, 0, 1, 0},    {0, 0, 0, 0, 2, 0},       {0, 0, 0, 0, 3, 0},
+                                          {0, 0, 0, 0, 4, 0},    {0, 0, 0, 0, 5, 0},       {0, 0, 0, 0, 6, 0},
+                                          {0, c->P, c->P, 0, 1, 0}, {0, c->P, c->P, 0, 2, 0}, {0, c->P, c->P, 0, 3, 0},
+                                          {0, c->P, c->P, 0, 4, 0}, {0, c->P, c->P, 0, 5, 0}, {0, c->P, c->P, 0, 6, 0},
+                                          {0, 0, 0, 0, 7, 0},    {0, c->P, c->P, 0, 7, 0}};
     const char *pname[] = {"default", "1 page/split", "1 split/list", "7-block waves", "3 pages/split", "variant 1", "variant 2", "variant 3",
                            "variant 4", "variant 5", "variant 6", "v1 1 page/split", "v2 1 page/split",
                            "v3 1 page/split", "v4 1 page/split", "v5 1 page/split", "v6 1 page/split",
@@ -401,7 +403,7 @@ static void run_case(const tcase *c, int sensitivity) {
         double rel, elem;
         int nf = 0;
         s = kvl_cuda_upload(d.ids, d.ids_host, sizeof(uint32_t) * (size_t)d.total_pages, &err);
-        const kvl_cuda_attn_tuning one_split = {0, 4096, 4096, 0, 0};
+        const kvl_cuda_attn_tuning one_split = {0, 4096, 4096, 0, 0, 0};
         if (s == KVL_OK) s = run_dev(c, &d, &one_split, got, &ns, &err);
         compare(c, got, bt.ref, &rel, &elem, &nf);
         CHECK_MSG(s == KVL_OK && nf >= c->D * (c->Hq / c->Hkv), "open page before a sealed one: %d non-finite outputs", nf);
@@ -410,6 +412,47 @@ static void run_case(const tcase *c, int sensitivity) {
     free(got);
     undev(&d);
     unbuild(&bt, c->B);
+}
+
+/* The plan of the tensor-core kernels (f16, Llama-3-8B attention shape,
+ * P 16 / 32 / 64): every split a whole number of 128-token steps unless it
+ * is the whole list, the splits cover the list, within one wave where one
+ * wave takes it; tile_round -1 keeps the unrounded split. */
+static void test_plan_rounding(void) {
+    kvl_err err = {0};
+    const int Ps[] = {16, 32, 64}, lens[] = {1, 100, 4096, 32768, 32800, 32832, 33792, 36864, 131072, 131100};
+    for (int pi = 0; pi < 3; pi++) {
+        const int P = Ps[pi];
+        kvl_cuda_pool *p = NULL;
+        kvl_cuda_pool_config pc = {.codec_k = "f16", .head_dim = 128, .page_tokens = P, .n_pages = 1};
+        if (kvl_cuda_pool_create(&pc, &p, &err) != KVL_OK) {
+            CHECK_MSG(0, "pool P=%d: %s", P, err.msg);
+            continue;
+        }
+        for (int r = 0; r < 2; r++) {
+            const kvl_cuda_attn_tuning tu = {0, 0, 0, 0, 0, r ? -1 : 0};
+            kvl_cuda_attn *a = NULL;
+            if (kvl_cuda_attn_create(p, 32, 8, 16, 131100, &tu, &a, &err) != KVL_OK) {
+                CHECK_MSG(0, "attn P=%d: %s", P, err.msg);
+                continue;
+            }
+            int n_odd = 0;
+            for (int b = 1; b <= 16; b *= 16)
+                for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+                    const int pages = (lens[li] + P - 1) / P;
+                    int cp = 0, ns = 0;
+                    kvl_cuda_attn_plan(a, b, lens[li], &cp, &ns);
+                    CHECK_MSG(cp >= 1 && ns >= 1 && (long)cp * ns >= pages && (long)cp * (ns - 1) < pages,
+                              "P=%d len %d batch %d: %d x %d pages do not cover %d", P, lens[li], b, ns, cp, pages);
+                    const int odd = (cp * P) % 128 != 0 && cp < pages;
+                    if (!r) CHECK_MSG(!odd, "P=%d len %d batch %d: split of %d pages not rounded", P, lens[li], b, cp);
+                    n_odd += odd;
+                }
+            if (r) CHECK_MSG(n_odd > 0, "P=%d: tile_round -1 rounded every plan", P);
+            kvl_cuda_attn_free(a);
+        }
+        kvl_cuda_pool_free(p);
+    }
 }
 
 int main(void) {
@@ -421,6 +464,7 @@ int main(void) {
         return 1;
     }
     printf("note: device %s, %d SMs\n", name, n_sm);
+    test_plan_rounding();
 
     /* codec x page size x head_dim, Llama-like GQA 4, a batch of 5 */
     /* KIVI: residual window of 64 tokens (1 to 3 full open pages besides the
