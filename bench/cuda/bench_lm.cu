@@ -45,6 +45,7 @@
 
 extern "C" {
 #include "cuda/kvl_cuda.h"
+#include "cuda/kvl_cuda_prefill.h"
 #include "cuda/lm_ops.h"
 #include "engine/engine.h"
 #include "kvlite.h"
@@ -213,22 +214,32 @@ static void bench_model(const char *path, int steps, double bw) {
 static void print_profile(kvl_cuda_lm *lm, const char *what, double step_ms);
 
 /* --prefill: prompt processing (TTFT), in the same run as the copy
- * bandwidth. (a) a model through the engine: kvl_prefill of a 512 / 4K /
- * 32K-token prompt on a fresh sequence (n_batch 512: device batches of 32
- * entries), logits of the last token only; tok/s = prompt / time. (b) the
- * 8B shape on the device model (max_batch 32): the 32-entry calls of one
- * slot over the 256 prompt tokens that end at depth 512 / 4K / 32K (the
- * context before them filled with random rows), tok/s of that stretch; a
- * whole 32K prompt would take tens of seconds with the decode kernel per
- * entry, so its TTFT is estimated from the stretches (time per token
- * linear in the depth between 512 and 32K, integrated). */
+ * bandwidth, before and after the tiled prefill attention (2026-12-03).
+ * (a) a model through the engine: kvl_prefill of a 512 / 4K / 32K-token
+ * prompt on a fresh sequence (n_batch 512; before: KVL_CUDA_PREFILL=0,
+ * device batches of 32 entries on the decode kernel; after: one device
+ * call per 512-token chunk on the prefill kernel), logits of the last
+ * token only; tok/s = prompt / time. (b) the prefill attention kernel
+ * alone (bench_prefill_attn). (c) the 8B shape on the device model: before,
+ * the 32-entry calls (decode kernel, graphs) over the 256 prompt tokens
+ * that end at depth 512 / 4K / 32K; after, one 512-entry call (prefill
+ * kernel) over the 512 tokens ending there (the context before them filled
+ * with random rows); tok/s of that stretch. A whole 32K prompt would take
+ * tens of seconds, so its TTFT is estimated from the stretches (time per
+ * token linear in the depth between 512 and 32K, integrated). */
 static void bench_prefill_model(const char *path) {
     kvl_model *m = NULL;
     char err[256] = "";
     if (kvl_model_load(path, &m, err, sizeof err)) DIE("model %s: %s", path, err);
     kvl_model_info mi;
     kvl_model_get_info(m, &mi);
-    printf("\nprefill through kvl_prefill (device cuda, f16 KV, n_batch 512): %s\n", path);
+    /* mode 0 (before): KVL_CUDA_PREFILL=0, the decode kernel per entry in device batches of 32;
+     * mode 1 (after, the default): the tiled prefill kernel, device batches of 512 */
+    for (int mode = 0; mode < 2; mode++) {
+    setenv("KVL_CUDA_PREFILL", mode ? "1" : "0", 1);
+    printf("\nprefill through kvl_prefill (device cuda, f16 KV, n_batch 512), %s: %s\n",
+           mode ? "after: tiled prefill attention, device batches of 512" : "before: decode kernel, device batches of 32",
+           path);
     printf("| prompt | ms | tok/s |\n|---|---|---|\n");
     const int Ns[3] = {512, 4096, 32768};
     for (int ni = 0; ni < 3; ni++) {
@@ -258,10 +269,12 @@ static void bench_prefill_model(const char *path) {
         }
         printf("| %d | %.2f | %.0f |\n", Ns[ni], 1e3 * best, Ns[ni] / best);
         if (json)
-            fprintf(json, "%s{\"what\":\"prefill-api\",\"prompt\":%d,\"ms\":%.3f}", first_row ? "" : ",\n", Ns[ni],
-                    1e3 * best), first_row = 0;
+            fprintf(json, "%s{\"what\":\"prefill-api\",\"mode\":%d,\"prompt\":%d,\"ms\":%.3f}",
+                    first_row ? "" : ",\n", mode, Ns[ni], 1e3 * best), first_row = 0;
         kvl_ctx_free(c);
     }
+    }
+    unsetenv("KVL_CUDA_PREFILL");
     kvl_model_free(m);
 }
 
@@ -288,8 +301,114 @@ static void make_desc_8b(desc_8b &s, int wt) {
     s.md = {L, E, H, Hkv, hd, F, V, 1e-5f, 1, s.freq.data(), {wt, NULL, V, E}, {wt, NULL, V, E}, NULL, s.ld.data()};
 }
 
-static void bench_prefill_8b(const char *codec) {
-    const int wt = 8, NB = 32, STRETCH = 256;
+/* --prefill: the prefill attention kernel alone on the 8B head shape (D
+ * 128, 32 query heads over 8 kv-heads, f16 pages of 32 tokens), one layer:
+ * (a) a whole causal prompt of N tokens in one launch (N / 32 tiles x 8
+ * kv-heads), (b) one 512-token chunk ending at depth 4K / 32K (the forward
+ * pass's shape: 16 tiles x 8 kv-heads), the decode kernel on the same chunk
+ * (launches of 32 entries, as the lm) beside it. Useful causal FLOPs =
+ * 4 D H sum_i (visible keys of entry i) (QK^T and PV, 2 per multiply-add),
+ * over the median of 5 event-timed launches, against the H200 SXM
+ * datasheet's dense f16 tensor rate (989.5 TFLOP/s, mma with f32
+ * accumulation; mma.sync reaches only part of what wgmma does). */
+static void bench_prefill_attn(double bw) {
+    const int D = 128, P = 32, H = 32, Hkv = 8, maxN = 32768;
+    const int ppl = (maxN + P - 1) / P;
+    kvl_err e = {};
+    kvl_cuda_pool_config pc = {"f16", NULL, D, P, (int64_t)Hkv * ppl, 0};
+    kvl_cuda_pool *pool = NULL;
+    if (kvl_cuda_pool_create(&pc, &pool, &e)) DIE("prefill attn pool: %s", e.msg);
+    if (kvl_cuda_pool_fill_random(pool, 0, (int64_t)Hkv * ppl, 11, &e) ||
+        kvl_cuda_pool_set_positions(pool, 0, (int64_t)Hkv * ppl, ppl, NULL, &e) || kvl_cuda_sync(&e))
+        DIE("prefill attn fill: %s", e.msg);
+    kvl_cuda_prefill *pf = NULL;
+    kvl_cuda_attn *at = NULL;
+    if (kvl_cuda_prefill_create(pool, H, Hkv, &pf, &e)) DIE("prefill create: %s", e.msg);
+    if (kvl_cuda_attn_create(pool, H, Hkv, 32, maxN, NULL, &at, &e)) DIE("attn create: %s", e.msg);
+    std::vector<uint32_t> ids((size_t)Hkv * ppl);
+    for (size_t i = 0; i < ids.size(); i++) ids[i] = (uint32_t)i;
+    std::vector<int32_t> off((size_t)maxN * Hkv), len((size_t)maxN * Hkv), qpos(maxN), key(maxN, 0), tiles(2 * maxN);
+    std::vector<float> q((size_t)maxN * H * D);
+    for (size_t i = 0; i < q.size(); i++) q[i] = (float)((int)(i * 2654435761u % 2001) - 1000) * 1e-3f;
+    uint32_t *d_ids;
+    int32_t *d_off, *d_len, *d_qpos, *d_tiles;
+    float *d_q, *d_out;
+    if (kvl_cuda_alloc((void **)&d_ids, sizeof(uint32_t) * ids.size(), &e) ||
+        kvl_cuda_alloc((void **)&d_off, sizeof(int32_t) * off.size(), &e) ||
+        kvl_cuda_alloc((void **)&d_len, sizeof(int32_t) * len.size(), &e) ||
+        kvl_cuda_alloc((void **)&d_qpos, sizeof(int32_t) * maxN, &e) ||
+        kvl_cuda_alloc((void **)&d_tiles, sizeof(int32_t) * 2 * maxN, &e) ||
+        kvl_cuda_alloc((void **)&d_q, sizeof(float) * q.size(), &e) ||
+        kvl_cuda_alloc((void **)&d_out, sizeof(float) * q.size(), &e))
+        DIE("prefill attn alloc: %s", e.msg);
+    kvl_cuda_upload(d_ids, ids.data(), sizeof(uint32_t) * ids.size(), &e);
+    kvl_cuda_upload(d_q, q.data(), sizeof(float) * q.size(), &e);
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0), cudaEventCreate(&e1);
+    printf("\nprefill attention alone, one layer of the 8B shape (D 128, 32/8 heads, f16 pages of 32; copy %.0f GB/s); "
+           "TFLOP/s = useful causal FLOPs / median time, %% of 989.5 dense f16 (H200 SXM datasheet)\n", bw / 1e9);
+    printf("| shape | kernel | ms | TFLOP/s | %% of 989.5 |\n|---|---|---|---|---|\n");
+    struct shp { const char *name; int n, d0; } shapes[4] = {
+        {"whole prompt 4096", 4096, 0}, {"whole prompt 32768", 32768, 0},
+        {"chunk 512 ending at 4096", 512, 4096 - 512}, {"chunk 512 ending at 32768", 512, 32768 - 512}};
+    for (int si = 0; si < 4; si++) {
+        const int n = shapes[si].n, d0 = shapes[si].d0;
+        double vis = 0;
+        for (int i = 0; i < n; i++) {
+            qpos[i] = d0 + i;
+            vis += d0 + i + 1;
+            for (int h = 0; h < Hkv; h++) off[(size_t)i * Hkv + h] = h * ppl, len[(size_t)i * Hkv + h] = d0 + i + 1;
+        }
+        const double flops = 4.0 * D * H * vis;
+        const int nt = kvl_cuda_prefill_tiles(key.data(), n, kvl_cuda_prefill_tile_tokens(pf), tiles.data());
+        kvl_cuda_upload(d_off, off.data(), sizeof(int32_t) * n * Hkv, &e);
+        kvl_cuda_upload(d_len, len.data(), sizeof(int32_t) * n * Hkv, &e);
+        kvl_cuda_upload(d_qpos, qpos.data(), sizeof(int32_t) * n, &e);
+        kvl_cuda_upload(d_tiles, tiles.data(), sizeof(int32_t) * 2 * nt, &e);
+        for (int k = 0; k < (d0 ? 3 : 2); k++) { /* prefill variant 0, variant 1 (f16 query), decode kernel */
+            std::vector<double> ts;
+            for (int r = 0; r < 6; r++) {
+                cudaEventRecord(e0);
+                if (k < 2) {
+                    kvl_cuda_prefill_set_variant(pf, k);
+                    kvl_cuda_prefill_args a = {nt, d_tiles, d_ids, d_off, d_len, d_qpos, d_q, d_out, 0.088f};
+                    if (kvl_cuda_prefill_run(pf, &a, NULL, &e)) DIE("prefill run: %s", e.msg);
+                } else {
+                    for (int i0 = 0; i0 < n; i0 += 32) {
+                        kvl_cuda_attn_args a = {32, d0 + n, d_ids, d_off + (size_t)i0 * Hkv, d_len + (size_t)i0 * Hkv,
+                                                d_qpos + i0, d_q + (size_t)i0 * H * D, d_out + (size_t)i0 * H * D, 0.088f};
+                        if (kvl_cuda_attn_run(at, &a, NULL, &e)) DIE("attn run: %s", e.msg);
+                    }
+                }
+                cudaEventRecord(e1);
+                cudaEventSynchronize(e1);
+                float ms = 0;
+                cudaEventElapsedTime(&ms, e0, e1);
+                if (r > 0) ts.push_back(ms); /* the first warms up */
+            }
+            if (kvl_cuda_sync(&e)) DIE("prefill attn: %s", e.msg);
+            const double ms = median(ts), tf = flops / (ms * 1e-3) / 1e12;
+            const char *kn = k == 0 ? "prefill (hi+lo query)" : k == 1 ? "prefill variant 1 (f16 query)" : "decode kernel x 16 launches";
+            printf("| %s | %s | %.3f | %.1f | %.1f%% |\n", shapes[si].name, kn, ms, tf, 100 * tf / 989.5);
+            if (json)
+                fprintf(json, "%s{\"what\":\"prefill-attn\",\"shape\":\"%s\",\"kernel\":%d,\"ms\":%.4f,\"tflops\":%.2f}",
+                        first_row ? "" : ",\n", shapes[si].name, k, ms, tf), first_row = 0;
+        }
+    }
+    kvl_cuda_prefill_set_variant(pf, 0);
+    cudaEventDestroy(e0), cudaEventDestroy(e1);
+    kvl_cuda_free(d_ids), kvl_cuda_free(d_off), kvl_cuda_free(d_len), kvl_cuda_free(d_qpos), kvl_cuda_free(d_tiles);
+    kvl_cuda_free(d_q), kvl_cuda_free(d_out);
+    kvl_cuda_prefill_free(pf);
+    kvl_cuda_attn_free(at);
+    kvl_cuda_pool_free(pool);
+}
+
+/* mode 0 (before): device calls of 32 entries, the decode kernel per entry,
+ * graphs; mode 1 (after): one call of 512 entries, the tiled prefill kernel
+ * (launched directly) */
+static void bench_prefill_8b(const char *codec, int mode) {
+    const int wt = 8, NB = mode ? 512 : 32, STRETCH = mode ? 512 : 256;
     desc_8b s8;
     make_desc_8b(s8, wt);
     const kvl_cuda_model_desc &md = s8.md;
@@ -298,8 +417,10 @@ static void bench_prefill_8b(const char *codec) {
     kvl_err e = {};
     if (kvl_cuda_lm_create(&md, &cfg, &lm, &e)) DIE("8b prefill: %s", e.msg);
     kvl_cuda_lm_set_graphs(lm, 1);
-    printf("\n8B-shaped prefill (Q8_0, 8-bit activations, %s KV, device calls of %d entries of one slot, graphs): "
-           "the %d prompt tokens ending at each depth\n", codec, NB, STRETCH);
+    kvl_cuda_lm_set_prefill(lm, mode);
+    printf("\n8B-shaped prefill (Q8_0, 8-bit activations, %s KV, device calls of %d entries of one slot, %s): "
+           "the %d prompt tokens ending at each depth\n", codec, NB,
+           mode ? "tiled prefill attention, direct launches" : "decode kernel per entry, graphs", STRETCH);
     printf("| depth | ms per %d tokens | tok/s |\n|---|---|---|\n", STRETCH);
     const int Ds[3] = {512, 4096, 32768};
     double tpt[3] = {0, 0, 0};
@@ -307,6 +428,7 @@ static void bench_prefill_8b(const char *codec) {
     for (int di = 0; di < 3; di++) {
         const int d0 = Ds[di] - STRETCH;
         double best = 1e30;
+        int used = 0;
         for (int r = 0; r < 2; r++) { /* the first captures the graph */
             if (kvl_cuda_lm_fill_context(lm, 0, d0, 5, &e)) DIE("fill: %s", e.msg);
             const double t0 = now();
@@ -314,22 +436,24 @@ static void bench_prefill_8b(const char *codec) {
                 for (int i = 0; i < NB; i++) tok[i] = 100 + (p0 + i) % 1000, pos[i] = p0 + i;
                 if (kvl_cuda_lm_forward(lm, NB, tok.data(), pos.data(), slot.data(), 0, NULL, am.data(), &e))
                     DIE("8b prefill forward: %s", e.msg);
+                used += kvl_cuda_lm_used_prefill(lm);
             }
             const double t = now() - t0;
             best = t < best ? t : best;
         }
         tpt[di] = best / STRETCH;
-        printf("| %d | %.2f | %.0f |\n", Ds[di], 1e3 * best, STRETCH / best);
+        printf("| %d | %.2f | %.0f |%s\n", Ds[di], 1e3 * best, STRETCH / best,
+               (used > 0) != (mode == 1) ? " (kernel choice not as asked!)" : "");
         if (json)
-            fprintf(json, "%s{\"what\":\"prefill-8b\",\"codec\":\"%s\",\"depth\":%d,\"ms\":%.3f}",
-                    first_row ? "" : ",\n", codec, Ds[di], 1e3 * best), first_row = 0;
+            fprintf(json, "%s{\"what\":\"prefill-8b\",\"mode\":%d,\"codec\":\"%s\",\"depth\":%d,\"tokens\":%d,"
+                    "\"ms\":%.3f}", first_row ? "" : ",\n", mode, codec, Ds[di], STRETCH, 1e3 * best), first_row = 0;
     }
     /* time per token a + b depth through (512, tpt0) and (32768, tpt2); TTFT = sum over the prompt */
     const double b = (tpt[2] - tpt[0]) / (32768 - 512), a = tpt[0] - b * 512;
     for (int di = 0; di < 3; di++) {
         const double n = Ds[di], ttft = a * n + b * n * (n - 1) / 2;
-        printf("(8B %s: estimated TTFT of a %d-token prompt %.1f ms = %.0f tok/s)\n", codec, Ds[di], 1e3 * ttft,
-               n / ttft);
+        printf("(8B %s, %s: estimated TTFT of a %d-token prompt %.1f ms = %.0f tok/s)\n", codec, mode ? "after" : "before",
+               Ds[di], 1e3 * ttft, n / ttft);
     }
     kvl_cuda_lm_free(lm);
 }
@@ -806,7 +930,8 @@ int main(int argc, char **argv) {
     if (gemv) bench_gemv(bw);
     if (prefill) { /* TTFT first (the same run's copy bandwidth above) */
         if (model[0]) bench_prefill_model(model);
-        if (do8b) bench_prefill_8b("f16");
+        if (do8b) bench_prefill_attn(bw);
+        if (do8b) bench_prefill_8b("f16", 0), bench_prefill_8b("f16", 1);
         if (prefill == 2) {
             if (json) fprintf(json, "\n],\"copy_gbs\":%.1f}\n", bw / 1e9), fclose(json);
             return 0;

@@ -5,8 +5,8 @@
 #           keeps piece A in /tmp/kvl-model, copies this tree to /tmp/kvl-wt,
 #           builds the device programs there (make CUDA=1, PCRE2 from
 #           devdeps/ linked statically: the machine has none) and runs
-#           test_cuda_lm and test_cuda_seal (the kernels against the CPU
-#           references), then,
+#           test_cuda_lm, test_cuda_seal and test_cuda_prefill (the kernels
+#           against the CPU references), then,
 #           if BENCH_8B_ARGS is set, bench_lm with those arguments (no model
 #           needed: e.g. "--no-model --gemv --8b-q4 --ctx-max 131072");
 #   call 2: bash bench/cuda/device_lm.sh run PIECE_B SHA256
@@ -38,13 +38,15 @@ if [ "$step" = build ]; then
     mkdir -p "$md" && cp "$2" "$md/a" && ls -la "$md"
     rm -rf "$wt" && cp -r "$(pwd)" "$wt"
     { time mk build-cuda/cuda/test_cuda_lm build-cuda/cuda/test_cuda_e2e build-cuda/cuda/bench_lm build-cuda/cuda/test_cuda \
-        build-cuda/cuda/test_cuda_seal; } > "$OUT/build.log" 2>&1
+        build-cuda/cuda/test_cuda_seal build-cuda/cuda/test_cuda_prefill; } > "$OUT/build.log" 2>&1
     rc=$?; tail -4 "$OUT/build.log"; grep -E "error|warning" "$OUT/build.log" | head -20
     [ $rc = 0 ] || exit 1
     timeout 240 "$wt/build-cuda/cuda/test_cuda_lm" > "$OUT/test_lm.log" 2>&1; rc=$?
     grep -E "FAIL|note|passed" "$OUT/test_lm.log" | head -40
     timeout 120 "$wt/build-cuda/cuda/test_cuda_seal" > "$OUT/test_seal.log" 2>&1 || rc=1
     grep -E "FAIL|seal|note|passed" "$OUT/test_seal.log" | head -30
+    timeout 200 "$wt/build-cuda/cuda/test_cuda_prefill" > "$OUT/test_prefill.log" 2>&1 || rc=1
+    grep -E "FAIL|note|passed" "$OUT/test_prefill.log" | head -30
     if [ -n "${BENCH_8B_ARGS:-}" ]; then
         # shellcheck disable=SC2086
         timeout 300 "$wt/build-cuda/cuda/bench_lm" --json "$OUT/bench_8b.json" $BENCH_8B_ARGS > "$OUT/bench_8b.log" 2>&1 || rc=1

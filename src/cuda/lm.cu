@@ -28,6 +28,7 @@
 #include <cuda_fp16.h>
 
 #include "cuda/cuda_util.cuh"
+#include "cuda/kvl_cuda_prefill.h"
 #include "cuda/lm_ops.h"
 #include "cuda/page_space.cuh"
 
@@ -57,6 +58,10 @@ struct kvl_cuda_lm {
     float *out_norm, *freq;
     kvl_cuda_pool *pool;
     kvl_cuda_attn *attn;
+    /* prefill attention (attn_prefill.cu; the pf_* functions): NULL for codecs without it */
+    kvl_cuda_prefill *pf;
+    int pf_mode, pf_tiles_n, pf_used;  /* kvl_cuda_lm_set_prefill; this call's tiles (0: decode kernel) */
+    int32_t *pf_tiles_h, *pf_tiles_d; /* [max_batch][2] tile table (pinned host, device) */
     uint32_t *page_ids; /* device: list offsets index it; open ids (iota), sealed pages' ids once sealed */
     int seal;           /* sealing codec (kivi2z, kivi4z): the call ends with the seal kernel */
     int res_pages, seal_mse, defer_seal; /* kvl_cuda_lm_config seal_residual / seal_fit; kvl_cuda_lm_defer_seal */
@@ -95,6 +100,12 @@ struct kvl_cuda_lm {
     int *ev_stage, n_ev, max_ev, prof_calls;
     double prof_ms[KVL_CUDA_PROF_N];
 };
+
+/* prefill attention (the pf_* functions below enqueue) */
+#define LM_ATTN_SEQ 32  /* entries per decode-kernel launch (its workspace) */
+#define LM_PF_MIN_AVG 4 /* average entries per tile for the prefill kernel */
+static kvl_status pf_create(kvl_cuda_lm *lm, kvl_err *err);
+static void pf_free(kvl_cuda_lm *lm);
 
 static kvl_status dalloc(void **p, size_t bytes, kvl_err *err) {
     *p = NULL;
@@ -219,6 +230,7 @@ extern "C" void kvl_cuda_lm_free(kvl_cuda_lm *lm) {
     if (lm->hist_d) cudaFree(lm->hist_d);
     if (lm->amax_h) cudaFreeHost(lm->amax_h);
     kvl_cuda_attn_free(lm->attn);
+    pf_free(lm);
     kvl_cuda_pool_free(lm->pool);
     if (lm->st) cudaStreamDestroy(lm->st);
     for (int i = 0; i < lm->max_ev; i++) cudaEventDestroy(lm->ev[i]);
@@ -287,8 +299,11 @@ static kvl_status create(kvl_cuda_lm *lm, const kvl_cuda_model_desc *m, const kv
     kvl_cuda_pool_config pc = {codec, NULL, lm->hd, lm->P, n_pages, lm->seal ? n_pages : 0};
     kvl_status s = kvl_cuda_pool_create(&pc, &lm->pool, err);
     if (s) return s;
-    if ((s = kvl_cuda_attn_create(lm->pool, lm->H, lm->Hkv, lm->max_batch, lm->n_ctx, NULL, &lm->attn, err)))
+    /* the decode kernel's workspace: at most LM_ATTN_SEQ entries per launch (attend() cuts larger calls) */
+    if ((s = kvl_cuda_attn_create(lm->pool, lm->H, lm->Hkv, lm->max_batch < LM_ATTN_SEQ ? lm->max_batch : LM_ATTN_SEQ,
+                                  lm->n_ctx, NULL, &lm->attn, err)))
         return s;
+    if ((s = pf_create(lm, err))) return s;
     if ((s = dalloc((void **)&lm->page_ids, sizeof(uint32_t) * n_pages, err))) return s;
     iota_k<<<1024, 256, 0, lm->st>>>(lm->page_ids, n_pages);
     KVL_CUDA_TRY(cudaGetLastError(), "cuda lm: iota");
@@ -460,6 +475,73 @@ static kvl_status norm(kvl_cuda_lm *lm, const float *w, int n, kvl_err *err) {
     return kvl_cuda_rmsnorm(lm->x, w, lm->xb, n, lm->E, lm->eps, lm->st, err);
 }
 
+/* ---- prefill attention (attn_prefill.cu) ------------------------------------------------
+ * A call whose entries come in runs of one slot (a prefill chunk) takes the
+ * tiled prefill kernel: one pass over each list per tile of up to 128 / G
+ * entries instead of one per entry. Chosen per call on the host from the
+ * slots alone (pf_plan: tiles of >= 4 entries on average), so decode calls
+ * (one entry per slot) keep the decode kernel and its CUDA graph. Prefill
+ * calls launch directly, without a graph: their shapes vary (entries, and
+ * the list lengths that decide the work), and a chunk's ~12 launches per
+ * layer are a few percent of its time (RESULTS, "CUDA prefill attention").
+ * Codecs without the kernel (all but f16) keep the decode kernel. */
+static kvl_status pf_create(kvl_cuda_lm *lm, kvl_err *err) {
+    lm->pf_mode = 1;
+    if (lm->pool->codec != KVL_CUDA_CODEC_F16) return KVL_OK; /* no prefill kernel: the decode kernel only */
+    kvl_status s = kvl_cuda_prefill_create(lm->pool, lm->H, lm->Hkv, &lm->pf, err);
+    if (s) return s;
+    if ((s = dalloc((void **)&lm->pf_tiles_d, sizeof(int32_t) * 2 * (size_t)lm->max_batch, err))) return s;
+    KVL_CUDA_TRY(cudaMallocHost((void **)&lm->pf_tiles_h, sizeof(int32_t) * 2 * (size_t)lm->max_batch),
+                 "cuda lm: pinned buffer");
+    return KVL_OK;
+}
+
+static void pf_free(kvl_cuda_lm *lm) {
+    kvl_cuda_prefill_free(lm->pf);
+    if (lm->pf_tiles_d) cudaFree(lm->pf_tiles_d);
+    if (lm->pf_tiles_h) cudaFreeHost(lm->pf_tiles_h);
+}
+
+/* This call's tiles into pf_tiles_h (pf_tiles_n > 0: the prefill kernel). */
+static void pf_plan(kvl_cuda_lm *lm, int n, const int32_t *slot) {
+    lm->pf_tiles_n = 0, lm->pf_used = 0;
+    if (!lm->pf || !lm->pf_mode || n < LM_PF_MIN_AVG) return;
+    const int nt = kvl_cuda_prefill_tiles(slot, n, kvl_cuda_prefill_tile_tokens(lm->pf), lm->pf_tiles_h);
+    if ((long)nt * LM_PF_MIN_AVG <= n) lm->pf_tiles_n = nt, lm->pf_used = 1;
+}
+
+static kvl_status pf_upload(kvl_cuda_lm *lm, kvl_err *err) {
+    if (!lm->pf_tiles_n) return KVL_OK;
+    KVL_CUDA_TRY(cudaMemcpyAsync(lm->pf_tiles_d, lm->pf_tiles_h, sizeof(int32_t) * 2 * (size_t)lm->pf_tiles_n,
+                                 cudaMemcpyHostToDevice, lm->st),
+                 "cuda lm: prefill tiles");
+    return KVL_OK;
+}
+
+/* One layer's attention of the call's n entries: the prefill kernel over
+ * the planned tiles, else the decode kernel in launches of <= LM_ATTN_SEQ
+ * entries. off, len: this layer's list offsets and the lists' lengths. */
+static kvl_status attend(kvl_cuda_lm *lm, int n, int max_len, const int32_t *off, const int32_t *len,
+                         const int32_t *pos, float scale, kvl_err *err) {
+    if (lm->pf_tiles_n) {
+        kvl_cuda_prefill_args pa = {lm->pf_tiles_n, lm->pf_tiles_d, lm->page_ids, off, len, pos, lm->q, lm->att, scale};
+        return kvl_cuda_prefill_run(lm->pf, &pa, lm->st, err);
+    }
+    const size_t HD = (size_t)lm->H * lm->hd;
+    for (int i0 = 0; i0 < n; i0 += LM_ATTN_SEQ) {
+        const int nb = n - i0 < LM_ATTN_SEQ ? n - i0 : LM_ATTN_SEQ;
+        const size_t li = (size_t)i0 * lm->Hkv;
+        kvl_cuda_attn_args at = {nb, max_len, lm->page_ids, off + li, len + li, pos + i0, lm->q + i0 * HD,
+                                 lm->att + i0 * HD, scale};
+        kvl_status s = kvl_cuda_attn_run(lm->attn, &at, lm->st, err);
+        if (s) return s;
+    }
+    return KVL_OK;
+}
+
+extern "C" void kvl_cuda_lm_set_prefill(kvl_cuda_lm *lm, int mode) { lm->pf_mode = mode != 0; }
+extern "C" int kvl_cuda_lm_used_prefill(const kvl_cuda_lm *lm) { return lm->pf_used; }
+
 /* Benchmarks (kvl_cuda_lm_set_ablate): how often a stage's kernels are
  * launched: 1, or 0 (left out) / 2 (twice) when its bit is set. */
 static int reps(const kvl_cuda_lm *lm, int stage) {
@@ -480,6 +562,7 @@ static kvl_status enqueue(kvl_cuda_lm *lm, int n, int max_len, int want_logits_a
     const int32_t *seal_from = off + (size_t)lm->L * lists, *seal_to = seal_from + B;
     kvl_status s;
     lm->n_ev = 0;
+    if ((s = pf_upload(lm, err))) return s;
     mark(lm, KVL_CUDA_PROF_EMBED);
     if ((s = kvl_cuda_embed(&lm->emb, tok, n, lm->x, st, err))) return s;
     if ((s = kvl_cuda_rope_cs(pos, lm->freq, n, lm->hd, lm->cs, st, err))) return s;
@@ -496,8 +579,7 @@ static kvl_status enqueue(kvl_cuda_lm *lm, int n, int max_len, int want_logits_a
                                    lm->q, lm->chain};
         STAGE(KVL_CUDA_PROF_APPEND, kvl_cuda_kv_append(lm->pool, &aa, st, err));
         mark(lm, KVL_CUDA_PROF_APPEND);
-        kvl_cuda_attn_args at = {n, max_len, lm->page_ids, off + (size_t)l * lists, len, pos, lm->q, lm->att, scale};
-        STAGE(KVL_CUDA_PROF_ATTN, kvl_cuda_attn_run(lm->attn, &at, st, err));
+        STAGE(KVL_CUDA_PROF_ATTN, attend(lm, n, max_len, off + (size_t)l * lists, len, pos, scale, err));
         mark(lm, KVL_CUDA_PROF_ATTN);
         if (lm->q8 && y->wo.fmt != KVL_CUDA_WF_F16) {
             STAGE(KVL_CUDA_PROF_QUANT, kvl_cuda_quantize_q8(lm->att, n, lm->H * lm->hd, lm->xq, lm->xds, st, err));
@@ -640,7 +722,8 @@ extern "C" kvl_status kvl_cuda_lm_forward(kvl_cuda_lm *lm, int n, const int32_t 
     kvl_status s = lm->seal ? plan_seals(lm, n, pos, slot, sf, sto, err) : KVL_OK;
     if (s) return s;
     if (!lm->seal) memset(sf, 0, sizeof(int32_t) * 2 * B);
-    if (lm->graphs && !lm->prof) {
+    pf_plan(lm, n, slot);
+    if (lm->graphs && !lm->prof && !lm->pf_tiles_n) { /* prefill calls launch directly (pf_plan) */
         /* kernel arguments depend on the metadata only through n and the
          * attention plan: an unchanged shape replays the graph as it is (its
          * first node copies the new metadata from the pinned buffer) */

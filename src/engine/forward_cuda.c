@@ -4,7 +4,9 @@
  * (src/cuda/lm.cu, which runs forward.c's per-layer structure on device
  * kernels), gives each sequence a device KV slot, and runs a forward call
  * as batches of decode-like entries (prefill too: entry i = token i at
- * position pos0 + i, its causal mask from the position). The CPU KV table of
+ * position pos0 + i, its causal mask from the position; device batches of
+ * up to 512 entries where the tiled prefill attention takes the codec,
+ * else 32). The CPU KV table of
  * a cuda sequence stays empty; the device pages are the cache. Without
  * CUDA=1 every entry point fails with a clear error. Device sampling
  * (kvl_ctx_set_device_sampling): the token choice of each call (argmax or
@@ -17,9 +19,14 @@
 
 #ifdef KVL_HAVE_CUDA
 #include "cuda/kvl_cuda.h"
+#include "cuda/kvl_cuda_prefill.h"
 #include "kv/codec_spec.h"
 
-#define CUDA_MAX_BATCH 32 /* entries per device call (prefill chunks) */
+#define CUDA_MAX_BATCH 32 /* entries per device call (prefill chunks) with the decode kernel's attention */
+/* with the tiled prefill attention (f16 KV): one pass over the list per 128 / G
+ * entries, so a chunk of n_batch tokens (default 512) is one device call; the
+ * step buffers grow with it (logits: max_batch x n_vocab floats) */
+#define CUDA_PREFILL_BATCH 512
 
 struct kvl_engine_cuda {
     kvl_cuda_lm *lm;
@@ -56,7 +63,11 @@ kvl_status kvl_engine_cuda_create(kvl_ctx *c, kvl_err *err) {
         return kvl_err_set(err, KVL_ERR_NOMEM, "cuda: out of memory");
     }
     g->n_slots = c->p.n_seq_max;
-    g->max_batch = c->p.n_batch < CUDA_MAX_BATCH ? c->p.n_batch : CUDA_MAX_BATCH;
+    /* KVL_CUDA_PREFILL=0 (benchmarks: the before): the decode kernel and batches of 32 */
+    const char *pfe = getenv("KVL_CUDA_PREFILL");
+    const int pf_on = !(pfe && !strcmp(pfe, "0"));
+    const int max_b = pf_on && kvl_cuda_prefill_codec(c->codec_k) ? CUDA_PREFILL_BATCH : CUDA_MAX_BATCH;
+    g->max_batch = c->p.n_batch < max_b ? c->p.n_batch : max_b;
     g->used = calloc((size_t)g->n_slots, 1);
     g->tok = malloc(sizeof(int32_t) * 4 * (size_t)g->max_batch);
     if (!g->used || !g->tok) {
@@ -93,6 +104,7 @@ kvl_status kvl_engine_cuda_create(kvl_ctx *c, kvl_err *err) {
         return st;
     }
     if (getenv("KVL_CUDA_GRAPHS")) kvl_cuda_lm_set_graphs(g->lm, 1); /* testing: CUDA graph replay */
+    if (!pf_on) kvl_cuda_lm_set_prefill(g->lm, 0);
     c->cuda = g;
     return KVL_OK;
 }
