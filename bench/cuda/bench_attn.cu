@@ -19,11 +19,9 @@
  *                   [--no-capacity] [--variant N]   (N: kvl_cuda_attn_tuning.variant of the main table)
  *                   [--max-chunk T]  (kvl_cuda_attn_tuning.max_chunk_tokens of the main table; 0 = default)
  *                   [--no-round]     (tile_round -1: tensor-core splits not rounded to 128-token steps)
- *                   [--stats none,mass,all] (added 2026-12-03: each row again with attention statistics on,
- *                                    kvl_cuda_attn_run_stats: none = the split kernels' statistics
- *                                    instantiation alone (scores and (m, l) written, no accumulator),
- *                                    mass = MASS only (h2o), last = LAST (tova), win = WSUM/WSQ (snapkv),
- *                                    vote = VOTE (veda), all = the six; one row per mode, "+mode")
+ *                   [--stats mass,all] (added 2026-12-03: each row again with attention statistics on,
+ *                                    kvl_cuda_attn_run_stats: mass = MASS only (h2o), win = WSUM/WSQ
+ *                                    (snapkv), all = the six accumulators; one row per mode, "+mode")
  * Shape: Llama-3-8B attention, 32 query / 8 KV heads, head_dim 128. */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -345,15 +343,12 @@ int main(int argc, char **argv) {
                             first ? "" : ",\n", codec, variant, max_chunk, P, B, ctx, kvb, r.med_us, r.min_us, r1.med_us, gbs, r.n_split, r.chunk_pages);
                 first = 0;
                 for (const std::string &m : stats_modes) {
-                    const unsigned mk = m == "mass"   ? 1u << KVL_CUDA_ACC_MASS
-                                        : m == "last" ? 1u << KVL_CUDA_ACC_LAST
-                                        : m == "win"  ? (1u << KVL_CUDA_ACC_WSUM | 1u << KVL_CUDA_ACC_WSQ)
-                                        : m == "vote" ? 1u << KVL_CUDA_ACC_VOTE
-                                        : m == "all"  ? (1u << KVL_CUDA_N_ACC) - 1
-                                        : m == "none" ? 1u << 31 /* statistics on, no accumulator */
-                                                      : 0;
+                    const unsigned mk = m == "mass"  ? 1u << KVL_CUDA_ACC_MASS
+                                        : m == "win" ? (1u << KVL_CUDA_ACC_WSUM | 1u << KVL_CUDA_ACC_WSQ)
+                                        : m == "all" ? (1u << KVL_CUDA_N_ACC) - 1
+                                                     : 0;
                     if (!mk) {
-                        fprintf(stderr, "unknown --stats mode %s (none, mass, last, win, vote, all)\n", m.c_str());
+                        fprintf(stderr, "unknown --stats mode %s (mass, win, all)\n", m.c_str());
                         exit(2);
                     }
                     const result rs = run_shape(p, P, B, ctx, &tv, reps, mk);

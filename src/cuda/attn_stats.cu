@@ -24,16 +24,6 @@
 #include "cuda/cuda_util.cuh"
 
 #define ST_THREADS 256
-static_assert(KVL_STATS_CHUNK == 4 * ST_THREADS, "a block's rows: 4 per thread");
-
-/* Programmatic dependent launch: the statistics kernels are scheduled
- * while the kernel before them (split, merge or moments) runs and wait
- * here for its results. */
-static __device__ __forceinline__ void pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
 
 /* accumulator row of (b, qh) of accumulator a */
 static __device__ __forceinline__ float *acc_row(const kvl_cuda_attn_stats &st, int a, int b, int qh, int n_head) {
@@ -52,26 +42,15 @@ template <class T> static __device__ __forceinline__ T warp_sum(T v) {
 __global__ void __launch_bounds__(ST_THREADS)
     stats_moments_kernel(const float *__restrict__ sc, int sc_stride, const int32_t *__restrict__ list_len,
                          const uint8_t *__restrict__ qmask, int n_head, int G, double *__restrict__ mom, int n_chunk) {
-    pdl_wait();
     const int c = blockIdx.x, qh = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
     const int n_head_kv = n_head / G, len = list_len[b * n_head_kv + qh / G], j0 = c * KVL_STATS_CHUNK;
     if (j0 >= len || (qmask && !(qmask[b] & (1u << KVL_CUDA_ACC_VOTE)))) return;
     const int j1 = min(len, j0 + KVL_STATS_CHUNK);
     const float *r = sc + ((size_t)b * n_head + qh) * sc_stride;
     double s1 = 0, s2 = 0, n = 0;
-    /* 4 consecutive rows per thread (16-byte loads; sc rows are 16-byte aligned) */
-    const int j = j0 + 4 * tid;
-    if (j < j1) {
-        float v[4];
-        if (j + 4 <= j1) {
-            const float4 f = *reinterpret_cast<const float4 *>(r + j);
-            v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
-        } else {
-            for (int i = 0; i < 4; i++) v[i] = j + i < j1 ? r[j + i] : -INFINITY;
-        }
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-            if (v[i] != -INFINITY) s1 += v[i], s2 += (double)v[i] * v[i], n += 1;
+    for (int j = j0 + tid; j < j1; j += ST_THREADS) {
+        const float s = r[j];
+        if (s != -INFINITY) s1 += s, s2 += (double)s * s, n += 1;
     }
     __shared__ double red[3][ST_THREADS / 32];
     s1 = warp_sum(s1), s2 = warp_sum(s2), n = warp_sum(n);
@@ -85,14 +64,11 @@ __global__ void __launch_bounds__(ST_THREADS)
 }
 
 /* Block (row block c, query head qh, sequence b): the accumulator updates
- * of the block's rows (header comment). ml: [B][n_head][n_split][2]. vec:
- * no shared rows, the accumulator rows 16-byte aligned (4 rows per thread
- * in 16-byte accesses); else one row per thread at a time. */
+ * of the block's rows (header comment). ml: [B][n_head][n_split][2]. */
 __global__ void __launch_bounds__(ST_THREADS)
-    stats_fold_kernel(const kvl_cuda_attn_stats st, unsigned on, bool vec, const float *__restrict__ sc, int sc_stride,
+    stats_fold_kernel(const kvl_cuda_attn_stats st, unsigned on, const float *__restrict__ sc, int sc_stride,
                       const float *__restrict__ ml, int n_split, const double *__restrict__ mom, int n_chunk,
                       const int32_t *__restrict__ list_len, int n_head, int G) {
-    pdl_wait();
     const int c = blockIdx.x, qh = blockIdx.y, b = blockIdx.z, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int n_head_kv = n_head / G, len = list_len[b * n_head_kv + qh / G], j0 = c * KVL_STATS_CHUNK;
     const unsigned mask = st.qmask ? on & st.qmask[b] : on;
@@ -146,53 +122,6 @@ __global__ void __launch_bounds__(ST_THREADS)
     float *en = mask & (1u << KVL_CUDA_ACC_WENT) ? acc_row(st, KVL_CUDA_ACC_WENT, b, qh, n_head) : nullptr;
     const bool at = st.shared_rows != 0;
     const int j1 = min(len, j0 + KVL_STATS_CHUNK);
-    if (vec) {
-        /* 4 consecutive rows per thread, every load issued before the math
-         * and the stores (16-byte accesses: rows 16-byte aligned) */
-        const int j = j0 + 4 * tid;
-        if (j + 4 <= j1) {
-            const float4 s4 = *reinterpret_cast<const float4 *>(r + j);
-            float4 a4[KVL_CUDA_N_ACC];
-            const float4 z = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            a4[KVL_CUDA_ACC_MASS] = ms ? *reinterpret_cast<const float4 *>(ms + j) : z;
-            a4[KVL_CUDA_ACC_WSUM] = ws ? *reinterpret_cast<const float4 *>(ws + j) : z;
-            a4[KVL_CUDA_ACC_WSQ] = ws ? *reinterpret_cast<const float4 *>(w2 + j) : z;
-            a4[KVL_CUDA_ACC_VOTE] = vo ? *reinterpret_cast<const float4 *>(vo + j) : z;
-            a4[KVL_CUDA_ACC_WENT] = en ? *reinterpret_cast<const float4 *>(en + j) : z;
-            const float sv[4] = {s4.x, s4.y, s4.z, s4.w};
-            float p[4];
-#pragma unroll
-            for (int i = 0; i < 4; i++) p[i] = sv[i] == -INFINITY ? 0.0f : expf(sv[i] - M) * inv;
-            auto upd = [&](float4 &a, auto f) { a.x = f(a.x, 0), a.y = f(a.y, 1), a.z = f(a.z, 2), a.w = f(a.w, 3); };
-            if (ms) upd(a4[KVL_CUDA_ACC_MASS], [&](float x, int i) { return x + p[i]; });
-            if (ws) {
-                upd(a4[KVL_CUDA_ACC_WSUM], [&](float x, int i) { return x + p[i]; });
-                upd(a4[KVL_CUDA_ACC_WSQ], [&](float x, int i) { return x + p[i] * p[i]; });
-            }
-            if (vo) upd(a4[KVL_CUDA_ACC_VOTE], [&](float x, int i) { return sv[i] != -INFINITY && sv[i] < th ? x + 1.0f : x; });
-            if (en) upd(a4[KVL_CUDA_ACC_WENT], [&](float x, int i) { return p[i] >= 1.17549435e-38f ? x - p[i] * __logf(p[i]) : x; });
-            if (ms) *reinterpret_cast<float4 *>(ms + j) = a4[KVL_CUDA_ACC_MASS];
-            if (ws) *reinterpret_cast<float4 *>(ws + j) = a4[KVL_CUDA_ACC_WSUM];
-            if (ws) *reinterpret_cast<float4 *>(w2 + j) = a4[KVL_CUDA_ACC_WSQ];
-            if (la) *reinterpret_cast<float4 *>(la + j) = make_float4(p[0], p[1], p[2], p[3]);
-            if (vo) *reinterpret_cast<float4 *>(vo + j) = a4[KVL_CUDA_ACC_VOTE];
-            if (en) *reinterpret_cast<float4 *>(en + j) = a4[KVL_CUDA_ACC_WENT];
-            return;
-        }
-        if (j >= j1) return;
-        /* the list's last rows: the scalar loop over this thread's rows */
-        for (int jj = j; jj < j1; jj++) {
-            const float s = r[jj];
-            const float p = s == -INFINITY ? 0.0f : expf(s - M) * inv;
-            if (ms) ms[jj] += p;
-            if (ws) ws[jj] += p, w2[jj] += p * p;
-            if (la) la[jj] = p;
-            if (en && p >= 1.17549435e-38f) en[jj] -= p * __logf(p);
-            if (vo && s != -INFINITY && s < th) vo[jj] += 1.0f;
-        }
-        return;
-    }
-    /* shared rows (atomics) or an unaligned stride: one row per thread at a time */
     for (int j = j0 + tid; j < j1; j += ST_THREADS) {
         const float s = r[j];
         const float p = s == -INFINITY ? 0.0f : expf(s - M) * inv;
@@ -218,7 +147,7 @@ kvl_status kvl_cuda_stats_ws_create(kvl_cuda_split_fn fn, size_t smem_max, int n
     kvl_cuda_stats_ws *w = (kvl_cuda_stats_ws *)calloc(1, sizeof *w);
     if (!w) return kvl_err_set(err, KVL_ERR_NOMEM, "cuda attn stats: out of memory");
     w->fn = fn;
-    w->max_len = ((max_len > 0 ? max_len : 1) + 3) & ~3; /* sc rows 16-byte aligned */
+    w->max_len = max_len > 0 ? max_len : 1;
     w->n_chunk = (w->max_len + KVL_STATS_CHUNK - 1) / KVL_STATS_CHUNK;
     w->ml_cap = ml_cap;
     const size_t sc_b = sizeof(float) * (size_t)max_seq * n_head * w->max_len, ml_b = sizeof(float) * 2 * ml_cap;
@@ -254,31 +183,18 @@ kvl_status kvl_cuda_stats_launch(const kvl_cuda_stats_ws *w, const kvl_cuda_attn
         return kvl_err_set(err, KVL_ERR_ARG, "cuda attn stats: WSUM and WSQ go together");
     on &= ~(1u << KVL_CUDA_ACC_WSQ); /* fed with WSUM */
     if (!on || max_len <= 0) return KVL_OK;
-    bool vec = !st->shared_rows && (st->stride & 3) == 0;
-    for (int a = 0; a < KVL_CUDA_N_ACC; a++) vec = vec && ((uintptr_t)st->acc[a] & 15) == 0;
     if (st->stride < max_len)
         return kvl_err_set(err, KVL_ERR_ARG, "cuda attn stats: row stride %d < the call's longest list %d", st->stride,
                            max_len);
     const dim3 grid((unsigned)((max_len + KVL_STATS_CHUNK - 1) / KVL_STATS_CHUNK), (unsigned)n_head, (unsigned)n_seq);
     const int G = n_head / n_head_kv;
-    /* programmatic dependent launches (as the merge): each kernel scheduled
-     * while the one before runs, waiting in-kernel (pdl_wait) */
-    cudaLaunchConfig_t lc = {};
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
-    lc.gridDim = grid;
-    lc.blockDim = dim3(ST_THREADS);
-    lc.stream = s;
-    lc.attrs = at;
-    lc.numAttrs = 1;
-    if (on & 1u << KVL_CUDA_ACC_VOTE)
-        KVL_CUDA_TRY(cudaLaunchKernelEx(&lc, stats_moments_kernel, (const float *)w->sc, w->max_len, list_len,
-                                        st->qmask, n_head, G, w->mom, w->n_chunk),
-                     "cuda attn stats: moments kernel launch");
-    KVL_CUDA_TRY(cudaLaunchKernelEx(&lc, stats_fold_kernel, *st, on, vec, (const float *)w->sc, w->max_len,
-                                    (const float *)w->ml, n_split, (const double *)w->mom, w->n_chunk, list_len, n_head,
-                                    G),
-                 "cuda attn stats: fold kernel launch");
+    if (on & 1u << KVL_CUDA_ACC_VOTE) {
+        stats_moments_kernel<<<grid, ST_THREADS, 0, s>>>(w->sc, w->max_len, list_len, st->qmask, n_head, G, w->mom,
+                                                         w->n_chunk);
+        KVL_CUDA_TRY(cudaGetLastError(), "cuda attn stats: moments kernel launch");
+    }
+    stats_fold_kernel<<<grid, ST_THREADS, 0, s>>>(*st, on, w->sc, w->max_len, w->ml, n_split, w->mom, w->n_chunk,
+                                                  list_len, n_head, G);
+    KVL_CUDA_TRY(cudaGetLastError(), "cuda attn stats: fold kernel launch");
     return KVL_OK;
 }

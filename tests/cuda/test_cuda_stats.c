@@ -171,9 +171,7 @@ static int build(const scase *c, cpu *h) {
             for (int i = 0; i < L->n_pages; i++) h->ids0[li][i] = L->pages[i].id;
             copy_list_pages(L, h->page_bytes, L->n_pages, &h->pg0[li]);
         }
-    /* accumulator row stride: >= the longest list; odd for the 2-sequence
-     * cases, so the fold kernel's one-row-per-thread path runs too */
-    h->stride = (h->max_len0 > 0 ? h->max_len0 : 1) + (B == 2 ? 1 + (h->max_len0 % 2) : 0);
+    h->stride = h->max_len0 > 0 ? h->max_len0 : 1;
     const unsigned flags = KVL_KV_STAT_MASS | KVL_KV_STAT_WIN | KVL_KV_STAT_LAST | KVL_KV_STAT_VOTE | KVL_KV_STAT_ENT;
     for (int b = 0; b < B; b++) {
         if (kvl_kv_table_stats_enable(h->t[b], flags, &err) != KVL_OK) {
