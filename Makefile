@@ -106,7 +106,8 @@ LDLIBS   += $(CUDA_LIBS)
 CFLAGS   += -DKVL_HAVE_CUDA
 # the device tests and benchmark (not in tests/, so tests/run.sh leaves them alone)
 CUDA_BIN := $(BUILD)/cuda/test_cuda $(BUILD)/cuda/bench_attn $(BUILD)/cuda/test_cuda_lm $(BUILD)/cuda/test_cuda_e2e \
-            $(BUILD)/cuda/bench_lm $(BUILD)/cuda/test_cuda_seal $(BUILD)/cuda/test_cuda_prefill
+            $(BUILD)/cuda/bench_lm $(BUILD)/cuda/test_cuda_seal $(BUILD)/cuda/test_cuda_prefill \
+            $(BUILD)/cuda/test_cuda_stats
 endif
 # the tests run under ThreadSanitizer: the thread pool, attention on
 # concurrent threads, the engine on the tiny models (threads, split decode,
@@ -156,6 +157,11 @@ $(BUILD)/cuda/test_cuda_prefill: tests/cuda/test_cuda_prefill.c $(CUDA_KV_OBJ) t
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -MMD -MP -o $@ $< $(CUDA_KV_OBJ) $(LDFLAGS) $(CUDA_LIBS)
 
+# attention statistics and KV compaction against kvl_kv_attend / kvl_kv_drop (no model needed)
+$(BUILD)/cuda/test_cuda_stats: tests/cuda/test_cuda_stats.c $(CUDA_KV_OBJ) tests/test.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -MMD -MP -o $@ $< $(CUDA_KV_OBJ) $(LDFLAGS) $(CUDA_LIBS)
+
 # the whole library (the tokenizer's PCRE2 linked statically: the GPU machine has no libpcre2)
 CUDA_PCRE_STATIC ?= -Wl,-Bstatic -lpcre2-8 -Wl,-Bdynamic
 NVCC_PCRE_STATIC ?= -Xlinker -Bstatic -lpcre2-8 -Xlinker -Bdynamic
@@ -170,12 +176,13 @@ $(BUILD)/cuda/bench_lm: bench/cuda/bench_lm.cu $(LIB)
 ifeq ($(CUDA),1)
 cuda-build: all
 test-cuda: $(BUILD)/cuda/test_cuda $(BUILD)/cuda/test_cuda_lm $(BUILD)/cuda/test_cuda_seal $(BUILD)/cuda/test_cuda_e2e \
-           $(BUILD)/cuda/test_cuda_prefill
+           $(BUILD)/cuda/test_cuda_prefill $(BUILD)/cuda/test_cuda_stats
 	$(BUILD)/cuda/test_cuda_lm
 	$(BUILD)/cuda/test_cuda_seal
 	$(BUILD)/cuda/test_cuda_prefill
 	$(BUILD)/cuda/test_cuda_e2e
 	$(BUILD)/cuda/test_cuda
+	$(BUILD)/cuda/test_cuda_stats
 bench-cuda: $(BUILD)/cuda/bench_attn
 	$(BUILD)/cuda/bench_attn
 else

@@ -19,6 +19,9 @@
  *                   [--no-capacity] [--variant N]   (N: kvl_cuda_attn_tuning.variant of the main table)
  *                   [--max-chunk T]  (kvl_cuda_attn_tuning.max_chunk_tokens of the main table; 0 = default)
  *                   [--no-round]     (tile_round -1: tensor-core splits not rounded to 128-token steps)
+ *                   [--stats mass,all] (added 2026-12-03: each row again with attention statistics on,
+ *                                    kvl_cuda_attn_run_stats: mass = MASS only (h2o), win = WSUM/WSQ
+ *                                    (snapkv), all = the six accumulators; one row per mode, "+mode")
  * Shape: Llama-3-8B attention, 32 query / 8 KV heads, head_dim 128. */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -116,7 +119,8 @@ struct result {
 static int bench_class(const kvl_cuda_pool *p) { return kvl_cuda_pool_sealed_class(p) >= 0 ? kvl_cuda_pool_sealed_class(p) : 0; }
 
 /* Time one shape on pool p (pages [0, n_pages) of bench_class filled). */
-static result run_shape(kvl_cuda_pool *p, int P, int B, int ctx, const kvl_cuda_attn_tuning *tu, int reps) {
+static result run_shape(kvl_cuda_pool *p, int P, int B, int ctx, const kvl_cuda_attn_tuning *tu, int reps,
+                        unsigned stats = 0) {
     kvl_err err = {KVL_OK, {0}};
     const int ppl = (ctx + P - 1) / P, lists = B * HKV;
     const long ppr = (long)ppl * lists;
@@ -161,9 +165,21 @@ static result run_shape(kvl_cuda_pool *p, int P, int B, int ctx, const kvl_cuda_
     kvl_cuda_attn_plan(a, B, ctx, &res.chunk_pages, &res.n_split);
     res.replicas = (int)R;
     kvl_cuda_attn_args x = {B, ctx, d_ids, d_off, d_len, d_qpos, d_q, d_out, 1.0f / sqrtf((float)D)};
+    /* statistics: accumulators [B][HQ][ctx] per accumulator on (bit a) */
+    kvl_cuda_attn_stats sx = {};
+    sx.stride = ctx, sx.vote_a = 1.0f, sx.vote_b = 0.5f;
+    if (stats) {
+        KV(kvl_cuda_attn_enable_stats(a, &err));
+        for (int k = 0; k < KVL_CUDA_N_ACC; k++)
+            if (stats >> k & 1) {
+                CK(cudaMalloc(&sx.acc[k], sizeof(float) * (size_t)B * HQ * ctx));
+                CK(cudaMemset(sx.acc[k], 0, sizeof(float) * (size_t)B * HQ * ctx));
+            }
+    }
+    const kvl_cuda_attn_stats *sp = stats ? &sx : NULL;
     for (int i = 0; i < 5; i++) {
         x.list_off = d_off + (size_t)(i % R) * lists;
-        KV(kvl_cuda_attn_run(a, &x, NULL, &err));
+        KV(kvl_cuda_attn_run_stats(a, &x, sp, NULL, &err));
     }
     CK(cudaDeviceSynchronize());
     std::vector<cudaEvent_t> ev((size_t)(2 * reps));
@@ -172,7 +188,7 @@ static result run_shape(kvl_cuda_pool *p, int P, int B, int ctx, const kvl_cuda_
     for (int i = 0; i < reps; i++) {
         x.list_off = d_off + (size_t)((i + 5) % R) * lists;
         CK(cudaEventRecord(ev[(size_t)(2 * i)]));
-        KV(kvl_cuda_attn_run(a, &x, NULL, &err));
+        KV(kvl_cuda_attn_run_stats(a, &x, sp, NULL, &err));
         CK(cudaEventRecord(ev[(size_t)(2 * i + 1)]));
     }
     CK(cudaDeviceSynchronize());
@@ -190,6 +206,7 @@ static result run_shape(kvl_cuda_pool *p, int P, int B, int ctx, const kvl_cuda_
             exit(1);
         }
     for (auto &e : ev) CK(cudaEventDestroy(e));
+    for (int k = 0; k < KVL_CUDA_N_ACC; k++) CK(cudaFree(sx.acc[k]));
     kvl_cuda_attn_free(a);
     CK(cudaFree(d_ids));
     CK(cudaFree(d_off));
@@ -252,6 +269,7 @@ int main(int argc, char **argv) {
     std::vector<const char *> cap_codecs = {"f16", "int4z", "kivi2z"};
     int P = 32, reps = 50, sweep = 0, cap = 1, variant = 0, max_chunk = 0, tile_round = 0;
     std::vector<int> variants = {0, 1, 2, 3, 4};
+    std::vector<std::string> stats_modes;
     const char *json = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--ctx") && i + 1 < argc) ctxs = parse_list(argv[++i]);
@@ -265,6 +283,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--max-chunk") && i + 1 < argc) max_chunk = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--no-round")) tile_round = -1;
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
+        else if (!strcmp(argv[i], "--stats") && i + 1 < argc) {
+            char *s = strdup(argv[++i]);
+            for (char *t = strtok(s, ","); t; t = strtok(NULL, ",")) stats_modes.push_back(t);
+        }
         else if (!strcmp(argv[i], "--codecs") && i + 1 < argc) {
             codecs.clear();
             char *s = strdup(argv[++i]);
@@ -320,6 +342,27 @@ int main(int argc, char **argv) {
                     fprintf(jf, "%s{\"codec\": \"%s\", \"variant\": %d, \"max_chunk\": %d, \"P\": %d, \"batch\": %d, \"ctx\": %d, \"kv_bytes\": %.0f, \"median_us\": %.2f, \"min_us\": %.2f, \"split_only_us\": %.2f, \"gbs\": %.1f, \"n_split\": %d, \"chunk_pages\": %d}",
                             first ? "" : ",\n", codec, variant, max_chunk, P, B, ctx, kvb, r.med_us, r.min_us, r1.med_us, gbs, r.n_split, r.chunk_pages);
                 first = 0;
+                for (const std::string &m : stats_modes) {
+                    const unsigned mk = m == "mass"  ? 1u << KVL_CUDA_ACC_MASS
+                                        : m == "win" ? (1u << KVL_CUDA_ACC_WSUM | 1u << KVL_CUDA_ACC_WSQ)
+                                        : m == "all" ? (1u << KVL_CUDA_N_ACC) - 1
+                                                     : 0;
+                    if (!mk) {
+                        fprintf(stderr, "unknown --stats mode %s (mass, win, all)\n", m.c_str());
+                        exit(2);
+                    }
+                    const result rs = run_shape(p, P, B, ctx, &tv, reps, mk);
+                    const double gs = kvb / (rs.med_us * 1e-6) / 1e9;
+                    printf("| %s +%s | %d | %d | %d | %.1f | %.1f | %.1f | +%.1f us (+%.1f%%) | %.0f | %.0f%% | %d x %d | %d |\n",
+                           codec, m.c_str(), P, B, ctx, kvb / 1e6, rs.med_us, rs.min_us, rs.med_us - r.med_us,
+                           100 * (rs.med_us / r.med_us - 1), gs, 100 * gs / cbw, rs.n_split, rs.chunk_pages,
+                           rs.replicas);
+                    fflush(stdout);
+                    if (jf)
+                        fprintf(jf, ",\n{\"codec\": \"%s\", \"stats\": \"%s\", \"P\": %d, \"batch\": %d, \"ctx\": %d, \"kv_bytes\": %.0f, \"median_us\": %.2f, \"min_us\": %.2f, \"off_median_us\": %.2f, \"gbs\": %.1f, \"n_split\": %d, \"chunk_pages\": %d}",
+                                codec, m.c_str(), P, B, ctx, kvb, rs.med_us, rs.min_us, r.med_us, gs, rs.n_split,
+                                rs.chunk_pages);
+                }
             }
         if (sweep) {
             /* kernel variants (rows per tile, min resident blocks: attn_decode.cu) and the target grid */

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 
 #include "cuda/attn_kernel.cuh"
+#include "cuda/attn_stats.cuh"
 #include "cuda/attn_tc.cuh"
 #include "cuda/cuda_util.cuh"
 
@@ -90,6 +91,7 @@ struct kvl_cuda_attn {
     size_t smem_max;
     float *part;        /* device */
     size_t part_floats; /* capacity */
+    kvl_cuda_stats_ws *st; /* statistics (attn_stats.cu): NULL until kvl_cuda_attn_enable_stats */
 };
 
 /* Pages per split quantum of the plan: 128 tokens (4 warps x 2 tiles of 16)
@@ -258,12 +260,47 @@ extern "C" kvl_status kvl_cuda_attn_create(const kvl_cuda_pool *p, int n_head, i
 
 extern "C" void kvl_cuda_attn_free(kvl_cuda_attn *a) {
     if (!a) return;
+    kvl_cuda_stats_ws_free(a->st);
     cudaFree(a->part);
     free(a);
 }
 
+/* Statistics: the ST instantiation of the kernel a->fn is (attn_stats*.cu). */
+extern "C" kvl_status kvl_cuda_attn_enable_stats(kvl_cuda_attn *a, kvl_err *err) {
+    if (a->st) return KVL_OK;
+    const kvl_cuda_pool *p = a->pool;
+    if (p->sealed_cls >= 0)
+        return kvl_err_set(err, KVL_ERR_UNSUPPORTED,
+                           "cuda attn stats: sealing codecs (kivi4z, kivi2z) have no statistics kernels");
+    if (a->tun.variant != 0 && !(a->tun.variant == 8 && a->tc))
+        return kvl_err_set(err, KVL_ERR_UNSUPPORTED, "cuda attn stats: only the default kernels (variant %d asked)",
+                           a->tun.variant);
+    kvl_cuda_split_fn fn = NULL;
+    if (a->tc)
+        fn = p->codec == KVL_CUDA_CODEC_INT8 || p->codec == KVL_CUDA_CODEC_FP8
+                 ? kvl_cuda_pick_stats_tc_b8(p->codec, p->D, a->G, p->P)
+                 : kvl_cuda_pick_stats_tc_f16(p->codec, p->D, a->G, p->P);
+    else
+        fn = kvl_cuda_pick_stats_core(p->codec, p->D, a->G);
+    if (!fn)
+        return kvl_err_set(err, KVL_ERR_UNSUPPORTED, "cuda attn stats: no statistics kernel for D %d, G %d, P %d",
+                           p->D, a->G, p->P);
+    size_t ml_cap = a->part_floats / (2 + (size_t)p->D); /* records of the largest split plan */
+    if (ml_cap < (size_t)a->max_seq * a->n_head) ml_cap = (size_t)a->max_seq * a->n_head; /* one split */
+    return kvl_cuda_stats_ws_create(fn, a->smem_max, a->n_head, a->max_seq, a->max_len, ml_cap, &a->st, err);
+}
+
+extern "C" size_t kvl_cuda_attn_stats_bytes(const kvl_cuda_attn *a) { return a->st ? a->st->bytes : 0; }
+
 extern "C" kvl_status kvl_cuda_attn_run(kvl_cuda_attn *a, const kvl_cuda_attn_args *x, void *stream,
                                         kvl_err *err) {
+    return kvl_cuda_attn_run_stats(a, x, NULL, stream, err);
+}
+
+/* sx NULL: the default kernels; else their statistics instantiations and
+ * attn_stats.cu's kernels after the merge */
+extern "C" kvl_status kvl_cuda_attn_run_stats(kvl_cuda_attn *a, const kvl_cuda_attn_args *x,
+                                              const kvl_cuda_attn_stats *sx, void *stream, kvl_err *err) {
     if (x->n_seq <= 0 || x->n_seq > a->max_seq || x->max_len < 0 || x->max_len > a->max_len)
         return kvl_err_set(err, KVL_ERR_ARG, "cuda attn: n_seq %d / max_len %d outside the workspace (%d, %d)",
                            x->n_seq, x->max_len, a->max_seq, a->max_len);
@@ -276,6 +313,11 @@ extern "C" kvl_status kvl_cuda_attn_run(kvl_cuda_attn *a, const kvl_cuda_attn_ar
                            a->part_floats);
     if (ns > 1 && (size_t)ns * sizeof(float) > 40960)
         return kvl_err_set(err, KVL_ERR_UNSUPPORTED, "cuda attn: %d splits exceed the merge kernel's shared memory", ns);
+    if (sx && !a->st)
+        return kvl_err_set(err, KVL_ERR_ARG, "cuda attn: statistics asked before kvl_cuda_attn_enable_stats");
+    if (sx && (size_t)x->n_seq * ns * a->n_head > a->st->ml_cap)
+        return kvl_err_set(err, KVL_ERR_INTERNAL, "cuda attn stats: plan needs %zu (m, l) records, have %zu",
+                           (size_t)x->n_seq * ns * a->n_head, a->st->ml_cap);
     const size_t smem = smem_bytes(a, cp, &slots);
     cudaStream_t st = (cudaStream_t)stream;
     const dim3 grid((unsigned)ns, (unsigned)a->n_head_kv, (unsigned)x->n_seq);
@@ -290,7 +332,8 @@ extern "C" kvl_status kvl_cuda_attn_run(kvl_cuda_attn *a, const kvl_cuda_attn_ar
     ka.q = x->q, ka.scale = x->scale;
     ka.n_head_kv = a->n_head_kv, ka.chunk_pages = cp, ka.n_split = ns, ka.pid_slots = slots;
     ka.out = x->out, ka.part = a->part;
-    a->fn<<<grid, NTHREADS, smem, st>>>(ka);
+    ka.sc = sx ? a->st->sc : NULL, ka.ml = sx ? a->st->ml : NULL, ka.sc_stride = sx ? a->st->max_len : 0;
+    (sx ? a->st->fn : a->fn)<<<grid, NTHREADS, smem, st>>>(ka);
     KVL_CUDA_TRY(cudaGetLastError(), "cuda attn: split kernel launch");
     if (ns > 1 && !a->tun.skip_merge) {
         /* programmatic dependent launch: the merge grid is scheduled as the
@@ -308,5 +351,6 @@ extern "C" kvl_status kvl_cuda_attn_run(kvl_cuda_attn *a, const kvl_cuda_attn_ar
         KVL_CUDA_TRY(cudaLaunchKernelEx(&lc, merge_kernel, (const float *)a->part, ns, p->D, x->out),
                      "cuda attn: merge kernel launch");
     }
+    if (sx) return kvl_cuda_stats_launch(a->st, sx, x->n_seq, a->n_head, a->n_head_kv, ns, x->max_len, x->list_len, st, err);
     return KVL_OK;
 }

@@ -54,6 +54,12 @@ struct kvl_cuda_kargs {
     float scale;
     int n_head_kv, chunk_pages, n_split, pid_slots;
     float *out, *part;
+    /* statistics instantiations only (ST, attn_stats.cu; unused by the
+     * default kernels): the scaled score of each (query head, list row)
+     * into sc [B][n_head][sc_stride], the split's (m, l) per query head
+     * into ml [B][n_head][n_split][2] */
+    float *sc, *ml;
+    int sc_stride;
 };
 
 typedef void (*kvl_cuda_split_fn)(kvl_cuda_kargs);
@@ -134,6 +140,17 @@ static __device__ __forceinline__ void write_empty_split(const kvl_cuda_kargs &a
             rp[2 + d] = 0.0f; /* read (times a zero weight) by the merge */
             if (d == 0) rp[0] = -INFINITY, rp[1] = 0.0f;
         }
+    }
+}
+
+/* Statistics instantiations (ST): a split past its list's end records
+ * (m, l) = (-inf, 0) for its G query heads. */
+template <int G>
+static __device__ __forceinline__ void stats_empty_split(const kvl_cuda_kargs &a, int b, int h, int split, int n_head,
+                                                         int tid) {
+    if (tid < G) {
+        float *r = a.ml + (((size_t)b * n_head + h * G + tid) * a.n_split + split) * 2;
+        r[0] = -INFINITY, r[1] = 0.0f;
     }
 }
 
@@ -467,8 +484,10 @@ static __device__ __forceinline__ void kivi_v(const uint8_t *const *pages, int v
  * [pid_slots / 2], then float s[G][chunk_tokens] (scores, then probabilities;
  * reused as red[NWARPS][G][D] for the final reduction).
  * part: [B][n_head][n_split][2 + D] (m, l, acc) when n_split > 1, else unused.
- * out: [B][n_head][D], written only when n_split == 1. */
-template <class CP, int D, int G, int U, int MINB, int HINT>
+ * out: [B][n_head][D], written only when n_split == 1.
+ * ST (statistics instantiations, attn_stats_core.cu): also the scores into
+ * a.sc and the split's (m, l) into a.ml (kvl_cuda_kargs). */
+template <class CP, int D, int G, int U, int MINB, int HINT, bool ST = false>
 __global__ void __launch_bounds__(NTHREADS, MINB) decode_split_kernel(const __grid_constant__ kvl_cuda_kargs a) {
     typedef typename CP::K KC;
     typedef typename CP::V VC;
@@ -489,6 +508,7 @@ __global__ void __launch_bounds__(NTHREADS, MINB) decode_split_kernel(const __gr
     const size_t rec = 2 + D;
 
     if (ntok <= 0) { /* this list ends before the split: nothing seen */
+        if constexpr (ST) stats_empty_split<G>(a, b, h, split, n_head, tid);
         write_empty_split<D, G>(a, b, h, split, n_head, tid);
         return;
     }
@@ -539,6 +559,14 @@ __global__ void __launch_bounds__(NTHREADS, MINB) decode_split_kernel(const __gr
     tile<VC, U> va, vb;
     if (!CP::kSealed) load_tile<VC, D, U, RPI, false, HINT>(va, xv, 0); /* in flight during the softmax */
     __syncthreads();
+    if constexpr (ST) { /* the scores, before the softmax overwrites them */
+        float *ss = a.sc + ((size_t)b * n_head + h * G) * a.sc_stride + tok0;
+        for (int i = tid; i < G * ntok; i += NTHREADS) {
+            const int g = i / ntok, j = i - g * ntok;
+            ss[(size_t)g * a.sc_stride + j] = s[g * chunk_tok + j];
+        }
+        __syncthreads();
+    }
 
     /* softmax of the split, per head: one warp per head */
     for (int g = warp; g < G; g += NWARPS) {
@@ -558,6 +586,12 @@ __global__ void __launch_bounds__(NTHREADS, MINB) decode_split_kernel(const __gr
         if (lane == 0) sm_m[g] = m, sm_l[g] = l;
     }
     __syncthreads();
+    if constexpr (ST) {
+        if (tid < G) {
+            float *r = a.ml + (((size_t)b * n_head + h * G + tid) * a.n_split + split) * 2;
+            r[0] = sm_m[tid], r[1] = sm_l[tid];
+        }
+    }
 
     /* pass 2: acc[g][e] += p_g,j * v_j[chan(c, e)] */
     float acc[G][8];

@@ -70,9 +70,14 @@ struct tc_ctx {
     float *pb;       /* shared [4][TC_PS2]: this warp's probabilities (head stride TC_PS in tc_step) */
     uint4 *wb;       /* shared [D / 32][32]: this warp's key B (codecs that keep it there) */
     uint8_t *ring;   /* shared [TC_STAGES][KC::kStage]: this warp's tile ring (codecs with kStage) */
+    /* statistics instantiations (ST) only: the split's score rows, head g's
+     * row at ss + g * ss_stride (the kernel's first query head, list row
+     * tok0), for heads < ss_heads (G) */
+    float *ss;
+    int ss_stride, ss_heads;
 };
 
-template <class KC, class VC, int D>
+template <class KC, class VC, int D, bool ST = false>
 static __device__ __forceinline__ void tc_step(const typename KC::Tile &kt, const typename VC::Tile &vt,
                                                const typename KC::QB &qb, tc_state<D> &st, int j0, const tc_ctx &x) {
     const int lane = x.lane, gq = lane >> 2, tq = lane & 3;
@@ -93,6 +98,10 @@ static __device__ __forceinline__ void tc_step(const typename KC::Tile &kt, cons
         for (int h = 0; h < 2; h++) {
             const int j = j0 + gq + 8 * h;
             s[h] = j < x.ntok && kt.pos[h] <= x.qp ? acc[2 * h + e] : -INFINITY;
+            if constexpr (ST) {
+                const int hd = 2 * (tq & 1) + e;
+                if (tq < 2 && hd < x.ss_heads && j < x.ntok) x.ss[(size_t)hd * x.ss_stride + j] = s[h];
+            }
         }
         float mx = fmaxf(s[0], s[1]);
 #pragma unroll
@@ -135,7 +144,7 @@ static __device__ __forceinline__ void tc_step(const typename KC::Tile &kt, cons
  * chains are independent, and the max / rescale / exchange cost halves per
  * token. two: whether the second tile is in the warp's range; sg[u]: the
  * stages holding them (V fragments read after the softmax). */
-template <class KC, class VC, int D>
+template <class KC, class VC, int D, bool ST = false>
 static __device__ __forceinline__ void tc_step2(const uint8_t *const (&sg)[2], bool two, typename KC::QB &qb, int &cur,
                                                 tc_state<D> &st, int j0, const tc_ctx &x) {
     const int lane = x.lane, gq = lane >> 2, tq = lane & 3;
@@ -178,6 +187,10 @@ static __device__ __forceinline__ void tc_step2(const uint8_t *const (&sg)[2], b
                 const int j = j0 + 16 * u + gq + 8 * h;
                 sc[u][h] = j < jend && pos[u][h] <= x.qp ? acc[u][2 * h + e] : -INFINITY;
                 mx = fmaxf(mx, sc[u][h]);
+                if constexpr (ST) {
+                    const int hd = 2 * (tq & 1) + e;
+                    if (tq < 2 && hd < x.ss_heads && j < jend) x.ss[(size_t)hd * x.ss_stride + j] = sc[u][h];
+                }
             }
 #pragma unroll
         for (int o = 4; o < 32; o <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
@@ -235,7 +248,7 @@ static __device__ __forceinline__ void tc_step2(const uint8_t *const (&sg)[2], b
 /* Tiles [ib, ie) through the warp's shared-memory ring of TC_STAGES stages
  * (cp.async, 16-byte pieces), two tiles per step (tc_step2): the next pair
  * in flight while one is used, without their registers. */
-template <class KC, class VC, int D>
+template <class KC, class VC, int D, bool ST = false>
 static __device__ __forceinline__ void tc_tiles_cp(int ib, int ie, tc_state<D> &st, const tc_ctx &x,
                                                    typename KC::QB &qb) {
     constexpr int S = TC_STAGES;
@@ -257,7 +270,7 @@ static __device__ __forceinline__ void tc_tiles_cp(int ib, int ie, tc_state<D> &
         tc_cp_wait<2>(); /* tiles it, it + 1 landed */
         __syncwarp();
         const uint8_t *const sg[2] = {x.ring + ((it - ib) % S) * KC::kStage, x.ring + ((it + 1 - ib) % S) * KC::kStage};
-        tc_step2<KC, VC, D>(sg, it + 1 < ie, qb, cur, st, it << 4, x);
+        tc_step2<KC, VC, D, ST>(sg, it + 1 < ie, qb, cur, st, it << 4, x);
         __syncwarp(); /* the stages are refilled next iteration */
     }
     tc_cp_wait<0>();
@@ -266,13 +279,13 @@ static __device__ __forceinline__ void tc_tiles_cp(int ib, int ie, tc_state<D> &
 /* Tiles [ib, ie) of the split with key codec KC and value codec VC; DB:
  * the next tile's loads in flight during the current tile's math (else one
  * tile at a time: the open pages of a sealing codec, few, saving registers). */
-template <class KC, class VC, int D, bool DB>
+template <class KC, class VC, int D, bool DB, bool ST = false>
 static __device__ __forceinline__ void tc_tiles(int ib, int ie, tc_state<D> &st, const tc_ctx &x) {
     if (ib >= ie) return;
     typename KC::QB qb;
     KC::init(qb, x.sq, x.lane, x.wb);
     if constexpr (KC::kStage > 0) {
-        tc_tiles_cp<KC, VC, D>(ib, ie, st, x, qb);
+        tc_tiles_cp<KC, VC, D, ST>(ib, ie, st, x, qb);
         return;
     }
     typename KC::Tile ka, kb;
@@ -291,7 +304,7 @@ static __device__ __forceinline__ void tc_tiles(int ib, int ie, tc_state<D> &st,
             KC::page(qb, k, x.sq, x.lane);
             cur = j0 >> x.logP;
         }
-        tc_step<KC, VC, D>(k, v, qb, st, j0, x);
+        tc_step<KC, VC, D, ST>(k, v, qb, st, j0, x);
     };
     if (!DB) {
         for (int it = ib; it < ie; it++) {
@@ -315,8 +328,10 @@ static __device__ __forceinline__ void tc_tiles(int ib, int ie, tc_state<D> &st,
  * wb[NWARPS][D / 32][32] (uint4), then red[NWARPS][G][D] or, for codecs
  * with a ring (int4z, kivi2z), the tile rings [NWARPS][TC_STAGES][KC::kStage]
  * bytes, each warp's red slice at the start of its ring. Sealing codecs (SEALED): KC/VC the sealed pages'
- * codecs, OKC/OVC the open pages'. part / out as decode_split_kernel. */
-template <class KC, class VC, class OKC, class OVC, bool SEALED, int D, int G, int MINB>
+ * codecs, OKC/OVC the open pages'. part / out as decode_split_kernel; ST
+ * (statistics instantiations, attn_stats_tc*.cu) also the scores into a.sc
+ * and the split's (m, l) into a.ml. */
+template <class KC, class VC, class OKC, class OVC, bool SEALED, int D, int G, int MINB, bool ST = false>
 __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_constant__ kvl_cuda_kargs a) {
     static_assert(G <= 4, "tensor-core kernel: at most 4 heads per kv-head");
     extern __shared__ float smem[];
@@ -331,6 +346,7 @@ __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_c
     const int ntok = min(len - tok0, chunk_tok);
     const size_t rec = 2 + D;
     if (ntok <= 0) { /* this list ends before the split */
+        if constexpr (ST) stats_empty_split<G>(a, b, h, split, n_head, tid);
         write_empty_split<D, G>(a, b, h, split, n_head, tid);
         return;
     }
@@ -373,11 +389,12 @@ __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_c
 #pragma unroll
         for (int i = 0; i < 4; i++) st.o[m][i] = 0.0f;
     tc_ctx x = {pages, a.koff, a.voff, P, logP, ntok, a.qpos[b], lane, sq, pb + warp * 4 * TC_PS2,
-                wbuf + warp * (D / 32) * 32, ring + (size_t)warp * TC_STAGES * KC::kStage};
-    tc_tiles<KC, VC, D, true>(it0, min(it1, nst), st, x);
+                wbuf + warp * (D / 32) * 32, ring + (size_t)warp * TC_STAGES * KC::kStage,
+                ST ? a.sc + ((size_t)b * n_head + h * G) * a.sc_stride + tok0 : nullptr, a.sc_stride, G};
+    tc_tiles<KC, VC, D, true, ST>(it0, min(it1, nst), st, x);
     if constexpr (SEALED) {
         x.koff = a.okoff, x.voff = a.ovoff;
-        tc_tiles<OKC, OVC, D, false>(max(it0, nst), it1, st, x);
+        tc_tiles<OKC, OVC, D, false, ST>(max(it0, nst), it1, st, x);
     }
     /* the warp's (m, l, O): l over the lanes of a head; O hi + lo / 2^11 */
     const int gq = lane >> 2, tq = lane & 3;
@@ -421,6 +438,9 @@ __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_c
             }
         }
         const size_t qh = (size_t)b * n_head + h * G + g;
+        if constexpr (ST) {
+            if (d == 0) a.ml[(qh * a.n_split + split) * 2] = M, a.ml[(qh * a.n_split + split) * 2 + 1] = L;
+        }
         if (a.n_split == 1) {
             a.out[qh * D + d] = (L > 0.0f ? v / L : 0.0f) + poison;
         } else {
@@ -429,6 +449,18 @@ __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_c
             if (d == 0) rp[0] = M, rp[1] = L;
         }
     }
+}
+
+/* The same with the statistics flag (ST): attn_stats_tc*.cu. */
+template <class KC, class VC, class OKC, class OVC, bool SEALED, int D, int MINB>
+static kvl_cuda_split_fn tc_pick_g_stats(int G) {
+    switch (G) {
+    case 1: return tc_split_kernel<KC, VC, OKC, OVC, SEALED, D, 1, MINB, true>;
+    case 2: return tc_split_kernel<KC, VC, OKC, OVC, SEALED, D, 2, MINB, true>;
+    case 3: return tc_split_kernel<KC, VC, OKC, OVC, SEALED, D, 3, MINB, true>;
+    case 4: return tc_split_kernel<KC, VC, OKC, OVC, SEALED, D, 4, MINB, true>;
+    }
+    return NULL;
 }
 
 /* Bytes of a ring stage of the tensor-core kernel of a codec (0: no ring). */

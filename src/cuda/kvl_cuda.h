@@ -148,6 +148,84 @@ kvl_status kvl_cuda_attn_run(kvl_cuda_attn *a, const kvl_cuda_attn_args *args, v
  * tokens: pages per split and splits per list (tests, benchmarks). */
 void kvl_cuda_attn_plan(const kvl_cuda_attn *a, int n_seq, int max_len, int *chunk_pages, int *n_split);
 
+/* ---- attention statistics (attn_stats.cu; added 2026-12-03) ------------------------------ */
+
+/* The eviction policies' accumulators of src/kv/kv.h ("Attention
+ * statistics"), produced on the device by the decode attention of
+ * kvl_cuda_attn_run when args->stats is set, with the CPU's semantics
+ * (src/kv/attn.c stats_fold): for query (b, qh) with final softmax max M
+ * and sum L over its list (the attention's own), p_j = exp(s_j - M) / L of
+ * each list row j (0 where the position is after the query), and
+ *   MASS += p; WSUM += p; WSQ += p^2; LAST = p; WENT += -p log p (p > 0);
+ *   VOTE += 1 where s_j < a*mean - b*std of the query's finite scores s.
+ * A query that sees no row changes nothing. Same numbering as KVL_KV_ACC_*. */
+enum {
+    KVL_CUDA_ACC_MASS, KVL_CUDA_ACC_WSUM, KVL_CUDA_ACC_WSQ, KVL_CUDA_ACC_LAST, KVL_CUDA_ACC_VOTE, KVL_CUDA_ACC_WENT,
+    KVL_CUDA_N_ACC
+};
+
+typedef struct kvl_cuda_attn_stats {
+    /* device: accumulator a (NULL = off; WSQ is on with WSUM). The row of
+     * query head qh of sequence b, in list order, starts at
+     * acc[a] + ((size_t)row[b] * n_head + qh) * stride */
+    float *acc[KVL_CUDA_N_ACC];
+    const int32_t *row;   /* device [B]: accumulator row block of each sequence (NULL: b) */
+    int stride;           /* floats per (row block, query head) row: >= every list_len */
+    const uint8_t *qmask; /* device [B]: accumulators query b feeds (bit 1 << KVL_CUDA_ACC_*; WSUM
+                             feeds WSQ too), as the CPU picks them per query of a call (window
+                             queries, the last query); NULL = every enabled one */
+    float vote_a, vote_b; /* VOTE threshold a*mean - b*std (the CPU default: 1, 0.5) */
+    int shared_rows;      /* 1: sequences of this call may share rows (a prefill call's queries of
+                             one slot): sums by atomic adds; at most one query per row may feed LAST */
+} kvl_cuda_attn_stats;
+
+/* kvl_cuda_attn_run that also folds this call's statistics into st's
+ * accumulators (st NULL: kvl_cuda_attn_run itself). A separate entry
+ * point, so kvl_cuda_attn_args and its callers stay as they were.
+ * Needs kvl_cuda_attn_enable_stats first. */
+kvl_status kvl_cuda_attn_run_stats(kvl_cuda_attn *a, const kvl_cuda_attn_args *args, const kvl_cuda_attn_stats *st,
+                                   void *stream, kvl_err *err);
+
+/* Make workspace a able to produce statistics: allocates, once, the score
+ * scratch [max_seq][n_head][max_len] floats (4 bytes per token and query
+ * head), the per-split (m, l) records and the vote moments, and picks the
+ * statistics instantiations of the split kernel (a template flag: the
+ * default kernels are untouched). KVL_ERR_UNSUPPORTED for sealing codecs
+ * (kivi4z, kivi2z) and kernel variants other than the default. Idempotent. */
+kvl_status kvl_cuda_attn_enable_stats(kvl_cuda_attn *a, kvl_err *err);
+/* Device bytes held for statistics by the workspace (0 before enable). */
+size_t kvl_cuda_attn_stats_bytes(const kvl_cuda_attn *a);
+
+/* ---- KV compaction on the device (kv_compact.cu; added 2026-12-03) ------------------------ */
+
+/* Eviction's compaction (the device twin of kvl_kv_drop for exclusively
+ * owned pages): list i keeps rows keep[keep_off[i] .. + n_keep[i]) (strictly
+ * increasing row indices < old_len[i]); kept row k moves to row k of the
+ * same list (page k / P of the list's page ids, slot k % P): position, K row
+ * and V row bytes, in place, so the list's pages [0, ceil(n_keep / P)) hold
+ * exactly the bytes kvl_kv_drop leaves for the same drop (rows past n_keep
+ * keep stale bytes, as there). Statistics rows move alongside and their
+ * tail [n_keep, old_len) is zeroed (kv/stats.c kvi_stats_drop). One block
+ * per list, no allocation. Per-token codecs only (f16, int8, fp8, int4z):
+ * KVL_ERR_UNSUPPORTED for sealing codecs (their sealed rows must be
+ * decoded and re-encoded, as drop.c does). */
+typedef struct kvl_cuda_compact_args {
+    int n_list;
+    const uint32_t *page_ids; /* device: page ids of all lists */
+    const int32_t *list_off;  /* device [n_list]: first entry of each list in page_ids */
+    const int32_t *old_len;   /* device [n_list]: rows before the compaction */
+    const int32_t *keep_off;  /* device [n_list]: first entry of each list's kept rows in keep */
+    const int32_t *n_keep;    /* device [n_list] */
+    const int32_t *keep;      /* device: kept row indices */
+    /* statistics (optional): acc[a] (NULL = none) + stat_row[i] is the first
+     * of n_stat_rows rows (the list's query heads) stat_stride floats apart */
+    float *acc[KVL_CUDA_N_ACC];
+    const int64_t *stat_row; /* device [n_list] */
+    int n_stat_rows, stat_stride;
+} kvl_cuda_compact_args;
+
+kvl_status kvl_cuda_kv_compact(kvl_cuda_pool *p, const kvl_cuda_compact_args *args, void *stream, kvl_err *err);
+
 /* ---- decode forward pass (lm.cu; kernels in gemv.cu, kv_append.cu, lm_ops.cu) ------- */
 
 /* A weight matrix on the host: W [rows][cols] of ggml type `type` (cpu/quant.h
