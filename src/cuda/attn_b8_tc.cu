@@ -8,12 +8,11 @@
 #include "cuda/attn_tc_b8.cuh"
 
 /* three blocks per SM: the rings take 4 x 4 x (192 + 32 D) bytes = 69 KB at D 128 */
-#define TC_MINB 3
 
 template <int D, bool FP8> static kvl_cuda_split_fn pick_g(int G) {
     typedef tc_bk<D, FP8> K;
     typedef tc_bv<D, FP8> V;
-    return tc_pick_g<K, V, K, V, false, D, TC_MINB>(G);
+    return tc_pick_g<K, V, K, V, false, D, TC_MINB_B8>(G);
 }
 
 kvl_cuda_split_fn kvl_cuda_pick_int8_tc(int D, int G, int P) {

@@ -9,12 +9,11 @@
 
 /* one block per SM: the ring (4 stages of 64 + 64 D bytes per warp) takes
  * 132 KB at D 128; no register cap */
-#define TC_MINB 1
 
 template <int D> static kvl_cuda_split_fn pick_g(int G) {
     typedef tc_fk<D> K;
     typedef tc_fv<D> V;
-    return tc_pick_g<K, V, K, V, false, D, TC_MINB>(G);
+    return tc_pick_g<K, V, K, V, false, D, TC_MINB_F16>(G);
 }
 
 kvl_cuda_split_fn kvl_cuda_pick_f16_tc(int D, int G, int P) {

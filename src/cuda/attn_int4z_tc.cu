@@ -4,12 +4,11 @@
  * (attn_decode.cu falls back to attn_int4z.cu's kernels otherwise). */
 #include "cuda/attn_tc.cuh"
 
-#define TC_MINB 4
 
 template <int D> static kvl_cuda_split_fn pick_g(int G) {
     typedef tc_i4k<D> K;
     typedef tc_i4v<D> V;
-    return tc_pick_g<K, V, K, V, false, D, TC_MINB>(G);
+    return tc_pick_g<K, V, K, V, false, D, TC_MINB_INT4Z>(G);
 }
 
 kvl_cuda_split_fn kvl_cuda_pick_int4z_tc(int D, int G, int P) {

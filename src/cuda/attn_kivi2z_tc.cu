@@ -5,14 +5,13 @@
  * falls back to attn_kivi2z.cu's kernels otherwise). */
 #include "cuda/attn_tc.cuh"
 
-#define TC_MINB 4
 
 template <int D> static kvl_cuda_split_fn pick_g(int G) {
     typedef tc_k2k<D> K;
     typedef tc_k2v<D> V;
     typedef tc_hk<D> OK;
     typedef tc_hv<D> OV;
-    return tc_pick_g<K, V, OK, OV, true, D, TC_MINB>(G);
+    return tc_pick_g<K, V, OK, OV, true, D, TC_MINB_KIVI2Z>(G);
 }
 
 kvl_cuda_split_fn kvl_cuda_pick_kivi2z_tc(int D, int G, int P) {

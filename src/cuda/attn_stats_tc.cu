@@ -7,14 +7,11 @@
 #include "cuda/attn_tc.cuh"
 #include "cuda/attn_tc_f16.cuh"
 
-#define TC_MINB_F16 1   /* attn_f16_tc.cu TC_MINB */
-#define TC_MINB_INT4Z 4 /* attn_int4z_tc.cu TC_MINB */
-
 template <int D> static kvl_cuda_split_fn pick_f16(int G) {
-    return tc_pick_g_stats<tc_fk<D>, tc_fv<D>, tc_fk<D>, tc_fv<D>, false, D, TC_MINB_F16>(G);
+    return tc_pick_g<tc_fk<D>, tc_fv<D>, tc_fk<D>, tc_fv<D>, false, D, TC_MINB_F16, true>(G);
 }
 template <int D> static kvl_cuda_split_fn pick_i4(int G) {
-    return tc_pick_g_stats<tc_i4k<D>, tc_i4v<D>, tc_i4k<D>, tc_i4v<D>, false, D, TC_MINB_INT4Z>(G);
+    return tc_pick_g<tc_i4k<D>, tc_i4v<D>, tc_i4k<D>, tc_i4v<D>, false, D, TC_MINB_INT4Z, true>(G);
 }
 
 kvl_cuda_split_fn kvl_cuda_pick_stats_tc_f16(int codec, int D, int G, int P) {

@@ -6,12 +6,10 @@
 #include "cuda/attn_tc.cuh"
 #include "cuda/attn_tc_b8.cuh"
 
-#define TC_MINB_B8 3 /* attn_b8_tc.cu TC_MINB */
-
 template <int D, bool FP8> static kvl_cuda_split_fn pick_b8(int G) {
     typedef tc_bk<D, FP8> K;
     typedef tc_bv<D, FP8> V;
-    return tc_pick_g_stats<K, V, K, V, false, D, TC_MINB_B8>(G);
+    return tc_pick_g<K, V, K, V, false, D, TC_MINB_B8, true>(G);
 }
 
 kvl_cuda_split_fn kvl_cuda_pick_stats_tc_b8(int codec, int D, int G, int P) {

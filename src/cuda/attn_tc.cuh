@@ -451,18 +451,6 @@ __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_c
     }
 }
 
-/* The same with the statistics flag (ST): attn_stats_tc*.cu. */
-template <class KC, class VC, class OKC, class OVC, bool SEALED, int D, int MINB>
-static kvl_cuda_split_fn tc_pick_g_stats(int G) {
-    switch (G) {
-    case 1: return tc_split_kernel<KC, VC, OKC, OVC, SEALED, D, 1, MINB, true>;
-    case 2: return tc_split_kernel<KC, VC, OKC, OVC, SEALED, D, 2, MINB, true>;
-    case 3: return tc_split_kernel<KC, VC, OKC, OVC, SEALED, D, 3, MINB, true>;
-    case 4: return tc_split_kernel<KC, VC, OKC, OVC, SEALED, D, 4, MINB, true>;
-    }
-    return NULL;
-}
-
 /* Bytes of a ring stage of the tensor-core kernel of a codec (0: no ring). */
 static inline int kvl_cuda_tc_stage_bytes(kvl_cuda_codec c, int D);
 /* Shared memory of tc_split_kernel of codec c beyond the page addresses, in
@@ -481,15 +469,25 @@ static inline int kvl_cuda_tc_stage_bytes(kvl_cuda_codec c, int D) {
                                         : 0;
 }
 
+/* Minimum resident blocks per SM of each codec's tensor-core kernel (its
+ * __launch_bounds__): shared by the default kernels (attn_<codec>_tc.cu) and
+ * their statistics instantiations (attn_stats_tc*.cu), which must match
+ * them (the plan and shared memory are sized from the default kernel). */
+#define TC_MINB_F16 1
+#define TC_MINB_B8 3 /* int8, fp8 */
+#define TC_MINB_INT4Z 4
+#define TC_MINB_KIVI2Z 4
+
 /* The per-codec instantiation table: tc_split_kernel for G = 1..4 query
- * heads per kv-head, NULL otherwise (used by attn_<codec>_tc.cu). */
-template <class KC, class VC, class OKC, class OVC, bool SEALED, int D, int MINB>
+ * heads per kv-head, NULL otherwise (used by attn_<codec>_tc.cu; ST: the
+ * statistics instantiations, attn_stats_tc*.cu). */
+template <class KC, class VC, class OKC, class OVC, bool SEALED, int D, int MINB, bool ST = false>
 static kvl_cuda_split_fn tc_pick_g(int G) {
     switch (G) {
-    case 1: return tc_split_kernel<KC, VC, OKC, OVC, SEALED, D, 1, MINB>;
-    case 2: return tc_split_kernel<KC, VC, OKC, OVC, SEALED, D, 2, MINB>;
-    case 3: return tc_split_kernel<KC, VC, OKC, OVC, SEALED, D, 3, MINB>;
-    case 4: return tc_split_kernel<KC, VC, OKC, OVC, SEALED, D, 4, MINB>;
+    case 1: return tc_split_kernel<KC, VC, OKC, OVC, SEALED, D, 1, MINB, ST>;
+    case 2: return tc_split_kernel<KC, VC, OKC, OVC, SEALED, D, 2, MINB, ST>;
+    case 3: return tc_split_kernel<KC, VC, OKC, OVC, SEALED, D, 3, MINB, ST>;
+    case 4: return tc_split_kernel<KC, VC, OKC, OVC, SEALED, D, 4, MINB, ST>;
     }
     return NULL;
 }
