@@ -29,6 +29,22 @@
 
 #include "cuda/attn_kernel.cuh"
 
+/* Tile ring stages per warp of each codec's tensor-core kernel (KC::kStages;
+ * even, >= 4: two tiles in use, kStages - 2 in flight; attn_tc.cuh). The
+ * macros let a device experiment build other depths (-DTC_STAGES_F16=6). */
+#ifndef TC_STAGES_F16
+#define TC_STAGES_F16 4
+#endif
+#ifndef TC_STAGES_B8
+#define TC_STAGES_B8 4 /* int8, fp8 */
+#endif
+#ifndef TC_STAGES_INT4Z
+#define TC_STAGES_INT4Z 4
+#endif
+#ifndef TC_STAGES_KIVI2Z
+#define TC_STAGES_KIVI2Z 4
+#endif
+
 static __device__ __forceinline__ uint32_t tc_split2(float x0, float x1, bool lo) {
     const __half2 h = __floats2half2_rn(x0, x1);
     const float2 f = __half22float2(h);
@@ -61,6 +77,9 @@ static __device__ __forceinline__ __half2 tc_h2(uint32_t u) {
 }
 /* (a - zz) * s2 as bits: s (c - z), exact when it fits 11 bits (see the codecs) */
 static __device__ __forceinline__ uint32_t tc_sm(uint32_t a, __half2 zz, __half2 s2) {
+#if defined(KVL_TC_EXPT) && KVL_TC_EXPT == 2
+    return a; /* device experiment: no dequantization (attn_tc.cuh) */
+#endif
     return h2_bits(__hmul2(__hsub2(tc_h2(a), zz), s2));
 }
 /* loads from global memory (SH false: ld.global.nc) or from a shared stage */
@@ -129,6 +148,7 @@ template <int D> struct tc_i4k {
     /* Shared-memory ring (cp.async): a stage holds a tile's positions (64
      * bytes), K rows (16 RB) and V rows (16 RB), each contiguous in the page. */
     static constexpr int RB = D / 16 + D / 2, kStage = 64 + 32 * RB, kStageK = 64, kStageV = 64 + 16 * RB;
+    static constexpr int kStages = TC_STAGES_INT4Z;
     static __device__ __forceinline__ void stage(uint8_t *st, const uint8_t *pg, int koff, int voff, int P, int r0,
                                                  int lane) {
         constexpr int NCH = kStage / 16, KCH = 16 * RB / 16;
@@ -246,6 +266,7 @@ template <int D> struct tc_k2k {
      * (D / 8 chunks of 32 bytes), V s8 and z8 of the tile (16 per group):
      * 64 + 11 D bytes, read by tc_k2k / tc_k2v load<true>. */
     static constexpr int kStage = 64 + 11 * D, kStageK = 64, kStageV = 64 + 6 * D;
+    static constexpr int kStages = TC_STAGES_KIVI2Z;
     struct Tile {
         uint32_t w[2][NW];
         uint32_t s, z; /* scale / zero point bytes of channels tq D/4 + 4 (gq % (D/16)) + {0..3} */
@@ -384,7 +405,7 @@ template <int D> struct tc_k2v {
  * lane tq reads its D/4 contiguous halves of tokens gq, gq + 8. */
 template <int D> struct tc_hk {
     static constexpr bool kPageB = false, kWB = false;
-    static constexpr int kStage = 0, kStageK = 0, kStageV = 0; /* no shared-memory ring */
+    static constexpr int kStage = 0, kStageK = 0, kStageV = 0, kStages = 0; /* no shared-memory ring */
     static constexpr int NJC = D / 16;
     struct Tile {
         uint4 v[2][D / 32];
