@@ -22,10 +22,18 @@ NCU=${NCU-"int4z:16:32832 int4z:1:32832 f16:1:32832"}
 t0=$(date +%s)
 make -j16 CUDA=1 build-cuda/cuda/bench_attn build-cuda/cuda/test_cuda > "$L/build.log" 2>&1 || { tail -30 "$L/build.log"; exit 1; }
 echo "build $(( $(date +%s) - t0 )) s"
-# variant builds in the background (CPU) while the default binary runs (GPU)
+# variant builds in the background (CPU) while the default binary runs (GPU);
+# BASE_TAR (a tar of another tree, e.g. git archive of main): built whole as
+# variant "base", run with BASE_ARGS (before / after in one run)
 IFS=';' read -ra VS <<< "$VARIANTS"
+if [ -n "${BASE_TAR:-}" ] && [ -f "$BASE_TAR" ]; then
+    (rm -rf /tmp/v_base && mkdir -p /tmp/v_base && tar xf "$BASE_TAR" -C /tmp/v_base && cd /tmp/v_base &&
+        make -j8 CUDA=1 build-cuda/cuda/bench_attn) > "$L/build_base.log" 2>&1 &
+    VS=("base||$BASE_ARGS" "${VS[@]}")
+fi
 for v in "${VS[@]}"; do
     IFS='|' read -r name macros args <<< "$v"
+    [ "$name" = base ] && continue
     (rm -rf "/tmp/v_$name" && cp -a "$T" "/tmp/v_$name" && cd "/tmp/v_$name" &&
         rm -f build-cuda/src/cuda/attn_*_tc.o build-cuda/src/cuda/attn_stats_tc*.o build-cuda/src/cuda/attn_decode.o &&
         make -j4 CUDA=1 CUDA_ARCH="-gencode=arch=compute_90a,code=sm_90a $macros" build-cuda/cuda/bench_attn \
@@ -59,6 +67,14 @@ if [ "${SDPA:-0}" = 1 ]; then
     # shellcheck disable=SC2086
     PYTHONUNBUFFERED=1 python3 bench/cuda/sdpa.py ${SDPA_ARGS:-} --json "$L/sdpa.json" 2>&1 | tee "$L/sdpa.log" | tail -40
 fi
+# instruction mix of the tensor-core kernels (D 128, G 4), default build
+for o in attn_int4z_tc attn_kivi2z_tc attn_f16_tc; do
+    cuobjdump -sass "build-cuda/src/cuda/$o.o" > "$L/sass_$o.txt" 2>&1
+    awk '/Function :/ {f = $3} /^ +\/\*[0-9a-f]+\*\// && f ~ /Li128ELi4ELi/ {n[f]++; split($2, op, "."); c[f, op[1]]++}
+         END {for (f in n) {printf "%s: %d", substr(f, 1, 60), n[f]; for (k in c) {split(k, kk, SUBSEP); if (kk[1] == f && c[k] >= 20) printf " %s %d", kk[2], c[k]} print ""}}' \
+        "$L/sass_$o.txt" | tee -a "$L/sass_counts.log"
+done
+[ -d /tmp/v_base ] && for o in attn_int4z_tc attn_kivi2z_tc; do cuobjdump -sass "/tmp/v_base/build-cuda/src/cuda/$o.o" > "$L/sass_base_$o.txt" 2>&1; done
 nvidia-smi --query-gpu=clocks.sm,clocks.mem,temperature.gpu --format=csv 2>&1 | tee -a "$L/env.log"
 echo "total $(( $(date +%s) - t0 )) s"
 tar czf "$OUT/attn.tgz" -C "$OUT" logs && rm -rf "$L"

@@ -192,20 +192,26 @@ template <int D> struct tc_i4k {
  * s (c - z) is exact in f16: s has 4 significant bits and the encoder keeps
  * |c - z| <= 127 (scale >= max|x| / 112, kv/codec_int4.c), so the product
  * fits 11 bits, unless it leaves the f16 range (|value| > 65504: no f16 or
- * bf16 cache holds such values either). Lane gq reads code bytes 16 gr +
- * 2gq, 2gq + 1 of its 4 tokens: m-tile 2gr + mt (mt: low / high nibbles),
- * row gq = byte 2gq, row gq + 8 = byte 2gq + 1, i.e. channel 32 gr + 16 mt +
- * (r < 8 ? 2r : 2(r - 8) + 1). Tokens past the list: s = 0 (their bytes may
+ * bf16 cache holds such values either). Lane gq reads BPL = D / 16
+ * contiguous code bytes of each of its 4 tokens, bytes BPL gq .. BPL gq +
+ * BPL - 1 (one 8- or 4-byte load), which lie in one group of 32 channels,
+ * so the lane needs one (scale, zero point) pair per token (one 2-byte
+ * load, unpacked once per tile, not once per group). m-tile m = 4 j + 2 q
+ * + hl: word j of the lane's bytes, byte pair q of the word (byte 2q: row
+ * gq, byte 2q + 1: row gq + 8), nibble hl (low: channel 32 g + k of byte
+ * 16 g + k, high: + 16). Tokens past the list: s = 0 (their bytes may
  * decode to inf). */
 template <int D> struct tc_i4v {
+    static constexpr int BPL = D / 16, NWL = BPL / 4; /* code bytes / words of a token per lane */
     struct Tile {
-        uint32_t c[4][D / 32];                    /* code byte pair of token 4tq + i, group gr */
-        uint32_t prm[4][D / 64 > 0 ? D / 64 : 1]; /* (scale, zero point) bytes of the groups */
+        uint32_t c[4][NWL]; /* code words of token 4tq + i, bytes BPL gq .. */
+        uint32_t prm[4];    /* (scale, zero point) bytes of the lane's group, token 4tq + i (low 16 bits) */
     };
     /* the probabilities p (tokens 4tq .. 4tq + 3 of the lane) times per-token value scales: none here */
     static __device__ __forceinline__ void pmul(const Tile &, float4 &, int) {}
     static __device__ __forceinline__ int chan(int m, int r) {
-        return 32 * (m >> 1) + 16 * (m & 1) + (r < 8 ? 2 * r : 2 * (r - 8) + 1);
+        const int b = 4 * (m >> 2) + 2 * ((m >> 1) & 1) + (r >> 3), B = BPL * (r & 7) + b; /* code byte of the row */
+        return 32 * (B >> 4) + (B & 15) + 16 * (m & 1);
     }
     template <bool SH = false>
     static __device__ __forceinline__ void load(Tile &t, const uint8_t *pg, int off, int P, int r0, int lane) {
@@ -214,14 +220,13 @@ template <int D> struct tc_i4v {
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             const uint8_t *row = pg + off + (size_t)(r0 + 4 * tq + i) * RB;
-#pragma unroll
-            for (int gr = 0; gr < D / 32; gr++) t.c[i][gr] = tc_ld2<SH>(row + D / 16 + 16 * gr + 2 * gq);
-            if constexpr (D == 128) {
-                const uint2 v = tc_ld8<SH>(row);
-                t.prm[i][0] = v.x, t.prm[i][1] = v.y;
+            if constexpr (NWL == 2) {
+                const uint2 v = tc_ld8<SH>(row + D / 16 + BPL * gq);
+                t.c[i][0] = v.x, t.c[i][NWL - 1] = v.y;
             } else {
-                t.prm[i][0] = tc_ld4<SH>(row);
+                t.c[i][0] = tc_ld4<SH>(row + D / 16 + BPL * gq);
             }
+            t.prm[i] = tc_ld2<SH>(row + 2 * ((BPL * gq) >> 4));
         }
     }
     /* b: B of the tile (p of tokens 4tq + i for head gq & 3, hi or lo);
@@ -229,21 +234,23 @@ template <int D> struct tc_i4v {
     static __device__ __forceinline__ void value(const Tile &t, const uint32_t (&b)[2], int nv, float (&o)[D / 16][4]) {
         const uint32_t m01 = (nv > 0 ? 0x0000FFFFu : 0u) | (nv > 1 ? 0xFFFF0000u : 0u);
         const uint32_t m23 = (nv > 2 ? 0x0000FFFFu : 0u) | (nv > 3 ? 0xFFFF0000u : 0u);
+        /* [s, z] bytes of tokens (0, 1) and (2, 3) */
+        const uint32_t u01 = __byte_perm(t.prm[0], t.prm[1], 0x5410u), u23 = __byte_perm(t.prm[2], t.prm[3], 0x5410u);
+        const __half2 s01 = tc_h2(((u01 & 0x00FF00FFu) << 7) & m01), s23 = tc_h2(((u23 & 0x00FF00FFu) << 7) & m23);
+        const __half2 zz01 = tc_zzb(u01 ^ 0x80808080u, 0x5341u), zz23 = tc_zzb(u23 ^ 0x80808080u, 0x5341u);
 #pragma unroll
-        for (int gr = 0; gr < D / 32; gr++) {
-            /* [s, z] bytes of tokens (0, 1) and (2, 3): bytes 2(gr & 1), + 1 of each word */
-            const uint32_t sel = (gr & 1) ? 0x7632u : 0x5410u;
-            const uint32_t u01 = __byte_perm(t.prm[0][gr >> 1], t.prm[1][gr >> 1], sel);
-            const uint32_t u23 = __byte_perm(t.prm[2][gr >> 1], t.prm[3][gr >> 1], sel);
-            const __half2 s01 = tc_h2(((u01 & 0x00FF00FFu) << 7) & m01), s23 = tc_h2(((u23 & 0x00FF00FFu) << 7) & m23);
-            const __half2 zz01 = tc_zzb(u01 ^ 0x80808080u, 0x5341u), zz23 = tc_zzb(u23 ^ 0x80808080u, 0x5341u);
-            const uint32_t x01 = __byte_perm(t.c[0][gr], t.c[1][gr], 0x5410u);
-            const uint32_t x23 = __byte_perm(t.c[2][gr], t.c[3][gr], 0x5410u);
+        for (int j = 0; j < NWL; j++)
 #pragma unroll
-            for (int mt = 0; mt < 2; mt++)
-                mma_16816(o[2 * gr + mt], tc_sm(tc_ex4b(x01, 4 * mt), zz01, s01), tc_sm(tc_ex4b(x01, 8 + 4 * mt), zz01, s01),
-                          tc_sm(tc_ex4b(x23, 4 * mt), zz23, s23), tc_sm(tc_ex4b(x23, 8 + 4 * mt), zz23, s23), b[0], b[1]);
-        }
+            for (int q = 0; q < 2; q++) {
+                /* bytes 2q, 2q + 1 of word j: token 0 (1) in the low (high) half */
+                const uint32_t sel = q ? 0x7632u : 0x5410u;
+                const uint32_t x01 = __byte_perm(t.c[0][j], t.c[1][j], sel), x23 = __byte_perm(t.c[2][j], t.c[3][j], sel);
+#pragma unroll
+                for (int hl = 0; hl < 2; hl++)
+                    mma_16816(o[4 * j + 2 * q + hl], tc_sm(tc_ex4b(x01, 4 * hl), zz01, s01),
+                              tc_sm(tc_ex4b(x01, 8 + 4 * hl), zz01, s01), tc_sm(tc_ex4b(x23, 4 * hl), zz23, s23),
+                              tc_sm(tc_ex4b(x23, 8 + 4 * hl), zz23, s23), b[0], b[1]);
+            }
     }
 };
 
