@@ -68,16 +68,25 @@ template <int D> struct tc_fk {
     }
     template <class T> static __device__ __forceinline__ void page(QB &, const T &, const float *, int) {}
     /* the tile's positions, K and V rows of page pg (rows r0 .. r0 + 15) into stage st */
+    /* Lane = (l, ch): chunk ch of rows l + RPK j (j < KPK) of K and V. The
+     * swizzle of those rows is l ^ tc_swz(RPK j) (l < RPK leaves the row's
+     * bit 2 and the (row >> 2) & 2 term alone), so every destination is a
+     * per-lane base plus a compile-time offset xor-ed with a compile-time
+     * constant, and every source a per-tile base plus a constant: no index
+     * arithmetic per 16-byte copy (it was ~1/4 of the f16 kernel's
+     * instructions; RESULTS 2026-12-03b). */
     static __device__ __forceinline__ void stage(uint8_t *st, const uint8_t *pg, int koff, int voff, int P, int r0,
                                                  int lane) {
-        constexpr int CPR = D / 8; /* chunks per row */
+        constexpr int CPR = D / 8, RPK = 32 / CPR, KPK = 16 / RPK; /* chunks per row, rows per step, steps */
         if (lane < 4) tc_cp16(st + 16 * lane, pg + 4 * r0 + 16 * lane);
+        const int l = lane / CPR, ch = lane % CPR, x = 16 * (ch ^ l);
+        uint8_t *dst = st + 64 + l * 2 * D;
+        const uint8_t *sk = pg + koff + (size_t)(r0 + l) * 2 * D + 16 * ch, *sv = sk + (voff - koff);
 #pragma unroll
-        for (int q = lane; q < 4 * D; q += 32) {
-            const int kv = q / (2 * D), row = (q / CPR) & 15, ch = q % CPR;
-            tc_cp16(st + 64 + kv * 32 * D + row * 2 * D + 16 * (ch ^ tc_swz(row)),
-                    pg + (kv ? voff : koff) + (size_t)(r0 + row) * 2 * D + 16 * ch);
-        }
+        for (int kv = 0; kv < 2; kv++)
+#pragma unroll
+            for (int j = 0; j < KPK; j++)
+                tc_cp16(dst + kv * 32 * D + RPK * j * 2 * D + (x ^ (16 * tc_swz(RPK * j))), (kv ? sv : sk) + RPK * j * 2 * D);
     }
     /* SH true only (the ring): pg = the stage, off = kStageK */
     template <bool SH = false>

@@ -149,15 +149,20 @@ template <int D> struct tc_i4k {
      * bytes), K rows (16 RB) and V rows (16 RB), each contiguous in the page. */
     static constexpr int RB = D / 16 + D / 2, kStage = 64 + 32 * RB, kStageK = 64, kStageV = 64 + 16 * RB;
     static constexpr int kStages = TC_STAGES_INT4Z;
+    /* per segment, chunk i by lane i mod 32: compile-time offsets from one
+     * per-tile base each (no per-chunk segment selection) */
     static __device__ __forceinline__ void stage(uint8_t *st, const uint8_t *pg, int koff, int voff, int P, int r0,
                                                  int lane) {
-        constexpr int NCH = kStage / 16, KCH = 16 * RB / 16;
-        for (int c = lane; c < NCH; c += 32) {
-            const uint8_t *src = c < 4 ? pg + 4 * r0 + 16 * c
-                                 : c < 4 + KCH ? pg + koff + (size_t)r0 * RB + 16 * (c - 4)
-                                               : pg + voff + (size_t)r0 * RB + 16 * (c - 4 - KCH);
-            tc_cp16(st + 16 * c, src);
-        }
+        constexpr int KCH = RB; /* 16 rows of RB bytes: RB chunks per segment */
+        if (lane < 4) tc_cp16(st + 16 * lane, pg + 4 * r0 + 16 * lane);
+        const uint8_t *sk = pg + koff + (size_t)r0 * RB + 16 * lane, *sv = pg + voff + (size_t)r0 * RB + 16 * lane;
+        uint8_t *dk = st + 64 + 16 * lane;
+#pragma unroll
+        for (int k = 0; k < (KCH + 31) / 32; k++)
+            if (32 * k + lane < KCH) {
+                tc_cp16(dk + 512 * k, sk + 512 * k);
+                tc_cp16(dk + 16 * KCH + 512 * k, sv + 512 * k);
+            }
     }
     /* d: C of the tile (hi and lo columns, not yet summed) */
     static __device__ __forceinline__ void score(const Tile &t, const QB &qb, float (&acc)[4]) {
@@ -308,26 +313,20 @@ template <int D> struct tc_k2k {
             qb.zz[ks][1] = tc_zzb(zx, 0x5342u);
         }
     }
+    /* per segment, chunk i by lane i (every segment has <= 32 chunks at D
+     * <= 128): no per-chunk segment selection */
     static __device__ __forceinline__ void stage(uint8_t *st, const uint8_t *pg, int koff, int voff, int P, int r0,
                                                  int lane) {
-        constexpr int NCH = kStage / 16;
-        for (int c = lane; c < NCH; c += 32) {
-            const uint8_t *src;
-            if (c < 4) {
-                src = pg + 4 * r0 + 16 * c;
-            } else if (c < 4 + D / 4) {
-                src = pg + koff + (size_t)(r0 >> 3) * NJC * 32 + 16 * (c - 4);
-            } else if (c < 4 + D / 4 + D / 8) {
-                src = pg + koff + (size_t)D * P / 4 + 16 * (c - 4 - D / 4);
-            } else if (c < 4 + D / 2 + D / 8) {
-                const int i = c - (4 + D / 4 + D / 8), ntc = P >> 4;
-                src = pg + voff + ((size_t)(i >> 1) * ntc + (r0 >> 4)) * 32 + 16 * (i & 1);
-            } else {
-                const int i = c - (4 + D / 2 + D / 8); /* < NG: s8 of group i, else z8 of group i - NG */
-                src = pg + voff + (size_t)D * P / 4 + (size_t)i * P + r0;
-            }
-            tc_cp16(st + 16 * c, src);
+        static_assert(D / 4 <= 32, "one chunk per lane and segment");
+        const int i = lane;
+        if (i < 4) tc_cp16(st + 16 * i, pg + 4 * r0 + 16 * i); /* positions */
+        if (i < D / 4) { /* K codes of the tile's two token blocks; V codes (chunk i / 2 of block i / 2) */
+            tc_cp16(st + 64 + 16 * i, pg + koff + (size_t)(r0 >> 3) * NJC * 32 + 16 * i);
+            tc_cp16(st + 64 + 6 * D + 16 * i, pg + voff + ((size_t)(i >> 1) * (P >> 4) + (r0 >> 4)) * 32 + 16 * (i & 1));
         }
+        if (i < D / 8) tc_cp16(st + 64 + 4 * D + 16 * i, pg + koff + (size_t)D * P / 4 + 16 * i); /* K s8, z8 */
+        if (i < D / 16) /* V: s8 of group i (< NG), else z8 of group i - NG, the tile's 16 tokens */
+            tc_cp16(st + 64 + 10 * D + 16 * i, pg + voff + (size_t)D * P / 4 + (size_t)i * P + r0);
     }
     template <bool SH = false>
     static __device__ __forceinline__ void load(Tile &t, const uint8_t *pg, int off, int P, int r0, int lane) {
