@@ -20,7 +20,7 @@ E_ARGS="--codecs f16,int4z,kivi2z --ctx 32832 --batch 1,16 --no-capacity --reps 
 VARIANTS=${VARIANTS-"s6|-DTC_STAGES_F16=6 -DTC_STAGES_B8=6 -DTC_STAGES_INT4Z=6 -DTC_STAGES_KIVI2Z=6|$BASE_ARGS;e1|-DKVL_TC_EXPT=1|$E_ARGS;e2|-DKVL_TC_EXPT=2|$E_ARGS;e3|-DKVL_TC_EXPT=3|$E_ARGS;e4|-DKVL_TC_EXPT=4|$E_ARGS;m3|-DTC_MINB_INT4Z=3 -DTC_MINB_KIVI2Z=3|--codecs int4z,kivi2z --ctx 32832,131072 --batch 1,16 --no-capacity --reps 20"}
 NCU=${NCU-"int4z:16:32832 int4z:1:32832 f16:1:32832"}
 t0=$(date +%s)
-make -j16 CUDA=1 build-cuda/cuda/bench_attn build-cuda/cuda/test_cuda > "$L/build.log" 2>&1 || { tail -30 "$L/build.log"; exit 1; }
+make -j16 CUDA=1 build-cuda/cuda/bench_attn build-cuda/cuda/test_cuda build-cuda/cuda/test_cuda_stats > "$L/build.log" 2>&1 || { tail -30 "$L/build.log"; exit 1; }
 echo "build $(( $(date +%s) - t0 )) s"
 # variant builds in the background (CPU) while the default binary runs (GPU);
 # BASE_TAR (a tar of another tree, e.g. git archive of main): built whole as
@@ -41,8 +41,9 @@ for v in "${VS[@]}"; do
 done
 echo "=== default"
 { time build-cuda/cuda/test_cuda; } > "$L/test.log" 2>&1; grep -E "FAIL|passed|real" "$L/test.log" | tail -8
+{ time timeout 120 build-cuda/cuda/test_cuda_stats; } > "$L/test_stats.log" 2>&1; grep -E "FAIL|passed|real" "$L/test_stats.log" | tail -8
 # shellcheck disable=SC2086
-build-cuda/cuda/bench_attn $BASE_ARGS --json "$L/base.json" 2>&1 | tee "$L/base.log" | grep -E '^\| |copy|read-only'
+build-cuda/cuda/bench_attn $BASE_ARGS --json "$L/new.json" 2>&1 | tee "$L/new.log" | grep -E '^\| |copy|read-only'
 for n in $NCU; do
     IFS=':' read -r c b x <<< "$n"
     timeout 120 ncu --clock-control none --section SpeedOfLight --section Occupancy --section WarpStateStats \

@@ -151,12 +151,10 @@ static __device__ __forceinline__ void tc_step(const typename KC::Tile &kt, cons
  * chains are independent, and the max / rescale / exchange cost halves per
  * token. two: whether the second tile is in the warp's range; sg[u]: the
  * stages holding them (V fragments read after the softmax). */
-template <class KC, class VC, int D, bool ST = false>
-static __device__ __forceinline__ void tc_step2(const uint8_t *const (&sg)[2], bool two, typename KC::QB &qb, int &cur,
-                                                tc_state<D> &st, int j0, const tc_ctx &x) {
-    const int lane = x.lane, gq = lane >> 2, tq = lane & 3;
-    float acc[2][4];
-    int pos[2][2];
+template <class KC>
+static __device__ __forceinline__ void tc_score2(const uint8_t *const (&sg)[2], bool two, typename KC::QB &qb, int &cur,
+                                                 int j0, const tc_ctx &x, float (&acc)[2][4], int (&pos)[2][2]) {
+    const int lane = x.lane;
 #pragma unroll
     for (int u = 0; u < 2; u++) {
 #pragma unroll
@@ -174,6 +172,14 @@ static __device__ __forceinline__ void tc_step2(const uint8_t *const (&sg)[2], b
             pos[u][0] = kt.pos[0], pos[u][1] = kt.pos[1];
         }
     }
+}
+
+/* The rest of tc_step2 after the scores acc / pos of the two tiles: the
+ * softmax step and the value sums (V fragments from the stages sg). */
+template <class KC, class VC, int D, bool ST = false>
+static __device__ __forceinline__ void tc_finish2(const uint8_t *const (&sg)[2], bool two, float (&acc)[2][4],
+                                                  const int (&pos)[2][2], tc_state<D> &st, int j0, const tc_ctx &x) {
+    const int lane = x.lane, gq = lane >> 2, tq = lane & 3;
 #pragma unroll
     for (int u = 0; u < 2; u++)
 #pragma unroll
@@ -265,6 +271,15 @@ static __device__ __forceinline__ void tc_step2(const uint8_t *const (&sg)[2], b
     }
 }
 
+template <class KC, class VC, int D, bool ST = false>
+static __device__ __forceinline__ void tc_step2(const uint8_t *const (&sg)[2], bool two, typename KC::QB &qb, int &cur,
+                                                tc_state<D> &st, int j0, const tc_ctx &x) {
+    float acc[2][4];
+    int pos[2][2];
+    tc_score2<KC>(sg, two, qb, cur, j0, x, acc, pos);
+    tc_finish2<KC, VC, D, ST>(sg, two, acc, pos, st, j0, x);
+}
+
 /* Tiles [ib, ie) through the warp's shared-memory ring of S = KC::kStages
  * stages (cp.async, 16-byte pieces), two tiles per step (tc_step2): the
  * next S / 2 - 1 pairs in flight while one is used, without their
@@ -274,7 +289,7 @@ static __device__ __forceinline__ void tc_tiles_cp(int ib, int ie, tc_state<D> &
                                                    typename KC::QB &qb) {
     constexpr int S = KC::kStages;
     int cur = -1; /* page of qb (page-parameter keys) */
-    static_assert(S >= 4 && S % 2 == 0, "pairs of tiles: two in use, S - 2 in flight");
+    static_assert(S >= (KC::kPipe ? 6 : 4) && S % 2 == 0, "pairs of tiles: two (pipelined: four) in use, the rest in flight");
     int fill = 0, use = 0; /* stages of the next tile issued / used */
     auto issue = [&](int it) {
         if (it < ie) {
@@ -287,15 +302,53 @@ static __device__ __forceinline__ void tc_tiles_cp(int ib, int ie, tc_state<D> &
     };
 #pragma unroll
     for (int k = 0; k < S - 2; k++) issue(ib + k);
-    for (int it = ib; it < ie; it += 2) {
-        issue(it + S - 2); /* into the stages the previous pair used */
-        issue(it + S - 1);
-        tc_cp_wait<S - 2>(); /* tiles it, it + 1 landed */
+    if constexpr (KC::kPipe) {
+        /* software pipelined (KC::kPipe): pair p + 1's scores are computed
+         * before pair p's softmax and value sums, two independent chains
+         * for a warp that is alone on its scheduler (f16: one block of 4
+         * warps per SM); pair p + 2 in flight meanwhile */
+        static_assert(!KC::kPageB, "pipelined: no page-parameter keys (the next pair is scored first)");
+        float acc[2][4];
+        int pos[2][2];
+        tc_cp_wait<S - 4>(); /* pair 0 landed */
         __syncwarp();
-        const uint8_t *const sg[2] = {x.ring + use * KC::kStage, x.ring + (use + 1) * KC::kStage};
-        tc_step2<KC, VC, D, ST>(sg, it + 1 < ie, qb, cur, st, it << 4, x);
-        use = use + 2 == S ? 0 : use + 2;
-        __syncwarp(); /* the stages are refilled next iteration */
+        {
+            const uint8_t *const sg[2] = {x.ring, x.ring + KC::kStage};
+            tc_score2<KC>(sg, ib + 1 < ie, qb, cur, ib << 4, x, acc, pos);
+        }
+        for (int it = ib; it < ie; it += 2) {
+            issue(it + S - 2); /* into the stages of pair p - 1 (finished) */
+            issue(it + S - 1);
+            tc_cp_wait<S - 4>(); /* pair p + 1 landed */
+            __syncwarp();
+            const int nx = use + 2 == S ? 0 : use + 2;
+            const uint8_t *const sg[2] = {x.ring + use * KC::kStage, x.ring + (use + 1) * KC::kStage};
+            const uint8_t *const sn[2] = {x.ring + nx * KC::kStage, x.ring + (nx + 1) * KC::kStage};
+            float an[2][4];
+            int pn[2][2];
+            /* past the range: stale stage bytes, scored but never used */
+            tc_score2<KC>(sn, true, qb, cur, (it + 2) << 4, x, an, pn);
+            tc_finish2<KC, VC, D, ST>(sg, it + 1 < ie, acc, pos, st, it << 4, x);
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+#pragma unroll
+                for (int i = 0; i < 4; i++) acc[u][i] = an[u][i];
+                pos[u][0] = pn[u][0], pos[u][1] = pn[u][1];
+            }
+            use = nx;
+            __syncwarp(); /* the stages are refilled next iteration */
+        }
+    } else {
+        for (int it = ib; it < ie; it += 2) {
+            issue(it + S - 2); /* into the stages the previous pair used */
+            issue(it + S - 1);
+            tc_cp_wait<S - 2>(); /* tiles it, it + 1 landed */
+            __syncwarp();
+            const uint8_t *const sg[2] = {x.ring + use * KC::kStage, x.ring + (use + 1) * KC::kStage};
+            tc_step2<KC, VC, D, ST>(sg, it + 1 < ie, qb, cur, st, it << 4, x);
+            use = use + 2 == S ? 0 : use + 2;
+            __syncwarp(); /* the stages are refilled next iteration */
+        }
     }
     tc_cp_wait<0>();
 }

@@ -47,6 +47,7 @@ template <int D> struct tc_fk {
     static constexpr bool kPageB = false, kWB = false;
     static constexpr int NK = D / 16;
     static constexpr int kStage = 64 + 64 * D, kStageK = 64, kStageV = 64 + 32 * D, kStages = TC_STAGES_F16;
+    static constexpr bool kPipe = TC_PIPE_F16; /* the software-pipelined ring loop (attn_tc.cuh) */
     struct Tile {
         uint32_t a[NK][4];
         int pos[2];
@@ -127,6 +128,11 @@ template <int D> struct tc_fv {
     /* b: B of the tile (p of tokens 4tq + i for head gq & 3, hi or lo);
      * nv: how many of the lane's 4 tokens are in the list */
     static __device__ __forceinline__ void value(const Tile &t, const uint32_t (&b)[2], int nv, float (&o)[D / 16][4]) {
+        if (__all_sync(0xffffffffu, nv >= 4)) { /* a full tile (all but a list's last): no masks */
+#pragma unroll
+            for (int m = 0; m < NM; m++) mma_16816(o[m], t.a[m][0], t.a[m][1], t.a[m][2], t.a[m][3], b[0], b[1]);
+            return;
+        }
         uint32_t k01 = 0xFFFFFFFFu, k23 = 0xFFFFFFFFu;
         if (nv < 4) {
             k01 = (nv > 0 ? 0x0000FFFFu : 0u) | (nv > 1 ? 0xFFFF0000u : 0u);
