@@ -289,7 +289,7 @@ static __device__ __forceinline__ void tc_tiles_cp(int ib, int ie, tc_state<D> &
                                                    typename KC::QB &qb) {
     constexpr int S = KC::kStages;
     int cur = -1; /* page of qb (page-parameter keys) */
-    static_assert(S >= (KC::kPipe ? 6 : 4) && S % 2 == 0, "pairs of tiles: two (pipelined: four) in use, the rest in flight");
+    static_assert(S >= 4 && S % 2 == 0, "pairs of tiles: two in use, S - 2 in flight");
     int fill = 0, use = 0; /* stages of the next tile issued / used */
     auto issue = [&](int it) {
         if (it < ie) {
@@ -302,53 +302,15 @@ static __device__ __forceinline__ void tc_tiles_cp(int ib, int ie, tc_state<D> &
     };
 #pragma unroll
     for (int k = 0; k < S - 2; k++) issue(ib + k);
-    if constexpr (KC::kPipe) {
-        /* software pipelined (KC::kPipe): pair p + 1's scores are computed
-         * before pair p's softmax and value sums, two independent chains
-         * for a warp that is alone on its scheduler (f16: one block of 4
-         * warps per SM); pair p + 2 in flight meanwhile */
-        static_assert(!KC::kPageB, "pipelined: no page-parameter keys (the next pair is scored first)");
-        float acc[2][4];
-        int pos[2][2];
-        tc_cp_wait<S - 4>(); /* pair 0 landed */
+    for (int it = ib; it < ie; it += 2) {
+        issue(it + S - 2); /* into the stages the previous pair used */
+        issue(it + S - 1);
+        tc_cp_wait<S - 2>(); /* tiles it, it + 1 landed */
         __syncwarp();
-        {
-            const uint8_t *const sg[2] = {x.ring, x.ring + KC::kStage};
-            tc_score2<KC>(sg, ib + 1 < ie, qb, cur, ib << 4, x, acc, pos);
-        }
-        for (int it = ib; it < ie; it += 2) {
-            issue(it + S - 2); /* into the stages of pair p - 1 (finished) */
-            issue(it + S - 1);
-            tc_cp_wait<S - 4>(); /* pair p + 1 landed */
-            __syncwarp();
-            const int nx = use + 2 == S ? 0 : use + 2;
-            const uint8_t *const sg[2] = {x.ring + use * KC::kStage, x.ring + (use + 1) * KC::kStage};
-            const uint8_t *const sn[2] = {x.ring + nx * KC::kStage, x.ring + (nx + 1) * KC::kStage};
-            float an[2][4];
-            int pn[2][2];
-            /* past the range: stale stage bytes, scored but never used */
-            tc_score2<KC>(sn, true, qb, cur, (it + 2) << 4, x, an, pn);
-            tc_finish2<KC, VC, D, ST>(sg, it + 1 < ie, acc, pos, st, it << 4, x);
-#pragma unroll
-            for (int u = 0; u < 2; u++) {
-#pragma unroll
-                for (int i = 0; i < 4; i++) acc[u][i] = an[u][i];
-                pos[u][0] = pn[u][0], pos[u][1] = pn[u][1];
-            }
-            use = nx;
-            __syncwarp(); /* the stages are refilled next iteration */
-        }
-    } else {
-        for (int it = ib; it < ie; it += 2) {
-            issue(it + S - 2); /* into the stages the previous pair used */
-            issue(it + S - 1);
-            tc_cp_wait<S - 2>(); /* tiles it, it + 1 landed */
-            __syncwarp();
-            const uint8_t *const sg[2] = {x.ring + use * KC::kStage, x.ring + (use + 1) * KC::kStage};
-            tc_step2<KC, VC, D, ST>(sg, it + 1 < ie, qb, cur, st, it << 4, x);
-            use = use + 2 == S ? 0 : use + 2;
-            __syncwarp(); /* the stages are refilled next iteration */
-        }
+        const uint8_t *const sg[2] = {x.ring + use * KC::kStage, x.ring + (use + 1) * KC::kStage};
+        tc_step2<KC, VC, D, ST>(sg, it + 1 < ie, qb, cur, st, it << 4, x);
+        use = use + 2 == S ? 0 : use + 2;
+        __syncwarp(); /* the stages are refilled next iteration */
     }
     tc_cp_wait<0>();
 }

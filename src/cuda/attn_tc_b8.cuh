@@ -55,7 +55,6 @@ template <int D, bool FP8> struct tc_bk {
     static constexpr bool kPageB = false, kWB = false;
     static constexpr int NK = D / 16, CPR = D / 16, NV = D / 64;
     static constexpr int kStage = 192 + 32 * D, kStageK = 64, kStageV = 128 + 16 * D, kStages = TC_STAGES_B8;
-    static constexpr bool kPipe = false;
     struct Tile {
         uint4 c[2][NV];
         float s[2];

@@ -47,7 +47,6 @@ template <int D> struct tc_fk {
     static constexpr bool kPageB = false, kWB = false;
     static constexpr int NK = D / 16;
     static constexpr int kStage = 64 + 64 * D, kStageK = 64, kStageV = 64 + 32 * D, kStages = TC_STAGES_F16;
-    static constexpr bool kPipe = TC_PIPE_F16; /* the software-pipelined ring loop (attn_tc.cuh) */
     struct Tile {
         uint32_t a[NK][4];
         int pos[2];

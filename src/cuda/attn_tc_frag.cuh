@@ -32,11 +32,8 @@
 /* Tile ring stages per warp of each codec's tensor-core kernel (KC::kStages;
  * even, >= 4: two tiles in use, kStages - 2 in flight; attn_tc.cuh). The
  * macros let a device experiment build other depths (-DTC_STAGES_F16=6). */
-#ifndef TC_PIPE_F16 /* f16: the software-pipelined ring loop (needs >= 6 stages) */
-#define TC_PIPE_F16 1
-#endif
 #ifndef TC_STAGES_F16
-#define TC_STAGES_F16 (TC_PIPE_F16 ? 6 : 4)
+#define TC_STAGES_F16 4
 #endif
 #ifndef TC_STAGES_B8
 #define TC_STAGES_B8 4 /* int8, fp8 */
@@ -152,7 +149,6 @@ template <int D> struct tc_i4k {
      * bytes), K rows (16 RB) and V rows (16 RB), each contiguous in the page. */
     static constexpr int RB = D / 16 + D / 2, kStage = 64 + 32 * RB, kStageK = 64, kStageV = 64 + 16 * RB;
     static constexpr int kStages = TC_STAGES_INT4Z;
-    static constexpr bool kPipe = false;
     /* per segment, chunk i by lane i mod 32: compile-time offsets from one
      * per-tile base each (no per-chunk segment selection) */
     static __device__ __forceinline__ void stage(uint8_t *st, const uint8_t *pg, int koff, int voff, int P, int r0,
@@ -283,7 +279,6 @@ template <int D> struct tc_k2k {
      * 64 + 11 D bytes, read by tc_k2k / tc_k2v load<true>. */
     static constexpr int kStage = 64 + 11 * D, kStageK = 64, kStageV = 64 + 6 * D;
     static constexpr int kStages = TC_STAGES_KIVI2Z;
-    static constexpr bool kPipe = false;
     struct Tile {
         uint32_t w[2][NW];
         uint32_t s, z; /* scale / zero point bytes of channels tq D/4 + 4 (gq % (D/16)) + {0..3} */
@@ -417,7 +412,6 @@ template <int D> struct tc_k2v {
 template <int D> struct tc_hk {
     static constexpr bool kPageB = false, kWB = false;
     static constexpr int kStage = 0, kStageK = 0, kStageV = 0, kStages = 0; /* no shared-memory ring */
-    static constexpr bool kPipe = false;
     static constexpr int NJC = D / 16;
     struct Tile {
         uint4 v[2][D / 32];
