@@ -147,10 +147,12 @@ static __device__ __forceinline__ void tc_step(const typename KC::Tile &kt, cons
     VC::value(vt, bp, x.ntok - j0 - 4 * tq, st.o);
 }
 
-/* Two tiles (j0, j0 + 16) with one softmax step: the two tiles' score
- * chains are independent, and the max / rescale / exchange cost halves per
- * token. two: whether the second tile is in the warp's range; sg[u]: the
- * stages holding them (V fragments read after the softmax). */
+/* Two tiles (j0, j0 + 16) with one softmax step (tc_step2 = tc_score2,
+ * then tc_finish2): the two tiles' score chains are independent, and the
+ * max / rescale / exchange cost halves per token. two: whether the second
+ * tile is in the warp's range; sg[u]: the stages holding them (V fragments
+ * read after the softmax). tc_score2: the C fragments acc[u] (hi and lo
+ * columns, not yet summed) and the positions of rows gq, gq + 8 of tile u. */
 template <class KC>
 static __device__ __forceinline__ void tc_score2(const uint8_t *const (&sg)[2], bool two, typename KC::QB &qb, int &cur,
                                                  int j0, const tc_ctx &x, float (&acc)[2][4], int (&pos)[2][2]) {
@@ -271,6 +273,7 @@ static __device__ __forceinline__ void tc_finish2(const uint8_t *const (&sg)[2],
     }
 }
 
+/* Both tiles of the pair: scores, softmax step, value sums. */
 template <class KC, class VC, int D, bool ST = false>
 static __device__ __forceinline__ void tc_step2(const uint8_t *const (&sg)[2], bool two, typename KC::QB &qb, int &cur,
                                                 tc_state<D> &st, int j0, const tc_ctx &x) {
