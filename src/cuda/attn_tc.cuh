@@ -35,7 +35,7 @@
  * takes a contiguous range of the split's 16-token tiles (so page-parameter
  * keys change once per page). Codecs with a ring stage (int4z, sealed
  * kivi2z) stream the range through a per-warp shared-memory ring of
- * TC_STAGES stages filled by cp.async, two tiles per softmax step
+ * KC::kStages stages filled by cp.async, two tiles per softmax step
  * (tc_step2: two independent score chains, one max / rescale / exchange),
  * the next pair in flight; the others (the open f16 pages of a KIVI list)
  * take one tile at a time from registers (tc_step). At the end the warps'
@@ -52,8 +52,15 @@
 #include "cuda/attn_tc_frag.cuh"
 
 #define TC_PS 20    /* probability buffer: floats per head (16 tokens + pad: fewer bank conflicts) */
-#define TC_STAGES 4 /* tile ring stages per warp (codecs with kStage) */
 #define TC_PS2 36   /* probability buffer of a tile pair: floats per head */
+/* Device experiments only (never in a default build; results wrong on
+ * purpose): KVL_TC_EXPT 1 skips the softmax of tc_step2 (p = the masked
+ * scores, no max / exp / rescale), 2 the value dequantization (raw code
+ * words into the mma), 3 the value side (no V fragments, no value mma), 4
+ * the score side (no K fragments, no score mma). */
+#ifndef KVL_TC_EXPT
+#define KVL_TC_EXPT 0
+#endif
 
 /* per-lane softmax state and O fragments (m-tile m, C registers) */
 template <int D> struct tc_state {
@@ -69,7 +76,7 @@ struct tc_ctx {
     const float *sq; /* shared [4][D] */
     float *pb;       /* shared [4][TC_PS2]: this warp's probabilities (head stride TC_PS in tc_step) */
     uint4 *wb;       /* shared [D / 32][32]: this warp's key B (codecs that keep it there) */
-    uint8_t *ring;   /* shared [TC_STAGES][KC::kStage]: this warp's tile ring (codecs with kStage) */
+    uint8_t *ring;   /* shared [KC::kStages][KC::kStage]: this warp's tile ring (codecs with kStage) */
     /* statistics instantiations (ST) only: the split's score rows, head g's
      * row at ss + g * ss_stride (the kernel's first query head, list row
      * tok0), for heads < ss_heads (G) */
@@ -140,22 +147,22 @@ static __device__ __forceinline__ void tc_step(const typename KC::Tile &kt, cons
     VC::value(vt, bp, x.ntok - j0 - 4 * tq, st.o);
 }
 
-/* Two tiles (j0, j0 + 16) with one softmax step: the two tiles' score
- * chains are independent, and the max / rescale / exchange cost halves per
- * token. two: whether the second tile is in the warp's range; sg[u]: the
- * stages holding them (V fragments read after the softmax). */
-template <class KC, class VC, int D, bool ST = false>
-static __device__ __forceinline__ void tc_step2(const uint8_t *const (&sg)[2], bool two, typename KC::QB &qb, int &cur,
-                                                tc_state<D> &st, int j0, const tc_ctx &x) {
-    const int lane = x.lane, gq = lane >> 2, tq = lane & 3;
-    float acc[2][4];
-    int pos[2][2];
+/* Two tiles (j0, j0 + 16) with one softmax step (tc_step2 = tc_score2,
+ * then tc_finish2): the two tiles' score chains are independent, and the
+ * max / rescale / exchange cost halves per token. two: whether the second
+ * tile is in the warp's range; sg[u]: the stages holding them (V fragments
+ * read after the softmax). tc_score2: the C fragments acc[u] (hi and lo
+ * columns, not yet summed) and the positions of rows gq, gq + 8 of tile u. */
+template <class KC>
+static __device__ __forceinline__ void tc_score2(const uint8_t *const (&sg)[2], bool two, typename KC::QB &qb, int &cur,
+                                                 int j0, const tc_ctx &x, float (&acc)[2][4], int (&pos)[2][2]) {
+    const int lane = x.lane;
 #pragma unroll
     for (int u = 0; u < 2; u++) {
 #pragma unroll
         for (int i = 0; i < 4; i++) acc[u][i] = 0.0f;
-        pos[u][0] = pos[u][1] = 0x7fffffff;
-        if (u == 0 || two) {
+        pos[u][0] = pos[u][1] = KVL_TC_EXPT == 4 ? 0 : 0x7fffffff;
+        if ((u == 0 || two) && KVL_TC_EXPT != 4) {
             typename KC::Tile kt;
             KC::template load<true>(kt, sg[u], KC::kStageK, x.P, 0, lane);
             const int pgi = (j0 + 16 * u) >> x.logP;
@@ -167,6 +174,14 @@ static __device__ __forceinline__ void tc_step2(const uint8_t *const (&sg)[2], b
             pos[u][0] = kt.pos[0], pos[u][1] = kt.pos[1];
         }
     }
+}
+
+/* The rest of tc_step2 after the scores acc / pos of the two tiles: the
+ * softmax step and the value sums (V fragments from the stages sg). */
+template <class KC, class VC, int D, bool ST = false>
+static __device__ __forceinline__ void tc_finish2(const uint8_t *const (&sg)[2], bool two, float (&acc)[2][4],
+                                                  const int (&pos)[2][2], tc_state<D> &st, int j0, const tc_ctx &x) {
+    const int lane = x.lane, gq = lane >> 2, tq = lane & 3;
 #pragma unroll
     for (int u = 0; u < 2; u++)
 #pragma unroll
@@ -180,6 +195,19 @@ static __device__ __forceinline__ void tc_step2(const uint8_t *const (&sg)[2], b
 #pragma unroll
     for (int e = 0; e < 2; e++) {
         float sc[2][2], mx = -INFINITY;
+#if KVL_TC_EXPT == 1
+        float ls1 = 0.0f;
+#pragma unroll
+        for (int u = 0; u < 2; u++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int j = j0 + 16 * u + gq + 8 * h;
+                p[u][2 * h + e] = j < jend && pos[u][h] <= x.qp ? acc[u][2 * h + e] : 0.0f;
+                ls1 += p[u][2 * h + e];
+            }
+        alpha[e] = 1.0f, st.m[e] = 0.0f, st.l[e] += ls1;
+        continue;
+#endif
 #pragma unroll
         for (int u = 0; u < 2; u++)
 #pragma unroll
@@ -235,7 +263,7 @@ static __device__ __forceinline__ void tc_step2(const uint8_t *const (&sg)[2], b
     __syncwarp();
 #pragma unroll
     for (int u = 0; u < 2; u++) {
-        if (u == 1 && !two) break;
+        if ((u == 1 && !two) || KVL_TC_EXPT == 3) break;
         typename VC::Tile vt;
         VC::template load<true>(vt, sg[u], KC::kStageV, x.P, 0, lane);
         const int nv = x.ntok - (j0 + 16 * u) - 4 * tq;
@@ -245,32 +273,46 @@ static __device__ __forceinline__ void tc_step2(const uint8_t *const (&sg)[2], b
     }
 }
 
-/* Tiles [ib, ie) through the warp's shared-memory ring of TC_STAGES stages
- * (cp.async, 16-byte pieces), two tiles per step (tc_step2): the next pair
- * in flight while one is used, without their registers. */
+/* Both tiles of the pair: scores, softmax step, value sums. */
+template <class KC, class VC, int D, bool ST = false>
+static __device__ __forceinline__ void tc_step2(const uint8_t *const (&sg)[2], bool two, typename KC::QB &qb, int &cur,
+                                                tc_state<D> &st, int j0, const tc_ctx &x) {
+    float acc[2][4];
+    int pos[2][2];
+    tc_score2<KC>(sg, two, qb, cur, j0, x, acc, pos);
+    tc_finish2<KC, VC, D, ST>(sg, two, acc, pos, st, j0, x);
+}
+
+/* Tiles [ib, ie) through the warp's shared-memory ring of S = KC::kStages
+ * stages (cp.async, 16-byte pieces), two tiles per step (tc_step2): the
+ * next S / 2 - 1 pairs in flight while one is used, without their
+ * registers. Tile it sits in stage (it - ib) mod S (issued in order). */
 template <class KC, class VC, int D, bool ST = false>
 static __device__ __forceinline__ void tc_tiles_cp(int ib, int ie, tc_state<D> &st, const tc_ctx &x,
                                                    typename KC::QB &qb) {
-    constexpr int S = TC_STAGES;
+    constexpr int S = KC::kStages;
     int cur = -1; /* page of qb (page-parameter keys) */
-    static_assert(S == 4, "pairs of tiles: two in use, two in flight");
+    static_assert(S >= 4 && S % 2 == 0, "pairs of tiles: two in use, S - 2 in flight");
+    int fill = 0, use = 0; /* stages of the next tile issued / used */
     auto issue = [&](int it) {
         if (it < ie) {
             const int j0 = it << 4;
-            KC::stage(x.ring + ((it - ib) % S) * KC::kStage, x.pages[j0 >> x.logP], x.koff, x.voff, x.P,
-                      j0 & (x.P - 1), x.lane);
+            KC::stage(x.ring + fill * KC::kStage, x.pages[j0 >> x.logP], x.koff, x.voff, x.P, j0 & (x.P - 1),
+                      x.lane);
         }
+        fill = fill + 1 == S ? 0 : fill + 1;
         tc_cp_commit(); /* empty past the range: the wait below counts groups */
     };
-    issue(ib);
-    issue(ib + 1);
+#pragma unroll
+    for (int k = 0; k < S - 2; k++) issue(ib + k);
     for (int it = ib; it < ie; it += 2) {
-        issue(it + 2); /* into the stages the previous pair used */
-        issue(it + 3);
-        tc_cp_wait<2>(); /* tiles it, it + 1 landed */
+        issue(it + S - 2); /* into the stages the previous pair used */
+        issue(it + S - 1);
+        tc_cp_wait<S - 2>(); /* tiles it, it + 1 landed */
         __syncwarp();
-        const uint8_t *const sg[2] = {x.ring + ((it - ib) % S) * KC::kStage, x.ring + ((it + 1 - ib) % S) * KC::kStage};
+        const uint8_t *const sg[2] = {x.ring + use * KC::kStage, x.ring + (use + 1) * KC::kStage};
         tc_step2<KC, VC, D, ST>(sg, it + 1 < ie, qb, cur, st, it << 4, x);
+        use = use + 2 == S ? 0 : use + 2;
         __syncwarp(); /* the stages are refilled next iteration */
     }
     tc_cp_wait<0>();
@@ -326,7 +368,7 @@ static __device__ __forceinline__ void tc_tiles(int ib, int ie, tc_state<D> &st,
 /* Block (split, h, b), NTHREADS threads, G <= 4. Shared memory (dynamic):
  * page addresses [pid_slots / 2], sq[4][D], pb[NWARPS][4][TC_PS],
  * wb[NWARPS][D / 32][32] (uint4), then red[NWARPS][G][D] or, for codecs
- * with a ring (int4z, kivi2z), the tile rings [NWARPS][TC_STAGES][KC::kStage]
+ * with a ring (int4z, kivi2z), the tile rings [NWARPS][KC::kStages][KC::kStage]
  * bytes, each warp's red slice at the start of its ring. Sealing codecs (SEALED): KC/VC the sealed pages'
  * codecs, OKC/OVC the open pages'. part / out as decode_split_kernel; ST
  * (statistics instantiations, attn_stats_tc*.cu) also the scores into a.sc
@@ -357,7 +399,7 @@ __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_c
     uint4 *wbuf = reinterpret_cast<uint4 *>(pb + NWARPS * 4 * TC_PS2); /* [NWARPS][D / 32][32], if KC::kWB */
     uint8_t *ring = reinterpret_cast<uint8_t *>(wbuf + (KC::kWB ? NWARPS * (D / 32) * 32 : 0));
     float *red = reinterpret_cast<float *>(ring); /* [NWARPS][G][D], or per warp at stride RSTR */
-    constexpr int RSTR = RING ? TC_STAGES * KC::kStage / 4 : G * D;
+    constexpr int RSTR = RING ? KC::kStages * KC::kStage / 4 : G * D;
     static_assert(!RING || RSTR >= G * D, "a warp's ring holds its red slice");
     const int npages = (ntok + P - 1) >> logP;
     const uint32_t *lp = a.page_ids + a.list_off[li] + (size_t)split * a.chunk_pages;
@@ -389,7 +431,7 @@ __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_c
 #pragma unroll
         for (int i = 0; i < 4; i++) st.o[m][i] = 0.0f;
     tc_ctx x = {pages, a.koff, a.voff, P, logP, ntok, a.qpos[b], lane, sq, pb + warp * 4 * TC_PS2,
-                wbuf + warp * (D / 32) * 32, ring + (size_t)warp * TC_STAGES * KC::kStage,
+                wbuf + warp * (D / 32) * 32, ring + (size_t)warp * KC::kStages * KC::kStage,
                 ST ? a.sc + ((size_t)b * n_head + h * G) * a.sc_stride + tok0 : nullptr, a.sc_stride, G};
     tc_tiles<KC, VC, D, true, ST>(it0, min(it1, nst), st, x);
     if constexpr (SEALED) {
@@ -451,15 +493,22 @@ __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_c
     }
 }
 
-/* Bytes of a ring stage of the tensor-core kernel of a codec (0: no ring). */
+/* Bytes of a ring stage of the tensor-core kernel of a codec (0: no ring),
+ * and its stages per warp (KC::kStages). */
 static inline int kvl_cuda_tc_stage_bytes(kvl_cuda_codec c, int D);
+static inline int kvl_cuda_tc_stages(kvl_cuda_codec c) {
+    return c == KVL_CUDA_CODEC_INT4Z ? TC_STAGES_INT4Z
+           : c == KVL_CUDA_CODEC_KIVI2Z ? TC_STAGES_KIVI2Z
+           : c == KVL_CUDA_CODEC_F16 ? TC_STAGES_F16
+                                     : TC_STAGES_B8;
+}
 /* Shared memory of tc_split_kernel of codec c beyond the page addresses, in
  * floats (the key B buffer wb only for int4z / kivi2z: KC::kWB). */
 static inline size_t kvl_cuda_tc_smem_floats(int D, int G, kvl_cuda_codec c) {
     const int stage_bytes = kvl_cuda_tc_stage_bytes(c, D);
     const bool wb = c == KVL_CUDA_CODEC_INT4Z || c == KVL_CUDA_CODEC_KIVI2Z;
     return (size_t)4 * D + NWARPS * 4 * TC_PS2 + (wb ? (size_t)NWARPS * D * 4 : 0) +
-           (stage_bytes ? (size_t)NWARPS * TC_STAGES * stage_bytes / 4 : (size_t)NWARPS * G * D);
+           (stage_bytes ? (size_t)NWARPS * kvl_cuda_tc_stages(c) * stage_bytes / 4 : (size_t)NWARPS * G * D);
 }
 static inline int kvl_cuda_tc_stage_bytes(kvl_cuda_codec c, int D) {
     return c == KVL_CUDA_CODEC_INT4Z    ? 64 + 32 * (D / 16 + D / 2)
@@ -473,10 +522,18 @@ static inline int kvl_cuda_tc_stage_bytes(kvl_cuda_codec c, int D) {
  * __launch_bounds__): shared by the default kernels (attn_<codec>_tc.cu) and
  * their statistics instantiations (attn_stats_tc*.cu), which must match
  * them (the plan and shared memory are sized from the default kernel). */
+#ifndef TC_MINB_F16 /* (-D: device experiments) */
 #define TC_MINB_F16 1
+#endif
+#ifndef TC_MINB_B8
 #define TC_MINB_B8 3 /* int8, fp8 */
+#endif
+#ifndef TC_MINB_INT4Z
 #define TC_MINB_INT4Z 4
+#endif
+#ifndef TC_MINB_KIVI2Z
 #define TC_MINB_KIVI2Z 4
+#endif
 
 /* The per-codec instantiation table: tc_split_kernel for G = 1..4 query
  * heads per kv-head, NULL otherwise (used by attn_<codec>_tc.cu; ST: the

@@ -46,7 +46,7 @@ static __device__ __forceinline__ void tc_ldm4t(uint32_t (&r)[4], const uint8_t 
 template <int D> struct tc_fk {
     static constexpr bool kPageB = false, kWB = false;
     static constexpr int NK = D / 16;
-    static constexpr int kStage = 64 + 64 * D, kStageK = 64, kStageV = 64 + 32 * D;
+    static constexpr int kStage = 64 + 64 * D, kStageK = 64, kStageV = 64 + 32 * D, kStages = TC_STAGES_F16;
     struct Tile {
         uint32_t a[NK][4];
         int pos[2];
@@ -68,16 +68,25 @@ template <int D> struct tc_fk {
     }
     template <class T> static __device__ __forceinline__ void page(QB &, const T &, const float *, int) {}
     /* the tile's positions, K and V rows of page pg (rows r0 .. r0 + 15) into stage st */
+    /* Lane = (l, ch): chunk ch of rows l + RPK j (j < KPK) of K and V. The
+     * swizzle of those rows is l ^ tc_swz(RPK j) (l < RPK leaves the row's
+     * bit 2 and the (row >> 2) & 2 term alone), so every destination is a
+     * per-lane base plus a compile-time offset xor-ed with a compile-time
+     * constant, and every source a per-tile base plus a constant: no index
+     * arithmetic per 16-byte copy (it was ~1/4 of the f16 kernel's
+     * instructions; RESULTS 2026-12-03b). */
     static __device__ __forceinline__ void stage(uint8_t *st, const uint8_t *pg, int koff, int voff, int P, int r0,
                                                  int lane) {
-        constexpr int CPR = D / 8; /* chunks per row */
+        constexpr int CPR = D / 8, RPK = 32 / CPR, KPK = 16 / RPK; /* chunks per row, rows per step, steps */
         if (lane < 4) tc_cp16(st + 16 * lane, pg + 4 * r0 + 16 * lane);
+        const int l = lane / CPR, ch = lane % CPR, x = 16 * (ch ^ l);
+        uint8_t *dst = st + 64 + l * 2 * D;
+        const uint8_t *sk = pg + koff + (size_t)(r0 + l) * 2 * D + 16 * ch, *sv = sk + (voff - koff);
 #pragma unroll
-        for (int q = lane; q < 4 * D; q += 32) {
-            const int kv = q / (2 * D), row = (q / CPR) & 15, ch = q % CPR;
-            tc_cp16(st + 64 + kv * 32 * D + row * 2 * D + 16 * (ch ^ tc_swz(row)),
-                    pg + (kv ? voff : koff) + (size_t)(r0 + row) * 2 * D + 16 * ch);
-        }
+        for (int kv = 0; kv < 2; kv++)
+#pragma unroll
+            for (int j = 0; j < KPK; j++)
+                tc_cp16(dst + kv * 32 * D + RPK * j * 2 * D + (x ^ (16 * tc_swz(RPK * j))), (kv ? sv : sk) + RPK * j * 2 * D);
     }
     /* SH true only (the ring): pg = the stage, off = kStageK */
     template <bool SH = false>
@@ -118,6 +127,11 @@ template <int D> struct tc_fv {
     /* b: B of the tile (p of tokens 4tq + i for head gq & 3, hi or lo);
      * nv: how many of the lane's 4 tokens are in the list */
     static __device__ __forceinline__ void value(const Tile &t, const uint32_t (&b)[2], int nv, float (&o)[D / 16][4]) {
+        if (__all_sync(0xffffffffu, nv >= 4)) { /* a full tile (all but a list's last): no masks */
+#pragma unroll
+            for (int m = 0; m < NM; m++) mma_16816(o[m], t.a[m][0], t.a[m][1], t.a[m][2], t.a[m][3], b[0], b[1]);
+            return;
+        }
         uint32_t k01 = 0xFFFFFFFFu, k23 = 0xFFFFFFFFu;
         if (nv < 4) {
             k01 = (nv > 0 ? 0x0000FFFFu : 0u) | (nv > 1 ? 0xFFFF0000u : 0u);

@@ -29,6 +29,22 @@
 
 #include "cuda/attn_kernel.cuh"
 
+/* Tile ring stages per warp of each codec's tensor-core kernel (KC::kStages;
+ * even, >= 4: two tiles in use, kStages - 2 in flight; attn_tc.cuh). The
+ * macros let a device experiment build other depths (-DTC_STAGES_F16=6). */
+#ifndef TC_STAGES_F16
+#define TC_STAGES_F16 4
+#endif
+#ifndef TC_STAGES_B8
+#define TC_STAGES_B8 4 /* int8, fp8 */
+#endif
+#ifndef TC_STAGES_INT4Z
+#define TC_STAGES_INT4Z 4
+#endif
+#ifndef TC_STAGES_KIVI2Z
+#define TC_STAGES_KIVI2Z 4
+#endif
+
 static __device__ __forceinline__ uint32_t tc_split2(float x0, float x1, bool lo) {
     const __half2 h = __floats2half2_rn(x0, x1);
     const float2 f = __half22float2(h);
@@ -61,6 +77,9 @@ static __device__ __forceinline__ __half2 tc_h2(uint32_t u) {
 }
 /* (a - zz) * s2 as bits: s (c - z), exact when it fits 11 bits (see the codecs) */
 static __device__ __forceinline__ uint32_t tc_sm(uint32_t a, __half2 zz, __half2 s2) {
+#if defined(KVL_TC_EXPT) && KVL_TC_EXPT == 2
+    return a; /* device experiment: no dequantization (attn_tc.cuh) */
+#endif
     return h2_bits(__hmul2(__hsub2(tc_h2(a), zz), s2));
 }
 /* loads from global memory (SH false: ld.global.nc) or from a shared stage */
@@ -129,15 +148,21 @@ template <int D> struct tc_i4k {
     /* Shared-memory ring (cp.async): a stage holds a tile's positions (64
      * bytes), K rows (16 RB) and V rows (16 RB), each contiguous in the page. */
     static constexpr int RB = D / 16 + D / 2, kStage = 64 + 32 * RB, kStageK = 64, kStageV = 64 + 16 * RB;
+    static constexpr int kStages = TC_STAGES_INT4Z;
+    /* per segment, chunk i by lane i mod 32: compile-time offsets from one
+     * per-tile base each (no per-chunk segment selection) */
     static __device__ __forceinline__ void stage(uint8_t *st, const uint8_t *pg, int koff, int voff, int P, int r0,
                                                  int lane) {
-        constexpr int NCH = kStage / 16, KCH = 16 * RB / 16;
-        for (int c = lane; c < NCH; c += 32) {
-            const uint8_t *src = c < 4 ? pg + 4 * r0 + 16 * c
-                                 : c < 4 + KCH ? pg + koff + (size_t)r0 * RB + 16 * (c - 4)
-                                               : pg + voff + (size_t)r0 * RB + 16 * (c - 4 - KCH);
-            tc_cp16(st + 16 * c, src);
-        }
+        constexpr int KCH = RB; /* 16 rows of RB bytes: RB chunks per segment */
+        if (lane < 4) tc_cp16(st + 16 * lane, pg + 4 * r0 + 16 * lane);
+        const uint8_t *sk = pg + koff + (size_t)r0 * RB + 16 * lane, *sv = pg + voff + (size_t)r0 * RB + 16 * lane;
+        uint8_t *dk = st + 64 + 16 * lane;
+#pragma unroll
+        for (int k = 0; k < (KCH + 31) / 32; k++)
+            if (32 * k + lane < KCH) {
+                tc_cp16(dk + 512 * k, sk + 512 * k);
+                tc_cp16(dk + 16 * KCH + 512 * k, sv + 512 * k);
+            }
     }
     /* d: C of the tile (hi and lo columns, not yet summed) */
     static __device__ __forceinline__ void score(const Tile &t, const QB &qb, float (&acc)[4]) {
@@ -172,20 +197,26 @@ template <int D> struct tc_i4k {
  * s (c - z) is exact in f16: s has 4 significant bits and the encoder keeps
  * |c - z| <= 127 (scale >= max|x| / 112, kv/codec_int4.c), so the product
  * fits 11 bits, unless it leaves the f16 range (|value| > 65504: no f16 or
- * bf16 cache holds such values either). Lane gq reads code bytes 16 gr +
- * 2gq, 2gq + 1 of its 4 tokens: m-tile 2gr + mt (mt: low / high nibbles),
- * row gq = byte 2gq, row gq + 8 = byte 2gq + 1, i.e. channel 32 gr + 16 mt +
- * (r < 8 ? 2r : 2(r - 8) + 1). Tokens past the list: s = 0 (their bytes may
+ * bf16 cache holds such values either). Lane gq reads BPL = D / 16
+ * contiguous code bytes of each of its 4 tokens, bytes BPL gq .. BPL gq +
+ * BPL - 1 (one 8- or 4-byte load), which lie in one group of 32 channels,
+ * so the lane needs one (scale, zero point) pair per token (one 2-byte
+ * load, unpacked once per tile, not once per group). m-tile m = 4 j + 2 q
+ * + hl: word j of the lane's bytes, byte pair q of the word (byte 2q: row
+ * gq, byte 2q + 1: row gq + 8), nibble hl (low: channel 32 g + k of byte
+ * 16 g + k, high: + 16). Tokens past the list: s = 0 (their bytes may
  * decode to inf). */
 template <int D> struct tc_i4v {
+    static constexpr int BPL = D / 16, NWL = BPL / 4; /* code bytes / words of a token per lane */
     struct Tile {
-        uint32_t c[4][D / 32];                    /* code byte pair of token 4tq + i, group gr */
-        uint32_t prm[4][D / 64 > 0 ? D / 64 : 1]; /* (scale, zero point) bytes of the groups */
+        uint32_t c[4][NWL]; /* code words of token 4tq + i, bytes BPL gq .. */
+        uint32_t prm[4];    /* (scale, zero point) bytes of the lane's group, token 4tq + i (low 16 bits) */
     };
     /* the probabilities p (tokens 4tq .. 4tq + 3 of the lane) times per-token value scales: none here */
     static __device__ __forceinline__ void pmul(const Tile &, float4 &, int) {}
     static __device__ __forceinline__ int chan(int m, int r) {
-        return 32 * (m >> 1) + 16 * (m & 1) + (r < 8 ? 2 * r : 2 * (r - 8) + 1);
+        const int b = 4 * (m >> 2) + 2 * ((m >> 1) & 1) + (r >> 3), B = BPL * (r & 7) + b; /* code byte of the row */
+        return 32 * (B >> 4) + (B & 15) + 16 * (m & 1);
     }
     template <bool SH = false>
     static __device__ __forceinline__ void load(Tile &t, const uint8_t *pg, int off, int P, int r0, int lane) {
@@ -194,14 +225,13 @@ template <int D> struct tc_i4v {
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             const uint8_t *row = pg + off + (size_t)(r0 + 4 * tq + i) * RB;
-#pragma unroll
-            for (int gr = 0; gr < D / 32; gr++) t.c[i][gr] = tc_ld2<SH>(row + D / 16 + 16 * gr + 2 * gq);
-            if constexpr (D == 128) {
-                const uint2 v = tc_ld8<SH>(row);
-                t.prm[i][0] = v.x, t.prm[i][1] = v.y;
+            if constexpr (NWL == 2) {
+                const uint2 v = tc_ld8<SH>(row + D / 16 + BPL * gq);
+                t.c[i][0] = v.x, t.c[i][NWL - 1] = v.y;
             } else {
-                t.prm[i][0] = tc_ld4<SH>(row);
+                t.c[i][0] = tc_ld4<SH>(row + D / 16 + BPL * gq);
             }
+            t.prm[i] = tc_ld2<SH>(row + 2 * ((BPL * gq) >> 4));
         }
     }
     /* b: B of the tile (p of tokens 4tq + i for head gq & 3, hi or lo);
@@ -209,21 +239,23 @@ template <int D> struct tc_i4v {
     static __device__ __forceinline__ void value(const Tile &t, const uint32_t (&b)[2], int nv, float (&o)[D / 16][4]) {
         const uint32_t m01 = (nv > 0 ? 0x0000FFFFu : 0u) | (nv > 1 ? 0xFFFF0000u : 0u);
         const uint32_t m23 = (nv > 2 ? 0x0000FFFFu : 0u) | (nv > 3 ? 0xFFFF0000u : 0u);
+        /* [s, z] bytes of tokens (0, 1) and (2, 3) */
+        const uint32_t u01 = __byte_perm(t.prm[0], t.prm[1], 0x5410u), u23 = __byte_perm(t.prm[2], t.prm[3], 0x5410u);
+        const __half2 s01 = tc_h2(((u01 & 0x00FF00FFu) << 7) & m01), s23 = tc_h2(((u23 & 0x00FF00FFu) << 7) & m23);
+        const __half2 zz01 = tc_zzb(u01 ^ 0x80808080u, 0x5341u), zz23 = tc_zzb(u23 ^ 0x80808080u, 0x5341u);
 #pragma unroll
-        for (int gr = 0; gr < D / 32; gr++) {
-            /* [s, z] bytes of tokens (0, 1) and (2, 3): bytes 2(gr & 1), + 1 of each word */
-            const uint32_t sel = (gr & 1) ? 0x7632u : 0x5410u;
-            const uint32_t u01 = __byte_perm(t.prm[0][gr >> 1], t.prm[1][gr >> 1], sel);
-            const uint32_t u23 = __byte_perm(t.prm[2][gr >> 1], t.prm[3][gr >> 1], sel);
-            const __half2 s01 = tc_h2(((u01 & 0x00FF00FFu) << 7) & m01), s23 = tc_h2(((u23 & 0x00FF00FFu) << 7) & m23);
-            const __half2 zz01 = tc_zzb(u01 ^ 0x80808080u, 0x5341u), zz23 = tc_zzb(u23 ^ 0x80808080u, 0x5341u);
-            const uint32_t x01 = __byte_perm(t.c[0][gr], t.c[1][gr], 0x5410u);
-            const uint32_t x23 = __byte_perm(t.c[2][gr], t.c[3][gr], 0x5410u);
+        for (int j = 0; j < NWL; j++)
 #pragma unroll
-            for (int mt = 0; mt < 2; mt++)
-                mma_16816(o[2 * gr + mt], tc_sm(tc_ex4b(x01, 4 * mt), zz01, s01), tc_sm(tc_ex4b(x01, 8 + 4 * mt), zz01, s01),
-                          tc_sm(tc_ex4b(x23, 4 * mt), zz23, s23), tc_sm(tc_ex4b(x23, 8 + 4 * mt), zz23, s23), b[0], b[1]);
-        }
+            for (int q = 0; q < 2; q++) {
+                /* bytes 2q, 2q + 1 of word j: token 0 (1) in the low (high) half */
+                const uint32_t sel = q ? 0x7632u : 0x5410u;
+                const uint32_t x01 = __byte_perm(t.c[0][j], t.c[1][j], sel), x23 = __byte_perm(t.c[2][j], t.c[3][j], sel);
+#pragma unroll
+                for (int hl = 0; hl < 2; hl++)
+                    mma_16816(o[4 * j + 2 * q + hl], tc_sm(tc_ex4b(x01, 4 * hl), zz01, s01),
+                              tc_sm(tc_ex4b(x01, 8 + 4 * hl), zz01, s01), tc_sm(tc_ex4b(x23, 4 * hl), zz23, s23),
+                              tc_sm(tc_ex4b(x23, 8 + 4 * hl), zz23, s23), b[0], b[1]);
+            }
     }
 };
 
@@ -246,6 +278,7 @@ template <int D> struct tc_k2k {
      * (D / 8 chunks of 32 bytes), V s8 and z8 of the tile (16 per group):
      * 64 + 11 D bytes, read by tc_k2k / tc_k2v load<true>. */
     static constexpr int kStage = 64 + 11 * D, kStageK = 64, kStageV = 64 + 6 * D;
+    static constexpr int kStages = TC_STAGES_KIVI2Z;
     struct Tile {
         uint32_t w[2][NW];
         uint32_t s, z; /* scale / zero point bytes of channels tq D/4 + 4 (gq % (D/16)) + {0..3} */
@@ -280,26 +313,20 @@ template <int D> struct tc_k2k {
             qb.zz[ks][1] = tc_zzb(zx, 0x5342u);
         }
     }
+    /* per segment, chunk i by lane i (every segment has <= 32 chunks at D
+     * <= 128): no per-chunk segment selection */
     static __device__ __forceinline__ void stage(uint8_t *st, const uint8_t *pg, int koff, int voff, int P, int r0,
                                                  int lane) {
-        constexpr int NCH = kStage / 16;
-        for (int c = lane; c < NCH; c += 32) {
-            const uint8_t *src;
-            if (c < 4) {
-                src = pg + 4 * r0 + 16 * c;
-            } else if (c < 4 + D / 4) {
-                src = pg + koff + (size_t)(r0 >> 3) * NJC * 32 + 16 * (c - 4);
-            } else if (c < 4 + D / 4 + D / 8) {
-                src = pg + koff + (size_t)D * P / 4 + 16 * (c - 4 - D / 4);
-            } else if (c < 4 + D / 2 + D / 8) {
-                const int i = c - (4 + D / 4 + D / 8), ntc = P >> 4;
-                src = pg + voff + ((size_t)(i >> 1) * ntc + (r0 >> 4)) * 32 + 16 * (i & 1);
-            } else {
-                const int i = c - (4 + D / 2 + D / 8); /* < NG: s8 of group i, else z8 of group i - NG */
-                src = pg + voff + (size_t)D * P / 4 + (size_t)i * P + r0;
-            }
-            tc_cp16(st + 16 * c, src);
+        static_assert(D / 4 <= 32, "one chunk per lane and segment");
+        const int i = lane;
+        if (i < 4) tc_cp16(st + 16 * i, pg + 4 * r0 + 16 * i); /* positions */
+        if (i < D / 4) { /* K codes of the tile's two token blocks; V codes (chunk i / 2 of block i / 2) */
+            tc_cp16(st + 64 + 16 * i, pg + koff + (size_t)(r0 >> 3) * NJC * 32 + 16 * i);
+            tc_cp16(st + 64 + 6 * D + 16 * i, pg + voff + ((size_t)(i >> 1) * (P >> 4) + (r0 >> 4)) * 32 + 16 * (i & 1));
         }
+        if (i < D / 8) tc_cp16(st + 64 + 4 * D + 16 * i, pg + koff + (size_t)D * P / 4 + 16 * i); /* K s8, z8 */
+        if (i < D / 16) /* V: s8 of group i (< NG), else z8 of group i - NG, the tile's 16 tokens */
+            tc_cp16(st + 64 + 10 * D + 16 * i, pg + voff + (size_t)D * P / 4 + (size_t)i * P + r0);
     }
     template <bool SH = false>
     static __device__ __forceinline__ void load(Tile &t, const uint8_t *pg, int off, int P, int r0, int lane) {
@@ -384,7 +411,7 @@ template <int D> struct tc_k2v {
  * lane tq reads its D/4 contiguous halves of tokens gq, gq + 8. */
 template <int D> struct tc_hk {
     static constexpr bool kPageB = false, kWB = false;
-    static constexpr int kStage = 0, kStageK = 0, kStageV = 0; /* no shared-memory ring */
+    static constexpr int kStage = 0, kStageK = 0, kStageV = 0, kStages = 0; /* no shared-memory ring */
     static constexpr int NJC = D / 16;
     struct Tile {
         uint4 v[2][D / 32];
