@@ -25,7 +25,9 @@
  *    half blocks), so |gemm - gemv| <= 2 (nb + 8) 2^-24 S (each within its
  *    summation bound of the exact value), checked as (nb + 8) 2^-22 S; the
  *    number of bit-identical outputs is printed as a note;
- *  - refusals: f16 weights, cols % 64 != 0, n < 1, a bad tile size. */
+ *  - refusals: f16 weights, cols % 64 != 0, n < 1, a bad tile size;
+ *  - the forward pass (lm.cu) with the GEMM and with the logits tail
+ *    against the matvec (lm_case below). */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -208,6 +210,94 @@ static void gemm_case(int t, int64_t rows, int64_t cols, int n, int acc) {
         free(mag), free(wc), free(wd), free(wm);
 }
 
+/* ---- the forward pass with the GEMM and the logits tail (lm.cu) ---- */
+
+/* A 2-layer model (E 256, 4 / 2 heads of 64, F 512, V 1000) with random Q8_0
+ * weights on the 8-bit path; one call of n = 40 entries (positions 0..39 of
+ * slot 0, rewritten by every run) with (A) the matvec everywhere, (B) the
+ * GEMM (n >= 16), (C) the GEMM and the logits tail with logits from entry
+ * 30, (D) the tail without logits (the last entry's token only). B against
+ * A: the same function up to the f32 order of the block sums, which the
+ * 8-bit requantization of every layer's activations can turn into whole code
+ * steps (1/254 of a block's amax), so rel L2 <= 2e-2 over all logits (a
+ * wrong tile, stride or missing wait gives ~1). C against B on entries
+ * 30..39: the same hidden states bit for bit; the output matrix on 10 rows
+ * runs the matvec (n < 16) and on 40 the GEMM: per-row sums within
+ * 1e-4 x max |row|; C's tokens the host argmax of its own logits, -1 before
+ * entry 30; D's last token C's unless C's best two are within 1e-4. */
+static void lm_case(void) {
+    const int L = 2, E = 256, H = 4, Hkv = 2, hd = 64, F = 512, V = 1000, wt = KVL_TYPE_Q8_0, n = 40, f0 = 30;
+    kvl_cuda_layer_desc ld[2];
+    float freq[32];
+    memset(ld, 0, sizeof ld);
+    for (int l = 0; l < L; l++) {
+        kvl_cuda_layer_desc *d = &ld[l];
+        d->wq = (kvl_cuda_tensor){wt, NULL, H * hd, E}, d->wk = (kvl_cuda_tensor){wt, NULL, Hkv * hd, E};
+        d->wv = (kvl_cuda_tensor){wt, NULL, Hkv * hd, E}, d->wo = (kvl_cuda_tensor){wt, NULL, E, H * hd};
+        d->w_gate = (kvl_cuda_tensor){wt, NULL, F, E}, d->w_up = (kvl_cuda_tensor){wt, NULL, F, E};
+        d->w_down = (kvl_cuda_tensor){wt, NULL, E, F};
+    }
+    for (int i = 0; i < hd / 2; i++) freq[i] = powf(10000.0f, -2.0f * i / hd);
+    const kvl_cuda_model_desc md = {L, E, H, Hkv, hd, F, V, 1e-5f, 1, freq, {wt, NULL, V, E}, {wt, NULL, V, E}, NULL, ld};
+    const kvl_cuda_lm_config cfg = {"f16", 16, 256, 1, 64, 0, 4321, 0 /* 8-bit path */, 0, 0};
+    kvl_cuda_lm *lm = NULL;
+    kvl_err err = {0};
+    if (kvl_cuda_lm_create(&md, &cfg, &lm, &err) != KVL_OK) {
+        CHECK_MSG(0, "lm create: %s", err.msg);
+        return;
+    }
+    int32_t tok[40], pos[40], slot[40], amA[40], amB[40], amC[40], amD[40];
+    for (int i = 0; i < n; i++) tok[i] = (7 + 131 * i) % V, pos[i] = i, slot[i] = 0;
+    float *LA = malloc(sizeof(float) * n * V), *LB = malloc(sizeof(float) * n * V), *LC = malloc(sizeof(float) * n * V);
+    kvl_cuda_lm_set_gemm(lm, 0);
+    CHECK(kvl_cuda_lm_forward(lm, n, tok, pos, slot, 0, LA, amA, &err) == KVL_OK);
+    kvl_cuda_lm_set_gemm(lm, 16);
+    CHECK(kvl_cuda_lm_forward(lm, n, tok, pos, slot, 0, LB, amB, &err) == KVL_OK);
+    kvl_cuda_lm_set_logits_tail(lm, 1);
+    CHECK(kvl_cuda_lm_forward(lm, n, tok, pos, slot, f0, LC, amC, &err) == KVL_OK);
+    CHECK(kvl_cuda_lm_forward(lm, n, tok, pos, slot, 0, NULL, amD, &err) == KVL_OK);
+    double num = 0, den = 0;
+    int fin = 1, same_tok = 0;
+    for (int i = 0; i < n * V; i++) {
+        fin &= isfinite(LB[i]) && isfinite(LA[i]);
+        num += ((double)LB[i] - LA[i]) * ((double)LB[i] - LA[i]), den += (double)LA[i] * LA[i];
+    }
+    for (int i = 0; i < n; i++) same_tok += amA[i] == amB[i];
+    const double rel = sqrt(num / (den + 1e-30));
+    printf("note: forward with the GEMM vs the matvec (2 layers, 40 entries): logits rel L2 %.3g, greedy tokens equal "
+           "for %d of %d\n", rel, same_tok, n);
+    CHECK_MSG(fin && rel <= 2e-2, "forward GEMM vs matvec: rel L2 %.3g (finite %d)", rel, fin);
+    int bad_row = 0, bad_tok = 0;
+    double worst = 0;
+    for (int i = 0; i < n; i++) {
+        if (i < f0) {
+            bad_tok += amC[i] != -1 || amD[i] != -1;
+            continue;
+        }
+        const float *c = LC + (size_t)(i - f0) * V, *b = LB + (size_t)i * V;
+        double mx = 0, e = 0;
+        int best = 0;
+        for (int v = 0; v < V; v++) {
+            mx = fabs(b[v]) > mx ? fabs(b[v]) : mx;
+            e = fabs((double)c[v] - b[v]) > e ? fabs((double)c[v] - b[v]) : e;
+            if (c[v] > c[best]) best = v;
+        }
+        bad_row += !(e <= 1e-4 * mx);
+        worst = e / (mx + 1e-30) > worst ? e / (mx + 1e-30) : worst;
+        bad_tok += amC[i] != best;
+        if (i == n - 1 && amD[i] != amC[i]) { /* a near-tie may go either way between two kernels */
+            float second = -INFINITY;
+            for (int v = 0; v < V; v++)
+                if (v != best && c[v] > second) second = c[v];
+            bad_tok += !(c[best] - second <= 1e-4 * mx);
+        }
+    }
+    CHECK_MSG(bad_row == 0 && bad_tok == 0, "logits tail: %d rows off (worst %.3g of max), %d tokens wrong", bad_row,
+              worst, bad_tok);
+    free(LA), free(LB), free(LC);
+    kvl_cuda_lm_free(lm);
+}
+
 int main(void) {
     char name[128];
     int n_sm = 0;
@@ -227,6 +317,7 @@ int main(void) {
         gemm_case(types[ti], 131, 14336, 96, !(ti & 1));
     }
     printf("note: %d of %d outputs bit-identical to the integer matvec's\n", n_same, n_cmp);
+    lm_case();
     { /* refusals */
         kvl_cuda_wmat wf = {KVL_CUDA_WF_F16, 128, 576, (void *)1, NULL}, w32 = {KVL_CUDA_WF_Q8_0, 128, 544, (void *)1, (void *)1};
         kvl_cuda_wmat ok = {KVL_CUDA_WF_Q8_0, 128, 576, (void *)1, (void *)1};
