@@ -27,8 +27,8 @@
  * the two nibbles of the same 4 bytes). The int -> f32 conversion uses the
  * exact 2^23 + 2^22 bias trick (|dot| <= 2^19 < 2^22) instead of I2F.
  * blockIdx.x runs over token tiles, so the blocks sharing a weight tile run
- * together and the weights stream from DRAM about once. BM = 128 (8 warps)
- * when that gives >= 2 waves of blocks, else 64 (4 warps). cols % 64 == 0. */
+ * together and the weights stream from DRAM about once. BM = 64 (4 warps; the
+ * default, measured as fast or faster) or 128 (8 warps). cols % 64 == 0. */
 #include <cuda_fp16.h>
 #include <stdint.h>
 
@@ -307,13 +307,10 @@ extern "C" kvl_status kvl_cuda_gemm_q8(const kvl_cuda_wmat *w, const int8_t *xq,
         return kvl_err_set(err, KVL_ERR_ARG, "cuda gemm q8: format %d, shape %lld x %lld (cols %% 64 == 0), n %d",
                            w ? (int)w->fmt : -1, w ? (long long)w->rows : 0LL, w ? (long long)w->cols : 0LL, n);
     if (bm != 0 && bm != 64 && bm != 128) return kvl_err_set(err, KVL_ERR_ARG, "cuda gemm q8: tile rows %d", bm);
-    if (!bm) { /* 128-row tiles when they make >= 2 waves of blocks */
-        int dev = 0, n_sm = 0;
-        cudaGetDevice(&dev);
-        cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev);
-        const int64_t blocks = (w->rows + 127) / 128 * ((n + GQ_BN - 1) / GQ_BN);
-        bm = blocks >= 4 * (int64_t)(n_sm > 0 ? n_sm : 132) ? 128 : 64;
-    }
+    /* automatic: 64-row tiles. On the H200 (bench_lm --gemm, 2026-12-03) they were as fast or faster than
+     * 128-row tiles at every 8B shape at n = 512 (gate|up 620 vs 634 us, output 2627 vs 2687, Q4 gate|up
+     * 694-703 vs 720-729; the rest within 1-2%) */
+    if (!bm) bm = 64;
     const float2 *ds = reinterpret_cast<const float2 *>(xds);
     cudaStream_t st = (cudaStream_t)stream;
     cudaError_t e;

@@ -120,8 +120,8 @@ void kvl_cuda_gemv_q8_variant(int v, int *R, int *U, int *H);
  * block dots by mma.sync m16n8k32 (exact), block terms in f32 with the
  * matvec's formulas, so it equals kvl_cuda_gemv_q8_ex's sums up to the f32
  * order of the block sums. Any n >= 1 (tiles of 64 tokens; meant for n of
- * tens and more). bm: weight rows per block, 64 or 128, 0 = chosen by the
- * grid size. pdl: 1 = a programmatic dependent launch of the stream's
+ * tens and more). bm: weight rows per block, 64 or 128, 0 = the default
+ * (64). pdl: 1 = a programmatic dependent launch of the stream's
  * previous kernel (weights loaded first, then it waits for that kernel
  * before reading xq / xds or writing y). */
 int kvl_cuda_gemm_q8_supported(const kvl_cuda_wmat *w);
