@@ -107,7 +107,7 @@ CFLAGS   += -DKVL_HAVE_CUDA
 # the device tests and benchmark (not in tests/, so tests/run.sh leaves them alone)
 CUDA_BIN := $(BUILD)/cuda/test_cuda $(BUILD)/cuda/bench_attn $(BUILD)/cuda/test_cuda_lm $(BUILD)/cuda/test_cuda_e2e \
             $(BUILD)/cuda/bench_lm $(BUILD)/cuda/test_cuda_seal $(BUILD)/cuda/test_cuda_prefill \
-            $(BUILD)/cuda/test_cuda_stats
+            $(BUILD)/cuda/test_cuda_stats $(BUILD)/cuda/test_cuda_gemm
 endif
 # the tests run under ThreadSanitizer: the thread pool, attention on
 # concurrent threads, the engine on the tiny models (threads, split decode,
@@ -162,6 +162,11 @@ $(BUILD)/cuda/test_cuda_stats: tests/cuda/test_cuda_stats.c $(CUDA_KV_OBJ) tests
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -MMD -MP -o $@ $< $(CUDA_KV_OBJ) $(LDFLAGS) $(CUDA_LIBS)
 
+# the tensor-core prefill GEMM against the host and the integer matvec (no model needed)
+$(BUILD)/cuda/test_cuda_gemm: tests/cuda/test_cuda_gemm.c $(CUDA_KV_OBJ) tests/test.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -MMD -MP -o $@ $< $(CUDA_KV_OBJ) $(LDFLAGS) $(CUDA_LIBS)
+
 # the whole library (the tokenizer's PCRE2 linked statically: the GPU machine has no libpcre2)
 CUDA_PCRE_STATIC ?= -Wl,-Bstatic -lpcre2-8 -Wl,-Bdynamic
 NVCC_PCRE_STATIC ?= -Xlinker -Bstatic -lpcre2-8 -Xlinker -Bdynamic
@@ -176,8 +181,9 @@ $(BUILD)/cuda/bench_lm: bench/cuda/bench_lm.cu $(LIB)
 ifeq ($(CUDA),1)
 cuda-build: all
 test-cuda: $(BUILD)/cuda/test_cuda $(BUILD)/cuda/test_cuda_lm $(BUILD)/cuda/test_cuda_seal $(BUILD)/cuda/test_cuda_e2e \
-           $(BUILD)/cuda/test_cuda_prefill $(BUILD)/cuda/test_cuda_stats
+           $(BUILD)/cuda/test_cuda_prefill $(BUILD)/cuda/test_cuda_stats $(BUILD)/cuda/test_cuda_gemm
 	$(BUILD)/cuda/test_cuda_lm
+	$(BUILD)/cuda/test_cuda_gemm
 	$(BUILD)/cuda/test_cuda_seal
 	$(BUILD)/cuda/test_cuda_prefill
 	$(BUILD)/cuda/test_cuda_e2e

@@ -30,7 +30,11 @@
  *  5. (--gguf PATH) a GGUF through the model loader (kvl_model_load, a
  *     kvl_ctx on the device), e.g. the random 8B of `kvlite gguf-random`:
  *     the same batch-1 rows as 3, to set beside the descriptor path's.
- *   bench_lm [--model PATH | --no-model] [--gguf PATH] [--no-8b] [--8b-lean] [--8b-ablate] [--8b-kv LIST] [--prefill | --prefill-only] [--8b-f16] [--8b-q4] [--gemv]
+ *  7. (--gemm) the tensor-core prefill GEMM alone against the integer
+ *     matvec on the 8B's matrices per n (bench_gemm); --prefill-gemm: that,
+ *     then the 8B-shaped prefill and the model's kvl_prefill (tiled prefill
+ *     attention) with the GEMM off and on, and stops.
+ *   bench_lm [--model PATH | --no-model] [--gguf PATH] [--no-8b] [--8b-lean] [--8b-ablate] [--8b-kv LIST] [--prefill | --prefill-only] [--8b-f16] [--8b-q4] [--gemv] [--gemm | --prefill-gemm]
  *            [--ctx-max N] [--steps N] [--json FILE] */
 #include <stdio.h>
 #include <stdlib.h>
@@ -227,19 +231,28 @@ static void print_profile(kvl_cuda_lm *lm, const char *what, double step_ms);
  * with random rows); tok/s of that stretch. A whole 32K prompt would take
  * tens of seconds, so its TTFT is estimated from the stretches (time per
  * token linear in the depth between 512 and 32K, integrated). */
-static void bench_prefill_model(const char *path) {
+/* gemm (--prefill-gemm): -1 = the defaults, both attention modes; 0 / 1 / 2 = the tiled prefill
+ * attention only, with the tensor-core GEMM off (KVL_CUDA_GEMM_MIN_N=0) and every entry's logits
+ * (KVL_CUDA_LOGITS_TAIL=0: the before) / the GEMM on, every entry's logits / the GEMM and the logits
+ * tail (the defaults) */
+static void bench_prefill_model(const char *path, int gemm = -1) {
     kvl_model *m = NULL;
     char err[256] = "";
     if (kvl_model_load(path, &m, err, sizeof err)) DIE("model %s: %s", path, err);
     kvl_model_info mi;
     kvl_model_get_info(m, &mi);
+    if (gemm == 0) setenv("KVL_CUDA_GEMM_MIN_N", "0", 1);
+    else unsetenv("KVL_CUDA_GEMM_MIN_N");
+    if (gemm == 0 || gemm == 1) setenv("KVL_CUDA_LOGITS_TAIL", "0", 1);
+    else unsetenv("KVL_CUDA_LOGITS_TAIL");
     /* mode 0 (before): KVL_CUDA_PREFILL=0, the decode kernel per entry in device batches of 32;
      * mode 1 (after, the default): the tiled prefill kernel, device batches of 512 */
-    for (int mode = 0; mode < 2; mode++) {
+    for (int mode = gemm < 0 ? 0 : 1; mode < 2; mode++) {
     setenv("KVL_CUDA_PREFILL", mode ? "1" : "0", 1);
-    printf("\nprefill through kvl_prefill (device cuda, f16 KV, n_batch 512), %s: %s\n",
+    printf("\nprefill through kvl_prefill (device cuda, f16 KV, n_batch 512), %s%s: %s\n",
            mode ? "after: tiled prefill attention, device batches of 512" : "before: decode kernel, device batches of 32",
-           path);
+           gemm < 0 ? "" : gemm == 2 ? ", tensor-core GEMM, logits tail" : gemm ? ", tensor-core GEMM, every entry's logits"
+                                                          : ", integer matvec, every entry's logits (before)", path);
     printf("| prompt | ms | tok/s |\n|---|---|---|\n");
     const int Ns[3] = {512, 4096, 32768};
     for (int ni = 0; ni < 3; ni++) {
@@ -269,12 +282,14 @@ static void bench_prefill_model(const char *path) {
         }
         printf("| %d | %.2f | %.0f |\n", Ns[ni], 1e3 * best, Ns[ni] / best);
         if (json)
-            fprintf(json, "%s{\"what\":\"prefill-api\",\"mode\":%d,\"prompt\":%d,\"ms\":%.3f}",
-                    first_row ? "" : ",\n", mode, Ns[ni], 1e3 * best), first_row = 0;
+            fprintf(json, "%s{\"what\":\"prefill-api\",\"mode\":%d,\"gemm\":%d,\"prompt\":%d,\"ms\":%.3f}",
+                    first_row ? "" : ",\n", mode, gemm, Ns[ni], 1e3 * best), first_row = 0;
         kvl_ctx_free(c);
     }
     }
     unsetenv("KVL_CUDA_PREFILL");
+    unsetenv("KVL_CUDA_GEMM_MIN_N");
+    unsetenv("KVL_CUDA_LOGITS_TAIL");
     kvl_model_free(m);
 }
 
@@ -407,7 +422,8 @@ static void bench_prefill_attn(double bw) {
 /* mode 0 (before): device calls of 32 entries, the decode kernel per entry,
  * graphs; mode 1 (after): one call of 512 entries, the tiled prefill kernel
  * (launched directly) */
-static void bench_prefill_8b(const char *codec, int mode) {
+/* gemm: -1 the lm's defaults; 0 the integer matvec; 1 the GEMM; 2 the GEMM and the logits tail (the engine's setting) */
+static void bench_prefill_8b(const char *codec, int mode, int gemm = -1) {
     const int wt = 8, NB = mode ? 512 : 32, STRETCH = mode ? 512 : 256;
     desc_8b s8;
     make_desc_8b(s8, wt);
@@ -418,9 +434,13 @@ static void bench_prefill_8b(const char *codec, int mode) {
     if (kvl_cuda_lm_create(&md, &cfg, &lm, &e)) DIE("8b prefill: %s", e.msg);
     kvl_cuda_lm_set_graphs(lm, 1);
     kvl_cuda_lm_set_prefill(lm, mode);
-    printf("\n8B-shaped prefill (Q8_0, 8-bit activations, %s KV, device calls of %d entries of one slot, %s): "
+    if (gemm == 0) kvl_cuda_lm_set_gemm(lm, 0);
+    if (gemm == 2) kvl_cuda_lm_set_logits_tail(lm, 1);
+    printf("\n8B-shaped prefill (Q8_0, 8-bit activations, %s KV, device calls of %d entries of one slot, %s%s): "
            "the %d prompt tokens ending at each depth\n", codec, NB,
-           mode ? "tiled prefill attention, direct launches" : "decode kernel per entry, graphs", STRETCH);
+           mode ? "tiled prefill attention, direct launches" : "decode kernel per entry, graphs",
+           gemm < 0 ? "" : gemm == 2 ? ", tensor-core GEMM, logits tail" : gemm ? ", tensor-core GEMM" : ", integer matvec",
+           STRETCH);
     printf("| depth | ms per %d tokens | tok/s |\n|---|---|---|\n", STRETCH);
     const int Ds[3] = {512, 4096, 32768};
     double tpt[3] = {0, 0, 0};
@@ -445,15 +465,17 @@ static void bench_prefill_8b(const char *codec, int mode) {
         printf("| %d | %.2f | %.0f |%s\n", Ds[di], 1e3 * best, STRETCH / best,
                (used > 0) != (mode == 1) ? " (kernel choice not as asked!)" : "");
         if (json)
-            fprintf(json, "%s{\"what\":\"prefill-8b\",\"mode\":%d,\"codec\":\"%s\",\"depth\":%d,\"tokens\":%d,"
-                    "\"ms\":%.3f}", first_row ? "" : ",\n", mode, codec, Ds[di], STRETCH, 1e3 * best), first_row = 0;
+            fprintf(json, "%s{\"what\":\"prefill-8b\",\"mode\":%d,\"gemm\":%d,\"codec\":\"%s\",\"depth\":%d,"
+                    "\"tokens\":%d,\"ms\":%.3f}", first_row ? "" : ",\n", mode, gemm, codec, Ds[di], STRETCH, 1e3 * best),
+                first_row = 0;
     }
     /* time per token a + b depth through (512, tpt0) and (32768, tpt2); TTFT = sum over the prompt */
     const double b = (tpt[2] - tpt[0]) / (32768 - 512), a = tpt[0] - b * 512;
     for (int di = 0; di < 3; di++) {
         const double n = Ds[di], ttft = a * n + b * n * (n - 1) / 2;
-        printf("(8B %s, %s: estimated TTFT of a %d-token prompt %.1f ms = %.0f tok/s)\n", codec, mode ? "after" : "before",
-               Ds[di], 1e3 * ttft, n / ttft);
+        printf("(8B %s, %s%s: estimated TTFT of a %d-token prompt %.1f ms = %.0f tok/s)\n", codec,
+               mode ? "after" : "before", gemm < 0 ? "" : gemm == 2 ? ", GEMM + tail" : gemm ? ", GEMM" : ", matvec", Ds[di],
+               1e3 * ttft, n / ttft);
     }
     kvl_cuda_lm_free(lm);
 }
@@ -888,9 +910,105 @@ static void bench_gemv(double bw) {
     for (int i = 0; i < 48; i++) cudaEventDestroy(e0[i]), cudaEventDestroy(e1[i]);
 }
 
+/* --gemm / --prefill-gemm: the tensor-core GEMM (kvl_cuda_gemm_q8) alone on
+ * the 8B's matrices (qkv 6144x4096, wo 4096x4096, gate|up 28672x4096, down
+ * 4096x14336, output 128256x4096), n activation columns (tokens) of 8-bit
+ * blocks, against the integer matvec on the same inputs (kvl_cuda_gemv_q8_ex:
+ * launches of 8 columns). Each launch between two events, plain stream order
+ * (no PDL); median of 7 after 2 warm-ups (the matvec: of 3 after 1); weight
+ * copies rotated (>= 300 MB read per rotation where the matrix is smaller).
+ * TOPS = 2 rows cols n / time (int8 multiply-adds as 2 operations). Per n
+ * for the threshold of the lm's choice (KVL_CUDA_GEMM_MIN_N); at n = 512
+ * both tile sizes and the Q4 formats too. */
+static void bench_gemm(double bw) {
+    struct shp { const char *name; int64_t rows, cols; } shapes[5] = {
+        {"qkv", 6144, 4096}, {"wo", 4096, 4096}, {"gate|up", 28672, 4096}, {"down", 4096, 14336}, {"out", 128256, 4096}};
+    const int NMAX = 512, ns[7] = {8, 16, 32, 64, 128, 256, 512};
+    kvl_err e = {};
+    printf("\ntensor-core GEMM alone (kvl_cuda_gemm_q8) vs the integer matvec, 8B shapes, n tokens (copy %.0f GB/s); "
+           "TOPS = 2 rows cols n / median time\n", bw / 1e9);
+    printf("| matrix | fmt | n | tile | GEMM us | GEMM TOPS | matvec us | matvec TOPS | speedup |\n|---|---|---|---|---|---|---|---|---|\n");
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0), cudaEventCreate(&e1);
+    auto timed = [&](int reps, int warm, auto &&fn) {
+        std::vector<double> t;
+        for (int r = 0; r < warm + reps; r++) {
+            cudaEventRecord(e0);
+            fn(r);
+            cudaEventRecord(e1);
+            cudaEventSynchronize(e1);
+            float ms = 0;
+            cudaEventElapsedTime(&ms, e0, e1);
+            if (r >= warm) t.push_back(ms * 1e3);
+        }
+        if (kvl_cuda_sync(&e)) DIE("gemm bench: %s", e.msg);
+        return median(t);
+    };
+    kvl_cuda_gemv_opts o = kvl_cuda_gemv_opts_default();
+    o.pdl = 0;
+    const kvl_cuda_wfmt fmts[3] = {KVL_CUDA_WF_Q8_0, KVL_CUDA_WF_Q4_0, KVL_CUDA_WF_Q4_1};
+    const char *fnames[3] = {"q8_0", "q4_0", "q4_1"};
+    for (int si = 0; si < 5; si++) {
+        const int64_t rows = shapes[si].rows, cols = shapes[si].cols;
+        float *x, *y;
+        int8_t *xq;
+        float *xds;
+        if (kvl_cuda_alloc((void **)&x, sizeof(float) * NMAX * cols, &e) ||
+            kvl_cuda_alloc((void **)&y, sizeof(float) * NMAX * rows, &e) || kvl_cuda_alloc((void **)&xq, NMAX * cols, &e) ||
+            kvl_cuda_alloc((void **)&xds, sizeof(float) * NMAX * cols / 16, &e))
+            DIE("gemm bench: %s", e.msg);
+        std::vector<float> hx((size_t)NMAX * cols);
+        for (size_t j = 0; j < hx.size(); j++) hx[j] = (float)((j * 2654435761u) % 2001) / 1000.0f - 1.0f;
+        kvl_cuda_upload(x, hx.data(), sizeof(float) * hx.size(), &e);
+        if (kvl_cuda_quantize_q8(x, NMAX, (int)cols, xq, xds, NULL, &e)) DIE("gemm bench: %s", e.msg);
+        for (int fi = 0; fi < 3; fi++) {
+            if (fi && si != 1 && si != 2) continue; /* Q4 formats: wo and gate|up */
+            const kvl_cuda_wfmt f = fmts[fi];
+            const size_t qb = kvl_cuda_wmat_qbytes(f, rows, cols), sb = kvl_cuda_wmat_sbytes(f, rows, cols);
+            int nc = (int)((300e6 + qb + sb - 1) / (qb + sb));
+            nc = nc < 1 ? 1 : nc > 8 ? 8 : nc;
+            std::vector<kvl_cuda_wmat> w(nc);
+            for (int c = 0; c < nc; c++) {
+                w[c] = {f, rows, cols, NULL, NULL};
+                if (kvl_cuda_alloc(&w[c].q, qb, &e) || kvl_cuda_alloc(&w[c].s, sb, &e) ||
+                    kvl_cuda_wmat_fill_random(&w[c], 91 + c, 0.02f, NULL, &e))
+                    DIE("gemm weights: %s", e.msg);
+            }
+            for (int ni = 0; ni < 7; ni++) {
+                const int n = ns[ni];
+                if (fi && n != 512) continue;
+                const double ops = 2.0 * rows * cols * n;
+                for (int bm = 0; bm <= 128; bm += 64) {
+                    if (bm && n != 512) continue; /* both tiles forced at 512 only */
+                    const double tg = timed(7, 2, [&](int r) {
+                        if (kvl_cuda_gemm_q8(&w[r % nc], xq, xds, n, y, 0, bm, 0, NULL, &e)) DIE("gemm: %s", e.msg);
+                    });
+                    double tm = 0;
+                    if (!bm) tm = timed(3, 1, [&](int r) { kvl_cuda_gemv_q8_ex(&w[r % nc], xq, xds, n, y, 0, &o, NULL, &e); });
+                    char tile[16];
+                    snprintf(tile, sizeof tile, bm ? "%d" : "auto", bm);
+                    if (bm) printf("| %s %lldx%lld | %s | %d | %s | %.1f | %.1f | | | |\n", shapes[si].name,
+                                   (long long)rows, (long long)cols, fnames[fi], n, tile, tg, ops / tg / 1e6);
+                    else printf("| %s %lldx%lld | %s | %d | %s | %.1f | %.1f | %.1f | %.1f | %.2fx |\n", shapes[si].name,
+                                (long long)rows, (long long)cols, fnames[fi], n, tile, tg, ops / tg / 1e6, tm,
+                                ops / tm / 1e6, tm / tg);
+                    fflush(stdout);
+                    if (json)
+                        fprintf(json, "%s{\"what\":\"gemm\",\"matrix\":\"%s\",\"rows\":%lld,\"cols\":%lld,"
+                                      "\"fmt\":\"%s\",\"n\":%d,\"bm\":%d,\"gemm_us\":%.3f,\"gemv_us\":%.3f}",
+                                jsep(), shapes[si].name, (long long)rows, (long long)cols, fnames[fi], n, bm, tg, tm);
+                }
+            }
+            for (int c = 0; c < nc; c++) kvl_cuda_free(w[c].q), kvl_cuda_free(w[c].s);
+        }
+        kvl_cuda_free(x), kvl_cuda_free(y), kvl_cuda_free(xq), kvl_cuda_free(xds);
+    }
+    cudaEventDestroy(e0), cudaEventDestroy(e1);
+}
+
 int main(int argc, char **argv) {
     const char *model = NULL, *jpath = NULL, *gguf = NULL;
-    int steps = 32, do8b = 1, ablate = 0, prefill = 0, f16_8b = 0, q4_8b = 0, gemv = 0, ctx_max = 32768;
+    int steps = 32, do8b = 1, ablate = 0, prefill = 0, f16_8b = 0, q4_8b = 0, gemv = 0, gemm = 0, ctx_max = 32768;
     char buf[512];
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
@@ -900,6 +1018,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--8b-f16")) f16_8b = 1;
         else if (!strcmp(argv[i], "--8b-q4")) q4_8b = 1;
         else if (!strcmp(argv[i], "--gemv")) gemv = 1;
+        else if (!strcmp(argv[i], "--gemm")) gemm = 1;
+        else if (!strcmp(argv[i], "--prefill-gemm")) gemm = 2;
         else if (!strcmp(argv[i], "--ctx-max") && i + 1 < argc) ctx_max = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--no-model")) model = "";
         else if (!strcmp(argv[i], "--gguf") && i + 1 < argc) gguf = argv[++i];
@@ -909,7 +1029,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--prefill")) prefill = 1;
         else if (!strcmp(argv[i], "--prefill-only")) prefill = 2;
         else DIE("usage: bench_lm [--model PATH | --no-model] [--gguf PATH] [--no-8b] [--8b-lean] [--8b-ablate] [--8b-kv LIST] [--prefill | --prefill-only] [--8b-f16] [--8b-q4] "
-                 "[--gemv] [--ctx-max N] [--steps N] [--json FILE]");
+                 "[--gemv] [--gemm | --prefill-gemm] [--ctx-max N] [--steps N] [--json FILE]");
     }
     if (!model) {
         model = getenv("KVL_MODEL");
@@ -928,6 +1048,13 @@ int main(int argc, char **argv) {
     const double bw = copy_bw();
     printf("device %s, %d SMs; copy bandwidth %.0f GB/s (read + written)\n", name, n_sm, bw / 1e9);
     if (gemv) bench_gemv(bw);
+    if (gemm) bench_gemm(bw);
+    if (gemm == 2) { /* prefill with the GEMM off / on (tiled prefill attention both), then stop */
+        if (do8b) bench_prefill_8b("f16", 1, 0), bench_prefill_8b("f16", 1, 1), bench_prefill_8b("f16", 1, 2);
+        if (model[0]) bench_prefill_model(model, 0), bench_prefill_model(model, 1), bench_prefill_model(model, 2);
+        if (json) fprintf(json, "\n],\"copy_gbs\":%.1f}\n", bw / 1e9), fclose(json);
+        return 0;
+    }
     if (prefill) { /* TTFT first (the same run's copy bandwidth above) */
         if (model[0]) bench_prefill_model(model);
         if (do8b) bench_prefill_attn(bw);

@@ -342,6 +342,21 @@ void kvl_cuda_lm_set_prefetch(kvl_cuda_lm *lm, size_t bytes, int wo);
  * lm_ops.h: kernel variant, < 0 the default; programmatic dependent launch;
  * trigger of the next launch at the kernel's start). Same results. */
 void kvl_cuda_lm_set_gemv(kvl_cuda_lm *lm, int variant, int pdl, int trigger);
+/* Logits tail (on = 1; default 0): a forward call computes the output rows
+ * (final RMSNorm, output matrix, token choice) only of the entries whose
+ * logits it returns (first_logit..n-1), or of its last entry when
+ * logits_out is NULL; argmax_out of the other entries is -1. A prefill
+ * chunk then multiplies one row by the output matrix instead of all of
+ * them. Not with drawn tokens (kvl_cuda_lm_set_sampling with temperature >
+ * 0: every entry's row, as without the tail). The engine turns it on. */
+void kvl_cuda_lm_set_logits_tail(kvl_cuda_lm *lm, int on);
+/* The 8-bit path's quantized matrices (cols % 64 == 0) in calls of >= min_n
+ * entries take the tensor-core GEMM (kvl_cuda_gemm_q8: the matvec's sums up
+ * to the f32 order of the block terms) instead of the matvec; min_n <= 0:
+ * the matvec always. Default KVL_CUDA_GEMM_MIN_N (lm.cu), or the value of
+ * the environment variable KVL_CUDA_GEMM_MIN_N at create (0: off, for
+ * before / after benchmarks). The next graph call captures anew. */
+void kvl_cuda_lm_set_gemm(kvl_cuda_lm *lm, int min_n);
 /* Benchmarks only (the results are garbage): bit s of skip leaves stage s
  * (KVL_CUDA_PROF_*) out of every call, bit s of dup launches it twice; to
  * place the graph's time by differences. 0, 0 restores. */

@@ -38,6 +38,14 @@
 #ifndef KVL_CUDA_PF_DEFAULT
 #define KVL_CUDA_PF_DEFAULT ((size_t)4 << 20)
 #endif
+/* Calls of at least this many entries run the quantized matrices through
+ * the tensor-core GEMM (kvl_cuda_lm_set_gemm). From bench_lm --gemm on the
+ * H200 (2026-12-03), the 8B layer's four matrices: n = 8 matvec 0.45-0.73x
+ * of the GEMM's time, n = 16 299 us GEMM vs 321 matvec (break-even), n = 32
+ * GEMM 1.7-2.9x faster */
+#ifndef KVL_CUDA_GEMM_MIN_N
+#define KVL_CUDA_GEMM_MIN_N 16
+#endif
 
 extern "C" {
 #include "cpu/quant.h"
@@ -81,6 +89,7 @@ struct kvl_cuda_lm {
     int pf_blocks;                        /* blocks of a matvec's last wave that issue the prefetch */
     int pf_wo;                            /* also wo's rows from the qkv matvec (across the attention) */
     kvl_cuda_gemv_opts gopt;              /* kvl_cuda_lm_set_gemv: launch options of the integer matvecs */
+    int gemm_min_n;                       /* kvl_cuda_lm_set_gemm: entries from which the GEMM runs (<= 0: never) */
     unsigned abl_skip, abl_dup;           /* kvl_cuda_lm_set_ablate: stages left out / launched twice */
     kvl_cuda_sample_params samp; /* kvl_cuda_lm_set_sampling; samp_ctr NULL: greedy */
     uint64_t samp_seed, *samp_ctr; /* [max_batch] draws per entry index */
@@ -91,7 +100,9 @@ struct kvl_cuda_lm {
     size_t wbytes;
     int graphs;
     cudaGraphExec_t gexec;
-    int g_n, g_cp, g_ns; /* the shape the graph was captured for (entries, attention plan) */
+    int g_n, g_cp, g_ns, g_f; /* the shape the graph was captured for (entries, attention plan, out_from) */
+    int logits_tail; /* kvl_cuda_lm_set_logits_tail */
+    int out_from;    /* this call's first entry with output rows (logits, token): 0, or the tail's first */
     uint64_t seed;
     int n_mats;
     /* per-stage timing (kvl_cuda_lm_set_profile) */
@@ -365,6 +376,8 @@ static kvl_status create(kvl_cuda_lm *lm, const kvl_cuda_model_desc *m, const kv
         lm->norm_regs = 1, lm->chain = 1;
     }
     lm->gopt = kvl_cuda_gemv_opts_default();
+    lm->gemm_min_n = KVL_CUDA_GEMM_MIN_N;
+    if (getenv("KVL_CUDA_GEMM_MIN_N")) lm->gemm_min_n = atoi(getenv("KVL_CUDA_GEMM_MIN_N")); /* benchmarks: 0 = off */
     lm->pen = 1.0f;
     {
         int dev = 0, n_sm = 0;
@@ -432,6 +445,16 @@ extern "C" void kvl_cuda_lm_set_gemv(kvl_cuda_lm *lm, int variant, int pdl, int 
     lm->g_n = 0;
 }
 
+extern "C" void kvl_cuda_lm_set_logits_tail(kvl_cuda_lm *lm, int on) {
+    lm->logits_tail = on != 0;
+    lm->g_n = 0;
+}
+
+extern "C" void kvl_cuda_lm_set_gemm(kvl_cuda_lm *lm, int min_n) {
+    lm->gemm_min_n = min_n;
+    lm->g_n = 0;
+}
+
 extern "C" void kvl_cuda_lm_set_ablate(kvl_cuda_lm *lm, unsigned skip, unsigned dup) {
     lm->abl_skip = skip, lm->abl_dup = dup;
     lm->g_n = 0;
@@ -450,10 +473,13 @@ static void mark(kvl_cuda_lm *lm, int stage) {
 }
 
 /* y (=, +=) W x: on x's 8-bit blocks (in xq / xds) when W is quantized and
- * the lm runs the default numerics, else on the f32 x. */
+ * the lm runs the default numerics (the tensor-core GEMM for calls of >=
+ * gemm_min_n entries, else the matvec), else on the f32 x. */
 static kvl_status mv(kvl_cuda_lm *lm, const kvl_cuda_wmat *w, const float *x, int n, float *y, int acc, kvl_err *err,
                      const kvl_cuda_wmat *next = NULL) {
     if (lm->q8 && w->fmt != KVL_CUDA_WF_F16) {
+        if (lm->gemm_min_n > 0 && n >= lm->gemm_min_n && kvl_cuda_gemm_q8_supported(w))
+            return kvl_cuda_gemm_q8(w, lm->xq, lm->xds, n, y, acc, 0, lm->gopt.pdl, lm->st, err);
         kvl_cuda_gemv_opts o = lm->gopt;
         if (next && lm->pf_bytes && n == 1) { /* the first rows of the matrix after this one into L2 */
             const size_t qr = kvl_cuda_wmat_qbytes(next->fmt, 1, next->cols),
@@ -609,8 +635,19 @@ static kvl_status enqueue(kvl_cuda_lm *lm, int n, int max_len, int want_logits_a
         STAGE(KVL_CUDA_PROF_DOWN, mv(lm, &y->down, lm->h, n, lm->x, 1, err, ny ? &ny->qkv : &lm->out));
         mark(lm, KVL_CUDA_PROF_DOWN);
     }
-    STAGE(KVL_CUDA_PROF_OUT, norm(lm, lm->out_norm, n, err));
-    STAGE(KVL_CUDA_PROF_OUT, mv(lm, &lm->out, lm->xb, n, lm->logits, 0, err, &lm->layers[0].qkv)); /* next step's */
+    /* the output rows of entries f..n-1 (f = out_from: 0, or the logits tail's first), at their own rows of
+     * logits and amax (the final RMSNorm of those entries into rows 0..n-f-1 of xb / xq) */
+    const int f = lm->out_from, no = n - f;
+    if (lm->q8) {
+        STAGE(KVL_CUDA_PROF_OUT, kvl_cuda_rmsnorm_q8_ex(lm->x + (size_t)f * lm->E, lm->out_norm, lm->xb, lm->xq, lm->xds,
+                                                       no, lm->E, lm->eps, lm->norm_regs, lm->norm_regs && lm->chain,
+                                                       st, err));
+    } else {
+        STAGE(KVL_CUDA_PROF_OUT, kvl_cuda_rmsnorm(lm->x + (size_t)f * lm->E, lm->out_norm, lm->xb, no, lm->E, lm->eps, st,
+                                                  err));
+    }
+    float *lg = lm->logits + (size_t)f * lm->V;
+    STAGE(KVL_CUDA_PROF_OUT, mv(lm, &lm->out, lm->xb, no, lg, 0, err, &lm->layers[0].qkv)); /* next step's */
     if (lm->pen != 1.0f && lm->hist_d) { /* the window of the call's last entry, on its logits row */
         KVL_CUDA_TRY(cudaMemcpyAsync(lm->hist_d, lm->hist_h, sizeof(int32_t) * (1 + (size_t)lm->pen_max),
                                      cudaMemcpyHostToDevice, st),
@@ -619,8 +656,8 @@ static kvl_status enqueue(kvl_cuda_lm *lm, int n, int max_len, int want_logits_a
                                                          lm->pen, st, err));
     }
     STAGE(KVL_CUDA_PROF_OUT, lm->samp_ctr ? kvl_cuda_sample(lm->logits, n, lm->V, &lm->samp, lm->samp_seed, lm->samp_ctr,
-                                                            lm->amax_d, st, err)
-                                          : kvl_cuda_argmax(lm->logits, n, lm->V, lm->amax_d, st, err));
+                                                            lm->amax_d, st, err) /* f = 0 when sampling */
+                                          : kvl_cuda_argmax(lg, no, lm->V, lm->amax_d + f, st, err));
     mark(lm, KVL_CUDA_PROF_OUT);
     if (lm->seal) { /* pages that left the residual window with this call (planned in kvl_cuda_lm_forward) */
         kvl_cuda_seal_args sa = {n, lm->L, lm->Hkv, lm->ppl, slot, seal_from, seal_to, lm->page_ids, lm->seal_mse};
@@ -723,17 +760,20 @@ extern "C" kvl_status kvl_cuda_lm_forward(kvl_cuda_lm *lm, int n, const int32_t 
     if (s) return s;
     if (!lm->seal) memset(sf, 0, sizeof(int32_t) * 2 * B);
     pf_plan(lm, n, slot);
+    /* logits tail: the output rows of the entries whose logits are asked for, else of the last one (not
+     * when drawing: the draws' counters are per entry index) */
+    lm->out_from = lm->logits_tail && !lm->samp_ctr ? (logits_out ? first_logit : n - 1) : 0;
     if (lm->graphs && !lm->prof && !lm->pf_tiles_n) { /* prefill calls launch directly (pf_plan) */
         /* kernel arguments depend on the metadata only through n and the
          * attention plan: an unchanged shape replays the graph as it is (its
          * first node copies the new metadata from the pinned buffer) */
         int cp, ns;
         kvl_cuda_attn_plan(lm->attn, n, max_len, &cp, &ns);
-        if (lm->gexec && lm->g_n == n && lm->g_cp == cp && lm->g_ns == ns) {
+        if (lm->gexec && lm->g_n == n && lm->g_cp == cp && lm->g_ns == ns && lm->g_f == lm->out_from) {
             s = kvl_cuda_status(cudaGraphLaunch(lm->gexec, lm->st), "cuda lm: graph launch", err);
         } else {
             s = run_graph(lm, n, max_len, err);
-            lm->g_n = n, lm->g_cp = cp, lm->g_ns = ns;
+            lm->g_n = n, lm->g_cp = cp, lm->g_ns = ns, lm->g_f = lm->out_from;
         }
     } else {
         s = enqueue(lm, n, max_len, 0, err);
@@ -748,6 +788,7 @@ extern "C" kvl_status kvl_cuda_lm_forward(kvl_cuda_lm *lm, int n, const int32_t 
                      "cuda lm: logits download");
     KVL_CUDA_TRY(cudaStreamSynchronize(lm->st), "cuda forward");
     memcpy(argmax_out, lm->amax_h, sizeof(int32_t) * B);
+    for (int i = 0; i < lm->out_from; i++) argmax_out[i] = -1; /* logits tail: no output row */
     if (lm->prof && lm->n_ev > 1) {
         for (int k = 1; k < lm->n_ev; k++) {
             float ms = 0;

@@ -113,6 +113,21 @@ kvl_status kvl_cuda_gemv_q8_ex(const kvl_cuda_wmat *w, const int8_t *xq, const f
 int kvl_cuda_gemv_q8_n_variants(void);
 void kvl_cuda_gemv_q8_variant(int v, int *R, int *U, int *H);
 
+/* Tensor-core GEMM for prefill (gemm_q8.cu): y [n][rows] (=, or += when
+ * accumulate) W x for x given as 8-bit blocks (xq int8 [n][cols], xds (d, s)
+ * [n][cols/32][2], as kvl_cuda_gemv_q8_ex takes them), W Q8_0 / Q4_0 / Q4_1
+ * with cols % 64 == 0 (else KVL_ERR_ARG: kvl_cuda_gemm_q8_supported). Integer
+ * block dots by mma.sync m16n8k32 (exact), block terms in f32 with the
+ * matvec's formulas, so it equals kvl_cuda_gemv_q8_ex's sums up to the f32
+ * order of the block sums. Any n >= 1 (tiles of 64 tokens; meant for n of
+ * tens and more). bm: weight rows per block, 64 or 128, 0 = the default
+ * (64). pdl: 1 = a programmatic dependent launch of the stream's
+ * previous kernel (weights loaded first, then it waits for that kernel
+ * before reading xq / xds or writing y). */
+int kvl_cuda_gemm_q8_supported(const kvl_cuda_wmat *w);
+kvl_status kvl_cuda_gemm_q8(const kvl_cuda_wmat *w, const int8_t *xq, const float *xds, int n, float *y,
+                            int accumulate, int bm, int pdl, void *stream, kvl_err *err);
+
 /* x [n][cols] = row tok[i] of the embedding matrix (dequantized). */
 kvl_status kvl_cuda_embed(const kvl_cuda_wmat *emb, const int32_t *tok, int n, float *x, void *stream, kvl_err *err);
 /* y [n][cols] = x * w / sqrt(mean(x^2) + eps), the sum of squares in double (as kvl_cpu_rmsnorm). */

@@ -105,6 +105,10 @@ kvl_status kvl_engine_cuda_create(kvl_ctx *c, kvl_err *err) {
     }
     if (getenv("KVL_CUDA_GRAPHS")) kvl_cuda_lm_set_graphs(g->lm, 1); /* testing: CUDA graph replay */
     if (!pf_on) kvl_cuda_lm_set_prefill(g->lm, 0);
+    /* output rows only for the logits asked for (a prefill chunk: its last entry); KVL_CUDA_LOGITS_TAIL=0
+     * (benchmarks: the before) computes every entry's */
+    const char *lte = getenv("KVL_CUDA_LOGITS_TAIL");
+    kvl_cuda_lm_set_logits_tail(g->lm, !(lte && !strcmp(lte, "0")));
     c->cuda = g;
     return KVL_OK;
 }
