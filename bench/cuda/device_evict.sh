@@ -31,6 +31,9 @@ if [ "$1" = build ]; then
     grep -E "FAIL|CHECK|bench|passed" "$OUT/test_evict_tiny.log" | head -40
     timeout 90 "$wt/build-cuda/cuda/test_cuda_stats" > "$OUT/test_stats.log" 2>&1 || rc=1
     tail -2 "$OUT/test_stats.log"
+    timeout 60 "$wt/build-cuda/kvlite" run -m /tmp/kvl-tiny.gguf --device cuda --kv-policy h2o --kv-keep 32 \
+        -p "one two three four five six seven eight nine ten" -n 48 --stats > "$OUT/cli_tiny.log" 2>&1 || rc=1
+    tail -4 "$OUT/cli_tiny.log"
     KVL_MODEL=/tmp/kvl-tiny.gguf timeout 100 "$wt/build-cuda/cuda/test_cuda_e2e" > "$OUT/test_e2e_tiny.log" 2>&1 || rc=1
     grep -E "FAIL|CHECK|refused|passed" "$OUT/test_e2e_tiny.log" | head -12
     exit $rc
@@ -41,6 +44,10 @@ if [ "$1" = run ]; then
     KVL_EVICT_BENCH=1 KVL_MODEL=$md/model.gguf timeout 300 "$wt/build-cuda/cuda/test_cuda_evict" \
         > "$OUT/test_evict_smollm2.log" 2>&1; rc=$?
     grep -E "FAIL|CHECK|bench|passed" "$OUT/test_evict_smollm2.log" | head -60
+    timeout 60 "$wt/build-cuda/kvlite" run -m "$md/model.gguf" --device cuda --kv-policy h2o --kv-keep 64 \
+        -p "The history of the printing press begins in the fifteenth century, when" -n 200 --stats \
+        > "$OUT/cli_smollm2.log" 2>&1 || rc=1
+    tail -6 "$OUT/cli_smollm2.log"
     nvidia-smi --query-gpu=clocks.sm,clocks.mem,temperature.gpu --format=csv 2>&1 | tee -a "$OUT/env.log"
     exit $rc
 fi
