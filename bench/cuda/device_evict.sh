@@ -15,7 +15,7 @@ set -uo pipefail
 OUT=${OUT:-out}
 mkdir -p "$OUT"
 wt=/tmp/kvl-wt md=/tmp/kvl-model
-mk() { make -C "$wt" -j16 CUDA=1 PCRE_CFLAGS="-I$wt/devdeps" CUDA_PCRE_STATIC="$wt/devdeps/libpcre2-8.a" \
+mk() { make -C "$wt" -j16 CUDA=1 PCRE_LIBS="$wt/devdeps/libpcre2-8.a" PCRE_CFLAGS="-I$wt/devdeps" CUDA_PCRE_STATIC="$wt/devdeps/libpcre2-8.a" \
     NVCC_PCRE_STATIC="$wt/devdeps/libpcre2-8.a" "$@"; }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,memory.used --format=csv 2>&1 | tee -a "$OUT/env.log"
 if [ "$1" = build ]; then
