@@ -107,7 +107,7 @@ CFLAGS   += -DKVL_HAVE_CUDA
 # the device tests and benchmark (not in tests/, so tests/run.sh leaves them alone)
 CUDA_BIN := $(BUILD)/cuda/test_cuda $(BUILD)/cuda/bench_attn $(BUILD)/cuda/test_cuda_lm $(BUILD)/cuda/test_cuda_e2e \
             $(BUILD)/cuda/bench_lm $(BUILD)/cuda/test_cuda_seal $(BUILD)/cuda/test_cuda_prefill \
-            $(BUILD)/cuda/test_cuda_stats $(BUILD)/cuda/test_cuda_gemm
+            $(BUILD)/cuda/test_cuda_stats $(BUILD)/cuda/test_cuda_gemm $(BUILD)/cuda/test_cuda_evict
 endif
 # the tests run under ThreadSanitizer: the thread pool, attention on
 # concurrent threads, the engine on the tiny models (threads, split decode,
@@ -174,6 +174,11 @@ $(BUILD)/cuda/test_cuda_e2e: tests/cuda/test_cuda_e2e.c $(LIB) tests/test.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -MMD -MP -o $@ $< $(LIB) $(LDFLAGS) $(CUDA_PCRE_STATIC) $(CUDA_LIBS)
 
+# eviction policies on the device against the CPU (the whole library; a model: KVL_MODEL)
+$(BUILD)/cuda/test_cuda_evict: tests/cuda/test_cuda_evict.c $(LIB) tests/test.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -MMD -MP -o $@ $< $(LIB) $(LDFLAGS) $(CUDA_PCRE_STATIC) $(CUDA_LIBS)
+
 $(BUILD)/cuda/bench_lm: bench/cuda/bench_lm.cu $(LIB)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -o $@ $< $(LIB) $(NVCC_PCRE_STATIC) -ldl -lrt -lpthread -lm
@@ -181,7 +186,8 @@ $(BUILD)/cuda/bench_lm: bench/cuda/bench_lm.cu $(LIB)
 ifeq ($(CUDA),1)
 cuda-build: all
 test-cuda: $(BUILD)/cuda/test_cuda $(BUILD)/cuda/test_cuda_lm $(BUILD)/cuda/test_cuda_seal $(BUILD)/cuda/test_cuda_e2e \
-           $(BUILD)/cuda/test_cuda_prefill $(BUILD)/cuda/test_cuda_stats $(BUILD)/cuda/test_cuda_gemm
+           $(BUILD)/cuda/test_cuda_prefill $(BUILD)/cuda/test_cuda_stats $(BUILD)/cuda/test_cuda_gemm \
+           $(BUILD)/cuda/test_cuda_evict
 	$(BUILD)/cuda/test_cuda_lm
 	$(BUILD)/cuda/test_cuda_gemm
 	$(BUILD)/cuda/test_cuda_seal
@@ -189,6 +195,7 @@ test-cuda: $(BUILD)/cuda/test_cuda $(BUILD)/cuda/test_cuda_lm $(BUILD)/cuda/test
 	$(BUILD)/cuda/test_cuda_e2e
 	$(BUILD)/cuda/test_cuda
 	$(BUILD)/cuda/test_cuda_stats
+	$(BUILD)/cuda/test_cuda_evict
 bench-cuda: $(BUILD)/cuda/bench_attn
 	$(BUILD)/cuda/bench_attn
 else

@@ -428,7 +428,7 @@ static void bench_prefill_8b(const char *codec, int mode, int gemm = -1) {
     desc_8b s8;
     make_desc_8b(s8, wt);
     const kvl_cuda_model_desc &md = s8.md;
-    kvl_cuda_lm_config cfg = {codec, 32, 32768 + 64, 1, NB, 0, 1234, 0, 0, 0};
+    kvl_cuda_lm_config cfg = {codec, 32, 32768 + 64, 1, NB, 0, 1234, 0, 0, 0, 0};
     kvl_cuda_lm *lm = NULL;
     kvl_err e = {};
     if (kvl_cuda_lm_create(&md, &cfg, &lm, &e)) DIE("8b prefill: %s", e.msg);
@@ -641,7 +641,7 @@ static void bench_8b(int steps, double bw, int wt, int exact, int ctx_max, int a
     snprintf(wlabel, sizeof wlabel, "%s%s", wname, wt != 1 && exact ? "/x" : "");
     for (int ci = 0; ci < n_codecs && ci < (int)codecs.size(); ci++) {
         const int sealing = !strncmp(codecs[ci], "kivi", 4);
-        kvl_cuda_lm_config cfg = {codecs[ci], 32, ctx_max + 64 + steps, 1, 8, wt == 1, 1234, exact, 0, 0};
+        kvl_cuda_lm_config cfg = {codecs[ci], 32, ctx_max + 64 + steps, 1, 8, wt == 1, 1234, exact, 0, 0, 0};
         kvl_cuda_lm *lm = NULL;
         kvl_err e = {};
         const double t0 = now();
@@ -715,7 +715,7 @@ static void bench_8b_ablate(int steps, double bw, int ctx_max) {
     desc_8b s8;
     make_desc_8b(s8, wt);
     const kvl_cuda_model_desc &md = s8.md;
-    kvl_cuda_lm_config cfg = {"f16", 32, ctx_max + 64 + steps, 1, 8, 0, 1234, 0, 0, 0};
+    kvl_cuda_lm_config cfg = {"f16", 32, ctx_max + 64 + steps, 1, 8, 0, 1234, 0, 0, 0, 0};
     kvl_cuda_lm *lm = NULL;
     kvl_err e = {};
     if (kvl_cuda_lm_create(&md, &cfg, &lm, &e)) DIE("8b ablate: %s", e.msg);

@@ -150,10 +150,11 @@ __global__ void append_k(kvl_cuda_page_space sp, size_t koff, size_t voff, int P
     const int pos = a.pos[e], slot = a.slot[e], lane = threadIdx.x & 31;
     for (int t = threadIdx.x >> 5; t < 2 * nkv; t += blockDim.x >> 5) {
         const int h = t >> 1, isv = t & 1;
-        const uint32_t id = (uint32_t)((((int64_t)slot * a.n_layer + a.layer) * nkv + h) * a.pages_per_list + pos / P);
+        const int row = a.row ? a.row[(size_t)e * nkv + h] : pos; /* eviction: the list's next row */
+        const uint32_t id = (uint32_t)((((int64_t)slot * a.n_layer + a.layer) * nkv + h) * a.pages_per_list + row / P);
         uint8_t *page = (uint8_t *)kvl_cuda_page_addr(sp, id);
-        if (!isv && lane == 0) ((int32_t *)page)[pos % P] = pos;
-        encode_row<C>(page + (isv ? voff : koff), hd, P, pos % P, kv_s + (isv * nkv + h) * hd, lane);
+        if (!isv && lane == 0) ((int32_t *)page)[row % P] = pos;
+        encode_row<C>(page + (isv ? voff : koff), hd, P, row % P, kv_s + (isv * nkv + h) * hd, lane);
     }
 }
 

@@ -275,6 +275,9 @@ typedef struct kvl_cuda_lm_config {
     int seal_residual;  /* r: tokens kept open besides the page being filled, as the codec spec's r
                            (a multiple of page_tokens; 0 = one page, the CPU default) */
     int seal_fit;       /* the spec's fit: 0 auto (mse at 2 bits, cover at 4), 1 cover, 2 mse */
+    /* eviction (added 2026-12-03b): */
+    int list_tokens;    /* rows each (slot, layer, kv-head) list holds (0 = n_ctx); fewer than n_ctx only
+                           with kvl_cuda_lm_enable_evict (rows are then not positions) */
 } kvl_cuda_lm_config;
 
 typedef struct kvl_cuda_lm kvl_cuda_lm;
@@ -403,6 +406,48 @@ enum {
     KVL_CUDA_PROF_OUT, KVL_CUDA_PROF_N
 };
 kvl_status kvl_cuda_lm_set_profile(kvl_cuda_lm *lm, int on, kvl_err *err);
+
+/* ---- eviction on the device (lm_evict.cuh; added 2026-12-03b) -----------------------
+ * After kvl_cuda_lm_enable_evict a list's rows are no longer its positions:
+ * each (slot, layer, kv-head) list has a row count (kept on the host here),
+ * a forward call appends entry e's K/V at row count + (its index among its
+ * slot's entries) and attends to the rows by stored position; the rows
+ * move only by kvl_cuda_lm_evict_compact (kvl_cuda_kv_compact). With
+ * acc_mask != 0 the decode attention folds the policy's accumulators
+ * (kvl_cuda_attn_run_stats) into per (slot, layer) rows of list_tokens
+ * floats per query head, and calls that take statistics run the decode
+ * kernel (the tiled prefill kernel computes none). */
+/* acc_mask: bits 1 << KVL_CUDA_ACC_* (WSUM brings WSQ), 0 = none (StreamingLLM).
+ * Allocates the accumulators (n_slots x n_layer x n_head x list rows floats
+ * each). Once, before the first forward call. KVL_ERR_UNSUPPORTED for
+ * sealing codecs. */
+kvl_status kvl_cuda_lm_enable_evict(kvl_cuda_lm *lm, unsigned acc_mask, float vote_a, float vote_b, kvl_err *err);
+/* Accumulators each entry of the next forward call feeds (bits as acc_mask;
+ * the CPU's choice per query of an engine call: src/kv/attn.c), n entries;
+ * copied. n != the call's entries: every entry feeds every accumulator. */
+void kvl_cuda_lm_evict_set_qmask(kvl_cuda_lm *lm, const uint8_t *qmask, int n);
+/* A new sequence in slot: row counts 0, its accumulators zeroed. */
+kvl_status kvl_cuda_lm_evict_reset_slot(kvl_cuda_lm *lm, int slot, kvl_err *err);
+/* Host [n_layer][n_head_kv] row counts of slot (NULL before enable). */
+const int32_t *kvl_cuda_lm_evict_rows(const kvl_cuda_lm *lm, int slot);
+/* Rows per list (list_tokens). */
+int kvl_cuda_lm_list_rows(const kvl_cuda_lm *lm);
+/* Accumulator acc of (slot, layer): rows [0, n) of each query head into
+ * host [n_head][n] (synchronous). */
+kvl_status kvl_cuda_lm_evict_download(kvl_cuda_lm *lm, int slot, int layer, int acc, int n, float *host, kvl_err *err);
+/* Compact n_list lists of slot: list i = (layer lh[2i], kv-head lh[2i+1])
+ * keeps its rows keep[sum of n_keep before i ..] (increasing, < its row
+ * count), K/V, positions and accumulator rows alike; its row count
+ * becomes n_keep[i]. Synchronous (a host round trip per eviction event). */
+kvl_status kvl_cuda_lm_evict_compact(kvl_cuda_lm *lm, int slot, int n_list, const int32_t *lh, const int32_t *n_keep,
+                                     const int32_t *keep, kvl_err *err);
+/* Zero the window accumulators (WSUM, WSQ, WENT) of (slot, layer). */
+kvl_status kvl_cuda_lm_evict_reset_window(kvl_cuda_lm *lm, int slot, int layer, kvl_err *err);
+/* Tests: stored positions of rows [0, n) of list (slot, layer, head) into pos [n]. */
+kvl_status kvl_cuda_lm_evict_positions(kvl_cuda_lm *lm, int slot, int layer, int head, int32_t *pos, int n,
+                                       kvl_err *err);
+/* Pages of slot holding rows (sum over its lists of ceil(rows / P)). */
+int64_t kvl_cuda_lm_evict_pages(const kvl_cuda_lm *lm, int slot);
 int kvl_cuda_lm_profile(const kvl_cuda_lm *lm, double *ms);
 const char *kvl_cuda_lm_prof_name(int stage);
 

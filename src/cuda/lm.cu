@@ -31,6 +31,7 @@
 #include "cuda/kvl_cuda_prefill.h"
 #include "cuda/lm_ops.h"
 #include "cuda/page_space.cuh"
+#include "cuda/attn_stats.cuh" /* KVL_STATS_CHUNK */
 
 /* L2 prefetch of the next matrix per matvec (kvl_cuda_lm_set_prefetch):
  * 4 MB measured best on the H200 (8B step at 32K: 4.373 ms against 4.465
@@ -110,7 +111,19 @@ struct kvl_cuda_lm {
     cudaEvent_t *ev;
     int *ev_stage, n_ev, max_ev, prof_calls;
     double prof_ms[KVL_CUDA_PROF_N];
+    /* eviction (lm_evict.cuh): NULL = list row == position (no policy) */
+    struct lm_evict *evict;
+    int g_sc; /* with statistics: the graph's statistics row blocks (their grid follows max_len) */
 };
+struct lm_evict;
+static void ev_free(kvl_cuda_lm *lm);
+static kvl_status ev_meta(kvl_cuda_lm *lm, int n, const int32_t *pos, const int32_t *slot, int *max_len, kvl_err *err);
+static void ev_commit(kvl_cuda_lm *lm, int n, const int32_t *slot);
+static int ev_stats_on(const kvl_cuda_lm *lm);
+static kvl_status ev_attn(kvl_cuda_lm *lm, int l, int i0, const kvl_cuda_attn_args *at, kvl_err *err);
+static const int32_t *ev_layer_len(const kvl_cuda_lm *lm, const int32_t *meta_d, int n, int l);
+static const int32_t *ev_layer_row(const kvl_cuda_lm *lm, const int32_t *meta_d, int n, int l);
+static size_t ev_meta_ints(const kvl_cuda_lm *lm, int n);
 
 /* prefill attention (the pf_* functions below enqueue) */
 #define LM_ATTN_SEQ 32  /* entries per decode-kernel launch (its workspace) */
@@ -242,6 +255,7 @@ extern "C" void kvl_cuda_lm_free(kvl_cuda_lm *lm) {
     if (lm->amax_h) cudaFreeHost(lm->amax_h);
     kvl_cuda_attn_free(lm->attn);
     pf_free(lm);
+    ev_free(lm);
     kvl_cuda_pool_free(lm->pool);
     if (lm->st) cudaStreamDestroy(lm->st);
     for (int i = 0; i < lm->max_ev; i++) cudaEventDestroy(lm->ev[i]);
@@ -304,7 +318,10 @@ static kvl_status create(kvl_cuda_lm *lm, const kvl_cuda_model_desc *m, const kv
     lm->slot_sealed = (int *)calloc((size_t)lm->n_slots, sizeof(int));
     if (!lm->slot_len || !lm->slot_sealed) return kvl_err_set(err, KVL_ERR_NOMEM, "cuda lm: out of memory");
     KVL_CUDA_TRY(cudaStreamCreateWithFlags(&lm->st, cudaStreamNonBlocking), "cuda lm: stream");
-    lm->ppl = (lm->n_ctx + lm->P - 1) / lm->P;
+    /* rows per list: n_ctx, or fewer with eviction (kvl_cuda_lm_config list_tokens) */
+    if (c->list_tokens < 0) return kvl_err_set(err, KVL_ERR_ARG, "cuda lm: list_tokens %d", c->list_tokens);
+    const int rows = c->list_tokens > 0 && c->list_tokens < lm->n_ctx ? c->list_tokens : lm->n_ctx;
+    lm->ppl = (rows + lm->P - 1) / lm->P;
     const int64_t n_pages = (int64_t)lm->n_slots * lm->L * lm->Hkv * lm->ppl;
     /* sealing: every open page has its sealed page of the same index (no page allocation in the step) */
     kvl_cuda_pool_config pc = {codec, NULL, lm->hd, lm->P, n_pages, lm->seal ? n_pages : 0};
@@ -531,7 +548,7 @@ static void pf_free(kvl_cuda_lm *lm) {
 /* This call's tiles into pf_tiles_h (pf_tiles_n > 0: the prefill kernel). */
 static void pf_plan(kvl_cuda_lm *lm, int n, const int32_t *slot) {
     lm->pf_tiles_n = 0, lm->pf_used = 0;
-    if (!lm->pf || !lm->pf_mode || n < LM_PF_MIN_AVG) return;
+    if (!lm->pf || !lm->pf_mode || n < LM_PF_MIN_AVG || ev_stats_on(lm)) return; /* statistics: decode kernel */
     const int nt = kvl_cuda_prefill_tiles(slot, n, kvl_cuda_prefill_tile_tokens(lm->pf), lm->pf_tiles_h);
     if ((long)nt * LM_PF_MIN_AVG <= n) lm->pf_tiles_n = nt, lm->pf_used = 1;
 }
@@ -548,7 +565,7 @@ static kvl_status pf_upload(kvl_cuda_lm *lm, kvl_err *err) {
  * the planned tiles, else the decode kernel in launches of <= LM_ATTN_SEQ
  * entries. off, len: this layer's list offsets and the lists' lengths. */
 static kvl_status attend(kvl_cuda_lm *lm, int n, int max_len, const int32_t *off, const int32_t *len,
-                         const int32_t *pos, float scale, kvl_err *err) {
+                         const int32_t *pos, float scale, kvl_err *err, int l = 0) {
     if (lm->pf_tiles_n) {
         kvl_cuda_prefill_args pa = {lm->pf_tiles_n, lm->pf_tiles_d, lm->page_ids, off, len, pos, lm->q, lm->att, scale};
         return kvl_cuda_prefill_run(lm->pf, &pa, lm->st, err);
@@ -559,7 +576,7 @@ static kvl_status attend(kvl_cuda_lm *lm, int n, int max_len, const int32_t *off
         const size_t li = (size_t)i0 * lm->Hkv;
         kvl_cuda_attn_args at = {nb, max_len, lm->page_ids, off + li, len + li, pos + i0, lm->q + i0 * HD,
                                  lm->att + i0 * HD, scale};
-        kvl_status s = kvl_cuda_attn_run(lm->attn, &at, lm->st, err);
+        kvl_status s = ev_stats_on(lm) ? ev_attn(lm, l, i0, &at, err) : kvl_cuda_attn_run(lm->attn, &at, lm->st, err);
         if (s) return s;
     }
     return KVL_OK;
@@ -581,7 +598,7 @@ static int reps(const kvl_cuda_lm *lm, int stage) {
 static kvl_status enqueue(kvl_cuda_lm *lm, int n, int max_len, int want_logits_all, kvl_err *err) {
     cudaStream_t st = lm->st;
     const size_t B = (size_t)n, lists = B * lm->Hkv;
-    const size_t bytes = sizeof(int32_t) * (5 * B + lists * (1 + (size_t)lm->L));
+    const size_t bytes = sizeof(int32_t) * (5 * B + lists * (1 + (size_t)lm->L) + ev_meta_ints(lm, n));
     (void)want_logits_all;
     KVL_CUDA_TRY(cudaMemcpyAsync(lm->meta_d, lm->meta_h, bytes, cudaMemcpyHostToDevice, st), "cuda lm: metadata");
     const int32_t *tok = lm->meta_d, *pos = tok + B, *slot = pos + B, *len = slot + B, *off = len + lists;
@@ -602,10 +619,11 @@ static kvl_status enqueue(kvl_cuda_lm *lm, int n, int max_len, int want_logits_a
         STAGE(KVL_CUDA_PROF_QKV, mv(lm, &y->qkv, lm->xb, n, lm->qkv, 0, err, lm->pf_wo ? &y->wo : NULL));
         mark(lm, KVL_CUDA_PROF_QKV);
         kvl_cuda_append_args aa = {n, lm->H, lm->Hkv, lm->hd, lm->neox, l, lm->L, lm->ppl, lm->qkv, lm->cs, pos, slot,
-                                   lm->q, lm->chain};
+                                   lm->q, lm->chain, ev_layer_row(lm, lm->meta_d, n, l)};
         STAGE(KVL_CUDA_PROF_APPEND, kvl_cuda_kv_append(lm->pool, &aa, st, err));
         mark(lm, KVL_CUDA_PROF_APPEND);
-        STAGE(KVL_CUDA_PROF_ATTN, attend(lm, n, max_len, off + (size_t)l * lists, len, pos, scale, err));
+        const int32_t *len_l = lm->evict ? ev_layer_len(lm, lm->meta_d, n, l) : len; /* eviction: rows per layer */
+        STAGE(KVL_CUDA_PROF_ATTN, attend(lm, n, max_len, off + (size_t)l * lists, len_l, pos, scale, err, l));
         mark(lm, KVL_CUDA_PROF_ATTN);
         if (lm->q8 && y->wo.fmt != KVL_CUDA_WF_F16) {
             STAGE(KVL_CUDA_PROF_QUANT, kvl_cuda_quantize_q8(lm->att, n, lm->H * lm->hd, lm->xq, lm->xds, st, err));
@@ -757,6 +775,12 @@ extern "C" kvl_status kvl_cuda_lm_forward(kvl_cuda_lm *lm, int n, const int32_t 
         }
     }
     kvl_status s = lm->seal ? plan_seals(lm, n, pos, slot, sf, sto, err) : KVL_OK;
+    if (!s && lm->evict) s = ev_meta(lm, n, pos, slot, &max_len, err); /* rows, not positions */
+    else if (!s && (int64_t)lm->ppl * lm->P < lm->n_ctx)
+        for (int i = 0; i < n && !s; i++)
+            if (pos[i] >= lm->ppl * lm->P)
+                s = kvl_err_set(err, KVL_ERR_ARG, "cuda forward: position %d past the lists' %d rows", pos[i],
+                                lm->ppl * lm->P);
     if (s) return s;
     if (!lm->seal) memset(sf, 0, sizeof(int32_t) * 2 * B);
     pf_plan(lm, n, slot);
@@ -769,11 +793,13 @@ extern "C" kvl_status kvl_cuda_lm_forward(kvl_cuda_lm *lm, int n, const int32_t 
          * first node copies the new metadata from the pinned buffer) */
         int cp, ns;
         kvl_cuda_attn_plan(lm->attn, n, max_len, &cp, &ns);
-        if (lm->gexec && lm->g_n == n && lm->g_cp == cp && lm->g_ns == ns && lm->g_f == lm->out_from) {
+        const int sc = ev_stats_on(lm) ? (max_len + KVL_STATS_CHUNK - 1) / KVL_STATS_CHUNK : 0;
+        if (lm->gexec && lm->g_n == n && lm->g_cp == cp && lm->g_ns == ns && lm->g_f == lm->out_from &&
+            lm->g_sc == sc) {
             s = kvl_cuda_status(cudaGraphLaunch(lm->gexec, lm->st), "cuda lm: graph launch", err);
         } else {
             s = run_graph(lm, n, max_len, err);
-            lm->g_n = n, lm->g_cp = cp, lm->g_ns = ns, lm->g_f = lm->out_from;
+            lm->g_n = n, lm->g_cp = cp, lm->g_ns = ns, lm->g_f = lm->out_from, lm->g_sc = sc;
         }
     } else {
         s = enqueue(lm, n, max_len, 0, err);
@@ -787,6 +813,7 @@ extern "C" kvl_status kvl_cuda_lm_forward(kvl_cuda_lm *lm, int n, const int32_t 
                                      sizeof(float) * (B - first_logit) * lm->V, cudaMemcpyDeviceToHost, lm->st),
                      "cuda lm: logits download");
     KVL_CUDA_TRY(cudaStreamSynchronize(lm->st), "cuda forward");
+    if (lm->evict) ev_commit(lm, n, slot);
     memcpy(argmax_out, lm->amax_h, sizeof(int32_t) * B);
     for (int i = 0; i < lm->out_from; i++) argmax_out[i] = -1; /* logits tail: no output row */
     if (lm->prof && lm->n_ev > 1) {
@@ -907,3 +934,5 @@ extern "C" kvl_status kvl_cuda_lm_fill_context(kvl_cuda_lm *lm, int slot, int n_
     if (!s) s = kvl_cuda_sync(err);
     return s;
 }
+
+#include "cuda/lm_evict.cuh" /* eviction: the ev_* functions and kvl_cuda_lm_evict_* (same translation unit) */

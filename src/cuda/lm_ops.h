@@ -209,6 +209,8 @@ typedef struct kvl_cuda_append_args {
     float *q_out;         /* device [n][n_head][hd] */
     int pdl;              /* 1: a programmatic dependent launch of the stream's previous kernel (waits for it
                              before reading qkv); 0 (zero-initialized): plain stream order */
+    const int32_t *row;   /* device [n][n_head_kv]: list row of each entry's K/V (eviction: rows are not
+                             positions); NULL: row = pos */
 } kvl_cuda_append_args;
 kvl_status kvl_cuda_kv_append(kvl_cuda_pool *p, const kvl_cuda_append_args *a, void *stream, kvl_err *err);
 /* 1 if the pool's codec has an append kernel. */

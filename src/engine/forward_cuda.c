@@ -16,6 +16,8 @@
 #include <string.h>
 
 #include "engine/engine.h"
+#include "engine/forward_cuda_evict.h"
+#include "kv/policy.h"
 
 #ifdef KVL_HAVE_CUDA
 #include "cuda/kvl_cuda.h"
@@ -36,6 +38,7 @@ struct kvl_engine_cuda {
     int sampling;  /* kvl_ctx_set_device_sampling on: each call leaves its draw in s->cuda_next */
     int pen_n;     /* > 0: repetition penalty over the last pen_n tokens of the sequence */
     int32_t *hist; /* [pen_n] window scratch */
+    kvl_cuda_evict *ev; /* evicting policy (forward_cuda_evict.c), else NULL */
 };
 
 #define CUDA_SAMPLE_KMAX 1024 /* kvl_cuda_sample's top-k limit: top_k 0 / larger are capped to it */
@@ -51,8 +54,12 @@ kvl_status kvl_engine_cuda_create(kvl_ctx *c, kvl_err *err) {
     if (strcmp(c->codec_k, c->codec_v) || strstr(c->codec_name, "(+layers)"))
         return kvl_err_set(err, KVL_ERR_UNSUPPORTED, "cuda: K and V must use one codec on all layers (have %s)",
                            c->codec_name);
-    if (kvl_kv_policy_evicting(c->pool))
-        return kvl_err_set(err, KVL_ERR_UNSUPPORTED, "cuda: eviction policies do not run on the device yet (use full)");
+    const int evicting = kvl_kv_policy_evicting(c->pool);
+    if (evicting && (!strncmp(c->codec_k, "kivi", 4) || !strncmp(c->codec_k, "squat", 5)))
+        return kvl_err_set(err, KVL_ERR_UNSUPPORTED,
+                           "cuda: eviction policy %s with the sealing codec %s does not run on the device (sealed rows "
+                           "would need decoding and re-encoding); use f16, int8, fp8 or int4z",
+                           kvl_kv_pool_policy(c->pool)->spec, c->codec_k);
     for (int l = 0; l < m->n_layer; l++)
         if (m->layers[l].bq || m->layers[l].bk || m->layers[l].bv)
             return kvl_err_set(err, KVL_ERR_UNSUPPORTED, "cuda: attention biases (%s) are not supported yet", m->arch);
@@ -86,7 +93,8 @@ kvl_status kvl_engine_cuda_create(kvl_ctx *c, kvl_err *err) {
     const char *w = getenv("KVL_CUDA_WEIGHTS"); /* testing / benchmarks: "f16" converts every weight */
     kvl_cuda_lm_config cfg = {c->codec_k, c->p.page_tokens, c->p.n_ctx, g->n_slots, g->max_batch,
                               w && !strcmp(w, "f16") ? KVL_CUDA_W_F16 : KVL_CUDA_W_NATIVE, 1,
-                              c->p.exact_matmul /* f32 activations, as the CPU's exact path */, 0, 0};
+                              c->p.exact_matmul /* f32 activations, as the CPU's exact path */, 0, 0, 0};
+    if (evicting) cfg.list_tokens = kvl_engine_cuda_evict_list_rows(c, g->max_batch); /* lists sized by the budget */
     /* a sealing codec's spec parameters (r, fit) go to the device seal; any
      * other spec text (+rot, parameters) is passed whole and refused there */
     kvl_codec_spec sp;
@@ -100,6 +108,11 @@ kvl_status kvl_engine_cuda_create(kvl_ctx *c, kvl_err *err) {
     kvl_status st = kvl_cuda_lm_create(&md, &cfg, &g->lm, err);
     free(ld);
     if (st) {
+        free(g->used), free(g->tok), free(g);
+        return st;
+    }
+    if (evicting && (st = kvl_engine_cuda_evict_create(c, g->lm, g->n_slots, &g->ev, err))) {
+        kvl_cuda_lm_free(g->lm);
         free(g->used), free(g->tok), free(g);
         return st;
     }
@@ -118,6 +131,7 @@ struct kvl_cuda_lm *kvl_engine_cuda_lm(kvl_ctx *c) { return c->cuda ? c->cuda->l
 void kvl_engine_cuda_free(kvl_ctx *c) {
     struct kvl_engine_cuda *g = c->cuda;
     if (!g) return;
+    kvl_engine_cuda_evict_free(g->ev);
     kvl_cuda_lm_free(g->lm);
     free(g->used), free(g->tok), free(g->hist), free(g);
     c->cuda = NULL;
@@ -127,6 +141,8 @@ kvl_status kvl_engine_cuda_slot_get(kvl_ctx *c, int *slot, kvl_err *err) {
     struct kvl_engine_cuda *g = c->cuda;
     for (int i = 0; i < g->n_slots; i++)
         if (!g->used[i]) {
+            kvl_status st = g->ev ? kvl_engine_cuda_evict_slot(g->ev, i, err) : KVL_OK; /* rows 0, statistics 0 */
+            if (st) return st;
             g->used[i] = 1;
             *slot = i;
             return KVL_OK;
@@ -167,11 +183,19 @@ kvl_status kvl_engine_forward_cuda(kvl_seq *s, int pos0, const kvl_token *tokens
         }
         /* sealing codecs: pages seal after the engine call's last device batch, as on the CPU */
         kvl_cuda_lm_defer_seal(g->lm, off + nc < n);
+        if (g->ev) kvl_engine_cuda_evict_batch(g->ev, s, n, off, nc);
         kvl_status st = kvl_cuda_lm_forward(g->lm, nc, g->tok, g->pos, g->slot, first, lo, g->amax, &c->err);
         if (st) return st;
         if (g->sampling) s->cuda_next = g->amax[nc - 1];
     }
-    return KVL_OK;
+    /* eviction: the policy's hooks on the mirror table, the drops on the device */
+    return g->ev ? kvl_engine_cuda_evict_after(g->ev, s, pos0, n, &c->err) : KVL_OK;
+}
+
+void kvl_engine_cuda_evict_stats(const kvl_seq *s, kvl_cuda_evict_stats *out) {
+    memset(out, 0, sizeof *out);
+    if (!s || !s->c->cuda || !s->c->cuda->ev || s->cuda_slot < 0) return;
+    kvl_engine_cuda_evict_get(s->c->cuda->ev, s->cuda_slot, out);
 }
 
 kvl_status kvl_ctx_set_device_sampling(kvl_ctx *c, const kvl_sampler_params *p) {
@@ -231,6 +255,10 @@ kvl_status kvl_ctx_set_device_sampling(kvl_ctx *c, const kvl_sampler_params *p) 
     return kvl_err_set(&c->err, KVL_ERR_UNSUPPORTED, NO_CUDA);
 }
 kvl_token kvl_seq_sampled(const kvl_seq *s) { return s ? s->cuda_next : -1; }
+void kvl_engine_cuda_evict_stats(const kvl_seq *s, kvl_cuda_evict_stats *out) {
+    (void)s;
+    memset(out, 0, sizeof *out);
+}
 kvl_status kvl_engine_forward_cuda(kvl_seq *s, int pos0, const kvl_token *tokens, int n, float *logits_out,
                                    int n_out) {
     (void)pos0, (void)tokens, (void)n, (void)logits_out, (void)n_out;

@@ -64,6 +64,7 @@ kvl_status kvl_kv_drop(kvl_kv_table *t, int layer, int head, const int *idx, int
         if (idx[i] < 0 || idx[i] >= L->len || (i && idx[i] <= idx[i - 1]))
             return kvl_err_set(err, KVL_ERR_ARG, "kv drop: indices must be increasing and < %d", L->len);
     if (n_idx == 0) return KVL_OK;
+    if (t->mirror) t->mirror->drop(t->mirror->user, t, layer, head, idx, n_idx, L->len);
 
     const int fa = idx[0] / P;                  /* first affected page */
     const int newlen = L->len - n_idx;

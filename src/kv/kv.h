@@ -288,4 +288,35 @@ void kvl_kv_table_stats_reset_layer(kvl_kv_table *t, int layer, unsigned acc_mas
 /* Bytes of statistics arrays allocated by t (counted in kvl_kv_stats). */
 size_t kvl_kv_table_stats_bytes(const kvl_kv_table *t);
 
+/* ---- mirror tables (stats_mirror.c; the CUDA engine's eviction) -----------------
+ * A table can mirror a cache kept elsewhere (device pages): its lists hold
+ * the same positions (K/V rows are placeholders) so that the policy code
+ * runs on it unchanged, while the real attention statistics live with the
+ * real pages. stale[layer] set: the host statistics of the layer are out of
+ * date; the first kvl_kv_table_stat of the layer calls fetch (which copies
+ * them in, kvl_kv_table_stat_rows, and clears the flag). drop is called by
+ * kvl_kv_drop before it changes anything (idx [n_idx] increasing, of a list
+ * of len rows), so the owner can repeat the compaction on the real pages.
+ * The struct is owned by the caller and must outlive its use by t. */
+typedef struct kvl_kv_mirror {
+    void (*fetch)(void *user, kvl_kv_table *t, int layer);
+    void (*drop)(void *user, kvl_kv_table *t, int layer, int head, const int *idx, int n_idx, int len);
+    void *user;
+    uint8_t *stale; /* [n_layer] */
+} kvl_kv_mirror;
+/* Attach m (NULL detaches). */
+void kvl_kv_table_set_mirror(kvl_kv_table *t, const kvl_kv_mirror *m);
+/* Writable statistics row of (layer, query head qh) for accumulator acc
+ * (NULL when off); holds at least the layer's longest list. No fetch. */
+float *kvl_kv_table_stat_rows(kvl_kv_table *t, int layer, int qh, int acc);
+/* Count a call of n_tok queries of layer that ran elsewhere into the
+ * window query count, as the table's attention would (kvl_kv_table_stat_window_n). */
+void kvl_kv_table_stats_note_queries(kvl_kv_table *t, int layer, int n_tok);
+/* Statistics parameters of t: window W, VEDA vote_a / vote_b, vote window flag. */
+void kvl_kv_table_stats_get_params(const kvl_kv_table *t, int *window, float *vote_a, float *vote_b,
+                                   int *vote_window);
+/* 1 if layer was evicted since its window statistics were last cleared
+ * (the next kvl_kv_policy_before clears them). */
+int kvl_kv_policy_layer_evicted(const kvl_kv_table *t, int layer);
+
 #endif

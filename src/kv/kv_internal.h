@@ -146,6 +146,7 @@ struct kvl_kv_table {
     float *rot_tmp;          /* [2][head_dim]: rotated K and V rows of append */
     uint8_t **cst;           /* [n_layer][2] -> [n_head_kv][seq state bytes] per-sequence codec state, or NULL */
     uint8_t *seal_tmp;       /* one open page: the copy a seal reads from */
+    const kvl_kv_mirror *mirror; /* stats_mirror.c: a table mirroring device pages (NULL: none) */
 };
 
 static inline const kvi_class *kvi_cls(const kvl_kv_pool *p, uint32_t id) { return &p->cls[id >> KVI_CLS_SHIFT]; }

@@ -104,6 +104,8 @@ struct kvl_policy_ops {
  * keys or bad values give KVL_ERR_ARG with a message naming them. keep and
  * keep_frac are left 0 (set by the caller). */
 kvl_status kvl_policy_parse(const char *spec, kvl_policy_cfg *c, kvl_err *err);
+/* The pool's parsed policy (stats_mirror.c). */
+const kvl_policy_cfg *kvl_kv_pool_policy(const kvl_kv_pool *p);
 /* Policy by name or NULL. */
 const kvl_policy_ops *kvl_policy_find(const char *name);
 /* Comma-separated list of policy names. */

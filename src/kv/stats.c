@@ -114,6 +114,7 @@ const float *kvl_kv_table_stat(const kvl_kv_table *t, int layer, int qh, int acc
     if (!t->stat_flags || layer < 0 || layer >= t->pool->cfg.n_layer || qh < 0 || qh >= t->n_head || acc < 0 ||
         acc >= KVL_KV_N_ACC || !t->acc[acc])
         return NULL;
+    if (t->mirror && t->mirror->stale[layer]) t->mirror->fetch(t->mirror->user, (kvl_kv_table *)t, layer);
     return t->acc[acc][layer * t->n_head + qh];
 }
 

@@ -19,7 +19,7 @@
  * default on both sides (the device's 8-bit activation blocks and integer
  * matvec against the CPU default path; bounds at Q8_SAME). Also the prefill in several device calls (n_batch 7), two
  * sequences sharing the device pool, and the errors: codecs without an
- * append kernel, evicting policies, fork, session save; device sampling
+ * append kernel, an evicting policy with a sealing codec, fork, session save; device sampling
  * through the engine (device_sampling below), a second build
  * without CUDA is covered by tests/test_cli.sh. */
 #include <math.h>
@@ -344,7 +344,7 @@ int main(void) {
     expect_refused(m, "kivi2", NULL);      /* sealing, no device kernel */
     expect_refused(m, "kivi2z+rot", NULL); /* rotation not on the device */
     expect_refused(m, "int4", NULL);
-    expect_refused(m, "f16", "streaming");
+    expect_refused(m, "kivi2z", "streaming"); /* eviction with a sealing codec (test_cuda_evict: the rest) */
     /* fork and session save refused on a cuda context */
     {
         kvl_ctx_params p;

@@ -473,7 +473,7 @@ static void append_case(const char *codec, int D, int P, int nh, int nkv, int ne
     up(dqkv, qkv, sizeof(float) * n * W), up(dcs, cs, sizeof(float) * n * D);
     up(dpos, pos, sizeof pos), up(dslot, slot, sizeof slot);
     poison(dq, sizeof(float) * n * nh * D);
-    kvl_cuda_append_args a = {n, nh, nkv, D, neox, layer, L, ppl, dqkv, dcs, dpos, dslot, dq, layer & 1 /* PDL */};
+    kvl_cuda_append_args a = {n, nh, nkv, D, neox, layer, L, ppl, dqkv, dcs, dpos, dslot, dq, layer & 1 /* PDL */, NULL};
     CHECK(kvl_cuda_kv_append(pool, &a, NULL, &err) == KVL_OK);
     CHECK(kvl_cuda_sync(&err) == KVL_OK);
     float *q = malloc(sizeof(float) * n * nh * D);

@@ -334,7 +334,7 @@ static void tiny_desc(tiny_model *t, int H, int Hkv, int hd) {
 static void forward_case(const char *codec, int H, int Hkv, int hd, int P, const int *chunks, int n_chunks) {
     tiny_model tm;
     tiny_desc(&tm, H, Hkv, hd);
-    kvl_cuda_lm_config cfg = {codec, P, 2048, 2, 512, 0, 77, 1 /* exact path */, 0, 0};
+    kvl_cuda_lm_config cfg = {codec, P, 2048, 2, 512, 0, 77, 1 /* exact path */, 0, 0, 0};
     kvl_cuda_lm *lm[2] = {NULL, NULL};
     kvl_err err = {0};
     for (int k = 0; k < 2; k++)
