@@ -239,7 +239,7 @@ static void lm_case(void) {
     }
     for (int i = 0; i < hd / 2; i++) freq[i] = powf(10000.0f, -2.0f * i / hd);
     const kvl_cuda_model_desc md = {L, E, H, Hkv, hd, F, V, 1e-5f, 1, freq, {wt, NULL, V, E}, {wt, NULL, V, E}, NULL, ld};
-    const kvl_cuda_lm_config cfg = {"f16", 16, 256, 1, 64, 0, 4321, 0 /* 8-bit path */, 0, 0};
+    const kvl_cuda_lm_config cfg = {"f16", 16, 256, 1, 64, 0, 4321, 0 /* 8-bit path */, 0, 0, 0};
     kvl_cuda_lm *lm = NULL;
     kvl_err err = {0};
     if (kvl_cuda_lm_create(&md, &cfg, &lm, &err) != KVL_OK) {
