@@ -4,7 +4,9 @@
  * parsing errors, StreamingLLM's sinks and window, an H2O heavy hitter, a
  * SnapKV window target, VEDA's reserved stage and most-voted eviction,
  * CAKE's cascading against splitting after the whole prefill, memory
- * returned to the pool, fork + evict leaving the other sequence intact;
+ * returned to the pool, fork + evict leaving the other sequence intact,
+ * mirror tables (the CUDA engine's eviction: hooks replayed after a whole
+ * call on a table of placeholder rows keep what the CPU pass keeps);
  * then, with the default model, budgets kept during chunked prefill for
  * every policy, determinism over thread counts, and policies x codecs. */
 #include <math.h>
@@ -744,6 +746,120 @@ static void test_policy_state(const char *spec) {
     kvl_kv_pool_free(q);
 }
 
+/* ---- mirror tables (kv.h; the CUDA engine's eviction, src/engine/forward_cuda_evict.c) ---- */
+
+/* The device's part played by a CPU table R: it appends and attends with
+ * statistics but runs no policy hook; the mirror M holds the same positions
+ * with zero rows, fetches R's statistics rows when the policy reads them
+ * and repeats each of its drops on R (the device compaction). Replaying the
+ * hooks on M after each whole call must keep exactly what the CPU forward
+ * pass (C: hooks after each layer's attention) keeps. */
+typedef struct mirror_sim {
+    kvl_kv_table *r;
+    uint8_t stale[NL];
+    int fetches, drops;
+} mirror_sim;
+
+static void sim_fetch(void *user, kvl_kv_table *t, int layer) {
+    mirror_sim *u = user;
+    u->stale[layer] = 0;
+    u->fetches++;
+    int n = 0;
+    for (int h = 0; h < NKV; h++) n = kvl_kv_table_len(u->r, layer, h) > n ? kvl_kv_table_len(u->r, layer, h) : n;
+    for (int a = 0; a < KVL_KV_N_ACC; a++)
+        for (int qh = 0; qh < NH; qh++) {
+            float *dst = kvl_kv_table_stat_rows(t, layer, qh, a);
+            const float *src = kvl_kv_table_stat(u->r, layer, qh, a);
+            if (dst && src) memcpy(dst, src, sizeof(float) * (size_t)n);
+        }
+}
+
+static void sim_drop(void *user, kvl_kv_table *t, int layer, int head, const int *idx, int n_idx, int len) {
+    mirror_sim *u = user;
+    if (u->stale[layer]) sim_fetch(user, t, layer); /* before the host rows move */
+    kvl_err err;
+    u->drops += kvl_kv_table_len(u->r, layer, head) == len &&
+                kvl_kv_drop(u->r, layer, head, idx, n_idx, &err) == KVL_OK;
+}
+
+static int same_positions(const kvl_kv_table *a, const kvl_kv_table *b, int *n_lists) {
+    int same = 0;
+    for (int l = 0; l < NL; l++)
+        for (int h = 0; h < NKV; h++) {
+            int32_t x[4096], y[4096];
+            const int nx = kvl_kv_table_positions(a, l, h, x, 4096), ny = kvl_kv_table_positions(b, l, h, y, 4096);
+            same += nx == ny && memcmp(x, y, sizeof(int32_t) * (size_t)nx) == 0;
+        }
+    *n_lists = NL * NKV;
+    return same;
+}
+
+static void test_mirror(const char *spec, int keep) {
+    kvl_kv_pool *pc = mkpool(spec, keep, 0), *pr = mkpool(spec, keep, 0), *pm = mkpool(spec, keep, 0);
+    kvl_kv_table *c = NULL, *r = NULL, *m = NULL;
+    kvl_err err;
+    CHECK(pc && pr && pm && kvl_kv_table_create(pc, &c, &err) == KVL_OK && kvl_kv_table_create(pr, &r, &err) == KVL_OK &&
+          kvl_kv_table_create(pm, &m, &err) == KVL_OK);
+    if (!c || !r || !m) return;
+    mirror_sim u = {r, {0}, 0, 0};
+    const kvl_kv_mirror mir = {sim_fetch, sim_drop, &u, u.stale};
+    enum { NC = 6 };
+    const int ns[NC] = {96, 1, 1, 40, 1, 33}; /* a prefill, decode steps, chunks */
+    float *k = malloc(sizeof(float) * NL * 96 * NKV * HD), *v = malloc(sizeof(float) * NL * 96 * NKV * HD);
+    float *z = calloc((size_t)96 * NKV * HD, sizeof(float)), *q = malloc(sizeof(float) * 96 * NH * HD);
+    float *o = malloc(sizeof(float) * 96 * NH * HD);
+    int32_t pos[96];
+    int pos0 = 0, ok = 1, worst = NL * NKV, lists = 0;
+    for (int ci = 0; ci < NC && ok; ci++) {
+        const int n = ns[ci];
+        mkq(n, q);
+        for (int l = 0; l < NL; l++)
+            mkrows(n, pos0, ci == 0 ? 21 : -1, k + (size_t)l * 96 * NKV * HD, v + (size_t)l * 96 * NKV * HD, pos);
+        /* C: the CPU forward pass's order */
+        for (int l = 0; l < NL && ok; l++) {
+            ok &= kvl_kv_policy_before(c, l, n, &err) == KVL_OK;
+            ok &= kvl_kv_append(c, l, n, pos, k + (size_t)l * 96 * NKV * HD, v + (size_t)l * 96 * NKV * HD, &err) ==
+                  KVL_OK;
+            attend(c, l, n, q, pos, o);
+            ok &= kvl_kv_policy_after(c, l, n, pos0 + n, &err) == KVL_OK;
+        }
+        ok &= kvl_kv_policy_step(c, &err) == KVL_OK;
+        /* R: the whole call's appends and attention first */
+        for (int l = 0; l < NL && ok; l++) {
+            ok &= kvl_kv_append(r, l, n, pos, k + (size_t)l * 96 * NKV * HD, v + (size_t)l * 96 * NKV * HD, &err) ==
+                  KVL_OK;
+            attend(r, l, n, q, pos, o);
+        }
+        /* M: the hooks replayed after the call */
+        kvl_kv_table_set_mirror(m, &mir);
+        memset(u.stale, 1, sizeof u.stale);
+        for (int l = 0; l < NL && ok; l++) {
+            ok &= kvl_kv_policy_before(m, l, n, &err) == KVL_OK;
+            ok &= kvl_kv_append(m, l, n, pos, z, z, &err) == KVL_OK;
+            kvl_kv_table_stats_note_queries(m, l, n);
+            ok &= kvl_kv_policy_after(m, l, n, pos0 + n, &err) == KVL_OK;
+        }
+        ok &= kvl_kv_policy_step(m, &err) == KVL_OK;
+        kvl_kv_table_set_mirror(m, NULL);
+        for (int l = 0; l < NL; l++) /* the device clears an evicted layer's window statistics at once */
+            if (kvl_kv_policy_layer_evicted(m, l))
+                kvl_kv_table_stats_reset_layer(r, l, 1u << KVL_KV_ACC_WSUM | 1u << KVL_KV_ACC_WSQ | 1u << KVL_KV_ACC_WENT);
+        int same = same_positions(c, m, &lists);
+        worst = same < worst ? same : worst;
+        int rm;
+        ok &= same_positions(r, m, &rm) == rm; /* the "device" rows follow the mirror's drops */
+        pos0 += n;
+    }
+    CHECK_MSG(ok, "%s: mirror replay ran (%s)", spec, ok ? "" : err.msg);
+    CHECK_MSG(worst == lists, "%s: mirror keeps what the CPU pass keeps in %d of %d lists", spec, worst, lists);
+    CHECK_MSG(u.drops > 0, "%s: the mirror's drops reached the other table (%d)", spec, u.drops);
+    const kvl_policy_cfg *cfg = kvl_kv_pool_policy(pm);
+    CHECK_MSG(!cfg->ops->stats || u.fetches > 0, "%s: statistics fetched (%d)", spec, u.fetches);
+    free(k), free(v), free(z), free(q), free(o);
+    kvl_kv_table_free(c), kvl_kv_table_free(r), kvl_kv_table_free(m);
+    kvl_kv_pool_free(pc), kvl_kv_pool_free(pr), kvl_kv_pool_free(pm);
+}
+
 int main(void) {
     test_stats_reference();
     test_parse();
@@ -758,6 +874,14 @@ int main(void) {
     test_heavy_hitter("h2o:slack=0,headwise=1", 24);
     test_veda_votes();
     test_cake_cascade();
+    test_mirror("streaming:slack=8", 32);
+    test_mirror("h2o:slack=8", 32);
+    test_mirror("tova:slack=8", 32);
+    test_mirror("snapkv:slack=8,window=8", 32);
+    test_mirror("pyramidkv:slack=8,window=8,beta=2", 32);
+    test_mirror("veda:slack=8,recent=16", 40);
+    test_mirror("cake:slack=8,window=8", 32);
+    test_mirror("h2o:slack=8,headwise=1", 32);
     test_memory();
     test_requant("int8");
     test_requant("kivi2");
