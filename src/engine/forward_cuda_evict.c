@@ -76,15 +76,13 @@ static double now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-static unsigned cuda_acc_of(unsigned f) {
-    unsigned m = 0;
-    if (f & KVL_KV_STAT_MASS) m |= 1u << KVL_CUDA_ACC_MASS;
-    if (f & KVL_KV_STAT_WIN) m |= 1u << KVL_CUDA_ACC_WSUM | 1u << KVL_CUDA_ACC_WSQ;
-    if (f & KVL_KV_STAT_LAST) m |= 1u << KVL_CUDA_ACC_LAST;
-    if (f & KVL_KV_STAT_VOTE) m |= 1u << KVL_CUDA_ACC_VOTE;
-    if (f & KVL_KV_STAT_ENT) m |= 1u << KVL_CUDA_ACC_WENT;
-    return m;
-}
+/* the device accumulators are numbered as the CPU's (kvl_cuda.h), so the
+ * CPU's accumulator indices and masks pass through unchanged */
+_Static_assert((int)KVL_CUDA_ACC_MASS == (int)KVL_KV_ACC_MASS && (int)KVL_CUDA_ACC_WSUM == (int)KVL_KV_ACC_WSUM &&
+                   (int)KVL_CUDA_ACC_WSQ == (int)KVL_KV_ACC_WSQ && (int)KVL_CUDA_ACC_LAST == (int)KVL_KV_ACC_LAST &&
+                   (int)KVL_CUDA_ACC_VOTE == (int)KVL_KV_ACC_VOTE && (int)KVL_CUDA_ACC_WENT == (int)KVL_KV_ACC_WENT &&
+                   (int)KVL_CUDA_N_ACC == (int)KVL_KV_N_ACC,
+               "device and CPU accumulator numbering");
 
 /* mirror hook: the device statistics of (slot, layer) into the mirror's rows */
 static void ev_fetch(void *user, kvl_kv_table *t, int layer) {
@@ -168,7 +166,7 @@ kvl_status kvl_engine_cuda_evict_create(kvl_ctx *c, kvl_cuda_lm *lm, int n_slots
         e->mir[i] = (kvl_kv_mirror){ev_fetch, ev_drop, &e->usr[i], e->stale + (size_t)i * e->L};
     }
     /* VEDA's vote threshold and the window come from the tables (kvi_policy_init): the pool's cfg */
-    kvl_status st = kvl_cuda_lm_enable_evict(lm, cuda_acc_of(e->kv_flags), pc->vote_a, pc->vote_b, err);
+    kvl_status st = kvl_cuda_lm_enable_evict(lm, kvl_kv_stat_acc_mask(e->kv_flags), pc->vote_a, pc->vote_b, err);
     if (st) {
         kvl_engine_cuda_evict_free(e);
         return st;

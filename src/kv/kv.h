@@ -277,6 +277,8 @@ void kvl_kv_table_stats_vote_window(kvl_kv_table *t, int on);
 /* Accumulator acc (KVL_KV_ACC_*) of (layer, query head qh): [len of its
  * kv-head] floats, or NULL when off. */
 const float *kvl_kv_table_stat(const kvl_kv_table *t, int layer, int qh, int acc);
+/* Bit mask (1 << KVL_KV_ACC_*) of the accumulators that KVL_KV_STAT_* flags turn on. */
+unsigned kvl_kv_stat_acc_mask(unsigned flags);
 /* kvl_kv_table_stat(t, layer, qh, KVL_KV_ACC_MASS). */
 const float *kvl_kv_table_stat_mass(const kvl_kv_table *t, int layer, int qh);
 /* Window queries accumulated into WSUM/WSQ of layer since its last reset. */

@@ -8,8 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* accumulators each flag turns on */
-static unsigned acc_mask_of(unsigned flags) {
+unsigned kvl_kv_stat_acc_mask(unsigned flags) {
     unsigned m = 0;
     if (flags & KVL_KV_STAT_MASS) m |= 1u << KVL_KV_ACC_MASS;
     if (flags & KVL_KV_STAT_WIN) m |= 1u << KVL_KV_ACC_WSUM | 1u << KVL_KV_ACC_WSQ;
@@ -76,7 +75,7 @@ kvl_status kvl_kv_table_stats_enable(kvl_kv_table *t, unsigned flags, kvl_err *e
     if (!t->stat_window) kvl_kv_table_stats_params(t, 32, 1.0f, 0.5f);
     if (!flags) return KVL_OK;
     const int nl = p->cfg.n_layer, n = nl * t->n_head;
-    const unsigned m = acc_mask_of(flags);
+    const unsigned m = kvl_kv_stat_acc_mask(flags);
     int fail = 0;
     for (int a = 0; a < KVL_KV_N_ACC; a++)
         if (m & 1u << a) fail |= !(t->acc[a] = calloc((size_t)n, sizeof(float *)));
