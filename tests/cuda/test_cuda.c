@@ -53,6 +53,7 @@
 #include "kv/kv.h"
 #include "kv/kv_internal.h"
 #include "test.h"
+#include "cuda_test.h"
 
 #define TOL_REL 1e-4
 #define MAXB 8
@@ -456,14 +457,8 @@ static void test_plan_rounding(void) {
 }
 
 int main(void) {
-    char name[128];
-    int n_sm = 0;
+    if (cuda_test_device()) return 1;
     kvl_err err = {0};
-    if (kvl_cuda_device_info(name, sizeof name, &n_sm, &err) != KVL_OK) {
-        fprintf(stderr, "no CUDA device: %s\n", err.msg);
-        return 1;
-    }
-    printf("note: device %s, %d SMs\n", name, n_sm);
     test_plan_rounding();
 
     /* codec x page size x head_dim, Llama-like GQA 4, a batch of 5 */

@@ -28,6 +28,7 @@
 
 #include "kvlite.h"
 #include "test.h"
+#include "cuda_test.h"
 
 #define NGEN 48
 /* The default path (8-bit activation blocks, integer dot products) is a
@@ -277,12 +278,8 @@ static void expect_refused(const kvl_model *m, const char *codec, const char *po
 }
 
 int main(void) {
-    const char *path = getenv("KVL_MODEL");
     char buf[512];
-    if (!path) {
-        snprintf(buf, sizeof buf, "%s/.cache/kvlite/SmolLM2-135M-Instruct.Q4_1.gguf", getenv("HOME") ? getenv("HOME") : ".");
-        path = buf;
-    }
+    const char *path = cuda_test_model_path(buf, sizeof buf);
     kvl_model *m = NULL;
     char err[256] = "";
     if (kvl_model_load(path, &m, err, sizeof err) != KVL_OK) {

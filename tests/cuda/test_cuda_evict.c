@@ -42,6 +42,7 @@
 #include "engine/forward_cuda_evict.h"
 #include "kvlite.h"
 #include "test.h"
+#include "cuda_test.h"
 
 #define NP 200    /* prompt tokens */
 #define NGEN 40   /* decode steps */
@@ -210,12 +211,8 @@ static void bench(const kvl_model *m, const char *policy, int keep, int np, int 
 }
 
 int main(void) {
-    const char *path = getenv("KVL_MODEL");
     char buf[512];
-    if (!path) {
-        snprintf(buf, sizeof buf, "%s/.cache/kvlite/SmolLM2-135M-Instruct.Q4_1.gguf", getenv("HOME") ? getenv("HOME") : ".");
-        path = buf;
-    }
+    const char *path = cuda_test_model_path(buf, sizeof buf);
     kvl_model *m = NULL;
     char err[256] = "";
     if (kvl_model_load(path, &m, err, sizeof err) != KVL_OK) {

@@ -37,6 +37,7 @@
 #include "cuda/kvl_cuda.h"
 #include "cuda/lm_ops.h"
 #include "test.h"
+#include "cuda_test.h"
 #include "util/fp16.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -48,27 +49,6 @@ static double urand(void) {
 }
 static float frand(float a) { return (float)((2 * urand() - 1) * a); }
 
-static void *dev_alloc(size_t bytes) {
-    void *d = NULL;
-    kvl_err err = {0};
-    if (kvl_cuda_alloc(&d, bytes, &err) != KVL_OK) {
-        fprintf(stderr, "cuda alloc: %s\n", err.msg);
-        exit(1);
-    }
-    return d;
-}
-static void up(void *d, const void *h, size_t n) {
-    kvl_err err = {0};
-    if (kvl_cuda_upload(d, h, n, &err)) exit((fprintf(stderr, "%s\n", err.msg), 1));
-}
-static void down(void *h, const void *d, size_t n) {
-    kvl_err err = {0};
-    if (kvl_cuda_download(h, d, n, &err)) exit((fprintf(stderr, "%s\n", err.msg), 1));
-}
-static void poison(void *d, size_t n) {
-    kvl_err err = {0};
-    kvl_cuda_memset(d, 0xff, n, &err); /* 0xffffffff: NaN as f32 */
-}
 
 /* weight codes of block b of a GGUF row of type t and its (d, m): w = d c + m (c as the device takes it) */
 static void wcodes(int t, const uint8_t *row, int64_t b, int *c, double *d, double *m) {
@@ -299,14 +279,8 @@ static void lm_case(void) {
 }
 
 int main(void) {
-    char name[128];
-    int n_sm = 0;
+    if (cuda_test_device()) return 1;
     kvl_err err = {0};
-    if (kvl_cuda_device_info(name, sizeof name, &n_sm, &err) != KVL_OK) {
-        fprintf(stderr, "no CUDA device: %s\n", err.msg);
-        return 1;
-    }
-    printf("note: device %s, %d SMs\n", name, n_sm);
     const int types[3] = {KVL_TYPE_Q8_0, KVL_TYPE_Q4_0, KVL_TYPE_Q4_1};
     const int ns[6] = {1, 7, 33, 64, 65, 130};
     for (int ti = 0; ti < 3; ti++) {

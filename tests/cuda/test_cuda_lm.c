@@ -63,6 +63,7 @@
 #include "cuda/lm_ops.h"
 #include "kv/codec.h"
 #include "test.h"
+#include "cuda_test.h"
 #include "util/fp16.h"
 /* the CPU sampler, compiled in (this test links no src/engine object) */
 #include "../../src/engine/sampler.c"
@@ -76,27 +77,6 @@ static double urand(void) {
 }
 static float frand(float a) { return (float)((2 * urand() - 1) * a); }
 
-static void *dev_alloc(size_t bytes) {
-    void *d = NULL;
-    kvl_err err = {0};
-    if (kvl_cuda_alloc(&d, bytes, &err) != KVL_OK) {
-        fprintf(stderr, "cuda alloc: %s\n", err.msg);
-        exit(1);
-    }
-    return d;
-}
-static void up(void *d, const void *h, size_t n) {
-    kvl_err err = {0};
-    if (kvl_cuda_upload(d, h, n, &err)) exit((fprintf(stderr, "%s\n", err.msg), 1));
-}
-static void down(void *h, const void *d, size_t n) {
-    kvl_err err = {0};
-    if (kvl_cuda_download(h, d, n, &err)) exit((fprintf(stderr, "%s\n", err.msg), 1));
-}
-static void poison(void *d, size_t n) {
-    kvl_err err = {0};
-    kvl_cuda_memset(d, 0xff, n, &err); /* 0xffffffff: NaN as f32 */
-}
 
 /* ---- matvec ---- */
 
@@ -612,14 +592,8 @@ static void gemv_q8_swiglu_case(int t, int F, int cols, int n) {
 #include "lm_sample_cases.h" /* sampling() */
 
 int main(void) {
-    char name[128];
-    int n_sm = 0;
+    if (cuda_test_device()) return 1;
     kvl_err err = {0};
-    if (kvl_cuda_device_info(name, sizeof name, &n_sm, &err) != KVL_OK) {
-        fprintf(stderr, "no CUDA device: %s\n", err.msg);
-        return 1;
-    }
-    printf("note: device %s, %d SMs\n", name, n_sm);
     const int types[4] = {KVL_TYPE_Q8_0, KVL_TYPE_Q4_0, KVL_TYPE_Q4_1, KVL_TYPE_F16};
     const int ns[4] = {1, 3, 8, 11};
     for (int ti = 0; ti < 4; ti++)

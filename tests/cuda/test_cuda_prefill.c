@@ -44,6 +44,7 @@
 #include "cuda/kvl_cuda.h"
 #include "cuda/kvl_cuda_prefill.h"
 #include "test.h"
+#include "cuda_test.h"
 #include "util/fp16.h"
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;
@@ -55,27 +56,6 @@ static double urand(void) {
 }
 static float frand(float a) { return (float)((2 * urand() - 1) * a); }
 
-static void *dev_alloc(size_t bytes) {
-    void *p = NULL;
-    kvl_err e = {0};
-    if (kvl_cuda_alloc(&p, bytes ? bytes : 4, &e) != KVL_OK) {
-        fprintf(stderr, "alloc: %s\n", e.msg);
-        exit(1);
-    }
-    return p;
-}
-static void up(void *d, const void *h, size_t n) {
-    kvl_err e = {0};
-    if (kvl_cuda_upload(d, h, n, &e) != KVL_OK) fprintf(stderr, "upload: %s\n", e.msg), exit(1);
-}
-static void down(void *h, const void *d, size_t n) {
-    kvl_err e = {0};
-    if (kvl_cuda_download(h, d, n, &e) != KVL_OK) fprintf(stderr, "download: %s\n", e.msg), exit(1);
-}
-static void poison(float *d, size_t n) {
-    kvl_err e = {0};
-    kvl_cuda_memset(d, 0xff, n * sizeof(float), &e); /* all-ones bytes: NaN */
-}
 
 #define MAXS 3
 
@@ -240,7 +220,7 @@ static void kernel_case(const pcase *c) {
         up(d_tiles, tiles, sizeof(int32_t) * 2 * nt);
         for (int var = 0; var < 2; var++) {
             kvl_cuda_prefill_set_variant(pf, var);
-            poison(d_out, (size_t)n * H * D);
+            poison(d_out, sizeof(float) * n * H * D);
             kvl_cuda_prefill_args a = {nt, d_tiles, d_ids, d_off, d_len, d_qpos, d_q, d_out, scale};
             kvl_status st = kvl_cuda_prefill_run(pf, &a, NULL, &err);
             if (st == KVL_OK) st = kvl_cuda_sync(&err);
@@ -278,7 +258,7 @@ static void kernel_case(const pcase *c) {
     for (int i = 0; i < n * Hkv; i++) maxl = elen[i] > maxl ? elen[i] : maxl;
     kvl_cuda_attn *at = NULL;
     if (kvl_cuda_attn_create(pool, H, Hkv, n, maxl, NULL, &at, &err) == KVL_OK) {
-        poison(d_out, (size_t)n * H * D);
+        poison(d_out, sizeof(float) * n * H * D);
         kvl_cuda_attn_args a = {n, maxl, d_ids, d_off, d_len, d_qpos, d_q, d_out, scale};
         kvl_status st = kvl_cuda_attn_run(at, &a, NULL, &err);
         if (st == KVL_OK) st = kvl_cuda_sync(&err);
@@ -384,14 +364,8 @@ static void forward_case(const char *codec, int H, int Hkv, int hd, int P, const
 }
 
 int main(void) {
-    char name[128];
-    int n_sm = 0;
+    if (cuda_test_device()) return 1;
     kvl_err err = {0};
-    if (kvl_cuda_device_info(name, sizeof name, &n_sm, &err) != KVL_OK) {
-        fprintf(stderr, "no CUDA device: %s\n", err.msg);
-        return 1;
-    }
-    printf("note: device %s, %d SMs\n", name, n_sm);
     CHECK(kvl_cuda_prefill_codec("f16") && !kvl_cuda_prefill_codec("int8") && !kvl_cuda_prefill_codec("kivi2z"));
     { /* tiles: runs of one key cut at the tile size */
         const int32_t key[9] = {0, 0, 0, 0, 0, 1, 1, 0, 0};

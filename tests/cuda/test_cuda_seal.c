@@ -22,6 +22,7 @@
 #include "kv/codec.h"
 #include "kv/codec_spec.h"
 #include "test.h"
+#include "cuda_test.h"
 #include "util/fp16.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -162,14 +163,8 @@ static void seal_case(const char *codec, int D, int P, const char *fit) {
 }
 
 int main(void) {
-    char name[128];
-    int n_sm = 0;
+    if (cuda_test_device()) return 1;
     kvl_err err = {0};
-    if (kvl_cuda_device_info(name, sizeof name, &n_sm, &err) != KVL_OK) {
-        fprintf(stderr, "no CUDA device: %s\n", err.msg);
-        return 1;
-    }
-    printf("note: device %s, %d SMs\n", name, n_sm);
     const char *codecs[2] = {"kivi2z", "kivi4z"}, *fits[2] = {"cover", "mse"};
     const int Ps[3] = {16, 32, 64};
     for (int ci = 0; ci < 2; ci++)

@@ -45,6 +45,7 @@
 #include "kv/kv.h"
 #include "kv/kv_internal.h"
 #include "test.h"
+#include "cuda_test.h"
 
 #define MAXB 6
 #define MAXL (MAXB * 4)
@@ -612,14 +613,8 @@ done:
 }
 
 int main(void) {
-    char name[128];
-    int n_sm = 0;
+    if (cuda_test_device()) return 1;
     kvl_err err = {0};
-    if (kvl_cuda_device_info(name, sizeof name, &n_sm, &err) != KVL_OK) {
-        fprintf(stderr, "no CUDA device: %s\n", err.msg);
-        return 1;
-    }
-    printf("note: device %s, %d SMs\n", name, n_sm);
     /* the tensor-core kernels: codec x P x D x G 3 / 4 */
     const char *codecs[] = {"f16", "int8", "fp8", "int4z"};
     const int Ps[2] = {16, 32}, Ds[2] = {64, 128}, Gs[2][2] = {{6, 2}, {8, 2}};
