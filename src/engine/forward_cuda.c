@@ -192,6 +192,13 @@ kvl_status kvl_engine_forward_cuda(kvl_seq *s, int pos0, const kvl_token *tokens
     return g->ev ? kvl_engine_cuda_evict_after(g->ev, s, pos0, n, &c->err) : KVL_OK;
 }
 
+kvl_status kvl_engine_cuda_evict_fetch_stats(kvl_seq *s) {
+    if (!s || !s->c->cuda || !s->c->cuda->ev || s->cuda_slot < 0)
+        return s ? kvl_err_set(&s->c->err, KVL_ERR_UNSUPPORTED, "cuda evict: no device eviction on this sequence")
+                 : KVL_ERR_ARG;
+    return kvl_engine_cuda_evict_fetch(s->c->cuda->ev, s, &s->c->err);
+}
+
 void kvl_engine_cuda_evict_stats(const kvl_seq *s, kvl_cuda_evict_stats *out) {
     memset(out, 0, sizeof *out);
     if (!s || !s->c->cuda || !s->c->cuda->ev || s->cuda_slot < 0) return;
@@ -255,6 +262,10 @@ kvl_status kvl_ctx_set_device_sampling(kvl_ctx *c, const kvl_sampler_params *p) 
     return kvl_err_set(&c->err, KVL_ERR_UNSUPPORTED, NO_CUDA);
 }
 kvl_token kvl_seq_sampled(const kvl_seq *s) { return s ? s->cuda_next : -1; }
+kvl_status kvl_engine_cuda_evict_fetch_stats(kvl_seq *s) {
+    if (!s) return KVL_ERR_ARG;
+    return kvl_err_set(&s->c->err, KVL_ERR_UNSUPPORTED, NO_CUDA);
+}
 void kvl_engine_cuda_evict_stats(const kvl_seq *s, kvl_cuda_evict_stats *out) {
     (void)s;
     memset(out, 0, sizeof *out);

@@ -275,6 +275,13 @@ kvl_status kvl_engine_cuda_evict_after(kvl_cuda_evict *e, kvl_seq *s, int pos0, 
     return st;
 }
 
+kvl_status kvl_engine_cuda_evict_fetch(kvl_cuda_evict *e, kvl_seq *s, kvl_err *err) {
+    const int slot = s->cuda_slot;
+    e->err = err, e->hook_st = KVL_OK;
+    for (int l = 0; l < e->L && !e->hook_st; l++) ev_fetch(&e->usr[slot], s->t, l);
+    return e->hook_st;
+}
+
 void kvl_engine_cuda_evict_get(const kvl_cuda_evict *e, int slot, kvl_cuda_evict_stats *out) {
     *out = e->usr[slot].st;
 }

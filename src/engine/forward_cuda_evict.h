@@ -35,6 +35,11 @@ void kvl_engine_cuda_evict_batch(kvl_cuda_evict *e, kvl_seq *s, int n, int off, 
 /* After the engine call's device batches: the CPU's per-layer policy hooks
  * replayed on s->t (the mirror), then the drops repeated on the device. */
 kvl_status kvl_engine_cuda_evict_after(kvl_cuda_evict *e, kvl_seq *s, int pos0, int n, kvl_err *err);
+/* Tests: every layer's device statistics of s's slot into the rows of
+ * s->t (the mirror table), as an eviction event's fetch would. */
+kvl_status kvl_engine_cuda_evict_fetch(kvl_cuda_evict *e, kvl_seq *s, kvl_err *err);
+/* The same through s's context (KVL_ERR_UNSUPPORTED without device eviction). */
+kvl_status kvl_engine_cuda_evict_fetch_stats(kvl_seq *s);
 /* Statistics of slot's sequence. */
 void kvl_engine_cuda_evict_get(const kvl_cuda_evict *e, int slot, kvl_cuda_evict_stats *out);
 /* Statistics of s (zeros without eviction; forward_cuda.c). */

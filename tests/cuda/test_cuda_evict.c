@@ -33,6 +33,7 @@
  * KVL_EVICT_BENCH=1 adds the benchmark: decode tok/s on the default path
  * with full, h2o and snapkv at keep=256 after a 1024-token prompt, and the
  * eviction events' cost (notes). */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -41,6 +42,7 @@
 #include "engine/engine.h"
 #include "engine/forward_cuda_evict.h"
 #include "kvlite.h"
+#include "kv/kv.h"
 #include "test.h"
 #include "cuda_test.h"
 
@@ -65,8 +67,8 @@ static kvl_token argmax(const float *x, int n) {
 
 /* A context and one sequence: prompt, then NGEN steps fed `feed` (NULL:
  * its own greedy tokens). Returns 0 on an error (printed). */
-static int do_run(const kvl_model *m, int device, int exact, const char *codec, const char *policy, int keep,
-                  const kvl_token *prompt, int np, const kvl_token *feed, run *r) {
+static int do_run_n(const kvl_model *m, int device, int exact, const char *codec, const char *policy, int keep,
+                    const kvl_token *prompt, int np, const kvl_token *feed, int ngen, run *r) {
     kvl_ctx_params p;
     kvl_ctx_params_default(&p);
     p.n_ctx = 512;
@@ -86,13 +88,18 @@ static int do_run(const kvl_model *m, int device, int exact, const char *codec, 
     kvl_model_get_info(m, &mi);
     float *lg = malloc(sizeof(float) * mi.n_vocab);
     int ok = kvl_seq_create(r->c, &r->s) == KVL_OK && kvl_prefill(r->s, prompt, np, lg, NULL) == KVL_OK;
-    for (int i = 0; ok && i < NGEN; i++) {
+    for (int i = 0; ok && i < ngen; i++) {
         r->tok[i] = argmax(lg, mi.n_vocab);
         ok = kvl_decode(r->s, feed ? feed[i] : r->tok[i], lg) == KVL_OK;
     }
     if (!ok) fprintf(stderr, "run (%s, %s, device %d): %s\n", codec, policy, device, kvl_ctx_error(r->c));
     free(lg);
     return ok;
+}
+
+static int do_run(const kvl_model *m, int device, int exact, const char *codec, const char *policy, int keep,
+                  const kvl_token *prompt, int np, const kvl_token *feed, run *r) {
+    return do_run_n(m, device, exact, codec, policy, keep, prompt, np, feed, NGEN, r);
 }
 
 static void run_free(run *r) {
@@ -210,6 +217,66 @@ static void bench(const kvl_model *m, const char *policy, int keep, int np, int 
     kvl_ctx_free(c);
 }
 
+
+/* The statistics themselves, CPU against device, where both runs hold the
+ * same lists (no eviction yet: keep above the history): accumulator acc of
+ * every (layer, query head) row, the largest |device - CPU| relative to the
+ * row's largest value, worst and median over the rows, and where the worst
+ * is. Bound: 1e-4 (f32 sums of the same probabilities in another order are
+ * ~1e-6; a wrong fold or a codec decoded differently shows as >= 1e-3). */
+static int cmp_float(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void stat_diag(const kvl_model *m, const char *codec, const char *spec, int acc, int keep, int ngen,
+                      const kvl_token *prompt, double bound) {
+    kvl_model_info mi;
+    kvl_model_get_info(m, &mi);
+    run cr, dr;
+    char what[128];
+    snprintf(what, sizeof what, "statistics %s %s acc %d keep %d, %d steps", spec, codec, acc, keep, ngen);
+    if (!do_run_n(m, KVL_DEVICE_CPU, 1, codec, spec, keep, prompt, NP, NULL, ngen, &cr)) {
+        CHECK_MSG(0, "%s: CPU run", what);
+        return;
+    }
+    if (!do_run_n(m, KVL_DEVICE_CUDA, 1, codec, spec, keep, prompt, NP, cr.tok, ngen, &dr)) {
+        CHECK_MSG(0, "%s: device run", what);
+        run_free(&cr);
+        return;
+    }
+    CHECK_MSG(kvl_engine_cuda_evict_fetch_stats(dr.s) == KVL_OK, "%s: fetch: %s", what, kvl_ctx_error(dr.c));
+    const int L = mi.n_layer, H = mi.n_head, G = mi.n_head / mi.n_head_kv;
+    double *rel = malloc(sizeof(double) * (size_t)L * H), worst = 0.0;
+    int wl = -1, wh = -1, wj = -1, nrow = 0, same_len = 1;
+    float wc = 0, wd = 0;
+    for (int l = 0; l < L; l++)
+        for (int qh = 0; qh < H; qh++) {
+            const int n = kvl_kv_table_len(cr.s->t, l, qh / G);
+            same_len &= n == kvl_kv_table_len(dr.s->t, l, qh / G);
+            const float *c = kvl_kv_table_stat(cr.s->t, l, qh, acc), *d = kvl_kv_table_stat(dr.s->t, l, qh, acc);
+            if (!c || !d || n <= 0) continue;
+            double mx = 0.0, md = 0.0;
+            int mj = 0;
+            for (int j = 0; j < n; j++) mx = fmax(mx, fabs(c[j]));
+            for (int j = 0; j < n; j++) {
+                const double e = fabs((double)d[j] - c[j]) / (mx > 0 ? mx : 1.0);
+                if (e > md) md = e, mj = j;
+            }
+            rel[nrow++] = md;
+            if (md >= worst) worst = md, wl = l, wh = qh, wj = mj, wc = c[mj], wd = d[mj];
+        }
+    qsort(rel, nrow, sizeof(double), cmp_float);
+    printf("note: %s: %d rows, lists equal in length %d; |device - CPU| / row max: median %.2e, worst %.2e "
+           "(layer %d, head %d, row %d: CPU %.6g, device %.6g)\n",
+           what, nrow, same_len, nrow ? rel[nrow / 2] : 0.0, worst, wl, wh, wj, wc, wd);
+    CHECK_MSG(nrow > 0 && same_len, "%s: no rows or lists of other lengths", what);
+    CHECK_MSG(worst <= bound, "%s: statistics differ by %.2e (bound %.1e)", what, worst, bound);
+    free(rel);
+    run_free(&cr);
+    run_free(&dr);
+}
+
 int main(void) {
     char buf[512];
     const char *path = cuda_test_model_path(buf, sizeof buf);
@@ -224,6 +291,13 @@ int main(void) {
     printf("note: model %s: %d layers, %d kv-heads\n", path, mi.n_layer, mi.n_head_kv);
     kvl_token prompt[NP];
     for (int i = 0; i < NP; i++) prompt[i] = (kvl_token)((i * 7919 + 13) % mi.n_vocab);
+    /* the statistics where the lists are equal: after the prompt alone, and after NGEN steps */
+    for (int ci = 0; ci < 2; ci++) {
+        const char *cd = ci ? "int8" : "f16";
+        stat_diag(m, cd, "h2o", KVL_KV_ACC_MASS, 400, 0, prompt, 1e-4);
+        stat_diag(m, cd, "h2o", KVL_KV_ACC_MASS, 400, NGEN, prompt, 1e-4);
+        stat_diag(m, cd, "snapkv", KVL_KV_ACC_WSUM, 400, NGEN, prompt, 1e-4);
+    }
     char spec[64];
     const char *pols[7] = {"streaming", "h2o", "tova", "snapkv", "pyramidkv", "veda", "cake"};
     const char *codecs[3] = {"f16", "int8", "int4z"};
