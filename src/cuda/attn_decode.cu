@@ -88,22 +88,24 @@ struct kvl_cuda_attn {
     kvl_cuda_attn_tuning tun;
     kvl_cuda_split_fn fn;
     int tc; /* fn is a tc_split_kernel (attn_tc.cuh) */
+    int nw; /* warps per block of fn (kvl_cuda_tc_warps for tc, else NWARPS) */
     size_t smem_max;
     float *part;        /* device */
     size_t part_floats; /* capacity */
     kvl_cuda_stats_ws *st; /* statistics (attn_stats.cu): NULL until kvl_cuda_attn_enable_stats */
 };
 
-/* Pages per split quantum of the plan: 128 tokens (4 warps x 2 tiles of 16)
- * for the tensor-core kernels unless tuning.tile_round < 0; else 1. */
+/* Pages per split quantum of the plan: one softmax step of every warp
+ * (warps x tiles per step x 16 tokens: 128 for 4 warps x pairs) for the
+ * tensor-core kernels unless tuning.tile_round < 0; else 1. */
 static int tile_quantum(const kvl_cuda_attn *a) {
-    const int P = a->pool->P;
-    return a->tc && a->tun.tile_round >= 0 && P < 2 * NWARPS * 16 ? 2 * NWARPS * 16 / P : 1;
+    const int P = a->pool->P, T = a->nw * kvl_cuda_tc_step(a->pool->codec) * 16;
+    return a->tc && a->tun.tile_round >= 0 && P < T ? (T + P - 1) / P : 1;
 }
 
 static size_t smem_bytes(const kvl_cuda_attn *a, int chunk_pages, int *pid_slots) {
     const int D = a->pool->D, slots = 2 * ((chunk_pages + 1) & ~1); /* 8-byte addresses, in floats */
-    const size_t sc = (size_t)a->G * ((size_t)chunk_pages << a->pool->logP), red = (size_t)NWARPS * a->G * D;
+    const size_t sc = (size_t)a->G * ((size_t)chunk_pages << a->pool->logP), red = (size_t)a->nw * a->G * D;
     if (pid_slots) *pid_slots = slots;
     if (a->tc)
         return sizeof(float) * ((size_t)slots + kvl_cuda_tc_smem_floats(D, a->G, a->pool->codec));
@@ -115,9 +117,9 @@ extern "C" void kvl_cuda_attn_plan(const kvl_cuda_attn *a, int n_seq, int max_le
     const int P = a->pool->P;
     const int max_pages = (max_len + P - 1) / P;
     const long lists = (long)n_seq * a->n_head_kv;
-    /* tensor-core kernels: splits of a whole number of 4-warp x 2-tile steps
-     * (cp.async ring, two 16-token tiles per softmax step): a warp given an
-     * odd number of tiles made the split 13-15% slower (RESULTS, 2026-12-03) */
+    /* tensor-core kernels: splits of a whole number of block steps (warps x
+     * tiles per softmax step, tile_quantum): a warp given an odd number of
+     * tiles made the pair kernels' split 13-15% slower (RESULTS, 2026-12-03) */
     const int q = tile_quantum(a);
     auto rnd = [&](int c) {
         if (q > 1 && c < max_pages) c = (c + q - 1) / q * q;
@@ -155,6 +157,11 @@ extern "C" void kvl_cuda_attn_plan(const kvl_cuda_attn *a, int n_seq, int max_le
     *chunk_pages = cp;
     *n_split = ns;
 }
+
+extern "C" int kvl_cuda_attn_step_tokens(const kvl_cuda_attn *a) {
+    return a->tc ? a->nw * kvl_cuda_tc_step(a->pool->codec) * 16 : 16;
+}
+extern "C" int kvl_cuda_attn_threads(const kvl_cuda_attn *a) { return 32 * a->nw; }
 
 extern "C" kvl_status kvl_cuda_attn_create(const kvl_cuda_pool *p, int n_head, int n_head_kv, int max_seq,
                                            int max_len, const kvl_cuda_attn_tuning *tuning, kvl_cuda_attn **out,
@@ -208,6 +215,7 @@ extern "C" kvl_status kvl_cuda_attn_create(const kvl_cuda_pool *p, int n_head, i
     /* default cap: 2048 tokens; 4096 for the tensor-core kernels, so a
      * one-wave plan can round its splits up to whole steps (65 -> 68 pages at
      * 32K + a few tokens, batch 1) and 16 x 4K needs one split, not two */
+    a->nw = a->tc ? kvl_cuda_tc_warps(p->codec) : NWARPS;
     if (a->tun.max_chunk_tokens <= 0) a->tun.max_chunk_tokens = a->tc ? 4096 : 2048;
     if (a->tun.max_chunk_tokens < p->P) a->tun.max_chunk_tokens = p->P;
     if (a->tun.min_chunk_tokens > a->tun.max_chunk_tokens) a->tun.min_chunk_tokens = a->tun.max_chunk_tokens;
@@ -224,7 +232,7 @@ extern "C" kvl_status kvl_cuda_attn_create(const kvl_cuda_pool *p, int n_head, i
     cudaError_t e = cudaFuncSetAttribute(a->fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)a->smem_max);
     if (e == cudaSuccess && a->tun.target_blocks <= 0) {
         int per_sm = 0;
-        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, a->fn, NTHREADS, a->smem_max);
+        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, a->fn, 32 * a->nw, a->smem_max);
         a->tun.target_blocks = (per_sm > 0 ? per_sm : 1) * p->n_sm;
     }
     if (e != cudaSuccess) {
@@ -333,7 +341,7 @@ extern "C" kvl_status kvl_cuda_attn_run_stats(kvl_cuda_attn *a, const kvl_cuda_a
     ka.n_head_kv = a->n_head_kv, ka.chunk_pages = cp, ka.n_split = ns, ka.pid_slots = slots;
     ka.out = x->out, ka.part = a->part;
     ka.sc = sx ? a->st->sc : NULL, ka.ml = sx ? a->st->ml : NULL, ka.sc_stride = sx ? a->st->max_len : 0;
-    (sx ? a->st->fn : a->fn)<<<grid, NTHREADS, smem, st>>>(ka);
+    (sx ? a->st->fn : a->fn)<<<grid, 32 * a->nw, smem, st>>>(ka);
     KVL_CUDA_TRY(cudaGetLastError(), "cuda attn: split kernel launch");
     if (ns > 1 && !a->tun.skip_merge) {
         /* programmatic dependent launch: the merge grid is scheduled as the

@@ -7,13 +7,15 @@
 #include "cuda/attn_tc.cuh"
 #include "cuda/attn_tc_f16.cuh"
 
-/* one block per SM: the ring (4 stages of 64 + 64 D bytes per warp) takes
- * 132 KB at D 128; no register cap */
+/* TC_WARPS_F16 warps, TC_STAGES_F16 ring stages of 64 + 64 D bytes per
+ * warp, TC_STEP_F16 tiles per step, TC_MINB_F16 blocks per SM
+ * (attn_tc_frag.cuh / attn_tc.cuh; default 4 warps x 4 stages = 132 KB at
+ * D 128: one block per SM); no register cap */
 
 template <int D> static kvl_cuda_split_fn pick_g(int G) {
     typedef tc_fk<D> K;
     typedef tc_fv<D> V;
-    return tc_pick_g<K, V, K, V, false, D, TC_MINB_F16>(G);
+    return tc_pick_g<K, V, K, V, false, D, TC_MINB_F16, false, TC_WARPS_F16>(G);
 }
 
 kvl_cuda_split_fn kvl_cuda_pick_f16_tc(int D, int G, int P) {

@@ -2,13 +2,14 @@
  * (attn_tc.cuh) for f16 and int4z pages: the default kernels of
  * attn_f16_tc.cu / attn_int4z_tc.cu that also write each (query head, row)
  * score and the split's (m, l) for the statistics kernels (attn_stats.cu).
- * Same minimum resident blocks as the default files. */
+ * Same minimum resident blocks (and f16 warps, TC_WARPS_F16) as the default
+ * files. */
 #include "cuda/attn_stats.cuh"
 #include "cuda/attn_tc.cuh"
 #include "cuda/attn_tc_f16.cuh"
 
 template <int D> static kvl_cuda_split_fn pick_f16(int G) {
-    return tc_pick_g<tc_fk<D>, tc_fv<D>, tc_fk<D>, tc_fv<D>, false, D, TC_MINB_F16, true>(G);
+    return tc_pick_g<tc_fk<D>, tc_fv<D>, tc_fk<D>, tc_fv<D>, false, D, TC_MINB_F16, true, TC_WARPS_F16>(G);
 }
 template <int D> static kvl_cuda_split_fn pick_i4(int G) {
     return tc_pick_g<tc_i4k<D>, tc_i4v<D>, tc_i4k<D>, tc_i4v<D>, false, D, TC_MINB_INT4Z, true>(G);

@@ -283,6 +283,50 @@ static __device__ __forceinline__ void tc_step2(const uint8_t *const (&sg)[2], b
     tc_finish2<KC, VC, D, ST>(sg, two, acc, pos, st, j0, x);
 }
 
+/* Tiles [ib, ie) through the warp's ring of S = KC::kStages stages, one
+ * tile per step (KC::kStep 1: f16 with TC_STEP_F16 1): the next S - 1
+ * tiles in flight while one is used (read into registers, then tc_step).
+ * Tile it sits in stage (it - ib) mod S; the stage refilled at step it is
+ * the one tile it - 1 used. */
+template <class KC, class VC, int D, bool ST = false>
+static __device__ __forceinline__ void tc_tiles_cp1(int ib, int ie, tc_state<D> &st, const tc_ctx &x,
+                                                    typename KC::QB &qb) {
+    constexpr int S = KC::kStages;
+    static_assert(S >= 2, "one tile in use, S - 1 in flight");
+    int cur = -1; /* page of qb (page-parameter keys) */
+    int fill = 0, use = 0;
+    auto issue = [&](int it) {
+        if (it < ie) {
+            const int j0 = it << 4;
+            KC::stage(x.ring + fill * KC::kStage, x.pages[j0 >> x.logP], x.koff, x.voff, x.P, j0 & (x.P - 1),
+                      x.lane);
+        }
+        fill = fill + 1 == S ? 0 : fill + 1;
+        tc_cp_commit(); /* empty past the range: the wait below counts groups */
+    };
+#pragma unroll
+    for (int k = 0; k < S - 1; k++) issue(ib + k);
+    for (int it = ib; it < ie; it++) {
+        issue(it + S - 1);   /* into the stage tile it - 1 used */
+        tc_cp_wait<S - 1>(); /* tile it landed */
+        __syncwarp();
+        const uint8_t *sg = x.ring + use * KC::kStage;
+        typename KC::Tile kt;
+        typename VC::Tile vt;
+        KC::template load<true>(kt, sg, KC::kStageK, x.P, 0, x.lane);
+        VC::template load<true>(vt, sg, KC::kStageV, x.P, 0, x.lane);
+        const int j0 = it << 4;
+        if (KC::kPageB && (j0 >> x.logP) != cur) {
+            KC::page(qb, kt, x.sq, x.lane);
+            cur = j0 >> x.logP;
+        }
+        tc_step<KC, VC, D, ST>(kt, vt, qb, st, j0, x);
+        use = use + 1 == S ? 0 : use + 1;
+        __syncwarp(); /* the stage is refilled next step */
+    }
+    tc_cp_wait<0>();
+}
+
 /* Tiles [ib, ie) through the warp's shared-memory ring of S = KC::kStages
  * stages (cp.async, 16-byte pieces), two tiles per step (tc_step2): the
  * next S / 2 - 1 pairs in flight while one is used, without their
@@ -327,7 +371,10 @@ static __device__ __forceinline__ void tc_tiles(int ib, int ie, tc_state<D> &st,
     typename KC::QB qb;
     KC::init(qb, x.sq, x.lane, x.wb);
     if constexpr (KC::kStage > 0) {
-        tc_tiles_cp<KC, VC, D, ST>(ib, ie, st, x, qb);
+        if constexpr (KC::kStep == 1)
+            tc_tiles_cp1<KC, VC, D, ST>(ib, ie, st, x, qb);
+        else
+            tc_tiles_cp<KC, VC, D, ST>(ib, ie, st, x, qb);
         return;
     }
     typename KC::Tile ka, kb;
@@ -365,19 +412,21 @@ static __device__ __forceinline__ void tc_tiles(int ib, int ie, tc_state<D> &st,
     }
 }
 
-/* Block (split, h, b), NTHREADS threads, G <= 4. Shared memory (dynamic):
- * page addresses [pid_slots / 2], sq[4][D], pb[NWARPS][4][TC_PS],
- * wb[NWARPS][D / 32][32] (uint4), then red[NWARPS][G][D] or, for codecs
- * with a ring (int4z, kivi2z), the tile rings [NWARPS][KC::kStages][KC::kStage]
+/* Block (split, h, b), NW warps (NWARPS, f16 TC_WARPS_F16: kvl_cuda_tc_warps),
+ * G <= 4. Shared memory (dynamic):
+ * page addresses [pid_slots / 2], sq[4][D], pb[NW][4][TC_PS2],
+ * wb[NW][D / 32][32] (uint4), then red[NW][G][D] or, for codecs
+ * with a ring (int4z, kivi2z), the tile rings [NW][KC::kStages][KC::kStage]
  * bytes, each warp's red slice at the start of its ring. Sealing codecs (SEALED): KC/VC the sealed pages'
  * codecs, OKC/OVC the open pages'. part / out as decode_split_kernel; ST
  * (statistics instantiations, attn_stats_tc*.cu) also the scores into a.sc
  * and the split's (m, l) into a.ml. */
-template <class KC, class VC, class OKC, class OVC, bool SEALED, int D, int G, int MINB, bool ST = false>
-__global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_constant__ kvl_cuda_kargs a) {
+template <class KC, class VC, class OKC, class OVC, bool SEALED, int D, int G, int MINB, bool ST, int NW>
+__global__ void __launch_bounds__(NW * 32, MINB) tc_split_kernel(const __grid_constant__ kvl_cuda_kargs a) {
     static_assert(G <= 4, "tensor-core kernel: at most 4 heads per kv-head");
+    constexpr int NT = NW * 32;
     extern __shared__ float smem[];
-    __shared__ float sm_m[NWARPS][4], sm_l[NWARPS][4];
+    __shared__ float sm_m[NW][4], sm_l[NW][4];
     __shared__ int sm_nsp, sm_bad;
     const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -395,17 +444,17 @@ __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_c
     const uint8_t **pages = reinterpret_cast<const uint8_t **>(smem);
     /* with a ring, warp w's red slice is the start of its own ring (free after its tiles) */
     constexpr bool RING = KC::kStage > 0;
-    float *sq = smem + a.pid_slots, *pb = sq + 4 * D; /* pb: [NWARPS][4][TC_PS2] */
-    uint4 *wbuf = reinterpret_cast<uint4 *>(pb + NWARPS * 4 * TC_PS2); /* [NWARPS][D / 32][32], if KC::kWB */
-    uint8_t *ring = reinterpret_cast<uint8_t *>(wbuf + (KC::kWB ? NWARPS * (D / 32) * 32 : 0));
-    float *red = reinterpret_cast<float *>(ring); /* [NWARPS][G][D], or per warp at stride RSTR */
+    float *sq = smem + a.pid_slots, *pb = sq + 4 * D; /* pb: [NW][4][TC_PS2] */
+    uint4 *wbuf = reinterpret_cast<uint4 *>(pb + NW * 4 * TC_PS2); /* [NW][D / 32][32], if KC::kWB */
+    uint8_t *ring = reinterpret_cast<uint8_t *>(wbuf + (KC::kWB ? NW * (D / 32) * 32 : 0));
+    float *red = reinterpret_cast<float *>(ring); /* [NW][G][D], or per warp at stride RSTR */
     constexpr int RSTR = RING ? KC::kStages * KC::kStage / 4 : G * D;
     static_assert(!RING || RSTR >= G * D, "a warp's ring holds its red slice");
     const int npages = (ntok + P - 1) >> logP;
     const uint32_t *lp = a.page_ids + a.list_off[li] + (size_t)split * a.chunk_pages;
     if (SEALED && tid == 0) sm_nsp = 0, sm_bad = 0;
     if (SEALED) __syncthreads();
-    for (int i = tid; i < npages; i += NTHREADS) {
+    for (int i = tid; i < npages; i += NT) {
         const uint32_t id = lp[i];
         pages[i] = kvl_cuda_page_addr(a.space, id);
         if (SEALED) {
@@ -415,14 +464,14 @@ __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_c
             if (!si && sn) sm_bad = 1;
         }
     }
-    for (int i = tid; i < 4 * D; i += NTHREADS) {
+    for (int i = tid; i < 4 * D; i += NT) {
         const int g = i / D;
         sq[i] = g < G ? __ldg(a.q + ((size_t)b * n_head + h * G + g) * D + i % D) * a.scale : 0.0f;
     }
     __syncthreads();
     const int nsT = SEALED ? min(sm_nsp << logP, ntok) : ntok;
     const int ntiles = (ntok + 15) >> 4, nst = SEALED ? (nsT + 15) >> 4 : ntiles;
-    const int it0 = warp * ntiles / NWARPS, it1 = (warp + 1) * ntiles / NWARPS;
+    const int it0 = warp * ntiles / NW, it1 = (warp + 1) * ntiles / NW;
     tc_state<D> st;
     st.m[0] = st.m[1] = -INFINITY;
     st.l[0] = st.l[1] = 0.0f;
@@ -465,15 +514,15 @@ __global__ void __launch_bounds__(NTHREADS, MINB) tc_split_kernel(const __grid_c
     }
     __syncthreads();
     const float poison = SEALED && sm_bad ? __int_as_float(0x7fc00000) : 0.0f;
-    for (int idx = tid; idx < G * D; idx += NTHREADS) {
+    for (int idx = tid; idx < G * D; idx += NT) {
         const int g = idx / D, d = idx % D;
         float M = -INFINITY;
 #pragma unroll
-        for (int w = 0; w < NWARPS; w++) M = fmaxf(M, sm_m[w][g]);
+        for (int w = 0; w < NW; w++) M = fmaxf(M, sm_m[w][g]);
         float L = 0.0f, v = 0.0f;
         if (M != -INFINITY) {
 #pragma unroll
-            for (int w = 0; w < NWARPS; w++) {
+            for (int w = 0; w < NW; w++) {
                 const float wt = __expf(sm_m[w][g] - M);
                 L = fmaf(wt, sm_l[w][g], L);
                 v = fmaf(wt, red[w * RSTR + g * D + d], v);
@@ -502,13 +551,19 @@ static inline int kvl_cuda_tc_stages(kvl_cuda_codec c) {
            : c == KVL_CUDA_CODEC_F16 ? TC_STAGES_F16
                                      : TC_STAGES_B8;
 }
+/* Warps per block of codec c's tensor-core kernel (its launch: 32 x that
+ * many threads) and tiles per softmax step (KC::kStep: the plan's split
+ * quantum); f16 by TC_WARPS_F16 / TC_STEP_F16, the others NWARPS, pairs. */
+static inline int kvl_cuda_tc_warps(kvl_cuda_codec c) { return c == KVL_CUDA_CODEC_F16 ? TC_WARPS_F16 : NWARPS; }
+static inline int kvl_cuda_tc_step(kvl_cuda_codec c) { return c == KVL_CUDA_CODEC_F16 ? TC_STEP_F16 : 2; }
 /* Shared memory of tc_split_kernel of codec c beyond the page addresses, in
  * floats (the key B buffer wb only for int4z / kivi2z: KC::kWB). */
 static inline size_t kvl_cuda_tc_smem_floats(int D, int G, kvl_cuda_codec c) {
     const int stage_bytes = kvl_cuda_tc_stage_bytes(c, D);
     const bool wb = c == KVL_CUDA_CODEC_INT4Z || c == KVL_CUDA_CODEC_KIVI2Z;
-    return (size_t)4 * D + NWARPS * 4 * TC_PS2 + (wb ? (size_t)NWARPS * D * 4 : 0) +
-           (stage_bytes ? (size_t)NWARPS * kvl_cuda_tc_stages(c) * stage_bytes / 4 : (size_t)NWARPS * G * D);
+    const size_t nw = (size_t)kvl_cuda_tc_warps(c);
+    return (size_t)4 * D + nw * 4 * TC_PS2 + (wb ? nw * D * 4 : 0) +
+           (stage_bytes ? nw * kvl_cuda_tc_stages(c) * stage_bytes / 4 : nw * G * D);
 }
 static inline int kvl_cuda_tc_stage_bytes(kvl_cuda_codec c, int D) {
     return c == KVL_CUDA_CODEC_INT4Z    ? 64 + 32 * (D / 16 + D / 2)
@@ -537,14 +592,15 @@ static inline int kvl_cuda_tc_stage_bytes(kvl_cuda_codec c, int D) {
 
 /* The per-codec instantiation table: tc_split_kernel for G = 1..4 query
  * heads per kv-head, NULL otherwise (used by attn_<codec>_tc.cu; ST: the
- * statistics instantiations, attn_stats_tc*.cu). */
-template <class KC, class VC, class OKC, class OVC, bool SEALED, int D, int MINB, bool ST = false>
+ * statistics instantiations, attn_stats_tc*.cu; NW: warps per block, which
+ * must be kvl_cuda_tc_warps of the codec: attn_decode.cu launches that). */
+template <class KC, class VC, class OKC, class OVC, bool SEALED, int D, int MINB, bool ST = false, int NW = NWARPS>
 static kvl_cuda_split_fn tc_pick_g(int G) {
     switch (G) {
-    case 1: return tc_split_kernel<KC, VC, OKC, OVC, SEALED, D, 1, MINB, ST>;
-    case 2: return tc_split_kernel<KC, VC, OKC, OVC, SEALED, D, 2, MINB, ST>;
-    case 3: return tc_split_kernel<KC, VC, OKC, OVC, SEALED, D, 3, MINB, ST>;
-    case 4: return tc_split_kernel<KC, VC, OKC, OVC, SEALED, D, 4, MINB, ST>;
+    case 1: return tc_split_kernel<KC, VC, OKC, OVC, SEALED, D, 1, MINB, ST, NW>;
+    case 2: return tc_split_kernel<KC, VC, OKC, OVC, SEALED, D, 2, MINB, ST, NW>;
+    case 3: return tc_split_kernel<KC, VC, OKC, OVC, SEALED, D, 3, MINB, ST, NW>;
+    case 4: return tc_split_kernel<KC, VC, OKC, OVC, SEALED, D, 4, MINB, ST, NW>;
     }
     return NULL;
 }

@@ -54,7 +54,7 @@ template <bool FP8> static __device__ __forceinline__ float tc_b8unit() {
 template <int D, bool FP8> struct tc_bk {
     static constexpr bool kPageB = false, kWB = false;
     static constexpr int NK = D / 16, CPR = D / 16, NV = D / 64;
-    static constexpr int kStage = 192 + 32 * D, kStageK = 64, kStageV = 128 + 16 * D, kStages = TC_STAGES_B8;
+    static constexpr int kStage = 192 + 32 * D, kStageK = 64, kStageV = 128 + 16 * D, kStages = TC_STAGES_B8, kStep = 2;
     struct Tile {
         uint4 c[2][NV];
         float s[2];

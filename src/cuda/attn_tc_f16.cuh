@@ -46,7 +46,8 @@ static __device__ __forceinline__ void tc_ldm4t(uint32_t (&r)[4], const uint8_t 
 template <int D> struct tc_fk {
     static constexpr bool kPageB = false, kWB = false;
     static constexpr int NK = D / 16;
-    static constexpr int kStage = 64 + 64 * D, kStageK = 64, kStageV = 64 + 32 * D, kStages = TC_STAGES_F16;
+    static constexpr int kStage = 64 + 64 * D, kStageK = 64, kStageV = 64 + 32 * D, kStages = TC_STAGES_F16,
+                         kStep = TC_STEP_F16; /* tiles per softmax step (attn_tc_frag.cuh) */
     struct Tile {
         uint32_t a[NK][4];
         int pos[2];

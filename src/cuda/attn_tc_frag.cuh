@@ -44,6 +44,23 @@
 #ifndef TC_STAGES_KIVI2Z
 #define TC_STAGES_KIVI2Z 4
 #endif
+/* f16 only (attn_tc_f16.cuh, device experiments 2026-12-06): warps per
+ * block of its tensor-core kernel (TC_WARPS_F16; the other codecs' kernels
+ * have NWARPS) and tiles per softmax step through the ring (TC_STEP_F16: 2
+ * = pairs, tc_step2, kStages even >= 4; 1 = one tile per step, tc_step,
+ * kStages >= 2: one tile in use, kStages - 1 in flight). The plan
+ * (attn_decode.cu) and the statistics instantiations follow both. */
+#ifndef TC_WARPS_F16
+#define TC_WARPS_F16 4
+#endif
+#ifndef TC_STEP_F16
+#define TC_STEP_F16 2
+#endif
+/* cp.async with an L2 prefetch hint of this many bytes (0: none, 64, 128,
+ * 256; device experiment, every codec's ring copies) */
+#ifndef TC_CP_L2
+#define TC_CP_L2 0
+#endif
 
 static __device__ __forceinline__ uint32_t tc_split2(float x0, float x1, bool lo) {
     const __half2 h = __floats2half2_rn(x0, x1);
@@ -94,7 +111,15 @@ template <bool SH> static __device__ __forceinline__ uint2 tc_ld8(const uint8_t 
 }
 static __device__ __forceinline__ void tc_cp16(void *dst, const void *src) {
     const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+#if TC_CP_L2 == 256
+    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
+#elif TC_CP_L2 == 128
+    asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
+#elif TC_CP_L2 == 64
+    asm volatile("cp.async.cg.shared.global.L2::64B [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
+#else
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
+#endif
 }
 static __device__ __forceinline__ void tc_cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int N> static __device__ __forceinline__ void tc_cp_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
@@ -148,7 +173,7 @@ template <int D> struct tc_i4k {
     /* Shared-memory ring (cp.async): a stage holds a tile's positions (64
      * bytes), K rows (16 RB) and V rows (16 RB), each contiguous in the page. */
     static constexpr int RB = D / 16 + D / 2, kStage = 64 + 32 * RB, kStageK = 64, kStageV = 64 + 16 * RB;
-    static constexpr int kStages = TC_STAGES_INT4Z;
+    static constexpr int kStages = TC_STAGES_INT4Z, kStep = 2;
     /* per segment, chunk i by lane i mod 32: compile-time offsets from one
      * per-tile base each (no per-chunk segment selection) */
     static __device__ __forceinline__ void stage(uint8_t *st, const uint8_t *pg, int koff, int voff, int P, int r0,
@@ -278,7 +303,7 @@ template <int D> struct tc_k2k {
      * (D / 8 chunks of 32 bytes), V s8 and z8 of the tile (16 per group):
      * 64 + 11 D bytes, read by tc_k2k / tc_k2v load<true>. */
     static constexpr int kStage = 64 + 11 * D, kStageK = 64, kStageV = 64 + 6 * D;
-    static constexpr int kStages = TC_STAGES_KIVI2Z;
+    static constexpr int kStages = TC_STAGES_KIVI2Z, kStep = 2;
     struct Tile {
         uint32_t w[2][NW];
         uint32_t s, z; /* scale / zero point bytes of channels tq D/4 + 4 (gq % (D/16)) + {0..3} */
@@ -411,7 +436,7 @@ template <int D> struct tc_k2v {
  * lane tq reads its D/4 contiguous halves of tokens gq, gq + 8. */
 template <int D> struct tc_hk {
     static constexpr bool kPageB = false, kWB = false;
-    static constexpr int kStage = 0, kStageK = 0, kStageV = 0, kStages = 0; /* no shared-memory ring */
+    static constexpr int kStage = 0, kStageK = 0, kStageV = 0, kStages = 0, kStep = 1; /* no shared-memory ring */
     static constexpr int NJC = D / 16;
     struct Tile {
         uint4 v[2][D / 32];

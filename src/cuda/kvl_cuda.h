@@ -147,6 +147,11 @@ kvl_status kvl_cuda_attn_run(kvl_cuda_attn *a, const kvl_cuda_attn_args *args, v
 /* The plan kvl_cuda_attn_run uses for n_seq sequences of at most max_len
  * tokens: pages per split and splits per list (tests, benchmarks). */
 void kvl_cuda_attn_plan(const kvl_cuda_attn *a, int n_seq, int max_len, int *chunk_pages, int *n_split);
+/* Tokens of one step of all warps of a's split kernel (the tensor-core
+ * kernels: warps x tiles per softmax step x 16; the plan rounds splits to
+ * it, tuning.tile_round >= 0) and its threads per block (tests). */
+int kvl_cuda_attn_step_tokens(const kvl_cuda_attn *a);
+int kvl_cuda_attn_threads(const kvl_cuda_attn *a);
 
 /* ---- attention statistics (attn_stats.cu; added 2026-12-03) ------------------------------ */
 
