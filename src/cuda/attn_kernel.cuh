@@ -126,11 +126,11 @@ static __device__ __forceinline__ float reduce_heads(float (&v)[GP], int lane, i
 /* A split past the end of its list saw no rows: the output of its G query
  * heads is zero (one split), or its partial record is (m -inf, l 0, acc 0),
  * which the merge weighs by zero. Called by every thread of the block. */
-template <int D, int G>
+template <int D, int G, int NT = NTHREADS> /* NT: the block's threads */
 static __device__ __forceinline__ void write_empty_split(const kvl_cuda_kargs &a, int b, int h, int split, int n_head,
                                                          int tid) {
     const size_t rec = 2 + D;
-    for (int idx = tid; idx < G * D; idx += NTHREADS) {
+    for (int idx = tid; idx < G * D; idx += NT) {
         const int g = idx / D, d = idx % D;
         const size_t qh = (size_t)b * n_head + h * G + g;
         if (a.n_split == 1) {

@@ -438,7 +438,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) tc_split_kernel(const __grid_co
     const size_t rec = 2 + D;
     if (ntok <= 0) { /* this list ends before the split */
         if constexpr (ST) stats_empty_split<G>(a, b, h, split, n_head, tid);
-        write_empty_split<D, G>(a, b, h, split, n_head, tid);
+        write_empty_split<D, G, NT>(a, b, h, split, n_head, tid);
         return;
     }
     const uint8_t **pages = reinterpret_cast<const uint8_t **>(smem);
