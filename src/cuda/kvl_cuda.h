@@ -448,6 +448,11 @@ kvl_status kvl_cuda_lm_evict_compact(kvl_cuda_lm *lm, int slot, int n_list, cons
                                      const int32_t *keep, kvl_err *err);
 /* Zero the window accumulators (WSUM, WSQ, WENT) of (slot, layer). */
 kvl_status kvl_cuda_lm_evict_reset_window(kvl_cuda_lm *lm, int slot, int layer, kvl_err *err);
+/* Tests: page k of list (slot, layer, head) (rows [k P, k P + P)) into host
+ * page [*bytes] (the CPU pool's layout; NULL: only the sizes); *bytes the
+ * page's size, *koff, *voff its K and V segments' offsets (synchronous). */
+kvl_status kvl_cuda_lm_evict_page(kvl_cuda_lm *lm, int slot, int layer, int head, int k, void *page, size_t *bytes,
+                                  size_t *koff, size_t *voff, kvl_err *err);
 /* Tests: stored positions of rows [0, n) of list (slot, layer, head) into pos [n]. */
 kvl_status kvl_cuda_lm_evict_positions(kvl_cuda_lm *lm, int slot, int layer, int head, int32_t *pos, int n,
                                        kvl_err *err);

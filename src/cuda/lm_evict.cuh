@@ -320,6 +320,19 @@ extern "C" kvl_status kvl_cuda_lm_evict_positions(kvl_cuda_lm *lm, int slot, int
     return KVL_OK;
 }
 
+extern "C" kvl_status kvl_cuda_lm_evict_page(kvl_cuda_lm *lm, int slot, int layer, int head, int k, void *page,
+                                             size_t *bytes, size_t *koff, size_t *voff, kvl_err *err) {
+    if (!lm->evict || slot < 0 || slot >= lm->n_slots || layer < 0 || layer >= lm->L || head < 0 || head >= lm->Hkv ||
+        k < 0 || k >= lm->ppl)
+        return kvl_err_set(err, KVL_ERR_ARG, "cuda evict: page %d of (%d, %d, %d)", k, slot, layer, head);
+    *bytes = kvl_cuda_pool_page_bytes(lm->pool);
+    kvl_cuda_pool_seg_offsets(lm->pool, 0, koff, voff);
+    if (!page) return KVL_OK;
+    KVL_CUDA_TRY(cudaStreamSynchronize(lm->st), "cuda evict: page");
+    const uint32_t id0 = (uint32_t)((((int64_t)slot * lm->L + layer) * lm->Hkv + head) * lm->ppl);
+    return kvl_cuda_pool_download(lm->pool, id0 + (uint32_t)k, page, 1, err);
+}
+
 extern "C" int64_t kvl_cuda_lm_evict_pages(const kvl_cuda_lm *lm, int slot) {
     const int32_t *r = kvl_cuda_lm_evict_rows(lm, slot);
     if (!r) return 0;

@@ -42,6 +42,7 @@
 #include "engine/engine.h"
 #include "engine/forward_cuda_evict.h"
 #include "kvlite.h"
+#include "kv/codec.h"
 #include "kv/kv.h"
 #include "test.h"
 #include "cuda_test.h"
@@ -218,24 +219,81 @@ static void bench(const kvl_model *m, const char *policy, int keep, int np, int 
 }
 
 
-/* The statistics themselves, CPU against device, where both runs hold the
- * same lists (no eviction yet: keep above the history): accumulator acc of
- * every (layer, query head) row, the largest |device - CPU| relative to the
- * row's largest value, worst and median over the rows, and where the worst
- * is. Bound: 1e-4 (f32 sums of the same probabilities in another order are
- * ~1e-6; a wrong fold or a codec decoded differently shows as >= 1e-3). */
+/* Why the kept sets of the statistics policies part, measured where both
+ * runs hold the same lists (no eviction yet: keep above the history):
+ *  (1) the K / V rows in the cache: the device pages (downloaded, decoded
+ *      by the CPU codec) against the CPU table's rows, per layer: how many
+ *      values differ by more than 1e-6 of the row's largest (a different
+ *      rounding of a value that sat on a code boundary: the projections sum
+ *      in another order, ~1e-6 relative, test_cuda_e2e's header) and the
+ *      largest difference in quantization steps (int8: the row's scale;
+ *      f16: an ulp of the row's largest value). A wrong append moves whole
+ *      rows; code flips move single values by one step;
+ *  (2) the statistics rows of accumulator acc of every (layer, query head):
+ *      |device - CPU| / the row's largest, median per layer and overall.
+ * (1) grows with depth (a flip changes the attention of its layer and so
+ * the rows of every later layer) and is much larger for int8 (a step of
+ * 1/127 of the row's largest value against f16's 2^-11 relative), and (2)
+ * follows it. Bounds: every differing value within 1 step (layer 0: where
+ * nothing upstream differs but the projection's sums); statistics median
+ * <= 1e-3 (f16) / 1e-2 (int8) and worst <= 0.2: a wrong fold, head or
+ * query mask moves most rows by O(1). */
 static int cmp_float(const void *a, const void *b) {
     const double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
 }
 
-static void stat_diag(const kvl_model *m, const char *codec, const char *spec, int acc, int keep, int ngen,
-                      const kvl_token *prompt, double bound) {
+static const kvl_codec *codec_named(const char *name) {
+    for (const kvl_codec *const *c = kvl_codec_all(); *c; c++)
+        if (!strcmp((*c)->name, name)) return *c;
+    return NULL;
+}
+
+/* (1): returns the largest difference in steps over layer l's rows; *nd: values differing */
+static double kv_layer_diff(kvl_cuda_lm *lm, run *cr, run *dr, const kvl_codec *cd, int l, int Hkv, int D, int P,
+                            int is_int8, long *nd, long *nv) {
+    size_t pb = 0, koff = 0, voff = 0;
+    kvl_err e = {0};
+    double worst = 0.0;
+    if (kvl_cuda_lm_evict_page(lm, dr->s->cuda_slot, l, 0, 0, NULL, &pb, &koff, &voff, &e) != KVL_OK) return 1e9;
+    uint8_t *pg = malloc(pb);
+    float kc[256], vc[256], kd[256], vd[256];
+    for (int h = 0; h < Hkv; h++) {
+        const int n = kvl_kv_table_len(cr->s->t, l, h);
+        for (int i = 0; i < n; i++) {
+            if (i % P == 0 && kvl_cuda_lm_evict_page(lm, dr->s->cuda_slot, l, h, i / P, pg, &pb, &koff, &voff, &e)) {
+                free(pg);
+                return 1e9;
+            }
+            kvl_kv_table_decode(cr->s->t, l, h, i, kc, vc);
+            cd->decode(pg + koff, D, P, i % P, kd);
+            cd->decode(pg + voff, D, P, i % P, vd);
+            for (int kv = 0; kv < 2; kv++) {
+                const float *c = kv ? vc : kc, *d = kv ? vd : kd;
+                float mx = 0.0f;
+                for (int j = 0; j < D; j++) mx = fmaxf(mx, fabsf(c[j]));
+                const double step = is_int8 ? mx / 127.0 : ldexp(1.0, ilogb(mx > 0 ? mx : 1.0f) - 10);
+                for (int j = 0; j < D; j++) {
+                    const double df = fabs((double)c[j] - d[j]);
+                    if (df > 1e-6 * mx) (*nd)++;
+                    if (df / step > worst) worst = df / step;
+                }
+                *nv += D;
+            }
+        }
+    }
+    free(pg);
+    return worst;
+}
+
+static void stat_diag(const kvl_model *m, const char *codec, const char *spec, int acc, int ngen,
+                      const kvl_token *prompt) {
     kvl_model_info mi;
     kvl_model_get_info(m, &mi);
+    const int keep = 400, is_int8 = !strcmp(codec, "int8");
     run cr, dr;
     char what[128];
-    snprintf(what, sizeof what, "statistics %s %s acc %d keep %d, %d steps", spec, codec, acc, keep, ngen);
+    snprintf(what, sizeof what, "no eviction yet (keep %d), %s %s, %d steps", keep, spec, codec, ngen);
     if (!do_run_n(m, KVL_DEVICE_CPU, 1, codec, spec, keep, prompt, NP, NULL, ngen, &cr)) {
         CHECK_MSG(0, "%s: CPU run", what);
         return;
@@ -246,33 +304,45 @@ static void stat_diag(const kvl_model *m, const char *codec, const char *spec, i
         return;
     }
     CHECK_MSG(kvl_engine_cuda_evict_fetch_stats(dr.s) == KVL_OK, "%s: fetch: %s", what, kvl_ctx_error(dr.c));
-    const int L = mi.n_layer, H = mi.n_head, G = mi.n_head / mi.n_head_kv;
-    double *rel = malloc(sizeof(double) * (size_t)L * H), worst = 0.0;
-    int wl = -1, wh = -1, wj = -1, nrow = 0, same_len = 1;
-    float wc = 0, wd = 0;
-    for (int l = 0; l < L; l++)
+    const int L = mi.n_layer, H = mi.n_head, Hkv = mi.n_head_kv, G = H / Hkv, D = mi.head_dim;
+    const int P = kvl_kv_pool_config(kvl_kv_table_pool(cr.s->t))->page_tokens;
+    const kvl_codec *cd = codec_named(codec);
+    kvl_cuda_lm *lm = kvl_engine_cuda_lm(dr.c);
+    double *rel = malloc(sizeof(double) * (size_t)L * H), *lrel = malloc(sizeof(double) * H), worst = 0.0;
+    int nrow = 0, same_len = 1;
+    char prof[1024] = "";
+    size_t pl = 0;
+    for (int l = 0; l < L; l++) {
+        int nl = 0;
         for (int qh = 0; qh < H; qh++) {
             const int n = kvl_kv_table_len(cr.s->t, l, qh / G);
             same_len &= n == kvl_kv_table_len(dr.s->t, l, qh / G);
             const float *c = kvl_kv_table_stat(cr.s->t, l, qh, acc), *d = kvl_kv_table_stat(dr.s->t, l, qh, acc);
             if (!c || !d || n <= 0) continue;
             double mx = 0.0, md = 0.0;
-            int mj = 0;
             for (int j = 0; j < n; j++) mx = fmax(mx, fabs(c[j]));
-            for (int j = 0; j < n; j++) {
-                const double e = fabs((double)d[j] - c[j]) / (mx > 0 ? mx : 1.0);
-                if (e > md) md = e, mj = j;
-            }
-            rel[nrow++] = md;
-            if (md >= worst) worst = md, wl = l, wh = qh, wj = mj, wc = c[mj], wd = d[mj];
+            for (int j = 0; j < n; j++) md = fmax(md, fabs((double)d[j] - c[j]) / (mx > 0 ? mx : 1.0));
+            rel[nrow++] = md, lrel[nl++] = md;
+            worst = fmax(worst, md);
         }
+        long nd = 0, nv = 0;
+        const double steps = cd && lm ? kv_layer_diff(lm, &cr, &dr, cd, l, Hkv, D, P, is_int8, &nd, &nv) : 1e9;
+        CHECK_MSG(steps < 1e8, "%s: layer %d: device pages not read", what, l);
+        if (l == 0) CHECK_MSG(steps <= 1.0 + 1e-3, "%s: layer 0: a K/V value %.3g steps from the CPU's", what, steps);
+        if (l == 0 || l == 1 || l == L / 2 || l == L - 1) {
+            qsort(lrel, nl, sizeof(double), cmp_float);
+            pl += (size_t)snprintf(prof + pl, sizeof prof - pl, "%s layer %d: K/V values differing %ld of %ld (max %.2f steps), "
+                                   "statistics median %.1e", pl ? ";" : "", l, nd, nv, steps, nl ? lrel[nl / 2] : 0.0);
+        }
+    }
     qsort(rel, nrow, sizeof(double), cmp_float);
-    printf("note: %s: %d rows, lists equal in length %d; |device - CPU| / row max: median %.2e, worst %.2e "
-           "(layer %d, head %d, row %d: CPU %.6g, device %.6g)\n",
-           what, nrow, same_len, nrow ? rel[nrow / 2] : 0.0, worst, wl, wh, wj, wc, wd);
+    const double med = nrow ? rel[nrow / 2] : 0.0;
+    printf("note: %s: statistics (acc %d) |device - CPU| / row max over %d rows: median %.2e, worst %.2e;%s\n", what,
+           acc, nrow, med, worst, prof);
     CHECK_MSG(nrow > 0 && same_len, "%s: no rows or lists of other lengths", what);
-    CHECK_MSG(worst <= bound, "%s: statistics differ by %.2e (bound %.1e)", what, worst, bound);
-    free(rel);
+    CHECK_MSG(med <= (is_int8 ? 1e-2 : 1e-3) && worst <= 0.2, "%s: statistics differ: median %.2e, worst %.2e", what,
+              med, worst);
+    free(rel), free(lrel);
     run_free(&cr);
     run_free(&dr);
 }
@@ -294,9 +364,9 @@ int main(void) {
     /* the statistics where the lists are equal: after the prompt alone, and after NGEN steps */
     for (int ci = 0; ci < 2; ci++) {
         const char *cd = ci ? "int8" : "f16";
-        stat_diag(m, cd, "h2o", KVL_KV_ACC_MASS, 400, 0, prompt, 1e-4);
-        stat_diag(m, cd, "h2o", KVL_KV_ACC_MASS, 400, NGEN, prompt, 1e-4);
-        stat_diag(m, cd, "snapkv", KVL_KV_ACC_WSUM, 400, NGEN, prompt, 1e-4);
+        stat_diag(m, cd, "h2o", KVL_KV_ACC_MASS, 0, prompt);
+        stat_diag(m, cd, "h2o", KVL_KV_ACC_MASS, NGEN, prompt);
+        stat_diag(m, cd, "snapkv", KVL_KV_ACC_WSUM, NGEN, prompt);
     }
     char spec[64];
     const char *pols[7] = {"streaming", "h2o", "tova", "snapkv", "pyramidkv", "veda", "cake"};
