@@ -16,11 +16,17 @@
  *     of near-equal scores at the cut may swap: lists identical >= 80%
  *     and kept-set overlap >= 0.97 for f16 and int4z (seen on the H200,
  *     SmolLM2, 2026-12-03b: f16 81-90 of 90 lists, overlap >= 0.994; int4z
- *     89 of 90); int8 >= 40% and 0.95: seen 47-75 of 90 lists identical,
- *     overlap 0.964-0.994 (cake the lowest), the cause not established
- *     (its device rows equal the mirror's, so the compaction is exact; the
- *     scores the policy ranks differ more than f16's); a wrong statistic or
- *     a missed fold changes most lists at once;
+ *     89 of 90); int8 >= 40% and 0.95: seen 47-86 of 90 lists identical,
+ *     overlap 0.964-0.999 (cake the lowest). Why int8 parts more (stat_diag
+ *     below, H100 2026-12-06): before any eviction the statistics already
+ *     differ (median 8e-4 .. 1.7e-3 of a row's largest, worst 2.6e-2 ..
+ *     6.2e-2, against f16's 2.4e-5 / 3.3e-3), while the CPU's own statistics
+ *     are identical across thread counts and batch sizes and the device's on
+ *     the CPU's page bytes agree to 1e-4 (test_cuda_stats): the two sides
+ *     write different K/V bytes (a value on an int8 code boundary rounds to
+ *     the neighbouring code when the projection sums differ by ~1e-6, one
+ *     step = 1/127 of the row's largest value, and a flip changes every
+ *     later layer), which stat_diag measures page by page;
  *   - greedy tokens of the device = the CPU's for >= 32 (f16), 24 (int8),
  *     16 (int4z) of the NGEN steps;
  *   - the device pages holding rows after the run <= the lists' budget +
