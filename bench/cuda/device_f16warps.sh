@@ -10,8 +10,7 @@
 #   w4s  4 warps, one tile per step, 3 stages, 2 blocks per SM (99 KB)
 #   w2s  2 warps, one tile per step, 3 stages, 4 blocks per SM (50 KB)
 #   w6p  6 warps, pairs, 4 stages, 1 block (198 KB)
-#   (w2s4, pf with EXTRA=1: 2 warps x single steps x 4 stages x 3 blocks;
-#   the cp.async L2::256B prefetch hint on the default kernel)
+#   (w2s4 with EXTRA=1: 2 warps x single steps x 4 stages x 3 blocks)
 # From the tree root on the device machine; logs in $OUT/attn.tgz.
 # LIMIT: seconds for device_attn.sh (default 250; what is not done by then
 # is cut, the logs so far still come back).
@@ -24,8 +23,8 @@ V="$V;w2s|-DTC_WARPS_F16=2 -DTC_STEP_F16=1 -DTC_STAGES_F16=3 -DTC_MINB_F16=4|$A"
 V="$V;w6p|-DTC_WARPS_F16=6|$A"
 TV="w2p w8s w4s w2s w6p"
 if [ "${EXTRA:-0}" = 1 ]; then
-    V="$V;w2s4|-DTC_WARPS_F16=2 -DTC_STEP_F16=1 -DTC_STAGES_F16=4 -DTC_MINB_F16=3|$A;pf|-DTC_CP_L2=256|$A"
-    TV="$TV w2s4 pf"
+    V="$V;w2s4|-DTC_WARPS_F16=2 -DTC_STEP_F16=1 -DTC_STAGES_F16=4 -DTC_MINB_F16=3|$A"
+    TV="$TV w2s4"
 fi
 OUT=${OUT:-out}
 BASE_ARGS="$A" NCU="${NCU:-}" TEST_VARIANTS="$TV" VARIANTS="$V" SDPA=1 SDPA_FIRST=1 \

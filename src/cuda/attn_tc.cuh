@@ -283,6 +283,19 @@ static __device__ __forceinline__ void tc_step2(const uint8_t *const (&sg)[2], b
     tc_finish2<KC, VC, D, ST>(sg, two, acc, pos, st, j0, x);
 }
 
+/* One ring step of the warp: tile it (if < ie) into ring stage fill, fill
+ * advanced mod KC::kStages, one cp.async group committed (empty past the
+ * range: the loops' waits count groups). Used by tc_tiles_cp1 / tc_tiles_cp. */
+template <class KC>
+static __device__ __forceinline__ void tc_ring_issue(const tc_ctx &x, int &fill, int it, int ie) {
+    if (it < ie) {
+        const int j0 = it << 4;
+        KC::stage(x.ring + fill * KC::kStage, x.pages[j0 >> x.logP], x.koff, x.voff, x.P, j0 & (x.P - 1), x.lane);
+    }
+    fill = fill + 1 == KC::kStages ? 0 : fill + 1;
+    tc_cp_commit();
+}
+
 /* Tiles [ib, ie) through the warp's ring of S = KC::kStages stages, one
  * tile per step (KC::kStep 1: f16 with TC_STEP_F16 1): the next S - 1
  * tiles in flight while one is used (read into registers, then tc_step).
@@ -295,15 +308,7 @@ static __device__ __forceinline__ void tc_tiles_cp1(int ib, int ie, tc_state<D> 
     static_assert(S >= 2, "one tile in use, S - 1 in flight");
     int cur = -1; /* page of qb (page-parameter keys) */
     int fill = 0, use = 0;
-    auto issue = [&](int it) {
-        if (it < ie) {
-            const int j0 = it << 4;
-            KC::stage(x.ring + fill * KC::kStage, x.pages[j0 >> x.logP], x.koff, x.voff, x.P, j0 & (x.P - 1),
-                      x.lane);
-        }
-        fill = fill + 1 == S ? 0 : fill + 1;
-        tc_cp_commit(); /* empty past the range: the wait below counts groups */
-    };
+    auto issue = [&](int it) { tc_ring_issue<KC>(x, fill, it, ie); };
 #pragma unroll
     for (int k = 0; k < S - 1; k++) issue(ib + k);
     for (int it = ib; it < ie; it++) {
@@ -338,15 +343,7 @@ static __device__ __forceinline__ void tc_tiles_cp(int ib, int ie, tc_state<D> &
     int cur = -1; /* page of qb (page-parameter keys) */
     static_assert(S >= 4 && S % 2 == 0, "pairs of tiles: two in use, S - 2 in flight");
     int fill = 0, use = 0; /* stages of the next tile issued / used */
-    auto issue = [&](int it) {
-        if (it < ie) {
-            const int j0 = it << 4;
-            KC::stage(x.ring + fill * KC::kStage, x.pages[j0 >> x.logP], x.koff, x.voff, x.P, j0 & (x.P - 1),
-                      x.lane);
-        }
-        fill = fill + 1 == S ? 0 : fill + 1;
-        tc_cp_commit(); /* empty past the range: the wait below counts groups */
-    };
+    auto issue = [&](int it) { tc_ring_issue<KC>(x, fill, it, ie); };
 #pragma unroll
     for (int k = 0; k < S - 2; k++) issue(ib + k);
     for (int it = ib; it < ie; it += 2) {

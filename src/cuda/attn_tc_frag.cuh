@@ -56,11 +56,6 @@
 #ifndef TC_STEP_F16
 #define TC_STEP_F16 2
 #endif
-/* cp.async with an L2 prefetch hint of this many bytes (0: none, 64, 128,
- * 256; device experiment, every codec's ring copies) */
-#ifndef TC_CP_L2
-#define TC_CP_L2 0
-#endif
 
 static __device__ __forceinline__ uint32_t tc_split2(float x0, float x1, bool lo) {
     const __half2 h = __floats2half2_rn(x0, x1);
@@ -111,15 +106,7 @@ template <bool SH> static __device__ __forceinline__ uint2 tc_ld8(const uint8_t 
 }
 static __device__ __forceinline__ void tc_cp16(void *dst, const void *src) {
     const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-#if TC_CP_L2 == 256
-    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
-#elif TC_CP_L2 == 128
-    asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
-#elif TC_CP_L2 == 64
-    asm volatile("cp.async.cg.shared.global.L2::64B [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
-#else
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
-#endif
 }
 static __device__ __forceinline__ void tc_cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int N> static __device__ __forceinline__ void tc_cp_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
